@@ -1,0 +1,55 @@
+# Everything starts from a fresh clone: the venv, the pinned tools and the test control plane
+# are created on demand. `make run` is the main job, `make test` the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(CURDIR)/.tools/bin
+export PATH := $(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
+DATA_DIR ?= $(CURDIR)/.data
+PYTEST_ARGS ?=
+
+.PHONY: all venv tools control-plane run serve demo test test-fast lint bench cluster clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+tools:
+	bash hack/install-tools.sh
+
+control-plane:
+	bash hack/build-control-plane.sh
+
+## run: the main job — the runtime on the embedded default (local mode, file under ./.data/).
+run: venv tools
+	mkdir -p $(DATA_DIR)
+	TURSO_LOCAL_PATH=$${TURSO_LOCAL_PATH:-$(DATA_DIR)/turso/runtime.db} $(VENV)/bin/buntime demo
+
+## test: the whole suite against real tursodb, real replicas and a real kube-apiserver.
+test: venv tools control-plane
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-fast: skip the control-plane tests (for a quick local loop).
+test-fast: venv tools
+	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check runtime operator turso-server
+	$(VENV)/bin/mypy
+
+bench: venv tools
+	$(PY) -m bench
+
+## cluster: start the test control plane (etcd + kube-apiserver) by hand.
+cluster: venv tools control-plane
+	$(PY) -m tests.support.controlplane
+
+clean:
+	rm -rf $(VENV) .tools .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,133 @@
+"""Resolve the Turso service configuration from the environment and an optional config mapping.
+
+A pure function: it reads only the mapping and env it is given. Precedence, per field: a
+non-empty env value, then the config value (after ``${VAR}`` substitution), then the default.
+
+=============================  ==========================================  ==========================
+what is set                    mode                                        token
+=============================  ==========================================  ==========================
+``TURSO_SERVER_URL``           multi-tenant sync: ``<url>/<namespace>``    ``TURSO_SERVER_TOKEN``
+``TURSO_SYNC_URL``             single-tenant sync (the URL alone is enough) ``TURSO_SYNC_AUTH_TOKEN``
+neither                        local file at ``TURSO_LOCAL_PATH``           —
+=============================  ==========================================  ==========================
+
+``TURSO_MODE=local`` forces local mode even when ``TURSO_SYNC_URL`` is set; ``TURSO_MODE=sync``
+without any URL, or any other mode, is a startup error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._errors import TursoConfigError
+
+DEFAULT_LOCAL_PATH = "./data/turso/runtime.db"
+DEFAULT_SYNC_INTERVAL = 5.0
+
+TursoMode = Literal["local", "sync"]
+Topology = Literal["local", "single-tenant", "multi-tenant"]
+
+_VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+
+@dataclass(frozen=True)
+class TursoConfig:
+    """The resolved configuration. Tokens are excluded from ``repr`` so they never reach logs."""
+
+    mode: TursoMode
+    local_path: str
+    sync_url: str | None = None
+    server_url: str | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    sync_interval: float = DEFAULT_SYNC_INTERVAL
+
+    @property
+    def topology(self) -> Topology:
+        if self.server_url:
+            return "multi-tenant"
+        return "single-tenant" if self.mode == "sync" else "local"
+
+
+def _substitute(value: object, env: Mapping[str, str]) -> str:
+    """``${VAR}`` substitution for config values; an unset variable becomes ``""``."""
+    if value is None:
+        return ""
+    return _VAR.sub(lambda m: env.get(m.group(1), ""), str(value)).strip()
+
+
+def _env(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = config.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise TursoConfigError(f"Turso config '{name}' must be a mapping", code="INVALID_TURSO_CONFIG")
+    return value
+
+
+def parse_interval(raw: str, *, name: str = "TURSO_SYNC_INTERVAL") -> float:
+    """Parse ``5``, ``2.5s``, ``500ms`` or ``1m`` into seconds; ``0`` disables."""
+    match = _DURATION.match(raw)
+    if not match:
+        raise TursoConfigError(
+            f"{name} must be a duration such as 5, 5s, 500ms or 1m (got {raw!r})",
+            code="INVALID_TURSO_SYNC_INTERVAL",
+        )
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def resolve_config(
+    config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> TursoConfig:
+    """Resolve a :class:`TursoConfig`; raise :class:`TursoConfigError` on a bad combination."""
+    config = config or {}
+    env = os.environ if env is None else env
+    sync_cfg, server_cfg = _section(config, "sync"), _section(config, "server")
+
+    local_path = (
+        _env(env, "TURSO_LOCAL_PATH") or _substitute(config.get("localPath"), env) or DEFAULT_LOCAL_PATH
+    )
+    raw_interval = _env(env, "TURSO_SYNC_INTERVAL") or _substitute(config.get("syncInterval"), env)
+    interval = parse_interval(raw_interval) if raw_interval else DEFAULT_SYNC_INTERVAL
+
+    server_url = _env(env, "TURSO_SERVER_URL") or _substitute(server_cfg.get("url"), env)
+    if server_url:
+        token = _env(env, "TURSO_SERVER_TOKEN") or _substitute(server_cfg.get("authToken"), env)
+        return TursoConfig(
+            mode="sync",
+            local_path=local_path,
+            server_url=server_url.rstrip("/"),
+            auth_token=token or None,
+            sync_interval=interval,
+        )
+
+    mode = (_env(env, "TURSO_MODE") or _substitute(config.get("mode"), env)).lower()
+    if mode not in ("", "local", "sync"):
+        raise TursoConfigError(
+            f"Unsupported Turso mode {mode!r}: use 'local' or 'sync' (TURSO_MODE)",
+            code="INVALID_TURSO_MODE",
+        )
+    sync_url = _env(env, "TURSO_SYNC_URL") or _substitute(sync_cfg.get("url"), env)
+    if mode == "local" or (not mode and not sync_url):
+        return TursoConfig(mode="local", local_path=local_path, sync_interval=interval)
+    if not sync_url:
+        raise TursoConfigError(
+            "Turso sync mode requires a URL: set TURSO_SYNC_URL (single-tenant) or "
+            "TURSO_SERVER_URL (multi-tenant), or sync.url in the plugin config",
+            code="TURSO_SYNC_URL_REQUIRED",
+        )
+    token = _env(env, "TURSO_SYNC_AUTH_TOKEN") or _substitute(sync_cfg.get("authToken"), env)
+    return TursoConfig(
+        mode="sync",
+        local_path=local_path,
+        sync_url=sync_url.rstrip("/"),
+        auth_token=token or None,
+        sync_interval=interval,
+    )

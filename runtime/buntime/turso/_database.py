@@ -1,0 +1,106 @@
+"""The ``Database`` handle that ``connect()`` and ``transaction()`` hand to callers.
+
+A ``Database`` does not own a connection: it runs each statement through a *runner* given by
+its backend, which decides which connection and thread the statement lands on (a pooled
+autocommit connection, or the connection of the enclosing transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from ._engine import engine_errors
+
+T = TypeVar("T")
+Params = Sequence[Any] | Mapping[str, Any]
+Row = dict[str, Any]
+Runner = Callable[[Callable[[Any], T]], Awaitable[T]]
+TransactionType = Literal["concurrent", "deferred", "immediate", "exclusive"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a write statement changed."""
+
+    changes: int
+    last_insert_rowid: int | None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Columns, rows (as dicts) and write counters of one statement."""
+
+    columns: tuple[str, ...]
+    rows: list[Row]
+    changes: int
+    last_insert_rowid: int | None
+
+
+def _query(conn: Any, sql: str, params: Params) -> QueryResult:
+    with engine_errors(sql):
+        cur = conn.execute(sql, params)
+        columns = tuple(d[0] for d in cur.description or ())
+        rows = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()] if columns else []
+        return QueryResult(columns, rows, max(cur.rowcount, 0), cur.lastrowid)
+
+
+def _run(conn: Any, sql: str, params: Params) -> RunResult:
+    with engine_errors(sql):
+        cur = conn.execute(sql, params)
+        if cur.description:
+            cur.fetchall()  # drain RETURNING rows so the statement completes
+        return RunResult(max(cur.rowcount, 0), cur.lastrowid)
+
+
+def _script(conn: Any, script: str) -> None:
+    with engine_errors(script):
+        conn.executescript(script)
+
+
+class Database:
+    """SQL on one namespace. Usage::
+
+        db = await service.connect("keyval")
+        await db.run("INSERT INTO t(v) VALUES (?)", ["x"])
+        rows = await db.all("SELECT * FROM t WHERE v = ?", ["x"])
+
+    Outside ``transaction()`` every statement autocommits on its own connection; inside, every
+    statement joins the transaction.
+    """
+
+    def __init__(
+        self, runner: Runner[Any], *, namespace: str, mode: str, local_path: str, in_transaction: bool
+    ) -> None:
+        self._runner = runner
+        self.namespace = namespace
+        self.mode = mode
+        self.local_path = local_path
+        self.in_transaction = in_transaction
+
+    def __repr__(self) -> str:
+        return f"<Database namespace={self.namespace!r} mode={self.mode} in_transaction={self.in_transaction}>"
+
+    async def execute(self, sql: str, params: Params = ()) -> QueryResult:
+        """Run one statement and return its rows and counters."""
+        result: QueryResult = await self._runner(lambda conn: _query(conn, sql, params))
+        return result
+
+    async def all(self, sql: str, params: Params = ()) -> list[Row]:
+        """Every row of a query, as dicts."""
+        return (await self.execute(sql, params)).rows
+
+    async def get(self, sql: str, params: Params = ()) -> Row | None:
+        """The first row of a query, or ``None``."""
+        rows = (await self.execute(sql, params)).rows
+        return rows[0] if rows else None
+
+    async def run(self, sql: str, params: Params = ()) -> RunResult:
+        """Run a write statement; return the changed-row count and the last insert rowid."""
+        result: RunResult = await self._runner(lambda conn: _run(conn, sql, params))
+        return result
+
+    async def exec(self, script: str) -> None:
+        """Run a script of ``;``-separated statements without parameters."""
+        await self._runner(lambda conn: _script(conn, script))

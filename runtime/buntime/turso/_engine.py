@@ -1,0 +1,147 @@
+"""The engine adapter: a dedicated thread per database file and the mapping of pyturso errors.
+
+pyturso connections are blocking and not thread-safe, so every database file (a local MVCC
+file or a sync replica) gets one :class:`EngineThread` that owns its connections; the asyncio
+side hops onto it with :meth:`EngineThread.call`. Keeping all of one file's work on one thread
+also keeps N concurrent callers from fighting over the GIL (raw pyturso with 4 threads runs at
+about a third of one thread). Called by ``_backends``; nothing above it imports pyturso.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import turso
+import turso.sync
+
+from ._errors import (
+    DDLInConcurrentTransactionError,
+    TursoBusyError,
+    TursoClosedError,
+    TursoQueryError,
+)
+
+T = TypeVar("T")
+
+_RETRYABLE_MARKERS = ("busy", "conflict", "database is locked", "snapshot is stale")
+_DDL_MARKER = "ddl statements require an exclusive transaction"
+
+
+def is_retryable_message(message: str) -> bool:
+    """Whether an engine error message means "run the transaction again"."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in _RETRYABLE_MARKERS)
+
+
+@contextlib.contextmanager
+def engine_errors(statement: str | None = None) -> Iterator[None]:
+    """Translate pyturso exceptions into the service's error tree, chained to the original."""
+    try:
+        yield
+    except turso.Error as exc:
+        message = str(exc)
+        if _DDL_MARKER in message.lower():
+            raise DDLInConcurrentTransactionError(
+                "DDL is not allowed inside a concurrent (MVCC) transaction: "
+                "run schema changes with transaction(..., type='exclusive')",
+                statement=statement,
+            ) from exc
+        if is_retryable_message(message):
+            raise TursoBusyError(message, statement=statement) from exc
+        raise TursoQueryError(message, statement=statement) from exc
+
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+class EngineThread:
+    """A daemon thread that runs blocking engine calls in submission order.
+
+    Usage::
+
+        engine = EngineThread("runtime.db")
+        rows = await engine.call(conn.execute, "SELECT 1")
+        engine.stop()
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"turso:{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            loop, fut, fn, args = job
+            if fut.cancelled():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting task, never swallowed
+                ok, value = False, exc
+            else:
+                ok, value = True, result
+            with contextlib.suppress(RuntimeError):  # the loop closed while we worked
+                loop.call_soon_threadsafe(_settle, fut, ok, value)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the engine thread and return its result."""
+        if self._closed:
+            raise TursoClosedError("the Turso engine thread is stopped", code="TURSO_CLOSED")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((loop, fut, fn, args))
+        return await fut
+
+    async def stop(self) -> None:
+        """Finish queued work, then end the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+
+
+def open_local(path: str, *, mvcc: bool = True) -> turso.Connection:
+    """Open a local database file in autocommit mode, with MVCC verified when asked."""
+    with engine_errors():
+        conn = turso.connect(path, isolation_level=None)
+        conn.autocommit = True  # we issue BEGIN/COMMIT ourselves; executescript must not COMMIT
+        if mvcc:
+            # The pragma only takes effect once its row is fetched.
+            row = conn.execute("PRAGMA journal_mode = mvcc").fetchone()
+            if not row or str(row[0]).lower() != "mvcc":
+                conn.close()
+                raise TursoQueryError(f"could not enable MVCC on {path}: journal_mode is {row!r}")
+    return conn
+
+
+def open_replica(
+    path: str, url: str, token: str | None, bootstrap_if_empty: bool = True
+) -> turso.sync.ConnectionSync:
+    """Open an embedded replica synced with ``url`` (no MVCC: CDC and MVCC exclude each other)."""
+    with engine_errors():
+        conn = turso.sync.connect(
+            path,
+            url,
+            auth_token=token or None,
+            client_name="buntime",
+            bootstrap_if_empty=bootstrap_if_empty,
+            isolation_level=None,
+        )
+    conn.autocommit = True
+    return conn

@@ -1,0 +1,82 @@
+"""Errors raised by the Turso service.
+
+Every error carries a stable ``code`` (what HTTP layers and logs key on) and subclasses the
+matching built-in, so ``except ValueError`` keeps working for callers that do not know us::
+
+    TursoError
+    ├── TursoConfigError (ValueError)            INVALID_TURSO_MODE, TURSO_SYNC_URL_REQUIRED, INVALID_TURSO_RETRY
+    ├── InvalidNamespaceError (ValueError)       INVALID_TURSO_NAMESPACE
+    ├── TursoQueryError                          TURSO_QUERY_FAILED — the engine rejected a statement
+    │   ├── TursoBusyError                       TURSO_BUSY — busy/conflict, retried by transaction()
+    │   └── DDLInConcurrentTransactionError      TURSO_DDL_NEEDS_EXCLUSIVE
+    ├── TursoUnavailableError (ConnectionError)  TURSO_UNAVAILABLE — a database could not be opened
+    └── TursoClosedError (RuntimeError)          TURSO_CLOSED — used after close()
+"""
+
+from __future__ import annotations
+
+
+class TursoError(Exception):
+    """Root of every error the Turso service raises."""
+
+    code = "TURSO_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TursoConfigError(TursoError, ValueError):
+    """The configuration (env or config mapping) cannot be used."""
+
+    code = "INVALID_TURSO_CONFIG"
+
+
+class InvalidNamespaceError(TursoError, ValueError):
+    """A namespace name does not match what turso-server accepts."""
+
+    code = "INVALID_TURSO_NAMESPACE"
+
+    def __init__(self, value: object, reason: str) -> None:
+        super().__init__(f"Invalid Turso namespace {value!r}: {reason}")
+        self.value = value
+        self.reason = reason
+
+
+class TursoQueryError(TursoError):
+    """The engine rejected a statement; ``statement`` is the SQL (never its parameters)."""
+
+    code = "TURSO_QUERY_FAILED"
+
+    def __init__(self, message: str, *, statement: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.statement = statement
+
+
+class TursoBusyError(TursoQueryError):
+    """A busy or write-write conflict error: the transaction can be re-run."""
+
+    code = "TURSO_BUSY"
+
+
+class DDLInConcurrentTransactionError(TursoQueryError):
+    """DDL was issued inside ``BEGIN CONCURRENT``; MVCC only allows it in exclusive transactions."""
+
+    code = "TURSO_DDL_NEEDS_EXCLUSIVE"
+
+
+class TursoUnavailableError(TursoError, ConnectionError):
+    """A database or replica could not be opened (server unreachable, file locked, ...)."""
+
+    code = "TURSO_UNAVAILABLE"
+
+
+class TursoClosedError(TursoError, RuntimeError):
+    """The service or database was used after ``close()``."""
+
+    code = "TURSO_CLOSED"

@@ -1,0 +1,38 @@
+"""Health reports of the Turso service (plain dataclasses, JSON-ready through ``as_dict``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+HealthStatus = Literal["ok", "degraded", "down"]
+
+
+@dataclass(frozen=True)
+class NamespaceHealth:
+    """One namespace: where its data lives and how its replica is syncing (no token, ever)."""
+
+    replica_path: str
+    sync_url: str | None = None
+    last_push: float | None = None
+    last_pull: float | None = None
+    revision: str | None = None
+    pending_operations: int = 0
+    last_sync_error: str | None = None
+
+
+@dataclass(frozen=True)
+class TursoHealth:
+    """``ok`` means usable; ``status`` is ``degraded`` when a replica works offline or sync fails."""
+
+    ok: bool
+    status: HealthStatus
+    connected: bool
+    mode: str
+    topology: str
+    local_path: str
+    namespaces: dict[str, NamespaceHealth] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

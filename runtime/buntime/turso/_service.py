@@ -1,0 +1,249 @@
+"""``TursoService``: the durable SQL service that plugins and worker apps use.
+
+It picks its backends from the resolved config — one local MVCC file, one single-tenant
+replica, or one replica per namespace against turso-server — and adds the transaction policy on
+top: ``BEGIN CONCURRENT`` by default (``DEFERRED`` on replicas), retries of busy/conflict
+errors with exponential backoff and jitter, and push after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from ._backends import Backend, LocalBackend, PullListener, ReplicaBackend
+from ._config import TursoConfig, resolve_config
+from ._database import Database, TransactionType
+from ._errors import TursoBusyError, TursoClosedError, TursoConfigError, TursoError
+from ._health import NamespaceHealth, TursoHealth
+from ._namespaces import DEFAULT_NAMESPACE, validate_namespace
+
+log = logging.getLogger("buntime.turso")
+T = TypeVar("T")
+
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_RETRY_DELAY = 0.005
+MAX_RETRY_DELAY = 0.5
+_TYPES = ("concurrent", "deferred", "immediate", "exclusive")
+
+
+def backoff_delay(attempt: int, base: float, cap: float = MAX_RETRY_DELAY) -> float:
+    """Exponential backoff with full jitter: uniform in ``[0, min(cap, base * 2**attempt)]``."""
+    return random.uniform(0, min(cap, base * (2**attempt)))
+
+
+class TursoService:
+    """The Turso service. Usage::
+
+        service = TursoService(resolve_config())
+        db = await service.connect("keyval")
+        await service.transaction(lambda db: db.run("INSERT ..."), namespace="keyval")
+        print((await service.health()).status)
+        await service.close()
+
+    Parameters:
+
+    * **config** — a :class:`TursoConfig` from :func:`resolve_config`.
+    """
+
+    def __init__(self, config: TursoConfig) -> None:
+        self.config = config
+        self._backends: dict[str, Backend] = {}  # namespace -> backend (single-tenant: shared)
+        self._shared: Backend | None = None
+        self._opening: dict[str, asyncio.Future[Backend]] = {}
+        self._listeners: list[PullListener] = []
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, config: dict[str, Any] | None = None) -> TursoService:
+        return cls(resolve_config(config))
+
+    async def __aenter__(self) -> TursoService:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- namespaces and backends -----------------------------------------------------------
+    def replica_path(self, namespace: str) -> str:
+        """Multi-tenant replicas live beside ``local_path``: ``<dir>/<namespace>.db``."""
+        if self.config.topology != "multi-tenant":
+            return self.config.local_path
+        return os.path.join(os.path.dirname(self.config.local_path) or ".", f"{namespace}.db")
+
+    def sync_url(self, namespace: str) -> str | None:
+        if self.config.server_url:
+            return f"{self.config.server_url}/{namespace}"
+        return self.config.sync_url
+
+    async def _backend(self, namespace: str) -> Backend:
+        if self._closed:
+            raise TursoClosedError("the Turso service is closed")
+        namespace = validate_namespace(namespace)
+        key = namespace if self.config.topology == "multi-tenant" else ""
+        if (backend := self._backends.get(key)) is not None:
+            return backend
+        pending = self._opening.get(key)
+        if pending is None:  # concurrent connects share one open; a failure is not cached
+            pending = asyncio.get_running_loop().create_future()
+            self._opening[key] = pending
+            try:
+                backend = await self._open(namespace)
+            except BaseException as exc:
+                pending.set_exception(exc)
+                pending.exception()  # mark retrieved: waiters get it through their await
+                raise
+            finally:
+                del self._opening[key]
+            if self._closed:
+                await backend.close()
+                raise TursoClosedError("the Turso service was closed while opening")
+            self._backends[key] = backend
+            pending.set_result(backend)
+            return backend
+        return await asyncio.shield(pending)
+
+    async def _open(self, namespace: str) -> Backend:
+        cfg = self.config
+        if cfg.topology == "local":
+            return await LocalBackend.open(cfg.local_path)
+        url = self.sync_url(namespace)
+        assert url is not None
+        replica = await ReplicaBackend.open(self.replica_path(namespace), url, cfg.auth_token)
+        for listener in self._listeners:
+            replica.add_pull_listener(listener)
+        try:  # learn at once whether we are online; offline is degraded, not fatal
+            await replica.sync()
+        except TursoError as exc:
+            log.warning("Turso replica %s opened offline: %s", replica.path, exc)
+        replica.start_background_sync(cfg.sync_interval)
+        return replica
+
+    # -- public API --------------------------------------------------------------------------
+    async def connect(self, namespace: str = DEFAULT_NAMESPACE) -> Database:
+        """An autocommit :class:`Database` for ``namespace`` (opened on first use)."""
+        backend = await self._backend(namespace)
+        return backend.database(namespace)
+
+    async def transaction(
+        self,
+        fn: Callable[[Database], Awaitable[T]],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        type: TransactionType = "concurrent",
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
+    ) -> T:
+        """Run ``fn(db)`` in a transaction and return its result.
+
+        Busy/conflict errors (at ``BEGIN``, in a statement or at ``COMMIT``) roll back and re-run
+        ``fn`` up to ``max_retries`` times, so ``fn`` must be safe to repeat. Other errors roll
+        back and propagate at once. On replicas ``concurrent`` runs as ``deferred`` (CDC forbids
+        MVCC) and the commit is pushed; a failed push is logged and retried in the background.
+        """
+        if type not in _TYPES:
+            raise TursoConfigError(
+                f"transaction type must be one of {', '.join(_TYPES)} (got {type!r})",
+                code="INVALID_TURSO_TRANSACTION_TYPE",
+            )
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise TursoConfigError("max_retries must be a non-negative integer", code="INVALID_TURSO_RETRY")
+        if not isinstance(retry_delay, int | float) or retry_delay < 0:
+            raise TursoConfigError("retry_delay must be a non-negative number", code="INVALID_TURSO_RETRY")
+        backend = await self._backend(namespace)
+        effective: TransactionType = "deferred" if backend.is_replica and type == "concurrent" else type
+        attempt = 0
+        while True:
+            try:
+                async with backend.transaction(effective, namespace) as db:
+                    return await fn(db)
+            except TursoBusyError as exc:
+                if attempt >= max_retries:
+                    raise
+                attempt += 1
+                delay = backoff_delay(attempt, retry_delay)
+                log.debug("retrying Turso transaction (attempt %d/%d): %s", attempt, max_retries, exc)
+                await asyncio.sleep(delay)
+
+    def add_pull_listener(self, listener: PullListener) -> None:
+        """Call ``listener(replica_path)`` after a background pull brought changes."""
+        self._listeners.append(listener)
+        for backend in self._backends.values():
+            if isinstance(backend, ReplicaBackend):
+                backend.add_pull_listener(listener)
+
+    async def sync(self, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        """Push pending changes and pull now; ``False`` in local mode."""
+        backend = await self._backend(namespace)
+        return await backend.sync() if isinstance(backend, ReplicaBackend) else False
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [ns for ns in self._backends if ns]
+
+    async def health(self) -> TursoHealth:
+        """Probe every opened backend (never opens one) and report per-namespace sync state."""
+        cfg = self.config
+        namespaces: dict[str, NamespaceHealth] = {}
+        errors: list[str] = []
+        degraded = False
+        for key, backend in list(self._backends.items()):
+            name = key or DEFAULT_NAMESPACE
+            try:
+                await backend.probe()
+            except TursoError as exc:
+                errors.append(f"{name}: {exc}")
+            entry = NamespaceHealth(replica_path=backend.path)
+            if isinstance(backend, ReplicaBackend):
+                try:
+                    status = await backend.stats()
+                except TursoError as exc:
+                    errors.append(f"{name}: {exc}")
+                    status = backend.status
+                degraded = degraded or status.last_error is not None
+                entry = NamespaceHealth(
+                    replica_path=backend.path,
+                    sync_url=backend.url,
+                    last_push=status.last_push,
+                    last_pull=status.last_pull,
+                    revision=status.revision,
+                    pending_operations=status.pending_operations,
+                    last_sync_error=status.last_error,
+                )
+            namespaces[name] = entry
+        connected = bool(self._backends) and not errors
+        status_word = "down" if not connected else ("degraded" if degraded else "ok")
+        return TursoHealth(
+            ok=connected,
+            status=status_word,
+            connected=connected,
+            mode=cfg.mode,
+            topology=cfg.topology,
+            local_path=cfg.local_path,
+            namespaces=namespaces,
+            error="; ".join(errors) or (None if self._backends else "no database opened yet"),
+        )
+
+    async def close(self) -> None:
+        """Final push on replicas, then close everything. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for pending in list(self._opening.values()):
+            try:
+                await asyncio.shield(pending)
+            except BaseException:  # a failed open has nothing to close
+                continue
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            try:
+                await backend.close()
+            except Exception:
+                log.exception("Turso backend close failed: %s", backend.path)
+
+
