@@ -260,9 +260,8 @@ class ReplicaBackend(Backend):
         """Open (bootstrapping if new); an unreachable server is fine when a replica file exists."""
         ensure_parent_dir(path)
         engine = EngineThread(os.path.basename(path))
-        had_file = os.path.exists(path) and os.path.getsize(path) > 0
         try:
-            conn = await engine.call(open_replica, path, url, token, not had_file)
+            conn = await engine.call(open_replica, path, url, token)
         except TursoError as exc:
             await engine.stop()
             raise TursoUnavailableError(f"cannot open Turso replica {path} against {url}: {exc}") from exc

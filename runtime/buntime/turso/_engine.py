@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -130,10 +131,13 @@ def open_local(path: str, *, mvcc: bool = True) -> turso.Connection:
     return conn
 
 
-def open_replica(
-    path: str, url: str, token: str | None, bootstrap_if_empty: bool = True
-) -> turso.sync.ConnectionSync:
-    """Open an embedded replica synced with ``url`` (no MVCC: CDC and MVCC exclude each other)."""
+def open_replica(path: str, url: str, token: str | None) -> turso.sync.ConnectionSync:
+    """Open an embedded replica synced with ``url`` (no MVCC: CDC and MVCC exclude each other).
+
+    A replica file that already holds data opens without the network (``bootstrap_if_empty``
+    off), so a pod whose server is down still starts on its local copy.
+    """
+    bootstrap_if_empty = not (os.path.exists(path) and os.path.getsize(path) > 0)
     with engine_errors():
         conn = turso.sync.connect(
             path,

@@ -1,0 +1,200 @@
+"""The plugin host: discover manifests, order plugins by dependencies, run their lifecycle.
+
+Built-in plugins live beside this module (``buntime/plugins/<name>/manifest.yaml``); more come
+from ``BUNTIME_PLUGIN_DIRS`` (``os.pathsep``-separated). Order is topological over required and
+present optional dependencies; a plugin whose required dependency is missing, disabled or failed
+is skipped with a log line, and so are its dependents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._errors import PluginInitError, PluginLoadError
+from ._manifest import Manifest, discover
+from ._plugin import Plugin, PluginContext
+
+log = logging.getLogger("buntime.plugins")
+BUILTIN_DIR = Path(__file__).resolve().parent
+DEFAULT_INIT_TIMEOUT = 30.0
+
+
+@dataclass
+class LoadedPlugin:
+    """A plugin that initialised: its manifest, instance and provided value."""
+
+    manifest: Manifest
+    plugin: Plugin
+    provided: Any
+
+
+def plugin_dirs(env: Mapping[str, str], *, builtin: bool = True) -> list[Path]:
+    dirs = [BUILTIN_DIR] if builtin else []
+    raw = env.get("BUNTIME_PLUGIN_DIRS", "")
+    dirs.extend(Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip())
+    return dirs
+
+
+def order_plugins(manifests: list[Manifest]) -> tuple[list[Manifest], dict[str, str]]:
+    """Kahn's topological sort; returns the load order and ``{name: why it was skipped}``."""
+    by_name: dict[str, Manifest] = {}
+    skipped: dict[str, str] = {}
+    for manifest in manifests:
+        if manifest.name in by_name:
+            log.warning("duplicate plugin %s at %s ignored (first found wins)", manifest.name, manifest.path)
+        elif not manifest.enabled:
+            skipped[manifest.name] = "disabled"
+        else:
+            by_name[manifest.name] = manifest
+    # Drop plugins whose required dependencies are absent, transitively.
+    changed = True
+    while changed:
+        changed = False
+        for name, manifest in list(by_name.items()):
+            missing = [d for d in manifest.dependencies if d not in by_name]
+            if missing:
+                skipped[name] = f"missing required dependency {', '.join(missing)}"
+                del by_name[name]
+                changed = True
+    edges = {
+        name: [d for d in (*m.dependencies, *m.optional_dependencies) if d in by_name]
+        for name, m in by_name.items()
+    }
+    indegree = {name: len(deps) for name, deps in edges.items()}
+    ready = [name for name in by_name if indegree[name] == 0]
+    ordered: list[Manifest] = []
+    while ready:
+        name = ready.pop(0)
+        ordered.append(by_name[name])
+        for other, deps in edges.items():
+            if name in deps:
+                indegree[other] -= 1
+                if indegree[other] == 0:
+                    ready.append(other)
+    for name in by_name:
+        if by_name[name] not in ordered:
+            skipped[name] = "dependency cycle"
+    return ordered, skipped
+
+
+def _load_factory(manifest: Manifest) -> Any:
+    module_name, _, attr = manifest.entry.partition(":")
+    directory = str(manifest.directory)
+    if manifest.directory.parent != BUILTIN_DIR and directory not in sys.path:
+        sys.path.insert(0, directory)  # external plugins import their own modules by name
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise PluginLoadError(f"{manifest.name}: cannot load entry {manifest.entry!r}: {exc}") from exc
+
+
+class PluginHost:
+    """Loads and runs plugins. Usage::
+
+        host = PluginHost.from_env()
+        await host.start()
+        turso = host.get_plugin("@buntime/plugin-turso")
+        await host.stop()
+
+    Parameters:
+
+    * **manifests** — what to load (see :func:`discover`).
+    * **env** *(optional)* — the environment plugins see, default ``os.environ``.
+    * **init_timeout** *(optional)* — seconds each ``on_init`` may take, default 30.
+    """
+
+    def __init__(
+        self,
+        manifests: list[Manifest],
+        *,
+        env: Mapping[str, str] | None = None,
+        init_timeout: float = DEFAULT_INIT_TIMEOUT,
+    ) -> None:
+        self.manifests = manifests
+        self.env = os.environ if env is None else env
+        self.init_timeout = init_timeout
+        self.loaded: list[LoadedPlugin] = []
+        self.failed: dict[str, str] = {}
+        self.skipped: dict[str, str] = {}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, builtin: bool = True, **kw: Any) -> PluginHost:
+        env = os.environ if env is None else env
+        return cls(discover(plugin_dirs(env, builtin=builtin)), env=env, **kw)
+
+    def get_plugin(self, name: str) -> Any:
+        """The value ``name``'s ``provides()`` returned, or ``None``."""
+        for loaded in self.loaded:
+            if loaded.manifest.name == name:
+                return loaded.provided
+        return None
+
+    def provides(self) -> dict[str, Any]:
+        return {p.manifest.name: p.provided for p in self.loaded}
+
+    @property
+    def ready(self) -> bool:
+        """Every enabled plugin initialised."""
+        return not self.failed and not any(why != "disabled" for why in self.skipped.values())
+
+    async def start(self) -> None:
+        ordered, self.skipped = order_plugins(self.manifests)
+        for why_name, why in self.skipped.items():
+            if why != "disabled":
+                log.error("plugin %s skipped: %s", why_name, why)
+        for manifest in ordered:
+            blocked = [d for d in manifest.dependencies if d in self.failed or d in self.skipped]
+            if blocked:
+                self.skipped[manifest.name] = f"required dependency failed: {', '.join(blocked)}"
+                log.error("plugin %s skipped: %s", manifest.name, self.skipped[manifest.name])
+                continue
+            try:
+                self.loaded.append(await self._init(manifest))
+            except Exception as exc:
+                self.failed[manifest.name] = str(exc)
+                log.error("plugin %s failed to start: %s", manifest.name, exc)
+
+    async def _init(self, manifest: Manifest) -> LoadedPlugin:
+        factory = _load_factory(manifest)
+        try:
+            plugin = factory(dict(manifest.options))
+        except Exception as exc:
+            raise PluginLoadError(f"{manifest.name}: factory failed: {exc}") from exc
+        if not isinstance(plugin, Plugin):
+            raise PluginLoadError(f"{manifest.name}: factory must return a buntime.plugins.Plugin")
+        ctx = PluginContext(
+            name=manifest.name,
+            config=manifest.options,
+            logger=logging.getLogger(f"buntime.plugin.{manifest.name.rsplit('/', 1)[-1]}"),
+            get_plugin=self.get_plugin,
+            env=self.env,
+        )
+        try:
+            await asyncio.wait_for(plugin.on_init(ctx), self.init_timeout)
+        except TimeoutError as exc:
+            raise PluginInitError(f"{manifest.name}: on_init timed out after {self.init_timeout}s") from exc
+        except Exception as exc:
+            raise PluginInitError(f"{manifest.name}: on_init failed: {exc}") from exc
+        provided = plugin.provides()
+        if asyncio.iscoroutine(provided):
+            provided = await provided
+        log.info("plugin %s started", manifest.name)
+        return LoadedPlugin(manifest, plugin, provided)
+
+    async def stop(self) -> None:
+        """``on_shutdown`` in reverse load order; one failure does not stop the others."""
+        while self.loaded:
+            loaded = self.loaded.pop()
+            try:
+                await loaded.plugin.on_shutdown()
+            except Exception:
+                log.exception("plugin %s failed to shut down", loaded.manifest.name)

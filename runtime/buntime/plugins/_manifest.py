@@ -1,0 +1,117 @@
+"""Plugin manifests: ``manifest.yaml`` files that name a plugin, its entry point and its needs.
+
+A manifest's top-level keys other than the reserved ones below are the plugin's options and are
+handed to its factory. The ``config`` block is a *schema* (type, default, env, label per field):
+the runtime ignores it; ``hack/generate-chart.py`` turns it into Helm values and Rancher questions.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._errors import ManifestError
+
+MANIFEST_NAMES = ("manifest.yaml", "manifest.yml")
+RESERVED_KEYS = frozenset(
+    {"name", "version", "enabled", "entry", "base", "dependencies", "optionalDependencies", "config"}
+)
+_BASE = re.compile(r"^/[a-zA-Z0-9_-]+$")
+_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+RESERVED_BASES = frozenset({"/api", "/metrics", "/healthz", "/readyz"})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed, validated plugin manifest."""
+
+    name: str
+    entry: str
+    path: Path
+    version: str = "0.0.0"
+    enabled: bool = True
+    base: str | None = None
+    dependencies: tuple[str, ...] = ()
+    optional_dependencies: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    config_schema: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+def _names(raw: Any, key: str, path: Path) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
+        raise ManifestError(f"{path}: '{key}' must be a list of plugin names")
+    return tuple(raw)
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate ``path``; every problem is a :class:`ManifestError` naming the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: a manifest must be a mapping")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ManifestError(f"{path}: 'name' is required")
+    entry = data.get("entry")
+    if not isinstance(entry, str) or not _ENTRY.match(entry):
+        raise ManifestError(f"{path}: 'entry' must look like 'package.module:factory' (got {entry!r})")
+    base = data.get("base")
+    if base is not None and (not isinstance(base, str) or not (base == "/" or _BASE.match(base))):
+        raise ManifestError(f"{path}: 'base' must be '/' or '/<letters, digits, - or _>' (got {base!r})")
+    if base in RESERVED_BASES:
+        raise ManifestError(f"{path}: base {base!r} is reserved by the runtime")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ManifestError(f"{path}: 'enabled' must be true or false")
+    schema = data.get("config") or {}
+    if not isinstance(schema, dict):
+        raise ManifestError(f"{path}: 'config' must be a mapping of field name to schema")
+    return Manifest(
+        name=name.strip(),
+        entry=entry,
+        path=path,
+        version=str(data.get("version", "0.0.0")),
+        enabled=enabled,
+        base=base,
+        dependencies=_names(data.get("dependencies"), "dependencies", path),
+        optional_dependencies=_names(data.get("optionalDependencies"), "optionalDependencies", path),
+        options={k: v for k, v in data.items() if k not in RESERVED_KEYS},
+        config_schema=schema,
+    )
+
+
+def discover(dirs: list[Path]) -> list[Manifest]:
+    """Manifests under each dir: ``<dir>/<name>/manifest.yaml`` and ``<dir>/@scope/<name>/...``.
+
+    Hidden entries are skipped; for duplicate names the first found wins (callers log it).
+    """
+    found: list[Manifest] = []
+    for root in dirs:
+        if not root.is_dir():
+            continue
+        candidates: list[Path] = []
+        for child in sorted(root.iterdir()):
+            if child.name.startswith((".", "_")) or not child.is_dir():
+                continue
+            if child.name.startswith("@"):
+                candidates.extend(sorted(p for p in child.iterdir() if p.is_dir() and not p.name.startswith(".")))
+            else:
+                candidates.append(child)
+        for directory in candidates:
+            for manifest_name in MANIFEST_NAMES:
+                if (directory / manifest_name).is_file():
+                    found.append(load_manifest(directory / manifest_name))
+                    break
+    return found
