@@ -59,11 +59,15 @@ async def _demo() -> int:
             row = await db.get("SELECT n FROM demo_counter WHERE id = 1")
             await db.run("UPDATE demo_counter SET n = ? WHERE id = 1", [row["n"] + 1])
 
-        await asyncio.gather(*(service.transaction(bump, namespace="demo", max_retries=50) for _ in range(20)))
+        await asyncio.gather(
+            *(service.transaction(bump, namespace="demo", max_retries=50) for _ in range(20))
+        )
         db = await service.connect("demo")
         runs = await db.get("SELECT count(*) AS runs FROM demo_runs")
         counter = await db.get("SELECT n FROM demo_counter WHERE id = 1")
-        print(f"runs so far: {runs['runs'] if runs else 0}; counter after 20 concurrent increments: {counter}")
+        print(
+            f"runs so far: {runs['runs'] if runs else 0}; counter after 20 concurrent increments: {counter}"
+        )
         print(_json((await service.health()).as_dict()))
     return 0
 
@@ -89,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     try:
         if args.command == "turso" and args.turso_command == "health":
@@ -101,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from .server import run_server
 
-            return run_server(host=args.host, port=args.port)
+            return int(run_server(host=args.host, port=args.port))
     except TursoError as exc:
         print(f"buntime: error [{exc.code}]: {exc}", file=sys.stderr)
         return 2

@@ -23,13 +23,15 @@ DEFAULT_WORKER_DIR = "./.cache/turso"
 class TursoClient:
     """A blocking connection for worker code. Usage::
 
-        with open_turso("tenants") as db:
-            db.execute("CREATE TABLE IF NOT EXISTS t(v TEXT)")
-            db.execute("INSERT INTO t VALUES (?)", ["x"])
-            db.push()
+    with open_turso("tenants") as db:
+        db.execute("CREATE TABLE IF NOT EXISTS t(v TEXT)")
+        db.execute("INSERT INTO t VALUES (?)", ["x"])
+        db.push()
     """
 
-    def __init__(self, conn: Any, *, namespace: str, path: str, mode: Literal["local", "sync"], url: str | None):
+    def __init__(
+        self, conn: Any, *, namespace: str, path: str, mode: Literal["local", "sync"], url: str | None
+    ):
         self._conn = conn
         self.namespace = namespace
         self.path = path
@@ -85,9 +87,15 @@ def open_turso(
     base_dir = dir if dir is not None else (env.get("RUNTIME_TURSO_DIR", "").strip() or DEFAULT_WORKER_DIR)
     path = os.path.join(base_dir, f"{namespace}.db")
     ensure_parent_dir(path)
-    url = (server_url if server_url is not None else env.get("RUNTIME_TURSO_SERVER_URL", "")).strip().rstrip("/")
+    url = (
+        (server_url if server_url is not None else env.get("RUNTIME_TURSO_SERVER_URL", ""))
+        .strip()
+        .rstrip("/")
+    )
     if not url:
         return TursoClient(open_local(path), namespace=namespace, path=path, mode="local", url=None)
     auth = (token if token is not None else env.get("RUNTIME_TURSO_SERVER_TOKEN", "")).strip() or None
     remote = f"{url}/{namespace}"
-    return TursoClient(open_replica(path, remote, auth), namespace=namespace, path=path, mode="sync", url=remote)
+    return TursoClient(
+        open_replica(path, remote, auth), namespace=namespace, path=path, mode="sync", url=remote
+    )

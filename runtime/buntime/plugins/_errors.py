@@ -1,9 +1,9 @@
 """Errors of the plugin host::
 
-    PluginError
-    ├── ManifestError (ValueError)   a manifest cannot be read or is invalid
-    ├── PluginLoadError              the entry point cannot be imported or built
-    └── PluginInitError              on_init failed or timed out
+PluginError
+├── ManifestError (ValueError)   a manifest cannot be read or is invalid
+├── PluginLoadError              the entry point cannot be imported or built
+└── PluginInitError              on_init failed or timed out
 """
 
 from __future__ import annotations

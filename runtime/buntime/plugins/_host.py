@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import PluginInitError, PluginLoadError
+from prometheus_client import CollectorRegistry
+
+from ._errors import ManifestError, PluginInitError, PluginLoadError
 from ._manifest import Manifest, discover
 from ._plugin import Plugin, PluginContext
 
@@ -79,8 +81,8 @@ def order_plugins(manifests: list[Manifest]) -> tuple[list[Manifest], dict[str, 
                 indegree[other] -= 1
                 if indegree[other] == 0:
                     ready.append(other)
-    for name in by_name:
-        if by_name[name] not in ordered:
+    for name, manifest in by_name.items():
+        if manifest not in ordered:
             skipped[name] = "dependency cycle"
     return ordered, skipped
 
@@ -122,6 +124,7 @@ class PluginHost:
         self.manifests = manifests
         self.env = os.environ if env is None else env
         self.init_timeout = init_timeout
+        self.metrics = CollectorRegistry()
         self.loaded: list[LoadedPlugin] = []
         self.failed: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
@@ -129,7 +132,12 @@ class PluginHost:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, builtin: bool = True, **kw: Any) -> PluginHost:
         env = os.environ if env is None else env
-        return cls(discover(plugin_dirs(env, builtin=builtin)), env=env, **kw)
+        errors: list[ManifestError] = []
+        host = cls(discover(plugin_dirs(env, builtin=builtin), errors), env=env, **kw)
+        for error in errors:  # a broken manifest fails readiness instead of the whole runtime
+            log.error("invalid plugin manifest: %s", error)
+            host.failed[str(error).split(":", 1)[0]] = str(error)
+        return host
 
     def get_plugin(self, name: str) -> Any:
         """The value ``name``'s ``provides()`` returned, or ``None``."""
@@ -177,6 +185,7 @@ class PluginHost:
             logger=logging.getLogger(f"buntime.plugin.{manifest.name.rsplit('/', 1)[-1]}"),
             get_plugin=self.get_plugin,
             env=self.env,
+            metrics=self.metrics,
         )
         try:
             await asyncio.wait_for(plugin.on_init(ctx), self.init_timeout)

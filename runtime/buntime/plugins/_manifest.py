@@ -92,10 +92,11 @@ def load_manifest(path: Path) -> Manifest:
     )
 
 
-def discover(dirs: list[Path]) -> list[Manifest]:
+def discover(dirs: list[Path], errors: list[ManifestError] | None = None) -> list[Manifest]:
     """Manifests under each dir: ``<dir>/<name>/manifest.yaml`` and ``<dir>/@scope/<name>/...``.
 
-    Hidden entries are skipped; for duplicate names the first found wins (callers log it).
+    Hidden entries are skipped; for duplicate names the first found wins (callers log it). With
+    ``errors`` given, an invalid manifest is collected there instead of stopping discovery.
     """
     found: list[Manifest] = []
     for root in dirs:
@@ -106,12 +107,19 @@ def discover(dirs: list[Path]) -> list[Manifest]:
             if child.name.startswith((".", "_")) or not child.is_dir():
                 continue
             if child.name.startswith("@"):
-                candidates.extend(sorted(p for p in child.iterdir() if p.is_dir() and not p.name.startswith(".")))
+                candidates.extend(
+                    sorted(p for p in child.iterdir() if p.is_dir() and not p.name.startswith("."))
+                )
             else:
                 candidates.append(child)
         for directory in candidates:
             for manifest_name in MANIFEST_NAMES:
                 if (directory / manifest_name).is_file():
-                    found.append(load_manifest(directory / manifest_name))
+                    try:
+                        found.append(load_manifest(directory / manifest_name))
+                    except ManifestError as exc:
+                        if errors is None:
+                            raise
+                        errors.append(exc)
                     break
     return found

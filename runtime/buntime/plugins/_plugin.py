@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry
+
 if TYPE_CHECKING:
     from aiohttp import web
+    from aiohttp.typedefs import Middleware
 
 
 @dataclass
@@ -25,6 +28,8 @@ class PluginContext:
     logger: logging.Logger
     get_plugin: Callable[[str], Any]
     env: Mapping[str, str] = field(default_factory=dict)
+    #: The host's metrics registry; the runtime server exports it on ``/metrics``.
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
 
 
 class Plugin:
@@ -33,6 +38,10 @@ class Plugin:
     * ``on_init(ctx)`` — open resources, run migrations (bounded by the host's init timeout).
     * ``provides()`` — the value other plugins get through ``ctx.get_plugin(name)``.
     * ``routes()`` — an aiohttp sub-application mounted under the manifest ``base``.
+    * ``middlewares()`` — aiohttp middlewares the runtime server installs on its root app, so a
+      plugin can see (count, proxy, redirect) every request, not only those under its ``base``.
+      They run in plugin load order, outermost first, and never see the server's own
+      ``/api/health/*`` and ``/metrics`` (probes must not depend on a plugin).
     * ``on_shutdown()`` — release resources; called in reverse load order.
     """
 
@@ -44,6 +53,9 @@ class Plugin:
 
     def routes(self) -> web.Application | None:
         return None
+
+    def middlewares(self) -> Sequence[Middleware]:
+        return ()
 
     async def on_shutdown(self) -> None:
         return None

@@ -237,7 +237,9 @@ class LocalBackend(Backend):
         self._all.clear()
 
 
-_holding: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("turso_holding", default=frozenset())
+_holding: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "turso_holding", default=frozenset()
+)
 
 
 class ReplicaBackend(Backend):
@@ -323,7 +325,9 @@ class ReplicaBackend(Backend):
         self.status.last_error = f"{what} failed: {exc}"
         self.status.last_error_at = time.time()
         if first:  # one warning per outage, not one per interval
-            log.warning("Turso %s failed for %s (changes stay local and are retried): %s", what, self.url, exc)
+            log.warning(
+                "Turso %s failed for %s (changes stay local and are retried): %s", what, self.url, exc
+            )
 
     def _clear_error(self) -> None:
         if self.status.last_error is not None:

@@ -80,7 +80,9 @@ class Database:
         self.in_transaction = in_transaction
 
     def __repr__(self) -> str:
-        return f"<Database namespace={self.namespace!r} mode={self.mode} in_transaction={self.in_transaction}>"
+        return (
+            f"<Database namespace={self.namespace!r} mode={self.mode} in_transaction={self.in_transaction}>"
+        )
 
     async def execute(self, sql: str, params: Params = ()) -> QueryResult:
         """Run one statement and return its rows and counters."""

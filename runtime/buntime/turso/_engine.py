@@ -17,8 +17,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import turso
 import turso.sync
+
+import turso
 
 from ._errors import (
     DDLInConcurrentTransactionError,

@@ -4,7 +4,7 @@ Every error carries a stable ``code`` (what HTTP layers and logs key on) and sub
 matching built-in, so ``except ValueError`` keeps working for callers that do not know us::
 
     TursoError
-    ├── TursoConfigError (ValueError)            INVALID_TURSO_MODE, TURSO_SYNC_URL_REQUIRED, INVALID_TURSO_RETRY
+    ├── TursoConfigError (ValueError)            INVALID_TURSO_MODE, TURSO_SYNC_URL_REQUIRED, ...
     ├── InvalidNamespaceError (ValueError)       INVALID_TURSO_NAMESPACE
     ├── TursoQueryError                          TURSO_QUERY_FAILED — the engine rejected a statement
     │   ├── TursoBusyError                       TURSO_BUSY — busy/conflict, retried by transaction()

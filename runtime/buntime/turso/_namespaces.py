@@ -1,6 +1,6 @@
 """Namespace validation shared by the service, the worker helper and the servers.
 
-The rule is turso-server's, the strictest consumer: lower-case, 1–63 characters, starting with a
+The rule is turso-server's, the strictest consumer: lower-case, 1-63 characters, starting with a
 letter or digit; a leading underscore is reserved for server state (``_state``).
 """
 

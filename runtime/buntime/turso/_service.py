@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import random
-
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,7 +19,7 @@ from ._backends import Backend, LocalBackend, PullListener, ReplicaBackend
 from ._config import TursoConfig, resolve_config
 from ._database import Database, TransactionType
 from ._errors import TursoBusyError, TursoClosedError, TursoConfigError, TursoError
-from ._health import NamespaceHealth, TursoHealth
+from ._health import HealthStatus, NamespaceHealth, TursoHealth
 from ._namespaces import DEFAULT_NAMESPACE, validate_namespace
 
 log = logging.getLogger("buntime.turso")
@@ -217,7 +216,7 @@ class TursoService:
                 )
             namespaces[name] = entry
         connected = bool(self._backends) and not errors
-        status_word = "down" if not connected else ("degraded" if degraded else "ok")
+        status_word: HealthStatus = "down" if not connected else ("degraded" if degraded else "ok")
         return TursoHealth(
             ok=connected,
             status=status_word,
@@ -245,5 +244,3 @@ class TursoService:
                 await backend.close()
             except Exception:
                 log.exception("Turso backend close failed: %s", backend.path)
-
-

@@ -1,0 +1,182 @@
+"""The plugin host: discovery, ordering, lifecycle and the turso plugin as a provider.
+
+Plugins are real modules written into a temp dir and imported by the host; the turso plugin
+opens a real local database.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from buntime.plugins import ManifestError, PluginHost, discover, load_manifest, order_plugins
+from buntime.turso import TursoService
+
+CONSUMER = """
+from buntime.plugins import Plugin
+
+EVENTS = []
+
+class Consumer(Plugin):
+    def __init__(self, options):
+        self.options = options
+        self.turso = None
+
+    async def on_init(self, ctx):
+        self.turso = ctx.get_plugin("@buntime/plugin-turso")
+        await self.turso.transaction(
+            lambda db: db.exec("CREATE TABLE IF NOT EXISTS consumer_rows(v TEXT)"),
+            namespace="consumer", type="exclusive",
+        )
+        await self.turso.transaction(
+            lambda db: db.run("INSERT INTO consumer_rows VALUES (?)", [self.options["greeting"]]),
+            namespace="consumer",
+        )
+        EVENTS.append(("init", ctx.name))
+
+    def provides(self):
+        return self
+
+    async def on_shutdown(self):
+        EVENTS.append(("shutdown", "consumer"))
+
+def create(options):
+    return Consumer(options)
+"""
+
+
+def write_plugin(root: Path, dirname: str, manifest: str, module: str | None = None) -> None:
+    plugin_dir = root / dirname
+    plugin_dir.mkdir(parents=True)
+    (plugin_dir / "manifest.yaml").write_text(textwrap.dedent(manifest))
+    if module is not None:
+        (plugin_dir / f"{dirname.replace('-', '_').lstrip('@')}_mod.py").write_text(module)
+
+
+async def test_consumer_gets_the_turso_service_through_get_plugin(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    write_plugin(
+        plugins,
+        "consumer",
+        """
+        name: "@acme/consumer"
+        entry: consumer_mod:create
+        base: /consumer
+        dependencies: ["@buntime/plugin-turso"]
+        greeting: hello
+        """,
+        CONSUMER,
+    )
+    env = {"BUNTIME_PLUGIN_DIRS": str(plugins), "TURSO_LOCAL_PATH": str(tmp_path / "db" / "runtime.db")}
+    host = PluginHost.from_env(env)
+    await host.start()
+    try:
+        assert host.ready
+        assert [p.manifest.name for p in host.loaded] == ["@buntime/plugin-turso", "@acme/consumer"]
+        service = host.get_plugin("@buntime/plugin-turso")
+        assert isinstance(service, TursoService)
+        consumer = host.get_plugin("@acme/consumer")
+        assert consumer.turso is service and consumer.options == {"greeting": "hello"}
+        rows = await (await service.connect("consumer")).all("SELECT v FROM consumer_rows")
+        assert rows == [{"v": "hello"}]
+    finally:
+        await host.stop()
+    import consumer_mod  # type: ignore[import-not-found]
+
+    assert consumer_mod.EVENTS == [("init", "@acme/consumer"), ("shutdown", "consumer")]
+    assert host.loaded == []
+
+
+async def test_missing_required_dependency_skips_dependents(tmp_path: Path) -> None:
+    plugins = tmp_path / "p"
+    write_plugin(plugins, "a", 'name: a\nentry: a_mod:create\ndependencies: ["ghost"]\n', "")
+    write_plugin(plugins, "b", 'name: b\nentry: b_mod:create\ndependencies: ["a"]\n', "")
+    host = PluginHost(discover([plugins]), env={})
+    await host.start()
+    assert host.loaded == []
+    assert host.skipped["a"] == "missing required dependency ghost"
+    assert "missing required dependency a" in host.skipped["b"]
+    assert not host.ready
+
+
+async def test_failed_init_skips_dependents_and_timeouts_count_as_failures(tmp_path: Path) -> None:
+    plugins = tmp_path / "p"
+    slow = (
+        "import asyncio\nfrom buntime.plugins import Plugin\n"
+        "class P(Plugin):\n    async def on_init(self, ctx):\n        await asyncio.sleep(10)\n"
+        "def create(o):\n    return P()\n"
+    )
+    write_plugin(plugins, "slow", "name: slow\nentry: slow_mod:create\n", slow)
+    write_plugin(
+        plugins, "after", 'name: after\nentry: after_mod:create\ndependencies: ["slow"]\n', "create = None"
+    )
+    host = PluginHost(discover([plugins]), env={}, init_timeout=0.2)
+    await host.start()
+    assert "timed out" in host.failed["slow"]
+    assert "required dependency failed" in host.skipped["after"]
+
+
+def test_order_is_topological_with_optional_dependencies(tmp_path: Path) -> None:
+    plugins = tmp_path / "p"
+    write_plugin(plugins, "gw", 'name: gw\nentry: m:c\noptionalDependencies: ["db", "absent"]\n')
+    write_plugin(plugins, "db", "name: db\nentry: m:c\n")
+    write_plugin(plugins, "kv", 'name: kv\nentry: m:c\ndependencies: ["db"]\n')
+    write_plugin(plugins, "off", 'name: "off"\nentry: m:c\nenabled: false\n')
+    write_plugin(plugins, "x", 'name: x\nentry: m:c\ndependencies: ["y"]\n')
+    write_plugin(plugins, "y", 'name: y\nentry: m:c\ndependencies: ["x"]\n')
+    ordered, skipped = order_plugins(discover([plugins]))
+    names = [m.name for m in ordered]
+    assert names.index("db") < names.index("gw") and names.index("db") < names.index("kv")
+    assert skipped == {"off": "disabled", "x": "dependency cycle", "y": "dependency cycle"}
+
+
+def test_a_broken_manifest_fails_readiness_but_not_the_host(tmp_path: Path) -> None:
+    plugins = tmp_path / "p"
+    write_plugin(plugins, "broken", "entry: m:c\n")
+    host = PluginHost.from_env({"BUNTIME_PLUGIN_DIRS": str(plugins)})
+    assert [m.name for m in host.manifests] == ["@buntime/plugin-turso"]
+    assert not host.ready and "'name' is required" in next(iter(host.failed.values()))
+
+
+def test_scoped_directories_and_duplicates(tmp_path: Path) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    write_plugin(first, "@acme/thing", "name: thing\nentry: m:c\nversion: '1'\n")
+    write_plugin(second, "thing", "name: thing\nentry: m:c\nversion: '2'\n")
+    found = discover([first, second])
+    assert [(m.name, m.version) for m in found] == [("thing", "1"), ("thing", "2")]
+    ordered, _ = order_plugins(found)
+    assert [(m.name, m.version) for m in ordered] == [("thing", "1")]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("entry: m:c\n", "'name' is required"),
+        ("name: x\n", "'entry'"),
+        ("name: x\nentry: nocolon\n", "'entry'"),
+        ("name: x\nentry: m:c\nbase: no-slash\n", "'base'"),
+        ("name: x\nentry: m:c\nbase: /api\n", "reserved"),
+        ("name: x\nentry: m:c\ndependencies: a\n", "dependencies"),
+        ("- not a mapping\n", "mapping"),
+        ("name: [unclosed\n", "cannot read"),
+    ],
+)
+def test_bad_manifests_are_clear_errors(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "manifest.yaml"
+    path.write_text(body)
+    with pytest.raises(ManifestError, match=message) as info:
+        load_manifest(path)
+    assert str(path) in str(info.value)
+
+
+def test_the_turso_manifest_declares_its_config_schema() -> None:
+    host = PluginHost.from_env({})
+    turso = next(m for m in host.manifests if m.name == "@buntime/plugin-turso")
+    schema = turso.config_schema
+    assert {"mode", "localPath", "sync.url", "sync.authToken"} <= set(schema)
+    assert schema["mode"]["env"] == "TURSO_MODE" and schema["mode"]["values"] == ["local", "sync"]
+    assert schema["sync.authToken"]["type"] == "password" and schema["sync.authToken"]["secret"] is True
+    for field in schema.values():
+        assert {"type", "default", "env", "label"} <= set(field)

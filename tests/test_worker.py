@@ -1,0 +1,63 @@
+"""``open_turso()`` in both modes, against a real file and a real sync server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from buntime.turso import InvalidNamespaceError
+from buntime.worker import open_turso
+from tests.support.tursodb import NamespaceRouter
+
+
+@pytest.mark.parametrize("name", ["bad name!", "with/slash", "", "_state", "UP"])
+def test_rejects_invalid_namespaces(name: str, tmp_path: Path) -> None:
+    with pytest.raises(InvalidNamespaceError):
+        open_turso(name, dir=str(tmp_path))
+
+
+def test_local_mode_runs_sql_and_persists_across_reopen(tmp_path: Path) -> None:
+    with open_turso("tenants", dir=str(tmp_path), env={}) as db:
+        assert db.mode == "local" and db.path == str(tmp_path / "tenants.db")
+        db.exec("CREATE TABLE t(v INTEGER)")
+        db.execute("INSERT INTO t VALUES (?)", [42])
+        assert db.pull() is False
+        db.push()  # a no-op, not an error
+        assert db.execute("PRAGMA journal_mode") == [{"journal_mode": "mvcc"}]
+    with open_turso("tenants", dir=str(tmp_path), env={}) as again:
+        assert again.execute("SELECT v FROM t") == [{"v": 42}]
+
+
+def test_env_selects_the_dir_and_an_empty_url_means_local(tmp_path: Path) -> None:
+    env = {"RUNTIME_TURSO_DIR": str(tmp_path / "wd"), "RUNTIME_TURSO_SERVER_URL": " "}
+    with open_turso("jobs", env=env) as db:
+        assert db.path == str(tmp_path / "wd" / "jobs.db") and db.mode == "local"
+
+
+async def test_sync_mode_pushes_and_pulls_between_two_workers(
+    router: NamespaceRouter, tmp_path: Path
+) -> None:
+    """Two workers (two dirs) on one namespace; real push()/pull() through ``<url>/<ns>``."""
+
+    def scenario() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        env = {"RUNTIME_TURSO_SERVER_URL": router.url + "/", "RUNTIME_TURSO_DIR": str(tmp_path / "w1")}
+        with open_turso("tenants", env=env) as w1:
+            assert w1.mode == "sync" and w1.url == f"{router.url}/tenants"
+            w1.exec("CREATE TABLE IF NOT EXISTS t(v TEXT)")
+            w1.execute("INSERT INTO t VALUES ('from-w1')")
+            w1.push()
+        with open_turso("tenants", server_url=router.url, dir=str(tmp_path / "w2"), env={}) as w2:
+            first = w2.execute("SELECT v FROM t")
+            w2.execute("INSERT INTO t VALUES ('from-w2')")
+            w2.push()
+        with open_turso("tenants", env=env) as w1_again:  # reopen: persisted file, then pull
+            w1_again.pull()
+            second = w1_again.execute("SELECT v FROM t ORDER BY v")
+        return first, second
+
+    first, second = await asyncio.to_thread(scenario)
+    assert first == [{"v": "from-w1"}]
+    assert second == [{"v": "from-w1"}, {"v": "from-w2"}]
+    assert sorted(router.children) == ["tenants"]

@@ -1,0 +1,92 @@
+"""Config resolution: the precedence table of the README, exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from buntime.turso import DEFAULT_LOCAL_PATH, TursoConfigError, parse_interval, resolve_config
+
+
+def test_defaults_to_local_mode_at_the_default_path() -> None:
+    cfg = resolve_config(env={})
+    assert (cfg.mode, cfg.topology, cfg.local_path) == ("local", "local", DEFAULT_LOCAL_PATH)
+    assert cfg.sync_url is None and cfg.server_url is None
+
+
+def test_server_url_selects_multi_tenant_and_wins_over_everything() -> None:
+    cfg = resolve_config(
+        {"mode": "local", "sync": {"url": "http://cfg-sync"}},
+        env={
+            "TURSO_SERVER_URL": "http://turso:8080/",
+            "TURSO_SERVER_TOKEN": "tok",
+            "TURSO_MODE": "local",
+            "TURSO_SYNC_URL": "http://other",
+        },
+    )
+    assert cfg.topology == "multi-tenant" and cfg.mode == "sync"
+    assert cfg.server_url == "http://turso:8080"  # trailing slash stripped
+    assert cfg.sync_url is None
+    assert cfg.auth_token == "tok"
+
+
+def test_sync_url_alone_is_enough_for_single_tenant() -> None:
+    cfg = resolve_config(env={"TURSO_SYNC_URL": "http://sync:8080//", "TURSO_SYNC_AUTH_TOKEN": "s3"})
+    assert (cfg.mode, cfg.topology, cfg.sync_url, cfg.auth_token) == (
+        "sync",
+        "single-tenant",
+        "http://sync:8080",
+        "s3",
+    )
+
+
+def test_explicit_local_mode_ignores_a_sync_url() -> None:
+    cfg = resolve_config(env={"TURSO_MODE": "local", "TURSO_SYNC_URL": "http://sync"})
+    assert cfg.topology == "local" and cfg.sync_url is None
+
+
+def test_sync_mode_without_url_is_a_clear_error() -> None:
+    with pytest.raises(TursoConfigError) as info:
+        resolve_config(env={"TURSO_MODE": "sync"})
+    assert info.value.code == "TURSO_SYNC_URL_REQUIRED"
+    assert "TURSO_SYNC_URL" in str(info.value)
+
+
+def test_unknown_mode_is_an_error() -> None:
+    with pytest.raises(TursoConfigError) as info:
+        resolve_config({"mode": "remote"}, env={})
+    assert info.value.code == "INVALID_TURSO_MODE" and "remote" in str(info.value)
+
+
+def test_env_beats_config_and_config_is_substituted() -> None:
+    env = {"DB_DIR": "/srv/db", "HOST": "turso.svc", "TOK": "t0k"}
+    cfg = resolve_config(
+        {"localPath": "${DB_DIR}/rt.db", "server": {"url": "http://${HOST}:8080", "authToken": "${TOK}"}},
+        env=env,
+    )
+    assert cfg.local_path == "/srv/db/rt.db"
+    assert cfg.server_url == "http://turso.svc:8080" and cfg.auth_token == "t0k"
+    cfg = resolve_config({"localPath": "${DB_DIR}/rt.db"}, env={**env, "TURSO_LOCAL_PATH": " /env.db "})
+    assert cfg.local_path == "/env.db"
+
+
+def test_blank_env_values_do_not_count() -> None:
+    cfg = resolve_config({"mode": "sync", "sync": {"url": "http://cfg"}}, env={"TURSO_MODE": "  "})
+    assert cfg.sync_url == "http://cfg"
+
+
+def test_tokens_never_appear_in_repr() -> None:
+    cfg = resolve_config(env={"TURSO_SERVER_URL": "http://x", "TURSO_SERVER_TOKEN": "very-secret"})
+    assert "very-secret" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("5", 5.0), ("2.5s", 2.5), ("500ms", 0.5), ("1m", 60.0), ("0", 0.0)]
+)
+def test_sync_interval_durations(raw: str, seconds: float) -> None:
+    assert parse_interval(raw) == seconds
+    assert resolve_config(env={"TURSO_SYNC_INTERVAL": raw}).sync_interval == seconds
+
+
+def test_bad_sync_interval_names_the_variable() -> None:
+    with pytest.raises(TursoConfigError, match="TURSO_SYNC_INTERVAL"):
+        resolve_config(env={"TURSO_SYNC_INTERVAL": "soon"})

@@ -1,0 +1,236 @@
+"""Local mode: one MVCC file, a connection per transaction, retries, DDL rules, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from buntime.turso import (
+    Database,
+    DDLInConcurrentTransactionError,
+    TursoBusyError,
+    TursoClosedError,
+    TursoConfigError,
+    TursoError,
+    TursoQueryError,
+    TursoService,
+    TursoUnavailableError,
+    resolve_config,
+)
+
+COUNTER_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS counter(id INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO counter VALUES (1, 0)"
+)
+
+
+async def _schema(service: TursoService) -> None:
+    await service.transaction(lambda db: db.exec(COUNTER_SCHEMA), type="exclusive")
+
+
+async def test_mvcc_is_enabled_and_verified(local_service: TursoService) -> None:
+    db = await local_service.connect()
+    row = await db.get("PRAGMA journal_mode")
+    assert row is not None and next(iter(row.values())) == "mvcc"
+
+
+async def test_concurrent_increments_end_exactly_at_n(local_service: TursoService) -> None:
+    await _schema(local_service)
+    attempts = 0
+
+    async def increment(db: Database) -> None:
+        nonlocal attempts
+        attempts += 1
+        row = await db.get("SELECT n FROM counter WHERE id = 1")
+        assert row is not None
+        await asyncio.sleep(0)  # let other transactions interleave between read and write
+        await db.run("UPDATE counter SET n = ? WHERE id = 1", [row["n"] + 1])
+
+    n = 40
+    await asyncio.gather(*(local_service.transaction(increment, max_retries=200) for _ in range(n)))
+    row = await (await local_service.connect()).get("SELECT n FROM counter WHERE id = 1")
+    assert row == {"n": n}
+    assert attempts > n, "interleaved read-modify-write must have produced conflicts that were retried"
+
+
+async def test_transactions_never_share_a_connection(local_service: TursoService) -> None:
+    """Two open transactions at once: each commits on its own connection, no nesting error."""
+    await local_service.transaction(
+        lambda db: db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)"), type="exclusive"
+    )
+    both_open = asyncio.Barrier(2)
+
+    async def writer(db: Database, who: str, rowid: int) -> None:
+        await db.run("INSERT INTO t VALUES (?, ?)", [rowid, who])
+        await both_open.wait()
+        await db.run("UPDATE t SET who = who || '!' WHERE id = ?", [rowid])
+
+    await asyncio.gather(
+        local_service.transaction(lambda db: writer(db, "a", 1)),
+        local_service.transaction(lambda db: writer(db, "b", 2)),
+    )
+    rows = await (await local_service.connect()).all("SELECT * FROM t ORDER BY id")
+    assert rows == [{"id": 1, "who": "a!"}, {"id": 2, "who": "b!"}]
+
+
+async def test_ddl_in_concurrent_transaction_says_use_exclusive(local_service: TursoService) -> None:
+    with pytest.raises(DDLInConcurrentTransactionError, match="type='exclusive'"):
+        await local_service.transaction(lambda db: db.run("CREATE TABLE nope(x)"))
+    await local_service.transaction(lambda db: db.run("CREATE TABLE yes(x)"), type="exclusive")
+    tables = await (await local_service.connect()).all("SELECT name FROM sqlite_master WHERE type='table'")
+    assert {"name": "yes"} in tables and {"name": "nope"} not in tables
+
+
+async def test_non_retryable_error_rolls_back_and_propagates_at_once(local_service: TursoService) -> None:
+    await _schema(local_service)
+    calls = 0
+
+    async def bad(db: Database) -> None:
+        nonlocal calls
+        calls += 1
+        await db.run("UPDATE counter SET n = 99 WHERE id = 1")
+        await db.run("INSERT INTO missing_table VALUES (1)")
+
+    with pytest.raises(TursoQueryError, match="missing_table") as info:
+        await local_service.transaction(bad)
+    assert not isinstance(info.value, TursoBusyError)
+    assert calls == 1
+    row = await (await local_service.connect()).get("SELECT n FROM counter")
+    assert row == {"n": 0}, "the update before the failure must have been rolled back"
+
+
+async def test_application_errors_roll_back_too(local_service: TursoService) -> None:
+    await _schema(local_service)
+
+    async def boom(db: Database) -> None:
+        await db.run("UPDATE counter SET n = 5")
+        raise KeyError("app bug")
+
+    with pytest.raises(KeyError):
+        await local_service.transaction(boom)
+    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 0}
+
+
+async def test_busy_errors_are_retried_then_given_up(local_service: TursoService) -> None:
+    """A writer that always conflicts with a held transaction exhausts max_retries."""
+    await _schema(local_service)
+    holder_wrote = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder(db: Database) -> None:
+        await db.run("UPDATE counter SET n = n + 1 WHERE id = 1")
+        holder_wrote.set()
+        await release.wait()
+
+    calls = 0
+
+    async def loser(db: Database) -> None:
+        nonlocal calls
+        calls += 1
+        await db.run("UPDATE counter SET n = n + 100 WHERE id = 1")
+
+    held = asyncio.create_task(local_service.transaction(holder))
+    await holder_wrote.wait()
+    with pytest.raises(TursoBusyError):
+        await local_service.transaction(loser, max_retries=3, retry_delay=0.001)
+    assert calls == 4  # the first attempt and three retries
+    release.set()
+    await held
+    # Once the holder committed, the same writer succeeds.
+    await local_service.transaction(loser)
+    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 101}
+
+
+async def test_retry_options_are_validated(local_service: TursoService) -> None:
+    async def noop(db: Database) -> None:
+        return None
+
+    for kwargs in ({"max_retries": -1}, {"max_retries": 1.5}, {"retry_delay": -1}, {"type": "weird"}):
+        with pytest.raises(TursoConfigError):
+            await local_service.transaction(noop, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_run_reports_changes_and_rowid_and_exec_runs_scripts(local_service: TursoService) -> None:
+    db = await local_service.connect()
+    await db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a'), ('b')")
+    result = await db.run("INSERT INTO t(v) VALUES (?)", ["c"])
+    assert (result.changes, result.last_insert_rowid) == (1, 3)
+    assert (await db.run("UPDATE t SET v = 'z'")).changes == 3
+    res = await db.execute("SELECT id, v FROM t WHERE id = :id", {"id": 2})
+    assert res.columns == ("id", "v") and res.rows == [{"id": 2, "v": "z"}]
+    assert await db.get("SELECT * FROM t WHERE id = 99") is None
+
+
+async def test_a_transaction_left_open_on_an_autocommit_handle_is_refused(
+    local_service: TursoService,
+) -> None:
+    db = await local_service.connect()
+    await db.exec("CREATE TABLE t(v)")
+    with pytest.raises(TursoError) as info:
+        await db.exec("BEGIN; INSERT INTO t VALUES (1)")
+    assert info.value.code == "TURSO_DANGLING_TRANSACTION"
+    assert await db.all("SELECT * FROM t") == []
+
+
+async def test_namespaces_are_metadata_on_one_file(local_service: TursoService, tmp_path: Path) -> None:
+    await (await local_service.connect("alpha")).exec("CREATE TABLE shared(v)")
+    await (await local_service.connect("beta")).run("INSERT INTO shared VALUES (1)")
+    assert sorted(p.name for p in (tmp_path / "local").glob("*.db")) == ["runtime.db"]
+    health = await local_service.health()
+    assert health.ok and health.status == "ok" and health.mode == "local"
+    assert health.namespaces["runtime"].replica_path == str(tmp_path / "local" / "runtime.db")
+
+
+async def test_data_persists_across_services(tmp_path: Path) -> None:
+    env = {"TURSO_LOCAL_PATH": str(tmp_path / "p" / "runtime.db")}
+    async with TursoService(resolve_config(env=env)) as first:
+        await first.transaction(
+            lambda db: db.exec("CREATE TABLE t(v); INSERT INTO t VALUES (42)"), type="exclusive"
+        )
+    async with TursoService(resolve_config(env=env)) as second:
+        assert await (await second.connect()).get("SELECT v FROM t") == {"v": 42}
+
+
+async def test_health_before_anything_opened_is_down(local_service: TursoService) -> None:
+    health = await local_service.health()
+    assert not health.ok and health.status == "down" and health.error
+
+
+async def test_closed_service_refuses_work(tmp_path: Path) -> None:
+    service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(tmp_path / "c.db")}))
+    db = await service.connect()
+    await service.close()
+    await service.close()  # idempotent
+    with pytest.raises(TursoClosedError):
+        await service.connect()
+    with pytest.raises(TursoClosedError):
+        await db.get("SELECT 1")
+
+
+async def test_a_file_locked_by_another_process_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, turso; c = turso.connect(sys.argv[1]); c.execute('CREATE TABLE t(x)');"
+            "print('ready', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"ready"
+        service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)}))
+        with pytest.raises(TursoUnavailableError):
+            await service.connect()
+        await service.close()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,0 +1,253 @@
+"""Sync modes against real ``tursodb --sync-server`` processes and real pyturso replicas.
+
+No test calls ``pull()`` to see another replica's write: the background sync task must deliver it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from buntime.turso import Database, TursoError, TursoService, TursoUnavailableError, resolve_config
+from tests.support.tursodb import NamespaceRouter, SyncServer
+
+INTERVAL = "0.2s"
+
+
+def single(url: str, path: Path, token: str | None = None) -> TursoService:
+    env = {"TURSO_SYNC_URL": url, "TURSO_LOCAL_PATH": str(path), "TURSO_SYNC_INTERVAL": INTERVAL}
+    if token:
+        env["TURSO_SYNC_AUTH_TOKEN"] = token
+    return TursoService(resolve_config(env=env))
+
+
+def multi(url: str, path: Path) -> TursoService:
+    env = {"TURSO_SERVER_URL": url, "TURSO_LOCAL_PATH": str(path), "TURSO_SYNC_INTERVAL": INTERVAL}
+    return TursoService(resolve_config(env=env))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> float:
+    """Poll ``check`` until true; return the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if await check():
+                return time.monotonic() - start
+        except TursoError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def count(service: TursoService, namespace: str = "runtime", table: str = "t") -> int:
+    row = await (await service.connect(namespace)).get(f"SELECT count(*) AS n FROM {table}")
+    return int(row["n"]) if row else 0
+
+
+async def create_table(service: TursoService, namespace: str = "runtime") -> None:
+    await service.transaction(
+        lambda db: db.exec("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)"),
+        namespace=namespace,
+        type="exclusive",
+    )
+
+
+async def insert(service: TursoService, value: str, namespace: str = "runtime") -> None:
+    await service.transaction(lambda db: db.run("INSERT INTO t(v) VALUES (?)", [value]), namespace=namespace)
+
+
+async def test_single_tenant_write_reaches_other_replica_without_explicit_pull(
+    sync_server: SyncServer, tmp_path: Path
+) -> None:
+    a = single(sync_server.url, tmp_path / "a" / "r.db")
+    b = single(sync_server.url, tmp_path / "b" / "r.db")
+    try:
+        await b.connect()  # b opens first, so only its background pulls can bring the data
+        await create_table(a)
+        await insert(a, "from-a")
+
+        async def b_sees() -> bool:
+            return await count(b) == 1
+
+        await eventually(b_sees)
+        assert await (await b.connect()).get("SELECT v FROM t") == {"v": "from-a"}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_downgrades_to_deferred_and_commits_are_pushed(
+    sync_server: SyncServer, tmp_path: Path
+) -> None:
+    a = single(sync_server.url, tmp_path / "a" / "r.db")
+    try:
+        await create_table(a)
+        await asyncio.gather(*(insert(a, f"v{i}") for i in range(10)))  # default type=concurrent
+        health = await a.health()
+        entry = health.namespaces["runtime"]
+        assert entry.pending_operations == 0, "every commit must have been pushed"
+        assert entry.last_push is not None and entry.sync_url == sync_server.url
+    finally:
+        await a.close()
+    # What the server holds, read by a brand-new replica.
+    fresh = single(sync_server.url, tmp_path / "fresh" / "r.db")
+    try:
+        assert await count(fresh) == 10
+    finally:
+        await fresh.close()
+
+
+async def test_autocommit_writes_are_pushed_by_the_background_task(
+    sync_server: SyncServer, tmp_path: Path
+) -> None:
+    a = single(sync_server.url, tmp_path / "a" / "r.db")
+    b = single(sync_server.url, tmp_path / "b" / "r.db")
+    try:
+        await create_table(a)
+        await (await a.connect()).run("INSERT INTO t(v) VALUES ('autocommit')")  # no transaction()
+
+        async def b_sees() -> bool:
+            return await count(b) == 1
+
+        await eventually(b_sees)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_server_down_keeps_writes_and_delivers_them_later(
+    sync_server: SyncServer, tmp_path: Path
+) -> None:
+    a = single(sync_server.url, tmp_path / "a" / "r.db")
+    try:
+        await create_table(a)
+        await insert(a, "before")
+        sync_server.kill()
+        for i in range(5):
+            await insert(a, f"offline-{i}")  # push fails: logged, never raised
+        health = await a.health()
+        entry = health.namespaces["runtime"]
+        assert health.ok and health.status == "degraded"
+        assert entry.pending_operations > 0 and entry.last_sync_error
+        assert await count(a) == 6, "writes are kept locally"
+
+        sync_server.start()  # same port, same file
+
+        async def drained() -> bool:
+            return (await a.health()).namespaces["runtime"].pending_operations == 0
+
+        await eventually(drained)
+        assert (await a.health()).status == "ok"
+    finally:
+        await a.close()
+    reader = single(sync_server.url, tmp_path / "reader" / "r.db")
+    try:
+        assert await count(reader) == 6
+    finally:
+        await reader.close()
+
+
+async def test_a_replica_opens_offline_from_its_file(sync_server: SyncServer, tmp_path: Path) -> None:
+    path = tmp_path / "a" / "r.db"
+    a = single(sync_server.url, path)
+    await create_table(a)
+    await insert(a, "kept")
+    await a.close()
+    sync_server.kill()
+    again = single(sync_server.url, path)
+    try:
+        assert await count(again) == 1
+        health = await again.health()
+        assert health.ok and health.status == "degraded"
+        assert health.namespaces["runtime"].last_sync_error
+    finally:
+        await again.close()
+
+
+async def test_health_never_reveals_the_token(sync_server: SyncServer, tmp_path: Path) -> None:
+    a = single(sync_server.url, tmp_path / "a" / "r.db", token="super-secret-token")
+    try:
+        await a.connect()
+        health = await a.health()
+        assert "super-secret-token" not in repr(health.as_dict())
+        assert health.mode == "sync" and health.topology == "single-tenant"
+        entry = health.namespaces["runtime"]
+        assert entry.replica_path == str(tmp_path / "a" / "r.db")
+        assert entry.last_pull is not None and entry.revision is not None
+    finally:
+        await a.close()
+
+
+async def test_nested_use_of_a_replica_inside_its_transaction_is_refused(
+    sync_server: SyncServer, tmp_path: Path
+) -> None:
+    a = single(sync_server.url, tmp_path / "a" / "r.db")
+    try:
+        await create_table(a)
+
+        async def nested(db: Database) -> None:
+            await (await a.connect()).get("SELECT 1")
+
+        with pytest.raises(TursoError) as info:
+            await asyncio.wait_for(a.transaction(nested), 5)
+        assert info.value.code == "TURSO_NESTED_TRANSACTION"
+    finally:
+        await a.close()
+
+
+# -- multi-tenant -----------------------------------------------------------------------------
+
+
+async def test_multi_tenant_opens_one_replica_per_namespace(router: NamespaceRouter, tmp_path: Path) -> None:
+    a = multi(router.url, tmp_path / "a" / "runtime.db")
+    b = multi(router.url, tmp_path / "b" / "runtime.db")
+    try:
+        for ns in ("orders", "users"):
+            await create_table(a, ns)
+            await insert(a, f"{ns}-row", ns)
+        assert sorted(p.name for p in (tmp_path / "a").glob("*.db")) == ["orders.db", "users.db"]
+        assert sorted(router.children) == ["orders", "users"]
+
+        async def b_sees_orders() -> bool:
+            return await count(b, "orders") == 1
+
+        await eventually(b_sees_orders)
+        row = await (await b.connect("users")).get("SELECT v FROM t")
+        assert row == {"v": "users-row"}, "namespaces are isolated: each has only its own row"
+        health = await a.health()
+        assert health.topology == "multi-tenant"
+        assert health.namespaces["orders"].sync_url == f"{router.url}/orders"
+        assert health.namespaces["orders"].replica_path == str(tmp_path / "a" / "orders.db")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_connects_share_one_open(router: NamespaceRouter, tmp_path: Path) -> None:
+    a = multi(router.url, tmp_path / "a" / "runtime.db")
+    try:
+        dbs = await asyncio.gather(*(a.connect("shared") for _ in range(20)))
+        assert len({db.local_path for db in dbs}) == 1
+        assert a.namespaces == ["shared"]
+    finally:
+        await a.close()
+
+
+async def test_a_failed_open_is_not_cached_and_the_next_connect_retries(tmp_path: Path) -> None:
+    router = NamespaceRouter(tmp_path / "router")
+    service = multi(router.url, tmp_path / "a" / "runtime.db")
+    try:
+        with pytest.raises(TursoUnavailableError):
+            await service.connect("late")
+        assert service.namespaces == []
+        await router.start()  # the server appears: the next connect must retry, not replay the error
+        await create_table(service, "late")
+        await insert(service, "x", "late")
+        assert await count(service, "late") == 1
+    finally:
+        await service.close()
+        await router.stop()
