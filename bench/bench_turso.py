@@ -1,0 +1,227 @@
+"""Benchmark of the Turso service against raw pyturso and stdlib sqlite3, measured in one run.
+
+* one-row insert: ``transaction()`` vs raw pyturso (blocking) and vs pyturso's own ``turso.aio``
+* throughput: 4 concurrent callers vs 1 (ours), and raw pyturso 4 threads vs 1 thread
+* the same workload on stdlib sqlite3 at equal durability (``synchronous=FULL`` on both sides)
+* replication lag A -> B through a real ``tursodb --sync-server`` (p50/p95)
+
+Run: ``make bench`` or ``python -m bench.bench_turso``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import turso.aio
+
+import turso
+from bench._util import percentile, report
+from buntime.turso import Database, TursoService, resolve_config
+from tests.support.tursodb import SyncServer
+
+N_INSERTS = int(os.environ.get("BENCH_INSERTS", "2000"))
+N_THROUGHPUT = int(os.environ.get("BENCH_THROUGHPUT", "2000"))
+N_LAG = int(os.environ.get("BENCH_LAG_SAMPLES", "40"))
+SCHEMA = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)"
+
+
+def raw_connect(path: Path) -> turso.Connection:
+    conn = turso.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = mvcc").fetchall()
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(SCHEMA)
+    return conn
+
+
+def raw_inserts(path: Path, n: int) -> float:
+    conn = raw_connect(path)
+    start = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN CONCURRENT")
+        conn.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+def raw_threads(path: Path, threads: int, n: int) -> float:
+    raw_connect(path).close()
+    per = n // threads
+
+    def worker() -> None:
+        conn = turso.connect(str(path), isolation_level=None)
+        for i in range(per):
+            while True:
+                try:
+                    conn.execute("BEGIN CONCURRENT")
+                    conn.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
+                    conn.execute("COMMIT")
+                    break
+                except turso.Error:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+        conn.close()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    start = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return time.perf_counter() - start
+
+
+async def aio_inserts(path: Path, n: int) -> float:
+    raw_connect(path).close()
+    conn = await turso.aio.connect(str(path), isolation_level=None)
+    start = time.perf_counter()
+    for i in range(n):
+        await conn.execute("BEGIN CONCURRENT")
+        await conn.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
+        await conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    await conn.close()
+    return elapsed
+
+
+async def service_inserts(path: Path, n: int, callers: int) -> float:
+    async with TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)})) as service:
+        db = await service.connect()
+        await db.exec("PRAGMA synchronous = FULL")
+        await service.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
+
+        async def one(db: Database, i: int) -> None:
+            await db.run("INSERT INTO t(v) VALUES (?)", [f"v{i}"])
+
+        async def caller(count: int) -> None:
+            for i in range(count):
+                await service.transaction(lambda db, i=i: one(db, i), max_retries=1000)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller(n // callers) for _ in range(callers)))
+        return time.perf_counter() - start
+
+
+def sqlite_inserts(path: Path, n: int) -> float:
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(SCHEMA)
+    start = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed
+
+
+async def replication_lag(tmp: Path, samples: int, interval: str) -> list[float]:
+    server = SyncServer(tmp / "lag-server" / "remote.db").start()
+    env = {"TURSO_SYNC_URL": server.url, "TURSO_SYNC_INTERVAL": interval}
+    a = TursoService(resolve_config(env={**env, "TURSO_LOCAL_PATH": str(tmp / "lag-a" / "r.db")}))
+    b = TursoService(resolve_config(env={**env, "TURSO_LOCAL_PATH": str(tmp / "lag-b" / "r.db")}))
+    lags: list[float] = []
+    try:
+        await a.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
+        reader = await b.connect()
+        for i in range(samples):
+            marker = f"lag-{i}"
+            start = time.perf_counter()
+            await a.transaction(lambda db, m=marker: db.run("INSERT INTO t(v) VALUES (?)", [m]))
+            while True:
+                try:
+                    if await reader.get("SELECT 1 AS hit FROM t WHERE v = ?", [marker]):
+                        break
+                except Exception:  # the table itself may not have arrived yet
+                    pass
+                await asyncio.sleep(0.002)
+            lags.append(time.perf_counter() - start)
+    finally:
+        await a.close()
+        await b.close()
+        server.stop()
+    return lags
+
+
+async def interleaved(tmp: Path, n: int, rounds: int) -> dict[str, float]:
+    """Median seconds per op of each contender, run in alternating rounds so drift hits all."""
+    per_round = n // rounds
+    samples: dict[str, list[float]] = {"raw": [], "aio": [], "ours": [], "sqlite": []}
+    for r in range(rounds):
+        samples["raw"].append(raw_inserts(tmp / f"raw{r}.db", per_round) / per_round)
+        samples["aio"].append(await aio_inserts(tmp / f"aio{r}.db", per_round) / per_round)
+        samples["ours"].append(await service_inserts(tmp / f"ours{r}.db", per_round, 1) / per_round)
+        samples["sqlite"].append(sqlite_inserts(tmp / f"lite{r}.db", per_round) / per_round)
+    return {name: percentile(values, 50) for name, values in samples.items()}
+
+
+def us(seconds_per_op: float) -> str:
+    return f"{seconds_per_op * 1e6:8.1f} us/op"
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="buntime-bench-") as raw_tmp:
+        tmp = Path(raw_tmp)
+        n = N_INSERTS
+        med = await interleaved(tmp, n, rounds=5)
+        raw, aio, ours, lite = med["raw"], med["aio"], med["ours"], med["sqlite"]
+        report(
+            f"one-row insert transaction, local MVCC, {n} sequential (median of 5 interleaved rounds)",
+            [
+                ("raw pyturso (blocking)", us(raw)),
+                ("pyturso turso.aio", us(aio)),
+                ("buntime transaction()", us(ours)),
+                ("ratio ours / raw blocking", f"{ours / raw:.2f}x  (goal <= 1.15x)"),
+                ("ratio ours / turso.aio", f"{ours / aio:.2f}x"),
+            ],
+        )
+        report(
+            "stdlib sqlite3 at equal durability (WAL, synchronous=FULL on both)",
+            [
+                ("sqlite3", us(lite)),
+                ("raw pyturso", us(raw)),
+                ("buntime transaction()", us(ours)),
+                ("ratio raw pyturso / sqlite3", f"{raw / lite:.2f}x"),
+                ("ratio buntime / sqlite3", f"{ours / lite:.2f}x"),
+            ],
+        )
+        m = N_THROUGHPUT
+        one = await service_inserts(tmp / "t1.db", m, 1)
+        four = await service_inserts(tmp / "t4.db", m, 4)
+        raw1 = raw_threads(tmp / "r1.db", 1, m)
+        raw4 = raw_threads(tmp / "r4.db", 4, m)
+        report(
+            f"throughput, {m} one-row transactions",
+            [
+                ("buntime, 1 caller", f"{m / one:8.0f} tx/s"),
+                ("buntime, 4 concurrent callers", f"{m / four:8.0f} tx/s"),
+                ("ratio 4 callers / 1 caller", f"{one / four:.2f}x  (goal >= 1.0x, no collapse)"),
+                ("raw pyturso, 1 thread", f"{m / raw1:8.0f} tx/s"),
+                ("raw pyturso, 4 threads", f"{m / raw4:8.0f} tx/s"),
+                ("ratio raw 4 threads / 1 thread", f"{raw1 / raw4:.2f}x"),
+            ],
+        )
+        for interval in ("0.1s", "1s"):
+            samples = N_LAG if interval == "0.1s" else N_LAG // 4
+            lags = await replication_lag(tmp / interval, samples, interval)
+            report(
+                f"replication lag A -> B via tursodb --sync-server (TURSO_SYNC_INTERVAL={interval})",
+                [
+                    ("samples", str(len(lags))),
+                    ("p50", f"{percentile(lags, 50) * 1000:8.1f} ms"),
+                    ("p95", f"{percentile(lags, 95) * 1000:8.1f} ms"),
+                ],
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
