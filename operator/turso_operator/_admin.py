@@ -1,0 +1,138 @@
+"""Client of turso-server's admin API: the only way the operator touches databases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from ._errors import AdminNotFoundError, AdminRejectedError, AdminUnavailableError
+
+
+@dataclass(frozen=True)
+class NamespaceView:
+    """What turso-server reports about one database."""
+
+    name: str
+    locked: bool
+    ttl: str
+    origin: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NamespaceView:
+        return cls(
+            name=str(data.get("name", "")),
+            locked=bool(data.get("locked", False)),
+            ttl=str(data.get("ttl") or ""),
+            origin=str(data.get("origin", "")),
+        )
+
+
+class AdminClient:
+    """Async admin client. Usage::
+
+    async with AdminClient("http://turso-admin:8081", token) as admin:
+        view = await admin.create("orders")
+    """
+
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = 10.0) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        url = f"{self._base}{path}"
+        try:
+            async with self._session.request(method, url, json=body) as resp:
+                text = await resp.text()
+                payload: Any = None
+                if text:
+                    try:
+                        payload = await resp.json(content_type=None)
+                    except ValueError:
+                        payload = {"detail": text[:200]}
+                if resp.status >= 500:
+                    raise AdminUnavailableError(
+                        f"turso-server {method} {path} failed with {resp.status}: {_detail(payload)}",
+                        status=resp.status,
+                    )
+                if resp.status == 404:
+                    raise AdminNotFoundError(f"{path}: not found", status=404, code=_code(payload))
+                if resp.status >= 400:
+                    raise AdminRejectedError(
+                        f"turso-server refused {method} {path} ({resp.status}): {_detail(payload)}",
+                        status=resp.status,
+                        code=_code(payload),
+                    )
+                return payload
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AdminUnavailableError(f"turso-server admin API unreachable at {self._base}: {exc}") from exc
+
+    @staticmethod
+    def _path(name: str, action: str = "") -> str:
+        suffix = f"/{action}" if action else ""
+        return f"/v1/namespaces/{quote(name, safe='')}{suffix}"
+
+    async def get(self, name: str) -> NamespaceView | None:
+        try:
+            return NamespaceView.from_json(await self._request("GET", self._path(name)) or {})
+        except AdminNotFoundError:
+            return None
+
+    async def create(self, name: str) -> NamespaceView:
+        """Idempotent: an existing database is returned as it is."""
+        return NamespaceView.from_json(await self._request("POST", self._path(name, "create")) or {})
+
+    async def set_locked(self, name: str, locked: bool) -> None:
+        await self._request("POST", self._path(name, "lock" if locked else "unlock"))
+
+    async def set_ttl(self, name: str, ttl: str) -> None:
+        await self._request("POST", self._path(name, "ttl"), {"ttl": ttl})
+
+    async def delete(self, name: str) -> bool:
+        """Archive the database; ``False`` when it was already gone."""
+        try:
+            await self._request("DELETE", self._path(name))
+        except AdminNotFoundError:
+            return False
+        return True
+
+    async def mint_token(self, name: str, access: str) -> str | None:
+        """A namespace-scoped token, or ``None`` when this server does not mint tokens."""
+        try:
+            payload = await self._request("POST", self._path(name, "tokens"), {"access": access})
+        except AdminRejectedError as exc:
+            if exc.status in (404, 405, 501) and exc.code not in (
+                "namespace_not_found",
+                "NAMESPACE_NOT_FOUND",
+            ):
+                return None
+            raise
+        token = payload.get("token") if isinstance(payload, dict) else None
+        return str(token) if token else None
+
+
+def _detail(payload: Any) -> str:
+    if isinstance(payload, dict):
+        return str(payload.get("detail") or payload.get("error") or payload)
+    return str(payload)
+
+
+def _code(payload: Any) -> str | None:
+    return str(payload["code"]) if isinstance(payload, dict) and payload.get("code") else None

@@ -1,0 +1,183 @@
+"""Pure builders: spec → desired objects (Secret, conditions, pod mutation). No I/O here."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ._constants import (
+    DATA_DIR,
+    DATA_VOLUME,
+    INJECTED_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OWNER_LABEL,
+    SecretKey,
+)
+
+DATABASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class SpecError(ValueError):
+    """The TursoNamespace spec cannot be reconciled (the API server's validation was bypassed)."""
+
+
+@dataclass(frozen=True)
+class DesiredNamespace:
+    """A TursoNamespace spec with its defaults applied."""
+
+    name: str
+    namespace: str
+    database: str
+    deletion_policy: str
+    ttl: str
+    locked: bool
+    secret_name: str
+    access: str
+
+
+def desired_namespace(spec: Mapping[str, Any], meta: Mapping[str, Any]) -> DesiredNamespace:
+    name = str(meta["name"])
+    database = str(spec.get("database") or name)
+    if not DATABASE_PATTERN.fullmatch(database):
+        raise SpecError(f"database name {database!r} does not match {DATABASE_PATTERN.pattern}")
+    policy = str(spec.get("deletionPolicy") or "Archive")
+    if policy not in ("Archive", "Retain"):
+        raise SpecError(f"deletionPolicy must be Archive or Retain (got {policy!r})")
+    access = str(spec.get("access") or "rw")
+    if access not in ("rw", "ro"):
+        raise SpecError(f"access must be rw or ro (got {access!r})")
+    return DesiredNamespace(
+        name=name,
+        namespace=str(meta.get("namespace") or "default"),
+        database=database,
+        deletion_policy=policy,
+        ttl=str(spec.get("ttl") or ""),
+        locked=bool(spec.get("locked", False)),
+        secret_name=str(spec.get("secretName") or f"{name}-turso"),
+        access=access,
+    )
+
+
+def database_url(server_url: str, database: str) -> str:
+    return f"{server_url.rstrip('/')}/{database}"
+
+
+def token_hash(token: str) -> str:
+    """What status keeps to notice a changed token without ever storing the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def secret_data(desired: DesiredNamespace, server_url: str, token: str) -> dict[str, str]:
+    url = database_url(server_url, desired.database)
+    return {
+        SecretKey.SERVER_URL: server_url,
+        SecretKey.SERVER_TOKEN: token,
+        SecretKey.NAMESPACE: desired.database,
+        SecretKey.DATABASE_URL: url,
+        SecretKey.RUNTIME_SERVER_URL: server_url,
+        SecretKey.RUNTIME_SERVER_TOKEN: token,
+        SecretKey.TYPE: "turso",
+        SecretKey.PROVIDER: "buntime",
+        SecretKey.URI: url,
+    }
+
+
+def secret_body(desired: DesiredNamespace, data: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "servicebinding.io/turso",
+        "metadata": {
+            "name": desired.secret_name,
+            "namespace": desired.namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, OWNER_LABEL: desired.name},
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+# -- conditions ---------------------------------------------------------------------------------
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    *,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Return the new list and whether the condition's status or reason changed."""
+    value = "True" if status else "False"
+    result = [dict(c) for c in conditions if c.get("type") != type_]
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    changed = old is None or old.get("status") != value or old.get("reason") != reason
+    transition = now_iso() if old is None or old.get("status") != value else old.get("lastTransitionTime")
+    entry: dict[str, Any] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition or now_iso(),
+    }
+    if generation is not None:
+        entry["observedGeneration"] = generation
+    result.append(entry)
+    order = {"Ready": 0, "Provisioned": 1, "CredentialsReady": 2}
+    result.sort(key=lambda c: order.get(str(c.get("type")), 99))
+    return result, changed
+
+
+# -- pod injection --------------------------------------------------------------------------------
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def injected_env(secret_name: str) -> list[dict[str, Any]]:
+    return [
+        _secret_env("RUNTIME_TURSO_SERVER_URL", secret_name, SecretKey.RUNTIME_SERVER_URL),
+        _secret_env("RUNTIME_TURSO_SERVER_TOKEN", secret_name, SecretKey.RUNTIME_SERVER_TOKEN),
+        {"name": "RUNTIME_TURSO_DIR", "value": DATA_DIR},
+        _secret_env("TURSO_SERVER_URL", secret_name, SecretKey.SERVER_URL),
+        _secret_env("TURSO_SERVER_TOKEN", secret_name, SecretKey.SERVER_TOKEN),
+    ]
+
+
+def mutate_pod_spec(spec: Mapping[str, Any], secret_name: str) -> dict[str, Any]:
+    """The pod spec with the connection env in every container and a data volume if missing.
+
+    Variables a container already sets are left alone (the app's own value wins); the volume
+    is only added when nothing is mounted at ``/data/turso`` yet.
+    """
+    new = copy.deepcopy(dict(spec))
+    env = injected_env(secret_name)
+    needs_volume = False
+    for container in new.get("containers") or []:
+        present = {e.get("name") for e in container.get("env") or []}
+        container["env"] = [*(container.get("env") or []), *(e for e in env if e["name"] not in present)]
+        mounts = container.get("volumeMounts") or []
+        if not any(m.get("mountPath") == DATA_DIR for m in mounts):
+            container["volumeMounts"] = [*mounts, {"name": DATA_VOLUME, "mountPath": DATA_DIR}]
+            needs_volume = True
+    volumes = new.get("volumes") or []
+    if needs_volume and not any(v.get("name") == DATA_VOLUME for v in volumes):
+        new["volumes"] = [*volumes, {"name": DATA_VOLUME, "emptyDir": {}}]
+    return new
+
+
+def is_injected(annotations: Mapping[str, str] | None) -> bool:
+    return bool(annotations and INJECTED_ANNOTATION in annotations)

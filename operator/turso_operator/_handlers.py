@@ -1,0 +1,195 @@
+"""kopf handlers: the operator's wiring. Handler ids are persisted by kopf: never rename them.
+
+* ``reconcile_tursonamespace`` — create / resume / spec update: database, Secret, status.
+* ``repair_drift`` — a timer on TursoNamespace only (never on Pods or Secrets).
+* ``finalize_tursonamespace`` — the finalizer: Archive or Retain, Secret removed.
+* ``inject-turso`` — the mutating webhook on Pod CREATE.
+* ``watch_freshness`` — the liveness probe: fails when the watch stream went quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from ._admin import AdminClient
+from ._builders import SpecError, desired_namespace, is_injected, mutate_pod_spec
+from ._config import OperatorConfig
+from ._constants import GROUP, INJECT_LABEL, INJECTED_ANNOTATION, PLURAL, VERSION, WEBHOOK_ID, ConditionType
+from ._errors import AdminUnavailableError, KubeError
+from ._kube import KubeClient
+from ._reconcile import Reconciler
+
+log = logging.getLogger("turso_operator")
+CONFIG = OperatorConfig.from_env()
+
+
+@dataclass
+class _State:
+    connection: kopf.ConnectionInfo | None = None
+    reconciler: Reconciler | None = None
+    last_event: float = 0.0
+    objects: int = 0
+
+
+STATE = _State()
+
+
+def reconciler() -> Reconciler:
+    if STATE.reconciler is None:
+        if STATE.connection is None:
+            raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
+        admin = AdminClient(CONFIG.admin_url, CONFIG.admin_token, timeout=CONFIG.request_timeout)
+        STATE.reconciler = Reconciler(
+            CONFIG, admin, KubeClient(STATE.connection, timeout=CONFIG.request_timeout)
+        )
+    return STATE.reconciler
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod, the service account; elsewhere, the kubeconfig. Kept for our own API calls."""
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    STATE.connection = info
+    return info
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.watching.server_timeout = max(30, int(CONFIG.resync_seconds * 2))
+    settings.watching.client_timeout = settings.watching.server_timeout + 10
+    settings.posting.level = logging.INFO
+    settings.batching.worker_limit = 64
+    if CONFIG.webhook_enabled:
+        # The chart renders the MutatingWebhookConfiguration (namespaceSelector, reinvocationPolicy);
+        # kopf must serve the endpoint but never manage that object.
+        settings.admission.server = kopf.WebhookServer(
+            addr="0.0.0.0",
+            port=CONFIG.webhook_port,
+            host=CONFIG.webhook_host,
+            certfile=CONFIG.webhook_cert_file,
+            pkeyfile=CONFIG.webhook_key_file,
+        )
+        settings.admission.managed = None
+    log.info("turso operator configured: %r", CONFIG)
+
+
+@kopf.on.cleanup()
+async def close_clients(**_: Any) -> None:
+    if STATE.reconciler is not None:
+        await STATE.reconciler.admin.aclose()
+        await STATE.reconciler.kube.aclose()
+        STATE.reconciler = None
+
+
+def _desired(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch) -> Any:
+    try:
+        return desired_namespace(spec, meta)
+    except SpecError as exc:
+        patch.status["phase"] = "Failed"
+        patch.status["phaseReason"] = "InvalidSpec"
+        raise kopf.PermanentError(str(exc)) from exc
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile_tursonamespace(
+    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **_: Any
+) -> None:
+    await reconciler().reconcile(_desired(spec, meta, patch), body, patch, drift=False)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
+async def repair_drift(
+    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **_: Any
+) -> None:
+    """Recreate a database that vanished from the server; restore an edited or deleted Secret."""
+    try:
+        await reconciler().reconcile(_desired(spec, meta, patch), body, patch, drift=True)
+    except kopf.TemporaryError as exc:
+        log.warning("drift check for %s/%s postponed: %s", meta.get("namespace"), meta.get("name"), exc)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def finalize_tursonamespace(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
+    try:
+        await reconciler().finalize(_desired(spec, meta, patch))
+    except AdminUnavailableError as exc:
+        raise kopf.TemporaryError(f"turso-server unavailable, archive postponed: {exc}", delay=10) from exc
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def observe(type: str, **_: Any) -> None:
+    """Every watch event refreshes the liveness clock (the drift timer writes status each period)."""
+    STATE.last_event = time.monotonic()
+    if type in (None, "ADDED"):
+        STATE.objects += 1
+    elif type == "DELETED":
+        STATE.objects = max(0, STATE.objects - 1)
+
+
+@kopf.on.probe(id="watch_freshness")
+def watch_freshness(**_: Any) -> dict[str, Any]:
+    """Fail liveness when objects exist but no watch event arrived for three resync periods."""
+    age = time.monotonic() - STATE.last_event if STATE.last_event else None
+    limit = 3 * CONFIG.resync_seconds + 30
+    if STATE.objects > 0 and age is not None and age > limit:
+        raise kopf.PermanentError(f"no TursoNamespace watch event for {age:.0f}s (limit {limit:.0f}s)")
+    return {"objects": STATE.objects, "lastEventAgeSeconds": None if age is None else round(age, 1)}
+
+
+def _is_skipped_namespace(namespace: str | None) -> bool:
+    return namespace in ("kube-system", CONFIG.operator_namespace)
+
+
+@kopf.on.mutate("", "v1", "pods", id=WEBHOOK_ID, operations=["CREATE"], labels={INJECT_LABEL: kopf.PRESENT})
+async def inject_turso(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    warnings: list[str],
+    **kwargs: Any,
+) -> None:
+    namespace = meta.get("namespace") or kwargs.get("namespace")
+    if _is_skipped_namespace(namespace) or is_injected(meta.get("annotations")):
+        return
+    target = str((meta.get("labels") or {}).get(INJECT_LABEL, ""))
+    problem = await _injection_problem(str(namespace or "default"), target)
+    if problem is not None:
+        if CONFIG.inject_failure_policy == "Ignore":
+            warnings.append(f"turso connection not injected: {problem}")
+            return
+        raise kopf.AdmissionError(f"turso connection cannot be injected: {problem}", code=403)
+    assert STATE.reconciler is not None
+    tns = await STATE.reconciler.kube.get_tursonamespace(str(namespace or "default"), target)
+    secret_name = str(((tns or {}).get("status") or {}).get("secretName") or f"{target}-turso")
+    mutated = mutate_pod_spec(spec, secret_name)
+    patch.spec["containers"] = mutated.get("containers")
+    if "volumes" in mutated:
+        patch.spec["volumes"] = mutated["volumes"]
+    patch.metadata.setdefault("annotations", {})[INJECTED_ANNOTATION] = target
+
+
+async def _injection_problem(namespace: str, target: str) -> str | None:
+    if not target:
+        return f"label {INJECT_LABEL} must name a TursoNamespace"
+    try:
+        tns = await reconciler().kube.get_tursonamespace(namespace, target)
+    except KubeError as exc:
+        return f"cannot read TursoNamespace {namespace}/{target}: {exc}"
+    if tns is None:
+        return f"TursoNamespace {namespace}/{target} does not exist"
+    conditions = (tns.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == ConditionType.READY and c.get("status") == "True" for c in conditions)
+    if not ready:
+        return f"TursoNamespace {namespace}/{target} is not Ready yet"
+    return None

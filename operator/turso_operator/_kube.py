@@ -1,0 +1,118 @@
+"""A small Kubernetes API client for the objects kopf does not hand us (Secrets, lookups).
+
+It reuses the credentials kopf logged in with (``kopf.ConnectionInfo``), so the operator has one
+identity and one RBAC surface.
+"""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import tempfile
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import kopf
+
+from ._constants import GROUP, PLURAL, VERSION
+from ._errors import KubeError, KubeNotFoundError
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if info.insecure:
+        return False
+    context = ssl.create_default_context(
+        cafile=str(info.ca_path) if info.ca_path else None,
+        cadata=info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data,
+    )
+    cert, key = info.certificate_path, info.private_key_path
+    if info.certificate_data and info.private_key_data:
+        # ssl wants files: write the client pair once, readable by us only.
+        cert_file = tempfile.NamedTemporaryFile("wb", suffix=".crt", delete=False)  # noqa: SIM115
+        key_file = tempfile.NamedTemporaryFile("wb", suffix=".key", delete=False)  # noqa: SIM115
+        with cert_file, key_file:
+            cert_file.write(_bytes(info.certificate_data))
+            key_file.write(_bytes(info.private_key_data))
+        cert, key = cert_file.name, key_file.name
+    if cert and key:
+        context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+class KubeClient:
+    """Just enough of the API: Secrets and TursoNamespaces."""
+
+    def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 10.0) -> None:
+        self._server = info.server.rstrip("/")
+        headers = {"Accept": "application/json"}
+        if info.token:
+            headers["Authorization"] = f"Bearer {info.token}"
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(ssl=_ssl_context(info)),
+        )
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        async with self._session.request(method, f"{self._server}{path}", json=body) as resp:
+            payload = await resp.json(content_type=None) if resp.content_length != 0 else None
+            if resp.status == 404:
+                raise KubeNotFoundError(f"{method} {path}: not found", status=404)
+            if resp.status >= 400:
+                message = payload.get("message") if isinstance(payload, dict) else payload
+                raise KubeError(f"{method} {path} failed ({resp.status}): {message}", status=resp.status)
+            return payload
+
+    @staticmethod
+    def _secret_path(namespace: str, name: str = "") -> str:
+        base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
+        return f"{base}/{quote(name)}" if name else base
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self._request("GET", self._secret_path(namespace, name))
+        except KubeNotFoundError:
+            return None
+        return result
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("POST", self._secret_path(namespace), body)
+        return result
+
+    async def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._request("PUT", self._secret_path(namespace, name), body)
+        return result
+
+    async def delete_secret(self, namespace: str, name: str) -> bool:
+        try:
+            await self._request("DELETE", self._secret_path(namespace, name))
+        except KubeNotFoundError:
+            return False
+        return True
+
+    async def get_tursonamespace(self, namespace: str, name: str) -> dict[str, Any] | None:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+        try:
+            result: dict[str, Any] = await self._request("GET", path)
+        except KubeNotFoundError:
+            return None
+        return result
+
+
+def decode_secret_data(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's ``data`` decoded to text (undecodable entries are skipped)."""
+    decoded: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            decoded[key] = base64.b64decode(value).decode()
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return decoded

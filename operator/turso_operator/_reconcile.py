@@ -1,0 +1,195 @@
+"""Reconcile steps for one TursoNamespace: database on the server, then the Secret, then status.
+
+Every step is safe to repeat (get-or-create; the server's create is idempotent), so a restart
+mid-reconcile creates nothing twice. Status changes are collected in a :class:`StatusPatch` and
+written by kopf in one patch; transitions become Events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from ._admin import AdminClient
+from ._builders import (
+    DesiredNamespace,
+    database_url,
+    now_iso,
+    secret_body,
+    secret_data,
+    set_condition,
+    token_hash,
+)
+from ._config import OperatorConfig
+from ._constants import ConditionType, Phase, Reason, SecretKey
+from ._errors import AdminRejectedError, AdminUnavailableError, KubeError
+from ._kube import KubeClient, decode_secret_data
+
+log = logging.getLogger("turso_operator")
+
+
+@dataclass
+class StatusPatch:
+    """Conditions and fields to write, plus the events their transitions deserve."""
+
+    body: kopf.Body
+    generation: int | None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, body: kopf.Body) -> StatusPatch:
+        status = body.get("status") or {}
+        return cls(body, body.meta.get("generation"), [dict(c) for c in status.get("conditions") or []])
+
+    def condition(self, type_: str, ok: bool, reason: str, message: str) -> None:
+        self.conditions, changed = set_condition(
+            self.conditions, type_, status=ok, reason=reason, message=message, generation=self.generation
+        )
+        if changed:
+            emit = kopf.info if ok else kopf.warn
+            emit(self.body, reason=reason, message=f"{type_}={ok}: {message}")
+
+    def apply(self, patch: kopf.Patch) -> None:
+        patch.status["conditions"] = self.conditions
+        for key, value in self.fields.items():
+            patch.status[key] = value
+
+
+@dataclass
+class Reconciler:
+    config: OperatorConfig
+    admin: AdminClient
+    kube: KubeClient
+
+    async def ensure_database(
+        self, desired: DesiredNamespace, status: StatusPatch, *, check_exists: bool
+    ) -> None:
+        """Create (idempotent), then converge lock and ttl; ``Recreated`` when drift removed it."""
+        recreated = check_exists and await self.admin.get(desired.database) is None
+        view = await self.admin.create(desired.database)
+        if view.locked != desired.locked:
+            await self.admin.set_locked(desired.database, desired.locked)
+        if view.ttl != desired.ttl:
+            await self.admin.set_ttl(desired.database, desired.ttl)
+        if recreated:
+            status.condition(
+                ConditionType.PROVISIONED,
+                True,
+                Reason.RECREATED,
+                f"database {desired.database} was missing on turso-server and has been recreated",
+            )
+        else:
+            status.condition(
+                ConditionType.PROVISIONED,
+                True,
+                _keep_reason(status, ConditionType.PROVISIONED, Reason.PROVISIONED),
+                f"database {desired.database} exists on turso-server",
+            )
+
+    async def ensure_secret(
+        self, desired: DesiredNamespace, status: StatusPatch, known_hash: str | None
+    ) -> str:
+        """Write (or restore) the Secret; return the hash of the token it holds."""
+        current = await self.kube.get_secret(desired.namespace, desired.secret_name)
+        current_data = decode_secret_data(current) if current else {}
+        token = current_data.get(SecretKey.SERVER_TOKEN)
+        if not token or token_hash(token) != known_hash:
+            # New Secret, or the token was edited: mint a fresh scoped token (or use the shared one).
+            token = (
+                await self.admin.mint_token(desired.database, desired.access) or self.config.data_token or ""
+            )
+        wanted = secret_data(desired, self.config.server_url, token)
+        body = secret_body(desired, wanted)
+        kopf.adopt(body, owner=status.body)  # owner reference: the Secret goes with the resource
+        if current is None:
+            try:
+                await self.kube.create_secret(desired.namespace, body)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                # Created meanwhile (e.g. by a previous run of ours): converge with a replace.
+                await self.kube.replace_secret(desired.namespace, desired.secret_name, body)
+            kopf.info(
+                status.body, reason=Reason.SECRET_WRITTEN, message=f"Secret {desired.secret_name} written"
+            )
+        elif current_data != wanted or _drifted_metadata(current, body):
+            body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+            await self.kube.replace_secret(desired.namespace, desired.secret_name, body)
+            kopf.info(
+                status.body, reason=Reason.SECRET_RESTORED, message=f"Secret {desired.secret_name} restored"
+            )
+        status.condition(
+            ConditionType.CREDENTIALS_READY,
+            True,
+            Reason.SECRET_WRITTEN,
+            f"connection published in Secret {desired.secret_name}",
+        )
+        return token_hash(token)
+
+    async def reconcile(
+        self, desired: DesiredNamespace, body: kopf.Body, patch: kopf.Patch, *, drift: bool
+    ) -> None:
+        status = StatusPatch.start(body)
+        known_hash = (body.get("status") or {}).get("credentialsHash")
+        url = database_url(self.config.server_url, desired.database)
+        status.fields.update(
+            database=desired.database,
+            databaseUrl=url,
+            secretName=desired.secret_name,
+            lastCheckedAt=now_iso(),
+        )
+        try:
+            await self.ensure_database(desired, status, check_exists=drift)
+            status.fields["credentialsHash"] = await self.ensure_secret(desired, status, known_hash)
+        except AdminUnavailableError as exc:
+            message = f"turso-server unavailable: {exc}"
+            status.condition(ConditionType.READY, False, Reason.SERVER_UNAVAILABLE, message)
+            status.fields.update(phase=Phase.PENDING, phaseReason=Reason.SERVER_UNAVAILABLE)
+            status.apply(patch)
+            raise kopf.TemporaryError(
+                message, delay=min(60.0, max(2.0, self.config.resync_seconds / 6))
+            ) from exc
+        except AdminRejectedError as exc:
+            message = f"turso-server rejected the database: {exc}"
+            status.condition(ConditionType.READY, False, Reason.SERVER_REJECTED, message)
+            status.fields.update(phase=Phase.FAILED, phaseReason=Reason.SERVER_REJECTED)
+            status.apply(patch)
+            raise kopf.PermanentError(message) from exc
+        except KubeError as exc:
+            message = f"cannot write Secret {desired.secret_name}: {exc}"
+            status.condition(ConditionType.CREDENTIALS_READY, False, Reason.SECRET_FAILED, message)
+            status.condition(ConditionType.READY, False, Reason.SECRET_FAILED, message)
+            status.fields.update(phase=Phase.PENDING, phaseReason=Reason.SECRET_FAILED)
+            status.apply(patch)
+            raise kopf.TemporaryError(message, delay=10) from exc
+        status.condition(
+            ConditionType.READY, True, Reason.READY, f"database {desired.database} is ready at {url}"
+        )
+        status.fields.update(
+            phase=Phase.READY, phaseReason=Reason.READY, observedGeneration=status.generation
+        )
+        status.apply(patch)
+
+    async def finalize(self, desired: DesiredNamespace) -> None:
+        """On delete: archive (or retain) the database, and always remove the Secret."""
+        if desired.deletion_policy == "Archive":
+            archived = await self.admin.delete(desired.database)
+            log.info("database %s %s", desired.database, "archived" if archived else "was already gone")
+        await self.kube.delete_secret(desired.namespace, desired.secret_name)
+
+
+def _keep_reason(status: StatusPatch, type_: str, default: str) -> str:
+    """Keep ``Recreated`` visible once set, instead of flipping back on the next pass."""
+    for condition in status.conditions:
+        if condition.get("type") == type_ and condition.get("status") == "True":
+            return str(condition.get("reason") or default)
+    return default
+
+
+def _drifted_metadata(current: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    labels = (current.get("metadata") or {}).get("labels") or {}
+    return any(labels.get(k) != v for k, v in wanted["metadata"]["labels"].items())

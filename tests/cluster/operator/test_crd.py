@@ -1,0 +1,78 @@
+"""The CRD as the API server enforces it: schema, defaults, CEL rules, printer columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.cluster.operator.conftest import API
+from tests.support.controlplane import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+
+def tns(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "turso.buntime.io/v1alpha1",
+        "kind": "TursoNamespace",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def create(cp: ControlPlane, namespace: str, body: dict[str, Any]) -> tuple[int, Any]:
+    return cp.request("POST", f"{API}/namespaces/{namespace}/tursonamespaces", body)
+
+
+def test_defaults_are_applied(crd: ControlPlane, k8s_namespace: str) -> None:
+    status, body = create(crd, k8s_namespace, tns("orders"))
+    assert status == 201, body
+    assert body["spec"] == {"deletionPolicy": "Archive", "locked": False, "access": "rw"}
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "fragment"),
+    [
+        ("bad-db", {"database": "Bad_Name"}, "spec.database"),
+        ("bad-db2", {"database": "_state"}, "spec.database"),
+        ("bad-db3", {"database": "a" * 64}, "spec.database"),
+        ("bad-policy", {"deletionPolicy": "Delete"}, "deletionPolicy"),
+        ("bad-access", {"access": "admin"}, "access"),
+        ("bad-ttl", {"ttl": "forever"}, "ttl"),
+        ("dotted.name", {}, "not a valid database name"),
+    ],
+)
+def test_invalid_objects_are_rejected(
+    crd: ControlPlane, k8s_namespace: str, name: str, spec: dict[str, Any], fragment: str
+) -> None:
+    status, body = create(crd, k8s_namespace, tns(name, **spec))
+    assert status == 422, body
+    assert fragment in body["message"]
+
+
+def test_a_dotted_name_is_fine_with_an_explicit_database(crd: ControlPlane, k8s_namespace: str) -> None:
+    status, body = create(crd, k8s_namespace, tns("team.orders", database="team-orders"))
+    assert status == 201, body
+
+
+def test_database_is_immutable(crd: ControlPlane, k8s_namespace: str) -> None:
+    status, body = create(crd, k8s_namespace, tns("immutable", database="first"))
+    assert status == 201, body
+    path = f"{API}/namespaces/{k8s_namespace}/tursonamespaces/immutable"
+    for patch in ({"spec": {"database": "second"}}, {"spec": {"database": None}}):
+        status, body = crd.request("PATCH", path, patch, content_type="application/merge-patch+json")
+        assert status == 422 and "immutable" in body["message"], body
+    status, body = crd.request(
+        "PATCH", path, {"spec": {"locked": True}}, content_type="application/merge-patch+json"
+    )
+    assert status == 200, body
+
+
+def test_short_name_and_printer_columns(crd: ControlPlane, k8s_namespace: str) -> None:
+    from tests.cluster.operator.conftest import kubectl
+
+    create(crd, k8s_namespace, tns("shown"))
+    out = kubectl(crd, "get", "tns", "-n", k8s_namespace)
+    header = out.splitlines()[0].split()
+    assert header == ["NAME", "DATABASE", "READY", "URL", "AGE"]

@@ -1,0 +1,292 @@
+"""The operator end to end: TursoNamespace → database on turso-server → Secret → pods.
+
+The operator runs as ``buntime-operator`` subprocess against the real control plane and a real
+turso-server; every assertion reads the API server, turso-server's admin API, or a real pyturso
+replica opened with what the Secret says.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.operator.conftest import API, OperatorProcess, wait_for
+from tests.support.controlplane import ControlPlane
+from tests.support.tursoserver import TursoServer
+
+pytestmark = pytest.mark.cluster
+
+SECRET_KEYS = {
+    "TURSO_SERVER_URL",
+    "TURSO_SERVER_TOKEN",
+    "TURSO_NAMESPACE",
+    "TURSO_DATABASE_URL",
+    "RUNTIME_TURSO_SERVER_URL",
+    "RUNTIME_TURSO_SERVER_TOKEN",
+    "type",
+    "provider",
+    "uri",
+}
+
+
+def apply_tns(cp: ControlPlane, namespace: str, name: str, **spec: Any) -> None:
+    body = {
+        "apiVersion": "turso.buntime.io/v1alpha1",
+        "kind": "TursoNamespace",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    status, result = cp.request("POST", f"{API}/namespaces/{namespace}/tursonamespaces", body)
+    assert status == 201, result
+
+
+def get_tns(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
+    status, body = cp.request("GET", f"{API}/namespaces/{namespace}/tursonamespaces/{name}")
+    return body if status == 200 else None
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def wait_ready(cp: ControlPlane, namespace: str, name: str, timeout: float = 30) -> dict[str, Any]:
+    return dict(
+        wait_for(
+            lambda: (
+                (obj := get_tns(cp, namespace, name))
+                and condition(obj, "Ready").get("status") == "True"
+                and obj
+            ),
+            timeout,
+        )
+    )
+
+
+def secret(cp: ControlPlane, namespace: str, name: str) -> dict[str, str] | None:
+    status, body = cp.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    if status != 200:
+        return None
+    return {k: base64.b64decode(v).decode() for k, v in body["data"].items()}
+
+
+def admin(turso: TursoServer, method: str, path: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"{turso.admin_url}{path}", method=method, headers={"Authorization": f"Bearer {turso.admin_token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
+def admin_names(turso: TursoServer) -> set[str]:
+    status, body = admin(turso, "GET", "/v1/namespaces")
+    assert status == 200, body
+    items = body.get("namespaces", body) if isinstance(body, dict) else body
+    return {item["name"] for item in items}
+
+
+def test_apply_provisions_database_secret_and_ready(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str, tmp_path: Path
+) -> None:
+    apply_tns(crd, k8s_namespace, "orders", locked=True, ttl="30d")
+    obj = wait_ready(crd, k8s_namespace, "orders")
+    status = obj["status"]
+    assert status["phase"] == "Ready" and status["database"] == "orders"
+    assert status["databaseUrl"] == f"{turso.url}/orders" and status["secretName"] == "orders-turso"
+    for type_ in ("Ready", "Provisioned", "CredentialsReady"):
+        cond = condition(obj, type_)
+        assert cond["status"] == "True" and cond["observedGeneration"] == obj["metadata"]["generation"]
+    assert "orders" in admin_names(turso)
+    _, view = admin(turso, "GET", "/v1/namespaces/orders")
+    assert view["locked"] is True and view["ttl"] == "30d"
+
+    data = secret(crd, k8s_namespace, "orders-turso")
+    assert data is not None and set(data) == SECRET_KEYS
+    assert data["TURSO_NAMESPACE"] == "orders" and data["TURSO_DATABASE_URL"] == f"{turso.url}/orders"
+    assert data["TURSO_SERVER_TOKEN"] == data["RUNTIME_TURSO_SERVER_TOKEN"]
+    assert data["TURSO_SERVER_TOKEN"] not in (turso.admin_token, turso.data_token), "a scoped token is minted"
+    assert turso.admin_token not in json.dumps(data)
+    _, raw_secret = crd.request("GET", f"/api/v1/namespaces/{k8s_namespace}/secrets/orders-turso")
+    assert raw_secret["metadata"]["ownerReferences"][0]["kind"] == "TursoNamespace"
+
+    # A real replica opened with the Secret's values reads and writes.
+    conn = turso.sync.connect(
+        str(tmp_path / "app.db"), data["TURSO_DATABASE_URL"], auth_token=data["TURSO_SERVER_TOKEN"]
+    )
+    conn.execute("CREATE TABLE t(v TEXT)")
+    conn.execute("INSERT INTO t VALUES ('through the secret')")
+    conn.commit()
+    conn.push()
+    other = turso.sync.connect(
+        str(tmp_path / "other.db"), data["TURSO_DATABASE_URL"], auth_token=data["TURSO_SERVER_TOKEN"]
+    )
+    assert other.execute("SELECT v FROM t").fetchall() == [("through the secret",)]
+    conn.close()
+    other.close()
+
+    events = kubectl_events(crd, k8s_namespace)
+    assert any(e["reason"] == "SecretWritten" for e in events)
+
+
+def kubectl_events(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    status, body = cp.request("GET", f"/api/v1/namespaces/{namespace}/events")
+    assert status == 200
+    return list(body["items"])
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("Archive", False), ("Retain", True)])
+def test_delete_with_each_policy(
+    crd: ControlPlane,
+    operator: OperatorProcess,
+    turso: TursoServer,
+    k8s_namespace: str,
+    policy: str,
+    kept: bool,
+) -> None:
+    name = f"del-{policy.lower()}"
+    apply_tns(crd, k8s_namespace, name, deletionPolicy=policy)
+    wait_ready(crd, k8s_namespace, name)
+    assert secret(crd, k8s_namespace, f"{name}-turso") is not None
+    status, _ = crd.request("DELETE", f"{API}/namespaces/{k8s_namespace}/tursonamespaces/{name}")
+    assert status == 200
+    wait_for(lambda: get_tns(crd, k8s_namespace, name) is None)
+    assert secret(crd, k8s_namespace, f"{name}-turso") is None
+    assert (name in admin_names(turso)) is kept
+
+
+def test_server_outage_sets_ready_false_and_recovers(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    turso.stop()
+    try:
+        apply_tns(crd, k8s_namespace, "outage")
+        obj = wait_for(
+            lambda: (o := get_tns(crd, k8s_namespace, "outage")) and condition(o, "Ready").get("reason") and o
+        )
+        ready = condition(obj, "Ready")
+        assert ready["status"] == "False" and ready["reason"] == "ServerUnavailable"
+        assert "unavailable" in ready["message"]
+    finally:
+        turso.start()
+    wait_ready(crd, k8s_namespace, "outage", timeout=60)
+
+
+def test_drift_is_repaired(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    apply_tns(crd, k8s_namespace, "drifty")
+    wait_ready(crd, k8s_namespace, "drifty")
+    original = secret(crd, k8s_namespace, "drifty-turso")
+    assert original is not None
+
+    # The database disappears from the server: recreated, and the condition says so.
+    status, _ = admin(turso, "DELETE", "/v1/namespaces/drifty")
+    assert status == 200
+    obj = wait_for(
+        lambda: (
+            (o := get_tns(crd, k8s_namespace, "drifty"))
+            and condition(o, "Provisioned").get("reason") == "Recreated"
+            and o
+        )
+    )
+    assert "drifty" in admin_names(turso)
+    assert condition(obj, "Ready")["status"] == "True"
+
+    # The Secret is edited: restored.
+    path = f"/api/v1/namespaces/{k8s_namespace}/secrets/drifty-turso"
+    tampered = base64.b64encode(b"http://evil").decode()
+    crd.request(
+        "PATCH", path, {"data": {"TURSO_SERVER_URL": tampered}}, content_type="application/merge-patch+json"
+    )
+    wait_for(lambda: (s := secret(crd, k8s_namespace, "drifty-turso")) and s["TURSO_SERVER_URL"] == turso.url)
+
+    # The Secret is deleted: restored.
+    crd.request("DELETE", path)
+    restored = wait_for(lambda: secret(crd, k8s_namespace, "drifty-turso"))
+    assert set(restored) == SECRET_KEYS
+
+
+def test_operator_restart_creates_nothing_twice(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    apply_tns(crd, k8s_namespace, "stable")
+    wait_ready(crd, k8s_namespace, "stable")
+    before = secret(crd, k8s_namespace, "stable-turso")
+    names = [f"burst-{i}" for i in range(5)]
+    for name in names:
+        apply_tns(crd, k8s_namespace, name)
+    operator.stop(signal.SIGKILL)  # mid-reconcile
+    operator.start()
+    for name in names:
+        wait_ready(crd, k8s_namespace, name, timeout=60)
+    assert set(names) <= admin_names(turso)
+    assert secret(crd, k8s_namespace, "stable-turso") == before, "a Ready resource keeps its token"
+    _status, body = crd.request("GET", f"/api/v1/namespaces/{k8s_namespace}/secrets")
+    owners = [s["metadata"]["labels"].get("turso.buntime.io/tursonamespace") for s in body["items"]]
+    assert sorted(o for o in owners if o) == sorted([*names, "stable"]), "one Secret per resource"
+
+
+def pod(name: str, labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}], **spec},
+    }
+
+
+def test_pod_injection(crd: ControlPlane, operator: OperatorProcess, k8s_namespace: str) -> None:
+    apply_tns(crd, k8s_namespace, "inject")
+    wait_ready(crd, k8s_namespace, "inject")
+    pods = f"/api/v1/namespaces/{k8s_namespace}/pods"
+
+    status, stored = crd.request("POST", pods, pod("with-label", {"turso.buntime.io/inject": "inject"}))
+    assert status == 201, stored
+    env = {e["name"]: e for e in stored["spec"]["containers"][0]["env"]}
+    assert env["RUNTIME_TURSO_DIR"]["value"] == "/data/turso"
+    for name in (
+        "RUNTIME_TURSO_SERVER_URL",
+        "RUNTIME_TURSO_SERVER_TOKEN",
+        "TURSO_SERVER_URL",
+        "TURSO_SERVER_TOKEN",
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "inject-turso"
+    assert {"name": "turso-data", "mountPath": "/data/turso"} in stored["spec"]["containers"][0][
+        "volumeMounts"
+    ]
+    assert {"name": "turso-data", "emptyDir": {}} in stored["spec"]["volumes"]
+    assert stored["metadata"]["annotations"]["turso.buntime.io/injected"] == "inject"
+    assert len(stored["spec"]["containers"][0]["env"]) == 5, "reinvocation must not duplicate anything"
+
+    status, plain = crd.request("POST", pods, pod("no-label"))
+    assert status == 201 and "env" not in plain["spec"]["containers"][0]
+    assert "turso.buntime.io/injected" not in (plain["metadata"].get("annotations") or {})
+
+    own_volume = pod(
+        "own-volume",
+        {"turso.buntime.io/inject": "inject"},
+        volumes=[{"name": "mine", "emptyDir": {}}],
+    )
+    own_volume["spec"]["containers"][0]["volumeMounts"] = [{"name": "mine", "mountPath": "/data/turso"}]
+    status, stored = crd.request("POST", pods, own_volume)
+    assert status == 201 and [v["name"] for v in stored["spec"]["volumes"]] == ["mine"]
+
+    status, refused = crd.request("POST", pods, pod("missing", {"turso.buntime.io/inject": "nope"}))
+    assert status == 403, refused
+    assert "TursoNamespace" in refused["message"] and "does not exist" in refused["message"]
+
+
+def test_liveness_endpoint_reports_the_watch(operator: OperatorProcess) -> None:
+    assert operator.healthz() == 200
