@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.operator.conftest import API
 from tests.support.controlplane import ControlPlane
+from tests.support.operator import API
 
 pytestmark = pytest.mark.cluster
 
@@ -70,7 +70,7 @@ def test_database_is_immutable(crd: ControlPlane, k8s_namespace: str) -> None:
 
 
 def test_short_name_and_printer_columns(crd: ControlPlane, k8s_namespace: str) -> None:
-    from tests.cluster.operator.conftest import kubectl
+    from tests.support.operator import kubectl
 
     create(crd, k8s_namespace, tns("shown"))
     out = kubectl(crd, "get", "tns", "-n", k8s_namespace)

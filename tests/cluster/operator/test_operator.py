@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.operator.conftest import API, OperatorProcess, wait_for
 from tests.support.controlplane import ControlPlane
+from tests.support.operator import API, OperatorProcess, wait_for
 from tests.support.tursoserver import TursoServer
 
 pytestmark = pytest.mark.cluster
