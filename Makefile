@@ -9,7 +9,7 @@ export PATH := $(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 DATA_DIR ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools control-plane run serve demo test test-fast lint bench cluster clean
+.PHONY: all venv tools control-plane run demo test test-fast lint bench cluster clean
 
 all: test
 
@@ -28,6 +28,11 @@ control-plane:
 
 ## run: the main job — the runtime on the embedded default (local mode, file under ./.data/).
 run: venv tools
+	mkdir -p $(DATA_DIR)
+	TURSO_LOCAL_PATH=$${TURSO_LOCAL_PATH:-$(DATA_DIR)/turso/runtime.db} BUNTIME_HOST=$${BUNTIME_HOST:-127.0.0.1} $(VENV)/bin/buntime serve
+
+## demo: the short Turso service demo on the same local file.
+demo: venv tools
 	mkdir -p $(DATA_DIR)
 	TURSO_LOCAL_PATH=$${TURSO_LOCAL_PATH:-$(DATA_DIR)/turso/runtime.db} $(VENV)/bin/buntime demo
 

@@ -34,7 +34,14 @@ def main() -> None:
         tmp = Path(raw)
         kubectl(cp, "apply", "-f", str(CRD_FILE))
         kubectl(cp, "wait", "--for=condition=Established", "crd/tursonamespaces.turso.buntime.io")
-        server = TursoServer(tmp / "turso", extra_env={"TURSO_MAX_NAMESPACES": "0"}).start()
+        server = TursoServer(
+            tmp / "turso",
+            extra_env={
+                "TURSO_MAX_NAMESPACES": "0",
+                "TURSO_BACKEND_PORT_START": "10000",
+                "TURSO_BACKEND_PORT_END": "10999",
+            },
+        ).start()
         operator = OperatorProcess(cp, server, tmp, TURSO_RESYNC_SECONDS="300").start()
         try:
             namespace = "bench"

@@ -34,6 +34,7 @@ class Reason:
     RECREATED: Final = "Recreated"
     SERVER_UNAVAILABLE: Final = "ServerUnavailable"
     SERVER_REJECTED: Final = "ServerRejected"
+    DATABASE_CONFLICT: Final = "DatabaseConflict"
     INVALID_SPEC: Final = "InvalidSpec"
     SECRET_WRITTEN: Final = "SecretWritten"
     SECRET_RESTORED: Final = "SecretRestored"

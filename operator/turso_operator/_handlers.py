@@ -33,7 +33,6 @@ class _State:
     connection: kopf.ConnectionInfo | None = None
     reconciler: Reconciler | None = None
     last_event: float = 0.0
-    objects: int = 0
 
 
 STATE = _State()
@@ -98,52 +97,86 @@ def _desired(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch) -> Any:
         raise kopf.PermanentError(str(exc)) from exc
 
 
+Claims = kopf.Index[str, tuple[str, str, str]]
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def database_claims(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, tuple[str, str, str]]:
+    """Which resources claim which database: names are global on turso-server, namespaces are not."""
+    database = str(spec.get("database") or meta.get("name"))
+    created = str(meta.get("creationTimestamp") or "")
+    return {database: (created, str(meta.get("namespace")), str(meta.get("name")))}
+
+
+def _conflicting_owner(database: str, meta: kopf.Meta, claims: Claims) -> str | None:
+    """The older resource that owns ``database``, if it is not this one (oldest claim wins)."""
+    me = (str(meta.get("creationTimestamp") or ""), str(meta.get("namespace")), str(meta.get("name")))
+    owner = min([*claims.get(database, []), me])
+    return None if owner[1:] == me[1:] else f"{owner[1]}/{owner[2]}"
+
+
+async def _reconcile(
+    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, drift: bool
+) -> None:
+    desired = _desired(spec, meta, patch)
+    owner = _conflicting_owner(desired.database, meta, claims)
+    if owner is not None:
+        reconciler().conflict(desired, body, patch, owner)
+        raise kopf.TemporaryError(f"database {desired.database} is claimed by {owner}", delay=30)
+    await reconciler().reconcile(desired, body, patch, drift=drift)
+
+
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile_tursonamespace(
-    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **_: Any
+    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **kwargs: Any
 ) -> None:
-    await reconciler().reconcile(_desired(spec, meta, patch), body, patch, drift=False)
+    await _reconcile(spec, meta, body, patch, kwargs["database_claims"], drift=False)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
 async def repair_drift(
-    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **_: Any
+    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **kwargs: Any
 ) -> None:
     """Recreate a database that vanished from the server; restore an edited or deleted Secret."""
     try:
-        await reconciler().reconcile(_desired(spec, meta, patch), body, patch, drift=True)
+        await _reconcile(spec, meta, body, patch, kwargs["database_claims"], drift=True)
     except kopf.TemporaryError as exc:
         log.warning("drift check for %s/%s postponed: %s", meta.get("namespace"), meta.get("name"), exc)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def finalize_tursonamespace(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
+async def finalize_tursonamespace(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, **kwargs: Any) -> None:
+    desired = _desired(spec, meta, patch)
+    owner = _conflicting_owner(desired.database, meta, kwargs["database_claims"])
     try:
-        await reconciler().finalize(_desired(spec, meta, patch))
+        # A resource that never owned its database must not archive the owner's data.
+        await reconciler().finalize(desired, archive=owner is None)
     except AdminUnavailableError as exc:
         raise kopf.TemporaryError(f"turso-server unavailable, archive postponed: {exc}", delay=10) from exc
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def observe(type: str, **_: Any) -> None:
-    """Every watch event refreshes the liveness clock (the drift timer writes status each period)."""
+@kopf.index(GROUP, VERSION, PLURAL)
+def observed(name: str, **_: Any) -> bool:
+    """Every watch event refreshes the liveness clock (the drift timer writes status each period).
+
+    An index rather than an event handler: kopf keeps it current silently, without a log line
+    per event, and its size is the number of live objects.
+    """
     STATE.last_event = time.monotonic()
-    if type in (None, "ADDED"):
-        STATE.objects += 1
-    elif type == "DELETED":
-        STATE.objects = max(0, STATE.objects - 1)
+    return True
 
 
 @kopf.on.probe(id="watch_freshness")
-def watch_freshness(**_: Any) -> dict[str, Any]:
+def watch_freshness(**kwargs: Any) -> dict[str, Any]:
     """Fail liveness when objects exist but no watch event arrived for three resync periods."""
+    objects = len(kwargs["observed"])
     age = time.monotonic() - STATE.last_event if STATE.last_event else None
     limit = 3 * CONFIG.resync_seconds + 30
-    if STATE.objects > 0 and age is not None and age > limit:
+    if objects > 0 and age is not None and age > limit:
         raise kopf.PermanentError(f"no TursoNamespace watch event for {age:.0f}s (limit {limit:.0f}s)")
-    return {"objects": STATE.objects, "lastEventAgeSeconds": None if age is None else round(age, 1)}
+    return {"objects": objects, "lastEventAgeSeconds": None if age is None else round(age, 1)}
 
 
 def _is_skipped_namespace(namespace: str | None) -> bool:

@@ -24,7 +24,7 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         return False
     context = ssl.create_default_context(
         cafile=str(info.ca_path) if info.ca_path else None,
-        cadata=info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data,
+        cadata=_pem(info.ca_data).decode() if info.ca_data else None,
     )
     cert, key = info.certificate_path, info.private_key_path
     if info.certificate_data and info.private_key_data:
@@ -32,16 +32,18 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
         cert_file = tempfile.NamedTemporaryFile("wb", suffix=".crt", delete=False)  # noqa: SIM115
         key_file = tempfile.NamedTemporaryFile("wb", suffix=".key", delete=False)  # noqa: SIM115
         with cert_file, key_file:
-            cert_file.write(_bytes(info.certificate_data))
-            key_file.write(_bytes(info.private_key_data))
+            cert_file.write(_pem(info.certificate_data))
+            key_file.write(_pem(info.private_key_data))
         cert, key = cert_file.name, key_file.name
     if cert and key:
         context.load_cert_chain(str(cert), str(key))
     return context
 
 
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
+def _pem(value: bytes | str) -> bytes:
+    """kubeconfig ``*-data`` fields arrive base64-encoded; files and tokens arrive as PEM."""
+    raw = value if isinstance(value, bytes) else value.encode()
+    return raw if raw.lstrip().startswith(b"-----BEGIN") else base64.b64decode(raw)
 
 
 class KubeClient:

@@ -24,7 +24,16 @@ from ._builders import (
     token_hash,
 )
 from ._config import OperatorConfig
-from ._constants import ConditionType, Phase, Reason, SecretKey
+from ._constants import (
+    KIND,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OWNER_LABEL,
+    ConditionType,
+    Phase,
+    Reason,
+    SecretKey,
+)
 from ._errors import AdminRejectedError, AdminUnavailableError, KubeError
 from ._kube import KubeClient, decode_secret_data
 
@@ -95,6 +104,12 @@ class Reconciler:
     ) -> str:
         """Write (or restore) the Secret; return the hash of the token it holds."""
         current = await self.kube.get_secret(desired.namespace, desired.secret_name)
+        if current is not None and not _owned_by(current, desired):
+            raise KubeError(
+                f"Secret {desired.secret_name} exists and is not managed by this TursoNamespace; "
+                "choose another spec.secretName",
+                status=409,
+            )
         current_data = decode_secret_data(current) if current else {}
         token = current_data.get(SecretKey.SERVER_TOKEN)
         if not token or token_hash(token) != known_hash:
@@ -174,12 +189,24 @@ class Reconciler:
         )
         status.apply(patch)
 
-    async def finalize(self, desired: DesiredNamespace) -> None:
+    def conflict(self, desired: DesiredNamespace, body: kopf.Body, patch: kopf.Patch, owner: str) -> None:
+        """Another, older resource owns this database: say so and touch nothing."""
+        status = StatusPatch.start(body)
+        message = f"database {desired.database} is already claimed by TursoNamespace {owner}"
+        status.condition(ConditionType.READY, False, Reason.DATABASE_CONFLICT, message)
+        status.fields.update(
+            phase=Phase.FAILED, phaseReason=Reason.DATABASE_CONFLICT, database=desired.database
+        )
+        status.apply(patch)
+
+    async def finalize(self, desired: DesiredNamespace, *, archive: bool = True) -> None:
         """On delete: archive (or retain) the database, and always remove the Secret."""
-        if desired.deletion_policy == "Archive":
+        if archive and desired.deletion_policy == "Archive":
             archived = await self.admin.delete(desired.database)
             log.info("database %s %s", desired.database, "archived" if archived else "was already gone")
-        await self.kube.delete_secret(desired.namespace, desired.secret_name)
+        current = await self.kube.get_secret(desired.namespace, desired.secret_name)
+        if current is not None and _owned_by(current, desired):  # never delete someone else's Secret
+            await self.kube.delete_secret(desired.namespace, desired.secret_name)
 
 
 def _keep_reason(status: StatusPatch, type_: str, default: str) -> str:
@@ -188,6 +215,16 @@ def _keep_reason(status: StatusPatch, type_: str, default: str) -> str:
         if condition.get("type") == type_ and condition.get("status") == "True":
             return str(condition.get("reason") or default)
     return default
+
+
+def _owned_by(secret: dict[str, Any], desired: DesiredNamespace) -> bool:
+    """Ours by our labels, or by an owner reference to this resource (labels may have been edited)."""
+    metadata = secret.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(OWNER_LABEL) == desired.name:
+        return True
+    refs = metadata.get("ownerReferences") or []
+    return any(r.get("kind") == KIND and r.get("name") == desired.name for r in refs)
 
 
 def _drifted_metadata(current: dict[str, Any], wanted: dict[str, Any]) -> bool:

@@ -74,7 +74,9 @@ async def test_consumer_gets_the_turso_service_through_get_plugin(tmp_path: Path
     await host.start()
     try:
         assert host.ready
-        assert [p.manifest.name for p in host.loaded] == ["@buntime/plugin-turso", "@acme/consumer"]
+        names = [p.manifest.name for p in host.loaded]
+        assert "@acme/consumer" in names
+        assert names.index("@buntime/plugin-turso") < names.index("@acme/consumer")
         service = host.get_plugin("@buntime/plugin-turso")
         assert isinstance(service, TursoService)
         consumer = host.get_plugin("@acme/consumer")
@@ -136,7 +138,8 @@ def test_a_broken_manifest_fails_readiness_but_not_the_host(tmp_path: Path) -> N
     plugins = tmp_path / "p"
     write_plugin(plugins, "broken", "entry: m:c\n")
     host = PluginHost.from_env({"BUNTIME_PLUGIN_DIRS": str(plugins)})
-    assert [m.name for m in host.manifests] == ["@buntime/plugin-turso"]
+    assert "@buntime/plugin-turso" in [m.name for m in host.manifests]
+    assert not any(str(plugins) in str(m.path) for m in host.manifests)
     assert not host.ready and "'name' is required" in next(iter(host.failed.values()))
 
 

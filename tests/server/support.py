@@ -33,8 +33,6 @@ KEYVAL_MANIFEST = BUILTIN_DIR / "keyval" / "manifest.yaml"
 BUNTIME_BIN = Path(sys.executable).with_name("buntime")
 
 
-
-
 def builtin_host(env: Mapping[str, str], *names: str, extra_dirs: Sequence[Path] = ()) -> PluginHost:
     """A host with the named built-in plugins (all when none are named) plus every plugin in ``extra_dirs``.
 
@@ -71,7 +69,9 @@ def write_plugin(root: Path, dirname: str, manifest: str, module: str | None = N
 def http(method: str, url: str, body: Any = None, *, timeout: float = 5.0) -> tuple[int, Any]:
     """A blocking JSON request (for tests that drive subprocesses); returns ``(status, json|text)``."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -101,8 +101,13 @@ class RuntimeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, ready_timeout: float = 20.0) -> RuntimeProcess:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("TURSO_", "BUNTIME_", "GATEWAY_", "PROXY_"))}
+    def start(self, *, probe: str = "ready", timeout: float = 20.0) -> RuntimeProcess:
+        """Spawn and wait until ``/api/health/<probe>`` answers 200 (``live`` skips readiness)."""
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TURSO_", "BUNTIME_", "GATEWAY_", "PROXY_"))
+        }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -111,22 +116,22 @@ class RuntimeProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.wait_ready(ready_timeout)
+        self.wait_for(probe, timeout)
         return self
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_for(self, probe: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"buntime serve exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                status, _ = http("GET", f"{self.url}/api/health/ready", timeout=1.0)
+                status, _ = http("GET", f"{self.url}/api/health/{probe}", timeout=1.0)
                 if status == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.05)
-        raise TimeoutError(f"buntime serve not ready after {timeout}s:\n{self.log()}")
+        raise TimeoutError(f"buntime serve: /api/health/{probe} not 200 after {timeout}s:\n{self.log()}")
 
     def stop(self, *, timeout: float = 20.0) -> int:
         """SIGTERM and wait (SIGKILL only if the graceful shutdown hangs); return the exit code."""

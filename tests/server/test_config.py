@@ -47,5 +47,5 @@ def test_a_bad_host_is_refused() -> None:
 
 
 def test_a_missing_plugin_dir_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ServerConfigError, match="BUNTIME_PLUGIN_DIRS.*nope"):
+    with pytest.raises(ServerConfigError, match=r"BUNTIME_PLUGIN_DIRS.*nope"):
         load_server_config({"BUNTIME_PLUGIN_DIRS": str(tmp_path / "nope")})

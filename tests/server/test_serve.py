@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from tests.server.support import BUNTIME_BIN, RuntimeProcess, http, local_env
 
 
 def test_serve_prints_its_url_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
-    runtime = RuntimeProcess(local_env(tmp_path), tmp_path / "serve.log").start()
+    runtime = RuntimeProcess(local_env(tmp_path), tmp_path / "serve.log").start(probe="live")
     try:
         status, body = http("GET", f"{runtime.url}/api/health/live")
         assert (status, body) == (200, {"status": "ok"})
@@ -23,13 +24,13 @@ def test_serve_prints_its_url_and_stops_gracefully_on_sigterm(tmp_path: Path) ->
 
 def test_serve_state_survives_a_restart_and_migrations_run_twice(tmp_path: Path) -> None:
     env = local_env(tmp_path)
-    runtime = RuntimeProcess(env, tmp_path / "first.log").start()
+    runtime = RuntimeProcess(env, tmp_path / "first.log").start(probe="live")
     try:
         status, _ = http("POST", f"{runtime.url}/gateway/admin/shell/excludes", {"basename": "kept"})
         assert status == 201
     finally:
         assert runtime.stop() == 0
-    again = RuntimeProcess(env, tmp_path / "second.log").start()
+    again = RuntimeProcess(env, tmp_path / "second.log").start(probe="live")
     try:
         status, body = http("GET", f"{again.url}/gateway/admin/shell/excludes")
         assert status == 200
@@ -56,7 +57,25 @@ def test_a_missing_plugin_dir_is_a_clear_startup_error(tmp_path: Path) -> None:
     assert "BUNTIME_PLUGIN_DIRS: not a directory" in result.stderr
 
 
-def test_a_bad_turso_setting_fails_startup_cleanly(tmp_path: Path) -> None:
-    # An invalid manifest option or env is reported, never a traceback.
-    result = _serve({**local_env(tmp_path), "TURSO_MODE": "sideways", "BUNTIME_PORT": "0"}, "--host", "127.0.0.1")
-    assert "Traceback" not in result.stderr
+def test_a_bad_turso_setting_keeps_the_process_up_but_not_ready(tmp_path: Path) -> None:
+    # Plugin failures do not kill the server: probes answer, readiness says why (no traceback).
+    runtime = RuntimeProcess({**local_env(tmp_path), "TURSO_MODE": "sideways"}, tmp_path / "bad.log")
+    runtime.start(probe="live")
+    try:
+        status, body = http("GET", f"{runtime.url}/api/health/ready")
+    finally:
+        assert runtime.stop() == 0
+    assert status == 503
+    assert "Unsupported Turso mode 'sideways'" in body["failed"]["@buntime/plugin-turso"]
+    assert "Traceback" not in runtime.log()
+
+
+def test_a_port_in_use_exits_1_after_stopping_plugins(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _serve(local_env(tmp_path), "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1" in result.stderr
+    assert "plugins stopped" in result.stderr  # the turso plugin still closed its database

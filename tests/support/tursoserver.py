@@ -29,6 +29,7 @@ class TursoServer:
         self.admin_token = secrets.token_urlsafe(24)
         self.signing_key = secrets.token_urlsafe(48)
         self.extra_env = extra_env or {}
+        self.backend_start = 10000 + secrets.randbelow(200) * 100
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -40,7 +41,8 @@ class TursoServer:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def env(self) -> dict[str, str]:
-        start = 20000 + (self.admin_port % 20000)
+        # Below the kernel's ephemeral range (32768+), where free_port() picks the listeners.
+        start = self.backend_start
         return {
             "TURSO_DATA_ADDR": f"127.0.0.1:{self.data_port}",
             "TURSO_ADMIN_ADDR": f"127.0.0.1:{self.admin_port}",
@@ -50,7 +52,7 @@ class TursoServer:
             "TURSO_ADMIN_TOKEN": self.admin_token,
             "TURSO_TOKEN_SIGNING_KEY": self.signing_key,
             "TURSO_BACKEND_PORT_START": str(start),
-            "TURSO_BACKEND_PORT_END": str(start + 400),
+            "TURSO_BACKEND_PORT_END": str(start + 99),
             "TURSO_GC_INTERVAL": "0",
             **self.extra_env,
         }

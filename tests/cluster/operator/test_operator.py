@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from turso.sync import connect as sync_connect
 
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import API, OperatorProcess, wait_for
@@ -100,36 +101,36 @@ def admin_names(turso: TursoServer) -> set[str]:
 def test_apply_provisions_database_secret_and_ready(
     crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str, tmp_path: Path
 ) -> None:
-    apply_tns(crd, k8s_namespace, "orders", locked=True, ttl="30d")
-    obj = wait_ready(crd, k8s_namespace, "orders")
+    apply_tns(crd, k8s_namespace, "billing", locked=True, ttl="30d")
+    obj = wait_ready(crd, k8s_namespace, "billing")
     status = obj["status"]
-    assert status["phase"] == "Ready" and status["database"] == "orders"
-    assert status["databaseUrl"] == f"{turso.url}/orders" and status["secretName"] == "orders-turso"
+    assert status["phase"] == "Ready" and status["database"] == "billing"
+    assert status["databaseUrl"] == f"{turso.url}/billing" and status["secretName"] == "billing-turso"
     for type_ in ("Ready", "Provisioned", "CredentialsReady"):
         cond = condition(obj, type_)
         assert cond["status"] == "True" and cond["observedGeneration"] == obj["metadata"]["generation"]
-    assert "orders" in admin_names(turso)
-    _, view = admin(turso, "GET", "/v1/namespaces/orders")
+    assert "billing" in admin_names(turso)
+    _, view = admin(turso, "GET", "/v1/namespaces/billing")
     assert view["locked"] is True and view["ttl"] == "30d"
 
-    data = secret(crd, k8s_namespace, "orders-turso")
+    data = secret(crd, k8s_namespace, "billing-turso")
     assert data is not None and set(data) == SECRET_KEYS
-    assert data["TURSO_NAMESPACE"] == "orders" and data["TURSO_DATABASE_URL"] == f"{turso.url}/orders"
+    assert data["TURSO_NAMESPACE"] == "billing" and data["TURSO_DATABASE_URL"] == f"{turso.url}/billing"
     assert data["TURSO_SERVER_TOKEN"] == data["RUNTIME_TURSO_SERVER_TOKEN"]
     assert data["TURSO_SERVER_TOKEN"] not in (turso.admin_token, turso.data_token), "a scoped token is minted"
     assert turso.admin_token not in json.dumps(data)
-    _, raw_secret = crd.request("GET", f"/api/v1/namespaces/{k8s_namespace}/secrets/orders-turso")
+    _, raw_secret = crd.request("GET", f"/api/v1/namespaces/{k8s_namespace}/secrets/billing-turso")
     assert raw_secret["metadata"]["ownerReferences"][0]["kind"] == "TursoNamespace"
 
     # A real replica opened with the Secret's values reads and writes.
-    conn = turso.sync.connect(
+    conn = sync_connect(
         str(tmp_path / "app.db"), data["TURSO_DATABASE_URL"], auth_token=data["TURSO_SERVER_TOKEN"]
     )
     conn.execute("CREATE TABLE t(v TEXT)")
     conn.execute("INSERT INTO t VALUES ('through the secret')")
     conn.commit()
     conn.push()
-    other = turso.sync.connect(
+    other = sync_connect(
         str(tmp_path / "other.db"), data["TURSO_DATABASE_URL"], auth_token=data["TURSO_SERVER_TOKEN"]
     )
     assert other.execute("SELECT v FROM t").fetchall() == [("through the secret",)]
@@ -138,6 +139,47 @@ def test_apply_provisions_database_secret_and_ready(
 
     events = kubectl_events(crd, k8s_namespace)
     assert any(e["reason"] == "SecretWritten" for e in events)
+
+
+def test_a_database_claimed_twice_is_refused_without_harm(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    apply_tns(crd, k8s_namespace, "first-claim", database="shared-db", locked=True)
+    wait_ready(crd, k8s_namespace, "first-claim")
+    other_ns = f"{k8s_namespace}-b"
+    crd.request("POST", "/api/v1/namespaces", {"metadata": {"name": other_ns}})
+    apply_tns(crd, other_ns, "second-claim", database="shared-db", locked=False)
+    obj = wait_for(
+        lambda: (o := get_tns(crd, other_ns, "second-claim")) and condition(o, "Ready").get("reason") and o
+    )
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "DatabaseConflict"
+    assert f"{k8s_namespace}/first-claim" in ready["message"]
+    _, view = admin(turso, "GET", "/v1/namespaces/shared-db")
+    assert view["locked"] is True, "the second claim must not reconfigure the owner's database"
+    crd.request("DELETE", f"{API}/namespaces/{other_ns}/tursonamespaces/second-claim")
+    wait_for(lambda: get_tns(crd, other_ns, "second-claim") is None)
+    assert "shared-db" in admin_names(turso), "deleting the loser must not archive the owner's data"
+    assert secret(crd, k8s_namespace, "first-claim-turso") is not None
+
+
+def test_a_foreign_secret_is_never_overwritten(
+    crd: ControlPlane, operator: OperatorProcess, k8s_namespace: str
+) -> None:
+    body = {"metadata": {"name": "precious"}, "stringData": {"keep": "me"}}
+    status, _ = crd.request("POST", f"/api/v1/namespaces/{k8s_namespace}/secrets", body)
+    assert status == 201
+    apply_tns(crd, k8s_namespace, "grabby", secretName="precious")
+    obj = wait_for(
+        lambda: (
+            (o := get_tns(crd, k8s_namespace, "grabby"))
+            and condition(o, "CredentialsReady").get("reason")
+            and o
+        )
+    )
+    assert condition(obj, "CredentialsReady")["status"] == "False"
+    assert "not managed by this TursoNamespace" in condition(obj, "CredentialsReady")["message"]
+    assert secret(crd, k8s_namespace, "precious") == {"keep": "me"}
 
 
 def kubectl_events(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:

@@ -1,0 +1,588 @@
+#!/usr/bin/env python3
+"""Generate the chart's plugin settings from the plugins' ``manifest.yaml`` ``config`` blocks.
+
+Why a generator with committed output: Helm reads only ``values.yaml`` and the templates, so the
+chart must be installable straight from git (upstream's generated, git-ignored values.yaml was
+not). Each plugin's manifest declares its settings once (type, default, env, label, secret,
+showIf); this script turns them into
+
+* ``charts/buntime/values.yaml``: the ``plugins:`` block between the GENERATED markers, with a
+  comment above every key;
+* ``charts/buntime/templates/_plugins.tpl``: the runtime ConfigMap entries (plain settings) and
+  Secret entries (password/secret settings: a token never lands in a ConfigMap);
+* ``charts/buntime/values.schema.json``: ``properties.plugins`` (the rest is hand-written);
+* ``charts/buntime/questions.yaml``: the Rancher questions between the GENERATED markers;
+* ``docs/chart.md``: the values table between the GENERATED markers, built from the comments in
+  values.yaml (hand-written keys included).
+
+Run ``python hack/generate-chart.py`` after changing a manifest or values.yaml; ``--check``
+writes nothing and exits 1 when a committed file is stale (the chart tests run it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGINS_DIR = ROOT / "runtime" / "buntime" / "plugins"
+CHART_DIR = ROOT / "charts" / "buntime"
+VALUES_FILE = CHART_DIR / "values.yaml"
+SCHEMA_FILE = CHART_DIR / "values.schema.json"
+QUESTIONS_FILE = CHART_DIR / "questions.yaml"
+PLUGINS_TPL_FILE = CHART_DIR / "templates" / "_plugins.tpl"
+DOCS_FILE = ROOT / "docs" / "chart.md"
+
+MANIFEST_NAMES = ("manifest.yaml", "manifest.yml")
+PACKAGE_PREFIX = "plugin-"
+FIELD_TYPES = ("string", "enum", "password", "int", "bool")
+#: Rancher question type per manifest field type.
+QUESTION_TYPES = {"string": "string", "enum": "enum", "password": "password", "int": "int", "bool": "boolean"}
+#: JSON schema per manifest field type (enum adds its values).
+SCHEMA_TYPES = {"string": "string", "enum": "string", "password": "string", "int": "integer", "bool": "boolean"}
+VALUES_MARKERS = ("# BEGIN GENERATED: plugins", "# END GENERATED: plugins")
+QUESTIONS_MARKERS = ("# BEGIN GENERATED: plugin questions", "# END GENERATED: plugin questions")
+DOCS_MARKERS = ("<!-- BEGIN GENERATED: values table", "<!-- END GENERATED: values table")
+SECTION_MARKER = "# +docs:section="
+EXAMPLE_MARKER = "For example:"
+COMMENT_WIDTH = 100
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_]+):(?P<rest>.*)$")
+_PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9/_.-]+$")
+
+
+class GeneratorError(Exception):
+    """A manifest or a chart file cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class PluginField:
+    """One ``config`` entry of a manifest."""
+
+    path: tuple[str, ...]
+    type: str
+    default: Any
+    env: str
+    label: str
+    description: str = ""
+    options: tuple[str, ...] = ()
+    secret: bool = False
+    show_if: str = ""
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin with settings: its package name, values key and fields (manifest order)."""
+
+    name: str
+    key: str
+    manifest: str
+    fields: tuple[PluginField, ...] = field(default_factory=tuple)
+
+    @property
+    def title(self) -> str:
+        return " ".join(part.capitalize() for part in re.split(r"[-_]", self.key))
+
+    def tree(self) -> dict[str, Any]:
+        """The fields as a nested mapping (dotted names become nested keys); leaves are fields."""
+        root: dict[str, Any] = {}
+        for f in self.fields:
+            node = root
+            for part in f.path[:-1]:
+                child = node.setdefault(part, {})
+                if isinstance(child, PluginField):
+                    raise GeneratorError(f"{self.manifest}: {f.dotted} is nested under a setting")
+                node = child
+            if f.path[-1] in node:
+                raise GeneratorError(f"{self.manifest}: {f.dotted} is declared twice")
+            node[f.path[-1]] = f
+        return root
+
+
+# -- manifests --------------------------------------------------------------------------------------
+
+
+def _typed_default(raw: Any, kind: str, where: str) -> Any:
+    if kind == "int":
+        value = 0 if raw is None or raw == "" else raw
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise GeneratorError(f"{where}: default must be an integer (got {raw!r})")
+        return value
+    if kind == "bool":
+        value = False if raw is None else raw
+        if not isinstance(value, bool):
+            raise GeneratorError(f"{where}: default must be true or false (got {raw!r})")
+        return value
+    return "" if raw is None else str(raw)
+
+
+def _parse_field(name: str, spec: Any, where: str, key: str) -> PluginField:
+    here = f"{where}: config.{name}"
+    if not isinstance(spec, Mapping):
+        raise GeneratorError(f"{here} must be a mapping")
+    kind = spec.get("type", "string")
+    if kind not in FIELD_TYPES:
+        raise GeneratorError(f"{here}: type must be one of {', '.join(FIELD_TYPES)} (got {kind!r})")
+    env = spec.get("env")
+    if not isinstance(env, str) or not re.fullmatch(r"[A-Z][A-Z0-9_]*", env):
+        raise GeneratorError(f"{here}: env must be an upper-case variable name (got {env!r})")
+    label = spec.get("label")
+    if not isinstance(label, str) or not label.strip():
+        raise GeneratorError(f"{here}: label is required")
+    path = tuple(name.split("."))
+    if not all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", part) for part in path):
+        raise GeneratorError(f"{here}: each dotted part must be an identifier")
+    options: tuple[str, ...] = ()
+    default = _typed_default(spec.get("default"), kind, here)
+    if kind == "enum":
+        raw_options = spec.get("values") or spec.get("options")
+        if not isinstance(raw_options, list) or not raw_options:
+            raise GeneratorError(f"{here}: an enum needs a non-empty values list")
+        options = tuple(str(o) for o in raw_options)
+        if default not in options:
+            raise GeneratorError(f"{here}: default {default!r} is not one of {list(options)}")
+    show_if = str(spec.get("showIf") or "")
+    if show_if:
+        # Manifest conditions name sibling settings ("mode=sync"); Rancher wants values paths.
+        show_if = "&&".join(f"plugins.{key}.{part.strip()}" for part in show_if.split("&&"))
+    return PluginField(
+        path=path,
+        type=kind,
+        default=default,
+        env=env,
+        label=label.strip(),
+        description=" ".join(str(spec.get("description") or "").split()),
+        options=options,
+        secret=bool(spec.get("secret")) or kind == "password",
+        show_if=show_if,
+    )
+
+
+def _manifest_files(plugins_dir: Path) -> Iterator[Path]:
+    for directory in sorted(p for p in plugins_dir.iterdir() if p.is_dir()):
+        for name in MANIFEST_NAMES:
+            if (directory / name).is_file():
+                yield directory / name
+                break
+
+
+def load_plugins(plugins_dir: Path = PLUGINS_DIR) -> list[PluginSpec]:
+    """Every manifest with a ``config`` block, sorted by values key.
+
+    Disabled manifests are kept: ``enabled: false`` is the manifest's default, and the chart
+    still has to expose the settings for whoever enables the plugin.
+    """
+    plugins: list[PluginSpec] = []
+    for path in _manifest_files(plugins_dir):
+        where = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise GeneratorError(f"{where}: cannot read: {exc}") from exc
+        if not isinstance(data, Mapping) or not isinstance(data.get("name"), str):
+            raise GeneratorError(f"{where}: not a manifest (no name)")
+        config = data.get("config") or {}
+        if not isinstance(config, Mapping):
+            raise GeneratorError(f"{where}: config must be a mapping")
+        if not config:
+            continue
+        name = data["name"]
+        key = name.rsplit("/", 1)[-1].removeprefix(PACKAGE_PREFIX)
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", key):
+            raise GeneratorError(f"{where}: cannot derive a values key from {name!r}")
+        fields = tuple(_parse_field(str(n), spec, where, key) for n, spec in config.items())
+        plugin = PluginSpec(name=name, key=key, manifest=where, fields=fields)
+        plugin.tree()  # reject clashes early
+        plugins.append(plugin)
+    plugins.sort(key=lambda p: p.key)
+    keys = [p.key for p in plugins]
+    if len(keys) != len(set(keys)):
+        raise GeneratorError(f"two plugins share a values key: {keys}")
+    envs = [f.env for p in plugins for f in p.fields]
+    if len(envs) != len(set(envs)):
+        raise GeneratorError("two plugin settings share an environment variable")
+    return plugins
+
+
+# -- rendering --------------------------------------------------------------------------------------
+
+
+def yaml_scalar(value: Any) -> str:
+    """A YAML scalar: plain when it reads back as the same string, else JSON (valid YAML) quoting."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    if _PLAIN_SCALAR.fullmatch(text) and yaml.safe_load(text) == text:
+        return text
+    return json.dumps(text)
+
+
+def comment_lines(text: str, indent: int) -> list[str]:
+    prefix = " " * indent + "# "
+    return textwrap.wrap(
+        text,
+        width=COMMENT_WIDTH,
+        initial_indent=prefix,
+        subsequent_indent=prefix,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+
+
+def _field_comment(f: PluginField) -> str:
+    parts = [f"{f.label}." if not f.label.endswith(".") else f.label]
+    if f.description:
+        parts.append(f.description)
+    if f.options:
+        parts.append(f"One of: {', '.join(f.options)}.")
+    where = "the runtime Secret" if f.secret else "the runtime ConfigMap"
+    parts.append(f"Env {f.env}, in {where}.")
+    return " ".join(parts)
+
+
+_ENV = jinja2.Environment(
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+_ENV.filters["scalar"] = yaml_scalar
+_ENV.filters["json"] = json.dumps
+_ENV.filters["comment"] = comment_lines
+_ENV.globals["field_comment"] = _field_comment
+_ENV.tests["field"] = lambda value: isinstance(value, PluginField)
+
+VALUES_TEMPLATE = _ENV.from_string(
+    """\
+{% macro node(tree, indent, plugin, prefix) %}
+{% for key, value in tree.items() %}
+{% if value is field %}
+{% for line in field_comment(value) | comment(indent) %}
+{{ line }}
+{% endfor %}
+{{ " " * indent }}{{ key }}: {{ value.default | scalar }}
+{% else %}
+{% for line in ("Settings under " ~ prefix ~ key ~ ".*.") | comment(indent) %}
+{{ line }}
+{% endfor %}
+{{ " " * indent }}{{ key }}:
+{{ node(value, indent + 2, plugin, prefix ~ key ~ ".") }}
+{%- endif %}
+{% endfor %}
+{% endmacro %}
+  {{ begin }} (hack/generate-chart.py; edit the manifests, not this block)
+{% for plugin in plugins %}
+{% for line in (plugin.name ~ " (" ~ plugin.manifest ~ ").") | comment(2) %}
+{{ line }}
+{% endfor %}
+  {{ plugin.key }}:
+{{ node(plugin.tree(), 4, plugin, "") }}
+{%- endfor %}
+  {{ end }}
+"""
+)
+
+PLUGINS_TPL_TEMPLATE = _ENV.from_string(
+    """\
+{{ '{{' }}/*
+GENERATED by hack/generate-chart.py from the plugins' manifest.yaml config blocks: do not edit.
+Plain settings go to the runtime ConfigMap, password/secret settings to the runtime Secret.
+*/{{ '}}' }}
+
+{{ '{{' }}/* ConfigMap data entries for every plain plugin setting. */{{ '}}' }}
+{{ '{{' }}- define "buntime.plugins.configEnv" -{{ '}}' }}
+{{ '{{' }}- $plugins := .Values.plugins | default dict -{{ '}}' }}
+{% for plugin in plugins %}
+{% for f in plugin.fields if not f.secret %}
+{{ '{{' }}- include "buntime.plugins.configEntry" (list {{ f.env | json }} (dig {% for p in (plugin.key,) + f.path %}{{ p | json }} {% endfor %}nil $plugins) {{ f.type | json }}) -{{ '}}' }}
+{% endfor %}
+{% endfor %}
+{{ '{{' }}- end -{{ '}}' }}
+
+{{ '{{' }}/* Secret data entries (base64) for every password/secret plugin setting. */{{ '}}' }}
+{{ '{{' }}- define "buntime.plugins.secretEnv" -{{ '}}' }}
+{{ '{{' }}- $plugins := .Values.plugins | default dict -{{ '}}' }}
+{% for plugin in plugins %}
+{% for f in plugin.fields if f.secret %}
+{{ '{{' }}- include "buntime.plugins.secretEntry" (list {{ f.env | json }} (dig {% for p in (plugin.key,) + f.path %}{{ p | json }} {% endfor %}nil $plugins) {{ f.type | json }}) -{{ '}}' }}
+{% endfor %}
+{% endfor %}
+{{ '{{' }}- end -{{ '}}' }}
+"""
+)
+
+QUESTIONS_TEMPLATE = _ENV.from_string(
+    """\
+  {{ begin }} (hack/generate-chart.py; edit the manifests, not this block)
+{% for plugin in plugins %}
+{% for f in plugin.fields %}
+  - variable: plugins.{{ plugin.key }}.{{ f.dotted }}
+    label: {{ f.label | json }}
+{% if f.description %}
+    description: {{ f.description | json }}
+{% endif %}
+    type: {{ question_types[f.type] }}
+{% if f.options %}
+    options: [{{ f.options | map("json") | join(", ") }}]
+{% endif %}
+    default: {{ (f.default | scalar if f.type in ("int", "bool") else f.default) | string | json }}
+    group: {{ (plugin.title ~ " Plugin") | json }}
+{% if f.show_if %}
+    show_if: {{ f.show_if | json }}
+{% endif %}
+{% endfor %}
+{% endfor %}
+  {{ end }}
+"""
+)
+
+
+def render_values_block(plugins: list[PluginSpec]) -> str:
+    begin, end = VALUES_MARKERS
+    return VALUES_TEMPLATE.render(plugins=plugins, begin=begin, end=end)
+
+
+def render_plugins_tpl(plugins: list[PluginSpec]) -> str:
+    return PLUGINS_TPL_TEMPLATE.render(plugins=plugins)
+
+
+def render_questions_block(plugins: list[PluginSpec]) -> str:
+    begin, end = QUESTIONS_MARKERS
+    return QUESTIONS_TEMPLATE.render(plugins=plugins, begin=begin, end=end, question_types=QUESTION_TYPES)
+
+
+def _schema_node(tree: Mapping[str, Any], title: str) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, PluginField):
+            prop: dict[str, Any] = {"description": _field_comment(value), "type": SCHEMA_TYPES[value.type]}
+            if value.options:
+                prop["enum"] = list(value.options)
+            if value.type == "int":
+                prop["minimum"] = 0
+            properties[key] = prop
+        else:
+            properties[key] = _schema_node(value, f"{title} {key}.*")
+    return {
+        "description": title,
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def render_schema(plugins: list[PluginSpec], current: str) -> str:
+    """The schema file with ``properties.plugins`` regenerated and the rest kept as written."""
+    try:
+        schema = json.loads(current)
+    except ValueError as exc:
+        raise GeneratorError(f"{SCHEMA_FILE.relative_to(ROOT)}: invalid JSON: {exc}") from exc
+    properties = schema.get("properties")
+    if not isinstance(properties, dict) or "plugins" not in properties:
+        raise GeneratorError(f"{SCHEMA_FILE.relative_to(ROOT)}: properties.plugins is missing")
+    properties["plugins"] = {
+        "description": "Plugin settings, generated from the plugins' manifest.yaml config blocks.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            p.key: _schema_node(p.tree(), f"{p.name} settings ({p.manifest}).") for p in plugins
+        },
+    }
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def replace_between(text: str, markers: tuple[str, str], block: str, where: str) -> str:
+    """Replace the lines from the begin marker to the end marker (both included) with ``block``."""
+    lines = text.splitlines(keepends=True)
+    begin = [i for i, line in enumerate(lines) if line.strip().startswith(markers[0])]
+    end = [i for i, line in enumerate(lines) if line.strip().startswith(markers[1])]
+    if len(begin) != 1 or len(end) != 1 or begin[0] > end[0]:
+        raise GeneratorError(f"{where}: expected one {markers[0]!r} ... {markers[1]!r} pair")
+    return "".join(lines[: begin[0]]) + block + "".join(lines[end[0] + 1 :])
+
+
+# -- values.yaml documentation ----------------------------------------------------------------------
+
+
+@dataclass
+class ValueDoc:
+    """A key of values.yaml with the comment above it."""
+
+    path: tuple[str, ...]
+    comment: list[str]
+    section: str
+    line: int
+    children: list[ValueDoc] = field(default_factory=list)
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+    @property
+    def documented_children(self) -> bool:
+        """A key whose children carry comments is a group; otherwise it is one free-form value."""
+        return any(child.comment for child in self.children)
+
+    @property
+    def description(self) -> str:
+        text: list[str] = []
+        for line in self.comment:
+            if line.startswith(EXAMPLE_MARKER):
+                break
+            text.append(line)
+        return " ".join(" ".join(text).split())
+
+
+def parse_values_docs(text: str) -> list[ValueDoc]:
+    """Every mapping key of values.yaml (block style) with its comment block and docs section.
+
+    List items are part of their key's value: nothing inside them is a documented key.
+    """
+    roots: list[ValueDoc] = []
+    stack: list[tuple[int, ValueDoc]] = []
+    comment: list[str] = []
+    section = ""
+    list_indent: int | None = None  # indent of the list items being skipped
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped:
+            comment = []
+            continue
+        if stripped.startswith("#"):
+            if stripped.startswith(SECTION_MARKER):
+                section = stripped[len(SECTION_MARKER) :].strip()
+                comment = []
+            elif not stripped.startswith(("# BEGIN GENERATED", "# END GENERATED")):
+                comment.append(stripped.lstrip("#").strip())
+            continue
+        indent = len(raw) - len(raw.lstrip(" "))
+        if list_indent is not None:
+            if indent > list_indent or (indent == list_indent and stripped.startswith("-")):
+                comment = []
+                continue
+            list_indent = None
+        if stripped.startswith("-"):
+            list_indent = indent
+            comment = []
+            continue
+        match = _KEY_LINE.match(raw)
+        if match is None:
+            raise GeneratorError(f"values.yaml:{number}: cannot parse {stripped!r} (use block style)")
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1] if stack else None
+        doc = ValueDoc(
+            path=(*(parent.path if parent else ()), match["key"]),
+            comment=comment,
+            section=section,
+            line=number,
+        )
+        (parent.children if parent else roots).append(doc)
+        comment = []
+        if not match["rest"].strip():
+            stack.append((indent, doc))
+    return roots
+
+
+def iter_values_docs(roots: list[ValueDoc]) -> Iterator[ValueDoc]:
+    """The documented values: groups are descended into, free-form keys are one entry."""
+    for doc in roots:
+        if doc.documented_children:
+            yield from iter_values_docs(doc.children)
+        else:
+            yield doc
+
+
+def lookup(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = values
+    for part in path:
+        node = node[part]
+    return node
+
+
+def render_docs_table(values_text: str) -> str:
+    values = yaml.safe_load(values_text)
+    begin, end = DOCS_MARKERS
+    out = [f"{begin} (hack/generate-chart.py from charts/buntime/values.yaml) -->\n"]
+    section = None
+    for doc in iter_values_docs(parse_values_docs(values_text)):
+        if doc.section != section:
+            section = doc.section
+            out.append(f"\n### {section}\n\n| Key | Default | Description |\n|---|---|---|\n")
+        default = json.dumps(lookup(values, doc.path), separators=(", ", ": "))
+        description = doc.description.replace("|", "\\|")
+        out.append(f"| `{doc.dotted}` | `{default}` | {description} |\n")
+    out.append(f"\n{end} -->\n")
+    return "".join(out)
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def build(plugins: list[PluginSpec]) -> dict[Path, str]:
+    """Every generated file's wanted content (read from the current files where partial)."""
+    values = replace_between(
+        VALUES_FILE.read_text(encoding="utf-8"), VALUES_MARKERS, render_values_block(plugins), "values.yaml"
+    )
+    questions = replace_between(
+        QUESTIONS_FILE.read_text(encoding="utf-8"),
+        QUESTIONS_MARKERS,
+        render_questions_block(plugins),
+        "questions.yaml",
+    )
+    docs = replace_between(
+        DOCS_FILE.read_text(encoding="utf-8"), DOCS_MARKERS, render_docs_table(values), "docs/chart.md"
+    )
+    return {
+        VALUES_FILE: values,
+        PLUGINS_TPL_FILE: render_plugins_tpl(plugins),
+        SCHEMA_FILE: render_schema(plugins, SCHEMA_FILE.read_text(encoding="utf-8")),
+        QUESTIONS_FILE: questions,
+        DOCS_FILE: docs,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is stale")
+    args = parser.parse_args(argv)
+    try:
+        wanted = build(load_plugins())
+    except GeneratorError as exc:
+        print(f"generate-chart: {exc}", file=sys.stderr)
+        return 2
+    stale = [
+        path
+        for path, content in wanted.items()
+        if not path.exists() or path.read_text(encoding="utf-8") != content
+    ]
+    if args.check:
+        for path in stale:
+            print(f"stale: {path.relative_to(ROOT)}", file=sys.stderr)
+        if stale:
+            print("run: python hack/generate-chart.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(wanted[path], encoding="utf-8")
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

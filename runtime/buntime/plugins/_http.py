@@ -1,0 +1,56 @@
+"""JSON errors for plugin admin APIs: one error type, one middleware, one body reader.
+
+Every built-in admin API answers errors as ``{"error": <message>, "code": <CODE>}`` so clients
+key on a stable code, never on wording. Storage failures become 503 with the Turso error code
+(the database is the dependency that is down, not the request that is wrong).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..turso import TursoError
+
+INVALID_JSON = "INVALID_JSON"
+
+
+class ApiError(Exception):
+    """An error an admin API answers with ``status`` and ``{"error", "code"}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+def error_body(code: str, message: str) -> dict[str, str]:
+    return {"error": message, "code": code}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn :class:`ApiError` and Turso errors raised by a handler into JSON responses."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return web.json_response(error_body(exc.code, exc.message), status=exc.status)
+    except TursoError as exc:
+        return web.json_response(error_body(exc.code, f"storage unavailable: {exc}"), status=503)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 ``INVALID_JSON``."""
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise ApiError(400, INVALID_JSON, f"request body must be JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, INVALID_JSON, "request body must be a JSON object")
+    return body

@@ -1,0 +1,90 @@
+"""``@buntime/plugin-gateway``: lifecycle, metrics and the pieces the runtime server installs.
+
+The turso plugin is an *optional* dependency: without it the gateway still starts (with a
+warning) and serves env-only data; with it, migrations run at ``on_init`` and a failure there
+fails the plugin (the runtime then reports not ready rather than silently losing writes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ...turso import TursoService
+from .._plugin import Plugin, PluginContext
+from ..turso import TURSO_PLUGIN_NAME
+from ._config import resolve_gateway_config
+from ._gateway import Gateway
+from ._routes import build_admin_app
+from ._store import GatewayStore
+
+GATEWAY_PLUGIN_NAME = "@buntime/plugin-gateway"
+
+
+class GatewayCollector(Collector):
+    """Exports the gateway's own counters on the runtime's ``/metrics``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._gateway.counters
+        requests = CounterMetricFamily(
+            "buntime_gateway_requests", "Requests seen by the gateway, by outcome.", labels=["outcome"]
+        )
+        requests.add_metric(["allowed"], counters.allowed)
+        requests.add_metric(["blocked"], counters.blocked)
+        yield requests
+        yield GaugeMetricFamily(
+            "buntime_gateway_shell_excludes",
+            "Shell excludes in effect (environment and persisted).",
+            value=len(self._gateway.excluded_basenames()),
+        )
+
+
+class GatewayPlugin(Plugin):
+    """Request counters, metrics history and shell excludes (see ``_routes`` for the API)."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self._options = dict(options)
+        self.gateway: Gateway | None = None
+
+    async def on_init(self, ctx: PluginContext) -> None:
+        config = resolve_gateway_config(self._options, ctx.env)
+        service: TursoService | None = ctx.get_plugin(TURSO_PLUGIN_NAME)
+        store: GatewayStore | None = None
+        if service is None:
+            ctx.logger.warning("Turso plugin not available: gateway persistence disabled")
+        else:
+            store = GatewayStore(service, retention=config.metrics_retention, logger=ctx.logger)
+            await store.start()
+        self.gateway = Gateway(config, store)
+        ctx.metrics.register(GatewayCollector(self.gateway))
+        ctx.logger.info(
+            "gateway ready (persistence: %s, env excludes: %s, API key: %s)",
+            "on" if store is not None else "off",
+            ",".join(config.env_excludes) or "none",
+            "required" if config.api_key else "not required",
+        )
+
+    def provides(self) -> Gateway | None:
+        return self.gateway
+
+    def routes(self) -> web.Application | None:
+        return build_admin_app(self.gateway) if self.gateway is not None else None
+
+    def middlewares(self) -> Sequence[Middleware]:
+        return [self.gateway.count_requests] if self.gateway is not None else []
+
+    async def on_shutdown(self) -> None:
+        if self.gateway is not None and self.gateway.store is not None:
+            self.gateway.store.close()
+
+
+def create(options: Mapping[str, Any]) -> GatewayPlugin:
+    return GatewayPlugin(options)

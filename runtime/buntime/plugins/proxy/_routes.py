@@ -1,0 +1,70 @@
+"""The proxy admin API, an aiohttp sub-app the server mounts under ``/redirects``.
+
+Routes (all under ``/redirects/admin``):
+
+* ``GET /rules`` — every rule in match order (static first, ``readOnly: true``).
+* ``GET /rules/{id}`` — one rule (404).
+* ``POST /rules`` — create a dynamic rule (201; 400 missing pattern/target, bad regex or target).
+* ``PUT /rules/reorder {ids}`` — new order; must list every dynamic id once (400; 403 static ids).
+* ``PUT /rules/{id}`` — change fields of a dynamic rule (403 static, 404 missing).
+* ``PATCH /rules/{id}/toggle`` — flip ``enabled`` (403 static, 404 missing).
+* ``DELETE /rules/{id}`` — remove a dynamic rule (204; 403 static, 404 missing).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .._http import json_errors, read_json_object
+from ._proxy import Proxy
+
+PROXY_KEY = web.AppKey("proxy", Proxy)
+ADMIN = "/admin"
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    return web.json_response([rule.as_json() for rule in request.app[PROXY_KEY].rules])
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    return web.json_response(request.app[PROXY_KEY].get(request.match_info["id"]).as_json())
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    rule = await request.app[PROXY_KEY].create(await read_json_object(request))
+    return web.json_response(rule.as_json(), status=201)
+
+
+async def reorder_rules(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    rules = await request.app[PROXY_KEY].reorder(body.get("ids"))
+    return web.json_response([rule.as_json() for rule in rules])
+
+
+async def update_rule(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY_KEY]
+    rule = await proxy.update(request.match_info["id"], await read_json_object(request))
+    return web.json_response(rule.as_json())
+
+
+async def toggle_rule(request: web.Request) -> web.Response:
+    rule = await request.app[PROXY_KEY].toggle(request.match_info["id"])
+    return web.json_response(rule.as_json())
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    await request.app[PROXY_KEY].delete(request.match_info["id"])
+    return web.Response(status=204)
+
+
+def build_admin_app(proxy: Proxy) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+    app[PROXY_KEY] = proxy
+    app.router.add_get(f"{ADMIN}/rules", list_rules)
+    app.router.add_post(f"{ADMIN}/rules", create_rule)
+    app.router.add_put(f"{ADMIN}/rules/reorder", reorder_rules)  # before /rules/{id}
+    app.router.add_get(f"{ADMIN}/rules/{{id}}", get_rule)
+    app.router.add_put(f"{ADMIN}/rules/{{id}}", update_rule)
+    app.router.add_patch(f"{ADMIN}/rules/{{id}}/toggle", toggle_rule)
+    app.router.add_delete(f"{ADMIN}/rules/{{id}}", delete_rule)
+    return app

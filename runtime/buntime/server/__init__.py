@@ -1,0 +1,53 @@
+"""The runtime server (``buntime serve``): plugins over HTTP, health probes and metrics.
+
+``build_app(env)`` starts the plugin host and returns the aiohttp app (tests drive it with
+``aiohttp_client``); ``run_server()`` listens until SIGTERM/SIGINT and shuts down gracefully.
+"""
+
+from ._app import (
+    HOST_KEY,
+    LIVE_PATH,
+    METRICS_PATH,
+    READY_PATH,
+    RUNTIME_PATHS,
+    STATE_KEY,
+    ServerState,
+    assemble_app,
+    build_app,
+)
+from ._config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ENV_HOST,
+    ENV_PLUGIN_DIRS,
+    ENV_PORT,
+    ServerConfig,
+    ServerConfigError,
+    load_server_config,
+)
+from ._metrics import ServerMetrics
+from ._run import LISTENING_MESSAGE, run_server, serve
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "ENV_HOST",
+    "ENV_PLUGIN_DIRS",
+    "ENV_PORT",
+    "HOST_KEY",
+    "LISTENING_MESSAGE",
+    "LIVE_PATH",
+    "METRICS_PATH",
+    "READY_PATH",
+    "RUNTIME_PATHS",
+    "STATE_KEY",
+    "ServerConfig",
+    "ServerConfigError",
+    "ServerMetrics",
+    "ServerState",
+    "assemble_app",
+    "build_app",
+    "load_server_config",
+    "run_server",
+    "serve",
+]

@@ -1,0 +1,167 @@
+"""The runtime's aiohttp application: plugins mounted under their bases, probes and metrics.
+
+Called by ``_run`` (``buntime serve``) and by tests through ``aiohttp_client``. The plugin host
+is started *before* the app is assembled, because aiohttp cannot add sub-apps once startup has
+begun; the app then owns the host's shutdown through ``cleanup_ctx`` (reverse plugin order, the
+turso plugin last, which does the final push in sync mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..plugins import LoadedPlugin, PluginHost
+from ..plugins.turso import TURSO_PLUGIN_NAME
+from ..turso import TursoService
+from ._metrics import ServerMetrics
+
+log = logging.getLogger("buntime.server")
+
+LIVE_PATH = "/api/health/live"
+READY_PATH = "/api/health/ready"
+METRICS_PATH = "/metrics"
+#: The server's own endpoints: plugin middlewares never see them, so probes cannot be hijacked.
+RUNTIME_PATHS = frozenset({LIVE_PATH, READY_PATH, METRICS_PATH})
+
+STATUS_READY = "ready"
+STATUS_NOT_READY = "not ready"
+SKIPPED_DISABLED = "disabled"
+
+
+@dataclass
+class ServerState:
+    """Mutable server flags; ``stopping`` turns readiness off as soon as shutdown begins."""
+
+    stopping: bool = False
+
+
+HOST_KEY = web.AppKey("plugin_host", PluginHost)
+STATE_KEY = web.AppKey("server_state", ServerState)
+METRICS_KEY = web.AppKey("server_metrics", ServerMetrics)
+
+
+def _guarded(plugin_middleware: Middleware) -> Middleware:
+    @web.middleware
+    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in RUNTIME_PATHS:
+            return await handler(request)
+        return await plugin_middleware(request, handler)
+
+    return guarded
+
+
+def _plugin_summary(loaded: LoadedPlugin) -> dict[str, Any]:
+    return {"name": loaded.manifest.name, "version": loaded.manifest.version, "base": loaded.manifest.base}
+
+
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 when every enabled plugin started and Turso is usable (``health.ok``), else 503."""
+    host, state = request.app[HOST_KEY], request.app[STATE_KEY]
+    reasons: list[str] = []
+    if state.stopping:
+        reasons.append("shutting down")
+    reasons.extend(f"plugin {name} failed: {why}" for name, why in host.failed.items())
+    skipped = {name: why for name, why in host.skipped.items() if why != SKIPPED_DISABLED}
+    reasons.extend(f"plugin {name} skipped: {why}" for name, why in skipped.items())
+    turso: dict[str, Any] | None = None
+    service: TursoService | None = host.get_plugin(TURSO_PLUGIN_NAME)
+    if service is not None:
+        health = await service.health()
+        turso = health.as_dict()
+        if not health.ok:
+            reasons.append(f"turso {health.status}: {health.error}")
+    body = {
+        "status": STATUS_NOT_READY if reasons else STATUS_READY,
+        "reasons": reasons,
+        "plugins": [_plugin_summary(loaded) for loaded in host.loaded],
+        "failed": dict(host.failed),
+        "skipped": skipped,
+        "turso": turso,
+    }
+    return web.json_response(body, status=503 if reasons else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text: every plugin's metrics (the host registry), then the server's own."""
+    body = generate_latest(request.app[HOST_KEY].metrics) + generate_latest(request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    app[STATE_KEY].stopping = True
+    await app[HOST_KEY].stop()
+    log.info("plugins stopped")
+
+
+def _mount(app: web.Application, host: PluginHost) -> None:
+    mounted: dict[str, str] = {}
+    for loaded in host.loaded:
+        name, base = loaded.manifest.name, loaded.manifest.base
+        subapp = loaded.plugin.routes()
+        if subapp is None:
+            continue
+        if base is None or base == "/":
+            log.error("plugin %s has routes but base %r: not mounted (use base: /<name>)", name, base)
+            continue
+        if base in mounted:
+            log.error("plugin %s: base %s is already mounted by %s; not mounted", name, base, mounted[base])
+            continue
+        app.add_subapp(base, subapp)
+        mounted[base] = name
+        log.info("plugin %s mounted at %s", name, base)
+
+
+def assemble_app(host: PluginHost) -> web.Application:
+    """The app around a *started* ``host``: plugin middlewares and routes, probes, metrics."""
+    server_metrics = ServerMetrics()
+    plugin_middlewares = [_guarded(mw) for loaded in host.loaded for mw in loaded.plugin.middlewares()]
+    app = web.Application(middlewares=[server_metrics.middleware, *plugin_middlewares])
+    app[HOST_KEY] = host
+    app[STATE_KEY] = ServerState()
+    app[METRICS_KEY] = server_metrics
+    app.router.add_get(LIVE_PATH, live)
+    app.router.add_get(READY_PATH, ready)
+    app.router.add_get(METRICS_PATH, metrics)
+    _mount(app, host)
+    app.cleanup_ctx.append(_plugins_ctx)
+    return app
+
+
+async def build_app(
+    env: Mapping[str, str] | None = None, *, host: PluginHost | None = None
+) -> web.Application:
+    """Start the plugins and return the runtime app. Usage::
+
+        app = await build_app({"TURSO_LOCAL_PATH": "/tmp/rt.db"})
+        client = await aiohttp_client(app)      # or web.AppRunner(app)
+
+    Parameters:
+
+    * **env** *(optional)* — what the plugins see, default ``os.environ``.
+    * **host** *(optional)* — an unstarted :class:`PluginHost`; default one from ``env`` (the
+      built-in plugins plus ``BUNTIME_PLUGIN_DIRS``).
+
+    Running the app's cleanup (``runner.cleanup()``) stops the plugins; if assembling fails,
+    they are stopped here.
+    """
+    env = os.environ if env is None else env
+    host = PluginHost.from_env(env) if host is None else host
+    await host.start()
+    try:
+        return assemble_app(host)
+    except BaseException:
+        await host.stop()
+        raise

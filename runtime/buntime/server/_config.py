@@ -1,0 +1,64 @@
+"""Runtime server settings from the environment (and CLI flags, which win).
+
+Called by ``_run`` before anything starts, so a bad value is a clear startup error (exit code 2)
+rather than a half-started server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..plugins import plugin_dirs
+
+ENV_HOST = "BUNTIME_HOST"
+ENV_PORT = "BUNTIME_PORT"
+ENV_PLUGIN_DIRS = "BUNTIME_PLUGIN_DIRS"
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8000
+MAX_PORT = 65535
+
+
+class ServerConfigError(ValueError):
+    """A server setting cannot be used."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where to listen and where plugins come from (built-ins first, then ``BUNTIME_PLUGIN_DIRS``)."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    plugin_dirs: tuple[Path, ...] = ()
+
+
+def _port(raw: str | int, source: str) -> int:
+    try:
+        port = int(raw)
+    except (TypeError, ValueError):
+        port = -1
+    if not 0 <= port <= MAX_PORT:
+        raise ServerConfigError(f"{source} must be a port number from 0 to {MAX_PORT} (got {raw!r})")
+    return port
+
+
+def load_server_config(
+    env: Mapping[str, str] | None = None, *, host: str | None = None, port: int | None = None
+) -> ServerConfig:
+    """Resolve :class:`ServerConfig`; raise :class:`ServerConfigError` naming the bad setting."""
+    env = os.environ if env is None else env
+    resolved_host = (host if host is not None else env.get(ENV_HOST, "")).strip() or DEFAULT_HOST
+    if any(ch.isspace() for ch in resolved_host) or "/" in resolved_host:
+        raise ServerConfigError(f"{ENV_HOST} must be a host name or address (got {resolved_host!r})")
+    if port is not None:
+        resolved_port = _port(port, "--port")
+    else:
+        raw_port = env.get(ENV_PORT, "").strip()
+        resolved_port = _port(raw_port, ENV_PORT) if raw_port else DEFAULT_PORT
+    dirs = tuple(plugin_dirs(env))
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing:
+        raise ServerConfigError(f"{ENV_PLUGIN_DIRS}: not a directory: {', '.join(missing)}")
+    return ServerConfig(host=resolved_host, port=resolved_port, plugin_dirs=dirs)

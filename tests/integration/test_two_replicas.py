@@ -1,0 +1,143 @@
+"""Two ``buntime serve`` replicas of one deployment, syncing through a real ``tursodb --sync-server``.
+
+A change made through replica A's HTTP API is served by replica B within the sync interval (B's
+in-memory caches are refreshed after its background pull, not only at start), and survives a
+restart of A and a brand-new replica with an empty disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import require_keyval
+from tests.server.support import KEYVAL_MANIFEST, RuntimeProcess, http, kv_value
+from tests.support.tursodb import SyncServer
+
+pytestmark = pytest.mark.slow
+
+SYNC_INTERVAL = "0.3s"
+DEADLINE = 15.0
+EXCLUDES = "/gateway/admin/shell/excludes"
+RULES = "/redirects/admin/rules"
+
+
+def replica(server: SyncServer, root: Path, name: str) -> RuntimeProcess:
+    env = {
+        "TURSO_LOCAL_PATH": str(root / name / "runtime.db"),
+        "TURSO_SYNC_URL": server.url,
+        "TURSO_SYNC_INTERVAL": SYNC_INTERVAL,
+    }
+    return RuntimeProcess(env, root / f"{name}.log")
+
+
+def eventually(check: Callable[[], Any], what: str, deadline: float = DEADLINE) -> float:
+    """Poll ``check`` until truthy; return the seconds it took (fail with ``what`` after ``deadline``)."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    pytest.fail(f"not seen within {deadline}s: {what}")
+
+
+def excludes(runtime: RuntimeProcess) -> list[str]:
+    status, body = http("GET", f"{runtime.url}{EXCLUDES}")
+    assert status == 200, body
+    return [item["basename"] for item in body]
+
+
+def rule_ids(runtime: RuntimeProcess) -> list[str]:
+    status, body = http("GET", f"{runtime.url}{RULES}")
+    assert status == 200, body
+    return [rule["id"] for rule in body]
+
+
+def kv_get(runtime: RuntimeProcess, key: str) -> Any:
+    status, body = http("GET", f"{runtime.url}/keyval/api/keys/{key}")
+    return kv_value(body) if status == 200 else None
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    shared_sync_server: SyncServer, replica_root: Path
+) -> Iterator[tuple[RuntimeProcess, RuntimeProcess]]:
+    a = replica(shared_sync_server, replica_root, "a").start()
+    try:
+        b = replica(shared_sync_server, replica_root, "b").start()
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        for runtime in (a, b):
+            code = runtime.stop()
+            assert code == 0, runtime.log()
+
+
+def test_a_shell_exclude_crosses_replicas_both_ways(replicas: tuple[RuntimeProcess, RuntimeProcess]) -> None:
+    a, b = replicas
+    assert http("POST", f"{a.url}{EXCLUDES}", {"basename": "from-a"})[0] == 201
+    took = eventually(lambda: "from-a" in excludes(b), "exclude from A on B")
+    assert took < DEADLINE
+    assert http("POST", f"{b.url}{EXCLUDES}", {"basename": "from-b"})[0] == 201
+    eventually(lambda: "from-b" in excludes(a), "exclude from B on A")
+    # B already has it through sync: adding it again there is a conflict, not a duplicate row
+    assert http("POST", f"{b.url}{EXCLUDES}", {"basename": "from-a"})[0] == 409
+    assert http("DELETE", f"{b.url}{EXCLUDES}/from-a")[0] == 204
+    eventually(lambda: "from-a" not in excludes(a), "delete on B seen on A")
+
+
+def test_a_proxy_rule_made_on_a_is_applied_by_b(replicas: tuple[RuntimeProcess, RuntimeProcess]) -> None:
+    a, b = replicas
+    # B proxies /hop/* to A's liveness probe: real traffic through a rule B learnt by pulling.
+    status, rule = http(
+        "POST", f"{a.url}{RULES}", {"pattern": "^/hop/.*", "target": a.url, "rewrite": "/api/health/live"}
+    )
+    assert status == 201, rule
+    eventually(lambda: rule["id"] in rule_ids(b), "rule from A listed on B")
+    eventually(lambda: http("GET", f"{b.url}/hop/x") == (200, {"status": "ok"}), "B proxies with A's rule")
+    assert http("PATCH", f"{b.url}{RULES}/{rule['id']}/toggle")[0] == 200
+    eventually(
+        lambda: http("GET", f"{a.url}{RULES}/{rule['id']}")[1]["enabled"] is False, "toggle on B seen on A"
+    )
+    eventually(lambda: http("GET", f"{b.url}/hop/x")[0] == 404, "disabled rule no longer applied on B")
+
+
+def test_a_kv_set_on_a_is_read_on_b(replicas: tuple[RuntimeProcess, RuntimeProcess]) -> None:
+    require_keyval()
+    a, b = replicas
+    status, body = http("PUT", f"{a.url}/keyval/api/keys/replicas/greeting", {"hello": "from a"})
+    assert status == 200, body
+    eventually(lambda: kv_get(b, "replicas/greeting") == {"hello": "from a"}, "KV set on A read on B")
+
+
+def test_state_survives_a_restart_and_reaches_a_new_replica(
+    replicas: tuple[RuntimeProcess, RuntimeProcess], shared_sync_server: SyncServer, replica_root: Path
+) -> None:
+    a, _ = replicas
+    assert http("POST", f"{a.url}{EXCLUDES}", {"basename": "durable"})[0] == 201
+    status, rule = http("POST", f"{a.url}{RULES}", {"pattern": "^/durable/", "target": "http://127.0.0.1:9"})
+    assert status == 201
+    has_kv = KEYVAL_MANIFEST.exists()
+    if has_kv:
+        assert http("PUT", f"{a.url}/keyval/api/keys/durable/k", {"v": 1})[0] == 200
+    assert a.stop() == 0  # SIGTERM right after the writes: they were pushed at commit
+    a.start()  # same disk, same port
+    assert "durable" in excludes(a) and rule["id"] in rule_ids(a)
+    fresh = replica(
+        shared_sync_server, replica_root, "fresh"
+    ).start()  # an empty disk: bootstraps from the server
+    try:
+        assert "durable" in excludes(fresh) and rule["id"] in rule_ids(fresh)
+        if has_kv:
+            assert kv_get(fresh, "durable/k") == {"v": 1}
+    finally:
+        assert fresh.stop() == 0
+    if not has_kv:
+        require_keyval()

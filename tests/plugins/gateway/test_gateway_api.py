@@ -1,0 +1,215 @@
+"""The gateway admin API over HTTP against a real local database."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from buntime.server import HOST_KEY
+from tests.server.support import GATEWAY, TURSO, start_runtime
+
+EXCLUDES = "/gateway/admin/shell/excludes"
+HISTORY = "/gateway/admin/metrics/history"
+SNAPSHOT = "/gateway/admin/metrics/snapshot"
+
+
+async def gateway_rows(client: TestClient, sql: str) -> list[dict[str, Any]]:
+    service = client.app[HOST_KEY].get_plugin(TURSO)
+    return await (await service.connect("gateway")).all(sql)
+
+
+async def json_of(response: Any, status: int) -> Any:
+    body = await response.json()
+    assert response.status == status, body
+    return body
+
+
+# -- shell excludes -------------------------------------------------------------------------------
+async def test_env_excludes_are_listed_with_source_env(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    client = await start_runtime(
+        aiohttp_client, {**env, "GATEWAY_SHELL_EXCLUDES": "b-app, a_app"}, TURSO, GATEWAY
+    )
+    assert await json_of(await client.get(EXCLUDES), 200) == [
+        {"basename": "a_app", "source": "env", "addedAt": None},
+        {"basename": "b-app", "source": "env", "addedAt": None},
+    ]
+
+
+async def test_the_manifest_default_exclude_is_cpanel(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    assert await json_of(await client.get(EXCLUDES), 200) == [
+        {"basename": "cpanel", "source": "env", "addedAt": None}
+    ]
+
+
+async def test_add_exclude_persists_with_a_real_added_at(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    before = int(time.time() * 1000)
+    created = await json_of(await client.post(EXCLUDES, json={"basename": "legacy-app"}), 201)
+    assert created["basename"] == "legacy-app" and created["source"] == "turso"
+    assert before <= created["addedAt"] <= int(time.time() * 1000)
+    listed = await json_of(await client.get(EXCLUDES), 200)
+    assert {"basename": "legacy-app", "source": "turso", "addedAt": created["addedAt"]} in listed
+    rows = await gateway_rows(client, "SELECT basename, added_at FROM gateway_shell_excludes")
+    assert rows == [{"basename": "legacy-app", "added_at": created["addedAt"]}]
+
+
+@pytest.mark.parametrize("basename", ["", "has space", "../etc", "a/b", 42, None])
+async def test_add_exclude_rejects_invalid_basenames(
+    aiohttp_client: AiohttpClient, env: dict[str, str], basename: Any
+) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    body = await json_of(await client.post(EXCLUDES, json={"basename": basename}), 400)
+    assert body["code"] == "GATEWAY_INVALID_BASENAME"
+
+
+async def test_add_exclude_refuses_non_json(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    body = await json_of(await client.post(EXCLUDES, data=b"{nope"), 400)
+    assert body["code"] == "INVALID_JSON"
+
+
+async def test_add_exclude_conflicts(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    await json_of(await client.post(EXCLUDES, json={"basename": "twice"}), 201)
+    assert (await json_of(await client.post(EXCLUDES, json={"basename": "twice"}), 409))["code"] == (
+        "GATEWAY_ALREADY_EXCLUDED"
+    )
+    env_one = await json_of(await client.post(EXCLUDES, json={"basename": "cpanel"}), 400)
+    assert env_one["code"] == "GATEWAY_ENV_EXCLUDE" and "via environment" in env_one["error"]
+
+
+async def test_remove_exclude(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    await json_of(await client.post(EXCLUDES, json={"basename": "gone"}), 201)
+    response = await client.delete(f"{EXCLUDES}/gone")
+    assert response.status == 204
+    assert await gateway_rows(client, "SELECT * FROM gateway_shell_excludes") == []
+    assert "gone" not in [item["basename"] for item in await json_of(await client.get(EXCLUDES), 200)]
+    assert (await json_of(await client.delete(f"{EXCLUDES}/gone"), 404))[
+        "code"
+    ] == "GATEWAY_EXCLUDE_NOT_FOUND"
+    assert (await json_of(await client.delete(f"{EXCLUDES}/cpanel"), 400))["code"] == "GATEWAY_ENV_EXCLUDE"
+    assert (await json_of(await client.delete(f"{EXCLUDES}/bad%20name"), 400))["code"] == (
+        "GATEWAY_INVALID_BASENAME"
+    )
+
+
+# -- metrics history ------------------------------------------------------------------------------
+async def test_snapshot_records_the_request_counters(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    for _ in range(3):
+        await client.get("/not-here")
+    snapshot = await json_of(await client.post(SNAPSHOT), 201)
+    assert snapshot["totalRequests"] == 4  # three 404s and the snapshot request itself
+    assert snapshot["blockedRequests"] == 0 and snapshot["allowedRequests"] == 4
+    assert snapshot["activeBuckets"] == 1  # one client address
+    rows = await gateway_rows(client, "SELECT * FROM gateway_metrics_history")
+    assert rows == [
+        {
+            "timestamp": snapshot["timestamp"],
+            "total_requests": 4,
+            "blocked_requests": 0,
+            "allowed_requests": 4,
+            "active_buckets": 1,
+        }
+    ]
+    assert await json_of(await client.get(HISTORY), 200) == [snapshot]
+
+
+async def test_history_is_bounded_to_the_newest_rows(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    client = await start_runtime(aiohttp_client, {**env, "GATEWAY_METRICS_RETENTION": "3"}, TURSO, GATEWAY)
+    snapshots = [await json_of(await client.post(SNAPSHOT), 201) for _ in range(5)]
+    count = await gateway_rows(client, "SELECT count(*) AS n FROM gateway_metrics_history")
+    assert count == [{"n": 3}]
+    history = await json_of(await client.get(HISTORY), 200)
+    assert [s["timestamp"] for s in history] == [s["timestamp"] for s in snapshots[-3:]]  # oldest first
+    assert [s["timestamp"] for s in await json_of(await client.get(HISTORY, params={"limit": "2"}), 200)] == [
+        s["timestamp"] for s in snapshots[-2:]
+    ]
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "3601"])
+async def test_history_limit_is_validated(
+    aiohttp_client: AiohttpClient, env: dict[str, str], limit: str
+) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    body = await json_of(await client.get(HISTORY, params={"limit": limit}), 400)
+    assert body["code"] == "GATEWAY_INVALID_LIMIT"
+
+
+async def test_clear_history(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    for _ in range(2):
+        await json_of(await client.post(SNAPSHOT), 201)
+    assert await json_of(await client.delete(HISTORY), 200) == {"deleted": 2}
+    assert await json_of(await client.get(HISTORY), 200) == []
+    assert await gateway_rows(client, "SELECT * FROM gateway_metrics_history") == []
+
+
+# -- API key --------------------------------------------------------------------------------------
+async def test_api_key_guards_every_admin_route(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
+    client = await start_runtime(aiohttp_client, {**env, "GATEWAY_API_KEY": "s3cret"}, TURSO, GATEWAY)
+    for method, path in [("GET", EXCLUDES), ("POST", EXCLUDES), ("DELETE", f"{EXCLUDES}/x"), ("GET", HISTORY),
+                         ("DELETE", HISTORY), ("POST", SNAPSHOT)]:  # fmt: skip
+        missing = await client.request(method, path)
+        assert missing.status == 401, (method, path)
+        assert (await missing.json())["code"] == "GATEWAY_UNAUTHORIZED"
+        wrong = await client.request(method, path, headers={"X-API-Key": "s3cret-not"})
+        assert wrong.status == 401, (method, path)
+    ok = await client.get(EXCLUDES, headers={"X-API-Key": "s3cret"})
+    assert ok.status == 200
+    snapshot = await json_of(await client.post(SNAPSHOT, headers={"X-API-Key": "s3cret"}), 201)
+    assert snapshot["blockedRequests"] == 12 and snapshot["allowedRequests"] == snapshot["totalRequests"] - 12
+    metrics = await (await client.get("/metrics")).text()
+    assert 'buntime_gateway_requests_total{outcome="blocked"} 12.0' in metrics
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+async def test_state_survives_a_restart_and_migrations_are_idempotent(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    first = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    created = await json_of(await first.post(EXCLUDES, json={"basename": "durable"}), 201)
+    snapshot = await json_of(await first.post(SNAPSHOT), 201)
+    await first.close()
+    second = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)  # migrations run again
+    assert (await second.get("/api/health/ready")).status == 200
+    assert created in await json_of(await second.get(EXCLUDES), 200)
+    assert await json_of(await second.get(HISTORY), 200) == [snapshot]
+
+
+async def test_without_turso_it_starts_with_persistence_disabled(
+    aiohttp_client: AiohttpClient, env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        client = await start_runtime(aiohttp_client, {**env, "GATEWAY_SHELL_EXCLUDES": "only-env"}, GATEWAY)
+    assert "gateway persistence disabled" in caplog.text
+    ready = await json_of(await client.get("/api/health/ready"), 200)
+    assert ready["turso"] is None
+    assert await json_of(await client.get(EXCLUDES), 200) == [
+        {"basename": "only-env", "source": "env", "addedAt": None}
+    ]
+    assert await json_of(await client.get(HISTORY), 200) == []
+    for method, path, body in [("POST", EXCLUDES, {"basename": "x"}), ("DELETE", f"{EXCLUDES}/x", None),
+                               ("POST", SNAPSHOT, None), ("DELETE", HISTORY, None)]:  # fmt: skip
+        response = await client.request(method, path, json=body)
+        assert response.status == 503, (method, path)
+        assert (await response.json())["code"] == "GATEWAY_STORAGE_DISABLED"
+    # validation still answers first: a bad or env basename is a client error, not a storage one
+    assert (await client.post(EXCLUDES, json={"basename": "only-env"})).status == 400

@@ -1,0 +1,215 @@
+"""The proxy admin API over HTTP against a real local database."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from buntime.server import HOST_KEY
+from tests.server.support import PROXY, TURSO, start_runtime
+
+RULES = "/redirects/admin/rules"
+STATIC = json.dumps([{"name": "docs", "pattern": "^/docs/", "target": "http://docs.internal:8080"}])
+
+
+async def json_of(response: Any, status: int) -> Any:
+    body = await response.json()
+    assert response.status == status, body
+    return body
+
+
+async def stored(client: TestClient) -> list[dict[str, Any]]:
+    service = client.app[HOST_KEY].get_plugin(TURSO)
+    db = await service.connect("proxy")
+    return await db.all("SELECT id, rule_order, rule_json FROM proxy_rules ORDER BY rule_order")
+
+
+async def create(client: TestClient, **fields: Any) -> dict[str, Any]:
+    body = {"pattern": "^/api/", "target": "http://127.0.0.1:9", **fields}
+    return await json_of(await client.post(RULES, json=body), 201)
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, env: dict[str, str]) -> TestClient:
+    return await start_runtime(aiohttp_client, {**env, "PROXY_RULES": STATIC}, TURSO, PROXY)
+
+
+async def test_static_rules_are_listed_read_only(client: TestClient) -> None:
+    rules = await json_of(await client.get(RULES), 200)
+    assert rules == [
+        {
+            "id": "static-0",
+            "name": "docs",
+            "pattern": "^/docs/",
+            "target": "http://docs.internal:8080",
+            "rewrite": None,
+            "changeOrigin": False,
+            "headers": {},
+            "enabled": True,
+            "order": 0,
+            "redirect": None,
+            "readOnly": True,
+        }
+    ]
+    assert (await json_of(await client.get(f"{RULES}/static-0"), 200))["readOnly"] is True
+    assert await stored(client) == []  # static rules never touch storage
+
+
+async def test_create_get_and_store(client: TestClient) -> None:
+    first = await create(client, name="api", headers={"X-Team": "core"}, changeOrigin=True)
+    second = await create(client, pattern="^/old/", redirect=301)
+    assert len(first["id"]) == 32 and first["readOnly"] is False
+    assert (first["order"], second["order"]) == (0, 1)
+    assert first["headers"] == {"X-Team": "core"} and first["changeOrigin"] is True
+    assert await json_of(await client.get(f"{RULES}/{first['id']}"), 200) == first
+    assert [r["id"] for r in await json_of(await client.get(RULES), 200)] == [
+        "static-0",
+        first["id"],
+        second["id"],
+    ]
+    rows = await stored(client)
+    assert [(r["id"], r["rule_order"]) for r in rows] == [(first["id"], 0), (second["id"], 1)]
+    assert json.loads(rows[1]["rule_json"])["redirect"] == 301
+
+
+async def test_get_unknown_is_404(client: TestClient) -> None:
+    assert (await json_of(await client.get(f"{RULES}/nope"), 404))["code"] == "PROXY_RULE_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"target": "http://x"}, "PROXY_INVALID_RULE"),
+        ({"pattern": "^/x"}, "PROXY_INVALID_RULE"),
+        ({"pattern": "([", "target": "http://x"}, "PROXY_INVALID_PATTERN"),
+        ({"pattern": "^/x", "target": "not a url"}, "PROXY_INVALID_TARGET"),
+        ({"pattern": "^/x", "target": "http://x", "redirect": 299}, "PROXY_INVALID_REDIRECT"),
+    ],
+)
+async def test_create_rejects_invalid_rules(client: TestClient, body: dict[str, Any], code: str) -> None:
+    assert (await json_of(await client.post(RULES, json=body), 400))["code"] == code
+    assert await stored(client) == []
+
+
+async def test_create_rejects_non_object_bodies(client: TestClient) -> None:
+    assert (await json_of(await client.post(RULES, json=[1, 2]), 400))["code"] == "INVALID_JSON"
+
+
+async def test_update_merges_fields(client: TestClient) -> None:
+    rule = await create(client, name="before")
+    updated = await json_of(
+        await client.put(f"{RULES}/{rule['id']}", json={"name": "after", "rewrite": ""}), 200
+    )
+    assert updated == {**rule, "name": "after", "rewrite": ""}
+    assert json.loads((await stored(client))[0]["rule_json"])["name"] == "after"
+    bad = await json_of(await client.put(f"{RULES}/{rule['id']}", json={"pattern": "(("}), 400)
+    assert bad["code"] == "PROXY_INVALID_PATTERN"
+    assert await json_of(await client.get(f"{RULES}/{rule['id']}"), 200) == updated  # unchanged
+
+
+async def test_update_static_is_403_and_unknown_404(client: TestClient) -> None:
+    assert (await json_of(await client.put(f"{RULES}/static-0", json={"name": "x"}), 403))["code"] == (
+        "PROXY_RULE_READ_ONLY"
+    )
+    assert (await client.put(f"{RULES}/nope", json={"name": "x"})).status == 404
+
+
+async def test_toggle(client: TestClient) -> None:
+    rule = await create(client)
+    off = await json_of(await client.patch(f"{RULES}/{rule['id']}/toggle"), 200)
+    assert off["enabled"] is False
+    assert json.loads((await stored(client))[0]["rule_json"])["enabled"] is False
+    assert (await json_of(await client.patch(f"{RULES}/{rule['id']}/toggle"), 200))["enabled"] is True
+    assert (await client.patch(f"{RULES}/static-0/toggle")).status == 403
+    assert (await client.patch(f"{RULES}/nope/toggle")).status == 404
+
+
+async def test_delete(client: TestClient) -> None:
+    rule = await create(client)
+    assert (await client.delete(f"{RULES}/{rule['id']}")).status == 204
+    assert await stored(client) == []
+    assert (await client.get(f"{RULES}/{rule['id']}")).status == 404
+    assert (await json_of(await client.delete(f"{RULES}/{rule['id']}"), 404))[
+        "code"
+    ] == "PROXY_RULE_NOT_FOUND"
+    assert (await client.delete(f"{RULES}/static-0")).status == 403
+    assert [r["id"] for r in await json_of(await client.get(RULES), 200)] == ["static-0"]
+
+
+async def test_reorder(client: TestClient) -> None:
+    a, b, c = [await create(client, name=name) for name in "abc"]
+    rules = await json_of(
+        await client.put(f"{RULES}/reorder", json={"ids": [c["id"], a["id"], b["id"]]}), 200
+    )
+    assert [(r["id"], r["order"]) for r in rules] == [
+        ("static-0", 0),
+        (c["id"], 0),
+        (a["id"], 1),
+        (b["id"], 2),
+    ]
+    assert [(r["id"], r["rule_order"]) for r in await stored(client)] == [
+        (c["id"], 0),
+        (a["id"], 1),
+        (b["id"], 2),
+    ]
+    assert [r["id"] for r in await json_of(await client.get(RULES), 200)][1:] == [c["id"], a["id"], b["id"]]
+
+
+@pytest.mark.parametrize(
+    ("ids", "status", "code"),
+    [
+        (lambda a, b: [a], 400, "PROXY_INVALID_REORDER"),  # missing one
+        (lambda a, b: [a, b, b], 400, "PROXY_INVALID_REORDER"),  # duplicate
+        (lambda a, b: [a, b, "nope"], 400, "PROXY_INVALID_REORDER"),  # unknown
+        (lambda a, b: "a,b", 400, "PROXY_INVALID_REORDER"),  # not a list
+        (lambda a, b: [a, b, "static-0"], 403, "PROXY_RULE_READ_ONLY"),
+    ],
+)
+async def test_reorder_rejects(client: TestClient, ids: Any, status: int, code: str) -> None:
+    a, b = await create(client), await create(client)
+    body = await json_of(await client.put(f"{RULES}/reorder", json={"ids": ids(a["id"], b["id"])}), status)
+    assert body["code"] == code
+    assert [r["id"] for r in await stored(client)] == [a["id"], b["id"]]  # nothing changed
+
+
+async def test_rules_survive_a_restart_and_migrations_are_idempotent(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    first = await start_runtime(aiohttp_client, env, TURSO, PROXY)
+    rule = await create(first, name="durable")
+    await first.close()
+    second = await start_runtime(aiohttp_client, env, TURSO, PROXY)
+    assert await json_of(await second.get(RULES), 200) == [rule]
+
+
+async def test_invalid_stored_rows_are_skipped(
+    aiohttp_client: AiohttpClient, env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await start_runtime(aiohttp_client, env, TURSO, PROXY)
+    good = await create(first)
+    service = first.app[HOST_KEY].get_plugin(TURSO)
+    await service.transaction(
+        lambda db: db.run("INSERT INTO proxy_rules VALUES ('broken', 9, '{\"pattern\": \"((\"}')"),
+        namespace="proxy",
+    )
+    await first.close()
+    with caplog.at_level(logging.WARNING):
+        second = await start_runtime(aiohttp_client, env, TURSO, PROXY)
+    assert "skipping invalid proxy rule broken" in caplog.text
+    assert await json_of(await second.get(RULES), 200) == [good]
+
+
+async def test_without_storage_static_rules_still_work_and_writes_are_503(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    client = await start_runtime(aiohttp_client, {**env, "PROXY_RULES": STATIC}, PROXY)  # no turso plugin
+    assert (await client.get("/api/health/ready")).status == 200
+    assert [r["id"] for r in await json_of(await client.get(RULES), 200)] == ["static-0"]
+    body = await json_of(await client.post(RULES, json={"pattern": "^/x", "target": "http://x"}), 503)
+    assert body["code"] == "PROXY_STORAGE_DISABLED"
+    assert (await client.delete(f"{RULES}/static-0")).status == 403
