@@ -1,0 +1,56 @@
+"""The built-in ``@buntime/plugin-keyval``: Deno-KV-style storage, a queue and search on Turso."""
+
+from ._atomic import AtomicOperation, Check, CommitResult, Mutation
+from ._config import KeyValSettings, resolve_settings
+from ._errors import (
+    InvalidKeyError,
+    InvalidRequestError,
+    InvalidValueError,
+    KeyValConfigError,
+    KeyValError,
+    KeyValNotFoundError,
+    KeyValStorageError,
+    KeyValUnavailableError,
+)
+from ._keys import Key, KeyPart, decode_key, encode_key
+from ._kv import Kv, KvEntry, Page
+from ._metrics import KvMetrics
+from ._queue import DeadLetter, KvQueue, QueueMessage, QueueStats
+from ._routes import KV_KEY, create_app
+from ._search import IndexInfo
+from .plugin import KEYVAL_PLUGIN_NAME, KeyValPlugin, create
+
+__all__ = [
+    "KEYVAL_PLUGIN_NAME",
+    "KV_KEY",
+    "AtomicOperation",
+    "Check",
+    "CommitResult",
+    "DeadLetter",
+    "IndexInfo",
+    "InvalidKeyError",
+    "InvalidRequestError",
+    "InvalidValueError",
+    "Key",
+    "KeyPart",
+    "KeyValConfigError",
+    "KeyValError",
+    "KeyValNotFoundError",
+    "KeyValPlugin",
+    "KeyValSettings",
+    "KeyValStorageError",
+    "KeyValUnavailableError",
+    "Kv",
+    "KvEntry",
+    "KvMetrics",
+    "KvQueue",
+    "Mutation",
+    "Page",
+    "QueueMessage",
+    "QueueStats",
+    "create",
+    "create_app",
+    "decode_key",
+    "encode_key",
+    "resolve_settings",
+]

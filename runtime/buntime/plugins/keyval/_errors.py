@@ -1,0 +1,110 @@
+"""Errors of the KeyVal plugin.
+
+Every error has a stable ``code`` (what HTTP clients key on) and the ``status`` the HTTP layer
+answers with; each also subclasses the matching built-in so plain ``except ValueError`` works::
+
+    KeyValError
+    ├── InvalidKeyError (ValueError)              400 INVALID_KEY
+    ├── InvalidValueError (ValueError)            400 INVALID_VALUE, INVALID_MUTATION
+    ├── InvalidRequestError (ValueError)          400 INVALID_REQUEST, INVALID_JSON, INVALID_CURSOR, ...
+    ├── KeyValNotFoundError (LookupError)         404 KEY_NOT_FOUND, INDEX_NOT_FOUND, MESSAGE_NOT_FOUND
+    ├── KeyValConfigError (ValueError)            500 MISSING_TURSO_SERVICE, INVALID_KEYVAL_CONFIG
+    ├── KeyValStorageError                        500 KEYVAL_STORAGE_ERROR — the engine rejected a statement
+    └── KeyValUnavailableError (ConnectionError)  503 KEYVAL_UNAVAILABLE, KEYVAL_BUSY — storage down or busy
+
+:func:`storage_errors` translates the Turso service's errors at the Kv boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from ...turso import TursoBusyError, TursoClosedError, TursoError, TursoUnavailableError
+
+
+class KeyValError(Exception):
+    """Root of every error the KeyVal plugin raises."""
+
+    code = "KEYVAL_ERROR"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidKeyError(KeyValError, ValueError):
+    """A key (or prefix, cursor bound) is not a sequence of str/bytes/int/float/bool parts."""
+
+    code = "INVALID_KEY"
+    status = 400
+
+
+class InvalidValueError(KeyValError, ValueError):
+    """A value is not JSON-serialisable, or a mutation does not fit the stored value."""
+
+    code = "INVALID_VALUE"
+    status = 400
+
+
+class InvalidRequestError(KeyValError, ValueError):
+    """A malformed request: bad JSON body, parameter or cursor."""
+
+    code = "INVALID_REQUEST"
+    status = 400
+
+
+class KeyValNotFoundError(KeyValError, LookupError):
+    """A key, search index or queue message does not exist."""
+
+    code = "NOT_FOUND"
+    status = 404
+
+
+class KeyValConfigError(KeyValError, ValueError):
+    """The plugin cannot start with its configuration or dependencies."""
+
+    code = "INVALID_KEYVAL_CONFIG"
+    status = 500
+
+
+class KeyValStorageError(KeyValError):
+    """The engine rejected a statement (a bug or a corrupt database, not a client error)."""
+
+    code = "KEYVAL_STORAGE_ERROR"
+    status = 500
+
+
+class KeyValUnavailableError(KeyValError, ConnectionError):
+    """Storage is closed, cannot be opened, or stayed busy through every retry."""
+
+    code = "KEYVAL_UNAVAILABLE"
+    status = 503
+
+
+def translate_storage_error(exc: BaseException) -> KeyValError | None:
+    """The KeyVal error for a Turso error (``None`` for anything else)."""
+    if isinstance(exc, TursoUnavailableError | TursoClosedError):
+        return KeyValUnavailableError(f"KeyVal storage unavailable: {exc}")
+    if isinstance(exc, TursoBusyError):
+        return KeyValUnavailableError(f"KeyVal storage busy: {exc}", code="KEYVAL_BUSY")
+    if isinstance(exc, TursoError):
+        return KeyValStorageError(f"KeyVal storage error: {exc}")
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Map Turso errors to KeyVal errors, chained to the original."""
+    try:
+        yield
+    except TursoError as exc:
+        mapped = translate_storage_error(exc)
+        assert mapped is not None
+        raise mapped from exc

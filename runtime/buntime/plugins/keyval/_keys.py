@@ -1,0 +1,266 @@
+"""Keys: tuples of parts encoded into BLOBs whose byte order is the key order.
+
+Called by the Kv store (every statement compares encoded keys) and by the HTTP layer (keys in
+URL paths, query strings and JSON bodies). Each part starts with a type tag, so parts of
+different types sort by tag, and parts are self-delimiting, so a key's encoding is a byte prefix
+of its children's encodings:
+
+=====  =========  ==========================================================================
+tag    type       body
+=====  =========  ==========================================================================
+0x01   bytes      the bytes with ``0x00`` escaped as ``0x00 0xFF``, then a ``0x00`` terminator
+0x02   str        UTF-8, escaped and terminated like bytes
+0x03   number     float64 big-endian; sign bit flipped when >= 0, all bits flipped when < 0
+0x04   big int    ``0x02 len magnitude`` (>= 0) or ``0x01 ~len ~magnitude`` (< 0)
+0x05   bool       ``0x01`` false, ``0x02`` true
+=====  =========  ==========================================================================
+
+This is the FoundationDB tuple-layer escape rather than upstream's ``0xFF``-prefix escape plus
+``0x00`` joins, because upstream's sorts ``b"\\x00"`` after ``b"\\x01"``. Python ``int`` uses
+tag 0x03 when float64 holds it exactly (so ``1`` and ``1.0`` are one key, as in JavaScript) and
+tag 0x04 otherwise; big ints therefore sort after every float-sized number. Decoding returns
+``int`` for integral numbers within ±2**53. The children of prefix ``p`` are exactly the keys in
+``[enc(p) + 0x00, enc(p) + 0xFF)``: after a part the next byte is a tag (0x01-0x05), never
+0xFF, while an escaped NUL inside a string continues with 0xFF.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import struct
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote
+
+from ._errors import InvalidKeyError, InvalidRequestError
+
+KeyPart = str | bytes | int | float | bool
+Key = tuple[KeyPart, ...]
+
+TAG_BYTES = 0x01
+TAG_STR = 0x02
+TAG_NUMBER = 0x03
+TAG_BIGINT = 0x04
+TAG_BOOL = 0x05
+
+MAX_KEY_BYTES = 2048
+_MAX_SAFE_INT = 2**53
+#: Upper bound of every encoded key (all tags are below it); ``enc + RANGE_END`` ends a prefix range.
+RANGE_END = b"\xff"
+#: JSON spelling of a bytes part: ``{"$bytes": "<base64>"}``.
+BYTES_JSON_FIELD = "$bytes"
+_NUMBER_SEGMENT = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+def _escape(raw: bytes) -> bytes:
+    return raw.replace(b"\x00", b"\x00\xff") + b"\x00"
+
+
+def _encode_float(value: float) -> bytes:
+    if value == 0.0:
+        value = 0.0  # -0.0 and 0.0 are one key
+    packed = bytearray(struct.pack(">d", value))
+    if value >= 0:
+        packed[0] ^= 0x80
+    else:
+        packed = bytearray(b ^ 0xFF for b in packed)
+    return bytes(packed)
+
+
+def _encode_bigint(value: int) -> bytes:
+    magnitude = abs(value).to_bytes((abs(value).bit_length() + 7) // 8, "big")
+    if len(magnitude) > 255:
+        raise InvalidKeyError("integer key parts are limited to 255 bytes")
+    if value >= 0:
+        return bytes([0x02, len(magnitude)]) + magnitude
+    # Larger magnitudes sort lower among negatives: invert the length and every byte.
+    return bytes([0x01, 255 - len(magnitude)]) + bytes(b ^ 0xFF for b in magnitude)
+
+
+def encode_part(part: object) -> bytes:
+    """Encode one key part; raise :class:`InvalidKeyError` for unsupported types."""
+    if isinstance(part, bool):  # before int: bool is an int subclass
+        return bytes([TAG_BOOL, 0x02 if part else 0x01])
+    if isinstance(part, str):
+        return bytes([TAG_STR]) + _escape(part.encode("utf-8"))
+    if isinstance(part, bytes | bytearray | memoryview):
+        return bytes([TAG_BYTES]) + _escape(bytes(part))
+    if isinstance(part, int):
+        try:
+            as_float = float(part)
+        except OverflowError:
+            as_float = math.inf
+        if math.isfinite(as_float) and int(as_float) == part:
+            return bytes([TAG_NUMBER]) + _encode_float(as_float)
+        return bytes([TAG_BIGINT]) + _encode_bigint(part)
+    if isinstance(part, float):
+        if not math.isfinite(part):
+            raise InvalidKeyError("number key parts must be finite (no NaN or infinity)")
+        return bytes([TAG_NUMBER]) + _encode_float(part)
+    raise InvalidKeyError(
+        f"unsupported key part type {type(part).__name__}: use str, bytes, int, float or bool"
+    )
+
+
+def encode_key(key: object, *, allow_empty: bool = True) -> bytes:
+    """Encode a key (a tuple or list of parts) into its order-preserving BLOB."""
+    if isinstance(key, str | bytes) or not isinstance(key, Sequence):
+        raise InvalidKeyError("a key must be a list or tuple of parts, e.g. ['users', 42]")
+    if not key and not allow_empty:
+        raise InvalidKeyError("the key must have at least one part")
+    encoded = b"".join(encode_part(p) for p in key)
+    if len(encoded) > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"the encoded key is {len(encoded)} bytes; the limit is {MAX_KEY_BYTES}")
+    return encoded
+
+
+def _unescape(data: bytes, pos: int) -> tuple[bytes, int]:
+    out = bytearray()
+    while True:
+        nul = data.index(b"\x00", pos)
+        out += data[pos:nul]
+        if nul + 1 < len(data) and data[nul + 1] == 0xFF:
+            out.append(0)
+            pos = nul + 2
+        else:
+            return bytes(out), nul + 1
+
+
+def _decode_float(body: bytes) -> float | int:
+    raw = bytearray(body)
+    if raw[0] & 0x80:
+        raw[0] ^= 0x80
+    else:
+        raw = bytearray(b ^ 0xFF for b in raw)
+    value: float = struct.unpack(">d", bytes(raw))[0]
+    if value.is_integer() and abs(value) <= _MAX_SAFE_INT:
+        return int(value)
+    return value
+
+
+def decode_key(data: bytes) -> Key:
+    """Decode a BLOB made by :func:`encode_key` back into a tuple of parts."""
+    parts: list[KeyPart] = []
+    pos = 0
+    try:
+        while pos < len(data):
+            tag = data[pos]
+            pos += 1
+            if tag in (TAG_BYTES, TAG_STR):
+                raw, pos = _unescape(data, pos)
+                parts.append(raw.decode("utf-8") if tag == TAG_STR else raw)
+            elif tag == TAG_NUMBER:
+                parts.append(_decode_float(data[pos : pos + 8]))
+                pos += 8
+            elif tag == TAG_BIGINT:
+                sign, length = data[pos], data[pos + 1]
+                if sign == 0x02:
+                    parts.append(int.from_bytes(data[pos + 2 : pos + 2 + length], "big"))
+                else:
+                    length = 255 - length
+                    magnitude = bytes(b ^ 0xFF for b in data[pos + 2 : pos + 2 + length])
+                    parts.append(-int.from_bytes(magnitude, "big"))
+                pos += 2 + length
+            elif tag == TAG_BOOL:
+                parts.append(data[pos] == 0x02)
+                pos += 1
+            else:
+                raise InvalidKeyError(f"unknown key tag 0x{tag:02x} at byte {pos - 1}")
+    except (IndexError, ValueError, struct.error) as exc:
+        if isinstance(exc, InvalidKeyError):
+            raise
+        raise InvalidKeyError(f"corrupt encoded key {data.hex()}: {exc}") from exc
+    return tuple(parts)
+
+
+def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
+    """``[lo, hi)`` of the keys strictly under an encoded prefix (the prefix itself excluded)."""
+    return prefix + b"\x00", prefix + RANGE_END
+
+
+def hex_key(encoded: bytes) -> str:
+    """Upper-case hex: sorts like the bytes, which is why lists ``ORDER BY hex(key)``."""
+    return encoded.hex().upper()
+
+
+# -- JSON and URL forms (HTTP layer) -----------------------------------------------------------
+def part_to_json(part: KeyPart) -> Any:
+    if isinstance(part, bytes):
+        return {BYTES_JSON_FIELD: base64.b64encode(part).decode("ascii")}
+    return part
+
+
+def key_to_json(key: Key) -> list[Any]:
+    """A key as JSON: bytes parts become ``{"$bytes": base64}``, the rest stay as they are."""
+    return [part_to_json(p) for p in key]
+
+
+def part_from_json(raw: object) -> KeyPart:
+    if isinstance(raw, str | bool | int | float):
+        return raw
+    if isinstance(raw, dict) and set(raw) == {BYTES_JSON_FIELD} and isinstance(raw[BYTES_JSON_FIELD], str):
+        try:
+            return base64.b64decode(raw[BYTES_JSON_FIELD], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidKeyError(f"invalid base64 in a {BYTES_JSON_FIELD} key part") from exc
+    raise InvalidKeyError(
+        f"unsupported key part {raw!r}: use a string, number, boolean or {{{BYTES_JSON_FIELD!r}: base64}}"
+    )
+
+
+def key_from_json(raw: object) -> Key:
+    """A key from a JSON array; the parts are validated by encoding them."""
+    if not isinstance(raw, list):
+        raise InvalidKeyError('a key must be a JSON array of parts, e.g. ["users", 42]')
+    key = tuple(part_from_json(p) for p in raw)
+    encode_key(key)
+    return key
+
+
+def segment_to_part(segment: str) -> KeyPart:
+    """A URL path segment: numbers (``42``, ``-1``, ``2.5``) become numbers, the rest stay strings."""
+    if _NUMBER_SEGMENT.match(segment):
+        return float(segment) if "." in segment else int(segment)
+    return segment
+
+
+def key_from_path(path: str) -> Key:
+    """``users/42/name`` -> ``("users", 42, "name")``; segments are percent-decoded."""
+    if not path.strip("/"):
+        return ()
+    return tuple(segment_to_part(unquote(s)) for s in path.strip("/").split("/"))
+
+
+def key_from_query(raw: str | None) -> Key | None:
+    """A key in a query parameter: a JSON array (``["a",1]``) or a path (``a/1``); empty is ``()``."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            return key_from_json(json.loads(text))
+        except ValueError as exc:
+            if isinstance(exc, InvalidKeyError):
+                raise
+            raise InvalidKeyError(f"invalid JSON key {text!r}: {exc}") from exc
+    return key_from_path(text)
+
+
+def encode_cursor(encoded: bytes) -> str:
+    """An opaque cursor: the last key's BLOB, base64url without padding."""
+    return base64.urlsafe_b64encode(encoded).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> bytes:
+    try:
+        data = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        decode_key(data)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequestError(f"invalid cursor {cursor!r}", code="INVALID_CURSOR") from exc
+    if not data:
+        raise InvalidRequestError("invalid empty cursor", code="INVALID_CURSOR")
+    return data

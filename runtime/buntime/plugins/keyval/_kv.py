@@ -1,0 +1,667 @@
+"""The Kv store: Deno-KV-style keys, values, versionstamps, TTLs, atomics and search on Turso.
+
+Called by the plugin (which provides a :class:`Kv` to other plugins) and the HTTP routes.
+
+* **Writes** all go through :meth:`Kv._write`: ``service.transaction()`` (so in sync mode the
+  commit is pushed at once — upstream's autocommit writes were never pushed) under one
+  in-process write lock. The lock orders commits, keeps versionstamps increasing in commit
+  order, and makes an atomic's checks and mutations serialisable without MVCC conflict retries.
+  Search tables are updated in the same transaction as the entries they mirror.
+* **Versionstamps** are 20 hex digits: ``(epoch ms << 32) + counter``, strictly increasing per
+  process (a new millisecond starts the counter at a random offset, so two pods writing in the
+  same millisecond do not collide), seeded at start from the highest stored one so a restart
+  never goes backwards. Equal strings mean "same write"; string order is time order.
+* **TTL**: ``expires_at`` is epoch milliseconds; every read filters expired rows and a
+  background sweep deletes them (and their search documents).
+* **Order**: lists and pages ``ORDER BY hex(key)`` (stable in Turso, unlike ordering the raw
+  BLOB after deletes); ranges use the key index; cursors compare ``hex(key)`` so a page never
+  skips or repeats a key, whichever way it runs and whatever was deleted in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from ...turso import Database, TransactionType, TursoService
+from ._atomic import AtomicOperation, Check, CommitResult, Mutation, apply_numeric, validate_expire_in
+from ._errors import InvalidRequestError, KeyValError, KeyValNotFoundError, KeyValUnavailableError
+from ._keys import (
+    Key,
+    decode_cursor,
+    decode_key,
+    encode_cursor,
+    encode_key,
+    hex_key,
+    key_to_json,
+    prefix_range,
+)
+from ._metrics import KvMetrics, Tracked
+from ._queue import KvQueue
+from ._schema import migrate
+from ._search import (
+    DEFAULT_TOKENIZE,
+    INDEX_TABLE_PATTERN,
+    IndexInfo,
+    SearchIndexes,
+    index_table_name,
+    match_sql,
+    parse_query,
+    rebuild,
+)
+from ._values import decode_value, encode_value
+
+log = logging.getLogger("buntime.plugin.keyval")
+T = TypeVar("T")
+
+DEFAULT_NAMESPACE = "keyval"
+DEFAULT_LIMIT = 100
+MAX_BATCH_KEYS = 1000
+MAX_INDEX_FIELDS = 32
+#: Busy retries per write; the write lock already removes in-process conflicts.
+WRITE_RETRIES = 10
+SWEEP_BATCH = 500
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_SELECT_ENTRY = "SELECT key, value, versionstamp, expires_at FROM kv_entries"
+_COUNTER_BITS = 32
+_COUNTER_START_BITS = 24
+
+State = Literal["unopened", "opened", "closed"]
+
+
+@dataclass(frozen=True)
+class KvEntry:
+    """One key's value and versionstamp (both ``None`` when the key does not exist)."""
+
+    key: Key
+    value: Any
+    versionstamp: str | None
+    expires_at: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key": key_to_json(self.key),
+            "value": self.value,
+            "versionstamp": self.versionstamp,
+            "expiresAt": self.expires_at,
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of entries and the cursor of the next one (``None`` on the last page)."""
+
+    entries: list[KvEntry]
+    cursor: str | None
+    has_more: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "entries": [e.as_json() for e in self.entries],
+            "cursor": self.cursor,
+            "hasMore": self.has_more,
+        }
+
+
+def _row_entry(row: dict[str, Any]) -> KvEntry:
+    return KvEntry(
+        decode_key(bytes(row["key"])), decode_value(row["value"]), row["versionstamp"], row["expires_at"]
+    )
+
+
+def _check_limit(limit: object) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidRequestError("limit must be a positive integer", code="INVALID_LIMIT")
+    return limit
+
+
+class Kv:
+    """The KeyVal store on one Turso namespace. Usage::
+
+        kv = Kv(service)
+        await kv.open()                                  # migrations, index list, versionstamp seed
+        await kv.set(["users", 1], {"name": "Ada"}, expire_in=60_000)
+        entry = await kv.get(["users", 1])
+        page = await kv.paginate(["users"], limit=50)
+        await kv.aclose()
+
+    Parameters:
+
+    * **service** — the :class:`~buntime.turso.TursoService` (from ``@buntime/plugin-turso``).
+    * **namespace** *(optional)* — Turso namespace, default ``"keyval"``.
+    * **metrics** *(optional)* — a :class:`KvMetrics`; default one with a private registry.
+    * **queue_lock_duration** *(optional)* — queue lease in seconds, default 30.
+    * **clock** *(optional)* — ``time.time``-like clock (seconds), for TTLs and versionstamps.
+    """
+
+    def __init__(
+        self,
+        service: TursoService,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        metrics: KvMetrics | None = None,
+        queue_lock_duration: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.namespace = namespace
+        self.metrics = metrics or KvMetrics()
+        self._clock = clock
+        self._state: State = "unopened"
+        self._write_lock = asyncio.Lock()
+        self._last_versionstamp = 0
+        self._search = SearchIndexes()
+        self._handle: Database | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.queue = KvQueue(self, lock_duration=queue_lock_duration)
+
+    async def __aenter__(self) -> Kv:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Run migrations, load the index list and seed versionstamps; then the store is usable."""
+        if self._state != "unopened":
+            raise KeyValUnavailableError(f"the Kv store is {self._state}; open() runs once")
+        with self.metrics.track("open"):
+            await migrate(self.service, self.namespace)
+            db = await self._db()
+            self._search.replace_all(await SearchIndexes.read_all(db))
+            row = await db.get("SELECT max(versionstamp) AS vs FROM kv_entries")
+            if row and row["vs"]:
+                with contextlib.suppress(ValueError):
+                    self._last_versionstamp = int(row["vs"], 16)
+        self.service.add_pull_listener(self._on_pull)
+        self._state = "opened"
+
+    def start_background(self, *, sweep_interval: float, queue_cleanup_interval: float) -> None:
+        """Start the TTL sweep and the stale-lease sweep (seconds; ``0`` disables one)."""
+        jobs: list[tuple[float, Callable[[], Awaitable[int]], str]] = [
+            (sweep_interval, self.sweep_expired, "ttl-sweep"),
+            (queue_cleanup_interval, self.queue.requeue_stale, "queue-lease-sweep"),
+        ]
+        for interval, job, name in jobs:
+            if interval > 0:
+                self._tasks.append(
+                    asyncio.create_task(self._every(interval, job, name), name=f"keyval:{name}")
+                )
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[int]], name: str) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                done = await job()
+                if done:
+                    log.debug("KeyVal %s: %d rows", name, done)
+            except KeyValError as exc:
+                log.warning("KeyVal %s failed (retried next interval): %s", name, exc)
+            except Exception:
+                log.exception("KeyVal %s failed", name)
+
+    async def aclose(self) -> None:
+        """Stop the background sweeps and refuse further calls; in-flight writes finish first."""
+        if self._state == "closed":
+            return
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        async with self._write_lock:
+            self._state = "closed"
+        self.metrics.unregister()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._state != "opened":
+            raise KeyValUnavailableError(f"the KeyVal store is {self._state}")
+
+    def _op(self, name: str) -> Tracked:
+        """Track an operation: metrics, Turso error translation, and "is the store open?"."""
+        return self.metrics.track(name, self._check_open)
+
+    async def _db(self) -> Database:
+        """The autocommit handle; cached, since its backend lives as long as the service (a
+        closed service still raises TursoClosedError through it)."""
+        if self._handle is None:
+            self._handle = await self.service.connect(self.namespace)
+        return self._handle
+
+    async def _write(
+        self,
+        fn: Callable[[Database], Awaitable[T]],
+        *,
+        type: TransactionType = "concurrent",
+        on_commit: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run ``fn`` in a pushed transaction under the write lock; ``on_commit`` runs still locked."""
+        async with self._write_lock:
+            self._check_open()
+            result = await self.service.transaction(
+                fn, namespace=self.namespace, type=type, max_retries=WRITE_RETRIES
+            )
+            if on_commit is not None:
+                on_commit(result)
+            return result
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _expiry(self, now: int, expire_in: float | None) -> int | None:
+        return None if expire_in is None else now + math.ceil(expire_in)
+
+    def next_versionstamp(self) -> str:
+        """The next versionstamp (call under the write lock, inside the write's transaction)."""
+        base = self.now_ms() << _COUNTER_BITS
+        if self._last_versionstamp >= base:
+            self._last_versionstamp += 1
+        else:
+            self._last_versionstamp = base + random.getrandbits(_COUNTER_START_BITS)
+        return f"{self._last_versionstamp:020x}"
+
+    async def put_in_tx(
+        self,
+        db: Database,
+        encoded: bytes,
+        raw: bytes,
+        value: Any,
+        *,
+        versionstamp: str,
+        expires_at: int | None,
+    ) -> None:
+        """Write one entry and its search documents inside the caller's transaction."""
+        await db.run(
+            "INSERT OR REPLACE INTO kv_entries(key, value, versionstamp, expires_at) VALUES (?, ?, ?, ?)",
+            [encoded, raw, versionstamp, expires_at],
+        )
+        await self._search.index(db, [(encoded, value)])
+
+    async def _delete_in_tx(self, db: Database, encoded: bytes, exact: bool, now: int) -> int:
+        if exact:
+            rows = await db.all("DELETE FROM kv_entries WHERE key = ? RETURNING expires_at", [encoded])
+            await self._search.unindex_keys(db, [encoded])
+        else:
+            hi = encoded + b"\xff"
+            rows = await db.all(
+                "DELETE FROM kv_entries WHERE key >= ? AND key < ? RETURNING expires_at", [encoded, hi]
+            )
+            await self._search.unindex_range(db, encoded, hi)
+        return sum(1 for r in rows if r["expires_at"] is None or r["expires_at"] > now)
+
+    @staticmethod
+    def _bounds(
+        prefix: Sequence[Any], start: Sequence[Any] | None, end: Sequence[Any] | None
+    ) -> tuple[bytes, bytes]:
+        lo, hi = prefix_range(encode_key(prefix))
+        if start is not None:
+            lo = max(lo, encode_key(start, allow_empty=False))
+        if end is not None:
+            hi = min(hi, encode_key(end, allow_empty=False))
+        return lo, hi
+
+    # -- reads ------------------------------------------------------------------------------
+    async def get(self, key: Sequence[Any]) -> KvEntry:
+        """The entry at ``key``; ``value`` and ``versionstamp`` are ``None`` when it is absent or expired."""
+        with self._op("get"):
+            encoded = encode_key(key, allow_empty=False)
+            db = await self._db()
+            row = await db.get(
+                f"SELECT value, versionstamp, expires_at FROM kv_entries WHERE key = ? AND {_LIVE}",
+                [encoded, self.now_ms()],
+            )
+            if row is None:
+                return KvEntry(tuple(key), None, None)
+            return KvEntry(tuple(key), decode_value(row["value"]), row["versionstamp"], row["expires_at"])
+
+    async def get_many(self, keys: Sequence[Sequence[Any]]) -> builtins.list[KvEntry]:
+        """Entries for ``keys`` in request order (at most 1000 keys)."""
+        with self._op("get_many"):
+            if len(keys) > MAX_BATCH_KEYS:
+                raise InvalidRequestError(f"at most {MAX_BATCH_KEYS} keys per batch", code="TOO_MANY_KEYS")
+            encoded = [encode_key(k, allow_empty=False) for k in keys]
+            found: dict[bytes, dict[str, Any]] = {}
+            if encoded:
+                db = await self._db()
+                unique = builtins.list(dict.fromkeys(encoded))
+                placeholders = ", ".join("?" for _ in unique)
+                rows = await db.all(
+                    f"SELECT key, value, versionstamp, expires_at FROM kv_entries "
+                    f"WHERE key IN ({placeholders}) AND {_LIVE}",
+                    [*unique, self.now_ms()],
+                )
+                found = {bytes(r["key"]): r for r in rows}
+            out: builtins.list[KvEntry] = []
+            for key, enc in zip(keys, encoded, strict=True):
+                row = found.get(enc)
+                out.append(
+                    KvEntry(tuple(key), decode_value(row["value"]), row["versionstamp"], row["expires_at"])
+                    if row
+                    else KvEntry(tuple(key), None, None)
+                )
+            return out
+
+    async def list(
+        self,
+        prefix: Sequence[Any] = (),
+        *,
+        start: Sequence[Any] | None = None,
+        end: Sequence[Any] | None = None,
+        limit: int = DEFAULT_LIMIT,
+        reverse: bool = False,
+    ) -> builtins.list[KvEntry]:
+        """Entries strictly under ``prefix``, from ``start`` (inclusive) to ``end`` (exclusive)."""
+        with self._op("list"):
+            limit = _check_limit(limit)
+            lo, hi = self._bounds(prefix, start, end)
+            if lo >= hi:
+                return []
+            db = await self._db()
+            rows = await db.all(
+                f"{_SELECT_ENTRY} WHERE key >= ? AND key < ? AND {_LIVE} "
+                f"ORDER BY hex(key) {'DESC' if reverse else 'ASC'} LIMIT ?",
+                [lo, hi, self.now_ms(), limit],
+            )
+            return [_row_entry(r) for r in rows]
+
+    async def count(self, prefix: Sequence[Any] = ()) -> int:
+        """How many live keys are strictly under ``prefix``."""
+        with self._op("count"):
+            lo, hi = prefix_range(encode_key(prefix))
+            db = await self._db()
+            row = await db.get(
+                f"SELECT count(*) AS n FROM kv_entries WHERE key >= ? AND key < ? AND {_LIVE}",
+                [lo, hi, self.now_ms()],
+            )
+            return int(row["n"]) if row else 0
+
+    async def paginate(
+        self,
+        prefix: Sequence[Any] = (),
+        *,
+        cursor: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        reverse: bool = False,
+    ) -> Page:
+        """One page under ``prefix`` after ``cursor`` (an opaque string from the previous page)."""
+        with self._op("paginate"):
+            limit = _check_limit(limit)
+            lo, hi = prefix_range(encode_key(prefix))
+            sql = f"{_SELECT_ENTRY} WHERE key >= ? AND key < ? AND {_LIVE}"
+            params: builtins.list[Any] = [lo, hi, self.now_ms()]
+            if cursor:
+                sql += " AND hex(key) < ?" if reverse else " AND hex(key) > ?"
+                params.append(hex_key(decode_cursor(cursor)))
+            sql += f" ORDER BY hex(key) {'DESC' if reverse else 'ASC'} LIMIT ?"
+            params.append(limit + 1)
+            db = await self._db()
+            rows = await db.all(sql, params)
+            has_more = len(rows) > limit
+            entries = [_row_entry(r) for r in rows[:limit]]
+            next_cursor = encode_cursor(bytes(rows[limit - 1]["key"])) if has_more else None
+            return Page(entries, next_cursor, has_more)
+
+    # -- writes -----------------------------------------------------------------------------
+    async def set(self, key: Sequence[Any], value: Any, *, expire_in: float | None = None) -> CommitResult:
+        """Store ``value`` at ``key``; ``expire_in`` is a TTL in milliseconds."""
+        with self._op("set"):
+            encoded = encode_key(key, allow_empty=False)
+            raw = encode_value(value)
+            ttl = validate_expire_in(expire_in)
+
+            async def fn(db: Database) -> CommitResult:
+                versionstamp = self.next_versionstamp()
+                await self.put_in_tx(
+                    db,
+                    encoded,
+                    raw,
+                    value,
+                    versionstamp=versionstamp,
+                    expires_at=self._expiry(self.now_ms(), ttl),
+                )
+                return CommitResult(True, versionstamp)
+
+            return await self._write(fn)
+
+    async def delete(self, key: Sequence[Any], *, exact: bool = False) -> int:
+        """Delete ``key`` and the keys under it (only ``key`` if ``exact``); return the live keys deleted."""
+        return await self.delete_many([key], exact=exact)
+
+    async def delete_many(self, keys: Sequence[Sequence[Any]], *, exact: bool = False) -> int:
+        """:meth:`delete` for several keys in one transaction."""
+        with self._op("delete"):
+            if len(keys) > MAX_BATCH_KEYS:
+                raise InvalidRequestError(f"at most {MAX_BATCH_KEYS} keys per batch", code="TOO_MANY_KEYS")
+            encoded = [encode_key(k, allow_empty=False) for k in keys]
+
+            async def fn(db: Database) -> int:
+                now = self.now_ms()
+                total = 0
+                for enc in encoded:
+                    total += await self._delete_in_tx(db, enc, exact, now)
+                return total
+
+            return await self._write(fn) if encoded else 0
+
+    def atomic(self) -> AtomicOperation:
+        """Start an atomic operation (checks + mutations, committed together or not at all)."""
+        return AtomicOperation(self._commit_atomic)
+
+    async def _commit_atomic(self, checks: Sequence[Check], mutations: Sequence[Mutation]) -> CommitResult:
+        with self._op("atomic"):
+
+            async def fn(db: Database) -> CommitResult:
+                now = self.now_ms()
+                for check in checks:
+                    row = await db.get(
+                        f"SELECT versionstamp FROM kv_entries WHERE key = ? AND {_LIVE}", [check.encoded, now]
+                    )
+                    if (row["versionstamp"] if row else None) != check.versionstamp:
+                        return CommitResult(False)
+                if not mutations:
+                    return CommitResult(True)
+                versionstamp = self.next_versionstamp()
+                for m in mutations:
+                    if m.type == "delete":
+                        await self._delete_in_tx(db, m.encoded, True, now)
+                    elif m.type == "set":
+                        raw = encode_value(m.value)
+                        expires_at = self._expiry(now, m.expire_in)
+                        await self.put_in_tx(
+                            db, m.encoded, raw, m.value, versionstamp=versionstamp, expires_at=expires_at
+                        )
+                    else:
+                        row = await db.get(
+                            f"SELECT value FROM kv_entries WHERE key = ? AND {_LIVE}", [m.encoded, now]
+                        )
+                        current = decode_value(row["value"]) if row else None
+                        new = apply_numeric(m.type, current, m.value, m.key)
+                        await self.put_in_tx(
+                            db, m.encoded, encode_value(new), new, versionstamp=versionstamp, expires_at=None
+                        )
+                return CommitResult(True, versionstamp)
+
+            result = await self._write(fn)
+            if not result.ok:
+                self.metrics.check_failures.inc()
+            return result
+
+    async def sweep_expired(self) -> int:
+        """Delete expired entries (and their search documents) in batches; return how many."""
+        total = 0
+        with self._op("ttl_sweep"):
+            while True:
+
+                async def fn(db: Database) -> int:
+                    rows = await db.all(
+                        "DELETE FROM kv_entries WHERE key IN (SELECT key FROM kv_entries "
+                        "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?) RETURNING key",
+                        [self.now_ms(), SWEEP_BATCH],
+                    )
+                    await self._search.unindex_keys(db, [bytes(r["key"]) for r in rows])
+                    return len(rows)
+
+                done = await self._write(fn)
+                total += done
+                if done < SWEEP_BATCH:
+                    return total
+
+    # -- search -----------------------------------------------------------------------------
+    async def create_index(
+        self, prefix: Sequence[Any], fields: Sequence[str], *, tokenize: str = DEFAULT_TOKENIZE
+    ) -> IndexInfo:
+        """Index the ``fields`` (dot paths into values) of keys under ``prefix``; existing keys too.
+
+        Re-creating an index replaces its fields and rebuilds it. ``tokenize`` is recorded for
+        upstream compatibility; matching is always a case-insensitive substring test.
+        """
+        with self._op("index_create"):
+            encoded = encode_key(prefix)
+            if (
+                isinstance(fields, str)
+                or not fields
+                or len(fields) > MAX_INDEX_FIELDS
+                or not all(isinstance(f, str) and f.strip() for f in fields)
+            ):
+                raise InvalidRequestError(
+                    f"fields must be a list of 1-{MAX_INDEX_FIELDS} non-empty dot paths", code="INVALID_INDEX"
+                )
+            if not isinstance(tokenize, str) or not tokenize:
+                raise InvalidRequestError("tokenize must be a non-empty string", code="INVALID_INDEX")
+            table = index_table_name(encoded)
+
+            async def fn(db: Database) -> IndexInfo:
+                now = self.now_ms()
+                info = IndexInfo(
+                    tuple(prefix), encoded, tuple(f.strip() for f in fields), tokenize, table, now
+                )
+                await db.exec(
+                    f"CREATE TABLE IF NOT EXISTS {table} (doc_key TEXT PRIMARY KEY, document TEXT NOT NULL)"
+                )
+                await db.run(
+                    "INSERT OR REPLACE INTO kv_indexes(prefix, fields, tokenize, table_name, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [encoded, json.dumps(builtins.list(info.fields)), tokenize, table, now],
+                )
+                await self._rebuild_in_tx(db, info, now)
+                return info
+
+            return await self._write(fn, type="exclusive", on_commit=self._search.put)
+
+    async def _rebuild_in_tx(self, db: Database, info: IndexInfo, now: int) -> int:
+        lo, hi = prefix_range(info.encoded)
+        rows = await db.all(
+            f"SELECT key, value FROM kv_entries WHERE key >= ? AND key < ? AND {_LIVE}", [lo, hi, now]
+        )
+        return await rebuild(db, info, ((bytes(r["key"]), decode_value(r["value"])) for r in rows))
+
+    async def remove_index(self, prefix: Sequence[Any]) -> bool:
+        """Drop the index on exactly ``prefix``; ``False`` when there is none."""
+        with self._op("index_remove"):
+            encoded = encode_key(prefix)
+
+            async def fn(db: Database) -> bool:
+                row = await db.get("SELECT table_name FROM kv_indexes WHERE prefix = ?", [encoded])
+                if row is None:
+                    return False
+                table = str(row["table_name"])
+                if INDEX_TABLE_PATTERN.match(table):
+                    await db.exec(f"DROP TABLE IF EXISTS {table}")
+                await db.run("DELETE FROM kv_indexes WHERE prefix = ?", [encoded])
+                return True
+
+            return await self._write(fn, type="exclusive", on_commit=lambda _: self._search.drop(encoded))
+
+    async def list_indexes(self) -> builtins.list[IndexInfo]:
+        """Every index, read from ``kv_indexes`` (not from memory)."""
+        with self._op("index_list"):
+            return await SearchIndexes.read_all(await self._db())
+
+    async def search(
+        self, prefix: Sequence[Any], query: str, *, limit: int = DEFAULT_LIMIT
+    ) -> builtins.list[KvEntry]:
+        """Live entries under ``prefix`` whose indexed text matches ``query`` (see :func:`parse_query`).
+
+        Uses the deepest index on ``prefix`` or one of its ancestors, found in ``kv_indexes`` on
+        every call, so it works straight after a restart.
+        """
+        with self._op("search"):
+            limit = _check_limit(limit)
+            if not isinstance(query, str):
+                raise InvalidRequestError("query must be a string", code="INVALID_QUERY")
+            encoded = encode_key(prefix)
+            db = await self._db()
+            candidates = [i for i in await SearchIndexes.read_all(db) if i.covers_prefix(encoded)]
+            if not candidates:
+                raise KeyValNotFoundError(
+                    f"no search index covers prefix {key_to_json(tuple(prefix))!r}", code="INDEX_NOT_FOUND"
+                )
+            info = max(candidates, key=lambda i: len(i.encoded))
+            where, terms = match_sql(parse_query(query, info.fields))
+            lo, hi = prefix_range(encoded)
+            rows = await db.all(
+                f"SELECT e.key, e.value, e.versionstamp, e.expires_at FROM kv_entries e "
+                f"JOIN {info.table} f ON f.doc_key = hex(e.key) "
+                f"WHERE e.key >= ? AND e.key < ? AND (e.expires_at IS NULL OR e.expires_at > ?) AND {where} "
+                f"ORDER BY hex(e.key) LIMIT ?",
+                [lo, hi, self.now_ms(), *terms, limit],
+            )
+            return [_row_entry(r) for r in rows]
+
+    # -- other pods -------------------------------------------------------------------------
+    async def _on_pull(self, replica_path: str) -> None:
+        if self._state != "opened" or replica_path != self.service.replica_path(self.namespace):
+            return
+        try:
+            await self.refresh()
+        except KeyValError as exc:
+            log.warning("KeyVal refresh after sync pull failed: %s", exc)
+
+    async def refresh(self) -> int:
+        """Reload the index list after a pull; rebuild indexes that are new here. Return how many.
+
+        Rebuilding catches up entries this pod wrote before it learned of an index created by
+        another pod (their documents were never written). Called by the pull listener.
+        """
+        with self._op("refresh"):
+            rebuilt = 0
+            async with self._write_lock:
+                self._check_open()
+                db = await self._db()
+                fresh = await SearchIndexes.read_all(db)
+                stale = [
+                    i
+                    for i in fresh
+                    if (known := self._search.get(i.encoded)) is None
+                    or (known.fields, known.table) != (i.fields, i.table)
+                ]
+                self._search.replace_all(fresh)
+                for info in stale:
+
+                    async def fn(tx: Database, info: IndexInfo = info) -> int:
+                        return await self._rebuild_in_tx(tx, info, self.now_ms())
+
+                    await self.service.transaction(fn, namespace=self.namespace, max_retries=WRITE_RETRIES)
+                    rebuilt += 1
+            return rebuilt
+
+    async def storage_stats(self) -> dict[str, int]:
+        """``{"entries": live entry count}`` for the metrics endpoint."""
+        return {"entries": await self.count(())}

@@ -1,0 +1,149 @@
+"""Per-operation metrics of the Kv store: counts, errors and latency histograms (Prometheus).
+
+The collectors live in a registry of their own (served by ``/keyval/api/metrics/prometheus``)
+and are also registered in the host's shared registry, which the runtime server exports on
+``/metrics``. Nothing goes to prometheus_client's global ``REGISTRY``, so several hosts (tests)
+never collide. Called by the Kv store and the queue around every public operation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ._errors import KeyValError, translate_storage_error
+
+#: Upstream's millisecond buckets (1 ms … 5 s), in seconds.
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+INTERNAL_ERROR_CODE = "INTERNAL_ERROR"
+
+
+class KvMetrics:
+    """The collectors plus :meth:`track`, which times one operation and maps storage errors.
+
+    Parameters:
+
+    * **registry** *(optional)* — a shared registry to register in as well (the host's).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.operations = Counter(
+            "keyval_operations_total", "KeyVal operations, by operation.", ["operation"], registry=None
+        )
+        self.errors = Counter(
+            "keyval_operation_errors_total",
+            "KeyVal operations that raised, by operation and error code.",
+            ["operation", "code"],
+            registry=None,
+        )
+        self.latency = Histogram(
+            "keyval_operation_duration_seconds",
+            "KeyVal operation latency, by operation.",
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+        self.check_failures = Counter(
+            "keyval_atomic_check_failures_total",
+            "Atomic commits refused because a versionstamp check failed.",
+            registry=None,
+        )
+        self._collectors = (self.operations, self.errors, self.latency, self.check_failures)
+        for collector in self._collectors:
+            self.registry.register(collector)
+            if registry is not None:
+                registry.register(collector)
+        self._shared = registry
+        # labels() takes a lock and a dict lookup per call; keep each operation's children.
+        self._children: dict[str, tuple[Any, Any]] = {}
+
+    def unregister(self) -> None:
+        """Leave the shared registry (on shutdown), so a restarted plugin can register again."""
+        if self._shared is not None:
+            for collector in self._collectors:
+                with contextlib.suppress(KeyError):
+                    self._shared.unregister(collector)
+            self._shared = None
+
+    def track(self, operation: str, check: Callable[[], None] | None = None) -> Tracked:
+        """A context manager that counts and times the block, counts its error by code and
+        translates Turso errors; ``check`` runs first (e.g. "is the store open?")."""
+        children = self._children.get(operation)
+        if children is None:
+            children = (self.operations.labels(operation), self.latency.labels(operation))
+            self._children[operation] = children
+        return Tracked(self, operation, children, check)
+
+    def count_error(self, operation: str, code: str) -> None:
+        self.errors.labels(operation, code).inc()
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{operation: {count, errors, latencySumMs, latencyAvgMs}}`` for the JSON endpoint."""
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(op: str) -> dict[str, Any]:
+            return out.setdefault(op, {"count": 0, "errors": 0, "latencySumMs": 0.0, "latencyAvgMs": 0.0})
+
+        for family in self.operations.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    entry(sample.labels["operation"])["count"] = int(sample.value)
+        for family in self.errors.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    entry(sample.labels["operation"])["errors"] += int(sample.value)
+        for family in self.latency.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    entry(sample.labels["operation"])["latencySumMs"] = round(sample.value * 1000, 3)
+        for stats in out.values():
+            if stats["count"]:
+                stats["latencyAvgMs"] = round(stats["latencySumMs"] / stats["count"], 3)
+        return out
+
+
+class Tracked:
+    """One tracked operation (a plain class: cheaper per call than a generator context manager)."""
+
+    __slots__ = ("_check", "_children", "_metrics", "_operation", "_start")
+
+    def __init__(
+        self, metrics: KvMetrics, operation: str, children: tuple[Any, Any], check: Callable[[], None] | None
+    ) -> None:
+        self._metrics = metrics
+        self._operation = operation
+        self._children = children
+        self._check = check
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+        if self._check is not None:
+            try:
+                self._check()
+            except KeyValError as exc:
+                self.__exit__(type(exc), exc, None)
+                raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        count, latency = self._children
+        count.inc()
+        latency.observe(time.perf_counter() - self._start)
+        if exc is None:
+            return
+        mapped = translate_storage_error(exc)
+        if mapped is not None:
+            self._metrics.count_error(self._operation, mapped.code)
+            raise mapped from exc
+        if isinstance(exc, KeyValError):
+            self._metrics.count_error(self._operation, exc.code)
+        elif isinstance(exc, Exception):
+            self._metrics.count_error(self._operation, INTERNAL_ERROR_CODE)

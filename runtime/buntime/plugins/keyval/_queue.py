@@ -1,0 +1,374 @@
+"""The KeyVal queue: delayed messages, leases, retries with a backoff schedule, a dead-letter table.
+
+Called through ``kv.queue`` by plugins and the HTTP routes. Every change is a write transaction
+of the Kv store (pushed in sync mode, under its write lock). Times are epoch milliseconds.
+
+* ``dequeue`` leases the oldest ready message: ``status='processing'``, ``attempts + 1`` and
+  ``locked_until = now + lock duration``. ``ack`` deletes it.
+* ``nack`` puts it back with the delay ``backoff_schedule[attempts - 1]`` (the last entry
+  repeats) or, once ``attempts`` reached ``len(schedule) + 1``, moves it to ``kv_dlq`` and writes
+  its value to each of ``keys_if_undelivered``.
+* Leases that run out (a consumer died) go back to pending in :meth:`KvQueue.requeue_stale`,
+  run by a background task; a message whose last attempt's lease ran out is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...turso import Database
+from ._errors import InvalidRequestError, InvalidValueError
+from ._keys import encode_key, key_from_json, key_to_json
+from ._values import decode_value, encode_value, is_number
+
+if TYPE_CHECKING:
+    from ._kv import Kv
+
+DEFAULT_BACKOFF_SCHEDULE: tuple[int, ...] = (1000, 5000, 10000)
+MAX_BACKOFF_STEPS = 32
+STATUS_PENDING = "pending"
+STATUS_PROCESSING = "processing"
+#: What :meth:`KvQueue.nack` did with the message.
+NACK_RETRY = "retry"
+NACK_DEAD = "dead"
+ERROR_MAX_ATTEMPTS = "Max attempts exceeded"
+ERROR_LEASE_EXPIRED = "Lease expired on the last attempt"
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """A leased message: process it, then ``ack`` or ``nack`` its ``id``."""
+
+    id: str
+    value: Any
+    attempts: int
+    max_attempts: int
+    locked_until: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "value": self.value,
+            "attempts": self.attempts,
+            "maxAttempts": self.max_attempts,
+            "lockedUntil": self.locked_until,
+        }
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Message counts; ``total`` includes the dead letters, as upstream."""
+
+    pending: int
+    processing: int
+    dlq: int
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.processing + self.dlq
+
+    def as_json(self) -> dict[str, int]:
+        return {"pending": self.pending, "processing": self.processing, "dlq": self.dlq, "total": self.total}
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that ran out of attempts."""
+
+    id: str
+    original_id: str
+    value: Any
+    error_message: str | None
+    attempts: int
+    original_created_at: int
+    failed_at: int
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DeadLetter:
+        return cls(
+            row["id"],
+            row["original_id"],
+            decode_value(row["value"]),
+            row["error_message"],
+            int(row["attempts"]),
+            int(row["original_created_at"]),
+            int(row["failed_at"]),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "originalId": self.original_id,
+            "value": self.value,
+            "errorMessage": self.error_message,
+            "attempts": self.attempts,
+            "originalCreatedAt": self.original_created_at,
+            "failedAt": self.failed_at,
+        }
+
+
+def _milliseconds(value: object, name: str) -> int:
+    if not is_number(value) or not (0 <= float(value) < math.inf):  # type: ignore[arg-type]
+        raise InvalidValueError(
+            f"{name} must be a non-negative number of milliseconds", code="INVALID_QUEUE_OPTION"
+        )
+    return math.ceil(value)  # type: ignore[call-overload, no-any-return]
+
+
+class KvQueue:
+    """The queue of one :class:`~buntime.plugins.keyval.Kv`. Usage::
+
+        msg_id = await kv.queue.enqueue({"job": 1}, delay=500, backoff_schedule=[1000, 5000])
+        message = await kv.queue.dequeue()
+        if message:
+            try:
+                handle(message.value)
+                await kv.queue.ack(message.id)
+            except Exception as exc:
+                await kv.queue.nack(message.id, error=str(exc))
+
+    Parameters:
+
+    * **kv** — the store whose transactions and metrics the queue uses.
+    * **lock_duration** *(optional)* — lease length in seconds, default 30.
+    """
+
+    def __init__(self, kv: Kv, *, lock_duration: float = 30.0) -> None:
+        if lock_duration <= 0:
+            raise InvalidValueError("the queue lock duration must be positive", code="INVALID_QUEUE_OPTION")
+        self._kv = kv
+        self.lock_duration_ms = math.ceil(lock_duration * 1000)
+
+    async def enqueue(
+        self,
+        value: Any,
+        *,
+        delay: float = 0,
+        backoff_schedule: Sequence[float] | None = None,
+        keys_if_undelivered: Sequence[Sequence[Any]] | None = None,
+    ) -> str:
+        """Add a message, deliverable after ``delay`` ms; return its id.
+
+        ``backoff_schedule`` (ms, default 1 s, 5 s, 10 s) is the wait after each failed attempt,
+        so a message gets ``len(schedule) + 1`` attempts before it is dead-lettered.
+        """
+        with self._kv._op("queue_enqueue"):
+            raw = encode_value(value)
+            delay_ms = _milliseconds(delay, "delay")
+            schedule = DEFAULT_BACKOFF_SCHEDULE if backoff_schedule is None else backoff_schedule
+            if isinstance(schedule, str | bytes) or len(schedule) > MAX_BACKOFF_STEPS:
+                raise InvalidValueError(
+                    f"backoffSchedule must be a list of at most {MAX_BACKOFF_STEPS} delays",
+                    code="INVALID_QUEUE_OPTION",
+                )
+            steps = [_milliseconds(s, "backoffSchedule entries") for s in schedule]
+            undelivered = None
+            if keys_if_undelivered:
+                for key in keys_if_undelivered:
+                    encode_key(key, allow_empty=False)
+                undelivered = json.dumps([key_to_json(tuple(k)) for k in keys_if_undelivered])
+            message_id = str(uuid.uuid4())
+
+            async def fn(db: Database) -> str:
+                now = self._kv.now_ms()
+                await db.run(
+                    "INSERT INTO kv_queue(id, value, ready_at, attempts, max_attempts, backoff_schedule, "
+                    "keys_if_undelivered, status, created_at, updated_at) "
+                    "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                    [
+                        message_id,
+                        raw,
+                        now + delay_ms,
+                        len(steps) + 1,
+                        json.dumps(steps),
+                        undelivered,
+                        STATUS_PENDING,
+                        now,
+                        now,
+                    ],
+                )
+                return message_id
+
+            return await self._kv._write(fn)
+
+    async def dequeue(self) -> QueueMessage | None:
+        """Lease the oldest ready message, or ``None`` when nothing is ready."""
+        with self._kv._op("queue_dequeue"):
+
+            async def fn(db: Database) -> QueueMessage | None:
+                now = self._kv.now_ms()
+                row = await db.get(
+                    "UPDATE kv_queue SET status = ?, locked_until = ?, attempts = attempts + 1, "
+                    "updated_at = ? "
+                    "WHERE id = (SELECT id FROM kv_queue WHERE status = ? AND ready_at <= ? "
+                    "ORDER BY ready_at, created_at LIMIT 1) "
+                    "RETURNING id, value, attempts, max_attempts, locked_until",
+                    [STATUS_PROCESSING, now + self.lock_duration_ms, now, STATUS_PENDING, now],
+                )
+                if row is None:
+                    return None
+                return QueueMessage(
+                    row["id"],
+                    decode_value(row["value"]),
+                    int(row["attempts"]),
+                    int(row["max_attempts"]),
+                    int(row["locked_until"]),
+                )
+
+            return await self._kv._write(fn)
+
+    async def ack(self, message_id: str) -> bool:
+        """Done with a message: delete it. ``False`` when no such message exists."""
+        with self._kv._op("queue_ack"):
+            _check_id(message_id)
+
+            async def fn(db: Database) -> bool:
+                result = await db.run("DELETE FROM kv_queue WHERE id = ?", [message_id])
+                return result.changes > 0
+
+            return await self._kv._write(fn)
+
+    async def nack(self, message_id: str, *, error: str | None = None) -> str | None:
+        """A failed attempt: retry after the backoff, or dead-letter after the last attempt.
+
+        Returns :data:`NACK_RETRY`, :data:`NACK_DEAD`, or ``None`` when no such message exists.
+        """
+        with self._kv._op("queue_nack"):
+            _check_id(message_id)
+
+            async def fn(db: Database) -> str | None:
+                now = self._kv.now_ms()
+                row = await db.get("SELECT * FROM kv_queue WHERE id = ?", [message_id])
+                if row is None:
+                    return None
+                attempts = int(row["attempts"])
+                if attempts >= int(row["max_attempts"]):
+                    await self._dead_letter(db, row, error or ERROR_MAX_ATTEMPTS, now)
+                    return NACK_DEAD
+                schedule = json.loads(row["backoff_schedule"] or "[]") or [0]
+                delay = int(schedule[min(max(attempts - 1, 0), len(schedule) - 1)])
+                await db.run(
+                    "UPDATE kv_queue SET status = ?, ready_at = ?, locked_until = NULL, last_error = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    [STATUS_PENDING, now + delay, error, now, message_id],
+                )
+                return NACK_RETRY
+
+            return await self._kv._write(fn)
+
+    async def _dead_letter(self, db: Database, row: dict[str, Any], reason: str, now: int) -> None:
+        await db.run(
+            "INSERT INTO kv_dlq(id, original_id, value, error_message, attempts, original_created_at, "
+            "failed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [str(uuid.uuid4()), row["id"], row["value"], reason, row["attempts"], row["created_at"], now],
+        )
+        await db.run("DELETE FROM kv_queue WHERE id = ?", [row["id"]])
+        if row["keys_if_undelivered"]:
+            value = decode_value(row["value"])
+            raw = encode_value(value)
+            versionstamp = self._kv.next_versionstamp()
+            for key_json in json.loads(row["keys_if_undelivered"]):
+                encoded = encode_key(key_from_json(key_json), allow_empty=False)
+                await self._kv.put_in_tx(db, encoded, raw, value, versionstamp=versionstamp, expires_at=None)
+
+    async def requeue_stale(self) -> int:
+        """Return messages whose lease ran out to pending (or dead-letter them); return how many."""
+        with self._kv._op("queue_requeue_stale"):
+
+            async def fn(db: Database) -> int:
+                now = self._kv.now_ms()
+                stale = await db.all(
+                    "SELECT * FROM kv_queue WHERE status = ? AND locked_until < ?", [STATUS_PROCESSING, now]
+                )
+                for row in stale:
+                    if int(row["attempts"]) >= int(row["max_attempts"]):
+                        await self._dead_letter(db, row, ERROR_LEASE_EXPIRED, now)
+                    else:
+                        await db.run(
+                            "UPDATE kv_queue SET status = ?, ready_at = ?, locked_until = NULL, "
+                            "updated_at = ? WHERE id = ?",
+                            [STATUS_PENDING, now, now, row["id"]],
+                        )
+                return len(stale)
+
+            return await self._kv._write(fn)
+
+    async def stats(self) -> QueueStats:
+        with self._kv._op("queue_stats"):
+            db = await self._kv._db()
+            rows = await db.all("SELECT status, count(*) AS n FROM kv_queue GROUP BY status")
+            counts = {r["status"]: int(r["n"]) for r in rows}
+            dlq = await db.get("SELECT count(*) AS n FROM kv_dlq")
+            return QueueStats(
+                counts.get(STATUS_PENDING, 0), counts.get(STATUS_PROCESSING, 0), int(dlq["n"]) if dlq else 0
+            )
+
+    # -- dead letters -----------------------------------------------------------------------
+    async def list_dlq(self, *, limit: int = 100, offset: int = 0) -> builtins.list[DeadLetter]:
+        """Dead letters, newest first."""
+        with self._kv._op("dlq_list"):
+            if not isinstance(limit, int) or limit < 1 or not isinstance(offset, int) or offset < 0:
+                raise InvalidRequestError("limit must be >= 1 and offset >= 0", code="INVALID_LIMIT")
+            db = await self._kv._db()
+            rows = await db.all(
+                "SELECT * FROM kv_dlq ORDER BY failed_at DESC, id LIMIT ? OFFSET ?", [limit, offset]
+            )
+            return [DeadLetter.from_row(r) for r in rows]
+
+    async def get_dlq(self, dlq_id: str) -> DeadLetter | None:
+        with self._kv._op("dlq_get"):
+            _check_id(dlq_id)
+            row = await (await self._kv._db()).get("SELECT * FROM kv_dlq WHERE id = ?", [dlq_id])
+            return DeadLetter.from_row(row) if row else None
+
+    async def requeue_dlq(self, dlq_id: str) -> str | None:
+        """Move a dead letter back into the queue with a fresh attempt budget; return the new id."""
+        with self._kv._op("dlq_requeue"):
+            _check_id(dlq_id)
+            new_id = str(uuid.uuid4())
+
+            async def fn(db: Database) -> str | None:
+                row = await db.get("SELECT value FROM kv_dlq WHERE id = ?", [dlq_id])
+                if row is None:
+                    return None
+                now = self._kv.now_ms()
+                steps = builtins.list(DEFAULT_BACKOFF_SCHEDULE)
+                await db.run(
+                    "INSERT INTO kv_queue(id, value, ready_at, attempts, max_attempts, backoff_schedule, "
+                    "status, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                    [new_id, row["value"], now, len(steps) + 1, json.dumps(steps), STATUS_PENDING, now, now],
+                )
+                await db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])
+                return new_id
+
+            return await self._kv._write(fn)
+
+    async def delete_dlq(self, dlq_id: str) -> bool:
+        with self._kv._op("dlq_delete"):
+            _check_id(dlq_id)
+
+            async def fn(db: Database) -> bool:
+                return (await db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])).changes > 0
+
+            return await self._kv._write(fn)
+
+    async def purge_dlq(self) -> int:
+        """Delete every dead letter; return how many."""
+        with self._kv._op("dlq_purge"):
+
+            async def fn(db: Database) -> int:
+                return (await db.run("DELETE FROM kv_dlq")).changes
+
+            return await self._kv._write(fn)
+
+
+def _check_id(message_id: object) -> None:
+    if not isinstance(message_id, str) or not message_id or len(message_id) > 128:
+        raise InvalidRequestError("a message id must be a non-empty string", code="INVALID_MESSAGE_ID")

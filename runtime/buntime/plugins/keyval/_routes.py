@@ -1,0 +1,453 @@
+"""The HTTP API: an aiohttp sub-application the runtime mounts under the manifest base (``/keyval``).
+
+Every route lives under ``/api``. Keys travel three ways:
+
+* in the URL path of ``/api/keys/<a>/<b>``: segments are percent-decoded and numeric segments
+  (``42``, ``-1``, ``2.5``) become numbers — use a JSON route for the string ``"42"``;
+* in query parameters (``prefix``, ``start``, ``end``): a path (``users/42``) or a JSON array
+  (``["users",42]``); empty or absent means the empty prefix (every key);
+* in JSON bodies: arrays whose parts are strings, numbers, booleans or ``{"$bytes": base64}``.
+
+Errors are ``{"code", "error"}`` with stable codes: 400 for malformed keys, values, JSON and
+parameters, 404 for a missing key/index/message, 409 (``CHECK_FAILED``, body ``ok: false``) for an
+atomic whose check failed, 503 ``KEYVAL_UNAVAILABLE`` while storage is closed or unreachable.
+Called by the plugin's ``routes()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ._atomic import make_mutation
+from ._errors import (
+    InvalidKeyError,
+    InvalidRequestError,
+    KeyValError,
+    KeyValNotFoundError,
+    storage_errors,
+)
+from ._keys import Key, key_from_json, key_from_path, key_from_query
+from ._kv import Kv
+from ._search import DEFAULT_TOKENIZE
+
+log = logging.getLogger("buntime.plugin.keyval")
+
+KV_KEY = web.AppKey("keyval_kv", Kv)
+API = "/api"
+MAX_HTTP_LIMIT = 1000
+MAX_MUTATIONS = 1000
+HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+CHECK_FAILED = "CHECK_FAILED"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    response = web.json_response({"code": code, "error": message}, status=status)
+    if status == 503:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes ``{"code", "error"}`` JSON with the error's status."""
+    try:
+        with storage_errors():
+            return await handler(request)
+    except KeyValError as exc:
+        if exc.status >= 500:
+            log.warning("KeyVal %s %s failed: %s", request.method, request.path, exc)
+        return error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(
+            exc.status, HTTP_ERROR_CODES.get(exc.status, f"HTTP_{exc.status}"), exc.reason
+        )
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("KeyVal %s %s failed", request.method, request.path)
+        return error_response(500, "INTERNAL_ERROR", "internal error")
+
+
+# -- request parsing -------------------------------------------------------------------------
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        raise InvalidRequestError("a JSON body is required", code="INVALID_JSON")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"invalid JSON body: {exc}", code="INVALID_JSON") from exc
+
+
+async def _object(request: web.Request) -> dict[str, Any]:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the JSON body must be an object", code="INVALID_REQUEST")
+    return body
+
+
+def _int(raw: object, name: str, default: int, *, low: int = 1, high: int = MAX_HTTP_LIMIT) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw) if isinstance(raw, str) else raw
+    except ValueError as exc:
+        raise InvalidRequestError(f"{name} must be an integer", code="INVALID_PARAMETER") from exc
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidRequestError(f"{name} must be an integer from {low} to {high}", code="INVALID_PARAMETER")
+    return value
+
+
+def _bool(raw: object, name: str) -> bool:
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InvalidRequestError(f"{name} must be true or false", code="INVALID_PARAMETER")
+
+
+def _number(raw: str | None, name: str) -> float | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise InvalidRequestError(
+            f"{name} must be a number of milliseconds", code="INVALID_PARAMETER"
+        ) from exc
+
+
+def _path_key(request: web.Request) -> Key:
+    # match_info is already percent-decoded, which would split "a%2Fb" in two: use the raw path.
+    raw = request.rel_url.raw_path.split(f"{API}/keys/", 1)[-1]
+    key = key_from_path(raw)
+    if not key:
+        raise InvalidKeyError("the key must have at least one part")
+    return key
+
+
+def _body_key(body: dict[str, Any], name: str, *, default: Key | None = None) -> Key:
+    if name not in body or body[name] is None:
+        if default is None:
+            raise InvalidKeyError(f"'{name}' is required")
+        return default
+    return key_from_json(body[name])
+
+
+def _body_keys(body: dict[str, Any]) -> list[Key]:
+    keys = body.get("keys")
+    if not isinstance(keys, list):
+        raise InvalidKeyError("'keys' must be a list of keys")
+    return [key_from_json(k) for k in keys]
+
+
+def _kv(request: web.Request) -> Kv:
+    return request.app[KV_KEY]
+
+
+def _query_prefix(request: web.Request, name: str = "prefix") -> Key:
+    return key_from_query(request.query.get(name)) or ()
+
+
+# -- keys ------------------------------------------------------------------------------------
+async def get_key(request: web.Request) -> web.Response:
+    key = _path_key(request)
+    entry = await _kv(request).get(key)
+    if entry.versionstamp is None:
+        raise KeyValNotFoundError("Key not found", code="KEY_NOT_FOUND")
+    return web.json_response(entry.as_json())
+
+
+async def put_key(request: web.Request) -> web.Response:
+    key = _path_key(request)
+    value = await _body(request)
+    expire_in = _number(request.query.get("expireIn", request.query.get("expiresIn")), "expireIn")
+    result = await _kv(request).set(key, value, expire_in=expire_in)
+    return web.json_response(result.as_json())
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    key = _path_key(request)
+    deleted = await _kv(request).delete(key, exact=_bool(request.query.get("exact"), "exact"))
+    return web.json_response({"deletedCount": deleted})
+
+
+async def get_batch(request: web.Request) -> web.Response:
+    body = await _object(request)
+    entries = await _kv(request).get_many(_body_keys(body))
+    return web.json_response({"entries": [e.as_json() for e in entries]})
+
+
+async def delete_batch(request: web.Request) -> web.Response:
+    body = await _object(request)
+    deleted = await _kv(request).delete_many(_body_keys(body), exact=_bool(body.get("exact"), "exact"))
+    return web.json_response({"deletedCount": deleted})
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    q = request.query
+    entries = await _kv(request).list(
+        _query_prefix(request),
+        start=key_from_query(q.get("start")) or None,
+        end=key_from_query(q.get("end")) or None,
+        limit=_int(q.get("limit"), "limit", 100),
+        reverse=_bool(q.get("reverse"), "reverse"),
+    )
+    return web.json_response({"entries": [e.as_json() for e in entries]})
+
+
+async def list_keys_post(request: web.Request) -> web.Response:
+    body = await _object(request)
+    start = body.get("start")
+    end = body.get("end")
+    entries = await _kv(request).list(
+        _body_key(body, "prefix", default=()),
+        start=None if start is None else key_from_json(start),
+        end=None if end is None else key_from_json(end),
+        limit=_int(body.get("limit"), "limit", 100),
+        reverse=_bool(body.get("reverse"), "reverse"),
+    )
+    return web.json_response({"entries": [e.as_json() for e in entries]})
+
+
+async def count_keys(request: web.Request) -> web.Response:
+    return web.json_response({"count": await _kv(request).count(_query_prefix(request))})
+
+
+async def paginate_keys(request: web.Request) -> web.Response:
+    q = request.query
+    page = await _kv(request).paginate(
+        _query_prefix(request),
+        cursor=q.get("cursor") or None,
+        limit=_int(q.get("limit"), "limit", 100),
+        reverse=_bool(q.get("reverse"), "reverse"),
+    )
+    return web.json_response(page.as_json())
+
+
+async def atomic(request: web.Request) -> web.Response:
+    body = await _object(request)
+    checks, mutations = body.get("checks") or [], body.get("mutations") or []
+    if not isinstance(checks, list) or not isinstance(mutations, list):
+        raise InvalidRequestError("'checks' and 'mutations' must be lists", code="INVALID_REQUEST")
+    if len(checks) + len(mutations) > MAX_MUTATIONS:
+        raise InvalidRequestError(f"at most {MAX_MUTATIONS} checks and mutations", code="INVALID_REQUEST")
+    op = _kv(request).atomic()
+    for check in checks:
+        if not isinstance(check, dict):
+            raise InvalidRequestError(
+                "each check must be an object {key, versionstamp}", code="INVALID_CHECK"
+            )
+        op.check(_body_key(check, "key"), check.get("versionstamp"))
+    for m in mutations:
+        if not isinstance(m, dict):
+            raise InvalidRequestError(
+                "each mutation must be an object {type, key, ...}", code="INVALID_MUTATION"
+            )
+        op.mutate(
+            make_mutation(
+                str(m.get("type")),
+                _body_key(m, "key"),
+                m.get("value"),
+                m.get("expireIn", m.get("expiresIn")),
+            )
+        )
+    result = await op.commit()
+    if not result.ok:
+        return web.json_response(
+            {
+                **result.as_json(),
+                "code": CHECK_FAILED,
+                "error": "a versionstamp check failed; nothing was written",
+            },
+            status=409,
+        )
+    return web.json_response(result.as_json())
+
+
+# -- queue -----------------------------------------------------------------------------------
+async def enqueue(request: web.Request) -> web.Response:
+    body = await _object(request)
+    if "value" not in body:
+        raise InvalidRequestError("'value' is required", code="INVALID_REQUEST")
+    undelivered = body.get("keysIfUndelivered")
+    if undelivered is not None and not isinstance(undelivered, list):
+        raise InvalidKeyError("'keysIfUndelivered' must be a list of keys")
+    message_id = await _kv(request).queue.enqueue(
+        body["value"],
+        delay=body.get("delay", 0),
+        backoff_schedule=body.get("backoffSchedule"),
+        keys_if_undelivered=None if undelivered is None else [key_from_json(k) for k in undelivered],
+    )
+    return web.json_response({"ok": True, "id": message_id}, status=201)
+
+
+async def poll(request: web.Request) -> web.Response:
+    message = await _kv(request).queue.dequeue()
+    return web.json_response({"message": message.as_json() if message else None})
+
+
+def _message_id(body: dict[str, Any]) -> str:
+    message_id = body.get("id")
+    if not isinstance(message_id, str) or not message_id:
+        raise InvalidRequestError("'id' is required", code="INVALID_MESSAGE_ID")
+    return message_id
+
+
+async def ack(request: web.Request) -> web.Response:
+    if not await _kv(request).queue.ack(_message_id(await _object(request))):
+        raise KeyValNotFoundError("Message not found", code="MESSAGE_NOT_FOUND")
+    return web.json_response({"ok": True})
+
+
+async def nack(request: web.Request) -> web.Response:
+    body = await _object(request)
+    error = body.get("error")
+    outcome = await _kv(request).queue.nack(_message_id(body), error=None if error is None else str(error))
+    if outcome is None:
+        raise KeyValNotFoundError("Message not found", code="MESSAGE_NOT_FOUND")
+    return web.json_response({"ok": True, "result": outcome})
+
+
+async def queue_stats(request: web.Request) -> web.Response:
+    return web.json_response((await _kv(request).queue.stats()).as_json())
+
+
+async def dlq_list(request: web.Request) -> web.Response:
+    q = request.query
+    messages = await _kv(request).queue.list_dlq(
+        limit=_int(q.get("limit"), "limit", 100), offset=_int(q.get("offset"), "offset", 0, low=0, high=2**31)
+    )
+    return web.json_response({"messages": [m.as_json() for m in messages]})
+
+
+async def dlq_get(request: web.Request) -> web.Response:
+    message = await _kv(request).queue.get_dlq(request.match_info["id"])
+    if message is None:
+        raise KeyValNotFoundError("Dead letter not found", code="MESSAGE_NOT_FOUND")
+    return web.json_response(message.as_json())
+
+
+async def dlq_requeue(request: web.Request) -> web.Response:
+    new_id = await _kv(request).queue.requeue_dlq(request.match_info["id"])
+    if new_id is None:
+        raise KeyValNotFoundError("Dead letter not found", code="MESSAGE_NOT_FOUND")
+    return web.json_response({"ok": True, "id": new_id})
+
+
+async def dlq_delete(request: web.Request) -> web.Response:
+    if not await _kv(request).queue.delete_dlq(request.match_info["id"]):
+        raise KeyValNotFoundError("Dead letter not found", code="MESSAGE_NOT_FOUND")
+    return web.json_response({"ok": True})
+
+
+async def dlq_purge(request: web.Request) -> web.Response:
+    return web.json_response({"deletedCount": await _kv(request).queue.purge_dlq()})
+
+
+# -- search ----------------------------------------------------------------------------------
+async def create_index(request: web.Request) -> web.Response:
+    body = await _object(request)
+    fields = body.get("fields")
+    if not isinstance(fields, list):
+        raise InvalidRequestError("'fields' must be a list of dot paths", code="INVALID_INDEX")
+    info = await _kv(request).create_index(
+        _body_key(body, "prefix"), fields, tokenize=body.get("tokenize") or DEFAULT_TOKENIZE
+    )
+    return web.json_response({"ok": True, "index": info.as_json()}, status=201)
+
+
+async def list_indexes(request: web.Request) -> web.Response:
+    return web.json_response({"indexes": [i.as_json() for i in await _kv(request).list_indexes()]})
+
+
+async def remove_index(request: web.Request) -> web.Response:
+    if "prefix" in request.query:
+        prefix = _query_prefix(request)
+    else:
+        prefix = _body_key(await _object(request), "prefix")
+    if not await _kv(request).remove_index(prefix):
+        raise KeyValNotFoundError("Index not found", code="INDEX_NOT_FOUND")
+    return web.json_response({"ok": True})
+
+
+async def search_get(request: web.Request) -> web.Response:
+    q = request.query
+    entries = await _kv(request).search(
+        _query_prefix(request), q.get("query", ""), limit=_int(q.get("limit"), "limit", 100)
+    )
+    return web.json_response({"entries": [e.as_json() for e in entries]})
+
+
+async def search_post(request: web.Request) -> web.Response:
+    body = await _object(request)
+    entries = await _kv(request).search(
+        _body_key(body, "prefix", default=()),
+        body.get("query", ""),
+        limit=_int(body.get("limit"), "limit", 100),
+    )
+    return web.json_response({"entries": [e.as_json() for e in entries]})
+
+
+# -- metrics ---------------------------------------------------------------------------------
+async def metrics_json(request: web.Request) -> web.Response:
+    kv = _kv(request)
+    return web.json_response({"operations": kv.metrics.snapshot(), "storage": await kv.storage_stats()})
+
+
+async def metrics_prometheus(request: web.Request) -> web.Response:
+    body = generate_latest(_kv(request).metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(kv: Kv) -> web.Application:
+    """The sub-application for ``kv``; mount it with ``app.add_subapp("/keyval", create_app(kv))``."""
+    app = web.Application(middlewares=[error_middleware])
+    app[KV_KEY] = kv
+    add = app.router.add_route
+    # Fixed /keys/... routes first: they win over the /keys/{path} catch-all.
+    add("POST", f"{API}/keys/batch", get_batch)
+    add("POST", f"{API}/keys/delete-batch", delete_batch)
+    add("POST", f"{API}/keys/list", list_keys_post)
+    add("GET", f"{API}/keys/count", count_keys)
+    add("GET", f"{API}/keys/paginate", paginate_keys)
+    add("GET", f"{API}/keys", list_keys)
+    add("GET", f"{API}/keys/{{path:.+}}", get_key)
+    add("PUT", f"{API}/keys/{{path:.+}}", put_key)
+    add("DELETE", f"{API}/keys/{{path:.+}}", delete_key)
+    add("POST", f"{API}/atomic", atomic)
+    add("POST", f"{API}/queue/enqueue", enqueue)
+    add("GET", f"{API}/queue/poll", poll)
+    add("POST", f"{API}/queue/poll", poll)
+    add("POST", f"{API}/queue/ack", ack)
+    add("POST", f"{API}/queue/nack", nack)
+    add("GET", f"{API}/queue/stats", queue_stats)
+    add("GET", f"{API}/queue/dlq", dlq_list)
+    add("DELETE", f"{API}/queue/dlq", dlq_purge)
+    add("GET", f"{API}/queue/dlq/{{id}}", dlq_get)
+    add("DELETE", f"{API}/queue/dlq/{{id}}", dlq_delete)
+    add("POST", f"{API}/queue/dlq/{{id}}/requeue", dlq_requeue)
+    add("POST", f"{API}/indexes", create_index)
+    add("GET", f"{API}/indexes", list_indexes)
+    add("DELETE", f"{API}/indexes", remove_index)
+    add("GET", f"{API}/search", search_get)
+    add("POST", f"{API}/search", search_post)
+    add("GET", f"{API}/metrics", metrics_json)
+    add("GET", f"{API}/metrics/prometheus", metrics_prometheus)
+    return app

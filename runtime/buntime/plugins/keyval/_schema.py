@@ -1,0 +1,87 @@
+"""The KeyVal schema and its migrations, applied in one exclusive transaction at start-up.
+
+``kv_schema_version`` records applied versions, so a restart (or a second pod) re-runs nothing;
+every statement is also ``IF NOT EXISTS`` so a half-recorded version is harmless. DDL needs an
+exclusive transaction under MVCC, and going through ``transaction()`` pushes it in sync mode.
+Search tables (``kv_fts_*``) are created at run time by ``create_index``. Called by the Kv store.
+
+Times are epoch milliseconds everywhere (``expires_at``, queue and DLQ times); upstream stored
+entry expiry in seconds, which made TTLs under a second expire at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ...turso import Database, TursoService
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS kv_entries (
+    key BLOB PRIMARY KEY,
+    value BLOB NOT NULL,
+    versionstamp TEXT NOT NULL,
+    expires_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS idx_kv_expires ON kv_entries(expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv_queue (
+    id TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    ready_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL DEFAULT 4,
+    backoff_schedule TEXT,
+    keys_if_undelivered TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    locked_until INTEGER,
+    last_error TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_queue_ready ON kv_queue(status, ready_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS idx_queue_locked ON kv_queue(locked_until) WHERE status = 'processing';
+CREATE TABLE IF NOT EXISTS kv_dlq (
+    id TEXT PRIMARY KEY,
+    original_id TEXT NOT NULL,
+    value BLOB NOT NULL,
+    error_message TEXT,
+    attempts INTEGER NOT NULL,
+    original_created_at INTEGER NOT NULL,
+    failed_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_dlq_failed_at ON kv_dlq(failed_at);
+CREATE TABLE IF NOT EXISTS kv_indexes (
+    prefix BLOB PRIMARY KEY,
+    fields TEXT NOT NULL,
+    tokenize TEXT NOT NULL DEFAULT 'unicode61',
+    table_name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"""
+
+#: (version, script); append new versions, never edit an applied one.
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, SCHEMA_V1),)
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+async def migrate(service: TursoService, namespace: str) -> list[int]:
+    """Apply the pending migrations; return the versions applied now (empty when up to date)."""
+
+    async def apply(db: Database) -> list[int]:
+        await db.exec(
+            "CREATE TABLE IF NOT EXISTS kv_schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+        )
+        row = await db.get("SELECT max(version) AS version FROM kv_schema_version")
+        current = int(row["version"]) if row and row["version"] is not None else 0
+        applied: list[int] = []
+        for version, script in MIGRATIONS:
+            if version > current:
+                await db.exec(script)
+                await db.run(
+                    "INSERT OR IGNORE INTO kv_schema_version(version, applied_at) VALUES (?, ?)",
+                    [version, int(time.time() * 1000)],
+                )
+                applied.append(version)
+        return applied
+
+    return await service.transaction(apply, namespace=namespace, type="exclusive")

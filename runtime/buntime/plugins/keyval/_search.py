@@ -1,0 +1,241 @@
+"""Search indexes: plain ``kv_fts_<16 hex>`` tables kept in step with ``kv_entries``.
+
+Turso's MVCC mode rejects virtual tables, so there is no FTS5: each index is a regular table
+``(doc_key TEXT PRIMARY KEY, document TEXT NOT NULL)`` holding, for every key under the index
+prefix, the upper-case hex of the key and the case-folded text of the indexed fields. A query
+is an OR of AND-groups of terms, each term a case-insensitive substring test (``instr``).
+
+The Kv store calls :meth:`SearchIndexes.index`, :meth:`~SearchIndexes.unindex_keys` and
+:meth:`~SearchIndexes.unindex_range` *inside* the transaction of every write (set, delete,
+prefix delete, atomic, TTL sweep, dead-lettering), so an index never disagrees with its entries.
+The in-memory index list only decides which tables a write touches; it is loaded at start-up,
+updated under the write lock, and reloaded after a sync pull. ``search`` reads the metadata row
+from the table every time, so it works right after a restart (an upstream defect).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ...turso import Database
+from ._errors import InvalidRequestError, KeyValStorageError
+from ._keys import Key, decode_key, hex_key, key_to_json, prefix_range
+
+INDEX_TABLE_PREFIX = "kv_fts_"
+INDEX_TABLE_PATTERN = re.compile(r"^kv_fts_[0-9a-f]{16}$")
+DEFAULT_TOKENIZE = "unicode61"
+MAX_QUERY_TERMS = 32
+OPERATOR_AND = "AND"
+OPERATOR_OR = "OR"
+_TOKEN = re.compile(r'"([^"]*)"|(\S+)')
+_FIELD_TERM = re.compile(r"^([A-Za-z_][\w.]*):(.+)$")
+_INSERT_CHUNK = 200
+
+
+def index_table_name(encoded_prefix: bytes) -> str:
+    """``kv_fts_`` + the first 16 hex digits of sha256(encoded prefix), as upstream."""
+    return INDEX_TABLE_PREFIX + hashlib.sha256(encoded_prefix).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """One search index: its prefix, indexed fields (dot paths) and table."""
+
+    prefix: Key
+    encoded: bytes
+    fields: tuple[str, ...]
+    tokenize: str
+    table: str
+    created_at: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> IndexInfo:
+        table = str(row["table_name"])
+        if not INDEX_TABLE_PATTERN.match(table):  # never interpolate a tampered name into SQL
+            raise KeyValStorageError(f"kv_indexes holds an invalid table name {table!r}")
+        encoded = bytes(row["prefix"])
+        return cls(
+            prefix=decode_key(encoded),
+            encoded=encoded,
+            fields=tuple(json.loads(row["fields"])),
+            tokenize=str(row["tokenize"]),
+            table=table,
+            created_at=int(row["created_at"]),
+        )
+
+    def covers(self, encoded_key: bytes) -> bool:
+        lo, hi = prefix_range(self.encoded)
+        return lo <= encoded_key < hi
+
+    def covers_prefix(self, encoded_prefix: bytes) -> bool:
+        """Whether searching under ``encoded_prefix`` can use this index (same or deeper prefix)."""
+        return encoded_prefix == self.encoded or self.covers(encoded_prefix)
+
+    def overlaps(self, lo: bytes, hi: bytes) -> bool:
+        ilo, ihi = prefix_range(self.encoded)
+        return lo < ihi and ilo < hi
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "prefix": key_to_json(self.prefix),
+            "fields": list(self.fields),
+            "tokenize": self.tokenize,
+            "table": self.table,
+            "createdAt": self.created_at,
+        }
+
+
+def _field_text(value: Any, path: str) -> list[str]:
+    current = value
+    for step in path.split("."):
+        if isinstance(current, dict) and step in current:
+            current = current[step]
+        elif isinstance(current, list) and step.isdigit() and int(step) < len(current):
+            current = current[int(step)]
+        else:
+            return []
+    if current is None or isinstance(current, dict):
+        return []
+    if isinstance(current, list):
+        return [str(v) for v in current if v is not None and not isinstance(v, dict | list)]
+    return [str(current)]
+
+
+def build_document(value: Any, fields: Iterable[str]) -> str:
+    """The searchable text of a value: its fields' values joined by spaces, case-folded."""
+    return " ".join(text for field in fields for text in _field_text(value, field)).casefold()
+
+
+def parse_query(query: str, fields: Iterable[str] = ()) -> list[list[str]]:
+    """``'a b OR "c d"'`` -> ``[["a", "b"], ["c d"]]``: OR of AND-groups, terms case-folded.
+
+    Adjacent terms and ``AND`` combine; ``OR`` starts a new group (so AND binds tighter).
+    ``field:term`` drops the field name when it is one of the index's fields; matching is
+    against the whole document either way.
+    """
+    known = set(fields)
+    groups: list[list[str]] = [[]]
+    count = 0
+    for match in _TOKEN.finditer(query):
+        quoted, bare = match.group(1), match.group(2)
+        if bare == OPERATOR_OR:
+            groups.append([])
+            continue
+        if bare == OPERATOR_AND:
+            continue
+        term = quoted if quoted is not None else bare
+        if bare is not None and (field := _FIELD_TERM.match(bare)) and field.group(1) in known:
+            term = field.group(2)
+        term = term.strip().casefold()
+        if term:
+            groups[-1].append(term)
+            count += 1
+    groups = [g for g in groups if g]
+    if not groups:
+        raise InvalidRequestError("the search query has no terms", code="INVALID_QUERY")
+    if count > MAX_QUERY_TERMS:
+        raise InvalidRequestError(f"at most {MAX_QUERY_TERMS} search terms", code="INVALID_QUERY")
+    return groups
+
+
+def match_sql(groups: list[list[str]], column: str = "f.document") -> tuple[str, list[str]]:
+    """The WHERE fragment and parameters for :func:`parse_query`'s groups."""
+    clauses = ["(" + " AND ".join(f"instr({column}, ?) > 0" for _ in group) + ")" for group in groups]
+    return "(" + " OR ".join(clauses) + ")", [term for group in groups for term in group]
+
+
+class SearchIndexes:
+    """The known indexes and the statements that keep their tables in step with entries."""
+
+    def __init__(self) -> None:
+        self._by_prefix: dict[bytes, IndexInfo] = {}
+        self.loaded = False
+
+    @property
+    def all(self) -> list[IndexInfo]:
+        return list(self._by_prefix.values())
+
+    def replace_all(self, indexes: Iterable[IndexInfo]) -> None:
+        self._by_prefix = {i.encoded: i for i in indexes}
+        self.loaded = True
+
+    def put(self, info: IndexInfo) -> None:
+        self._by_prefix[info.encoded] = info
+
+    def drop(self, encoded_prefix: bytes) -> None:
+        self._by_prefix.pop(encoded_prefix, None)
+
+    def get(self, encoded_prefix: bytes) -> IndexInfo | None:
+        return self._by_prefix.get(encoded_prefix)
+
+    @staticmethod
+    async def read_all(db: Database) -> list[IndexInfo]:
+        rows = await db.all(
+            "SELECT prefix, fields, tokenize, table_name, created_at FROM kv_indexes ORDER BY hex(prefix)"
+        )
+        return [IndexInfo.from_row(r) for r in rows]
+
+    # -- maintenance, inside the caller's write transaction ---------------------------------
+    async def index(self, db: Database, items: Iterable[tuple[bytes, Any]]) -> None:
+        """Upsert (or remove, when the value has no indexed text) the documents of ``items``."""
+        if not self._by_prefix:
+            return
+        for encoded, value in items:
+            for info in self._by_prefix.values():
+                if info.covers(encoded):
+                    await write_document(db, info, encoded, value)
+
+    async def unindex_keys(self, db: Database, keys: Iterable[bytes]) -> None:
+        if not self._by_prefix:
+            return
+        for encoded in keys:
+            for info in self._by_prefix.values():
+                if info.covers(encoded):
+                    await db.run(f"DELETE FROM {info.table} WHERE doc_key = ?", [hex_key(encoded)])
+
+    async def unindex_range(self, db: Database, lo: bytes, hi: bytes) -> None:
+        """Remove the documents of every key in ``[lo, hi)`` (hex order is byte order)."""
+        for info in self._by_prefix.values():
+            if info.overlaps(lo, hi):
+                await db.run(
+                    f"DELETE FROM {info.table} WHERE doc_key >= ? AND doc_key < ?", [hex_key(lo), hex_key(hi)]
+                )
+
+
+async def write_document(db: Database, info: IndexInfo, encoded: bytes, value: Any) -> None:
+    document = build_document(value, info.fields)
+    if document:
+        await db.run(
+            f"INSERT OR REPLACE INTO {info.table}(doc_key, document) VALUES (?, ?)",
+            [hex_key(encoded), document],
+        )
+    else:
+        await db.run(f"DELETE FROM {info.table} WHERE doc_key = ?", [hex_key(encoded)])
+
+
+async def rebuild(db: Database, info: IndexInfo, rows: Iterable[tuple[bytes, Any]]) -> int:
+    """Refill an index table from scratch (index creation, or catching up after a pull)."""
+    await db.run(f"DELETE FROM {info.table}")
+    batch: list[str] = []
+    written = 0
+    for encoded, value in rows:
+        document = build_document(value, info.fields)
+        if document:
+            batch.extend((hex_key(encoded), document))
+            written += 1
+        if len(batch) >= 2 * _INSERT_CHUNK:
+            await _insert_many(db, info.table, batch)
+            batch = []
+    if batch:
+        await _insert_many(db, info.table, batch)
+    return written
+
+
+async def _insert_many(db: Database, table: str, flat: list[str]) -> None:
+    placeholders = ", ".join("(?, ?)" for _ in range(len(flat) // 2))
+    await db.run(f"INSERT OR REPLACE INTO {table}(doc_key, document) VALUES {placeholders}", flat)

@@ -1,0 +1,30 @@
+"""Values: JSON documents stored as UTF-8 BLOBs, validated before any statement runs.
+
+Called by the Kv store and the queue. ``NaN`` and infinities are rejected because they are not
+JSON; Python ints of any size are kept exactly (JSON numbers have no size limit).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._errors import InvalidValueError
+
+
+def encode_value(value: Any) -> bytes:
+    """Serialise ``value`` to compact JSON bytes; raise :class:`InvalidValueError` if it is not JSON."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidValueError(f"the value is not JSON-serialisable: {exc}") from exc
+
+
+def decode_value(raw: bytes | str) -> Any:
+    """The stored JSON back as Python objects."""
+    return json.loads(raw)
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (bools are ints in Python but not numbers here)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)

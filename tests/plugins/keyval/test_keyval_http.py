@@ -1,0 +1,306 @@
+"""Every ``/keyval/api`` route through aiohttp against a real local database, errors included."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from buntime.plugins import PluginHost
+from buntime.plugins.keyval import Kv
+
+API = "/keyval/api"
+Client = TestClient[web.Request, web.Application]
+
+
+async def ok(response: Any, status: int = 200) -> Any:
+    body = await response.json()
+    assert response.status == status, body
+    return body
+
+
+async def error(response: Any, status: int, code: str) -> dict[str, Any]:
+    body = await response.json()
+    assert response.status == status, body
+    assert body["code"] == code and isinstance(body["error"], str), body
+    return dict(body)
+
+
+async def test_put_get_delete_a_key(client: Client) -> None:
+    put = await ok(await client.put(f"{API}/keys/users/42/profile", json={"name": "Ada"}))
+    assert put["ok"] is True and len(put["versionstamp"]) == 20
+    got = await ok(await client.get(f"{API}/keys/users/42/profile"))
+    assert got == {
+        "key": ["users", 42, "profile"],
+        "value": {"name": "Ada"},
+        "versionstamp": put["versionstamp"],
+        "expiresAt": None,
+    }
+    await ok(await client.put(f"{API}/keys/files/a%2Fb.txt", data="null"))  # %2F stays inside one part
+    assert (await ok(await client.get(f"{API}/keys/files/a%2Fb.txt")))["key"] == ["files", "a/b.txt"]
+    await ok(await client.put(f"{API}/keys/users/42", data="1"))
+    assert await ok(await client.delete(f"{API}/keys/users/42?exact=true")) == {"deletedCount": 1}
+    assert (await ok(await client.get(f"{API}/keys/users/42/profile")))["value"] == {"name": "Ada"}
+    assert await ok(await client.delete(f"{API}/keys/users/42")) == {"deletedCount": 1}
+    await error(await client.get(f"{API}/keys/users/42/profile"), 404, "KEY_NOT_FOUND")
+
+
+async def test_put_with_ttl(client: Client) -> None:
+    await ok(await client.put(f"{API}/keys/session/1?expireIn=400", json="token"))
+    got = await ok(await client.get(f"{API}/keys/session/1"))
+    assert got["expiresAt"] is not None
+    await asyncio.sleep(0.5)
+    await error(await client.get(f"{API}/keys/session/1"), 404, "KEY_NOT_FOUND")
+    await error(await client.put(f"{API}/keys/session/2?expireIn=soon", json=1), 400, "INVALID_PARAMETER")
+    await error(await client.put(f"{API}/keys/session/2?expiresIn=-5", json=1), 400, "INVALID_EXPIRE_IN")
+
+
+async def test_malformed_requests_are_400(client: Client) -> None:
+    await error(await client.put(f"{API}/keys/a", data="{not json"), 400, "INVALID_JSON")
+    await error(await client.put(f"{API}/keys/a", data=""), 400, "INVALID_JSON")
+    await error(await client.put(f"{API}/keys/a", data="NaN"), 400, "INVALID_VALUE")
+    await error(await client.post(f"{API}/keys/batch", json={"keys": [["a", None]]}), 400, "INVALID_KEY")
+    await error(await client.post(f"{API}/keys/batch", json={"keys": "a"}), 400, "INVALID_KEY")
+    await error(await client.post(f"{API}/keys/batch", json=["a"]), 400, "INVALID_REQUEST")
+    await error(await client.get(f"{API}/keys", params={"prefix": "[1, null]"}), 400, "INVALID_KEY")
+    await error(await client.get(f"{API}/keys", params={"limit": "0"}), 400, "INVALID_PARAMETER")
+    await error(await client.get(f"{API}/keys", params={"limit": "1001"}), 400, "INVALID_PARAMETER")
+    await error(await client.get(f"{API}/keys", params={"reverse": "maybe"}), 400, "INVALID_PARAMETER")
+    await error(await client.get(f"{API}/keys/paginate", params={"cursor": "!!"}), 400, "INVALID_CURSOR")
+
+
+async def test_batch_get_and_delete(client: Client) -> None:
+    for i in range(3):
+        await ok(await client.put(f"{API}/keys/b/{i}", json=i))
+    body = await ok(await client.post(f"{API}/keys/batch", json={"keys": [["b", 2], ["b", 9], ["b", 0]]}))
+    assert [(e["key"], e["value"]) for e in body["entries"]] == [
+        (["b", 2], 2),
+        (["b", 9], None),
+        (["b", 0], 0),
+    ]
+    assert body["entries"][1]["versionstamp"] is None
+    deleted = await ok(
+        await client.post(f"{API}/keys/delete-batch", json={"keys": [["b", 0], ["b", 1]], "exact": True})
+    )
+    assert deleted == {"deletedCount": 2}
+    assert await ok(await client.post(f"{API}/keys/delete-batch", json={"keys": [["b"]]})) == {
+        "deletedCount": 1
+    }
+
+
+async def test_list_count_and_paginate(client: Client) -> None:
+    for i in range(7):
+        await ok(await client.put(f"{API}/keys/items/{i}", json={"i": i}))
+    await ok(await client.put(f"{API}/keys/items/name", json="string part sorts first"))
+    await ok(await client.put(f"{API}/keys/zzz", json=0))
+    listed = await ok(await client.get(f"{API}/keys", params={"prefix": "items", "limit": "3"}))
+    assert [e["key"] for e in listed["entries"]] == [["items", "name"], ["items", 0], ["items", 1]]
+    by_json = await ok(await client.get(f"{API}/keys", params={"prefix": '["items"]', "reverse": "true"}))
+    assert [e["key"][1] for e in by_json["entries"]] == [6, 5, 4, 3, 2, 1, 0, "name"]
+    ranged = await ok(
+        await client.get(f"{API}/keys", params={"prefix": "items", "start": "items/2", "end": "items/4"})
+    )
+    assert [e["key"][1] for e in ranged["entries"]] == [2, 3]
+    posted = await ok(
+        await client.post(f"{API}/keys/list", json={"prefix": ["items"], "start": ["items", 5], "limit": 10})
+    )
+    assert [e["key"][1] for e in posted["entries"]] == [5, 6]
+    assert await ok(await client.get(f"{API}/keys/count", params={"prefix": "items"})) == {"count": 8}
+    assert await ok(await client.get(f"{API}/keys/count")) == {"count": 9}
+    assert len((await ok(await client.get(f"{API}/keys")))["entries"]) == 9
+
+    for reverse in ("false", "true"):
+        seen: list[Any] = []
+        cursor = None
+        while True:
+            params = {"prefix": "items", "limit": "3", "reverse": reverse}
+            if cursor:
+                params["cursor"] = cursor
+            page = await ok(await client.get(f"{API}/keys/paginate", params=params))
+            seen.extend(e["key"][1] for e in page["entries"])
+            if not page["hasMore"]:
+                assert page["cursor"] is None
+                break
+            cursor = page["cursor"]
+            await client.delete(f"{API}/keys/items/3?exact=true")  # deletes between pages are fine
+        expected = ["name", 0, 1, 2, 4, 5, 6]  # 3 went after the first page of the first pass
+        assert seen == (expected[::-1] if reverse == "true" else expected)
+
+
+async def test_atomic(client: Client) -> None:
+    created = await ok(
+        await client.post(
+            f"{API}/atomic",
+            json={
+                "checks": [{"key": ["acct"], "versionstamp": None}],
+                "mutations": [
+                    {"type": "set", "key": ["acct"], "value": 10},
+                    {"type": "set", "key": ["tmp"], "value": 1, "expireIn": 60000},
+                    {"type": "sum", "key": ["hits"], "value": 2},
+                ],
+            },
+        )
+    )
+    assert created["ok"] is True
+    conflict = await client.post(
+        f"{API}/atomic",
+        json={
+            "checks": [{"key": ["acct"], "versionstamp": None}],
+            "mutations": [{"type": "delete", "key": ["acct"]}],
+        },
+    )
+    body = await error(conflict, 409, "CHECK_FAILED")
+    assert body["ok"] is False
+    updated = await ok(
+        await client.post(
+            f"{API}/atomic",
+            json={
+                "checks": [{"key": ["acct"], "versionstamp": created["versionstamp"]}],
+                "mutations": [
+                    {"type": "max", "key": ["acct"], "value": 50},
+                    {"type": "min", "key": ["hits"], "value": 1},
+                    {"type": "delete", "key": ["tmp"]},
+                ],
+            },
+        )
+    )
+    assert updated["ok"] and updated["versionstamp"] > created["versionstamp"]
+    batch = await ok(await client.post(f"{API}/keys/batch", json={"keys": [["acct"], ["hits"], ["tmp"]]}))
+    assert [e["value"] for e in batch["entries"]] == [50, 1, None]
+    bad = {"mutations": [{"type": "append", "key": ["a"], "value": 1}]}
+    await error(await client.post(f"{API}/atomic", json=bad), 400, "INVALID_MUTATION")
+    bad = {"mutations": [{"type": "sum", "key": ["acct"], "value": "1"}]}
+    await error(await client.post(f"{API}/atomic", json=bad), 400, "INVALID_MUTATION")
+    await ok(await client.put(f"{API}/keys/text", json="abc"))
+    bad = {"mutations": [{"type": "sum", "key": ["text"], "value": 1}]}
+    await error(await client.post(f"{API}/atomic", json=bad), 400, "INVALID_MUTATION")
+    await error(
+        await client.post(f"{API}/atomic", json={"checks": [{"versionstamp": None}]}), 400, "INVALID_KEY"
+    )
+
+
+async def test_queue_routes(client: Client) -> None:
+    created = await ok(
+        await client.post(
+            f"{API}/queue/enqueue",
+            json={"value": {"job": 1}, "backoffSchedule": [0], "keysIfUndelivered": [["dead", 1]]},
+        ),
+        201,
+    )
+    message_id = created["id"]
+    polled = await ok(await client.get(f"{API}/queue/poll"))
+    assert polled["message"]["id"] == message_id and polled["message"]["attempts"] == 1
+    assert await ok(await client.get(f"{API}/queue/stats")) == {
+        "pending": 0,
+        "processing": 1,
+        "dlq": 0,
+        "total": 1,
+    }
+    assert await ok(await client.post(f"{API}/queue/nack", json={"id": message_id, "error": "e1"})) == {
+        "ok": True,
+        "result": "retry",
+    }
+    polled = await ok(await client.post(f"{API}/queue/poll"))
+    assert polled["message"]["attempts"] == 2
+    assert (await ok(await client.post(f"{API}/queue/nack", json={"id": message_id})))["result"] == "dead"
+    assert await ok(await client.get(f"{API}/queue/poll")) == {"message": None}
+    assert (await ok(await client.get(f"{API}/keys/dead/1")))["value"] == {"job": 1}
+
+    letters = (await ok(await client.get(f"{API}/queue/dlq")))["messages"]
+    assert len(letters) == 1 and letters[0]["originalId"] == message_id
+    dlq_id = letters[0]["id"]
+    assert (await ok(await client.get(f"{API}/queue/dlq/{dlq_id}")))["value"] == {"job": 1}
+    requeued = await ok(await client.post(f"{API}/queue/dlq/{dlq_id}/requeue"))
+    await error(await client.get(f"{API}/queue/dlq/{dlq_id}"), 404, "MESSAGE_NOT_FOUND")
+    await error(await client.post(f"{API}/queue/dlq/{dlq_id}/requeue"), 404, "MESSAGE_NOT_FOUND")
+    polled = await ok(await client.get(f"{API}/queue/poll"))
+    assert polled["message"]["id"] == requeued["id"]
+    assert await ok(await client.post(f"{API}/queue/ack", json={"id": requeued["id"]})) == {"ok": True}
+    await error(await client.post(f"{API}/queue/ack", json={"id": requeued["id"]}), 404, "MESSAGE_NOT_FOUND")
+    await error(await client.post(f"{API}/queue/nack", json={"id": "nope"}), 404, "MESSAGE_NOT_FOUND")
+    await error(await client.post(f"{API}/queue/ack", json={}), 400, "INVALID_MESSAGE_ID")
+    await error(await client.post(f"{API}/queue/enqueue", json={"delay": 1}), 400, "INVALID_REQUEST")
+    await error(
+        await client.post(f"{API}/queue/enqueue", json={"value": 1, "delay": -1}), 400, "INVALID_QUEUE_OPTION"
+    )
+
+    for _ in range(2):
+        await ok(await client.post(f"{API}/queue/enqueue", json={"value": 0, "backoffSchedule": []}), 201)
+        polled = await ok(await client.get(f"{API}/queue/poll"))
+        await ok(await client.post(f"{API}/queue/nack", json={"id": polled["message"]["id"]}))
+    letters = (await ok(await client.get(f"{API}/queue/dlq", params={"limit": "1"})))["messages"]
+    assert len(letters) == 1
+    assert await ok(await client.delete(f"{API}/queue/dlq/{letters[0]['id']}")) == {"ok": True}
+    await error(await client.delete(f"{API}/queue/dlq/{letters[0]['id']}"), 404, "MESSAGE_NOT_FOUND")
+    assert await ok(await client.delete(f"{API}/queue/dlq")) == {"deletedCount": 1}
+
+
+async def test_index_and_search_routes(client: Client) -> None:
+    await ok(await client.put(f"{API}/keys/notes/1", json={"title": "Buy milk", "body": "and bread"}))
+    await ok(await client.put(f"{API}/keys/notes/2", json={"title": "Call Ada", "body": "about engines"}))
+    created = await ok(
+        await client.post(f"{API}/indexes", json={"prefix": ["notes"], "fields": ["title", "body"]}), 201
+    )
+    assert created["index"]["prefix"] == ["notes"] and created["index"]["fields"] == ["title", "body"]
+    assert [i["prefix"] for i in (await ok(await client.get(f"{API}/indexes")))["indexes"]] == [["notes"]]
+    await ok(await client.put(f"{API}/keys/notes/3", json={"title": "Milk again"}))
+    hits = await ok(await client.get(f"{API}/search", params={"prefix": "notes", "query": "milk"}))
+    assert [e["key"] for e in hits["entries"]] == [["notes", 1], ["notes", 3]]
+    hits = await ok(
+        await client.post(f"{API}/search", json={"prefix": ["notes"], "query": "bread OR ada", "limit": 5})
+    )
+    assert [e["key"][1] for e in hits["entries"]] == [1, 2]
+    await error(
+        await client.get(f"{API}/search", params={"prefix": "notes", "query": " "}), 400, "INVALID_QUERY"
+    )
+    await error(
+        await client.get(f"{API}/search", params={"prefix": "none", "query": "x"}), 404, "INDEX_NOT_FOUND"
+    )
+    await error(
+        await client.post(f"{API}/indexes", json={"prefix": ["x"], "fields": []}), 400, "INVALID_INDEX"
+    )
+    await error(
+        await client.post(f"{API}/indexes", json={"prefix": ["x"], "fields": "title"}), 400, "INVALID_INDEX"
+    )
+    assert await ok(await client.delete(f"{API}/indexes", params={"prefix": "notes"})) == {"ok": True}
+    await error(await client.delete(f"{API}/indexes", json={"prefix": ["notes"]}), 404, "INDEX_NOT_FOUND")
+
+
+async def test_metrics_routes(client: Client) -> None:
+    await ok(await client.put(f"{API}/keys/m", json=1))
+    await client.get(f"{API}/keys/nothing")
+    body = await ok(await client.get(f"{API}/metrics"))
+    assert body["operations"]["set"]["count"] == 1
+    assert body["operations"]["get"]["count"] == 1
+    assert body["storage"] == {"entries": 1}
+    response = await client.get(f"{API}/metrics/prometheus")
+    assert response.status == 200 and response.content_type == "text/plain"
+    text = await response.text()
+    assert 'keyval_operations_total{operation="set"} 1.0' in text
+    assert "keyval_operation_duration_seconds_bucket" in text
+
+
+async def test_unknown_routes_answer_json(client: Client) -> None:
+    await error(await client.get(f"{API}/nope"), 404, "NOT_FOUND")
+    response = await client.patch(f"{API}/keys/a", data="1")
+    await error(response, 405, "METHOD_NOT_ALLOWED")
+    assert "PUT" in response.headers["Allow"]
+
+
+async def test_503_while_storage_is_unavailable(client: Client, host: PluginHost, kv: Kv) -> None:
+    await ok(await client.put(f"{API}/keys/a", json=1))
+    await host.get_plugin("@buntime/plugin-turso").close()  # storage goes away under the routes
+    for response in (
+        await client.get(f"{API}/keys/a"),
+        await client.put(f"{API}/keys/a", json=2),
+        await client.get(f"{API}/queue/stats"),
+        await client.get(f"{API}/search", params={"prefix": "a", "query": "x"}),
+    ):
+        await error(response, 503, "KEYVAL_UNAVAILABLE")
+        assert response.headers["Retry-After"] == "1"
+    await kv.aclose()  # and after the plugin shut down
+    await error(await client.get(f"{API}/keys/a"), 503, "KEYVAL_UNAVAILABLE")
+    assert json.loads(await (await client.get(f"{API}/keys/count")).text())["code"] == "KEYVAL_UNAVAILABLE"
