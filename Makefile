@@ -48,6 +48,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check runtime operator turso-server
 	$(VENV)/bin/mypy
+	PYTHONPATH=runtime:operator:turso-server $(VENV)/bin/lint-imports
 
 bench: venv tools
 	$(PY) -m bench
