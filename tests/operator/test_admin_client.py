@@ -1,0 +1,63 @@
+"""The operator's admin client against a real turso-server: lifecycle, errors, token fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.tursodb import free_port
+from tests.support.tursoserver import TursoServer
+from turso_operator import AdminClient
+from turso_operator._errors import AdminRejectedError, AdminUnavailableError
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TursoServer]:
+    running = TursoServer(tmp_path_factory.mktemp("admin") / "data").start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_lifecycle(server: TursoServer) -> None:
+    async with AdminClient(server.admin_url, server.admin_token) as admin:
+        assert await admin.get("ledger") is None
+        view = await admin.create("ledger")
+        assert view.name == "ledger" and view.origin == "explicit"
+        assert (await admin.create("ledger")).name == "ledger", "create is idempotent"
+        await admin.set_locked("ledger", False)
+        await admin.set_ttl("ledger", "12h")
+        view = await admin.get("ledger")
+        assert view is not None and (view.locked, view.ttl) == (False, "12h")
+        token = await admin.mint_token("ledger", "ro")
+        assert token and token not in (server.admin_token, server.data_token)
+        assert await admin.delete("ledger") is True
+        assert await admin.delete("ledger") is False
+        assert await admin.get("ledger") is None
+
+
+async def test_errors_are_classified(server: TursoServer) -> None:
+    async with AdminClient(server.admin_url, "wrong-token") as admin:
+        with pytest.raises(AdminRejectedError) as info:
+            await admin.create("x")
+        assert info.value.status == 401
+    async with AdminClient(server.admin_url, server.admin_token) as admin:
+        with pytest.raises(AdminRejectedError) as info:
+            await admin.set_ttl("missing-db", "1h")
+        assert info.value.status == 404
+    async with AdminClient(f"http://127.0.0.1:{free_port()}", "t", timeout=2) as admin:
+        with pytest.raises(AdminUnavailableError):
+            await admin.create("x")
+
+
+async def test_a_server_without_signing_key_falls_back_to_the_shared_token(tmp_path: Path) -> None:
+    plain = TursoServer(tmp_path / "data", extra_env={"TURSO_TOKEN_SIGNING_KEY": ""}).start()
+    try:
+        async with AdminClient(plain.admin_url, plain.admin_token) as admin:
+            await admin.create("plain")
+            assert await admin.mint_token("plain", "rw") is None
+    finally:
+        plain.stop()

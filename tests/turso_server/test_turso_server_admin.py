@@ -1,0 +1,212 @@
+"""The admin API against a real server: lifecycle, backups, limits, metrics and GC."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import turso
+from tests.turso_server.support import ServerFactory, ServerProcess
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_namespace_lifecycle_api(server: ServerProcess, replicas: Callable[..., Any]) -> None:
+    assert server.admin("GET", "/v1/namespaces").json() == {"namespaces": []}
+    assert server.admin("GET", "/v1/namespaces/ghost").status == 404
+
+    created = server.admin("POST", "/v1/namespaces/orders/create")
+    assert created.status == 201
+    view = created.json()
+    assert view["origin"] == "explicit" and view["locked"] and view["running"] and view["port"]
+    assert server.admin("POST", "/v1/namespaces/orders/create").status == 200  # idempotent
+
+    # An auto namespace is promoted to explicit and locked by create.
+    replicas(server.url("autoapp")).push()
+    assert server.admin("GET", "/v1/namespaces/autoapp").json()["origin"] == "auto"
+    promoted = server.admin("POST", "/v1/namespaces/autoapp/create")
+    assert promoted.status == 200
+    assert (promoted.json()["origin"], promoted.json()["locked"]) == ("explicit", True)
+
+    assert server.admin("POST", "/v1/namespaces/orders/unlock").json()["locked"] is False
+    assert server.admin("POST", "/v1/namespaces/orders/lock").json()["locked"] is True
+    assert server.admin("POST", "/v1/namespaces/orders/ttl", {"ttl": "30d"}).json()["ttl"] == "30d"
+    assert server.admin("POST", "/v1/namespaces/orders/ttl", {"ttl": "1h30m"}).json()["ttl"] == "1h30m"
+    for bad in ("garbage", "5x", "-1h", "0s"):
+        response = server.admin("POST", "/v1/namespaces/orders/ttl", {"ttl": bad})
+        assert (response.status, response.json()["code"]) == (400, "invalid ttl"), bad
+    assert server.admin("POST", "/v1/namespaces/orders/ttl", {"ttl": 5}).json()["code"] == "invalid body"
+    assert server.admin("POST", "/v1/namespaces/orders/ttl", {"ttl": ""}).json()["ttl"] is None
+    before = server.admin("GET", "/v1/namespaces/orders").json()["lastAccessAt"]
+    assert server.admin("POST", "/v1/namespaces/orders/access").json()["lastAccessAt"] > before
+    for action in ("lock", "unlock", "access", "ttl"):
+        assert server.admin("POST", f"/v1/namespaces/ghost/{action}").status == 404, action
+
+    stored = json.loads((server.data_dir / "_state" / "namespaces.json").read_text())
+    assert stored["version"] == 1
+    assert {n["name"] for n in stored["namespaces"]} == {"orders", "autoapp"}
+
+    assert server.admin("DELETE", "/v1/namespaces/ghost").status == 404
+    deleted = server.admin("DELETE", "/v1/namespaces/orders")
+    assert deleted.status == 200
+    archive = Path(deleted.json()["archivedTo"])
+    assert archive.parent == server.data_dir / "archive" and archive.name.startswith("orders.")
+    assert (archive / "orders.db").is_file() and not (server.data_dir / "orders.db").exists()
+    assert server.admin("GET", "/v1/namespaces/orders").status == 404
+    assert "orders" not in server.child_pids()
+
+    unknown = server.admin("POST", "/v1/namespaces/autoapp/explode")
+    assert (unknown.status, unknown.json()["code"]) == (404, "unknown route")
+    assert server.admin("PUT", "/v1/namespaces").json()["code"] == "method not allowed"
+
+
+def test_backup_is_a_valid_sqlite_file_with_the_rows(
+    server: ServerProcess, replicas: Callable[..., Any], tmp_path: Path
+) -> None:
+    writer = replicas(server.url("books"))
+    writer.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, title TEXT)")
+    for index in range(50):
+        writer.execute("INSERT INTO t VALUES (?, ?)", (index, f"title {index}"))
+    writer.push()
+
+    response = server.admin("GET", "/v1/namespaces/books/backup")
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/vnd.sqlite3"
+    assert 'filename="books-' in response.headers["content-disposition"]
+    assert int(response.headers["content-length"]) == len(response.body)
+    snapshot = tmp_path / "books-backup.db"
+    snapshot.write_bytes(response.body)
+    with sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert connection.execute("SELECT count(*), max(title) FROM t").fetchone() == (50, "title 9")
+    connection.close()
+    assert list((server.data_dir / "_backups").iterdir()) == []
+
+    missing = server.admin("GET", "/v1/namespaces/nobody/backup")
+    assert (missing.status, missing.json()["code"]) == (404, "namespace not found")
+    assert server.admin("GET", "/v1/namespaces/Bad.Name/backup").status == 400
+
+
+def test_max_namespaces_limit(start_server: ServerFactory, replicas: Callable[..., Any]) -> None:
+    server = start_server(TURSO_MAX_NAMESPACES="2")
+    assert server.admin("POST", "/v1/namespaces/one/create").status == 201
+    replicas(server.url("two")).push()  # auto-provisioned
+
+    refused = server.admin("POST", "/v1/namespaces/three/create")
+    assert (refused.status, refused.json()["code"]) == (429, "max namespaces reached")
+    assert server.data("POST", "/three/pull-updates").status == 429
+    with pytest.raises(turso.Error, match="429"):
+        replicas(server.url("three"))
+    assert not (server.data_dir / "three.db").exists()
+    assert server.admin("POST", "/v1/namespaces/one/create").status == 200  # existing names still work
+    assert server.data("POST", "/two/pull-updates").status == 200
+
+    assert server.admin("DELETE", "/v1/namespaces/one").status == 200
+    assert server.admin("POST", "/v1/namespaces/three/create").status == 201
+    assert set(server.child_pids()) == {"two", "three"}
+
+
+def test_metrics_parse_with_prometheus_parser(server: ServerProcess, replicas: Callable[..., Any]) -> None:
+    writer = replicas(server.url("observed"))
+    writer.execute("CREATE TABLE t(v)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    writer.push()
+    assert server.data("POST", "/observed/pull-updates", token="wrong").status == 401
+    assert server.data("POST", "/Bad/pull-updates").status == 400
+    assert server.admin("GET", "/v1/namespaces/ghost").status == 404
+
+    families = {family.name: family for family in text_string_to_metric_families(server.metrics_text())}
+    requests = families["turso_server_data_requests"].samples
+    labels = {
+        (s.labels["namespace"], s.labels["route"], s.labels["status"])
+        for s in requests
+        if s.name.endswith("_total")
+    }
+    assert ("observed", "pull-updates", "200") in labels
+    assert ("observed", "pipeline", "200") in labels
+    assert ("_unknown", "other", "401") in labels
+    assert ("_unknown", "other", "400") in labels
+    states = {s.labels["state"]: s.value for s in families["turso_server_namespaces"].samples}
+    assert states["running"] == 1
+    histogram = families["turso_server_proxy_duration_seconds"]
+    observed = sum(s.value for s in histogram.samples if s.name.endswith("_count"))
+    assert observed == sum(s.value for s in requests if s.name.endswith("_total")) >= 5
+    assert "turso_server_child_restarts" in families
+    admin = {(s.labels["route"], s.labels["status"]) for s in families["turso_server_admin_requests"].samples}
+    assert ("/v1/namespaces/{name}", "404") in admin
+
+
+def test_gc_with_tiny_durations(start_server: ServerFactory, replicas: Callable[..., Any]) -> None:
+    server = start_server(
+        TURSO_GC_INTERVAL="200ms",
+        TURSO_AUTO_IDLE_DURATION="1500ms",
+        TURSO_ARCHIVE_RETENTION="1s",
+    )
+    notes = server.data_dir / "archive" / "notes"  # no parsable stamp: never purged
+    notes.mkdir(parents=True)
+    assert server.admin("POST", "/v1/namespaces/kept/create").status == 201
+    assert server.admin("POST", "/v1/namespaces/kept/ttl", {"ttl": "1s"}).status == 200  # locked: survives
+    assert server.admin("POST", "/v1/namespaces/shortlived/create").status == 201
+    assert server.admin("POST", "/v1/namespaces/shortlived/unlock").status == 200
+    assert server.admin("POST", "/v1/namespaces/shortlived/ttl", {"ttl": "1s"}).status == 200
+    replicas(server.url("idle")).push()
+    busy = replicas(server.url("busy"))
+    busy.push()
+
+    def archived() -> set[str]:
+        return {r["namespace"] for r in server.find_logs("gc archive")}
+
+    deadline = time.monotonic() + 4.0
+    while time.monotonic() < deadline and archived() != {"shortlived", "idle"}:
+        busy.pull()  # keeps "busy" accessed, so the idle rule never fires for it
+        time.sleep(0.1)
+    assert archived() == {"shortlived", "idle"}
+    reasons = {r["namespace"]: r["reason"] for r in server.find_logs("gc archive")}
+    assert reasons == {"shortlived": "ttl_expired", "idle": "auto_idle"}
+    names = {n["name"] for n in server.admin("GET", "/v1/namespaces").json()["namespaces"]}
+    assert names == {"kept", "busy"}
+    assert set(server.child_pids()) == {"kept", "busy"}
+
+    _wait_for(lambda: len(server.find_logs("archive purged")) == 2, 5.0, "archive purge")
+    assert [p.name for p in (server.data_dir / "archive").iterdir()] == ["notes"]
+    assert server.process is not None and server.process.poll() is None
+
+
+def test_auto_provision_off_and_insecure_dev(
+    start_server: ServerFactory, replicas: Callable[..., Any]
+) -> None:
+    server = start_server(
+        TURSO_ALLOW_AUTO_PROVISION="false",
+        TURSO_INSECURE_DEV="true",
+        TURSO_AUTH_TOKEN="",
+        TURSO_ADMIN_TOKEN="",
+        TURSO_TOKEN_SIGNING_KEY="",
+    )
+    warnings = [r["msg"] for r in server.logs() if r.get("level") == "WARNING" and "INSECURE" in r["msg"]]
+    assert len(warnings) == 2
+
+    unknown = server.data("POST", "/nobody/pull-updates", token=None)
+    assert (unknown.status, unknown.json()["code"]) == (404, "namespace not found")
+    assert not (server.data_dir / "nobody.db").exists()
+
+    assert server.admin("POST", "/v1/namespaces/made/create", token=None).status == 201
+    writer = replicas(server.url("made"), token=None)
+    writer.execute("CREATE TABLE t(v)")
+    writer.execute("INSERT INTO t VALUES (42)")
+    writer.push()
+    assert replicas(server.url("made"), token=None).execute("SELECT v FROM t").fetchall() == [(42,)]
+    minting = server.admin("POST", "/v1/namespaces/made/tokens", token=None)
+    assert (minting.status, minting.json()["code"]) == (409, "conflict")

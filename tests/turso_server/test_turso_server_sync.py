@@ -1,0 +1,136 @@
+"""Real pyturso replicas through turso-server: convergence, isolation, first-touch, crashes, restore."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tests.turso_server.support import ServerFactory, ServerProcess, kill_pid
+
+
+def _rows(connection: Any, table: str = "t") -> list[tuple[Any, ...]]:
+    return sorted(connection.execute(f"SELECT * FROM {table}").fetchall())
+
+
+def test_two_replicas_converge_through_the_proxy(server: ServerProcess, replicas: Callable[..., Any]) -> None:
+    first = replicas(server.url("shop"))
+    first.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT)")
+    first.execute("INSERT INTO t VALUES (1, 'first')")
+    first.push()
+
+    second = replicas(server.url("shop"))
+    assert _rows(second) == [(1, "first")]
+    second.execute("INSERT INTO t VALUES (2, 'second')")
+    second.push()
+
+    first.pull()
+    assert _rows(first) == [(1, "first"), (2, "second")]
+    assert _rows(first) == _rows(second)
+
+    view = server.admin("GET", "/v1/namespaces/shop").json()
+    assert view["origin"] == "auto" and view["running"] and not view["locked"]
+
+
+def test_namespaces_are_isolated(server: ServerProcess, replicas: Callable[..., Any]) -> None:
+    alpha = replicas(server.url("alpha"))
+    alpha.execute("CREATE TABLE secrets(v TEXT)")
+    alpha.execute("INSERT INTO secrets VALUES ('alpha-only')")
+    alpha.push()
+
+    beta = replicas(server.url("beta"))
+    beta.execute("CREATE TABLE t(v TEXT)")
+    beta.execute("INSERT INTO t VALUES ('beta-only')")
+    beta.push()
+
+    fresh_beta = replicas(server.url("beta"))
+    tables = {row[0] for row in fresh_beta.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "secrets" not in tables
+    assert _rows(fresh_beta) == [("beta-only",)]
+    alpha.pull()
+    tables = {row[0] for row in alpha.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "t" not in tables
+
+    assert (server.data_dir / "alpha.db").is_file() and (server.data_dir / "beta.db").is_file()
+    ports = {server.admin("GET", f"/v1/namespaces/{name}").json()["port"] for name in ("alpha", "beta")}
+    assert len(ports) == 2
+
+
+def test_hundred_concurrent_first_touches_start_one_child(server: ServerProcess) -> None:
+    def touch(_: int) -> int:
+        return server.data("POST", "/crowd/pull-updates").status
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        statuses = list(pool.map(touch, range(100)))
+
+    assert statuses == [200] * 100
+    assert len(server.find_logs("namespace running", namespace="crowd")) == 1
+    assert len(server.find_logs("namespace created", namespace="crowd")) == 1
+    assert list(server.child_pids()) == ["crowd"]
+    assert [n["name"] for n in server.admin("GET", "/v1/namespaces").json()["namespaces"]] == ["crowd"]
+
+
+def test_killed_child_is_restarted_and_loses_nothing(
+    server: ServerProcess, replicas: Callable[..., Any]
+) -> None:
+    writer = replicas(server.url("crashy"))
+    writer.execute("CREATE TABLE t(v INTEGER)")
+    for value in range(5):
+        writer.execute("INSERT INTO t VALUES (?)", (value,))
+        writer.push()
+    old_pid = server.child_pids()["crashy"]
+
+    os.kill(old_pid, signal.SIGKILL)
+    # The very next operation arrives while the child is dead or restarting: it must wait, not fail.
+    writer.execute("INSERT INTO t VALUES (5)")
+    writer.push()
+
+    reader = replicas(server.url("crashy"))
+    assert _rows(reader) == [(v,) for v in range(6)]
+    assert server.child_pids()["crashy"] != old_pid
+    view = server.admin("GET", "/v1/namespaces/crashy").json()
+    assert view["running"] and view["restarts"] == 1
+    assert server.find_logs("tursodb exited; restarting", namespace="crashy")
+
+
+def test_killed_server_restart_restores_every_namespace(
+    start_server: ServerFactory, replicas: Callable[..., Any]
+) -> None:
+    first = start_server()
+    assert first.admin("POST", "/v1/namespaces/ledger/create").status == 201
+    expected: dict[str, list[tuple[Any, ...]]] = {}
+    for name in ("ledger", "auto-one", "auto-two"):
+        connection = replicas(first.url(name))
+        connection.execute("CREATE TABLE t(v TEXT)")
+        rows = [(f"{name}-{i}",) for i in range(3)]
+        for row in rows:
+            connection.execute("INSERT INTO t VALUES (?)", row)
+        connection.push()
+        expected[name] = rows
+    orphans = first.child_pids()
+    assert set(orphans) == set(expected)
+
+    first.kill9()  # children survive in their own process groups, holding the database locks
+    second = start_server(data_dir=first.data_dir)
+
+    views = {v["name"]: v for v in second.admin("GET", "/v1/namespaces").json()["namespaces"]}
+    assert set(views) == set(expected)
+    assert all(view["running"] for view in views.values())
+    assert views["ledger"]["origin"] == "explicit" and views["ledger"]["locked"]
+    assert views["auto-one"]["origin"] == "auto"
+    for name, rows in expected.items():
+        assert _rows(replicas(second.url(name))) == rows
+    for pid in orphans.values():
+        assert not _alive(pid), "the orphaned child of the killed server is still running"
+        kill_pid(pid, second.data_dir)
+    assert len(second.find_logs("killing orphaned tursodb")) == 3
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

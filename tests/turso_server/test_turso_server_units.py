@@ -1,0 +1,187 @@
+"""Pure pieces of turso-server without a running server: config, names, durations, paths, GC, state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.turso_server.support import SERVER_SCRIPT, TURSODB
+from turso_server import ConfigError, ScopedTokens, StateError, load_config, parse_duration, validate_name
+from turso_server._auth import Access, DataAuth
+from turso_server._errors import ForbiddenError, InvalidNamespaceError, UnauthorizedError
+from turso_server._gc import GcPolicy, GcReason, archive_reason, parse_archive_stamp
+from turso_server._proxy import split_target
+from turso_server._state import NamespaceRecord, Origin, StateStore, parse_timestamp
+
+NOW = datetime(2026, 5, 21, 12, 0, tzinfo=UTC)
+KEY = "k" * 32
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "TURSO_DATA_DIR": str(tmp_path / "data"),
+        "TURSODB_BIN": str(TURSODB),
+        "TURSO_AUTH_TOKEN": "d",
+        "TURSO_ADMIN_TOKEN": "a",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TURSO_GC_INTERVAL", "7 days"),
+        ("TURSO_STARTUP_TIMEOUT", "0"),
+        ("TURSO_MAX_NAMESPACES", "-1"),
+        ("TURSO_ALLOW_AUTO_PROVISION", "maybe"),
+        ("TURSO_BACKEND_PORT_START", "70000"),
+        ("TURSO_DATA_ADDR", "8080"),
+        ("TURSODB_BIN", "/nonexistent/tursodb"),
+        ("TURSO_TOKEN_SIGNING_KEY", "short"),
+        ("TURSO_LOG_LEVEL", "loud"),
+    ],
+)
+def test_invalid_settings_fail_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        load_config({}, _env(tmp_path, **{variable: value}))
+
+
+def test_config_defaults_flags_and_auth_rules(tmp_path: Path) -> None:
+    config = load_config({}, _env(tmp_path, TURSO_GC_INTERVAL="0", TURSO_AUTO_IDLE_DURATION="7d"))
+    assert (config.gc_interval, config.auto_idle_duration) == (0.0, 7 * 86400.0)
+    assert (config.data_addr.host, config.data_addr.port, config.max_namespaces) == (None, 8080, 256)
+    assert "'d'" not in repr(config)  # secrets stay out of reprs
+    flagged = load_config(
+        {"TURSO_MAX_NAMESPACES": "3", "TURSO_ALLOW_AUTO_PROVISION": "false"}, _env(tmp_path)
+    )
+    assert (flagged.max_namespaces, flagged.allow_auto_provision) == (3, False)
+    with pytest.raises(ConfigError, match="TURSO_BACKEND_PORT_START"):
+        load_config({}, _env(tmp_path, TURSO_BACKEND_PORT_START="9500", TURSO_BACKEND_PORT_END="9000"))
+    with pytest.raises(ConfigError, match="TURSO_ADMIN_TOKEN"):
+        load_config({}, _env(tmp_path, TURSO_ADMIN_TOKEN=""))
+    with pytest.raises(ConfigError, match="TURSO_AUTH_TOKEN"):
+        load_config({}, _env(tmp_path, TURSO_AUTH_TOKEN=""))
+    scoped_only = load_config({}, _env(tmp_path, TURSO_AUTH_TOKEN="", TURSO_TOKEN_SIGNING_KEY=KEY))
+    assert scoped_only.data_auth_enabled
+    insecure = load_config(
+        {"TURSO_INSECURE_DEV": "true"}, _env(tmp_path, TURSO_AUTH_TOKEN="", TURSO_ADMIN_TOKEN="")
+    )
+    assert not insecure.data_auth_enabled and not insecure.admin_auth_enabled
+
+
+def test_cli_help_and_startup_errors(tmp_path: Path) -> None:
+    help_text = subprocess.run([SERVER_SCRIPT, "--help"], capture_output=True, text=True, check=True).stdout
+    for needle in ("TURSO_DATA_ADDR", "--gc-interval", "TURSO_TOKEN_SIGNING_KEY", "--insecure-dev"):
+        assert needle in help_text
+    env = {**_env(tmp_path), "TURSO_GC_INTERVAL": "soon", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([SERVER_SCRIPT], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 2 and "TURSO_GC_INTERVAL" in result.stderr
+
+
+def test_durations() -> None:
+    assert parse_duration("30d") == timedelta(days=30)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("250ms") == timedelta(milliseconds=250)
+    assert parse_duration("1.5s") == timedelta(seconds=1.5)
+    assert parse_duration("0") == timedelta(0)
+    for bad in ("", "abc", "5x", "-1h", "1.5", "d", "1h 2m"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_names_and_target_splitting() -> None:
+    for good in ("foo", "app-todo-12345", "api_keys", "a", "0", "a" * 63):
+        assert validate_name(good) == good
+    for bad in ("", "-foo", "_internal", "foo/bar", "foo bar", "Foo", "a" * 64, "a.b", "healthz", "x\n"):
+        with pytest.raises(InvalidNamespaceError):
+            validate_name(bad)
+    assert split_target("/foo/v1/sync/pull?cursor=42") == ("foo", "/v1/sync/pull", "cursor=42")
+    assert split_target("/foo") == ("foo", "/", "")
+    assert split_target("/foo/") == ("foo", "/", "")
+    assert split_target("/foo//pull-updates") == ("foo", "/pull-updates", "")
+
+
+def test_gc_rules_and_archive_stamps() -> None:
+    policy = GcPolicy(auto_idle=7 * 86400, archive_retention=0)
+
+    def record(
+        origin: Origin, *, locked: bool, age: timedelta, idle: timedelta, ttl: str | None = None
+    ) -> NamespaceRecord:
+        return NamespaceRecord("n", origin, NOW - age, NOW - idle, locked, ttl)
+
+    day = timedelta(days=1)
+    assert archive_reason(record(Origin.EXPLICIT, locked=True, age=day, idle=day), NOW, policy) is None
+    assert archive_reason(record(Origin.AUTO, locked=False, age=9 * day, idle=3 * day), NOW, policy) is None
+    assert (
+        archive_reason(record(Origin.AUTO, locked=False, age=9 * day, idle=8 * day), NOW, policy)
+        is GcReason.AUTO_IDLE
+    )
+    assert archive_reason(record(Origin.AUTO, locked=True, age=9 * day, idle=8 * day), NOW, policy) is None
+    expired = record(Origin.EXPLICIT, locked=False, age=timedelta(hours=2), idle=timedelta(0), ttl="1h")
+    assert archive_reason(expired, NOW, policy) is GcReason.TTL_EXPIRED
+    young = record(Origin.EXPLICIT, locked=False, age=day, idle=day, ttl="30d")
+    assert archive_reason(young, NOW, policy) is None
+    invalid_ttl = record(Origin.EXPLICIT, locked=False, age=365 * day, idle=day, ttl="garbage")
+    assert archive_reason(invalid_ttl, NOW, policy) is None
+
+    assert parse_archive_stamp("foo.20260521T120000Z") == datetime(2026, 5, 21, 12, tzinfo=UTC)
+    assert parse_archive_stamp("foo.20260521T120000Z-2") == datetime(2026, 5, 21, 12, tzinfo=UTC)
+    for bad in ("foo.bar", "no-suffix", "foo.", "foo.20261399T999999Z"):
+        assert parse_archive_stamp(bad) is None
+
+
+def test_scoped_tokens() -> None:
+    tokens = ScopedTokens(KEY)
+    minted = tokens.mint("app", Access.READ_ONLY, expires_in=timedelta(hours=1))
+    principal = tokens.verify(minted.token)
+    assert (principal.namespace, principal.access) == ("app", Access.READ_ONLY)
+    with pytest.raises(UnauthorizedError):
+        ScopedTokens("x" * 32).verify(minted.token)
+    auth = DataAuth("global", tokens)
+    assert auth.authenticate("Bearer global").namespace is None
+    assert auth.authenticate("bearer global").namespace is None
+    for header in (None, "", "Bearer", "Basic global", "Bearer globalx", "Bearer a.b.c"):
+        with pytest.raises(UnauthorizedError):
+            auth.authenticate(header)
+    DataAuth.authorize(principal, "app", "POST", "/pull-updates")
+    with pytest.raises(ForbiddenError):
+        DataAuth.authorize(principal, "app", "POST", "/v2/pipeline")
+    with pytest.raises(ForbiddenError):
+        DataAuth.authorize(principal, "other", "POST", "/pull-updates")
+
+
+def test_state_store_atomic_versioned_and_go_compatible(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = StateStore(tmp_path, flush_interval=0.01)
+        store.load()
+        await store.add(NamespaceRecord("alpha", Origin.EXPLICIT, NOW, NOW, True, "30d"))
+        await store.add(NamespaceRecord("beta", Origin.AUTO, NOW, NOW, False))
+        store.touch("beta", NOW + timedelta(hours=1))
+        await store.close()
+
+    asyncio.run(scenario())
+    state_dir = tmp_path / "_state"
+    assert [p.name for p in state_dir.iterdir() if p.is_file()] == ["namespaces.json"]  # no tmp leftovers
+    document = json.loads((state_dir / "namespaces.json").read_text())
+    assert document["version"] == 1
+    reopened = StateStore(tmp_path, flush_interval=1)
+    reopened.load()
+    alpha, beta = reopened.records()
+    assert (alpha.origin, alpha.locked, alpha.ttl) == (Origin.EXPLICIT, True, "30d")
+    assert beta.last_access_at == NOW + timedelta(hours=1)
+
+    # A Go wrapper's file (nanosecond timestamps) loads; a newer version or broken JSON is refused.
+    assert parse_timestamp("2026-05-21T12:00:00.123456789Z") == datetime(
+        2026, 5, 21, 12, 0, 0, 123456, tzinfo=UTC
+    )
+    (state_dir / "namespaces.json").write_text(json.dumps({"version": 2, "namespaces": []}))
+    with pytest.raises(StateError, match="version"):
+        StateStore(tmp_path, flush_interval=1).load()
+    (state_dir / "namespaces.json").write_text("{not json")
+    with pytest.raises(StateError):
+        StateStore(tmp_path, flush_interval=1).load()

@@ -1,0 +1,173 @@
+"""Every error turso-server raises, and the HTTP status and ``code`` each one is rendered with.
+
+Handlers on both listeners raise these and one middleware per listener turns them into
+``{"code": ..., "detail": ...}`` JSON, so statuses are decided here and nowhere else. The codes keep
+the upstream Go wrapper's spelling where it had one, so existing admin clients keep matching::
+
+    TursoServerError
+    ├── ConfigError (ValueError)                 startup: names the offending variable or flag
+    ├── StateError (RuntimeError)                startup: state file unreadable or of a newer version
+    └── ApiError                                 rendered as JSON with .status and .code
+        ├── BadRequestError (ValueError)         400 "bad request"
+        │   ├── MissingNamespaceError            400 "missing namespace"
+        │   ├── InvalidNamespaceError            400 "invalid namespace"
+        │   ├── InvalidBodyError                 400 "invalid body"
+        │   └── InvalidTTLError                  400 "invalid ttl"
+        ├── UnauthorizedError (PermissionError)  401 "unauthorized"  (+ WWW-Authenticate)
+        ├── ForbiddenError (PermissionError)     403 "forbidden"
+        ├── NotFoundError (LookupError)          404 "not found"
+        │   └── NamespaceNotFoundError           404 "namespace not found"
+        ├── ConflictError                        409 "conflict"
+        ├── NamespaceLimitError                  429 "max namespaces reached"
+        ├── InternalError                        500 "internal error"
+        │   └── BackupError                      500 "backup failed"
+        ├── UpstreamError (ConnectionError)      502 "upstream error"
+        │   ├── UpstreamConnectError             502 "upstream unreachable"  (nothing was sent)
+        │   └── UpstreamTimeoutError (TimeoutError) 504 "upstream timeout"
+        └── UnavailableError (ConnectionError)   503 "namespace unavailable"  (+ Retry-After)
+            ├── ChildStartError                  503 "start failed"
+            └── NoFreePortError                  503 "no free port"
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+
+class TursoServerError(Exception):
+    """Root of every error turso-server raises."""
+
+    @property
+    def detail(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(TursoServerError, ValueError):
+    """A setting cannot be used; the message names the environment variable (and flag)."""
+
+
+class StateError(TursoServerError, RuntimeError):
+    """The state file cannot be read, or was written by a newer turso-server."""
+
+
+class ApiError(TursoServerError):
+    """An error with an HTTP status, rendered as ``{"code","detail"}`` by the listener middleware."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal error"
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error needs (``WWW-Authenticate``, ``Retry-After``)."""
+        return {}
+
+
+class BadRequestError(ApiError, ValueError):
+    status = 400
+    code = "bad request"
+
+
+class MissingNamespaceError(BadRequestError):
+    code = "missing namespace"
+
+
+class InvalidNamespaceError(BadRequestError):
+    code = "invalid namespace"
+
+
+class InvalidBodyError(BadRequestError):
+    code = "invalid body"
+
+
+class InvalidTTLError(BadRequestError):
+    code = "invalid ttl"
+
+
+class UnauthorizedError(ApiError, PermissionError):
+    """No credentials, or credentials that do not verify."""
+
+    status = 401
+    code = "unauthorized"
+    realm: ClassVar[str] = "turso-server"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": f'Bearer realm="{self.realm}"'}
+
+
+class ForbiddenError(ApiError, PermissionError):
+    """Valid credentials that do not cover this namespace or operation."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFoundError(ApiError, LookupError):
+    status = 404
+    code = "not found"
+
+
+class NamespaceNotFoundError(NotFoundError):
+    code = "namespace not found"
+
+
+class ConflictError(ApiError):
+    status = 409
+    code = "conflict"
+
+
+class NamespaceLimitError(ApiError):
+    """``TURSO_MAX_NAMESPACES`` namespaces exist already."""
+
+    status = 429
+    code = "max namespaces reached"
+
+
+class InternalError(ApiError):
+    status = 500
+    code = "internal error"
+
+
+class BackupError(InternalError):
+    code = "backup failed"
+
+
+class UpstreamError(ApiError, ConnectionError):
+    """The namespace's tursodb failed mid-request (reset, bad reply)."""
+
+    status = 502
+    code = "upstream error"
+
+
+class UpstreamConnectError(UpstreamError):
+    """The child did not accept the connection; the request was not sent, so it may be retried."""
+
+    code = "upstream unreachable"
+
+
+class UpstreamTimeoutError(UpstreamError, TimeoutError):
+    """The exchange outlived ``TURSO_UPSTREAM_TIMEOUT``."""
+
+    status = 504
+    code = "upstream timeout"
+
+
+class UnavailableError(ApiError, ConnectionError):
+    """The namespace's tursodb is not serving yet; the client should retry after ``retry_after``."""
+
+    status = 503
+    code = "namespace unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class ChildStartError(UnavailableError):
+    code = "start failed"
+
+
+class NoFreePortError(UnavailableError):
+    code = "no free port"

@@ -1,0 +1,221 @@
+"""The data port: ``/<ns>/<rest>`` is forwarded to that namespace's tursodb as ``/<rest>``.
+
+tursodb's sync server is single-threaded, handles one request per connection, needs
+``Content-Length`` and rejects chunked bodies, so the request body is buffered first and sent in one
+go on a fresh connection, with hop-by-hop headers (and ``Expect``, ``Host`` and the caller's
+``Authorization``, which tursodb ignores) dropped and ``X-Forwarded-For/-Host/-Proto/-Prefix`` added.
+The response keeps tursodb's status and headers and is streamed back with its ``Content-Length``
+(bootstraps are the whole database). There is no upstream timeout besides the
+``TURSO_UPSTREAM_TIMEOUT`` ceiling. The order of checks is: auth (401), namespace syntax on the
+*raw* path (400), token scope (403), then existence (auto-provision, or 404). A refused connection
+means the child just died: the request waits for the supervisor's restart and is retried (nothing
+was sent), up to ``TURSO_STARTUP_TIMEOUT``, then 503 with ``Retry-After``. Mounted by ``_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+
+from ._auth import DataAuth
+from ._errors import (
+    MissingNamespaceError,
+    UnavailableError,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+from ._http import CONFIG, DATA_AUTH, METRICS, STORE, SUPERVISOR, add_probe_routes
+from ._logging import get_logger
+from ._metrics import UNKNOWN_NAMESPACE
+from ._names import validate_name
+from ._state import Origin
+from ._supervisor import LOOPBACK
+from ._upstream import UpstreamResponse, exchange
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect", "authorization"}
+NOT_RETURNED = HOP_BY_HOP | {"content-length"}
+ROUTE_LABELS = {"/pull-updates": "pull-updates", "/v2/pipeline": "pipeline"}
+OTHER_ROUTE = "other"
+CLIENT_CLOSED_REQUEST = 499  # the client went away before the answer (nginx's convention)
+BUFFERED_RESPONSE_LIMIT = 1 << 20
+RECONNECT_DELAY = 0.05
+FORWARDED_PREFIX = "x-forwarded-"
+X_FORWARDED_PREFIX = "X-Forwarded-Prefix"
+MISSING_NAMESPACE_DETAIL = "request path must start with /<namespace>/"
+
+log = get_logger("proxy")
+
+
+def split_target(raw_target: str) -> tuple[str, str, str]:
+    """Split a raw request target into ``(namespace segment, rest, query)``.
+
+    ``/ns/pull-updates?x=1`` gives ``("ns", "/pull-updates", "x=1")``; ``/ns`` and ``/ns/`` give
+    ``rest="/"``; repeated slashes after the namespace collapse (a client base URL with a trailing
+    slash). Nothing is percent-decoded: the segment is validated as sent.
+    """
+    path, _, query = raw_target.partition("?")
+    trimmed = path[1:] if path.startswith("/") else path
+    segment, _, remainder = trimmed.partition("/")
+    if not segment:
+        raise MissingNamespaceError(MISSING_NAMESPACE_DETAIL)
+    return segment, "/" + remainder.lstrip("/"), query
+
+
+def upstream_headers(request: web.Request, namespace: str) -> list[tuple[str, str]]:
+    """The headers sent to tursodb (``Host`` and ``Content-Length`` are added by the client)."""
+    listed = {
+        token.strip().lower()
+        for value in request.headers.getall(hdrs.CONNECTION, [])
+        for token in value.split(",")
+    }
+    headers = [
+        (key, value)
+        for key, value in request.headers.items()
+        if (lowered := key.lower()) not in NOT_FORWARDED
+        and lowered not in listed
+        and not lowered.startswith(FORWARDED_PREFIX)
+    ]
+    forwarded_for = request.headers.get(hdrs.X_FORWARDED_FOR)
+    remote = request.remote or ""
+    headers += [
+        (hdrs.X_FORWARDED_FOR, f"{forwarded_for}, {remote}" if forwarded_for else remote),
+        (hdrs.X_FORWARDED_HOST, request.headers.get(hdrs.X_FORWARDED_HOST) or request.host),
+        (hdrs.X_FORWARDED_PROTO, request.headers.get(hdrs.X_FORWARDED_PROTO) or request.scheme),
+        (X_FORWARDED_PREFIX, f"/{namespace}"),
+    ]
+    return headers
+
+
+def response_headers(upstream: UpstreamResponse) -> CIMultiDict[str]:
+    return CIMultiDict((key, value) for key, value in upstream.headers if key.lower() not in NOT_RETURNED)
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    """Authenticate, validate, find or start the namespace's child, and forward."""
+    app = request.app
+    started = time.perf_counter()
+    route, status = OTHER_ROUTE, 500
+    name: str | None = None
+    try:
+        principal = app[DATA_AUTH].authenticate(request.headers.get(hdrs.AUTHORIZATION))
+        segment, rest, query = split_target(request.raw_path)
+        name = validate_name(segment)
+        route = ROUTE_LABELS.get(rest, OTHER_ROUTE)
+        DataAuth.authorize(principal, name, request.method, rest)
+        body = await request.read()
+        target = f"{rest}?{query}" if query else rest
+        response = await _forward(request, name, target, body)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED_REQUEST
+        raise
+    except Exception as exc:
+        status = getattr(exc, "status", 500)
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        # Only stored namespaces become label values, so stray names cannot grow the series.
+        namespace = name if name is not None and name in app[STORE] else UNKNOWN_NAMESPACE
+        metrics = app[METRICS]
+        metrics.data_requests.labels(namespace, route, str(status)).inc()
+        metrics.proxy_latency.labels(route).observe(elapsed)
+        log.debug(
+            "proxied",
+            extra={"method": request.method, "namespace": namespace, "route": route, "status": status},
+        )
+
+
+async def _forward(request: web.Request, name: str, target: str, body: bytes) -> web.StreamResponse:
+    app = request.app
+    config, supervisor, store = app[CONFIG], app[SUPERVISOR], app[STORE]
+    provision = Origin.AUTO if config.allow_auto_provision else None
+    deadline = time.monotonic() + config.startup_timeout
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        async with supervisor.lease(name, provision=provision, timeout=remaining) as port:
+            store.touch(name)
+            try:
+                return await _exchange(request, port, name, target, body)
+            except UpstreamConnectError as exc:
+                # Nothing reached the child (it just died); wait for its restart and resend.
+                reason = exc.detail
+        if time.monotonic() >= deadline:
+            raise UnavailableError(f"namespace {name!r} is not accepting connections ({reason})")
+        await asyncio.sleep(RECONNECT_DELAY)
+
+
+async def _exchange(
+    request: web.Request, port: int, name: str, target: str, body: bytes
+) -> web.StreamResponse:
+    ceiling = request.app[CONFIG].upstream_timeout or None
+    headers = upstream_headers(request, name)
+    streamed: web.StreamResponse | None = None
+    try:
+        async with asyncio.timeout(ceiling):
+            upstream = await exchange(
+                LOOPBACK,
+                port,
+                method=request.method,
+                target=target,
+                headers=headers,
+                body=body,
+            )
+            try:
+                out_headers = response_headers(upstream)
+                length = upstream.content_length if upstream.has_body else 0
+                if length is not None and length <= BUFFERED_RESPONSE_LIMIT:
+                    payload = await upstream.read()
+                    return web.Response(
+                        status=upstream.status, reason=upstream.reason, body=payload, headers=out_headers
+                    )
+                streamed = web.StreamResponse(
+                    status=upstream.status, reason=upstream.reason, headers=out_headers
+                )
+                if length is not None:
+                    streamed.content_length = length
+                await streamed.prepare(request)
+                async for chunk in upstream.iter_chunks():
+                    await streamed.write(chunk)
+                await streamed.write_eof()
+                return streamed
+            finally:
+                upstream.close()
+    except UpstreamConnectError:
+        raise
+    except (UpstreamError, TimeoutError) as exc:
+        log.warning("upstream error", extra={"namespace": name, "path": target, "error": repr(exc)})
+        if streamed is not None and streamed.prepared:
+            # Too late for an error status: cut the connection so the client sees a short body.
+            if request.transport is not None:
+                request.transport.close()
+            return streamed
+        if isinstance(exc, UpstreamError):
+            raise
+        raise UpstreamTimeoutError(
+            f"tursodb for {name!r} did not answer within the upstream timeout"
+        ) from exc
+
+
+def add_routes(app: web.Application) -> None:
+    """Probes first (exact paths), then everything else to the proxy."""
+    add_probe_routes(app)
+    app.router.add_route(hdrs.METH_ANY, "/{target:.*}", proxy)

@@ -1,0 +1,271 @@
+"""The namespace registry and its file, ``<data_dir>/_state/namespaces.json``.
+
+The file is what lets a restarted server bring every namespace back, so it is written atomically
+(unique tmp file, fsync, ``os.replace``, fsync of the directory) and awaited on every lifecycle
+change (add, remove, lock, TTL, promote) before the HTTP answer goes out. Last-access bumps happen
+on every proxied request and only mark the store dirty; :meth:`StateStore.run_flusher` persists
+them on a debounce and :meth:`StateStore.close` at shutdown. Writes run in a worker thread and are
+serialised, so the event loop never blocks on disk. The format is upstream's version 1 (camelCase
+records, port and pid never stored), so a Go wrapper's state file loads as is; a newer version is
+refused rather than misread. Owned by the data app's lifecycle (``_app``); used by ``_supervisor``,
+``_admin``, ``_proxy`` and ``_gc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from ._errors import NamespaceNotFoundError, StateError
+from ._logging import get_logger
+from ._names import is_valid_name
+
+STATE_DIR_NAME = "_state"
+STATE_FILE_NAME = "namespaces.json"
+STATE_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+_TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
+
+log = get_logger("state")
+
+
+class Origin(StrEnum):
+    """How a namespace came to exist."""
+
+    AUTO = "auto"
+    EXPLICIT = "explicit"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse RFC 3339 (ours, or Go's nanosecond ``RFC3339Nano``) into an aware UTC datetime."""
+    match = _TIMESTAMP.match(text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
+    base, fraction, zone = match.groups()
+    micros = (fraction or "0")[:6].ljust(6, "0")
+    zone = "+00:00" if zone == "Z" else zone
+    return datetime.fromisoformat(f"{base}.{micros}{zone}").astimezone(UTC)
+
+
+@dataclass
+class NamespaceRecord:
+    """What is persisted about a namespace. ``ttl`` is the text the client sent (``30d``)."""
+
+    name: str
+    origin: Origin
+    created_at: datetime
+    last_access_at: datetime
+    locked: bool
+    ttl: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "name": self.name,
+            "origin": self.origin.value,
+            "createdAt": format_timestamp(self.created_at),
+            "lastAccessAt": format_timestamp(self.last_access_at),
+            "locked": self.locked,
+        }
+        if self.ttl:
+            payload["ttl"] = self.ttl
+        return payload
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> NamespaceRecord:
+        created = parse_timestamp(str(payload["createdAt"]))
+        last = payload.get("lastAccessAt")
+        return cls(
+            name=str(payload["name"]),
+            origin=Origin(payload.get("origin", Origin.EXPLICIT)),
+            created_at=created,
+            last_access_at=parse_timestamp(str(last)) if last else created,
+            locked=bool(payload.get("locked", False)),
+            ttl=str(payload["ttl"]) if payload.get("ttl") else None,
+        )
+
+    def copy(self) -> NamespaceRecord:
+        return dataclasses.replace(self)
+
+
+class StateStore:
+    """The in-memory registry of namespaces, persisted to ``_state/namespaces.json``.
+
+    Usage::
+
+        store = StateStore(data_dir, flush_interval=10.0)
+        store.load()                       # at startup; StateError on a corrupt or newer file
+        await store.add(record)            # persisted before it returns
+        store.touch("app")                 # memory only; the flusher writes it later
+        await store.close()                # final flush
+
+    Parameters:
+
+    * ``data_dir`` - the server's data directory; the file lives in ``_state/`` under it.
+    * ``flush_interval`` - debounce for last-access bumps, in seconds.
+    """
+
+    def __init__(self, data_dir: Path, *, flush_interval: float) -> None:
+        self.state_dir = data_dir / STATE_DIR_NAME
+        self.path = self.state_dir / STATE_FILE_NAME
+        self._flush_interval = flush_interval
+        self._records: dict[str, NamespaceRecord] = {}
+        self._generation = 0
+        self._saved_generation = 0
+        self._write_lock = asyncio.Lock()
+        self._touched = asyncio.Event()
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the file (a missing file is an empty registry). Blocking: call before serving."""
+        self.state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StateError(f"cannot read {self.path}: {exc.strerror}") from exc
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StateError(f"{self.path} is not valid JSON ({exc}); fix or move it aside") from exc
+        if not isinstance(document, dict):
+            raise StateError(f"{self.path} must hold a JSON object")
+        version = document.get("version", STATE_VERSION)
+        if version not in SUPPORTED_VERSIONS:
+            raise StateError(
+                f"{self.path} has version {version!r}; this server reads {sorted(SUPPORTED_VERSIONS)}"
+            )
+        for entry in document.get("namespaces") or []:
+            try:
+                record = NamespaceRecord.from_json(entry)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning(
+                    "skipping unreadable state entry", extra={"entry": repr(entry)[:200], "error": str(exc)}
+                )
+                continue
+            if not is_valid_name(record.name):
+                # A hand-edited name must never turn into a path under the data dir.
+                log.warning(
+                    "skipping state entry with an invalid name", extra={"namespace": record.name[:80]}
+                )
+                continue
+            self._records[record.name] = record
+
+    def get(self, name: str) -> NamespaceRecord | None:
+        """A copy of the record, or ``None``."""
+        record = self._records.get(name)
+        return record.copy() if record else None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def records(self) -> list[NamespaceRecord]:
+        """Copies of every record, sorted by name."""
+        return [self._records[name].copy() for name in sorted(self._records)]
+
+    # --- lifecycle changes (persisted before returning) -------------------------------------------
+
+    async def add(self, record: NamespaceRecord) -> None:
+        self._records[record.name] = record.copy()
+        await self._changed()
+
+    async def remove(self, name: str) -> bool:
+        if self._records.pop(name, None) is None:
+            return False
+        await self._changed()
+        return True
+
+    async def update(self, name: str, mutate: Callable[[NamespaceRecord], None]) -> NamespaceRecord:
+        """Apply ``mutate`` to the stored record and persist; 404 error when ``name`` is unknown."""
+        record = self._records.get(name)
+        if record is None:
+            raise NamespaceNotFoundError(f"namespace not found: {name}")
+        mutate(record)
+        await self._changed()
+        return record.copy()
+
+    # --- last access (debounced) ----------------------------------------------------------------
+
+    def touch(self, name: str, when: datetime | None = None) -> None:
+        """Bump ``lastAccessAt`` in memory; persisted by the flusher within ``flush_interval``."""
+        record = self._records.get(name)
+        if record is None:
+            return
+        record.last_access_at = when or utcnow()
+        self._generation += 1
+        self._touched.set()
+
+    async def run_flusher(self) -> None:
+        """Background task: after a bump, wait ``flush_interval`` (coalescing bumps), then write."""
+        while True:
+            await self._touched.wait()
+            await asyncio.sleep(self._flush_interval)
+            self._touched.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("state flush failed; will retry on the next access")
+
+    async def flush(self) -> None:
+        """Write the file if anything changed since the last write."""
+        async with self._write_lock:
+            generation = self._generation
+            if generation == self._saved_generation:
+                return
+            payload = {"version": STATE_VERSION, "namespaces": [r.to_json() for r in self.records()]}
+            text = json.dumps(payload, indent=2)
+            await asyncio.to_thread(_write_atomically, self.path, text)
+            self._saved_generation = generation
+
+    async def close(self) -> None:
+        """Final flush at shutdown."""
+        await self.flush()
+
+    async def _changed(self) -> None:
+        self._generation += 1
+        await self.flush()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """tmp file in the same directory, fsync, ``os.replace``, fsync the directory."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
