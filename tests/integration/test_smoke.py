@@ -9,7 +9,6 @@ from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpClient
 
 from buntime.server import HOST_KEY
-from tests.integration.conftest import require_keyval
 from tests.server.support import (
     GATEWAY,
     KEYVAL,
@@ -69,7 +68,6 @@ async def exercise(aiohttp_client: AiohttpClient, runtime_env: dict[str, str], u
     assert "buntime_gateway_requests_total" in text and "buntime_proxy_requests_total" in text
     assert 'route="/gateway/admin/shell/excludes"' in text
 
-    require_keyval()
     assert KEYVAL in names
     put = await client.put("/keyval/api/keys/smoke/a", json={"n": 1})
     assert put.status == 200, await put.text()

@@ -1,4 +1,7 @@
-"""Two ``buntime serve`` replicas of one deployment, syncing through a real ``tursodb --sync-server``.
+"""Two ``buntime serve`` replicas of one deployment, syncing through a real server.
+
+Each test runs twice: single-tenant against a plain ``tursodb --sync-server``, and multi-tenant
+(one database per plugin namespace) against a real turso-server with its data token.
 
 A change made through replica A's HTTP API is served by replica B within the sync interval (B's
 in-memory caches are refreshed after its background pull, not only at start), and survives a
@@ -14,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import require_keyval
-from tests.server.support import KEYVAL_MANIFEST, RuntimeProcess, http, kv_value
+from tests.server.support import RuntimeProcess, http, kv_value
 from tests.support.tursodb import SyncServer
+from tests.support.tursoserver import TursoServer
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +29,30 @@ EXCLUDES = "/gateway/admin/shell/excludes"
 RULES = "/redirects/admin/rules"
 
 
-def replica(server: SyncServer, root: Path, name: str) -> RuntimeProcess:
+@pytest.fixture(scope="module", params=["tursodb", "turso-server"])
+def sync_env(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """How replicas reach the shared server: single-tenant tursodb or multi-tenant turso-server."""
+    root = tmp_path_factory.mktemp("sync")
+    if request.param == "tursodb":
+        plain = SyncServer(root / "remote.db").start()
+        try:
+            yield {"TURSO_SYNC_URL": plain.url}
+        finally:
+            plain.stop()
+    else:
+        server = TursoServer(root / "data").start()
+        try:
+            yield {"TURSO_SERVER_URL": server.url, "TURSO_SERVER_TOKEN": server.data_token}
+        finally:
+            server.stop()
+
+
+def replica(sync_env: dict[str, str], root: Path, name: str) -> RuntimeProcess:
     env = {
+        **sync_env,
         "TURSO_LOCAL_PATH": str(root / name / "runtime.db"),
-        "TURSO_SYNC_URL": server.url,
         "TURSO_SYNC_INTERVAL": SYNC_INTERVAL,
     }
     return RuntimeProcess(env, root / f"{name}.log")
@@ -64,11 +87,12 @@ def kv_get(runtime: RuntimeProcess, key: str) -> Any:
 
 @pytest.fixture(scope="module")
 def replicas(
-    shared_sync_server: SyncServer, replica_root: Path
+    sync_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RuntimeProcess, RuntimeProcess]]:
-    a = replica(shared_sync_server, replica_root, "a").start()
+    root = tmp_path_factory.mktemp("replicas")
+    a = replica(sync_env, root, "a").start()
     try:
-        b = replica(shared_sync_server, replica_root, "b").start()
+        b = replica(sync_env, root, "b").start()
     except BaseException:
         a.stop()
         raise
@@ -110,7 +134,6 @@ def test_a_proxy_rule_made_on_a_is_applied_by_b(replicas: tuple[RuntimeProcess, 
 
 
 def test_a_kv_set_on_a_is_read_on_b(replicas: tuple[RuntimeProcess, RuntimeProcess]) -> None:
-    require_keyval()
     a, b = replicas
     status, body = http("PUT", f"{a.url}/keyval/api/keys/replicas/greeting", {"hello": "from a"})
     assert status == 200, body
@@ -118,26 +141,19 @@ def test_a_kv_set_on_a_is_read_on_b(replicas: tuple[RuntimeProcess, RuntimeProce
 
 
 def test_state_survives_a_restart_and_reaches_a_new_replica(
-    replicas: tuple[RuntimeProcess, RuntimeProcess], shared_sync_server: SyncServer, replica_root: Path
+    replicas: tuple[RuntimeProcess, RuntimeProcess], sync_env: dict[str, str], tmp_path: Path
 ) -> None:
     a, _ = replicas
     assert http("POST", f"{a.url}{EXCLUDES}", {"basename": "durable"})[0] == 201
     status, rule = http("POST", f"{a.url}{RULES}", {"pattern": "^/durable/", "target": "http://127.0.0.1:9"})
     assert status == 201
-    has_kv = KEYVAL_MANIFEST.exists()
-    if has_kv:
-        assert http("PUT", f"{a.url}/keyval/api/keys/durable/k", {"v": 1})[0] == 200
+    assert http("PUT", f"{a.url}/keyval/api/keys/durable/k", {"v": 1})[0] == 200
     assert a.stop() == 0  # SIGTERM right after the writes: they were pushed at commit
     a.start()  # same disk, same port
     assert "durable" in excludes(a) and rule["id"] in rule_ids(a)
-    fresh = replica(
-        shared_sync_server, replica_root, "fresh"
-    ).start()  # an empty disk: bootstraps from the server
+    fresh = replica(sync_env, tmp_path, "fresh").start()  # an empty disk: bootstraps from the server
     try:
         assert "durable" in excludes(fresh) and rule["id"] in rule_ids(fresh)
-        if has_kv:
-            assert kv_get(fresh, "durable/k") == {"v": 1}
+        assert kv_get(fresh, "durable/k") == {"v": 1}
     finally:
         assert fresh.stop() == 0
-    if not has_kv:
-        require_keyval()

@@ -14,6 +14,7 @@ import pytest
 
 from buntime.turso import Database, TursoError, TursoService, TursoUnavailableError, resolve_config
 from tests.support.tursodb import NamespaceRouter, SyncServer
+from tests.support.tursoserver import TursoServer
 
 INTERVAL = "0.2s"
 
@@ -251,3 +252,38 @@ async def test_a_failed_open_is_not_cached_and_the_next_connect_retries(tmp_path
     finally:
         await service.close()
         await router.stop()
+
+
+async def test_multi_tenant_through_turso_server_with_its_data_token(tmp_path: Path) -> None:
+    server = TursoServer(tmp_path / "turso").start()
+    env = {
+        "TURSO_SERVER_URL": server.url,
+        "TURSO_SERVER_TOKEN": server.data_token,
+        "TURSO_SYNC_INTERVAL": INTERVAL,
+    }
+    a = TursoService(resolve_config(env={**env, "TURSO_LOCAL_PATH": str(tmp_path / "a" / "runtime.db")}))
+    b = TursoService(resolve_config(env={**env, "TURSO_LOCAL_PATH": str(tmp_path / "b" / "runtime.db")}))
+    try:
+        await b.connect("ledger")
+        await create_table(a, "ledger")
+        await insert(a, "through turso-server", "ledger")
+
+        async def b_sees() -> bool:
+            return await count(b, "ledger") == 1
+
+        await eventually(b_sees)
+        assert server.data_token not in repr((await a.health()).as_dict())
+    finally:
+        await a.close()
+        await b.close()
+        server.stop()
+    unauthorised = TursoService(
+        resolve_config(env={"TURSO_SERVER_URL": server.url, "TURSO_LOCAL_PATH": str(tmp_path / "c" / "r.db")})
+    )
+    server.start()
+    try:
+        with pytest.raises(TursoUnavailableError):
+            await unauthorised.connect("ledger")
+    finally:
+        await unauthorised.close()
+        server.stop()
