@@ -91,7 +91,7 @@ async def aio_inserts(path: Path, n: int) -> float:
     return elapsed
 
 
-async def service_inserts(path: Path, n: int, callers: int) -> float:
+async def service_inserts(path: Path, n: int, callers: int, *, blocking: bool = False) -> float:
     async with TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)})) as service:
         db = await service.connect()
         await db.exec("PRAGMA synchronous = FULL")
@@ -102,7 +102,12 @@ async def service_inserts(path: Path, n: int, callers: int) -> float:
 
         async def caller(count: int) -> None:
             for i in range(count):
-                await service.transaction(lambda db, i=i: one(db, i), max_retries=1000)
+                if blocking:
+                    await service.run_transaction(
+                        lambda db, i=i: db.run("INSERT INTO t(v) VALUES (?)", [f"v{i}"]), max_retries=1000
+                    )
+                else:
+                    await service.transaction(lambda db, i=i: one(db, i), max_retries=1000)
 
         start = time.perf_counter()
         await asyncio.gather(*(caller(n // callers) for _ in range(callers)))
@@ -155,11 +160,14 @@ async def replication_lag(tmp: Path, samples: int, interval: str) -> list[float]
 async def interleaved(tmp: Path, n: int, rounds: int) -> dict[str, float]:
     """Median seconds per op of each contender, run in alternating rounds so drift hits all."""
     per_round = n // rounds
-    samples: dict[str, list[float]] = {"raw": [], "aio": [], "ours": [], "sqlite": []}
+    samples: dict[str, list[float]] = {"raw": [], "aio": [], "ours": [], "ours_blocking": [], "sqlite": []}
     for r in range(rounds):
         samples["raw"].append(raw_inserts(tmp / f"raw{r}.db", per_round) / per_round)
         samples["aio"].append(await aio_inserts(tmp / f"aio{r}.db", per_round) / per_round)
         samples["ours"].append(await service_inserts(tmp / f"ours{r}.db", per_round, 1) / per_round)
+        samples["ours_blocking"].append(
+            await service_inserts(tmp / f"oursb{r}.db", per_round, 1, blocking=True) / per_round
+        )
         samples["sqlite"].append(sqlite_inserts(tmp / f"lite{r}.db", per_round) / per_round)
     return {name: percentile(values, 50) for name, values in samples.items()}
 
@@ -174,14 +182,17 @@ async def main() -> None:
         n = N_INSERTS
         med = await interleaved(tmp, n, rounds=5)
         raw, aio, ours, lite = med["raw"], med["aio"], med["ours"], med["sqlite"]
+        ours_blocking = med["ours_blocking"]
         report(
             f"one-row insert transaction, local MVCC, {n} sequential (median of 5 interleaved rounds)",
             [
                 ("raw pyturso (blocking)", us(raw)),
                 ("pyturso turso.aio", us(aio)),
                 ("buntime transaction()", us(ours)),
-                ("ratio ours / raw blocking", f"{ours / raw:.2f}x  (goal <= 1.15x)"),
-                ("ratio ours / turso.aio", f"{ours / aio:.2f}x"),
+                ("buntime run_transaction() (one hop)", us(ours_blocking)),
+                ("ratio transaction() / raw blocking", f"{ours / raw:.2f}x  (goal <= 1.15x)"),
+                ("ratio run_transaction() / raw blocking", f"{ours_blocking / raw:.2f}x"),
+                ("ratio transaction() / turso.aio", f"{ours / aio:.2f}x"),
             ],
         )
         report(
@@ -197,6 +208,8 @@ async def main() -> None:
         m = N_THROUGHPUT
         one = await service_inserts(tmp / "t1.db", m, 1)
         four = await service_inserts(tmp / "t4.db", m, 4)
+        one_b = await service_inserts(tmp / "b1.db", m, 1, blocking=True)
+        four_b = await service_inserts(tmp / "b4.db", m, 4, blocking=True)
         raw1 = raw_threads(tmp / "r1.db", 1, m)
         raw4 = raw_threads(tmp / "r4.db", 4, m)
         report(
@@ -205,6 +218,9 @@ async def main() -> None:
                 ("buntime, 1 caller", f"{m / one:8.0f} tx/s"),
                 ("buntime, 4 concurrent callers", f"{m / four:8.0f} tx/s"),
                 ("ratio 4 callers / 1 caller", f"{one / four:.2f}x  (goal >= 1.0x, no collapse)"),
+                ("run_transaction(), 1 caller", f"{m / one_b:8.0f} tx/s"),
+                ("run_transaction(), 4 concurrent callers", f"{m / four_b:8.0f} tx/s"),
+                ("ratio 4 callers / 1 caller (run_transaction)", f"{one_b / four_b:.2f}x"),
                 ("raw pyturso, 1 thread", f"{m / raw1:8.0f} tx/s"),
                 ("raw pyturso, 4 threads", f"{m / raw4:8.0f} tx/s"),
                 ("ratio raw 4 threads / 1 thread", f"{raw1 / raw4:.2f}x"),

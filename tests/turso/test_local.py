@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from buntime.turso import (
+    BlockingDatabase,
     Database,
     DDLInConcurrentTransactionError,
     TursoBusyError,
@@ -234,3 +235,27 @@ async def test_a_file_locked_by_another_process_is_unavailable(tmp_path: Path) -
     finally:
         holder.kill()
         holder.wait()
+
+
+async def test_run_transaction_runs_a_blocking_callback_in_one_hop(local_service: TursoService) -> None:
+    await _schema(local_service)
+
+    def bump(db: BlockingDatabase) -> int:
+        row = db.get("SELECT n FROM counter WHERE id = 1")
+        assert row is not None and db.in_transaction
+        db.run("UPDATE counter SET n = ? WHERE id = 1", [row["n"] + 1])
+        return int(row["n"]) + 1
+
+    results = await asyncio.gather(*(local_service.run_transaction(bump, max_retries=200) for _ in range(30)))
+    assert sorted(results) == list(range(1, 31)), "each retry re-read the counter"
+    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 30}
+
+    def fails(db: BlockingDatabase) -> None:
+        db.run("UPDATE counter SET n = 0")
+        raise ValueError("rolled back")
+
+    with pytest.raises(ValueError):
+        await local_service.run_transaction(fails)
+    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 30}
+    with pytest.raises(DDLInConcurrentTransactionError):
+        await local_service.run_transaction(lambda db: db.exec("CREATE TABLE z(x)"))

@@ -87,7 +87,13 @@ async def test_concurrent_downgrades_to_deferred_and_commits_are_pushed(
     a = single(sync_server.url, tmp_path / "a" / "r.db")
     try:
         await create_table(a)
-        await asyncio.gather(*(insert(a, f"v{i}") for i in range(10)))  # default type=concurrent
+        await asyncio.gather(*(insert(a, f"v{i}") for i in range(5)))  # default type=concurrent
+        await asyncio.gather(
+            *(
+                a.run_transaction(lambda db, i=i: db.run("INSERT INTO t(v) VALUES (?)", [f"b{i}"]))
+                for i in range(5)
+            )
+        )
         health = await a.health()
         entry = health.namespaces["runtime"]
         assert entry.pending_operations == 0, "every commit must have been pushed"

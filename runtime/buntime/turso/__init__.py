@@ -5,7 +5,7 @@
 """
 
 from ._config import DEFAULT_LOCAL_PATH, TursoConfig, parse_interval, resolve_config
-from ._database import Database, QueryResult, RunResult, TransactionType
+from ._database import BlockingDatabase, Database, QueryResult, RunResult, TransactionType
 from ._errors import (
     DDLInConcurrentTransactionError,
     InvalidNamespaceError,
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_LOCAL_PATH",
     "DEFAULT_NAMESPACE",
     "NAMESPACE_PATTERN",
+    "BlockingDatabase",
     "DDLInConcurrentTransactionError",
     "Database",
     "InvalidNamespaceError",

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._database import Database, TransactionType
+from ._database import BlockingDatabase, Database, TransactionType
 from ._engine import EngineThread, engine_errors, open_local, open_replica
 from ._errors import TursoClosedError, TursoError, TursoUnavailableError
 
@@ -154,6 +154,31 @@ class Backend:
             if state.conn is not None:
                 await self._engine.call(self._finish, state, "COMMIT")
                 await self._after_commit()
+
+    async def run_transaction(
+        self, type_: TransactionType, namespace: str, fn: Callable[[BlockingDatabase], T]
+    ) -> T:
+        """The whole transaction — BEGIN, ``fn``, COMMIT — in one hop onto the engine thread."""
+        self._check_open()
+        async with self._gate():
+            result: T = await self._engine.call(self._whole_transaction, _BEGIN[type_], namespace, fn)
+            await self._after_commit()
+        return result
+
+    def _whole_transaction(self, begin: str, namespace: str, fn: Callable[[BlockingDatabase], T]) -> T:
+        state = _TxState(begin)
+
+        def body(conn: Any) -> T:
+            return fn(BlockingDatabase(conn, namespace=namespace, mode=self.mode, local_path=self.path))
+
+        try:
+            result = self._in_tx(state, body)
+        except BaseException:
+            if state.conn is not None:
+                self._finish(state, "ROLLBACK")
+            raise
+        self._finish(state, "COMMIT")
+        return result
 
     def _in_tx(self, state: _TxState, fn: Callable[[Any], T]) -> T:
         if state.conn is None:

@@ -106,3 +106,31 @@ class Database:
     async def exec(self, script: str) -> None:
         """Run a script of ``;``-separated statements without parameters."""
         await self._runner(lambda conn: _script(conn, script))
+
+
+class BlockingDatabase:
+    """The same SQL surface as :class:`Database`, blocking, for callbacks that run on the engine
+    thread (:meth:`TursoService.run_transaction`). Never use it from the event loop."""
+
+    def __init__(self, conn: Any, *, namespace: str, mode: str, local_path: str) -> None:
+        self._conn = conn
+        self.namespace = namespace
+        self.mode = mode
+        self.local_path = local_path
+        self.in_transaction = True
+
+    def execute(self, sql: str, params: Params = ()) -> QueryResult:
+        return _query(self._conn, sql, params)
+
+    def all(self, sql: str, params: Params = ()) -> list[Row]:
+        return _query(self._conn, sql, params).rows
+
+    def get(self, sql: str, params: Params = ()) -> Row | None:
+        rows = _query(self._conn, sql, params).rows
+        return rows[0] if rows else None
+
+    def run(self, sql: str, params: Params = ()) -> RunResult:
+        return _run(self._conn, sql, params)
+
+    def exec(self, script: str) -> None:
+        _script(self._conn, script)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from ._backends import Backend, LocalBackend, PullListener, ReplicaBackend
 from ._config import TursoConfig, resolve_config
-from ._database import Database, TransactionType
+from ._database import BlockingDatabase, Database, TransactionType
 from ._errors import TursoBusyError, TursoClosedError, TursoConfigError, TursoError
 from ._health import HealthStatus, NamespaceHealth, TursoHealth
 from ._namespaces import DEFAULT_NAMESPACE, validate_namespace
@@ -145,6 +145,39 @@ class TursoService:
         back and propagate at once. On replicas ``concurrent`` runs as ``deferred`` (CDC forbids
         MVCC) and the commit is pushed; a failed push is logged and retried in the background.
         """
+        backend, effective = await self._prepare(namespace, type, max_retries, retry_delay)
+
+        async def attempt() -> T:
+            async with backend.transaction(effective, namespace) as db:
+                return await fn(db)
+
+        return await self._with_retries(attempt, max_retries, retry_delay)
+
+    async def run_transaction(
+        self,
+        fn: Callable[[BlockingDatabase], T],
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        type: TransactionType = "concurrent",
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
+    ) -> T:
+        """Like :meth:`transaction`, for a *blocking* callback run on the engine thread.
+
+        ``BEGIN``, ``fn(db)`` and ``COMMIT`` travel in one thread hop instead of one per
+        statement, which is what short pure-SQL transactions (a keyval set, a counter bump)
+        want. ``fn`` must not touch the event loop; retries and push-after-commit are the same.
+        """
+        backend, effective = await self._prepare(namespace, type, max_retries, retry_delay)
+
+        async def attempt() -> T:
+            return await backend.run_transaction(effective, namespace, fn)
+
+        return await self._with_retries(attempt, max_retries, retry_delay)
+
+    async def _prepare(
+        self, namespace: str, type: TransactionType, max_retries: int, retry_delay: float
+    ) -> tuple[Backend, TransactionType]:
         if type not in _TYPES:
             raise TursoConfigError(
                 f"transaction type must be one of {', '.join(_TYPES)} (got {type!r})",
@@ -156,18 +189,21 @@ class TursoService:
             raise TursoConfigError("retry_delay must be a non-negative number", code="INVALID_TURSO_RETRY")
         backend = await self._backend(namespace)
         effective: TransactionType = "deferred" if backend.is_replica and type == "concurrent" else type
-        attempt = 0
+        return backend, effective
+
+    @staticmethod
+    async def _with_retries(attempt: Callable[[], Awaitable[T]], max_retries: int, retry_delay: float) -> T:
+        """Re-run ``attempt`` on busy/conflict errors with exponential backoff and full jitter."""
+        retries = 0
         while True:
             try:
-                async with backend.transaction(effective, namespace) as db:
-                    return await fn(db)
+                return await attempt()
             except TursoBusyError as exc:
-                if attempt >= max_retries:
+                if retries >= max_retries:
                     raise
-                attempt += 1
-                delay = backoff_delay(attempt, retry_delay)
-                log.debug("retrying Turso transaction (attempt %d/%d): %s", attempt, max_retries, exc)
-                await asyncio.sleep(delay)
+                retries += 1
+                log.debug("retrying Turso transaction (attempt %d/%d): %s", retries, max_retries, exc)
+                await asyncio.sleep(backoff_delay(retries, retry_delay))
 
     def add_pull_listener(self, listener: PullListener) -> None:
         """Call ``listener(replica_path)`` after a background pull brought changes."""
