@@ -35,13 +35,6 @@ import jinja2
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGINS_DIR = ROOT / "runtime" / "buntime" / "plugins"
-CHART_DIR = ROOT / "charts" / "buntime"
-VALUES_FILE = CHART_DIR / "values.yaml"
-SCHEMA_FILE = CHART_DIR / "values.schema.json"
-QUESTIONS_FILE = CHART_DIR / "questions.yaml"
-PLUGINS_TPL_FILE = CHART_DIR / "templates" / "_plugins.tpl"
-DOCS_FILE = ROOT / "docs" / "chart.md"
 
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml")
 PACKAGE_PREFIX = "plugin-"
@@ -49,7 +42,13 @@ FIELD_TYPES = ("string", "enum", "password", "int", "bool")
 #: Rancher question type per manifest field type.
 QUESTION_TYPES = {"string": "string", "enum": "enum", "password": "password", "int": "int", "bool": "boolean"}
 #: JSON schema per manifest field type (enum adds its values).
-SCHEMA_TYPES = {"string": "string", "enum": "string", "password": "string", "int": "integer", "bool": "boolean"}
+SCHEMA_TYPES = {
+    "string": "string",
+    "enum": "string",
+    "password": "string",
+    "int": "integer",
+    "bool": "boolean",
+}
 VALUES_MARKERS = ("# BEGIN GENERATED: plugins", "# END GENERATED: plugins")
 QUESTIONS_MARKERS = ("# BEGIN GENERATED: plugin questions", "# END GENERATED: plugin questions")
 DOCS_MARKERS = ("<!-- BEGIN GENERATED: values table", "<!-- END GENERATED: values table")
@@ -62,6 +61,44 @@ _PLAIN_SCALAR = re.compile(r"^[A-Za-z0-9/_.-]+$")
 
 class GeneratorError(Exception):
     """A manifest or a chart file cannot be used; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where the inputs and outputs live in a checkout (tests point it at a copy)."""
+
+    root: Path = ROOT
+
+    @property
+    def plugins_dir(self) -> Path:
+        return self.root / "runtime" / "buntime" / "plugins"
+
+    @property
+    def chart(self) -> Path:
+        return self.root / "charts" / "buntime"
+
+    @property
+    def values(self) -> Path:
+        return self.chart / "values.yaml"
+
+    @property
+    def schema(self) -> Path:
+        return self.chart / "values.schema.json"
+
+    @property
+    def questions(self) -> Path:
+        return self.chart / "questions.yaml"
+
+    @property
+    def plugins_tpl(self) -> Path:
+        return self.chart / "templates" / "_plugins.tpl"
+
+    @property
+    def docs(self) -> Path:
+        return self.root / "docs" / "chart.md"
+
+    def show(self, path: Path) -> str:
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
 
 
 @dataclass(frozen=True)
@@ -179,15 +216,16 @@ def _manifest_files(plugins_dir: Path) -> Iterator[Path]:
                 break
 
 
-def load_plugins(plugins_dir: Path = PLUGINS_DIR) -> list[PluginSpec]:
+def load_plugins(paths: Paths | None = None) -> list[PluginSpec]:
     """Every manifest with a ``config`` block, sorted by values key.
 
     Disabled manifests are kept: ``enabled: false`` is the manifest's default, and the chart
     still has to expose the settings for whoever enables the plugin.
     """
+    paths = paths or Paths()
     plugins: list[PluginSpec] = []
-    for path in _manifest_files(plugins_dir):
-        where = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    for path in _manifest_files(paths.plugins_dir):
+        where = paths.show(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
@@ -255,6 +293,13 @@ def _field_comment(f: PluginField) -> str:
     return " ".join(parts)
 
 
+def _tpl_entry(helper: str, plugin: PluginSpec, f: PluginField) -> str:
+    """One include of a _helpers.tpl entry helper; ``dig`` tolerates a plugin block set to null."""
+    keys = " ".join(json.dumps(part) for part in (plugin.key, *f.path))
+    args = f"(list {json.dumps(f.env)} (dig {keys} nil $plugins) {json.dumps(f.type)})"
+    return f'{{{{- include "buntime.plugins.{helper}" {args} -}}}}'
+
+
 _ENV = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
@@ -266,6 +311,7 @@ _ENV.filters["scalar"] = yaml_scalar
 _ENV.filters["json"] = json.dumps
 _ENV.filters["comment"] = comment_lines
 _ENV.globals["field_comment"] = _field_comment
+_ENV.globals["tpl_entry"] = _tpl_entry
 _ENV.tests["field"] = lambda value: isinstance(value, PluginField)
 
 VALUES_TEMPLATE = _ENV.from_string(
@@ -310,7 +356,7 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{ '{{' }}- $plugins := .Values.plugins | default dict -{{ '}}' }}
 {% for plugin in plugins %}
 {% for f in plugin.fields if not f.secret %}
-{{ '{{' }}- include "buntime.plugins.configEntry" (list {{ f.env | json }} (dig {% for p in (plugin.key,) + f.path %}{{ p | json }} {% endfor %}nil $plugins) {{ f.type | json }}) -{{ '}}' }}
+{{ tpl_entry("configEntry", plugin, f) }}
 {% endfor %}
 {% endfor %}
 {{ '{{' }}- end -{{ '}}' }}
@@ -320,7 +366,7 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{ '{{' }}- $plugins := .Values.plugins | default dict -{{ '}}' }}
 {% for plugin in plugins %}
 {% for f in plugin.fields if f.secret %}
-{{ '{{' }}- include "buntime.plugins.secretEntry" (list {{ f.env | json }} (dig {% for p in (plugin.key,) + f.path %}{{ p | json }} {% endfor %}nil $plugins) {{ f.type | json }}) -{{ '}}' }}
+{{ tpl_entry("secretEntry", plugin, f) }}
 {% endfor %}
 {% endfor %}
 {{ '{{' }}- end -{{ '}}' }}
@@ -387,22 +433,20 @@ def _schema_node(tree: Mapping[str, Any], title: str) -> dict[str, Any]:
     }
 
 
-def render_schema(plugins: list[PluginSpec], current: str) -> str:
+def render_schema(plugins: list[PluginSpec], current: str, where: str = "values.schema.json") -> str:
     """The schema file with ``properties.plugins`` regenerated and the rest kept as written."""
     try:
         schema = json.loads(current)
     except ValueError as exc:
-        raise GeneratorError(f"{SCHEMA_FILE.relative_to(ROOT)}: invalid JSON: {exc}") from exc
+        raise GeneratorError(f"{where}: invalid JSON: {exc}") from exc
     properties = schema.get("properties")
     if not isinstance(properties, dict) or "plugins" not in properties:
-        raise GeneratorError(f"{SCHEMA_FILE.relative_to(ROOT)}: properties.plugins is missing")
+        raise GeneratorError(f"{where}: properties.plugins is missing")
     properties["plugins"] = {
         "description": "Plugin settings, generated from the plugins' manifest.yaml config blocks.",
         "type": "object",
         "additionalProperties": False,
-        "properties": {
-            p.key: _schema_node(p.tree(), f"{p.name} settings ({p.manifest}).") for p in plugins
-        },
+        "properties": {p.key: _schema_node(p.tree(), f"{p.name} settings ({p.manifest}).") for p in plugins},
     }
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
@@ -526,7 +570,7 @@ def render_docs_table(values_text: str) -> str:
             section = doc.section
             out.append(f"\n### {section}\n\n| Key | Default | Description |\n|---|---|---|\n")
         default = json.dumps(lookup(values, doc.path), separators=(", ", ": "))
-        description = doc.description.replace("|", "\\|")
+        description = doc.description.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
         out.append(f"| `{doc.dotted}` | `{default}` | {description} |\n")
     out.append(f"\n{end} -->\n")
     return "".join(out)
@@ -535,52 +579,65 @@ def render_docs_table(values_text: str) -> str:
 # -- main -------------------------------------------------------------------------------------------
 
 
-def build(plugins: list[PluginSpec]) -> dict[Path, str]:
-    """Every generated file's wanted content (read from the current files where partial)."""
+def build(paths: Paths) -> dict[Path, str]:
+    """Every generated file's wanted content (partial files are read and their block replaced)."""
+    plugins = load_plugins(paths)
+    for path in (paths.values, paths.schema, paths.questions, paths.docs):
+        if not path.is_file():
+            raise GeneratorError(f"{paths.show(path)} is missing")
     values = replace_between(
-        VALUES_FILE.read_text(encoding="utf-8"), VALUES_MARKERS, render_values_block(plugins), "values.yaml"
+        paths.values.read_text(encoding="utf-8"),
+        VALUES_MARKERS,
+        render_values_block(plugins),
+        paths.show(paths.values),
     )
     questions = replace_between(
-        QUESTIONS_FILE.read_text(encoding="utf-8"),
+        paths.questions.read_text(encoding="utf-8"),
         QUESTIONS_MARKERS,
         render_questions_block(plugins),
-        "questions.yaml",
+        paths.show(paths.questions),
     )
     docs = replace_between(
-        DOCS_FILE.read_text(encoding="utf-8"), DOCS_MARKERS, render_docs_table(values), "docs/chart.md"
+        paths.docs.read_text(encoding="utf-8"),
+        DOCS_MARKERS,
+        render_docs_table(values),
+        paths.show(paths.docs),
     )
+    schema = render_schema(plugins, paths.schema.read_text(encoding="utf-8"), paths.show(paths.schema))
     return {
-        VALUES_FILE: values,
-        PLUGINS_TPL_FILE: render_plugins_tpl(plugins),
-        SCHEMA_FILE: render_schema(plugins, SCHEMA_FILE.read_text(encoding="utf-8")),
-        QUESTIONS_FILE: questions,
-        DOCS_FILE: docs,
+        paths.values: values,
+        paths.plugins_tpl: render_plugins_tpl(plugins),
+        paths.schema: schema,
+        paths.questions: questions,
+        paths.docs: docs,
     }
 
 
+def stale_files(wanted: Mapping[Path, str]) -> list[Path]:
+    return [p for p, content in wanted.items() if not p.is_file() or p.read_text(encoding="utf-8") != content]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is stale")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout to work on (default: this one)")
     args = parser.parse_args(argv)
+    paths = Paths(args.root.resolve())
     try:
-        wanted = build(load_plugins())
+        wanted = build(paths)
     except GeneratorError as exc:
         print(f"generate-chart: {exc}", file=sys.stderr)
         return 2
-    stale = [
-        path
-        for path, content in wanted.items()
-        if not path.exists() or path.read_text(encoding="utf-8") != content
-    ]
+    stale = stale_files(wanted)
     if args.check:
         for path in stale:
-            print(f"stale: {path.relative_to(ROOT)}", file=sys.stderr)
+            print(f"stale: {paths.show(path)}", file=sys.stderr)
         if stale:
             print("run: python hack/generate-chart.py", file=sys.stderr)
         return 1 if stale else 0
     for path in stale:
         path.write_text(wanted[path], encoding="utf-8")
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {paths.show(path)}")
     return 0
 
 

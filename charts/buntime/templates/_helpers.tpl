@@ -1,0 +1,201 @@
+{{/*
+Names, labels and shared snippets. Every object gets its labels from "buntime.labels" and every
+selector from "buntime.selectorLabels", so the two can never drift apart.
+*/}}
+
+{{/* The chart name, overridable. Cut to 63 characters: label values and DNS-1123 labels stop there. */}}
+{{- define "buntime.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The resource name prefix: fullnameOverride, else the release name when it already contains the
+chart name (release "buntime" gives "buntime", not "buntime-buntime"), else "<release>-<chart>".
+Cut to 63 characters because Service names are DNS-1123 labels; suffixed names ("-turso-admin")
+are cut again where they are built.
+*/}}
+{{- define "buntime.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<suffix>", cut to 63 characters (a Service name must be a DNS-1123 label). */}}
+{{- define "buntime.componentName" -}}
+{{- printf "%s-%s" (include "buntime.fullname" .ctx) .suffix | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* helm.sh/chart: "<name>-<version>" with "+" replaced, since "+" is not allowed in label values. */}}
+{{- define "buntime.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Selector labels. Only name, instance and component: selectors are immutable on Deployments and
+StatefulSets, so nothing that changes between releases (version, chart) may appear here.
+Call with (dict "ctx" $ "component" "runtime").
+*/}}
+{{- define "buntime.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "buntime.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Every object's labels: the selector labels plus the recommended ones and commonLabels. */}}
+{{- define "buntime.labels" -}}
+{{ include "buntime.selectorLabels" . }}
+helm.sh/chart: {{ include "buntime.chart" .ctx }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: buntime
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The image reference; the tag follows the chart's appVersion unless image.tag is set. */}}
+{{- define "buntime.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+ServiceAccount of a component: "<fullname>-<suffix>" when created, else the named or "default" one.
+Call with (dict "ctx" $ "key" "tursoServer" "suffix" "turso"); key is the component's values key.
+*/}}
+{{- define "buntime.serviceAccountName" -}}
+{{- $sa := index .ctx.Values .key "serviceAccount" -}}
+{{- if $sa.create -}}
+{{- default (include "buntime.componentName" (dict "ctx" .ctx "suffix" .suffix)) $sa.name -}}
+{{- else -}}
+{{- default "default" $sa.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Object names shared by several templates. */}}
+{{- define "buntime.runtime.configMapName" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "runtime") -}}
+{{- end -}}
+{{- define "buntime.runtime.secretName" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "runtime") -}}
+{{- end -}}
+{{- define "buntime.turso.name" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "turso") -}}
+{{- end -}}
+{{- define "buntime.turso.adminName" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "turso-admin") -}}
+{{- end -}}
+{{- define "buntime.operator.name" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "operator") -}}
+{{- end -}}
+{{- define "buntime.operator.webhookServiceName" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "operator-webhook") -}}
+{{- end -}}
+{{- define "buntime.operator.webhookSecretName" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "operator-webhook-tls") -}}
+{{- end -}}
+
+{{/* The Secret holding turso-server's tokens: the user's existing one, or the one the chart generates. */}}
+{{- define "buntime.turso.authSecretName" -}}
+{{- default (include "buntime.componentName" (dict "ctx" . "suffix" "turso-auth")) .Values.tursoServer.auth.existingSecret -}}
+{{- end -}}
+
+{{/*
+Data URL of turso-server. The short form resolves inside the release namespace (the runtime);
+the operator writes URLs into Secrets read by apps in *other* namespaces, so it gets the
+namespace-qualified form. Call with (dict "ctx" $ "qualified" true|false).
+*/}}
+{{- define "buntime.turso.dataUrl" -}}
+{{- $host := include "buntime.turso.name" .ctx -}}
+{{- if .qualified -}}
+{{- $host = printf "%s.%s.svc" $host .ctx.Release.Namespace -}}
+{{- end -}}
+{{- printf "http://%s:%d" $host (int .ctx.Values.tursoServer.service.dataPort) -}}
+{{- end -}}
+
+{{- define "buntime.turso.adminUrl" -}}
+{{- printf "http://%s:%d" (include "buntime.turso.adminName" .) (int .Values.tursoServer.service.adminPort) -}}
+{{- end -}}
+
+{{/* The operator only runs beside the in-cluster turso-server: it provisions databases there. */}}
+{{- define "buntime.operator.enabled" -}}
+{{- if and .Values.tursoServer.enabled .Values.operator.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{- define "buntime.webhook.enabled" -}}
+{{- if and (include "buntime.operator.enabled" .) .Values.operator.webhook.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+One environment entry for a plugin setting: (list "ENV_NAME" value "type"). Renders nothing when
+the value is unset or the empty string, so the runtime falls back to the plugin manifest's option.
+0 and false are real values and are rendered (Helm's `default` would treat them as unset).
+Integers go through int64: YAML numbers reach templates as float64 and large ones would print
+as 1e+06.
+*/}}
+{{- define "buntime.plugins.envValue" -}}
+{{- $value := index . 1 -}}
+{{- $type := index . 2 -}}
+{{- if not (kindIs "invalid" $value) -}}
+{{- if eq $type "int" -}}
+{{- $value | int64 | toString -}}
+{{- else -}}
+{{- $value | toString -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A ConfigMap data line for a plugin setting (see buntime.plugins.envValue). */}}
+{{- define "buntime.plugins.configEntry" -}}
+{{- $value := include "buntime.plugins.envValue" . -}}
+{{- if ne $value "" }}
+{{ index . 0 }}: {{ $value | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* A Secret data line (base64) for a secret plugin setting. */}}
+{{- define "buntime.plugins.secretEntry" -}}
+{{- $value := include "buntime.plugins.envValue" . -}}
+{{- if ne $value "" }}
+{{ index . 0 }}: {{ $value | b64enc | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Pod-level settings every component shares: pull secrets, the pod security context, and no
+service links. Kubernetes would otherwise inject "<SERVICE>_PORT=tcp://..." for every Service in
+the namespace, and the runtime's own Service "buntime" would shadow BUNTIME_PORT.
+*/}}
+{{- define "buntime.podCommon" -}}
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Scheduling knobs of one component (dict "values" .Values.<component>). */}}
+{{- define "buntime.scheduling" -}}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,489 @@
+"""``helm lint`` and ``helm template`` of every value set: schema validity and what each object says.
+
+Every rendered object is validated against the Kubernetes 1.34 OpenAPI schemas in strict mode
+(unknown fields fail). The assertions then pin the behaviour the issue asks for and the upstream
+defects the chart must not repeat (HPA kind, secrets in ConfigMaps, random roll annotations,
+missing NetworkPolicy or securityContext, generated tokens).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.chart.rendering import (
+    CHART,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    VALUE_SETS,
+    EnvSources,
+    HelmError,
+    container_env,
+    containers,
+    decoded,
+    find,
+    helm,
+    one,
+    pod_spec,
+    render,
+    set_flags,
+)
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Pod", "Job")
+SELECTOR_KEYS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
+ADMIN_TOKEN_KEY = "TURSO_ADMIN_TOKEN"
+
+
+def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def secret_refs(container: dict[str, Any]) -> set[tuple[str, str]]:
+    refs = set()
+    for entry in container.get("env") or []:
+        ref = (entry.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            refs.add((ref["name"], ref["key"]))
+    return refs
+
+
+# -- lint and schemas ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_helm_lint_strict(value_set: str) -> None:
+    out = helm("lint", "--strict", str(CHART), *set_flags(VALUE_SETS[value_set]))
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_object_matches_the_kubernetes_openapi_schema(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str
+) -> None:
+    docs = rendered[value_set]
+    assert docs
+    for doc in docs:
+        # Raises ValidationError (with the path) on a wrong type or an unknown field.
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_the_validator_rejects_a_broken_object() -> None:
+    """Guard against a validator that silently accepts everything (e.g. a missing schema)."""
+    broken = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"replicas": "2"},
+    }
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("path", ["examples/app.yaml"])
+def test_examples_match_the_openapi_schema(path: str) -> None:
+    for doc in yaml.safe_load_all((CHART.parents[1] / path).read_text()):
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+# -- every value set ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_selectors_use_only_stable_labels(rendered: dict[str, list[dict[str, Any]]], value_set: str) -> None:
+    for doc in rendered[value_set]:
+        selector = None
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            selector = doc["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items()
+        elif doc["kind"] == "Service":
+            selector = doc["spec"]["selector"]
+        elif doc["kind"] == "PodDisruptionBudget":
+            selector = doc["spec"]["selector"]["matchLabels"]
+        if selector is not None:
+            assert set(selector) == SELECTOR_KEYS, (doc["kind"], doc["metadata"]["name"], selector)
+        labels = doc["metadata"].get("labels") or {}
+        if doc["kind"] != "CustomResourceDefinition":
+            assert labels["app.kubernetes.io/instance"] == RELEASE
+            assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_container_is_locked_down(rendered: dict[str, list[dict[str, Any]]], value_set: str) -> None:
+    for obj in workloads(rendered[value_set]):
+        spec = pod_spec(obj)
+        assert spec["enableServiceLinks"] is False  # no "<SERVICE>_PORT" shadowing BUNTIME_PORT
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["runAsUser"] != 0
+        for container in containers(obj):
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True, container["name"]
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+            assert "resources" in container
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_no_secret_value_in_a_config_map(rendered: dict[str, list[dict[str, Any]]], value_set: str) -> None:
+    docs = rendered[value_set]
+    secret_values = {v for s in find(docs, "Secret") for v in decoded(s).values() if len(v) >= 8}
+    secret_keys = {
+        "TURSO_SYNC_AUTH_TOKEN",
+        "GATEWAY_API_KEY",
+        "TURSO_AUTH_TOKEN",
+        ADMIN_TOKEN_KEY,
+        "TURSO_SERVER_TOKEN",
+        "TURSO_TOKEN_SIGNING_KEY",
+    }
+    for cm in find(docs, "ConfigMap"):
+        data = cm.get("data") or {}
+        assert not secret_keys & set(data), cm["metadata"]["name"]
+        assert not secret_values & set(data.values())
+    for obj in workloads(docs):
+        for container in containers(obj):
+            for entry in container.get("env") or []:
+                if entry["name"] in secret_keys:
+                    assert "valueFrom" in entry, (obj["metadata"]["name"], entry["name"])
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_workload_pods_never_get_the_admin_token(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str
+) -> None:
+    for obj in workloads(rendered[value_set]):
+        component = obj["metadata"]["labels"]["app.kubernetes.io/component"]
+        for container in containers(obj):
+            keys = {key for _, key in secret_refs(container)}
+            if component not in ("operator", "turso-server"):
+                assert ADMIN_TOKEN_KEY not in keys, (obj["metadata"]["name"], keys)
+            assert not container.get("envFrom") or all(
+                "secretRef" not in s or "turso-auth" not in s["secretRef"]["name"]
+                for s in container["envFrom"]
+            )
+
+
+def test_defaults_render_reproducibly() -> None:
+    """No random roll annotation: with nothing generated, two renders are byte-identical."""
+    first = helm("template", RELEASE, str(CHART), "-n", NAMESPACE)
+    assert first == helm("template", RELEASE, str(CHART), "-n", NAMESPACE)
+    assert "rollme" not in first
+
+
+def test_checksums_follow_the_config_and_only_the_config() -> None:
+    def annotations(values: dict[str, str]) -> dict[str, str]:
+        deployment = one(render(values), "Deployment", RELEASE)
+        return dict(deployment["spec"]["template"]["metadata"]["annotations"])
+
+    base = annotations({})
+    assert set(base) >= {"checksum/config", "checksum/secret"}
+    assert annotations({}) == base
+    changed_config = annotations({"plugins.keyval.sweepInterval": "30s"})
+    assert changed_config["checksum/config"] != base["checksum/config"]
+    assert changed_config["checksum/secret"] == base["checksum/secret"]
+    changed_secret = annotations({"plugins.gateway.apiKey": "abcdefgh"})
+    assert changed_secret["checksum/secret"] != base["checksum/secret"]
+    assert changed_secret["checksum/config"] == base["checksum/config"]
+
+
+# -- defaults: local mode --------------------------------------------------------------------------
+
+
+def test_defaults_are_the_runtime_in_local_mode(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    kinds = sorted({d["kind"] for d in docs})
+    assert kinds == sorted(
+        ["ConfigMap", "CustomResourceDefinition", "Deployment", "Pod", "Secret", "Service", "ServiceAccount"]
+    )
+    assert not find(docs, "StatefulSet")
+    deployment = one(docs, "Deployment", RELEASE)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][0] == "buntime" and container["command"][-1] == "serve"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/api/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/api/health/ready"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/data/turso"]]
+    env = container_env(container, EnvSources(docs))
+    assert env["TURSO_MODE"] == "local"
+    assert env["TURSO_LOCAL_PATH"] == "/data/turso/runtime.db"
+    assert env["BUNTIME_PORT"] == "8000"
+    assert "TURSO_SERVER_URL" not in env and "TURSO_SYNC_URL" not in env
+    # Generated plugin settings reach the ConfigMap with their manifest defaults (0 is not "unset").
+    assert env["GATEWAY_METRICS_RETENTION"] == "3600"
+    assert env["KEYVAL_QUEUE_LOCK_DURATION"] == "30s"
+    zero = render({"plugins.gateway.metricsRetention": "0"})
+    assert (
+        container_env(one(zero, "Deployment")["spec"]["template"]["spec"]["containers"][0], EnvSources(zero))[
+            "GATEWAY_METRICS_RETENTION"
+        ]
+        == "0"
+    )
+
+
+def test_single_tenant_sync_takes_the_token_from_a_secret(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["single-tenant-sync"]
+    configmap = one(docs, "ConfigMap")["data"]
+    assert configmap["TURSO_MODE"] == "sync"
+    assert configmap["TURSO_SYNC_URL"] == "http://turso.example:8080"
+    assert "TURSO_SYNC_AUTH_TOKEN" not in configmap
+    secret = decoded(one(docs, "Secret", f"{RELEASE}-runtime"))
+    assert secret == {"TURSO_SYNC_AUTH_TOKEN": "sync-secret-token"}
+    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(container, EnvSources(docs))
+    assert env["TURSO_SYNC_AUTH_TOKEN"] == "sync-secret-token"
+    assert "TURSO_SERVER_URL" not in env
+
+
+def test_sync_mode_without_a_url_stops_the_render() -> None:
+    with pytest.raises(HelmError, match=r"plugins.turso.mode=sync needs plugins.turso.sync.url"):
+        render({"plugins.turso.mode": "sync"})
+
+
+def test_contradictory_autoscaling_stops_the_render() -> None:
+    with pytest.raises(HelmError, match="minReplicas"):
+        render(
+            {
+                "runtime.autoscaling.enabled": "true",
+                "runtime.autoscaling.minReplicas": "5",
+                "runtime.autoscaling.maxReplicas": "2",
+            }
+        )
+
+
+# -- the in-cluster turso-server ---------------------------------------------------------------------
+
+
+def test_turso_server_statefulset_services_and_probes(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["turso-server"]
+    sts = one(docs, "StatefulSet", f"{RELEASE}-turso")
+    assert sts["spec"]["replicas"] == 1
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["turso-server"]
+    assert {m["mountPath"]: m["name"] for m in container["volumeMounts"]}["/var/lib/turso"] == claim[
+        "metadata"
+    ]["name"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    data = one(docs, "Service", f"{RELEASE}-turso")
+    admin = one(docs, "Service", f"{RELEASE}-turso-admin")
+    assert [(p["port"], p["targetPort"]) for p in data["spec"]["ports"]] == [(8080, "data")]
+    assert [(p["port"], p["targetPort"]) for p in admin["spec"]["ports"]] == [(8081, "admin")]
+    env = container_env(container, EnvSources(docs))
+    assert env["TURSO_DATA_ADDR"] == ":8080" and env["TURSO_ADMIN_ADDR"] == ":8081"
+    assert env["TURSO_DATA_DIR"] == "/var/lib/turso"
+    assert env["TURSODB_BIN"] == "/usr/local/bin/tursodb"
+    assert env["TURSO_MAX_NAMESPACES"] == "256" and env["TURSO_ALLOW_AUTO_PROVISION"] == "true"
+    assert len(env["TURSO_TOKEN_SIGNING_KEY"]) >= 32
+
+
+def test_tokens_are_generated_into_a_kept_secret(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    secret = one(rendered["turso-server"], "Secret", f"{RELEASE}-turso-auth")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    tokens = decoded(secret)
+    assert set(tokens) == {"TURSO_AUTH_TOKEN", ADMIN_TOKEN_KEY, "TURSO_TOKEN_SIGNING_KEY"}
+    assert all(len(v) >= 32 and v.isalnum() for v in tokens.values())
+    assert len(set(tokens.values())) == 3
+    explicit = decoded(
+        one(
+            render({"tursoServer.enabled": "true", "tursoServer.auth.dataToken": "given-token"}),
+            "Secret",
+            f"{RELEASE}-turso-auth",
+        )
+    )
+    assert explicit["TURSO_AUTH_TOKEN"] == "given-token"
+
+
+def test_existing_secret_replaces_the_generated_one() -> None:
+    docs = render({"tursoServer.enabled": "true", "tursoServer.auth.existingSecret": "my-tokens"})
+    assert not find(docs, "Secret", f"{RELEASE}-turso-auth")
+    refs = {ref for obj in workloads(docs) for c in containers(obj) for ref in secret_refs(c)}
+    assert {name for name, _ in refs if name.startswith(("my-", RELEASE))} == {"my-tokens"}
+
+
+def test_runtime_switches_to_the_turso_server(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["turso-server"]
+    container = one(docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(container, EnvSources(docs))
+    tokens = decoded(one(docs, "Secret", f"{RELEASE}-turso-auth"))
+    assert env["TURSO_SERVER_URL"] == f"http://{RELEASE}-turso:8080"
+    assert env["TURSO_SERVER_TOKEN"] == tokens["TURSO_AUTH_TOKEN"]
+    assert env["RUNTIME_TURSO_SERVER_TOKEN"] == tokens["TURSO_AUTH_TOKEN"]
+    assert tokens[ADMIN_TOKEN_KEY] not in env.values()
+
+
+def test_network_policy_fences_the_admin_port(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    policy = one(rendered["turso-server"], "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "turso-server"
+    data_rule, admin_rule = policy["spec"]["ingress"]
+    assert data_rule == {"ports": [{"port": "data", "protocol": "TCP"}]}
+    assert admin_rule["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    (peer,) = admin_rule["from"]
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+    assert peer["podSelector"]["matchExpressions"] == [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["runtime", "operator"]}
+    ]
+    assert not find(
+        render({"tursoServer.enabled": "true", "tursoServer.networkPolicy.enabled": "false"}), "NetworkPolicy"
+    )
+
+
+# -- the operator ------------------------------------------------------------------------------------
+
+
+def test_operator_runs_once_with_recreate_and_its_env(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["turso-server"]
+    deployment = one(docs, "Deployment", f"{RELEASE}-operator")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][0] == "buntime-operator"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    env = container_env(container, EnvSources(docs), field_refs={"metadata.namespace": NAMESPACE})
+    tokens = decoded(one(docs, "Secret", f"{RELEASE}-turso-auth"))
+    assert env["TURSO_SERVER_URL"] == f"http://{RELEASE}-turso.{NAMESPACE}.svc:8080"
+    assert env["TURSO_SERVER_ADMIN_URL"] == f"http://{RELEASE}-turso-admin:8081"
+    assert env["TURSO_SERVER_ADMIN_TOKEN"] == tokens[ADMIN_TOKEN_KEY]
+    assert env["TURSO_SERVER_TOKEN"] == tokens["TURSO_AUTH_TOKEN"]
+    assert env["POD_NAMESPACE"] == NAMESPACE
+    assert env["TURSO_WEBHOOK_ENABLED"] == "true" and env["TURSO_INJECT_FAILURE_POLICY"] == "Fail"
+    tls = {m["mountPath"] for m in container["volumeMounts"]}
+    assert env["TURSO_WEBHOOK_CERT_FILE"].rsplit("/", 1)[0] in tls
+    everything = one(rendered["everything"], "Deployment", f"{RELEASE}-operator")
+    everything_env = container_env(
+        everything["spec"]["template"]["spec"]["containers"][0],
+        EnvSources(rendered["everything"]),
+        field_refs={"metadata.namespace": "x"},
+    )
+    assert everything_env["TURSO_WATCH_NAMESPACES"] == "team-a,team-b"
+
+
+def test_operator_is_only_rendered_beside_the_turso_server(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for docs in (rendered["defaults"], rendered["single-tenant-sync"]):
+        operator = [
+            d["kind"]
+            for d in docs
+            if d["kind"] != "CustomResourceDefinition"
+            and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+        ]
+        assert not operator
+
+
+def test_operator_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    role = one(rendered["turso-server"], "ClusterRole")
+    rules = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert rules == {
+        ("turso.buntime.io", "tursonamespaces"): {"get", "list", "watch", "patch", "update"},
+        ("turso.buntime.io", "tursonamespaces/status"): {"get", "patch", "update"},
+        ("", "secrets"): {"get", "create", "update", "patch", "delete"},
+        ("", "events"): {"create", "patch"},
+        ("events.k8s.io", "events"): {"create", "patch"},
+        ("", "namespaces"): {"list", "watch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
+    }
+    binding = one(rendered["turso-server"], "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"{RELEASE}-operator", "namespace": NAMESPACE}
+    ]
+
+
+def test_webhook_configuration(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["turso-server"]
+    (webhook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
+    assert webhook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert webhook["objectSelector"] == {
+        "matchExpressions": [{"key": "turso.buntime.io/inject", "operator": "Exists"}]
+    }
+    assert webhook["namespaceSelector"]["matchExpressions"] == [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}
+    ]
+    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["sideEffects"] == "None"
+    assert webhook["failurePolicy"] == "Fail"
+    service = webhook["clientConfig"]["service"]
+    assert service["path"] == "/inject-turso"
+    assert one(docs, "Service", service["name"])["spec"]["ports"][0]["targetPort"] == "webhook"
+    tls = one(docs, "Secret", f"{RELEASE}-operator-webhook-tls")
+    assert tls["type"] == "kubernetes.io/tls"
+    assert webhook["clientConfig"]["caBundle"] == tls["data"]["ca.crt"]
+    cert = base64.b64decode(tls["data"]["tls.crt"])
+    assert cert.startswith(b"-----BEGIN CERTIFICATE-----")
+    ignore = render({"tursoServer.enabled": "true", "operator.webhook.failurePolicy": "Ignore"})
+    assert one(ignore, "MutatingWebhookConfiguration")["webhooks"][0]["failurePolicy"] == "Ignore"
+
+
+def test_webhook_off_renders_no_webhook(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["webhook-off"]
+    assert not find(docs, "MutatingWebhookConfiguration")
+    assert not find(docs, "Secret", f"{RELEASE}-operator-webhook-tls")
+    assert not find(docs, "Service", f"{RELEASE}-operator-webhook")
+    container = one(docs, "Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(container, EnvSources(docs), field_refs={"metadata.namespace": NAMESPACE})
+    assert env["TURSO_WEBHOOK_ENABLED"] == "false"
+    assert "TURSO_WEBHOOK_CERT_FILE" not in env
+
+
+# -- scaling and exposure ---------------------------------------------------------------------------
+
+
+def test_hpa_targets_the_runtime_deployment(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["everything"]
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    target = hpa["spec"]["scaleTargetRef"]
+    deployment = one(docs, target["kind"], target["name"])
+    assert target["apiVersion"] == deployment["apiVersion"] and target["kind"] == "Deployment"
+    assert deployment["metadata"]["labels"]["app.kubernetes.io/component"] == "runtime"
+    assert "replicas" not in deployment["spec"]
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu", "memory"]
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    ingress = one(docs, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert one(docs, "Service", backend["name"])["spec"]["ports"][0]["name"] == backend["port"]["name"]
+
+
+def test_helm_test_hook(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for value_set, checks_turso in (("defaults", False), ("turso-server", True)):
+        pod = one(rendered[value_set], "Pod")
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        env = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+        assert ("RUNTIME_TURSO_SERVER_TOKEN" in env) is checks_turso
+
+
+def test_notes_say_what_was_installed() -> None:
+    out = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--dry-run=client",
+        "--set",
+        "tursoServer.enabled=true",
+    )
+    notes = out.split("NOTES:", 1)[1]
+    assert f"StatefulSet/{RELEASE}-turso" in notes and f"Deployment/{RELEASE}-operator" in notes
+    assert "kind: TursoNamespace" in notes
+    assert "configmap" not in notes.lower() or f"{RELEASE}-runtime" in notes
+    local = helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client").split("NOTES:", 1)[1]
+    assert "local mode" in local and "tursoServer.enabled=true" in local

@@ -1,0 +1,115 @@
+"""``helm install``, ``upgrade`` and ``uninstall`` against the real kube-apiserver.
+
+Pods never run here (no kubelet), so nothing waits for readiness; what is checked is what Helm
+and the API server do: every object is created and accepted, ``lookup`` keeps the generated
+tokens and the webhook CA across an upgrade, and uninstall leaves the CRD and the token Secret.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.rendering import CHART, KUBECTL, RELEASE, helm
+from tests.support.controlplane import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+CRD = "tursonamespaces.turso.buntime.io"
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "CustomResourceDefinition",
+}
+
+
+def get(env: dict[str, str], kind: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+    args = [str(KUBECTL), "get", kind, name, "-o", "json"]
+    if namespace and kind not in CLUSTER_SCOPED:
+        args += ["-n", namespace]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=30)
+    if result.returncode != 0:
+        assert "NotFound" in result.stderr, result.stderr
+        return None
+    loaded = json.loads(result.stdout)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def data(env: dict[str, str], name: str, namespace: str) -> dict[str, str]:
+    secret = get(env, "secret", name, namespace)
+    assert secret is not None, name
+    return dict(secret["data"])
+
+
+def test_install_upgrade_uninstall(control_plane: ControlPlane, helm_kube_env: dict[str, str]) -> None:
+    env = helm_kube_env
+    namespace = "chart-install"
+    crd_before = get(env, "crd", CRD, None)
+    install = ["--namespace", namespace, "--set", "tursoServer.enabled=true"]
+    try:
+        helm("install", RELEASE, str(CHART), "--create-namespace", *install, env=env)
+
+        # Every object of the release exists on the server (hooks only run on `helm test`).
+        manifest = [
+            d for d in yaml.safe_load_all(helm("get", "manifest", RELEASE, "-n", namespace, env=env)) if d
+        ]
+        kinds = {d["kind"] for d in manifest}
+        assert {"Deployment", "StatefulSet", "Service", "Secret", "ConfigMap", "NetworkPolicy", "ClusterRole",
+                "ClusterRoleBinding", "MutatingWebhookConfiguration", "ServiceAccount"} <= kinds  # fmt: skip
+        for doc in manifest:
+            live = get(env, doc["kind"], doc["metadata"]["name"], namespace)
+            assert live is not None, f"{doc['kind']}/{doc['metadata']['name']} was not created"
+            assert live["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert get(env, "crd", CRD, None) is not None
+        if crd_before is None:
+            # Installed by Helm from crds/, not by a template.
+            assert not [d for d in manifest if d["kind"] == "CustomResourceDefinition"]
+
+        tokens = data(env, f"{RELEASE}-turso-auth", namespace)
+        assert set(tokens) == {"TURSO_AUTH_TOKEN", "TURSO_ADMIN_TOKEN", "TURSO_TOKEN_SIGNING_KEY"}
+        tls = data(env, f"{RELEASE}-operator-webhook-tls", namespace)
+        webhook = get(env, "mutatingwebhookconfiguration", f"{RELEASE}-operator", None)
+        assert webhook is not None
+        assert webhook["webhooks"][0]["clientConfig"]["caBundle"] == tls["ca.crt"]
+
+        # An upgrade that changes something keeps every generated secret (lookup).
+        helm("upgrade", RELEASE, str(CHART), *install, "--set", "runtime.replicaCount=2", env=env)
+        assert data(env, f"{RELEASE}-turso-auth", namespace) == tokens
+        assert data(env, f"{RELEASE}-operator-webhook-tls", namespace) == tls
+        webhook = get(env, "mutatingwebhookconfiguration", f"{RELEASE}-operator", None)
+        assert webhook is not None and webhook["webhooks"][0]["clientConfig"]["caBundle"] == tls["ca.crt"]
+        runtime = get(env, "deployment", RELEASE, namespace)
+        assert runtime is not None and runtime["spec"]["replicas"] == 2
+        status = json.loads(helm("status", RELEASE, "-n", namespace, "-o", "json", env=env))
+        assert status["version"] == 2
+        # The documented CRD upgrade path (Helm never upgrades crds/): server-side apply over it.
+        applied = subprocess.run(
+            [str(KUBECTL), "apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds")],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+        assert applied.returncode == 0, applied.stderr
+
+        helm("uninstall", RELEASE, "-n", namespace, env=env)
+        assert get(env, "deployment", RELEASE, namespace) is None
+        assert get(env, "mutatingwebhookconfiguration", f"{RELEASE}-operator", None) is None
+        assert get(env, "clusterrole", f"{RELEASE}-operator", None) is None
+        # crds/ is never deleted by Helm; the token Secret is kept on purpose (resource-policy).
+        assert get(env, "crd", CRD, None) is not None
+        assert data(env, f"{RELEASE}-turso-auth", namespace) == tokens
+
+        # A reinstall adopts the kept Secret and serves with the same tokens.
+        helm("install", RELEASE, str(CHART), *install, env=env)
+        assert data(env, f"{RELEASE}-turso-auth", namespace) == tokens
+    finally:
+        helm("uninstall", RELEASE, "-n", namespace, env=env, check=False)
+        # The webhook has no endpoints here: never leave it behind for other tests' pods.
+        control_plane.request(
+            "DELETE",
+            f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{RELEASE}-operator",
+        )

@@ -1,0 +1,322 @@
+"""The whole stack on one machine, every process configured from what the chart renders.
+
+1. ``helm template`` with the in-cluster turso-server; the env of the turso-server StatefulSet
+   and of the operator Deployment is resolved against the rendered Secrets (the generated tokens),
+   exactly as the kubelet would build it.
+2. turso-server and the operator run as processes with that env. Only what a pod network gives
+   for free is replaced: listen addresses and Service URLs become loopback ports, the data dir a
+   temp dir, and the webhook serves a loopback certificate (the API server cannot reach a Service
+   without kube-proxy). The chart's MutatingWebhookConfiguration is applied with just its
+   clientConfig pointed there: its selectors and policies are the chart's.
+3. ``examples/tursonamespace.yaml`` is applied with kubectl; the operator provisions the database
+   and writes the Secret.
+4. Two Pods are created from ``examples/app.yaml``'s template; the API server calls the webhook,
+   which injects the connection. Two ``buntime serve`` processes stand in for them, configured
+   from the env stored in those Pods, resolved against the Secret the operator wrote; each gets
+   its own directory for the injected ``/data/turso`` volume.
+5. A key written through one (keyval ``PUT``) is read through the other.
+
+The release renders with ``tursoServer.auth.scopedTokens=false``: the example app is the runtime
+itself, whose plugins open several databases (runtime, keyval), while a scoped token opens only
+the TursoNamespace's own (see examples/app.yaml). The scoped-token path is covered by the
+operator's own tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.rendering import (
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    EnvSources,
+    container_env,
+    containers,
+    decoded,
+    one,
+    render,
+)
+from tests.support.controlplane import ControlPlane
+from tests.support.operator import API, OperatorProcess, kubectl, wait_for
+from tests.support.tursodb import free_port, wait_listening
+from tests.support.tursoserver import TursoServer
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+VALUES = {"tursoServer.enabled": "true", "tursoServer.auth.scopedTokens": "false"}
+DATA_MOUNT = "/data/turso"
+FIELD_REFS = {"metadata.namespace": NAMESPACE}
+#: What a pod network provides and a process on loopback must get instead.
+TURSO_LOCAL_KEYS = (
+    "TURSO_DATA_ADDR",
+    "TURSO_ADMIN_ADDR",
+    "TURSO_DATA_DIR",
+    "TURSODB_BIN",
+    "TURSO_BACKEND_PORT_START",
+    "TURSO_BACKEND_PORT_END",
+)
+OPERATOR_LOCAL_KEYS = (
+    "TURSO_SERVER_URL",
+    "TURSO_SERVER_ADMIN_URL",
+    "TURSO_WEBHOOK_PORT",
+    "TURSO_WEBHOOK_CERT_FILE",
+    "TURSO_WEBHOOK_KEY_FILE",
+    "TURSO_LIVENESS_PORT",
+)
+
+
+class ChartTursoServer(TursoServer):
+    """turso-server with the chart's env (tokens included), on loopback ports and a temp dir."""
+
+    def __init__(self, data_dir: Path, chart_env: dict[str, str]) -> None:
+        super().__init__(data_dir)
+        self.chart_env = chart_env
+        self.data_token = chart_env["TURSO_AUTH_TOKEN"]
+        self.admin_token = chart_env["TURSO_ADMIN_TOKEN"]
+
+    def env(self) -> dict[str, str]:
+        local = super().env()
+        return {**self.chart_env, **{key: local[key] for key in TURSO_LOCAL_KEYS}}
+
+
+class Runtime:
+    """``buntime serve`` standing in for one pod: its env, its own /data/turso, a loopback port."""
+
+    def __init__(self, name: str, pod_env: dict[str, str], workdir: Path) -> None:
+        self.name = name
+        self.port = free_port()
+        self.data_dir = workdir / name / "data-turso"
+        self.data_dir.mkdir(parents=True)
+        self.log = workdir / name / "serve.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("TURSO_", "RUNTIME_", "BUNTIME_"))}
+        # The pod's volume mount, moved: every path under /data/turso points into this pod's dir.
+        mapped = {k: v.replace(DATA_MOUNT, str(self.data_dir)) for k, v in pod_env.items()}
+        self.env = {**base, **mapped, "BUNTIME_HOST": "127.0.0.1", "BUNTIME_PORT": str(self.port)}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Runtime:
+        with open(self.log, "ab") as out:
+            binary = Path(sys.executable).with_name("buntime")
+            self.proc = subprocess.Popen(
+                [str(binary), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_listening(self.port, 60, proc=self.proc)
+        wait_for(lambda: self.get("/api/health/ready")[0] == 200, timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, json.loads(exc.read() or b"null")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def chart() -> list[dict[str, Any]]:
+    return render(VALUES)
+
+
+@pytest.fixture(scope="module")
+def turso(chart: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TursoServer]:
+    sts = one(chart, "StatefulSet", f"{RELEASE}-turso")
+    (container,) = containers(sts)
+    chart_env = container_env(container, EnvSources(chart), field_refs=FIELD_REFS)
+    server = ChartTursoServer(tmp_path_factory.mktemp("turso") / "data", chart_env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane,
+    chart: list[dict[str, Any]],
+    turso: TursoServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    kubectl(
+        control_plane, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts/buntime/crds")
+    )
+    kubectl(control_plane, "wait", "--for=condition=Established", "crd/tursonamespaces.turso.buntime.io")
+    deployment = one(chart, "Deployment", f"{RELEASE}-operator")
+    (container,) = containers(deployment)
+    chart_env = container_env(container, EnvSources(chart), field_refs=FIELD_REFS)
+    overrides = {k: v for k, v in chart_env.items() if k not in OPERATOR_LOCAL_KEYS}
+    process = OperatorProcess(control_plane, turso, tmp_path_factory.mktemp("operator"), **overrides).start()
+    # The chart's webhook configuration, reaching the operator on loopback with its test certificate.
+    webhook = one(chart, "MutatingWebhookConfiguration")
+    url = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+    name = webhook["metadata"]["name"]
+    try:
+        for hook in webhook["webhooks"]:
+            path = hook["clientConfig"]["service"]["path"]
+            hook["clientConfig"] = {
+                "url": f"https://127.0.0.1:{process.webhook_port}{path}",
+                "caBundle": base64.b64encode(process.ca_pem).decode(),
+            }
+        control_plane.request("DELETE", f"{url}/{name}")
+        status, body = control_plane.request("POST", url, webhook)
+        assert status == 201, body
+        yield process
+    finally:
+        control_plane.request("DELETE", f"{url}/{name}")
+        process.stop()
+        print(process.tail())
+
+
+def create_pods_from(cp: ControlPlane, namespace: str, deployment: dict[str, Any], count: int) -> list[str]:
+    """What the ReplicaSet controller would do (there is none here): Pods from the template."""
+    template = deployment["spec"]["template"]
+    names = []
+    for index in range(count):
+        name = f"{deployment['metadata']['name']}-{index}"
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {**template["metadata"], "name": name},
+               "spec": template["spec"]}  # fmt: skip
+        status, body = cp.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        assert status == 201, body
+        names.append(name)
+    return names
+
+
+def test_chart_rendered_turso_server_uses_the_generated_tokens(
+    chart: list[dict[str, Any]], turso: TursoServer
+) -> None:
+    tokens = decoded(one(chart, "Secret", f"{RELEASE}-turso-auth"))
+    assert turso.env()["TURSO_AUTH_TOKEN"] == tokens["TURSO_AUTH_TOKEN"]
+    request = urllib.request.Request(f"{turso.admin_url}/v1/namespaces")
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(request, timeout=5)
+    assert denied.value.code == 401
+    request.add_header("Authorization", f"Bearer {tokens['TURSO_ADMIN_TOKEN']}")
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200
+
+
+def test_write_through_one_pod_read_through_the_other(
+    control_plane: ControlPlane, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    namespace = f"e2e-{uuid.uuid4().hex[:8]}"
+    status, body = control_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    assert status == 201, body
+
+    tns = yaml.safe_load((ROOT / "examples" / "tursonamespace.yaml").read_text())
+    kubectl(control_plane, "apply", "-n", namespace, "-f", str(ROOT / "examples" / "tursonamespace.yaml"))
+    name = tns["metadata"]["name"]
+
+    def ready() -> dict[str, Any] | None:
+        status, body = control_plane.request("GET", f"{API}/namespaces/{namespace}/tursonamespaces/{name}")
+        conditions = (body.get("status") or {}).get("conditions") or [] if status == 200 else []
+        return body if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
+
+    resource = wait_for(ready, timeout=60)
+    secret_name = resource["status"]["secretName"]
+
+    app = next(d for d in yaml.safe_load_all((ROOT / "examples" / "app.yaml").read_text()) if d)
+    pods = create_pods_from(control_plane, namespace, app, 2)
+
+    secrets = EnvSources()
+    status, secret = control_plane.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{secret_name}")
+    assert status == 200, secret
+    secrets.add(secret)
+    runtimes: list[Runtime] = []
+    try:
+        for pod_name in pods:
+            status, pod = control_plane.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod_name}")
+            assert status == 200, pod
+            assert pod["metadata"]["annotations"]["turso.buntime.io/injected"] == name
+            (container,) = pod["spec"]["containers"]
+            assert any(m["mountPath"] == DATA_MOUNT for m in container["volumeMounts"])
+            env = container_env(container, secrets, field_refs={"metadata.namespace": namespace})
+            assert env["TURSO_SERVER_URL"] == operator.env["TURSO_SERVER_URL"]
+            assert "TURSO_SERVER_ADMIN_TOKEN" not in env
+            assert operator.env["TURSO_SERVER_ADMIN_TOKEN"] not in env.values()
+            runtimes.append(Runtime(pod_name, env, tmp_path).start())
+
+        writer, reader = runtimes
+        for runtime in runtimes:
+            _, health = runtime.get("/api/health/ready")
+            assert health["turso"]["topology"] == "multi-tenant", runtime.tail()
+
+        key, value = f"e2e/{uuid.uuid4().hex[:8]}", {"written-by": writer.name, "at": time.time()}
+        status, body = writer.request("PUT", f"/keyval/api/keys/{key}", value)
+        assert status == 200, (body, writer.tail())
+
+        def read_back() -> Any:
+            status, body = reader.get(f"/keyval/api/keys/{key}")
+            return body if status == 200 else None
+
+        entry = wait_for(read_back, timeout=45, interval=0.5)
+        assert entry["value"] == value
+    finally:
+        for runtime in runtimes:
+            runtime.stop()
+
+
+def test_release_runtime_and_the_helm_test_hook_against_the_real_server(
+    chart: list[dict[str, Any]], turso: TursoServer, tmp_path: Path
+) -> None:
+    """The hook Pod's own script, with its rendered env, against a runtime and turso-server."""
+    pod = one(chart, "Pod")
+    (container,) = containers(pod)
+    env = container_env(container, EnvSources(chart))
+    runtime_env = container_env(
+        containers(one(chart, "Deployment", RELEASE))[0], EnvSources(chart), field_refs=FIELD_REFS
+    )
+    runtime_env = {**runtime_env, "TURSO_SERVER_URL": turso.url, "RUNTIME_TURSO_SERVER_URL": turso.url}
+    runtime = Runtime("release-runtime", runtime_env, tmp_path).start()
+    try:
+        # The release's own runtime, configured from its ConfigMap and Secret refs, is multi-tenant.
+        _, health = runtime.get("/api/health/ready")
+        assert health["turso"]["topology"] == "multi-tenant", runtime.tail()
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("TURSO_", "RUNTIME_"))}
+        env = {**base, **env, "RUNTIME_URL": runtime.url, "RUNTIME_TURSO_SERVER_URL": turso.url,
+               "TEST_SCRATCH_DIR": str(tmp_path / "hook")}  # fmt: skip
+        command = [sys.executable if c == "python" else c for c in container["command"]]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ok: runtime is ready" in result.stdout
+        assert "ok: database round trip through turso-server" in result.stdout
+    finally:
+        runtime.stop()
