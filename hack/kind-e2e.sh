@@ -64,14 +64,11 @@ log "building $IMAGE"
 docker build -t "$IMAGE" "$ROOT"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
-# scopedTokens=false: the example app is the runtime itself, whose plugins use several databases,
-# while a scoped token opens one (see examples/app.yaml).
 log "installing the chart"
 helm upgrade --install "$RELEASE" "$ROOT/charts/buntime" \
     --namespace "$NAMESPACE" --create-namespace \
     --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
     --set tursoServer.enabled=true \
-    --set tursoServer.auth.scopedTokens=false \
     --set runtime.replicaCount=2 \
     --wait --timeout 5m
 helm test "$RELEASE" --namespace "$NAMESPACE" --logs --timeout 5m

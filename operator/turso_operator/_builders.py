@@ -154,6 +154,8 @@ def injected_env(secret_name: str) -> list[dict[str, Any]]:
         {"name": "RUNTIME_TURSO_DIR", "value": DATA_DIR},
         _secret_env("TURSO_SERVER_URL", secret_name, SecretKey.SERVER_URL),
         _secret_env("TURSO_SERVER_TOKEN", secret_name, SecretKey.SERVER_TOKEN),
+        # The database the token is scoped to: a runtime in this pod keeps all its data there.
+        _secret_env("TURSO_NAMESPACE", secret_name, SecretKey.NAMESPACE),
     ]
 
 

@@ -90,3 +90,20 @@ def test_sync_interval_durations(raw: str, seconds: float) -> None:
 def test_bad_sync_interval_names_the_variable() -> None:
     with pytest.raises(TursoConfigError, match="TURSO_SYNC_INTERVAL"):
         resolve_config(env={"TURSO_SYNC_INTERVAL": "soon"})
+
+
+def test_a_pinned_namespace_keeps_every_namespace_in_one_database() -> None:
+    cfg = resolve_config(
+        env={
+            "TURSO_SERVER_URL": "http://turso:8080/",
+            "TURSO_SERVER_TOKEN": "scoped",
+            "TURSO_NAMESPACE": "orders",
+        }
+    )
+    assert (cfg.topology, cfg.sync_url, cfg.auth_token) == (
+        "single-tenant",
+        "http://turso:8080/orders",
+        "scoped",
+    )
+    with pytest.raises(TursoConfigError, match="TURSO_NAMESPACE"):
+        resolve_config(env={"TURSO_SERVER_URL": "http://turso:8080", "TURSO_NAMESPACE": "../etc"})

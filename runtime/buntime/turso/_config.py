@@ -11,6 +11,8 @@ what is set                    mode                                        token
 neither                        local file at ``TURSO_LOCAL_PATH``           —
 =============================  ==========================================  ==========================
 
+With ``TURSO_NAMESPACE`` beside ``TURSO_SERVER_URL`` (what the operator injects into a pod whose
+token is scoped to one database) every namespace lives in ``<url>/<TURSO_NAMESPACE>``.
 ``TURSO_MODE=local`` forces local mode even when ``TURSO_SYNC_URL`` is set; ``TURSO_MODE=sync``
 without any URL, or any other mode, is a startup error.
 """
@@ -23,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._errors import TursoConfigError
+from ._errors import InvalidNamespaceError, TursoConfigError
+from ._namespaces import validate_namespace
 
 DEFAULT_LOCAL_PATH = "./data/turso/runtime.db"
 DEFAULT_SYNC_INTERVAL = 5.0
@@ -100,6 +103,21 @@ def resolve_config(
     server_url = _env(env, "TURSO_SERVER_URL") or _substitute(server_cfg.get("url"), env)
     if server_url:
         token = _env(env, "TURSO_SERVER_TOKEN") or _substitute(server_cfg.get("authToken"), env)
+        pinned = _env(env, "TURSO_NAMESPACE") or _substitute(server_cfg.get("namespace"), env)
+        if pinned:
+            # A pod given one database by the operator (its token is scoped to it): every
+            # namespace of this process lives in that one database, like single-tenant sync.
+            try:
+                validate_namespace(pinned)
+            except InvalidNamespaceError as exc:
+                raise TursoConfigError(f"TURSO_NAMESPACE: {exc}", code="INVALID_TURSO_NAMESPACE") from exc
+            return TursoConfig(
+                mode="sync",
+                local_path=local_path,
+                sync_url=f"{server_url.rstrip('/')}/{pinned}",
+                auth_token=token or None,
+                sync_interval=interval,
+            )
         return TursoConfig(
             mode="sync",
             local_path=local_path,

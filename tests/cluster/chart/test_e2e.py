@@ -16,10 +16,8 @@
    its own directory for the injected ``/data/turso`` volume.
 5. A key written through one (keyval ``PUT``) is read through the other.
 
-The release renders with ``tursoServer.auth.scopedTokens=false``: the example app is the runtime
-itself, whose plugins open several databases (runtime, keyval), while a scoped token opens only
-the TursoNamespace's own (see examples/app.yaml). The scoped-token path is covered by the
-operator's own tests.
+The release renders with its defaults, so the app pods get a token scoped to their one database;
+the injected ``TURSO_NAMESPACE`` makes the runtime keep all its plugins' namespaces in it.
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ from tests.support.tursoserver import TursoServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-VALUES = {"tursoServer.enabled": "true", "tursoServer.auth.scopedTokens": "false"}
+VALUES = {"tursoServer.enabled": "true"}
 DATA_MOUNT = "/data/turso"
 FIELD_REFS = {"metadata.namespace": NAMESPACE}
 #: What a pod network provides and a process on loopback must get instead.
@@ -277,7 +275,10 @@ def test_write_through_one_pod_read_through_the_other(
         writer, reader = runtimes
         for runtime in runtimes:
             _, health = runtime.get("/api/health/ready")
-            assert health["turso"]["topology"] == "multi-tenant", runtime.tail()
+            # The token is scoped to the TursoNamespace's database, and so is the runtime.
+            assert health["turso"]["topology"] == "single-tenant", runtime.tail()
+            syncs = {entry["sync_url"] for entry in health["turso"]["namespaces"].values()}
+            assert syncs == {f"{env['TURSO_SERVER_URL']}/{resource['status']['database']}"}
 
         key, value = f"e2e/{uuid.uuid4().hex[:8]}", {"written-by": writer.name, "at": time.time()}
         status, body = writer.request("PUT", f"/keyval/api/keys/{key}", value)

@@ -310,7 +310,7 @@ def test_pod_injection(crd: ControlPlane, operator: OperatorProcess, k8s_namespa
     ]
     assert {"name": "turso-data", "emptyDir": {}} in stored["spec"]["volumes"]
     assert stored["metadata"]["annotations"]["turso.buntime.io/injected"] == "inject"
-    assert len(stored["spec"]["containers"][0]["env"]) == 5, "reinvocation must not duplicate anything"
+    assert len(stored["spec"]["containers"][0]["env"]) == 6, "reinvocation must not duplicate anything"
 
     status, plain = crd.request("POST", pods, pod("no-label"))
     assert status == 201 and "env" not in plain["spec"]["containers"][0]
