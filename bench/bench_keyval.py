@@ -7,8 +7,11 @@ MVCC file in one temporary directory:
   directly: ``BEGIN CONCURRENT; INSERT OR REPLACE ...; COMMIT`` per set and one ``SELECT`` by
   key per get, with keys and values encoded up front (the engine's cost and nothing else);
 * **service** — the same statements through the host's :class:`~buntime.turso.TursoService`
-  on the Kv's own table, without the KeyVal layer (``transaction()`` per set,
-  ``connect().get()`` per get): what the service's engine-thread hop costs by itself;
+  on the Kv's own table, without the KeyVal layer (``run_transaction()`` per set — BEGIN,
+  INSERT and COMMIT in one engine-thread hop, as the Kv does — and ``connect().get()`` per
+  get): what the service's engine-thread hop costs by itself;
+* **service tx** — the same sets through the async ``transaction()`` (one hop for BEGIN and
+  the INSERT, one for COMMIT), for comparison; its get column repeats the service's;
 * **api** — ``await kv.set(...)`` / ``await kv.get(...)`` on a real PluginHost (turso + keyval);
 * **http** — ``PUT``/``GET /keyval/api/keys/...`` over loopback to an in-process aiohttp server.
 
@@ -36,7 +39,7 @@ from aiohttp import web
 import turso
 from buntime.plugins import BUILTIN_DIR, PluginHost, load_manifest
 from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, KeyValPlugin, Kv, encode_key
-from buntime.turso import Database, TursoService
+from buntime.turso import BlockingDatabase, Database, TursoService
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kv_entries (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
@@ -88,12 +91,18 @@ async def timed(n: int, concurrency: int, op: Callable[[int], Awaitable[object]]
     return rate(n, time.perf_counter() - start)
 
 
-async def bench_service(service: TursoService, sets: int, gets: int) -> tuple[float, float]:
+async def bench_service(service: TursoService, sets: int, gets: int) -> dict[str, tuple[float, float]]:
     """The Kv's own statements on the Kv's own table and service, minus the KeyVal layer."""
     keys = [encode_key(("service", i)) for i in range(max(sets, 1))]
     value = json.dumps(VALUE, separators=(",", ":")).encode()
 
     async def put(i: int) -> None:
+        def fn(db: BlockingDatabase) -> None:
+            db.run(SET_SQL, [keys[i], value, f"{i:020x}", None])
+
+        await service.run_transaction(fn, namespace="keyval")
+
+    async def put_tx(i: int) -> None:
         async def fn(db: Database) -> None:
             await db.run(SET_SQL, [keys[i], value, f"{i:020x}", None])
 
@@ -103,7 +112,8 @@ async def bench_service(service: TursoService, sets: int, gets: int) -> tuple[fl
     now = int(time.time() * 1000)
     set_rate = await timed(sets, 1, put)
     get_rate = await timed(gets, 1, lambda i: db.get(GET_SQL, [keys[i % sets], now]))
-    return set_rate, get_rate
+    tx_rate = await timed(sets, 1, put_tx)
+    return {"service": (set_rate, get_rate), "service tx": (tx_rate, get_rate)}
 
 
 async def bench_paths(
@@ -123,7 +133,7 @@ async def bench_paths(
     try:
         kv = host.get_plugin(KEYVAL_PLUGIN_NAME)
         assert isinstance(kv, Kv)
-        results["service"] = await bench_service(kv.service, sets, gets)
+        results.update(await bench_service(kv.service, sets, gets))
 
         async def kv_set(i: int, c: int) -> None:
             await kv.set(["api", c, i], VALUE)

@@ -54,6 +54,13 @@ RANGE_END = b"\xff"
 #: JSON spelling of a bytes part: ``{"$bytes": "<base64>"}``.
 BYTES_JSON_FIELD = "$bytes"
 _NUMBER_SEGMENT = re.compile(r"^-?\d+(?:\.\d+)?$")
+_F64 = struct.Struct(">d")
+_U64 = struct.Struct(">Q")
+_SIGN_BIT = 1 << 63
+_ALL_BITS = (1 << 64) - 1
+_BYTES_TAG = bytes([TAG_BYTES])
+_STR_TAG = bytes([TAG_STR])
+_NUMBER_TAG = bytes([TAG_NUMBER])
 
 
 def _escape(raw: bytes) -> bytes:
@@ -63,12 +70,9 @@ def _escape(raw: bytes) -> bytes:
 def _encode_float(value: float) -> bytes:
     if value == 0.0:
         value = 0.0  # -0.0 and 0.0 are one key
-    packed = bytearray(struct.pack(">d", value))
-    if value >= 0:
-        packed[0] ^= 0x80
-    else:
-        packed = bytearray(b ^ 0xFF for b in packed)
-    return bytes(packed)
+    bits: int = _U64.unpack(_F64.pack(value))[0]
+    # >= 0: flip the sign bit; < 0: flip every bit (so larger magnitudes sort lower).
+    return _U64.pack(bits ^ _SIGN_BIT if value >= 0 else bits ^ _ALL_BITS)
 
 
 def _encode_bigint(value: int) -> bytes:
@@ -83,24 +87,26 @@ def _encode_bigint(value: int) -> bytes:
 
 def encode_part(part: object) -> bytes:
     """Encode one key part; raise :class:`InvalidKeyError` for unsupported types."""
+    if isinstance(part, str):
+        return _STR_TAG + _escape(part.encode("utf-8"))
     if isinstance(part, bool):  # before int: bool is an int subclass
         return bytes([TAG_BOOL, 0x02 if part else 0x01])
-    if isinstance(part, str):
-        return bytes([TAG_STR]) + _escape(part.encode("utf-8"))
     if isinstance(part, bytes | bytearray | memoryview):
-        return bytes([TAG_BYTES]) + _escape(bytes(part))
+        return _BYTES_TAG + _escape(bytes(part))
     if isinstance(part, int):
+        if -_MAX_SAFE_INT <= part <= _MAX_SAFE_INT:  # float64 holds it exactly
+            return _NUMBER_TAG + _encode_float(float(part))
         try:
             as_float = float(part)
         except OverflowError:
             as_float = math.inf
         if math.isfinite(as_float) and int(as_float) == part:
-            return bytes([TAG_NUMBER]) + _encode_float(as_float)
+            return _NUMBER_TAG + _encode_float(as_float)
         return bytes([TAG_BIGINT]) + _encode_bigint(part)
     if isinstance(part, float):
         if not math.isfinite(part):
             raise InvalidKeyError("number key parts must be finite (no NaN or infinity)")
-        return bytes([TAG_NUMBER]) + _encode_float(part)
+        return _NUMBER_TAG + _encode_float(part)
     raise InvalidKeyError(
         f"unsupported key part type {type(part).__name__}: use str, bytes, int, float or bool"
     )
@@ -108,17 +114,20 @@ def encode_part(part: object) -> bytes:
 
 def encode_key(key: object, *, allow_empty: bool = True) -> bytes:
     """Encode a key (a tuple or list of parts) into its order-preserving BLOB."""
-    if isinstance(key, str | bytes) or not isinstance(key, Sequence):
+    if not isinstance(key, tuple | list) and (isinstance(key, str | bytes) or not isinstance(key, Sequence)):
         raise InvalidKeyError("a key must be a list or tuple of parts, e.g. ['users', 42]")
     if not key and not allow_empty:
         raise InvalidKeyError("the key must have at least one part")
-    encoded = b"".join(encode_part(p) for p in key)
+    encoded = b"".join([encode_part(p) for p in key])
     if len(encoded) > MAX_KEY_BYTES:
         raise InvalidKeyError(f"the encoded key is {len(encoded)} bytes; the limit is {MAX_KEY_BYTES}")
     return encoded
 
 
 def _unescape(data: bytes, pos: int) -> tuple[bytes, int]:
+    nul = data.index(b"\x00", pos)
+    if data[nul + 1 : nul + 2] != b"\xff":  # no escaped NUL: the common case, one slice
+        return data[pos:nul], nul + 1
     out = bytearray()
     while True:
         nul = data.index(b"\x00", pos)
@@ -131,12 +140,8 @@ def _unescape(data: bytes, pos: int) -> tuple[bytes, int]:
 
 
 def _decode_float(body: bytes) -> float | int:
-    raw = bytearray(body)
-    if raw[0] & 0x80:
-        raw[0] ^= 0x80
-    else:
-        raw = bytearray(b ^ 0xFF for b in raw)
-    value: float = struct.unpack(">d", bytes(raw))[0]
+    bits: int = _U64.unpack(body)[0]
+    value: float = _F64.unpack(_U64.pack(bits ^ _SIGN_BIT if bits & _SIGN_BIT else bits ^ _ALL_BITS))[0]
     if value.is_integer() and abs(value) <= _MAX_SAFE_INT:
         return int(value)
     return value

@@ -2,11 +2,16 @@
 
 Called by the plugin (which provides a :class:`Kv` to other plugins) and the HTTP routes.
 
-* **Writes** all go through :meth:`Kv._write`: ``service.transaction()`` (so in sync mode the
-  commit is pushed at once — upstream's autocommit writes were never pushed) under one
+* **Writes** all go through :meth:`Kv._write`: ``service.run_transaction()`` (so in sync mode
+  the commit is pushed at once — upstream's autocommit writes were never pushed) under one
   in-process write lock. The lock orders commits, keeps versionstamps increasing in commit
   order, and makes an atomic's checks and mutations serialisable without MVCC conflict retries.
-  Search tables are updated in the same transaction as the entries they mirror.
+  Search tables are updated in the same transaction as the entries they mirror. Transaction
+  bodies are blocking functions that run whole on the engine thread (BEGIN, statements and
+  COMMIT in one thread hop); they touch only plain state that changes under the write lock
+  (versionstamps, the index list), never the event loop.
+* **Reads** are one autocommit statement, so one engine-thread hop, each (a search too, unless
+  the in-memory index list turns out stale; see :meth:`Kv.search`).
 * **Versionstamps** are 20 hex digits: ``(epoch ms << 32) + counter``, strictly increasing per
   process (a new millisecond starts the counter at a random offset, so two pods writing in the
   same millisecond do not collide), seeded at start from the highest stored one so a restart
@@ -32,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from ...turso import Database, TransactionType, TursoService
+from ...turso import BlockingDatabase, Database, TransactionType, TursoQueryError, TursoService
 from ._atomic import AtomicOperation, Check, CommitResult, Mutation, apply_numeric, validate_expire_in
 from ._errors import InvalidRequestError, KeyValError, KeyValNotFoundError, KeyValUnavailableError
 from ._keys import (
@@ -53,10 +58,13 @@ from ._search import (
     INDEX_TABLE_PATTERN,
     IndexInfo,
     SearchIndexes,
+    deepest_covering,
     index_table_name,
     match_sql,
     parse_query,
     rebuild,
+    search_sql,
+    split_search_rows,
 )
 from ._values import decode_value, encode_value
 
@@ -247,19 +255,35 @@ class Kv:
 
     async def _write(
         self,
-        fn: Callable[[Database], Awaitable[T]],
+        fn: Callable[[BlockingDatabase], T],
         *,
         type: TransactionType = "concurrent",
         on_commit: Callable[[T], None] | None = None,
     ) -> T:
-        """Run ``fn`` in a pushed transaction under the write lock; ``on_commit`` runs still locked."""
+        """Run the blocking ``fn`` in a pushed transaction on the engine thread, under the write
+        lock (re-run on busy/conflict errors); ``on_commit`` runs on the event loop, still locked.
+
+        Bodies run one at a time and in submission order on the store's single engine thread,
+        which is what keeps versionstamps ordered even after a cancelled caller released the
+        lock while its body was still running there."""
         async with self._write_lock:
             self._check_open()
-            result = await self.service.transaction(
+            txn = self.service.run_transaction(
                 fn, namespace=self.namespace, type=type, max_retries=WRITE_RETRIES
             )
-            if on_commit is not None:
-                on_commit(result)
+            if on_commit is None:
+                return await txn
+            # The engine thread cannot be interrupted: a cancelled caller must not skip on_commit
+            # (the index list) for a transaction that commits anyway, e.g. a long index rebuild.
+            task = asyncio.ensure_future(txn)
+            try:
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await asyncio.wait([task])
+                if not task.cancelled() and task.exception() is None:
+                    on_commit(task.result())
+                raise
+            on_commit(result)
             return result
 
     def now_ms(self) -> int:
@@ -277,9 +301,9 @@ class Kv:
             self._last_versionstamp = base + random.getrandbits(_COUNTER_START_BITS)
         return f"{self._last_versionstamp:020x}"
 
-    async def put_in_tx(
+    def put_in_tx(
         self,
-        db: Database,
+        db: BlockingDatabase,
         encoded: bytes,
         raw: bytes,
         value: Any,
@@ -287,23 +311,23 @@ class Kv:
         versionstamp: str,
         expires_at: int | None,
     ) -> None:
-        """Write one entry and its search documents inside the caller's transaction."""
-        await db.run(
+        """Write one entry and its search documents inside the caller's transaction (engine thread)."""
+        db.run(
             "INSERT OR REPLACE INTO kv_entries(key, value, versionstamp, expires_at) VALUES (?, ?, ?, ?)",
             [encoded, raw, versionstamp, expires_at],
         )
-        await self._search.index(db, [(encoded, value)])
+        self._search.index(db, [(encoded, value)])
 
-    async def _delete_in_tx(self, db: Database, encoded: bytes, exact: bool, now: int) -> int:
+    def _delete_in_tx(self, db: BlockingDatabase, encoded: bytes, exact: bool, now: int) -> int:
         if exact:
-            rows = await db.all("DELETE FROM kv_entries WHERE key = ? RETURNING expires_at", [encoded])
-            await self._search.unindex_keys(db, [encoded])
+            rows = db.all("DELETE FROM kv_entries WHERE key = ? RETURNING expires_at", [encoded])
+            self._search.unindex_keys(db, [encoded])
         else:
             hi = encoded + b"\xff"
-            rows = await db.all(
+            rows = db.all(
                 "DELETE FROM kv_entries WHERE key >= ? AND key < ? RETURNING expires_at", [encoded, hi]
             )
-            await self._search.unindex_range(db, encoded, hi)
+            self._search.unindex_range(db, encoded, hi)
         return sum(1 for r in rows if r["expires_at"] is None or r["expires_at"] > now)
 
     @staticmethod
@@ -426,9 +450,9 @@ class Kv:
             raw = encode_value(value)
             ttl = validate_expire_in(expire_in)
 
-            async def fn(db: Database) -> CommitResult:
+            def fn(db: BlockingDatabase) -> CommitResult:
                 versionstamp = self.next_versionstamp()
-                await self.put_in_tx(
+                self.put_in_tx(
                     db,
                     encoded,
                     raw,
@@ -451,12 +475,9 @@ class Kv:
                 raise InvalidRequestError(f"at most {MAX_BATCH_KEYS} keys per batch", code="TOO_MANY_KEYS")
             encoded = [encode_key(k, allow_empty=False) for k in keys]
 
-            async def fn(db: Database) -> int:
+            def fn(db: BlockingDatabase) -> int:
                 now = self.now_ms()
-                total = 0
-                for enc in encoded:
-                    total += await self._delete_in_tx(db, enc, exact, now)
-                return total
+                return sum(self._delete_in_tx(db, enc, exact, now) for enc in encoded)
 
             return await self._write(fn) if encoded else 0
 
@@ -466,11 +487,13 @@ class Kv:
 
     async def _commit_atomic(self, checks: Sequence[Check], mutations: Sequence[Mutation]) -> CommitResult:
         with self._op("atomic"):
+            if not checks and not mutations:  # nothing to read or write: no transaction at all
+                return CommitResult(True)
 
-            async def fn(db: Database) -> CommitResult:
+            def fn(db: BlockingDatabase) -> CommitResult:
                 now = self.now_ms()
                 for check in checks:
-                    row = await db.get(
+                    row = db.get(
                         f"SELECT versionstamp FROM kv_entries WHERE key = ? AND {_LIVE}", [check.encoded, now]
                     )
                     if (row["versionstamp"] if row else None) != check.versionstamp:
@@ -480,20 +503,20 @@ class Kv:
                 versionstamp = self.next_versionstamp()
                 for m in mutations:
                     if m.type == "delete":
-                        await self._delete_in_tx(db, m.encoded, True, now)
+                        self._delete_in_tx(db, m.encoded, True, now)
                     elif m.type == "set":
                         raw = encode_value(m.value)
                         expires_at = self._expiry(now, m.expire_in)
-                        await self.put_in_tx(
+                        self.put_in_tx(
                             db, m.encoded, raw, m.value, versionstamp=versionstamp, expires_at=expires_at
                         )
                     else:
-                        row = await db.get(
+                        row = db.get(
                             f"SELECT value FROM kv_entries WHERE key = ? AND {_LIVE}", [m.encoded, now]
                         )
                         current = decode_value(row["value"]) if row else None
                         new = apply_numeric(m.type, current, m.value, m.key)
-                        await self.put_in_tx(
+                        self.put_in_tx(
                             db, m.encoded, encode_value(new), new, versionstamp=versionstamp, expires_at=None
                         )
                 return CommitResult(True, versionstamp)
@@ -509,13 +532,13 @@ class Kv:
         with self._op("ttl_sweep"):
             while True:
 
-                async def fn(db: Database) -> int:
-                    rows = await db.all(
+                def fn(db: BlockingDatabase) -> int:
+                    rows = db.all(
                         "DELETE FROM kv_entries WHERE key IN (SELECT key FROM kv_entries "
                         "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?) RETURNING key",
                         [self.now_ms(), SWEEP_BATCH],
                     )
-                    await self._search.unindex_keys(db, [bytes(r["key"]) for r in rows])
+                    self._search.unindex_keys(db, [bytes(r["key"]) for r in rows])
                     return len(rows)
 
                 done = await self._write(fn)
@@ -547,44 +570,44 @@ class Kv:
                 raise InvalidRequestError("tokenize must be a non-empty string", code="INVALID_INDEX")
             table = index_table_name(encoded)
 
-            async def fn(db: Database) -> IndexInfo:
+            def fn(db: BlockingDatabase) -> IndexInfo:
                 now = self.now_ms()
                 info = IndexInfo(
                     tuple(prefix), encoded, tuple(f.strip() for f in fields), tokenize, table, now
                 )
-                await db.exec(
+                db.exec(
                     f"CREATE TABLE IF NOT EXISTS {table} (doc_key TEXT PRIMARY KEY, document TEXT NOT NULL)"
                 )
-                await db.run(
+                db.run(
                     "INSERT OR REPLACE INTO kv_indexes(prefix, fields, tokenize, table_name, created_at) "
                     "VALUES (?, ?, ?, ?, ?)",
                     [encoded, json.dumps(builtins.list(info.fields)), tokenize, table, now],
                 )
-                await self._rebuild_in_tx(db, info, now)
+                self._rebuild_in_tx(db, info, now)
                 return info
 
             return await self._write(fn, type="exclusive", on_commit=self._search.put)
 
-    async def _rebuild_in_tx(self, db: Database, info: IndexInfo, now: int) -> int:
+    def _rebuild_in_tx(self, db: BlockingDatabase, info: IndexInfo, now: int) -> int:
         lo, hi = prefix_range(info.encoded)
-        rows = await db.all(
+        rows = db.all(
             f"SELECT key, value FROM kv_entries WHERE key >= ? AND key < ? AND {_LIVE}", [lo, hi, now]
         )
-        return await rebuild(db, info, ((bytes(r["key"]), decode_value(r["value"])) for r in rows))
+        return rebuild(db, info, ((bytes(r["key"]), decode_value(r["value"])) for r in rows))
 
     async def remove_index(self, prefix: Sequence[Any]) -> bool:
         """Drop the index on exactly ``prefix``; ``False`` when there is none."""
         with self._op("index_remove"):
             encoded = encode_key(prefix)
 
-            async def fn(db: Database) -> bool:
-                row = await db.get("SELECT table_name FROM kv_indexes WHERE prefix = ?", [encoded])
+            def fn(db: BlockingDatabase) -> bool:
+                row = db.get("SELECT table_name FROM kv_indexes WHERE prefix = ?", [encoded])
                 if row is None:
                     return False
                 table = str(row["table_name"])
                 if INDEX_TABLE_PATTERN.match(table):
-                    await db.exec(f"DROP TABLE IF EXISTS {table}")
-                await db.run("DELETE FROM kv_indexes WHERE prefix = ?", [encoded])
+                    db.exec(f"DROP TABLE IF EXISTS {table}")
+                db.run("DELETE FROM kv_indexes WHERE prefix = ?", [encoded])
                 return True
 
             return await self._write(fn, type="exclusive", on_commit=lambda _: self._search.drop(encoded))
@@ -600,30 +623,43 @@ class Kv:
         """Live entries under ``prefix`` whose indexed text matches ``query`` (see :func:`parse_query`).
 
         Uses the deepest index on ``prefix`` or one of its ancestors, found in ``kv_indexes`` on
-        every call, so it works straight after a restart.
+        every call, so it works straight after a restart. One statement normally: it searches the
+        index the in-memory list picks and returns the stored index rows with the matches, so
+        the pick is checked in the same snapshot; when the list is stale (another pod's index,
+        not yet refreshed) a second statement searches the index those stored rows pick.
         """
         with self._op("search"):
             limit = _check_limit(limit)
             if not isinstance(query, str):
                 raise InvalidRequestError("query must be a string", code="INVALID_QUERY")
             encoded = encode_key(prefix)
+            bounds = prefix_range(encoded)
             db = await self._db()
-            candidates = [i for i in await SearchIndexes.read_all(db) if i.covers_prefix(encoded)]
-            if not candidates:
+            stored: builtins.list[IndexInfo] | None = None
+            guess = self._search.deepest(encoded)
+            if guess is not None:
+                # A bad query or a vanished table is reported (or not) by the checked path below.
+                with contextlib.suppress(InvalidRequestError, TursoQueryError):
+                    stored, rows = await self._search_on(db, guess, query, bounds, limit)
+                    if guess.agrees_with(deepest_covering(stored, encoded)):
+                        return [_row_entry(r) for r in rows]
+            if stored is None:
+                stored = await SearchIndexes.read_all(db)
+            info = deepest_covering(stored, encoded)
+            if info is None:
                 raise KeyValNotFoundError(
                     f"no search index covers prefix {key_to_json(tuple(prefix))!r}", code="INDEX_NOT_FOUND"
                 )
-            info = max(candidates, key=lambda i: len(i.encoded))
-            where, terms = match_sql(parse_query(query, info.fields))
-            lo, hi = prefix_range(encoded)
-            rows = await db.all(
-                f"SELECT e.key, e.value, e.versionstamp, e.expires_at FROM kv_entries e "
-                f"JOIN {info.table} f ON f.doc_key = hex(e.key) "
-                f"WHERE e.key >= ? AND e.key < ? AND (e.expires_at IS NULL OR e.expires_at > ?) AND {where} "
-                f"ORDER BY hex(e.key) LIMIT ?",
-                [lo, hi, self.now_ms(), *terms, limit],
-            )
+            _, rows = await self._search_on(db, info, query, bounds, limit)
             return [_row_entry(r) for r in rows]
+
+    async def _search_on(
+        self, db: Database, info: IndexInfo, query: str, bounds: tuple[bytes, bytes], limit: int
+    ) -> tuple[builtins.list[IndexInfo], builtins.list[dict[str, Any]]]:
+        """The stored indexes and the matching entry rows of one search statement on ``info``."""
+        where, terms = match_sql(parse_query(query, info.fields))
+        rows = await db.all(search_sql(info, where), [*bounds, self.now_ms(), *terms, limit])
+        return split_search_rows(rows)
 
     # -- other pods -------------------------------------------------------------------------
     async def _on_pull(self, replica_path: str) -> None:
@@ -646,19 +682,16 @@ class Kv:
                 self._check_open()
                 db = await self._db()
                 fresh = await SearchIndexes.read_all(db)
-                stale = [
-                    i
-                    for i in fresh
-                    if (known := self._search.get(i.encoded)) is None
-                    or (known.fields, known.table) != (i.fields, i.table)
-                ]
+                stale = [i for i in fresh if not i.agrees_with(self._search.get(i.encoded))]
                 self._search.replace_all(fresh)
                 for info in stale:
 
-                    async def fn(tx: Database, info: IndexInfo = info) -> int:
-                        return await self._rebuild_in_tx(tx, info, self.now_ms())
+                    def fn(tx: BlockingDatabase, info: IndexInfo = info) -> int:
+                        return self._rebuild_in_tx(tx, info, self.now_ms())
 
-                    await self.service.transaction(fn, namespace=self.namespace, max_retries=WRITE_RETRIES)
+                    await self.service.run_transaction(
+                        fn, namespace=self.namespace, max_retries=WRITE_RETRIES
+                    )
                     rebuilt += 1
             return rebuilt
 

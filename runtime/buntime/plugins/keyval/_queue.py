@@ -1,7 +1,8 @@
 """The KeyVal queue: delayed messages, leases, retries with a backoff schedule, a dead-letter table.
 
 Called through ``kv.queue`` by plugins and the HTTP routes. Every change is a write transaction
-of the Kv store (pushed in sync mode, under its write lock). Times are epoch milliseconds.
+of the Kv store (pushed in sync mode, under its write lock, its body a blocking function run on
+the engine thread in one hop). Times are epoch milliseconds.
 
 * ``dequeue`` leases the oldest ready message: ``status='processing'``, ``attempts + 1`` and
   ``locked_until = now + lock duration``. ``ack`` deletes it.
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...turso import Database
+from ...turso import BlockingDatabase
 from ._errors import InvalidRequestError, InvalidValueError
 from ._keys import encode_key, key_from_json, key_to_json
 from ._values import decode_value, encode_value, is_number
@@ -175,9 +176,9 @@ class KvQueue:
                 undelivered = json.dumps([key_to_json(tuple(k)) for k in keys_if_undelivered])
             message_id = str(uuid.uuid4())
 
-            async def fn(db: Database) -> str:
+            def fn(db: BlockingDatabase) -> str:
                 now = self._kv.now_ms()
-                await db.run(
+                db.run(
                     "INSERT INTO kv_queue(id, value, ready_at, attempts, max_attempts, backoff_schedule, "
                     "keys_if_undelivered, status, created_at, updated_at) "
                     "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
@@ -201,9 +202,9 @@ class KvQueue:
         """Lease the oldest ready message, or ``None`` when nothing is ready."""
         with self._kv._op("queue_dequeue"):
 
-            async def fn(db: Database) -> QueueMessage | None:
+            def fn(db: BlockingDatabase) -> QueueMessage | None:
                 now = self._kv.now_ms()
-                row = await db.get(
+                row = db.get(
                     "UPDATE kv_queue SET status = ?, locked_until = ?, attempts = attempts + 1, "
                     "updated_at = ? "
                     "WHERE id = (SELECT id FROM kv_queue WHERE status = ? AND ready_at <= ? "
@@ -228,8 +229,8 @@ class KvQueue:
         with self._kv._op("queue_ack"):
             _check_id(message_id)
 
-            async def fn(db: Database) -> bool:
-                result = await db.run("DELETE FROM kv_queue WHERE id = ?", [message_id])
+            def fn(db: BlockingDatabase) -> bool:
+                result = db.run("DELETE FROM kv_queue WHERE id = ?", [message_id])
                 return result.changes > 0
 
             return await self._kv._write(fn)
@@ -242,18 +243,18 @@ class KvQueue:
         with self._kv._op("queue_nack"):
             _check_id(message_id)
 
-            async def fn(db: Database) -> str | None:
+            def fn(db: BlockingDatabase) -> str | None:
                 now = self._kv.now_ms()
-                row = await db.get("SELECT * FROM kv_queue WHERE id = ?", [message_id])
+                row = db.get("SELECT * FROM kv_queue WHERE id = ?", [message_id])
                 if row is None:
                     return None
                 attempts = int(row["attempts"])
                 if attempts >= int(row["max_attempts"]):
-                    await self._dead_letter(db, row, error or ERROR_MAX_ATTEMPTS, now)
+                    self._dead_letter(db, row, error or ERROR_MAX_ATTEMPTS, now)
                     return NACK_DEAD
                 schedule = json.loads(row["backoff_schedule"] or "[]") or [0]
                 delay = int(schedule[min(max(attempts - 1, 0), len(schedule) - 1)])
-                await db.run(
+                db.run(
                     "UPDATE kv_queue SET status = ?, ready_at = ?, locked_until = NULL, last_error = ?, "
                     "updated_at = ? WHERE id = ?",
                     [STATUS_PENDING, now + delay, error, now, message_id],
@@ -262,36 +263,36 @@ class KvQueue:
 
             return await self._kv._write(fn)
 
-    async def _dead_letter(self, db: Database, row: dict[str, Any], reason: str, now: int) -> None:
-        await db.run(
+    def _dead_letter(self, db: BlockingDatabase, row: dict[str, Any], reason: str, now: int) -> None:
+        db.run(
             "INSERT INTO kv_dlq(id, original_id, value, error_message, attempts, original_created_at, "
             "failed_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [str(uuid.uuid4()), row["id"], row["value"], reason, row["attempts"], row["created_at"], now],
         )
-        await db.run("DELETE FROM kv_queue WHERE id = ?", [row["id"]])
+        db.run("DELETE FROM kv_queue WHERE id = ?", [row["id"]])
         if row["keys_if_undelivered"]:
             value = decode_value(row["value"])
             raw = encode_value(value)
             versionstamp = self._kv.next_versionstamp()
             for key_json in json.loads(row["keys_if_undelivered"]):
                 encoded = encode_key(key_from_json(key_json), allow_empty=False)
-                await self._kv.put_in_tx(db, encoded, raw, value, versionstamp=versionstamp, expires_at=None)
+                self._kv.put_in_tx(db, encoded, raw, value, versionstamp=versionstamp, expires_at=None)
 
     async def requeue_stale(self) -> int:
         """Return messages whose lease ran out to pending (or dead-letter them); return how many."""
         with self._kv._op("queue_requeue_stale"):
 
-            async def fn(db: Database) -> int:
+            def fn(db: BlockingDatabase) -> int:
                 now = self._kv.now_ms()
-                stale = await db.all(
+                stale = db.all(
                     "SELECT * FROM kv_queue WHERE status = ? AND locked_until < ?", [STATUS_PROCESSING, now]
                 )
                 for row in stale:
                     if int(row["attempts"]) >= int(row["max_attempts"]):
-                        await self._dead_letter(db, row, ERROR_LEASE_EXPIRED, now)
+                        self._dead_letter(db, row, ERROR_LEASE_EXPIRED, now)
                     else:
-                        await db.run(
+                        db.run(
                             "UPDATE kv_queue SET status = ?, ready_at = ?, locked_until = NULL, "
                             "updated_at = ? WHERE id = ?",
                             [STATUS_PENDING, now, now, row["id"]],
@@ -302,12 +303,15 @@ class KvQueue:
 
     async def stats(self) -> QueueStats:
         with self._kv._op("queue_stats"):
-            db = await self._kv._db()
-            rows = await db.all("SELECT status, count(*) AS n FROM kv_queue GROUP BY status")
-            counts = {r["status"]: int(r["n"]) for r in rows}
-            dlq = await db.get("SELECT count(*) AS n FROM kv_dlq")
+            row = await (await self._kv._db()).get(
+                "SELECT (SELECT count(*) FROM kv_queue WHERE status = ?) AS pending, "
+                "(SELECT count(*) FROM kv_queue WHERE status = ?) AS processing, "
+                "(SELECT count(*) FROM kv_dlq) AS dlq",
+                [STATUS_PENDING, STATUS_PROCESSING],
+            )
+            counts = row or {}
             return QueueStats(
-                counts.get(STATUS_PENDING, 0), counts.get(STATUS_PROCESSING, 0), int(dlq["n"]) if dlq else 0
+                int(counts.get("pending", 0)), int(counts.get("processing", 0)), int(counts.get("dlq", 0))
             )
 
     # -- dead letters -----------------------------------------------------------------------
@@ -334,18 +338,18 @@ class KvQueue:
             _check_id(dlq_id)
             new_id = str(uuid.uuid4())
 
-            async def fn(db: Database) -> str | None:
-                row = await db.get("SELECT value FROM kv_dlq WHERE id = ?", [dlq_id])
+            def fn(db: BlockingDatabase) -> str | None:
+                row = db.get("SELECT value FROM kv_dlq WHERE id = ?", [dlq_id])
                 if row is None:
                     return None
                 now = self._kv.now_ms()
                 steps = builtins.list(DEFAULT_BACKOFF_SCHEDULE)
-                await db.run(
+                db.run(
                     "INSERT INTO kv_queue(id, value, ready_at, attempts, max_attempts, backoff_schedule, "
                     "status, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
                     [new_id, row["value"], now, len(steps) + 1, json.dumps(steps), STATUS_PENDING, now, now],
                 )
-                await db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])
+                db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])
                 return new_id
 
             return await self._kv._write(fn)
@@ -354,8 +358,8 @@ class KvQueue:
         with self._kv._op("dlq_delete"):
             _check_id(dlq_id)
 
-            async def fn(db: Database) -> bool:
-                return (await db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])).changes > 0
+            def fn(db: BlockingDatabase) -> bool:
+                return db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id]).changes > 0
 
             return await self._kv._write(fn)
 
@@ -363,8 +367,8 @@ class KvQueue:
         """Delete every dead letter; return how many."""
         with self._kv._op("dlq_purge"):
 
-            async def fn(db: Database) -> int:
-                return (await db.run("DELETE FROM kv_dlq")).changes
+            def fn(db: BlockingDatabase) -> int:
+                return db.run("DELETE FROM kv_dlq").changes
 
             return await self._kv._write(fn)
 

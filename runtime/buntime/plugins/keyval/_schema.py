@@ -2,7 +2,7 @@
 
 ``kv_schema_version`` records applied versions, so a restart (or a second pod) re-runs nothing;
 every statement is also ``IF NOT EXISTS`` so a half-recorded version is harmless. DDL needs an
-exclusive transaction under MVCC, and going through ``transaction()`` pushes it in sync mode.
+exclusive transaction under MVCC, and going through ``run_transaction()`` pushes it in sync mode.
 Search tables (``kv_fts_*``) are created at run time by ``create_index``. Called by the Kv store.
 
 Times are epoch milliseconds everywhere (``expires_at``, queue and DLQ times); upstream stored
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from ...turso import Database, TursoService
+from ...turso import BlockingDatabase, TursoService
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS kv_entries (
@@ -66,22 +66,22 @@ LATEST_VERSION = MIGRATIONS[-1][0]
 async def migrate(service: TursoService, namespace: str) -> list[int]:
     """Apply the pending migrations; return the versions applied now (empty when up to date)."""
 
-    async def apply(db: Database) -> list[int]:
-        await db.exec(
+    def apply(db: BlockingDatabase) -> list[int]:
+        db.exec(
             "CREATE TABLE IF NOT EXISTS kv_schema_version "
             "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
         )
-        row = await db.get("SELECT max(version) AS version FROM kv_schema_version")
+        row = db.get("SELECT max(version) AS version FROM kv_schema_version")
         current = int(row["version"]) if row and row["version"] is not None else 0
         applied: list[int] = []
         for version, script in MIGRATIONS:
             if version > current:
-                await db.exec(script)
-                await db.run(
+                db.exec(script)
+                db.run(
                     "INSERT OR IGNORE INTO kv_schema_version(version, applied_at) VALUES (?, ?)",
                     [version, int(time.time() * 1000)],
                 )
                 applied.append(version)
         return applied
 
-    return await service.transaction(apply, namespace=namespace, type="exclusive")
+    return await service.run_transaction(apply, namespace=namespace, type="exclusive")

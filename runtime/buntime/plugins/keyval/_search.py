@@ -7,10 +7,12 @@ is an OR of AND-groups of terms, each term a case-insensitive substring test (``
 
 The Kv store calls :meth:`SearchIndexes.index`, :meth:`~SearchIndexes.unindex_keys` and
 :meth:`~SearchIndexes.unindex_range` *inside* the transaction of every write (set, delete,
-prefix delete, atomic, TTL sweep, dead-lettering), so an index never disagrees with its entries.
-The in-memory index list only decides which tables a write touches; it is loaded at start-up,
-updated under the write lock, and reloaded after a sync pull. ``search`` reads the metadata row
-from the table every time, so it works right after a restart (an upstream defect).
+prefix delete, atomic, TTL sweep, dead-lettering), so an index never disagrees with its entries;
+like every transaction body of the store they are blocking and run on the engine thread
+(``service.run_transaction``). The in-memory index list only decides which tables a write
+touches; it is loaded at start-up, updated under the write lock, and reloaded after a sync pull.
+``search`` reads the metadata rows from the table every time (in the same statement as the
+matches, see :func:`search_sql`), so it works right after a restart (an upstream defect).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...turso import Database
+from ...turso import BlockingDatabase, Database
 from ._errors import InvalidRequestError, KeyValStorageError
 from ._keys import Key, decode_key, hex_key, key_to_json, prefix_range
 
@@ -67,6 +69,12 @@ class IndexInfo:
             table=table,
             created_at=int(row["created_at"]),
         )
+
+    def agrees_with(self, other: IndexInfo | None) -> bool:
+        """Whether ``other`` is this index on the same table with the same fields (same documents)."""
+        if other is None:
+            return False
+        return (self.encoded, self.fields, self.table) == (other.encoded, other.fields, other.table)
 
     def covers(self, encoded_key: bytes) -> bool:
         lo, hi = prefix_range(self.encoded)
@@ -173,6 +181,10 @@ class SearchIndexes:
     def get(self, encoded_prefix: bytes) -> IndexInfo | None:
         return self._by_prefix.get(encoded_prefix)
 
+    def deepest(self, encoded_prefix: bytes) -> IndexInfo | None:
+        """The known index :meth:`search <buntime.plugins.keyval.Kv.search>` would use, if any."""
+        return deepest_covering(self._by_prefix.values(), encoded_prefix)
+
     @staticmethod
     async def read_all(db: Database) -> list[IndexInfo]:
         rows = await db.all(
@@ -180,47 +192,89 @@ class SearchIndexes:
         )
         return [IndexInfo.from_row(r) for r in rows]
 
-    # -- maintenance, inside the caller's write transaction ---------------------------------
-    async def index(self, db: Database, items: Iterable[tuple[bytes, Any]]) -> None:
+    # -- maintenance, inside the caller's write transaction (on the engine thread) ----------
+    def index(self, db: BlockingDatabase, items: Iterable[tuple[bytes, Any]]) -> None:
         """Upsert (or remove, when the value has no indexed text) the documents of ``items``."""
         if not self._by_prefix:
             return
         for encoded, value in items:
             for info in self._by_prefix.values():
                 if info.covers(encoded):
-                    await write_document(db, info, encoded, value)
+                    write_document(db, info, encoded, value)
 
-    async def unindex_keys(self, db: Database, keys: Iterable[bytes]) -> None:
+    def unindex_keys(self, db: BlockingDatabase, keys: Iterable[bytes]) -> None:
         if not self._by_prefix:
             return
         for encoded in keys:
             for info in self._by_prefix.values():
                 if info.covers(encoded):
-                    await db.run(f"DELETE FROM {info.table} WHERE doc_key = ?", [hex_key(encoded)])
+                    db.run(f"DELETE FROM {info.table} WHERE doc_key = ?", [hex_key(encoded)])
 
-    async def unindex_range(self, db: Database, lo: bytes, hi: bytes) -> None:
+    def unindex_range(self, db: BlockingDatabase, lo: bytes, hi: bytes) -> None:
         """Remove the documents of every key in ``[lo, hi)`` (hex order is byte order)."""
         for info in self._by_prefix.values():
             if info.overlaps(lo, hi):
-                await db.run(
+                db.run(
                     f"DELETE FROM {info.table} WHERE doc_key >= ? AND doc_key < ?", [hex_key(lo), hex_key(hi)]
                 )
 
 
-async def write_document(db: Database, info: IndexInfo, encoded: bytes, value: Any) -> None:
+def deepest_covering(indexes: Iterable[IndexInfo], encoded_prefix: bytes) -> IndexInfo | None:
+    """The index with the longest prefix among those that cover ``encoded_prefix``."""
+    candidates = [i for i in indexes if i.covers_prefix(encoded_prefix)]
+    return max(candidates, key=lambda i: len(i.encoded)) if candidates else None
+
+
+def search_sql(info: IndexInfo, where: str) -> str:
+    """One statement for a search on ``info``: every ``kv_indexes`` row (``kind`` 0, columns
+    renamed), then the live entries in ``[?, ?)`` alive at ``?`` matching ``where``, ``LIMIT ?``.
+
+    Returning the stored indexes with the matches lets the caller check, in the same snapshot
+    and the same engine call, that ``info`` is still the index the stored metadata picks.
+    """
+    return (
+        "SELECT 0 AS kind, prefix AS key, fields AS value, table_name AS versionstamp, "
+        "created_at AS expires_at, tokenize FROM kv_indexes UNION ALL SELECT * FROM ("
+        "SELECT 1, e.key, e.value, e.versionstamp, e.expires_at, NULL FROM kv_entries e "
+        f"JOIN {info.table} f ON f.doc_key = hex(e.key) "
+        f"WHERE e.key >= ? AND e.key < ? AND (e.expires_at IS NULL OR e.expires_at > ?) AND {where} "
+        "ORDER BY hex(e.key) LIMIT ?)"
+    )
+
+
+def split_search_rows(rows: list[dict[str, Any]]) -> tuple[list[IndexInfo], list[dict[str, Any]]]:
+    """The stored indexes and the entry rows (in key order) of a :func:`search_sql` result."""
+    indexes = [
+        IndexInfo.from_row(
+            {
+                "prefix": r["key"],
+                "fields": r["value"],
+                "tokenize": r["tokenize"],
+                "table_name": r["versionstamp"],
+                "created_at": r["expires_at"],
+            }
+        )
+        for r in rows
+        if r["kind"] == 0
+    ]
+    entries = sorted((r for r in rows if r["kind"] != 0), key=lambda r: bytes(r["key"]))
+    return indexes, entries
+
+
+def write_document(db: BlockingDatabase, info: IndexInfo, encoded: bytes, value: Any) -> None:
     document = build_document(value, info.fields)
     if document:
-        await db.run(
+        db.run(
             f"INSERT OR REPLACE INTO {info.table}(doc_key, document) VALUES (?, ?)",
             [hex_key(encoded), document],
         )
     else:
-        await db.run(f"DELETE FROM {info.table} WHERE doc_key = ?", [hex_key(encoded)])
+        db.run(f"DELETE FROM {info.table} WHERE doc_key = ?", [hex_key(encoded)])
 
 
-async def rebuild(db: Database, info: IndexInfo, rows: Iterable[tuple[bytes, Any]]) -> int:
+def rebuild(db: BlockingDatabase, info: IndexInfo, rows: Iterable[tuple[bytes, Any]]) -> int:
     """Refill an index table from scratch (index creation, or catching up after a pull)."""
-    await db.run(f"DELETE FROM {info.table}")
+    db.run(f"DELETE FROM {info.table}")
     batch: list[str] = []
     written = 0
     for encoded, value in rows:
@@ -229,13 +283,13 @@ async def rebuild(db: Database, info: IndexInfo, rows: Iterable[tuple[bytes, Any
             batch.extend((hex_key(encoded), document))
             written += 1
         if len(batch) >= 2 * _INSERT_CHUNK:
-            await _insert_many(db, info.table, batch)
+            _insert_many(db, info.table, batch)
             batch = []
     if batch:
-        await _insert_many(db, info.table, batch)
+        _insert_many(db, info.table, batch)
     return written
 
 
-async def _insert_many(db: Database, table: str, flat: list[str]) -> None:
+def _insert_many(db: BlockingDatabase, table: str, flat: list[str]) -> None:
     placeholders = ", ".join("(?, ?)" for _ in range(len(flat) // 2))
-    await db.run(f"INSERT OR REPLACE INTO {table}(doc_key, document) VALUES {placeholders}", flat)
+    db.run(f"INSERT OR REPLACE INTO {table}(doc_key, document) VALUES {placeholders}", flat)
