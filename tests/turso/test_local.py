@@ -259,3 +259,64 @@ async def test_run_transaction_runs_a_blocking_callback_in_one_hop(local_service
     assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 30}
     with pytest.raises(DDLInConcurrentTransactionError):
         await local_service.run_transaction(lambda db: db.exec("CREATE TABLE z(x)"))
+
+
+async def test_cancelled_transactions_leave_no_connection_behind(local_service: TursoService) -> None:
+    await _schema(local_service)
+    started = asyncio.Event()
+
+    async def slow(db: Database) -> None:
+        await db.run("UPDATE counter SET n = n + 1 WHERE id = 1")
+        started.set()
+        await asyncio.sleep(10)
+
+    async def cancel_soon(db: Database) -> None:
+        await db.run("UPDATE counter SET n = n + 100 WHERE id = 1")
+
+    for _ in range(5):
+        started.clear()
+        task = asyncio.create_task(local_service.transaction(slow))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        racer = asyncio.create_task(local_service.transaction(cancel_soon))
+        await asyncio.sleep(0)  # cancelled while its statement is queued for the engine thread
+        racer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await racer
+    # Every cancelled transaction rolled back, and every connection is back, outside a transaction.
+    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 0}
+    await local_service.transaction(lambda db: db.exec("CREATE TABLE after_cancel(x)"), type="exclusive")
+    backend = await local_service._backend("runtime")
+    assert len(backend._idle) == len(backend._all)  # type: ignore[attr-defined]
+    assert not any(conn.in_transaction for conn in backend._all)  # type: ignore[attr-defined]
+
+
+async def test_a_commit_whose_caller_was_cancelled_still_runs(local_service: TursoService) -> None:
+    """The COMMIT job is queued behind a busy engine thread when its caller is cancelled."""
+    import time
+
+    await _schema(local_service)
+    backend = await local_service._backend("runtime")
+    engine = backend._engine  # type: ignore[attr-defined]
+    committing = asyncio.Event()
+    busy: list[asyncio.Task[None]] = []
+
+    async def writer(db: Database) -> None:
+        await db.run("UPDATE counter SET n = 7 WHERE id = 1")
+        busy.append(asyncio.create_task(engine.call(time.sleep, 0.3)))  # ahead of our COMMIT
+        await asyncio.sleep(0)
+        committing.set()
+
+    task = asyncio.create_task(local_service.transaction(writer))
+    await committing.wait()
+    await asyncio.sleep(0.05)  # the COMMIT job now waits behind the sleep
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await busy[0]
+    await asyncio.sleep(0.05)
+    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 7}
+    assert len(backend._idle) == len(backend._all)  # type: ignore[attr-defined]
+    assert not any(conn.in_transaction for conn in backend._all)  # type: ignore[attr-defined]

@@ -148,8 +148,9 @@ class Backend:
             try:
                 yield db
             except BaseException:
-                if state.conn is not None:
-                    await self._engine.call(self._finish, state, "ROLLBACK")
+                # Always queued: a statement whose await was cancelled may still be on its way to
+                # the engine thread, and this ROLLBACK must run after it (jobs run in order).
+                await asyncio.shield(self._engine.call(self._finish, state, "ROLLBACK"))
                 raise
             if state.conn is not None:
                 await self._engine.call(self._finish, state, "COMMIT")
@@ -194,6 +195,8 @@ class Backend:
 
     def _finish(self, state: _TxState, verb: str) -> None:
         conn, state.conn = state.conn, None
+        if conn is None:  # nothing ever ran: no BEGIN was issued
+            return
         try:
             if verb == "COMMIT":
                 with engine_errors("COMMIT"):

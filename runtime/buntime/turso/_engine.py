@@ -89,8 +89,8 @@ class EngineThread:
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
             loop, fut, fn, args = job
-            if fut.cancelled():
-                continue
+            # A job runs even when its caller was cancelled: skipping a COMMIT or ROLLBACK would
+            # strand a connection inside its transaction. Only the result is dropped.
             try:
                 result = fn(*args)
             except BaseException as exc:  # handed to the awaiting task, never swallowed

@@ -167,6 +167,8 @@ class TursoService:
         ``BEGIN``, ``fn(db)`` and ``COMMIT`` travel in one thread hop instead of one per
         statement, which is what short pure-SQL transactions (a keyval set, a counter bump)
         want. ``fn`` must not touch the event loop; retries and push-after-commit are the same.
+        Cancelling the caller does not interrupt a callback already on the engine thread: it
+        commits or rolls back on its own, like a statement sent to a database server.
         """
         backend, effective = await self._prepare(namespace, type, max_retries, retry_delay)
 
