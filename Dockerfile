@@ -6,33 +6,40 @@
 # Build: docker build -t buntime:dev .   (multi-arch: docker buildx build --platform linux/amd64,linux/arm64)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# -- tursodb for amd64: `npm pack` of the package hack/install-tools.sh installs ---------------------
+# Same package, version and both checksums (a chart test compares them): the tarball, then the binary
+# inside it. npm runs on the build platform; the binary is only used for linux/amd64 targets.
+FROM --platform=$BUILDPLATFORM ${NODE_IMAGE} AS tursodb-npm
+ARG TURSODB_VERSION=0.7.0
+ARG TURSODB_NPM_PKG=@tursodatabase/cli-linux-x64-gnu
+ARG TURSODB_TGZ_SHA256=3f305dfaeaaa6c95b78d3be3d99ea575abfbfb997d7f6ccbf4d629d42ebd3e6f
+ARG TURSODB_SHA256=2ff2e262a949552bba258a3897d251b3c5c0228fcefb3b5fd3b7584763375535
+WORKDIR /tmp
+RUN set -eu; \
+    npm pack --silent "${TURSODB_NPM_PKG}@${TURSODB_VERSION}" >/dev/null; \
+    mv ./*.tgz /tmp/tursodb.tgz; \
+    echo "${TURSODB_TGZ_SHA256}  /tmp/tursodb.tgz" | sha256sum -c -; \
+    tar -xzf /tmp/tursodb.tgz -C /tmp package/tursodb; \
+    echo "${TURSODB_SHA256}  /tmp/package/tursodb" | sha256sum -c -
 
 # -- tursodb 0.7.0 for the target architecture -------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS tursodb
 ARG TARGETARCH
 ARG TURSODB_VERSION=0.7.0
-# amd64: the npm package hack/install-tools.sh installs, with the same two checksums (a chart test
-# compares them): the tarball, then the binary inside it.
-ARG TURSODB_NPM_PKG=@tursodatabase/cli-linux-x64-gnu
-ARG TURSODB_TGZ_SHA256=3f305dfaeaaa6c95b78d3be3d99ea575abfbfb997d7f6ccbf4d629d42ebd3e6f
-ARG TURSODB_SHA256=2ff2e262a949552bba258a3897d251b3c5c0228fcefb3b5fd3b7584763375535
 # arm64: npm has no linux-arm64 build, so the official Linux release archive of the same version.
 # Its checksum must be pinned here; the build refuses an unpinned archive instead of trusting
 # whatever the URL serves.
 ARG TURSODB_ARM64_ASSET=turso_cli-aarch64-unknown-linux-gnu
 ARG TURSODB_ARM64_TXZ_SHA256=
+COPY --from=tursodb-npm /tmp/package/tursodb /tmp/package/tursodb
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl xz-utils \
  && rm -rf /var/lib/apt/lists/*
 RUN set -eu; \
     case "${TARGETARCH:-amd64}" in \
       amd64) \
-        name="${TURSODB_NPM_PKG#@*/}"; \
-        url="https://registry.npmjs.org/${TURSODB_NPM_PKG}/-/${name}-${TURSODB_VERSION}.tgz"; \
-        curl -fsSL --retry 3 -o /tmp/tursodb.tgz "$url"; \
-        echo "${TURSODB_TGZ_SHA256}  /tmp/tursodb.tgz" | sha256sum -c -; \
-        tar -xzf /tmp/tursodb.tgz -C /tmp package/tursodb; \
-        echo "${TURSODB_SHA256}  /tmp/package/tursodb" | sha256sum -c -; \
         install -m 0755 /tmp/package/tursodb /usr/local/bin/tursodb ;; \
       arm64) \
         test -n "${TURSODB_ARM64_TXZ_SHA256}" || { \
@@ -44,6 +51,7 @@ RUN set -eu; \
         install -m 0755 "/tmp/${TURSODB_ARM64_ASSET}/tursodb" /usr/local/bin/tursodb ;; \
       *) echo "no tursodb build for linux/${TARGETARCH}" >&2; exit 1 ;; \
     esac; \
+    rm -rf /tmp/package; \
     /usr/local/bin/tursodb --version
 
 # -- the wheel (hatchling, pinned in pyproject.toml's build-system) ------------------------------------
