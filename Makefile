@@ -50,7 +50,7 @@ lint: venv
 	$(VENV)/bin/mypy
 	PYTHONPATH=runtime:operator:turso-server $(VENV)/bin/lint-imports
 
-bench: venv tools
+bench: venv tools control-plane
 	$(PY) -m bench
 
 ## cluster: start the test control plane (etcd + kube-apiserver) by hand.
