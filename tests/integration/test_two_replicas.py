@@ -102,6 +102,8 @@ def replicas(
         for runtime in (a, b):
             code = runtime.stop()
             assert code == 0, runtime.log()
+            token = sync_env.get("TURSO_SERVER_TOKEN")
+            assert not token or token not in runtime.log(), "the token never reaches the log"
 
 
 def test_a_shell_exclude_crosses_replicas_both_ways(replicas: tuple[RuntimeProcess, RuntimeProcess]) -> None:

@@ -119,6 +119,9 @@ def test_apply_provisions_database_secret_and_ready(
     assert data["TURSO_SERVER_TOKEN"] == data["RUNTIME_TURSO_SERVER_TOKEN"]
     assert data["TURSO_SERVER_TOKEN"] not in (turso.admin_token, turso.data_token), "a scoped token is minted"
     assert turso.admin_token not in json.dumps(data)
+    log_text = operator.log.read_text(errors="replace")
+    for token in (data["TURSO_SERVER_TOKEN"], turso.admin_token, turso.data_token):
+        assert token not in log_text, "tokens never reach the operator's log"
     _, raw_secret = crd.request("GET", f"/api/v1/namespaces/{k8s_namespace}/secrets/billing-turso")
     assert raw_secret["metadata"]["ownerReferences"][0]["kind"] == "TursoNamespace"
 
