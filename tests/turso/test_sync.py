@@ -293,3 +293,38 @@ async def test_multi_tenant_through_turso_server_with_its_data_token(tmp_path: P
     finally:
         await unauthorised.close()
         server.stop()
+
+
+async def test_pull_listeners_hear_other_replicas_until_removed(
+    sync_server: SyncServer, tmp_path: Path
+) -> None:
+    a = single(sync_server.url, tmp_path / "a" / "r.db")
+    b = single(sync_server.url, tmp_path / "b" / "r.db")
+    heard: list[str] = []
+
+    async def listener(replica_path: str) -> None:
+        heard.append(replica_path)
+
+    try:
+        b.add_pull_listener(listener)  # before b opens: replicas opened later use it too
+        await b.connect()
+        await create_table(a)
+        await insert(a, "one")
+
+        async def b_heard() -> bool:
+            return str(tmp_path / "b" / "r.db") in heard
+
+        await eventually(b_heard)
+        b.remove_pull_listener(listener)
+        b.remove_pull_listener(listener)  # a no-op the second time
+        heard.clear()
+        await insert(a, "two")
+
+        async def b_has_two() -> bool:
+            return await count(b) == 2
+
+        await eventually(b_has_two)
+        assert heard == []
+    finally:
+        await a.close()
+        await b.close()

@@ -95,5 +95,6 @@ class PluginStore:
             self._log.exception("reloading %s state after a pull failed (kept the old cache)", self.namespace)
 
     def close(self) -> None:
-        """Stop reacting to pulls (the service has no way to remove a listener)."""
+        """Stop reacting to pulls."""
         self._closed = True
+        self.service.remove_pull_listener(self._on_pull)

@@ -275,18 +275,29 @@ class ReplicaBackend(Backend):
 
     is_replica = True
 
-    def __init__(self, path: str, url: str, token: str | None, engine: EngineThread, conn: Any) -> None:
+    def __init__(
+        self,
+        path: str,
+        url: str,
+        token: str | None,
+        engine: EngineThread,
+        conn: Any,
+        *,
+        listeners: list[PullListener],
+    ) -> None:
         super().__init__(path, engine, "sync")
         self.url = url
         self._token = token
         self._conn = conn
         self._lock = asyncio.Lock()
         self.status = SyncStatus()
-        self._listeners: list[PullListener] = []
+        self._listeners = listeners  # the service's list: listeners come and go in one place
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: str, url: str, token: str | None) -> ReplicaBackend:
+    async def open(
+        cls, path: str, url: str, token: str | None, listeners: list[PullListener]
+    ) -> ReplicaBackend:
         """Open (bootstrapping if new); an unreachable server is fine when a replica file exists."""
         ensure_parent_dir(path)
         engine = EngineThread(os.path.basename(path))
@@ -295,7 +306,7 @@ class ReplicaBackend(Backend):
         except TursoError as exc:
             await engine.stop()
             raise TursoUnavailableError(f"cannot open Turso replica {path} against {url}: {exc}") from exc
-        backend = cls(path, url, token, engine, conn)
+        backend = cls(path, url, token, engine, conn, listeners=listeners)
         log.info("Turso replica opened: %s <-> %s", path, url)
         return backend
 
@@ -390,9 +401,6 @@ class ReplicaBackend(Backend):
     async def stats(self) -> SyncStatus:
         self._check_open()
         return await self._engine.call(self._read_stats)
-
-    def add_pull_listener(self, listener: PullListener) -> None:
-        self._listeners.append(listener)
 
     def start_background_sync(self, interval: float) -> None:
         """Push pending changes and pull every ``interval`` seconds (``0`` disables)."""

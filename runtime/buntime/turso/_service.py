@@ -113,9 +113,9 @@ class TursoService:
             return await LocalBackend.open(cfg.local_path)
         url = self.sync_url(namespace)
         assert url is not None
-        replica = await ReplicaBackend.open(self.replica_path(namespace), url, cfg.auth_token)
-        for listener in self._listeners:
-            replica.add_pull_listener(listener)
+        replica = await ReplicaBackend.open(
+            self.replica_path(namespace), url, cfg.auth_token, self._listeners
+        )
         try:  # learn at once whether we are online; offline is degraded, not fatal
             await replica.sync()
         except TursoError as exc:
@@ -208,11 +208,13 @@ class TursoService:
                 await asyncio.sleep(backoff_delay(retries, retry_delay))
 
     def add_pull_listener(self, listener: PullListener) -> None:
-        """Call ``listener(replica_path)`` after a background pull brought changes."""
+        """Call ``await listener(replica_path)`` after a background pull brought changes."""
         self._listeners.append(listener)
-        for backend in self._backends.values():
-            if isinstance(backend, ReplicaBackend):
-                backend.add_pull_listener(listener)
+
+    def remove_pull_listener(self, listener: PullListener) -> None:
+        """Stop calling ``listener`` (a no-op when it is not registered)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     async def sync(self, namespace: str = DEFAULT_NAMESPACE) -> bool:
         """Push pending changes and pull now; ``False`` in local mode."""

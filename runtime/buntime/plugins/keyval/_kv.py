@@ -227,6 +227,7 @@ class Kv:
         """Stop the background sweeps and refuse further calls; in-flight writes finish first."""
         if self._state == "closed":
             return
+        self.service.remove_pull_listener(self._on_pull)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
