@@ -9,7 +9,7 @@ export PATH := $(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 DATA_DIR ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools control-plane run demo test test-fast lint bench cluster clean
+.PHONY: all venv tools control-plane run demo test test-fast lint bench chart cluster clean
 
 all: test
 
@@ -52,6 +52,10 @@ lint: venv
 
 bench: venv tools control-plane
 	$(PY) -m bench
+
+## chart: regenerate the chart's plugin values, schema and questions from the plugin manifests.
+chart: venv
+	$(PY) hack/generate-chart.py
 
 ## cluster: start the test control plane (etcd + kube-apiserver) by hand.
 cluster: venv tools control-plane

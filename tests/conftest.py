@@ -15,6 +15,11 @@ import pytest
 from tests.support.tursodb import NamespaceRouter, SyncServer
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Control-plane tests run last: the quick suites report first, the slow cluster after."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)
+
+
 @pytest.fixture
 def sync_server(tmp_path: Path) -> Iterator[SyncServer]:
     """A real ``tursodb --sync-server`` on a free port, with its own database file."""
