@@ -29,6 +29,7 @@ class OperatorConfig:
     webhook_enabled: bool = True
     inject_failure_policy: str = "Fail"
     liveness_port: int = 8080
+    liveness_grace_seconds: float = 30.0
     request_timeout: float = 10.0
 
     @classmethod
@@ -85,5 +86,6 @@ class OperatorConfig:
             webhook_enabled=enabled == "true",
             inject_failure_policy=policy,
             liveness_port=port("TURSO_LIVENESS_PORT", "8080"),
+            liveness_grace_seconds=number("TURSO_LIVENESS_GRACE_SECONDS", "30"),
             request_timeout=number("TURSO_REQUEST_TIMEOUT", "10"),
         )

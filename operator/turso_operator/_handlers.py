@@ -173,7 +173,7 @@ def watch_freshness(**kwargs: Any) -> dict[str, Any]:
     """Fail liveness when objects exist but no watch event arrived for three resync periods."""
     objects = len(kwargs["observed"])
     age = time.monotonic() - STATE.last_event if STATE.last_event else None
-    limit = 3 * CONFIG.resync_seconds + 30
+    limit = 3 * CONFIG.resync_seconds + CONFIG.liveness_grace_seconds
     if objects > 0 and age is not None and age > limit:
         raise kopf.PermanentError(f"no TursoNamespace watch event for {age:.0f}s (limit {limit:.0f}s)")
     return {"objects": objects, "lastEventAgeSeconds": None if age is None else round(age, 1)}
@@ -183,7 +183,6 @@ def _is_skipped_namespace(namespace: str | None) -> bool:
     return namespace in ("kube-system", CONFIG.operator_namespace)
 
 
-@kopf.on.mutate("", "v1", "pods", id=WEBHOOK_ID, operations=["CREATE"], labels={INJECT_LABEL: kopf.PRESENT})
 async def inject_turso(
     body: kopf.Body,
     spec: kopf.Spec,
@@ -210,6 +209,13 @@ async def inject_turso(
     if "volumes" in mutated:
         patch.spec["volumes"] = mutated["volumes"]
     patch.metadata.setdefault("annotations", {})[INJECTED_ANNOTATION] = target
+
+
+if CONFIG.webhook_enabled:
+    # Registered only with a webhook server to serve it: kopf refuses to start otherwise.
+    kopf.on.mutate(
+        "", "v1", "pods", id=WEBHOOK_ID, operations=["CREATE"], labels={INJECT_LABEL: kopf.PRESENT}
+    )(inject_turso)
 
 
 async def _injection_problem(namespace: str, target: str) -> str | None:
