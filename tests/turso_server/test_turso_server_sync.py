@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from tests.turso_server.support import ServerFactory, ServerProcess, kill_pid
@@ -134,3 +136,35 @@ def _alive(pid: int) -> bool:
             return handle.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_child_that_cannot_come_back_gives_503_with_retry_after_then_recovers(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """The real tursodb behind a wrapper that refuses to start while a flag file exists."""
+    from tests.support.tursodb import tursodb_bin
+
+    flag = tmp_path / "refuse-start"
+    wrapper = tmp_path / "tursodb-wrapper"
+    wrapper.write_text(f'#!/bin/sh\n[ -e "{flag}" ] && exit 1\nexec "{tursodb_bin()}" "$@"\n')
+    wrapper.chmod(0o755)
+    server = start_server(
+        TURSODB_BIN=str(wrapper), TURSO_STARTUP_TIMEOUT="1s", TURSO_RESTART_BACKOFF_MAX="1s"
+    )
+    assert server.admin("POST", "/v1/namespaces/fragile/create").status == 201
+    pid = server.child_pids()["fragile"]
+    flag.touch()
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    started = time.monotonic()
+    response = server.data("POST", "/fragile/pull-updates", body=b"{}")
+    waited = time.monotonic() - started
+    assert response.status == 503, response.body
+    assert int(response.headers["retry-after"]) >= 1
+    assert waited >= 0.9, "the request waited for the restart before giving up"
+    flag.unlink()
+    deadline = time.monotonic() + 15
+    while server.admin("GET", "/v1/namespaces/fragile").json().get("running") is not True:
+        assert time.monotonic() < deadline, "the supervisor never restarted the child"
+        time.sleep(0.2)
+    assert server.data("POST", "/fragile/pull-updates", body=b"{}").status != 503
