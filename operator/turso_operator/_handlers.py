@@ -195,15 +195,13 @@ async def inject_turso(
     if _is_skipped_namespace(namespace) or is_injected(meta.get("annotations")):
         return
     target = str((meta.get("labels") or {}).get(INJECT_LABEL, ""))
-    problem = await _injection_problem(str(namespace or "default"), target)
-    if problem is not None:
+    try:
+        secret_name = await _ready_secret_name(str(namespace or "default"), target)
+    except _InjectionRefused as refused:
         if CONFIG.inject_failure_policy == "Ignore":
-            warnings.append(f"turso connection not injected: {problem}")
+            warnings.append(f"turso connection not injected: {refused}")
             return
-        raise kopf.AdmissionError(f"turso connection cannot be injected: {problem}", code=403)
-    assert STATE.reconciler is not None
-    tns = await STATE.reconciler.kube.get_tursonamespace(str(namespace or "default"), target)
-    secret_name = str(((tns or {}).get("status") or {}).get("secretName") or f"{target}-turso")
+        raise kopf.AdmissionError(f"turso connection cannot be injected: {refused}", code=403) from None
     mutated = mutate_pod_spec(spec, secret_name)
     patch.spec["containers"] = mutated.get("containers")
     if "volumes" in mutated:
@@ -218,17 +216,23 @@ if CONFIG.webhook_enabled:
     )(inject_turso)
 
 
-async def _injection_problem(namespace: str, target: str) -> str | None:
+class _InjectionRefused(Exception):
+    """Why a labelled pod cannot get its connection."""
+
+
+async def _ready_secret_name(namespace: str, target: str) -> str:
+    """The Secret of the Ready TursoNamespace ``target``, read once; refused otherwise."""
     if not target:
-        return f"label {INJECT_LABEL} must name a TursoNamespace"
+        raise _InjectionRefused(f"label {INJECT_LABEL} must name a TursoNamespace")
     try:
         tns = await reconciler().kube.get_tursonamespace(namespace, target)
     except KubeError as exc:
-        return f"cannot read TursoNamespace {namespace}/{target}: {exc}"
+        raise _InjectionRefused(f"cannot read TursoNamespace {namespace}/{target}: {exc}") from exc
     if tns is None:
-        return f"TursoNamespace {namespace}/{target} does not exist"
-    conditions = (tns.get("status") or {}).get("conditions") or []
+        raise _InjectionRefused(f"TursoNamespace {namespace}/{target} does not exist")
+    status = tns.get("status") or {}
+    conditions = status.get("conditions") or []
     ready = any(c.get("type") == ConditionType.READY and c.get("status") == "True" for c in conditions)
     if not ready:
-        return f"TursoNamespace {namespace}/{target} is not Ready yet"
-    return None
+        raise _InjectionRefused(f"TursoNamespace {namespace}/{target} is not Ready yet")
+    return str(status.get("secretName") or f"{target}-turso")
