@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from .turso._backends import ensure_parent_dir
+from .turso._database import _query, _script
 from .turso._engine import engine_errors, open_local, open_replica
 from .turso._namespaces import validate_namespace
 
@@ -46,15 +47,11 @@ class TursoClient:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         """Run one statement; rows come back as dicts (empty for writes)."""
-        with engine_errors(sql):
-            cur = self._conn.execute(sql, params)
-            columns = [d[0] for d in cur.description or ()]
-            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()] if columns else []
+        return _query(self._conn, sql, params).rows
 
     def exec(self, script: str) -> None:
         """Run a script of ``;``-separated statements."""
-        with engine_errors(script):
-            self._conn.executescript(script)
+        _script(self._conn, script)
 
     def pull(self) -> bool:
         """Fetch other replicas' changes; ``False`` in local mode or when nothing was new."""
