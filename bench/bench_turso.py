@@ -39,16 +39,20 @@ def raw_connect(path: Path) -> turso.Connection:
     return conn
 
 
-def raw_inserts(path: Path, n: int) -> float:
-    conn = raw_connect(path)
+def insert_loop(conn: turso.Connection | sqlite3.Connection, n: int, begin: str) -> float:
+    """Seconds for ``n`` one-row insert transactions on a blocking DB-API connection; closes it."""
     start = time.perf_counter()
     for i in range(n):
-        conn.execute("BEGIN CONCURRENT")
+        conn.execute(begin)
         conn.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
+
+
+def raw_inserts(path: Path, n: int) -> float:
+    return insert_loop(raw_connect(path), n, "BEGIN CONCURRENT")
 
 
 def raw_threads(path: Path, threads: int, n: int) -> float:
@@ -119,14 +123,7 @@ def sqlite_inserts(path: Path, n: int) -> float:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute(SCHEMA)
-    start = time.perf_counter()
-    for i in range(n):
-        conn.execute("BEGIN")
-        conn.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    conn.close()
-    return elapsed
+    return insert_loop(conn, n, "BEGIN")
 
 
 async def replication_lag(tmp: Path, samples: int, interval: str) -> list[float]:
