@@ -62,6 +62,12 @@ class StatusPatch:
             emit = kopf.info if ok else kopf.warn
             emit(self.body, reason=reason, message=f"{type_}={ok}: {message}")
 
+    def not_ready(self, patch: kopf.Patch, reason: str, message: str, phase: str) -> None:
+        """``Ready=False`` with ``reason``, the matching phase, and the whole status written."""
+        self.condition(ConditionType.READY, False, reason, message)
+        self.fields.update(phase=phase, phaseReason=reason)
+        self.apply(patch)
+
     def apply(self, patch: kopf.Patch) -> None:
         patch.status["conditions"] = self.conditions
         for key, value in self.fields.items():
@@ -162,24 +168,18 @@ class Reconciler:
             status.fields["credentialsHash"] = await self.ensure_secret(desired, status, known_hash)
         except AdminUnavailableError as exc:
             message = f"turso-server unavailable: {exc}"
-            status.condition(ConditionType.READY, False, Reason.SERVER_UNAVAILABLE, message)
-            status.fields.update(phase=Phase.PENDING, phaseReason=Reason.SERVER_UNAVAILABLE)
-            status.apply(patch)
+            status.not_ready(patch, Reason.SERVER_UNAVAILABLE, message, Phase.PENDING)
             raise kopf.TemporaryError(
                 message, delay=min(60.0, max(2.0, self.config.resync_seconds / 6))
             ) from exc
         except AdminRejectedError as exc:
             message = f"turso-server rejected the database: {exc}"
-            status.condition(ConditionType.READY, False, Reason.SERVER_REJECTED, message)
-            status.fields.update(phase=Phase.FAILED, phaseReason=Reason.SERVER_REJECTED)
-            status.apply(patch)
+            status.not_ready(patch, Reason.SERVER_REJECTED, message, Phase.FAILED)
             raise kopf.PermanentError(message) from exc
         except KubeError as exc:
             message = f"cannot write Secret {desired.secret_name}: {exc}"
             status.condition(ConditionType.CREDENTIALS_READY, False, Reason.SECRET_FAILED, message)
-            status.condition(ConditionType.READY, False, Reason.SECRET_FAILED, message)
-            status.fields.update(phase=Phase.PENDING, phaseReason=Reason.SECRET_FAILED)
-            status.apply(patch)
+            status.not_ready(patch, Reason.SECRET_FAILED, message, Phase.PENDING)
             raise kopf.TemporaryError(message, delay=10) from exc
         status.condition(
             ConditionType.READY, True, Reason.READY, f"database {desired.database} is ready at {url}"
@@ -193,11 +193,8 @@ class Reconciler:
         """Another, older resource owns this database: say so and touch nothing."""
         status = StatusPatch.start(body)
         message = f"database {desired.database} is already claimed by TursoNamespace {owner}"
-        status.condition(ConditionType.READY, False, Reason.DATABASE_CONFLICT, message)
-        status.fields.update(
-            phase=Phase.FAILED, phaseReason=Reason.DATABASE_CONFLICT, database=desired.database
-        )
-        status.apply(patch)
+        status.fields["database"] = desired.database
+        status.not_ready(patch, Reason.DATABASE_CONFLICT, message, Phase.FAILED)
 
     async def finalize(self, desired: DesiredNamespace, *, archive: bool = True) -> None:
         """On delete: archive (or retain) the database, and always remove the Secret."""
