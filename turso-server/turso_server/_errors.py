@@ -144,6 +144,13 @@ class UpstreamConnectError(UpstreamError):
     code = "upstream unreachable"
 
 
+class UpstreamNoReplyError(UpstreamError):
+    """The request was sent but not one byte came back (reset or close).
+
+    The child may or may not have run it, so only a read-only request may be resent.
+    """
+
+
 class UpstreamTimeoutError(UpstreamError, TimeoutError):
     """The exchange outlived ``TURSO_UPSTREAM_TIMEOUT``."""
 

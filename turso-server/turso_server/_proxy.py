@@ -9,7 +9,12 @@ The response keeps tursodb's status and headers and is streamed back with its ``
 ``TURSO_UPSTREAM_TIMEOUT`` ceiling. The order of checks is: auth (401), namespace syntax on the
 *raw* path (400), token scope (403), then existence (auto-provision, or 404). A refused connection
 means the child just died: the request waits for the supervisor's restart and is retried (nothing
-was sent), up to ``TURSO_STARTUP_TIMEOUT``, then 503 with ``Retry-After``. Mounted by ``_app``.
+was sent), up to ``TURSO_STARTUP_TIMEOUT``, then 503 with ``Retry-After``. A request that was sent
+but got no byte back (the child died while it sat in the accept queue, or while running it) is
+resent the same way only when it is read-only (``/pull-updates``, GET, HEAD, OPTIONS): a
+``/v2/pipeline`` push replayed by hand runs twice and duplicates its rows (measured against tursodb
+0.7.0), so it gets 502 and the sync client, which reads its last change id first, retries safely.
+Mounted by ``_app``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ._errors import (
     UnavailableError,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamNoReplyError,
     UpstreamTimeoutError,
 )
 from ._http import CONFIG, DATA_AUTH, METRICS, STORE, SUPERVISOR, add_probe_routes
@@ -53,6 +59,8 @@ HOP_BY_HOP = frozenset(
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect", "authorization"}
 NOT_RETURNED = HOP_BY_HOP | {"content-length"}
 ROUTE_LABELS = {"/pull-updates": "pull-updates", "/v2/pipeline": "pipeline"}
+READ_ONLY_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
+READ_ONLY_ROUTES = frozenset({"/pull-updates"})
 OTHER_ROUTE = "other"
 CLIENT_CLOSED_REQUEST = 499  # the client went away before the answer (nginx's convention)
 BUFFERED_RESPONSE_LIMIT = 1 << 20
@@ -122,7 +130,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         DataAuth.authorize(principal, name, request.method, rest)
         body = await request.read()
         target = f"{rest}?{query}" if query else rest
-        response = await _forward(request, name, target, body)
+        resendable = request.method in READ_ONLY_METHODS or rest in READ_ONLY_ROUTES
+        response = await _forward(request, name, target, body, resendable=resendable)
         status = response.status
         return response
     except asyncio.CancelledError:
@@ -144,7 +153,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         )
 
 
-async def _forward(request: web.Request, name: str, target: str, body: bytes) -> web.StreamResponse:
+async def _forward(
+    request: web.Request, name: str, target: str, body: bytes, *, resendable: bool
+) -> web.StreamResponse:
+    """Lease the child and exchange; resend while the child is down and resending is safe."""
     app = request.app
     config, supervisor, store = app[CONFIG], app[SUPERVISOR], app[STORE]
     provision = Origin.AUTO if config.allow_auto_provision else None
@@ -157,6 +169,10 @@ async def _forward(request: web.Request, name: str, target: str, body: bytes) ->
                 return await _exchange(request, port, name, target, body)
             except UpstreamConnectError as exc:
                 # Nothing reached the child (it just died); wait for its restart and resend.
+                reason = exc.detail
+            except UpstreamNoReplyError as exc:
+                if not resendable:
+                    raise
                 reason = exc.detail
         if time.monotonic() >= deadline:
             raise UnavailableError(f"namespace {name!r} is not accepting connections ({reason})")

@@ -17,7 +17,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterable
 
-from ._errors import UpstreamConnectError, UpstreamError
+from ._errors import UpstreamConnectError, UpstreamError, UpstreamNoReplyError
 
 HEAD_LIMIT = 64 * 1024
 RECV_SIZE = 256 * 1024
@@ -132,18 +132,26 @@ async def exchange(
         head = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}"]
         head += [f"{name}: {value}" for name, value in headers]
         head.append(f"Content-Length: {len(body)}")
+        received = bytearray()
         try:
             await loop.sock_sendall(sock, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-            received = bytearray()
             while (end := received.find(HEAD_END)) < 0:
                 if len(received) > HEAD_LIMIT:
                     raise UpstreamError("tursodb reply head is too large")
                 chunk = await loop.sock_recv(sock, RECV_SIZE)
                 if not chunk:
-                    raise UpstreamError(f"tursodb on port {port} closed the connection without replying")
+                    if received:
+                        raise UpstreamError(f"tursodb on port {port} closed the connection mid-reply")
+                    raise UpstreamNoReplyError(
+                        f"tursodb on port {port} closed the connection without replying"
+                    )
                 received += chunk
+        except UpstreamError:
+            raise  # a ConnectionError (so an OSError) itself: not to be wrapped again
         except OSError as exc:
-            raise UpstreamError(f"tursodb on port {port} failed before replying: {exc!r}") from exc
+            if received:
+                raise UpstreamError(f"tursodb on port {port} failed mid-reply: {exc!r}") from exc
+            raise UpstreamNoReplyError(f"tursodb on port {port} failed before replying: {exc!r}") from exc
         head_only = method == "HEAD"
         return _parse_head(sock, bytes(received[:end]), bytes(received[end + len(HEAD_END) :]), head_only)
     except BaseException:
