@@ -1,6 +1,7 @@
 """Benchmark of the Turso service against raw pyturso and stdlib sqlite3, measured in one run.
 
-* one-row insert: ``transaction()`` vs raw pyturso (blocking) and vs pyturso's own ``turso.aio``
+* one-row insert: ``transaction()`` vs raw pyturso (blocking) and vs pyturso's own ``turso.aio``,
+  with the default thread executor and with ``TURSO_EXECUTOR=inline``
 * throughput: 4 concurrent callers vs 1 (ours), and raw pyturso 4 threads vs 1 thread
 * the same workload on stdlib sqlite3 at equal durability (``synchronous=FULL`` on both sides)
 * replication lag A -> B through a real ``tursodb --sync-server`` (p50/p95)
@@ -95,8 +96,11 @@ async def aio_inserts(path: Path, n: int) -> float:
     return elapsed
 
 
-async def service_inserts(path: Path, n: int, callers: int, *, blocking: bool = False) -> float:
-    async with TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)})) as service:
+async def service_inserts(
+    path: Path, n: int, callers: int, *, blocking: bool = False, executor: str = "thread"
+) -> float:
+    env = {"TURSO_LOCAL_PATH": str(path), "TURSO_EXECUTOR": executor}
+    async with TursoService(resolve_config(env=env)) as service:
         db = await service.connect()
         await db.exec("PRAGMA synchronous = FULL")
         await service.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
@@ -157,13 +161,28 @@ async def replication_lag(tmp: Path, samples: int, interval: str) -> list[float]
 async def interleaved(tmp: Path, n: int, rounds: int) -> dict[str, float]:
     """Median seconds per op of each contender, run in alternating rounds so drift hits all."""
     per_round = n // rounds
-    samples: dict[str, list[float]] = {"raw": [], "aio": [], "ours": [], "ours_blocking": [], "sqlite": []}
+    samples: dict[str, list[float]] = {
+        "raw": [],
+        "aio": [],
+        "ours": [],
+        "ours_blocking": [],
+        "ours_inline": [],
+        "ours_inline_blocking": [],
+        "sqlite": [],
+    }
     for r in range(rounds):
         samples["raw"].append(raw_inserts(tmp / f"raw{r}.db", per_round) / per_round)
         samples["aio"].append(await aio_inserts(tmp / f"aio{r}.db", per_round) / per_round)
         samples["ours"].append(await service_inserts(tmp / f"ours{r}.db", per_round, 1) / per_round)
         samples["ours_blocking"].append(
             await service_inserts(tmp / f"oursb{r}.db", per_round, 1, blocking=True) / per_round
+        )
+        samples["ours_inline"].append(
+            await service_inserts(tmp / f"oursi{r}.db", per_round, 1, executor="inline") / per_round
+        )
+        samples["ours_inline_blocking"].append(
+            await service_inserts(tmp / f"oursib{r}.db", per_round, 1, blocking=True, executor="inline")
+            / per_round
         )
         samples["sqlite"].append(sqlite_inserts(tmp / f"lite{r}.db", per_round) / per_round)
     return {name: percentile(values, 50) for name, values in samples.items()}
@@ -179,7 +198,11 @@ async def main() -> None:
         n = N_INSERTS
         med = await interleaved(tmp, n, rounds=5)
         raw, aio, ours, lite = med["raw"], med["aio"], med["ours"], med["sqlite"]
-        ours_blocking = med["ours_blocking"]
+        ours_blocking, inline, inline_blocking = (
+            med["ours_blocking"],
+            med["ours_inline"],
+            med["ours_inline_blocking"],
+        )
         report(
             f"one-row insert transaction, local MVCC, {n} sequential (median of 5 interleaved rounds)",
             [
@@ -187,8 +210,12 @@ async def main() -> None:
                 ("pyturso turso.aio", us(aio)),
                 ("buntime transaction()", us(ours)),
                 ("buntime run_transaction() (one hop)", us(ours_blocking)),
+                ("buntime transaction(), TURSO_EXECUTOR=inline", us(inline)),
+                ("buntime run_transaction(), TURSO_EXECUTOR=inline", us(inline_blocking)),
                 ("ratio transaction() / raw blocking", f"{ours / raw:.2f}x  (goal <= 1.15x)"),
                 ("ratio run_transaction() / raw blocking", f"{ours_blocking / raw:.2f}x"),
+                ("ratio transaction() inline / raw blocking", f"{inline / raw:.2f}x  (goal <= 1.15x)"),
+                ("ratio run_transaction() inline / raw blocking", f"{inline_blocking / raw:.2f}x"),
                 ("ratio transaction() / turso.aio", f"{ours / aio:.2f}x"),
             ],
         )
@@ -207,6 +234,8 @@ async def main() -> None:
         four = await service_inserts(tmp / "t4.db", m, 4)
         one_b = await service_inserts(tmp / "b1.db", m, 1, blocking=True)
         four_b = await service_inserts(tmp / "b4.db", m, 4, blocking=True)
+        one_i = await service_inserts(tmp / "i1.db", m, 1, executor="inline")
+        four_i = await service_inserts(tmp / "i4.db", m, 4, executor="inline")
         raw1 = raw_threads(tmp / "r1.db", 1, m)
         raw4 = raw_threads(tmp / "r4.db", 4, m)
         report(
@@ -218,6 +247,9 @@ async def main() -> None:
                 ("run_transaction(), 1 caller", f"{m / one_b:8.0f} tx/s"),
                 ("run_transaction(), 4 concurrent callers", f"{m / four_b:8.0f} tx/s"),
                 ("ratio 4 callers / 1 caller (run_transaction)", f"{one_b / four_b:.2f}x"),
+                ("transaction() inline, 1 caller", f"{m / one_i:8.0f} tx/s"),
+                ("transaction() inline, 4 concurrent callers", f"{m / four_i:8.0f} tx/s"),
+                ("ratio 4 callers / 1 caller (inline)", f"{one_i / four_i:.2f}x"),
                 ("raw pyturso, 1 thread", f"{m / raw1:8.0f} tx/s"),
                 ("raw pyturso, 4 threads", f"{m / raw4:8.0f} tx/s"),
                 ("ratio raw 4 threads / 1 thread", f"{raw1 / raw4:.2f}x"),

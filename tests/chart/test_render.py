@@ -243,6 +243,17 @@ def test_sync_mode_without_a_url_stops_the_render() -> None:
         render({"plugins.turso.mode": "sync"})
 
 
+def test_the_inline_executor_outside_local_mode_stops_the_render() -> None:
+    for values in (
+        {"tursoServer.enabled": "true"},
+        {"plugins.turso.mode": "sync", "plugins.turso.sync.url": "http://s"},
+    ):
+        with pytest.raises(HelmError, match=r"executor=inline applies to local mode only"):
+            render({**values, "plugins.turso.executor": "inline"})
+    configmap = one(render({"plugins.turso.executor": "inline"}), "ConfigMap")["data"]
+    assert configmap["TURSO_EXECUTOR"] == "inline"
+
+
 def test_contradictory_autoscaling_stops_the_render() -> None:
     with pytest.raises(HelmError, match="minReplicas"):
         render(

@@ -107,3 +107,16 @@ def test_a_pinned_namespace_keeps_every_namespace_in_one_database() -> None:
     )
     with pytest.raises(TursoConfigError, match="TURSO_NAMESPACE"):
         resolve_config(env={"TURSO_SERVER_URL": "http://turso:8080", "TURSO_NAMESPACE": "../etc"})
+
+
+def test_executor_defaults_to_thread_and_inline_is_local_only() -> None:
+    assert resolve_config(env={}).executor == "thread"
+    assert resolve_config(env={"TURSO_EXECUTOR": " Inline "}).executor == "inline"
+    assert resolve_config({"executor": "${EXEC}"}, env={"EXEC": "inline"}).executor == "inline"
+    with pytest.raises(TursoConfigError, match="'thread' or 'inline'") as bad:
+        resolve_config(env={"TURSO_EXECUTOR": "process"})
+    assert bad.value.code == "INVALID_TURSO_EXECUTOR"
+    for url in ({"TURSO_SYNC_URL": "http://sync"}, {"TURSO_SERVER_URL": "http://turso:8080"}):
+        with pytest.raises(TursoConfigError, match="local mode only") as sync:
+            resolve_config(env={**url, "TURSO_EXECUTOR": "inline"})
+        assert sync.value.code == "INVALID_TURSO_EXECUTOR"

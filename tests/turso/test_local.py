@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -261,8 +262,8 @@ async def test_run_transaction_runs_a_blocking_callback_in_one_hop(local_service
         await local_service.run_transaction(lambda db: db.exec("CREATE TABLE z(x)"))
 
 
-async def test_cancelled_transactions_leave_no_connection_behind(local_service: TursoService) -> None:
-    await _schema(local_service)
+async def test_cancelled_transactions_leave_no_connection_behind(threaded_service: TursoService) -> None:
+    await _schema(threaded_service)
     started = asyncio.Event()
 
     async def slow(db: Database) -> None:
@@ -275,30 +276,30 @@ async def test_cancelled_transactions_leave_no_connection_behind(local_service: 
 
     for _ in range(5):
         started.clear()
-        task = asyncio.create_task(local_service.transaction(slow))
+        task = asyncio.create_task(threaded_service.transaction(slow))
         await started.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        racer = asyncio.create_task(local_service.transaction(cancel_soon))
+        racer = asyncio.create_task(threaded_service.transaction(cancel_soon))
         await asyncio.sleep(0)  # cancelled while its statement is queued for the engine thread
         racer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await racer
     # Every cancelled transaction rolled back, and every connection is back, outside a transaction.
-    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 0}
-    await local_service.transaction(lambda db: db.exec("CREATE TABLE after_cancel(x)"), type="exclusive")
-    backend = await local_service._backend("runtime")
+    assert await (await threaded_service.connect()).get("SELECT n FROM counter") == {"n": 0}
+    await threaded_service.transaction(lambda db: db.exec("CREATE TABLE after_cancel(x)"), type="exclusive")
+    backend = await threaded_service._backend("runtime")
     assert len(backend._idle) == len(backend._all)  # type: ignore[attr-defined]
     assert not any(conn.in_transaction for conn in backend._all)  # type: ignore[attr-defined]
 
 
-async def test_a_commit_whose_caller_was_cancelled_still_runs(local_service: TursoService) -> None:
+async def test_a_commit_whose_caller_was_cancelled_still_runs(threaded_service: TursoService) -> None:
     """The COMMIT job is queued behind a busy engine thread when its caller is cancelled."""
     import time
 
-    await _schema(local_service)
-    backend = await local_service._backend("runtime")
+    await _schema(threaded_service)
+    backend = await threaded_service._backend("runtime")
     engine = backend._engine  # type: ignore[attr-defined]
     committing = asyncio.Event()
     busy: list[asyncio.Task[None]] = []
@@ -309,7 +310,7 @@ async def test_a_commit_whose_caller_was_cancelled_still_runs(local_service: Tur
         await asyncio.sleep(0)
         committing.set()
 
-    task = asyncio.create_task(local_service.transaction(writer))
+    task = asyncio.create_task(threaded_service.transaction(writer))
     await committing.wait()
     await asyncio.sleep(0.05)  # the COMMIT job now waits behind the sleep
     task.cancel()
@@ -317,6 +318,18 @@ async def test_a_commit_whose_caller_was_cancelled_still_runs(local_service: Tur
         await task
     await busy[0]
     await asyncio.sleep(0.05)
-    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 7}
+    assert await (await threaded_service.connect()).get("SELECT n FROM counter") == {"n": 7}
     assert len(backend._idle) == len(backend._all)  # type: ignore[attr-defined]
     assert not any(conn.in_transaction for conn in backend._all)  # type: ignore[attr-defined]
+
+
+async def test_the_executor_decides_which_thread_runs_statements(local_service: TursoService) -> None:
+    loop_thread = threading.get_ident()
+    engine_thread = await local_service.run_transaction(lambda db: threading.get_ident())
+    if local_service.config.executor == "inline":
+        assert engine_thread == loop_thread
+    else:
+        assert engine_thread != loop_thread
+    health = await local_service.health()
+    assert health.ok and health.mode == "local"
+    assert health.executor == local_service.config.executor

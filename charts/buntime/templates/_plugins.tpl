@@ -16,6 +16,7 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{- include "buntime.plugins.configEntry" (list "TURSO_MODE" (dig "turso" "mode" nil $plugins) "enum") -}}
 {{- include "buntime.plugins.configEntry" (list "TURSO_LOCAL_PATH" (dig "turso" "localPath" nil $plugins) "string") -}}
 {{- include "buntime.plugins.configEntry" (list "TURSO_SYNC_INTERVAL" (dig "turso" "syncInterval" nil $plugins) "string") -}}
+{{- include "buntime.plugins.configEntry" (list "TURSO_EXECUTOR" (dig "turso" "executor" nil $plugins) "enum") -}}
 {{- include "buntime.plugins.configEntry" (list "TURSO_SYNC_URL" (dig "turso" "sync" "url" nil $plugins) "string") -}}
 {{- end -}}
 

@@ -7,7 +7,8 @@
   Transactions are serialised by an asyncio lock, each commit is pushed, and a background task
   pushes whatever is still pending (autocommit writes, failed pushes) and pulls on an interval.
 
-Both run every engine call on their own :class:`EngineThread`. Called by ``_service``.
+Both run every engine call on their own :class:`~._engine.Engine` (a dedicated thread; a local
+file may run inline on the event loop instead). Called by ``_service``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._config import Executor
 from ._database import BlockingDatabase, Database, TransactionType
-from ._engine import EngineThread, engine_errors, open_local, open_replica
+from ._engine import Engine, EngineThread, engine_errors, make_engine, open_local, open_replica
 from ._errors import TursoClosedError, TursoError, TursoUnavailableError
 
 log = logging.getLogger("buntime.turso")
@@ -37,6 +40,7 @@ _BEGIN: dict[str, str] = {
 }
 
 PullListener = Callable[[str], Awaitable[None]]
+_NO_GATE: AbstractAsyncContextManager[None] = contextlib.nullcontext()
 
 
 def ensure_parent_dir(path: str) -> None:
@@ -78,7 +82,7 @@ class Backend:
 
     is_replica = False
 
-    def __init__(self, path: str, engine: EngineThread, mode: str) -> None:
+    def __init__(self, path: str, engine: Engine, mode: str) -> None:
         self.path = path
         self.mode = mode
         self._engine = engine
@@ -91,10 +95,9 @@ class Backend:
     def _checkin(self, conn: Any) -> None:
         raise NotImplementedError
 
-    @contextlib.asynccontextmanager
-    async def _gate(self) -> AsyncIterator[None]:
+    def _gate(self) -> AbstractAsyncContextManager[None]:
         """Held for a whole transaction; replicas serialise, local files do not."""
-        yield
+        return _NO_GATE
 
     async def _after_commit(self) -> None:
         """Hook run after a successful COMMIT, still inside the gate."""
@@ -133,20 +136,21 @@ class Backend:
             )
         return result
 
-    @contextlib.asynccontextmanager
-    async def transaction(self, type_: TransactionType, namespace: str) -> AsyncIterator[Database]:
-        """``BEGIN`` … ``COMMIT``; ``ROLLBACK`` when the body raises."""
+    async def transaction(
+        self, type_: TransactionType, namespace: str, fn: Callable[[Database], Awaitable[T]]
+    ) -> T:
+        """``BEGIN`` … ``await fn(db)`` … ``COMMIT``; ``ROLLBACK`` when ``fn`` raises."""
         self._check_open()
         state = _TxState(_BEGIN[type_])
 
-        async def runner(fn: Callable[[Any], T]) -> T:
+        async def runner(statement: Callable[[Any], Any]) -> Any:
             self._check_open()
-            return await self._engine.call(self._in_tx, state, fn)
+            return await self._engine.call(self._in_tx, state, statement)
 
         db = Database(runner, namespace=namespace, mode=self.mode, local_path=self.path, in_transaction=True)
         async with self._gate():
             try:
-                yield db
+                result = await fn(db)
             except BaseException:
                 # Always queued: a statement whose await was cancelled may still be on its way to
                 # the engine thread, and this ROLLBACK must run after it (jobs run in order).
@@ -155,6 +159,7 @@ class Backend:
             if state.conn is not None:
                 await self._engine.call(self._finish, state, "COMMIT")
                 await self._after_commit()
+        return result
 
     async def run_transaction(
         self, type_: TransactionType, namespace: str, fn: Callable[[BlockingDatabase], T]
@@ -230,21 +235,21 @@ class Backend:
 class LocalBackend(Backend):
     """A local MVCC file, shared by every namespace of the process."""
 
-    def __init__(self, path: str, engine: EngineThread) -> None:
+    def __init__(self, path: str, engine: Engine) -> None:
         super().__init__(path, engine, "local")
         self._idle: list[Any] = []
         self._all: list[Any] = []
 
     @classmethod
-    async def open(cls, path: str) -> LocalBackend:
+    async def open(cls, path: str, executor: Executor = "thread") -> LocalBackend:
         ensure_parent_dir(path)
-        backend = cls(path, EngineThread(os.path.basename(path)))
+        backend = cls(path, make_engine(executor, os.path.basename(path)))
         try:
             await backend._engine.call(backend._checkin, await backend._engine.call(backend._checkout))
         except TursoError as exc:
             await backend._engine.stop()
             raise TursoUnavailableError(f"cannot open Turso database {path}: {exc}") from exc
-        log.info("Turso database opened (mode: local, MVCC): %s", path)
+        log.info("Turso database opened (mode: local, MVCC, executor: %s): %s", executor, path)
         return backend
 
     def _checkout(self) -> Any:
@@ -280,7 +285,7 @@ class ReplicaBackend(Backend):
         path: str,
         url: str,
         token: str | None,
-        engine: EngineThread,
+        engine: Engine,
         conn: Any,
         *,
         listeners: list[PullListener],

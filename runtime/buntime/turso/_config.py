@@ -14,7 +14,9 @@ neither                        local file at ``TURSO_LOCAL_PATH``           —
 With ``TURSO_NAMESPACE`` beside ``TURSO_SERVER_URL`` (what the operator injects into a pod whose
 token is scoped to one database) every namespace lives in ``<url>/<TURSO_NAMESPACE>``.
 ``TURSO_MODE=local`` forces local mode even when ``TURSO_SYNC_URL`` is set; ``TURSO_MODE=sync``
-without any URL, or any other mode, is a startup error.
+without any URL, or any other mode, is a startup error. ``TURSO_EXECUTOR`` (``thread``, the
+default, or ``inline``) says where a local file's statements run; replicas always use a thread,
+since their push and pull are network calls, so ``inline`` with a sync URL is an error.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ._errors import InvalidNamespaceError, TursoConfigError
@@ -30,9 +32,11 @@ from ._namespaces import validate_namespace
 
 DEFAULT_LOCAL_PATH = "./data/turso/runtime.db"
 DEFAULT_SYNC_INTERVAL = 5.0
+EXECUTORS: tuple[Executor, ...] = ("thread", "inline")
 
 TursoMode = Literal["local", "sync"]
 Topology = Literal["local", "single-tenant", "multi-tenant"]
+Executor = Literal["thread", "inline"]
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
@@ -48,6 +52,7 @@ class TursoConfig:
     server_url: str | None = None
     auth_token: str | None = field(default=None, repr=False)
     sync_interval: float = DEFAULT_SYNC_INTERVAL
+    executor: Executor = "thread"
 
     @property
     def topology(self) -> Topology:
@@ -86,13 +91,23 @@ def parse_interval(raw: str, *, name: str = "TURSO_SYNC_INTERVAL") -> float:
     return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
 
 
+def parse_executor(raw: str) -> Executor:
+    """``thread`` (default) or ``inline``, case-insensitive."""
+    lowered = raw.strip().lower() or "thread"
+    for executor in EXECUTORS:
+        if lowered == executor:
+            return executor
+    raise TursoConfigError(
+        f"TURSO_EXECUTOR must be 'thread' or 'inline' (got {raw!r})", code="INVALID_TURSO_EXECUTOR"
+    )
+
+
 def resolve_config(
     config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
 ) -> TursoConfig:
     """Resolve a :class:`TursoConfig`; raise :class:`TursoConfigError` on a bad combination."""
     config = config or {}
     env = os.environ if env is None else env
-    sync_cfg, server_cfg = _section(config, "sync"), _section(config, "server")
 
     local_path = (
         _env(env, "TURSO_LOCAL_PATH") or _substitute(config.get("localPath"), env) or DEFAULT_LOCAL_PATH
@@ -100,6 +115,22 @@ def resolve_config(
     raw_interval = _env(env, "TURSO_SYNC_INTERVAL") or _substitute(config.get("syncInterval"), env)
     interval = parse_interval(raw_interval) if raw_interval else DEFAULT_SYNC_INTERVAL
 
+    executor = parse_executor(_env(env, "TURSO_EXECUTOR") or _substitute(config.get("executor"), env))
+    resolved = _resolve_topology(config, env, local_path=local_path, interval=interval)
+    if executor == "inline" and resolved.mode != "local":
+        raise TursoConfigError(
+            "TURSO_EXECUTOR=inline applies to local mode only: a replica's push and pull are network "
+            "calls that must not block the event loop (unset TURSO_EXECUTOR or use 'thread')",
+            code="INVALID_TURSO_EXECUTOR",
+        )
+    return replace(resolved, executor=executor)
+
+
+def _resolve_topology(
+    config: Mapping[str, Any], env: Mapping[str, str], *, local_path: str, interval: float
+) -> TursoConfig:
+    """Pick local, single-tenant or multi-tenant from the URLs and ``TURSO_MODE``."""
+    sync_cfg, server_cfg = _section(config, "sync"), _section(config, "server")
     server_url = _env(env, "TURSO_SERVER_URL") or _substitute(server_cfg.get("url"), env)
     if server_url:
         token = _env(env, "TURSO_SERVER_TOKEN") or _substitute(server_cfg.get("authToken"), env)

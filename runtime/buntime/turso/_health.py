@@ -31,6 +31,7 @@ class TursoHealth:
     mode: str
     topology: str
     local_path: str
+    executor: str = "thread"
     namespaces: dict[str, NamespaceHealth] = field(default_factory=dict)
     error: str | None = None
 

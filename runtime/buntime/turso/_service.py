@@ -110,7 +110,7 @@ class TursoService:
     async def _open(self, namespace: str) -> Backend:
         cfg = self.config
         if cfg.topology == "local":
-            return await LocalBackend.open(cfg.local_path)
+            return await LocalBackend.open(cfg.local_path, cfg.executor)
         url = self.sync_url(namespace)
         assert url is not None
         replica = await ReplicaBackend.open(
@@ -148,8 +148,7 @@ class TursoService:
         backend, effective = await self._prepare(namespace, type, max_retries, retry_delay)
 
         async def attempt() -> T:
-            async with backend.transaction(effective, namespace) as db:
-                return await fn(db)
+            return await backend.transaction(effective, namespace, fn)
 
         return await self._with_retries(attempt, max_retries, retry_delay)
 
@@ -264,6 +263,7 @@ class TursoService:
             mode=cfg.mode,
             topology=cfg.topology,
             local_path=cfg.local_path,
+            executor=cfg.executor,
             namespaces=namespaces,
             error="; ".join(errors) or (None if self._backends else "no database opened yet"),
         )
