@@ -15,6 +15,8 @@ MVCC file in one temporary directory:
 * **api** — ``await kv.set(...)`` / ``await kv.get(...)`` on a real PluginHost (turso + keyval);
 * **http** — ``PUT``/``GET /keyval/api/keys/...`` over loopback to an in-process aiohttp server.
 
+Every path after pyturso runs twice: on the default engine thread, and with
+``TURSO_EXECUTOR=inline`` (rows marked ``inline``: statements on the event loop, no thread hop).
 Sequential calls measure per-operation overhead; the ``xN`` rows run N concurrent callers.
 The ratio is pyturso ops/s divided by the path's ops/s (1.0 = no overhead; the goal for the
 API path is <= 1.3); ``api/service`` isolates what the KeyVal layer adds on top of the service.
@@ -117,9 +119,19 @@ async def bench_service(service: TursoService, sets: int, gets: int) -> dict[str
 
 
 async def bench_paths(
-    directory: Path, sets: int, gets: int, concurrency: int
+    directory: Path, sets: int, gets: int, concurrency: int, executor: str
+) -> dict[str, tuple[float, float]]:
+    """Every path on one host whose service uses ``executor``; inline rows get an ``inline`` suffix."""
+    results = await _bench_paths(directory / executor, sets, gets, concurrency, executor)
+    suffix = "" if executor == "thread" else f" {executor}"
+    return {f"{name}{suffix}": rates for name, rates in results.items()}
+
+
+async def _bench_paths(
+    directory: Path, sets: int, gets: int, concurrency: int, executor: str
 ) -> dict[str, tuple[float, float]]:
     env = {
+        "TURSO_EXECUTOR": executor,
         "TURSO_LOCAL_PATH": str(directory / "api" / "runtime.db"),
         "KEYVAL_SWEEP_INTERVAL": "0",
         "KEYVAL_QUEUE_CLEANUP_INTERVAL": "0",
@@ -205,7 +217,13 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-keyval-") as tmp:
             directory = Path(tmp)
             raw = bench_raw(directory / "raw.db", args.sets, args.gets)
-            paths = asyncio.run(bench_paths(directory, args.sets, args.gets, args.concurrency))
+            paths = {
+                name: rates
+                for executor in ("thread", "inline")
+                for name, rates in asyncio.run(
+                    bench_paths(directory, args.sets, args.gets, args.concurrency, executor)
+                ).items()
+            }
             rounds.append({"pyturso": raw, **paths})
         print(f"round {r + 1}/{args.rounds} done ({time.perf_counter() - started:.1f}s)", file=sys.stderr)
 
@@ -219,16 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     raw_set, raw_get = median["pyturso"]
     print(f"\nKeyVal benchmark: {args.sets} sets / {args.gets} gets per path, median of {args.rounds} rounds")
-    print(f"{'path':<12} {'set ops/s':>10} {'get ops/s':>10} {'set ratio':>10} {'get ratio':>10}")
+    print(f"{'path':<18} {'set ops/s':>10} {'get ops/s':>10} {'set ratio':>10} {'get ratio':>10}")
     for name in names:
         set_rate, get_rate = median[name]
         ratios = f"{raw_set / set_rate:>9.2f}x {raw_get / get_rate:>9.2f}x"
-        print(f"{name:<12} {set_rate:>10.0f} {get_rate:>10.0f} {ratios}")
-    svc_set, svc_get = median["service"]
-    api_set, api_get = median["api"]
+        print(f"{name:<18} {set_rate:>10.0f} {get_rate:>10.0f} {ratios}")
     print("ratio = pyturso ops/s / path ops/s (lower is better; goal for 'api' <= 1.3x)")
-    layer = f"set {svc_set / api_set:.2f}x, get {svc_get / api_get:.2f}x"
-    print(f"KeyVal layer alone (service ops/s / api ops/s): {layer}")
+    for suffix in ("", " inline"):
+        svc_set, svc_get = median[f"service{suffix}"]
+        api_set, api_get = median[f"api{suffix}"]
+        layer = f"set {svc_set / api_set:.2f}x, get {svc_get / api_get:.2f}x"
+        print(f"KeyVal layer alone{suffix} (service ops/s / api ops/s): {layer}")
     return 0
 
 
