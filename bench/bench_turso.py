@@ -3,6 +3,9 @@
 * one-row insert: ``transaction()`` vs raw pyturso (blocking) and vs pyturso's own ``turso.aio``,
   with the default thread executor and with ``TURSO_EXECUTOR=inline``
 * throughput: 4 concurrent callers vs 1 (ours), and raw pyturso 4 threads vs 1 thread
+* where the inline gap goes: the library's CPU cost per transaction measured with fsync off, and
+  raw pyturso at ``synchronous=FULL`` with that much busy work added per transaction (a control:
+  on this VM's disk, a few microseconds of CPU between commits cost far more than themselves)
 * the same workload on stdlib sqlite3 at equal durability (``synchronous=FULL`` on both sides)
 * replication lag A -> B through a real ``tursodb --sync-server`` (p50/p95)
 
@@ -32,28 +35,39 @@ N_LAG = int(os.environ.get("BENCH_LAG_SAMPLES", "40"))
 SCHEMA = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)"
 
 
-def raw_connect(path: Path) -> turso.Connection:
+def raw_connect(path: Path, synchronous: str = "FULL") -> turso.Connection:
     conn = turso.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode = mvcc").fetchall()
-    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute(SCHEMA)
     return conn
 
 
-def insert_loop(conn: turso.Connection | sqlite3.Connection, n: int, begin: str) -> float:
+def busy(seconds: float) -> None:
+    """Burn CPU for ``seconds`` (stands in for a library's per-transaction Python work)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def insert_loop(
+    conn: turso.Connection | sqlite3.Connection, n: int, begin: str, busy_seconds: float = 0.0
+) -> float:
     """Seconds for ``n`` one-row insert transactions on a blocking DB-API connection; closes it."""
     start = time.perf_counter()
     for i in range(n):
         conn.execute(begin)
         conn.execute("INSERT INTO t(v) VALUES (?)", (f"v{i}",))
         conn.execute("COMMIT")
+        if busy_seconds:
+            busy(busy_seconds)
     elapsed = time.perf_counter() - start
     conn.close()
     return elapsed
 
 
-def raw_inserts(path: Path, n: int) -> float:
-    return insert_loop(raw_connect(path), n, "BEGIN CONCURRENT")
+def raw_inserts(path: Path, n: int, synchronous: str = "FULL", busy_seconds: float = 0.0) -> float:
+    return insert_loop(raw_connect(path, synchronous), n, "BEGIN CONCURRENT", busy_seconds)
 
 
 def raw_threads(path: Path, threads: int, n: int) -> float:
@@ -97,12 +111,18 @@ async def aio_inserts(path: Path, n: int) -> float:
 
 
 async def service_inserts(
-    path: Path, n: int, callers: int, *, blocking: bool = False, executor: str = "thread"
+    path: Path,
+    n: int,
+    callers: int,
+    *,
+    blocking: bool = False,
+    executor: str = "thread",
+    synchronous: str = "FULL",
 ) -> float:
     env = {"TURSO_LOCAL_PATH": str(path), "TURSO_EXECUTOR": executor}
     async with TursoService(resolve_config(env=env)) as service:
         db = await service.connect()
-        await db.exec("PRAGMA synchronous = FULL")
+        await db.exec(f"PRAGMA synchronous = {synchronous}")
         await service.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
 
         async def one(db: Database, i: int) -> None:
@@ -188,6 +208,33 @@ async def interleaved(tmp: Path, n: int, rounds: int) -> dict[str, float]:
     return {name: percentile(values, 50) for name, values in samples.items()}
 
 
+async def inline_gap(tmp: Path, n: int, rounds: int) -> dict[str, float]:
+    """The inline path's CPU cost with fsync off, then raw pyturso at FULL plus that much busy work."""
+    per_round = n // rounds
+    off: dict[str, list[float]] = {"raw": [], "inline": []}
+    for r in range(rounds):
+        off["raw"].append(raw_inserts(tmp / f"gap-raw{r}.db", per_round, "OFF") / per_round)
+        off["inline"].append(
+            await service_inserts(tmp / f"gap-in{r}.db", per_round, 1, executor="inline", synchronous="OFF")
+            / per_round
+        )
+    raw_off, inline_off = percentile(off["raw"], 50), percentile(off["inline"], 50)
+    overhead = max(0.0, inline_off - raw_off)
+    full: dict[str, list[float]] = {"raw": [], "raw_busy": []}
+    for r in range(rounds):
+        full["raw"].append(raw_inserts(tmp / f"gap-full{r}.db", per_round) / per_round)
+        full["raw_busy"].append(
+            raw_inserts(tmp / f"gap-busy{r}.db", per_round, busy_seconds=overhead) / per_round
+        )
+    return {
+        "raw_off": raw_off,
+        "inline_off": inline_off,
+        "overhead": overhead,
+        "raw_full": percentile(full["raw"], 50),
+        "raw_busy_full": percentile(full["raw_busy"], 50),
+    }
+
+
 def us(seconds_per_op: float) -> str:
     return f"{seconds_per_op * 1e6:8.1f} us/op"
 
@@ -217,6 +264,21 @@ async def main() -> None:
                 ("ratio transaction() inline / raw blocking", f"{inline / raw:.2f}x  (goal <= 1.15x)"),
                 ("ratio run_transaction() inline / raw blocking", f"{inline_blocking / raw:.2f}x"),
                 ("ratio transaction() / turso.aio", f"{ours / aio:.2f}x"),
+            ],
+        )
+        gap = await inline_gap(tmp, n, rounds=5)
+        report(
+            "where the inline gap goes (median of 5 interleaved rounds each)",
+            [
+                ("synchronous=OFF: raw pyturso", us(gap["raw_off"])),
+                ("synchronous=OFF: transaction(), inline", us(gap["inline_off"])),
+                ("library CPU per transaction (the difference)", us(gap["overhead"])),
+                ("synchronous=FULL: raw pyturso", us(gap["raw_full"])),
+                ("synchronous=FULL: raw pyturso + that CPU as busy work", us(gap["raw_busy_full"])),
+                (
+                    "ratio raw+busy / raw at FULL (the floor for any library)",
+                    f"{gap['raw_busy_full'] / gap['raw_full']:.2f}x",
+                ),
             ],
         )
         report(
