@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
+import socket
+import struct
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.turso_server.support import ServerFactory, ServerProcess, kill_pid
 
@@ -199,3 +206,71 @@ def test_a_reset_read_is_resent_but_a_reset_push_is_not(start_server: ServerFact
     assert push.status == 502, push.body
     assert push.json()["code"] == "upstream error"
     assert requests_log.read_text().splitlines()[2:] == ["POST /v2/pipeline"]
+
+
+class _ReplyDroppingProxy(http.server.ThreadingHTTPServer):
+    """Forwards to a real tursodb, but drops (resets) the reply to the first push batch it applied."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _DropFirstPushReply)
+        self.upstream = upstream
+        self.dropped = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _DropFirstPushReply(http.server.BaseHTTPRequestHandler):
+    server: _ReplyDroppingProxy
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        forwarded = urllib.request.Request(
+            self.server.upstream + self.path,
+            data=body,
+            headers={"Content-Type": self.headers.get("Content-Type", "application/json")},
+            method="POST",
+        )
+        with urllib.request.urlopen(forwarded, timeout=30) as upstream:
+            status, reply = upstream.status, upstream.read()
+        if b"BEGIN IMMEDIATE" in body and not self.server.dropped:
+            self.server.dropped += 1  # tursodb committed it; the client never hears so
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+def test_a_push_whose_reply_was_lost_is_not_applied_twice_when_the_client_retries(
+    tmp_path: Path, replicas: Callable[..., Any]
+) -> None:
+    """Why the proxy answers 502 instead of resending a push: the sync client's own retry first
+    reads the last change id the server recorded, so a push that did commit is not replayed."""
+    import turso
+    from tests.support.tursodb import SyncServer
+
+    child = SyncServer(tmp_path / "remote" / "db.db").start()
+    proxy = _ReplyDroppingProxy(child.url)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        writer = replicas(proxy.url, token=None)
+        writer.execute("CREATE TABLE t(v INTEGER)")
+        writer.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(turso.Error, match="without response"):
+            writer.push()
+        assert proxy.dropped == 1
+        writer.push()  # the retry
+        reader = replicas(child.url, token=None)
+        assert _rows(reader) == [(1,)]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        child.stop()

@@ -32,11 +32,11 @@ from ._namespaces import validate_namespace
 
 DEFAULT_LOCAL_PATH = "./data/turso/runtime.db"
 DEFAULT_SYNC_INTERVAL = 5.0
-EXECUTORS: tuple[Executor, ...] = ("thread", "inline")
 
 TursoMode = Literal["local", "sync"]
 Topology = Literal["local", "single-tenant", "multi-tenant"]
 Executor = Literal["thread", "inline"]
+EXECUTORS: tuple[Executor, ...] = ("thread", "inline")
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
