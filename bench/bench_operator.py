@@ -29,6 +29,27 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def api_requests(cp: ControlPlane) -> dict[str, int]:
+    """Write requests served so far by kube-apiserver, by ``VERB resource`` (its own metrics)."""
+    _, text = cp.request("GET", "/metrics", timeout=30)
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(","))
+        verb = labels.get("verb", "").strip('"')
+        if verb in ("POST", "PATCH", "PUT", "DELETE", "CREATE", "UPDATE"):
+            key = f"{verb} {labels.get('resource', '').strip(chr(34))}"
+            counts[key] = counts.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as raw, ControlPlane() as cp:
         tmp = Path(raw)
@@ -61,6 +82,14 @@ def main() -> None:
                 status, _ = cp.request("POST", path, body)
                 assert status == 201
 
+            before = api_requests(cp)
+            assert operator.proc is not None and cp._apiserver is not None and server.proc is not None
+            watched = {
+                "operator": operator.proc.pid,
+                "kube-apiserver": cp._apiserver.pid,
+                "turso-server": server.proc.pid,
+            }
+            cpu_before = {name: cpu_seconds(pid) for name, pid in watched.items()}
             start = time.perf_counter()
             with ThreadPoolExecutor(16) as pool:
                 list(pool.map(create, range(COUNT)))
@@ -82,6 +111,12 @@ def main() -> None:
             per_object = [ready_at[n] - submitted[n] for n in ready_at]
             assert operator.proc is not None
             rss, peak = rss_kib(operator.proc.pid)
+            cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in watched.items()}
+            calls = {k: v - before.get(k, 0) for k, v in api_requests(cp).items() if v - before.get(k, 0) > 0}
+            _, events = cp.request("GET", f"/api/v1/namespaces/{namespace}/events", timeout=30)
+            reasons: dict[str, int] = {}
+            for event in events["items"]:
+                reasons[event["reason"]] = reasons.get(event["reason"], 0) + event.get("count", 1)
             report(
                 f"{COUNT} TursoNamespace objects applied at once",
                 [
@@ -92,6 +127,12 @@ def main() -> None:
                     ("per object p50", f"{percentile(per_object, 50):8.2f} s"),
                     ("per object p95", f"{percentile(per_object, 95):8.2f} s"),
                     ("operator RSS now / peak", f"{rss / 1024:.0f} MiB / {peak / 1024:.0f} MiB"),
+                    ("Events posted per object", f"{sum(reasons.values()) / COUNT:.1f}  {reasons}"),
+                    ("API writes per object (all clients)", f"{sum(calls.values()) / COUNT:.1f}  {calls}"),
+                    (
+                        "CPU seconds during the run (2 cores)",
+                        ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items()),
+                    ),
                 ],
             )
         finally:

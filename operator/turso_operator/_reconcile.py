@@ -62,6 +62,10 @@ class StatusPatch:
             emit = kopf.info if ok else kopf.warn
             emit(self.body, reason=reason, message=f"{type_}={ok}: {message}")
 
+    def is_true(self, type_: str) -> bool:
+        """Whether condition ``type_`` is currently ``True`` (as collected so far)."""
+        return any(c.get("type") == type_ and c.get("status") == "True" for c in self.conditions)
+
     def not_ready(self, patch: kopf.Patch, reason: str, message: str, phase: str) -> None:
         """``Ready=False`` with ``reason``, the matching phase, and the whole status written."""
         self.condition(ConditionType.READY, False, reason, message)
@@ -134,9 +138,13 @@ class Reconciler:
                     raise
                 # Created meanwhile (e.g. by a previous run of ours): converge with a replace.
                 await self.kube.replace_secret(desired.namespace, desired.secret_name, body)
-            kopf.info(
-                status.body, reason=Reason.SECRET_WRITTEN, message=f"Secret {desired.secret_name} written"
-            )
+            if status.is_true(ConditionType.CREDENTIALS_READY):  # it was there before: say it came back
+                kopf.info(
+                    status.body,
+                    reason=Reason.SECRET_RESTORED,
+                    message=f"Secret {desired.secret_name} was missing and has been recreated",
+                )
+            # A first write has no event of its own: CredentialsReady turning True says it.
         elif current_data != wanted or _drifted_metadata(current, body):
             body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
             await self.kube.replace_secret(desired.namespace, desired.secret_name, body)

@@ -257,10 +257,21 @@ def test_drift_is_repaired(
     )
     wait_for(lambda: (s := secret(crd, k8s_namespace, "drifty-turso")) and s["TURSO_SERVER_URL"] == turso.url)
 
-    # The Secret is deleted: restored.
+    wait_for(lambda: _restored_events(crd, k8s_namespace) == 1)
+
+    # The Secret is deleted: restored, and said so.
     crd.request("DELETE", path)
     restored = wait_for(lambda: secret(crd, k8s_namespace, "drifty-turso"))
     assert set(restored) == SECRET_KEYS
+    wait_for(lambda: _restored_events(crd, k8s_namespace) == 2)
+
+
+def _restored_events(crd: ControlPlane, k8s_namespace: str) -> int:
+    return sum(
+        e.get("count", 1)
+        for e in kubectl_events(crd, k8s_namespace)
+        if e["reason"] == "SecretRestored" and "drifty" in e["involvedObject"]["name"]
+    )
 
 
 def test_operator_restart_creates_nothing_twice(
