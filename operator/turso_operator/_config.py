@@ -31,6 +31,7 @@ class OperatorConfig:
     liveness_port: int = 8080
     liveness_grace_seconds: float = 30.0
     request_timeout: float = 10.0
+    kube_request_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -88,4 +89,5 @@ class OperatorConfig:
             liveness_port=port("TURSO_LIVENESS_PORT", "8080"),
             liveness_grace_seconds=number("TURSO_LIVENESS_GRACE_SECONDS", "30"),
             request_timeout=number("TURSO_REQUEST_TIMEOUT", "10"),
+            kube_request_timeout=number("TURSO_KUBE_REQUEST_TIMEOUT", "60"),
         )

@@ -64,6 +64,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.watching.server_timeout = max(30, int(CONFIG.resync_seconds * 2))
     settings.watching.client_timeout = settings.watching.server_timeout + 10
+    # kopf's own requests (discovery, the initial list) may wait 5 minutes by default, with no
+    # connect timeout: a connection the API server accepts and never answers would stall the
+    # operator that long, liveness green since nothing is listed yet. Bound both; kopf retries.
+    settings.networking.request_timeout = CONFIG.kube_request_timeout
+    settings.networking.connect_timeout = min(10.0, CONFIG.kube_request_timeout)
     settings.posting.level = logging.INFO
     settings.batching.worker_limit = 64
     if CONFIG.webhook_enabled:

@@ -1,0 +1,57 @@
+"""Operator configuration from the environment: defaults, and a clear error naming each bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from turso_operator._config import OperatorConfig, OperatorConfigError
+
+BASE = {"TURSO_SERVER_URL": "http://turso:8080/", "TURSO_SERVER_ADMIN_URL": "http://turso-admin:8081"}
+
+
+def test_defaults_and_trailing_slashes() -> None:
+    cfg = OperatorConfig.from_env(BASE)
+    assert cfg.server_url == "http://turso:8080" and cfg.admin_url == "http://turso-admin:8081"
+    assert (cfg.resync_seconds, cfg.request_timeout, cfg.kube_request_timeout) == (60.0, 10.0, 60.0)
+    assert cfg.watch_namespaces == () and cfg.webhook_enabled and cfg.inject_failure_policy == "Fail"
+    assert (cfg.webhook_port, cfg.liveness_port) == (9443, 8080)
+
+
+def test_values_are_read_and_tokens_stay_out_of_repr() -> None:
+    cfg = OperatorConfig.from_env(
+        {
+            **BASE,
+            "TURSO_SERVER_ADMIN_TOKEN": "admin-secret",
+            "TURSO_SERVER_TOKEN": "data-secret",
+            "TURSO_WATCH_NAMESPACES": " apps, , team-b ",
+            "TURSO_KUBE_REQUEST_TIMEOUT": "2.5",
+            "TURSO_WEBHOOK_ENABLED": "false",
+            "TURSO_INJECT_FAILURE_POLICY": "Ignore",
+            "POD_NAMESPACE": "buntime-system",
+        }
+    )
+    assert cfg.watch_namespaces == ("apps", "team-b")
+    assert cfg.kube_request_timeout == 2.5 and not cfg.webhook_enabled
+    assert cfg.inject_failure_policy == "Ignore" and cfg.operator_namespace == "buntime-system"
+    assert cfg.admin_token == "admin-secret" and cfg.data_token == "data-secret"
+    assert "secret" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"TURSO_SERVER_URL": ""}, "TURSO_SERVER_URL"),
+        ({"TURSO_SERVER_ADMIN_URL": ""}, "TURSO_SERVER_ADMIN_URL"),
+        ({"TURSO_SERVER_URL": "turso:8080"}, "TURSO_SERVER_URL"),
+        ({"TURSO_RESYNC_SECONDS": "soon"}, "TURSO_RESYNC_SECONDS"),
+        ({"TURSO_KUBE_REQUEST_TIMEOUT": "0"}, "TURSO_KUBE_REQUEST_TIMEOUT"),
+        ({"TURSO_REQUEST_TIMEOUT": "-1"}, "TURSO_REQUEST_TIMEOUT"),
+        ({"TURSO_WEBHOOK_PORT": "70000"}, "TURSO_WEBHOOK_PORT"),
+        ({"TURSO_LIVENESS_PORT": "http"}, "TURSO_LIVENESS_PORT"),
+        ({"TURSO_INJECT_FAILURE_POLICY": "fail"}, "TURSO_INJECT_FAILURE_POLICY"),
+        ({"TURSO_WEBHOOK_ENABLED": "yes"}, "TURSO_WEBHOOK_ENABLED"),
+    ],
+)
+def test_a_bad_value_is_an_error_that_names_it(change: dict[str, str], named: str) -> None:
+    with pytest.raises(OperatorConfigError, match=named):
+        OperatorConfig.from_env({**BASE, **change})
