@@ -49,6 +49,8 @@ def test_liveness_fails_on_a_stale_watch_and_recovers(own_plane: ControlPlane, t
             "spec": {},
         }
         assert own_plane.request("POST", f"{API}/namespaces/live/tursonamespaces", body)[0] == 201
+        # The probe only judges a watch that has delivered objects: wait until this one was seen.
+        wait_for(lambda: _ready(own_plane), timeout=30)
         wait_for(lambda: operator.healthz() == 200, timeout=30)
         apiserver.send_signal(signal.SIGSTOP)  # the watch stream goes silent, the process lives
         try:
@@ -59,3 +61,9 @@ def test_liveness_fails_on_a_stale_watch_and_recovers(own_plane: ControlPlane, t
     finally:
         operator.stop()
         server.stop()
+
+
+def _ready(cp: ControlPlane) -> bool:
+    _, obj = cp.request("GET", f"{API}/namespaces/live/tursonamespaces/db")
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
