@@ -239,8 +239,13 @@ def test_write_through_one_pod_read_through_the_other(
     status, body = control_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
     assert status == 201, body
 
+    # The example as shipped, with a database name of its own: database claims are cluster-wide,
+    # and other tests on this shared control plane may have claimed the example's name.
     tns = yaml.safe_load((ROOT / "examples" / "tursonamespace.yaml").read_text())
-    kubectl(control_plane, "apply", "-n", namespace, "-f", str(ROOT / "examples" / "tursonamespace.yaml"))
+    tns["spec"]["database"] = f"{tns['metadata']['name']}-{namespace}"
+    manifest = tmp_path / "tursonamespace.yaml"
+    manifest.write_text(yaml.safe_dump(tns))
+    kubectl(control_plane, "apply", "-n", namespace, "-f", str(manifest))
     name = tns["metadata"]["name"]
 
     def ready() -> dict[str, Any] | None:
