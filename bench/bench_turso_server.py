@@ -2,9 +2,10 @@
 
 Run: ``python bench/bench_turso_server.py`` (about 50 seconds on 2 cores; also part of ``python -m bench``).
 
-One turso-server is started with one namespace; its child's port is read from the admin API, so
-"direct" and "proxied" clients hit the same tursodb process and database file. Measured with real
-pyturso replicas:
+One turso-server is started with one namespace, and beside it a plain ``tursodb --sync-server``
+of the same binary on a database of its own ("direct"): the server keeps its children busy with a
+warm connection queued ahead of each request (``turso_server._warm``), so nothing else may talk
+to a child it runs. Measured with real pyturso replicas:
 
 * latency: a push (insert + ``push()``) and a pull (``pull()`` on a second replica that has one
   change to fetch), alternating direct/proxied every round so drift hits both alike; p50/p95 and
@@ -36,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import turso.sync
+
+from tests.support.tursodb import SyncServer
 
 REPO = Path(__file__).resolve().parents[1]
 TURSODB = REPO / ".tools" / "bin" / "tursodb"
@@ -263,23 +266,28 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-turso-server-"))
     server = start_server(root)
     replicas = Replicas(root)
+    direct: SyncServer | None = None
     started = time.monotonic()
     try:
-        view = server.admin("POST", f"/v1/namespaces/{NAMESPACE}/create")
+        server.admin("POST", f"/v1/namespaces/{NAMESPACE}/create")
+        direct = SyncServer(root / "direct" / f"{NAMESPACE}.db").start()
         urls = {
-            "direct": f"http://127.0.0.1:{view['port']}",
+            "direct": direct.url,
             "proxied": f"http://127.0.0.1:{server.data_port}/{NAMESPACE}",
         }
-        setup = replicas.open(urls["direct"])
-        setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, src TEXT)")
-        setup.push()
+        for url in urls.values():
+            setup = replicas.open(url)
+            setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, src TEXT)")
+            setup.push()
 
-        overhead = measure_overhead(view["port"], server.data_port, args.rounds * 4)
+        overhead = measure_overhead(direct.port, server.data_port, args.rounds * 4)
         latency = measure_latency(urls, replicas, args.rounds)
         throughput = measure_throughput(urls, replicas, args.clients, args.phase, args.phases)
         server_rss_before, server_rss_after, per_namespace = measure_memory(server, args.idle)
     finally:
         replicas.close()
+        if direct is not None:
+            direct.stop()
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)

@@ -3,12 +3,13 @@
 tursodb holds the database file locked, so nothing else may open it. The snapshot is therefore
 taken by the child itself: the statement goes through the child's ``POST /v2/pipeline`` (a
 Hrana-style ``{"requests":[{"type":"execute","stmt":{"sql":...}}]}`` request, straight to
-``127.0.0.1:<port>``, not through the proxy). Verified against tursodb 0.7.0: ``VACUUM INTO`` works
-there *without* ``--experimental-vacuum`` (that flag gates in-place ``VACUUM``), writes a complete
-single-file database (journal mode WAL, plus an empty ``-wal`` file beside it) in one read
-transaction, so concurrent pushes never tear it. Each backup gets its own temporary directory under
-``_backups/`` (no same-second collisions), every check happens before the admin handler sends a
-byte, and the directory is removed after streaming or on any failure. Used by ``_admin``.
+``127.0.0.1:<port>`` on one of its warm connections, not through the proxy). Verified against
+tursodb 0.7.0: ``VACUUM INTO`` works there *without* ``--experimental-vacuum`` (that flag gates
+in-place ``VACUUM``), writes a complete single-file database (journal mode WAL, plus an empty
+``-wal`` file beside it) in one read transaction, so concurrent pushes never tear it. Each backup
+gets its own temporary directory under ``_backups/`` (no same-second collisions), every check
+happens before the admin handler sends a byte, and the directory is removed after streaming or on
+any failure. Used by ``_admin``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from ._errors import BackupError, UpstreamError
 from ._logging import get_logger
 from ._names import validate_name
 from ._state import utcnow
-from ._supervisor import ARCHIVE_STAMP_FORMAT, LOOPBACK, Supervisor
+from ._supervisor import ARCHIVE_STAMP_FORMAT, Supervisor
 from ._upstream import exchange
+from ._warm import WarmConnections
 
 BACKUP_DIR_NAME = "_backups"
 PIPELINE_ROUTE = "/v2/pipeline"
@@ -89,8 +91,8 @@ class Backups:
         )
         dest = workdir / f"{name}.db"
         try:
-            async with self._supervisor.lease(name) as port:
-                await self._vacuum_into(port, dest)
+            async with self._supervisor.lease(name) as warm:
+                await self._vacuum_into(warm, dest)
             size = await asyncio.to_thread(_check_sqlite_file, dest)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -100,17 +102,18 @@ class Backups:
     async def discard(self, snapshot: Snapshot) -> None:
         await asyncio.to_thread(shutil.rmtree, snapshot.directory, True)
 
-    async def _vacuum_into(self, port: int, dest: Path) -> None:
+    async def _vacuum_into(self, warm: WarmConnections, dest: Path) -> None:
         request = {"requests": [{"type": "execute", "stmt": {"sql": f"VACUUM INTO {sql_string(str(dest))}"}}]}
         try:
             async with asyncio.timeout(self._timeout):
                 response = await exchange(
-                    LOOPBACK,
-                    port,
+                    warm.host,
+                    warm.port,
                     method="POST",
                     target=PIPELINE_ROUTE,
                     headers=[("Content-Type", JSON_CONTENT_TYPE)],
                     body=json.dumps(request).encode(),
+                    sock=await warm.take(),
                 )
                 try:
                     text = (await response.read()).decode("utf-8", errors="replace")

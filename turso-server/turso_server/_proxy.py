@@ -39,8 +39,8 @@ from ._logging import get_logger
 from ._metrics import UNKNOWN_NAMESPACE
 from ._names import validate_name
 from ._state import Origin
-from ._supervisor import LOOPBACK
 from ._upstream import UpstreamResponse, exchange
+from ._warm import WarmConnections
 
 HOP_BY_HOP = frozenset(
     {
@@ -163,10 +163,10 @@ async def _forward(
     deadline = time.monotonic() + config.startup_timeout
     while True:
         remaining = max(0.0, deadline - time.monotonic())
-        async with supervisor.lease(name, provision=provision, timeout=remaining) as port:
+        async with supervisor.lease(name, provision=provision, timeout=remaining) as warm:
             store.touch(name)
             try:
-                return await _exchange(request, port, name, target, body)
+                return await _exchange(request, warm, name, target, body)
             except UpstreamConnectError as exc:
                 # Nothing reached the child (it just died); wait for its restart and resend.
                 reason = exc.detail
@@ -180,7 +180,7 @@ async def _forward(
 
 
 async def _exchange(
-    request: web.Request, port: int, name: str, target: str, body: bytes
+    request: web.Request, warm: WarmConnections, name: str, target: str, body: bytes
 ) -> web.StreamResponse:
     ceiling = request.app[CONFIG].upstream_timeout or None
     headers = upstream_headers(request, name)
@@ -188,12 +188,13 @@ async def _exchange(
     try:
         async with asyncio.timeout(ceiling):
             upstream = await exchange(
-                LOOPBACK,
-                port,
+                warm.host,
+                warm.port,
                 method=request.method,
                 target=target,
                 headers=headers,
                 body=body,
+                sock=await warm.take(),
             )
             try:
                 out_headers = response_headers(upstream)

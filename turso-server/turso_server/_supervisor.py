@@ -12,7 +12,8 @@ The supervisor is the children's parent and owns their whole life:
   Requests that arrive meanwhile wait for it (``lease``) up to ``TURSO_STARTUP_TIMEOUT``.
 * **Leases** - a request holds a reference on the child's port while it talks to it, and a port is
   only reused once its child has exited *and* every lease is returned, so a request can never land
-  on another namespace's child that inherited the port.
+  on another namespace's child that inherited the port. The lease hands out the child's
+  ``WarmConnections`` (``_warm``), closed before the child is told to stop and when it exits.
 * **One lock per name** covers spawn, restart, destroy and restore: 100 concurrent first requests
   start exactly one child, and a delete never races a respawn.
 * **Stop** - SIGTERM to the process group, SIGKILL after ``TURSO_SHUTDOWN_GRACE``; stdout and
@@ -54,6 +55,7 @@ from ._logging import get_logger
 from ._metrics import Metrics
 from ._names import validate_name
 from ._state import STATE_DIR_NAME, NamespaceRecord, Origin, StateStore, utcnow
+from ._warm import WarmConnections
 
 RUN_DIR_NAME = "run"
 ARCHIVE_DIR_NAME = "archive"
@@ -146,6 +148,7 @@ def _bindable(port: int) -> bool:
 class _Child:
     process: asyncio.subprocess.Process
     port: int
+    warm: WarmConnections
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     reaped: bool = False
@@ -181,8 +184,8 @@ class Supervisor:
         await supervisor.start()                     # dirs, orphan cleanup
         await supervisor.restore()                   # every stored namespace, in parallel
         created = await supervisor.ensure("app", Origin.EXPLICIT, promote=True)
-        async with supervisor.lease("app", provision=Origin.AUTO) as port:
-            ...                                      # talk to 127.0.0.1:port
+        async with supervisor.lease("app", provision=Origin.AUTO) as warm:
+            sock = await warm.take()                 # a connection to 127.0.0.1:warm.port
         await supervisor.destroy("app")              # archive; 404 error when unknown
         await supervisor.stop()
 
@@ -296,22 +299,22 @@ class Supervisor:
     @contextlib.asynccontextmanager
     async def lease(
         self, name: str, *, provision: Origin | None = None, timeout: float | None = None
-    ) -> AsyncIterator[int]:
-        """Hold ``name``'s child port while talking to it.
+    ) -> AsyncIterator[WarmConnections]:
+        """Hold ``name``'s child (its port) while talking to it; yields its connections.
 
         Waits (up to ``timeout``, default ``TURSO_STARTUP_TIMEOUT``) for a child that is starting
         or restarting; then :class:`UnavailableError` with a ``retry_after``. An unknown name is
         created with origin ``provision``, or is a 404 error when ``provision`` is ``None``.
         """
         deadline = time.monotonic() + (self._config.startup_timeout if timeout is None else timeout)
-        port = await self._running_port(name, provision, deadline)
-        self._ports.retain(port)
+        warm = await self._running_child(name, provision, deadline)
+        self._ports.retain(warm.port)
         try:
-            yield port
+            yield warm
         finally:
-            self._ports.release(port)
+            self._ports.release(warm.port)
 
-    async def _running_port(self, name: str, provision: Origin | None, deadline: float) -> int:
+    async def _running_child(self, name: str, provision: Origin | None, deadline: float) -> WarmConnections:
         while True:
             slot = self._slots.get(name)
             if slot is None:
@@ -319,7 +322,7 @@ class Supervisor:
                 continue
             child = slot.child
             if slot.state is ChildState.RUNNING and child is not None:
-                return child.port
+                return child.warm
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 reason = slot.last_error or slot.state.value
@@ -520,7 +523,7 @@ class Supervisor:
             env=env,
             limit=PIPE_LINE_LIMIT,
         )
-        child = _Child(process=process, port=port)
+        child = _Child(process=process, port=port, warm=WarmConnections(LOOPBACK, port))
         if process.stdout is not None:
             child.pumps.append(asyncio.create_task(self._pump(name, process.stdout, child, is_stderr=False)))
         if process.stderr is not None:
@@ -562,6 +565,7 @@ class Supervisor:
             child_log.log(level, text, extra=extra)
 
     async def _terminate(self, child: _Child, grace: float) -> None:
+        child.warm.close()  # an idle spare would keep tursodb waiting for a request, not for SIGTERM
         process = child.process
         if process.returncode is not None:
             return
@@ -576,6 +580,7 @@ class Supervisor:
 
     async def _reap(self, slot: _Slot, child: _Child) -> None:
         """After ``child`` exited: drain its pipes, free its port and pidfile, update the slot."""
+        child.warm.close()
         if not child.reaped:
             child.reaped = True
             self._ports.release(child.port)

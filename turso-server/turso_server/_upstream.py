@@ -115,20 +115,26 @@ async def exchange(
     target: str,
     headers: Iterable[tuple[str, str]],
     body: bytes,
+    sock: socket.socket | None = None,
 ) -> UpstreamResponse:
     """Send one request and return the reply once its head has arrived (caller closes it).
 
-    Bound the whole exchange with ``asyncio.timeout`` at the call site.
+    ``sock`` is a connection already open to ``host:port`` (see ``_warm``); without it one is
+    opened here. Either way the exchange owns and closes it. Bound the whole exchange with
+    ``asyncio.timeout`` at the call site.
     """
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    connected = sock is not None
+    if sock is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            await loop.sock_connect(sock, (host, port))
-        except OSError as exc:
-            raise UpstreamConnectError(f"cannot connect to tursodb on {host}:{port}: {exc!r}") from exc
+        if not connected:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                await loop.sock_connect(sock, (host, port))
+            except OSError as exc:
+                raise UpstreamConnectError(f"cannot connect to tursodb on {host}:{port}: {exc!r}") from exc
         head = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}"]
         head += [f"{name}: {value}" for name, value in headers]
         head.append(f"Content-Length: {len(body)}")

@@ -1,0 +1,117 @@
+"""WarmConnections against a real tursodb: order, stale spares, abandoned sockets, close.
+
+tursodb serves connections strictly in accept order and blocks on the oldest until it sends a
+request, so every check here ends with a request that must be answered within a few seconds: a
+connection left open and unused would hold the child for the ~minute of its idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.tursodb import SyncServer
+from turso_server._errors import UpstreamConnectError
+from turso_server._upstream import exchange
+from turso_server._warm import WarmConnections
+
+ANSWER_WITHIN = 5.0
+SELECT_ONE = json.dumps(
+    {"requests": [{"type": "execute", "stmt": {"sql": "SELECT 1", "args": [], "want_rows": True}}]}
+).encode()
+
+
+@pytest.fixture
+def child(tmp_path: Path) -> Iterator[SyncServer]:
+    server = SyncServer(tmp_path / "db.db").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def select_one(host: str, port: int, sock: socket.socket | None) -> int:
+    async with asyncio.timeout(ANSWER_WITHIN):
+        reply = await exchange(
+            host,
+            port,
+            method="POST",
+            target="/v2/pipeline",
+            headers=[("Content-Type", "application/json")],
+            body=SELECT_ONE,
+            sock=sock,
+        )
+        try:
+            body = json.loads(await reply.read())
+        finally:
+            reply.close()
+    assert body["results"][0]["type"] == "ok", body
+    return reply.status
+
+
+async def test_connections_are_served_in_the_order_they_were_opened(child: SyncServer) -> None:
+    warm = WarmConnections("127.0.0.1", child.port)
+    try:
+        first, second, third = [await warm.take() for _ in range(3)]
+        # Sent in reverse: each waits for the ones opened before it, none waits forever.
+        replies = await asyncio.gather(
+            select_one(warm.host, warm.port, third),
+            select_one(warm.host, warm.port, second),
+            select_one(warm.host, warm.port, first),
+        )
+        assert replies == [200, 200, 200]
+    finally:
+        warm.close()
+
+
+async def test_a_spare_idle_too_long_is_skipped_and_closed(child: SyncServer) -> None:
+    warm = WarmConnections("127.0.0.1", child.port, max_idle=0.05)
+    try:
+        await select_one(warm.host, warm.port, await warm.take())  # leaves a spare behind
+        await asyncio.sleep(0.2)
+        spare, _ = await warm._queue[0]  # white box: the connection that has gone stale
+        taken = await warm.take()
+        assert taken is not spare and spare.fileno() == -1, "the stale spare was handed out"
+        assert await select_one(warm.host, warm.port, taken) == 200
+    finally:
+        warm.close()
+
+
+async def test_an_abandoned_connection_does_not_hold_the_child(child: SyncServer) -> None:
+    warm = WarmConnections("127.0.0.1", child.port)
+    try:
+        (await warm.take()).close()  # a request that failed before sending a byte
+        assert await select_one(warm.host, warm.port, await warm.take()) == 200
+        taking = asyncio.ensure_future(warm.take())
+        taking.cancel()  # cancelled while connecting or just connected: its socket is closed
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        assert await select_one(warm.host, warm.port, await warm.take()) == 200
+    finally:
+        warm.close()
+
+
+async def test_close_frees_the_child_and_refuses_further_takes(child: SyncServer) -> None:
+    warm = WarmConnections("127.0.0.1", child.port)
+    await select_one(warm.host, warm.port, await warm.take())  # a spare is now queued at the child
+    warm.close()
+    with pytest.raises(UpstreamConnectError, match="stopping"):
+        await warm.take()
+    # A plain connection made now is served: the spare no longer holds the child.
+    assert await select_one("127.0.0.1", child.port, None) == 200
+
+
+async def test_a_child_that_is_gone_is_unreachable(child: SyncServer) -> None:
+    warm = WarmConnections("127.0.0.1", child.port)
+    try:
+        await select_one(warm.host, warm.port, await warm.take())
+        child.kill()
+        with pytest.raises(UpstreamConnectError):
+            await warm.take()
+    finally:
+        warm.close()
