@@ -30,7 +30,8 @@ from tests.support.tursoserver import TursoServer
 
 CRD_FILE = ROOT / "charts" / "buntime" / "crds" / "tursonamespaces.turso.buntime.io.yaml"
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
-API = "/apis/turso.buntime.io/v1alpha1"
+API_VERSION = "turso.buntime.io/v1alpha1"
+API = f"/apis/{API_VERSION}"
 
 
 def kubectl(cp: ControlPlane, *args: str, input: str | None = None, check: bool = True) -> str:
@@ -45,6 +46,20 @@ def kubectl(cp: ControlPlane, *args: str, input: str | None = None, check: bool 
     if check and result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
     return result.stdout + result.stderr
+
+
+def create_tns(cp: ControlPlane, namespace: str, name: str) -> None:
+    """A TursoNamespace with an empty spec (database named after it)."""
+    body = {"apiVersion": API_VERSION, "kind": "TursoNamespace", "metadata": {"name": name}, "spec": {}}
+    status, reply = cp.request("POST", f"{API}/namespaces/{namespace}/tursonamespaces", body)
+    assert status == 201, reply
+
+
+def tns_ready(cp: ControlPlane, namespace: str, name: str) -> bool:
+    """Whether the TursoNamespace reports ``Ready=True``."""
+    _, obj = cp.request("GET", f"{API}/namespaces/{namespace}/tursonamespaces/{name}")
+    conditions = (obj.get("status") or {}).get("conditions") or [] if isinstance(obj, dict) else []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:

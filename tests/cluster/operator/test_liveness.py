@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.controlplane import ControlPlane
-from tests.support.operator import API, CRD_FILE, OperatorProcess, kubectl, wait_for
+from tests.support.operator import CRD_FILE, OperatorProcess, create_tns, kubectl, tns_ready, wait_for
 from tests.support.tursoserver import TursoServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -42,15 +42,9 @@ def test_liveness_fails_on_a_stale_watch_and_recovers(own_plane: ControlPlane, t
     apiserver = own_plane._apiserver  # type: ignore[attr-defined]
     try:
         own_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": "live"}})
-        body = {
-            "apiVersion": "turso.buntime.io/v1alpha1",
-            "kind": "TursoNamespace",
-            "metadata": {"name": "db"},
-            "spec": {},
-        }
-        assert own_plane.request("POST", f"{API}/namespaces/live/tursonamespaces", body)[0] == 201
+        create_tns(own_plane, "live", "db")
         # The probe only judges a watch that has delivered objects: wait until this one was seen.
-        wait_for(lambda: _ready(own_plane), timeout=30)
+        wait_for(lambda: tns_ready(own_plane, "live", "db"), timeout=30)
         wait_for(lambda: operator.healthz() == 200, timeout=30)
         apiserver.send_signal(signal.SIGSTOP)  # the watch stream goes silent, the process lives
         try:
@@ -61,9 +55,3 @@ def test_liveness_fails_on_a_stale_watch_and_recovers(own_plane: ControlPlane, t
     finally:
         operator.stop()
         server.stop()
-
-
-def _ready(cp: ControlPlane) -> bool:
-    _, obj = cp.request("GET", f"{API}/namespaces/live/tursonamespaces/db")
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)

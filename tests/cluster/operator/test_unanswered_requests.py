@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.controlplane import ControlPlane
-from tests.support.operator import API, OperatorProcess, wait_for
+from tests.support.operator import OperatorProcess, create_tns, tns_ready, wait_for
 from tests.support.tursoserver import TursoServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -108,20 +108,8 @@ def test_requests_the_api_server_never_answers_time_out_and_are_retried(
     operator.webhook_port = operator.liveness_port  # no webhook listener to wait for
     operator.start()
     try:
-        body = {
-            "apiVersion": "turso.buntime.io/v1alpha1",
-            "kind": "TursoNamespace",
-            "metadata": {"name": "patient"},
-            "spec": {},
-        }
-        assert crd.request("POST", f"{API}/namespaces/{k8s_namespace}/tursonamespaces", body)[0] == 201
-
-        def ready() -> bool:
-            _, obj = crd.request("GET", f"{API}/namespaces/{k8s_namespace}/tursonamespaces/patient")
-            conditions = (obj.get("status") or {}).get("conditions") or []
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-        wait_for(ready, timeout=40)
+        create_tns(crd, k8s_namespace, "patient")
+        wait_for(lambda: tns_ready(crd, k8s_namespace, "patient"), timeout=40)
         assert proxy.accepted > SWALLOWED, "the swallowed connections were not the operator's only ones"
     finally:
         operator.stop()
