@@ -25,6 +25,7 @@ from collections import deque
 from ._errors import UpstreamConnectError
 
 DEFAULT_MAX_IDLE = 15.0
+MAX_SKIPPED = 3  # stale connections skipped in one take before the child counts as unreachable
 
 
 class WarmConnections:
@@ -44,7 +45,7 @@ class WarmConnections:
 
     async def take(self) -> socket.socket:
         """The oldest unused connection (a new spare is opened behind it)."""
-        while True:
+        for _ in range(MAX_SKIPPED + 1):
             if self._closed:
                 raise UpstreamConnectError(f"tursodb on port {self.port} is stopping")
             if not self._queue:
@@ -59,6 +60,7 @@ class WarmConnections:
             if time.monotonic() - opened_at <= self._max_idle and _still_open(sock):
                 return sock
             sock.close()  # stale: the child may have dropped it; closing it unblocks the child
+        raise UpstreamConnectError(f"tursodb on port {self.port} keeps closing new connections")
 
     def close(self) -> None:
         """Close every unused connection (idempotent); later takes fail as unreachable."""
