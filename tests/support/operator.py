@@ -48,20 +48,6 @@ def kubectl(cp: ControlPlane, *args: str, input: str | None = None, check: bool 
     return result.stdout + result.stderr
 
 
-def create_tns(cp: ControlPlane, namespace: str, name: str) -> None:
-    """A TursoNamespace with an empty spec (database named after it)."""
-    body = {"apiVersion": API_VERSION, "kind": "TursoNamespace", "metadata": {"name": name}, "spec": {}}
-    status, reply = cp.request("POST", f"{API}/namespaces/{namespace}/tursonamespaces", body)
-    assert status == 201, reply
-
-
-def tns_ready(cp: ControlPlane, namespace: str, name: str) -> bool:
-    """Whether the TursoNamespace reports ``Ready=True``."""
-    _, obj = cp.request("GET", f"{API}/namespaces/{namespace}/tursonamespaces/{name}")
-    conditions = (obj.get("status") or {}).get("conditions") or [] if isinstance(obj, dict) else []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -71,6 +57,44 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+def apply_tns(cp: ControlPlane, namespace: str, name: str, **spec: Any) -> None:
+    """Create a TursoNamespace with ``spec`` (database named after it unless ``database=``)."""
+    body = {
+        "apiVersion": API_VERSION,
+        "kind": "TursoNamespace",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    status, result = cp.request("POST", f"{API}/namespaces/{namespace}/tursonamespaces", body)
+    assert status == 201, result
+
+
+def get_tns(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
+    status, body = cp.request("GET", f"{API}/namespaces/{namespace}/tursonamespaces/{name}")
+    return body if status == 200 else None
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def wait_ready(cp: ControlPlane, namespace: str, name: str, timeout: float = 30) -> dict[str, Any]:
+    """The TursoNamespace once it reports ``Ready=True``."""
+    return dict(
+        wait_for(
+            lambda: (
+                (obj := get_tns(cp, namespace, name))
+                and condition(obj, "Ready").get("status") == "True"
+                and obj
+            ),
+            timeout,
+        )
+    )
 
 
 def make_webhook_pki(directory: Path) -> tuple[Path, Path, bytes]:

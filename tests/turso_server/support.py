@@ -162,16 +162,18 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        self._drain_output()
         return self.process.returncode
 
     def kill9(self) -> None:
         assert self.process is not None
         self.process.kill()
         self.process.wait()
+        self._drain_output()
+
+    def _drain_output(self) -> None:
+        """After the process exited: let the reader thread finish, then close its pipe."""
+        assert self.process is not None
         if self._reader is not None:
             self._reader.join(timeout=5)
         if self.process.stdout is not None:

@@ -51,7 +51,7 @@ from tests.chart.rendering import (
     render,
 )
 from tests.support.controlplane import ControlPlane
-from tests.support.operator import API, OperatorProcess, kubectl, wait_for
+from tests.support.operator import OperatorProcess, kubectl, wait_for, wait_ready
 from tests.support.tursodb import free_port, wait_listening
 from tests.support.tursoserver import TursoServer
 
@@ -248,12 +248,7 @@ def test_write_through_one_pod_read_through_the_other(
     kubectl(control_plane, "apply", "-n", namespace, "-f", str(manifest))
     name = tns["metadata"]["name"]
 
-    def ready() -> dict[str, Any] | None:
-        status, body = control_plane.request("GET", f"{API}/namespaces/{namespace}/tursonamespaces/{name}")
-        conditions = (body.get("status") or {}).get("conditions") or [] if status == 200 else []
-        return body if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions) else None
-
-    resource = wait_for(ready, timeout=60)
+    resource = wait_ready(control_plane, namespace, name, timeout=60)
     secret_name = resource["status"]["secretName"]
 
     app = next(d for d in yaml.safe_load_all((ROOT / "examples" / "app.yaml").read_text()) if d)

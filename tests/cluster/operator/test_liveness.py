@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.controlplane import ControlPlane
-from tests.support.operator import CRD_FILE, OperatorProcess, create_tns, kubectl, tns_ready, wait_for
+from tests.support.operator import CRD_FILE, OperatorProcess, apply_tns, kubectl, wait_for, wait_ready
 from tests.support.tursoserver import TursoServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -42,9 +42,9 @@ def test_liveness_fails_on_a_stale_watch_and_recovers(own_plane: ControlPlane, t
     apiserver = own_plane._apiserver  # type: ignore[attr-defined]
     try:
         own_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": "live"}})
-        create_tns(own_plane, "live", "db")
+        apply_tns(own_plane, "live", "db")
         # The probe only judges a watch that has delivered objects: wait until this one was seen.
-        wait_for(lambda: tns_ready(own_plane, "live", "db"), timeout=30)
+        wait_ready(own_plane, "live", "db", timeout=30)
         wait_for(lambda: operator.healthz() == 200, timeout=30)
         apiserver.send_signal(signal.SIGSTOP)  # the watch stream goes silent, the process lives
         try:

@@ -18,7 +18,7 @@ import pytest
 from turso.sync import connect as sync_connect
 
 from tests.support.controlplane import ControlPlane
-from tests.support.operator import API, OperatorProcess, wait_for
+from tests.support.operator import API, OperatorProcess, apply_tns, condition, get_tns, wait_for, wait_ready
 from tests.support.tursoserver import TursoServer
 
 pytestmark = pytest.mark.cluster
@@ -34,42 +34,6 @@ SECRET_KEYS = {
     "provider",
     "uri",
 }
-
-
-def apply_tns(cp: ControlPlane, namespace: str, name: str, **spec: Any) -> None:
-    body = {
-        "apiVersion": "turso.buntime.io/v1alpha1",
-        "kind": "TursoNamespace",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-    status, result = cp.request("POST", f"{API}/namespaces/{namespace}/tursonamespaces", body)
-    assert status == 201, result
-
-
-def get_tns(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
-    status, body = cp.request("GET", f"{API}/namespaces/{namespace}/tursonamespaces/{name}")
-    return body if status == 200 else None
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return dict(cond)
-    return {}
-
-
-def wait_ready(cp: ControlPlane, namespace: str, name: str, timeout: float = 30) -> dict[str, Any]:
-    return dict(
-        wait_for(
-            lambda: (
-                (obj := get_tns(cp, namespace, name))
-                and condition(obj, "Ready").get("status") == "True"
-                and obj
-            ),
-            timeout,
-        )
-    )
 
 
 def secret(cp: ControlPlane, namespace: str, name: str) -> dict[str, str] | None:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.support.controlplane import ControlPlane
-from tests.support.operator import OperatorProcess, create_tns, tns_ready, wait_for
+from tests.support.operator import OperatorProcess, apply_tns, wait_ready
 from tests.support.tursoserver import TursoServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -108,8 +108,8 @@ def test_requests_the_api_server_never_answers_time_out_and_are_retried(
     operator.webhook_port = operator.liveness_port  # no webhook listener to wait for
     operator.start()
     try:
-        create_tns(crd, k8s_namespace, "patient")
-        wait_for(lambda: tns_ready(crd, k8s_namespace, "patient"), timeout=40)
+        apply_tns(crd, k8s_namespace, "patient")
+        wait_ready(crd, k8s_namespace, "patient", timeout=40)
         assert proxy.accepted > SWALLOWED, "the swallowed connections were not the operator's only ones"
     finally:
         operator.stop()
