@@ -36,6 +36,7 @@ from ._errors import ConflictError, InvalidBodyError, InvalidTTLError, Namespace
 from ._http import (
     ADMIN_AUTH,
     BACKUPS,
+    LEASES,
     METRICS,
     PROBE_PATHS,
     SCOPED_TOKENS,
@@ -135,6 +136,7 @@ async def get_namespace(request: web.Request) -> web.Response:
 async def delete_namespace(request: web.Request) -> web.Response:
     name = _name(request)
     archive = await request.app[SUPERVISOR].destroy(name)
+    request.app[LEASES].invalidate(name)  # a namespace created again later starts with no writer
     return json_response(
         {"name": name, "archivedTo": str(archive), "destroyedAt": format_timestamp(utcnow())}
     )

@@ -27,6 +27,7 @@ from ._http import (
     CONFIG,
     DATA_AUTH,
     GC,
+    LEASES,
     METRICS,
     READINESS,
     SCOPED_TOKENS,
@@ -35,6 +36,7 @@ from ._http import (
     Readiness,
     error_middleware,
 )
+from ._leases import LeaseTable
 from ._logging import get_logger
 from ._metrics import Metrics
 from ._state import StateStore
@@ -60,6 +62,7 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
         interval=config.gc_interval,
     )
     readiness = Readiness()
+    leases = LeaseTable()
 
     data_app = web.Application(middlewares=[error_middleware], client_max_size=config.max_request_bytes)
     admin_app = web.Application(
@@ -73,6 +76,7 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
         app[METRICS] = metrics
         app[READINESS] = readiness
         app[SCOPED_TOKENS] = scoped
+        app[LEASES] = leases
     data_app[DATA_AUTH] = DataAuth(config.auth_token, scoped)
     data_app[GC] = gc
     admin_app[ADMIN_AUTH] = AdminAuth(config.admin_token)

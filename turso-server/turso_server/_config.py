@@ -128,6 +128,20 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.DURATION,
     ),
     Setting(
+        "TURSO_LEASE_TTL",
+        "--lease-ttl",
+        "5s",
+        "default life of a write lease a replica does not renew (clients may ask 0.05s-60s)",
+        Kind.DURATION,
+    ),
+    Setting(
+        "TURSO_LEASE_WAIT",
+        "--lease-wait",
+        "10s",
+        "default wait for a busy write lease, also for plain pushes (at most 60s)",
+        Kind.DURATION,
+    ),
+    Setting(
         "TURSO_SHUTDOWN_GRACE",
         "--shutdown-grace",
         "5s",
@@ -196,6 +210,8 @@ class ServerConfig:
     auto_idle_duration: float
     archive_retention: float
     upstream_timeout: float
+    lease_ttl: float
+    lease_wait: float
     shutdown_grace: float
     restart_backoff_max: float
     access_flush_interval: float
@@ -277,6 +293,8 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         auto_idle_duration=get("TURSO_AUTO_IDLE_DURATION", _duration),
         archive_retention=get("TURSO_ARCHIVE_RETENTION", _duration),
         upstream_timeout=get("TURSO_UPSTREAM_TIMEOUT", _duration),
+        lease_ttl=get("TURSO_LEASE_TTL", _duration),
+        lease_wait=get("TURSO_LEASE_WAIT", _duration),
         shutdown_grace=get("TURSO_SHUTDOWN_GRACE", _duration),
         restart_backoff_max=get("TURSO_RESTART_BACKOFF_MAX", _duration),
         access_flush_interval=get("TURSO_ACCESS_FLUSH_INTERVAL", _duration),

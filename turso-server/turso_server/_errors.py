@@ -18,6 +18,8 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         ├── NotFoundError (LookupError)          404 "not found"
         │   └── NamespaceNotFoundError           404 "namespace not found"
         ├── ConflictError                        409 "conflict"
+        │   ├── LeaseBusyError                   409 "lease busy"  (+ Retry-After)
+        │   └── LeaseLostError                   409 "lease lost"
         ├── NamespaceLimitError                  429 "max namespaces reached"
         ├── InternalError                        500 "internal error"
         │   └── BackupError                      500 "backup failed"
@@ -113,6 +115,25 @@ class NamespaceNotFoundError(NotFoundError):
 class ConflictError(ApiError):
     status = 409
     code = "conflict"
+
+
+class LeaseBusyError(ConflictError):
+    """Another replica holds the namespace's write lease past the caller's wait."""
+
+    code = "lease busy"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class LeaseLostError(ConflictError):
+    """The request names a write lease that expired, was replaced, or predates a restart."""
+
+    code = "lease lost"
 
 
 class NamespaceLimitError(ApiError):

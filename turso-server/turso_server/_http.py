@@ -20,6 +20,7 @@ from ._backup import Backups
 from ._config import ServerConfig
 from ._errors import ApiError
 from ._gc import GarbageCollector
+from ._leases import LeaseTable
 from ._logging import get_logger
 from ._metrics import Metrics
 from ._state import StateStore
@@ -59,6 +60,7 @@ SUPERVISOR = web.AppKey("supervisor", Supervisor)
 METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", Readiness)
 GC = web.AppKey("gc", GarbageCollector)
+LEASES = web.AppKey("leases", LeaseTable)
 BACKUPS = web.AppKey("backups", Backups)
 DATA_AUTH = web.AppKey("data_auth", DataAuth)
 ADMIN_AUTH = web.AppKey("admin_auth", AdminAuth)

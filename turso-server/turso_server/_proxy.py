@@ -20,6 +20,7 @@ Mounted by ``_app``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from aiohttp import hdrs, web
@@ -27,14 +28,17 @@ from multidict import CIMultiDict
 
 from ._auth import DataAuth
 from ._errors import (
+    InvalidBodyError,
     MissingNamespaceError,
+    NotFoundError,
     UnavailableError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamNoReplyError,
     UpstreamTimeoutError,
 )
-from ._http import CONFIG, DATA_AUTH, METRICS, STORE, SUPERVISOR, add_probe_routes
+from ._http import CONFIG, DATA_AUTH, LEASES, METRICS, STORE, SUPERVISOR, add_probe_routes, json_response
+from ._leases import HOLDER_MAX_LENGTH, MAX_TTL, MAX_WAIT
 from ._logging import get_logger
 from ._metrics import UNKNOWN_NAMESPACE
 from ._names import validate_name
@@ -58,7 +62,12 @@ HOP_BY_HOP = frozenset(
 )
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect", "authorization"}
 NOT_RETURNED = HOP_BY_HOP | {"content-length"}
-ROUTE_LABELS = {"/pull-updates": "pull-updates", "/v2/pipeline": "pipeline"}
+PIPELINE_ROUTE = "/v2/pipeline"
+ROUTE_LABELS = {"/pull-updates": "pull-updates", PIPELINE_ROUTE: "pipeline"}
+LEASE_PREFIX = "/-/lease"
+LEASE_ROUTE = "lease"
+LEASE_BODY_LIMIT = 4096
+HOLDER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
 READ_ONLY_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 READ_ONLY_ROUTES = frozenset({"/pull-updates"})
 OTHER_ROUTE = "other"
@@ -85,6 +94,72 @@ def split_target(raw_target: str) -> tuple[str, str, str]:
     if not segment:
         raise MissingNamespaceError(MISSING_NAMESPACE_DETAIL)
     return segment, "/" + remainder.lstrip("/"), query
+
+
+def split_lease(rest: str) -> tuple[str | None, str]:
+    """Take a write lease off the front of ``rest``.
+
+    ``/-/lease/<token>/v2/pipeline`` gives ``(token, "/v2/pipeline")`` (a request fenced by that
+    lease); ``/-/lease`` and ``/-/lease/<token>`` give ``("", rest)`` (the lease API itself);
+    anything else is ``(None, rest)``. Other ``/-/`` paths are reserved: 404.
+    """
+    if not rest.startswith("/-/"):
+        return None, rest
+    if rest != LEASE_PREFIX and not rest.startswith(LEASE_PREFIX + "/"):
+        raise NotFoundError("unknown route")
+    token, _, inner = rest[len(LEASE_PREFIX) + 1 :].partition("/")
+    if not inner:
+        return "", rest
+    if not token:
+        raise NotFoundError("unknown route")
+    return token, "/" + inner
+
+
+def _number(body: dict[str, object], key: str, default: float, ceiling: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= ceiling:
+        raise InvalidBodyError(f"{key!r} must be a number of seconds from 0 to {ceiling:g}")
+    return float(value)
+
+
+async def _lease_call(request: web.Request, name: str, rest: str) -> web.Response:
+    """``POST /-/lease`` grants, ``PUT /-/lease/<token>`` renews, ``DELETE`` releases."""
+    app = request.app
+    leases = app[LEASES]
+    token = rest[len(LEASE_PREFIX) + 1 :]
+    if rest == LEASE_PREFIX:
+        if request.method != hdrs.METH_POST:
+            raise web.HTTPMethodNotAllowed(request.method, [hdrs.METH_POST])
+        if name not in app[STORE] and not app[CONFIG].allow_auto_provision:
+            raise NotFoundError(f"namespace {name!r} not found")
+        raw = await request.content.read(LEASE_BODY_LIMIT + 1)
+        try:
+            body = json.loads(raw) if raw else {}
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidBodyError("lease request body must be JSON") from None
+        if not isinstance(body, dict) or len(raw) > LEASE_BODY_LIMIT:
+            raise InvalidBodyError("lease request body must be a small JSON object")
+        holder = body.get("holder")
+        if (
+            not isinstance(holder, str)
+            or not 0 < len(holder) <= HOLDER_MAX_LENGTH
+            or not HOLDER_CHARS.issuperset(holder)
+        ):
+            raise InvalidBodyError(f"'holder' must be 1-{HOLDER_MAX_LENGTH} characters of [A-Za-z0-9._:-]")
+        ttl = _number(body, "ttl", app[CONFIG].lease_ttl, MAX_TTL)
+        wait = _number(body, "wait", app[CONFIG].lease_wait, MAX_WAIT)
+        grant = await leases.acquire(name, holder, ttl=ttl, wait=wait)
+        lease = grant.lease
+        return json_response(
+            {"token": lease.token, "fence": lease.fence, "ttl": lease.ttl, "fresh": grant.fresh}
+        )
+    if request.method == hdrs.METH_PUT:
+        lease = leases.renew(name, token)
+        return json_response({"fence": lease.fence, "ttl": lease.ttl})
+    if request.method == hdrs.METH_DELETE:
+        await leases.release(name, token)
+        return web.Response(status=204)
+    raise web.HTTPMethodNotAllowed(request.method, [hdrs.METH_PUT, hdrs.METH_DELETE])
 
 
 def upstream_headers(request: web.Request, namespace: str) -> list[tuple[str, str]]:
@@ -126,12 +201,27 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         principal = app[DATA_AUTH].authenticate(request.headers.get(hdrs.AUTHORIZATION))
         segment, rest, query = split_target(request.raw_path)
         name = validate_name(segment)
+        token, rest = split_lease(rest)
+        if token == "":
+            route = LEASE_ROUTE
+            DataAuth.authorize(principal, name, hdrs.METH_POST, PIPELINE_ROUTE)
+            answer = await _lease_call(request, name, rest)
+            status = answer.status
+            return answer
         route = ROUTE_LABELS.get(rest, OTHER_ROUTE)
         DataAuth.authorize(principal, name, request.method, rest)
         body = await request.read()
         target = f"{rest}?{query}" if query else rest
         resendable = request.method in READ_ONLY_METHODS or rest in READ_ONLY_ROUTES
-        response = await _forward(request, name, target, body, resendable=resendable)
+        leases, writes = app[LEASES], rest == PIPELINE_ROUTE
+        if token is not None:
+            async with leases.use(name, token, write=writes):
+                response = await _forward(request, name, target, body, resendable=resendable)
+        elif writes:
+            async with leases.implicit(name, wait=app[CONFIG].lease_wait):
+                response = await _forward(request, name, target, body, resendable=resendable)
+        else:
+            response = await _forward(request, name, target, body, resendable=resendable)
         status = response.status
         return response
     except asyncio.CancelledError:

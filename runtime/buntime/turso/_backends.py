@@ -24,10 +24,25 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._config import Executor
+from ._config import Executor, WritePolicy
 from ._database import BlockingDatabase, Database, TransactionType
-from ._engine import Engine, EngineThread, engine_errors, make_engine, open_local, open_replica
-from ._errors import TursoClosedError, TursoError, TursoUnavailableError
+from ._engine import (
+    Engine,
+    EngineThread,
+    engine_errors,
+    make_engine,
+    open_local,
+    open_replica,
+    remove_replica_files,
+)
+from ._errors import (
+    TursoBusyError,
+    TursoClosedError,
+    TursoCommitUnknownError,
+    TursoError,
+    TursoUnavailableError,
+)
+from ._leases import Lease, LeaseClient, LeaseLost, new_holder, sleep_backoff
 
 log = logging.getLogger("buntime.turso")
 T = TypeVar("T")
@@ -99,8 +114,16 @@ class Backend:
         """Held for a whole transaction; replicas serialise, local files do not."""
         return _NO_GATE
 
-    async def _after_commit(self) -> None:
-        """Hook run after a successful COMMIT, still inside the gate."""
+    async def _before_transaction(self) -> None:
+        """Hook run inside the gate before ``BEGIN`` (replicas take the write lease here)."""
+
+    async def _after_commit(self) -> Awaitable[None] | None:
+        """Hook run after the transaction, still inside the gate.
+
+        It may return an awaitable that the caller awaits *after* leaving the gate, before the
+        transaction counts as committed (a replica's push, shared by every commit meanwhile).
+        """
+        return None
 
     # -- public ---------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -149,6 +172,7 @@ class Backend:
 
         db = Database(runner, namespace=namespace, mode=self.mode, local_path=self.path, in_transaction=True)
         async with self._gate():
+            await self._before_transaction()
             try:
                 result = await fn(db)
             except BaseException:
@@ -158,7 +182,9 @@ class Backend:
                 raise
             if state.conn is not None:
                 await self._engine.call(self._finish, state, "COMMIT")
-                await self._after_commit()
+            durable = await self._after_commit()
+        if durable is not None:
+            await durable
         return result
 
     async def run_transaction(
@@ -167,8 +193,11 @@ class Backend:
         """The whole transaction — BEGIN, ``fn``, COMMIT — in one hop onto the engine thread."""
         self._check_open()
         async with self._gate():
+            await self._before_transaction()
             result: T = await self._engine.call(self._whole_transaction, _BEGIN[type_], namespace, fn)
-            await self._after_commit()
+            durable = await self._after_commit()
+        if durable is not None:
+            await durable
         return result
 
     def _whole_transaction(self, begin: str, namespace: str, fn: Callable[[BlockingDatabase], T]) -> T:
@@ -274,9 +303,35 @@ _holding: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "turso_holding", default=frozenset()
 )
 
+_CHANGE_PROBE = "SELECT total_changes(), (SELECT schema_version FROM pragma_schema_version())"
+LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy pod skips a round trip
+LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
+
+
+class _Dirty(Exception):
+    """The replica holds local changes that no lease covers (left by a crash or a failed push)."""
+
+
+class _Speculation(Exception):
+    """An autocommit statement changed something: it was rolled back and runs again as a write."""
+
+
+@dataclass
+class _Batch:
+    """Commits waiting for one push; ``done`` settles when the push lands or fails."""
+
+    done: asyncio.Future[None]
+
 
 class ReplicaBackend(Backend):
-    """An embedded replica synced with ``url``; see the module docstring for the sync policy."""
+    """An embedded replica synced with ``url``.
+
+    ``serializable`` (the default) writes only under the namespace's write lease on turso-server:
+    take the lease, pull unless the last write was ours, commit, push through the lease's fenced
+    URL, and only then return. Commits made while a push is in flight share the next push (group
+    commit). ``offline`` is the opt-in of docs/consistency.md: commits are acknowledged locally
+    and pushed later, and the sync engine's merge (last push wins per row) decides what survives.
+    """
 
     is_replica = True
 
@@ -286,34 +341,61 @@ class ReplicaBackend(Backend):
         url: str,
         token: str | None,
         engine: Engine,
-        conn: Any,
         *,
         listeners: list[PullListener],
+        policy: WritePolicy,
     ) -> None:
         super().__init__(path, engine, "sync")
         self.url = url
         self._token = token
-        self._conn = conn
+        self._conn: Any = None
         self._lock = asyncio.Lock()
         self.status = SyncStatus()
         self._listeners = listeners  # the service's list: listeners come and go in one place
         self._task: asyncio.Task[None] | None = None
+        self.policy = policy
+        self._leases = LeaseClient(url, token, new_holder())
+        self._lease: Lease | None = None
+        self._push_url: str | None = None  # set on the engine thread around a fenced push
+        self._batch: _Batch | None = None  # commits not yet pushed
+        self._flusher: asyncio.Task[None] | None = None
+        self._release: asyncio.TimerHandle | None = None
+        self._dirty = False
 
     @classmethod
     async def open(
-        cls, path: str, url: str, token: str | None, listeners: list[PullListener]
+        cls,
+        path: str,
+        url: str,
+        token: str | None,
+        listeners: list[PullListener],
+        policy: WritePolicy | None = None,
     ) -> ReplicaBackend:
         """Open (bootstrapping if new); an unreachable server is fine when a replica file exists."""
         ensure_parent_dir(path)
         engine = EngineThread(os.path.basename(path))
+        backend = cls(path, url, token, engine, listeners=listeners, policy=policy or WritePolicy())
         try:
-            conn = await engine.call(open_replica, path, url, token)
+            await engine.call(backend._connect)
         except TursoError as exc:
             await engine.stop()
             raise TursoUnavailableError(f"cannot open Turso replica {path} against {url}: {exc}") from exc
-        backend = cls(path, url, token, engine, conn, listeners=listeners)
-        log.info("Turso replica opened: %s <-> %s", path, url)
+        if backend.serializable:
+            # Changes left by a process that died between its commit and its push were never
+            # acknowledged, and pulling would replay them over other pods' rows: drop them.
+            backend._dirty = await engine.call(backend._pending) > 0
+        log.info("Turso replica opened (%s writes): %s <-> %s", backend.policy.mode, path, url)
         return backend
+
+    @property
+    def serializable(self) -> bool:
+        return self.policy.mode == "serializable"
+
+    def _connect(self) -> None:
+        self._conn = open_replica(self.path, self.url, self._token, self._remote)
+
+    def _remote(self) -> str:
+        return self._push_url or self.url
 
     def _checkout(self) -> Any:
         return self._conn
@@ -336,11 +418,267 @@ class ReplicaBackend(Backend):
                 yield
             finally:
                 _holding.reset(token)
+                self._schedule_release()
 
-    async def _after_commit(self) -> None:
-        await self._engine.call(self._push_best_effort)
+    # -- serializable writes: lease, fresh state, group push ------------------------------------
+    async def _before_transaction(self) -> None:
+        if not self.serializable:
+            return
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        now = time.monotonic()
+        lease = self._lease
+        if lease is not None and self._batch is None and now - lease.acquired_at > LEASE_MAX_HOLD:
+            self._lease = None  # our turn is over: let a waiting pod in, then queue again
+            await self._leases.release(lease)
+            lease = None
+        if lease is not None and not lease.usable(now):
+            try:
+                await self._leases.renew(lease)
+            except LeaseLost:
+                lease = self._lease = None
+        if lease is None:
+            await self._take_lease()
+
+    async def _take_lease(self) -> None:
+        deadline = time.monotonic() + self.policy.write_timeout
+        attempt = 0
+        while True:
+            wait = max(0.0, min(self.policy.lease_ttl * 2, deadline - time.monotonic()))
+            try:
+                lease, fresh = await self._leases.acquire(ttl=self.policy.lease_ttl, wait=wait)
+                break
+            except TursoUnavailableError as exc:
+                self._record_error("lease", exc)
+                if time.monotonic() >= deadline:
+                    raise TursoUnavailableError(
+                        f"cannot write to {self.url}: turso-server unreachable for "
+                        f"{self.policy.write_timeout:g}s (reads still serve the local replica)"
+                    ) from exc
+            except TursoBusyError:
+                if time.monotonic() >= deadline:
+                    raise
+            attempt += 1
+            await sleep_backoff(attempt)
+        self._lease = lease
+        try:
+            if self._dirty:
+                await self._reset()
+            elif not fresh:
+                changed = await self._engine.call(self._pull_clean)
+                self.status.last_pull = time.time()
+                if changed:
+                    asyncio.get_running_loop().create_task(self._notify())
+        except _Dirty:
+            await self._reset()
+        except TursoError as exc:  # the pull failed: we cannot write on a stale copy
+            self._lease = None
+            await self._leases.release(lease)
+            self._record_error("pull", exc)
+            raise TursoUnavailableError(f"cannot bring {self.path} up to date before a write: {exc}") from exc
+        self._clear_error()
+
+    async def _after_commit(self) -> Awaitable[None] | None:
+        if not self.serializable:
+            await self._engine.call(self._push_best_effort)
+            return None
+        if self._batch is None and await self._engine.call(self._pending) == 0:
+            return None  # nothing this transaction could have seen is unpushed
+        return self._join_batch()
+
+    def _join_batch(self) -> asyncio.Future[None]:
+        if self._batch is None:
+            self._batch = _Batch(asyncio.get_running_loop().create_future())
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name=f"turso-push:{self.path}")
+        return asyncio.shield(self._batch.done)
+
+    async def _flush(self) -> None:
+        """Push batch after batch until none is left; each caller waits for the push of its batch."""
+        while self._batch is not None:
+            async with self._lock:
+                batch, self._batch = self._batch, None
+                if batch is None:
+                    break
+                try:
+                    await self._push_under_lease()
+                except BaseException as exc:
+                    if not batch.done.done():
+                        batch.done.set_exception(exc)
+                        batch.done.exception()  # retrieved here; every waiter gets it via its await
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    if not batch.done.done():
+                        batch.done.set_result(None)
+                finally:
+                    self._schedule_release()
+
+    async def _push_under_lease(self) -> None:
+        """Push through the lease's fenced URL; resolve every failure to a known outcome or say so."""
+        deadline = time.monotonic() + self.policy.write_timeout
+        maybe_applied = False
+        attempt = 0
+        while True:
+            lease = self._lease
+            if lease is None:  # cannot happen: commits only run under a lease
+                await self._reset()
+                raise TursoBusyError("the write lease was lost before the push", code="TURSO_LEASE_LOST")
+            asked = time.monotonic()
+            try:
+                await self._engine.call(self._push_fenced, self._leases.fenced_url(lease))
+                lease.valid_until = asked + lease.ttl  # each push extends the lease on the server
+                self.status.last_push = time.time()
+                self._clear_error()
+                return
+            except TursoError as exc:
+                refused = "status=409" in str(exc)  # turso-server refused the lease: nothing applied
+                maybe_applied = maybe_applied or not refused
+                self._record_error("push", exc)
+            if not refused:
+                try:  # still ours? then pushing again is safe: the sync client skips what landed
+                    await self._leases.renew(lease)
+                    if time.monotonic() < deadline:
+                        attempt += 1
+                        await sleep_backoff(attempt)
+                        continue
+                except LeaseLost:
+                    pass
+                except TursoUnavailableError:
+                    if time.monotonic() < deadline:
+                        attempt += 1
+                        await sleep_backoff(attempt)
+                        continue
+            self._lease = None
+            if not maybe_applied:
+                await self._reset()
+                raise TursoBusyError(
+                    "the write lease expired before the push; the transaction is re-run on fresh data",
+                    code="TURSO_LEASE_LOST",
+                )
+            if await self._retry_if_still_last_writer(deadline):
+                return
+            await self._reset()
+            raise TursoCommitUnknownError(
+                f"a push to {self.url} may or may not have been applied and the write lease is gone; "
+                "the replica was reset to the server's state"
+            )
+
+    async def _retry_if_still_last_writer(self, deadline: float) -> bool:
+        """With a new lease, push again if no one else wrote since us (then the outcome is exact)."""
+        try:
+            lease, fresh = await self._leases.acquire(
+                ttl=self.policy.lease_ttl, wait=max(0.0, deadline - time.monotonic())
+            )
+        except TursoError:
+            return False
+        self._lease = lease
+        if not fresh:
+            return False
+        try:
+            await self._engine.call(self._push_fenced, self._leases.fenced_url(lease))
+        except TursoError:
+            return False
+        self.status.last_push = time.time()
+        return True
+
+    async def _reset(self) -> None:
+        """Drop every local change: reopen the replica from the server's current state."""
+        log.warning("Turso replica %s: discarding unacknowledged local changes (re-bootstrap)", self.path)
+        self._dirty = True
+        try:
+            await self._engine.call(self._rebootstrap)
+        except TursoError as exc:
+            self._record_error("reset", exc)
+            raise TursoUnavailableError(f"cannot reset {self.path} from {self.url}: {exc}") from exc
+        self._dirty = False
+
+    def _schedule_release(self) -> None:
+        if self._lease is None or self._batch is not None or (self._lock.locked() and self._release):
+            return
+        if self._release is not None:
+            self._release.cancel()
+        self._release = asyncio.get_running_loop().call_later(LEASE_LINGER, self._release_now)
+
+    def _release_now(self) -> None:
+        self._release = None
+        lease = self._lease
+        if lease is None or self._batch is not None or self._lock.locked():
+            return
+        self._lease = None
+        asyncio.get_running_loop().create_task(self._leases.release(lease))
+
+    # -- autocommit: reads run locally; a statement that writes runs again under the lease ----------
+    async def _autocommit(self, fn: Callable[[Any], T]) -> T:
+        self._check_open()
+        if not self.serializable:
+            return await super()._autocommit(fn)
+        async with self._gate():
+            try:
+                result: T = await self._engine.call(self._speculate, fn)
+                durable = await self._after_commit()
+            except _Speculation:
+                await self._before_transaction()
+                result = await self._engine.call(self._run_pooled, fn)
+                durable = await self._after_commit()
+        if durable is not None:
+            await durable
+        return result
+
+    def _speculate(self, fn: Callable[[Any], T]) -> T:
+        conn = self._conn
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        with engine_errors("BEGIN"):
+            conn.execute("BEGIN DEFERRED")
+        try:
+            before = conn.execute(_CHANGE_PROBE).fetchone()
+            result = fn(conn)
+            if not conn.in_transaction:
+                raise TursoError(
+                    "an autocommit statement ended the transaction it ran in: use service.transaction() "
+                    "for COMMIT/ROLLBACK",
+                    code="TURSO_DANGLING_TRANSACTION",
+                )
+            after = conn.execute(_CHANGE_PROBE).fetchone()
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+            raise
+        if tuple(before) != tuple(after):
+            conn.execute("ROLLBACK")
+            raise _Speculation
+        with engine_errors("COMMIT"):
+            conn.execute("COMMIT")
+        return result
 
     # -- sync (engine thread) -------------------------------------------------------------
+    def _pending(self) -> int:
+        with engine_errors("stats"):
+            return int(self._conn.stats().cdc_operations)
+
+    def _pull_clean(self) -> bool:
+        if self._pending():
+            raise _Dirty
+        with engine_errors("pull"):
+            return bool(self._conn.pull())
+
+    def _push_fenced(self, url: str) -> None:
+        self._push_url = url
+        try:
+            with engine_errors("push"):
+                self._conn.push()
+        finally:
+            self._push_url = None
+
+    def _rebootstrap(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        remove_replica_files(self.path)
+        self._connect()
+
     def _push_best_effort(self) -> None:
         try:
             with engine_errors("push"):
@@ -351,13 +689,14 @@ class ReplicaBackend(Backend):
             self._record_error("push", exc)
 
     def _sync_once(self) -> bool:
-        """Push pending local changes, then pull; return whether the pull brought changes."""
-        with engine_errors("stats"):
-            pending = self._conn.stats().cdc_operations
-        if pending:
+        """Offline mode: push pending local changes, then pull. Serializable: pull when clean."""
+        pending = self._pending()
+        if pending and not self.serializable:
             with engine_errors("push"):
                 self._conn.push()
             self.status.last_push = time.time()
+        elif pending:
+            return False  # unpushed commits (a push is on its way) or leftovers (reset on next write)
         with engine_errors("pull"):
             changed = bool(self._conn.pull())
         self.status.last_pull = time.time()
@@ -369,9 +708,7 @@ class ReplicaBackend(Backend):
         self.status.last_error = f"{what} failed: {exc}"
         self.status.last_error_at = time.time()
         if first:  # one warning per outage, not one per interval
-            log.warning(
-                "Turso %s failed for %s (changes stay local and are retried): %s", what, self.url, exc
-            )
+            log.warning("Turso %s failed for %s: %s", what, self.url, exc)
 
     def _clear_error(self) -> None:
         if self.status.last_error is not None:
@@ -387,28 +724,33 @@ class ReplicaBackend(Backend):
 
     # -- public ---------------------------------------------------------------------------
     async def sync(self) -> bool:
-        """One push-then-pull round; errors are recorded on ``status`` and re-raised."""
+        """One sync round (see :meth:`_sync_once`); errors are recorded on ``status`` and re-raised."""
         self._check_open()
         async with self._gate():
             try:
+                if self._dirty and self.serializable:
+                    await self._reset()
                 changed = await self._engine.call(self._sync_once)
             except TursoError as exc:
                 self._record_error("sync", exc)
                 raise
         if changed:
-            for listener in list(self._listeners):
-                try:
-                    await listener(self.path)
-                except Exception:
-                    log.exception("Turso pull listener failed")
+            await self._notify()
         return changed
+
+    async def _notify(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                await listener(self.path)
+            except Exception:
+                log.exception("Turso pull listener failed")
 
     async def stats(self) -> SyncStatus:
         self._check_open()
         return await self._engine.call(self._read_stats)
 
     def start_background_sync(self, interval: float) -> None:
-        """Push pending changes and pull every ``interval`` seconds (``0`` disables)."""
+        """Pull (and in offline mode push) every ``interval`` seconds (``0`` disables)."""
         if interval > 0 and self._task is None:
             self._task = asyncio.create_task(self._loop(interval), name=f"turso-sync:{self.path}")
 
@@ -425,8 +767,19 @@ class ReplicaBackend(Backend):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        async with self._gate():
-            await self._engine.call(self._push_best_effort)  # the final push
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        if not self.serializable:
+            async with self._gate():
+                await self._engine.call(self._push_best_effort)  # the final push
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await self._leases.release(lease)
+        await self._leases.close()
         await super().close()
 
     def _close_all(self) -> None:

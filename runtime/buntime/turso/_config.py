@@ -32,14 +32,27 @@ from ._namespaces import validate_namespace
 
 DEFAULT_LOCAL_PATH = "./data/turso/runtime.db"
 DEFAULT_SYNC_INTERVAL = 5.0
+DEFAULT_LEASE_TTL = 5.0
+DEFAULT_WRITE_TIMEOUT = 10.0
 
 TursoMode = Literal["local", "sync"]
 Topology = Literal["local", "single-tenant", "multi-tenant"]
 Executor = Literal["thread", "inline"]
 EXECUTORS: tuple[Executor, ...] = ("thread", "inline")
+WriteMode = Literal["serializable", "offline"]
+WRITE_MODES: tuple[WriteMode, ...] = ("serializable", "offline")
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+
+@dataclass(frozen=True)
+class WritePolicy:
+    """How a replica writes: ``serializable`` under turso-server's lease, or ``offline``."""
+
+    mode: WriteMode = "serializable"
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,13 @@ class TursoConfig:
     auth_token: str | None = field(default=None, repr=False)
     sync_interval: float = DEFAULT_SYNC_INTERVAL
     executor: Executor = "thread"
+    write_mode: WriteMode = "serializable"
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT
+
+    @property
+    def write_policy(self) -> WritePolicy:
+        return WritePolicy(self.write_mode, self.lease_ttl, self.write_timeout)
 
     @property
     def topology(self) -> Topology:
@@ -85,10 +105,21 @@ def parse_interval(raw: str, *, name: str = "TURSO_SYNC_INTERVAL") -> float:
     if not match:
         raise TursoConfigError(
             f"{name} must be a duration such as 5, 5s, 500ms or 1m (got {raw!r})",
-            code="INVALID_TURSO_SYNC_INTERVAL",
+            code=f"INVALID_{name}",
         )
     number, unit = float(match.group(1)), match.group(2) or "s"
     return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def parse_write_mode(raw: str) -> WriteMode:
+    """``serializable`` (default) or ``offline``, case-insensitive."""
+    lowered = raw.strip().lower() or "serializable"
+    for mode in WRITE_MODES:
+        if lowered == mode:
+            return mode
+    raise TursoConfigError(
+        f"TURSO_WRITE_MODE must be 'serializable' or 'offline' (got {raw!r})", code="INVALID_TURSO_WRITE_MODE"
+    )
 
 
 def parse_executor(raw: str) -> Executor:
@@ -123,7 +154,20 @@ def resolve_config(
             "calls that must not block the event loop (unset TURSO_EXECUTOR or use 'thread')",
             code="INVALID_TURSO_EXECUTOR",
         )
-    return replace(resolved, executor=executor)
+    write_mode = parse_write_mode(_env(env, "TURSO_WRITE_MODE") or _substitute(config.get("writeMode"), env))
+    raw_ttl = _env(env, "TURSO_LEASE_TTL") or _substitute(config.get("leaseTtl"), env)
+    lease_ttl = parse_interval(raw_ttl, name="TURSO_LEASE_TTL") if raw_ttl else DEFAULT_LEASE_TTL
+    raw_timeout = _env(env, "TURSO_WRITE_TIMEOUT") or _substitute(config.get("writeTimeout"), env)
+    write_timeout = (
+        parse_interval(raw_timeout, name="TURSO_WRITE_TIMEOUT") if raw_timeout else DEFAULT_WRITE_TIMEOUT
+    )
+    if not 0.05 <= lease_ttl <= 60:
+        raise TursoConfigError(
+            f"TURSO_LEASE_TTL must be between 50ms and 60s (got {raw_ttl!r})", code="INVALID_TURSO_LEASE_TTL"
+        )
+    return replace(
+        resolved, executor=executor, write_mode=write_mode, lease_ttl=lease_ttl, write_timeout=write_timeout
+    )
 
 
 def _resolve_topology(

@@ -177,11 +177,15 @@ def open_local(path: str, *, mvcc: bool = True) -> turso.Connection:
     return conn
 
 
-def open_replica(path: str, url: str, token: str | None) -> turso.sync.ConnectionSync:
+def open_replica(
+    path: str, url: str, token: str | None, remote: Callable[[], str] | None = None
+) -> turso.sync.ConnectionSync:
     """Open an embedded replica synced with ``url`` (no MVCC: CDC and MVCC exclude each other).
 
     A replica file that already holds data opens without the network (``bootstrap_if_empty``
-    off), so a pod whose server is down still starts on its local copy.
+    off), so a pod whose server is down still starts on its local copy. ``remote``, when given,
+    is asked for the base URL of every later sync request (the fenced push URL of a write
+    lease); pyturso evaluates a callable per request but only accepts a string when opening.
     """
     bootstrap_if_empty = not (os.path.exists(path) and os.path.getsize(path) > 0)
     with engine_errors():
@@ -194,4 +198,15 @@ def open_replica(path: str, url: str, token: str | None) -> turso.sync.Connectio
             isolation_level=None,
         )
     conn.autocommit = True
+    if remote is not None:
+        conn._http_ctx.remote_url = remote  # pinned to pyturso 0.8.3; tests/turso/test_sync.py checks it
     return conn
+
+
+def remove_replica_files(path: str) -> None:
+    """Delete a replica's database and the sync engine's files beside it (``<path>-*``)."""
+    directory, base = os.path.split(os.path.abspath(path))
+    for name in os.listdir(directory or "."):
+        if name == base or name.startswith(base + "-"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(directory, name))

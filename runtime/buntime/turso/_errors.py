@@ -9,7 +9,8 @@ matching built-in, so ``except ValueError`` keeps working for callers that do no
     ├── TursoQueryError                          TURSO_QUERY_FAILED — the engine rejected a statement
     │   ├── TursoBusyError                       TURSO_BUSY — busy/conflict, retried by transaction()
     │   └── DDLInConcurrentTransactionError      TURSO_DDL_NEEDS_EXCLUSIVE
-    ├── TursoUnavailableError (ConnectionError)  TURSO_UNAVAILABLE — a database could not be opened
+    ├── TursoUnavailableError (ConnectionError)  TURSO_UNAVAILABLE — a database or server is unreachable
+    │   └── TursoCommitUnknownError              TURSO_COMMIT_OUTCOME_UNKNOWN — never retried for you
     └── TursoClosedError (RuntimeError)          TURSO_CLOSED — used after close()
 """
 
@@ -74,6 +75,17 @@ class TursoUnavailableError(TursoError, ConnectionError):
     """A database or replica could not be opened (server unreachable, file locked, ...)."""
 
     code = "TURSO_UNAVAILABLE"
+
+
+class TursoCommitUnknownError(TursoUnavailableError):
+    """A commit's push may or may not have reached the server; nobody can tell any more.
+
+    Like a database connection lost during ``COMMIT``: the transaction is *not* acknowledged and
+    is never re-run by the service (re-running could apply it twice). The local replica has been
+    reset to the server's state, so a read shows which way it went.
+    """
+
+    code = "TURSO_COMMIT_OUTCOME_UNKNOWN"
 
 
 class TursoClosedError(TursoError, RuntimeError):

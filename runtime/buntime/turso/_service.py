@@ -114,7 +114,7 @@ class TursoService:
         url = self.sync_url(namespace)
         assert url is not None
         replica = await ReplicaBackend.open(
-            self.replica_path(namespace), url, cfg.auth_token, self._listeners
+            self.replica_path(namespace), url, cfg.auth_token, self._listeners, cfg.write_policy
         )
         try:  # learn at once whether we are online; offline is degraded, not fatal
             await replica.sync()

@@ -1,0 +1,208 @@
+"""Write leases: the point where writes from many replicas of one namespace are serialised.
+
+tursodb's sync engine replays a replica's unpushed changes on top of whatever it pulls, so two
+replicas that commit without seeing each other collide on rowids and the later push silently
+replaces the earlier one. The fix is to let one replica at a time write: a replica takes the
+namespace's lease, brings itself up to date (a pull, skipped when the last write on the namespace
+was its own), commits, pushes, and gives the lease back (or keeps it while it has more to write).
+
+A lease is ``(token, holder, fence, expiry)``. The *token* is a random secret; the replica sends
+its pushes to ``/<ns>/-/lease/<token>/<rest>`` and :meth:`LeaseTable.use` refuses any request
+whose token is not the namespace's current lease (``409 lease lost``): that is the fencing, so a
+replica whose lease ran out while it was paused can never push over a newer holder's writes. A
+request in flight *pins* its lease — it cannot expire under it — and every pinned request extends
+the expiry by the lease's TTL, so a holder that just pushed has a whole TTL to learn the outcome.
+*fence* counts grants per namespace (for logs and clients; tokens are what is checked).
+
+Writes that arrive without a lease (``/v2/pipeline`` from a plain sync client or an upstream app)
+wait for the lease to be free and run under an implicit one; they reset ``last_writer``, so every
+lease holder pulls before its next write. Leases live in memory: after a restart every old token is
+refused, which the runtime treats as "outcome unknown" for a push it had in flight. Used by
+``_proxy``; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from ._errors import LeaseBusyError, LeaseLostError
+
+MAX_TTL = 60.0
+MAX_WAIT = 60.0
+HOLDER_MAX_LENGTH = 128
+
+
+@dataclass
+class Lease:
+    token: str
+    holder: str
+    fence: int
+    ttl: float
+    expires_at: float
+    pinned: int = 0
+
+    def alive(self, now: float) -> bool:
+        return self.pinned > 0 or now < self.expires_at
+
+
+@dataclass
+class Grant:
+    """What :meth:`LeaseTable.acquire` hands back."""
+
+    lease: Lease
+    fresh: bool  # the last write on the namespace was made by this holder: no pull needed
+
+
+@dataclass
+class _Namespace:
+    current: Lease | None = None
+    fence: int = 0
+    last_writer: str | None = None
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    queue: deque[object] = field(default_factory=deque)  # waiters, served first come first served
+
+
+class LeaseTable:
+    """Every namespace's lease, in memory."""
+
+    def __init__(self) -> None:
+        self._namespaces: dict[str, _Namespace] = {}
+        self._clock = time.monotonic
+
+    def _ns(self, name: str) -> _Namespace:
+        entry = self._namespaces.get(name)
+        if entry is None:
+            entry = self._namespaces[name] = _Namespace()
+        return entry
+
+    def _live(self, entry: _Namespace) -> Lease | None:
+        lease = entry.current
+        if lease is not None and not lease.alive(self._clock()):
+            entry.current = lease = None
+        return lease
+
+    async def _wait_free(self, entry: _Namespace, deadline: float, holder: str | None) -> None:
+        """Return, holding ``entry.changed``'s lock, once it is this caller's turn.
+
+        That is: no other holder has a live lease and no one asked before us (first come, first
+        served, so a replica that writes without pause cannot starve the others).
+        """
+        marker = object()
+        entry.queue.append(marker)
+        try:
+            while True:
+                lease = self._live(entry)
+                mine = holder is not None and lease is not None and lease.holder == holder
+                free = lease is None or (mine and not lease.pinned)
+                if free and entry.queue[0] is marker:
+                    return
+                now = self._clock()
+                if now >= deadline:
+                    raise LeaseBusyError(
+                        "the write lease is held by another replica"
+                        + (f" (fence {lease.fence})" if lease is not None else " (queue ahead)"),
+                        retry_after=max(0.0, lease.expires_at - now) if lease is not None else 0.0,
+                    )
+                until = deadline
+                if lease is not None and lease.pinned == 0:
+                    until = min(deadline, lease.expires_at)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(entry.changed.wait(), timeout=max(0.001, until - now))
+        finally:
+            entry.queue.remove(marker)
+            entry.changed.notify_all()
+
+    async def acquire(self, name: str, holder: str, *, ttl: float, wait: float) -> Grant:
+        """Grant ``holder`` the lease, waiting up to ``wait`` seconds for the current one to end.
+
+        A holder that asks again while its own lease is live gets a new token (the old one is
+        fenced off), which is what a replica that lost track of its token needs.
+        """
+        entry = self._ns(name)
+        deadline = self._clock() + min(max(wait, 0.0), MAX_WAIT)
+        async with entry.changed:
+            await self._wait_free(entry, deadline, holder)
+            entry.fence += 1
+            ttl = min(max(ttl, 0.05), MAX_TTL)
+            lease = Lease(secrets.token_urlsafe(18), holder, entry.fence, ttl, self._clock() + ttl)
+            entry.current = lease
+            return Grant(lease, fresh=entry.last_writer == holder)
+
+    def _current(self, name: str, token: str) -> tuple[_Namespace, Lease]:
+        entry = self._namespaces.get(name)
+        lease = self._live(entry) if entry is not None else None
+        if entry is None or lease is None or not secrets.compare_digest(lease.token, token):
+            raise LeaseLostError("this write lease has expired or was replaced")
+        return entry, lease
+
+    def renew(self, name: str, token: str) -> Lease:
+        _, lease = self._current(name, token)
+        lease.expires_at = max(lease.expires_at, self._clock() + lease.ttl)
+        return lease
+
+    async def release(self, name: str, token: str) -> bool:
+        """Give the lease back; ``False`` when it was not (or no longer) the current one."""
+        entry = self._namespaces.get(name)
+        if entry is None:
+            return False
+        async with entry.changed:
+            lease = self._live(entry)
+            if lease is None or not secrets.compare_digest(lease.token, token) or lease.pinned:
+                return False
+            entry.current = None
+            entry.changed.notify_all()
+            return True
+
+    @contextlib.asynccontextmanager
+    async def use(self, name: str, token: str, *, write: bool) -> AsyncIterator[Lease]:
+        """Pin the lease for one forwarded request; ``write`` marks its holder the last writer."""
+        entry, lease = self._current(name, token)
+        lease.pinned += 1
+        ok = False
+        try:
+            yield lease
+            ok = True
+        finally:
+            lease.pinned = max(0, lease.pinned - 1)
+            lease.expires_at = max(lease.expires_at, self._clock() + lease.ttl)
+            if write and ok and entry.current is lease:
+                entry.last_writer = lease.holder
+            if lease.pinned == 0:
+                async with entry.changed:
+                    entry.changed.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def implicit(self, name: str, *, wait: float) -> AsyncIterator[None]:
+        """A write without a lease: wait until none is held and hold an anonymous one meanwhile."""
+        entry = self._ns(name)
+        deadline = self._clock() + min(max(wait, 0.0), MAX_WAIT)
+        async with entry.changed:
+            await self._wait_free(entry, deadline, None)
+            entry.fence += 1
+            lease = Lease(secrets.token_urlsafe(18), "", entry.fence, MAX_TTL, self._clock() + MAX_TTL, 1)
+            entry.current = lease
+        try:
+            yield
+        finally:
+            async with entry.changed:
+                entry.last_writer = None
+                if entry.current is lease:
+                    entry.current = None
+                entry.changed.notify_all()
+
+    def invalidate(self, name: str) -> None:
+        """Forget the namespace's lease and last writer (deleted, restored or recreated)."""
+        entry = self._namespaces.pop(name, None)
+        if entry is not None and entry.current is not None:
+            entry.current.expires_at = 0.0
+            entry.current.pinned = 0
+
+    def holders(self) -> dict[str, int]:
+        """``{namespace: fence}`` of every live lease (for metrics and the admin view)."""
+        return {name: lease.fence for name, e in self._namespaces.items() if (lease := self._live(e))}
