@@ -9,7 +9,7 @@ import pytest
 
 from buntime.turso import InvalidNamespaceError
 from buntime.worker import open_turso
-from tests.support.tursodb import NamespaceRouter
+from tests.support.tursoserver import SyncEndpoint
 
 
 @pytest.mark.parametrize("name", ["bad name!", "with/slash", "", "_state", "UP"])
@@ -37,7 +37,7 @@ def test_env_selects_the_dir_and_an_empty_url_means_local(tmp_path: Path) -> Non
 
 
 async def test_sync_mode_pushes_and_pulls_between_two_workers(
-    router: NamespaceRouter, tmp_path: Path
+    router: SyncEndpoint, tmp_path: Path
 ) -> None:
     """Two workers (two dirs) on one namespace; real push()/pull() through ``<url>/<ns>``."""
 

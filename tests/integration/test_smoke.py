@@ -18,7 +18,7 @@ from tests.server.support import (
     local_env,
     start_runtime,
 )
-from tests.support.tursodb import NamespaceRouter
+from tests.support.tursoserver import SyncEndpoint
 
 
 async def test_all_plugins_in_one_runtime_local(
@@ -28,7 +28,7 @@ async def test_all_plugins_in_one_runtime_local(
 
 
 async def test_all_plugins_in_one_runtime_multi_tenant(
-    aiohttp_client: AiohttpClient, tmp_path: Path, upstream: TestServer, router: NamespaceRouter
+    aiohttp_client: AiohttpClient, tmp_path: Path, upstream: TestServer, router: SyncEndpoint
 ) -> None:
     env = local_env(tmp_path, TURSO_SERVER_URL=router.url, TURSO_SYNC_INTERVAL="0.3s")
     await exercise(aiohttp_client, env, upstream)

@@ -6,6 +6,7 @@ The process can be stopped and started again on the same ports and data dir.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -85,3 +86,72 @@ class TursoServer:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.proc = None
+
+
+def kill_tree(data_dir: Path, proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a turso-server and every tursodb child serving ``data_dir`` (what a pod kill does).
+
+    Children run in sessions of their own, so killing the parent alone would leave them holding
+    their database files and ports.
+    """
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    needle = str(data_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and b"tursodb" in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+class SyncEndpoint:
+    """A real turso-server without auth (``--insecure-dev``) serving database ``namespace``.
+
+    The sync suites' stand-in for "the server": ``url`` is ``<server>/<namespace>`` for
+    single-tenant replicas (the server itself with ``namespace=None``, for multi-tenant ones, the
+    way the old path router was used); ``kill()`` is a crash
+    of the whole pod, ``start()`` brings it back on the same ports and data.
+    """
+
+    def __init__(self, data_dir: Path, namespace: str | None = "runtime") -> None:
+        self.server = TursoServer(
+            data_dir,
+            extra_env={
+                "TURSO_INSECURE_DEV": "true",
+                "TURSO_AUTH_TOKEN": "",
+                "TURSO_ADMIN_TOKEN": "",
+                "TURSO_TOKEN_SIGNING_KEY": "",
+            },
+        )
+        self.namespace = namespace
+
+    @property
+    def base_url(self) -> str:
+        return self.server.url
+
+    @property
+    def url(self) -> str:
+        """``<server>/<namespace>``, or the server itself when built with ``namespace=None``."""
+        return f"{self.server.url}/{self.namespace}" if self.namespace else self.server.url
+
+    @property
+    def children(self) -> list[str]:
+        """Namespaces that have a database on the server."""
+        return sorted(p.stem for p in self.server.data_dir.glob("*.db"))
+
+    def start(self) -> SyncEndpoint:
+        self.server.start()
+        return self
+
+    def kill(self) -> None:
+        kill_tree(self.server.data_dir, self.server.proc)
+        self.server.proc = None
+
+    def stop(self) -> None:
+        self.server.stop()

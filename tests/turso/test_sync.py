@@ -209,7 +209,7 @@ async def test_nested_use_of_a_replica_inside_its_transaction_is_refused(
 # -- multi-tenant -----------------------------------------------------------------------------
 
 
-async def test_multi_tenant_opens_one_replica_per_namespace(router: NamespaceRouter, tmp_path: Path) -> None:
+async def test_multi_tenant_opens_one_replica_per_namespace(router: SyncEndpoint, tmp_path: Path) -> None:
     a = multi(router.url, tmp_path / "a" / "runtime.db")
     b = multi(router.url, tmp_path / "b" / "runtime.db")
     try:
@@ -234,7 +234,7 @@ async def test_multi_tenant_opens_one_replica_per_namespace(router: NamespaceRou
         await b.close()
 
 
-async def test_concurrent_connects_share_one_open(router: NamespaceRouter, tmp_path: Path) -> None:
+async def test_concurrent_connects_share_one_open(router: SyncEndpoint, tmp_path: Path) -> None:
     a = multi(router.url, tmp_path / "a" / "runtime.db")
     try:
         dbs = await asyncio.gather(*(a.connect("shared") for _ in range(20)))

@@ -360,6 +360,7 @@ class ReplicaBackend(Backend):
         self._batch: _Batch | None = None  # commits not yet pushed
         self._flusher: asyncio.Task[None] | None = None
         self._release: asyncio.TimerHandle | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self._dirty = False
 
     @classmethod
@@ -440,6 +441,21 @@ class ReplicaBackend(Backend):
                 lease = self._lease = None
         if lease is None:
             await self._take_lease()
+        if self._keepalive is None or self._keepalive.done():
+            self._keepalive = asyncio.create_task(self._keep_lease(), name=f"turso-lease:{self.path}")
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease while a transaction or a push still needs it (long callbacks)."""
+        while (lease := self._lease) is not None:
+            await asyncio.sleep(lease.ttl / 3)
+            if self._lease is not lease or not (self._lock.locked() or self._batch is not None):
+                return
+            try:
+                await self._leases.renew(lease)
+            except LeaseLost:
+                return  # the push will be refused and the transaction re-run
+            except TursoUnavailableError:
+                continue
 
     async def _take_lease(self) -> None:
         deadline = time.monotonic() + self.policy.write_timeout
@@ -773,6 +789,8 @@ class ReplicaBackend(Backend):
         if self._release is not None:
             self._release.cancel()
             self._release = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         if not self.serializable:
             async with self._gate():
                 await self._engine.call(self._push_best_effort)  # the final push
