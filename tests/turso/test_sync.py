@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from buntime.turso import Database, TursoError, TursoService, TursoUnavailableError, resolve_config
-from tests.support.tursodb import NamespaceRouter, SyncServer
-from tests.support.tursoserver import TursoServer
+from tests.support.tursodb import SyncServer
+from tests.support.tursoserver import SyncEndpoint, TursoServer
 
 INTERVAL = "0.2s"
 
 
-def single(url: str, path: Path, token: str | None = None) -> TursoService:
-    env = {"TURSO_SYNC_URL": url, "TURSO_LOCAL_PATH": str(path), "TURSO_SYNC_INTERVAL": INTERVAL}
+def single(url: str, path: Path, token: str | None = None, **extra: str) -> TursoService:
+    env = {"TURSO_SYNC_URL": url, "TURSO_LOCAL_PATH": str(path), "TURSO_SYNC_INTERVAL": INTERVAL, **extra}
     if token:
         env["TURSO_SYNC_AUTH_TOKEN"] = token
     return TursoService(resolve_config(env=env))
@@ -62,7 +62,7 @@ async def insert(service: TursoService, value: str, namespace: str = "runtime") 
 
 
 async def test_single_tenant_write_reaches_other_replica_without_explicit_pull(
-    sync_server: SyncServer, tmp_path: Path
+    sync_server: SyncEndpoint, tmp_path: Path
 ) -> None:
     a = single(sync_server.url, tmp_path / "a" / "r.db")
     b = single(sync_server.url, tmp_path / "b" / "r.db")
@@ -82,7 +82,7 @@ async def test_single_tenant_write_reaches_other_replica_without_explicit_pull(
 
 
 async def test_concurrent_downgrades_to_deferred_and_commits_are_pushed(
-    sync_server: SyncServer, tmp_path: Path
+    sync_server: SyncEndpoint, tmp_path: Path
 ) -> None:
     a = single(sync_server.url, tmp_path / "a" / "r.db")
     try:
@@ -109,7 +109,7 @@ async def test_concurrent_downgrades_to_deferred_and_commits_are_pushed(
 
 
 async def test_autocommit_writes_are_pushed_by_the_background_task(
-    sync_server: SyncServer, tmp_path: Path
+    sync_server: SyncEndpoint, tmp_path: Path
 ) -> None:
     a = single(sync_server.url, tmp_path / "a" / "r.db")
     b = single(sync_server.url, tmp_path / "b" / "r.db")
@@ -126,39 +126,71 @@ async def test_autocommit_writes_are_pushed_by_the_background_task(
         await b.close()
 
 
-async def test_server_down_keeps_writes_and_delivers_them_later(
-    sync_server: SyncServer, tmp_path: Path
+async def test_server_down_refuses_writes_serves_reads_and_recovers(
+    sync_server: SyncEndpoint, tmp_path: Path
 ) -> None:
-    a = single(sync_server.url, tmp_path / "a" / "r.db")
+    a = single(sync_server.url, tmp_path / "a" / "r.db", TURSO_WRITE_TIMEOUT="1s")
     try:
         await create_table(a)
         await insert(a, "before")
         sync_server.kill()
-        for i in range(5):
-            await insert(a, f"offline-{i}")  # push fails: logged, never raised
+        for i in range(3):
+            started = time.monotonic()
+            with pytest.raises(TursoUnavailableError):
+                await insert(a, f"offline-{i}")  # never acknowledged, so never kept
+            assert time.monotonic() - started < 10, "the bounded retry ends with an error"
+        # Reads still serve the local replica; it may show the pod's own refused commit (a push
+        # that failed under a lease held when the server died) until the next write resets it.
+        assert await count(a) in (1, 2)
         health = await a.health()
-        entry = health.namespaces["runtime"]
-        assert health.ok and health.status == "degraded"
-        assert entry.pending_operations > 0 and entry.last_sync_error
-        assert await count(a) == 6, "writes are kept locally"
-
-        sync_server.start()  # same port, same file
-
-        async def drained() -> bool:
-            return (await a.health()).namespaces["runtime"].pending_operations == 0
-
-        await eventually(drained)
+        assert health.status == "degraded" and health.namespaces["runtime"].last_sync_error
+        sync_server.start()  # same ports, same data
+        await insert(a, "after")
         assert (await a.health()).status == "ok"
+        rows = await (await a.connect()).all("SELECT v FROM t ORDER BY id")
+        assert [row["v"] for row in rows] == ["before", "after"], "refused commits were dropped"
     finally:
         await a.close()
     reader = single(sync_server.url, tmp_path / "reader" / "r.db")
     try:
-        assert await count(reader) == 6
+        rows = await (await reader.connect()).all("SELECT v FROM t ORDER BY id")
+        assert [row["v"] for row in rows] == ["before", "after"]
     finally:
         await reader.close()
 
 
-async def test_a_replica_opens_offline_from_its_file(sync_server: SyncServer, tmp_path: Path) -> None:
+async def test_offline_mode_keeps_writes_locally_and_the_later_push_wins(
+    plain_tursodb: SyncServer, tmp_path: Path
+) -> None:
+    """The opt-in merge rule, exactly: local commits are acknowledged and pushed later; on a
+    bare tursodb two replicas that insert without pulling each other collide on rowids and the
+    later push replaces the earlier one's rows (what serializable mode exists to prevent)."""
+    a = single(plain_tursodb.url, tmp_path / "a" / "r.db", TURSO_WRITE_MODE="offline", TURSO_SYNC_INTERVAL="0")
+    b = single(plain_tursodb.url, tmp_path / "b" / "r.db", TURSO_WRITE_MODE="offline", TURSO_SYNC_INTERVAL="0")
+    try:
+        await create_table(a)
+        await b.sync()
+        for i in range(3):
+            await insert(a, f"a{i}")
+        for i in range(3):
+            await insert(b, f"b{i}")  # b never pulled a's rows
+        plain_tursodb.kill()
+        await insert(a, "while-down")  # acknowledged locally: the push fails and is retried later
+        assert (await a.health()).namespaces["runtime"].pending_operations > 0
+        plain_tursodb.start()
+        await a.sync()
+    finally:
+        await a.close()
+        await b.close()
+    fresh = single(plain_tursodb.url, tmp_path / "fresh" / "r.db", TURSO_WRITE_MODE="offline")
+    try:
+        rows = await (await fresh.connect()).all("SELECT id, v FROM t ORDER BY id")
+        assert [row["v"] for row in rows] == ["b0", "b1", "b2", "while-down"], rows
+    finally:
+        await fresh.close()
+
+
+async def test_a_replica_opens_offline_from_its_file(sync_server: SyncEndpoint, tmp_path: Path) -> None:
     path = tmp_path / "a" / "r.db"
     a = single(sync_server.url, path)
     await create_table(a)
@@ -175,7 +207,7 @@ async def test_a_replica_opens_offline_from_its_file(sync_server: SyncServer, tm
         await again.close()
 
 
-async def test_health_never_reveals_the_token(sync_server: SyncServer, tmp_path: Path) -> None:
+async def test_health_never_reveals_the_token(sync_server: SyncEndpoint, tmp_path: Path) -> None:
     a = single(sync_server.url, tmp_path / "a" / "r.db", token="super-secret-token")
     try:
         await a.connect()
@@ -190,7 +222,7 @@ async def test_health_never_reveals_the_token(sync_server: SyncServer, tmp_path:
 
 
 async def test_nested_use_of_a_replica_inside_its_transaction_is_refused(
-    sync_server: SyncServer, tmp_path: Path
+    sync_server: SyncEndpoint, tmp_path: Path
 ) -> None:
     a = single(sync_server.url, tmp_path / "a" / "r.db")
     try:
@@ -245,19 +277,19 @@ async def test_concurrent_connects_share_one_open(router: SyncEndpoint, tmp_path
 
 
 async def test_a_failed_open_is_not_cached_and_the_next_connect_retries(tmp_path: Path) -> None:
-    router = NamespaceRouter(tmp_path / "router")
+    router = SyncEndpoint(tmp_path / "router", namespace=None)
     service = multi(router.url, tmp_path / "a" / "runtime.db")
     try:
         with pytest.raises(TursoUnavailableError):
             await service.connect("late")
         assert service.namespaces == []
-        await router.start()  # the server appears: the next connect must retry, not replay the error
+        router.start()  # the server appears: the next connect must retry, not replay the error
         await create_table(service, "late")
         await insert(service, "x", "late")
         assert await count(service, "late") == 1
     finally:
         await service.close()
-        await router.stop()
+        router.kill()
 
 
 async def test_multi_tenant_through_turso_server_with_its_data_token(tmp_path: Path) -> None:
@@ -296,7 +328,7 @@ async def test_multi_tenant_through_turso_server_with_its_data_token(tmp_path: P
 
 
 async def test_pull_listeners_hear_other_replicas_until_removed(
-    sync_server: SyncServer, tmp_path: Path
+    sync_server: SyncEndpoint, tmp_path: Path
 ) -> None:
     a = single(sync_server.url, tmp_path / "a" / "r.db")
     b = single(sync_server.url, tmp_path / "b" / "r.db")

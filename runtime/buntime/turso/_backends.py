@@ -18,6 +18,8 @@ import contextlib
 import contextvars
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -308,6 +310,13 @@ LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy 
 LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
 
 
+def _refused(exc: Exception) -> bool:
+    """Whether a failed push certainly applied nothing: turso-server refused the lease (409), or
+    the connection was refused (nothing was sent). Anything else may have landed."""
+    message = str(exc)
+    return "status=409" in message or "Connection refused" in message
+
+
 class _Dirty(Exception):
     """The replica holds local changes that no lease covers (left by a crash or a failed push)."""
 
@@ -399,6 +408,8 @@ class ReplicaBackend(Backend):
         return self._push_url or self.url
 
     def _checkout(self) -> Any:
+        if self._conn is None:
+            raise TursoUnavailableError(f"the Turso replica {self.path} is being reset and cannot open")
         return self._conn
 
     def _checkin(self, conn: Any) -> None:
@@ -499,6 +510,8 @@ class ReplicaBackend(Backend):
         if not self.serializable:
             await self._engine.call(self._push_best_effort)
             return None
+        if self._dirty and self._lease is None:
+            return None  # a read beside leftovers the next write resets (docs/consistency.md)
         if self._batch is None and await self._engine.call(self._pending) == 0:
             return None  # nothing this transaction could have seen is unpushed
         return self._join_batch()
@@ -549,7 +562,7 @@ class ReplicaBackend(Backend):
                 self._clear_error()
                 return
             except TursoError as exc:
-                refused = "status=409" in str(exc)  # turso-server refused the lease: nothing applied
+                refused = _refused(exc)
                 maybe_applied = maybe_applied or not refused
                 self._record_error("push", exc)
             if not refused:
@@ -643,7 +656,7 @@ class ReplicaBackend(Backend):
         return result
 
     def _speculate(self, fn: Callable[[Any], T]) -> T:
-        conn = self._conn
+        conn = self._checkout()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         with engine_errors("BEGIN"):
@@ -672,8 +685,9 @@ class ReplicaBackend(Backend):
 
     # -- sync (engine thread) -------------------------------------------------------------
     def _pending(self) -> int:
+        conn = self._checkout()
         with engine_errors("stats"):
-            return int(self._conn.stats().cdc_operations)
+            return int(conn.stats().cdc_operations)
 
     def _pull_clean(self) -> bool:
         if self._pending():
@@ -682,16 +696,28 @@ class ReplicaBackend(Backend):
             return bool(self._conn.pull())
 
     def _push_fenced(self, url: str) -> None:
+        conn = self._checkout()
         self._push_url = url
         try:
             with engine_errors("push"):
-                self._conn.push()
+                conn.push()
         finally:
             self._push_url = None
 
     def _rebootstrap(self) -> None:
+        """Replace the replica with a fresh copy of the server's database.
+
+        A throw-away bootstrap beside it comes first, so an unreachable server leaves the current
+        replica in place (still serving reads) instead of deleting it.
+        """
+        probe = tempfile.mkdtemp(prefix=".reset-", dir=os.path.dirname(os.path.abspath(self.path)))
+        try:
+            open_replica(os.path.join(probe, "probe.db"), self.url, self._token).close()
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
         with contextlib.suppress(Exception):
             self._conn.close()
+        self._conn = None
         remove_replica_files(self.path)
         self._connect()
 
@@ -732,8 +758,9 @@ class ReplicaBackend(Backend):
         self.status.last_error = None
 
     def _read_stats(self) -> SyncStatus:
+        conn = self._checkout()
         with engine_errors("stats"):
-            stats = self._conn.stats()
+            stats = conn.stats()
         self.status.revision = stats.revision
         self.status.pending_operations = int(stats.cdc_operations)
         return self.status
