@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from tests.server.support import RuntimeProcess, http, kv_value
-from tests.support.tursodb import SyncServer
-from tests.support.tursoserver import TursoServer
+from tests.support.tursoserver import SyncEndpoint, TursoServer
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +28,18 @@ EXCLUDES = "/gateway/admin/shell/excludes"
 RULES = "/redirects/admin/rules"
 
 
-@pytest.fixture(scope="module", params=["tursodb", "turso-server"])
+@pytest.fixture(scope="module", params=["single-tenant", "turso-server"])
 def sync_env(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """How replicas reach the shared server: single-tenant tursodb or multi-tenant turso-server."""
+    """How replicas reach the shared server: one database (single-tenant) or multi-tenant."""
     root = tmp_path_factory.mktemp("sync")
-    if request.param == "tursodb":
-        plain = SyncServer(root / "remote.db").start()
+    if request.param == "single-tenant":
+        endpoint = SyncEndpoint(root / "single").start()
         try:
-            yield {"TURSO_SYNC_URL": plain.url}
+            yield {"TURSO_SYNC_URL": endpoint.url}
         finally:
-            plain.stop()
+            endpoint.kill()
     else:
         server = TursoServer(root / "data").start()
         try:
