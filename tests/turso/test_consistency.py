@@ -1,0 +1,238 @@
+"""The consistency contract (docs/consistency.md) against a real turso-server and real replicas.
+
+Each service here stands in for one pod: its own replica directory, no shared state but the
+server. Background pulls are off (``TURSO_SYNC_INTERVAL=60s``) so nothing but the write path can
+bring one pod another's rows; that is the case where rowids used to collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from buntime.turso import Database, TursoBusyError, TursoService, resolve_config
+from tests.support.tursoserver import TursoServer
+
+NS = "ledger"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> TursoServer:
+    started = TursoServer(tmp_path / "server").start()
+    yield started
+    started.stop()
+
+
+def pod(server: TursoServer, root: Path, name: str, **extra: str) -> TursoService:
+    env = {
+        "TURSO_SERVER_URL": server.url,
+        "TURSO_SERVER_TOKEN": server.data_token,
+        "TURSO_LOCAL_PATH": str(root / name / "runtime.db"),
+        "TURSO_SYNC_INTERVAL": "60s",
+        **extra,
+    }
+    return TursoService(resolve_config(env=env))
+
+
+async def schema(service: TursoService) -> None:
+    await service.transaction(
+        lambda db: db.exec(
+            "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, who TEXT);"
+            "CREATE TABLE IF NOT EXISTS c(k TEXT PRIMARY KEY, v INTEGER NOT NULL)"
+        ),
+        namespace=NS,
+        type="exclusive",
+    )
+
+
+async def server_rows(server: TursoServer, root: Path, sql: str) -> list[dict[str, object]]:
+    """What the server holds, read through a brand-new replica."""
+    fresh = pod(server, root, f"fresh-{len(list(root.iterdir()))}")
+    try:
+        return await (await fresh.connect(NS)).all(sql)
+    finally:
+        await fresh.close()
+
+
+async def test_inserts_from_pods_that_never_pulled_are_all_kept(server: TursoServer, tmp_path: Path) -> None:
+    a, b = pod(server, tmp_path, "a"), pod(server, tmp_path, "b")
+    try:
+        await schema(a)
+        await b.connect(NS)  # b opened before a's rows existed and never pulls by itself
+        for _ in range(3):
+            await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('A')"), namespace=NS)
+        for _ in range(3):
+            await b.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('B')"), namespace=NS)
+    finally:
+        await a.close()
+        await b.close()
+    rows = await server_rows(server, tmp_path, "SELECT id, who FROM t ORDER BY id")
+    assert [r["who"] for r in rows] == ["A", "A", "A", "B", "B", "B"]
+    assert [r["id"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_read_modify_write_from_two_pods_loses_no_increment(server: TursoServer, tmp_path: Path) -> None:
+    a, b = pod(server, tmp_path, "a"), pod(server, tmp_path, "b")
+    rounds = 15
+
+    async def bump(db: Database) -> None:
+        row = await db.get("SELECT v FROM c WHERE k = 'n'")
+        await asyncio.sleep(0.002)  # widen the window between the read and the write
+        await db.run("UPDATE c SET v = ? WHERE k = 'n'", [int(row["v"]) + 1 if row else 1])
+
+    async def loop(service: TursoService) -> None:
+        for _ in range(rounds):
+            await service.transaction(bump, namespace=NS)
+
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run("INSERT INTO c(k, v) VALUES ('n', 0)"), namespace=NS)
+        await b.connect(NS)
+        await asyncio.gather(loop(a), loop(b), loop(a), loop(b))
+        assert await a.transaction(lambda db: db.get("SELECT v FROM c"), namespace=NS) == {"v": 4 * rounds}
+    finally:
+        await a.close()
+        await b.close()
+    assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 4 * rounds}]
+
+
+async def test_autocommit_writes_follow_the_same_contract(server: TursoServer, tmp_path: Path) -> None:
+    a, b = pod(server, tmp_path, "a"), pod(server, tmp_path, "b")
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run("INSERT INTO c(k, v) VALUES ('n', 0)"), namespace=NS)
+        da, db_ = await a.connect(NS), await b.connect(NS)
+        await asyncio.gather(
+            *(d.run("UPDATE c SET v = v + 1 WHERE k = 'n'") for _ in range(10) for d in (da, db_))
+        )
+        await asyncio.gather(da.run("INSERT INTO t(who) VALUES ('A')"), db_.run("INSERT INTO t(who) VALUES ('B')"))
+        assert await da.get("SELECT count(*) AS n FROM t") is not None  # a read needs no lease
+    finally:
+        await a.close()
+        await b.close()
+    assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 20}]
+    assert len(await server_rows(server, tmp_path, "SELECT id FROM t")) == 2
+
+
+def lease_call(server: TursoServer, method: str, path: str, body: object | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{server.url}/{NS}/-/lease{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {server.data_token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+async def test_a_dead_holders_lease_expires_and_a_busy_lease_is_turso_busy(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    a = pod(server, tmp_path, "a", TURSO_WRITE_TIMEOUT="0.5s")
+    try:
+        await schema(a)
+        # A pod that took the lease and died: nobody renews it.
+        status, grant = lease_call(server, "POST", "", {"holder": "dead-pod", "ttl": 1.5})
+        assert status == 200 and grant["fresh"] is False
+        with pytest.raises(TursoBusyError) as info:
+            await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('x')"), namespace=NS, max_retries=0)
+        assert info.value.code == "TURSO_LEASE_BUSY"
+        await asyncio.sleep(1.2)  # the dead pod's TTL runs out
+        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('y')"), namespace=NS)
+        # Its token is fenced off now: pushes and renewals under it are refused.
+        assert lease_call(server, "PUT", f"/{grant['token']}")[0] == 409
+    finally:
+        await a.close()
+    assert await server_rows(server, tmp_path, "SELECT who FROM t") == [{"who": "y"}]
+
+
+async def test_a_transaction_whose_lease_was_taken_over_is_rerun_on_fresh_data(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """Fencing: a pod paused past its TTL cannot push over the writes of the pod that took over."""
+    a = pod(server, tmp_path, "a", TURSO_LEASE_TTL="0.3s")
+    b = pod(server, tmp_path, "b")
+    runs = 0
+
+    async def slow_bump(db: Database) -> None:
+        nonlocal runs
+        runs += 1
+        row = await db.get("SELECT v FROM c WHERE k = 'n'")
+        if runs == 1:
+            a_backend = a._backends[NS]
+            keepalive = a_backend._keepalive  # pause the way a stalled pod would: no renewals
+            assert keepalive is not None
+            keepalive.cancel()
+            await asyncio.sleep(0.6)
+            await b.transaction(lambda d: d.run("UPDATE c SET v = v + 10 WHERE k = 'n'"), namespace=NS)
+        await db.run("UPDATE c SET v = ? WHERE k = 'n'", [int(row["v"]) + 1])
+
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run("INSERT INTO c(k, v) VALUES ('n', 0)"), namespace=NS)
+        await b.connect(NS)
+        await a.transaction(slow_bump, namespace=NS)
+        assert runs == 2, "the first run was refused at push and re-run"
+    finally:
+        await a.close()
+        await b.close()
+    assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 11}]
+
+
+async def test_many_writers_in_one_pod_share_pushes_and_every_commit_lands(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    a, b = pod(server, tmp_path, "a"), pod(server, tmp_path, "b")
+    try:
+        await schema(a)
+        await b.connect(NS)
+
+        async def writer(service: TursoService, name: str) -> None:
+            for i in range(10):
+                await service.transaction(
+                    lambda db, v=f"{name}-{i}": db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS
+                )
+
+        await asyncio.gather(*(writer(s, f"{s_name}{k}") for k in range(8) for s_name, s in (("a", a), ("b", b))))
+        for service in (a, b):
+            assert (await service.health()).namespaces[NS].pending_operations == 0
+    finally:
+        await a.close()
+        await b.close()
+    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
+    assert sorted(r["who"] for r in rows) == sorted(f"{p}{k}-{i}" for p in "ab" for k in range(8) for i in range(10))
+
+
+async def test_a_server_restart_while_a_pod_holds_the_lease_costs_one_rerun(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    a = pod(server, tmp_path, "a", TURSO_WRITE_TIMEOUT="10s")
+    runs = 0
+
+    async def insert_across_restart(db: Database) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:  # the lease is ours; the server forgets it while we are inside
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)
+        await db.run("INSERT INTO t(who) VALUES ('after')")
+
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('before')"), namespace=NS)
+        await a.transaction(insert_across_restart, namespace=NS)
+        assert runs == 2, "the push under the forgotten lease was refused, then the transaction re-ran"
+    finally:
+        await a.close()
+    assert await server_rows(server, tmp_path, "SELECT who FROM t ORDER BY id") == [
+        {"who": "before"},
+        {"who": "after"},
+    ]
