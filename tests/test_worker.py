@@ -36,9 +36,7 @@ def test_env_selects_the_dir_and_an_empty_url_means_local(tmp_path: Path) -> Non
         assert db.path == str(tmp_path / "wd" / "jobs.db") and db.mode == "local"
 
 
-async def test_sync_mode_pushes_and_pulls_between_two_workers(
-    router: SyncEndpoint, tmp_path: Path
-) -> None:
+async def test_sync_mode_pushes_and_pulls_between_two_workers(router: SyncEndpoint, tmp_path: Path) -> None:
     """Two workers (two dirs) on one namespace; real push()/pull() through ``<url>/<ns>``."""
 
     def scenario() -> tuple[list[dict[str, object]], list[dict[str, object]]]:

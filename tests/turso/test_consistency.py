@@ -75,7 +75,9 @@ async def test_inserts_from_pods_that_never_pulled_are_all_kept(server: TursoSer
     assert [r["id"] for r in rows] == [1, 2, 3, 4, 5, 6]
 
 
-async def test_read_modify_write_from_two_pods_loses_no_increment(server: TursoServer, tmp_path: Path) -> None:
+async def test_read_modify_write_from_two_pods_loses_no_increment(
+    server: TursoServer, tmp_path: Path
+) -> None:
     a, b = pod(server, tmp_path, "a"), pod(server, tmp_path, "b")
     rounds = 15
 
@@ -109,7 +111,9 @@ async def test_autocommit_writes_follow_the_same_contract(server: TursoServer, t
         await asyncio.gather(
             *(d.run("UPDATE c SET v = v + 1 WHERE k = 'n'") for _ in range(10) for d in (da, db_))
         )
-        await asyncio.gather(da.run("INSERT INTO t(who) VALUES ('A')"), db_.run("INSERT INTO t(who) VALUES ('B')"))
+        await asyncio.gather(
+            da.run("INSERT INTO t(who) VALUES ('A')"), db_.run("INSERT INTO t(who) VALUES ('B')")
+        )
         assert await da.get("SELECT count(*) AS n FROM t") is not None  # a read needs no lease
     finally:
         await a.close()
@@ -143,7 +147,9 @@ async def test_a_dead_holders_lease_expires_and_a_busy_lease_is_turso_busy(
         status, grant = lease_call(server, "POST", "", {"holder": "dead-pod", "ttl": 1.5})
         assert status == 200 and grant["fresh"] is False
         with pytest.raises(TursoBusyError) as info:
-            await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('x')"), namespace=NS, max_retries=0)
+            await a.transaction(
+                lambda db: db.run("INSERT INTO t(who) VALUES ('x')"), namespace=NS, max_retries=0
+            )
         assert info.value.code == "TURSO_LEASE_BUSY"
         await asyncio.sleep(1.2)  # the dead pod's TTL runs out
         await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('y')"), namespace=NS)
@@ -201,14 +207,18 @@ async def test_many_writers_in_one_pod_share_pushes_and_every_commit_lands(
                     lambda db, v=f"{name}-{i}": db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS
                 )
 
-        await asyncio.gather(*(writer(s, f"{s_name}{k}") for k in range(8) for s_name, s in (("a", a), ("b", b))))
+        await asyncio.gather(
+            *(writer(s, f"{s_name}{k}") for k in range(8) for s_name, s in (("a", a), ("b", b)))
+        )
         for service in (a, b):
             assert (await service.health()).namespaces[NS].pending_operations == 0
     finally:
         await a.close()
         await b.close()
     rows = await server_rows(server, tmp_path, "SELECT who FROM t")
-    assert sorted(r["who"] for r in rows) == sorted(f"{p}{k}-{i}" for p in "ab" for k in range(8) for i in range(10))
+    assert sorted(r["who"] for r in rows) == sorted(
+        f"{p}{k}-{i}" for p in "ab" for k in range(8) for i in range(10)
+    )
 
 
 async def test_a_server_restart_while_a_pod_holds_the_lease_costs_one_rerun(

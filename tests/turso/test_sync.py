@@ -165,8 +165,12 @@ async def test_offline_mode_keeps_writes_locally_and_the_later_push_wins(
     """The opt-in merge rule, exactly: local commits are acknowledged and pushed later; on a
     bare tursodb two replicas that insert without pulling each other collide on rowids and the
     later push replaces the earlier one's rows (what serializable mode exists to prevent)."""
-    a = single(plain_tursodb.url, tmp_path / "a" / "r.db", TURSO_WRITE_MODE="offline", TURSO_SYNC_INTERVAL="0")
-    b = single(plain_tursodb.url, tmp_path / "b" / "r.db", TURSO_WRITE_MODE="offline", TURSO_SYNC_INTERVAL="0")
+    a = single(
+        plain_tursodb.url, tmp_path / "a" / "r.db", TURSO_WRITE_MODE="offline", TURSO_SYNC_INTERVAL="0"
+    )
+    b = single(
+        plain_tursodb.url, tmp_path / "b" / "r.db", TURSO_WRITE_MODE="offline", TURSO_SYNC_INTERVAL="0"
+    )
     try:
         await create_table(a)
         await b.sync()

@@ -588,7 +588,8 @@ class ReplicaBackend(Backend):
                 )
             if await self._retry_if_still_last_writer(deadline):
                 return
-            await self._reset()
+            with contextlib.suppress(TursoUnavailableError):  # else the next write resets it
+                await self._reset()
             raise TursoCommitUnknownError(
                 f"a push to {self.url} may or may not have been applied and the write lease is gone; "
                 "the replica was reset to the server's state"
