@@ -1,0 +1,132 @@
+"""Write leases on the data port: grant, renew, release, fencing, fairness and hostile bodies."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tests.turso_server.support import DATA_TOKEN, ServerProcess
+
+LEASE = "/tenant/-/lease"
+SELECT_ONE = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}'
+
+
+def grant(server: ServerProcess, holder: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    response = server.data(
+        "POST", LEASE, token=DATA_TOKEN, body=json.dumps({"holder": holder, **extra}).encode()
+    )
+    return response.status, response.json() if response.body else {}
+
+
+def test_grant_renew_release_and_fresh(server: ServerProcess) -> None:
+    assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
+    status, first = grant(server, "pod-a")
+    assert status == 200 and first["fence"] == 1 and first["fresh"] is False
+    token = first["token"]
+    assert server.data("PUT", f"{LEASE}/{token}", token=DATA_TOKEN).status == 200
+    # A write through the lease makes its holder the last writer: its next grant is fresh.
+    fenced = server.data("POST", f"{LEASE}/{token}/v2/pipeline", token=DATA_TOKEN, body=SELECT_ONE)
+    assert fenced.status == 200, fenced.body
+    assert server.data("DELETE", f"{LEASE}/{token}", token=DATA_TOKEN).status == 204
+    status, again = grant(server, "pod-a")
+    assert status == 200 and again["fresh"] is True and again["fence"] == 2
+    server.data("DELETE", f"{LEASE}/{again['token']}", token=DATA_TOKEN)
+    # Another holder's grant is not fresh, and a plain push resets freshness for everyone.
+    status, other = grant(server, "pod-b")
+    assert other["fresh"] is False
+    server.data("DELETE", f"{LEASE}/{other['token']}", token=DATA_TOKEN)
+    assert server.data("POST", "/tenant/v2/pipeline", token=DATA_TOKEN, body=SELECT_ONE).status == 200
+    assert grant(server, "pod-a")[1]["fresh"] is False
+
+
+def test_a_stale_token_is_fenced_off(server: ServerProcess) -> None:
+    assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
+    _, old = grant(server, "pod-a", ttl=0.2)
+    time.sleep(0.4)  # expired, unrenewed
+    _, new = grant(server, "pod-b")
+    for method, target, body in (
+        ("POST", f"{LEASE}/{old['token']}/v2/pipeline", SELECT_ONE),
+        ("PUT", f"{LEASE}/{old['token']}", b""),
+        ("POST", f"{LEASE}/not-a-token/v2/pipeline", SELECT_ONE),
+    ):
+        response = server.data(method, target, token=DATA_TOKEN, body=body)
+        assert response.status == 409 and response.json()["code"] == "lease lost", (target, response.body)
+    # Releasing someone else's lease by guessing does nothing.
+    assert server.data("DELETE", f"{LEASE}/{old['token']}", token=DATA_TOKEN).status == 204
+    busy = grant(server, "pod-c", wait=0)
+    assert busy[0] == 409 and busy[1]["code"] == "lease busy"
+    assert server.data("PUT", f"{LEASE}/{new['token']}", token=DATA_TOKEN).status == 200
+
+
+def test_waiters_are_served_in_order_and_a_plain_push_waits(server: ServerProcess) -> None:
+    assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
+    _, held = grant(server, "pod-a")
+    order: list[str] = []
+    results: dict[str, int] = {}
+
+    def wait_for(name: str, call: Callable[[], int]) -> threading.Thread:
+        def run() -> None:
+            results[name] = call()
+            order.append(name)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.15)  # queue in a known order
+        return thread
+
+    def lease_then_release(holder: str) -> int:
+        status, body = grant(server, holder, wait=10)
+        server.data("DELETE", f"{LEASE}/{body['token']}", token=DATA_TOKEN)
+        return status
+
+    threads = [
+        wait_for("b", lambda: lease_then_release("pod-b")),
+        wait_for(
+            "plain",
+            lambda: server.data("POST", "/tenant/v2/pipeline", token=DATA_TOKEN, body=SELECT_ONE).status,
+        ),
+        wait_for("c", lambda: lease_then_release("pod-c")),
+    ]
+    assert order == [], "everyone waits while pod-a holds the lease"
+    assert server.data("DELETE", f"{LEASE}/{held['token']}", token=DATA_TOKEN).status == 204
+    for thread in threads:
+        thread.join(timeout=20)
+    assert order == ["b", "plain", "c"] and set(results.values()) == {200}
+
+
+def test_lease_requests_are_validated(server: ServerProcess) -> None:
+    assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
+    ro = server.admin("POST", "/v1/namespaces/tenant/tokens", {"access": "ro"}).json()["token"]
+    cases: list[tuple[str, str, bytes, str | None, int, str]] = [
+        ("no token", LEASE, b'{"holder": "a"}', None, 401, "unauthorized"),
+        ("read-only token", LEASE, b'{"holder": "a"}', ro, 403, "forbidden"),
+        ("not json", LEASE, b"\xff\xfe", DATA_TOKEN, 400, "invalid body"),
+        ("not an object", LEASE, b"[1]", DATA_TOKEN, 400, "invalid body"),
+        ("no holder", LEASE, b"{}", DATA_TOKEN, 400, "invalid body"),
+        ("bad holder", LEASE, b'{"holder": "a b/c"}', DATA_TOKEN, 400, "invalid body"),
+        ("long holder", LEASE, json.dumps({"holder": "a" * 129}).encode(), DATA_TOKEN, 400, "invalid body"),
+        ("huge ttl", LEASE, b'{"holder": "a", "ttl": 1e9}', DATA_TOKEN, 400, "invalid body"),
+        ("negative wait", LEASE, b'{"holder": "a", "wait": -1}', DATA_TOKEN, 400, "invalid body"),
+        ("bool ttl", LEASE, b'{"holder": "a", "ttl": true}', DATA_TOKEN, 400, "invalid body"),
+        (
+            "oversized",
+            LEASE,
+            b'{"holder": "a", "x": "' + b"y" * 5000 + b'"}',
+            DATA_TOKEN,
+            400,
+            "invalid body",
+        ),
+        ("reserved route", "/tenant/-/other", b"", DATA_TOKEN, 404, "not found"),
+        ("empty token", "/tenant/-/lease//v2/pipeline", SELECT_ONE, DATA_TOKEN, 404, "not found"),
+        ("unknown namespace", "/ghost/-/lease", b'{"holder": "a"}', DATA_TOKEN, 200, ""),
+    ]
+    for label, target, body, token, status, code in cases:
+        response = server.data("POST", target, token=token, body=body)
+        assert response.status == status, f"{label}: {response.status} {response.body!r}"
+        if code:
+            assert response.json()["code"] == code, label
+    wrong_method = server.data("GET", LEASE, token=DATA_TOKEN)
+    assert wrong_method.status == 405
