@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from buntime.turso import InvalidNamespaceError
+from buntime.turso import BlockingDatabase, InvalidNamespaceError
 from buntime.worker import open_turso
 from tests.support.tursoserver import SyncEndpoint
 
@@ -59,3 +59,24 @@ async def test_sync_mode_pushes_and_pulls_between_two_workers(router: SyncEndpoi
     assert first == [{"v": "from-w1"}]
     assert second == [{"v": "from-w1"}, {"v": "from-w2"}]
     assert sorted(router.children) == ["tenants"]
+
+
+async def test_workers_read_modify_write_serializably(router: SyncEndpoint, tmp_path: Path) -> None:
+    """Two workers (two replicas) bump one counter with transaction(): no increment is lost."""
+
+    def bump(db: BlockingDatabase) -> None:
+        row = db.get("SELECT n FROM c")
+        assert row is not None
+        db.run("UPDATE c SET n = ?", [int(row["n"]) + 1])
+
+    def work(name: str, rounds: int) -> None:
+        with open_turso("counters", server_url=router.url, dir=str(tmp_path / name), env={}) as db:
+            for _ in range(rounds):
+                db.transaction(bump)
+
+    with open_turso("counters", server_url=router.url, dir=str(tmp_path / "setup"), env={}) as db:
+        db.exec("CREATE TABLE c(n INTEGER)")
+        db.execute("INSERT INTO c VALUES (0)")
+    await asyncio.gather(asyncio.to_thread(work, "w1", 15), asyncio.to_thread(work, "w2", 15))
+    with open_turso("counters", server_url=router.url, dir=str(tmp_path / "check"), env={}) as db:
+        assert db.execute("SELECT n FROM c") == [{"n": 30}]

@@ -4,21 +4,26 @@ Workers have no plugin context. The runtime forwards its turso-server connection
 ``RUNTIME_TURSO_SERVER_URL`` / ``RUNTIME_TURSO_SERVER_TOKEN`` / ``RUNTIME_TURSO_DIR`` (the
 operator's webhook injects the same variables into opted-in pods). With a server URL the worker
 opens an embedded replica ``<dir>/<ns>.db`` synced with ``<url>/<ns>``; without one it opens a
-standalone local MVCC file, and ``push()``/``pull()`` do nothing.
+standalone local MVCC file.
+
+The client is a blocking face on the same :class:`~buntime.turso.TursoService` the runtime uses
+(run on an event loop of its own, in a background thread), so a worker gets the same contract
+(docs/consistency.md): in sync mode every write runs under turso-server's write lease and is on
+the server when the call returns; ``transaction(fn)`` runs a read-modify-write serializably.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
-from .turso._backends import ensure_parent_dir
-from .turso._database import _query, _script
-from .turso._engine import engine_errors, open_local, open_replica
-from .turso._namespaces import validate_namespace
+from .turso import BlockingDatabase, TursoService, resolve_config, validate_namespace
 
 DEFAULT_WORKER_DIR = "./.cache/turso"
+T = TypeVar("T")
 
 
 class TursoClient:
@@ -26,18 +31,37 @@ class TursoClient:
 
     with open_turso("tenants") as db:
         db.execute("CREATE TABLE IF NOT EXISTS t(v TEXT)")
-        db.execute("INSERT INTO t VALUES (?)", ["x"])
-        db.push()
+        db.execute("INSERT INTO t VALUES (?)", ["x"])   # on the server when this returns
+        db.transaction(lambda tx: tx.run("UPDATE c SET n = n + 1"))
     """
 
     def __init__(
-        self, conn: Any, *, namespace: str, path: str, mode: Literal["local", "sync"], url: str | None
-    ):
-        self._conn = conn
+        self,
+        service: TursoService,
+        *,
+        namespace: str,
+        path: str,
+        mode: Literal["local", "sync"],
+        url: str | None,
+    ) -> None:
+        self._service = service
         self.namespace = namespace
         self.path = path
         self.mode = mode
         self.url = url
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"turso-worker:{namespace}", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._call(service.connect(namespace))  # open now: fail here, not at the first query
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __enter__(self) -> TursoClient:
         return self
@@ -47,27 +71,41 @@ class TursoClient:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         """Run one statement; rows come back as dicts (empty for writes)."""
-        return _query(self._conn, sql, params).rows
+
+        async def run() -> list[dict[str, Any]]:
+            return await (await self._service.connect(self.namespace)).all(sql, params)
+
+        return self._call(run())
 
     def exec(self, script: str) -> None:
-        """Run a script of ``;``-separated statements."""
-        _script(self._conn, script)
+        """Run a script of ``;``-separated statements (DDL welcome)."""
+
+        async def run() -> None:
+            await (await self._service.connect(self.namespace)).exec(script)
+
+        self._call(run())
+
+    def transaction(self, fn: Callable[[BlockingDatabase], T], *, max_retries: int = 5) -> T:
+        """Run ``fn(db)`` in one serializable transaction (re-run on conflicts, so keep it pure SQL)."""
+        return self._call(
+            self._service.run_transaction(fn, namespace=self.namespace, max_retries=max_retries)
+        )
 
     def pull(self) -> bool:
-        """Fetch other replicas' changes; ``False`` in local mode or when nothing was new."""
-        if self.mode != "sync":
-            return False
-        with engine_errors("pull"):
-            return bool(self._conn.pull())
+        """Fetch other replicas' changes now; ``False`` in local mode or when nothing was new."""
+        return self._call(self._service.sync(self.namespace))
 
     def push(self) -> None:
-        """Send local changes to the server (no-op in local mode)."""
-        if self.mode == "sync":
-            with engine_errors("push"):
-                self._conn.push()
+        """Kept for compatibility: writes are already on the server when they return."""
 
     def close(self) -> None:
-        self._conn.close()
+        if self._loop.is_closed():
+            return
+        if self._loop.is_running():
+            self._call(self._service.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+        self._loop.close()
 
 
 def open_turso(
@@ -83,16 +121,18 @@ def open_turso(
     namespace = validate_namespace(namespace)
     base_dir = dir if dir is not None else (env.get("RUNTIME_TURSO_DIR", "").strip() or DEFAULT_WORKER_DIR)
     path = os.path.join(base_dir, f"{namespace}.db")
-    ensure_parent_dir(path)
     url = (
         (server_url if server_url is not None else env.get("RUNTIME_TURSO_SERVER_URL", ""))
         .strip()
         .rstrip("/")
     )
+    settings = {"TURSO_LOCAL_PATH": path, "TURSO_SYNC_INTERVAL": "0"}
     if not url:
-        return TursoClient(open_local(path), namespace=namespace, path=path, mode="local", url=None)
-    auth = (token if token is not None else env.get("RUNTIME_TURSO_SERVER_TOKEN", "")).strip() or None
+        service = TursoService(resolve_config(env={**settings, "TURSO_MODE": "local"}))
+        return TursoClient(service, namespace=namespace, path=path, mode="local", url=None)
+    auth = (token if token is not None else env.get("RUNTIME_TURSO_SERVER_TOKEN", "")).strip()
     remote = f"{url}/{namespace}"
-    return TursoClient(
-        open_replica(path, remote, auth), namespace=namespace, path=path, mode="sync", url=remote
+    service = TursoService(
+        resolve_config(env={**settings, "TURSO_SYNC_URL": remote, "TURSO_SYNC_AUTH_TOKEN": auth})
     )
+    return TursoClient(service, namespace=namespace, path=path, mode="sync", url=remote)
