@@ -12,7 +12,13 @@ to a child it runs. Measured with real pyturso replicas:
   the proxied/direct ratio (goal <= 1.2x);
 * throughput: 16 client threads, each with its own replica, doing insert+push then pull in a loop,
   in alternating direct/proxied phases; operations per second and the ratio (goal >= 0.85x);
-* memory: the server's RSS, and RSS per idle namespace (server growth plus the child's RSS).
+* memory: the server's RSS, and RSS per idle namespace (server growth plus the child's RSS);
+* the SQL guard: its CPU time on the pipeline bodies pyturso pushes (1 and 100 rows), against the
+  proxied push p50 of the same run (the guard runs inside that figure, so the "without" side is
+  the p50 minus the guard's time);
+* Landlock: two bare tursodb children side by side, one confined exactly as the supervisor does
+  (``turso_server._confine``) and one not: spawn-to-first-answer time, and a ``SELECT 1`` request
+  and a real push, alternating.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from typing import Any
 import turso.sync
 
 from tests.support.tursodb import SyncServer
+from turso_server._confine import Confinement
+from turso_server._sqlguard import check_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 TURSODB = REPO / ".tools" / "bin" / "tursodb"
@@ -251,6 +259,132 @@ def measure_memory(server: Server, idle_namespaces: int) -> tuple[int, int, floa
     return before, after, per_namespace
 
 
+def push_body(rows: int) -> bytes:
+    """The batch pyturso 0.8.3 sends for a push of ``rows`` inserted rows (captured shape)."""
+    upsert = (
+        'INSERT INTO "t"("id", "v", "src") VALUES (?,?,?) ON CONFLICT("id") DO UPDATE SET '
+        '"id" = excluded."id","v" = excluded."v","src" = excluded."src"'
+    )
+    sqls = [
+        "BEGIN IMMEDIATE",
+        "CREATE TABLE IF NOT EXISTS turso_sync_last_change_id "
+        "(client_id TEXT PRIMARY KEY, pull_gen INTEGER, change_id INTEGER)",
+        *[upsert] * rows,
+        "INSERT INTO turso_sync_last_change_id(client_id, pull_gen, change_id) VALUES (?, ?, ?) "
+        "ON CONFLICT(client_id) DO UPDATE SET pull_gen=excluded.pull_gen, change_id=excluded.change_id",
+        "COMMIT",
+    ]
+    arg = {"type": "integer", "value": "1"}
+    steps = [
+        {
+            "condition": {"type": "not", "cond": {"type": "is_autocommit"}} if i else None,
+            "stmt": {
+                "sql": sql,
+                "sql_id": None,
+                "args": [arg] * sql.count("?"),
+                "named_args": [],
+                "want_rows": False,
+                "replication_index": None,
+            },
+        }
+        for i, sql in enumerate(sqls)
+    ]
+    body = {
+        "baton": None,
+        "requests": [{"type": "batch", "batch": {"steps": steps, "replication_index": None}}],
+    }
+    return json.dumps(body).encode()
+
+
+def measure_guard(iterations: int = 2000) -> dict[int, float]:
+    """Seconds of CPU per ``check_pipeline`` call, by rows in the push."""
+    costs = {}
+    for rows in (1, 100):
+        body = push_body(rows)
+        check_pipeline(body)
+        count = max(20, iterations // rows)
+        started = time.perf_counter()
+        for _ in range(count):
+            check_pipeline(body)
+        costs[rows] = (time.perf_counter() - started) / count
+    return costs
+
+
+def _spawn(directory: Path, port: int, confinement: Confinement | None) -> subprocess.Popen[bytes]:
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    ruleset = confinement.ruleset(writable=[directory], port=port) if confinement else None
+    try:
+        return subprocess.Popen(
+            [str(TURSODB), str(directory / "db.db"), "--sync-server", f"127.0.0.1:{port}"],
+            cwd=directory,
+            env={**os.environ, "TMPDIR": str(directory / "tmp")},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=ruleset.preexec if ruleset else None,  # noqa: PLW1509 - as the supervisor does
+        )
+    finally:
+        if ruleset:
+            ruleset.close()
+
+
+def _wait_answer(port: int) -> None:
+    probe = b"OPTIONS / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(probe)
+            if sock.recv(16).startswith(b"HTTP/1."):
+                return
+        time.sleep(0.005)
+    raise SystemExit(f"tursodb on {port} never answered")
+
+
+Samples = dict[str, dict[str, list[float]]]
+
+
+def measure_confinement(root: Path, replicas: Replicas, rounds: int, starts: int) -> Samples:
+    """Start time, ``SELECT 1`` and push latency of a confined vs an unconfined bare tursodb."""
+    confinement = Confinement.detect(TURSODB)
+    if not confinement.active:
+        return {}
+    modes: dict[str, Confinement | None] = {"plain": None, "landlock": confinement}
+    samples: Samples = {m: {"start": [], "select": [], "push": []} for m in modes}
+    for index in range(starts):
+        for mode, conf in modes.items():
+            port = free_port()
+            started = time.perf_counter()
+            child = _spawn(root / f"start-{mode}-{index}", port, conf)
+            _wait_answer(port)
+            samples[mode]["start"].append(time.perf_counter() - started)
+            child.terminate()
+            child.wait(timeout=10)
+    children, writers = {}, {}
+    try:
+        for mode, conf in modes.items():
+            port = free_port()
+            children[mode] = (_spawn(root / f"serve-{mode}", port, conf), port)
+            _wait_answer(port)
+            writers[mode] = replicas.open(f"http://127.0.0.1:{port}")
+            writers[mode].execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v INTEGER, src TEXT)")
+            writers[mode].push()
+        body = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}'
+        for index in range(rounds + 5):
+            for mode in modes if index % 2 else reversed(list(modes)):
+                select = raw_post(children[mode][1], "/v2/pipeline", body, DATA_TOKEN)
+                writers[mode].execute("INSERT INTO t(v, src) VALUES (?, ?)", (index, mode))
+                push = timed(writers[mode].push)
+                if index >= 5:
+                    samples[mode]["select"].append(select)
+                    samples[mode]["push"].append(push)
+    finally:
+        for child, _ in children.values():
+            child.terminate()
+            child.wait(timeout=10)
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=150, help="latency samples per mode and operation")
@@ -284,6 +418,8 @@ def main() -> None:
         latency = measure_latency(urls, replicas, args.rounds)
         throughput = measure_throughput(urls, replicas, args.clients, args.phase, args.phases)
         server_rss_before, server_rss_after, per_namespace = measure_memory(server, args.idle)
+        guard = measure_guard()
+        confinement = measure_confinement(root / "confinement", replicas, args.rounds, starts=20)
     finally:
         replicas.close()
         if direct is not None:
@@ -326,6 +462,21 @@ def main() -> None:
         f"{server_rss_after / 1024:.1f} MiB with {args.idle + 1}; "
         f"per idle namespace {per_namespace / 1024:.1f} MiB (server growth + tursodb child)"
     )
+    push_p50 = percentile(latency["proxied"]["push"], 0.5)
+    print(
+        f"SQL guard: {guard[1] * 1e6:.0f} us per 1-row push body, {guard[100] * 1e6:.0f} us per 100 rows; "
+        f"proxied push p50 {push_p50 * 1000:.2f} ms with the guard vs {(push_p50 - guard[1]) * 1000:.2f} ms "
+        f"without -> ratio {push_p50 / (push_p50 - guard[1]):.3f}x"
+    )
+    if confinement:
+        for key, label in (("start", "child start"), ("select", "SELECT 1"), ("push", "push")):
+            plain, confined = (percentile(confinement[m][key], 0.5) * 1000 for m in ("plain", "landlock"))
+            print(
+                f"Landlock, {label} p50: plain {plain:.2f} ms, confined {confined:.2f} ms "
+                f"({confined - plain:+.2f} ms, {confined / plain:.2f}x)"
+            )
+    else:
+        print("Landlock: unavailable on this kernel, not measured")
     for label, ok in verdicts:
         print(f"  [{'ok' if ok else 'MISS'}] {label}")
     print(f"elapsed {time.monotonic() - started:.0f}s")

@@ -64,7 +64,7 @@ def test_namespace_lifecycle_api(server: ServerProcess, replicas: Callable[..., 
     assert deleted.status == 200
     archive = Path(deleted.json()["archivedTo"])
     assert archive.parent == server.data_dir / "archive" and archive.name.startswith("orders.")
-    assert (archive / "orders.db").is_file() and not (server.data_dir / "orders.db").exists()
+    assert (archive / "orders.db").is_file() and not (server.data_dir / "namespaces" / "orders").exists()
     assert server.admin("GET", "/v1/namespaces/orders").status == 404
     assert "orders" not in server.child_pids()
 
@@ -93,7 +93,7 @@ def test_backup_is_a_valid_sqlite_file_with_the_rows(
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert connection.execute("SELECT count(*), max(title) FROM t").fetchone() == (50, "title 9")
     connection.close()
-    assert list((server.data_dir / "_backups").iterdir()) == []
+    assert list((server.data_dir / "namespaces" / "books" / "backups").iterdir()) == []
 
     missing = server.admin("GET", "/v1/namespaces/nobody/backup")
     assert (missing.status, missing.json()["code"]) == (404, "namespace not found")
@@ -110,7 +110,7 @@ def test_max_namespaces_limit(start_server: ServerFactory, replicas: Callable[..
     assert server.data("POST", "/three/pull-updates").status == 429
     with pytest.raises(turso.Error, match="429"):
         replicas(server.url("three"))
-    assert not (server.data_dir / "three.db").exists()
+    assert not (server.data_dir / "namespaces" / "three").exists()
     assert server.admin("POST", "/v1/namespaces/one/create").status == 200  # existing names still work
     assert server.data("POST", "/two/pull-updates").status == 200
 
@@ -200,7 +200,7 @@ def test_auto_provision_off_and_insecure_dev(
 
     unknown = server.data("POST", "/nobody/pull-updates", token=None)
     assert (unknown.status, unknown.json()["code"]) == (404, "namespace not found")
-    assert not (server.data_dir / "nobody.db").exists()
+    assert not (server.data_dir / "namespaces" / "nobody").exists()
 
     assert server.admin("POST", "/v1/namespaces/made/create", token=None).status == 201
     writer = replicas(server.url("made"), token=None)

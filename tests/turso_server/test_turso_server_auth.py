@@ -163,7 +163,9 @@ def test_hostile_names_and_paths_are_rejected_and_touch_nothing(start_server: Se
 
     assert sorted(p.name for p in srv_root.iterdir()) == ["data"]
     entries = sorted(p.name for p in server.data_dir.iterdir())
-    assert entries == sorted(["_backups", "_state", "archive", f"{longest}.db", f"{longest}.db-wal"])
+    assert entries == ["_state", "archive", "namespaces"]
+    assert [p.name for p in (server.data_dir / "namespaces").iterdir()] == [longest]
+    assert _files_under(server.data_dir / "namespaces" / longest) == {f"{longest}.db", f"{longest}.db-wal"}
     assert _files_under(server.data_dir / "_state") == {"namespaces.json", f"run/{longest}.pid"}
     names = [n["name"] for n in server.admin("GET", "/v1/namespaces").json()["namespaces"]]
     assert names == [longest]

@@ -63,7 +63,8 @@ def test_namespaces_are_isolated(server: ServerProcess, replicas: Callable[..., 
     tables = {row[0] for row in alpha.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "t" not in tables
 
-    assert (server.data_dir / "alpha.db").is_file() and (server.data_dir / "beta.db").is_file()
+    namespaces = server.data_dir / "namespaces"
+    assert (namespaces / "alpha" / "alpha.db").is_file() and (namespaces / "beta" / "beta.db").is_file()
     ports = {server.admin("GET", f"/v1/namespaces/{name}").json()["port"] for name in ("alpha", "beta")}
     assert len(ports) == 2
 
@@ -166,7 +167,10 @@ def test_a_child_that_cannot_come_back_gives_503_with_retry_after_then_recovers(
     wrapper.write_text(f'#!/bin/sh\n[ -e "{flag}" ] && exit 1\nexec "{tursodb_bin()}" "$@"\n')
     wrapper.chmod(0o755)
     server = start_server(
-        TURSODB_BIN=str(wrapper), TURSO_STARTUP_TIMEOUT="1s", TURSO_RESTART_BACKOFF_MAX="1s"
+        TURSODB_BIN=str(wrapper),
+        TURSO_STARTUP_TIMEOUT="1s",
+        TURSO_RESTART_BACKOFF_MAX="1s",
+        TURSO_CHILD_LANDLOCK="off",  # the wrapper runs /bin/sh, which a confined child may not
     )
     assert server.admin("POST", "/v1/namespaces/fragile/create").status == 201
     pid = server.child_pids()["fragile"]
@@ -194,9 +198,9 @@ def test_a_reset_read_is_resent_but_a_reset_push_is_not(start_server: ServerFact
     script = Path(__file__).with_name("resetting_child.py")
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
     wrapper.chmod(0o755)
-    server = start_server(TURSODB_BIN=str(wrapper))
+    server = start_server(TURSODB_BIN=str(wrapper), TURSO_CHILD_LANDLOCK="off")  # a Python child
     assert server.admin("POST", "/v1/namespaces/flaky/create").status == 201
-    requests_log = server.data_dir / "flaky.db.requests"
+    requests_log = server.data_dir / "namespaces" / "flaky" / "flaky.db.requests"
 
     pull = server.data("POST", "/flaky/pull-updates", body=b"{}")
     assert pull.status == 200, pull.body

@@ -13,6 +13,7 @@ import pytest
 from tests.turso_server.support import SERVER_SCRIPT, TURSODB
 from turso_server import ConfigError, ScopedTokens, StateError, load_config, parse_duration, validate_name
 from turso_server._auth import Access, DataAuth
+from turso_server._confine import landlock_abi
 from turso_server._errors import ForbiddenError, InvalidNamespaceError, UnauthorizedError
 from turso_server._gc import GcPolicy, GcReason, archive_reason, parse_archive_stamp
 from turso_server._proxy import split_target
@@ -44,11 +45,22 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         ("TURSODB_BIN", "/nonexistent/tursodb"),
         ("TURSO_TOKEN_SIGNING_KEY", "short"),
         ("TURSO_LOG_LEVEL", "loud"),
+        ("TURSO_CHILD_LANDLOCK", "sometimes"),
     ],
 )
 def test_invalid_settings_fail_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         load_config({}, _env(tmp_path, **{variable: value}))
+
+
+def test_child_landlock_modes(tmp_path: Path) -> None:
+    assert load_config({}, _env(tmp_path)).child_landlock == "auto"
+    assert load_config({}, _env(tmp_path, TURSO_CHILD_LANDLOCK="OFF")).child_landlock == "off"
+    if landlock_abi():
+        assert load_config({}, _env(tmp_path, TURSO_CHILD_LANDLOCK="require")).child_landlock == "require"
+    else:
+        with pytest.raises(ConfigError, match="TURSO_CHILD_LANDLOCK"):
+            load_config({}, _env(tmp_path, TURSO_CHILD_LANDLOCK="require"))
 
 
 def test_config_defaults_flags_and_auth_rules(tmp_path: Path) -> None:

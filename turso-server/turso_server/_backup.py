@@ -7,9 +7,10 @@ Hrana-style ``{"requests":[{"type":"execute","stmt":{"sql":...}}]}`` request, st
 tursodb 0.7.0: ``VACUUM INTO`` works there *without* ``--experimental-vacuum`` (that flag gates
 in-place ``VACUUM``), writes a complete single-file database (journal mode WAL, plus an empty
 ``-wal`` file beside it) in one read transaction, so concurrent pushes never tear it. Each backup
-gets its own temporary directory under ``_backups/`` (no same-second collisions), every check
-happens before the admin handler sends a byte, and the directory is removed after streaming or on
-any failure. Used by ``_admin``.
+gets its own temporary directory under the namespace's ``backups/`` (inside the one directory its
+Landlock-confined child may write; no same-second collisions), every check happens before the
+admin handler sends a byte, and the directory is removed after streaming or on any failure. Used by
+``_admin``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ._supervisor import ARCHIVE_STAMP_FORMAT, Supervisor
 from ._upstream import exchange
 from ._warm import WarmConnections
 
-BACKUP_DIR_NAME = "_backups"
+LEGACY_BACKUP_DIR_NAME = "_backups"  # before per-namespace directories; removed at startup
 PIPELINE_ROUTE = "/v2/pipeline"
 JSON_CONTENT_TYPE = "application/json"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -58,7 +59,7 @@ def sql_string(value: str) -> str:
 
 
 class Backups:
-    """Takes and cleans up snapshots under ``<data_dir>/_backups``.
+    """Takes and cleans up snapshots under ``namespaces/<name>/backups/``.
 
     Usage::
 
@@ -76,7 +77,7 @@ class Backups:
     """
 
     def __init__(self, data_dir: Path, supervisor: Supervisor, *, timeout: float) -> None:
-        self.directory = data_dir / BACKUP_DIR_NAME
+        self.legacy_directory = data_dir / LEGACY_BACKUP_DIR_NAME
         self._supervisor = supervisor
         self._timeout = timeout or None
 
@@ -86,16 +87,21 @@ class Backups:
     async def snapshot(self, name: str) -> Snapshot:
         validate_name(name)
         stamp = utcnow().strftime(ARCHIVE_STAMP_FORMAT)
-        workdir = Path(
-            await asyncio.to_thread(tempfile.mkdtemp, prefix=f"{name}-{stamp}-", dir=self.directory)
-        )
-        dest = workdir / f"{name}.db"
+        workdir: Path | None = None
         try:
             async with self._supervisor.lease(name) as warm:
+                # The child is running, so its directory (and backups/) exists.
+                workdir = Path(
+                    await asyncio.to_thread(
+                        tempfile.mkdtemp, prefix=f"{name}-{stamp}-", dir=self._supervisor.backups_dir(name)
+                    )
+                )
+                dest = workdir / f"{name}.db"
                 await self._vacuum_into(warm, dest)
             size = await asyncio.to_thread(_check_sqlite_file, dest)
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            if workdir is not None:
+                await asyncio.to_thread(shutil.rmtree, workdir, True)
             raise
         return Snapshot(path=dest, filename=f"{name}-{stamp}.db", size=size)
 
@@ -134,14 +140,15 @@ class Backups:
             raise BackupError(f"VACUUM INTO failed: {error.get('message')} ({error.get('code')})")
 
     def _reset_directory(self) -> None:
-        if self.directory.exists():
-            for leftover in self.directory.iterdir():
-                log.warning("removing leftover backup", extra={"path": str(leftover)})
-                if leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        leftovers = sorted(self._supervisor.namespaces_dir.glob("*/backups/*"))
+        if self.legacy_directory.exists():
+            leftovers.append(self.legacy_directory)
+        for leftover in leftovers:
+            log.warning("removing leftover backup", extra={"path": str(leftover)})
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 def _check_sqlite_file(path: Path) -> int:

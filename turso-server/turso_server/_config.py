@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
+from ._confine import describe_unavailable, landlock_abi
 from ._durations import parse_duration
 from ._errors import ConfigError
 
@@ -44,6 +45,15 @@ class Kind(StrEnum):
     DURATION = "duration"
     SECRET = "secret"
     LOG_LEVEL = "log-level"
+    LANDLOCK = "auto|require|off"
+
+
+class LandlockMode(StrEnum):
+    """``TURSO_CHILD_LANDLOCK``: confine children when the kernel can, always, or never."""
+
+    AUTO = "auto"
+    REQUIRE = "require"
+    OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -177,6 +187,13 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.SWITCH,
     ),
     Setting("TURSO_LOG_LEVEL", "--log-level", "info", "debug, info, warning or error", Kind.LOG_LEVEL),
+    Setting(
+        "TURSO_CHILD_LANDLOCK",
+        "--child-landlock",
+        "auto",
+        "confine each tursodb child with Landlock: auto (warn if the kernel cannot), require, off",
+        Kind.LANDLOCK,
+    ),
 )
 SETTINGS_BY_ENV: dict[str, Setting] = {setting.env: setting for setting in SETTINGS}
 
@@ -218,6 +235,7 @@ class ServerConfig:
     max_request_bytes: int
     insecure_dev: bool
     log_level: str
+    child_landlock: LandlockMode = LandlockMode.AUTO
     auth_token: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
     token_signing_key: str = field(default="", repr=False)
@@ -301,6 +319,7 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         max_request_bytes=get("TURSO_MAX_REQUEST_BYTES", _bytes),
         insecure_dev=insecure_dev,
         log_level=get("TURSO_LOG_LEVEL", _log_level),
+        child_landlock=get("TURSO_CHILD_LANDLOCK", _landlock),
         auth_token=auth_token,
         admin_token=admin_token,
         token_signing_key=signing_key,
@@ -395,6 +414,16 @@ def _log_level(setting: Setting, value: str) -> str:
     if lowered not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"{setting.label} must be debug, info, warning or error, got {value!r}")
     return lowered
+
+
+def _landlock(setting: Setting, value: str) -> LandlockMode:
+    try:
+        mode = LandlockMode(value.strip().lower())
+    except ValueError:
+        raise ConfigError(f"{setting.label} must be auto, require or off, got {value!r}") from None
+    if mode is LandlockMode.REQUIRE and landlock_abi() == 0:
+        raise ConfigError(f"{setting.label} is require, but {describe_unavailable()}")
+    return mode
 
 
 def _read_secret_file(setting: Setting, path: str) -> str:

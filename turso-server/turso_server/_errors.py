@@ -12,9 +12,11 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         │   ├── MissingNamespaceError            400 "missing namespace"
         │   ├── InvalidNamespaceError            400 "invalid namespace"
         │   ├── InvalidBodyError                 400 "invalid body"
+        │   ├── InvalidPipelineError             400 "invalid pipeline"  (not strict Hrana JSON)
         │   └── InvalidTTLError                  400 "invalid ttl"
         ├── UnauthorizedError (PermissionError)  401 "unauthorized"  (+ WWW-Authenticate)
         ├── ForbiddenError (PermissionError)     403 "forbidden"
+        │   └── StatementForbiddenError          403 "statement forbidden"  (SQL guard)
         ├── NotFoundError (LookupError)          404 "not found"
         │   └── NamespaceNotFoundError           404 "namespace not found"
         ├── ConflictError                        409 "conflict"
@@ -85,6 +87,12 @@ class InvalidTTLError(BadRequestError):
     code = "invalid ttl"
 
 
+class InvalidPipelineError(BadRequestError):
+    """A ``/v2/pipeline`` body the SQL guard cannot read strictly (so it cannot vouch for it)."""
+
+    code = "invalid pipeline"
+
+
 class UnauthorizedError(ApiError, PermissionError):
     """No credentials, or credentials that do not verify."""
 
@@ -101,6 +109,12 @@ class ForbiddenError(ApiError, PermissionError):
 
     status = 403
     code = "forbidden"
+
+
+class StatementForbiddenError(ForbiddenError):
+    """A statement that would reach past the namespace's own database (files, other databases)."""
+
+    code = "statement forbidden"
 
 
 class NotFoundError(ApiError, LookupError):

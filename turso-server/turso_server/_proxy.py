@@ -7,7 +7,8 @@ go on a fresh connection, with hop-by-hop headers (and ``Expect``, ``Host`` and 
 The response keeps tursodb's status and headers and is streamed back with its ``Content-Length``
 (bootstraps are the whole database). There is no upstream timeout besides the
 ``TURSO_UPSTREAM_TIMEOUT`` ceiling. The order of checks is: auth (401), namespace syntax on the
-*raw* path (400), token scope (403), then existence (auto-provision, or 404). A refused connection
+*raw* path (400), token scope (403), the SQL guard on the body (``_sqlguard``: 403 or 400, nothing
+forwarded), then existence (auto-provision, or 404). A refused connection
 means the child just died: the request waits for the supervisor's restart and is retried (nothing
 was sent), up to ``TURSO_STARTUP_TIMEOUT``, then 503 with ``Retry-After``. A request that was sent
 but got no byte back (the child died while it sat in the accept queue, or while running it) is
@@ -42,6 +43,7 @@ from ._leases import HOLDER_MAX_LENGTH, MAX_TTL, MAX_WAIT
 from ._logging import get_logger
 from ._metrics import UNKNOWN_NAMESPACE
 from ._names import validate_name
+from ._sqlguard import check_request
 from ._state import Origin
 from ._upstream import UpstreamResponse, exchange
 from ._warm import WarmConnections
@@ -211,6 +213,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         route = ROUTE_LABELS.get(rest, OTHER_ROUTE)
         DataAuth.authorize(principal, name, request.method, rest)
         body = await request.read()
+        check_request(rest, body)  # the SQL guard: refuses before anything is forwarded
         target = f"{rest}?{query}" if query else rest
         resendable = request.method in READ_ONLY_METHODS or rest in READ_ONLY_ROUTES
         leases, writes = app[LEASES], rest == PIPELINE_ROUTE

@@ -2,9 +2,12 @@
 
 The supervisor is the children's parent and owns their whole life:
 
-* **Spawn** - ``tursodb <data_dir>/<name>.db --sync-server 127.0.0.1:<port>`` on a port from
-  ``TURSO_BACKEND_PORT_START..END`` (test-bound first), in its own process group, with our secrets
-  stripped from its environment. Ready once an HTTP ``OPTIONS`` probe is answered (a bare TCP probe
+* **Spawn** - ``tursodb <data_dir>/namespaces/<name>/<name>.db --sync-server 127.0.0.1:<port>`` on
+  a port from ``TURSO_BACKEND_PORT_START..END`` (test-bound first), in its own process group, with
+  our secrets stripped from its environment, its working directory and ``TMPDIR`` (``tmp/``, where
+  tursodb puts sort and temp-table spills) inside its namespace directory, and confined there by
+  Landlock (``_confine``: read-write in that directory only, its binary and the system libraries
+  read-only, bind on its port only). Ready once an HTTP ``OPTIONS`` probe is answered (a bare TCP probe
   makes tursodb log "Invalid HTTP request" and accepts any foreign listener); a child that exits
   while we wait fails fast with its last stderr line, and a lost port race is retried on another.
 * **Watch** - a keeper task per namespace awaits the child; an unexpected exit is logged, counted
@@ -20,6 +23,9 @@ The supervisor is the children's parent and owns their whole life:
   stderr are re-emitted as JSON log lines tagged ``src=tursodb.<name>``.
 * **Orphans** - each child's pid is recorded in ``_state/run/<name>.pid``; after a crash of the
   server, startup kills leftover children (they hold the database lock) before restoring.
+* **Layout** - each namespace owns ``namespaces/<name>/`` (database, companions, ``tmp/``,
+  ``backups/``); startup moves the files of the earlier flat layout (``<data_dir>/<name>.db*``)
+  into it, after the orphans are gone.
 
 Used by ``_app`` (lifecycle), ``_proxy``, ``_admin``, ``_backup`` and ``_gc``.
 """
@@ -31,6 +37,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import time
@@ -41,7 +48,8 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
-from ._config import SETTINGS, Kind, ServerConfig
+from ._config import SETTINGS, Kind, LandlockMode, ServerConfig
+from ._confine import Confinement, describe_unavailable
 from ._errors import (
     ApiError,
     ChildStartError,
@@ -59,6 +67,9 @@ from ._warm import WarmConnections
 
 RUN_DIR_NAME = "run"
 ARCHIVE_DIR_NAME = "archive"
+NAMESPACES_DIR_NAME = "namespaces"
+TMP_DIR_NAME = "tmp"
+BACKUPS_DIR_NAME = "backups"
 DB_SUFFIX = ".db"
 ARCHIVE_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 LOOPBACK = "127.0.0.1"
@@ -209,6 +220,10 @@ class Supervisor:
         self.data_dir = config.data_dir
         self.run_dir = config.data_dir / STATE_DIR_NAME / RUN_DIR_NAME
         self.archive_dir = config.data_dir / ARCHIVE_DIR_NAME
+        self.namespaces_dir = config.data_dir / NAMESPACES_DIR_NAME
+        self.confinement = Confinement.detect(
+            config.tursodb_bin, enabled=config.child_landlock is not LandlockMode.OFF
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -216,6 +231,16 @@ class Supervisor:
         """Create our directories and kill children a crashed predecessor left behind."""
         await asyncio.to_thread(self._prepare_dirs)
         await asyncio.to_thread(self._reclaim_orphans)
+        await asyncio.to_thread(self._migrate_flat_layout)
+        if self.confinement.active:
+            log.info("children confined with Landlock", extra={"landlockAbi": self.confinement.abi})
+        elif self._config.child_landlock is LandlockMode.OFF:
+            log.warning("children run unconfined (TURSO_CHILD_LANDLOCK=off)")
+        else:
+            log.warning(
+                "children run unconfined: Landlock is unavailable",
+                extra={"reason": describe_unavailable()},
+            )
 
     def prepare_restore(self) -> list[str]:
         """Register a slot and keeper for every stored namespace (synchronous, so no request can
@@ -344,6 +369,7 @@ class Supervisor:
                 await self._spawn_into(slot)
             except BaseException:
                 self._slots.pop(name, None)
+                await asyncio.to_thread(shutil.rmtree, self.namespace_dir(name), True)
                 raise
             now = utcnow()
             record = NamespaceRecord(
@@ -509,20 +535,30 @@ class Supervisor:
                 return
 
     async def _launch(self, name: str, port: int) -> _Child:
+        directory = await asyncio.to_thread(self._prepare_namespace_dir, name)
         env = {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
-        process = await asyncio.create_subprocess_exec(
-            str(self._config.tursodb_bin),
-            str(self._db_path(name)),
-            "--sync-server",
-            f"{LOOPBACK}:{port}",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            cwd=self.data_dir,
-            env=env,
-            limit=PIPE_LINE_LIMIT,
-        )
+        env["TMPDIR"] = str(directory / TMP_DIR_NAME)
+        ruleset = None
+        if self.confinement.active:
+            ruleset = self.confinement.ruleset(writable=[directory], port=port)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                str(self._config.tursodb_bin),
+                str(self._db_path(name)),
+                "--sync-server",
+                f"{LOOPBACK}:{port}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                cwd=directory,
+                env=env,
+                limit=PIPE_LINE_LIMIT,
+                preexec_fn=ruleset.preexec if ruleset is not None else None,
+            )
+        finally:
+            if ruleset is not None:
+                ruleset.close()
         child = _Child(process=process, port=port, warm=WarmConnections(LOOPBACK, port))
         if process.stdout is not None:
             child.pumps.append(asyncio.create_task(self._pump(name, process.stdout, child, is_stderr=False)))
@@ -596,23 +632,61 @@ class Supervisor:
 
     # --- files -------------------------------------------------------------------------------------
 
+    def namespace_dir(self, name: str) -> Path:
+        """``namespaces/<name>/``: everything of one namespace, and all its child may write."""
+        return self.namespaces_dir / name
+
+    def backups_dir(self, name: str) -> Path:
+        """Where the child writes snapshots (``VACUUM INTO``), inside its own directory."""
+        return self.namespace_dir(name) / BACKUPS_DIR_NAME
+
     def _db_path(self, name: str) -> Path:
-        return self.data_dir / f"{name}{DB_SUFFIX}"
+        return self.namespace_dir(name) / f"{name}{DB_SUFFIX}"
 
     def _db_files(self, name: str) -> list[Path]:
         main = self._db_path(name)
-        companions = sorted(self.data_dir.glob(f"{name}{DB_SUFFIX}-*"))
+        companions = sorted(self.namespace_dir(name).glob(f"{name}{DB_SUFFIX}-*"))
         return [main, *companions] if main.exists() else companions
 
     def _prepare_dirs(self) -> None:
-        for directory in (self.run_dir, self.archive_dir):
+        for directory in (self.run_dir, self.archive_dir, self.namespaces_dir):
             directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    def _prepare_namespace_dir(self, name: str) -> Path:
+        """Create ``namespaces/<name>/`` with ``backups/`` and an empty ``tmp/`` (a dead child's
+        spills are removed; the backups are the admin handler's, cleaned at startup)."""
+        directory = self.namespace_dir(name)
+        tmp = directory / TMP_DIR_NAME
+        shutil.rmtree(tmp, ignore_errors=True)
+        for path in (directory, tmp, directory / BACKUPS_DIR_NAME):
+            path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return directory
+
+    def _migrate_flat_layout(self) -> None:
+        """Move ``<data_dir>/<name>.db`` and its companions (the layout before per-namespace
+        directories) into ``namespaces/<name>/``; a name whose directory already holds a database is
+        left alone and logged."""
+        for main in sorted(self.data_dir.glob(f"*{DB_SUFFIX}")):
+            name = main.name[: -len(DB_SUFFIX)]
+            try:
+                validate_name(name)
+            except ApiError:
+                continue
+            if self._db_path(name).exists():
+                log.warning("flat-layout database left in place", extra={"namespace": name})
+                continue
+            directory = self.namespace_dir(name)
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            for path in [main, *sorted(self.data_dir.glob(f"{name}{DB_SUFFIX}-*"))]:
+                os.replace(path, directory / path.name)
+            log.info("namespace files moved into their directory", extra={"namespace": name})
 
     def _archive_files(self, name: str) -> Path:
         stamp = archive_stamp(utcnow())
         target = _unique_dir(self.archive_dir, f"{name}.{stamp}")
         for path in self._db_files(name):
             os.replace(path, target / path.name)
+        shutil.rmtree(self.namespace_dir(name), ignore_errors=True)  # tmp/, backups/
         return target
 
     def _pidfile(self, name: str) -> Path:
