@@ -143,7 +143,7 @@ class SyncEndpoint:
     @property
     def children(self) -> list[str]:
         """Namespaces that have a database on the server."""
-        return sorted(p.stem for p in self.server.data_dir.glob("*.db"))
+        return sorted(p.parent.name for p in self.server.data_dir.glob("namespaces/*/*.db"))
 
     def start(self) -> SyncEndpoint:
         self.server.start()
