@@ -370,6 +370,7 @@ class ReplicaBackend(Backend):
         self._flusher: asyncio.Task[None] | None = None
         self._release: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.Task[None] | None = None
+        self._yielding: asyncio.Future[None] | None = None  # set while handing the lease over
         self._dirty = False
 
     @classmethod
@@ -424,6 +425,8 @@ class ReplicaBackend(Backend):
                 "transaction callback instead of service.connect() inside it",
                 code="TURSO_NESTED_TRANSACTION",
             )
+        while self._yielding is not None:  # our turn with the lease is over: wait for the hand-over
+            await asyncio.shield(self._yielding)
         async with self._lock:
             token = _holding.set(held | {id(self)})
             try:
@@ -441,10 +444,15 @@ class ReplicaBackend(Backend):
             self._release = None
         now = time.monotonic()
         lease = self._lease
-        if lease is not None and self._batch is None and now - lease.acquired_at > LEASE_MAX_HOLD:
-            self._lease = None  # our turn is over: let a waiting pod in, then queue again
-            await self._leases.release(lease)
-            lease = None
+        if lease is not None and now - lease.acquired_at > LEASE_MAX_HOLD:
+            if self._batch is None:
+                self._lease = None  # our turn is over: let a waiting pod in, then queue again
+                await self._leases.release(lease)
+                lease = None
+            elif self._yielding is None:
+                # Commits are waiting for their push: this transaction still joins them, later ones
+                # wait at the gate until the flusher has pushed and handed the lease back.
+                self._yielding = asyncio.get_running_loop().create_future()
         if lease is not None and not lease.usable(now):
             try:
                 await self._leases.renew(lease)
@@ -525,24 +533,31 @@ class ReplicaBackend(Backend):
 
     async def _flush(self) -> None:
         """Push batch after batch until none is left; each caller waits for the push of its batch."""
-        while self._batch is not None:
-            async with self._lock:
-                batch, self._batch = self._batch, None
-                if batch is None:
-                    break
-                try:
-                    await self._push_under_lease()
-                except BaseException as exc:
-                    if not batch.done.done():
+        try:
+            while self._batch is not None:
+                async with self._lock:
+                    batch, self._batch = self._batch, None
+                    if batch is None:
+                        break
+                    try:
+                        await self._push_under_lease()
+                    except Exception as exc:
                         batch.done.set_exception(exc)
                         batch.done.exception()  # retrieved here; every waiter gets it via its await
-                    if not isinstance(exc, Exception):
+                    except BaseException:
+                        batch.done.cancel()
                         raise
-                else:
-                    if not batch.done.done():
+                    else:
                         batch.done.set_result(None)
-                finally:
-                    self._schedule_release()
+                    finally:
+                        self._schedule_release()
+        finally:
+            yielding, self._yielding = self._yielding, None
+            if yielding is not None:
+                lease, self._lease = self._lease, None
+                if lease is not None:
+                    await self._leases.release(lease)
+                yielding.set_result(None)
 
     async def _push_under_lease(self) -> None:
         """Push through the lease's fenced URL; resolve every failure to a known outcome or say so."""
@@ -625,16 +640,18 @@ class ReplicaBackend(Backend):
         self._dirty = False
 
     def _schedule_release(self) -> None:
-        if self._lease is None or self._batch is not None or (self._lock.locked() and self._release):
+        """Give the lease back ``LEASE_LINGER`` after the pod goes idle (re-armed while busy)."""
+        if self._lease is None or self._release is not None:
             return
-        if self._release is not None:
-            self._release.cancel()
         self._release = asyncio.get_running_loop().call_later(LEASE_LINGER, self._release_now)
 
     def _release_now(self) -> None:
         self._release = None
         lease = self._lease
-        if lease is None or self._batch is not None or self._lock.locked():
+        if lease is None:
+            return
+        if self._batch is not None or self._lock.locked():
+            self._schedule_release()
             return
         self._lease = None
         asyncio.get_running_loop().create_task(self._leases.release(lease))
