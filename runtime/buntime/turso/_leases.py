@@ -25,6 +25,7 @@ import aiohttp
 from ._errors import TursoBusyError, TursoConfigError, TursoUnavailableError
 
 LEASE_PATH = "/-/lease"
+LEASE_BUSY = "TURSO_LEASE_BUSY"  # the code of a TursoBusyError that already waited: never re-run
 REQUEST_MARGIN = 5.0  # beyond the lease wait, for the round trip itself
 _HOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 
@@ -86,7 +87,7 @@ class LeaseClient:
         if status == 409:
             raise TursoBusyError(
                 f"the write lease of {self.url} stayed with another replica for {wait:g}s",
-                code="TURSO_LEASE_BUSY",
+                code=LEASE_BUSY,
             )
         if status in (404, 405):
             raise TursoConfigError(
