@@ -32,8 +32,10 @@ from ._http import (
     SCOPED_TOKENS,
     STORE,
     SUPERVISOR,
+    AppRunner,
     Readiness,
     error_middleware,
+    head_middleware,
 )
 from ._logging import get_logger
 from ._metrics import Metrics
@@ -61,9 +63,11 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
     )
     readiness = Readiness()
 
-    data_app = web.Application(middlewares=[error_middleware], client_max_size=config.max_request_bytes)
+    data_app = web.Application(
+        middlewares=[error_middleware, head_middleware], client_max_size=config.max_request_bytes
+    )
     admin_app = web.Application(
-        middlewares=[_admin.metrics_middleware, error_middleware, _admin.auth_middleware],
+        middlewares=[_admin.metrics_middleware, error_middleware, head_middleware, _admin.auth_middleware],
         client_max_size=_admin.MAX_ADMIN_BODY,
     )
     for app in (data_app, admin_app):
@@ -162,8 +166,8 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
     _log_startup(config)
     data_app, admin_app = build_apps(config)
     readiness = data_app[READINESS]
-    data_runner = web.AppRunner(data_app, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
-    admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
+    data_runner = AppRunner(data_app, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
+    admin_runner = AppRunner(admin_app, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
     await data_runner.setup()
     try:
         await admin_runner.setup()

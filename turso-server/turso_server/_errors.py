@@ -12,7 +12,8 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         │   ├── MissingNamespaceError            400 "missing namespace"
         │   ├── InvalidNamespaceError            400 "invalid namespace"
         │   ├── InvalidBodyError                 400 "invalid body"
-        │   └── InvalidTTLError                  400 "invalid ttl"
+        │   ├── InvalidTTLError                  400 "invalid ttl"
+        │   └── MalformedRequestError            400 "malformed request"  (head or framing unusable)
         ├── UnauthorizedError (PermissionError)  401 "unauthorized"  (+ WWW-Authenticate)
         ├── ForbiddenError (PermissionError)     403 "forbidden"
         ├── NotFoundError (LookupError)          404 "not found"
@@ -56,6 +57,8 @@ class ApiError(TursoServerError):
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal error"
+    #: Close the connection after the reply (the rest of the request cannot be trusted or read).
+    closes_connection: ClassVar[bool] = False
 
     def headers(self) -> dict[str, str]:
         """Extra response headers this error needs (``WWW-Authenticate``, ``Retry-After``)."""
@@ -81,6 +84,15 @@ class InvalidBodyError(BadRequestError):
 
 class InvalidTTLError(BadRequestError):
     code = "invalid ttl"
+
+
+class MalformedRequestError(BadRequestError):
+    """The request head or body framing cannot be used: bytes outside visible ASCII in the target or
+    a header value, a head aiohttp's parser refused, a broken chunked body. The detail names the part
+    (never its value: it may be a credential)."""
+
+    code = "malformed request"
+    closes_connection = True
 
 
 class UnauthorizedError(ApiError, PermissionError):

@@ -5,20 +5,36 @@ Both ``web.Application`` objects (data and admin) carry the same server objects 
 leaves as ``{"code", "detail"}`` JSON through :func:`error_middleware`, including aiohttp's own
 404/405/413, so clients never have to parse text bodies. ``/healthz`` (alive) and ``/readyz``
 (state restored and both listeners up) need no token. Imported by ``_proxy``, ``_admin``, ``_app``.
+
+Hostile heads are refused here, once for both ports, before any handler sees them:
+
+* a head aiohttp's parser refuses (a control character in a header, a line too long, a bad
+  request line) never reaches a middleware, so :class:`AppRunner` swaps in a protocol whose
+  :meth:`~JsonErrorProtocol.handle_error` answers ``400 {"code": "malformed request"}`` and logs
+  the error class only: aiohttp's own reply and log line quote the offending header line, which
+  may be an ``Authorization`` header;
+* :func:`head_middleware` refuses a request target or header value with a byte outside visible
+  ASCII (what tursodb's head would carry, and what the upstream client cannot encode), naming the
+  header but never its value; ``Authorization`` is left to ``_auth``, which answers 401;
+* a body that breaks its framing (bad chunked encoding) is a 400, not an "unhandled error".
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from ._auth import AdminAuth, DataAuth, ScopedTokens
 from ._backup import Backups
 from ._config import ServerConfig
-from ._errors import ApiError
+from ._errors import ApiError, MalformedRequestError
 from ._gc import GarbageCollector
 from ._logging import get_logger
 from ._metrics import Metrics
@@ -36,6 +52,11 @@ _AIOHTTP_CODES = {
     405: "method not allowed",
     413: "payload too large",
 }
+
+# Tab and visible ASCII: what a header value or target may carry (aiohttp already refuses CR, LF, NUL).
+_UNSAFE_HEAD_CHAR = re.compile(r"[^\t\x20-\x7e]")
+_REASON_END = re.compile(r"[:'\"\n]")
+MAX_REASON_LENGTH = 60
 
 log = get_logger("http")
 
@@ -87,7 +108,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.detail, exc.headers())
+        response = error_response(exc.status, exc.code, exc.detail, exc.headers())
+        if exc.closes_connection:
+            response.force_close()
+        return response
+    except RequestPayloadError as exc:
+        # The body's framing broke (chunk sizes, length): the connection cannot carry another request.
+        log.info("malformed request body", extra={"method": request.method, "error": type(exc).__name__})
+        response = error_response(400, MalformedRequestError.code, "request body framing is malformed")
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -97,6 +127,83 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return error_response(500, "internal error", "unexpected server error; see the server log")
+
+
+@web.middleware
+async def head_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """:class:`MalformedRequestError` for a target or header value outside visible ASCII."""
+    check_head(request)
+    return await handler(request)
+
+
+def check_head(request: web.BaseRequest) -> None:
+    """Refuse bytes a request head may not carry; ``Authorization`` is checked by ``_auth``."""
+    if _UNSAFE_HEAD_CHAR.search(request.raw_path):
+        raise MalformedRequestError("request target must be visible ASCII (percent-encode the rest)")
+    for name, value in request.headers.items():
+        if _UNSAFE_HEAD_CHAR.search(value) and name.lower() != "authorization":
+            raise MalformedRequestError(f"header {_header_label(name)} must be visible ASCII")
+
+
+def _header_label(name: str) -> str:
+    # aiohttp's parser only lets token characters through in names, but never echo more than a name.
+    return repr(name[:64]) if name.isascii() and name.isprintable() else "name"
+
+
+class JsonErrorProtocol(web.RequestHandler):
+    """aiohttp's per-connection protocol, with parser errors answered as JSON and never echoed."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        reason = parse_error_reason(exc)
+        log.info("malformed request head", extra={"remote": request.remote, "error": reason})
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        response = error_response(
+            status if 400 <= status < 500 else 400,
+            MalformedRequestError.code,
+            f"the request head cannot be parsed ({reason})",
+        )
+        response.force_close()
+        return response
+
+
+def parse_error_reason(exc: HttpProcessingError) -> str:
+    """The parser's reason without the quoted input: ``Invalid header value char``.
+
+    aiohttp's messages quote the offending line after a colon or in quotes
+    (``Invalid header value char:\n\n  b'Authorization: Bearer ...'``), so only the text before
+    the first of those is kept, and only when it is plain ASCII.
+    """
+    text = _REASON_END.split(exc.message or "", maxsplit=1)[0].strip()
+    if not text or not text.isascii() or not text.isprintable():
+        return type(exc).__name__
+    return text[:MAX_REASON_LENGTH]
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return JsonErrorProtocol(self, loop=asyncio.get_running_loop(), **self._kwargs)
+
+
+class AppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections use :class:`JsonErrorProtocol`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _JsonErrorServer(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            **server._kwargs,
+        )
 
 
 async def healthz(request: web.Request) -> web.Response:
