@@ -36,6 +36,7 @@ from ._errors import ConflictError, InvalidBodyError, InvalidTTLError, Namespace
 from ._http import (
     ADMIN_AUTH,
     BACKUPS,
+    CONFIG,
     METRICS,
     PROBE_PATHS,
     SCOPED_TOKENS,
@@ -44,6 +45,7 @@ from ._http import (
     Handler,
     add_probe_routes,
     json_response,
+    read_body,
 )
 from ._logging import get_logger
 from ._metrics import METRICS_CONTENT_TYPE
@@ -95,7 +97,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object; an empty body is ``{}``."""
     if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
         raise InvalidBodyError(f"body larger than {MAX_ADMIN_BODY} bytes")
-    return parse_json_object(await request.read())
+    timeout = request.app[CONFIG].client_receive_timeout or None
+    return parse_json_object(await read_body(request, timeout=timeout))
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from ._http import (
     METRICS,
     READINESS,
     SCOPED_TOKENS,
+    SPOOL,
     STORE,
     SUPERVISOR,
     AppRunner,
@@ -39,6 +40,7 @@ from ._http import (
 )
 from ._logging import get_logger
 from ._metrics import Metrics
+from ._spool import SPOOL_DIR_NAME, SpoolBudget
 from ._state import StateStore
 from ._supervisor import Supervisor
 
@@ -79,6 +81,9 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
         app[SCOPED_TOKENS] = scoped
     data_app[DATA_AUTH] = DataAuth(config.auth_token, scoped)
     data_app[GC] = gc
+    data_app[SPOOL] = SpoolBudget(
+        config.data_dir / SPOOL_DIR_NAME, memory=config.spool_memory, disk=config.spool_disk
+    )
     admin_app[ADMIN_AUTH] = AdminAuth(config.admin_token)
     admin_app[BACKUPS] = Backups(config.data_dir, supervisor, timeout=config.upstream_timeout)
 

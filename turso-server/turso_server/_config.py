@@ -128,6 +128,34 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.DURATION,
     ),
     Setting(
+        "TURSO_CLIENT_RECEIVE_TIMEOUT",
+        "--client-receive-timeout",
+        "5m",
+        "a data-port client must send its whole request body within this (else 408); 0 = none",
+        Kind.DURATION,
+    ),
+    Setting(
+        "TURSO_CLIENT_SEND_TIMEOUT",
+        "--client-send-timeout",
+        "5m",
+        "a data-port client must take its whole reply within this (else it is cut off); 0 = none",
+        Kind.DURATION,
+    ),
+    Setting(
+        "TURSO_SPOOL_MEMORY",
+        "--spool-memory",
+        str(64 * 1024 * 1024),
+        "memory for replies held until slow clients take them (each at most 1 MiB)",
+        Kind.BYTES,
+    ),
+    Setting(
+        "TURSO_SPOOL_DISK",
+        "--spool-disk",
+        str(1024 * 1024 * 1024),
+        "disk (<data dir>/_spool) for the replies past that; a reply that fits neither is 503",
+        Kind.BYTES,
+    ),
+    Setting(
         "TURSO_SHUTDOWN_GRACE",
         "--shutdown-grace",
         "5s",
@@ -196,6 +224,10 @@ class ServerConfig:
     auto_idle_duration: float
     archive_retention: float
     upstream_timeout: float
+    client_receive_timeout: float
+    client_send_timeout: float
+    spool_memory: int
+    spool_disk: int
     shutdown_grace: float
     restart_backoff_max: float
     access_flush_interval: float
@@ -277,6 +309,10 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         auto_idle_duration=get("TURSO_AUTO_IDLE_DURATION", _duration),
         archive_retention=get("TURSO_ARCHIVE_RETENTION", _duration),
         upstream_timeout=get("TURSO_UPSTREAM_TIMEOUT", _duration),
+        client_receive_timeout=get("TURSO_CLIENT_RECEIVE_TIMEOUT", _duration),
+        client_send_timeout=get("TURSO_CLIENT_SEND_TIMEOUT", _duration),
+        spool_memory=get("TURSO_SPOOL_MEMORY", _bytes),
+        spool_disk=get("TURSO_SPOOL_DISK", _bytes),
         shutdown_grace=get("TURSO_SHUTDOWN_GRACE", _duration),
         restart_backoff_max=get("TURSO_RESTART_BACKOFF_MAX", _duration),
         access_flush_interval=get("TURSO_ACCESS_FLUSH_INTERVAL", _duration),

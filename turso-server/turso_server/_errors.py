@@ -18,8 +18,10 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         ├── ForbiddenError (PermissionError)     403 "forbidden"
         ├── NotFoundError (LookupError)          404 "not found"
         │   └── NamespaceNotFoundError           404 "namespace not found"
+        ├── RequestTimeoutError (TimeoutError)   408 "request timeout"  (body not received in time)
         ├── ConflictError                        409 "conflict"
         ├── NamespaceLimitError                  429 "max namespaces reached"
+        ├── ClientClosedError (ConnectionError)  499 "client closed request"  (nobody left to answer)
         ├── InternalError                        500 "internal error"
         │   └── BackupError                      500 "backup failed"
         ├── UpstreamError (ConnectionError)      502 "upstream error"
@@ -27,7 +29,8 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         │   └── UpstreamTimeoutError (TimeoutError) 504 "upstream timeout"
         └── UnavailableError (ConnectionError)   503 "namespace unavailable"  (+ Retry-After)
             ├── ChildStartError                  503 "start failed"
-            └── NoFreePortError                  503 "no free port"
+            ├── NoFreePortError                  503 "no free port"
+            └── SpoolFullError                   503 "spool full"  (no room to buffer a reply)
 """
 
 from __future__ import annotations
@@ -122,6 +125,22 @@ class NamespaceNotFoundError(NotFoundError):
     code = "namespace not found"
 
 
+class RequestTimeoutError(ApiError, TimeoutError):
+    """The client did not send its whole body within ``TURSO_CLIENT_RECEIVE_TIMEOUT``."""
+
+    status = 408
+    code = "request timeout"
+    closes_connection = True
+
+
+class ClientClosedError(ApiError, ConnectionError):
+    """The client went away while its body was being read; the status only reaches the metrics."""
+
+    status = 499  # nginx's convention
+    code = "client closed request"
+    closes_connection = True
+
+
 class ConflictError(ApiError):
     status = 409
     code = "conflict"
@@ -190,3 +209,9 @@ class ChildStartError(UnavailableError):
 
 class NoFreePortError(UnavailableError):
     code = "no free port"
+
+
+class SpoolFullError(UnavailableError):
+    """A child's reply does not fit the spool (``TURSO_SPOOL_MEMORY`` + ``TURSO_SPOOL_DISK``)."""
+
+    code = "spool full"

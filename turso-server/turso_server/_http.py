@@ -22,6 +22,7 @@ Hostile heads are refused here, once for both ports, before any handler sees the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -34,10 +35,11 @@ from aiohttp.web_protocol import RequestPayloadError
 from ._auth import AdminAuth, DataAuth, ScopedTokens
 from ._backup import Backups
 from ._config import ServerConfig
-from ._errors import ApiError, MalformedRequestError
+from ._errors import ApiError, ClientClosedError, MalformedRequestError, RequestTimeoutError
 from ._gc import GarbageCollector
 from ._logging import get_logger
 from ._metrics import Metrics
+from ._spool import SpoolBudget
 from ._state import StateStore
 from ._supervisor import Supervisor
 
@@ -84,6 +86,7 @@ BACKUPS = web.AppKey("backups", Backups)
 DATA_AUTH = web.AppKey("data_auth", DataAuth)
 ADMIN_AUTH = web.AppKey("admin_auth", AdminAuth)
 SCOPED_TOKENS: web.AppKey[ScopedTokens | None] = web.AppKey("scoped_tokens")
+SPOOL = web.AppKey("spool", SpoolBudget)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -110,14 +113,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.detail, exc.headers())
         if exc.closes_connection:
-            response.force_close()
+            return await _send_and_close(request, response)
         return response
     except RequestPayloadError as exc:
         # The body's framing broke (chunk sizes, length): the connection cannot carry another request.
         log.info("malformed request body", extra={"method": request.method, "error": type(exc).__name__})
         response = error_response(400, MalformedRequestError.code, "request body framing is malformed")
-        response.force_close()
-        return response
+        return await _send_and_close(request, response)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -127,6 +129,35 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", extra={"method": request.method, "path": request.path})
         return error_response(500, "internal error", "unexpected server error; see the server log")
+
+
+async def _send_and_close(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """Send ``response``, then close the connection at once.
+
+    Left to itself, aiohttp keeps reading (and dropping) an unread body for up to 10 s after the
+    reply, so a client that stalled mid-body would keep its connection that much longer.
+    """
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()  # the reply is buffered: the transport flushes it, then closes
+    return response
+
+
+async def read_body(request: web.Request, *, timeout: float | None) -> bytes:
+    """The whole request body within ``timeout`` seconds (``None``: no limit).
+
+    A client that trickles or stops sending its body gets :class:`RequestTimeoutError` (408, and
+    the connection is closed); one that disconnects is :class:`ClientClosedError`.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeoutError(f"the request body did not arrive within {timeout:g}s") from None
+    except ConnectionResetError:
+        raise ClientClosedError("the client closed the connection while sending its body") from None
 
 
 @web.middleware
