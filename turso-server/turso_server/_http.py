@@ -14,8 +14,9 @@ Hostile heads are refused here, once for both ports, before any handler sees the
   the error class only: aiohttp's own reply and log line quote the offending header line, which
   may be an ``Authorization`` header;
 * :func:`head_middleware` refuses a request target or header value with a byte outside visible
-  ASCII (what tursodb's head would carry, and what the upstream client cannot encode), naming the
-  header but never its value; ``Authorization`` is left to ``_auth``, which answers 401;
+  ASCII (what tursodb's head would carry, and what the upstream client cannot encode), naming a
+  standard header (any other by position) but never a value; ``Authorization`` is left to
+  ``_auth``, which answers 401;
 * a body that breaks its framing (bad chunked encoding) is a 400, not an "unhandled error".
 """
 
@@ -57,6 +58,9 @@ _AIOHTTP_CODES = {
 
 # Tab and visible ASCII: what a header value or target may carry (aiohttp already refuses CR, LF, NUL).
 _UNSAFE_HEAD_CHAR = re.compile(r"[^\t\x20-\x7e]")
+_STANDARD_HEADERS = frozenset(
+    value.lower() for key, value in vars(hdrs).items() if key.isupper() and isinstance(value, str)
+)
 _REASON_END = re.compile(r"[:'\"\n]")
 MAX_REASON_LENGTH = 60
 
@@ -171,14 +175,15 @@ def check_head(request: web.BaseRequest) -> None:
     """Refuse bytes a request head may not carry; ``Authorization`` is checked by ``_auth``."""
     if _UNSAFE_HEAD_CHAR.search(request.raw_path):
         raise MalformedRequestError("request target must be visible ASCII (percent-encode the rest)")
-    for name, value in request.headers.items():
+    for index, (name, value) in enumerate(request.headers.items()):
         if _UNSAFE_HEAD_CHAR.search(value) and name.lower() != "authorization":
-            raise MalformedRequestError(f"header {_header_label(name)} must be visible ASCII")
+            raise MalformedRequestError(f"header {_header_label(index, name)} must be visible ASCII")
 
 
-def _header_label(name: str) -> str:
-    # aiohttp's parser only lets token characters through in names, but never echo more than a name.
-    return repr(name[:64]) if name.isascii() and name.isprintable() else "name"
+def _header_label(index: int, name: str) -> str:
+    """A standard header by name, any other by position: a made-up name may carry a secret too
+    (the fuzzer sent a token as a header name)."""
+    return repr(str(name)) if name.lower() in _STANDARD_HEADERS else f"#{index + 1} (by position)"
 
 
 class JsonErrorProtocol(web.RequestHandler):
