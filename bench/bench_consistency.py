@@ -1,0 +1,292 @@
+"""Serializable sync writes (issue 9, "Throughput"): ``transaction()`` through a real turso-server.
+
+Run: ``python -m bench consistency`` (about 45 seconds; also part of ``make bench``).
+``BENCH_WINDOW`` sets the seconds measured per case (default 2.5, after a 0.4 s warm-up).
+
+One turso-server (``--insecure-dev``) serves every case, each case on a namespace of its own so
+no case pulls another's rows. Every case is one-row ``INSERT`` transactions in a closed loop:
+``writers`` asyncio tasks in one process, each starting its next transaction when the last one
+returned. Throughput counts the transactions that finished inside the window; p50/p95 are their
+latencies (``transaction()`` call to return).
+
+* local 1/4/16: local mode (``TURSO_LOCAL_PATH`` only, MVCC, ``synchronous=FULL``), the baseline.
+* sync 1/4/16: single-tenant sync mode, one TursoService (one replica) in this process, the
+  default ``TURSO_WRITE_MODE=serializable``: each transaction runs under the namespace's write
+  lease and returns once the push carrying its commit landed (concurrent commits share a push).
+* 2 pods x 8: two separate processes, each a TursoService with its own replica dir and 8 writers
+  on the same namespace, told to start at the same instant and measured over the same window;
+  the lease passes between them, so each turn costs a pull.
+* offline 1/16 (alternative, unsafe, for comparison only): ``TURSO_WRITE_MODE=offline``, the old
+  behaviour: no lease, every commit pushed right after it (writers queue behind each push).
+* pipeline 1/16 (alternative): the write executed on the server instead, one ``/v2/pipeline``
+  request per transaction, one batch ``BEGIN`` / ``INSERT`` / ``COMMIT`` with each step conditional
+  on the one before, through turso-server with aiohttp (kept-alive connections);
+  turso-server runs it under an implicit lease. No replica, so no read-your-writes locally.
+* round trip: ``GET /healthz`` on turso-server (and a lease grant + release, for reference) over a
+  kept-alive aiohttp connection, p50; used by the one-writer latency goal.
+
+Goals (printed as PASS/MISS, information only): sync 16w >= 8x sync 1w; sync 16w >= 0.5x local
+16w; sync 1w p50 <= local 1w p50 + 2 x round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from bench._util import percentile
+from buntime.turso import TursoService, resolve_config
+from tests.support.tursoserver import SyncEndpoint
+
+REPO = Path(__file__).resolve().parents[1]
+WINDOW = float(os.environ.get("BENCH_WINDOW", "2.5"))
+WARMUP = 0.4
+SCHEMA = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)"
+INSERT = "INSERT INTO t(v) VALUES (?)"
+
+
+@dataclass
+class Result:
+    """What one case measured: transactions finished in the window and their latencies (s)."""
+
+    window: float
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.window
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    def merge(self, other: Result) -> Result:
+        return Result(self.window, self.latencies + other.latencies, self.errors + other.errors)
+
+
+async def closed_loop(
+    op: Callable[[int, int], Awaitable[object]], writers: int, start: float, window: float
+) -> Result:
+    """``writers`` tasks calling ``op`` back to back from ``start - WARMUP`` (wall clock) on."""
+    measure_from, stop = start, start + window
+    result = Result(window)
+    await asyncio.sleep(max(0.0, start - WARMUP - time.time()))
+
+    async def writer(slot: int) -> None:
+        i = 0
+        while (began := time.time()) < stop:
+            i += 1
+            try:
+                await op(slot, i)
+            except Exception:
+                result.errors += 1
+                continue
+            ended = time.time()
+            if began >= measure_from and ended <= stop:
+                result.latencies.append(ended - began)
+
+    await asyncio.gather(*(writer(slot) for slot in range(writers)))
+    return result
+
+
+def service_env(tmp: Path, url: str | None, **extra: str) -> dict[str, str]:
+    env = {"TURSO_LOCAL_PATH": str(tmp / "replica.db"), **extra}
+    if url:
+        env["TURSO_SYNC_URL"] = url
+    return env
+
+
+async def service_case(env: dict[str, str], writers: int, start: float | None = None) -> Result:
+    """One TursoService, ``writers`` concurrent ``transaction()`` inserts."""
+    async with TursoService(resolve_config(env=env)) as service:
+        await service.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
+
+        def op(slot: int, i: int) -> Awaitable[object]:
+            return service.transaction(lambda db: db.run(INSERT, [f"{slot}-{i}"]), max_retries=1000)
+
+        begin = start if start is not None else time.time() + WARMUP
+        return await closed_loop(op, writers, begin, WINDOW)
+
+
+async def pipeline_case(url: str, writers: int) -> Result:
+    """One ``/v2/pipeline`` request per transaction, executed by the server."""
+    async with aiohttp.ClientSession() as session:
+
+        async def pipeline(*statements: tuple[str, list[str]]) -> None:
+            steps: list[dict[str, object]] = [
+                {"stmt": {"sql": sql, "args": [{"type": "text", "value": a} for a in args]}}
+                for sql, args in statements
+            ]
+            for index in range(1, len(steps)):  # each step only if the one before succeeded
+                steps[index]["condition"] = {"type": "ok", "step": index - 1}
+            body = {"requests": [{"type": "batch", "batch": {"steps": steps}}]}
+            async with session.post(f"{url}/v2/pipeline", json=body) as response:
+                answer = await response.json(content_type=None)
+            results = answer.get("results", []) if isinstance(answer, dict) else []
+            ok = response.status == 200 and len(results) == 1 and results[0].get("type") == "ok"
+            if not ok or any(results[0]["response"]["result"].get("step_errors") or []):
+                raise RuntimeError(f"pipeline failed: HTTP {response.status} {str(answer)[:200]}")
+
+        await pipeline((SCHEMA, []))
+
+        def op(slot: int, i: int) -> Awaitable[None]:
+            return pipeline(("BEGIN", []), (INSERT, [f"{slot}-{i}"]), ("COMMIT", []))
+
+        return await closed_loop(op, writers, time.time() + WARMUP, WINDOW)
+
+
+async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tuple[float, float]:
+    """p50 seconds of ``GET /healthz`` and of a lease grant + release (two requests)."""
+    healthz: list[float] = []
+    lease: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for index in range(samples + 20):
+            began = time.perf_counter()
+            async with session.get(f"{base}/healthz") as response:
+                await response.read()
+            if index >= 20:
+                healthz.append(time.perf_counter() - began)
+        for index in range(samples // 4 + 5):
+            began = time.perf_counter()
+            body = {"holder": "bench-rtt", "ttl": 5, "wait": 5}
+            async with session.post(f"{namespace_url}/-/lease", json=body) as response:
+                token = (await response.json())["token"]
+            async with session.delete(f"{namespace_url}/-/lease/{token}") as response:
+                await response.read()
+            if index >= 5:
+                lease.append(time.perf_counter() - began)
+    return percentile(healthz, 50), percentile(lease, 50)
+
+
+def pods_case(url: str, tmp: Path, pods: int, writers: int) -> Result:
+    """``pods`` processes × ``writers``; each opens and warms up, then all start on one signal."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_consistency", "--pod", url, str(tmp / f"pod{n}"), str(writers)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(pods)
+    ]
+    try:
+        for proc in procs:  # "ready": the service is open and the table exists
+            assert proc.stdout is not None and proc.stdin is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit("a pod process failed to start")
+        start = time.time() + 1.0
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{start}\n")
+            proc.stdin.close()
+        merged = Result(WINDOW)
+        for proc in procs:
+            assert proc.stdout is not None
+            payload = json.loads(proc.stdout.read())
+            merged = merged.merge(Result(WINDOW, payload["latencies"], payload["errors"]))
+        return merged
+    finally:
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+async def pod_main(url: str, path: str, writers: int) -> None:
+    """One pod process: report ready, wait for the start time on stdin, print the result as JSON."""
+    env = service_env(Path(path), url)
+    async with TursoService(resolve_config(env=env)) as service:
+        await service.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
+        print("ready", flush=True)
+        start = float(await asyncio.to_thread(sys.stdin.readline))
+
+        def op(slot: int, i: int) -> Awaitable[object]:
+            return service.transaction(lambda db: db.run(INSERT, [f"{path}-{slot}-{i}"]), max_retries=1000)
+
+        result = await closed_loop(op, writers, start, WINDOW)
+    print(json.dumps({"latencies": result.latencies, "errors": result.errors}), flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-consistency-") as raw:
+        tmp = Path(raw)
+        endpoint = SyncEndpoint(tmp / "server", namespace=None).start()
+        base = endpoint.base_url
+        results: dict[str, Result] = {}
+        started = time.monotonic()
+        try:
+            rtt, lease_rtt = await round_trips(base, f"{base}/rtt")
+            for n in (1, 4, 16):
+                results[f"local {n}w"] = await service_case(service_env(tmp / f"local{n}", None), n)
+            for n in (1, 4, 16):
+                results[f"sync {n}w"] = await service_case(service_env(tmp / f"sync{n}", f"{base}/sync{n}"), n)
+            results["sync 2 pods x 8w"] = await asyncio.to_thread(pods_case, f"{base}/pods", tmp, 2, 8)
+            for n in (1, 16):
+                env = service_env(tmp / f"offline{n}", f"{base}/offline{n}", TURSO_WRITE_MODE="offline")
+                results[f"offline {n}w (unsafe)"] = await service_case(env, n)
+            for n in (1, 16):
+                results[f"pipeline {n}w"] = await pipeline_case(f"{base}/pipeline{n}", n)
+        finally:
+            endpoint.stop()
+
+    print(f"serializable sync writes through turso-server ({WINDOW:g}s per case, {os.cpu_count()} CPUs)")
+    width = max(len(name) for name in results)
+    print(f"  {'case':<{width}}  {'tx/s':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'errors':>6}")
+    for name, result in results.items():
+        print(
+            f"  {name:<{width}}  {result.rate:8.0f}  {ms(result.p(50)):>8}  {ms(result.p(95)):>8}  "
+            f"{result.errors:>6}"
+        )
+    print(f"  round trip to turso-server: GET /healthz p50 {ms(rtt)} ms; lease grant+release p50 {ms(lease_rtt)} ms")
+
+    sync1, sync16, local1, local16 = (results[k] for k in ("sync 1w", "sync 16w", "local 1w", "local 16w"))
+    scaling = sync16.rate / sync1.rate
+    vs_local = sync16.rate / local16.rate
+    budget = local1.p(50) + 2 * rtt
+    pods = results["sync 2 pods x 8w"]
+    print("goals (information only):")
+    print(f"  [{verdict(scaling >= 8)}] sync 16w / sync 1w = {scaling:.2f}x  (goal >= 8x)")
+    print(f"  [{verdict(vs_local >= 0.5)}] sync 16w / local 16w = {vs_local:.2f}x  (goal >= 0.5x)")
+    print(
+        f"  [{verdict(sync1.p(50) <= budget)}] sync 1w p50 {ms(sync1.p(50))} ms vs local 1w p50 "
+        f"{ms(local1.p(50))} ms + 2 x RTT {ms(rtt)} ms = {ms(budget)} ms  "
+        f"(ratio {sync1.p(50) / budget:.2f}x, goal <= 1x)"
+    )
+    print("for the design note:")
+    print(f"  2 pods x 8w / sync 16w in one pod = {pods.rate / sync16.rate:.2f}x")
+    for n in (1, 16):
+        offline, pipeline, sync = results[f"offline {n}w (unsafe)"], results[f"pipeline {n}w"], results[f"sync {n}w"]
+        print(
+            f"  {n}w: sync / offline = {sync.rate / offline.rate:.2f}x, "
+            f"sync / pipeline = {sync.rate / pipeline.rate:.2f}x"
+        )
+    print(f"elapsed {time.monotonic() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pod", nargs=3, metavar=("URL", "DIR", "WRITERS"), help=argparse.SUPPRESS)
+    # parse_known_args: `python -m bench consistency` leaves the selection in sys.argv.
+    args, _ = parser.parse_known_args()
+    if args.pod:
+        asyncio.run(pod_main(args.pod[0], args.pod[1], int(args.pod[2])))
+    else:
+        asyncio.run(main())
