@@ -22,8 +22,16 @@ latencies (``transaction()`` call to return).
   request per transaction, one batch ``BEGIN`` / ``INSERT`` / ``COMMIT`` with each step conditional
   on the one before, through turso-server with aiohttp (kept-alive connections);
   turso-server runs it under an implicit lease. No replica, so no read-your-writes locally.
+* sync 1/16, replica sync=NORMAL (what-if): as sync 1/16 with ``PRAGMA synchronous = NORMAL`` on
+  the replica's connection, so a local commit no longer waits for fsync. A commit is acknowledged
+  only once its push landed on the server, so the replica's fsync buys nothing for process
+  crashes; the bench shows what it costs (the runtime does not do this today).
+* requests/tx: turso-server's own request counters (admin ``/metrics``) for the case's namespace,
+  divided by every transaction that returned (warm-up included on both sides); setup excluded
+  except the schema transaction.
 * round trip: ``GET /healthz`` on turso-server (and a lease grant + release, for reference) over a
-  kept-alive aiohttp connection, p50; used by the one-writer latency goal.
+  kept-alive aiohttp connection, p50, used by the one-writer latency goal; and a ``SELECT 1``
+  pipeline on a new connection per request, the way pyturso sends its sync requests.
 
 Goals (printed as PASS/MISS, information only): sync 16w >= 8x sync 1w; sync 16w >= 0.5x local
 16w; sync 1w p50 <= local 1w p50 + 2 x round trip.
@@ -35,10 +43,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +64,11 @@ WINDOW = float(os.environ.get("BENCH_WINDOW", "2.5"))
 WARMUP = 0.4
 SCHEMA = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)"
 INSERT = "INSERT INTO t(v) VALUES (?)"
+_REQUESTS = re.compile(
+    r'^turso_server_data_requests_total\{namespace="(?P<namespace>[^"]*)",route="(?P<route>[^"]*)",'
+    r'status="[^"]*"\} (?P<value>\S+)$',
+    re.MULTILINE,
+)
 
 
 @dataclass
@@ -63,6 +78,8 @@ class Result:
     window: float
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    done: int = 0  # every transaction that returned, warm-up and window edges included
+    requests: dict[str, float] = field(default_factory=dict)  # turso-server route -> requests
 
     @property
     def rate(self) -> float:
@@ -72,7 +89,17 @@ class Result:
         return percentile(self.latencies, q)
 
     def merge(self, other: Result) -> Result:
-        return Result(self.window, self.latencies + other.latencies, self.errors + other.errors)
+        return Result(
+            self.window, self.latencies + other.latencies, self.errors + other.errors, self.done + other.done
+        )
+
+    def per_tx(self) -> str:
+        """Requests turso-server answered per transaction, by route (sync cases only)."""
+        if not self.requests or not self.latencies:
+            return ""
+        return " ".join(
+            f"{route} {n / len(self.latencies):.2f}" for route, n in sorted(self.requests.items())
+        )
 
 
 async def closed_loop(
@@ -93,6 +120,7 @@ async def closed_loop(
                 result.errors += 1
                 continue
             ended = time.time()
+            result.done += 1
             if began >= measure_from and ended <= stop:
                 result.latencies.append(ended - began)
 
@@ -107,9 +135,13 @@ def service_env(tmp: Path, url: str | None, **extra: str) -> dict[str, str]:
     return env
 
 
-async def service_case(env: dict[str, str], writers: int, start: float | None = None) -> Result:
+async def service_case(
+    env: dict[str, str], writers: int, start: float | None = None, *, synchronous: str | None = None
+) -> Result:
     """One TursoService, ``writers`` concurrent ``transaction()`` inserts."""
     async with TursoService(resolve_config(env=env)) as service:
+        if synchronous:  # a replica has one connection: the pragma holds for every transaction
+            await (await service.connect()).exec(f"PRAGMA synchronous = {synchronous}")
         await service.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
 
         def op(slot: int, i: int) -> Awaitable[object]:
@@ -146,6 +178,42 @@ async def pipeline_case(url: str, writers: int) -> Result:
         return await closed_loop(op, writers, time.time() + WARMUP, WINDOW)
 
 
+def server_requests(admin_url: str) -> dict[tuple[str, str], float]:
+    """turso-server's request counters, ``(namespace, route) -> requests`` (all statuses)."""
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[tuple[str, str], float] = {}
+    for match in _REQUESTS.finditer(text):
+        key = (match["namespace"], match["route"])
+        counts[key] = counts.get(key, 0.0) + float(match["value"])
+    return counts
+
+
+def requests_between(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], namespace: str
+) -> dict[str, float]:
+    return {
+        route: n - before.get((ns, route), 0.0)
+        for (ns, route), n in after.items()
+        if ns == namespace and n > before.get((ns, route), 0.0)
+    }
+
+
+def fresh_connection_pipeline(namespace_url: str, samples: int = 100) -> float:
+    """p50 seconds of a ``SELECT 1`` pipeline the way pyturso sends its sync requests (urllib,
+    a new connection per request): what the first of a push's two requests costs at least."""
+    body = json.dumps({"requests": [{"type": "execute", "stmt": {"sql": "SELECT 1"}}]}).encode()
+    times: list[float] = []
+    for index in range(samples + 10):
+        request = urllib.request.Request(f"{namespace_url}/v2/pipeline", data=body, method="POST")
+        began = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+        if index >= 10:
+            times.append(time.perf_counter() - began)
+    return percentile(times, 50)
+
+
 async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tuple[float, float]:
     """p50 seconds of ``GET /healthz`` and of a lease grant + release (two requests)."""
     healthz: list[float] = []
@@ -170,10 +238,18 @@ async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tupl
 
 
 def pods_case(url: str, tmp: Path, pods: int, writers: int) -> Result:
-    """``pods`` processes × ``writers``; each opens and warms up, then all start on one signal."""
+    """``pods`` processes x ``writers``; each opens and warms up, then all start on one signal."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.bench_consistency", "--pod", url, str(tmp / f"pod{n}"), str(writers)],
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_consistency",
+                "--pod",
+                url,
+                str(tmp / f"pod{n}"),
+                str(writers),
+            ],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -195,7 +271,7 @@ def pods_case(url: str, tmp: Path, pods: int, writers: int) -> Result:
         for proc in procs:
             assert proc.stdout is not None
             payload = json.loads(proc.stdout.read())
-            merged = merged.merge(Result(WINDOW, payload["latencies"], payload["errors"]))
+            merged = merged.merge(Result(WINDOW, payload["latencies"], payload["errors"], payload["done"]))
         return merged
     finally:
         for proc in procs:
@@ -214,7 +290,8 @@ async def pod_main(url: str, path: str, writers: int) -> None:
             return service.transaction(lambda db: db.run(INSERT, [f"{path}-{slot}-{i}"]), max_retries=1000)
 
         result = await closed_loop(op, writers, start, WINDOW)
-    print(json.dumps({"latencies": result.latencies, "errors": result.errors}), flush=True)
+    payload = {"latencies": result.latencies, "errors": result.errors, "done": result.done}
+    print(json.dumps(payload), flush=True)
 
 
 def ms(seconds: float) -> str:
@@ -232,30 +309,49 @@ async def main() -> None:
         base = endpoint.base_url
         results: dict[str, Result] = {}
         started = time.monotonic()
+
+        async def sync_case(name: str, namespace: str, writers: int, **options: str) -> None:
+            synchronous = options.pop("synchronous", None)
+            env = service_env(tmp / namespace, f"{base}/{namespace}", **options)
+            before = server_requests(endpoint.server.admin_url)
+            result = await service_case(env, writers, synchronous=synchronous)
+            result.requests = requests_between(before, server_requests(endpoint.server.admin_url), namespace)
+            results[name] = result
+
         try:
             rtt, lease_rtt = await round_trips(base, f"{base}/rtt")
+            fresh_rtt = await asyncio.to_thread(fresh_connection_pipeline, f"{base}/rtt")
             for n in (1, 4, 16):
                 results[f"local {n}w"] = await service_case(service_env(tmp / f"local{n}", None), n)
             for n in (1, 4, 16):
-                results[f"sync {n}w"] = await service_case(service_env(tmp / f"sync{n}", f"{base}/sync{n}"), n)
-            results["sync 2 pods x 8w"] = await asyncio.to_thread(pods_case, f"{base}/pods", tmp, 2, 8)
+                await sync_case(f"sync {n}w", f"sync{n}", n)
+            before = server_requests(endpoint.server.admin_url)
+            pods = await asyncio.to_thread(pods_case, f"{base}/pods", tmp, 2, 8)
+            pods.requests = requests_between(before, server_requests(endpoint.server.admin_url), "pods")
+            results["sync 2 pods x 8w"] = pods
             for n in (1, 16):
-                env = service_env(tmp / f"offline{n}", f"{base}/offline{n}", TURSO_WRITE_MODE="offline")
-                results[f"offline {n}w (unsafe)"] = await service_case(env, n)
+                await sync_case(f"offline {n}w (unsafe)", f"offline{n}", n, TURSO_WRITE_MODE="offline")
             for n in (1, 16):
                 results[f"pipeline {n}w"] = await pipeline_case(f"{base}/pipeline{n}", n)
+            for n in (1, 16):
+                await sync_case(f"sync {n}w, replica sync=NORMAL", f"normal{n}", n, synchronous="NORMAL")
         finally:
             endpoint.stop()
 
     print(f"serializable sync writes through turso-server ({WINDOW:g}s per case, {os.cpu_count()} CPUs)")
     width = max(len(name) for name in results)
-    print(f"  {'case':<{width}}  {'tx/s':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'errors':>6}")
+    columns = f"{'tx/s':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'errors':>6}"
+    print(f"  {'case':<{width}}  {columns}  turso-server requests/tx")
     for name, result in results.items():
         print(
             f"  {name:<{width}}  {result.rate:8.0f}  {ms(result.p(50)):>8}  {ms(result.p(95)):>8}  "
-            f"{result.errors:>6}"
+            f"{result.errors:>6}  {result.per_tx()}"
         )
-    print(f"  round trip to turso-server: GET /healthz p50 {ms(rtt)} ms; lease grant+release p50 {ms(lease_rtt)} ms")
+    print(
+        f"  round trip to turso-server (p50): GET /healthz {ms(rtt)} ms; "
+        f"lease grant + release {ms(lease_rtt)} ms; "
+        f"SELECT 1 pipeline on a fresh connection (as pyturso sends) {ms(fresh_rtt)} ms"
+    )
 
     sync1, sync16, local1, local16 = (results[k] for k in ("sync 1w", "sync 16w", "local 1w", "local 16w"))
     scaling = sync16.rate / sync1.rate
@@ -273,11 +369,21 @@ async def main() -> None:
     print("for the design note:")
     print(f"  2 pods x 8w / sync 16w in one pod = {pods.rate / sync16.rate:.2f}x")
     for n in (1, 16):
-        offline, pipeline, sync = results[f"offline {n}w (unsafe)"], results[f"pipeline {n}w"], results[f"sync {n}w"]
+        offline, pipeline, sync = (
+            results[f"offline {n}w (unsafe)"],
+            results[f"pipeline {n}w"],
+            results[f"sync {n}w"],
+        )
         print(
             f"  {n}w: sync / offline = {sync.rate / offline.rate:.2f}x, "
             f"sync / pipeline = {sync.rate / pipeline.rate:.2f}x"
         )
+    normal1, normal16 = results["sync 1w, replica sync=NORMAL"], results["sync 16w, replica sync=NORMAL"]
+    print(
+        f"  replica at synchronous=NORMAL: 16w / 1w = {normal16.rate / normal1.rate:.2f}x, "
+        f"16w / local 16w = {normal16.rate / local16.rate:.2f}x, "
+        f"1w p50 / budget = {normal1.p(50) / budget:.2f}x"
+    )
     print(f"elapsed {time.monotonic() - started:.0f}s")
 
 
