@@ -1,7 +1,9 @@
 """Serializable sync writes (issue 9, "Throughput"): ``transaction()`` through a real turso-server.
 
-Run: ``python -m bench consistency`` (about 45 seconds; also part of ``make bench``).
-``BENCH_WINDOW`` sets the seconds measured per case (default 2.5, after a 0.4 s warm-up).
+Run: ``python -m bench consistency`` (about a minute; also part of ``make bench``).
+``BENCH_WINDOW`` sets the seconds measured per case and round (default 1.25, after a 0.4 s
+warm-up), ``BENCH_ROUNDS`` the rounds (default 2): every case runs once per round, in alternating
+order, so that the drift of a shared machine hits every case alike.
 
 One turso-server (``--insecure-dev``) serves every case, each case on a namespace of its own so
 no case pulls another's rows. Every case is one-row ``INSERT`` transactions in a closed loop:
@@ -27,8 +29,8 @@ latencies (``transaction()`` call to return).
   only once its push landed on the server, so the replica's fsync buys nothing for process
   crashes; the bench shows what it costs (the runtime does not do this today).
 * requests/tx: turso-server's own request counters (admin ``/metrics``) for the case's namespace,
-  divided by every transaction that returned (warm-up included on both sides); setup excluded
-  except the schema transaction.
+  from after the setup to the end of the loop, divided by every transaction that returned in
+  that time (warm-up and window edges included on both sides).
 * round trip: ``GET /healthz`` on turso-server (and a lease grant + release, for reference) over a
   kept-alive aiohttp connection, p50, used by the one-writer latency goal; and a ``SELECT 1``
   pipeline on a new connection per request, the way pyturso sends its sync requests.
@@ -60,7 +62,8 @@ from buntime.turso import TursoService, resolve_config
 from tests.support.tursoserver import SyncEndpoint
 
 REPO = Path(__file__).resolve().parents[1]
-WINDOW = float(os.environ.get("BENCH_WINDOW", "2.5"))
+WINDOW = float(os.environ.get("BENCH_WINDOW", "1.25"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 WARMUP = 0.4
 SCHEMA = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)"
 INSERT = "INSERT INTO t(v) VALUES (?)"
@@ -90,16 +93,26 @@ class Result:
 
     def merge(self, other: Result) -> Result:
         return Result(
-            self.window, self.latencies + other.latencies, self.errors + other.errors, self.done + other.done
+            self.window,
+            self.latencies + other.latencies,
+            self.errors + other.errors,
+            self.done + other.done,
+            dict(self.requests),
         )
+
+    def then(self, other: Result) -> Result:
+        """This result and a later one of the same case, as if measured over both windows."""
+        merged = self.merge(other)
+        merged.window = self.window + other.window
+        for route, n in other.requests.items():
+            merged.requests[route] = self.requests.get(route, 0.0) + n
+        return merged
 
     def per_tx(self) -> str:
         """Requests turso-server answered per transaction, by route (sync cases only)."""
-        if not self.requests or not self.latencies:
+        if not self.requests or not self.done:
             return ""
-        return " ".join(
-            f"{route} {n / len(self.latencies):.2f}" for route, n in sorted(self.requests.items())
-        )
+        return " ".join(f"{route} {n / self.done:.2f}" for route, n in sorted(self.requests.items()))
 
 
 async def closed_loop(
@@ -136,9 +149,17 @@ def service_env(tmp: Path, url: str | None, **extra: str) -> dict[str, str]:
 
 
 async def service_case(
-    env: dict[str, str], writers: int, start: float | None = None, *, synchronous: str | None = None
+    env: dict[str, str],
+    writers: int,
+    *,
+    synchronous: str | None = None,
+    counted: tuple[str, str] | None = None,
 ) -> Result:
-    """One TursoService, ``writers`` concurrent ``transaction()`` inserts."""
+    """One TursoService, ``writers`` concurrent ``transaction()`` inserts.
+
+    ``counted`` is ``(admin URL, namespace)``: turso-server's requests for that namespace from
+    after the setup to the end of the loop go into ``Result.requests``.
+    """
     async with TursoService(resolve_config(env=env)) as service:
         if synchronous:  # a replica has one connection: the pragma holds for every transaction
             await (await service.connect()).exec(f"PRAGMA synchronous = {synchronous}")
@@ -147,8 +168,12 @@ async def service_case(
         def op(slot: int, i: int) -> Awaitable[object]:
             return service.transaction(lambda db: db.run(INSERT, [f"{slot}-{i}"]), max_retries=1000)
 
-        begin = start if start is not None else time.time() + WARMUP
-        return await closed_loop(op, writers, begin, WINDOW)
+        before = await asyncio.to_thread(server_requests, counted[0]) if counted else {}
+        result = await closed_loop(op, writers, time.time() + WARMUP, WINDOW)
+        if counted:
+            after = await asyncio.to_thread(server_requests, counted[0])
+            result.requests = requests_between(before, after, counted[1])
+        return result
 
 
 async def pipeline_case(url: str, writers: int) -> Result:
@@ -237,7 +262,7 @@ async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tupl
     return percentile(healthz, 50), percentile(lease, 50)
 
 
-def pods_case(url: str, tmp: Path, pods: int, writers: int) -> Result:
+def pods_case(url: str, tmp: Path, pods: int, writers: int, admin: str) -> Result:
     """``pods`` processes x ``writers``; each opens and warms up, then all start on one signal."""
     procs = [
         subprocess.Popen(
@@ -262,6 +287,7 @@ def pods_case(url: str, tmp: Path, pods: int, writers: int) -> Result:
             assert proc.stdout is not None and proc.stdin is not None
             if proc.stdout.readline().strip() != "ready":
                 raise SystemExit("a pod process failed to start")
+        before = server_requests(admin)
         start = time.time() + 1.0
         for proc in procs:
             assert proc.stdin is not None
@@ -272,6 +298,7 @@ def pods_case(url: str, tmp: Path, pods: int, writers: int) -> Result:
             assert proc.stdout is not None
             payload = json.loads(proc.stdout.read())
             merged = merged.merge(Result(WINDOW, payload["latencies"], payload["errors"], payload["done"]))
+        merged.requests = requests_between(before, server_requests(admin), url.rsplit("/", 1)[-1])
         return merged
     finally:
         for proc in procs:
@@ -306,39 +333,52 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-consistency-") as raw:
         tmp = Path(raw)
         endpoint = SyncEndpoint(tmp / "server", namespace=None).start()
-        base = endpoint.base_url
+        base, admin = endpoint.base_url, endpoint.server.admin_url
+
+        def sync(namespace: str, writers: int, **options: str) -> Callable[[int], Awaitable[Result]]:
+            synchronous = options.pop("synchronous", None)
+
+            def run(round_: int) -> Awaitable[Result]:
+                env = service_env(tmp / f"{namespace}-{round_}", f"{base}/{namespace}", **options)
+                return service_case(env, writers, synchronous=synchronous, counted=(admin, namespace))
+
+            return run
+
+        def local(writers: int) -> Callable[[int], Awaitable[Result]]:
+            return lambda round_: service_case(service_env(tmp / f"local{writers}-{round_}", None), writers)
+
+        def pods(round_: int) -> Awaitable[Result]:
+            return asyncio.to_thread(pods_case, f"{base}/pods", tmp / f"pods-{round_}", 2, 8, admin)
+
+        cases: dict[str, Callable[[int], Awaitable[Result]]] = {
+            **{f"local {n}w": local(n) for n in (1, 4, 16)},
+            **{f"sync {n}w": sync(f"sync{n}", n) for n in (1, 4, 16)},
+            "sync 2 pods x 8w": pods,
+            **{f"offline {n}w (unsafe)": sync(f"offline{n}", n, TURSO_WRITE_MODE="offline") for n in (1, 16)},
+            **{f"pipeline {n}w": (lambda _r, n=n: pipeline_case(f"{base}/pipeline{n}", n)) for n in (1, 16)},
+            **{
+                f"sync {n}w, replica sync=NORMAL": sync(f"normal{n}", n, synchronous="NORMAL")
+                for n in (1, 16)
+            },
+        }
         results: dict[str, Result] = {}
         started = time.monotonic()
-
-        async def sync_case(name: str, namespace: str, writers: int, **options: str) -> None:
-            synchronous = options.pop("synchronous", None)
-            env = service_env(tmp / namespace, f"{base}/{namespace}", **options)
-            before = server_requests(endpoint.server.admin_url)
-            result = await service_case(env, writers, synchronous=synchronous)
-            result.requests = requests_between(before, server_requests(endpoint.server.admin_url), namespace)
-            results[name] = result
-
         try:
             rtt, lease_rtt = await round_trips(base, f"{base}/rtt")
             fresh_rtt = await asyncio.to_thread(fresh_connection_pipeline, f"{base}/rtt")
-            for n in (1, 4, 16):
-                results[f"local {n}w"] = await service_case(service_env(tmp / f"local{n}", None), n)
-            for n in (1, 4, 16):
-                await sync_case(f"sync {n}w", f"sync{n}", n)
-            before = server_requests(endpoint.server.admin_url)
-            pods = await asyncio.to_thread(pods_case, f"{base}/pods", tmp, 2, 8)
-            pods.requests = requests_between(before, server_requests(endpoint.server.admin_url), "pods")
-            results["sync 2 pods x 8w"] = pods
-            for n in (1, 16):
-                await sync_case(f"offline {n}w (unsafe)", f"offline{n}", n, TURSO_WRITE_MODE="offline")
-            for n in (1, 16):
-                results[f"pipeline {n}w"] = await pipeline_case(f"{base}/pipeline{n}", n)
-            for n in (1, 16):
-                await sync_case(f"sync {n}w, replica sync=NORMAL", f"normal{n}", n, synchronous="NORMAL")
+            for round_ in range(ROUNDS):  # alternate the order, so drift hits every case alike
+                order = list(cases) if round_ % 2 == 0 else list(cases)[::-1]
+                for name in order:
+                    result = await cases[name](round_)
+                    results[name] = results[name].then(result) if name in results else result
         finally:
             endpoint.stop()
+    results = {name: results[name] for name in cases}
 
-    print(f"serializable sync writes through turso-server ({WINDOW:g}s per case, {os.cpu_count()} CPUs)")
+    print(
+        f"serializable sync writes through turso-server ({ROUNDS} rounds x {WINDOW:g}s per case, "
+        f"{os.cpu_count()} CPUs)"
+    )
     width = max(len(name) for name in results)
     columns = f"{'tx/s':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'errors':>6}"
     print(f"  {'case':<{width}}  {columns}  turso-server requests/tx")
