@@ -196,7 +196,7 @@ class KvQueue:
                 )
                 return message_id
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
     async def dequeue(self) -> QueueMessage | None:
         """Lease the oldest ready message, or ``None`` when nothing is ready."""
@@ -222,7 +222,7 @@ class KvQueue:
                     int(row["locked_until"]),
                 )
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
     async def ack(self, message_id: str) -> bool:
         """Done with a message: delete it. ``False`` when no such message exists."""
@@ -233,7 +233,7 @@ class KvQueue:
                 result = db.run("DELETE FROM kv_queue WHERE id = ?", [message_id])
                 return result.changes > 0
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
     async def nack(self, message_id: str, *, error: str | None = None) -> str | None:
         """A failed attempt: retry after the backoff, or dead-letter after the last attempt.
@@ -274,7 +274,7 @@ class KvQueue:
         if row["keys_if_undelivered"]:
             value = decode_value(row["value"])
             raw = encode_value(value)
-            versionstamp = self._kv.next_versionstamp()
+            versionstamp = self._kv.next_versionstamp(db)
             for key_json in json.loads(row["keys_if_undelivered"]):
                 encoded = encode_key(key_from_json(key_json), allow_empty=False)
                 self._kv.put_in_tx(db, encoded, raw, value, versionstamp=versionstamp, expires_at=None)
@@ -352,7 +352,7 @@ class KvQueue:
                 db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])
                 return new_id
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
     async def delete_dlq(self, dlq_id: str) -> bool:
         with self._kv._op("dlq_delete"):
@@ -361,7 +361,7 @@ class KvQueue:
             def fn(db: BlockingDatabase) -> bool:
                 return db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id]).changes > 0
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
     async def purge_dlq(self) -> int:
         """Delete every dead letter; return how many."""
@@ -370,7 +370,7 @@ class KvQueue:
             def fn(db: BlockingDatabase) -> int:
                 return db.run("DELETE FROM kv_dlq").changes
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
 
 def _check_id(message_id: object) -> None:
