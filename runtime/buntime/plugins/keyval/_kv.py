@@ -16,9 +16,10 @@ Called by the plugin (which provides a :class:`Kv` to other plugins) and the HTT
 * **Reads** are one autocommit statement, so one engine-thread hop, each (a search too, unless
   the in-memory index list turns out stale; see :meth:`Kv.search`).
 * **Versionstamps** are 20 hex digits: ``(epoch ms << 32) + counter``. The last one handed out
-  is stored in ``kv_meta`` and read and bumped inside each write transaction, so they strictly
-  increase in commit order across pods, whatever their clocks say (a pod whose clock is behind
-  continues from the stored one). A new millisecond starts the counter at a random offset, which
+  is stored in ``kv_meta`` and, on replicas, read and bumped inside each write transaction, so
+  they strictly increase in commit order across pods, whatever their clocks say (a pod whose
+  clock is behind continues from the stored one); a local file has one writer process, which
+  keeps the counter in memory, seeded at open. A new millisecond starts the counter at a random offset, which
   keeps collisions unlikely even in the opt-in offline write mode, where pods do not serialise.
   Equal strings mean "same write"; string order is commit order.
 * **Search indexes**: the in-memory list serves searches (checked against storage there) and
@@ -186,6 +187,9 @@ class Kv:
         self._last_versionstamp = 0  # the highest one this process saw (a floor, not the source)
         self._search = SearchIndexes()
         self._index_generation: str | None = None  # kv_meta's generation of the list in _search
+        # Replicas share the database with other pods: their writes read and bump kv_meta. A local
+        # file belongs to this process alone (tursodb locks it), so memory is the truth there.
+        self._shared = service.config.mode == "sync"
         self._handle: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.queue = KvQueue(self, lock_duration=queue_lock_duration)
@@ -210,6 +214,13 @@ class Kv:
             await migrate(self.service, self.namespace)
             db = await self._db()
             self._search.replace_all(await SearchIndexes.read_all(db))
+            if not self._shared:
+                row = await db.get(
+                    "SELECT max(COALESCE((SELECT max(versionstamp) FROM kv_entries), ''), "
+                    "COALESCE((SELECT value FROM kv_meta WHERE name = 'versionstamp'), '')) AS vs"
+                )
+                with contextlib.suppress(TypeError, ValueError):  # '' or NULL: an empty store
+                    self._last_versionstamp = int((row or {})["vs"], 16)
         self.service.add_pull_listener(self._on_pull)
         self._state = "opened"
 
@@ -279,15 +290,17 @@ class Kv:
         """Run the blocking ``fn`` in a pushed transaction on the engine thread, under the write
         lock (re-run on busy/conflict errors); ``on_commit`` runs on the event loop, still locked.
 
-        With ``entries`` (any write that may touch ``kv_entries``) the transaction first reads
-        ``kv_meta``: the versionstamp to continue from and the index generation, reloading the
-        index list when another pod changed it, so the write updates exactly the stored indexes.
+        With ``entries`` (any write that may touch ``kv_entries``) on a replica the transaction
+        first reads ``kv_meta``: the versionstamp to continue from and the index generation,
+        reloading the index list when another pod changed it, so the write updates exactly the
+        stored indexes. A local file has one writer process, so there memory is exact and the
+        extra statements (which halved local set throughput) are skipped.
         Bodies run one at a time and in submission order on the store's single engine thread,
         so the plain state they share stays consistent even after a cancelled caller released
         the lock while its body was still running there."""
 
         def body(db: BlockingDatabase) -> T:
-            if entries:
+            if entries and self._shared:
                 self._read_meta(db)
             return fn(db)
 
@@ -338,7 +351,8 @@ class Kv:
         else:
             self._last_versionstamp = base + random.getrandbits(_COUNTER_START_BITS)
         versionstamp = f"{self._last_versionstamp:020x}"
-        db.run("UPDATE kv_meta SET value = ? WHERE name = 'versionstamp'", [versionstamp])
+        if self._shared:  # local mode: seeded at open from the entries, one writer process
+            db.run("UPDATE kv_meta SET value = ? WHERE name = 'versionstamp'", [versionstamp])
         return versionstamp
 
     def put_in_tx(
