@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -96,10 +97,7 @@ _READ_META = (
     "SELECT (SELECT value FROM kv_meta WHERE name = 'versionstamp') AS versionstamp, "
     "(SELECT value FROM kv_meta WHERE name = 'indexes') AS indexes"
 )
-_BUMP_INDEXES = (
-    "UPDATE kv_meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE name = 'indexes' "
-    "RETURNING value"
-)
+_BUMP_INDEXES = "UPDATE kv_meta SET value = ? WHERE name = 'indexes'"
 
 State = Literal["unopened", "opened", "closed"]
 
@@ -648,10 +646,14 @@ class Kv:
             return info
 
     @staticmethod
-    def _bump_index_generation(db: BlockingDatabase) -> str | None:
-        """Tell every pod's next write that ``kv_indexes`` changed; the new generation."""
-        row = db.get(_BUMP_INDEXES)
-        return None if row is None else str(row["value"])
+    def _bump_index_generation(db: BlockingDatabase) -> str:
+        """Tell every pod's next write that ``kv_indexes`` changed; the new generation.
+
+        A random token, not a counter: a change that was rolled back after this pod saw it
+        (a failed group push) must never look like another pod's later change."""
+        generation = secrets.token_hex(8)
+        db.run(_BUMP_INDEXES, [generation])
+        return generation
 
     def _rebuild_in_tx(self, db: BlockingDatabase, info: IndexInfo, now: int) -> int:
         lo, hi = prefix_range(info.encoded)
