@@ -517,7 +517,9 @@ class ReplicaBackend(Backend):
                 changed = await self._engine.call(self._pull_clean)
                 self.status.last_pull = time.time()
                 if changed:
-                    asyncio.get_running_loop().create_task(self._notify())
+                    # A context of its own: a copy of ours would carry the gate we hold, and every
+                    # listener's read through connect() would fail as a nested transaction.
+                    asyncio.get_running_loop().create_task(self._notify(), context=contextvars.Context())
         except _Dirty:
             await self._reset()
         except TursoError as exc:  # the pull failed: we cannot write on a stale copy
