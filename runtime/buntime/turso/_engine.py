@@ -147,6 +147,7 @@ class EngineThread:
                 ok, value = True, result
             with contextlib.suppress(RuntimeError):  # the loop closed while we worked
                 loop.call_soon_threadsafe(_settle, fut, ok, value)
+        _transport.close_connections()  # this thread's kept-alive sync connections
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the engine thread and return its result."""

@@ -135,6 +135,14 @@ _SHIM = types.SimpleNamespace(
 )
 
 
+def close_connections() -> None:
+    """Close the calling thread's kept-alive connections (an engine thread that stops)."""
+    pool = _pool()
+    for conn, _ in pool.values():
+        conn.close()
+    pool.clear()
+
+
 def install() -> None:
     """Make pyturso's sync requests use :func:`urlopen` (idempotent)."""
     turso.lib_sync.urllib = _SHIM  # type: ignore[attr-defined,assignment]
