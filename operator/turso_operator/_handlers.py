@@ -37,7 +37,7 @@ class _State:
     connection: kopf.ConnectionInfo | None = None
     reconciler: Reconciler | None = None
     last_event: float = 0.0
-    runtime_credentials: asyncio.Task[None] | None = None
+    credentials_task: asyncio.Task[None] | None = None
 
 
 STATE = _State()
@@ -97,10 +97,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.startup()
 async def keep_runtime_credentials(**_: Any) -> None:
     """Start the loop that keeps the runtime's Secret written (when TURSO_RUNTIME_SECRET is set)."""
-    if CONFIG.runtime_secret and STATE.runtime_credentials is None:
-        STATE.runtime_credentials = asyncio.create_task(
-            _runtime_credentials_loop(), name="runtime-credentials"
-        )
+    if CONFIG.runtime_credentials and STATE.credentials_task is None:
+        STATE.credentials_task = asyncio.create_task(_runtime_credentials_loop(), name="runtime-credentials")
 
 
 async def _runtime_credentials_loop() -> None:
@@ -123,11 +121,11 @@ async def _runtime_credentials_loop() -> None:
 
 @kopf.on.cleanup()
 async def close_clients(**_: Any) -> None:
-    if STATE.runtime_credentials is not None:
-        STATE.runtime_credentials.cancel()
+    if STATE.credentials_task is not None:
+        STATE.credentials_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await STATE.runtime_credentials
-        STATE.runtime_credentials = None
+            await STATE.credentials_task
+        STATE.credentials_task = None
     if STATE.reconciler is not None:
         await STATE.reconciler.admin.aclose()
         await STATE.reconciler.kube.aclose()
@@ -156,7 +154,7 @@ def database_claims(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, tup
 
 def _reserved_for_runtime(database: str) -> bool:
     """In the release runtime's token scopes: an app given it would share the runtime's data."""
-    return bool(CONFIG.runtime_secret) and scope_permits(
+    return bool(CONFIG.runtime_credentials) and scope_permits(
         (*CONFIG.runtime_scope, *CONFIG.worker_scope), database
     )
 

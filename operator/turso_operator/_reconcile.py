@@ -214,9 +214,9 @@ class Reconciler:
         is never touched (:class:`KubeError` 409).
         """
         cfg = self.config
-        if not cfg.runtime_secret or not cfg.operator_namespace:
+        if not cfg.runtime_credentials or not cfg.operator_namespace:
             return False
-        namespace, name = cfg.operator_namespace, cfg.runtime_secret
+        namespace, name = cfg.operator_namespace, cfg.runtime_credentials
         wanted_hash = scope_hash(cfg.runtime_scope, cfg.worker_scope)
         wanted_keys = {SecretKey.SERVER_TOKEN} | (
             {SecretKey.RUNTIME_SERVER_TOKEN} if cfg.worker_scope else set()
