@@ -417,12 +417,12 @@ def test_a_scope_turso_server_would_refuse_fails_the_schema(scope: str) -> None:
     with pytest.raises(HelmError):
         render({"tursoServer.enabled": "true", "runtime.turso.namespaces": scope})
     for empty in ("null", "{}"):
-        with pytest.raises(HelmError, match="runtime.turso.namespaces"):
+        with pytest.raises(HelmError, match=r"runtime\.turso\.namespaces"):
             render({"tursoServer.enabled": "true", "runtime.turso.namespaces": empty})
 
 
 def test_the_turso_server_needs_the_operator_that_mints_the_runtime_tokens() -> None:
-    with pytest.raises(HelmError, match="operator.enabled"):
+    with pytest.raises(HelmError, match=r"operator\.enabled"):
         render({"tursoServer.enabled": "true", "operator.enabled": "false"})
 
 
