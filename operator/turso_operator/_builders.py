@@ -7,7 +7,7 @@ import copy
 import datetime
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,8 @@ from ._constants import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_LABEL,
+    RUNTIME_CREDENTIALS_LABEL,
+    SCOPE_ANNOTATION,
     SecretKey,
 )
 
@@ -98,6 +100,37 @@ def secret_body(desired: DesiredNamespace, data: Mapping[str, str]) -> dict[str,
             "name": desired.secret_name,
             "namespace": desired.namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY, OWNER_LABEL: desired.name},
+        },
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def scope_permits(scope: Sequence[str], database: str) -> bool:
+    """Whether a scope (names and ``prefix*`` entries, read as turso-server does) opens ``database``."""
+    return any(
+        database.startswith(entry[:-1]) if entry.endswith("*") else database == entry for entry in scope
+    )
+
+
+def scope_hash(runtime_scope: Sequence[str], worker_scope: Sequence[str]) -> str:
+    """Names the scopes a runtime Secret was minted for, so a changed scope re-mints its tokens."""
+    text = ",".join(sorted(runtime_scope)) + "|" + ",".join(sorted(worker_scope))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def runtime_secret_body(
+    name: str, namespace: str, data: Mapping[str, str], scopes_hash: str
+) -> dict[str, Any]:
+    """The release runtime's credentials: ``TURSO_SERVER_TOKEN`` and ``RUNTIME_TURSO_SERVER_TOKEN``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, RUNTIME_CREDENTIALS_LABEL: "true"},
+            "annotations": {SCOPE_ANNOTATION: scopes_hash},
         },
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }

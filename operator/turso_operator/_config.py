@@ -32,6 +32,11 @@ class OperatorConfig:
     liveness_grace_seconds: float = 30.0
     request_timeout: float = 10.0
     kube_request_timeout: float = 60.0
+    #: The release runtime's credentials: a Secret in ``operator_namespace`` with one token scoped
+    #: to ``runtime_scope`` (its plugins' databases) and one to ``worker_scope`` (its worker apps).
+    runtime_credentials: str | None = None
+    runtime_scope: tuple[str, ...] = ()
+    worker_scope: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -71,7 +76,15 @@ class OperatorConfig:
         enabled = get("TURSO_WEBHOOK_ENABLED", "true").lower()
         if enabled not in ("true", "false"):
             raise OperatorConfigError(f"TURSO_WEBHOOK_ENABLED must be true or false (got {enabled!r})")
-        watch = tuple(ns.strip() for ns in get("TURSO_WATCH_NAMESPACES").split(",") if ns.strip())
+        watch = _names(get("TURSO_WATCH_NAMESPACES"))
+        runtime_credentials = get("TURSO_RUNTIME_SECRET") or None
+        runtime_scope = _names(get("TURSO_RUNTIME_NAMESPACES"))
+        if runtime_credentials and not runtime_scope:
+            raise OperatorConfigError(
+                "TURSO_RUNTIME_SECRET needs TURSO_RUNTIME_NAMESPACES (the token's scope)"
+            )
+        if runtime_credentials and not (get("POD_NAMESPACE") or get("TURSO_OPERATOR_NAMESPACE")):
+            raise OperatorConfigError("TURSO_RUNTIME_SECRET needs POD_NAMESPACE (where to write it)")
         return cls(
             server_url=server_url,
             admin_url=admin_url,
@@ -90,4 +103,12 @@ class OperatorConfig:
             liveness_grace_seconds=number("TURSO_LIVENESS_GRACE_SECONDS", "30"),
             request_timeout=number("TURSO_REQUEST_TIMEOUT", "10"),
             kube_request_timeout=number("TURSO_KUBE_REQUEST_TIMEOUT", "60"),
+            runtime_credentials=runtime_credentials,
+            runtime_scope=runtime_scope,
+            worker_scope=_names(get("TURSO_RUNTIME_WORKER_NAMESPACES")),
         )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())

@@ -17,6 +17,10 @@ INJECTED_ANNOTATION: Final = "turso.buntime.io/injected"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "buntime-operator"
 OWNER_LABEL: Final = "turso.buntime.io/tursonamespace"
+#: On the release runtime's credentials Secret (it has no TursoNamespace owner).
+RUNTIME_CREDENTIALS_LABEL: Final = "turso.buntime.io/runtime-credentials"
+#: Hash of the scopes the runtime Secret's tokens were minted for: a changed scope re-mints.
+SCOPE_ANNOTATION: Final = "turso.buntime.io/scope-hash"
 #: The webhook handler id is also the URL path the chart's MutatingWebhookConfiguration uses.
 WEBHOOK_ID: Final = "inject-turso"
 DATA_DIR: Final = "/data/turso"
@@ -39,6 +43,7 @@ class Reason:
     SECRET_WRITTEN: Final = "SecretWritten"
     SECRET_RESTORED: Final = "SecretRestored"
     SECRET_FAILED: Final = "SecretFailed"
+    RESERVED_DATABASE: Final = "ReservedDatabase"
     WAITING: Final = "WaitingForProvisioning"
     READY: Final = "Ready"
 

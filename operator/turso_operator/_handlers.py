@@ -5,10 +5,14 @@
 * ``finalize_tursonamespace`` — the finalizer: Archive or Retain, Secret removed.
 * ``inject-turso`` — the mutating webhook on Pod CREATE.
 * ``watch_freshness`` — the liveness probe: fails when the watch stream went quiet.
+* ``keep_runtime_credentials`` — startup: a task that keeps the release runtime's Secret
+  (tokens scoped to its own databases) written, every resync period.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,10 +21,10 @@ from typing import Any
 import kopf
 
 from ._admin import AdminClient
-from ._builders import SpecError, desired_namespace, is_injected, mutate_pod_spec
+from ._builders import SpecError, desired_namespace, is_injected, mutate_pod_spec, scope_permits
 from ._config import OperatorConfig
 from ._constants import GROUP, INJECT_LABEL, INJECTED_ANNOTATION, PLURAL, VERSION, WEBHOOK_ID, ConditionType
-from ._errors import AdminUnavailableError, KubeError
+from ._errors import AdminError, AdminUnavailableError, KubeError
 from ._kube import KubeClient
 from ._reconcile import Reconciler
 
@@ -33,6 +37,7 @@ class _State:
     connection: kopf.ConnectionInfo | None = None
     reconciler: Reconciler | None = None
     last_event: float = 0.0
+    credentials_task: asyncio.Task[None] | None = None
 
 
 STATE = _State()
@@ -89,8 +94,38 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     log.info("turso operator configured: %r", CONFIG)
 
 
+@kopf.on.startup()
+async def keep_runtime_credentials(**_: Any) -> None:
+    """Start the loop that keeps the runtime's Secret written (when TURSO_RUNTIME_SECRET is set)."""
+    if CONFIG.runtime_credentials and STATE.credentials_task is None:
+        STATE.credentials_task = asyncio.create_task(_runtime_credentials_loop(), name="runtime-credentials")
+
+
+async def _runtime_credentials_loop() -> None:
+    """Check at once, then every resync period; failures are retried sooner and never stop it."""
+    while True:
+        delay = CONFIG.resync_seconds
+        if STATE.connection is None:  # kopf logs in after the startup handlers
+            delay = 1.0
+        else:
+            try:
+                await reconciler().ensure_runtime_credentials()
+            except (AdminError, KubeError) as exc:
+                log.warning("runtime credentials not written yet: %s", exc)
+                delay = min(CONFIG.resync_seconds, 10.0)
+            except Exception:
+                log.exception("runtime credentials check failed")
+                delay = min(CONFIG.resync_seconds, 10.0)
+        await asyncio.sleep(delay)
+
+
 @kopf.on.cleanup()
 async def close_clients(**_: Any) -> None:
+    if STATE.credentials_task is not None:
+        STATE.credentials_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await STATE.credentials_task
+        STATE.credentials_task = None
     if STATE.reconciler is not None:
         await STATE.reconciler.admin.aclose()
         await STATE.reconciler.kube.aclose()
@@ -117,6 +152,13 @@ def database_claims(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, tup
     return {database: (created, str(meta.get("namespace")), str(meta.get("name")))}
 
 
+def _reserved_for_runtime(database: str) -> bool:
+    """In the release runtime's token scopes: an app given it would share the runtime's data."""
+    return bool(CONFIG.runtime_credentials) and scope_permits(
+        (*CONFIG.runtime_scope, *CONFIG.worker_scope), database
+    )
+
+
 def _conflicting_owner(database: str, meta: kopf.Meta, claims: Claims) -> str | None:
     """The older resource that owns ``database``, if it is not this one (oldest claim wins)."""
     me = (str(meta.get("creationTimestamp") or ""), str(meta.get("namespace")), str(meta.get("name")))
@@ -128,6 +170,9 @@ async def _reconcile(
     spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, drift: bool
 ) -> None:
     desired = _desired(spec, meta, patch)
+    if _reserved_for_runtime(desired.database):
+        reconciler().reserved(desired, body, patch)
+        raise kopf.TemporaryError(f"database {desired.database} is reserved for the runtime", delay=60)
     owner = _conflicting_owner(desired.database, meta, claims)
     if owner is not None:
         reconciler().conflict(desired, body, patch, owner)
@@ -160,8 +205,10 @@ async def finalize_tursonamespace(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.
     desired = _desired(spec, meta, patch)
     owner = _conflicting_owner(desired.database, meta, kwargs["database_claims"])
     try:
-        # A resource that never owned its database must not archive the owner's data.
-        await reconciler().finalize(desired, archive=owner is None)
+        # A resource that never owned its database must not archive the owner's data, and none
+        # may archive a database of the release's runtime.
+        archive = owner is None and not _reserved_for_runtime(desired.database)
+        await reconciler().finalize(desired, archive=archive)
     except AdminUnavailableError as exc:
         raise kopf.TemporaryError(f"turso-server unavailable, archive postponed: {exc}", delay=10) from exc
 

@@ -1,5 +1,9 @@
 """Reconcile steps for one TursoNamespace: database on the server, then the Secret, then status.
 
+Also the release runtime's credentials (:meth:`Reconciler.ensure_runtime_credentials`): a Secret
+beside the operator with tokens scoped to the runtime's own databases, minted through the admin
+API, so neither the admin token nor the global data token reaches a runtime pod.
+
 Every step is safe to repeat (get-or-create; the server's create is idempotent), so a restart
 mid-reconcile creates nothing twice. Status changes are collected in a :class:`StatusPatch` and
 written by kopf in one patch; transitions become Events.
@@ -18,6 +22,8 @@ from ._builders import (
     DesiredNamespace,
     database_url,
     now_iso,
+    runtime_secret_body,
+    scope_hash,
     secret_body,
     secret_data,
     set_condition,
@@ -29,6 +35,8 @@ from ._constants import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_LABEL,
+    RUNTIME_CREDENTIALS_LABEL,
+    SCOPE_ANNOTATION,
     ConditionType,
     Phase,
     Reason,
@@ -196,6 +204,81 @@ class Reconciler:
             phase=Phase.READY, phaseReason=Reason.READY, observedGeneration=status.generation
         )
         status.apply(patch)
+
+    async def ensure_runtime_credentials(self) -> bool:
+        """Write the runtime's Secret when missing, incomplete or minted for other scopes.
+
+        ``TURSO_SERVER_TOKEN`` opens ``config.runtime_scope`` (the plugins' databases) and
+        ``RUNTIME_TURSO_SERVER_TOKEN``, present only with a ``worker_scope``, opens the worker
+        apps' databases. ``True`` when it wrote the Secret. A Secret of that name that is not ours
+        is never touched (:class:`KubeError` 409).
+        """
+        cfg = self.config
+        if not cfg.runtime_credentials or not cfg.operator_namespace:
+            return False
+        namespace, name = cfg.operator_namespace, cfg.runtime_credentials
+        wanted_hash = scope_hash(cfg.runtime_scope, cfg.worker_scope)
+        wanted_keys = {SecretKey.SERVER_TOKEN} | (
+            {SecretKey.RUNTIME_SERVER_TOKEN} if cfg.worker_scope else set()
+        )
+        current = await self.kube.get_secret(namespace, name)
+        if current is not None:
+            metadata = current.get("metadata") or {}
+            labels = metadata.get("labels") or {}
+            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or labels.get(RUNTIME_CREDENTIALS_LABEL) != "true":
+                raise KubeError(
+                    f"Secret {namespace}/{name} exists and is not the runtime's credentials", status=409
+                )
+            data = decode_secret_data(current)
+            annotations = metadata.get("annotations") or {}
+            if (
+                annotations.get(SCOPE_ANNOTATION) == wanted_hash
+                and set(data) == wanted_keys
+                and all(data.values())
+            ):
+                return False
+        tokens = {SecretKey.SERVER_TOKEN: await self._runtime_token(cfg.runtime_scope)}
+        if cfg.worker_scope:
+            tokens[SecretKey.RUNTIME_SERVER_TOKEN] = await self._runtime_token(cfg.worker_scope)
+        body = runtime_secret_body(name, namespace, tokens, wanted_hash)
+        if current is None:
+            try:
+                await self.kube.create_secret(namespace, body)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                await self.kube.replace_secret(namespace, name, body)  # created meanwhile: converge
+        else:
+            body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
+            await self.kube.replace_secret(namespace, name, body)
+        log.info(
+            "runtime credentials written to Secret %s/%s (scopes %s; workers %s)",
+            namespace,
+            name,
+            ",".join(cfg.runtime_scope),
+            ",".join(cfg.worker_scope) or "none",
+        )
+        return True
+
+    async def _runtime_token(self, scope: tuple[str, ...]) -> str:
+        token = await self.admin.mint_scope_token(scope, "rw")
+        if token:
+            return token
+        # A server without a signing key (the chart's tursoServer.auth.scopedTokens=false, an
+        # explicit opt-out) mints nothing: the shared data token is all there is, as for apps.
+        if self.config.data_token:
+            return self.config.data_token
+        raise AdminRejectedError("turso-server mints no scoped tokens and TURSO_SERVER_TOKEN is unset")
+
+    def reserved(self, desired: DesiredNamespace, body: kopf.Body, patch: kopf.Patch) -> None:
+        """The database is in the release runtime's scope: serving it to an app would share it."""
+        status = StatusPatch.start(body)
+        message = (
+            f"database {desired.database} is reserved for the release's runtime "
+            "(TURSO_RUNTIME_NAMESPACES / TURSO_RUNTIME_WORKER_NAMESPACES): choose another spec.database"
+        )
+        status.fields["database"] = desired.database
+        status.not_ready(patch, Reason.RESERVED_DATABASE, message, Phase.FAILED)
 
     def conflict(self, desired: DesiredNamespace, body: kopf.Body, patch: kopf.Patch, owner: str) -> None:
         """Another, older resource owns this database: say so and touch nothing."""

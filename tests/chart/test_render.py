@@ -35,6 +35,10 @@ from tests.chart.rendering import (
 )
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Pod", "Job")
+#: The runtime's scoped tokens, in a Secret the operator writes (Helm never renders it).
+RUNTIME_TURSO_SECRET = f"{RELEASE}-runtime-turso"
+#: Pods that run the runtime or worker code: they may hold scoped tokens only.
+TENANT_COMPONENTS = ("runtime", "test")
 SELECTOR_KEYS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
 ADMIN_TOKEN_KEY = "TURSO_ADMIN_TOKEN"
 
@@ -314,18 +318,128 @@ def test_existing_secret_replaces_the_generated_one() -> None:
     docs = render({"tursoServer.enabled": "true", "tursoServer.auth.existingSecret": "my-tokens"})
     assert not find(docs, "Secret", f"{RELEASE}-turso-auth")
     refs = {ref for obj in workloads(docs) for c in containers(obj) for ref in secret_refs(c)}
-    assert {name for name, _ in refs if name.startswith(("my-", RELEASE))} == {"my-tokens"}
+    # The runtime's Secret is the operator's and the metrics token has a Secret of its own.
+    names = {name for name, _ in refs if name.startswith(("my-", RELEASE))}
+    assert names == {"my-tokens", RUNTIME_TURSO_SECRET, f"{RELEASE}-turso-metrics"}
+
+
+def _with_runtime_secret(docs: list[dict[str, Any]]) -> EnvSources:
+    """The rendered sources plus a stand-in for the Secret the operator writes."""
+    sources = EnvSources(docs)
+    sources.secrets[RUNTIME_TURSO_SECRET] = {
+        "TURSO_SERVER_TOKEN": "scoped-to-the-plugins",
+        "RUNTIME_TURSO_SERVER_TOKEN": "scoped-to-the-workers",
+    }
+    return sources
 
 
 def test_runtime_switches_to_the_turso_server(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["turso-server"]
     container = one(docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]
-    env = container_env(container, EnvSources(docs))
-    tokens = decoded(one(docs, "Secret", f"{RELEASE}-turso-auth"))
+    env = container_env(container, _with_runtime_secret(docs))
     assert env["TURSO_SERVER_URL"] == f"http://{RELEASE}-turso:8080"
-    assert env["TURSO_SERVER_TOKEN"] == tokens["TURSO_AUTH_TOKEN"]
-    assert env["RUNTIME_TURSO_SERVER_TOKEN"] == tokens["TURSO_AUTH_TOKEN"]
-    assert tokens[ADMIN_TOKEN_KEY] not in env.values()
+    assert env["TURSO_SERVER_TOKEN"] == "scoped-to-the-plugins"
+    assert env["RUNTIME_TURSO_SERVER_TOKEN"] == "scoped-to-the-workers"
+    assert secret_refs(container) == {
+        (RUNTIME_TURSO_SECRET, "TURSO_SERVER_TOKEN"),
+        (RUNTIME_TURSO_SECRET, "RUNTIME_TURSO_SERVER_TOKEN"),
+    }
+    assert not find(docs, "Secret", RUNTIME_TURSO_SECRET), "the operator writes it, not Helm"
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_runtime_and_worker_pods_carry_no_token_that_opens_another_tenant(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str
+) -> None:
+    """No runtime or test pod references turso-server's credentials or holds one of their values.
+
+    Their only tokens come from the operator-written Secret, minted for the scopes the operator
+    is given (the runtime's own databases), and the operator refuses TursoNamespaces for those.
+    """
+    docs = rendered[value_set]
+    auth = find(docs, "Secret", f"{RELEASE}-turso-auth")
+    generated = {v for s in auth for v in decoded(s).values()}
+    generated |= {v for s in find(docs, "Secret", f"{RELEASE}-turso-metrics") for v in decoded(s).values()}
+    for obj in workloads(docs):
+        if obj["metadata"]["labels"]["app.kubernetes.io/component"] not in TENANT_COMPONENTS:
+            continue
+        for container in containers(obj):
+            names = {name for name, _ in secret_refs(container)}
+            assert names <= {RUNTIME_TURSO_SECRET, f"{RELEASE}-runtime"}, (obj["metadata"]["name"], names)
+            for source in container.get("envFrom") or []:
+                assert "turso" not in (source.get("secretRef") or {}).get("name", ""), source
+            env = container_env(container, _with_runtime_secret(docs), field_refs={"metadata.namespace": "x"})
+            assert not generated & set(env.values()), obj["metadata"]["name"]
+            # The plugins' token never reaches code that only needs the workers' one.
+            if obj["kind"] == "Pod":
+                assert (RUNTIME_TURSO_SECRET, "TURSO_SERVER_TOKEN") not in secret_refs(container)
+
+
+def test_the_operator_mints_the_runtime_tokens_for_the_runtime_scopes(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["turso-server"]
+    container = containers(one(docs, "Deployment", f"{RELEASE}-operator"))[0]
+    env = container_env(container, EnvSources(docs), field_refs={"metadata.namespace": NAMESPACE})
+    assert env["TURSO_RUNTIME_SECRET"] == RUNTIME_TURSO_SECRET
+    assert env["TURSO_RUNTIME_NAMESPACES"] == "runtime,gateway,keyval,proxy"
+    assert env["TURSO_RUNTIME_WORKER_NAMESPACES"] == "worker-*"
+    hook = containers(one(docs, "Pod"))[0]
+    hook_env = container_env(hook, _with_runtime_secret(docs))
+    assert hook_env["TEST_TURSO_NAMESPACE"] == "worker-helm-test"  # inside the workers' scope
+
+    custom = render(
+        {
+            "tursoServer.enabled": "true",
+            "runtime.turso.namespaces": "{runtime,billing}",
+            "runtime.turso.workerNamespaces": "null",
+        }
+    )
+    env = container_env(
+        containers(one(custom, "Deployment", f"{RELEASE}-operator"))[0],
+        EnvSources(custom),
+        field_refs={"metadata.namespace": NAMESPACE},
+    )
+    assert (env["TURSO_RUNTIME_NAMESPACES"], env["TURSO_RUNTIME_WORKER_NAMESPACES"]) == (
+        "runtime,billing",
+        "",
+    )
+    runtime = containers(one(custom, "Deployment", RELEASE))[0]
+    assert secret_refs(runtime) == {(RUNTIME_TURSO_SECRET, "TURSO_SERVER_TOKEN")}, "no workers, no token"
+    hook_names = {entry["name"] for entry in containers(one(custom, "Pod"))[0].get("env") or []}
+    assert "RUNTIME_TURSO_SERVER_TOKEN" not in hook_names and "RUNTIME_TURSO_SERVER_URL" not in hook_names
+
+
+@pytest.mark.parametrize("scope", ["{*}", "{UPPER}", "{_state}", "{a*b}"])
+def test_a_scope_turso_server_would_refuse_fails_the_schema(scope: str) -> None:
+    with pytest.raises(HelmError):
+        render({"tursoServer.enabled": "true", "runtime.turso.workerNamespaces": scope})
+    with pytest.raises(HelmError):
+        render({"tursoServer.enabled": "true", "runtime.turso.namespaces": scope})
+    for empty in ("null", "{}"):
+        with pytest.raises(HelmError, match=r"runtime\.turso\.namespaces"):
+            render({"tursoServer.enabled": "true", "runtime.turso.namespaces": empty})
+
+
+def test_the_turso_server_needs_the_operator_that_mints_the_runtime_tokens() -> None:
+    with pytest.raises(HelmError, match=r"operator\.enabled"):
+        render({"tursoServer.enabled": "true", "operator.enabled": "false"})
+
+
+def test_metrics_have_a_read_only_token_of_their_own(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["turso-server"]
+    metrics = decoded(one(docs, "Secret", f"{RELEASE}-turso-metrics"))
+    assert set(metrics) == {"token"} and len(metrics["token"]) >= 32
+    assert metrics["token"] not in decoded(one(docs, "Secret", f"{RELEASE}-turso-auth")).values()
+    server = containers(one(docs, "StatefulSet", f"{RELEASE}-turso"))[0]
+    assert (f"{RELEASE}-turso-metrics", "token") in secret_refs(server)
+    assert container_env(server, EnvSources(docs))["TURSO_METRICS_TOKEN"] == metrics["token"]
+    for obj in workloads(docs):
+        if obj["kind"] != "StatefulSet":
+            for container in containers(obj):
+                assert f"{RELEASE}-turso-metrics" not in {name for name, _ in secret_refs(container)}
+    given = render({"tursoServer.enabled": "true", "tursoServer.auth.metricsToken": "scrape-me-please"})
+    assert decoded(one(given, "Secret", f"{RELEASE}-turso-metrics")) == {"token": "scrape-me-please"}
 
 
 def test_network_policy_fences_the_admin_port(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -335,10 +449,16 @@ def test_network_policy_fences_the_admin_port(rendered: dict[str, list[dict[str,
     assert data_rule == {"ports": [{"port": "data", "protocol": "TCP"}]}
     assert admin_rule["ports"] == [{"port": "admin", "protocol": "TCP"}]
     (peer,) = admin_rule["from"]
-    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
-    assert peer["podSelector"]["matchExpressions"] == [
-        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["runtime", "operator"]}
-    ]
+    # The operator only: runtime pods get their tokens from it and never call the admin port.
+    assert peer == {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "buntime",
+                "app.kubernetes.io/instance": RELEASE,
+                "app.kubernetes.io/component": "operator",
+            }
+        }
+    }
     assert not find(
         render({"tursoServer.enabled": "true", "tursoServer.networkPolicy.enabled": "false"}), "NetworkPolicy"
     )

@@ -61,3 +61,12 @@ async def test_a_server_without_signing_key_falls_back_to_the_shared_token(tmp_p
             assert await admin.mint_token("plain", "rw") is None
     finally:
         plain.stop()
+
+
+async def test_mint_scope_token(server: TursoServer) -> None:
+    async with AdminClient(server.admin_url, server.admin_token) as admin:
+        token = await admin.mint_scope_token(["runtime", "worker-*"], "rw")
+        assert token and token not in (server.admin_token, server.data_token)
+        with pytest.raises(AdminRejectedError) as rejected:
+            await admin.mint_scope_token(["*"], "rw")
+        assert rejected.value.status == 400

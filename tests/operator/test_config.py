@@ -37,6 +37,24 @@ def test_values_are_read_and_tokens_stay_out_of_repr() -> None:
     assert "secret" not in repr(cfg)
 
 
+def test_runtime_credentials_settings() -> None:
+    cfg = OperatorConfig.from_env(
+        {
+            **BASE,
+            "TURSO_RUNTIME_SECRET": "buntime-runtime-turso",
+            "TURSO_RUNTIME_NAMESPACES": "runtime, keyval",
+            "TURSO_RUNTIME_WORKER_NAMESPACES": "worker-*",
+            "POD_NAMESPACE": "buntime-system",
+        }
+    )
+    assert cfg.runtime_credentials == "buntime-runtime-turso"
+    assert (cfg.runtime_scope, cfg.worker_scope) == (("runtime", "keyval"), ("worker-*",))
+    with pytest.raises(OperatorConfigError, match="TURSO_RUNTIME_NAMESPACES"):
+        OperatorConfig.from_env({**BASE, "TURSO_RUNTIME_SECRET": "x", "POD_NAMESPACE": "ns"})
+    with pytest.raises(OperatorConfigError, match="POD_NAMESPACE"):
+        OperatorConfig.from_env({**BASE, "TURSO_RUNTIME_SECRET": "x", "TURSO_RUNTIME_NAMESPACES": "a"})
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [

@@ -12,12 +12,15 @@ Routes (all but the probes need ``Authorization: Bearer $TURSO_ADMIN_TOKEN``)::
     POST   /v1/namespaces/{name}/access       view with lastAccessAt bumped | 404
     GET    /v1/namespaces/{name}/backup       application/vnd.sqlite3 stream | 404 | 503 | 500
     POST   /v1/namespaces/{name}/tokens       {"access":"rw"|"ro","expiresIn":"24h"} -> 201 | 404 | 409
-    GET    /metrics                           Prometheus text format
+    POST   /v1/tokens                         {"namespaces":["app","team-*"],"access":"rw"} -> 201 | 409
+    GET    /metrics                           Prometheus text format (also TURSO_METRICS_TOKEN)
 
 Differences from upstream, all deliberate: unknown names are 404 for delete, access and backup
 (upstream: 200 with an empty archive, a crash, a 500); ``create`` distinguishes 201/200 and promotes
 auto namespaces; the namespace limit is 429; the view reports the live ``running``/``port`` (not a
-stale port) and the size of every database file. Mounted by ``_app``.
+stale port) and the size of every database file. ``/v1/tokens`` mints one token for several
+namespaces and prefixes, which need not exist yet (a prefix names namespaces to come). Mounted by
+``_app``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from ._auth import Access
+from ._auth import Access, Scope
 from ._backup import BACKUP_CONTENT_TYPE, CHUNK_SIZE
 from ._durations import parse_duration
 from ._errors import ConflictError, InvalidBodyError, InvalidTTLError, NamespaceNotFoundError
@@ -56,6 +59,7 @@ from ._supervisor import ChildState, ChildStatus
 
 NAMESPACES_PATH = "/v1/namespaces"
 NAMESPACE_PATH = NAMESPACES_PATH + "/{name}"
+TOKENS_PATH = "/v1/tokens"
 METRICS_PATH = "/metrics"
 MAX_ADMIN_BODY = 64 * 1024
 UNMATCHED_ROUTE = "unmatched"
@@ -247,11 +251,7 @@ async def mint_token(request: web.Request) -> web.Response:
     if name not in request.app[STORE]:
         raise NamespaceNotFoundError(f"namespace not found: {name}")
     payload = await _json_body(request)
-    access_text = _optional_string(payload, "access") or Access.READ_WRITE.value
-    try:
-        access = Access(access_text)
-    except ValueError:
-        raise InvalidBodyError("'access' must be 'rw' or 'ro'") from None
+    access = _access(payload)
     expires_in = parse_expires_in(_optional_string(payload, "expiresIn"))
     minted = tokens.mint(name, access, expires_in=expires_in)
     log.info("scoped token minted", extra={"namespace": name, "access": access.value})
@@ -264,6 +264,38 @@ async def mint_token(request: web.Request) -> web.Response:
         },
         status=201,
     )
+
+
+async def mint_scope_token(request: web.Request) -> web.Response:
+    tokens = request.app[SCOPED_TOKENS]
+    if tokens is None:
+        raise ConflictError("scoped tokens are disabled: set TURSO_TOKEN_SIGNING_KEY")
+    payload = await _json_body(request)
+    entries = payload.get("namespaces")
+    if not isinstance(entries, list):
+        raise InvalidBodyError("'namespaces' must be a list of namespace names and prefixes (team-*)")
+    scope = Scope.parse(entries)
+    access = _access(payload)
+    expires_in = parse_expires_in(_optional_string(payload, "expiresIn"))
+    minted = tokens.mint_scope(scope, access, expires_in=expires_in)
+    log.info("scoped token minted", extra={"namespaces": list(minted.namespaces), "access": access.value})
+    return json_response(
+        {
+            "token": minted.token,
+            "namespaces": list(minted.namespaces),
+            "access": minted.access.value,
+            "expiresAt": format_timestamp(minted.expires_at) if minted.expires_at else None,
+        },
+        status=201,
+    )
+
+
+def _access(payload: dict[str, Any]) -> Access:
+    access_text = _optional_string(payload, "access") or Access.READ_WRITE.value
+    try:
+        return Access(access_text)
+    except ValueError:
+        raise InvalidBodyError("'access' must be 'rw' or 'ro'") from None
 
 
 def parse_expires_in(text: str | None) -> timedelta | None:
@@ -300,9 +332,13 @@ def _set_locked(locked: bool) -> Any:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Admin token on everything but the exact probe paths, before routing (no 404 oracle)."""
+    """Admin token on everything but the exact probe paths, before routing (no 404 oracle).
+
+    The metrics token passes for ``GET /metrics`` only (``_auth.AdminAuth``).
+    """
     if request.path not in PROBE_PATHS:
-        request.app[ADMIN_AUTH].check(request.headers.get(hdrs.AUTHORIZATION))
+        metrics = request.method == hdrs.METH_GET and request.path == METRICS_PATH
+        request.app[ADMIN_AUTH].check(request.headers.get(hdrs.AUTHORIZATION), metrics=metrics)
     return await handler(request)
 
 
@@ -337,3 +373,4 @@ def add_routes(app: web.Application) -> None:
     router.add_post(NAMESPACE_PATH + "/access", touch_namespace)
     router.add_get(NAMESPACE_PATH + "/backup", backup_namespace)
     router.add_post(NAMESPACE_PATH + "/tokens", mint_token)
+    router.add_post(TOKENS_PATH, mint_scope_token)

@@ -88,7 +88,7 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
     data_app[SPOOL] = SpoolBudget(
         config.data_dir / SPOOL_DIR_NAME, memory=config.spool_memory, disk=config.spool_disk
     )
-    admin_app[ADMIN_AUTH] = AdminAuth(config.admin_token)
+    admin_app[ADMIN_AUTH] = AdminAuth(config.admin_token, metrics_token=config.metrics_token)
     admin_app[BACKUPS] = Backups(config.data_dir, supervisor, timeout=config.upstream_timeout)
 
     data_app.cleanup_ctx.extend([_state_ctx, _supervisor_ctx, _restore_and_gc_ctx])
@@ -156,6 +156,7 @@ def _log_startup(config: ServerConfig) -> None:
             "authData": bool(config.auth_token),
             "scopedTokens": bool(config.token_signing_key),
             "authAdmin": config.admin_auth_enabled,
+            "metricsToken": bool(config.metrics_token),
             "allowAutoProvision": config.allow_auto_provision,
             "maxNamespaces": config.max_namespaces,
         },

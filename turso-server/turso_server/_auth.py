@@ -2,31 +2,42 @@
 
 Global tokens (``TURSO_AUTH_TOKEN``, ``TURSO_ADMIN_TOKEN``) are compared in constant time. Beyond
 upstream's single shared token, the admin API mints *scoped* tokens: HS256 JWTs (PyJWT) signed with
-``TURSO_TOKEN_SIGNING_KEY`` whose claims name one namespace and an access level, ``rw`` or ``ro``,
-with an optional expiry. The data port accepts the global token, or a scoped token whose namespace
-is the one in the path (else 403); ``ro`` tokens may only pull (``POST /pull-updates``) or use
-safe methods, so a push (``POST /v2/pipeline``) is 403. Missing or bad credentials are 401. Token
-values are never logged or echoed in errors. Used by ``_proxy`` and ``_admin``.
+``TURSO_TOKEN_SIGNING_KEY`` whose claims name their namespaces and an access level, ``rw`` or
+``ro``, with an optional expiry. A token names either one namespace (claim ``ns``, the original
+shape, still minted per namespace) or a list (claim ``nss``) of exact names and prefixes written
+``team-*``, which open every namespace starting with ``team-``. The data port accepts the global
+token, or a scoped token whose scope contains the namespace in the path (else 403); ``ro`` tokens
+may only pull (``POST /pull-updates``) or use safe methods, so a push (``POST /v2/pipeline``) is
+403. ``TURSO_METRICS_TOKEN`` opens ``GET /metrics`` on the admin port and nothing else (403
+elsewhere), so a scraper never holds a credential that can delete databases. Missing or bad
+credentials are 401. Token values are never logged or echoed in errors. Used by ``_proxy`` and
+``_admin``.
 """
 
 from __future__ import annotations
 
 import hmac
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import jwt
 
-from ._errors import ForbiddenError, UnauthorizedError
+from ._errors import ForbiddenError, InvalidBodyError, UnauthorizedError
+from ._names import is_valid_name
 
 BEARER_SCHEME = "bearer"
 TOKEN_ALGORITHM = "HS256"
 TOKEN_ISSUER = "turso-server"
 TOKEN_AUDIENCE = "turso-server/data"
 CLAIM_NAMESPACE = "ns"
+CLAIM_NAMESPACES = "nss"
 CLAIM_ACCESS = "access"
+PREFIX_WILDCARD = "*"
+#: Entries in one multi-namespace scope: a scope is a short list written by an operator, not data.
+MAX_SCOPE_ENTRIES = 64
 PULL_ROUTE = "/pull-updates"
 READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -39,26 +50,91 @@ class Access(StrEnum):
 
 
 @dataclass(frozen=True)
-class Principal:
-    """An authenticated caller. ``namespace`` ``None`` means every namespace (global token/no auth)."""
+class Scope:
+    """The namespaces a scoped token opens: exact names and prefixes (``team-*``).
 
-    namespace: str | None
+    Usage::
+
+        scope = Scope.parse(["runtime", "keyval", "worker-*"])   # InvalidBodyError when malformed
+        scope.permits("worker-orders")                         # True
+        scope.entries                                          # ("keyval", "runtime", "worker-*")
+
+    A prefix is a valid namespace start followed by ``*``; a bare ``*`` (every namespace, which is
+    what the global token is for) and reserved or malformed names are refused.
+    """
+
+    names: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, entries: Iterable[object]) -> Scope:
+        names: set[str] = set()
+        prefixes: set[str] = set()
+        for entry in entries:
+            if not isinstance(entry, str):
+                raise InvalidBodyError("every scope entry must be a string")
+            if entry.endswith(PREFIX_WILDCARD):
+                prefix = entry[: -len(PREFIX_WILDCARD)]
+                # "<prefix>x" is a valid name exactly when the prefix can start one.
+                if not prefix or not is_valid_name(prefix + "x"):
+                    raise InvalidBodyError(f"scope prefix {entry!r} must start like a namespace name")
+                prefixes.add(prefix)
+            elif is_valid_name(entry):
+                names.add(entry)
+            else:
+                raise InvalidBodyError(f"scope entry {entry!r} is not a namespace name or a prefix*")
+        if not names and not prefixes:
+            raise InvalidBodyError("a scope needs at least one namespace or prefix")
+        if len(names) + len(prefixes) > MAX_SCOPE_ENTRIES:
+            raise InvalidBodyError(f"a scope has at most {MAX_SCOPE_ENTRIES} entries")
+        return cls(names=frozenset(names), prefixes=tuple(sorted(prefixes)))
+
+    @classmethod
+    def single(cls, namespace: str) -> Scope:
+        return cls(names=frozenset({namespace}), prefixes=())
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        """Sorted names, then sorted prefixes with their ``*``: the ``nss`` claim."""
+        return (*sorted(self.names), *(prefix + PREFIX_WILDCARD for prefix in self.prefixes))
+
+    def permits(self, namespace: str) -> bool:
+        return namespace in self.names or any(namespace.startswith(p) for p in self.prefixes)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller. ``scope`` ``None`` means every namespace (global token/no auth)."""
+
+    scope: Scope | None
     access: Access
 
     @property
     def scoped(self) -> bool:
-        return self.namespace is not None
+        return self.scope is not None
+
+    @property
+    def namespace(self) -> str | None:
+        """The one namespace of a single-namespace token; ``None`` for the global token or a list."""
+        if self.scope is not None and not self.scope.prefixes and len(self.scope.names) == 1:
+            return next(iter(self.scope.names))
+        return None
 
 
-GLOBAL_PRINCIPAL = Principal(namespace=None, access=Access.READ_WRITE)
+GLOBAL_PRINCIPAL = Principal(scope=None, access=Access.READ_WRITE)
 
 
 @dataclass(frozen=True)
 class MintedToken:
     token: str
-    namespace: str
+    namespaces: tuple[str, ...]
     access: Access
     expires_at: datetime | None
+
+    @property
+    def namespace(self) -> str:
+        """The first scope entry: *the* namespace of a single-namespace token."""
+        return self.namespaces[0]
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -102,12 +178,26 @@ class ScopedTokens:
         self._key = key.encode()
 
     def mint(self, namespace: str, access: Access, *, expires_in: timedelta | None = None) -> MintedToken:
+        """A token for exactly ``namespace`` (claim ``ns``)."""
+        return self._encode({"sub": namespace, CLAIM_NAMESPACE: namespace}, (namespace,), access, expires_in)
+
+    def mint_scope(self, scope: Scope, access: Access, *, expires_in: timedelta | None = None) -> MintedToken:
+        """A token for every namespace ``scope`` permits (claim ``nss``)."""
+        entries = scope.entries
+        return self._encode({CLAIM_NAMESPACES: list(entries)}, entries, access, expires_in)
+
+    def _encode(
+        self,
+        scope_claims: dict[str, object],
+        entries: tuple[str, ...],
+        access: Access,
+        expires_in: timedelta | None,
+    ) -> MintedToken:
         now = datetime.now(UTC).replace(microsecond=0)
         claims: dict[str, object] = {
             "iss": TOKEN_ISSUER,
             "aud": TOKEN_AUDIENCE,
-            "sub": namespace,
-            CLAIM_NAMESPACE: namespace,
+            **scope_claims,
             CLAIM_ACCESS: access.value,
             "iat": now,
             "jti": uuid.uuid4().hex,
@@ -116,7 +206,7 @@ class ScopedTokens:
         if expires_at is not None:
             claims["exp"] = expires_at
         token = jwt.encode(claims, self._key, algorithm=TOKEN_ALGORITHM)
-        return MintedToken(token=token, namespace=namespace, access=access, expires_at=expires_at)
+        return MintedToken(token=token, namespaces=entries, access=access, expires_at=expires_at)
 
     def verify(self, token: str) -> Principal:
         try:
@@ -126,16 +216,31 @@ class ScopedTokens:
                 algorithms=[TOKEN_ALGORITHM],
                 audience=TOKEN_AUDIENCE,
                 issuer=TOKEN_ISSUER,
-                options={"require": ["iss", "aud", "iat", CLAIM_NAMESPACE, CLAIM_ACCESS]},
+                options={"require": ["iss", "aud", "iat", CLAIM_ACCESS]},
             )
         except jwt.ExpiredSignatureError:
             raise UnauthorizedError("token expired") from None
         except jwt.PyJWTError:
             raise UnauthorizedError("invalid token") from None
-        namespace, access = claims.get(CLAIM_NAMESPACE), claims.get(CLAIM_ACCESS)
-        if not isinstance(namespace, str) or access not in {a.value for a in Access}:
+        access = claims.get(CLAIM_ACCESS)
+        if access not in {a.value for a in Access}:
             raise UnauthorizedError("invalid token claims")
-        return Principal(namespace=namespace, access=Access(access))
+        return Principal(scope=_claimed_scope(claims), access=Access(access))
+
+
+def _claimed_scope(claims: dict[str, object]) -> Scope:
+    """Exactly one of ``ns`` (a name) and ``nss`` (a list); anything else does not verify."""
+    namespace, namespaces = claims.get(CLAIM_NAMESPACE), claims.get(CLAIM_NAMESPACES)
+    if (namespace is None) == (namespaces is None):
+        raise UnauthorizedError("invalid token claims")
+    if isinstance(namespace, str):
+        return Scope.single(namespace)
+    if not isinstance(namespaces, list):
+        raise UnauthorizedError("invalid token claims")
+    try:
+        return Scope.parse(namespaces)
+    except InvalidBodyError:
+        raise UnauthorizedError("invalid token claims") from None
 
 
 class DataAuth:
@@ -165,8 +270,8 @@ class DataAuth:
     @staticmethod
     def authorize(principal: Principal, namespace: str, method: str, rest: str) -> None:
         """:class:`ForbiddenError` unless ``principal`` may send ``method rest`` to ``namespace``."""
-        if principal.namespace is not None and principal.namespace != namespace:
-            raise ForbiddenError("token is scoped to another namespace")
+        if principal.scope is not None and not principal.scope.permits(namespace):
+            raise ForbiddenError("token is scoped to other namespaces")
         if principal.access is Access.READ_ONLY and not (
             method in READ_ONLY_METHODS or (method == "POST" and rest == PULL_ROUTE)
         ):
@@ -174,20 +279,31 @@ class DataAuth:
 
 
 class AdminAuth:
-    """The admin port accepts exactly ``TURSO_ADMIN_TOKEN`` (or anyone, in insecure dev mode)."""
+    """The admin port accepts ``TURSO_ADMIN_TOKEN`` (or anyone, in insecure dev mode).
 
-    def __init__(self, token: str) -> None:
+    ``metrics_token`` *(optional)*, ``TURSO_METRICS_TOKEN``, opens ``GET /metrics`` only: on every
+    other route it is 403, so a scraper's credential can read counters and change nothing.
+    """
+
+    def __init__(self, token: str, *, metrics_token: str = "") -> None:
         self._token = token
+        self._metrics_token = metrics_token
 
     @property
     def enabled(self) -> bool:
         return bool(self._token)
 
-    def check(self, header: str | None) -> None:
+    def check(self, header: str | None, *, metrics: bool = False) -> None:
+        """Raise unless ``header`` opens this request; ``metrics``: it is ``GET /metrics``."""
         if not self._token:
             return
         token = bearer_token(header)
         if token is None:
             raise UnauthorizedError("missing bearer token")
-        if not tokens_match(token, self._token):
-            raise UnauthorizedError("invalid token")
+        if tokens_match(token, self._token):
+            return
+        if self._metrics_token and tokens_match(token, self._metrics_token):
+            if metrics:
+                return
+            raise ForbiddenError("the metrics token may only read /metrics")
+        raise UnauthorizedError("invalid token")

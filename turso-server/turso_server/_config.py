@@ -94,6 +94,13 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.SECRET,
     ),
     Setting(
+        "TURSO_METRICS_TOKEN",
+        "--metrics-token-file",
+        "",
+        "read-only bearer token for GET /metrics on the admin port (flag: a file holding it)",
+        Kind.SECRET,
+    ),
+    Setting(
         "TURSO_TOKEN_SIGNING_KEY",
         "--token-signing-key-file",
         "",
@@ -270,6 +277,7 @@ class ServerConfig:
     child_landlock: LandlockMode = LandlockMode.AUTO
     auth_token: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
+    metrics_token: str = field(default="", repr=False)
     token_signing_key: str = field(default="", repr=False)
 
     @property
@@ -310,6 +318,9 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
     insecure_dev = get("TURSO_INSECURE_DEV", _bool)
     auth_token = get("TURSO_AUTH_TOKEN", _secret)
     admin_token = get("TURSO_ADMIN_TOKEN", _secret)
+    metrics_token = get("TURSO_METRICS_TOKEN", _secret)
+    if metrics_token and metrics_token == admin_token:
+        raise ConfigError("TURSO_METRICS_TOKEN must differ from TURSO_ADMIN_TOKEN (it opens /metrics only)")
     signing_key = get("TURSO_TOKEN_SIGNING_KEY", _secret)
     if signing_key and len(signing_key.encode()) < MIN_SIGNING_KEY_BYTES:
         raise ConfigError(
@@ -358,6 +369,7 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         child_landlock=get("TURSO_CHILD_LANDLOCK", _landlock),
         auth_token=auth_token,
         admin_token=admin_token,
+        metrics_token=metrics_token,
         token_signing_key=signing_key,
     )
 

@@ -85,6 +85,14 @@ Call with (dict "ctx" $ "key" "tursoServer" "suffix" "turso"); key is the compon
 {{- define "buntime.runtime.secretName" -}}
 {{- include "buntime.componentName" (dict "ctx" . "suffix" "runtime") -}}
 {{- end -}}
+{{/* The runtime's scoped tokens: written by the operator (never by Helm), read by the runtime pods. */}}
+{{- define "buntime.runtime.tursoSecretName" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "runtime-turso") -}}
+{{- end -}}
+{{/* The read-only metrics token, apart from the other credentials so a scraper can be given it alone. */}}
+{{- define "buntime.turso.metricsSecretName" -}}
+{{- include "buntime.componentName" (dict "ctx" . "suffix" "turso-metrics") -}}
+{{- end -}}
 {{- define "buntime.turso.name" -}}
 {{- include "buntime.componentName" (dict "ctx" . "suffix" "turso") -}}
 {{- end -}}

@@ -17,7 +17,10 @@
 5. A key written through one (keyval ``PUT``) is read through the other.
 
 The release renders with its defaults, so the app pods get a token scoped to their one database;
-the injected ``TURSO_NAMESPACE`` makes the runtime keep all its plugins' namespaces in it.
+the injected ``TURSO_NAMESPACE`` makes the runtime keep all its plugins' namespaces in it. The
+release's own runtime pods get their tokens from the Secret the operator writes beside itself
+(scoped to the runtime's plugin databases and to its workers' ``worker-*``), read back from the
+API server: they open those databases and are 403 on a TursoNamespace's.
 """
 
 from __future__ import annotations
@@ -295,15 +298,110 @@ def test_write_through_one_pod_read_through_the_other(
             runtime.stop()
 
 
+def _release_sources(control_plane: ControlPlane, chart: list[dict[str, Any]]) -> EnvSources:
+    """The rendered objects plus the runtime's Secret as the operator wrote it to the API server."""
+    sources = EnvSources(chart)
+    path = f"/api/v1/namespaces/{NAMESPACE}/secrets/{RELEASE}-runtime-turso"
+
+    def written() -> dict[str, Any] | None:
+        status, secret = control_plane.request("GET", path)
+        return secret if status == 200 else None
+
+    sources.add(wait_for(written, timeout=60))
+    return sources
+
+
+def _status(url: str, token: str) -> int:
+    request = urllib.request.Request(
+        url, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code)
+
+
+def _ensure_namespace(control_plane: ControlPlane, name: str) -> None:
+    status, body = control_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    assert status in (201, 409), body
+
+
+def test_release_runtime_tokens_open_only_the_runtime_databases(
+    control_plane: ControlPlane, chart: list[dict[str, Any]], turso: TursoServer, operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """What the runtime pods get opens their own databases, and no TursoNamespace's."""
+    _ensure_namespace(control_plane, NAMESPACE)  # the operator retries until it can write there
+    _ensure_namespace(control_plane, team := f"team-{uuid.uuid4().hex[:8]}")
+    sources = _release_sources(control_plane, chart)
+    runtime = containers(one(chart, "Deployment", RELEASE))[0]
+    env = container_env(runtime, sources, field_refs=FIELD_REFS)
+    hook_env = container_env(containers(one(chart, "Pod"))[0], sources)
+    plugins, workers = env["TURSO_SERVER_TOKEN"], env["RUNTIME_TURSO_SERVER_TOKEN"]
+    assert hook_env["RUNTIME_TURSO_SERVER_TOKEN"] == workers
+    credentials = set(decoded(one(chart, "Secret", f"{RELEASE}-turso-auth")).values())
+    assert not credentials & {plugins, workers}, "neither is the global data or admin token"
+
+    # Another team's database, provisioned by the operator from a TursoNamespace.
+    tns = {"apiVersion": "turso.buntime.io/v1alpha1", "kind": "TursoNamespace",
+           "metadata": {"name": "ledger"}, "spec": {"database": f"ledger-{team}"}}  # fmt: skip
+    manifest = tmp_path / "tns.yaml"
+    manifest.write_text(yaml.safe_dump(tns))
+    kubectl(control_plane, "apply", "-n", team, "-f", str(manifest))
+    wait_ready(control_plane, team, "ledger", timeout=60)
+    for token, namespace, expected in [
+        (plugins, "keyval", 200),
+        (plugins, "runtime", 200),
+        (plugins, f"ledger-{team}", 403),
+        (plugins, "worker-orders", 403),
+        (workers, "worker-orders", 200),
+        (workers, hook_env["TEST_TURSO_NAMESPACE"], 200),
+        (workers, "keyval", 403),
+        (workers, f"ledger-{team}", 403),
+    ]:
+        assert _status(f"{turso.url}/{namespace}/pull-updates", token) == expected, (namespace, expected)
+
+    # A TursoNamespace for one of the runtime's databases is refused, and archives nothing.
+    def keyval_created_at() -> str:
+        request = urllib.request.Request(
+            f"{turso.admin_url}/v1/namespaces/keyval",
+            headers={"Authorization": f"Bearer {turso.admin_token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return str(json.loads(resp.read())["createdAt"])
+
+    created_at = keyval_created_at()
+    tns = {**tns, "metadata": {"name": "grab"}, "spec": {"database": "keyval"}}
+    manifest.write_text(yaml.safe_dump(tns))
+    kubectl(control_plane, "apply", "-n", team, "-f", str(manifest))
+
+    def refused() -> bool:
+        status, body = control_plane.request(
+            "GET", f"/apis/turso.buntime.io/v1alpha1/namespaces/{team}/tursonamespaces/grab"
+        )
+        return status == 200 and (body.get("status") or {}).get("phaseReason") == "ReservedDatabase"
+
+    wait_for(refused, timeout=30)
+    status, _ = control_plane.request("GET", f"/api/v1/namespaces/{team}/secrets/grab-turso")
+    assert status == 404, "no Secret for a reserved database"
+    kubectl(control_plane, "delete", "-n", team, "tursonamespace/grab", "--wait=true", "--timeout=30s")
+    assert keyval_created_at() == created_at, "the runtime's database was not archived"
+
+
 def test_release_runtime_and_the_helm_test_hook_against_the_real_server(
-    chart: list[dict[str, Any]], turso: TursoServer, tmp_path: Path
-) -> None:
+    control_plane: ControlPlane, chart: list[dict[str, Any]], turso: TursoServer, operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:  # fmt: skip
     """The hook Pod's own script, with its rendered env, against a runtime and turso-server."""
+    _ensure_namespace(control_plane, NAMESPACE)
+    sources = _release_sources(control_plane, chart)
     pod = one(chart, "Pod")
     (container,) = containers(pod)
-    env = container_env(container, EnvSources(chart))
+    env = container_env(container, sources)
     runtime_env = container_env(
-        containers(one(chart, "Deployment", RELEASE))[0], EnvSources(chart), field_refs=FIELD_REFS
+        containers(one(chart, "Deployment", RELEASE))[0], sources, field_refs=FIELD_REFS
     )
     runtime_env = {**runtime_env, "TURSO_SERVER_URL": turso.url, "RUNTIME_TURSO_SERVER_URL": turso.url}
     runtime = Runtime("release-runtime", runtime_env, tmp_path).start()
