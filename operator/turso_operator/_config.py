@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._durations import duration_seconds
+
 
 class OperatorConfigError(ValueError):
     """The environment does not describe a usable operator configuration."""
@@ -43,9 +45,9 @@ class OperatorConfig:
         def number(name: str, default: str) -> float:
             raw = get(name, default)
             try:
-                value = float(raw)
-            except ValueError:
-                raise OperatorConfigError(f"{name} must be a number (got {raw!r})") from None
+                value = duration_seconds(raw)
+            except ValueError as exc:
+                raise OperatorConfigError(f"{name}: {exc}") from None
             if value <= 0:
                 raise OperatorConfigError(f"{name} must be positive (got {raw!r})")
             return value

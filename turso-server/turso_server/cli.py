@@ -26,7 +26,7 @@ DESCRIPTION = (
     "API. Each flag mirrors the environment variable shown with it; flags win over the environment."
 )
 EPILOG = (
-    "Durations accept d, h, m, s, ms, us, ns units and compounds (30d, 168h, 1h30m, 500ms). Secrets are "
+    "Durations are a number of seconds or d, h, m, s, ms parts (60, 30d, 1h30m, 500ms). Secrets are "
     "never flag values (argv is world-readable): set the variable, or pass the --*-file flag pointing "
     "to a file that holds the value. Empty tokens are refused unless --insecure-dev is given."
 )
