@@ -195,3 +195,10 @@ def test_the_operator_checks_spec_ttl_with_the_grammar() -> None:
         desired_namespace({"ttl": "soon"}, meta)
     with pytest.raises(SpecError, match=r"spec\.ttl"):
         desired_namespace({"ttl": "0"}, meta)
+
+
+@pytest.mark.parametrize("part", sorted(PARSERS))
+def test_a_duration_past_timedelta_is_refused_not_an_overflow(part: str) -> None:
+    for text in ("9" * 400, "9" * 20 + "d"):
+        with pytest.raises(ValueError, match="too long"):
+            PARSERS[part](text)

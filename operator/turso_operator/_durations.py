@@ -8,8 +8,11 @@ and ``charts/buntime/values.schema.json``.
 
 The three parts are independent packages (import-linter forbids cross imports), so each ships
 this file unchanged: ``tests/test_durations.py`` checks the copies are byte-identical and runs one
-table of cases through every copy and through the schema patterns. Callers wrap the
-``ValueError`` into their own configuration error, naming the variable.
+table of cases through every copy and through the schema patterns. Durations past
+:data:`MAX_DURATION` (what ``timedelta`` holds, about 2.7 million years; a huge digit string would
+otherwise be float infinity) are a ``ValueError`` like any other bad text, never an
+``OverflowError``. Callers wrap the ``ValueError`` into their own configuration error, naming the
+variable.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ DURATION_HELP = (
     "a number of seconds or <number><unit> parts with units d, h, m, s, ms (60, 1h30m, 1d12h, 500ms)"
 )
 
+MAX_DURATION = timedelta.max
+
+_MAX_SECONDS = MAX_DURATION.total_seconds()
 _UNIT_SECONDS: dict[str, float] = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _DURATION = re.compile(DURATION_PATTERN)
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -35,15 +41,22 @@ def duration_seconds(text: str) -> float:
     """Parse ``text`` (``60``, ``1d12h``, ``500ms``) into seconds or raise ``ValueError``."""
     value = text.strip()
     if _NUMBER.fullmatch(value):
-        return float(value)
-    if not _DURATION.fullmatch(value):
-        raise ValueError(f"invalid duration {text!r}: use {DURATION_HELP}")
-    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(value))
+        seconds = float(value)
+    elif _DURATION.fullmatch(value):
+        seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(value))
+    else:
+        raise ValueError(f"invalid duration {text[:40]!r}: use {DURATION_HELP}")
+    if not seconds <= _MAX_SECONDS:  # also catches infinity
+        raise ValueError(f"duration {text[:40]!r} is too long (at most {MAX_DURATION.days} days)")
+    return seconds
 
 
 def parse_duration(text: str) -> timedelta:
     """:func:`duration_seconds` as a ``timedelta``."""
-    return timedelta(seconds=duration_seconds(text))
+    try:
+        return timedelta(seconds=duration_seconds(text))
+    except OverflowError:  # the float nearest timedelta.max rounds just past it
+        raise ValueError(f"duration {text[:40]!r} is too long (at most {MAX_DURATION.days} days)") from None
 
 
 def format_duration(delta: timedelta) -> str:
