@@ -63,6 +63,10 @@ class RequestCounters:
         if client and len(self._clients) < MAX_TRACKED_CLIENTS:
             self._clients.add(client)
 
+    def recorded(self, timestamp: int) -> None:
+        """The store moved a snapshot's timestamp past another replica's: keep ours increasing."""
+        self._last_timestamp = max(self._last_timestamp, timestamp)
+
     def take(self) -> MetricsSnapshot:
         """A snapshot of now; timestamps strictly increase within the process (they are the key)."""
         self._last_timestamp = max(now_ms(), self._last_timestamp + 1)
@@ -171,9 +175,9 @@ class Gateway:
 
     async def record_snapshot(self) -> MetricsSnapshot:
         store = self._require_store()
-        snapshot = self.counters.take()
-        await store.record_snapshot(snapshot)
-        return snapshot
+        stored = await store.record_snapshot(self.counters.take())
+        self.counters.recorded(stored.timestamp)
+        return stored
 
     async def clear_history(self) -> int:
         return await self._require_store().clear_history()
