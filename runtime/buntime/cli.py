@@ -44,7 +44,7 @@ async def _health() -> int:
         await service.connect()
         health = await service.health()
         print(_json(health.as_dict()))
-        return 0 if health.ok else 1
+        return 0 if health.ok else 3 if health.usable else 1
 
 
 async def _sql(namespace: str, statement: str, params: list[Any]) -> int:
