@@ -14,7 +14,7 @@ from pathlib import Path
 from pytest_aiohttp import AiohttpClient
 
 from buntime.turso import TursoService, resolve_config
-from tests.server.support import PROXY, TURSO, start_runtime, write_plugin
+from tests.server.support import GATEWAY, KEYVAL, PROXY, TURSO, start_runtime, write_plugin
 
 BROKEN_MODULE = (
     "from buntime.plugins import Plugin\n\n"
@@ -69,3 +69,14 @@ async def test_local_health_lists_the_namespaces_the_pod_opened(tmp_path: Path) 
     assert (health.ok, health.usable, health.status) == (True, True, "ok")
     assert sorted(health.namespaces) == ["gateway", "keyval"]
     assert {entry.replica_path for entry in health.namespaces.values()} == {str(tmp_path / "rt.db")}
+
+
+async def test_every_runtime_metric_has_the_buntime_prefix(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY, PROXY, KEYVAL)
+    await client.put("/keyval/api/keys/m/one", json=1)
+    text = await (await client.get("/metrics")).text()
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert any(n.startswith("buntime_keyval_") for n in names), names
+    assert names and all(n.startswith("buntime_") for n in names), sorted(names)
