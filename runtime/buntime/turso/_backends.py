@@ -380,6 +380,7 @@ class ReplicaBackend(Backend):
         self._keepalive: asyncio.Task[None] | None = None
         self._yielding: asyncio.Future[None] | None = None  # set while handing the lease over
         self._group_open = False  # engine thread: the outer BEGIN of the commits not yet pushed
+        self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
 
     @classmethod
@@ -519,7 +520,11 @@ class ReplicaBackend(Backend):
                 if changed:
                     # A context of its own: a copy of ours would carry the gate we hold, and every
                     # listener's read through connect() would fail as a nested transaction.
-                    asyncio.get_running_loop().create_task(self._notify(), context=contextvars.Context())
+                    task = asyncio.get_running_loop().create_task(
+                        self._notify(), context=contextvars.Context()
+                    )
+                    self._tasks.add(task)  # keep a reference until it is done
+                    task.add_done_callback(self._tasks.discard)
         except _Dirty:
             await self._reset()
         except TursoError as exc:  # the pull failed: we cannot write on a stale copy
@@ -672,7 +677,9 @@ class ReplicaBackend(Backend):
             self._schedule_release()
             return
         self._lease = None
-        asyncio.get_running_loop().create_task(self._leases.release(lease))
+        task = asyncio.get_running_loop().create_task(self._leases.release(lease))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- autocommit: reads run locally; a statement that writes runs again under the lease ----------
     async def _autocommit(self, fn: Callable[[Any], T]) -> T:
