@@ -34,7 +34,10 @@ class KvMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = CollectorRegistry()
         self.operations = Counter(
-            "buntime_keyval_operations_total", "KeyVal operations, by operation.", ["operation"], registry=None
+            "buntime_keyval_operations_total",
+            "KeyVal operations, by operation.",
+            ["operation"],
+            registry=None,
         )
         self.errors = Counter(
             "buntime_keyval_operation_errors_total",
