@@ -34,20 +34,31 @@ from typing import Any
 import jinja2
 import yaml
 
+from buntime.turso import DURATION_PATTERN, duration_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml")
 PACKAGE_PREFIX = "plugin-"
-FIELD_TYPES = ("string", "enum", "password", "int", "bool")
+FIELD_TYPES = ("string", "enum", "password", "int", "bool", "duration")
 #: Rancher question type per manifest field type.
-QUESTION_TYPES = {"string": "string", "enum": "enum", "password": "password", "int": "int", "bool": "boolean"}
-#: JSON schema per manifest field type (enum adds its values).
-SCHEMA_TYPES = {
+QUESTION_TYPES = {
+    "string": "string",
+    "enum": "enum",
+    "password": "password",
+    "int": "int",
+    "bool": "boolean",
+    "duration": "string",
+}
+#: JSON schema per manifest field type (enum adds its values, duration the grammar's pattern).
+SCHEMA_TYPES: dict[str, str | list[str]] = {
     "string": "string",
     "enum": "string",
     "password": "string",
     "int": "integer",
     "bool": "boolean",
+    # A bare number is seconds, so `--set plugins.turso.syncInterval=60` (an integer) is fine too.
+    "duration": ["string", "number"],
 }
 VALUES_MARKERS = ("# BEGIN GENERATED: plugins", "# END GENERATED: plugins")
 QUESTIONS_MARKERS = ("# BEGIN GENERATED: plugin questions", "# END GENERATED: plugin questions")
@@ -163,7 +174,13 @@ def _typed_default(raw: Any, kind: str, where: str) -> Any:
         if not isinstance(value, bool):
             raise GeneratorError(f"{where}: default must be true or false (got {raw!r})")
         return value
-    return "" if raw is None else str(raw)
+    text = "" if raw is None else str(raw)
+    if kind == "duration" and text:
+        try:
+            duration_seconds(text)
+        except ValueError as exc:
+            raise GeneratorError(f"{where}: default: {exc}") from None
+    return text
 
 
 def _parse_field(name: str, spec: Any, where: str, key: str) -> PluginField:
@@ -421,6 +438,9 @@ def _schema_node(tree: Mapping[str, Any], title: str) -> dict[str, Any]:
             if value.options:
                 prop["enum"] = list(value.options)
             if value.type == "int":
+                prop["minimum"] = 0
+            if value.type == "duration":
+                prop["pattern"] = DURATION_PATTERN
                 prop["minimum"] = 0
             properties[key] = prop
         else:

@@ -22,6 +22,7 @@ from ._constants import (
     SCOPE_ANNOTATION,
     SecretKey,
 )
+from ._durations import duration_seconds
 
 DATABASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -52,6 +53,14 @@ def desired_namespace(spec: Mapping[str, Any], meta: Mapping[str, Any]) -> Desir
     policy = str(spec.get("deletionPolicy") or "Archive")
     if policy not in ("Archive", "Retain"):
         raise SpecError(f"deletionPolicy must be Archive or Retain (got {policy!r})")
+    ttl = str(spec.get("ttl") or "")
+    if ttl:
+        try:
+            seconds = duration_seconds(ttl)
+        except ValueError as exc:
+            raise SpecError(f"spec.ttl: {exc}") from None
+        if seconds <= 0:
+            raise SpecError("spec.ttl must be greater than 0 (leave it out for no lifetime)")
     access = str(spec.get("access") or "rw")
     if access not in ("rw", "ro"):
         raise SpecError(f"access must be rw or ro (got {access!r})")
@@ -60,7 +69,7 @@ def desired_namespace(spec: Mapping[str, Any], meta: Mapping[str, Any]) -> Desir
         namespace=str(meta.get("namespace") or "default"),
         database=database,
         deletion_policy=policy,
-        ttl=str(spec.get("ttl") or ""),
+        ttl=ttl,
         locked=bool(spec.get("locked", False)),
         secret_name=str(spec.get("secretName") or f"{name}-turso"),
         access=access,

@@ -1,4 +1,9 @@
-"""Operator configuration from the environment; a bad value stops the start with its name."""
+"""Operator configuration from the environment; a bad value stops the start with its name.
+
+Every variable has one row in :data:`SETTINGS` (name, default, help), which both
+:meth:`OperatorConfig.from_env` (its defaults) and ``buntime-operator --help`` are built from, so
+the help cannot leave a variable out. Called by ``cli`` and ``_handlers``.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,75 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._durations import duration_seconds
+
+#: Log levels and formats the CLI accepts (``TURSO_LOG_LEVEL``/``--log-level`` and the format).
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "text")
+
 
 class OperatorConfigError(ValueError):
     """The environment does not describe a usable operator configuration."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default (``""`` = unset), help, and whether it is required."""
+
+    env: str
+    default: str
+    help: str
+    required: bool = False
+    flag: str = ""
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TURSO_SERVER_URL", "", "turso-server's data URL, written into app Secrets", required=True),
+    Setting("TURSO_SERVER_ADMIN_URL", "", "turso-server's admin API URL", required=True),
+    Setting("TURSO_SERVER_ADMIN_TOKEN", "", "bearer token for the admin API (secret)"),
+    Setting(
+        "TURSO_SERVER_TOKEN", "", "shared data token, used when turso-server mints no scoped tokens (secret)"
+    ),
+    Setting("TURSO_WATCH_NAMESPACES", "", "comma-separated namespaces to watch; empty = cluster-wide"),
+    Setting("TURSO_RESYNC_SECONDS", "60", "drift-repair period (a duration)"),
+    Setting("POD_NAMESPACE", "", "the operator's namespace (its pods are never injected)"),
+    Setting("TURSO_OPERATOR_NAMESPACE", "", "the operator's namespace when POD_NAMESPACE is unset"),
+    Setting("TURSO_WEBHOOK_ENABLED", "true", "serve the pod-injection webhook (true or false)"),
+    Setting("TURSO_WEBHOOK_PORT", "9443", "webhook port"),
+    Setting("TURSO_WEBHOOK_HOST", "", "webhook host name the API server calls"),
+    Setting(
+        "TURSO_WEBHOOK_CERT_FILE", "", "webhook TLS certificate; without it kopf makes a self-signed one"
+    ),
+    Setting("TURSO_WEBHOOK_KEY_FILE", "", "webhook TLS key"),
+    Setting("TURSO_INJECT_FAILURE_POLICY", "Fail", "the webhook's failurePolicy: Fail or Ignore"),
+    Setting("TURSO_LIVENESS_PORT", "8080", "port of /healthz"),
+    Setting(
+        "TURSO_LIVENESS_GRACE_SECONDS",
+        "30",
+        "added to three resync periods before a quiet watch fails liveness",
+    ),
+    Setting("TURSO_REQUEST_TIMEOUT", "10", "turso-server admin calls and the operator's own Secret calls"),
+    Setting("TURSO_KUBE_REQUEST_TIMEOUT", "60", "each of kopf's Kubernetes API requests"),
+    Setting(
+        "TURSO_RUNTIME_SECRET",
+        "",
+        "Secret (in the operator's namespace) to keep the runtime's scoped tokens in; empty = none",
+    ),
+    Setting(
+        "TURSO_RUNTIME_NAMESPACES", "", "comma-separated databases (or prefixes*) of the runtime's plugins"
+    ),
+    Setting(
+        "TURSO_RUNTIME_WORKER_NAMESPACES", "", "comma-separated databases (or prefixes*) of its worker apps"
+    ),
+    Setting("TURSO_LOG_LEVEL", "info", "debug, info, warning or error", flag="--log-level"),
+    Setting(
+        "TURSO_LOG_FORMAT",
+        "auto",
+        "json (one object per line), text, or auto: text when stderr is a terminal, else json",
+        flag="--log-format",
+    ),
+)
+SETTINGS_BY_ENV: dict[str, Setting] = {setting.env: setting for setting in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -42,21 +113,21 @@ class OperatorConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
         env = os.environ if env is None else env
 
-        def get(name: str, default: str = "") -> str:
-            return env.get(name, default).strip()
+        def get(name: str) -> str:
+            return env.get(name, "").strip() or SETTINGS_BY_ENV[name].default
 
-        def number(name: str, default: str) -> float:
-            raw = get(name, default)
+        def number(name: str) -> float:
+            raw = get(name)
             try:
-                value = float(raw)
-            except ValueError:
-                raise OperatorConfigError(f"{name} must be a number (got {raw!r})") from None
+                value = duration_seconds(raw)
+            except ValueError as exc:
+                raise OperatorConfigError(f"{name}: {exc}") from None
             if value <= 0:
                 raise OperatorConfigError(f"{name} must be positive (got {raw!r})")
             return value
 
-        def port(name: str, default: str) -> int:
-            raw = get(name, default)
+        def port(name: str) -> int:
+            raw = get(name)
             if not raw.isdigit() or not 0 < int(raw) < 65536:
                 raise OperatorConfigError(f"{name} must be a TCP port (got {raw!r})")
             return int(raw)
@@ -70,10 +141,10 @@ class OperatorConfig:
         for name, url in (("TURSO_SERVER_URL", server_url), ("TURSO_SERVER_ADMIN_URL", admin_url)):
             if not url.startswith(("http://", "https://")):
                 raise OperatorConfigError(f"{name} must be an http(s) URL (got {url!r})")
-        policy = get("TURSO_INJECT_FAILURE_POLICY", "Fail")
+        policy = get("TURSO_INJECT_FAILURE_POLICY")
         if policy not in ("Fail", "Ignore"):
             raise OperatorConfigError(f"TURSO_INJECT_FAILURE_POLICY must be Fail or Ignore (got {policy!r})")
-        enabled = get("TURSO_WEBHOOK_ENABLED", "true").lower()
+        enabled = get("TURSO_WEBHOOK_ENABLED").lower()
         if enabled not in ("true", "false"):
             raise OperatorConfigError(f"TURSO_WEBHOOK_ENABLED must be true or false (got {enabled!r})")
         watch = _names(get("TURSO_WATCH_NAMESPACES"))
@@ -91,18 +162,18 @@ class OperatorConfig:
             admin_token=get("TURSO_SERVER_ADMIN_TOKEN") or None,
             data_token=get("TURSO_SERVER_TOKEN") or None,
             watch_namespaces=watch,
-            resync_seconds=number("TURSO_RESYNC_SECONDS", "60"),
+            resync_seconds=number("TURSO_RESYNC_SECONDS"),
             operator_namespace=get("POD_NAMESPACE") or get("TURSO_OPERATOR_NAMESPACE") or None,
-            webhook_port=port("TURSO_WEBHOOK_PORT", "9443"),
+            webhook_port=port("TURSO_WEBHOOK_PORT"),
             webhook_host=get("TURSO_WEBHOOK_HOST") or None,
             webhook_cert_file=get("TURSO_WEBHOOK_CERT_FILE") or None,
             webhook_key_file=get("TURSO_WEBHOOK_KEY_FILE") or None,
             webhook_enabled=enabled == "true",
             inject_failure_policy=policy,
-            liveness_port=port("TURSO_LIVENESS_PORT", "8080"),
-            liveness_grace_seconds=number("TURSO_LIVENESS_GRACE_SECONDS", "30"),
-            request_timeout=number("TURSO_REQUEST_TIMEOUT", "10"),
-            kube_request_timeout=number("TURSO_KUBE_REQUEST_TIMEOUT", "60"),
+            liveness_port=port("TURSO_LIVENESS_PORT"),
+            liveness_grace_seconds=number("TURSO_LIVENESS_GRACE_SECONDS"),
+            request_timeout=number("TURSO_REQUEST_TIMEOUT"),
+            kube_request_timeout=number("TURSO_KUBE_REQUEST_TIMEOUT"),
             runtime_credentials=runtime_credentials,
             runtime_scope=runtime_scope,
             worker_scope=_names(get("TURSO_RUNTIME_WORKER_NAMESPACES")),

@@ -132,7 +132,7 @@ def test_a_new_plugin_with_a_password_lands_in_the_secret_and_the_questions(chec
 def test_a_bad_manifest_is_reported_with_its_file(checkout: Path) -> None:
     manifest = checkout / "runtime" / "buntime" / "plugins" / "proxy" / "manifest.yaml"
     data = yaml.safe_load(manifest.read_text())
-    data["config"]["timeout"]["type"] = "duration"
+    data["config"]["timeout"]["type"] = "seconds"
     manifest.write_text(yaml.safe_dump(data))
     result = run("--check", "--root", str(checkout))
     assert result.returncode == 2

@@ -123,6 +123,9 @@ def test_schema_covers_exactly_the_values(values: dict[str, Any]) -> None:
         ("plugins.turso.unknown", "x", "unknown plugin setting"),
         ("tursoServer.auth.signingKey", "too-short", "signing key under 32 characters"),
         ("tursoServer.gcInterval", "soon", "not a duration"),
+        ("tursoServer.archiveRetention", "5us", "a unit outside the duration grammar"),
+        ("plugins.turso.syncInterval", "soon", "not a duration (plugin setting)"),
+        ("plugins.keyval.queue.lockDuration", "-5", "a negative duration"),
         ("operator.webhook.failurePolicy", "Sometimes", "not Fail or Ignore"),
         ("runtime.service.port", "70000", "port out of range"),
     ],
@@ -143,6 +146,26 @@ def test_schema_accepts_the_documented_shapes() -> None:
             "tursoServer.gcInterval": "0",
         }
     )
+
+
+def test_durations_in_the_one_grammar_pass_the_schema_and_reach_the_env() -> None:
+    # tests/test_durations.py checks the patterns; here helm itself applies them (`--set` turns 60
+    # into an integer, which the schema takes as seconds).
+    docs = render(
+        {
+            "tursoServer.enabled": "true",
+            "tursoServer.gcInterval": "60",
+            "tursoServer.archiveRetention": "1d12h",
+            "plugins.turso.syncInterval": "1h",
+            "plugins.keyval.sweepInterval": "90",
+        }
+    )
+    configmaps = [d for d in docs if d.get("kind") == "ConfigMap"]
+    data = {k: v for d in configmaps for k, v in (d.get("data") or {}).items()}
+    assert data["TURSO_SYNC_INTERVAL"] == "1h" and data["KEYVAL_SWEEP_INTERVAL"] == "90"
+    statefulset = next(d for d in docs if d.get("kind") == "StatefulSet")
+    env = {e["name"]: e.get("value") for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TURSO_GC_INTERVAL"] == "60" and env["TURSO_ARCHIVE_RETENTION"] == "1d12h"
 
 
 # -- Rancher questions -----------------------------------------------------------------------------

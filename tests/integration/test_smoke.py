@@ -75,4 +75,4 @@ async def exercise(aiohttp_client: AiohttpClient, runtime_env: dict[str, str], u
     assert got.status == 200
     assert kv_value(await got.json()) == {"n": 1}
     text = await (await client.get("/metrics")).text()
-    assert "keyval_operations_total" in text  # keyval's metrics come through the host registry too
+    assert "buntime_keyval_operations_total" in text  # keyval's metrics come through the host registry too

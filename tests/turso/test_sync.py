@@ -205,7 +205,7 @@ async def test_a_replica_opens_offline_from_its_file(sync_server: SyncEndpoint, 
     try:
         assert await count(again) == 1
         health = await again.health()
-        assert health.ok and health.status == "degraded"
+        assert not health.ok and health.usable and health.status == "degraded"
         assert health.namespaces["runtime"].last_sync_error
     finally:
         await again.close()

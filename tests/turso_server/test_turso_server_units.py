@@ -105,7 +105,8 @@ def test_durations() -> None:
     assert parse_duration("250ms") == timedelta(milliseconds=250)
     assert parse_duration("1.5s") == timedelta(seconds=1.5)
     assert parse_duration("0") == timedelta(0)
-    for bad in ("", "abc", "5x", "-1h", "1.5", "d", "1h 2m"):
+    assert parse_duration("60") == timedelta(minutes=1)  # a bare number is seconds (tests/test_durations.py)
+    for bad in ("", "abc", "5x", "-1h", "d", "1h 2m"):
         with pytest.raises(ValueError):
             parse_duration(bad)
 

@@ -45,6 +45,7 @@ class Kind(StrEnum):
     DURATION = "duration"
     SECRET = "secret"
     LOG_LEVEL = "log-level"
+    LOG_FORMAT = "auto|json|text"
     LANDLOCK = "auto|require|off"
 
 
@@ -223,6 +224,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("TURSO_LOG_LEVEL", "--log-level", "info", "debug, info, warning or error", Kind.LOG_LEVEL),
     Setting(
+        "TURSO_LOG_FORMAT",
+        "--log-format",
+        "auto",
+        "json (one object per line on stderr), text, or auto: text when stderr is a terminal, else json",
+        Kind.LOG_FORMAT,
+    ),
+    Setting(
         "TURSO_CHILD_LANDLOCK",
         "--child-landlock",
         "auto",
@@ -274,6 +282,7 @@ class ServerConfig:
     max_request_bytes: int
     insecure_dev: bool
     log_level: str
+    log_format: str = "auto"
     child_landlock: LandlockMode = LandlockMode.AUTO
     auth_token: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
@@ -366,6 +375,7 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         max_request_bytes=get("TURSO_MAX_REQUEST_BYTES", _bytes),
         insecure_dev=insecure_dev,
         log_level=get("TURSO_LOG_LEVEL", _log_level),
+        log_format=get("TURSO_LOG_FORMAT", _log_format),
         child_landlock=get("TURSO_CHILD_LANDLOCK", _landlock),
         auth_token=auth_token,
         admin_token=admin_token,
@@ -461,6 +471,13 @@ def _log_level(setting: Setting, value: str) -> str:
     lowered = value.strip().lower()
     if lowered not in {"debug", "info", "warning", "error"}:
         raise ConfigError(f"{setting.label} must be debug, info, warning or error, got {value!r}")
+    return lowered
+
+
+def _log_format(setting: Setting, value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in {"auto", "json", "text"}:
+        raise ConfigError(f"{setting.label} must be auto, json or text, got {value!r}")
     return lowered
 
 

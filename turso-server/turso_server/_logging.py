@@ -1,9 +1,14 @@
-"""JSON-lines logging on stdout, one object per record, for the server and its children.
+"""Structured logs on stderr, one JSON object per record, for the server and its children.
 
 Log collectors parse one JSON object per line, so every record (including re-emitted tursodb
-output, tagged ``src=tursodb.<name>``) goes through :class:`JsonFormatter`. Extra fields are passed
-with ``extra={...}``. Nothing here ever receives a token: auth code logs outcomes, not headers.
-Called by ``cli`` (setup) and every module that logs.
+output, tagged ``src=tursodb.<name>``) goes through :class:`JsonFormatter`: ``time`` (UTC, ISO 8601
+with ``Z``), ``level``, ``logger``, ``msg``, the ``extra={...}`` fields, and ``exc`` for a
+traceback, the same fields buntime and the operator write. ``TURSO_LOG_FORMAT=text`` (or ``auto``
+at a terminal) prints ``time LEVEL logger: msg key=value`` for a person instead.
+
+Auth code logs outcomes, not headers; as a second guard the configured tokens and signing key are
+replaced by ``[redacted]`` in every formatted line. Called by ``cli`` (setup) and every module that
+logs.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 LOGGER_NAME = "turso_server"
+REDACTED = "[redacted]"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is emitted.
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -24,8 +32,23 @@ def get_logger(component: str) -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{component}")
 
 
+def _redact(line: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret in line:
+            line = line.replace(secret, REDACTED)
+    return line
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
+
+
 class JsonFormatter(logging.Formatter):
     """Render a record as ``{"time","level","logger","msg",...extra}`` on one line."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -34,18 +57,37 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                payload[key] = value
+        payload.update(_extras(record))
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str, ensure_ascii=False)
+        return _redact(json.dumps(payload, default=str, ensure_ascii=False), self.secrets)
 
 
-def configure_logging(level: str) -> None:
-    """Send our records (and aiohttp's warnings) to stdout as JSON lines at ``level``."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: msg key=value ...`` for a terminal, with the same redaction."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__(TEXT_FORMAT)
+        self.secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = " ".join(f"{key}={value}" for key, value in _extras(record).items())
+        return _redact(f"{line} {extras}" if extras else line, self.secrets)
+
+
+def configure_logging(
+    level: str, log_format: str = "json", *, secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> None:
+    """Send our records (and aiohttp's warnings) to ``stream`` (stderr) at ``level``.
+
+    ``log_format`` is ``json``, ``text`` or ``auto`` (text when ``stream`` is a terminal).
+    """
+    stream = sys.stderr if stream is None else stream
+    if log_format == "auto":
+        log_format = "text" if stream.isatty() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter(secrets) if log_format == "text" else JsonFormatter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

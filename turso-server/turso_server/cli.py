@@ -1,9 +1,10 @@
 """``turso-server``: the multi-tenant supervisor around ``tursodb --sync-server``.
 
 Parses flags (every flag mirrors an environment variable; ``--help`` lists both), validates the
-configuration before anything starts (an invalid value exits with status 2 and names the variable),
-sets up JSON logging and serves until SIGTERM or SIGINT. This is the console script declared in
-``pyproject.toml`` and what ``python -m turso_server`` runs.
+configuration before anything starts (an invalid value or flag exits with status 2 and one line
+naming it, never a traceback), sets up structured logging on stderr and serves until SIGTERM or
+SIGINT. This is the console script declared in ``pyproject.toml`` and what ``python -m
+turso_server`` runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ._app import serve
 from ._config import SETTINGS, Kind, ServerConfig, Setting, load_config
@@ -26,7 +28,7 @@ DESCRIPTION = (
     "API. Each flag mirrors the environment variable shown with it; flags win over the environment."
 )
 EPILOG = (
-    "Durations accept d, h, m, s, ms, us, ns units and compounds (30d, 168h, 1h30m, 500ms). Secrets are "
+    "Durations are a number of seconds or d, h, m, s, ms parts (60, 30d, 1h30m, 500ms). Secrets are "
     "never flag values (argv is world-readable): set the variable, or pass the --*-file flag pointing "
     "to a file that holds the value. Empty tokens are refused unless --insecure-dev is given."
 )
@@ -34,9 +36,16 @@ EPILOG = (
 log = get_logger("cli")
 
 
+class CliParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (status 2) that points at ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {PROG} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, generated from the settings table so help and parsing cannot drift."""
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG)
+    parser = CliParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG)
     for setting in SETTINGS:
         help_text = f"{setting.help} [env {setting.env}; default {setting.default!r}]"
         if setting.kind is Kind.BOOL:
@@ -91,7 +100,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_config(flags, os.environ)
     except ConfigError as exc:
         parser.exit(2, f"{PROG}: configuration error: {exc}\n")
-    configure_logging(config.log_level)
+    configure_logging(
+        config.log_level,
+        config.log_format,
+        secrets=(config.auth_token, config.admin_token, config.token_signing_key),
+    )
     try:
         asyncio.run(_run(config))
     except StateError as exc:

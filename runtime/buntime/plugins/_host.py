@@ -149,10 +149,20 @@ class PluginHost:
     def provides(self) -> dict[str, Any]:
         return {p.manifest.name: p.provided for p in self.loaded}
 
+    def is_optional(self, name: str) -> bool:
+        """``optional: true`` in the plugin's manifest (a broken manifest is never optional)."""
+        return any(m.name == name and m.optional for m in self.manifests)
+
+    def blocking(self) -> dict[str, str]:
+        """``{name: why}`` for every required plugin that failed or was skipped (not disabled)."""
+        problems = {name: f"failed: {why}" for name, why in self.failed.items()}
+        problems.update({name: f"skipped: {why}" for name, why in self.skipped.items() if why != "disabled"})
+        return {name: why for name, why in problems.items() if not self.is_optional(name)}
+
     @property
     def ready(self) -> bool:
-        """Every enabled plugin initialised."""
-        return not self.failed and not any(why != "disabled" for why in self.skipped.values())
+        """Every enabled, required plugin initialised (optional ones may have failed)."""
+        return not self.blocking()
 
     async def start(self) -> None:
         ordered, self.skipped = order_plugins(self.manifests)

@@ -18,7 +18,17 @@ from ._errors import ManifestError
 
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml")
 RESERVED_KEYS = frozenset(
-    {"name", "version", "enabled", "entry", "base", "dependencies", "optionalDependencies", "config"}
+    {
+        "name",
+        "version",
+        "enabled",
+        "optional",
+        "entry",
+        "base",
+        "dependencies",
+        "optionalDependencies",
+        "config",
+    }
 )
 _BASE = re.compile(r"^/[a-zA-Z0-9_-]+$")
 _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -37,6 +47,8 @@ class Manifest:
     base: str | None = None
     dependencies: tuple[str, ...] = ()
     optional_dependencies: tuple[str, ...] = ()
+    #: ``optional: true``: when it fails or is skipped, the pod stays ready (readiness lists it).
+    optional: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     config_schema: dict[str, Any] = field(default_factory=dict)
 
@@ -75,6 +87,9 @@ def load_manifest(path: Path) -> Manifest:
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ManifestError(f"{path}: 'enabled' must be true or false")
+    optional = data.get("optional", False)
+    if not isinstance(optional, bool):
+        raise ManifestError(f"{path}: 'optional' must be true or false")
     schema = data.get("config") or {}
     if not isinstance(schema, dict):
         raise ManifestError(f"{path}: 'config' must be a mapping of field name to schema")
@@ -84,6 +99,7 @@ def load_manifest(path: Path) -> Manifest:
         path=path,
         version=str(data.get("version", "0.0.0")),
         enabled=enabled,
+        optional=optional,
         base=base,
         dependencies=_names(data.get("dependencies"), "dependencies", path),
         optional_dependencies=_names(data.get("optionalDependencies"), "optionalDependencies", path),

@@ -67,20 +67,23 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """200 when every enabled plugin started and Turso is usable (``health.ok``), else 503."""
+    """200 when every required plugin started and Turso is usable (``health.usable``), else 503.
+
+    An optional plugin (``optional: true`` in its manifest) that failed or was skipped is listed
+    in the body but does not make the pod unready.
+    """
     host, state = request.app[HOST_KEY], request.app[STATE_KEY]
     reasons: list[str] = []
     if state.stopping:
         reasons.append("shutting down")
-    reasons.extend(f"plugin {name} failed: {why}" for name, why in host.failed.items())
+    reasons.extend(f"plugin {name} {why}" for name, why in host.blocking().items())
     skipped = {name: why for name, why in host.skipped.items() if why != SKIPPED_DISABLED}
-    reasons.extend(f"plugin {name} skipped: {why}" for name, why in skipped.items())
     turso: dict[str, Any] | None = None
     service: TursoService | None = host.get_plugin(TURSO_PLUGIN_NAME)
     if service is not None:
         health = await service.health()
         turso = health.as_dict()
-        if not health.ok:
+        if not health.usable:
             reasons.append(f"turso {health.status}: {health.error}")
     body = {
         "status": STATUS_NOT_READY if reasons else STATUS_READY,

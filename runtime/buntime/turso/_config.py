@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from ._durations import duration_seconds
 from ._errors import InvalidNamespaceError, TursoConfigError
 from ._namespaces import validate_namespace
 
@@ -43,7 +44,6 @@ WriteMode = Literal["serializable", "offline"]
 WRITE_MODES: tuple[WriteMode, ...] = ("serializable", "offline")
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -100,15 +100,14 @@ def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def parse_interval(raw: str, *, name: str = "TURSO_SYNC_INTERVAL") -> float:
-    """Parse ``5``, ``2.5s``, ``500ms`` or ``1m`` into seconds; ``0`` disables."""
-    match = _DURATION.match(raw)
-    if not match:
-        raise TursoConfigError(
-            f"{name} must be a duration such as 5, 5s, 500ms or 1m (got {raw!r})",
-            code=f"INVALID_{name}",
-        )
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+    """Parse a duration (``5``, ``2.5s``, ``500ms``, ``1h30m``, ``1d12h``) into seconds; ``0`` disables.
+
+    The grammar is the one of turso-server and the operator (``_durations``); the error names ``name``.
+    """
+    try:
+        return duration_seconds(raw)
+    except ValueError as exc:
+        raise TursoConfigError(f"{name}: {exc}", code=f"INVALID_{name}") from None
 
 
 def parse_write_mode(raw: str) -> WriteMode:

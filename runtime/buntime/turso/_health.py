@@ -23,9 +23,20 @@ class NamespaceHealth:
 
 @dataclass(frozen=True)
 class TursoHealth:
-    """``ok`` means usable; ``status`` is ``degraded`` when a replica works offline or sync fails."""
+    """The service's health. One rule ties the fields together:
+
+    * ``status="ok"``: ``ok`` and ``usable`` are True; every open database answers and its last
+      sync worked.
+    * ``status="degraded"``: ``ok`` is False, ``usable`` True; a replica serves reads but its
+      last sync failed (turso-server unreachable: writes wait, then fail).
+    * ``status="down"``: both False; a probe failed, or nothing has been opened yet.
+
+    Readiness follows ``usable``; ``buntime turso health`` exits 0 for ``ok``, 3 for
+    ``degraded`` and 1 for ``down``.
+    """
 
     ok: bool
+    usable: bool
     status: HealthStatus
     connected: bool
     mode: str

@@ -54,6 +54,7 @@ class TursoService:
     def __init__(self, config: TursoConfig) -> None:
         self.config = config
         self._backends: dict[str, Backend] = {}  # namespace -> backend (single-tenant: shared)
+        self._opened: set[str] = set()  # every namespace used; several share one backend unless multi-tenant
         self._shared: Backend | None = None
         self._opening: dict[str, asyncio.Future[Backend]] = {}
         self._listeners: list[PullListener] = []
@@ -87,6 +88,7 @@ class TursoService:
         namespace = validate_namespace(namespace)
         key = namespace if self.config.topology == "multi-tenant" else ""
         if (backend := self._backends.get(key)) is not None:
+            self._opened.add(namespace)
             return backend
         pending = self._opening.get(key)
         if pending is None:  # concurrent connects share one open; a failure is not cached
@@ -104,9 +106,12 @@ class TursoService:
                 await backend.close()
                 raise TursoClosedError("the Turso service was closed while opening")
             self._backends[key] = backend
+            self._opened.add(namespace)
             pending.set_result(backend)
             return backend
-        return await asyncio.shield(pending)
+        backend = await asyncio.shield(pending)
+        self._opened.add(namespace)
+        return backend
 
     async def _open(self, namespace: str) -> Backend:
         cfg = self.config
@@ -226,23 +231,30 @@ class TursoService:
         return [ns for ns in self._backends if ns]
 
     async def health(self) -> TursoHealth:
-        """Probe every opened backend (never opens one) and report per-namespace sync state."""
+        """Probe every opened backend (never opens one) and report per-namespace sync state.
+
+        ``namespaces`` lists every namespace this process opened; in local and single-tenant
+        mode they share one file, so they share one entry's values. The rule: ``status`` is
+        ``ok``, ``degraded`` (a replica serves reads but its last sync failed) or ``down`` (a
+        probe failed, or nothing is open yet); ``ok`` is ``status == "ok"`` and ``usable`` is
+        ``status != "down"`` (what readiness needs).
+        """
         cfg = self.config
         namespaces: dict[str, NamespaceHealth] = {}
         errors: list[str] = []
         degraded = False
         for key, backend in list(self._backends.items()):
-            name = key or DEFAULT_NAMESPACE
+            names = [key] if key else sorted(self._opened) or [DEFAULT_NAMESPACE]
             try:
                 await backend.probe()
             except TursoError as exc:
-                errors.append(f"{name}: {exc}")
+                errors.append(f"{key or ','.join(names)}: {exc}")
             entry = NamespaceHealth(replica_path=backend.path)
             if isinstance(backend, ReplicaBackend):
                 try:
                     status = await backend.stats()
                 except TursoError as exc:
-                    errors.append(f"{name}: {exc}")
+                    errors.append(f"{key or ','.join(names)}: {exc}")
                     status = backend.status
                 degraded = degraded or status.last_error is not None
                 entry = NamespaceHealth(
@@ -254,11 +266,13 @@ class TursoService:
                     pending_operations=status.pending_operations,
                     last_sync_error=status.last_error,
                 )
-            namespaces[name] = entry
+            for name in names:
+                namespaces[name] = entry
         connected = bool(self._backends) and not errors
         status_word: HealthStatus = "down" if not connected else ("degraded" if degraded else "ok")
         return TursoHealth(
-            ok=connected,
+            ok=status_word == "ok",
+            usable=status_word != "down",
             status=status_word,
             connected=connected,
             mode=cfg.mode,

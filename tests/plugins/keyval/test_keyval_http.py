@@ -284,8 +284,8 @@ async def test_metrics_routes(client: Client) -> None:
     response = await client.get(f"{API}/metrics/prometheus")
     assert response.status == 200 and response.content_type == "text/plain"
     text = await response.text()
-    assert 'keyval_operations_total{operation="set"} 1.0' in text
-    assert "keyval_operation_duration_seconds_bucket" in text
+    assert 'buntime_keyval_operations_total{operation="set"} 1.0' in text
+    assert "buntime_keyval_operation_duration_seconds_bucket" in text
 
 
 async def test_unknown_routes_answer_json(client: Client) -> None:

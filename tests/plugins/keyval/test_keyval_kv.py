@@ -298,8 +298,8 @@ async def test_metrics_land_in_the_host_registry(host: PluginHost, kv: Kv) -> No
     with pytest.raises(InvalidKeyError):
         await kv.get([None])
     text = generate_latest(host.metrics).decode()
-    assert 'keyval_operations_total{operation="set"} 1.0' in text
-    assert 'keyval_operation_errors_total{code="INVALID_KEY",operation="get"} 1.0' in text
-    assert 'keyval_operation_duration_seconds_bucket{le="0.005",operation="get"}' in text
+    assert 'buntime_keyval_operations_total{operation="set"} 1.0' in text
+    assert 'buntime_keyval_operation_errors_total{code="INVALID_KEY",operation="get"} 1.0' in text
+    assert 'buntime_keyval_operation_duration_seconds_bucket{le="0.005",operation="get"}' in text
     snapshot = kv.metrics.snapshot()
     assert snapshot["get"]["count"] == 2 and snapshot["get"]["errors"] == 1

@@ -34,23 +34,26 @@ class KvMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = CollectorRegistry()
         self.operations = Counter(
-            "keyval_operations_total", "KeyVal operations, by operation.", ["operation"], registry=None
+            "buntime_keyval_operations_total",
+            "KeyVal operations, by operation.",
+            ["operation"],
+            registry=None,
         )
         self.errors = Counter(
-            "keyval_operation_errors_total",
+            "buntime_keyval_operation_errors_total",
             "KeyVal operations that raised, by operation and error code.",
             ["operation", "code"],
             registry=None,
         )
         self.latency = Histogram(
-            "keyval_operation_duration_seconds",
+            "buntime_keyval_operation_duration_seconds",
             "KeyVal operation latency, by operation.",
             ["operation"],
             buckets=LATENCY_BUCKETS,
             registry=None,
         )
         self.check_failures = Counter(
-            "keyval_atomic_check_failures_total",
+            "buntime_keyval_atomic_check_failures_total",
             "Atomic commits refused because a versionstamp check failed.",
             registry=None,
         )
