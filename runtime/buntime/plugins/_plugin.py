@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from ._reserved import ReservedPaths
+
 if TYPE_CHECKING:
     from aiohttp import web
     from aiohttp.typedefs import Middleware
@@ -30,6 +32,9 @@ class PluginContext:
     env: Mapping[str, str] = field(default_factory=dict)
     #: The host's metrics registry; the runtime server exports it on ``/metrics``.
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: Paths plugin middlewares must leave alone (mounted bases, probes, ``/metrics``); the
+    #: server fills it after every ``on_init``, so read it at request time, not in ``on_init``.
+    reserved: ReservedPaths = field(default_factory=ReservedPaths)
 
 
 class Plugin:
