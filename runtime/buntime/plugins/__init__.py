@@ -3,7 +3,7 @@
 from ._errors import ManifestError, PluginError, PluginInitError, PluginLoadError
 from ._host import BUILTIN_DIR, LoadedPlugin, PluginHost, order_plugins, plugin_dirs
 from ._manifest import Manifest, discover, load_manifest
-from ._plugin import Plugin, PluginContext
+from ._plugin import Plugin, PluginContext, ResponseHook
 from ._reserved import ReservedPath, ReservedPaths, route_samples
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "PluginLoadError",
     "ReservedPath",
     "ReservedPaths",
+    "ResponseHook",
     "discover",
     "load_manifest",
     "order_plugins",

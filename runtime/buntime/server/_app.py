@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..plugins import LoadedPlugin, PluginHost, route_samples
+from ..plugins import LoadedPlugin, PluginHost, ResponseHook, route_samples
 from ..plugins.turso import TURSO_PLUGIN_NAME
 from ..turso import TursoService
 from ._metrics import ServerMetrics
@@ -55,6 +55,14 @@ def _guarded(plugin_middleware: Middleware) -> Middleware:
         if request.path in RUNTIME_PATHS:
             return await handler(request)
         return await plugin_middleware(request, handler)
+
+    return guarded
+
+
+def _guarded_hook(hook: ResponseHook) -> ResponseHook:
+    async def guarded(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path not in RUNTIME_PATHS:
+            await hook(request, response)
 
     return guarded
 
@@ -132,6 +140,8 @@ def assemble_app(host: PluginHost) -> web.Application:
     server_metrics = ServerMetrics()
     plugin_middlewares = [_guarded(mw) for loaded in host.loaded for mw in loaded.plugin.middlewares()]
     app = web.Application(middlewares=[server_metrics.middleware, *plugin_middlewares])
+    for loaded in host.loaded:
+        app.on_response_prepare.extend(_guarded_hook(hook) for hook in loaded.plugin.response_hooks())
     app[HOST_KEY] = host
     app[STATE_KEY] = ServerState()
     app[METRICS_KEY] = server_metrics

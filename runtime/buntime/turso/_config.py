@@ -43,7 +43,7 @@ WriteMode = Literal["serializable", "offline"]
 WRITE_MODES: tuple[WriteMode, ...] = ("serializable", "offline")
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def parse_interval(raw: str, *, name: str = "TURSO_SYNC_INTERVAL") -> float:
-    """Parse ``5``, ``2.5s``, ``500ms`` or ``1m`` into seconds; ``0`` disables."""
+    """Parse ``5``, ``2.5s``, ``500ms``, ``1m``, ``1h`` or ``1d`` into seconds; ``0`` disables."""
     match = _DURATION.match(raw)
     if not match:
         raise TursoConfigError(
@@ -108,7 +108,7 @@ def parse_interval(raw: str, *, name: str = "TURSO_SYNC_INTERVAL") -> float:
             code=f"INVALID_{name}",
         )
     number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+    return number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[unit]
 
 
 def parse_write_mode(raw: str) -> WriteMode:
