@@ -164,7 +164,8 @@ def _cors(options: Mapping[str, Any], env: Mapping[str, str]) -> CorsSeed | None
     section = _section(options, "cors")
     env_origin = env.get(ENV_CORS_ORIGIN, "").strip()
     env_credentials = env.get(ENV_CORS_CREDENTIALS, "").strip().lower()
-    if section is None and not env_origin and not env_credentials:
+    # Only an origin turns the seed on: the chart always sets GATEWAY_CORS_CREDENTIALS.
+    if not env_origin and not (section and section.get("origin")):
         return None
     section = section or {}
     origins = _words(env_origin or section.get("origin") or "*")
