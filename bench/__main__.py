@@ -1,4 +1,7 @@
-"""``python -m bench``: run every benchmark module in this folder, one after another."""
+"""``python -m bench [NAME ...]``: run every benchmark module in this folder, one after another.
+
+A NAME selects ``bench_NAME.py`` (``consistency`` or ``bench_consistency``); none runs them all.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    selected = sys.argv[1:]
+    selected = {name if name.startswith("bench_") else f"bench_{name}" for name in sys.argv[1:]}
     for path in sorted(HERE.glob("bench_*.py")):
         if selected and path.stem not in selected:
             continue

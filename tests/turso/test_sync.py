@@ -364,3 +364,21 @@ async def test_pull_listeners_hear_other_replicas_until_removed(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_sync_requests_reuse_one_connection(sync_server: SyncEndpoint, tmp_path: Path) -> None:
+    """pyturso's sync traffic goes through our kept-alive transport (pinned to pyturso 0.8.3's
+    ``turso.lib_sync.urllib``): pushes after the first open no new connection."""
+    from buntime.turso import _transport
+
+    assert _transport.installed()
+    a = single(sync_server.url, tmp_path / "a" / "r.db")
+    try:
+        await create_table(a)
+        opened, sent = _transport.stats.opened, _transport.stats.requests
+        for i in range(10):
+            await insert(a, f"v{i}")
+        assert _transport.stats.requests - sent >= 20, "each push is at least two requests"
+        assert _transport.stats.opened - opened <= 1
+    finally:
+        await a.close()

@@ -72,11 +72,17 @@ def raw_request(
     if token is not None:
         all_headers["Authorization"] = f"Bearer {token}"
     lines += [f"{key}: {value}".encode() for key, value in all_headers.items()]
+    return raw_exchange(port, b"\r\n".join(lines) + b"\r\n\r\n" + body, timeout=timeout)
+
+
+def raw_exchange(port: int, data: bytes, *, timeout: float = 60.0) -> RawResponse:
+    """Send ``data`` (a whole request, head bytes as given) and read the reply until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        sock.sendall(data)
         chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
     data = b"".join(chunks)
     head, _, payload = data.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")

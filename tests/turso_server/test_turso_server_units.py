@@ -46,6 +46,10 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         ("TURSO_TOKEN_SIGNING_KEY", "short"),
         ("TURSO_LOG_LEVEL", "loud"),
         ("TURSO_CHILD_LANDLOCK", "sometimes"),
+        ("TURSO_CLIENT_SEND_TIMEOUT", "forever"),
+        ("TURSO_CLIENT_RECEIVE_TIMEOUT", "-1s"),
+        ("TURSO_SPOOL_MEMORY", "1024"),
+        ("TURSO_SPOOL_DISK", "lots"),
     ],
 )
 def test_invalid_settings_fail_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -36,6 +36,7 @@ from ._errors import ConflictError, InvalidBodyError, InvalidTTLError, Namespace
 from ._http import (
     ADMIN_AUTH,
     BACKUPS,
+    CONFIG,
     LEASES,
     METRICS,
     PROBE_PATHS,
@@ -45,6 +46,7 @@ from ._http import (
     Handler,
     add_probe_routes,
     json_response,
+    read_body,
 )
 from ._logging import get_logger
 from ._metrics import METRICS_CONTENT_TYPE
@@ -57,6 +59,7 @@ NAMESPACE_PATH = NAMESPACES_PATH + "/{name}"
 METRICS_PATH = "/metrics"
 MAX_ADMIN_BODY = 64 * 1024
 UNMATCHED_ROUTE = "unmatched"
+EXPIRY_MARGIN = timedelta(days=1)  # between the check and minting, and for the clock
 
 log = get_logger("admin")
 
@@ -95,13 +98,32 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     """The request's JSON object; an empty body is ``{}``."""
     if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
         raise InvalidBodyError(f"body larger than {MAX_ADMIN_BODY} bytes")
-    text = (await request.text()).strip()
+    timeout = request.app[CONFIG].client_receive_timeout or None
+    return parse_json_object(await read_body(request, timeout=timeout))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """``raw`` as a JSON object (empty is ``{}``), or :class:`InvalidBodyError`; nothing else escapes.
+
+    The bytes are decoded here as strict UTF-8 whatever the ``Content-Type`` says (aiohttp's
+    ``request.text()`` raised ``UnicodeDecodeError``). ``json`` raises ``RecursionError`` for deep
+    nesting and a plain ``ValueError`` for an integer past Python's digit limit, so both are
+    caught besides ``JSONDecodeError``; the message never quotes the body.
+    """
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise InvalidBodyError(f"body is not UTF-8 (byte {exc.start})") from None
     if not text:
         return {}
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidBodyError(f"body is not JSON: {exc}") from None
+        raise InvalidBodyError(f"body is not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise InvalidBodyError("body is nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidBodyError(f"body is not usable JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidBodyError("body must be a JSON object")
     return payload
@@ -230,15 +252,7 @@ async def mint_token(request: web.Request) -> web.Response:
         access = Access(access_text)
     except ValueError:
         raise InvalidBodyError("'access' must be 'rw' or 'ro'") from None
-    expires_text = _optional_string(payload, "expiresIn")
-    expires_in: timedelta | None = None
-    if expires_text is not None:
-        try:
-            expires_in = parse_duration(expires_text)
-        except ValueError as exc:
-            raise InvalidBodyError(f"'expiresIn': {exc}") from None
-        if expires_in.total_seconds() < 1:
-            raise InvalidBodyError("'expiresIn' must be at least 1s")
+    expires_in = parse_expires_in(_optional_string(payload, "expiresIn"))
     minted = tokens.mint(name, access, expires_in=expires_in)
     log.info("scoped token minted", extra={"namespace": name, "access": access.value})
     return json_response(
@@ -250,6 +264,24 @@ async def mint_token(request: web.Request) -> web.Response:
         },
         status=201,
     )
+
+
+def parse_expires_in(text: str | None) -> timedelta | None:
+    """A token lifetime: ``None`` (no expiry) or at least 1 s, ending before the year 10000.
+
+    ``datetime`` stops at 9999-12-31, so a longer lifetime cannot become an ``exp`` claim.
+    """
+    if text is None:
+        return None
+    try:
+        expires_in = parse_duration(text)
+    except ValueError as exc:
+        raise InvalidBodyError(f"'expiresIn': {exc}") from None
+    if expires_in.total_seconds() < 1:
+        raise InvalidBodyError("'expiresIn' must be at least 1s")
+    if expires_in > datetime.max.replace(tzinfo=UTC) - utcnow() - EXPIRY_MARGIN:
+        raise InvalidBodyError("'expiresIn' must end before the year 10000; omit it for no expiry")
+    return expires_in
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -31,14 +31,18 @@ from ._http import (
     METRICS,
     READINESS,
     SCOPED_TOKENS,
+    SPOOL,
     STORE,
     SUPERVISOR,
+    AppRunner,
     Readiness,
     error_middleware,
+    head_middleware,
 )
 from ._leases import LeaseTable
 from ._logging import get_logger
 from ._metrics import Metrics
+from ._spool import SPOOL_DIR_NAME, SpoolBudget
 from ._state import StateStore
 from ._supervisor import Supervisor
 
@@ -64,9 +68,11 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
     readiness = Readiness()
     leases = LeaseTable()
 
-    data_app = web.Application(middlewares=[error_middleware], client_max_size=config.max_request_bytes)
+    data_app = web.Application(
+        middlewares=[error_middleware, head_middleware], client_max_size=config.max_request_bytes
+    )
     admin_app = web.Application(
-        middlewares=[_admin.metrics_middleware, error_middleware, _admin.auth_middleware],
+        middlewares=[_admin.metrics_middleware, error_middleware, head_middleware, _admin.auth_middleware],
         client_max_size=_admin.MAX_ADMIN_BODY,
     )
     for app in (data_app, admin_app):
@@ -79,6 +85,9 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
         app[LEASES] = leases
     data_app[DATA_AUTH] = DataAuth(config.auth_token, scoped)
     data_app[GC] = gc
+    data_app[SPOOL] = SpoolBudget(
+        config.data_dir / SPOOL_DIR_NAME, memory=config.spool_memory, disk=config.spool_disk
+    )
     admin_app[ADMIN_AUTH] = AdminAuth(config.admin_token)
     admin_app[BACKUPS] = Backups(config.data_dir, supervisor, timeout=config.upstream_timeout)
 
@@ -166,8 +175,8 @@ async def serve(config: ServerConfig, stop: asyncio.Event) -> None:
     _log_startup(config)
     data_app, admin_app = build_apps(config)
     readiness = data_app[READINESS]
-    data_runner = web.AppRunner(data_app, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
-    admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
+    data_runner = AppRunner(data_app, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
+    admin_runner = AppRunner(admin_app, access_log=None, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT)
     await data_runner.setup()
     try:
         await admin_runner.setup()

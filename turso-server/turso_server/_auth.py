@@ -62,12 +62,20 @@ class MintedToken:
 
 
 def bearer_token(header: str | None) -> str | None:
-    """The credential of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
+    """The credential of an ``Authorization: Bearer <token>`` header (scheme case-insensitive).
+
+    ``None`` when there is no bearer credential; :class:`UnauthorizedError` when there is one that
+    no configured token can be: bytes that were not UTF-8 (aiohttp hands them over as surrogates),
+    whitespace or control characters. The same rule as ``TURSO_*_TOKEN`` values (``_config``), so a
+    token that passes can be compared and decoded, and the error never quotes it.
+    """
     if not header:
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != BEARER_SCHEME or not token:
         return None
+    if not token.isprintable() or any(char.isspace() for char in token):
+        raise UnauthorizedError("malformed bearer token: it must be printable text without spaces")
     return token
 
 

@@ -152,6 +152,34 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.DURATION,
     ),
     Setting(
+        "TURSO_CLIENT_RECEIVE_TIMEOUT",
+        "--client-receive-timeout",
+        "5m",
+        "a data-port client must send its whole request body within this (else 408); 0 = none",
+        Kind.DURATION,
+    ),
+    Setting(
+        "TURSO_CLIENT_SEND_TIMEOUT",
+        "--client-send-timeout",
+        "5m",
+        "a data-port client must take its whole reply within this (else it is cut off); 0 = none",
+        Kind.DURATION,
+    ),
+    Setting(
+        "TURSO_SPOOL_MEMORY",
+        "--spool-memory",
+        str(64 * 1024 * 1024),
+        "memory for replies held until slow clients take them (each at most 1 MiB)",
+        Kind.BYTES,
+    ),
+    Setting(
+        "TURSO_SPOOL_DISK",
+        "--spool-disk",
+        str(1024 * 1024 * 1024),
+        "disk (<data dir>/_spool) for the replies past that; a reply that fits neither is 503",
+        Kind.BYTES,
+    ),
+    Setting(
         "TURSO_SHUTDOWN_GRACE",
         "--shutdown-grace",
         "5s",
@@ -229,6 +257,10 @@ class ServerConfig:
     upstream_timeout: float
     lease_ttl: float
     lease_wait: float
+    client_receive_timeout: float
+    client_send_timeout: float
+    spool_memory: int
+    spool_disk: int
     shutdown_grace: float
     restart_backoff_max: float
     access_flush_interval: float
@@ -313,6 +345,10 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         upstream_timeout=get("TURSO_UPSTREAM_TIMEOUT", _duration),
         lease_ttl=get("TURSO_LEASE_TTL", _duration),
         lease_wait=get("TURSO_LEASE_WAIT", _duration),
+        client_receive_timeout=get("TURSO_CLIENT_RECEIVE_TIMEOUT", _duration),
+        client_send_timeout=get("TURSO_CLIENT_SEND_TIMEOUT", _duration),
+        spool_memory=get("TURSO_SPOOL_MEMORY", _bytes),
+        spool_disk=get("TURSO_SPOOL_DISK", _bytes),
         shutdown_grace=get("TURSO_SHUTDOWN_GRACE", _duration),
         restart_backoff_max=get("TURSO_RESTART_BACKOFF_MAX", _duration),
         access_flush_interval=get("TURSO_ACCESS_FLUSH_INTERVAL", _duration),

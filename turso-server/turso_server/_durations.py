@@ -4,6 +4,8 @@ Upstream used Go's ``time.ParseDuration`` for env values (no ``d`` unit, so ``"7
 back to the default) and a separate parser for TTLs. One grammar serves every place here: a
 sequence of ``<number><unit>`` with units ``d h m s ms us µs ns``, e.g. ``30d``, ``168h``,
 ``1h30m``, ``1.5s``, ``300ms``. A bare ``0`` is zero. Signs are rejected: nothing here is negative.
+Durations past :data:`MAX_DURATION` (what ``timedelta`` holds, about 2.7 million years) are a
+``ValueError`` like any other bad text, never an ``OverflowError``.
 Used by ``_config`` (env and flags), ``_admin`` (``ttl``, token ``expiresIn``) and ``_gc``.
 """
 
@@ -23,6 +25,7 @@ _UNIT_SECONDS: dict[str, float] = {
     "μs": 1e-6,
     "ns": 1e-9,
 }
+MAX_DURATION = timedelta.max
 # Longest units first so "ms" is not read as "m" followed by garbage.
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|µs|μs|ns|d|h|m|s)")
 
@@ -45,7 +48,10 @@ def parse_duration(text: str) -> timedelta:
             )
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
-    return timedelta(seconds=total)
+    try:
+        return timedelta(seconds=total)
+    except OverflowError:  # past timedelta.max, or float infinity from a huge digit string
+        raise ValueError(f"duration {text[:40]!r} is too long (at most {MAX_DURATION.days} days)") from None
 
 
 def format_duration(delta: timedelta) -> str:

@@ -13,16 +13,19 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         │   ├── InvalidNamespaceError            400 "invalid namespace"
         │   ├── InvalidBodyError                 400 "invalid body"
         │   ├── InvalidPipelineError             400 "invalid pipeline"  (not strict Hrana JSON)
-        │   └── InvalidTTLError                  400 "invalid ttl"
+        │   ├── InvalidTTLError                  400 "invalid ttl"
+        │   └── MalformedRequestError            400 "malformed request"  (head or framing unusable)
         ├── UnauthorizedError (PermissionError)  401 "unauthorized"  (+ WWW-Authenticate)
         ├── ForbiddenError (PermissionError)     403 "forbidden"
         │   └── StatementForbiddenError          403 "statement forbidden"  (SQL guard)
         ├── NotFoundError (LookupError)          404 "not found"
         │   └── NamespaceNotFoundError           404 "namespace not found"
+        ├── RequestTimeoutError (TimeoutError)   408 "request timeout"  (body not received in time)
         ├── ConflictError                        409 "conflict"
         │   ├── LeaseBusyError                   409 "lease busy"  (+ Retry-After)
         │   └── LeaseLostError                   409 "lease lost"
         ├── NamespaceLimitError                  429 "max namespaces reached"
+        ├── ClientClosedError (ConnectionError)  499 "client closed request"  (nobody left to answer)
         ├── InternalError                        500 "internal error"
         │   └── BackupError                      500 "backup failed"
         ├── UpstreamError (ConnectionError)      502 "upstream error"
@@ -30,7 +33,8 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         │   └── UpstreamTimeoutError (TimeoutError) 504 "upstream timeout"
         └── UnavailableError (ConnectionError)   503 "namespace unavailable"  (+ Retry-After)
             ├── ChildStartError                  503 "start failed"
-            └── NoFreePortError                  503 "no free port"
+            ├── NoFreePortError                  503 "no free port"
+            └── SpoolFullError                   503 "spool full"  (no room to buffer a reply)
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class ApiError(TursoServerError):
 
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal error"
+    #: Close the connection after the reply (the rest of the request cannot be trusted or read).
+    closes_connection: ClassVar[bool] = False
 
     def headers(self) -> dict[str, str]:
         """Extra response headers this error needs (``WWW-Authenticate``, ``Retry-After``)."""
@@ -93,6 +99,15 @@ class InvalidPipelineError(BadRequestError):
     code = "invalid pipeline"
 
 
+class MalformedRequestError(BadRequestError):
+    """The request head or body framing cannot be used: bytes outside visible ASCII in the target or
+    a header value, a head aiohttp's parser refused, a broken chunked body. The detail names the part
+    (never its value: it may be a credential)."""
+
+    code = "malformed request"
+    closes_connection = True
+
+
 class UnauthorizedError(ApiError, PermissionError):
     """No credentials, or credentials that do not verify."""
 
@@ -124,6 +139,22 @@ class NotFoundError(ApiError, LookupError):
 
 class NamespaceNotFoundError(NotFoundError):
     code = "namespace not found"
+
+
+class RequestTimeoutError(ApiError, TimeoutError):
+    """The client did not send its whole body within ``TURSO_CLIENT_RECEIVE_TIMEOUT``."""
+
+    status = 408
+    code = "request timeout"
+    closes_connection = True
+
+
+class ClientClosedError(ApiError, ConnectionError):
+    """The client went away while its body was being read; the status only reaches the metrics."""
+
+    status = 499  # nginx's convention
+    code = "client closed request"
+    closes_connection = True
 
 
 class ConflictError(ApiError):
@@ -213,3 +244,9 @@ class ChildStartError(UnavailableError):
 
 class NoFreePortError(UnavailableError):
     code = "no free port"
+
+
+class SpoolFullError(UnavailableError):
+    """A child's reply does not fit the spool (``TURSO_SPOOL_MEMORY`` + ``TURSO_SPOOL_DISK``)."""
+
+    code = "spool full"

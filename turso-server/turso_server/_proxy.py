@@ -4,9 +4,14 @@ tursodb's sync server is single-threaded, handles one request per connection, ne
 ``Content-Length`` and rejects chunked bodies, so the request body is buffered first and sent in one
 go on a fresh connection, with hop-by-hop headers (and ``Expect``, ``Host`` and the caller's
 ``Authorization``, which tursodb ignores) dropped and ``X-Forwarded-For/-Host/-Proto/-Prefix`` added.
-The response keeps tursodb's status and headers and is streamed back with its ``Content-Length``
-(bootstraps are the whole database). There is no upstream timeout besides the
-``TURSO_UPSTREAM_TIMEOUT`` ceiling. The order of checks is: auth (401), namespace syntax on the
+The response keeps tursodb's status and headers. It is read whole into a spool (``_spool``: memory,
+then a temporary file, both bounded) before the client gets a byte, and the child's connection and
+lease are released at once, so a client that reads slowly or not at all (a bootstrap is the whole
+database) never keeps tursodb, which serves one connection at a time, from anyone else. The child
+exchange is bounded by ``TURSO_UPSTREAM_TIMEOUT``; the client's side by
+``TURSO_CLIENT_RECEIVE_TIMEOUT`` (its whole body, else 408) and ``TURSO_CLIENT_SEND_TIMEOUT``
+(taking the whole reply, else the connection is cut), so a stalled writer or reader costs only its
+own request. The order of checks is: auth (401), namespace syntax on the
 *raw* path (400), token scope (403), the SQL guard on the body (``_sqlguard``: 403 or 400, nothing
 forwarded), then existence (auto-provision, or 404). A refused connection
 means the child just died: the request waits for the supervisor's restart and is retried (nothing
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
@@ -38,11 +44,23 @@ from ._errors import (
     UpstreamNoReplyError,
     UpstreamTimeoutError,
 )
-from ._http import CONFIG, DATA_AUTH, LEASES, METRICS, STORE, SUPERVISOR, add_probe_routes, json_response
+from ._http import (
+    CONFIG,
+    DATA_AUTH,
+    LEASES,
+    METRICS,
+    SPOOL,
+    STORE,
+    SUPERVISOR,
+    add_probe_routes,
+    json_response,
+    read_body,
+)
 from ._leases import HOLDER_MAX_LENGTH, MAX_TTL, MAX_WAIT
 from ._logging import get_logger
 from ._metrics import UNKNOWN_NAMESPACE
 from ._names import validate_name
+from ._spool import Spool, SpoolBudget
 from ._sqlguard import check_request
 from ._state import Origin
 from ._upstream import UpstreamResponse, exchange
@@ -74,7 +92,6 @@ READ_ONLY_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS}
 READ_ONLY_ROUTES = frozenset({"/pull-updates"})
 OTHER_ROUTE = "other"
 CLIENT_CLOSED_REQUEST = 499  # the client went away before the answer (nginx's convention)
-BUFFERED_RESPONSE_LIMIT = 1 << 20
 RECONNECT_DELAY = 0.05
 FORWARDED_PREFIX = "x-forwarded-"
 X_FORWARDED_PREFIX = "X-Forwarded-Prefix"
@@ -212,21 +229,23 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             return answer
         route = ROUTE_LABELS.get(rest, OTHER_ROUTE)
         DataAuth.authorize(principal, name, request.method, rest)
-        body = await request.read()
+        body = await read_body(request, timeout=app[CONFIG].client_receive_timeout or None)
         check_request(rest, body)  # the SQL guard: refuses before anything is forwarded
         target = f"{rest}?{query}" if query else rest
         resendable = request.method in READ_ONLY_METHODS or rest in READ_ONLY_ROUTES
         leases, writes = app[LEASES], rest == PIPELINE_ROUTE
+        # The lease is pinned for the exchange with the child only; the spooled reply goes to
+        # the client after it is released, so a slow client never holds the namespace's lease.
         if token is not None:
             async with leases.use(name, token, write=writes):
-                response = await _forward(request, name, target, body, resendable=resendable)
+                reply = await _forward(request, name, target, body, resendable=resendable)
         elif writes:
             async with leases.implicit(name, wait=app[CONFIG].lease_wait):
-                response = await _forward(request, name, target, body, resendable=resendable)
+                reply = await _forward(request, name, target, body, resendable=resendable)
         else:
-            response = await _forward(request, name, target, body, resendable=resendable)
-        status = response.status
-        return response
+            reply = await _forward(request, name, target, body, resendable=resendable)
+        status = reply.status
+        return await _send_reply(request, reply)
     except asyncio.CancelledError:
         status = CLIENT_CLOSED_REQUEST
         raise
@@ -248,7 +267,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 async def _forward(
     request: web.Request, name: str, target: str, body: bytes, *, resendable: bool
-) -> web.StreamResponse:
+) -> SpooledReply:
     """Lease the child and exchange; resend while the child is down and resending is safe."""
     app = request.app
     config, supervisor, store = app[CONFIG], app[SUPERVISOR], app[STORE]
@@ -272,12 +291,21 @@ async def _forward(
         await asyncio.sleep(RECONNECT_DELAY)
 
 
+@dataclass
+class SpooledReply:
+    """A child's reply, read whole off its connection; ``body`` holds a spool share until sent."""
+
+    status: int
+    reason: str
+    headers: CIMultiDict[str]
+    body: Spool
+
+
 async def _exchange(
     request: web.Request, warm: WarmConnections, name: str, target: str, body: bytes
-) -> web.StreamResponse:
+) -> SpooledReply:
     ceiling = request.app[CONFIG].upstream_timeout or None
     headers = upstream_headers(request, name)
-    streamed: web.StreamResponse | None = None
     try:
         async with asyncio.timeout(ceiling):
             upstream = await exchange(
@@ -290,39 +318,70 @@ async def _exchange(
                 sock=await warm.take(),
             )
             try:
-                out_headers = response_headers(upstream)
-                length = upstream.content_length if upstream.has_body else 0
-                if length is not None and length <= BUFFERED_RESPONSE_LIMIT:
-                    payload = await upstream.read()
-                    return web.Response(
-                        status=upstream.status, reason=upstream.reason, body=payload, headers=out_headers
-                    )
-                streamed = web.StreamResponse(
-                    status=upstream.status, reason=upstream.reason, headers=out_headers
-                )
-                if length is not None:
-                    streamed.content_length = length
-                await streamed.prepare(request)
-                async for chunk in upstream.iter_chunks():
-                    await streamed.write(chunk)
-                await streamed.write_eof()
-                return streamed
+                return await _spool_reply(request.app[SPOOL], upstream)
             finally:
-                upstream.close()
+                upstream.close()  # the child is free from here on, whatever the client does
     except UpstreamConnectError:
         raise
     except (UpstreamError, TimeoutError) as exc:
         log.warning("upstream error", extra={"namespace": name, "path": target, "error": repr(exc)})
-        if streamed is not None and streamed.prepared:
-            # Too late for an error status: cut the connection so the client sees a short body.
-            if request.transport is not None:
-                request.transport.close()
-            return streamed
         if isinstance(exc, UpstreamError):
             raise
         raise UpstreamTimeoutError(
             f"tursodb for {name!r} did not answer within the upstream timeout"
         ) from exc
+
+
+async def _spool_reply(budget: SpoolBudget, upstream: UpstreamResponse) -> SpooledReply:
+    """Read ``upstream``'s whole body into a spool (:class:`SpoolFullError` when it cannot fit)."""
+    expected = upstream.content_length if upstream.has_body and not upstream.chunked else None
+    spool = budget.spool(expected=expected)
+    try:
+        async for chunk in upstream.iter_chunks():
+            await spool.write(chunk)
+        await spool.finish()
+    except BaseException:
+        await spool.aclose()
+        raise
+    return SpooledReply(upstream.status, upstream.reason, response_headers(upstream), spool)
+
+
+async def _send_reply(request: web.Request, reply: SpooledReply) -> web.StreamResponse:
+    """Send a spooled reply at the client's pace, within ``TURSO_CLIENT_SEND_TIMEOUT``.
+
+    No child is involved any more: a client that stops reading only loses its own reply (the
+    connection is cut when the timeout passes) and gives its spool share back.
+    """
+    timeout = request.app[CONFIG].client_send_timeout or None
+    spool = reply.body
+    response: web.StreamResponse
+    try:
+        if spool.in_memory:
+            # One write for head and body, as aiohttp does for a plain Response.
+            response = web.Response(
+                status=reply.status, reason=reply.reason, body=spool.body(), headers=reply.headers
+            )
+        else:
+            response = web.StreamResponse(status=reply.status, reason=reply.reason, headers=reply.headers)
+            response.content_length = spool.size
+        try:
+            async with asyncio.timeout(timeout):
+                await response.prepare(request)
+                if not spool.in_memory:
+                    async for chunk in spool.chunks():
+                        await response.write(chunk)
+                await response.write_eof()
+        except (TimeoutError, ConnectionResetError) as exc:
+            slow = isinstance(exc, TimeoutError)
+            log.info(
+                "client did not take its reply" if slow else "client went away before its reply",
+                extra={"path": request.path, "bytes": spool.size, "timeout": timeout if slow else None},
+            )
+            if request.transport is not None:
+                request.transport.close()
+        return response
+    finally:
+        await spool.aclose()
 
 
 def add_routes(app: web.Application) -> None:

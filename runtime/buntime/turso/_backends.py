@@ -44,7 +44,7 @@ from ._errors import (
     TursoError,
     TursoUnavailableError,
 )
-from ._leases import Lease, LeaseClient, LeaseLost, new_holder, sleep_backoff
+from ._leases import LEASE_BUSY, Lease, LeaseClient, LeaseLost, new_holder, sleep_backoff
 
 log = logging.getLogger("buntime.turso")
 T = TypeVar("T")
@@ -220,14 +220,19 @@ class Backend:
     def _in_tx(self, state: _TxState, fn: Callable[[Any], T]) -> T:
         if state.conn is None:
             conn = self._checkout()
+            begin = state.begin
+            assert begin is not None  # set until the first statement ran
             try:
-                with engine_errors(state.begin):
-                    conn.execute(state.begin)
+                with engine_errors(begin):
+                    self._open_tx(conn, begin)
             except BaseException:
                 self._checkin(conn)
                 raise
             state.conn, state.begin = conn, None
         return fn(state.conn)
+
+    def _open_tx(self, conn: Any, begin: str) -> None:
+        conn.execute(begin)
 
     def _finish(self, state: _TxState, verb: str) -> None:
         conn, state.conn = state.conn, None
@@ -306,8 +311,11 @@ _holding: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
 )
 
 _CHANGE_PROBE = "SELECT total_changes(), (SELECT schema_version FROM pragma_schema_version())"
+_TX_SAVEPOINT = "buntime_tx"
+_PROBE_SAVEPOINT = "buntime_probe"
 LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy pod skips a round trip
 LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
+AUTOCOMMIT_RETRIES = 6  # like transaction()'s default max_retries of 5, plus the first run
 
 
 def _refused(exc: Exception) -> bool:
@@ -371,6 +379,8 @@ class ReplicaBackend(Backend):
         self._release: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._yielding: asyncio.Future[None] | None = None  # set while handing the lease over
+        self._group_open = False  # engine thread: the outer BEGIN of the commits not yet pushed
+        self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
 
     @classmethod
@@ -459,6 +469,10 @@ class ReplicaBackend(Backend):
             except LeaseLost:
                 lease = self._lease = None
         if lease is None:
+            if self._group_open or self._batch is not None:
+                # Commits wait for a push under the lease we just lost: it will be refused and
+                # they re-run; this transaction must not pull under them. Re-run it after them.
+                raise TursoBusyError("the write lease was lost with commits pending", code="TURSO_LEASE_LOST")
             await self._take_lease()
         if self._keepalive is None or self._keepalive.done():
             self._keepalive = asyncio.create_task(self._keep_lease(), name=f"turso-lease:{self.path}")
@@ -504,7 +518,13 @@ class ReplicaBackend(Backend):
                 changed = await self._engine.call(self._pull_clean)
                 self.status.last_pull = time.time()
                 if changed:
-                    asyncio.get_running_loop().create_task(self._notify())
+                    # A context of its own: a copy of ours would carry the gate we hold, and every
+                    # listener's read through connect() would fail as a nested transaction.
+                    task = asyncio.get_running_loop().create_task(
+                        self._notify(), context=contextvars.Context()
+                    )
+                    self._tasks.add(task)  # keep a reference until it is done
+                    task.add_done_callback(self._tasks.discard)
         except _Dirty:
             await self._reset()
         except TursoError as exc:  # the pull failed: we cannot write on a stale copy
@@ -520,7 +540,9 @@ class ReplicaBackend(Backend):
             return None
         if self._dirty and self._lease is None:
             return None  # a read beside leftovers the next write resets (docs/consistency.md)
-        if self._batch is None and await self._engine.call(self._pending) == 0:
+        if self._group_open or self._batch is not None:
+            return self._join_batch()
+        if await self._engine.call(self._pending) == 0:
             return None  # nothing this transaction could have seen is unpushed
         return self._join_batch()
 
@@ -540,7 +562,8 @@ class ReplicaBackend(Backend):
                     if batch is None:
                         break
                     try:
-                        await self._push_under_lease()
+                        if await self._engine.call(self._commit_group):
+                            await self._push_under_lease()
                     except Exception as exc:
                         batch.done.set_exception(exc)
                         batch.done.exception()  # retrieved here; every waiter gets it via its await
@@ -654,35 +677,48 @@ class ReplicaBackend(Backend):
             self._schedule_release()
             return
         self._lease = None
-        asyncio.get_running_loop().create_task(self._leases.release(lease))
+        task = asyncio.get_running_loop().create_task(self._leases.release(lease))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- autocommit: reads run locally; a statement that writes runs again under the lease ----------
     async def _autocommit(self, fn: Callable[[Any], T]) -> T:
         self._check_open()
         if not self.serializable:
             return await super()._autocommit(fn)
+        for attempt in range(AUTOCOMMIT_RETRIES):
+            try:
+                return await self._autocommit_once(fn)
+            except TursoBusyError as exc:  # not applied: the statement can run again
+                if attempt + 1 == AUTOCOMMIT_RETRIES or exc.code == LEASE_BUSY:
+                    raise
+                await sleep_backoff(attempt)
+        raise AssertionError("unreachable")
+
+    async def _autocommit_once(self, fn: Callable[[Any], T]) -> T:
         async with self._gate():
             try:
                 result: T = await self._engine.call(self._speculate, fn)
                 durable = await self._after_commit()
             except _Speculation:
                 await self._before_transaction()
-                result = await self._engine.call(self._run_pooled, fn)
+                result = await self._engine.call(self._in_savepoint, fn)
                 durable = await self._after_commit()
         if durable is not None:
             await durable
         return result
 
     def _speculate(self, fn: Callable[[Any], T]) -> T:
+        """Run ``fn`` where it can be taken back; raise :class:`_Speculation` if it wrote."""
         conn = self._checkout()
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        nested = self._group_open  # inside the commits waiting for their push: a savepoint
         with engine_errors("BEGIN"):
-            conn.execute("BEGIN DEFERRED")
+            conn.execute(f"SAVEPOINT {_PROBE_SAVEPOINT}" if nested else "BEGIN DEFERRED")
         try:
             before = conn.execute(_CHANGE_PROBE).fetchone()
             result = fn(conn)
             if not conn.in_transaction:
+                self._group_open = False
                 raise TursoError(
                     "an autocommit statement ended the transaction it ran in: use service.transaction() "
                     "for COMMIT/ROLLBACK",
@@ -690,16 +726,96 @@ class ReplicaBackend(Backend):
                 )
             after = conn.execute(_CHANGE_PROBE).fetchone()
         except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
+            self._undo_probe(conn, nested)
             raise
         if tuple(before) != tuple(after):
-            conn.execute("ROLLBACK")
+            self._undo_probe(conn, nested)
             raise _Speculation
         with engine_errors("COMMIT"):
-            conn.execute("COMMIT")
+            conn.execute(f"RELEASE {_PROBE_SAVEPOINT}" if nested else "COMMIT")
         return result
+
+    @staticmethod
+    def _undo_probe(conn: Any, nested: bool) -> None:
+        if not conn.in_transaction:
+            return
+        with contextlib.suppress(Exception):
+            if nested:
+                conn.execute(f"ROLLBACK TO {_PROBE_SAVEPOINT}")
+                conn.execute(f"RELEASE {_PROBE_SAVEPOINT}")
+            else:
+                conn.execute("ROLLBACK")
+
+    def _in_savepoint(self, fn: Callable[[Any], T]) -> T:
+        """An autocommit statement that writes, as a transaction of its own in the group."""
+        state = _TxState("BEGIN DEFERRED")
+        try:
+            result = self._in_tx(state, fn)
+        except BaseException:
+            self._finish(state, "ROLLBACK")
+            raise
+        self._finish(state, "COMMIT")
+        return result
+
+    # -- local group commit (engine thread) -----------------------------------------------------
+    # Serializable writes on a replica run under the lease, one at a time on one connection, and
+    # each waits for a push anyway. So they share one local transaction: the first opens it, each
+    # runs in a savepoint of its own (RELEASE on success, ROLLBACK TO on error), and the flusher
+    # COMMITs them all at once — one fsync — right before the push that carries them.
+    def _open_tx(self, conn: Any, begin: str) -> None:
+        if not self.serializable:
+            conn.execute(begin)
+            return
+        if not self._group_open:
+            conn.execute("BEGIN DEFERRED")
+            self._group_open = True
+        conn.execute(f"SAVEPOINT {_TX_SAVEPOINT}")
+
+    def _finish(self, state: _TxState, verb: str) -> None:
+        if not self.serializable:
+            super()._finish(state, verb)
+            return
+        conn, state.conn = state.conn, None
+        if conn is None:
+            return
+        if verb == "COMMIT":
+            try:
+                with engine_errors("COMMIT"):
+                    conn.execute(f"RELEASE {_TX_SAVEPOINT}")
+                return
+            except BaseException:
+                self._rollback_savepoint(conn)
+                raise
+        self._rollback_savepoint(conn)
+
+    def _rollback_savepoint(self, conn: Any) -> None:
+        try:
+            conn.execute(f"ROLLBACK TO {_TX_SAVEPOINT}")
+            conn.execute(f"RELEASE {_TX_SAVEPOINT}")
+        except Exception as exc:  # the group cannot be trusted: drop all of it
+            log.warning("Turso rollback to savepoint failed, rolling back the group: %s", exc)
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            self._group_open = False
+            raise TursoBusyError(
+                "a failed transaction could not be undone alone; its group was rolled back",
+                code="TURSO_GROUP_ROLLED_BACK",
+            ) from exc
+
+    def _commit_group(self) -> bool:
+        """COMMIT the group (if open); return whether anything is left to push."""
+        if self._group_open:
+            conn = self._checkout()
+            self._group_open = False
+            try:
+                with engine_errors("COMMIT"):
+                    conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                raise
+        return self._pending() > 0
 
     # -- sync (engine thread) -------------------------------------------------------------
     def _pending(self) -> int:
@@ -736,6 +852,7 @@ class ReplicaBackend(Backend):
         with contextlib.suppress(Exception):
             self._conn.close()
         self._conn = None
+        self._group_open = False
         remove_replica_files(self.path)
         self._connect()
 
@@ -788,6 +905,8 @@ class ReplicaBackend(Backend):
         """One sync round (see :meth:`_sync_once`); errors are recorded on ``status`` and re-raised."""
         self._check_open()
         async with self._gate():
+            if self.serializable and (self._group_open or self._batch is not None):
+                return False  # commits are on their way to the server: pull after them
             try:
                 if self._dirty and self.serializable:
                     await self._reset()

@@ -25,6 +25,7 @@ import turso.sync
 
 import turso
 
+from . import _transport
 from ._config import Executor
 from ._errors import (
     DDLInConcurrentTransactionError,
@@ -34,6 +35,8 @@ from ._errors import (
 )
 
 T = TypeVar("T")
+
+_transport.install()  # replicas' sync requests reuse one connection per engine thread
 
 _RETRYABLE_MARKERS = ("busy", "conflict", "database is locked", "snapshot is stale")
 _DDL_MARKER = "ddl statements require an exclusive transaction"

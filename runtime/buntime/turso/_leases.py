@@ -25,6 +25,7 @@ import aiohttp
 from ._errors import TursoBusyError, TursoConfigError, TursoUnavailableError
 
 LEASE_PATH = "/-/lease"
+LEASE_BUSY = "TURSO_LEASE_BUSY"  # the code of a TursoBusyError that already waited: never re-run
 REQUEST_MARGIN = 5.0  # beyond the lease wait, for the round trip itself
 _HOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 
@@ -37,7 +38,8 @@ def new_holder() -> str:
 
 @dataclass
 class Lease:
-    """A lease we hold. ``valid_until`` is conservative: measured from when we *asked*."""
+    """A lease we hold. ``valid_until`` is conservative: measured from when we *asked*;
+    ``acquired_at`` is when the grant arrived (what ``LEASE_MAX_HOLD`` counts from)."""
 
     token: str
     fence: int
@@ -79,14 +81,20 @@ class LeaseClient:
         status, payload = await self._call("POST", LEASE_PATH, body, timeout=wait + REQUEST_MARGIN)
         if status == 200 and isinstance(payload, dict) and isinstance(payload.get("token"), str):
             granted_ttl = float(payload.get("ttl", ttl))
+            # The expiry counts from when we asked (conservative); the hold time from the grant, or
+            # a replica that queued behind another pod would give the lease back after one batch.
             lease = Lease(
-                payload["token"], int(payload.get("fence", 0)), granted_ttl, asked, asked + granted_ttl
+                payload["token"],
+                int(payload.get("fence", 0)),
+                granted_ttl,
+                time.monotonic(),
+                asked + granted_ttl,
             )
             return lease, bool(payload.get("fresh"))
         if status == 409:
             raise TursoBusyError(
                 f"the write lease of {self.url} stayed with another replica for {wait:g}s",
-                code="TURSO_LEASE_BUSY",
+                code=LEASE_BUSY,
             )
         if status in (404, 405):
             raise TursoConfigError(

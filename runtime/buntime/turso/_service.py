@@ -20,6 +20,7 @@ from ._config import TursoConfig, resolve_config
 from ._database import BlockingDatabase, Database, TransactionType
 from ._errors import TursoBusyError, TursoClosedError, TursoConfigError, TursoError
 from ._health import HealthStatus, NamespaceHealth, TursoHealth
+from ._leases import LEASE_BUSY
 from ._namespaces import DEFAULT_NAMESPACE, validate_namespace
 
 log = logging.getLogger("buntime.turso")
@@ -200,8 +201,8 @@ class TursoService:
             try:
                 return await attempt()
             except TursoBusyError as exc:
-                if retries >= max_retries:
-                    raise
+                if retries >= max_retries or exc.code == LEASE_BUSY:
+                    raise  # a busy lease was already waited for, up to TURSO_WRITE_TIMEOUT
                 retries += 1
                 log.debug("retrying Turso transaction (attempt %d/%d): %s", retries, max_retries, exc)
                 await asyncio.sleep(backoff_delay(retries, retry_delay))

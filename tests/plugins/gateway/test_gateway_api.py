@@ -130,6 +130,29 @@ async def test_snapshot_records_the_request_counters(
     assert await json_of(await client.get(HISTORY), 200) == [snapshot]
 
 
+async def test_a_snapshot_never_replaces_another_replicas_row(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    service = client.app[HOST_KEY].get_plugin(TURSO)
+    ahead = int(time.time() * 1000) + 60_000  # another pod, whose clock runs ahead, recorded first
+
+    async def other_pod(db: Any) -> None:
+        await db.run("INSERT INTO gateway_metrics_history VALUES (?, 7, 0, 7, 1)", [ahead])
+
+    await service.transaction(other_pod, namespace="gateway")
+    mine = await json_of(await client.post(SNAPSHOT), 201)
+    assert mine["timestamp"] == ahead + 1
+    again = await json_of(await client.post(SNAPSHOT), 201)
+    assert again["timestamp"] == ahead + 2
+    rows = await gateway_rows(client, "SELECT timestamp, total_requests FROM gateway_metrics_history")
+    assert sorted((r["timestamp"], r["total_requests"]) for r in rows) == [
+        (ahead, 7),
+        (ahead + 1, mine["totalRequests"]),
+        (ahead + 2, again["totalRequests"]),
+    ]
+
+
 async def test_history_is_bounded_to_the_newest_rows(
     aiohttp_client: AiohttpClient, env: dict[str, str]
 ) -> None:

@@ -2,7 +2,8 @@
 
 Feeds in: a real :class:`~buntime.plugins.PluginHost` loading only the built-in turso and keyval
 manifests, on a fresh local MVCC file under ``tmp_path`` (the sync tests start a real
-``tursodb --sync-server`` and give each "pod" its own replica file). HTTP tests mount the
+turso-server, whose write leases serialise the pods' writes, and give each "pod" its own
+replica file). HTTP tests mount the
 plugin's sub-app under ``/keyval`` the way the runtime server does and call it with
 ``aiohttp_client``.
 
@@ -17,9 +18,6 @@ unless a test turns them on through the same env variables an operator would set
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -29,9 +27,7 @@ from aiohttp.test_utils import TestClient
 
 from buntime.plugins import BUILTIN_DIR, Manifest, PluginHost, load_manifest
 from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, KeyValPlugin, Kv
-
-REPO = Path(__file__).resolve().parents[3]
-TURSODB = REPO / ".tools" / "bin" / "tursodb"
+from tests.support.tursoserver import SyncEndpoint
 
 HostStarter = Callable[[dict[str, str]], Awaitable[PluginHost]]
 
@@ -116,55 +112,24 @@ async def client(
     return await aiohttp_client(mount(host))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def sync_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``tursodb --sync-server`` on a free loopback port; yields its URL."""
-    if not TURSODB.exists():
-        pytest.fail(f"{TURSODB} is missing: run `make tools`")
-    port = _free_port()
-    log = (tmp_path / "tursodb.log").open("wb")
-    proc = subprocess.Popen(
-        [str(TURSODB), str(tmp_path / "server.db"), "--sync-server", f"127.0.0.1:{port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+def sync_server(tmp_path: Path) -> Iterator[SyncEndpoint]:
+    """A real turso-server (no auth) serving database ``runtime``: its write leases are what make
+    the pods' writes serializable (a bare tursodb refuses them with TURSO_LEASE_UNSUPPORTED)."""
+    server = SyncEndpoint(tmp_path / "server").start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"tursodb did not start: {(tmp_path / 'tursodb.log').read_text()}"
-                    ) from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.kill()
 
 
 @pytest.fixture
-def replica_env(tmp_path: Path, sync_server: str) -> Callable[[str], dict[str, str]]:
+def replica_env(tmp_path: Path, sync_server: SyncEndpoint) -> Callable[[str], dict[str, str]]:
     """``replica_env("a")``: the env of one pod with its own replica file; sync only when asked."""
 
     def make(pod: str) -> dict[str, str]:
         return {
-            "TURSO_SYNC_URL": sync_server,
+            "TURSO_SYNC_URL": sync_server.url,
             "TURSO_LOCAL_PATH": str(tmp_path / pod / "runtime.db"),
             "TURSO_SYNC_INTERVAL": "0",
             "KEYVAL_SWEEP_INTERVAL": "0",

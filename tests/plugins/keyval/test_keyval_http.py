@@ -218,6 +218,11 @@ async def test_queue_routes(client: Client) -> None:
     await error(await client.post(f"{API}/queue/dlq/{dlq_id}/requeue"), 404, "MESSAGE_NOT_FOUND")
     polled = await ok(await client.get(f"{API}/queue/poll"))
     assert polled["message"]["id"] == requeued["id"]
+    stale = {"id": requeued["id"], "attempts": polled["message"]["attempts"] + 1}
+    await error(await client.post(f"{API}/queue/ack", json=stale), 409, "LEASE_LOST")
+    await error(await client.post(f"{API}/queue/nack", json=stale), 409, "LEASE_LOST")
+    invalid = {"id": requeued["id"], "attempts": "1"}
+    await error(await client.post(f"{API}/queue/ack", json=invalid), 400, "INVALID_ATTEMPTS")
     assert await ok(await client.post(f"{API}/queue/ack", json={"id": requeued["id"]})) == {"ok": True}
     await error(await client.post(f"{API}/queue/ack", json={"id": requeued["id"]}), 404, "MESSAGE_NOT_FOUND")
     await error(await client.post(f"{API}/queue/nack", json={"id": "nope"}), 404, "MESSAGE_NOT_FOUND")

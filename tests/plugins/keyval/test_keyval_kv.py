@@ -17,7 +17,8 @@ from buntime.plugins.keyval import (
     KeyValUnavailableError,
     Kv,
 )
-from buntime.plugins.keyval._schema import LATEST_VERSION, migrate
+from buntime.plugins.keyval._schema import MIGRATIONS, SCHEMA_V1, migrate
+from buntime.turso import BlockingDatabase, TursoService, resolve_config
 
 HostStarter = Callable[[dict[str, str]], Awaitable[PluginHost]]
 
@@ -249,11 +250,35 @@ async def test_migrations_are_idempotent(start_host: HostStarter, local_env: dic
     kv2 = again.get_plugin(KEYVAL_PLUGIN_NAME)
     assert (await kv2.get(["survives"])).value == "restart"
     db = await kv2.service.connect(kv2.namespace)
-    assert await db.all("SELECT version FROM kv_schema_version") == [{"version": LATEST_VERSION}]
+    assert await db.all("SELECT version FROM kv_schema_version ORDER BY version") == [
+        {"version": version} for version, _ in MIGRATIONS
+    ]
     # Versionstamps keep increasing across the restart.
     before = (await kv2.get(["survives"])).versionstamp
     after = (await kv2.set(["survives"], "again")).versionstamp
     assert before is not None and after is not None and after > before
+
+
+async def test_an_upgraded_store_continues_from_its_highest_versionstamp(
+    start_host: HostStarter, local_env: dict[str, str]
+) -> None:
+    """Version 2 moves the versionstamp counter into ``kv_meta``: seeded from the stored entries."""
+    ahead = "7" + "0" * 19  # a versionstamp from a clock far ahead (or a pod that ran ahead)
+
+    def v1_store(db: BlockingDatabase) -> None:
+        db.exec(SCHEMA_V1)
+        db.exec("CREATE TABLE kv_schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        db.run("INSERT INTO kv_schema_version(version, applied_at) VALUES (1, 0)")
+        db.run(
+            "INSERT INTO kv_entries(key, value, versionstamp) VALUES (?, ?, ?)", [b"\x02old\x00", b"1", ahead]
+        )
+
+    async with TursoService(resolve_config(env=local_env)) as service:
+        await service.run_transaction(v1_store, namespace="keyval", type="exclusive")
+    kv = (await start_host(local_env)).get_plugin(KEYVAL_PLUGIN_NAME)
+    written = await kv.set(["new"], 1)
+    assert written.versionstamp is not None and written.versionstamp > ahead
+    assert (await kv.atomic().sum(["n"], 1).commit()).versionstamp > written.versionstamp
 
 
 async def test_closed_store_is_unavailable(host: PluginHost, kv: Kv) -> None:

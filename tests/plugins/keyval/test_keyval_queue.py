@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from buntime.plugins import PluginHost
-from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, InvalidValueError, Kv
+from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, InvalidValueError, KeyValConflictError, Kv
 
 HostStarter = Callable[[dict[str, str]], Awaitable[PluginHost]]
 
@@ -96,6 +96,31 @@ async def test_stale_leases_return_to_pending(start_host: HostStarter, local_env
     assert await kv.queue.requeue_stale() == 1
     [dead] = await kv.queue.list_dlq()
     assert dead.original_id == leased.id and "Lease expired" in (dead.error_message or "")
+
+
+async def test_attempts_fence_a_consumer_whose_lease_ran_out(
+    start_host: HostStarter, local_env: dict[str, str]
+) -> None:
+    kv = (await start_host({**local_env, "KEYVAL_QUEUE_LOCK_DURATION": "200ms"})).get_plugin(
+        KEYVAL_PLUGIN_NAME
+    )
+    await kv.queue.enqueue("work", backoff_schedule=[0, 0])
+    slow = await kv.queue.dequeue()
+    assert slow is not None and slow.attempts == 1
+    await asyncio.sleep(0.25)
+    assert await kv.queue.requeue_stale() == 1
+    # Nobody leased it since: the late consumer may still finish it (its attempt is the last).
+    assert await kv.queue.nack(slow.id, attempts=slow.attempts) == "retry"
+    fast = await kv.queue.dequeue()
+    assert fast is not None and fast.attempts == 2
+    with pytest.raises(KeyValConflictError) as raised:
+        await kv.queue.ack(slow.id, attempts=slow.attempts)
+    assert raised.value.code == "LEASE_LOST" and raised.value.status == 409
+    with pytest.raises(KeyValConflictError):
+        await kv.queue.nack(slow.id, attempts=slow.attempts)
+    assert (await kv.queue.stats()).processing == 1  # the current lease is untouched
+    assert await kv.queue.ack(fast.id, attempts=fast.attempts) is True
+    assert await kv.queue.ack(fast.id, attempts=fast.attempts) is False
 
 
 async def test_background_lease_sweep(start_host: HostStarter, local_env: dict[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""Sync mode: two "pods" with their own replicas of one real ``tursodb --sync-server``.
+"""Sync mode: two "pods" with their own replicas of one database on a real turso-server.
 
 Background sync is off (``TURSO_SYNC_INTERVAL=0``), so the only pushes are the ones each write
 makes at commit and the only pulls are the explicit ``service.sync()`` calls (which also fire
@@ -8,10 +8,17 @@ the pull listeners, exactly as the background loop does).
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from buntime.plugins import PluginHost
-from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, Kv
+from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, KeyValConflictError, Kv
+from buntime.plugins.keyval._keys import encode_key
+from buntime.plugins.keyval._search import index_table_name
+from buntime.turso import Database
 
 HostStarter = Callable[[dict[str, str]], Awaitable[PluginHost]]
 EnvFor = Callable[[str], dict[str, str]]
@@ -97,8 +104,88 @@ async def test_an_index_created_elsewhere_catches_up_local_writes(
     a = await start_kv(start_host, replica_env("a"))
     b = await start_kv(start_host, replica_env("b"))
     await b.set(["docs", "b1"], {"t": "written by b before it knew"})
-    await a.create_index(["docs"], ["t"])  # A has not seen b1 yet: its index lacks it
-    await pull(b)  # B pulls the index; its listener rebuilds it over B's data and pushes
+    # A never pulled b1, but its create_index runs under the write lease on fresh data.
+    await a.create_index(["docs"], ["t"])
+    await pull(b)
+    assert await b.refresh() == 0  # nothing to catch up: no write ever missed the index
     assert [e.key for e in await b.search(["docs"], "knew")] == [("docs", "b1")]
     await pull(a)
     assert [e.key for e in await a.search(["docs"], "knew")] == [("docs", "b1")]
+
+
+async def test_a_write_never_misses_an_index_another_pod_just_created(
+    start_host: HostStarter, replica_env: EnvFor
+) -> None:
+    a = await start_kv(start_host, replica_env("a"))
+    b = await start_kv(start_host, replica_env("b"))
+    await a.create_index(["docs"], ["t"])
+    # B has not pulled, so its in-memory list has no index: the write reads the index
+    # generation in its own transaction, reloads the list and writes the document with the entry.
+    assert b._search.get(encode_key(["docs"])) is None
+    await b.set(["docs", 1], {"t": "from b"})
+
+    async def documents(db: Database) -> int:
+        row = await db.get(f"SELECT count(*) AS n FROM {index_table_name(encode_key(['docs']))}")
+        return int(row["n"]) if row else 0
+
+    # Read inside a transaction: fresh from the server, whatever A's replica holds.
+    assert await a.service.transaction(documents, namespace=a.namespace) == 1
+    await pull(a)
+    assert [e.key for e in await a.search(["docs"], "from")] == [("docs", 1)]
+
+
+async def test_versionstamps_follow_commit_order_whatever_the_clocks(
+    start_host: HostStarter, replica_env: EnvFor
+) -> None:
+    a = await start_kv(start_host, replica_env("a"))
+    b = await start_kv(start_host, replica_env("b"))
+    a._clock = lambda: time.time() + 60  # A's clock runs a minute ahead of B's
+    first = await a.set(["skewed"], "a")
+    second = await b.set(["skewed"], "b")  # later in commit order: a greater versionstamp
+    assert first.versionstamp is not None and second.versionstamp is not None
+    assert second.versionstamp > first.versionstamp
+    # A check with the versionstamp A handed out fails against B's later write.
+    assert not (await a.atomic().check(["skewed"], first.versionstamp).set(["skewed"], "x").commit()).ok
+
+
+async def test_pods_on_one_clock_never_share_a_versionstamp(
+    start_host: HostStarter, replica_env: EnvFor
+) -> None:
+    a = await start_kv(start_host, replica_env("a"))
+    b = await start_kv(start_host, replica_env("b"))
+    frozen = time.time()
+    a._clock = b._clock = lambda: frozen  # the same millisecond on both pods
+    random.seed(7)  # and the same random start of the counter in that millisecond
+    first = await a.set(["same"], "a")
+    random.seed(7)
+    second = await b.set(["same"], "b")
+    assert first.versionstamp != second.versionstamp
+    assert not (await b.atomic().check(["same"], first.versionstamp).delete(["same"]).commit()).ok
+
+
+async def test_concurrent_sums_from_two_pods_are_exact(start_host: HostStarter, replica_env: EnvFor) -> None:
+    a = await start_kv(start_host, replica_env("a"))
+    b = await start_kv(start_host, replica_env("b"))
+    await asyncio.gather(*(kv.atomic().sum(["total"], 1).commit() for kv in (a, b) * 5))
+    await pull(a)
+    assert (await a.get(["total"])).value == 10
+
+
+async def test_a_message_is_leased_to_one_pod_at_a_time(start_host: HostStarter, replica_env: EnvFor) -> None:
+    a = await start_kv(start_host, {**replica_env("a"), "KEYVAL_QUEUE_LOCK_DURATION": "300ms"})
+    b = await start_kv(start_host, {**replica_env("b"), "KEYVAL_QUEUE_LOCK_DURATION": "300ms"})
+    message_id = await a.queue.enqueue("job")
+    got = await asyncio.gather(a.queue.dequeue(), b.queue.dequeue())
+    leased = [m for m in got if m is not None]
+    assert [(m.id, m.attempts) for m in leased] == [(message_id, 1)]
+    holder, other = (a, b) if got[0] is not None else (b, a)
+    await asyncio.sleep(0.4)
+    assert await other.queue.requeue_stale() == 1  # the lease ran out: back to pending
+    again = await other.queue.dequeue()
+    assert again is not None and (again.id, again.attempts) == (message_id, 2)
+    with pytest.raises(KeyValConflictError):  # the first holder's lease is over
+        await holder.queue.ack(message_id, attempts=1)
+    with pytest.raises(KeyValConflictError):
+        await holder.queue.nack(message_id, attempts=1)
+    assert await other.queue.ack(message_id, attempts=2) is True
+    assert await holder.queue.ack(message_id, attempts=2) is False  # gone: acked once only

@@ -94,6 +94,10 @@ class RequestCounters:
         if client and len(self._clients) < MAX_TRACKED_CLIENTS:
             self._clients.add(client)
 
+    def recorded(self, timestamp: int) -> None:
+        """The store moved a snapshot's timestamp past another replica's: keep ours increasing."""
+        self._last_timestamp = max(self._last_timestamp, timestamp)
+
     def take(self) -> MetricsSnapshot:
         """A snapshot of now; timestamps strictly increase within the process (they are the key)."""
         self._last_timestamp = max(now_ms(), self._last_timestamp + 1)
@@ -290,10 +294,10 @@ class Gateway:
 
     async def record_snapshot(self) -> MetricsSnapshot:
         store = self._require_store()
-        snapshot = self._take()
-        await store.record_snapshot(snapshot)
-        self._last_snapshot = (snapshot.total_requests, snapshot.blocked_requests, snapshot.active_buckets)
-        return snapshot
+        stored = await store.record_snapshot(self._take())
+        self.counters.recorded(stored.timestamp)
+        self._last_snapshot = (stored.total_requests, stored.blocked_requests, stored.active_buckets)
+        return stored
 
     async def run_snapshots(self) -> None:
         """Every ``snapshot_interval``: record a snapshot unless nothing changed since the last one.

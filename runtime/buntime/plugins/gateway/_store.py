@@ -3,12 +3,14 @@ settings (the ``shell_dir`` override) and per-host shell routes.
 
 Called by ``_gateway``. Everything but the metrics history is cached in memory (CORS rules are
 read on every request) and the cache follows pulls from other replicas; the metrics history is
-only read by the admin API, so it is queried directly. Every write is one
+only read by the admin API, so it is queried directly. The caches only serve reads: every
+write decides on the stored rows inside its transaction, which is one
 ``service.transaction()`` (serializable across pods in sync mode, pushed at commit).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -246,19 +248,29 @@ class GatewayStore:
         return await self._store.write(delete)
 
     # -- metrics history ----------------------------------------------------------------------
-    async def record_snapshot(self, snapshot: MetricsSnapshot) -> None:
-        """Insert one snapshot and prune to the newest ``retention`` rows, in one transaction."""
+    async def record_snapshot(self, snapshot: MetricsSnapshot) -> MetricsSnapshot:
+        """Insert one snapshot and prune to the newest ``retention`` rows, in one transaction.
 
-        async def insert(db: Database) -> None:
+        The timestamp is the row's key and every replica records snapshots: two pods recording
+        in the same millisecond (or a pod whose clock is behind) must not replace another pod's
+        row, so the timestamp moves past the newest stored one, decided in the transaction.
+        Returns the snapshot as stored.
+        """
+
+        async def insert(db: Database) -> MetricsSnapshot:
+            newest = await db.get("SELECT max(timestamp) AS ts FROM gateway_metrics_history")
+            stored = snapshot
+            if newest is not None and newest["ts"] is not None and int(newest["ts"]) >= snapshot.timestamp:
+                stored = dataclasses.replace(snapshot, timestamp=int(newest["ts"]) + 1)
             await db.run(
-                "INSERT OR REPLACE INTO gateway_metrics_history(timestamp, total_requests, "
+                "INSERT INTO gateway_metrics_history(timestamp, total_requests, "
                 "blocked_requests, allowed_requests, active_buckets) VALUES (?, ?, ?, ?, ?)",
                 [
-                    snapshot.timestamp,
-                    snapshot.total_requests,
-                    snapshot.blocked_requests,
-                    snapshot.allowed_requests,
-                    snapshot.active_buckets,
+                    stored.timestamp,
+                    stored.total_requests,
+                    stored.blocked_requests,
+                    stored.allowed_requests,
+                    stored.active_buckets,
                 ],
             )
             await db.run(
@@ -266,8 +278,9 @@ class GatewayStore:
                 "(SELECT timestamp FROM gateway_metrics_history ORDER BY timestamp DESC LIMIT ?)",
                 [self.retention],
             )
+            return stored
 
-        await self._store.write(insert, reload=False)
+        return await self._store.write(insert, reload=False)
 
     async def history(self, limit: int) -> list[MetricsSnapshot]:
         """The newest ``limit`` snapshots, oldest first (the order a chart draws them)."""

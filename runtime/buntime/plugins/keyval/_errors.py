@@ -8,6 +8,7 @@ answers with; each also subclasses the matching built-in so plain ``except Value
     ├── InvalidValueError (ValueError)            400 INVALID_VALUE, INVALID_MUTATION
     ├── InvalidRequestError (ValueError)          400 INVALID_REQUEST, INVALID_JSON, INVALID_CURSOR, ...
     ├── KeyValNotFoundError (LookupError)         404 KEY_NOT_FOUND, INDEX_NOT_FOUND, MESSAGE_NOT_FOUND
+    ├── KeyValConflictError                       409 LEASE_LOST — a queue lease ended, the message moved on
     ├── KeyValConfigError (ValueError)            500 MISSING_TURSO_SERVICE, INVALID_KEYVAL_CONFIG
     ├── KeyValStorageError                        500 KEYVAL_STORAGE_ERROR — the engine rejected a statement
     └── KeyValUnavailableError (ConnectionError)  503 KEYVAL_UNAVAILABLE, KEYVAL_BUSY — storage down or busy
@@ -65,6 +66,13 @@ class KeyValNotFoundError(KeyValError, LookupError):
 
     code = "NOT_FOUND"
     status = 404
+
+
+class KeyValConflictError(KeyValError):
+    """The caller's claim is out of date: its queue lease ended and the message was leased again."""
+
+    code = "LEASE_LOST"
+    status = 409
 
 
 class KeyValConfigError(KeyValError, ValueError):

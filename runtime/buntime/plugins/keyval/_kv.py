@@ -4,18 +4,27 @@ Called by the plugin (which provides a :class:`Kv` to other plugins) and the HTT
 
 * **Writes** all go through :meth:`Kv._write`: ``service.run_transaction()`` (so in sync mode
   the commit is pushed at once — upstream's autocommit writes were never pushed) under one
-  in-process write lock. The lock orders commits, keeps versionstamps increasing in commit
-  order, and makes an atomic's checks and mutations serialisable without MVCC conflict retries.
+  in-process write lock. Every decision a write makes is taken inside its transaction, on the
+  database: an atomic's checks, sum/min/max, the queue's lease, the next versionstamp and the
+  list of search indexes to update. In sync mode that transaction runs under the namespace's
+  write lease (fresh data, serialised with every other pod), so these decisions are exact
+  across pods; the in-process lock only spares this pod MVCC conflict retries in local mode.
   Search tables are updated in the same transaction as the entries they mirror. Transaction
   bodies are blocking functions that run whole on the engine thread (BEGIN, statements and
   COMMIT in one thread hop); they touch only plain state that changes under the write lock
-  (versionstamps, the index list), never the event loop.
+  (the versionstamp floor, the index list), never the event loop.
 * **Reads** are one autocommit statement, so one engine-thread hop, each (a search too, unless
   the in-memory index list turns out stale; see :meth:`Kv.search`).
-* **Versionstamps** are 20 hex digits: ``(epoch ms << 32) + counter``, strictly increasing per
-  process (a new millisecond starts the counter at a random offset, so two pods writing in the
-  same millisecond do not collide), seeded at start from the highest stored one so a restart
-  never goes backwards. Equal strings mean "same write"; string order is time order.
+* **Versionstamps** are 20 hex digits: ``(epoch ms << 32) + counter``. The last one handed out
+  is stored in ``kv_meta`` and, on replicas, read and bumped inside each write transaction, so
+  they strictly increase in commit order across pods, whatever their clocks say (a pod whose
+  clock is behind continues from the stored one); a local file has one writer process, which
+  keeps the counter in memory, seeded at open. A new millisecond starts the counter at a random offset, which
+  keeps collisions unlikely even in the opt-in offline write mode, where pods do not serialise.
+  Equal strings mean "same write"; string order is commit order.
+* **Search indexes**: the in-memory list serves searches (checked against storage there) and
+  names the tables a write updates; each write first compares the list's generation with
+  ``kv_meta`` in its own transaction and reloads the list when another pod changed it.
 * **TTL**: ``expires_at`` is epoch milliseconds; every read filters expired rows and a
   background sweep deletes them (and their search documents).
 * **Order**: lists and pages ``ORDER BY hex(key)`` (stable in Turso, unlike ordering the raw
@@ -32,6 +41,7 @@ import json
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -62,6 +72,7 @@ from ._search import (
     index_table_name,
     match_sql,
     parse_query,
+    read_indexes,
     rebuild,
     search_sql,
     split_search_rows,
@@ -82,6 +93,11 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SELECT_ENTRY = "SELECT key, value, versionstamp, expires_at FROM kv_entries"
 _COUNTER_BITS = 32
 _COUNTER_START_BITS = 24
+_READ_META = (
+    "SELECT (SELECT value FROM kv_meta WHERE name = 'versionstamp') AS versionstamp, "
+    "(SELECT value FROM kv_meta WHERE name = 'indexes') AS indexes"
+)
+_BUMP_INDEXES = "UPDATE kv_meta SET value = ? WHERE name = 'indexes'"
 
 State = Literal["unopened", "opened", "closed"]
 
@@ -166,8 +182,12 @@ class Kv:
         self._clock = clock
         self._state: State = "unopened"
         self._write_lock = asyncio.Lock()
-        self._last_versionstamp = 0
+        self._last_versionstamp = 0  # the highest one this process saw (a floor, not the source)
         self._search = SearchIndexes()
+        self._index_generation: str | None = None  # kv_meta's generation of the list in _search
+        # Replicas share the database with other pods: their writes read and bump kv_meta. A local
+        # file belongs to this process alone (tursodb locks it), so memory is the truth there.
+        self._shared = service.config.mode == "sync"
         self._handle: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.queue = KvQueue(self, lock_duration=queue_lock_duration)
@@ -192,10 +212,13 @@ class Kv:
             await migrate(self.service, self.namespace)
             db = await self._db()
             self._search.replace_all(await SearchIndexes.read_all(db))
-            row = await db.get("SELECT max(versionstamp) AS vs FROM kv_entries")
-            if row and row["vs"]:
-                with contextlib.suppress(ValueError):
-                    self._last_versionstamp = int(row["vs"], 16)
+            if not self._shared:
+                row = await db.get(
+                    "SELECT max(COALESCE((SELECT max(versionstamp) FROM kv_entries), ''), "
+                    "COALESCE((SELECT value FROM kv_meta WHERE name = 'versionstamp'), '')) AS vs"
+                )
+                with contextlib.suppress(TypeError, ValueError):  # '' or NULL: an empty store
+                    self._last_versionstamp = int((row or {})["vs"], 16)
         self.service.add_pull_listener(self._on_pull)
         self._state = "opened"
 
@@ -260,17 +283,29 @@ class Kv:
         *,
         type: TransactionType = "concurrent",
         on_commit: Callable[[T], None] | None = None,
+        entries: bool = True,
     ) -> T:
         """Run the blocking ``fn`` in a pushed transaction on the engine thread, under the write
         lock (re-run on busy/conflict errors); ``on_commit`` runs on the event loop, still locked.
 
+        With ``entries`` (any write that may touch ``kv_entries``) on a replica the transaction
+        first reads ``kv_meta``: the versionstamp to continue from and the index generation,
+        reloading the index list when another pod changed it, so the write updates exactly the
+        stored indexes. A local file has one writer process, so there memory is exact and the
+        extra statements (which halved local set throughput) are skipped.
         Bodies run one at a time and in submission order on the store's single engine thread,
-        which is what keeps versionstamps ordered even after a cancelled caller released the
-        lock while its body was still running there."""
+        so the plain state they share stays consistent even after a cancelled caller released
+        the lock while its body was still running there."""
+
+        def body(db: BlockingDatabase) -> T:
+            if entries and self._shared:
+                self._read_meta(db)
+            return fn(db)
+
         async with self._write_lock:
             self._check_open()
             txn = self.service.run_transaction(
-                fn, namespace=self.namespace, type=type, max_retries=WRITE_RETRIES
+                body, namespace=self.namespace, type=type, max_retries=WRITE_RETRIES
             )
             if on_commit is None:
                 return await txn
@@ -293,14 +328,30 @@ class Kv:
     def _expiry(self, now: int, expire_in: float | None) -> int | None:
         return None if expire_in is None else now + math.ceil(expire_in)
 
-    def next_versionstamp(self) -> str:
-        """The next versionstamp (call under the write lock, inside the write's transaction)."""
+    def _read_meta(self, db: BlockingDatabase) -> None:
+        """Start of a write transaction (engine thread): learn the stored versionstamp and make
+        the index list the stored one. Both come from committed state, so a rollback of this
+        transaction leaves them true."""
+        row = db.get(_READ_META) or {}
+        with contextlib.suppress(TypeError, ValueError):  # '' or NULL: nothing handed out yet
+            self._last_versionstamp = max(self._last_versionstamp, int(row["versionstamp"], 16))
+        generation = row.get("indexes")
+        if generation is None or generation != self._index_generation:
+            self._search.replace_all(read_indexes(db))
+            self._index_generation = generation
+
+    def next_versionstamp(self, db: BlockingDatabase) -> str:
+        """The next versionstamp, recorded in ``kv_meta`` (engine thread, inside a write's
+        transaction, after :meth:`_read_meta`): greater than every one committed before."""
         base = self.now_ms() << _COUNTER_BITS
         if self._last_versionstamp >= base:
             self._last_versionstamp += 1
         else:
             self._last_versionstamp = base + random.getrandbits(_COUNTER_START_BITS)
-        return f"{self._last_versionstamp:020x}"
+        versionstamp = f"{self._last_versionstamp:020x}"
+        if self._shared:  # local mode: seeded at open from the entries, one writer process
+            db.run("UPDATE kv_meta SET value = ? WHERE name = 'versionstamp'", [versionstamp])
+        return versionstamp
 
     def put_in_tx(
         self,
@@ -452,7 +503,7 @@ class Kv:
             ttl = validate_expire_in(expire_in)
 
             def fn(db: BlockingDatabase) -> CommitResult:
-                versionstamp = self.next_versionstamp()
+                versionstamp = self.next_versionstamp(db)
                 self.put_in_tx(
                     db,
                     encoded,
@@ -501,7 +552,7 @@ class Kv:
                         return CommitResult(False)
                 if not mutations:
                     return CommitResult(True)
-                versionstamp = self.next_versionstamp()
+                versionstamp = self.next_versionstamp(db)
                 for m in mutations:
                     if m.type == "delete":
                         self._delete_in_tx(db, m.encoded, True, now)
@@ -571,7 +622,7 @@ class Kv:
                 raise InvalidRequestError("tokenize must be a non-empty string", code="INVALID_INDEX")
             table = index_table_name(encoded)
 
-            def fn(db: BlockingDatabase) -> IndexInfo:
+            def fn(db: BlockingDatabase) -> tuple[IndexInfo, str | None]:
                 now = self.now_ms()
                 info = IndexInfo(
                     tuple(prefix), encoded, tuple(f.strip() for f in fields), tokenize, table, now
@@ -585,9 +636,24 @@ class Kv:
                     [encoded, json.dumps(builtins.list(info.fields)), tokenize, table, now],
                 )
                 self._rebuild_in_tx(db, info, now)
-                return info
+                return info, self._bump_index_generation(db)
 
-            return await self._write(fn, type="exclusive", on_commit=self._search.put)
+            def on_commit(done: tuple[IndexInfo, str | None]) -> None:
+                self._search.put(done[0])
+                self._index_generation = done[1]
+
+            info, _ = await self._write(fn, type="exclusive", on_commit=on_commit)
+            return info
+
+    @staticmethod
+    def _bump_index_generation(db: BlockingDatabase) -> str:
+        """Tell every pod's next write that ``kv_indexes`` changed; the new generation.
+
+        A random token, not a counter: a change that was rolled back after this pod saw it
+        (a failed group push) must never look like another pod's later change."""
+        generation = secrets.token_hex(8)
+        db.run(_BUMP_INDEXES, [generation])
+        return generation
 
     def _rebuild_in_tx(self, db: BlockingDatabase, info: IndexInfo, now: int) -> int:
         lo, hi = prefix_range(info.encoded)
@@ -601,17 +667,22 @@ class Kv:
         with self._op("index_remove"):
             encoded = encode_key(prefix)
 
-            def fn(db: BlockingDatabase) -> bool:
+            def fn(db: BlockingDatabase) -> tuple[bool, str | None]:
                 row = db.get("SELECT table_name FROM kv_indexes WHERE prefix = ?", [encoded])
                 if row is None:
-                    return False
+                    return False, self._index_generation
                 table = str(row["table_name"])
                 if INDEX_TABLE_PATTERN.match(table):
                     db.exec(f"DROP TABLE IF EXISTS {table}")
                 db.run("DELETE FROM kv_indexes WHERE prefix = ?", [encoded])
-                return True
+                return True, self._bump_index_generation(db)
 
-            return await self._write(fn, type="exclusive", on_commit=lambda _: self._search.drop(encoded))
+            def on_commit(done: tuple[bool, str | None]) -> None:
+                self._search.drop(encoded)
+                self._index_generation = done[1]
+
+            removed, _ = await self._write(fn, type="exclusive", on_commit=on_commit)
+            return removed
 
     async def list_indexes(self) -> builtins.list[IndexInfo]:
         """Every index, read from ``kv_indexes`` (not from memory)."""
@@ -672,18 +743,23 @@ class Kv:
             log.warning("KeyVal refresh after sync pull failed: %s", exc)
 
     async def refresh(self) -> int:
-        """Reload the index list after a pull; rebuild indexes that are new here. Return how many.
+        """Reload the index list after a pull; in offline write mode also rebuild the indexes that
+        are new here. Return how many were rebuilt.
 
-        Rebuilding catches up entries this pod wrote before it learned of an index created by
-        another pod (their documents were never written). Called by the pull listener.
+        Offline writes do not serialise with other pods, so this pod may have written entries
+        before it learned of an index another pod created (their documents were never written):
+        the rebuild catches them up. Serializable and local writes check the index generation
+        inside their own transaction (:meth:`_read_meta`) and never miss an index, so there the
+        reload only keeps searches' first guess current. Called by the pull listener.
         """
         with self._op("refresh"):
             rebuilt = 0
+            catch_up = self.service.config.write_mode == "offline"
             async with self._write_lock:
                 self._check_open()
                 db = await self._db()
                 fresh = await SearchIndexes.read_all(db)
-                stale = [i for i in fresh if not i.agrees_with(self._search.get(i.encoded))]
+                stale = [i for i in fresh if catch_up and not i.agrees_with(self._search.get(i.encoded))]
                 self._search.replace_all(fresh)
                 for info in stale:
 

@@ -5,7 +5,13 @@ of the Kv store (pushed in sync mode, under its write lock, its body a blocking 
 the engine thread in one hop). Times are epoch milliseconds.
 
 * ``dequeue`` leases the oldest ready message: ``status='processing'``, ``attempts + 1`` and
-  ``locked_until = now + lock duration``. ``ack`` deletes it.
+  ``locked_until = now + lock duration``, in one statement of one write transaction (in sync
+  mode under the namespace's write lease, so of two pods polling at once only one gets it).
+  ``ack`` deletes it.
+* ``attempts`` doubles as the lease's fencing token: it grows by one with every dequeue, so an
+  ``ack``/``nack`` that passes the ``attempts`` it was given is refused with
+  :class:`KeyValConflictError` once the message was leased again (the consumer's lease ran out
+  and another consumer has it now) instead of deleting or releasing someone else's lease.
 * ``nack`` puts it back with the delay ``backoff_schedule[attempts - 1]`` (the last entry
   repeats) or, once ``attempts`` reached ``len(schedule) + 1``, moves it to ``kv_dlq`` and writes
   its value to each of ``keys_if_undelivered``.
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...turso import BlockingDatabase
-from ._errors import InvalidRequestError, InvalidValueError
+from ._errors import InvalidRequestError, InvalidValueError, KeyValConflictError
 from ._keys import encode_key, key_from_json, key_to_json
 from ._values import decode_value, encode_value, is_number
 
@@ -40,6 +46,7 @@ NACK_RETRY = "retry"
 NACK_DEAD = "dead"
 ERROR_MAX_ATTEMPTS = "Max attempts exceeded"
 ERROR_LEASE_EXPIRED = "Lease expired on the last attempt"
+_LEASE_LOST = "lease-lost"
 
 
 @dataclass(frozen=True)
@@ -196,7 +203,7 @@ class KvQueue:
                 )
                 return message_id
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
     async def dequeue(self) -> QueueMessage | None:
         """Lease the oldest ready message, or ``None`` when nothing is ready."""
@@ -222,38 +229,57 @@ class KvQueue:
                     int(row["locked_until"]),
                 )
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
-    async def ack(self, message_id: str) -> bool:
-        """Done with a message: delete it. ``False`` when no such message exists."""
+    async def ack(self, message_id: str, *, attempts: int | None = None) -> bool:
+        """Done with a message: delete it. ``False`` when no such message exists.
+
+        With ``attempts`` (the :class:`QueueMessage`'s) the ack is fenced: it raises
+        :class:`KeyValConflictError` when the message has been leased again since.
+        """
         with self._kv._op("queue_ack"):
             _check_id(message_id)
+            _check_attempts(attempts)
 
-            def fn(db: BlockingDatabase) -> bool:
-                result = db.run("DELETE FROM kv_queue WHERE id = ?", [message_id])
-                return result.changes > 0
+            def fn(db: BlockingDatabase) -> bool | str:
+                row = db.get("SELECT attempts FROM kv_queue WHERE id = ?", [message_id])
+                if row is None:
+                    return False
+                if attempts is not None and int(row["attempts"]) != attempts:
+                    return _LEASE_LOST
+                db.run("DELETE FROM kv_queue WHERE id = ?", [message_id])
+                return True
 
-            return await self._kv._write(fn)
+            done = await self._kv._write(fn, entries=False)
+            if done == _LEASE_LOST:
+                raise _lease_lost(message_id, attempts)
+            return bool(done)
 
-    async def nack(self, message_id: str, *, error: str | None = None) -> str | None:
+    async def nack(
+        self, message_id: str, *, error: str | None = None, attempts: int | None = None
+    ) -> str | None:
         """A failed attempt: retry after the backoff, or dead-letter after the last attempt.
 
         Returns :data:`NACK_RETRY`, :data:`NACK_DEAD`, or ``None`` when no such message exists.
+        With ``attempts`` it is fenced like :meth:`ack`.
         """
         with self._kv._op("queue_nack"):
             _check_id(message_id)
+            _check_attempts(attempts)
 
             def fn(db: BlockingDatabase) -> str | None:
                 now = self._kv.now_ms()
                 row = db.get("SELECT * FROM kv_queue WHERE id = ?", [message_id])
                 if row is None:
                     return None
-                attempts = int(row["attempts"])
-                if attempts >= int(row["max_attempts"]):
+                tried = int(row["attempts"])
+                if attempts is not None and tried != attempts:
+                    return _LEASE_LOST
+                if tried >= int(row["max_attempts"]):
                     self._dead_letter(db, row, error or ERROR_MAX_ATTEMPTS, now)
                     return NACK_DEAD
                 schedule = json.loads(row["backoff_schedule"] or "[]") or [0]
-                delay = int(schedule[min(max(attempts - 1, 0), len(schedule) - 1)])
+                delay = int(schedule[min(max(tried - 1, 0), len(schedule) - 1)])
                 db.run(
                     "UPDATE kv_queue SET status = ?, ready_at = ?, locked_until = NULL, last_error = ?, "
                     "updated_at = ? WHERE id = ?",
@@ -261,7 +287,10 @@ class KvQueue:
                 )
                 return NACK_RETRY
 
-            return await self._kv._write(fn)
+            outcome = await self._kv._write(fn)
+            if outcome == _LEASE_LOST:
+                raise _lease_lost(message_id, attempts)
+            return outcome
 
     def _dead_letter(self, db: BlockingDatabase, row: dict[str, Any], reason: str, now: int) -> None:
         db.run(
@@ -274,7 +303,7 @@ class KvQueue:
         if row["keys_if_undelivered"]:
             value = decode_value(row["value"])
             raw = encode_value(value)
-            versionstamp = self._kv.next_versionstamp()
+            versionstamp = self._kv.next_versionstamp(db)
             for key_json in json.loads(row["keys_if_undelivered"]):
                 encoded = encode_key(key_from_json(key_json), allow_empty=False)
                 self._kv.put_in_tx(db, encoded, raw, value, versionstamp=versionstamp, expires_at=None)
@@ -352,7 +381,7 @@ class KvQueue:
                 db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])
                 return new_id
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
     async def delete_dlq(self, dlq_id: str) -> bool:
         with self._kv._op("dlq_delete"):
@@ -361,7 +390,7 @@ class KvQueue:
             def fn(db: BlockingDatabase) -> bool:
                 return db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id]).changes > 0
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
     async def purge_dlq(self) -> int:
         """Delete every dead letter; return how many."""
@@ -370,9 +399,21 @@ class KvQueue:
             def fn(db: BlockingDatabase) -> int:
                 return db.run("DELETE FROM kv_dlq").changes
 
-            return await self._kv._write(fn)
+            return await self._kv._write(fn, entries=False)
 
 
 def _check_id(message_id: object) -> None:
     if not isinstance(message_id, str) or not message_id or len(message_id) > 128:
         raise InvalidRequestError("a message id must be a non-empty string", code="INVALID_MESSAGE_ID")
+
+
+def _check_attempts(attempts: object) -> None:
+    if attempts is not None and (not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1):
+        raise InvalidRequestError("attempts must be a positive integer", code="INVALID_ATTEMPTS")
+
+
+def _lease_lost(message_id: str, attempts: int | None) -> KeyValConflictError:
+    return KeyValConflictError(
+        f"message {message_id} was leased again after attempt {attempts}: this lease is over "
+        "(the message is another consumer's now)"
+    )

@@ -10,7 +10,9 @@ Every route lives under ``/api``. Keys travel three ways:
 
 Errors are ``{"code", "error"}`` with stable codes: 400 for malformed keys, values, JSON and
 parameters, 404 for a missing key/index/message, 409 (``CHECK_FAILED``, body ``ok: false``) for an
-atomic whose check failed, 503 ``KEYVAL_UNAVAILABLE`` while storage is closed or unreachable.
+atomic whose check failed, 409 ``LEASE_LOST`` for a queue ack/nack whose ``attempts`` is no longer
+the message's (its lease ended and the message was leased again), 503 ``KEYVAL_UNAVAILABLE``
+while storage is closed or unreachable.
 Called by the plugin's ``routes()``.
 """
 
@@ -311,7 +313,8 @@ def _message_id(body: dict[str, Any]) -> str:
 
 
 async def ack(request: web.Request) -> web.Response:
-    if not await _kv(request).queue.ack(_message_id(await _object(request))):
+    body = await _object(request)
+    if not await _kv(request).queue.ack(_message_id(body), attempts=body.get("attempts")):
         raise KeyValNotFoundError("Message not found", code="MESSAGE_NOT_FOUND")
     return web.json_response({"ok": True})
 
@@ -319,7 +322,9 @@ async def ack(request: web.Request) -> web.Response:
 async def nack(request: web.Request) -> web.Response:
     body = await _object(request)
     error = body.get("error")
-    outcome = await _kv(request).queue.nack(_message_id(body), error=None if error is None else str(error))
+    outcome = await _kv(request).queue.nack(
+        _message_id(body), error=None if error is None else str(error), attempts=body.get("attempts")
+    )
     if outcome is None:
         raise KeyValNotFoundError("Message not found", code="MESSAGE_NOT_FOUND")
     return web.json_response({"ok": True, "result": outcome})

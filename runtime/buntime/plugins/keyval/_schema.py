@@ -58,8 +58,21 @@ CREATE TABLE IF NOT EXISTS kv_indexes (
 );
 """
 
+#: Counters every pod reads and bumps inside its write transaction (see ``Kv._write``): the last
+#: versionstamp handed out (20 hex digits, so text order is number order; seeded from the entries
+#: already stored) and the generation of ``kv_indexes`` (bumped by every index create/remove).
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS kv_meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT OR IGNORE INTO kv_meta(name, value)
+    SELECT 'versionstamp', COALESCE(max(versionstamp), '') FROM kv_entries;
+INSERT OR IGNORE INTO kv_meta(name, value) VALUES ('indexes', '0');
+"""
+
 #: (version, script); append new versions, never edit an applied one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, SCHEMA_V1),)
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, SCHEMA_V1), (2, SCHEMA_V2))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

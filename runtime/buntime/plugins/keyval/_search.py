@@ -10,7 +10,9 @@ The Kv store calls :meth:`SearchIndexes.index`, :meth:`~SearchIndexes.unindex_ke
 prefix delete, atomic, TTL sweep, dead-lettering), so an index never disagrees with its entries;
 like every transaction body of the store they are blocking and run on the engine thread
 (``service.run_transaction``). The in-memory index list only decides which tables a write
-touches; it is loaded at start-up, updated under the write lock, and reloaded after a sync pull.
+touches; it is loaded at start-up, updated under the write lock, reloaded after a sync pull, and
+checked against ``kv_meta``'s index generation at the start of every write transaction (so a
+write never misses an index another pod created: the check and the write commit together).
 ``search`` reads the metadata rows from the table every time (in the same statement as the
 matches, see :func:`search_sql`), so it works right after a restart (an upstream defect).
 """
@@ -37,6 +39,9 @@ OPERATOR_OR = "OR"
 _TOKEN = re.compile(r'"([^"]*)"|(\S+)')
 _FIELD_TERM = re.compile(r"^([A-Za-z_][\w.]*):(.+)$")
 _INSERT_CHUNK = 200
+_SELECT_INDEXES = (
+    "SELECT prefix, fields, tokenize, table_name, created_at FROM kv_indexes ORDER BY hex(prefix)"
+)
 
 
 def index_table_name(encoded_prefix: bytes) -> str:
@@ -187,10 +192,7 @@ class SearchIndexes:
 
     @staticmethod
     async def read_all(db: Database) -> list[IndexInfo]:
-        rows = await db.all(
-            "SELECT prefix, fields, tokenize, table_name, created_at FROM kv_indexes ORDER BY hex(prefix)"
-        )
-        return [IndexInfo.from_row(r) for r in rows]
+        return [IndexInfo.from_row(r) for r in await db.all(_SELECT_INDEXES)]
 
     # -- maintenance, inside the caller's write transaction (on the engine thread) ----------
     def index(self, db: BlockingDatabase, items: Iterable[tuple[bytes, Any]]) -> None:
@@ -217,6 +219,11 @@ class SearchIndexes:
                 db.run(
                     f"DELETE FROM {info.table} WHERE doc_key >= ? AND doc_key < ?", [hex_key(lo), hex_key(hi)]
                 )
+
+
+def read_indexes(db: BlockingDatabase) -> list[IndexInfo]:
+    """Every stored index, inside the caller's transaction (engine thread)."""
+    return [IndexInfo.from_row(r) for r in db.all(_SELECT_INDEXES)]
 
 
 def deepest_covering(indexes: Iterable[IndexInfo], encoded_prefix: bytes) -> IndexInfo | None:

@@ -1,0 +1,438 @@
+"""Serializable sync writes (issue 9, "Throughput"): ``transaction()`` through a real turso-server.
+
+Run: ``python -m bench consistency`` (about a minute; also part of ``make bench``).
+``BENCH_WINDOW`` sets the seconds measured per case and round (default 1.25, after a 0.4 s
+warm-up), ``BENCH_ROUNDS`` the rounds (default 2): every case runs once per round, in alternating
+order, so that the drift of a shared machine hits every case alike.
+
+One turso-server (``--insecure-dev``) serves every case, each case on a namespace of its own so
+no case pulls another's rows. Every case is one-row ``INSERT`` transactions in a closed loop:
+``writers`` asyncio tasks in one process, each starting its next transaction when the last one
+returned. Throughput counts the transactions that finished inside the window; p50/p95 are their
+latencies (``transaction()`` call to return).
+
+* local 1/4/16: local mode (``TURSO_LOCAL_PATH`` only, MVCC, ``synchronous=FULL``), the baseline.
+* sync 1/4/16: single-tenant sync mode, one TursoService (one replica) in this process, the
+  default ``TURSO_WRITE_MODE=serializable``: each transaction runs under the namespace's write
+  lease and returns once the push carrying its commit landed (concurrent commits share a push).
+* 2 pods x 8: two separate processes, each a TursoService with its own replica dir and 8 writers
+  on the same namespace, told to start at the same instant and measured over the same window;
+  the lease passes between them, so each turn costs a pull.
+* offline 1/16 (alternative, unsafe, for comparison only): ``TURSO_WRITE_MODE=offline``, the old
+  behaviour: no lease, every commit pushed right after it (writers queue behind each push).
+* pipeline 1/16 (alternative): the write executed on the server instead, one ``/v2/pipeline``
+  request per transaction, one batch ``BEGIN`` / ``INSERT`` / ``COMMIT`` with each step conditional
+  on the one before, through turso-server with aiohttp (kept-alive connections);
+  turso-server runs it under an implicit lease. No replica, so no read-your-writes locally.
+* sync 1/16, replica sync=NORMAL (what-if): as sync 1/16 with ``PRAGMA synchronous = NORMAL`` on
+  the replica's connection, so a local commit no longer waits for fsync. A commit is acknowledged
+  only once its push landed on the server, so the replica's fsync buys nothing for process
+  crashes; the bench shows what it costs (the runtime does not do this today).
+* requests/tx: turso-server's own request counters (admin ``/metrics``) for the case's namespace,
+  from after the setup to the end of the loop, divided by every transaction that returned in
+  that time (warm-up and window edges included on both sides).
+* round trip: ``GET /healthz`` on turso-server (and a lease grant + release, for reference) over a
+  kept-alive aiohttp connection, p50, used by the one-writer latency goal; and a ``SELECT 1``
+  pipeline on a new connection per request, the way pyturso sends its sync requests.
+
+Goals (printed as PASS/MISS, information only): sync 16w >= 8x sync 1w; sync 16w >= 0.5x local
+16w; sync 1w p50 <= local 1w p50 + 2 x round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from bench._util import percentile
+from buntime.turso import TursoService, resolve_config
+from tests.support.tursoserver import SyncEndpoint
+
+REPO = Path(__file__).resolve().parents[1]
+WINDOW = float(os.environ.get("BENCH_WINDOW", "1.25"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+WARMUP = 0.4
+SCHEMA = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)"
+INSERT = "INSERT INTO t(v) VALUES (?)"
+_REQUESTS = re.compile(
+    r'^turso_server_data_requests_total\{namespace="(?P<namespace>[^"]*)",route="(?P<route>[^"]*)",'
+    r'status="[^"]*"\} (?P<value>\S+)$',
+    re.MULTILINE,
+)
+
+
+@dataclass
+class Result:
+    """What one case measured: transactions finished in the window and their latencies (s)."""
+
+    window: float
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    done: int = 0  # every transaction that returned, warm-up and window edges included
+    requests: dict[str, float] = field(default_factory=dict)  # turso-server route -> requests
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.window
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+    def merge(self, other: Result) -> Result:
+        return Result(
+            self.window,
+            self.latencies + other.latencies,
+            self.errors + other.errors,
+            self.done + other.done,
+            dict(self.requests),
+        )
+
+    def then(self, other: Result) -> Result:
+        """This result and a later one of the same case, as if measured over both windows."""
+        merged = self.merge(other)
+        merged.window = self.window + other.window
+        for route, n in other.requests.items():
+            merged.requests[route] = self.requests.get(route, 0.0) + n
+        return merged
+
+    def per_tx(self) -> str:
+        """Requests turso-server answered per transaction, by route (sync cases only)."""
+        if not self.requests or not self.done:
+            return ""
+        return " ".join(f"{route} {n / self.done:.2f}" for route, n in sorted(self.requests.items()))
+
+
+async def closed_loop(
+    op: Callable[[int, int], Awaitable[object]], writers: int, start: float, window: float
+) -> Result:
+    """``writers`` tasks calling ``op`` back to back from ``start - WARMUP`` (wall clock) on."""
+    measure_from, stop = start, start + window
+    result = Result(window)
+    await asyncio.sleep(max(0.0, start - WARMUP - time.time()))
+
+    async def writer(slot: int) -> None:
+        i = 0
+        while (began := time.time()) < stop:
+            i += 1
+            try:
+                await op(slot, i)
+            except Exception:
+                result.errors += 1
+                continue
+            ended = time.time()
+            result.done += 1
+            if began >= measure_from and ended <= stop:
+                result.latencies.append(ended - began)
+
+    await asyncio.gather(*(writer(slot) for slot in range(writers)))
+    return result
+
+
+def service_env(tmp: Path, url: str | None, **extra: str) -> dict[str, str]:
+    env = {"TURSO_LOCAL_PATH": str(tmp / "replica.db"), **extra}
+    if url:
+        env["TURSO_SYNC_URL"] = url
+    return env
+
+
+async def service_case(
+    env: dict[str, str],
+    writers: int,
+    *,
+    synchronous: str | None = None,
+    counted: tuple[str, str] | None = None,
+) -> Result:
+    """One TursoService, ``writers`` concurrent ``transaction()`` inserts.
+
+    ``counted`` is ``(admin URL, namespace)``: turso-server's requests for that namespace from
+    after the setup to the end of the loop go into ``Result.requests``.
+    """
+    async with TursoService(resolve_config(env=env)) as service:
+        if synchronous:  # a replica has one connection: the pragma holds for every transaction
+            await (await service.connect()).exec(f"PRAGMA synchronous = {synchronous}")
+        await service.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
+
+        def op(slot: int, i: int) -> Awaitable[object]:
+            return service.transaction(lambda db: db.run(INSERT, [f"{slot}-{i}"]), max_retries=1000)
+
+        before = await asyncio.to_thread(server_requests, counted[0]) if counted else {}
+        result = await closed_loop(op, writers, time.time() + WARMUP, WINDOW)
+        if counted:
+            after = await asyncio.to_thread(server_requests, counted[0])
+            result.requests = requests_between(before, after, counted[1])
+        return result
+
+
+async def pipeline_case(url: str, writers: int) -> Result:
+    """One ``/v2/pipeline`` request per transaction, executed by the server."""
+    async with aiohttp.ClientSession() as session:
+
+        async def pipeline(*statements: tuple[str, list[str]]) -> None:
+            steps: list[dict[str, object]] = [
+                {"stmt": {"sql": sql, "args": [{"type": "text", "value": a} for a in args]}}
+                for sql, args in statements
+            ]
+            for index in range(1, len(steps)):  # each step only if the one before succeeded
+                steps[index]["condition"] = {"type": "ok", "step": index - 1}
+            body = {"requests": [{"type": "batch", "batch": {"steps": steps}}]}
+            async with session.post(f"{url}/v2/pipeline", json=body) as response:
+                answer = await response.json(content_type=None)
+            results = answer.get("results", []) if isinstance(answer, dict) else []
+            ok = response.status == 200 and len(results) == 1 and results[0].get("type") == "ok"
+            if not ok or any(results[0]["response"]["result"].get("step_errors") or []):
+                raise RuntimeError(f"pipeline failed: HTTP {response.status} {str(answer)[:200]}")
+
+        await pipeline((SCHEMA, []))
+
+        def op(slot: int, i: int) -> Awaitable[None]:
+            return pipeline(("BEGIN", []), (INSERT, [f"{slot}-{i}"]), ("COMMIT", []))
+
+        return await closed_loop(op, writers, time.time() + WARMUP, WINDOW)
+
+
+def server_requests(admin_url: str) -> dict[tuple[str, str], float]:
+    """turso-server's request counters, ``(namespace, route) -> requests`` (all statuses)."""
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[tuple[str, str], float] = {}
+    for match in _REQUESTS.finditer(text):
+        key = (match["namespace"], match["route"])
+        counts[key] = counts.get(key, 0.0) + float(match["value"])
+    return counts
+
+
+def requests_between(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], namespace: str
+) -> dict[str, float]:
+    return {
+        route: n - before.get((ns, route), 0.0)
+        for (ns, route), n in after.items()
+        if ns == namespace and n > before.get((ns, route), 0.0)
+    }
+
+
+def fresh_connection_pipeline(namespace_url: str, samples: int = 100) -> float:
+    """p50 seconds of a ``SELECT 1`` pipeline the way pyturso sends its sync requests (urllib,
+    a new connection per request): what the first of a push's two requests costs at least."""
+    body = json.dumps({"requests": [{"type": "execute", "stmt": {"sql": "SELECT 1"}}]}).encode()
+    times: list[float] = []
+    for index in range(samples + 10):
+        request = urllib.request.Request(f"{namespace_url}/v2/pipeline", data=body, method="POST")
+        began = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+        if index >= 10:
+            times.append(time.perf_counter() - began)
+    return percentile(times, 50)
+
+
+async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tuple[float, float]:
+    """p50 seconds of ``GET /healthz`` and of a lease grant + release (two requests)."""
+    healthz: list[float] = []
+    lease: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for index in range(samples + 20):
+            began = time.perf_counter()
+            async with session.get(f"{base}/healthz") as response:
+                await response.read()
+            if index >= 20:
+                healthz.append(time.perf_counter() - began)
+        for index in range(samples // 4 + 5):
+            began = time.perf_counter()
+            body = {"holder": "bench-rtt", "ttl": 5, "wait": 5}
+            async with session.post(f"{namespace_url}/-/lease", json=body) as response:
+                token = (await response.json())["token"]
+            async with session.delete(f"{namespace_url}/-/lease/{token}") as response:
+                await response.read()
+            if index >= 5:
+                lease.append(time.perf_counter() - began)
+    return percentile(healthz, 50), percentile(lease, 50)
+
+
+def pods_case(url: str, tmp: Path, pods: int, writers: int, admin: str) -> Result:
+    """``pods`` processes x ``writers``; each opens and warms up, then all start on one signal."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_consistency",
+                "--pod",
+                url,
+                str(tmp / f"pod{n}"),
+                str(writers),
+            ],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(pods)
+    ]
+    try:
+        for proc in procs:  # "ready": the service is open and the table exists
+            assert proc.stdout is not None and proc.stdin is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise SystemExit("a pod process failed to start")
+        before = server_requests(admin)
+        start = time.time() + 1.0
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{start}\n")
+            proc.stdin.close()
+        merged = Result(WINDOW)
+        for proc in procs:
+            assert proc.stdout is not None
+            payload = json.loads(proc.stdout.read())
+            merged = merged.merge(Result(WINDOW, payload["latencies"], payload["errors"], payload["done"]))
+        merged.requests = requests_between(before, server_requests(admin), url.rsplit("/", 1)[-1])
+        return merged
+    finally:
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+async def pod_main(url: str, path: str, writers: int) -> None:
+    """One pod process: report ready, wait for the start time on stdin, print the result as JSON."""
+    env = service_env(Path(path), url)
+    async with TursoService(resolve_config(env=env)) as service:
+        await service.transaction(lambda db: db.exec(SCHEMA), type="exclusive")
+        print("ready", flush=True)
+        start = float(await asyncio.to_thread(sys.stdin.readline))
+
+        def op(slot: int, i: int) -> Awaitable[object]:
+            return service.transaction(lambda db: db.run(INSERT, [f"{path}-{slot}-{i}"]), max_retries=1000)
+
+        result = await closed_loop(op, writers, start, WINDOW)
+    payload = {"latencies": result.latencies, "errors": result.errors, "done": result.done}
+    print(json.dumps(payload), flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-consistency-") as raw:
+        tmp = Path(raw)
+        endpoint = SyncEndpoint(tmp / "server", namespace=None).start()
+        base, admin = endpoint.base_url, endpoint.server.admin_url
+
+        def sync(namespace: str, writers: int, **options: str) -> Callable[[int], Awaitable[Result]]:
+            synchronous = options.pop("synchronous", None)
+
+            def run(round_: int) -> Awaitable[Result]:
+                env = service_env(tmp / f"{namespace}-{round_}", f"{base}/{namespace}", **options)
+                return service_case(env, writers, synchronous=synchronous, counted=(admin, namespace))
+
+            return run
+
+        def local(writers: int) -> Callable[[int], Awaitable[Result]]:
+            return lambda round_: service_case(service_env(tmp / f"local{writers}-{round_}", None), writers)
+
+        def pods(round_: int) -> Awaitable[Result]:
+            return asyncio.to_thread(pods_case, f"{base}/pods", tmp / f"pods-{round_}", 2, 8, admin)
+
+        cases: dict[str, Callable[[int], Awaitable[Result]]] = {
+            **{f"local {n}w": local(n) for n in (1, 4, 16)},
+            **{f"sync {n}w": sync(f"sync{n}", n) for n in (1, 4, 16)},
+            "sync 2 pods x 8w": pods,
+            **{f"offline {n}w (unsafe)": sync(f"offline{n}", n, TURSO_WRITE_MODE="offline") for n in (1, 16)},
+            **{f"pipeline {n}w": (lambda _r, n=n: pipeline_case(f"{base}/pipeline{n}", n)) for n in (1, 16)},
+            **{
+                f"sync {n}w, replica sync=NORMAL": sync(f"normal{n}", n, synchronous="NORMAL")
+                for n in (1, 16)
+            },
+        }
+        results: dict[str, Result] = {}
+        started = time.monotonic()
+        try:
+            rtt, lease_rtt = await round_trips(base, f"{base}/rtt")
+            fresh_rtt = await asyncio.to_thread(fresh_connection_pipeline, f"{base}/rtt")
+            for round_ in range(ROUNDS):  # alternate the order, so drift hits every case alike
+                order = list(cases) if round_ % 2 == 0 else list(cases)[::-1]
+                for name in order:
+                    result = await cases[name](round_)
+                    results[name] = results[name].then(result) if name in results else result
+        finally:
+            endpoint.stop()
+    results = {name: results[name] for name in cases}
+
+    print(
+        f"serializable sync writes through turso-server ({ROUNDS} rounds x {WINDOW:g}s per case, "
+        f"{os.cpu_count()} CPUs)"
+    )
+    width = max(len(name) for name in results)
+    columns = f"{'tx/s':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'errors':>6}"
+    print(f"  {'case':<{width}}  {columns}  turso-server requests/tx")
+    for name, result in results.items():
+        print(
+            f"  {name:<{width}}  {result.rate:8.0f}  {ms(result.p(50)):>8}  {ms(result.p(95)):>8}  "
+            f"{result.errors:>6}  {result.per_tx()}"
+        )
+    print(
+        f"  round trip to turso-server (p50): GET /healthz {ms(rtt)} ms; "
+        f"lease grant + release {ms(lease_rtt)} ms; "
+        f"SELECT 1 pipeline on a fresh connection (as pyturso sends) {ms(fresh_rtt)} ms"
+    )
+
+    sync1, sync16, local1, local16 = (results[k] for k in ("sync 1w", "sync 16w", "local 1w", "local 16w"))
+    scaling = sync16.rate / sync1.rate
+    vs_local = sync16.rate / local16.rate
+    budget = local1.p(50) + 2 * rtt
+    pods = results["sync 2 pods x 8w"]
+    print("goals (information only):")
+    print(f"  [{verdict(scaling >= 8)}] sync 16w / sync 1w = {scaling:.2f}x  (goal >= 8x)")
+    print(f"  [{verdict(vs_local >= 0.5)}] sync 16w / local 16w = {vs_local:.2f}x  (goal >= 0.5x)")
+    print(
+        f"  [{verdict(sync1.p(50) <= budget)}] sync 1w p50 {ms(sync1.p(50))} ms vs local 1w p50 "
+        f"{ms(local1.p(50))} ms + 2 x RTT {ms(rtt)} ms = {ms(budget)} ms  "
+        f"(ratio {sync1.p(50) / budget:.2f}x, goal <= 1x)"
+    )
+    print("for the design note:")
+    print(f"  2 pods x 8w / sync 16w in one pod = {pods.rate / sync16.rate:.2f}x")
+    for n in (1, 16):
+        offline, pipeline, sync = (
+            results[f"offline {n}w (unsafe)"],
+            results[f"pipeline {n}w"],
+            results[f"sync {n}w"],
+        )
+        print(
+            f"  {n}w: sync / offline = {sync.rate / offline.rate:.2f}x, "
+            f"sync / pipeline = {sync.rate / pipeline.rate:.2f}x"
+        )
+    normal1, normal16 = results["sync 1w, replica sync=NORMAL"], results["sync 16w, replica sync=NORMAL"]
+    print(
+        f"  replica at synchronous=NORMAL: 16w / 1w = {normal16.rate / normal1.rate:.2f}x, "
+        f"16w / local 16w = {normal16.rate / local16.rate:.2f}x, "
+        f"1w p50 / budget = {normal1.p(50) / budget:.2f}x"
+    )
+    print(f"elapsed {time.monotonic() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pod", nargs=3, metavar=("URL", "DIR", "WRITERS"), help=argparse.SUPPRESS)
+    # parse_known_args: `python -m bench consistency` leaves the selection in sys.argv.
+    args, _ = parser.parse_known_args()
+    if args.pod:
+        asyncio.run(pod_main(args.pod[0], args.pod[1], int(args.pod[2])))
+    else:
+        asyncio.run(main())

@@ -1,0 +1,141 @@
+"""Slow and stalled clients cost only their own request: a bootstrap nobody reads, a body never sent.
+
+tursodb serves one connection at a time, so a reply the proxy streamed to a client that stopped
+reading used to block every other request to that namespace until the upstream timeout. These
+tests hold such clients open against a ~40 MiB namespace and time everyone else.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+
+from tests.turso_server.support import ADMIN_TOKEN, DATA_TOKEN, ServerFactory, ServerProcess, raw_request
+
+MIB = 1024 * 1024
+BLOB_ROWS = 40  # one 1 MiB blob each: the bootstrap reply is about 42 MB
+ANSWER_WITHIN = 1.0
+PULL = "/pull-updates"
+PIPELINE = "/v2/pipeline"
+
+
+def _pipeline(*sql: str) -> bytes:
+    return json.dumps({"requests": [{"type": "execute", "stmt": {"sql": q}} for q in sql]}).encode()
+
+
+def _fill(server: ServerProcess, namespace: str) -> int:
+    """Make ``namespace`` about 40 MiB; the size of its bootstrap reply."""
+    assert server.admin("POST", f"/v1/namespaces/{namespace}/create").status == 201
+    create = server.data("POST", f"/{namespace}{PIPELINE}", body=_pipeline("CREATE TABLE t(b BLOB)"))
+    assert create.status == 200, create.body
+    rows = ["INSERT INTO t VALUES (randomblob(1048576))"] * BLOB_ROWS
+    assert server.data("POST", f"/{namespace}{PIPELINE}", body=_pipeline(*rows)).status == 200
+    bootstrap = server.data("POST", f"/{namespace}{PULL}")
+    assert bootstrap.status == 200
+    assert len(bootstrap.body) > BLOB_ROWS * MIB
+    return len(bootstrap.body)
+
+
+def _head(port: int, method: str, target: str, *, token: str, length: int) -> bytes:
+    return (
+        f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode()
+
+
+@contextmanager
+def _stalled_reader(port: int, target: str, token: str) -> Iterator[socket.socket]:
+    """A client that asks for ``target`` and then never reads (a tiny receive window)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with closing(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(_head(port, "POST", target, token=token, length=0))
+        yield sock
+
+
+@contextmanager
+def _stalled_writer(port: int, target: str, token: str) -> Iterator[socket.socket]:
+    """A client that announces a 1000-byte body, sends ten bytes of it and stops."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    with closing(sock):
+        sock.sendall(_head(port, "POST", target, token=token, length=1000) + b'{"requests')
+        yield sock
+
+
+def _timed(port: int, method: str, target: str, *, token: str, body: bytes = b"") -> tuple[int, float]:
+    started = time.monotonic()
+    response = raw_request(port, method, target, token=token, body=body, timeout=10)
+    return response.status, time.monotonic() - started
+
+
+def _read_all(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while chunk := sock.recv(1 << 20):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+SEND_TIMEOUT = 6.0
+
+
+def test_stalled_reader_and_writer_do_not_hold_the_namespace(start_server: ServerFactory) -> None:
+    server = start_server(
+        TURSO_CLIENT_SEND_TIMEOUT=f"{SEND_TIMEOUT:g}s",
+        TURSO_CLIENT_RECEIVE_TIMEOUT="2s",
+        TURSO_SPOOL_DISK=str(100 * MIB),
+    )
+    size = _fill(server, "big")
+    ro = server.admin("POST", "/v1/namespaces/big/tokens", {"access": "ro"}).json()["token"]
+    port = server.data_port
+    insert = _pipeline("INSERT INTO t VALUES (x'00')")
+
+    with (
+        _stalled_reader(port, f"/big{PULL}", ro) as reader,
+        _stalled_writer(port, f"/big{PIPELINE}", DATA_TOKEN) as writer,
+    ):
+        stalled_at = time.monotonic()
+        time.sleep(0.5)  # the bootstrap has reached the child, the writer's head the proxy
+        for method, route, body in [
+            ("POST", PIPELINE, insert),
+            ("POST", PULL, b""),
+            ("POST", PIPELINE, insert),
+        ]:
+            status, elapsed = _timed(port, method, f"/big{route}", token=DATA_TOKEN, body=body)
+            assert status == 200, route
+            assert elapsed < ANSWER_WITHIN, f"{route} took {elapsed:.2f}s behind the stalled clients"
+
+        # The spool is bounded: with one bootstrap held for the stalled reader, a second stalled
+        # one fills it, and the next bootstrap is refused at once instead of queueing.
+        with _stalled_reader(port, f"/big{PULL}", ro):
+            time.sleep(0.5)
+            refused = raw_request(port, "POST", f"/big{PULL}", token=DATA_TOKEN, timeout=10)
+            assert refused.status == 503, refused.body
+            assert refused.json()["code"] == "spool full"
+            assert "retry-after" in refused.headers
+            status, elapsed = _timed(port, "POST", f"/big{PIPELINE}", token=DATA_TOKEN, body=insert)
+            assert (status, elapsed < ANSWER_WITHIN) == (200, True)
+
+        # The stalled writer gets 408 after the receive timeout; the stalled reader is cut off
+        # after the send timeout with a short body, not left hanging.
+        answer = _read_all(writer, timeout=5)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert b'"request timeout"' in answer
+        time.sleep(max(0.0, stalled_at + SEND_TIMEOUT + 0.5 - time.monotonic()))
+        cut = _read_all(reader, timeout=10)
+        assert cut.startswith(b"HTTP/1.1 200")
+        assert len(cut) < size
+
+    # Every spool share came back: a full bootstrap fits again, and nothing is left on disk.
+    assert server.data("POST", f"/big{PULL}").status == 200
+    spool_dir = server.data_dir / "_spool"
+    assert not spool_dir.exists() or not any(spool_dir.iterdir())
+    assert server.admin("GET", "/v1/namespaces/big", token=ADMIN_TOKEN).json()["running"]
+    assert server.find_logs("client did not take its reply")
