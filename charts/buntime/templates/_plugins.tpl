@@ -8,6 +8,15 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{- $plugins := .Values.plugins | default dict -}}
 {{- include "buntime.plugins.configEntry" (list "GATEWAY_SHELL_EXCLUDES" (dig "gateway" "shellExcludes" nil $plugins) "string") -}}
 {{- include "buntime.plugins.configEntry" (list "GATEWAY_METRICS_RETENTION" (dig "gateway" "metricsRetention" nil $plugins) "int") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_SNAPSHOT_INTERVAL" (dig "gateway" "snapshotInterval" nil $plugins) "duration") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_SSE_INTERVAL" (dig "gateway" "sseInterval" nil $plugins) "duration") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_SHELL_DIR" (dig "gateway" "shellDir" nil $plugins) "string") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_RATE_LIMIT_REQUESTS" (dig "gateway" "rateLimit" "requests" nil $plugins) "int") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_RATE_LIMIT_WINDOW" (dig "gateway" "rateLimit" "window" nil $plugins) "duration") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_RATE_LIMIT_KEY_BY" (dig "gateway" "rateLimit" "keyBy" nil $plugins) "enum") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_RATE_LIMIT_EXCLUDE_PATHS" (dig "gateway" "rateLimit" "excludePaths" nil $plugins) "string") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_CORS_ORIGIN" (dig "gateway" "cors" "origin" nil $plugins) "string") -}}
+{{- include "buntime.plugins.configEntry" (list "GATEWAY_CORS_CREDENTIALS" (dig "gateway" "cors" "credentials" nil $plugins) "bool") -}}
 {{- include "buntime.plugins.configEntry" (list "KEYVAL_SWEEP_INTERVAL" (dig "keyval" "sweepInterval" nil $plugins) "duration") -}}
 {{- include "buntime.plugins.configEntry" (list "KEYVAL_QUEUE_LOCK_DURATION" (dig "keyval" "queue" "lockDuration" nil $plugins) "duration") -}}
 {{- include "buntime.plugins.configEntry" (list "KEYVAL_QUEUE_CLEANUP_INTERVAL" (dig "keyval" "queue" "cleanupInterval" nil $plugins) "duration") -}}

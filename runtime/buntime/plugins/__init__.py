@@ -3,7 +3,8 @@
 from ._errors import ManifestError, PluginError, PluginInitError, PluginLoadError
 from ._host import BUILTIN_DIR, LoadedPlugin, PluginHost, order_plugins, plugin_dirs
 from ._manifest import Manifest, discover, load_manifest
-from ._plugin import Plugin, PluginContext
+from ._plugin import Plugin, PluginContext, ResponseHook
+from ._reserved import ReservedPath, ReservedPaths, route_samples
 
 __all__ = [
     "BUILTIN_DIR",
@@ -16,8 +17,12 @@ __all__ = [
     "PluginHost",
     "PluginInitError",
     "PluginLoadError",
+    "ReservedPath",
+    "ReservedPaths",
+    "ResponseHook",
     "discover",
     "load_manifest",
     "order_plugins",
     "plugin_dirs",
+    "route_samples",
 ]

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from ._errors import ManifestError, PluginInitError, PluginLoadError
 from ._manifest import Manifest, discover
 from ._plugin import Plugin, PluginContext
+from ._reserved import ReservedPaths
 
 log = logging.getLogger("buntime.plugins")
 BUILTIN_DIR = Path(__file__).resolve().parent
@@ -125,6 +126,8 @@ class PluginHost:
         self.env = os.environ if env is None else env
         self.init_timeout = init_timeout
         self.metrics = CollectorRegistry()
+        #: Filled by the server as it mounts routes; shared with every plugin's context.
+        self.reserved = ReservedPaths()
         self.loaded: list[LoadedPlugin] = []
         self.failed: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
@@ -196,6 +199,7 @@ class PluginHost:
             get_plugin=self.get_plugin,
             env=self.env,
             metrics=self.metrics,
+            reserved=self.reserved,
         )
         try:
             await asyncio.wait_for(plugin.on_init(ctx), self.init_timeout)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from ._reserved import ReservedPaths
+
 if TYPE_CHECKING:
     from aiohttp import web
     from aiohttp.typedefs import Middleware
+
+#: ``hook(request, response)``, awaited just before a response's headers are sent.
+ResponseHook = Callable[["web.Request", "web.StreamResponse"], Awaitable[None]]
 
 
 @dataclass
@@ -30,6 +35,9 @@ class PluginContext:
     env: Mapping[str, str] = field(default_factory=dict)
     #: The host's metrics registry; the runtime server exports it on ``/metrics``.
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: Paths plugin middlewares must leave alone (mounted bases, probes, ``/metrics``); the
+    #: server fills it after every ``on_init``, so read it at request time, not in ``on_init``.
+    reserved: ReservedPaths = field(default_factory=ReservedPaths)
 
 
 class Plugin:
@@ -42,6 +50,9 @@ class Plugin:
       plugin can see (count, proxy, redirect) every request, not only those under its ``base``.
       They run in plugin load order, outermost first, and never see the server's own
       ``/api/health/*`` and ``/metrics`` (probes must not depend on a plugin).
+    * ``response_hooks()`` — callbacks run just before *any* response's headers go out
+      (``on_response_prepare``), including streamed, proxied and WebSocket ones a middleware
+      can no longer change; the same paths are exempt as for middlewares.
     * ``on_shutdown()`` — release resources; called in reverse load order.
     """
 
@@ -55,6 +66,9 @@ class Plugin:
         return None
 
     def middlewares(self) -> Sequence[Middleware]:
+        return ()
+
+    def response_hooks(self) -> Sequence[ResponseHook]:
         return ()
 
     async def on_shutdown(self) -> None:

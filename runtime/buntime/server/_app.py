@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..plugins import LoadedPlugin, PluginHost
+from ..plugins import LoadedPlugin, PluginHost, ResponseHook, route_samples
 from ..plugins.turso import TURSO_PLUGIN_NAME
 from ..turso import TursoService
 from ._metrics import ServerMetrics
@@ -30,6 +30,7 @@ READY_PATH = "/api/health/ready"
 METRICS_PATH = "/metrics"
 #: The server's own endpoints: plugin middlewares never see them, so probes cannot be hijacked.
 RUNTIME_PATHS = frozenset({LIVE_PATH, READY_PATH, METRICS_PATH})
+RUNTIME_OWNER = "runtime"
 
 STATUS_READY = "ready"
 STATUS_NOT_READY = "not ready"
@@ -54,6 +55,14 @@ def _guarded(plugin_middleware: Middleware) -> Middleware:
         if request.path in RUNTIME_PATHS:
             return await handler(request)
         return await plugin_middleware(request, handler)
+
+    return guarded
+
+
+def _guarded_hook(hook: ResponseHook) -> ResponseHook:
+    async def guarded(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path not in RUNTIME_PATHS:
+            await hook(request, response)
 
     return guarded
 
@@ -124,6 +133,8 @@ def _mount(app: web.Application, host: PluginHost) -> None:
             continue
         app.add_subapp(base, subapp)
         mounted[base] = name
+        canonicals = [resource.canonical for resource in subapp.router.resources()]
+        host.reserved.add(base, owner=name, samples=route_samples(base, canonicals))
         log.info("plugin %s mounted at %s", name, base)
 
 
@@ -132,12 +143,16 @@ def assemble_app(host: PluginHost) -> web.Application:
     server_metrics = ServerMetrics()
     plugin_middlewares = [_guarded(mw) for loaded in host.loaded for mw in loaded.plugin.middlewares()]
     app = web.Application(middlewares=[server_metrics.middleware, *plugin_middlewares])
+    for loaded in host.loaded:
+        app.on_response_prepare.extend(_guarded_hook(hook) for hook in loaded.plugin.response_hooks())
     app[HOST_KEY] = host
     app[STATE_KEY] = ServerState()
     app[METRICS_KEY] = server_metrics
     app.router.add_get(LIVE_PATH, live)
     app.router.add_get(READY_PATH, ready)
     app.router.add_get(METRICS_PATH, metrics)
+    for path in sorted(RUNTIME_PATHS):
+        host.reserved.add(path, owner=RUNTIME_OWNER, exact=True)
     _mount(app, host)
     app.cleanup_ctx.append(_plugins_ctx)
     return app

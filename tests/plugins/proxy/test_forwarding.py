@@ -38,9 +38,9 @@ async def test_get_is_proxied_with_query_forwarded_headers_and_rule_headers(
     aiohttp_client: AiohttpClient, env: dict[str, str], upstream: TestServer
 ) -> None:
     client = await runtime(aiohttp_client, env)
-    await add_rule(client, pattern="^/api/", target=target(upstream), headers={"X-Rule": "on"})
+    await add_rule(client, pattern="^/svc/", target=target(upstream), headers={"X-Rule": "on"})
     response = await client.get(
-        "/api/items/caf%C3%A9?a=1&b=two%20words",
+        "/svc/items/caf%C3%A9?a=1&b=two%20words",
         headers={
             "X-Client": "kept",
             "X-Forwarded-For": "10.0.0.9",
@@ -51,7 +51,7 @@ async def test_get_is_proxied_with_query_forwarded_headers_and_rule_headers(
     seen = await response.json()
     assert response.status == 200, seen
     assert seen["method"] == "GET"
-    assert seen["path"] == "/api/items/caf%C3%A9"
+    assert seen["path"] == "/svc/items/caf%C3%A9"
     assert seen["query"] == "a=1&b=two%20words"
     headers = seen["headers"]
     assert headers["X-Client"] == "kept" and headers["X-Rule"] == "on"
@@ -60,7 +60,7 @@ async def test_get_is_proxied_with_query_forwarded_headers_and_rule_headers(
     assert headers["X-Forwarded-Host"] == f"127.0.0.1:{client.port}"
     assert headers["Host"] == f"127.0.0.1:{client.port}"  # changeOrigin false keeps the client's Host
     assert seen["connection_named"] == []  # hop-by-hop headers named in Connection are dropped
-    bare = await client.get("/api/bare", skip_auto_headers=["Accept-Encoding", "User-Agent"])
+    bare = await client.get("/svc/bare", skip_auto_headers=["Accept-Encoding", "User-Agent"])
     added = {"Accept-Encoding", "User-Agent"} & set((await bare.json())["headers"])
     assert added == set()  # the proxy sends what the client sent, nothing more
 
@@ -69,8 +69,8 @@ async def test_change_origin_sends_the_target_host(
     aiohttp_client: AiohttpClient, env: dict[str, str], upstream: TestServer
 ) -> None:
     client = await runtime(aiohttp_client, env)
-    await add_rule(client, pattern="^/api/", target=target(upstream), changeOrigin=True)
-    seen = await (await client.get("/api/x")).json()
+    await add_rule(client, pattern="^/svc/", target=target(upstream), changeOrigin=True)
+    seen = await (await client.get("/svc/x")).json()
     assert seen["headers"]["Host"] == f"127.0.0.1:{upstream.port}"
 
 
@@ -164,18 +164,20 @@ async def test_unmatched_and_disabled_fall_through(
     assert (await client.get("/elsewhere")).status == 404
 
 
-async def test_admin_api_and_probes_are_never_proxied(
+async def test_a_catch_all_rule_is_refused_and_a_static_one_never_wins_over_reserved_paths(
     aiohttp_client: AiohttpClient, env: dict[str, str], upstream: TestServer
 ) -> None:
-    client = await runtime(aiohttp_client, env)
-    catch_all = await add_rule(client, pattern=".*", target=target(upstream))
+    rules = json.dumps([{"pattern": ".*", "target": target(upstream)}])
+    client = await runtime(aiohttp_client, env, PROXY_RULES=rules)
+    refused = await client.post(RULES, json={"pattern": ".*", "target": target(upstream)})
+    assert refused.status == 409 and (await refused.json())["code"] == "PROXY_RULE_SHADOWS_RESERVED"
+    # The static catch-all still proxies everything else, never a reserved path.
+    assert (await (await client.get("/anything")).json())["path"] == "/anything"
     assert (await client.get(RULES)).status == 200
     assert (await client.get("/api/health/ready")).status == 200
     assert (await client.get("/metrics")).status == 200
-    assert (await (await client.get("/gateway/admin/shell/excludes")).json())[
-        "path"
-    ] == "/gateway/admin/shell/excludes"
-    assert (await client.delete(f"{RULES}/{catch_all['id']}")).status == 204  # still manageable
+    excludes = await client.get("/gateway/admin/shell/excludes")
+    assert excludes.status == 200 and isinstance(await excludes.json(), list)
 
 
 async def test_unreachable_upstream_is_502_and_slow_is_504(
@@ -194,10 +196,10 @@ async def test_proxied_requests_are_counted(
     aiohttp_client: AiohttpClient, env: dict[str, str], upstream: TestServer
 ) -> None:
     client = await runtime(aiohttp_client, env)
-    rule = await add_rule(client, pattern="^/api/", target=target(upstream))
+    rule = await add_rule(client, pattern="^/svc/", target=target(upstream))
     redirect = await add_rule(client, pattern="^/go", target="http://x.example", redirect=302)
     for _ in range(2):
-        await client.get("/api/x")
+        await client.get("/svc/x")
     await client.get("/go", allow_redirects=False)
     text = await (await client.get("/metrics")).text()
     assert f'buntime_proxy_requests_total{{outcome="proxied",rule="{rule["id"]}"}} 2.0' in text

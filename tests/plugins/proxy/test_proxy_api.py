@@ -30,7 +30,7 @@ async def stored(client: TestClient) -> list[dict[str, Any]]:
 
 
 async def create(client: TestClient, **fields: Any) -> dict[str, Any]:
-    body = {"pattern": "^/api/", "target": "http://127.0.0.1:9", **fields}
+    body = {"pattern": "^/svc/", "target": "http://127.0.0.1:9", **fields}
     return await json_of(await client.post(RULES, json=body), 201)
 
 
@@ -53,6 +53,12 @@ async def test_static_rules_are_listed_read_only(client: TestClient) -> None:
             "enabled": True,
             "order": 0,
             "redirect": None,
+            "secure": True,
+            "ws": True,
+            "base": None,
+            "relativePaths": False,
+            "publicRoutes": None,
+            "readonly": True,
             "readOnly": True,
         }
     ]
@@ -63,7 +69,7 @@ async def test_static_rules_are_listed_read_only(client: TestClient) -> None:
 async def test_create_get_and_store(client: TestClient) -> None:
     first = await create(client, name="api", headers={"X-Team": "core"}, changeOrigin=True)
     second = await create(client, pattern="^/old/", redirect=301)
-    assert len(first["id"]) == 32 and first["readOnly"] is False
+    assert len(first["id"]) == 36 and first["readOnly"] is False
     assert (first["order"], second["order"]) == (0, 1)
     assert first["headers"] == {"X-Team": "core"} and first["changeOrigin"] is True
     assert await json_of(await client.get(f"{RULES}/{first['id']}"), 200) == first

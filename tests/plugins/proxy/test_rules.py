@@ -26,6 +26,12 @@ def test_defaults() -> None:
         "enabled": True,
         "order": 0,
         "redirect": None,
+        "secure": True,
+        "ws": True,
+        "base": None,
+        "relativePaths": False,
+        "publicRoutes": None,
+        "readonly": False,
         "readOnly": False,
     }
 

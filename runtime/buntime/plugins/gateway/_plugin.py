@@ -7,6 +7,8 @@ fails the plugin (the runtime then reports not ready rather than silently losing
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -16,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ...turso import TursoService
-from .._plugin import Plugin, PluginContext
+from .._plugin import Plugin, PluginContext, ResponseHook
 from ..turso import TURSO_PLUGIN_NAME
 from ._config import resolve_gateway_config
 from ._gateway import Gateway
@@ -53,6 +55,7 @@ class GatewayPlugin(Plugin):
     def __init__(self, options: Mapping[str, Any]) -> None:
         self._options = dict(options)
         self.gateway: Gateway | None = None
+        self._snapshots: asyncio.Task[None] | None = None
 
     async def on_init(self, ctx: PluginContext) -> None:
         config = resolve_gateway_config(self._options, ctx.env)
@@ -64,12 +67,22 @@ class GatewayPlugin(Plugin):
             store = GatewayStore(service, retention=config.metrics_retention, logger=ctx.logger)
             await store.start()
         self.gateway = Gateway(config, store)
+        await self.gateway.start()
+        if store is not None and config.snapshot_interval > 0:
+            self._snapshots = asyncio.create_task(self.gateway.run_snapshots(), name="gateway-snapshots")
         ctx.metrics.register(GatewayCollector(self.gateway))
+        rate_limit = config.rate_limit
         ctx.logger.info(
-            "gateway ready (persistence: %s, env excludes: %s, API key: %s)",
+            "gateway ready (persistence: %s, env excludes: %s, API key: %s, snapshots: %s, rate limit: %s, "
+            "CORS rules: %d)",
             "on" if store is not None else "off",
             ",".join(config.env_excludes) or "none",
             "required" if config.api_key else "not required",
+            f"every {config.snapshot_interval:g}s" if self._snapshots is not None else "off",
+            f"{rate_limit.requests}/{rate_limit.window_text} per {rate_limit.key_by}"
+            if rate_limit
+            else "off",
+            len(self.gateway.cors_rules),
         )
 
     def provides(self) -> Gateway | None:
@@ -79,10 +92,19 @@ class GatewayPlugin(Plugin):
         return build_admin_app(self.gateway) if self.gateway is not None else None
 
     def middlewares(self) -> Sequence[Middleware]:
-        return [self.gateway.count_requests] if self.gateway is not None else []
+        return [self.gateway.middleware] if self.gateway is not None else []
+
+    def response_hooks(self) -> Sequence[ResponseHook]:
+        return [self.gateway.on_response_prepare] if self.gateway is not None else []
 
     async def on_shutdown(self) -> None:
-        if self.gateway is not None and self.gateway.store is not None:
+        if self.gateway is None:
+            return
+        self.gateway.stopping.set()  # ends the snapshot loop and every /sse stream
+        if self._snapshots is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
+        if self.gateway.store is not None:
             self.gateway.store.close()
 
 

@@ -42,9 +42,8 @@ class ProxyPlugin(Plugin):
         else:
             store = ProxyStore(service, logger=ctx.logger)
             await store.start()
-        self.proxy = Proxy(config, store, metrics=ctx.metrics)
+        self.proxy = Proxy(config, store, metrics=ctx.metrics, reserved=ctx.reserved)
         self._admin = build_admin_app(self.proxy)
-        self.proxy.admin_app = self._admin
         ctx.logger.info(
             "proxy ready (%d static rules, %d dynamic rules, timeout %.1fs)",
             len(config.static_rules),

@@ -3,6 +3,10 @@
 Called by ``_routes`` (admin API) and ``_plugin``. Static rules come first in match order, then
 dynamic rules by ``order``; the first *enabled* rule whose pattern is found in the request path
 wins. The middleware fails open: a bug in matching lets the request through unproxied, logged.
+
+Reserved paths (every mounted plugin base, the probes, ``/metrics``) are never proxied, whatever
+the rules say; the admin API also refuses to create, change or enable a rule whose pattern
+matches one of them (409 ``PROXY_RULE_SHADOWS_RESERVED``), so the refusal is visible up front.
 """
 
 from __future__ import annotations
@@ -16,9 +20,17 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter
 
 from .._http import ApiError
+from .._reserved import ReservedPaths
 from ._config import ProxyConfig
-from ._forward import Forwarder
-from ._rules import INVALID_REORDER, STATIC_ID_PREFIX, ProxyRule, RuleError, parse_rule
+from ._forward import Forwarder, is_websocket_upgrade
+from ._rules import (
+    INVALID_REORDER,
+    SHADOWS_RESERVED,
+    STATIC_ID_PREFIX,
+    ProxyRule,
+    RuleError,
+    parse_rule,
+)
 from ._store import ProxyStore
 
 STORAGE_DISABLED = "PROXY_STORAGE_DISABLED"
@@ -32,7 +44,7 @@ log = logging.getLogger("buntime.plugin.proxy")
 
 
 def _invalid(exc: RuleError) -> ApiError:
-    return ApiError(400, exc.code, str(exc))
+    return ApiError(409 if exc.code == SHADOWS_RESERVED else 400, exc.code, str(exc))
 
 
 class Proxy:
@@ -43,11 +55,18 @@ class Proxy:
     * **metrics** — the registry ``buntime_proxy_requests_total`` is registered in.
     """
 
-    def __init__(self, config: ProxyConfig, store: ProxyStore | None, *, metrics: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        store: ProxyStore | None,
+        *,
+        metrics: CollectorRegistry,
+        reserved: ReservedPaths | None = None,
+    ) -> None:
         self.config = config
         self.store = store
+        self.reserved = reserved if reserved is not None else ReservedPaths()
         self.forwarder = Forwarder(timeout=config.timeout)
-        self.admin_app: web.Application | None = None  # set by the plugin; never proxied
         self._requests = Counter(
             "buntime_proxy_requests",
             "Requests handled by a proxy rule, by rule id and outcome.",
@@ -70,12 +89,28 @@ class Proxy:
     def match(self, raw_path: str) -> ProxyRule | None:
         return next((r for r in self.rules if r.enabled and r.compiled.search(raw_path)), None)
 
+    def is_public(self, raw_path: str, method: str) -> bool:
+        """Whether the rule that serves ``raw_path`` lists it in ``publicRoutes`` for ``method``.
+
+        What an authentication plugin asks before it demands credentials for a proxied path.
+        """
+        return any(
+            r.enabled and r.compiled.search(raw_path) and r.is_public(raw_path, method) for r in self.rules
+        )
+
+    def _route(self, request: web.Request) -> ProxyRule | None:
+        raw_path = request.rel_url.raw_path
+        if self.reserved.owner_of(request.path) is not None or self.reserved.owner_of(raw_path) is not None:
+            return None  # plugin APIs, probes and /metrics stay reachable whatever the rules say
+        rule = self.match(raw_path)
+        if rule is not None and not rule.ws and is_websocket_upgrade(request):
+            return None  # ws: false leaves upgrades to whatever else serves the path
+        return rule
+
     async def intercept(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Root middleware: proxy or redirect requests an enabled rule matches."""
-        if self.admin_app is not None and self.admin_app in request.match_info.apps:
-            return await handler(request)  # the admin API must stay reachable whatever the rules
         try:
-            rule = self.match(request.rel_url.raw_path)
+            rule = self._route(request)
         except Exception:  # fail open: serve the request as if no rule matched
             log.exception("proxy rule matching failed for %s", request.rel_url.raw_path)
             rule = None
@@ -96,6 +131,20 @@ class Proxy:
             raise ApiError(403, RULE_READ_ONLY, f"rule {rule_id} is static (from the manifest) and read-only")
         return rule_id
 
+    def _refuse_shadowing(self, rule: ProxyRule) -> ProxyRule:
+        """Raise 409 when an enabled ``rule`` would match a reserved path (it could never win)."""
+        if not rule.enabled:
+            return rule
+        shadowed = self.reserved.shadowed_by(rule.compiled)
+        if shadowed is not None:
+            what = "the runtime's own endpoint" if shadowed.exact else f"the base of {shadowed.owner}"
+            raise RuleError(
+                SHADOWS_RESERVED,
+                f"pattern {rule.pattern!r} matches {shadowed.path} ({what}); rules cannot take over "
+                "mounted plugin bases, the health probes or /metrics",
+            )
+        return rule
+
     def get(self, rule_id: str) -> ProxyRule:
         rule = next((r for r in self.rules if r.id == rule_id), None)
         if rule is None:
@@ -105,7 +154,7 @@ class Proxy:
     async def create(self, data: Mapping[str, Any]) -> ProxyRule:
         store = self._require_store()
         try:
-            return await store.create(data)
+            return await store.create(data, check=self._refuse_shadowing)
         except RuleError as exc:
             raise _invalid(exc) from exc
 
@@ -116,7 +165,7 @@ class Proxy:
 
         def merge(current: ProxyRule) -> ProxyRule:
             merged = {**current.as_json(), **data}
-            return parse_rule(merged, rule_id=current.id, order=current.order)
+            return self._refuse_shadowing(parse_rule(merged, rule_id=current.id, order=current.order))
 
         try:
             rule = await store.change(rule_id, merge)
@@ -128,7 +177,13 @@ class Proxy:
 
     async def toggle(self, rule_id: str) -> ProxyRule:
         rule_id = self._dynamic_id(rule_id)
-        rule = await self._require_store().change(rule_id, lambda r: r.with_changes(enabled=not r.enabled))
+        store = self._require_store()
+        try:
+            rule = await store.change(
+                rule_id, lambda r: self._refuse_shadowing(r.with_changes(enabled=not r.enabled))
+            )
+        except RuleError as exc:
+            raise _invalid(exc) from exc
         if rule is None:
             raise ApiError(404, RULE_NOT_FOUND, f"rule {rule_id} not found")
         return rule

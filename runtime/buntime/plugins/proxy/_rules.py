@@ -26,9 +26,20 @@ INVALID_REWRITE = "PROXY_INVALID_REWRITE"
 INVALID_HEADERS = "PROXY_INVALID_HEADERS"
 INVALID_REDIRECT = "PROXY_INVALID_REDIRECT"
 INVALID_REORDER = "PROXY_INVALID_REORDER"
+INVALID_BASE = "PROXY_INVALID_BASE"
+INVALID_PUBLIC_ROUTES = "PROXY_INVALID_PUBLIC_ROUTES"
+SHADOWS_RESERVED = "PROXY_RULE_SHADOWS_RESERVED"
+
+#: ``publicRoutes`` key that applies to every method.
+ALL_METHODS = "ALL"
 
 _TEMPLATE_TOKEN = re.compile(r"\$(?:(\$)|(\d+)|<([A-Za-z_]\w*)>|\{([A-Za-z_]\w*)\})")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: ``base`` goes into ``<base href="...">`` verbatim, so it may not contain quotes or brackets.
+_BASE_PATH = re.compile(r"^/[A-Za-z0-9._~!$&()*+,;=:@%/-]*$")
+_METHOD = re.compile(r"^[A-Z]+$")
+
+PublicRoutes = tuple[str, ...] | Mapping[str, tuple[str, ...]]
 
 
 class RuleError(ValueError):
@@ -37,6 +48,26 @@ class RuleError(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def glob_regex(glob: str) -> str:
+    """A path glob as a regex: ``**`` any depth, ``*`` within one segment, ``?`` one character."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return "".join(out)
 
 
 def python_template(template: str, pattern: re.Pattern[str]) -> str:
@@ -75,9 +106,27 @@ class ProxyRule:
     enabled: bool = True
     order: int = 0
     redirect: int | None = None
+    secure: bool = True
+    ws: bool = True
+    base: str | None = None
+    relative_paths: bool = False
+    public_routes: PublicRoutes | None = None
     read_only: bool = False
     compiled: re.Pattern[str] = field(default=re.compile(""), repr=False)
     _template: str | None = field(default=None, repr=False)
+    _public: Mapping[str, re.Pattern[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def rewrites_html(self) -> bool:
+        return self.base is not None or self.relative_paths
+
+    def is_public(self, raw_path: str, method: str) -> bool:
+        """Whether ``publicRoutes`` lets ``method raw_path`` through without authentication."""
+        return any(
+            pattern.fullmatch(raw_path)
+            for key in (ALL_METHODS, method.upper())
+            if (pattern := self._public.get(key)) is not None
+        )
 
     def as_json(self) -> dict[str, Any]:
         """The API shape (camelCase, with ``readOnly``)."""
@@ -92,13 +141,19 @@ class ProxyRule:
             "enabled": self.enabled,
             "order": self.order,
             "redirect": self.redirect,
+            "secure": self.secure,
+            "ws": self.ws,
+            "base": self.base,
+            "relativePaths": self.relative_paths,
+            "publicRoutes": _public_json(self.public_routes),
+            "readonly": self.read_only,
             "readOnly": self.read_only,
         }
 
     def stored_json(self) -> str:
         """What ``proxy_rules.rule_json`` holds (everything but ``readOnly``)."""
         data = self.as_json()
-        del data["readOnly"]
+        del data["readOnly"], data["readonly"]
         return json.dumps(data, sort_keys=True)
 
     def with_changes(self, **changes: Any) -> ProxyRule:
@@ -128,7 +183,9 @@ def _required_text(data: Mapping[str, Any], key: str) -> str:
 
 
 def _flag(data: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = data.get(key, default)
+    value = data.get(key)
+    if value is None:
+        return default
     if not isinstance(value, bool):
         raise RuleError(INVALID_RULE, f"{key} must be true or false")
     return value
@@ -170,6 +227,57 @@ def _redirect(raw: Any) -> int | None:
     return raw
 
 
+def _public_json(routes: PublicRoutes | None) -> Any:
+    if routes is None:
+        return None
+    if isinstance(routes, tuple):
+        return list(routes)
+    return {method: list(globs) for method, globs in routes.items()}
+
+
+def _base(raw: Any) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not _BASE_PATH.match(raw):
+        raise RuleError(INVALID_BASE, "base must be a path starting with / (no quotes or brackets)")
+    return raw
+
+
+def _globs(raw: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(g, str) and g.startswith("/") for g in raw):
+        raise RuleError(INVALID_PUBLIC_ROUTES, f"{where} must be a list of path globs starting with /")
+    return tuple(raw)
+
+
+def _public_routes(raw: Any) -> PublicRoutes | None:
+    """``[globs]`` (every method) or ``{"ALL"|METHOD: [globs]}``."""
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        return _globs(raw, "publicRoutes")
+    if not isinstance(raw, Mapping):
+        raise RuleError(
+            INVALID_PUBLIC_ROUTES, "publicRoutes must be a list of globs or an object of method to globs"
+        )
+    routes: dict[str, tuple[str, ...]] = {}
+    for method, globs in raw.items():
+        if not isinstance(method, str) or not _METHOD.match(method.upper()):
+            raise RuleError(
+                INVALID_PUBLIC_ROUTES, f"publicRoutes key {method!r} is not an HTTP method or ALL"
+            )
+        routes[method.upper()] = _globs(globs, f"publicRoutes.{method}")
+    return routes
+
+
+def _compile_public(routes: PublicRoutes | None) -> dict[str, re.Pattern[str]]:
+    by_method = {ALL_METHODS: routes} if isinstance(routes, tuple) else dict(routes or {})
+    return {
+        method: re.compile("|".join(f"(?:{glob_regex(g)})" for g in globs))
+        for method, globs in by_method.items()
+        if globs
+    }
+
+
 def parse_rule(data: Any, *, rule_id: str, order: int, read_only: bool = False) -> ProxyRule:
     """Validate ``data`` (API/manifest JSON) into a :class:`ProxyRule`; raise :class:`RuleError`."""
     if not isinstance(data, Mapping):
@@ -181,6 +289,7 @@ def parse_rule(data: Any, *, rule_id: str, order: int, read_only: bool = False) 
     except re.error as exc:
         raise RuleError(INVALID_PATTERN, f"Invalid regex pattern {pattern!r}: {exc}") from exc
     rewrite = _optional_text(data, "rewrite")
+    public_routes = _public_routes(data.get("publicRoutes"))
     return ProxyRule(
         id=rule_id,
         pattern=pattern,
@@ -192,7 +301,13 @@ def parse_rule(data: Any, *, rule_id: str, order: int, read_only: bool = False) 
         enabled=_flag(data, "enabled", True),
         order=order,
         redirect=_redirect(data.get("redirect")),
+        secure=_flag(data, "secure", True),
+        ws=_flag(data, "ws", True),
+        base=_base(data.get("base")),
+        relative_paths=_flag(data, "relativePaths", False),
+        public_routes=public_routes,
         read_only=read_only,
         compiled=compiled,
         _template=None if rewrite is None else python_template(rewrite, compiled),
+        _public=_compile_public(public_routes),
     )

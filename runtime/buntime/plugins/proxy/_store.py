@@ -61,13 +61,15 @@ class ProxyStore:
                 self._log.warning("skipping invalid proxy rule %s: %s", row["id"], exc)
         self.rules = tuple(rules)
 
-    async def create(self, data: Mapping[str, Any]) -> ProxyRule:
-        """Validate ``data`` and append it (order = current max + 1) under a fresh id."""
-        rule_id = uuid.uuid4().hex
+    async def create(
+        self, data: Mapping[str, Any], *, check: Callable[[ProxyRule], ProxyRule] = lambda rule: rule
+    ) -> ProxyRule:
+        """Validate ``data`` (and ``check`` it) and append it (order = max + 1) under a fresh id."""
+        rule_id = str(uuid.uuid4())
 
         async def insert(db: Database) -> ProxyRule:
             row = await db.get("SELECT COALESCE(MAX(rule_order), -1) + 1 AS next FROM proxy_rules")
-            rule = parse_rule(data, rule_id=rule_id, order=int(row["next"]) if row else 0)
+            rule = check(parse_rule(data, rule_id=rule_id, order=int(row["next"]) if row else 0))
             await db.run(_UPSERT, [rule.id, rule.order, rule.stored_json()])
             return rule
 

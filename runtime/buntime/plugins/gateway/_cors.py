@@ -1,0 +1,196 @@
+"""Per-domain CORS rules: validation, origin matching and the headers a response gets.
+
+Called by ``_gateway`` (the preflight answer, the response hook and the admin API). Matching
+denies by default: an ``Origin`` no rule covers gets no CORS headers at all. A rule's origins
+are exact (``https://app.example.com``), a subdomain wildcard (``*.example.com``, which matches
+``https://a.example.com`` but not ``example.com``) or ``*``; a specific match wins over ``*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from multidict import CIMultiDict
+from yarl import URL
+
+from .._http import ApiError
+from ._config import DEFAULT_CORS_MAX_AGE, DEFAULT_CORS_METHODS, CorsSeed
+
+VALID_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+WILDCARD = "*"
+
+INVALID_CORS_RULE = "INVALID_CORS_RULE"
+CORS_NAME_REQUIRED = "CORS_NAME_REQUIRED"
+CORS_ORIGINS_REQUIRED = "CORS_ORIGINS_REQUIRED"
+CORS_CREDENTIALS_WILDCARD = "CORS_CREDENTIALS_WILDCARD"
+CORS_INVALID_METHOD = "CORS_INVALID_METHOD"
+CORS_INVALID_MAX_AGE = "CORS_INVALID_MAX_AGE"
+CORS_INVALID_ORIGIN = "CORS_INVALID_ORIGIN"
+
+
+@dataclass(frozen=True)
+class CorsRule:
+    """One row of ``gateway_cors_rules``; ``created_at`` is epoch ms."""
+
+    id: str
+    name: str
+    origins: tuple[str, ...]
+    methods: tuple[str, ...] = DEFAULT_CORS_METHODS
+    allowed_headers: tuple[str, ...] = ()
+    exposed_headers: tuple[str, ...] = ()
+    credentials: bool = False
+    max_age: int = DEFAULT_CORS_MAX_AGE
+    created_at: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "origins": list(self.origins),
+            "methods": list(self.methods),
+            "allowedHeaders": list(self.allowed_headers),
+            "exposedHeaders": list(self.exposed_headers),
+            "credentials": self.credentials,
+            "maxAge": self.max_age,
+            "createdAt": self.created_at,
+        }
+
+    @classmethod
+    def from_seed(cls, seed: CorsSeed, *, rule_id: str, created_at: int) -> CorsRule:
+        return cls(
+            id=rule_id,
+            name="All origins" if WILDCARD in seed.origins else "Default",
+            origins=seed.origins,
+            methods=seed.methods,
+            allowed_headers=seed.allowed_headers,
+            exposed_headers=seed.exposed_headers,
+            # A wildcard cannot carry credentials (browsers refuse it); the seed drops them.
+            credentials=seed.credentials and WILDCARD not in seed.origins,
+            max_age=seed.max_age,
+            created_at=created_at,
+        )
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list):
+        items = [str(v).strip() for v in value]
+    elif isinstance(value, str):
+        items = [v.strip() for v in value.replace(",", " ").split()]
+    else:
+        items = []
+    return tuple(item for item in items if item)
+
+
+def _valid_origin(origin: str) -> bool:
+    if origin == WILDCARD:
+        return True
+    if origin.startswith("*."):
+        return "/" not in origin and len(origin) > 2
+    url = URL(origin)
+    return url.scheme in ("http", "https") and bool(url.host) and url.path in ("", "/")
+
+
+def parse_cors_rule(body: Any, *, rule_id: str, created_at: int) -> CorsRule:
+    """Validate an admin API payload into a :class:`CorsRule`; raise a 400 :class:`ApiError`."""
+    if not isinstance(body, Mapping):
+        raise ApiError(400, INVALID_CORS_RULE, "Invalid CORS rule payload")
+    raw_name = body.get("name")
+    name = raw_name.strip() if isinstance(raw_name, str) else ""
+    if not name:
+        raise ApiError(400, CORS_NAME_REQUIRED, "A rule name is required")
+    origins = _strings(body.get("origins"))
+    if not origins:
+        raise ApiError(400, CORS_ORIGINS_REQUIRED, "At least one origin is required")
+    bad_origin = next((o for o in origins if not _valid_origin(o)), None)
+    if bad_origin is not None:
+        raise ApiError(
+            400,
+            CORS_INVALID_ORIGIN,
+            f"Invalid origin {bad_origin!r}: use scheme://host[:port], *.domain or *",
+        )
+    credentials = body.get("credentials") is True
+    if credentials and WILDCARD in origins:
+        raise ApiError(
+            400,
+            CORS_CREDENTIALS_WILDCARD,
+            "Credentials cannot be enabled with a wildcard (*) origin. Specify explicit origins.",
+        )
+    methods = tuple(m.upper() for m in _strings(body.get("methods")))
+    invalid = next((m for m in methods if m not in VALID_METHODS), None)
+    if invalid is not None:
+        raise ApiError(400, CORS_INVALID_METHOD, f"Invalid HTTP method: {invalid}")
+    max_age = DEFAULT_CORS_MAX_AGE
+    raw_max_age = body.get("maxAge")
+    if raw_max_age not in (None, ""):
+        try:
+            parsed = float(raw_max_age)
+        except (TypeError, ValueError):
+            parsed = -1.0
+        if isinstance(raw_max_age, bool) or not 0 <= parsed < float("inf"):
+            raise ApiError(400, CORS_INVALID_MAX_AGE, "maxAge must be a non-negative number")
+        max_age = int(parsed)
+    return CorsRule(
+        id=rule_id,
+        name=name,
+        origins=origins,
+        methods=methods or DEFAULT_CORS_METHODS,
+        allowed_headers=_strings(body.get("allowedHeaders")),
+        exposed_headers=_strings(body.get("exposedHeaders")),
+        credentials=credentials,
+        max_age=max_age,
+        created_at=created_at,
+    )
+
+
+def origin_matches(origin: str, pattern: str) -> bool:
+    if pattern in (WILDCARD, origin):
+        return True
+    if pattern.startswith("*."):
+        host = URL(origin).host or ""
+        return host.lower().endswith(pattern[1:].lower())
+    return False
+
+
+def match_rule(origin: str, rules: Sequence[CorsRule]) -> CorsRule | None:
+    """The first rule with a specific match for ``origin``, else the first ``*`` rule."""
+    wildcard: CorsRule | None = None
+    for rule in rules:
+        for pattern in rule.origins:
+            if pattern == WILDCARD:
+                wildcard = wildcard or rule
+            elif origin_matches(origin, pattern):
+                return rule
+    return wildcard
+
+
+def response_headers(origin: str, rule: CorsRule) -> CIMultiDict[str]:
+    """What every response to ``origin`` gets under ``rule`` (actual requests and preflights)."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    if WILDCARD in rule.origins and not rule.credentials:
+        headers["Access-Control-Allow-Origin"] = WILDCARD
+    else:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers.add("Vary", "Origin")
+    if rule.credentials:
+        headers["Access-Control-Allow-Credentials"] = "true"
+    if rule.exposed_headers:
+        headers["Access-Control-Expose-Headers"] = ", ".join(rule.exposed_headers)
+    return headers
+
+
+def preflight_headers(origin: str, rule: CorsRule, requested_headers: str | None) -> CIMultiDict[str]:
+    """The 204 answer to ``OPTIONS`` with ``Access-Control-Request-Method``.
+
+    Without ``allowedHeaders`` the requested headers are reflected (and ``Vary`` says so).
+    """
+    headers = response_headers(origin, rule)
+    headers["Access-Control-Allow-Methods"] = ", ".join(rule.methods)
+    if rule.allowed_headers:
+        headers["Access-Control-Allow-Headers"] = ", ".join(rule.allowed_headers)
+    elif requested_headers:
+        headers["Access-Control-Allow-Headers"] = requested_headers
+        headers.add("Vary", "Access-Control-Request-Headers")
+    headers["Access-Control-Max-Age"] = str(rule.max_age)
+    return headers
