@@ -55,6 +55,7 @@ def pods(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                 "TURSO_SYNC_INTERVAL": "0.3s",
                 "KEYVAL_QUEUE_LOCK_DURATION": f"{LOCK_DURATION:g}s",
                 "KEYVAL_QUEUE_CLEANUP_INTERVAL": "0.2s",
+                "GATEWAY_SNAPSHOT_INTERVAL": "0",  # only the snapshots a test takes itself
             }
             started.append(RuntimeProcess(env, root / f"{name}.log").start())
         yield started[0], started[1]
