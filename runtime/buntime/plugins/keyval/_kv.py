@@ -78,6 +78,7 @@ from ._search import (
     split_search_rows,
 )
 from ._values import decode_value, encode_value
+from ._where import compile_where
 
 log = logging.getLogger("buntime.plugin.keyval")
 T = TypeVar("T")
@@ -91,6 +92,8 @@ WRITE_RETRIES = 10
 SWEEP_BATCH = 500
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _SELECT_ENTRY = "SELECT key, value, versionstamp, expires_at FROM kv_entries"
+#: The value column as ``where`` filters name it (qualified: their subqueries read it too).
+_VALUE = "kv_entries.value"
 _COUNTER_BITS = 32
 _COUNTER_START_BITS = 24
 _READ_META = (
@@ -382,6 +385,25 @@ class Kv:
             self._search.unindex_range(db, encoded, hi)
         return sum(1 for r in rows if r["expires_at"] is None or r["expires_at"] > now)
 
+    def _delete_where_in_tx(
+        self,
+        db: BlockingDatabase,
+        encoded: bytes,
+        exact: bool,
+        now: int,
+        filtered: tuple[str, builtins.list[Any]],
+    ) -> int:
+        """:meth:`_delete_in_tx` of the entries whose values match a compiled filter."""
+        filter_sql, filter_params = filtered
+        span = "key = ?" if exact else "key >= ? AND key < ?"
+        bounds = [encoded] if exact else [encoded, encoded + b"\xff"]
+        rows = db.all(
+            f"DELETE FROM kv_entries WHERE {span} AND {filter_sql} RETURNING key, expires_at",
+            [*bounds, *filter_params],
+        )
+        self._search.unindex_keys(db, [bytes(r["key"]) for r in rows])
+        return sum(1 for r in rows if r["expires_at"] is None or r["expires_at"] > now)
+
     @staticmethod
     def _bounds(
         prefix: Sequence[Any], start: Sequence[Any] | None, end: Sequence[Any] | None
@@ -442,29 +464,36 @@ class Kv:
         end: Sequence[Any] | None = None,
         limit: int = DEFAULT_LIMIT,
         reverse: bool = False,
+        where: Any = None,
     ) -> builtins.list[KvEntry]:
-        """Entries strictly under ``prefix``, from ``start`` (inclusive) to ``end`` (exclusive)."""
+        """Entries strictly under ``prefix``, from ``start`` (inclusive) to ``end`` (exclusive),
+        whose values match ``where`` (see :mod:`._where`)."""
         with self._op("list"):
             limit = _check_limit(limit)
+            now = self.now_ms()
+            filter_sql, filter_params = compile_where(where, column=_VALUE, now_ms=now)
             lo, hi = self._bounds(prefix, start, end)
             if lo >= hi:
                 return []
             db = await self._db()
             rows = await db.all(
-                f"{_SELECT_ENTRY} WHERE key >= ? AND key < ? AND {_LIVE} "
+                f"{_SELECT_ENTRY} WHERE key >= ? AND key < ? AND {_LIVE} AND {filter_sql} "
                 f"ORDER BY hex(key) {'DESC' if reverse else 'ASC'} LIMIT ?",
-                [lo, hi, self.now_ms(), limit],
+                [lo, hi, now, *filter_params, limit],
             )
             return [_row_entry(r) for r in rows]
 
-    async def count(self, prefix: Sequence[Any] = ()) -> int:
-        """How many live keys are strictly under ``prefix``."""
+    async def count(self, prefix: Sequence[Any] = (), *, where: Any = None) -> int:
+        """How many live keys strictly under ``prefix`` have values matching ``where``."""
         with self._op("count"):
+            now = self.now_ms()
+            filter_sql, filter_params = compile_where(where, column=_VALUE, now_ms=now)
             lo, hi = prefix_range(encode_key(prefix))
             db = await self._db()
             row = await db.get(
-                f"SELECT count(*) AS n FROM kv_entries WHERE key >= ? AND key < ? AND {_LIVE}",
-                [lo, hi, self.now_ms()],
+                "SELECT count(*) AS n FROM kv_entries "
+                f"WHERE key >= ? AND key < ? AND {_LIVE} AND {filter_sql}",
+                [lo, hi, now, *filter_params],
             )
             return int(row["n"]) if row else 0
 
@@ -475,13 +504,17 @@ class Kv:
         cursor: str | None = None,
         limit: int = DEFAULT_LIMIT,
         reverse: bool = False,
+        where: Any = None,
     ) -> Page:
-        """One page under ``prefix`` after ``cursor`` (an opaque string from the previous page)."""
+        """One page under ``prefix`` after ``cursor`` (an opaque string from the previous page)
+        of the entries whose values match ``where``."""
         with self._op("paginate"):
             limit = _check_limit(limit)
+            now = self.now_ms()
+            filter_sql, filter_params = compile_where(where, column=_VALUE, now_ms=now)
             lo, hi = prefix_range(encode_key(prefix))
-            sql = f"{_SELECT_ENTRY} WHERE key >= ? AND key < ? AND {_LIVE}"
-            params: builtins.list[Any] = [lo, hi, self.now_ms()]
+            sql = f"{_SELECT_ENTRY} WHERE key >= ? AND key < ? AND {_LIVE} AND {filter_sql}"
+            params: builtins.list[Any] = [lo, hi, now, *filter_params]
             if cursor:
                 sql += " AND hex(key) < ?" if reverse else " AND hex(key) > ?"
                 params.append(hex_key(decode_cursor(cursor)))
@@ -516,19 +549,26 @@ class Kv:
 
             return await self._write(fn)
 
-    async def delete(self, key: Sequence[Any], *, exact: bool = False) -> int:
-        """Delete ``key`` and the keys under it (only ``key`` if ``exact``); return the live keys deleted."""
-        return await self.delete_many([key], exact=exact)
+    async def delete(self, key: Sequence[Any], *, exact: bool = False, where: Any = None) -> int:
+        """Delete ``key`` and the keys under it (only ``key`` if ``exact``) whose values match
+        ``where``; return the live keys deleted."""
+        return await self.delete_many([key], exact=exact, where=where)
 
-    async def delete_many(self, keys: Sequence[Sequence[Any]], *, exact: bool = False) -> int:
+    async def delete_many(
+        self, keys: Sequence[Sequence[Any]], *, exact: bool = False, where: Any = None
+    ) -> int:
         """:meth:`delete` for several keys in one transaction."""
         with self._op("delete"):
             if len(keys) > MAX_BATCH_KEYS:
                 raise InvalidRequestError(f"at most {MAX_BATCH_KEYS} keys per batch", code="TOO_MANY_KEYS")
             encoded = [encode_key(k, allow_empty=False) for k in keys]
+            compile_where(where, column=_VALUE, now_ms=0)  # reject a bad filter before the transaction
 
             def fn(db: BlockingDatabase) -> int:
                 now = self.now_ms()
+                if where is not None:
+                    filtered = compile_where(where, column=_VALUE, now_ms=now)
+                    return sum(self._delete_where_in_tx(db, enc, exact, now, filtered) for enc in encoded)
                 return sum(self._delete_in_tx(db, enc, exact, now) for enc in encoded)
 
             return await self._write(fn) if encoded else 0
@@ -690,7 +730,7 @@ class Kv:
             return await SearchIndexes.read_all(await self._db())
 
     async def search(
-        self, prefix: Sequence[Any], query: str, *, limit: int = DEFAULT_LIMIT
+        self, prefix: Sequence[Any], query: str, *, limit: int = DEFAULT_LIMIT, where: Any = None
     ) -> builtins.list[KvEntry]:
         """Live entries under ``prefix`` whose indexed text matches ``query`` (see :func:`parse_query`).
 
@@ -706,13 +746,14 @@ class Kv:
                 raise InvalidRequestError("query must be a string", code="INVALID_QUERY")
             encoded = encode_key(prefix)
             bounds = prefix_range(encoded)
+            filtered = compile_where(where, column="e.value", now_ms=self.now_ms())
             db = await self._db()
             stored: builtins.list[IndexInfo] | None = None
             guess = self._search.deepest(encoded)
             if guess is not None:
                 # A bad query or a vanished table is reported (or not) by the checked path below.
                 with contextlib.suppress(InvalidRequestError, TursoQueryError):
-                    stored, rows = await self._search_on(db, guess, query, bounds, limit)
+                    stored, rows = await self._search_on(db, guess, query, bounds, limit, filtered=filtered)
                     if guess.agrees_with(deepest_covering(stored, encoded)):
                         return [_row_entry(r) for r in rows]
             if stored is None:
@@ -722,15 +763,26 @@ class Kv:
                 raise KeyValNotFoundError(
                     f"no search index covers prefix {key_to_json(tuple(prefix))!r}", code="INDEX_NOT_FOUND"
                 )
-            _, rows = await self._search_on(db, info, query, bounds, limit)
+            _, rows = await self._search_on(db, info, query, bounds, limit, filtered=filtered)
             return [_row_entry(r) for r in rows]
 
     async def _search_on(
-        self, db: Database, info: IndexInfo, query: str, bounds: tuple[bytes, bytes], limit: int
+        self,
+        db: Database,
+        info: IndexInfo,
+        query: str,
+        bounds: tuple[bytes, bytes],
+        limit: int,
+        *,
+        filtered: tuple[str, builtins.list[Any]],
     ) -> tuple[builtins.list[IndexInfo], builtins.list[dict[str, Any]]]:
         """The stored indexes and the matching entry rows of one search statement on ``info``."""
         where, terms = match_sql(parse_query(query, info.fields))
-        rows = await db.all(search_sql(info, where), [*bounds, self.now_ms(), *terms, limit])
+        filter_sql, filter_params = filtered
+        rows = await db.all(
+            search_sql(info, f"{where} AND {filter_sql}"),
+            [*bounds, self.now_ms(), *terms, *filter_params, limit],
+        )
         return split_search_rows(rows)
 
     # -- other pods -------------------------------------------------------------------------

@@ -167,6 +167,17 @@ def _query_prefix(request: web.Request, name: str = "prefix") -> Key:
     return key_from_query(request.query.get(name)) or ()
 
 
+def _query_where(request: web.Request) -> Any:
+    """The ``where`` query parameter: a JSON filter object, or absent."""
+    raw = request.query.get("where")
+    if raw is None or raw == "":
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequestError(f"where must be a JSON object: {exc}", code="INVALID_FILTER") from exc
+
+
 # -- keys ------------------------------------------------------------------------------------
 async def get_key(request: web.Request) -> web.Response:
     key = _path_key(request)
@@ -186,7 +197,9 @@ async def put_key(request: web.Request) -> web.Response:
 
 async def delete_key(request: web.Request) -> web.Response:
     key = _path_key(request)
-    deleted = await _kv(request).delete(key, exact=_bool(request.query.get("exact"), "exact"))
+    deleted = await _kv(request).delete(
+        key, exact=_bool(request.query.get("exact"), "exact"), where=_query_where(request)
+    )
     return web.json_response({"deletedCount": deleted})
 
 
@@ -198,7 +211,9 @@ async def get_batch(request: web.Request) -> web.Response:
 
 async def delete_batch(request: web.Request) -> web.Response:
     body = await _object(request)
-    deleted = await _kv(request).delete_many(_body_keys(body), exact=_bool(body.get("exact"), "exact"))
+    deleted = await _kv(request).delete_many(
+        _body_keys(body), exact=_bool(body.get("exact"), "exact"), where=body.get("where")
+    )
     return web.json_response({"deletedCount": deleted})
 
 
@@ -210,6 +225,7 @@ async def list_keys(request: web.Request) -> web.Response:
         end=key_from_query(q.get("end")) or None,
         limit=_int(q.get("limit"), "limit", 100),
         reverse=_bool(q.get("reverse"), "reverse"),
+        where=_query_where(request),
     )
     return web.json_response({"entries": [e.as_json() for e in entries]})
 
@@ -224,12 +240,14 @@ async def list_keys_post(request: web.Request) -> web.Response:
         end=None if end is None else key_from_json(end),
         limit=_int(body.get("limit"), "limit", 100),
         reverse=_bool(body.get("reverse"), "reverse"),
+        where=body.get("where"),
     )
     return web.json_response({"entries": [e.as_json() for e in entries]})
 
 
 async def count_keys(request: web.Request) -> web.Response:
-    return web.json_response({"count": await _kv(request).count(_query_prefix(request))})
+    count = await _kv(request).count(_query_prefix(request), where=_query_where(request))
+    return web.json_response({"count": count})
 
 
 async def paginate_keys(request: web.Request) -> web.Response:
@@ -239,6 +257,7 @@ async def paginate_keys(request: web.Request) -> web.Response:
         cursor=q.get("cursor") or None,
         limit=_int(q.get("limit"), "limit", 100),
         reverse=_bool(q.get("reverse"), "reverse"),
+        where=_query_where(request),
     )
     return web.json_response(page.as_json())
 
@@ -395,7 +414,10 @@ async def remove_index(request: web.Request) -> web.Response:
 async def search_get(request: web.Request) -> web.Response:
     q = request.query
     entries = await _kv(request).search(
-        _query_prefix(request), q.get("query", ""), limit=_int(q.get("limit"), "limit", 100)
+        _query_prefix(request),
+        q.get("query", ""),
+        limit=_int(q.get("limit"), "limit", 100),
+        where=_query_where(request),
     )
     return web.json_response({"entries": [e.as_json() for e in entries]})
 
@@ -406,6 +428,7 @@ async def search_post(request: web.Request) -> web.Response:
         _body_key(body, "prefix", default=()),
         body.get("query", ""),
         limit=_int(body.get("limit"), "limit", 100),
+        where=body.get("where"),
     )
     return web.json_response({"entries": [e.as_json() for e in entries]})
 
