@@ -27,7 +27,7 @@ ROWS: dict[str, Any] = {
         "vip": None,
         "bio": "x",
         "extra": {},
-    },  # noqa: E501
+    },
     "dee": {"name": "Dee", "age": "40", "profile": {"city": "Faro", "a.b": 1}, "tags": "devops"},
 }
 
