@@ -76,12 +76,12 @@ async def test_batch_get_and_delete(client: Client) -> None:
     for i in range(3):
         await ok(await client.put(f"{API}/keys/b/{i}", json=i))
     body = await ok(await client.post(f"{API}/keys/batch", json={"keys": [["b", 2], ["b", 9], ["b", 0]]}))
-    assert [(e["key"], e["value"]) for e in body["entries"]] == [
+    assert [(e["key"], e["value"]) for e in body] == [
         (["b", 2], 2),
         (["b", 9], None),
         (["b", 0], 0),
     ]
-    assert body["entries"][1]["versionstamp"] is None
+    assert body[1]["versionstamp"] is None
     deleted = await ok(
         await client.post(f"{API}/keys/delete-batch", json={"keys": [["b", 0], ["b", 1]], "exact": True})
     )
@@ -97,20 +97,20 @@ async def test_list_count_and_paginate(client: Client) -> None:
     await ok(await client.put(f"{API}/keys/items/name", json="string part sorts first"))
     await ok(await client.put(f"{API}/keys/zzz", json=0))
     listed = await ok(await client.get(f"{API}/keys", params={"prefix": "items", "limit": "3"}))
-    assert [e["key"] for e in listed["entries"]] == [["items", "name"], ["items", 0], ["items", 1]]
+    assert [e["key"] for e in listed] == [["items", "name"], ["items", 0], ["items", 1]]
     by_json = await ok(await client.get(f"{API}/keys", params={"prefix": '["items"]', "reverse": "true"}))
-    assert [e["key"][1] for e in by_json["entries"]] == [6, 5, 4, 3, 2, 1, 0, "name"]
+    assert [e["key"][1] for e in by_json] == [6, 5, 4, 3, 2, 1, 0, "name"]
     ranged = await ok(
         await client.get(f"{API}/keys", params={"prefix": "items", "start": "items/2", "end": "items/4"})
     )
-    assert [e["key"][1] for e in ranged["entries"]] == [2, 3]
+    assert [e["key"][1] for e in ranged] == [2, 3]
     posted = await ok(
         await client.post(f"{API}/keys/list", json={"prefix": ["items"], "start": ["items", 5], "limit": 10})
     )
-    assert [e["key"][1] for e in posted["entries"]] == [5, 6]
+    assert [e["key"][1] for e in posted] == [5, 6]
     assert await ok(await client.get(f"{API}/keys/count", params={"prefix": "items"})) == {"count": 8}
     assert await ok(await client.get(f"{API}/keys/count")) == {"count": 9}
-    assert len((await ok(await client.get(f"{API}/keys")))["entries"]) == 9
+    assert len(await ok(await client.get(f"{API}/keys"))) == 9
 
     for reverse in ("false", "true"):
         seen: list[Any] = []
@@ -169,7 +169,7 @@ async def test_atomic(client: Client) -> None:
     )
     assert updated["ok"] and updated["versionstamp"] > created["versionstamp"]
     batch = await ok(await client.post(f"{API}/keys/batch", json={"keys": [["acct"], ["hits"], ["tmp"]]}))
-    assert [e["value"] for e in batch["entries"]] == [50, 1, None]
+    assert [e["value"] for e in batch] == [50, 1, None]
     bad = {"mutations": [{"type": "append", "key": ["a"], "value": 1}]}
     await error(await client.post(f"{API}/atomic", json=bad), 400, "INVALID_MUTATION")
     bad = {"mutations": [{"type": "sum", "key": ["acct"], "value": "1"}]}
@@ -209,7 +209,7 @@ async def test_queue_routes(client: Client) -> None:
     assert await ok(await client.get(f"{API}/queue/poll")) == {"message": None}
     assert (await ok(await client.get(f"{API}/keys/dead/1")))["value"] == {"job": 1}
 
-    letters = (await ok(await client.get(f"{API}/queue/dlq")))["messages"]
+    letters = await ok(await client.get(f"{API}/queue/dlq"))
     assert len(letters) == 1 and letters[0]["originalId"] == message_id
     dlq_id = letters[0]["id"]
     assert (await ok(await client.get(f"{API}/queue/dlq/{dlq_id}")))["value"] == {"job": 1}
@@ -236,7 +236,7 @@ async def test_queue_routes(client: Client) -> None:
         await ok(await client.post(f"{API}/queue/enqueue", json={"value": 0, "backoffSchedule": []}), 201)
         polled = await ok(await client.get(f"{API}/queue/poll"))
         await ok(await client.post(f"{API}/queue/nack", json={"id": polled["message"]["id"]}))
-    letters = (await ok(await client.get(f"{API}/queue/dlq", params={"limit": "1"})))["messages"]
+    letters = await ok(await client.get(f"{API}/queue/dlq", params={"limit": "1"}))
     assert len(letters) == 1
     assert await ok(await client.delete(f"{API}/queue/dlq/{letters[0]['id']}")) == {"ok": True}
     await error(await client.delete(f"{API}/queue/dlq/{letters[0]['id']}"), 404, "MESSAGE_NOT_FOUND")
@@ -253,11 +253,11 @@ async def test_index_and_search_routes(client: Client) -> None:
     assert [i["prefix"] for i in (await ok(await client.get(f"{API}/indexes")))["indexes"]] == [["notes"]]
     await ok(await client.put(f"{API}/keys/notes/3", json={"title": "Milk again"}))
     hits = await ok(await client.get(f"{API}/search", params={"prefix": "notes", "query": "milk"}))
-    assert [e["key"] for e in hits["entries"]] == [["notes", 1], ["notes", 3]]
+    assert [e["key"] for e in hits] == [["notes", 1], ["notes", 3]]
     hits = await ok(
         await client.post(f"{API}/search", json={"prefix": ["notes"], "query": "bread OR ada", "limit": 5})
     )
-    assert [e["key"][1] for e in hits["entries"]] == [1, 2]
+    assert [e["key"][1] for e in hits] == [1, 2]
     await error(
         await client.get(f"{API}/search", params={"prefix": "notes", "query": " "}), 400, "INVALID_QUERY"
     )

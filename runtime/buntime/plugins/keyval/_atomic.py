@@ -1,4 +1,4 @@
-"""Atomic operations: versionstamp checks plus set/delete/sum/min/max in one transaction.
+"""Atomic operations: versionstamp checks plus set/delete/sum/min/max/append/prepend in one transaction.
 
 Built by ``kv.atomic()`` and committed by the Kv store, which runs the checks inside the same
 write transaction as the mutations (and under the store's write lock), so of two concurrent
@@ -13,11 +13,12 @@ from typing import Any, Literal
 
 from ._errors import InvalidValueError
 from ._keys import Key, encode_key
-from ._values import encode_value, is_number
+from ._values import bigint_of, bigint_value, encode_value, is_number
 
-MutationType = Literal["set", "delete", "sum", "min", "max"]
-MUTATION_TYPES: tuple[MutationType, ...] = ("set", "delete", "sum", "min", "max")
+MutationType = Literal["set", "delete", "sum", "min", "max", "append", "prepend"]
+MUTATION_TYPES: tuple[MutationType, ...] = ("set", "delete", "sum", "min", "max", "append", "prepend")
 NUMERIC_MUTATIONS = frozenset({"sum", "min", "max"})
+LIST_MUTATIONS = frozenset({"append", "prepend"})
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Check:
 
 @dataclass(frozen=True)
 class Mutation:
-    """One write of an atomic operation; ``value`` is the operand for sum/min/max."""
+    """One write of an atomic operation; ``value`` is the operand for sum/min/max (a number or
+    a bigint ``{"__type": "bigint", "value": "5"}``) and append/prepend (a list of items)."""
 
     type: MutationType
     key: Key
@@ -72,21 +74,56 @@ def make_mutation(type_: str, key: Sequence[Any], value: Any = None, expire_in: 
     encoded = encode_key(key, allow_empty=False)
     if type_ == "set":
         encode_value(value)
-    elif type_ in NUMERIC_MUTATIONS and not is_number(value):
-        raise InvalidValueError(f"{type_} needs a number operand (got {value!r})", code="INVALID_MUTATION")
+    elif type_ in NUMERIC_MUTATIONS and not is_number(value) and bigint_of(value) is None:
+        raise InvalidValueError(
+            f"{type_} needs a number or bigint operand (got {value!r})", code="INVALID_MUTATION"
+        )
+    elif type_ in LIST_MUTATIONS:
+        if not isinstance(value, list):
+            raise InvalidValueError(f"{type_} needs a list of items (got {value!r})", code="INVALID_MUTATION")
+        encode_value(value)
     return Mutation(type_, tuple(key), encoded, value, validate_expire_in(expire_in))  # type: ignore[arg-type]
+
+
+def apply_mutation(type_: MutationType, current: Any, operand: Any, key: Key) -> Any:
+    """The new value of a sum/min/max/append/prepend of ``operand`` onto the stored ``current``
+    (``None``: missing)."""
+    if type_ in LIST_MUTATIONS:
+        if current is None:
+            current = []
+        if not isinstance(current, list):
+            raise InvalidValueError(
+                f"cannot {type_} to key {list(key)!r}: the stored value is not a list",
+                code="INVALID_MUTATION",
+            )
+        return [*current, *operand] if type_ == "append" else [*operand, *current]
+    return apply_numeric(type_, current, operand, key)
 
 
 def apply_numeric(type_: MutationType, current: Any, operand: Any, key: Key) -> Any:
     """sum/min/max of the stored value and the operand; a missing value counts as the operand
-    for min/max and as 0 for sum."""
+    for min/max and as 0 for sum. A bigint on either side (and an integer on the other) gives a
+    bigint, exactly; a bigint never mixes with a fraction."""
     if current is None:
         return operand
-    if not is_number(current):
+    big_current, big_operand = bigint_of(current), bigint_of(operand)
+    if big_current is None and not is_number(current):
         raise InvalidValueError(
             f"cannot {type_} into key {list(key)!r}: the stored value is not a number",
             code="INVALID_MUTATION",
         )
+    if big_current is not None or big_operand is not None:
+        left = current if big_current is None else big_current
+        right = operand if big_operand is None else big_operand
+        if not isinstance(left, int) or not isinstance(right, int):
+            raise InvalidValueError(
+                f"cannot {type_} a bigint and a fraction at key {list(key)!r}", code="INVALID_MUTATION"
+            )
+        return bigint_value(_combine(type_, left, right))
+    return _combine(type_, current, operand)
+
+
+def _combine(type_: MutationType, current: Any, operand: Any) -> Any:
     if type_ == "sum":
         return current + operand
     return min(current, operand) if type_ == "min" else max(current, operand)
@@ -140,6 +177,12 @@ class AtomicOperation:
 
     def max(self, key: Sequence[Any], value: float) -> AtomicOperation:
         return self.mutate(make_mutation("max", key, value))
+
+    def append(self, key: Sequence[Any], items: list[Any]) -> AtomicOperation:
+        return self.mutate(make_mutation("append", key, items))
+
+    def prepend(self, key: Sequence[Any], items: list[Any]) -> AtomicOperation:
+        return self.mutate(make_mutation("prepend", key, items))
 
     async def commit(self) -> CommitResult:
         return await self._commit(list(self.checks), list(self.mutations))

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from ...turso import BlockingDatabase, Database, TransactionType, TursoQueryError, TursoService
-from ._atomic import AtomicOperation, Check, CommitResult, Mutation, apply_numeric, validate_expire_in
+from ._atomic import AtomicOperation, Check, CommitResult, Mutation, apply_mutation, validate_expire_in
 from ._errors import InvalidRequestError, KeyValError, KeyValNotFoundError, KeyValUnavailableError
 from ._keys import (
     Key,
@@ -607,7 +607,7 @@ class Kv:
                             f"SELECT value FROM kv_entries WHERE key = ? AND {_LIVE}", [m.encoded, now]
                         )
                         current = decode_value(row["value"]) if row else None
-                        new = apply_numeric(m.type, current, m.value, m.key)
+                        new = apply_mutation(m.type, current, m.value, m.key)
                         self.put_in_tx(
                             db, m.encoded, encode_value(new), new, versionstamp=versionstamp, expires_at=None
                         )

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BACKOFF_SCHEDULE: tuple[int, ...] = (1000, 5000, 10000)
 MAX_BACKOFF_STEPS = 32
+MAX_ATTEMPTS = 1000
 STATUS_PENDING = "pending"
 STATUS_PROCESSING = "processing"
 #: What :meth:`KvQueue.nack` did with the message.
@@ -160,11 +161,13 @@ class KvQueue:
         delay: float = 0,
         backoff_schedule: Sequence[float] | None = None,
         keys_if_undelivered: Sequence[Sequence[Any]] | None = None,
+        max_attempts: int | None = None,
     ) -> str:
         """Add a message, deliverable after ``delay`` ms; return its id.
 
-        ``backoff_schedule`` (ms, default 1 s, 5 s, 10 s) is the wait after each failed attempt,
-        so a message gets ``len(schedule) + 1`` attempts before it is dead-lettered.
+        ``backoff_schedule`` (ms, default 1 s, 5 s, 10 s) is the wait after each failed attempt
+        (the last one repeats), so a message gets ``max_attempts`` attempts (default
+        ``len(schedule) + 1``) before it is dead-lettered.
         """
         with self._kv._op("queue_enqueue"):
             raw = encode_value(value)
@@ -176,6 +179,16 @@ class KvQueue:
                     code="INVALID_QUEUE_OPTION",
                 )
             steps = [_milliseconds(s, "backoffSchedule entries") for s in schedule]
+            if max_attempts is None:
+                max_attempts = len(steps) + 1
+            if (
+                not isinstance(max_attempts, int)
+                or isinstance(max_attempts, bool)
+                or not 1 <= max_attempts <= MAX_ATTEMPTS
+            ):
+                raise InvalidValueError(
+                    f"maxAttempts must be an integer from 1 to {MAX_ATTEMPTS}", code="INVALID_QUEUE_OPTION"
+                )
             undelivered = None
             if keys_if_undelivered:
                 for key in keys_if_undelivered:
@@ -193,7 +206,7 @@ class KvQueue:
                         message_id,
                         raw,
                         now + delay_ms,
-                        len(steps) + 1,
+                        max_attempts,
                         json.dumps(steps),
                         undelivered,
                         STATUS_PENDING,
@@ -295,9 +308,20 @@ class KvQueue:
     def _dead_letter(self, db: BlockingDatabase, row: dict[str, Any], reason: str, now: int) -> None:
         db.run(
             "INSERT INTO kv_dlq(id, original_id, value, error_message, attempts, original_created_at, "
-            "failed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [str(uuid.uuid4()), row["id"], row["value"], reason, row["attempts"], row["created_at"], now],
+            "failed_at, backoff_schedule, max_attempts, keys_if_undelivered) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                str(uuid.uuid4()),
+                row["id"],
+                row["value"],
+                reason,
+                row["attempts"],
+                row["created_at"],
+                now,
+                row["backoff_schedule"],
+                row["max_attempts"],
+                row["keys_if_undelivered"],
+            ],
         )
         db.run("DELETE FROM kv_queue WHERE id = ?", [row["id"]])
         if row["keys_if_undelivered"]:
@@ -362,21 +386,39 @@ class KvQueue:
             return DeadLetter.from_row(row) if row else None
 
     async def requeue_dlq(self, dlq_id: str) -> str | None:
-        """Move a dead letter back into the queue with a fresh attempt budget; return the new id."""
+        """Move a dead letter back into the queue with a fresh attempt budget and its own retry
+        policy (backoff schedule, max attempts, keys if undelivered); return the new id."""
         with self._kv._op("dlq_requeue"):
             _check_id(dlq_id)
             new_id = str(uuid.uuid4())
 
             def fn(db: BlockingDatabase) -> str | None:
-                row = db.get("SELECT value FROM kv_dlq WHERE id = ?", [dlq_id])
+                row = db.get(
+                    "SELECT value, backoff_schedule, max_attempts, keys_if_undelivered "
+                    "FROM kv_dlq WHERE id = ?",
+                    [dlq_id],
+                )
                 if row is None:
                     return None
                 now = self._kv.now_ms()
-                steps = builtins.list(DEFAULT_BACKOFF_SCHEDULE)
+                # Dead letters from before schema v3 kept no policy: they get the default one.
+                schedule = row["backoff_schedule"] or json.dumps(builtins.list(DEFAULT_BACKOFF_SCHEDULE))
+                budget = row["max_attempts"] or len(json.loads(schedule)) + 1
                 db.run(
                     "INSERT INTO kv_queue(id, value, ready_at, attempts, max_attempts, backoff_schedule, "
-                    "status, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
-                    [new_id, row["value"], now, len(steps) + 1, json.dumps(steps), STATUS_PENDING, now, now],
+                    "keys_if_undelivered, status, created_at, updated_at) "
+                    "VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                    [
+                        new_id,
+                        row["value"],
+                        now,
+                        budget,
+                        schedule,
+                        row["keys_if_undelivered"],
+                        STATUS_PENDING,
+                        now,
+                        now,
+                    ],
                 )
                 db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])
                 return new_id

@@ -206,7 +206,7 @@ async def delete_key(request: web.Request) -> web.Response:
 async def get_batch(request: web.Request) -> web.Response:
     body = await _object(request)
     entries = await _kv(request).get_many(_body_keys(body))
-    return web.json_response({"entries": [e.as_json() for e in entries]})
+    return web.json_response([e.as_json() for e in entries])
 
 
 async def delete_batch(request: web.Request) -> web.Response:
@@ -227,7 +227,7 @@ async def list_keys(request: web.Request) -> web.Response:
         reverse=_bool(q.get("reverse"), "reverse"),
         where=_query_where(request),
     )
-    return web.json_response({"entries": [e.as_json() for e in entries]})
+    return web.json_response([e.as_json() for e in entries])
 
 
 async def list_keys_post(request: web.Request) -> web.Response:
@@ -242,7 +242,7 @@ async def list_keys_post(request: web.Request) -> web.Response:
         reverse=_bool(body.get("reverse"), "reverse"),
         where=body.get("where"),
     )
-    return web.json_response({"entries": [e.as_json() for e in entries]})
+    return web.json_response([e.as_json() for e in entries])
 
 
 async def count_keys(request: web.Request) -> web.Response:
@@ -307,14 +307,25 @@ async def enqueue(request: web.Request) -> web.Response:
     body = await _object(request)
     if "value" not in body:
         raise InvalidRequestError("'value' is required", code="INVALID_REQUEST")
-    undelivered = body.get("keysIfUndelivered")
+    # The upstream client sends {value, options: {...}}; older callers put the options beside value.
+    options = body.get("options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidRequestError("'options' must be an object", code="INVALID_REQUEST")
+
+    def option(name: str, default: Any = None) -> Any:
+        return options.get(name, body.get(name, default))
+
+    undelivered = option("keysIfUndelivered")
     if undelivered is not None and not isinstance(undelivered, list):
         raise InvalidKeyError("'keysIfUndelivered' must be a list of keys")
     message_id = await _kv(request).queue.enqueue(
         body["value"],
-        delay=body.get("delay", 0),
-        backoff_schedule=body.get("backoffSchedule"),
+        delay=option("delay", 0) or 0,
+        backoff_schedule=option("backoffSchedule"),
         keys_if_undelivered=None if undelivered is None else [key_from_json(k) for k in undelivered],
+        max_attempts=option("maxAttempts"),
     )
     return web.json_response({"ok": True, "id": message_id}, status=201)
 
@@ -358,7 +369,7 @@ async def dlq_list(request: web.Request) -> web.Response:
     messages = await _kv(request).queue.list_dlq(
         limit=_int(q.get("limit"), "limit", 100), offset=_int(q.get("offset"), "offset", 0, low=0, high=2**31)
     )
-    return web.json_response({"messages": [m.as_json() for m in messages]})
+    return web.json_response([m.as_json() for m in messages])
 
 
 async def dlq_get(request: web.Request) -> web.Response:
@@ -388,12 +399,14 @@ async def dlq_purge(request: web.Request) -> web.Response:
 # -- search ----------------------------------------------------------------------------------
 async def create_index(request: web.Request) -> web.Response:
     body = await _object(request)
-    fields = body.get("fields")
+    # Upstream's client sends {prefix, options: {fields, tokenize}}, its docs {prefix, fields}: take both.
+    raw_options = body.get("options")
+    options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
+    fields = options.get("fields", body.get("fields"))
     if not isinstance(fields, list):
         raise InvalidRequestError("'fields' must be a list of dot paths", code="INVALID_INDEX")
-    info = await _kv(request).create_index(
-        _body_key(body, "prefix"), fields, tokenize=body.get("tokenize") or DEFAULT_TOKENIZE
-    )
+    tokenize = options.get("tokenize", body.get("tokenize")) or DEFAULT_TOKENIZE
+    info = await _kv(request).create_index(_body_key(body, "prefix"), fields, tokenize=tokenize)
     return web.json_response({"ok": True, "index": info.as_json()}, status=201)
 
 
@@ -419,7 +432,7 @@ async def search_get(request: web.Request) -> web.Response:
         limit=_int(q.get("limit"), "limit", 100),
         where=_query_where(request),
     )
-    return web.json_response({"entries": [e.as_json() for e in entries]})
+    return web.json_response([e.as_json() for e in entries])
 
 
 async def search_post(request: web.Request) -> web.Response:
@@ -430,7 +443,7 @@ async def search_post(request: web.Request) -> web.Response:
         limit=_int(body.get("limit"), "limit", 100),
         where=body.get("where"),
     )
-    return web.json_response({"entries": [e.as_json() for e in entries]})
+    return web.json_response([e.as_json() for e in entries])
 
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -71,8 +71,16 @@ INSERT OR IGNORE INTO kv_meta(name, value)
 INSERT OR IGNORE INTO kv_meta(name, value) VALUES ('indexes', '0');
 """
 
+#: A dead letter keeps its message's retry policy, so a requeue restores it (upstream requeued
+#: with the default schedule: a message enqueued with 3 attempts came back with 4).
+SCHEMA_V3 = """
+ALTER TABLE kv_dlq ADD COLUMN backoff_schedule TEXT;
+ALTER TABLE kv_dlq ADD COLUMN max_attempts INTEGER;
+ALTER TABLE kv_dlq ADD COLUMN keys_if_undelivered TEXT;
+"""
+
 #: (version, script); append new versions, never edit an applied one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, SCHEMA_V1), (2, SCHEMA_V2))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3))
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

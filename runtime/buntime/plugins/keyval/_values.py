@@ -28,3 +28,26 @@ def decode_value(raw: bytes | str) -> Any:
 def is_number(value: Any) -> bool:
     """A JSON number (bools are ints in Python but not numbers here)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+BIGINT_TYPE = "bigint"
+
+
+def bigint_of(value: Any) -> int | None:
+    """The integer of the upstream client's bigint encoding ``{"__type": "bigint", "value": "5"}``
+    (``None`` for anything else)."""
+    if isinstance(value, dict) and value.get("__type") == BIGINT_TYPE and set(value) == {"__type", "value"}:
+        raw = value["value"]
+        if isinstance(raw, str):
+            try:
+                return int(raw.strip())
+            except ValueError:
+                return None
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+    return None
+
+
+def bigint_value(number: int) -> dict[str, str]:
+    """``number`` in the upstream client's bigint encoding."""
+    return {"__type": BIGINT_TYPE, "value": str(number)}

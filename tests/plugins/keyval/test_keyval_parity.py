@@ -1,0 +1,124 @@
+"""The request and response shapes the upstream ``Kv`` client speaks: bare arrays, bigint
+operands, enqueue ``options``, append/prepend, index ``options`` and dead-letter requeues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from buntime.plugins.keyval import InvalidValueError, Kv
+
+API = "/keyval/api"
+Client = TestClient[web.Request, web.Application]
+
+
+async def ok(response: Any, status: int = 200) -> Any:
+    body = await response.json()
+    assert response.status == status, body
+    return body
+
+
+def bigint(n: int) -> dict[str, str]:
+    return {"__type": "bigint", "value": str(n)}
+
+
+async def test_lists_are_bare_arrays(client: Client) -> None:
+    await ok(await client.put(f"{API}/keys/a/1", json=1))
+    assert [e["key"] for e in await ok(await client.get(f"{API}/keys", params={"prefix": "a"}))] == [["a", 1]]
+    assert len(await ok(await client.post(f"{API}/keys/list", json={"prefix": ["a"]}))) == 1
+    batch = await ok(await client.post(f"{API}/keys/batch", json={"keys": [["a", 1]]}))
+    assert isinstance(batch, list) and batch[0]["value"] == 1
+    assert await ok(await client.get(f"{API}/queue/dlq")) == []
+
+
+async def test_sum_min_max_take_the_clients_bigint(client: Client, kv: Kv) -> None:
+    async def mutate(type_: str, value: Any) -> None:
+        await ok(
+            await client.post(
+                f"{API}/atomic", json={"mutations": [{"type": type_, "key": ["n"], "value": value}]}
+            )
+        )
+
+    await mutate("sum", bigint(5))
+    await mutate("sum", bigint(2**70))
+    assert (await kv.get(["n"])).value == bigint(2**70 + 5)
+    await mutate("sum", 1)  # an integer joins a bigint exactly
+    await mutate("max", bigint(3))
+    await mutate("min", bigint(-1))
+    assert (await kv.get(["n"])).value == bigint(-1)
+    await ok(
+        await client.post(f"{API}/atomic", json={"mutations": [{"type": "sum", "key": ["f"], "value": 1.5}]})
+    )
+    bad = await client.post(
+        f"{API}/atomic", json={"mutations": [{"type": "sum", "key": ["f"], "value": bigint(1)}]}
+    )
+    assert bad.status == 400 and (await bad.json())["code"] == "INVALID_MUTATION"
+    bad = await client.post(
+        f"{API}/atomic", json={"mutations": [{"type": "sum", "key": ["f"], "value": "5"}]}
+    )
+    assert bad.status == 400
+
+
+async def test_append_and_prepend(client: Client, kv: Kv) -> None:
+    body = {
+        "mutations": [
+            {"type": "append", "key": ["log"], "value": [2, 3]},
+            {"type": "prepend", "key": ["log"], "value": [1]},
+            {"type": "append", "key": ["log"], "value": [{"x": 4}]},
+        ]
+    }
+    result = await ok(await client.post(f"{API}/atomic", json=body))
+    assert result["ok"] is True
+    assert (await kv.get(["log"])).value == [1, 2, 3, {"x": 4}]
+    await kv.set(["scalar"], 1)
+    bad = await client.post(
+        f"{API}/atomic", json={"mutations": [{"type": "append", "key": ["scalar"], "value": [1]}]}
+    )
+    assert bad.status == 400 and (await bad.json())["code"] == "INVALID_MUTATION"
+    try:
+        kv.atomic().append(["log"], 5)  # type: ignore[arg-type]
+    except InvalidValueError as exc:
+        assert exc.code == "INVALID_MUTATION"
+    else:
+        raise AssertionError("a non-list append operand was accepted")
+
+
+async def test_enqueue_options_and_requeue_keep_the_policy(client: Client, kv: Kv) -> None:
+    sent = {"value": {"job": 1}, "options": {"backoffSchedule": [0], "keysIfUndelivered": [["dead", 1]]}}
+    message_id = (await ok(await client.post(f"{API}/queue/enqueue", json=sent), 201))["id"]
+    for attempt in (1, 2):  # a one-step schedule: two attempts, then the dead-letter queue
+        polled = await ok(await client.get(f"{API}/queue/poll"))
+        assert polled["message"]["id"] == message_id and polled["message"]["maxAttempts"] == 2
+        outcome = await ok(await client.post(f"{API}/queue/nack", json={"id": message_id}))
+        assert outcome["result"] == ("retry" if attempt == 1 else "dead")
+    assert (await kv.get(["dead", 1])).value == {"job": 1}
+    letters = await ok(await client.get(f"{API}/queue/dlq"))
+    requeued = await ok(await client.post(f"{API}/queue/dlq/{letters[0]['id']}/requeue"))
+    polled = await ok(await client.get(f"{API}/queue/poll"))
+    assert polled["message"]["id"] == requeued["id"] and polled["message"]["maxAttempts"] == 2
+
+    delayed = {"value": 2, "options": {"delay": 60_000, "maxAttempts": 7}}
+    await ok(await client.post(f"{API}/queue/enqueue", json=delayed), 201)
+    assert (await ok(await client.get(f"{API}/queue/stats")))["pending"] == 1
+    assert await ok(await client.get(f"{API}/queue/poll")) == {"message": None}  # not ready for a minute
+    bad = await client.post(f"{API}/queue/enqueue", json={"value": 1, "options": {"maxAttempts": 0}})
+    assert bad.status == 400 and (await bad.json())["code"] == "INVALID_QUEUE_OPTION"
+
+
+async def test_index_fields_at_the_top_or_under_options(client: Client) -> None:
+    await ok(await client.put(f"{API}/keys/docs/1", json={"t": "hello"}))
+    await ok(
+        await client.post(f"{API}/indexes", json={"prefix": ["docs"], "options": {"fields": ["t"]}}), 201
+    )
+    assert [
+        e["key"]
+        for e in await ok(await client.get(f"{API}/search", params={"prefix": "docs", "query": "hell"}))
+    ] == [["docs", 1]]
+    await ok(
+        await client.post(f"{API}/indexes", json={"prefix": ["docs"], "fields": ["t"], "tokenize": "porter"}),
+        201,
+    )
+    indexes = (await ok(await client.get(f"{API}/indexes")))["indexes"]
+    assert [i["tokenize"] for i in indexes] == ["porter"]
