@@ -78,6 +78,7 @@ from ._search import (
     split_search_rows,
 )
 from ._values import decode_value, encode_value
+from ._watch import WatchHub
 from ._where import compile_where
 
 log = logging.getLogger("buntime.plugin.keyval")
@@ -194,6 +195,7 @@ class Kv:
         self._handle: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.queue = KvQueue(self, lock_duration=queue_lock_duration)
+        self.watch = WatchHub(self)
 
     async def __aenter__(self) -> Kv:
         await self.open()
@@ -254,6 +256,7 @@ class Kv:
         if self._state == "closed":
             return
         self.service.remove_pull_listener(self._on_pull)
+        await self.watch.aclose()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -311,7 +314,9 @@ class Kv:
                 body, namespace=self.namespace, type=type, max_retries=WRITE_RETRIES
             )
             if on_commit is None:
-                return await txn
+                result = await txn
+                self.watch.poke()
+                return result
             # The engine thread cannot be interrupted: a cancelled caller must not skip on_commit
             # (the index list) for a transaction that commits anyway, e.g. a long index rebuild.
             task = asyncio.ensure_future(txn)
@@ -321,8 +326,10 @@ class Kv:
                 await asyncio.wait([task])
                 if not task.cancelled() and task.exception() is None:
                     on_commit(task.result())
+                    self.watch.poke()
                 raise
             on_commit(result)
+            self.watch.poke()
             return result
 
     def now_ms(self) -> int:
@@ -789,6 +796,7 @@ class Kv:
     async def _on_pull(self, replica_path: str) -> None:
         if self._state != "opened" or replica_path != self.service.replica_path(self.namespace):
             return
+        self.watch.poke()  # another pod's writes arrived: watchers and queue listeners re-read
         try:
             await self.refresh()
         except KeyValError as exc:

@@ -354,6 +354,16 @@ class KvQueue:
 
             return await self._kv._write(fn)
 
+    async def next_ready_in(self) -> int | None:
+        """Milliseconds until the earliest pending message is ready (0: one is), ``None``: none pending."""
+        with self._kv._op("queue_next_ready"):
+            row = await (await self._kv._db()).get(
+                "SELECT min(ready_at) AS ready_at FROM kv_queue WHERE status = ?", [STATUS_PENDING]
+            )
+            if not row or row["ready_at"] is None:
+                return None
+            return max(0, int(row["ready_at"]) - self._kv.now_ms())
+
     async def stats(self) -> QueueStats:
         with self._kv._op("queue_stats"):
             row = await (await self._kv._db()).get(

@@ -18,8 +18,11 @@ Called by the plugin's ``routes()``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,9 +37,10 @@ from ._errors import (
     KeyValNotFoundError,
     storage_errors,
 )
-from ._keys import Key, key_from_json, key_from_path, key_from_query
+from ._keys import Key, decode_key, encode_key, key_from_json, key_from_path, key_from_query, key_to_json
 from ._kv import Kv
 from ._search import DEFAULT_TOKENIZE
+from ._watch import DEFAULT_PREFIX_LIMIT, Watcher, WatchEvent
 
 log = logging.getLogger("buntime.plugin.keyval")
 
@@ -396,6 +400,177 @@ async def dlq_purge(request: web.Request) -> web.Response:
     return web.json_response({"deletedCount": await _kv(request).queue.purge_dlq()})
 
 
+# -- watch (SSE) ------------------------------------------------------------------------------
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",  # nginx and friends: do not buffer the stream
+}
+#: How long an idle queue listener waits before re-trying a dequeue at most (a delayed message
+#: becoming ready is no write: nothing else wakes the listener for it).
+LISTEN_MAX_IDLE = 5.0
+
+
+def _keys_param(raw: str | None, name: str) -> list[Key]:
+    """``a/b,c/d`` or a JSON list of keys."""
+    if raw is None or not raw.strip():
+        raise InvalidKeyError(f"'{name}' is required")
+    text = raw.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            raise InvalidKeyError(f"'{name}' is not a JSON list of keys: {exc}") from exc
+        if not isinstance(parsed, list) or not all(isinstance(k, list) for k in parsed):
+            raise InvalidKeyError(f"'{name}' must be a list of keys")
+        return [key_from_json(k) for k in parsed]
+    return [key_from_query(part) or () for part in text.split(",")]
+
+
+def _watch_prefixes(request: web.Request) -> list[Key]:
+    # Upstream's client sends ``prefix``, its server read ``prefixes``: take either or both.
+    raws = [request.query.get("prefix"), request.query.get("prefixes")]
+    found = [k for raw in raws if raw is not None and raw.strip() for k in _keys_param(raw, "prefix")]
+    return found or [()]
+
+
+def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _open_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    await response.write(b"retry: 1000\n\n")
+    return response
+
+
+async def _stream_watcher(request: web.Request, watcher: Watcher) -> web.StreamResponse:
+    kv = _kv(request)
+    hub = kv.watch
+    response = await _open_stream(request)
+    try:
+        while True:
+            try:
+                event: WatchEvent | None = await watcher.next(hub.ping_interval)
+            except TimeoutError:
+                await asyncio.wait_for(response.write(_sse("ping", {"t": kv.now_ms()})), hub.write_timeout)
+                continue
+            if event is None:
+                break
+            await asyncio.wait_for(
+                response.write(_sse("change", event.entries, event.id or None)), hub.write_timeout
+            )
+    except (ConnectionResetError, TimeoutError):
+        pass
+    finally:
+        hub.unsubscribe(watcher)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+def _initial(request: web.Request, default: bool) -> bool:
+    return _bool(request.query.get("initial"), "initial") if "initial" in request.query else default
+
+
+async def watch_keys(request: web.Request) -> web.StreamResponse:
+    keys = _keys_param(request.query.get("keys", request.query.get("key")), "keys")
+    if not keys or len(keys) > MAX_HTTP_LIMIT:
+        raise InvalidRequestError(f"watch 1 to {MAX_HTTP_LIMIT} keys", code="INVALID_PARAMETER")
+    watcher = _kv(request).watch.watch_keys(
+        keys, initial=_initial(request, True), last_id=request.headers.get("Last-Event-ID", "")
+    )
+    return await _stream_watcher(request, watcher)
+
+
+async def watch_prefix(request: web.Request) -> web.StreamResponse:
+    watcher = _kv(request).watch.watch_prefixes(
+        _watch_prefixes(request),
+        limit=_int(request.query.get("limit"), "limit", DEFAULT_PREFIX_LIMIT),
+        initial=_initial(request, False),
+        last_id=request.headers.get("Last-Event-ID", ""),
+    )
+    return await _stream_watcher(request, watcher)
+
+
+def _versionstamps(raw: str | None) -> list[str]:
+    return [] if not raw else [v.strip() for v in raw.split(",")]
+
+
+async def watch_poll(request: web.Request) -> web.Response:
+    """``{changed, entries}``: the entries of ``keys``, ``changed`` when a versionstamp differs
+    from the client's ``versionstamps`` (same order; empty or ``null`` for an absent key)."""
+    keys = _keys_param(request.query.get("keys", request.query.get("key")), "keys")
+    known = _versionstamps(request.query.get("versionstamps"))
+    entries = await _kv(request).get_many(keys)
+    now = [e.versionstamp or "" for e in entries]
+    was = [("" if v in ("", "null") else v) for v in known] + [""] * (len(now) - len(known))
+    return web.json_response({"changed": now != was[: len(now)], "entries": [e.as_json() for e in entries]})
+
+
+async def watch_prefix_poll(request: web.Request) -> web.Response:
+    """``{changed, entries}``: the entries under ``prefix`` whose versionstamp differs from the
+    client's ``versionstamps=<key path>:<vs>,...``, and the keys it knew that are gone (value
+    and versionstamp ``null``)."""
+    kv = _kv(request)
+    known: dict[bytes, str] = {}
+    for item in _versionstamps(request.query.get("versionstamps")):
+        path, sep, versionstamp = item.rpartition(":")
+        if not sep:
+            raise InvalidRequestError(
+                "versionstamps must be <key>:<versionstamp>,...", code="INVALID_PARAMETER"
+            )
+        known[encode_key(key_from_query(path) or ())] = versionstamp
+    limit = _int(request.query.get("limit"), "limit", DEFAULT_PREFIX_LIMIT)
+    entries = [e for p in _watch_prefixes(request) for e in await kv.list(p, limit=limit)]
+    current = {encode_key(e.key): e for e in entries}
+    changed = [e.as_json() for k, e in current.items() if known.get(k) != e.versionstamp]
+    gone = [
+        {"key": key_to_json(decode_key(k)), "value": None, "versionstamp": None}
+        for k in known
+        if k not in current
+    ]
+    return web.json_response({"changed": bool(changed or gone), "entries": changed + gone})
+
+
+async def queue_listen(request: web.Request) -> web.StreamResponse:
+    """SSE ``message`` events: each one a leased message (ack or nack it by id), ``ping`` while idle.
+
+    A message is leased only once the previous one was written to the client, so a slow client
+    holds at most one lease at a time and never builds up a backlog. Woken by every write and
+    pull (an enqueue here or on another pod), and when the next delayed message is due."""
+    kv = _kv(request)
+    hub = kv.watch
+    response = await _open_stream(request)
+    last_ping = time.monotonic()
+    try:
+        while not hub.closed:
+            message = await kv.queue.dequeue()
+            if message is not None:
+                await asyncio.wait_for(
+                    response.write(_sse("message", message.as_json(), message.id)), hub.write_timeout
+                )
+                continue
+            due = await kv.queue.next_ready_in()
+            idle = hub.ping_interval - (time.monotonic() - last_ping)
+            if idle <= 0:
+                await asyncio.wait_for(response.write(_sse("ping", {"t": kv.now_ms()})), hub.write_timeout)
+                last_ping = time.monotonic()
+                continue
+            wait = min(idle, LISTEN_MAX_IDLE, (due / 1000) if due is not None else LISTEN_MAX_IDLE)
+            await hub.wait_queue(max(wait, 0.001))
+    except (ConnectionResetError, TimeoutError):
+        pass
+    except KeyValError as exc:
+        log.warning("KeyVal queue listener stopped: %s", exc)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
 # -- search ----------------------------------------------------------------------------------
 async def create_index(request: web.Request) -> web.Response:
     body = await _object(request)
@@ -461,6 +636,12 @@ def create_app(kv: Kv) -> web.Application:
     """The sub-application for ``kv``; mount it with ``app.add_subapp("/keyval", create_app(kv))``."""
     app = web.Application(middlewares=[error_middleware])
     app[KV_KEY] = kv
+
+    async def close_streams(_: web.Application) -> None:
+        # Graceful shutdown waits for open handlers: end the SSE streams first.
+        await kv.watch.aclose()
+
+    app.on_shutdown.append(close_streams)
     add = app.router.add_route
     # Fixed /keys/... routes first: they win over the /keys/{path} catch-all.
     add("POST", f"{API}/keys/batch", get_batch)
@@ -489,6 +670,11 @@ def create_app(kv: Kv) -> web.Application:
     add("DELETE", f"{API}/indexes", remove_index)
     add("GET", f"{API}/search", search_get)
     add("POST", f"{API}/search", search_post)
+    add("GET", f"{API}/watch", watch_keys)
+    add("GET", f"{API}/watch/poll", watch_poll)
+    add("GET", f"{API}/watch/prefix", watch_prefix)
+    add("GET", f"{API}/watch/prefix/poll", watch_prefix_poll)
+    add("GET", f"{API}/queue/listen", queue_listen)
     add("GET", f"{API}/metrics", metrics_json)
     add("GET", f"{API}/metrics/prometheus", metrics_prometheus)
     return app

@@ -1,0 +1,272 @@
+"""Watchers: change notifications for keys and prefixes, and the wake-up of queue listeners.
+
+Owned by the Kv store (``kv.watch``); the HTTP routes stream what it delivers as SSE.
+
+* **What wakes it**: every committed write of this store (:meth:`WatchHub.poke`, called by the
+  write path) and every background pull that brought another pod's changes (the Turso
+  service's pull listener, through ``Kv._on_pull``). Nothing polls the table: with no write
+  and no pull there is no statement at all.
+* **What it reads**: one round per wake-up (wake-ups during a round coalesce into the next),
+  one statement per distinct watch target (subscribers watching the same keys or prefix share
+  it), diffed against what each subscriber was last sent.
+* **Back-pressure**: each subscriber has a bounded queue of undelivered events. A subscriber
+  that lets it fill (a slow or stuck client) is closed, not buffered without bound and never
+  allowed to hold the others up; its client reconnects with ``Last-Event-ID`` and catches up.
+* **Event ids** are versionstamps (they increase in commit order across pods), so
+  ``Last-Event-ID`` resumes: a prefix watcher replays entries written after it; a key watcher
+  sends the current entries if one of them is newer. Deletions made while a client was away are
+  not replayed (a deleted row has no versionstamp left); a key watcher's first event after a
+  reconnect without ``Last-Event-ID`` carries the current state, deletions included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._errors import KeyValError
+from ._keys import Key, decode_key, encode_key, key_to_json
+
+if TYPE_CHECKING:
+    from ._kv import Kv, KvEntry
+
+log = logging.getLogger("buntime.plugin.keyval")
+
+DEFAULT_QUEUE_SIZE = 64
+#: Seconds between SSE keep-alive pings (proxies drop idle streams after about a minute).
+DEFAULT_PING_INTERVAL = 15.0
+#: Seconds a stream write may wait on a client that does not read before it is closed.
+DEFAULT_WRITE_TIMEOUT = 30.0
+DEFAULT_PREFIX_LIMIT = 1000
+CLOSE_OVERFLOW = "overflow"
+CLOSE_SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change event: ``entries`` as JSON, ``id`` the newest versionstamp seen (or ``""``)."""
+
+    entries: list[dict[str, Any]]
+    id: str
+
+
+def _entry_json(key: Key, value: Any, versionstamp: str | None) -> dict[str, Any]:
+    return {"key": key_to_json(key), "value": value, "versionstamp": versionstamp}
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One subscriber: read :meth:`next` until it returns ``None`` (closed; see ``close_reason``)."""
+
+    keys: tuple[Key, ...] = ()
+    prefixes: tuple[Key, ...] = ()
+    limit: int = DEFAULT_PREFIX_LIMIT
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    last_id: str = ""
+    close_reason: str | None = None
+    _queue: asyncio.Queue[WatchEvent | None] = field(init=False)
+    _seen: dict[bytes, str] | None = field(default=None, init=False)  # key -> versionstamp sent
+
+    def __post_init__(self) -> None:
+        self._queue = asyncio.Queue(self.queue_size)
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    async def next(self, timeout: float | None = None) -> WatchEvent | None:
+        """The next event; raises :class:`TimeoutError` after ``timeout`` seconds without one."""
+        if self.closed and self._queue.empty():
+            return None
+        return await asyncio.wait_for(self._queue.get(), timeout)
+
+    def offer(self, event: WatchEvent) -> None:
+        if self.closed:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # A slow subscriber: drop what it has not read and close it (it resumes by id).
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self.close(CLOSE_OVERFLOW)
+            return
+        self.last_id = max(self.last_id, event.id)
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.close_reason = reason
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    # -- diffs (called by the hub) --------------------------------------------------------
+    def on_keys(self, entries: Sequence[KvEntry], *, initial: bool) -> None:
+        current = {encode_key(e.key): e.versionstamp or "" for e in entries}
+        if self._seen is None:
+            self._seen = current
+            newest = max(current.values(), default="")
+            if not initial and not (self.last_id and newest > self.last_id):
+                return
+        elif current == self._seen:
+            return
+        self._seen = current
+        event_id = max([*current.values(), self.last_id])
+        self.offer(WatchEvent([_entry_json(e.key, e.value, e.versionstamp) for e in entries], event_id))
+
+    def on_prefix(self, entries: Sequence[KvEntry], *, initial: bool) -> None:
+        current = {encode_key(e.key): e.versionstamp or "" for e in entries}
+        if self._seen is None:
+            self._seen = current
+            if self.last_id:
+                changed = [e for e in entries if (e.versionstamp or "") > self.last_id]
+            else:
+                changed = list(entries) if initial else []
+            if changed:
+                self._emit(changed, [])
+            return
+        previous = self._seen
+        self._seen = current
+        changed = [e for e in entries if previous.get(encode_key(e.key)) != e.versionstamp]
+        gone = [k for k in previous if k not in current]
+        if changed or gone:
+            self._emit(changed, gone)
+
+    def _emit(self, changed: Sequence[KvEntry], gone: Sequence[bytes]) -> None:
+        out = [_entry_json(e.key, e.value, e.versionstamp) for e in changed]
+        out += [_entry_json(decode_key(k), None, None) for k in gone]
+        event_id = max([*(e.versionstamp or "" for e in changed), self.last_id])
+        self.offer(WatchEvent(out, event_id))
+
+
+class WatchHub:
+    """The watchers of one store, and the queue's wake-up signal. Usage (by the routes)::
+
+    watcher = kv.watch.watch_keys([["a"], ["b"]], initial=True, last_id=request_last_event_id)
+    try:
+        while (event := await watcher.next()) is not None: ...
+    finally:
+        kv.watch.unsubscribe(watcher)
+    """
+
+    def __init__(self, kv: Kv, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        self._kv = kv
+        self.queue_size = queue_size
+        self.ping_interval = DEFAULT_PING_INTERVAL
+        self.write_timeout = DEFAULT_WRITE_TIMEOUT
+        self._watchers: set[Watcher] = set()
+        self._initial: dict[Watcher, bool] = {}  # send the current state as the first event?
+        self._wake = asyncio.Event()
+        self._queue_signal = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._watchers)
+
+    def poke(self) -> None:
+        """Something was committed (here or, after a pull, elsewhere): re-read the watched data."""
+        signal, self._queue_signal = self._queue_signal, asyncio.Event()
+        signal.set()
+        if self._watchers:
+            self._wake.set()
+
+    async def wait_queue(self, timeout: float) -> None:
+        """Until the next write or pull (queue listeners re-try a dequeue then), or ``timeout``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue_signal.wait(), timeout)
+
+    def watch_keys(self, keys: Sequence[Key], *, initial: bool = True, last_id: str = "") -> Watcher:
+        for key in keys:
+            encode_key(key, allow_empty=False)
+        return self._add(
+            Watcher(keys=tuple(tuple(k) for k in keys), queue_size=self.queue_size, last_id=last_id),
+            initial=initial,
+        )
+
+    def watch_prefixes(
+        self,
+        prefixes: Sequence[Key],
+        *,
+        limit: int = DEFAULT_PREFIX_LIMIT,
+        initial: bool = False,
+        last_id: str = "",
+    ) -> Watcher:
+        for prefix in prefixes:
+            encode_key(prefix)
+        watcher = Watcher(
+            prefixes=tuple(tuple(p) for p in prefixes),
+            limit=limit,
+            queue_size=self.queue_size,
+            last_id=last_id,
+        )
+        return self._add(watcher, initial=initial)
+
+    def _add(self, watcher: Watcher, *, initial: bool) -> Watcher:
+        if self._closed:
+            watcher.close(CLOSE_SHUTDOWN)
+            return watcher
+        self._watchers.add(watcher)
+        self._initial[watcher] = initial
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="keyval:watch")
+        self._wake.set()  # the first round reads the new watcher's state
+        return watcher
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        self._watchers.discard(watcher)
+        self._initial.pop(watcher, None)
+
+    async def _run(self) -> None:
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._round()
+            except KeyValError as exc:
+                log.warning("KeyVal watch round failed (retried on the next change): %s", exc)
+            except Exception:
+                log.exception("KeyVal watch round failed")
+
+    async def _round(self) -> None:
+        cache: dict[Any, Any] = {}
+        for watcher in list(self._watchers):
+            if watcher.closed:
+                self.unsubscribe(watcher)
+                continue
+            initial = self._initial.get(watcher, True)
+            if watcher.keys:
+                target: Any = ("keys", watcher.keys)
+                if target not in cache:
+                    cache[target] = await self._kv.get_many(watcher.keys)
+                watcher.on_keys(cache[target], initial=initial)
+            else:
+                entries: list[KvEntry] = []
+                for prefix in watcher.prefixes:
+                    target = ("prefix", prefix, watcher.limit)
+                    if target not in cache:
+                        cache[target] = await self._kv.list(prefix, limit=watcher.limit)
+                    entries.extend(cache[target])
+                watcher.on_prefix(entries, initial=initial)
+
+    async def aclose(self) -> None:
+        """Close every subscriber (their streams end) and stop the hub's task."""
+        self._closed = True
+        for watcher in list(self._watchers):
+            watcher.close(CLOSE_SHUTDOWN)
+        self._watchers.clear()
+        self._queue_signal.set()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

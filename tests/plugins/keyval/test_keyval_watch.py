@@ -1,0 +1,191 @@
+"""Watch and queue-listen streams (SSE) and their poll forms: two subscribers, a slow one, a
+reconnect with ``Last-Event-ID``, shutdown, and a change made through a second pod."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient
+
+from buntime.plugins import PluginHost
+from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, Kv
+from buntime.plugins.keyval._watch import CLOSE_OVERFLOW, CLOSE_SHUTDOWN
+
+API = "/keyval/api"
+Client = TestClient[web.Request, web.Application]
+Event = tuple[str, str | None, Any]
+
+
+async def next_event(response: ClientResponse, *, skip_pings: bool = True, timeout: float = 5.0) -> Event:
+    """The next SSE event as ``(event, id, data)``; ``("eof", None, None)`` when the stream ended."""
+
+    async def read() -> Event:
+        name, event_id, data = "message", None, None
+        while True:
+            line = await response.content.readline()
+            if not line:
+                return ("eof", None, None)
+            text = line.decode().rstrip("\n")
+            if text.startswith("event: "):
+                name = text[7:]
+            elif text.startswith("id: "):
+                event_id = text[4:]
+            elif text.startswith("data: "):
+                data = json.loads(text[6:])
+            elif text == "" and data is not None:
+                if name == "ping" and skip_pings:
+                    name, event_id, data = "message", None, None
+                    continue
+                return (name, event_id, data)
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+def values(data: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"/".join(str(p) for p in e["key"]): e["value"] for e in data}
+
+
+async def test_two_subscribers_see_each_change(client: Client, kv: Kv) -> None:
+    await kv.set(["cfg", "a"], 1)
+    one = await client.get(f"{API}/watch", params={"keys": "cfg/a,cfg/b"})
+    two = await client.get(f"{API}/watch", params={"keys": '[["cfg","a"],["cfg","b"]]'})
+    assert one.headers["Content-Type"].startswith("text/event-stream")
+    for stream in (one, two):
+        name, event_id, data = await next_event(stream)
+        assert name == "change" and values(data) == {"cfg/a": 1, "cfg/b": None}
+        assert event_id == (await kv.get(["cfg", "a"])).versionstamp
+    await kv.set(["cfg", "b"], 2)
+    for stream in (one, two):
+        _, event_id, data = await next_event(stream)
+        assert values(data) == {"cfg/a": 1, "cfg/b": 2}
+        assert event_id == (await kv.get(["cfg", "b"])).versionstamp
+    await kv.set(["other"], 0)  # not watched: no event, the next one is the delete
+    await kv.delete(["cfg", "a"])
+    for stream in (one, two):
+        assert values((await next_event(stream))[2]) == {"cfg/a": None, "cfg/b": 2}
+    one.close()
+    two.close()
+
+
+async def test_keep_alive_pings(client: Client, kv: Kv) -> None:
+    kv.watch.ping_interval = 0.1
+    stream = await client.get(f"{API}/watch/prefix", params={"prefix": "p"})
+    assert (await next_event(stream, skip_pings=False))[0] == "ping"
+    listen = await client.get(f"{API}/queue/listen")
+    assert (await next_event(listen, skip_pings=False))[0] == "ping"
+    stream.close()
+    listen.close()
+
+
+async def test_prefix_watch_and_reconnect_with_last_event_id(client: Client, kv: Kv) -> None:
+    await kv.set(["users", 1], "ada")
+    stream = await client.get(f"{API}/watch/prefix", params={"prefixes": "users", "initial": "true"})
+    _, first_id, data = await next_event(stream)
+    assert values(data) == {"users/1": "ada"}
+    await kv.set(["users", 2], "bob")
+    _, second_id, data = await next_event(stream)
+    assert values(data) == {"users/2": "bob"} and second_id and second_id > (first_id or "")
+    stream.close()
+    # Away: two writes. Back with Last-Event-ID: only what it missed, not the initial state.
+    await kv.set(["users", 3], "cy")
+    await kv.set(["users", 1], "ada2")
+    resumed = await client.get(
+        f"{API}/watch/prefix",
+        params={"prefix": "users", "initial": "true"},
+        headers={"Last-Event-ID": second_id},
+    )
+    _, resumed_id, data = await next_event(resumed)
+    assert values(data) == {"users/1": "ada2", "users/3": "cy"}
+    assert resumed_id == (await kv.get(["users", 1])).versionstamp
+    await kv.delete(["users", 2])
+    assert values((await next_event(resumed))[2]) == {"users/2": None}
+    resumed.close()
+
+
+async def test_a_slow_subscriber_is_closed_not_buffered(kv: Kv) -> None:
+    kv.watch.queue_size = 2
+    slow = kv.watch.watch_prefixes([("jobs",)])
+    fast = kv.watch.watch_prefixes([("jobs",)])
+    seen: list[Any] = []
+
+    async def drain() -> None:
+        while (event := await fast.next()) is not None:
+            seen.extend(e["key"][1] for e in event.entries)
+
+    reader = asyncio.create_task(drain())
+    await asyncio.sleep(0.05)
+    for i in range(6):
+        await kv.set(["jobs", i], i)
+        await asyncio.sleep(0.05)  # one watch round per write
+    assert slow.close_reason == CLOSE_OVERFLOW
+    assert seen == [0, 1, 2, 3, 4, 5]  # the slow one never held the fast one up
+    assert await slow.next() is None
+    await kv.watch.aclose()
+    await reader
+    assert fast.close_reason == CLOSE_SHUTDOWN
+
+
+async def test_shutdown_ends_the_streams(client: Client, kv: Kv) -> None:
+    stream = await client.get(f"{API}/watch", params={"keys": "k"})
+    assert (await next_event(stream))[0] == "change"
+    listen = await client.get(f"{API}/queue/listen")
+    await asyncio.sleep(0.05)
+    await kv.watch.aclose()
+    assert (await next_event(stream))[0] == "eof"
+    assert (await next_event(listen))[0] == "eof"
+
+
+async def test_queue_listen_streams_messages_as_they_arrive(client: Client, kv: Kv) -> None:
+    listen = await client.get(f"{API}/queue/listen")
+    await asyncio.sleep(0.05)
+    first = await kv.queue.enqueue({"job": 1})
+    name, event_id, data = await next_event(listen)
+    assert name == "message" and event_id == first and data["value"] == {"job": 1}
+    assert await kv.queue.ack(data["id"], attempts=data["attempts"])
+    delayed = await kv.queue.enqueue({"job": 2}, delay=300)
+    _, event_id, data = await next_event(listen)  # woken when it is due, no write needed
+    assert event_id == delayed and data["attempts"] == 1
+    listen.close()
+
+
+async def test_poll_forms(client: Client, kv: Kv) -> None:
+    a = await kv.set(["p", "a"], 1)
+    polled = await (await client.get(f"{API}/watch/poll", params={"keys": "p/a,p/b"})).json()
+    assert polled["changed"] is True and [e["value"] for e in polled["entries"]] == [1, None]
+    same = {"keys": "p/a,p/b", "versionstamps": f"{a.versionstamp},"}
+    assert (await (await client.get(f"{API}/watch/poll", params=same)).json())["changed"] is False
+    known = {"prefix": "p", "versionstamps": f"p/a:{a.versionstamp},p/gone:00"}
+    polled = await (await client.get(f"{API}/watch/prefix/poll", params=known)).json()
+    assert polled == {
+        "changed": True,
+        "entries": [{"key": ["p", "gone"], "value": None, "versionstamp": None}],
+    }
+    b = await kv.set(["p", "b"], 2)
+    known["versionstamps"] = f"p/a:{a.versionstamp},p/b:{b.versionstamp}"
+    assert (await (await client.get(f"{API}/watch/prefix/poll", params=known)).json())["changed"] is False
+    bad = await client.get(f"{API}/watch/prefix/poll", params={"prefix": "p", "versionstamps": "nocolon"})
+    assert bad.status == 400
+    assert (await client.get(f"{API}/watch")).status == 400
+
+
+async def test_a_change_on_another_pod_reaches_a_watcher_through_the_pull(
+    start_host: Callable[[dict[str, str]], Awaitable[PluginHost]],
+    replica_env: Callable[[str], dict[str, str]],
+) -> None:
+    pods = [(await start_host(replica_env(name))).get_plugin(KEYVAL_PLUGIN_NAME) for name in ("a", "b")]
+    a, b = pods
+    assert isinstance(a, Kv) and isinstance(b, Kv)
+    watcher = b.watch.watch_keys([("shared",)], initial=False)
+    await asyncio.sleep(0.05)
+    written = await a.set(["shared"], "from a")
+    await asyncio.sleep(0.1)
+    assert watcher._queue.empty()  # B has not pulled: nothing polls its table
+    await b.service.sync(b.namespace)  # what the background loop does every TURSO_SYNC_INTERVAL
+    event = await watcher.next(5)
+    assert event is not None and event.id == written.versionstamp
+    assert event.entries[0]["value"] == "from a"
+    b.watch.unsubscribe(watcher)
