@@ -280,7 +280,7 @@ async def test_metrics_routes(client: Client) -> None:
     body = await ok(await client.get(f"{API}/metrics"))
     assert body["operations"]["set"]["count"] == 1
     assert body["operations"]["get"]["count"] == 1
-    assert body["storage"] == {"entries": 1}
+    assert body["storage"] == {"entries": 1, "sizeBytes": len(b"\x02m\x00") + len(b"1")}
     response = await client.get(f"{API}/metrics/prometheus")
     assert response.status == 200 and response.content_type == "text/plain"
     text = await response.text()

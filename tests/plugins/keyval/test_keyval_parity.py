@@ -122,3 +122,19 @@ async def test_index_fields_at_the_top_or_under_options(client: Client) -> None:
     )
     indexes = (await ok(await client.get(f"{API}/indexes")))["indexes"]
     assert [i["tokenize"] for i in indexes] == ["porter"]
+
+
+async def test_now_placeholders_in_values(client: Client, kv: Kv) -> None:
+    before = kv.now_ms()
+    await ok(
+        await client.put(
+            f"{API}/keys/ev/1", json={"at": {"$now": True}, "due": [{"$now": True, "$offset": 1000}]}
+        )
+    )
+    stored = (await kv.get(["ev", 1])).value
+    assert before <= stored["at"] <= kv.now_ms() and stored["due"][0] == stored["at"] + 1000
+    body = {"mutations": [{"type": "set", "key": ["ev", 2], "value": {"at": {"$now": True, "$offset": -5}}}]}
+    await ok(await client.post(f"{API}/atomic", json=body))
+    assert isinstance((await kv.get(["ev", 2])).value["at"], int)
+    await kv.set(["ev", 3], {"$now": "no"})  # not a placeholder: stored as is
+    assert (await kv.get(["ev", 3])).value == {"$now": "no"}

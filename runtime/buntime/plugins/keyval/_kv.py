@@ -77,7 +77,7 @@ from ._search import (
     search_sql,
     split_search_rows,
 )
-from ._values import decode_value, encode_value
+from ._values import decode_value, encode_value, resolve_now
 from ._watch import WatchHub
 from ._where import compile_where
 
@@ -539,6 +539,7 @@ class Kv:
         """Store ``value`` at ``key``; ``expire_in`` is a TTL in milliseconds."""
         with self._op("set"):
             encoded = encode_key(key, allow_empty=False)
+            value = resolve_now(value, self.now_ms())
             raw = encode_value(value)
             ttl = validate_expire_in(expire_in)
 
@@ -604,10 +605,15 @@ class Kv:
                     if m.type == "delete":
                         self._delete_in_tx(db, m.encoded, True, now)
                     elif m.type == "set":
-                        raw = encode_value(m.value)
+                        value = resolve_now(m.value, now)
                         expires_at = self._expiry(now, m.expire_in)
                         self.put_in_tx(
-                            db, m.encoded, raw, m.value, versionstamp=versionstamp, expires_at=expires_at
+                            db,
+                            m.encoded,
+                            encode_value(value),
+                            value,
+                            versionstamp=versionstamp,
+                            expires_at=expires_at,
                         )
                     else:
                         row = db.get(
@@ -833,5 +839,13 @@ class Kv:
             return rebuilt
 
     async def storage_stats(self) -> dict[str, int]:
-        """``{"entries": live entry count}`` for the metrics endpoint."""
-        return {"entries": await self.count(())}
+        """``{"entries", "sizeBytes"}``: live entries and the bytes of their keys and values, for
+        the metrics endpoint (one statement)."""
+        with self._op("storage_stats"):
+            row = await (await self._db()).get(
+                "SELECT count(*) AS n, COALESCE(sum(length(key) + length(value)), 0) AS size "
+                f"FROM kv_entries WHERE {_LIVE}",
+                [self.now_ms()],
+            )
+            row = row or {}
+            return {"entries": int(row.get("n") or 0), "sizeBytes": int(row.get("size") or 0)}

@@ -33,6 +33,27 @@ def is_number(value: Any) -> bool:
 BIGINT_TYPE = "bigint"
 
 
+def is_now_placeholder(value: Any) -> bool:
+    """``{"$now": true, "$offset"?: ms}``: the write time in epoch milliseconds (plus the offset)."""
+    return (
+        isinstance(value, dict)
+        and value.get("$now") is True
+        and set(value) <= {"$now", "$offset"}
+        and (is_number(value.get("$offset", 0)))
+    )
+
+
+def resolve_now(value: Any, now_ms: int) -> Any:
+    """``value`` with every ``$now`` placeholder, at any depth, replaced by ``now_ms + offset``."""
+    if is_now_placeholder(value):
+        return now_ms + int(value.get("$offset", 0))
+    if isinstance(value, dict):
+        return {k: resolve_now(v, now_ms) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_now(v, now_ms) for v in value]
+    return value
+
+
 def bigint_of(value: Any) -> int | None:
     """The integer of the upstream client's bigint encoding ``{"__type": "bigint", "value": "5"}``
     (``None`` for anything else)."""
