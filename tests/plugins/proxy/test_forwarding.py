@@ -197,7 +197,7 @@ async def test_proxied_requests_are_counted(
 ) -> None:
     client = await runtime(aiohttp_client, env)
     rule = await add_rule(client, pattern="^/svc/", target=target(upstream))
-    redirect = await add_rule(client, pattern="^/go", target="http://x.example", redirect=302)
+    await add_rule(client, pattern="^/go", target="http://x.example", redirect=302)
     for _ in range(2):
         await client.get("/svc/x")
     await client.get("/go", allow_redirects=False)
