@@ -4,7 +4,7 @@
 Why a generator with committed output: Helm reads only ``values.yaml`` and the templates, so the
 chart must be installable straight from git (upstream's generated, git-ignored values.yaml was
 not). Each plugin's manifest declares its settings once (type, default, env, label, secret,
-showIf); this script turns them into
+showIf, required, pattern); this script turns them into
 
 * ``charts/buntime/values.yaml``: the ``plugins:`` block between the GENERATED markers, with a
   comment above every key;
@@ -63,6 +63,14 @@ SCHEMA_TYPES: dict[str, str | list[str]] = {
     "bool": "boolean",
     # A bare number is seconds, so `--set plugins.turso.syncInterval=60` (an integer) is fine too.
     "duration": ["string", "number"],
+}
+#: Extra Rancher conditions the chart adds to plugin questions: settings that mean nothing beside the
+#: in-cluster turso-server (the runtime then syncs with it, and the chart refuses sync.url).
+CHART_SHOW_IF: dict[str, str] = {
+    "turso.mode": "tursoServer.enabled=false",
+    "turso.executor": "tursoServer.enabled=false",
+    "turso.sync.url": "tursoServer.enabled=false",
+    "turso.sync.authToken": "tursoServer.enabled=false",
 }
 VALUES_MARKERS = ("# BEGIN GENERATED: plugins", "# END GENERATED: plugins")
 QUESTIONS_MARKERS = ("# BEGIN GENERATED: plugin questions", "# END GENERATED: plugin questions")
@@ -140,6 +148,8 @@ class PluginField:
     options: tuple[str, ...] = ()
     secret: bool = False
     show_if: str = ""
+    required: bool = False
+    pattern: str = ""
 
     @property
     def dotted(self) -> str:
@@ -227,6 +237,19 @@ def _parse_field(name: str, spec: Any, where: str, key: str) -> PluginField:
     if show_if:
         # Manifest conditions name sibling settings ("mode=sync"); Rancher wants values paths.
         show_if = "&&".join(f"plugins.{key}.{part.strip()}" for part in show_if.split("&&"))
+    extra = CHART_SHOW_IF.get(f"{key}.{name}")
+    if extra:
+        show_if = f"{show_if}&&{extra}" if show_if else extra
+    pattern = str(spec.get("pattern") or "")
+    if pattern:
+        if kind not in ("string", "password"):
+            raise GeneratorError(f"{here}: pattern applies to string settings only")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise GeneratorError(f"{here}: pattern: {exc}") from None
+        if default and not re.search(pattern, str(default)):
+            raise GeneratorError(f"{here}: default {default!r} does not match the pattern")
     return PluginField(
         path=path,
         type=kind,
@@ -237,6 +260,8 @@ def _parse_field(name: str, spec: Any, where: str, key: str) -> PluginField:
         options=options,
         secret=bool(spec.get("secret")) or kind == "password",
         show_if=show_if,
+        required=bool(spec.get("required")),
+        pattern=pattern,
     )
 
 
@@ -421,6 +446,9 @@ QUESTIONS_TEMPLATE = _ENV.from_string(
 {% endif %}
     default: {{ (f.default | scalar if f.type in ("int", "bool") else f.default) | string | json }}
     group: {{ (plugin.title ~ " Plugin") | json }}
+{% if f.required %}
+    required: true
+{% endif %}
 {% if f.show_if %}
     show_if: {{ f.show_if | json }}
 {% endif %}
@@ -452,6 +480,8 @@ def _schema_node(tree: Mapping[str, Any], title: str) -> dict[str, Any]:
             prop: dict[str, Any] = {"description": _field_comment(value), "type": SCHEMA_TYPES[value.type]}
             if value.options:
                 prop["enum"] = list(value.options)
+            if value.pattern:
+                prop["pattern"] = value.pattern
             if value.type == "int":
                 prop["minimum"] = 0
             if value.type == "duration":
