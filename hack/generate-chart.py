@@ -716,7 +716,9 @@ def build(paths: Paths) -> dict[Path, str]:
     )
     schema = render_schema(plugins, paths.schema.read_text(encoding="utf-8"), paths.show(paths.schema))
     crds = {
-        paths.crd_template(source): render_crd_template(source.read_text(encoding="utf-8"), paths.show(source))
+        paths.crd_template(source): render_crd_template(
+            source.read_text(encoding="utf-8"), paths.show(source)
+        )
         for source in sorted(paths.crd_sources.glob("*.yaml"))
     }
     return {

@@ -232,7 +232,11 @@ def test_required_values_are_required_questions() -> None:
     for variable in ("image.repository", "tursoServer.persistence.size", "plugins.turso.sync.url"):
         assert by_variable[variable].get("required") is True, variable
     # Optional ones stay optional: empty means "generate" or "unset".
-    for variable in ("tursoServer.auth.dataToken", "tursoServer.auth.metricsToken", "runtime.ingress.className"):
+    for variable in (
+        "tursoServer.auth.dataToken",
+        "tursoServer.auth.metricsToken",
+        "runtime.ingress.className",
+    ):
         assert not by_variable[variable].get("required"), variable
 
 
