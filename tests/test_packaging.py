@@ -43,7 +43,7 @@ def test_dependencies_are_ranges_and_the_base_is_the_library() -> None:
         assert "==" not in requirement and "<" in requirement, f"{requirement}: use >=x,<y"
     assert names(PROJECT["dependencies"]) == {"pyturso", "aiohttp"}
     extras = PROJECT["optional-dependencies"]
-    assert "kopf" in names(extras["operator"])
+    assert {"kopf", "prometheus-client"} <= names(extras["operator"])
     assert {"prometheus-client", "pyjwt"} <= names(extras["server"])
     assert "jinja2" in names(extras["dev"]) and "cryptography" not in names(
         [r for group in (PROJECT["dependencies"], *extras.values()) for r in group]
