@@ -28,7 +28,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.tursodb import ROOT, free_port, wait_listening
 from tests.support.tursoserver import TursoServer
 
-CRD_FILE = ROOT / "charts" / "buntime" / "crds" / "tursonamespaces.turso.buntime.io.yaml"
+CRD_FILE = ROOT / "deploy" / "crds" / "tursonamespaces.turso.buntime.io.yaml"
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 API_VERSION = "turso.buntime.io/v1alpha1"
 API = f"/apis/{API_VERSION}"
