@@ -75,8 +75,12 @@ RUN groupadd --system --gid 10001 buntime \
  && install -d -o 10001 -g 10001 /data/turso /var/lib/turso
 COPY --from=tursodb /usr/local/bin/tursodb /usr/local/bin/tursodb
 COPY --from=wheel /wheels /tmp/wheels
-# Byte-compiled at install time: the root filesystem is read-only in the chart's pods.
-RUN pip install --no-cache-dir --compile /tmp/wheels/*.whl && rm -rf /tmp/wheels
+COPY constraints.txt /tmp/constraints.txt
+# Every extra (the image runs the runtime, turso-server and the operator), at the exact versions
+# of constraints.txt. Byte-compiled at install time: the root filesystem is read-only in the pods.
+RUN set -eu; wheel="$(ls /tmp/wheels/buntime-*.whl)"; \
+    pip install --no-cache-dir --compile -c /tmp/constraints.txt "${wheel}[all]" \
+ && rm -rf /tmp/wheels /tmp/constraints.txt
 USER 10001:10001
 WORKDIR /home/buntime
 EXPOSE 8000 8080 8081 9443

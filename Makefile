@@ -9,13 +9,14 @@ export PATH := $(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 DATA_DIR ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools control-plane run demo test test-fast lint bench chart cluster clean
+.PHONY: all venv tools control-plane run demo test test-fast lint bench chart constraints cluster clean
 
 all: test
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml has compatible ranges; constraints.txt the exact versions CI and the image use.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,dev]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -52,6 +53,11 @@ lint: venv
 
 bench: venv tools control-plane
 	$(PY) -m bench
+
+## constraints: re-pin constraints.txt from the current venv (after changing a range in pyproject.toml).
+constraints: venv
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -vi '^buntime'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 ## chart: regenerate the chart's plugin values, schema and questions from the plugin manifests.
 chart: venv

@@ -4,7 +4,7 @@
 Why a generator with committed output: Helm reads only ``values.yaml`` and the templates, so the
 chart must be installable straight from git (upstream's generated, git-ignored values.yaml was
 not). Each plugin's manifest declares its settings once (type, default, env, label, secret,
-showIf); this script turns them into
+showIf, required, pattern); this script turns them into
 
 * ``charts/buntime/values.yaml``: the ``plugins:`` block between the GENERATED markers, with a
   comment above every key;
@@ -13,7 +13,11 @@ showIf); this script turns them into
 * ``charts/buntime/values.schema.json``: ``properties.plugins`` (the rest is hand-written);
 * ``charts/buntime/questions.yaml``: the Rancher questions between the GENERATED markers;
 * ``docs/chart.md``: the values table between the GENERATED markers, built from the comments in
-  values.yaml (hand-written keys included).
+  values.yaml (hand-written keys included);
+* ``charts/buntime/README.md``: the chart README, the same values table under a short intro;
+* ``charts/buntime/templates/crd-<name>.yaml``: each CRD of ``deploy/crds/`` (the one source,
+  applied as is by the operator tests) behind ``crds.enabled``, with the chart's labels and
+  ``helm.sh/resource-policy: keep`` while ``crds.keep`` is true.
 
 Run ``python hack/generate-chart.py`` after changing a manifest or values.yaml; ``--check``
 writes nothing and exits 1 when a committed file is stale (the chart tests run it).
@@ -59,6 +63,14 @@ SCHEMA_TYPES: dict[str, str | list[str]] = {
     "bool": "boolean",
     # A bare number is seconds, so `--set plugins.turso.syncInterval=60` (an integer) is fine too.
     "duration": ["string", "number"],
+}
+#: Extra Rancher conditions the chart adds to plugin questions: settings that mean nothing beside the
+#: in-cluster turso-server (the runtime then syncs with it, and the chart refuses sync.url).
+CHART_SHOW_IF: dict[str, str] = {
+    "turso.mode": "tursoServer.enabled=false",
+    "turso.executor": "tursoServer.enabled=false",
+    "turso.sync.url": "tursoServer.enabled=false",
+    "turso.sync.authToken": "tursoServer.enabled=false",
 }
 VALUES_MARKERS = ("# BEGIN GENERATED: plugins", "# END GENERATED: plugins")
 QUESTIONS_MARKERS = ("# BEGIN GENERATED: plugin questions", "# END GENERATED: plugin questions")
@@ -108,6 +120,17 @@ class Paths:
     def docs(self) -> Path:
         return self.root / "docs" / "chart.md"
 
+    @property
+    def readme(self) -> Path:
+        return self.chart / "README.md"
+
+    @property
+    def crd_sources(self) -> Path:
+        return self.root / "deploy" / "crds"
+
+    def crd_template(self, source: Path) -> Path:
+        return self.chart / "templates" / f"crd-{source.stem}.yaml"
+
     def show(self, path: Path) -> str:
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
 
@@ -125,6 +148,8 @@ class PluginField:
     options: tuple[str, ...] = ()
     secret: bool = False
     show_if: str = ""
+    required: bool = False
+    pattern: str = ""
 
     @property
     def dotted(self) -> str:
@@ -212,6 +237,19 @@ def _parse_field(name: str, spec: Any, where: str, key: str) -> PluginField:
     if show_if:
         # Manifest conditions name sibling settings ("mode=sync"); Rancher wants values paths.
         show_if = "&&".join(f"plugins.{key}.{part.strip()}" for part in show_if.split("&&"))
+    extra = CHART_SHOW_IF.get(f"{key}.{name}")
+    if extra:
+        show_if = f"{show_if}&&{extra}" if show_if else extra
+    pattern = str(spec.get("pattern") or "")
+    if pattern:
+        if kind not in ("string", "password"):
+            raise GeneratorError(f"{here}: pattern applies to string settings only")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise GeneratorError(f"{here}: pattern: {exc}") from None
+        if default and not re.search(pattern, str(default)):
+            raise GeneratorError(f"{here}: default {default!r} does not match the pattern")
     return PluginField(
         path=path,
         type=kind,
@@ -222,6 +260,8 @@ def _parse_field(name: str, spec: Any, where: str, key: str) -> PluginField:
         options=options,
         secret=bool(spec.get("secret")) or kind == "password",
         show_if=show_if,
+        required=bool(spec.get("required")),
+        pattern=pattern,
     )
 
 
@@ -406,6 +446,9 @@ QUESTIONS_TEMPLATE = _ENV.from_string(
 {% endif %}
     default: {{ (f.default | scalar if f.type in ("int", "bool") else f.default) | string | json }}
     group: {{ (plugin.title ~ " Plugin") | json }}
+{% if f.required %}
+    required: true
+{% endif %}
 {% if f.show_if %}
     show_if: {{ f.show_if | json }}
 {% endif %}
@@ -437,6 +480,8 @@ def _schema_node(tree: Mapping[str, Any], title: str) -> dict[str, Any]:
             prop: dict[str, Any] = {"description": _field_comment(value), "type": SCHEMA_TYPES[value.type]}
             if value.options:
                 prop["enum"] = list(value.options)
+            if value.pattern:
+                prop["pattern"] = value.pattern
             if value.type == "int":
                 prop["minimum"] = 0
             if value.type == "duration":
@@ -596,13 +641,53 @@ def render_docs_table(values_text: str) -> str:
     return "".join(out)
 
 
+# -- CRDs -------------------------------------------------------------------------------------------
+
+CRD_TEMPLATE_HEAD = """\
+{{{{- /*
+GENERATED by hack/generate-chart.py from {source}: do not edit, edit the source.
+A template (not Helm's crds/ folder) so that `helm upgrade` updates it; crds.keep leaves it in
+place on uninstall, with every TursoNamespace.
+*/ -}}}}
+{{{{- if .Values.crds.enabled }}}}
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {name}
+  {{{{- if .Values.crds.keep }}}}
+  annotations:
+    helm.sh/resource-policy: keep
+  {{{{- end }}}}
+  labels:
+    {{{{- include "buntime.labels" (dict "ctx" . "component" "operator") | nindent 4 }}}}
+"""
+
+
+def render_crd_template(text: str, where: str) -> str:
+    """The CRD source wrapped into a template: its metadata replaced, its ``spec`` kept verbatim."""
+    try:
+        crd = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise GeneratorError(f"{where}: invalid YAML: {exc}") from exc
+    if not isinstance(crd, Mapping) or crd.get("kind") != "CustomResourceDefinition":
+        raise GeneratorError(f"{where}: not a CustomResourceDefinition")
+    if "{{" in text:
+        raise GeneratorError(f"{where}: contains '{{{{', which Helm would read as a template action")
+    lines = text.splitlines(keepends=True)
+    spec = [i for i, line in enumerate(lines) if line.rstrip() == "spec:"]
+    if len(spec) != 1 or set(crd) != {"apiVersion", "kind", "metadata", "spec"}:
+        raise GeneratorError(f"{where}: expected apiVersion, kind, metadata and one top-level spec:")
+    head = CRD_TEMPLATE_HEAD.format(source=where, name=crd["metadata"]["name"])
+    return head + "".join(lines[spec[0] :]) + "{{- end }}\n"
+
+
 # -- main -------------------------------------------------------------------------------------------
 
 
 def build(paths: Paths) -> dict[Path, str]:
     """Every generated file's wanted content (partial files are read and their block replaced)."""
     plugins = load_plugins(paths)
-    for path in (paths.values, paths.schema, paths.questions, paths.docs):
+    for path in (paths.values, paths.schema, paths.questions, paths.docs, paths.readme):
         if not path.is_file():
             raise GeneratorError(f"{paths.show(path)} is missing")
     values = replace_between(
@@ -623,13 +708,27 @@ def build(paths: Paths) -> dict[Path, str]:
         render_docs_table(values),
         paths.show(paths.docs),
     )
+    readme = replace_between(
+        paths.readme.read_text(encoding="utf-8"),
+        DOCS_MARKERS,
+        render_docs_table(values),
+        paths.show(paths.readme),
+    )
     schema = render_schema(plugins, paths.schema.read_text(encoding="utf-8"), paths.show(paths.schema))
+    crds = {
+        paths.crd_template(source): render_crd_template(
+            source.read_text(encoding="utf-8"), paths.show(source)
+        )
+        for source in sorted(paths.crd_sources.glob("*.yaml"))
+    }
     return {
+        **crds,
         paths.values: values,
         paths.plugins_tpl: render_plugins_tpl(plugins),
         paths.schema: schema,
         paths.questions: questions,
         paths.docs: docs,
+        paths.readme: readme,
     }
 
 

@@ -53,6 +53,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TURSO_WEBHOOK_KEY_FILE", "", "webhook TLS key"),
     Setting("TURSO_INJECT_FAILURE_POLICY", "Fail", "the webhook's failurePolicy: Fail or Ignore"),
     Setting("TURSO_LIVENESS_PORT", "8080", "port of /healthz"),
+    Setting("TURSO_METRICS_PORT", "9090", "port of the Prometheus /metrics endpoint"),
     Setting(
         "TURSO_LIVENESS_GRACE_SECONDS",
         "30",
@@ -100,6 +101,7 @@ class OperatorConfig:
     webhook_enabled: bool = True
     inject_failure_policy: str = "Fail"
     liveness_port: int = 8080
+    metrics_port: int = 9090
     liveness_grace_seconds: float = 30.0
     request_timeout: float = 10.0
     kube_request_timeout: float = 60.0
@@ -171,6 +173,7 @@ class OperatorConfig:
             webhook_enabled=enabled == "true",
             inject_failure_policy=policy,
             liveness_port=port("TURSO_LIVENESS_PORT"),
+            metrics_port=port("TURSO_METRICS_PORT"),
             liveness_grace_seconds=number("TURSO_LIVENESS_GRACE_SECONDS"),
             request_timeout=number("TURSO_REQUEST_TIMEOUT"),
             kube_request_timeout=number("TURSO_KUBE_REQUEST_TIMEOUT"),

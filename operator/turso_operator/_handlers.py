@@ -7,6 +7,8 @@
 * ``watch_freshness`` — the liveness probe: fails when the watch stream went quiet.
 * ``keep_runtime_credentials`` — startup: a task that keeps the release runtime's Secret
   (tokens scoped to its own databases) written, every resync period.
+* ``serve_metrics`` — startup: Prometheus ``/metrics`` on ``TURSO_METRICS_PORT`` (``_metrics``);
+  ``ready_objects`` — the index that keeps its Ready-objects gauge current.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ._config import OperatorConfig
 from ._constants import GROUP, INJECT_LABEL, INJECTED_ANNOTATION, PLURAL, VERSION, WEBHOOK_ID, ConditionType
 from ._errors import AdminError, AdminUnavailableError, KubeError
 from ._kube import KubeClient
+from ._metrics import OperatorMetrics
 from ._reconcile import Reconciler
 
 log = logging.getLogger("turso_operator")
@@ -41,6 +44,8 @@ class _State:
 
 
 STATE = _State()
+#: Not loop-bound (plain counters), so built at import; its HTTP server starts in ``serve_metrics``.
+METRICS = OperatorMetrics()
 
 
 def reconciler() -> Reconciler:
@@ -119,8 +124,15 @@ async def _runtime_credentials_loop() -> None:
         await asyncio.sleep(delay)
 
 
+@kopf.on.startup()
+async def serve_metrics(**_: Any) -> None:
+    await METRICS.serve(CONFIG.metrics_port)
+    log.info("metrics served on :%d/metrics", CONFIG.metrics_port)
+
+
 @kopf.on.cleanup()
 async def close_clients(**_: Any) -> None:
+    await METRICS.aclose()
     if STATE.credentials_task is not None:
         STATE.credentials_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -186,7 +198,8 @@ async def _reconcile(
 async def reconcile_tursonamespace(
     spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **kwargs: Any
 ) -> None:
-    await _reconcile(spec, meta, body, patch, kwargs["database_claims"], drift=False)
+    with METRICS.reconcile("reconcile_tursonamespace"):
+        await _reconcile(spec, meta, body, patch, kwargs["database_claims"], drift=False)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
@@ -195,15 +208,21 @@ async def repair_drift(
 ) -> None:
     """Recreate a database that vanished from the server; restore an edited or deleted Secret."""
     try:
-        await _reconcile(spec, meta, body, patch, kwargs["database_claims"], drift=True)
+        with METRICS.reconcile("repair_drift"):
+            await _reconcile(spec, meta, body, patch, kwargs["database_claims"], drift=True)
     except kopf.TemporaryError as exc:
         log.warning("drift check for %s/%s postponed: %s", meta.get("namespace"), meta.get("name"), exc)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def finalize_tursonamespace(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, **kwargs: Any) -> None:
+    with METRICS.reconcile("finalize_tursonamespace"):
+        await _finalize(spec, meta, patch, kwargs["database_claims"])
+
+
+async def _finalize(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, claims: Claims) -> None:
     desired = _desired(spec, meta, patch)
-    owner = _conflicting_owner(desired.database, meta, kwargs["database_claims"])
+    owner = _conflicting_owner(desired.database, meta, claims)
     try:
         # A resource that never owned its database must not archive the owner's data, and none
         # may archive a database of the release's runtime.
@@ -222,6 +241,19 @@ def observed(name: str, **_: Any) -> bool:
     """
     STATE.last_event = time.monotonic()
     return True
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def ready_objects(namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> bool:
+    """Keep ``buntime_operator_ready_objects`` current from every watch event's ``status``.
+
+    An object being deleted stops counting at once; kopf drops it from the index itself when
+    the object is gone.
+    """
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == ConditionType.READY and c.get("status") == "True" for c in conditions)
+    METRICS.observe_ready(f"{namespace}/{name}", None if meta.get("deletionTimestamp") else ready)
+    return ready
 
 
 @kopf.on.probe(id="watch_freshness")

@@ -18,7 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "buntime"
-CRD_FILE = CHART / "crds" / "tursonamespaces.turso.buntime.io.yaml"
+CRD_FILE = ROOT / "deploy" / "crds" / "tursonamespaces.turso.buntime.io.yaml"
 TOOLS = ROOT / ".tools" / "bin"
 HELM = TOOLS / "helm"
 KUBECTL = TOOLS / "kubectl"
@@ -96,8 +96,8 @@ def render(
     extra: Sequence[str] = (),
     include_tests: bool = True,
 ) -> list[dict[str, Any]]:
-    """``helm template`` → the documents (CRDs from ``crds/`` included, as ``helm install`` applies them)."""
-    args = ["template", release, str(CHART), "--namespace", namespace, "--include-crds"]
+    """``helm template`` → the documents (the CRD is a template: ``crds.enabled``)."""
+    args = ["template", release, str(CHART), "--namespace", namespace]
     if not include_tests:
         args.append("--skip-tests")
     out = helm(*args, *set_flags(values or {}), *extra)

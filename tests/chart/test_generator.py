@@ -32,6 +32,7 @@ def checkout(tmp_path: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(manifest, target)
     shutil.copytree(ROOT / "charts" / "buntime", tmp_path / "charts" / "buntime")
+    shutil.copytree(ROOT / "deploy" / "crds", tmp_path / "deploy" / "crds")
     (tmp_path / "docs").mkdir()
     shutil.copy(ROOT / "docs" / "chart.md", tmp_path / "docs" / "chart.md")
     return tmp_path

@@ -208,14 +208,36 @@ def test_tokens_are_password_questions_and_grouped() -> None:
         "tursoServer.auth.dataToken",
         "tursoServer.auth.adminToken",
         "tursoServer.auth.signingKey",
+        "tursoServer.auth.metricsToken",
         "plugins.turso.sync.authToken",
         "plugins.gateway.apiKey",
     ):
         assert by_variable[variable]["type"] == "password", variable
     top = yaml.safe_load((CHART / "questions.yaml").read_text())["questions"]
     assert all(q.get("group") for q in top)
-    assert by_variable["plugins.turso.sync.url"]["show_if"] == "plugins.turso.mode=sync"
     assert by_variable["tursoServer.persistence.size"]["show_if"] == "tursoServer.enabled=true"
+
+
+def test_single_tenant_questions_hide_beside_the_in_cluster_server() -> None:
+    """Beside turso-server the runtime syncs with it: sync.* would only be refused by the chart."""
+    by_variable = {q["variable"]: q for q in questions()}
+    for variable in ("plugins.turso.sync.url", "plugins.turso.sync.authToken", "plugins.turso.mode"):
+        conditions = by_variable[variable]["show_if"].split("&&")
+        assert "tursoServer.enabled=false" in conditions, variable
+    assert by_variable["plugins.turso.sync.url"]["show_if"].split("&&")[0] == "plugins.turso.mode=sync"
+
+
+def test_required_values_are_required_questions() -> None:
+    by_variable = {q["variable"]: q for q in questions()}
+    for variable in ("image.repository", "tursoServer.persistence.size", "plugins.turso.sync.url"):
+        assert by_variable[variable].get("required") is True, variable
+    # Optional ones stay optional: empty means "generate" or "unset".
+    for variable in (
+        "tursoServer.auth.dataToken",
+        "tursoServer.auth.metricsToken",
+        "runtime.ingress.className",
+    ):
+        assert not by_variable[variable].get("required"), variable
 
 
 def test_every_generated_plugin_setting_has_a_question() -> None:

@@ -6,12 +6,13 @@ opens a real local database.
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from buntime.plugins import ManifestError, PluginHost, discover, load_manifest, order_plugins
+from buntime.plugins import LoadedPlugin, ManifestError, PluginHost, discover, load_manifest, order_plugins
 from buntime.turso import TursoService
 
 CONSUMER = """
@@ -183,3 +184,43 @@ def test_the_turso_manifest_declares_its_config_schema() -> None:
     assert schema["sync.authToken"]["type"] == "password" and schema["sync.authToken"]["secret"] is True
     for field in schema.values():
         assert {"type", "default", "env", "label"} <= set(field)
+
+
+async def test_recover_retries_failed_inits_and_their_dependents_but_not_load_errors(tmp_path: Path) -> None:
+    plugins = tmp_path / "p"
+    flaky = (
+        "from buntime.plugins import Plugin\nEVENTS = []\n"
+        "class P(Plugin):\n"
+        "    async def on_init(self, ctx):\n"
+        "        EVENTS.append('init')\n"
+        "        if EVENTS.count('init') < 3:\n            raise ConnectionError('down')\n"
+        "    async def on_shutdown(self):\n        EVENTS.append('shutdown')\n"
+        "    def provides(self):\n        return 'up'\n"
+        "def create(o):\n    return P()\n"
+    )
+    write_plugin(plugins, "flaky", "name: flaky\nentry: flaky_mod:create\n", flaky)
+    user = (
+        "from buntime.plugins import Plugin\n"
+        "class P(Plugin):\n    async def on_init(self, ctx):\n        self.dep = ctx.get_plugin('flaky')\n"
+        "    def provides(self):\n        return self.dep\n"
+        "def create(o):\n    return P()\n"
+    )
+    write_plugin(plugins, "user", 'name: user\nentry: user_mod:create\ndependencies: ["flaky"]\n', user)
+    write_plugin(plugins, "gone", "name: gone\nentry: no_such_mod:create\n")
+    host = PluginHost(discover([plugins]), env={}, retry_initial=0.01, retry_max=0.02)
+    await host.start()
+    assert set(host.retrying) == {"flaky", "user"}  # "gone" cannot be imported: never retried
+    started: list[str] = []
+
+    async def on_started(loaded: LoadedPlugin) -> None:
+        started.append(loaded.manifest.name)
+
+    await asyncio.wait_for(host.recover(on_started), 5)
+    assert started == ["flaky", "user"]
+    assert host.get_plugin("user") == "up"
+    assert set(host.failed) == {"gone"} and host.skipped == {} and host.retrying == {}
+    import flaky_mod  # type: ignore[import-not-found]
+
+    # every failed instance was shut down before the next try opened its resources again
+    assert flaky_mod.EVENTS == ["init", "shutdown", "init", "shutdown", "init"]
+    await host.stop()

@@ -3,18 +3,23 @@
 Feeds in: the runtime app in process (``aiohttp_client``) with the built-in plugins and small
 third-party plugins written to ``tmp_path``, and the Turso service on a local file. Checks: the
 ``ok``/``usable``/``status`` rule, that an optional plugin's failure or skip leaves the pod ready
-while a required one's does not, and that local-mode health names the namespaces the pod opened.
-Leaves unmocked: the real plugin host and tursodb engine.
+while a required one's does not, that local-mode health names the namespaces the pod opened, and
+that a pod started before its turso-server becomes ready by itself once the server is up.
+Leaves unmocked: the real plugin host, tursodb engine and (for recovery) a real turso-server.
 """
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from pytest_aiohttp import AiohttpClient
 
+from buntime.plugins import BUILTIN_DIR, PluginHost, discover
+from buntime.server import PLUGIN_STARTING, build_app
 from buntime.turso import TursoService, resolve_config
 from tests.server.support import GATEWAY, KEYVAL, PROXY, TURSO, start_runtime, write_plugin
+from tests.support.tursoserver import SyncEndpoint
 
 BROKEN_MODULE = (
     "from buntime.plugins import Plugin\n\n"
@@ -80,3 +85,40 @@ async def test_every_runtime_metric_has_the_buntime_prefix(
     names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     assert any(n.startswith("buntime_keyval_") for n in names), names
     assert names and all(n.startswith("buntime_") for n in names), sorted(names)
+
+
+async def test_a_pod_started_while_turso_server_is_down_recovers_when_it_comes_back(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    server = SyncEndpoint(tmp_path / "server")  # its ports are chosen now; nothing listens yet
+    env = {"TURSO_LOCAL_PATH": str(tmp_path / "replica" / "r.db"), "TURSO_SYNC_URL": server.url}
+    manifests = [m for m in discover([BUILTIN_DIR]) if m.name in (TURSO, KEYVAL, PROXY)]
+    host = PluginHost(manifests, env=env, retry_initial=0.2, retry_max=0.5)
+    client = await aiohttp_client(await build_app(env, host=host))
+    try:
+        response = await client.get("/api/health/ready")
+        body = await response.json()
+        assert response.status == 503
+        assert TURSO in body["failed"] and KEYVAL in body["skipped"]
+        assert sorted(body["retrying"]) == sorted([TURSO, KEYVAL])
+        response = await client.get("/keyval/api/keys/m/one")
+        assert response.status == 503
+        assert (await response.json())["code"] == PLUGIN_STARTING
+        assert response.headers["Retry-After"].isdigit()
+
+        await asyncio.to_thread(server.start)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (response := await client.get("/api/health/ready")).status != 200:
+            assert asyncio.get_running_loop().time() < deadline, await response.json()
+            await asyncio.sleep(0.2)
+        body = await response.json()
+        assert body["failed"] == {} and body["skipped"] == {} and body["retrying"] == []
+        assert {TURSO, KEYVAL, PROXY} <= {p["name"] for p in body["plugins"]}
+
+        assert (await client.put("/keyval/api/keys/m/one", json={"n": 1})).status in (200, 201, 204)
+        response = await client.get("/keyval/api/keys/m/one")
+        assert response.status == 200
+        assert "1" in await response.text()
+    finally:
+        await client.close()
+        server.kill()

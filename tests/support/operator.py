@@ -28,7 +28,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.tursodb import ROOT, free_port, wait_listening
 from tests.support.tursoserver import TursoServer
 
-CRD_FILE = ROOT / "charts" / "buntime" / "crds" / "tursonamespaces.turso.buntime.io.yaml"
+CRD_FILE = ROOT / "deploy" / "crds" / "tursonamespaces.turso.buntime.io.yaml"
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
 API_VERSION = "turso.buntime.io/v1alpha1"
 API = f"/apis/{API_VERSION}"
@@ -148,6 +148,7 @@ class OperatorProcess:
         self.cert_file, self.key_file, self.ca_pem = make_webhook_pki(workdir / "webhook-pki")
         self.webhook_port = free_port()
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
         self.env = {
             **os.environ,
             **cp.env(),
@@ -162,6 +163,7 @@ class OperatorProcess:
             "TURSO_WEBHOOK_CERT_FILE": str(self.cert_file),
             "TURSO_WEBHOOK_KEY_FILE": str(self.key_file),
             "TURSO_LIVENESS_PORT": str(self.liveness_port),
+            "TURSO_METRICS_PORT": str(self.metrics_port),
             **overrides,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -182,6 +184,11 @@ class OperatorProcess:
                 return int(r.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)
+
+    def metrics(self) -> str:
+        """The Prometheus text of ``GET /metrics``."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -198,3 +198,22 @@ def _assert_quiet_log(server: ServerProcess) -> None:
         assert secret not in output
     records = [r for r in server.logs() if not str(r.get("src", "")).startswith("tursodb.")]
     assert not [r for r in records if r.get("level") == "ERROR" or "exc" in r], json.dumps(records)[-2000:]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"garbage",
+        b"[]",
+        b'{"requests": 5}',
+        b'{"baton": 5, "requests": []}',  # the guard passes it; tursodb's parser refuses it
+        b'{"requests": [{"type": "execute", "stmt": {"sql": "SELECT 1", "args": "x"}}]}',
+        b'{"requests": [{"type": "execute", "stmt": {"sql": "SELECT 1", "want_rows": 3}}]}',
+    ],
+)
+def test_pipeline_bodies_tursodb_cannot_parse_are_400(server: ServerProcess, body: bytes) -> None:
+    assert server.admin("POST", "/v1/namespaces/tenant/create").status in (200, 201)
+    response = server.data("POST", "/tenant/v2/pipeline", body=body)
+    assert response.status == 400, response.body
+    assert response.json()["code"] == "invalid pipeline"

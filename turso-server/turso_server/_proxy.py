@@ -36,6 +36,7 @@ from multidict import CIMultiDict
 from ._auth import DataAuth
 from ._errors import (
     InvalidBodyError,
+    InvalidPipelineError,
     MissingNamespaceError,
     NotFoundError,
     UnavailableError,
@@ -113,6 +114,16 @@ def split_target(raw_target: str) -> tuple[str, str, str]:
     if not segment:
         raise MissingNamespaceError(MISSING_NAMESPACE_DETAIL)
     return segment, "/" + remainder.lstrip("/"), query
+
+
+def _unparsed_pipeline(reply: SpooledReply) -> bool:
+    """tursodb's own 500 for a pipeline body its parser refused (the guard checks the SQL, not
+    every field type, e.g. ``{"baton": 5}``): the client's fault, and nothing ran, so it is a 400."""
+    return (
+        reply.status == 500
+        and reply.body.in_memory
+        and reply.body.body().startswith(b"Internal Server Error: Failed to parse pipeline request")
+    )
 
 
 def split_lease(rest: str) -> tuple[str | None, str]:
@@ -244,6 +255,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                 reply = await _forward(request, name, target, body, resendable=resendable)
         else:
             reply = await _forward(request, name, target, body, resendable=resendable)
+        if writes and _unparsed_pipeline(reply):
+            await reply.body.aclose()
+            raise InvalidPipelineError("tursodb could not parse this pipeline request (nothing ran)")
         status = reply.status
         return await _send_reply(request, reply)
     except asyncio.CancelledError:

@@ -207,3 +207,55 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The operator's rules inside a namespace it watches; the ClusterRole carries them when it watches
+the whole cluster, a Role per namespace otherwise (operator-rbac.yaml).
+*/}}
+{{- define "buntime.operator.namespacedRules" -}}
+# Its own resource: watched, annotated/finalized, and its status written.
+- apiGroups: [turso.buntime.io]
+  resources: [tursonamespaces]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [turso.buntime.io]
+  resources: [tursonamespaces/status]
+  verbs: [get, patch, update]
+# The connection Secrets it writes, restores after drift and removes on deletion.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create, update, patch, delete]
+# kopf posts handler outcomes as Events (core and events.k8s.io, depending on the version).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/*
+How the runtime reaches its database: "server" (the in-cluster turso-server), "sync" (single
+tenant: plugins.turso.mode=sync, or any plugins.turso.sync.url: a URL next to TURSO_MODE=local
+would be silently dropped) or "local".
+*/}}
+{{- define "buntime.turso.mode" -}}
+{{- $turso := .Values.plugins.turso | default dict -}}
+{{- if .Values.tursoServer.enabled -}}server
+{{- else if or (eq (toString (dig "mode" "" $turso)) "sync") (ne (toString (dig "sync" "url" "" $turso)) "") -}}sync
+{{- else -}}local
+{{- end -}}
+{{- end -}}
+
+{{/*
+The plugins' values as the runtime ConfigMap renders them: plugins.turso.mode follows
+"buntime.turso.mode" (sync whenever sync.url is set), so TURSO_MODE never contradicts TURSO_SYNC_URL.
+*/}}
+{{- define "buntime.plugins.effective" -}}
+{{- $plugins := deepCopy (.Values.plugins | default dict) -}}
+{{- if eq (include "buntime.turso.mode" .) "sync" -}}
+{{- $turso := $plugins.turso | default dict -}}
+{{- $_ := set $turso "mode" "sync" -}}
+{{- $_ := set $plugins "turso" $turso -}}
+{{- end -}}
+{{- toJson $plugins -}}
+{{- end -}}

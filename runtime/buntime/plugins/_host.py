@@ -4,6 +4,12 @@ Built-in plugins live beside this module (``buntime/plugins/<name>/manifest.yaml
 from ``BUNTIME_PLUGIN_DIRS`` (``os.pathsep``-separated). Order is topological over required and
 present optional dependencies; a plugin whose required dependency is missing, disabled or failed
 is skipped with a log line, and so are its dependents.
+
+A plugin whose ``on_init`` failed (a dependency that was down, a timeout) is not given up on:
+:meth:`PluginHost.recover` retries it with exponential backoff, together with the plugins that
+were skipped only because it failed, and reports each one that starts late to the server, which
+mounts it. A plugin whose entry cannot be loaded, or whose manifest is broken, missing a required
+dependency or in a cycle is not retried: nothing but a new image or manifest fixes it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,11 @@ from ._reserved import ReservedPaths
 log = logging.getLogger("buntime.plugins")
 BUILTIN_DIR = Path(__file__).resolve().parent
 DEFAULT_INIT_TIMEOUT = 30.0
+#: First and longest pause between two rounds of :meth:`PluginHost.recover`, in seconds.
+DEFAULT_RETRY_INITIAL = 1.0
+DEFAULT_RETRY_MAX = 30.0
+#: The ``skipped`` reason of a plugin whose required dependency failed (retried with it).
+DEPENDENCY_FAILED = "required dependency failed"
 
 
 @dataclass
@@ -113,6 +124,8 @@ class PluginHost:
     * **manifests** — what to load (see :func:`discover`).
     * **env** *(optional)* — the environment plugins see, default ``os.environ``.
     * **init_timeout** *(optional)* — seconds each ``on_init`` may take, default 30.
+    * **retry_initial** / **retry_max** *(optional)* — the first and the longest pause between
+      two rounds of :meth:`recover`, default 1 and 30 seconds (doubling in between).
     """
 
     def __init__(
@@ -121,16 +134,23 @@ class PluginHost:
         *,
         env: Mapping[str, str] | None = None,
         init_timeout: float = DEFAULT_INIT_TIMEOUT,
+        retry_initial: float = DEFAULT_RETRY_INITIAL,
+        retry_max: float = DEFAULT_RETRY_MAX,
     ) -> None:
         self.manifests = manifests
         self.env = os.environ if env is None else env
         self.init_timeout = init_timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
         self.metrics = CollectorRegistry()
         #: Filled by the server as it mounts routes; shared with every plugin's context.
         self.reserved = ReservedPaths()
         self.loaded: list[LoadedPlugin] = []
         self.failed: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
+        #: Plugins :meth:`recover` will try again, in load order (failed ``on_init`` or skipped
+        #: only because such a plugin failed).
+        self.retrying: dict[str, Manifest] = {}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, builtin: bool = True, **kw: Any) -> PluginHost:
@@ -175,14 +195,49 @@ class PluginHost:
         for manifest in ordered:
             blocked = [d for d in manifest.dependencies if d in self.failed or d in self.skipped]
             if blocked:
-                self.skipped[manifest.name] = f"required dependency failed: {', '.join(blocked)}"
+                self.skipped[manifest.name] = f"{DEPENDENCY_FAILED}: {', '.join(blocked)}"
                 log.error("plugin %s skipped: %s", manifest.name, self.skipped[manifest.name])
+                if all(d in self.retrying for d in blocked):
+                    self.retrying[manifest.name] = manifest
                 continue
             try:
                 self.loaded.append(await self._init(manifest))
+            except PluginInitError as exc:
+                self.failed[manifest.name] = str(exc)
+                self.retrying[manifest.name] = manifest
+                log.error("plugin %s failed to start (will retry): %s", manifest.name, exc)
             except Exception as exc:
                 self.failed[manifest.name] = str(exc)
                 log.error("plugin %s failed to start: %s", manifest.name, exc)
+
+    async def recover(self, on_started: Callable[[LoadedPlugin], Awaitable[None]]) -> None:
+        """Retry :attr:`retrying` until every one started; ``await on_started(p)`` for each.
+
+        Rounds are ``retry_initial`` seconds apart at first, doubling up to ``retry_max``; a
+        round tries the plugins in load order, each once its required dependencies are up, so
+        the turso plugin and then its dependents start in the same round. Returns at once when
+        nothing failed; the server runs it as a task for the app's lifetime and cancels it.
+        """
+        delay = self.retry_initial
+        while self.retrying:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+            for name, manifest in list(self.retrying.items()):
+                if any(d not in {p.manifest.name for p in self.loaded} for d in manifest.dependencies):
+                    continue  # its dependency is still down: it stays skipped
+                try:
+                    loaded = await self._init(manifest)
+                except Exception as exc:
+                    self.skipped.pop(name, None)
+                    self.failed[name] = str(exc)
+                    log.warning("plugin %s still failing (next try in %.1fs): %s", name, delay, exc)
+                    continue
+                self.failed.pop(name, None)
+                self.skipped.pop(name, None)
+                del self.retrying[name]
+                self.loaded.append(loaded)
+                log.info("plugin %s recovered", name)
+                await on_started(loaded)
 
     async def _init(self, manifest: Manifest) -> LoadedPlugin:
         factory = _load_factory(manifest)
@@ -203,15 +258,25 @@ class PluginHost:
         )
         try:
             await asyncio.wait_for(plugin.on_init(ctx), self.init_timeout)
-        except TimeoutError as exc:
-            raise PluginInitError(f"{manifest.name}: on_init timed out after {self.init_timeout}s") from exc
         except Exception as exc:
+            await self._release(manifest, plugin)  # before a retry opens the same resources again
+            if isinstance(exc, TimeoutError):
+                raise PluginInitError(
+                    f"{manifest.name}: on_init timed out after {self.init_timeout}s"
+                ) from exc
             raise PluginInitError(f"{manifest.name}: on_init failed: {exc}") from exc
         provided = plugin.provides()
         if asyncio.iscoroutine(provided):
             provided = await provided
         log.info("plugin %s started", manifest.name)
         return LoadedPlugin(manifest, plugin, provided)
+
+    async def _release(self, manifest: Manifest, plugin: Plugin) -> None:
+        """``on_shutdown`` of an instance whose ``on_init`` failed, bounded and never raising."""
+        try:
+            await asyncio.wait_for(plugin.on_shutdown(), self.init_timeout)
+        except Exception as exc:
+            log.warning("plugin %s: on_shutdown after a failed on_init failed: %s", manifest.name, exc)
 
     async def stop(self) -> None:
         """``on_shutdown`` in reverse load order; one failure does not stop the others."""

@@ -25,6 +25,7 @@ from ._config import (
     ServerConfigError,
     load_server_config,
 )
+from ._deferred import PLUGIN_STARTING, RETRY_AFTER, DeferredMount
 from ._metrics import ServerMetrics
 from ._run import LISTENING_MESSAGE, run_server, serve
 
@@ -38,9 +39,12 @@ __all__ = [
     "LISTENING_MESSAGE",
     "LIVE_PATH",
     "METRICS_PATH",
+    "PLUGIN_STARTING",
     "READY_PATH",
+    "RETRY_AFTER",
     "RUNTIME_PATHS",
     "STATE_KEY",
+    "DeferredMount",
     "ServerConfig",
     "ServerConfigError",
     "ServerMetrics",

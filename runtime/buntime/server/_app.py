@@ -3,11 +3,15 @@
 Called by ``_run`` (``buntime serve``) and by tests through ``aiohttp_client``. The plugin host
 is started *before* the app is assembled, because aiohttp cannot add sub-apps once startup has
 begun; the app then owns the host's shutdown through ``cleanup_ctx`` (reverse plugin order, the
-turso plugin last, which does the final push in sync mode).
+turso plugin last, which does the final push in sync mode). A plugin that failed to start gets a
+:class:`~._deferred.DeferredMount` under its base, and the same ``cleanup_ctx`` runs the host's
+:meth:`~buntime.plugins.PluginHost.recover` task, which attaches it once it starts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -21,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ..plugins import LoadedPlugin, PluginHost, ResponseHook, route_samples
 from ..plugins.turso import TURSO_PLUGIN_NAME
 from ..turso import TursoService
+from ._deferred import DeferredMount, PluginChain
 from ._metrics import ServerMetrics
 
 log = logging.getLogger("buntime.server")
@@ -47,6 +52,9 @@ class ServerState:
 HOST_KEY = web.AppKey("plugin_host", PluginHost)
 STATE_KEY = web.AppKey("server_state", ServerState)
 METRICS_KEY = web.AppKey("server_metrics", ServerMetrics)
+CHAIN_KEY = web.AppKey("plugin_chain", PluginChain)
+#: ``{plugin name: its mount}`` for plugins that had not started when the app was assembled.
+DEFERRED_KEY = web.AppKey("deferred_mounts", dict[str, DeferredMount])
 
 
 def _guarded(plugin_middleware: Middleware) -> Middleware:
@@ -100,6 +108,7 @@ async def ready(request: web.Request) -> web.Response:
         "plugins": [_plugin_summary(loaded) for loaded in host.loaded],
         "failed": dict(host.failed),
         "skipped": skipped,
+        "retrying": sorted(host.retrying),
         "turso": turso,
     }
     return web.json_response(body, status=503 if reasons else 200)
@@ -111,10 +120,41 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _add_to_chain(chain: PluginChain, loaded: LoadedPlugin) -> None:
+    chain.add(
+        [_guarded(mw) for mw in loaded.plugin.middlewares()],
+        [_guarded_hook(hook) for hook in loaded.plugin.response_hooks()],
+    )
+
+
 async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:
+    host, deferred = app[HOST_KEY], app[DEFERRED_KEY]
+
+    async def started_late(loaded: LoadedPlugin) -> None:
+        _add_to_chain(app[CHAIN_KEY], loaded)
+        mount = deferred.get(loaded.manifest.name)
+        if mount is None:
+            return
+        subapp = loaded.plugin.routes()
+        await mount.attach(subapp)
+        if subapp is not None:
+            canonicals = [resource.canonical for resource in subapp.router.resources()]
+            host.reserved.add(
+                mount.canonical, owner=mount.plugin, samples=route_samples(mount.canonical, canonicals)
+            )
+            log.info("plugin %s mounted at %s", mount.plugin, mount.canonical)
+
+    recovering = asyncio.create_task(host.recover(started_late), name="buntime-plugin-recover")
     yield
     app[STATE_KEY].stopping = True
-    await app[HOST_KEY].stop()
+    recovering.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await recovering
+    if not recovering.cancelled() and recovering.exception() is not None:
+        log.error("plugin recovery stopped: %s", recovering.exception())
+    for mount in deferred.values():
+        await mount.aclose()
+    await host.stop()
     log.info("plugins stopped")
 
 
@@ -136,16 +176,29 @@ def _mount(app: web.Application, host: PluginHost) -> None:
         canonicals = [resource.canonical for resource in subapp.router.resources()]
         host.reserved.add(base, owner=name, samples=route_samples(base, canonicals))
         log.info("plugin %s mounted at %s", name, base)
+    for name, manifest in host.retrying.items():
+        base = manifest.base
+        if base is None or base == "/" or base in mounted:
+            continue  # hook-only (the turso plugin), or a base a running plugin already took
+        mount = DeferredMount(base.rstrip("/"), plugin=name)
+        app.router.register_resource(mount)
+        app[DEFERRED_KEY][name] = mount
+        mounted[base] = name
+        host.reserved.add(base, owner=name, samples=route_samples(base, []))
+        log.info("plugin %s not started yet: %s answers 503 until it is", name, base)
 
 
 def assemble_app(host: PluginHost) -> web.Application:
     """The app around a *started* ``host``: plugin middlewares and routes, probes, metrics."""
     server_metrics = ServerMetrics()
-    plugin_middlewares = [_guarded(mw) for loaded in host.loaded for mw in loaded.plugin.middlewares()]
-    app = web.Application(middlewares=[server_metrics.middleware, *plugin_middlewares])
+    chain = PluginChain()
     for loaded in host.loaded:
-        app.on_response_prepare.extend(_guarded_hook(hook) for hook in loaded.plugin.response_hooks())
+        _add_to_chain(chain, loaded)
+    app = web.Application(middlewares=[server_metrics.middleware, chain.middleware])
+    app.on_response_prepare.append(chain.on_response_prepare)
     app[HOST_KEY] = host
+    app[CHAIN_KEY] = chain
+    app[DEFERRED_KEY] = {}
     app[STATE_KEY] = ServerState()
     app[METRICS_KEY] = server_metrics
     app.router.add_get(LIVE_PATH, live)

@@ -25,7 +25,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ._durations import duration_seconds
 from ._errors import InvalidNamespaceError, TursoConfigError
@@ -110,26 +110,27 @@ def parse_interval(raw: str, *, name: str = "TURSO_SYNC_INTERVAL") -> float:
         raise TursoConfigError(f"{name}: {exc}", code=f"INVALID_{name}") from None
 
 
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def _choose(raw: str, choices: tuple[_Choice, ...], variable: str) -> _Choice:
+    """One of ``choices`` (the first is the default for a blank value), case-insensitive."""
+    lowered = raw.strip().lower() or choices[0]
+    for choice in choices:
+        if lowered == choice:
+            return choice
+    listed = " or ".join(f"'{choice}'" for choice in choices)
+    raise TursoConfigError(f"{variable} must be {listed} (got {raw!r})", code=f"INVALID_{variable}")
+
+
 def parse_write_mode(raw: str) -> WriteMode:
     """``serializable`` (default) or ``offline``, case-insensitive."""
-    lowered = raw.strip().lower() or "serializable"
-    for mode in WRITE_MODES:
-        if lowered == mode:
-            return mode
-    raise TursoConfigError(
-        f"TURSO_WRITE_MODE must be 'serializable' or 'offline' (got {raw!r})", code="INVALID_TURSO_WRITE_MODE"
-    )
+    return _choose(raw, WRITE_MODES, "TURSO_WRITE_MODE")
 
 
 def parse_executor(raw: str) -> Executor:
     """``thread`` (default) or ``inline``, case-insensitive."""
-    lowered = raw.strip().lower() or "thread"
-    for executor in EXECUTORS:
-        if lowered == executor:
-            return executor
-    raise TursoConfigError(
-        f"TURSO_EXECUTOR must be 'thread' or 'inline' (got {raw!r})", code="INVALID_TURSO_EXECUTOR"
-    )
+    return _choose(raw, EXECUTORS, "TURSO_EXECUTOR")
 
 
 def resolve_config(

@@ -14,6 +14,7 @@ has closed meanwhile (it reads as EOF before we send: a restart, an idle timeout
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import io
 import select
@@ -41,13 +42,27 @@ class _Stats:
 stats = _Stats()
 
 
-def _pool() -> dict[tuple[str, str, int], tuple[http.client.HTTPConnection, float]]:
-    pool: dict[tuple[str, str, int], tuple[http.client.HTTPConnection, float]] | None = getattr(
-        _local, "pool", None
-    )
+_Pool = dict[tuple[str, str, int], tuple[http.client.HTTPConnection, float]]
+_pools: list[_Pool] = []  # every thread's pool, so that exit can close what threads left open
+_pools_lock = threading.Lock()
+
+
+def _pool() -> _Pool:
+    pool: _Pool | None = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = {}
+        with _pools_lock:
+            _pools.append(pool)
     return pool
+
+
+@atexit.register
+def _close_all() -> None:
+    with _pools_lock:
+        for pool in _pools:
+            for conn, _ in list(pool.values()):
+                conn.close()
+            pool.clear()
 
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
@@ -138,9 +153,12 @@ _SHIM = types.SimpleNamespace(
 def close_connections() -> None:
     """Close the calling thread's kept-alive connections (an engine thread that stops)."""
     pool = _pool()
-    for conn, _ in pool.values():
+    for conn, _ in list(pool.values()):
         conn.close()
     pool.clear()
+    with _pools_lock:
+        _pools[:] = [other for other in _pools if other is not pool]
+    _local.pool = None
 
 
 def install() -> None:

@@ -1,6 +1,6 @@
 """Fixtures for the chart tests on the real control plane (etcd + kube-apiserver 1.34).
 
-Feeds in: the chart rendered by the pinned helm, the CRD from ``charts/buntime/crds/`` and, for
+Feeds in: the chart rendered by the pinned helm, the CRD from ``deploy/crds/`` and, for
 the end-to-end test, a real turso-server, the operator and ``buntime serve`` processes, each
 configured from the environment the chart renders for its pod.
 Checks: nothing by itself.

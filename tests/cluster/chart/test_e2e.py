@@ -54,7 +54,7 @@ from tests.chart.rendering import (
     render,
 )
 from tests.support.controlplane import ControlPlane
-from tests.support.operator import OperatorProcess, kubectl, wait_for, wait_ready
+from tests.support.operator import CRD_FILE, OperatorProcess, kubectl, wait_for, wait_ready
 from tests.support.tursodb import free_port, wait_listening
 from tests.support.tursoserver import TursoServer
 
@@ -177,9 +177,7 @@ def operator(
     turso: TursoServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    kubectl(
-        control_plane, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts/buntime/crds")
-    )
+    kubectl(control_plane, "apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     kubectl(control_plane, "wait", "--for=condition=Established", "crd/tursonamespaces.turso.buntime.io")
     deployment = one(chart, "Deployment", f"{RELEASE}-operator")
     (container,) = containers(deployment)

@@ -1,6 +1,6 @@
 """Fixtures for the operator tests: a real control plane, a real turso-server, the operator process.
 
-Feeds in: the CRD from ``charts/buntime/crds/`` (applied with the pinned kubectl), a turso-server
+Feeds in: the CRD from ``deploy/crds/`` (applied with the pinned kubectl), a turso-server
 subprocess with generated tokens, ``buntime-operator`` as a subprocess configured by env (the way
 it runs in its pod), and a MutatingWebhookConfiguration pointing at the operator's webhook on
 loopback with a CA generated here.

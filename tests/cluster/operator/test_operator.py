@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from turso.sync import connect as sync_connect
 
 from tests.support.controlplane import ControlPlane
@@ -310,3 +311,38 @@ def test_pod_injection(crd: ControlPlane, operator: OperatorProcess, k8s_namespa
 
 def test_liveness_endpoint_reports_the_watch(operator: OperatorProcess) -> None:
     assert operator.healthz() == 200
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_reconciles_and_ready_objects(
+    crd: ControlPlane, operator: OperatorProcess, k8s_namespace: str
+) -> None:
+    apply_tns(crd, k8s_namespace, "metered")
+    wait_ready(crd, k8s_namespace, "metered")
+    ready = ("buntime_operator_ready_objects", frozenset())
+
+    def counted() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        samples = _samples(operator.metrics())
+        return samples if samples.get(ready, 0) >= 1 else None
+
+    samples = wait_for(counted)
+    assert {name for name, _ in samples} and all(n.startswith("buntime_operator_") for n, _ in samples)
+    handler = ("handler", "reconcile_tursonamespace")
+    success = frozenset({handler, ("outcome", "success")})
+    assert samples[("buntime_operator_reconciles_total", success)] >= 1
+    assert samples[("buntime_operator_reconcile_duration_seconds_count", frozenset({handler}))] >= 1
+    before = samples[ready]
+
+    status, _ = crd.request("DELETE", f"{API}/namespaces/{k8s_namespace}/tursonamespaces/metered")
+    assert status == 200
+    wait_for(lambda: get_tns(crd, k8s_namespace, "metered") is None)
+    wait_for(lambda: _samples(operator.metrics())[ready] == before - 1)
+    finalized = frozenset({("handler", "finalize_tursonamespace"), ("outcome", "success")})
+    assert _samples(operator.metrics())[("buntime_operator_reconciles_total", finalized)] >= 1

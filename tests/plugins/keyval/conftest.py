@@ -18,7 +18,7 @@ unless a test turns them on through the same env variables an operator would set
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -110,17 +110,6 @@ async def client(
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]], host: PluginHost
 ) -> TestClient[web.Request, web.Application]:
     return await aiohttp_client(mount(host))
-
-
-@pytest.fixture
-def sync_server(tmp_path: Path) -> Iterator[SyncEndpoint]:
-    """A real turso-server (no auth) serving database ``runtime``: its write leases are what make
-    the pods' writes serializable (a bare tursodb refuses them with TURSO_LEASE_UNSUPPORTED)."""
-    server = SyncEndpoint(tmp_path / "server").start()
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture

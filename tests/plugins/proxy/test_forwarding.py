@@ -197,10 +197,21 @@ async def test_proxied_requests_are_counted(
 ) -> None:
     client = await runtime(aiohttp_client, env)
     rule = await add_rule(client, pattern="^/svc/", target=target(upstream))
-    redirect = await add_rule(client, pattern="^/go", target="http://x.example", redirect=302)
+    await add_rule(client, pattern="^/go", target="http://x.example", redirect=302)
     for _ in range(2):
         await client.get("/svc/x")
     await client.get("/go", allow_redirects=False)
     text = await (await client.get("/metrics")).text()
-    assert f'buntime_proxy_requests_total{{outcome="proxied",rule="{rule["id"]}"}} 2.0' in text
-    assert f'buntime_proxy_requests_total{{outcome="redirected",rule="{redirect["id"]}"}} 1.0' in text
+    assert 'buntime_proxy_requests_total{outcome="proxied",pattern="^/svc/"} 2.0' in text
+    assert 'buntime_proxy_requests_total{outcome="redirected",pattern="^/go"} 1.0' in text
+    assert rule["id"] not in text  # labelled by pattern, never by the rule's UUID
+
+    assert (await client.delete(f"{RULES}/{rule['id']}")).status == 204
+    text = await (await client.get("/metrics")).text()
+    assert 'pattern="^/svc/"' not in text  # the deleted rule's series is gone
+    assert 'buntime_proxy_requests_total{outcome="redirected",pattern="^/go"} 1.0' in text
+    # a rule recreated with the same pattern starts a fresh series (a counter reset), not a new one
+    await add_rule(client, pattern="^/svc/", target=target(upstream))
+    await client.get("/svc/x")
+    text = await (await client.get("/metrics")).text()
+    assert 'buntime_proxy_requests_total{outcome="proxied",pattern="^/svc/"} 1.0' in text

@@ -17,12 +17,13 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from .._http import ApiError
 from .._reserved import ReservedPaths
 from ._config import ProxyConfig
 from ._forward import Forwarder, is_websocket_upgrade
+from ._metrics import RuleRequests
 from ._rules import (
     INVALID_REORDER,
     SHADOWS_RESERVED,
@@ -52,7 +53,7 @@ class Proxy:
 
     * **config** — resolved :class:`ProxyConfig` (static rules, timeout).
     * **store** — the :class:`ProxyStore` of dynamic rules, or ``None`` without storage.
-    * **metrics** — the registry ``buntime_proxy_requests_total`` is registered in.
+    * **metrics** — the registry ``buntime_proxy_requests_total{pattern,outcome}`` is registered in.
     """
 
     def __init__(
@@ -67,14 +68,12 @@ class Proxy:
         self.store = store
         self.reserved = reserved if reserved is not None else ReservedPaths()
         self.forwarder = Forwarder(timeout=config.timeout)
-        self._requests = Counter(
-            "buntime_proxy_requests",
-            "Requests handled by a proxy rule, by rule id and outcome.",
-            ["rule", "outcome"],
-            registry=metrics,
-        )
+        self._metrics = metrics
+        self._requests = RuleRequests(lambda: self.rules)
+        metrics.register(self._requests)
 
     async def aclose(self) -> None:
+        self._metrics.unregister(self._requests)
         if self.store is not None:
             self.store.close()
         await self.forwarder.aclose()
@@ -117,7 +116,7 @@ class Proxy:
         if rule is None:
             return await handler(request)
         outcome = OUTCOME_REDIRECTED if rule.redirect is not None else OUTCOME_PROXIED
-        self._requests.labels(rule=rule.id, outcome=outcome).inc()
+        self._requests.inc(rule, outcome)
         return await self.forwarder.handle(request, rule)
 
     # -- rule operations (admin API) ----------------------------------------------------------
