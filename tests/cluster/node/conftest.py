@@ -1,0 +1,36 @@
+"""Fixtures for the tests on a node that runs pods (``tests.support.node``).
+
+Feeds in: the node binaries (``hack/build-node.sh``), containerd/runc/CNI from Debian
+(``hack/install-node-deps.sh``) and the images ``hack/build-images.sh`` built with buildah: the
+project image from the repository's Dockerfile, on Debian bases.
+Checks: nothing by itself; the node fixture stops with an error if a component dies.
+Leaves unmocked: everything between ``helm install`` and a running container — kube-apiserver,
+controller-manager, scheduler, kubelet, containerd, runc, the CNI bridge, kube-proxy's iptables
+rules, CoreDNS, the chart, the image, the operator's webhook called by the API server through its
+Service, turso-server on a provisioned volume. Only the volume provisioner is the harness's own
+(hostPath directories, since no storage driver can be installed here).
+
+When the machine cannot run a node (not root, no cgroups, packages or images missing), every test
+here is skipped with the reason ``Node`` gives; anything else that goes wrong is a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.node import Node, NodeUnavailable
+
+
+@pytest.fixture(scope="session")
+def node() -> Iterator[Node]:
+    """One control plane + node for the session (about 15 s to Ready, 20 s to tear down)."""
+    try:
+        started = Node().start()
+    except NodeUnavailable as exc:
+        pytest.skip(f"cannot run a node here: {exc}")
+    try:
+        yield started
+    finally:
+        started.stop()
