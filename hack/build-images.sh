@@ -163,12 +163,21 @@ image_archive="$cache/buntime-$image_hash.tar"
 if [[ "${FORCE:-0}" == 1 || ! -f "$image_archive" ]] || ! has_image "$image"; then
 	start=$SECONDS
 	log "buildah bud $image (PYTHON_IMAGE=$python_image NODE_IMAGE=$node_image)"
+	# buildah 1.28 (Debian 12) looks a FROM up as a stage name before expanding its ARGs, so
+	# `FROM tursodb-${TARGETARCH}` would be pulled as an image; BuildKit and newer buildah
+	# resolve it. Give buildah the same Dockerfile with the architecture spelled out.
+	arch="$(go env GOARCH)"
+	sed "s/^FROM tursodb-\${TARGETARCH} AS tursodb\$/FROM tursodb-$arch AS tursodb/" "$repo/Dockerfile" \
+		>"$cache/Dockerfile.buildah"
+	grep -q "^FROM tursodb-$arch AS tursodb\$" "$cache/Dockerfile.buildah" ||
+		die "the Dockerfile no longer has 'FROM tursodb-\${TARGETARCH} AS tursodb'"
 	# The host's CA bundle is mounted into every RUN step (pip, npm reach their registries
 	# through the machine's TLS proxy); it is not copied into the image.
 	nice -n 19 buildah --root "$cache/storage" --runroot "$cache/run" --storage-driver vfs \
 		bud --isolation chroot --network host --layers \
 		--volume /etc/ssl/certs:/etc/ssl/certs:ro \
 		--build-arg "PYTHON_IMAGE=$python_image" --build-arg "NODE_IMAGE=$node_image" \
+		--build-arg "TARGETARCH=$arch" --file "$cache/Dockerfile.buildah" \
 		--tag "$image" "$repo" >"$cache/buildah-bud.log" 2>&1 ||
 		{ tail -n 40 "$cache/buildah-bud.log" >&2; die "buildah bud failed; see $cache/buildah-bud.log"; }
 	rm -f "$image_archive"

@@ -822,6 +822,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "enable-admission-plugins": "ServiceAccount",
                 # The "kubernetes" Service points at the bridge address, which pods can reach.
                 "endpoint-reconciler-type": "lease",
+                # The node's name resolves nowhere; its InternalIP is the bridge address.
+                "kubelet-preferred-address-types": "InternalIP,Hostname",
             },
         ).start()
 
