@@ -278,12 +278,21 @@ def _cgroup_dirs() -> list[Path]:
     return [d for d in candidates if d.is_dir()]
 
 
+def _walk(top: Path, name: str) -> list[Path]:
+    """Every ``name`` under ``top``; cgroups vanish while we look, which is not an error."""
+    found: list[Path] = []
+    for root, _dirs, files in os.walk(top, onerror=lambda _exc: None):
+        if name in files:
+            found.append(Path(root, name))
+    return found
+
+
 def kill_cgroups() -> None:
     """SIGKILL every process in the harness's cgroups (the pods' containers), then remove them."""
     for _ in range(20):
         alive = False
         for top in _cgroup_dirs():
-            for procs in top.rglob("cgroup.procs"):
+            for procs in _walk(top, "cgroup.procs"):
                 with contextlib.suppress(OSError):
                     for pid in procs.read_text().split():
                         alive = True
@@ -294,7 +303,9 @@ def kill_cgroups() -> None:
         time.sleep(0.25)
     for top in _cgroup_dirs():
         for _ in range(20):
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+            dirs = sorted(
+                (p.parent for p in _walk(top, "cgroup.procs")), key=lambda p: len(p.parts), reverse=True
+            )
             for path in [*dirs, top]:
                 with contextlib.suppress(OSError):
                     path.rmdir()
@@ -362,10 +373,12 @@ def leftover_iptables_chains() -> list[str]:
     return found
 
 
-def cleanup(workdir: Path | None) -> None:
+def cleanup(workdir: Path | None, control_plane_dir: Path | None = None) -> None:
     """Remove everything a node (live or crashed) left: see the module docstring."""
-    if workdir is not None:
-        for pid in _pids_referencing(workdir):
+    for owned in (workdir, control_plane_dir):
+        if owned is None:
+            continue
+        for pid in _pids_referencing(owned):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     kill_cgroups()
@@ -383,6 +396,8 @@ def cleanup(workdir: Path | None) -> None:
     kill_cgroups()
     if workdir is not None and workdir.exists():
         shutil.rmtree(workdir, ignore_errors=True)
+    if control_plane_dir is not None and control_plane_dir.exists():
+        shutil.rmtree(control_plane_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -578,7 +593,7 @@ class Node:
             self.sysctls_at_start = read_sysctls()
             self._dir = Path(tempfile.mkdtemp(prefix="buntime-node-"))
             (self.workdir / "logs").mkdir()
-            STATE_FILE.write_text(json.dumps({"workdir": str(self._dir), "pid": os.getpid()}))
+            self._write_state()
             self._setup_network()
             self._start_containerd()
             self._import_images()
@@ -595,15 +610,37 @@ class Node:
         return self
 
     def stop(self) -> None:
-        """Stop everything and remove every trace (see the module docstring)."""
+        """Stop everything and remove every trace (see the module docstring).
+
+        Every step runs even when an earlier one fails; the first failure is raised at the end.
+        """
+        errors: list[BaseException] = []
+        for step in (self._stop_processes, self._remove_traces):
+            try:
+                step()
+            except Exception as exc:
+                errors.append(exc)
+        if self._lock is not None:
+            if not errors:
+                with contextlib.suppress(OSError):
+                    STATE_FILE.unlink()
+            self._lock.close()
+            self._lock = None
+        if errors:
+            raise errors[0]
+
+    def _stop_processes(self) -> None:
         if self._provisioner is not None:
             self._provisioner.stop()
             self._provisioner = None
         # kubelet first, so it restarts nothing while the rest goes away.
         for name in ("kubelet", "kube-proxy", "coredns", "kube-scheduler", "kube-controller-manager"):
             self._terminate(name)
-        kill_cgroups()
+        with contextlib.suppress(Exception):
+            kill_cgroups()
         self._terminate("containerd")
+
+    def _remove_traces(self) -> None:
         if self.cp is not None:
             self.cp.stop()
             self.cp = None
@@ -619,11 +656,6 @@ class Node:
             self._dir = None
         if self.sysctls_at_start:
             self._restore_sysctls()
-        if self._lock is not None:
-            with contextlib.suppress(OSError):
-                STATE_FILE.unlink()
-            self._lock.close()
-            self._lock = None
 
     def sysctl_drift(self) -> dict[str, tuple[str, str]]:
         """``{name: (at start, now)}`` for every watched machine setting that changed."""
@@ -653,6 +685,12 @@ class Node:
 
     # -- steps -------------------------------------------------------------------
 
+    def _write_state(self) -> None:
+        state = {"workdir": str(self._dir), "pid": os.getpid()}
+        if self.cp is not None:
+            state["control_plane"] = str(self.cp.workdir)
+        STATE_FILE.write_text(json.dumps(state))
+
     def _take_lock(self) -> None:
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         lock = open(LOCK_FILE, "w")  # noqa: SIM115 - held until stop()
@@ -671,11 +709,14 @@ class Node:
     def _cleanup_previous_run(self) -> None:
         """We hold the lock, so whoever wrote the state file is gone: remove what it left."""
         previous: Path | None = None
+        previous_cp: Path | None = None
         with contextlib.suppress(OSError, ValueError, KeyError):
-            previous = Path(json.loads(STATE_FILE.read_text())["workdir"])
+            state = json.loads(STATE_FILE.read_text())
+            previous = Path(state["workdir"])
+            previous_cp = Path(state["control_plane"]) if state.get("control_plane") else None
         if previous is not None or Path("/sys/class/net", BRIDGE).exists() or leftover_iptables_chains():
             print(f"node: cleaning up after an earlier run ({previous})", file=sys.stderr)
-            cleanup(previous)
+            cleanup(previous, previous_cp)
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
         log = open(self.log(name), "wb")  # noqa: SIM115 - closed in stop()
@@ -826,6 +867,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "kubelet-preferred-address-types": "InternalIP,Hostname",
             },
         ).start()
+        self._write_state()
 
     def _start_controllers(self) -> None:
         pki = self.control_plane.workdir / "pki"
@@ -1060,6 +1102,47 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 return bool(resp.status == 200)
 
         _wait("CoreDNS ready", dns_ready, timeout=60)
+
+
+class ExternalCluster:
+    """Someone else's cluster (``hack/kind-e2e.sh``): the same checks, none of the harness.
+
+    Parameters:
+
+    - ``kubeconfig``: the cluster's kubeconfig.
+    - ``image``: the project image, already loaded onto every node.
+    """
+
+    def __init__(self, *, kubeconfig: Path, image: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.image = image
+
+    def env(self) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
+        result = subprocess.run(
+            [shutil.which("kubectl") or str(TOOLS_BIN / "kubectl"), *args],
+            env={**os.environ, **self.env()},
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise NodeError(f"kubectl {shlex.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout if check else result.stdout + result.stderr
+
+
+def external_cluster_from_env() -> ExternalCluster | None:
+    """``BUNTIME_E2E_KUBECONFIG`` + ``BUNTIME_E2E_IMAGE`` name a cluster to test instead of a Node."""
+    kubeconfig = os.environ.get("BUNTIME_E2E_KUBECONFIG")
+    if not kubeconfig:
+        return None
+    image = os.environ.get("BUNTIME_E2E_IMAGE")
+    if not image:
+        raise NodeError("BUNTIME_E2E_KUBECONFIG is set but BUNTIME_E2E_IMAGE (the loaded image) is not")
+    return ExternalCluster(kubeconfig=Path(kubeconfig), image=image)
 
 
 # --------------------------------------------------------------------------

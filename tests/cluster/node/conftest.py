@@ -12,6 +12,8 @@ Service, turso-server on a provisioned volume. Only the volume provisioner is th
 
 When the machine cannot run a node (not root, no cgroups, packages or images missing), every test
 here is skipped with the reason ``Node`` gives; anything else that goes wrong is a failure.
+With ``BUNTIME_E2E_KUBECONFIG`` and ``BUNTIME_E2E_IMAGE`` set (``hack/kind-e2e.sh``), the chart
+tests run against that cluster instead, and the tests of the harness itself are skipped.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.node import Node, NodeUnavailable
+from tests.support.node import ExternalCluster, Node, NodeUnavailable, external_cluster_from_env
 
 
 @pytest.fixture(scope="session")
-def node() -> Iterator[Node]:
+def cluster() -> Iterator[Node | ExternalCluster]:
     """One control plane + node for the session (about 15 s to Ready, 20 s to tear down)."""
+    external = external_cluster_from_env()
+    if external is not None:
+        yield external
+        return
     try:
         started = Node().start()
     except NodeUnavailable as exc:
@@ -34,3 +40,11 @@ def node() -> Iterator[Node]:
         yield started
     finally:
         started.stop()
+
+
+@pytest.fixture
+def node(cluster: Node | ExternalCluster) -> Node:
+    """The harness's own node (tests of the harness itself skip on an external cluster)."""
+    if not isinstance(cluster, Node):
+        pytest.skip("testing an external cluster (BUNTIME_E2E_KUBECONFIG): no harness to check")
+    return cluster
