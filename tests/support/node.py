@@ -152,6 +152,11 @@ def missing_prerequisites() -> list[str]:
             reasons.append(f"{TOOLS_BIN / name} missing (make control-plane node-binaries tools)")
     if not IMAGES_ENV.is_file():
         reasons.append(f"{IMAGES_ENV} missing (make image)")
+    else:
+        images = read_images_env()
+        for key in ("PAUSE_ARCHIVE", "IMAGE_ARCHIVE"):
+            if not Path(images.get(key, "")).is_file():
+                reasons.append(f"{key}={images.get(key)} from {IMAGES_ENV} missing (make image)")
     return reasons
 
 

@@ -25,9 +25,13 @@ import pytest
 from tests.support.node import ExternalCluster, Node, NodeUnavailable, external_cluster_from_env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Node | ExternalCluster]:
-    """One control plane + node for the session (about 15 s to Ready, 20 s to tear down)."""
+    """One control plane + node for this folder (about 15 s to Ready, 20 s to tear down).
+
+    Package scope: the node (a second API server, kubelet, pods) is gone before the other
+    cluster tests start their own control planes on this 2-core machine.
+    """
     external = external_cluster_from_env()
     if external is not None:
         yield external
