@@ -191,6 +191,12 @@ if [[ "${FORCE:-0}" == 1 || ! -f "$image_archive" ]] || ! has_image "$image"; th
 	bah push --quiet "$image" "docker-archive:$image_archive.tmp:$image"
 	mv "$image_archive.tmp" "$image_archive"
 	log "$image built in $((SECONDS - start))s"
+	# Only the current project image is kept (each is ~450 MB); the bases and the layer cache stay.
+	for old in "$cache"/buntime-*.tar; do
+		[[ "$old" == "$image_archive" ]] || rm -f "$old"
+	done
+	bah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/buntime:' | grep -vxF "$image" |
+		while read -r old; do bah rmi "$old" >/dev/null 2>&1 || true; done
 else
 	log "cache hit: $image"
 fi

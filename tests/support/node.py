@@ -395,9 +395,24 @@ def cleanup(workdir: Path | None, control_plane_dir: Path | None = None) -> None
         unmount_under(workdir)
     remove_iptables_chains()
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+    # containerd's CNI library caches each sandbox's result outside our directory:
+    # "<network>-<sandbox id>-<ifname>" for our network and for its built-in loopback.
+    sandboxes: set[str] = set()
+    if workdir is not None:
+        for part in ("root", "state"):
+            with contextlib.suppress(OSError):
+                cri = workdir / "containerd" / part / "io.containerd.grpc.v1.cri" / "sandboxes"
+                sandboxes |= {entry.name for entry in cri.iterdir()}
     with contextlib.suppress(OSError):
-        for entry in CNI_CACHE.glob(f"{CNI_NETWORK}-*"):
-            entry.unlink()
+        for entry in CNI_CACHE.iterdir():
+            if entry.name.startswith(f"{CNI_NETWORK}-") or (
+                entry.name.startswith("cni-loopback-") and entry.name.split("-")[2] in sandboxes
+            ):
+                entry.unlink()
+    # Removed only when empty: another user of CNI keeps its entries.
+    for directory in (CNI_CACHE, CNI_CACHE.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
     kill_cgroups()
     if workdir is not None and workdir.exists():
         shutil.rmtree(workdir, ignore_errors=True)

@@ -130,6 +130,12 @@ class Release:
         result: dict[str, list[str]] = json.loads(out.strip().splitlines()[-1])
         return result
 
+    def write_for(self, base: str, run: str, seconds: float) -> dict[str, list[str]]:
+        """Write for ``seconds``; the keys acknowledged and the requests that failed."""
+        out, _err = self.start_writes(base, run, limit=seconds).communicate(timeout=seconds + 120)
+        result: dict[str, list[str]] = json.loads(out.strip().splitlines()[-1])
+        return result
+
     def missing(self, base: str, keys: list[str], limit: float = 120) -> list[str]:
         found: list[str] = json.loads(self.client(READ_ALL, base, str(limit), input=json.dumps(keys)))
         return found
@@ -259,15 +265,14 @@ def test_a_write_through_one_runtime_pod_is_read_through_the_other(release: Rele
     pods = release.pods(NAMESPACE, RUNTIME)
     assert len(pods) == 2
     run = f"pair-{uuid.uuid4().hex[:6]}"
-    proc = release.start_writes(pod_url(pods[0]), run, limit=3)
-    result = json.loads(proc.communicate(timeout=120)[0].strip().splitlines()[-1])
+    result = release.write_for(pod_url(pods[0]), run, 3)
     assert result["acked"] and not result["failed"], result
     assert release.missing(pod_url(pods[1]), result["acked"]) == []
 
 
 def test_turso_server_comes_back_on_its_volume_with_every_commit(release: Release) -> None:
     run = f"turso-{uuid.uuid4().hex[:6]}"
-    result = release.stop_writes(release.start_writes(runtime_url(), run, limit=5), run)
+    result = release.write_for(runtime_url(), run, 5)
     assert result["acked"] and not result["failed"], result
     (before,) = release.pods(NAMESPACE, TURSO)
     (pvc,) = release.get("pvc", "-n", NAMESPACE)["items"]
