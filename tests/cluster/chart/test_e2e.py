@@ -303,7 +303,9 @@ def test_release_runtime_and_the_helm_test_hook_against_the_real_server(
     (container,) = containers(pod)
     env = container_env(container, EnvSources(chart))
     runtime_env = container_env(
-        containers(one(chart, "Deployment", RELEASE))[0], EnvSources(chart), field_refs=FIELD_REFS
+        next(c for c in containers(one(chart, "Deployment", RELEASE)) if c["name"] == "runtime"),
+        EnvSources(chart),
+        field_refs=FIELD_REFS,
     )
     runtime_env = {**runtime_env, "TURSO_SERVER_URL": turso.url, "RUNTIME_TURSO_SERVER_URL": turso.url}
     runtime = Runtime("release-runtime", runtime_env, tmp_path).start()
