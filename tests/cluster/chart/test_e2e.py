@@ -118,8 +118,12 @@ class Runtime:
             self.proc = subprocess.Popen(
                 [str(binary), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_listening(self.port, 60, proc=self.proc)
-        wait_for(lambda: self.get("/api/health/ready")[0] == 200, timeout=30)
+        try:
+            wait_listening(self.port, 60, proc=self.proc)
+            wait_for(lambda: self.get("/api/health/ready")[0] == 200, timeout=30)
+        except BaseException:
+            self.stop()  # a runtime that never got ready must not outlive the test
+            raise
         return self
 
     def stop(self) -> None:
