@@ -15,10 +15,12 @@ What runs, all as children of this process, in one private directory:
 - containerd with its root, state, socket and CNI config under the directory; the sandbox image is
   the locally built pause image, ``restrict_oom_score_adj`` (no CAP_SYS_RESOURCE here) and
   cgroupfs;
-- kubelet in its own mount namespace, where the ``/proc/sys`` files it would rewrite
-  (``vm.overcommit_memory``, ``kernel.panic``, ``kernel.panic_on_oops``, ...) are shadowed by
-  regular files, so the shared machine's kernel settings never change; its root dir is a shared
-  bind mount, so the volumes it mounts reach containerd;
+- kubelet, sharing one private mount namespace with containerd (so the volumes it mounts are the
+  ones containerd sees, and every mount of either dies with the namespace), in which the
+  ``/proc/sys`` files kubelet would rewrite (``vm.overcommit_memory``, ``kernel.panic``,
+  ``kernel.panic_on_oops``, ...) are shadowed by regular files, so the shared machine's kernel
+  settings never change, and ``/var/lib`` and ``/run`` are empty tmpfs for the paths they
+  hard-code there;
 - kube-proxy (iptables mode) with every ``--conntrack-*`` at 0 and no localhost NodePorts, so it
   writes no sysctl either;
 - CoreDNS on the bridge address (the pods' nameserver), serving ``cluster.local`` only;
@@ -32,7 +34,8 @@ on the bridge alone (``net.ipv4.conf.buntime0.forwarding``), not machine-wide.
 One node per machine at a time (an flock on :data:`LOCK_FILE`): the bridge, the ``KUBE-*``
 chains and port 53 on the bridge address are machine-wide names. :meth:`Node.stop` removes
 everything the harness made: processes (and containerd's shims and the containers, found by
-their cgroup and by this directory), mounts under the directory, iptables chains (``KUBE-*``,
+their cgroup and by this directory, which takes the mount namespace with them), mounts under the
+directory, iptables chains (``KUBE-*``,
 ``BUNTIME-*``, in every table, v4 and v6), the bridge, the cgroups under :data:`CGROUP_ROOT`,
 CNI's cache entries and the directory. The state file :data:`STATE_FILE` names the directory,
 so the next start cleans up after a run that crashed or was killed before it could.
@@ -141,7 +144,7 @@ def missing_prerequisites() -> list[str]:
         reasons.append("needs root (containerd, kubelet, iptables, a bridge)")
     if not Path("/sys/fs/cgroup").is_dir():
         reasons.append("no /sys/fs/cgroup")
-    for tool in ("containerd", "runc", "iptables", "iptables-save", "ip", "unshare", "mount"):
+    for tool in ("containerd", "runc", "iptables", "iptables-save", "ip", "unshare", "nsenter", "mount"):
         if shutil.which(tool) is None:
             reasons.append(f"{tool} not on PATH (bash hack/install-node-deps.sh)")
     for plugin in ("bridge", "host-local", "loopback"):
@@ -538,6 +541,7 @@ class Node:
         self._logs: list[BinaryIO] = []
         self._provisioner: HostPathProvisioner | None = None
         self.kubelet_port = 0
+        self._mount_ns = ""
         self.sysctls_at_start: dict[str, str] = {}
         self.sysctls_restored: dict[str, tuple[str, str]] = {}
 
@@ -615,6 +619,7 @@ class Node:
             (self.workdir / "logs").mkdir()
             self._write_state()
             self._setup_network()
+            self._start_mount_namespace()
             self._start_containerd()
             self._import_images()
             self._start_control_plane()
@@ -659,6 +664,7 @@ class Node:
         with contextlib.suppress(Exception):
             kill_cgroups()
         self._terminate("containerd")
+        self._terminate("mount-namespace")
 
     def _remove_traces(self) -> None:
         if self.cp is not None:
@@ -779,6 +785,51 @@ class Node:
         # From the pods to the host: the API server and DNS yes, kubelet's port no (below).
         _run(*ipt, "-I", "INPUT", "1", "-i", BRIDGE, "-j", f"{FENCE_CHAIN}-IN")
 
+    def _start_mount_namespace(self) -> None:
+        """A private mount namespace for containerd, its shims, the containers and kubelet.
+
+        Everything they mount (container root filesystems, shm, network namespaces, kubelet's
+        volumes) stays in it and disappears with its last process, also after a crash; kubelet
+        and containerd share it, so the volumes kubelet mounts are the ones containerd sees. In
+        it, the ``/proc/sys`` files kubelet would rewrite are shadowed by regular files holding
+        the values it wants, and ``/var/lib`` and ``/run`` are empty tmpfs, for the paths
+        kubelet, containerd and runc hard-code there (``/var/lib/kubelet/device-plugins``, CNI's
+        cache in ``/var/lib/cni``, ``/run/containerd/{s,runc}``). A holder process keeps the
+        namespace open; the others join it with ``nsenter``.
+        """
+        shadows = self.workdir / "sysctl"
+        shadows.mkdir()
+        setup = ["set -eu"]
+        for name, desired in KUBELET_SYSCTLS.items():
+            current = Path("/proc/sys", name).read_text().strip()
+            if current != desired:
+                shadow = shadows / name.replace("/", ".")
+                shadow.write_text(desired + "\n")
+                setup.append(f"mount --bind {shlex.quote(str(shadow))} /proc/sys/{name}")
+        ready = self.workdir / "mount-namespace.ready"
+        setup += [
+            "mount -t tmpfs -o mode=0755,size=64m buntime-node-var-lib /var/lib",
+            "mount -t tmpfs -o mode=0755,size=64m buntime-node-run /run",
+            "mkdir -p /var/lib/kubelet/device-plugins /run/containerd",
+            f": > {shlex.quote(str(ready))}",
+            "exec sleep infinity",
+        ]
+        # --propagation private: nothing mounted in there ever propagates to the machine.
+        self._spawn(
+            "mount-namespace",
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(setup)],
+        )
+
+        def up() -> bool:
+            self.check_running()
+            return ready.exists()
+
+        _wait("the node's mount namespace", up, timeout=30)
+        self._mount_ns = f"/proc/{self._procs['mount-namespace'].pid}/ns/mnt"
+
+    def _in_node_mounts(self, argv: list[str]) -> list[str]:
+        return ["nsenter", f"--mount={self._mount_ns}", "--", *argv]
+
     def _start_containerd(self) -> None:
         base = self.workdir / "containerd"
         cni_conf = self.workdir / "cni" / "net.d"
@@ -857,7 +908,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     max_conf_num = 1
 """
         (base / "config.toml").write_text(config)
-        self._spawn("containerd", ["containerd", "--config", str(base / "config.toml")])
+        self._spawn("containerd", self._in_node_mounts(["containerd", "--config", str(base / "config.toml")]))
         sock = base / "containerd.sock"
 
         def up() -> bool:
@@ -907,6 +958,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 f"--secure-port={_free_port()}",
                 f"--cert-dir={self.workdir / 'kcm-certs'}",
                 "--controllers=*",
+                # Its default, /usr/libexec/kubernetes/..., would be created on the machine.
+                f"--flex-volume-plugin-dir={self.workdir / 'flexvolume'}",
                 "--concurrent-statefulset-syncs=5",
                 "--v=1",
             ],
@@ -929,19 +982,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _start_kubelet(self) -> None:
         root = self.workdir / "kubelet"
         (root / "pki").mkdir(parents=True)
-        # Volumes kubelet mounts must reach containerd, which lives in this mount namespace:
-        # a shared bind mount puts kubelet's copy of the dir in the same peer group.
-        _run("mount", "--bind", str(root), str(root))
-        _run("mount", "--make-shared", str(root))
-        shadows = self.workdir / "sysctl"
-        shadows.mkdir()
-        binds: list[str] = []
-        for name, desired in KUBELET_SYSCTLS.items():
-            current = Path("/proc/sys", name).read_text().strip()
-            if current != desired:
-                shadow = shadows / name.replace("/", ".")
-                shadow.write_text(desired + "\n")
-                binds.append(f"mount --bind {shlex.quote(str(shadow))} /proc/sys/{name}")
         (self.workdir / "resolv.conf").write_text("")
         self.kubelet_port = _free_port(GATEWAY)
         _run(
@@ -1006,16 +1046,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         ]
         # The pod cgroups' parent must exist in every hierarchy before kubelet starts.
         self._make_cgroup_root()
-        script = "\n".join(
-            [
-                "set -eu",
-                # The shadows must not propagate back to the machine's /proc.
-                "mount --make-rprivate /proc",
-                *binds,
-                f"exec {shlex.join(argv)}",
-            ]
-        )
-        self._spawn("kubelet", ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script])
+        self._spawn("kubelet", self._in_node_mounts(argv))
 
     def _make_cgroup_root(self) -> None:
         base = Path("/sys/fs/cgroup")
