@@ -19,18 +19,23 @@ tests run against that cluster instead, and the tests of the harness itself are 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.node import ExternalCluster, Node, NodeUnavailable, external_cluster_from_env
 
+_RUNNING: list[Node] = []
 
-@pytest.fixture(scope="package")
+
+@pytest.fixture(scope="session")
 def cluster() -> Iterator[Node | ExternalCluster]:
     """One control plane + node for this folder (about 15 s to Ready, 20 s to tear down).
 
-    Package scope: the node (a second API server, kubelet, pods) is gone before the other
-    cluster tests start their own control planes on this 2-core machine.
+    Stopped after this folder's last test (``pytest_runtest_teardown`` below), so the node (a
+    second API server, kubelet, pods) is gone before the other cluster tests start theirs, and
+    the machine-wide lock is free for ``tests/cluster/node_crash``. (A package-scoped fixture
+    would need an ``__init__.py`` here; without one pytest widens it to the session.)
     """
     external = external_cluster_from_env()
     if external is not None:
@@ -40,10 +45,21 @@ def cluster() -> Iterator[Node | ExternalCluster]:
         started = Node().start()
     except NodeUnavailable as exc:
         pytest.skip(f"cannot run a node here: {exc}")
+    _RUNNING.append(started)
     try:
         yield started
     finally:
-        started.stop()
+        if started in _RUNNING:
+            _RUNNING.remove(started)
+            started.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    here = Path(__file__).parent
+    if nextitem is None or here not in Path(nextitem.path).parents:
+        while _RUNNING:
+            _RUNNING.pop().stop()
 
 
 @pytest.fixture
