@@ -9,7 +9,7 @@ export PATH := $(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 DATA_DIR ?= $(CURDIR)/.data
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools control-plane run demo test test-fast lint bench chart constraints cluster clean
+.PHONY: all venv tools control-plane node-deps node-binaries image node run demo test test-fast lint bench chart constraints cluster clean
 
 all: test
 
@@ -27,6 +27,22 @@ tools:
 control-plane:
 	bash hack/build-control-plane.sh
 
+## node-deps: containerd, runc, CNI plugins, iptables, buildah, debootstrap from Debian (root + apt).
+node-deps:
+	bash hack/install-node-deps.sh
+
+## node-binaries: kubelet, kube-proxy, kube-controller-manager, kube-scheduler, CoreDNS (cached).
+node-binaries: control-plane
+	bash hack/build-node.sh
+
+## image: the project image from the Dockerfile, with buildah on Debian bases (no registry, no Docker).
+image: node-deps
+	bash hack/build-images.sh
+
+## node: a control plane plus one node that runs pods, until Ctrl-C (prints how to use it).
+node: venv tools node-binaries image
+	$(PY) -m tests.support.node
+
 ## run: the main job — the runtime on the embedded default (local mode, file under ./.data/).
 run: venv tools
 	mkdir -p $(DATA_DIR)
@@ -37,8 +53,9 @@ demo: venv tools
 	mkdir -p $(DATA_DIR)
 	TURSO_LOCAL_PATH=$${TURSO_LOCAL_PATH:-$(DATA_DIR)/turso/runtime.db} $(VENV)/bin/buntime demo
 
-## test: the whole suite against real tursodb, real replicas and a real kube-apiserver.
-test: venv tools control-plane
+## test: the whole suite against real tursodb, real replicas, a real kube-apiserver and a node
+## that runs the chart's pods (the node tests skip, saying why, where a node cannot run).
+test: venv tools control-plane node-binaries image
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-fast: skip the control-plane tests (for a quick local loop).

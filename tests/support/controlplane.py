@@ -137,7 +137,7 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args)} failed:\n{result.stderr}")
 
 
-def _make_pki_openssl(pki: Path) -> None:
+def _make_pki_openssl(pki: Path, extra_ips: tuple[str, ...] = ()) -> None:
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     _openssl(
         "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
@@ -152,7 +152,7 @@ def _make_pki_openssl(pki: Path) -> None:
         cwd=pki,
     )  # fmt: skip
     (pki / "server.ext").write_text(
-        f"subjectAltName={_SERVER_SANS}\n"
+        f"subjectAltName={','.join([_SERVER_SANS, *(f'IP:{ip}' for ip in extra_ips)])}\n"
         "basicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
@@ -167,7 +167,7 @@ def _make_pki_openssl(pki: Path) -> None:
     _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def _make_pki_cryptography(pki: Path) -> None:
+def _make_pki_cryptography(pki: Path, extra_ips: tuple[str, ...] = ()) -> None:
     import datetime
     import ipaddress
 
@@ -225,6 +225,7 @@ def _make_pki_cryptography(pki: Path) -> None:
     sans: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     sans += [
         x509.DNSName(dns)
@@ -261,19 +262,20 @@ def _make_pki_cryptography(pki: Path) -> None:
     )
 
 
-def make_pki(pki: Path, backend: str | None = None) -> None:
+def make_pki(pki: Path, backend: str | None = None, extra_ips: tuple[str, ...] = ()) -> None:
     """Write ca.{crt,key}, server.{crt,key} and sa.{key,pub} into ``pki``.
 
     ``backend`` is ``"openssl"``, ``"cryptography"`` or None (openssl CLI if on
-    PATH, else the cryptography package).
+    PATH, else the cryptography package). ``extra_ips`` are added to the server
+    certificate's SANs (the node harness's bridge address).
     """
     pki.mkdir(parents=True, exist_ok=True)
     if backend is None:
         backend = "openssl" if shutil.which("openssl") else "cryptography"
     if backend == "openssl":
-        _make_pki_openssl(pki)
+        _make_pki_openssl(pki, extra_ips)
     elif backend == "cryptography":
-        _make_pki_cryptography(pki)
+        _make_pki_cryptography(pki, extra_ips)
     else:
         raise ValueError(f"unknown PKI backend {backend!r}")
     for key in pki.glob("*.key"):
@@ -304,7 +306,9 @@ class ControlPlane:
         keep_dir: bool = False,
         extra_apiserver_args: Mapping[str, str] | None = None,
         pki_backend: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.start_timeout = start_timeout
         self.keep_dir = keep_dir
         self.extra_apiserver_args = dict(extra_apiserver_args or {})
@@ -329,7 +333,7 @@ class ControlPlane:
     @property
     def url(self) -> str:
         """Base URL of the API server, e.g. ``https://127.0.0.1:43121``."""
-        return f"https://127.0.0.1:{self._apiserver_port}"
+        return f"https://{self.host}:{self._apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -428,7 +432,8 @@ class ControlPlane:
         apiserver_bin = find_binary("kube-apiserver", "KUBE_APISERVER_BIN")
         self._dir = Path(tempfile.mkdtemp(prefix="buntime-cp-"))
         try:
-            make_pki(self.workdir / "pki", self.pki_backend)
+            extra_ips = () if self.host == "127.0.0.1" else (self.host,)
+            make_pki(self.workdir / "pki", self.pki_backend, extra_ips)
             self._token = secrets.token_hex(24)
             tokens = self.workdir / "tokens.csv"
             tokens.write_text(f'{self._token},{ADMIN_USER},{ADMIN_USER},"{ADMIN_GROUP}"\n')
@@ -516,8 +521,8 @@ class ControlPlane:
         pki = self.workdir / "pki"
         args: dict[str, str] = {
             "etcd-servers": self.etcd_url,
-            "bind-address": "127.0.0.1",
-            "advertise-address": "127.0.0.1",
+            "bind-address": self.host,
+            "advertise-address": self.host,
             "secure-port": str(self._apiserver_port),
             "cert-dir": str(pki),
             "tls-cert-file": str(pki / "server.crt"),

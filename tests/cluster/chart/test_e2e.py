@@ -121,8 +121,12 @@ class Runtime:
             self.proc = subprocess.Popen(
                 [str(binary), "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
-        wait_listening(self.port, 60, proc=self.proc)
-        wait_for(lambda: self.get("/api/health/ready")[0] == 200, timeout=30)
+        try:
+            wait_listening(self.port, 60, proc=self.proc)
+            wait_for(lambda: self.get("/api/health/ready")[0] == 200, timeout=30)
+        except BaseException:
+            self.stop()  # a runtime that never got ready must not outlive the test
+            raise
         return self
 
     def stop(self) -> None:
@@ -334,7 +338,7 @@ def test_release_runtime_tokens_open_only_the_runtime_databases(
     _ensure_namespace(control_plane, NAMESPACE)  # the operator retries until it can write there
     _ensure_namespace(control_plane, team := f"team-{uuid.uuid4().hex[:8]}")
     sources = _release_sources(control_plane, chart)
-    runtime = containers(one(chart, "Deployment", RELEASE))[0]
+    runtime = next(c for c in containers(one(chart, "Deployment", RELEASE)) if c["name"] == "runtime")
     env = container_env(runtime, sources, field_refs=FIELD_REFS)
     hook_env = container_env(containers(one(chart, "Pod"))[0], sources)
     plugins, workers = env["TURSO_SERVER_TOKEN"], env["RUNTIME_TURSO_SERVER_TOKEN"]
@@ -399,7 +403,9 @@ def test_release_runtime_and_the_helm_test_hook_against_the_real_server(
     (container,) = containers(pod)
     env = container_env(container, sources)
     runtime_env = container_env(
-        containers(one(chart, "Deployment", RELEASE))[0], sources, field_refs=FIELD_REFS
+        next(c for c in containers(one(chart, "Deployment", RELEASE)) if c["name"] == "runtime"),
+        sources,
+        field_refs=FIELD_REFS,
     )
     runtime_env = {**runtime_env, "TURSO_SERVER_URL": turso.url, "RUNTIME_TURSO_SERVER_URL": turso.url}
     runtime = Runtime("release-runtime", runtime_env, tmp_path).start()
