@@ -404,7 +404,7 @@ def test_the_operator_mints_the_runtime_tokens_for_the_runtime_scopes(
         "runtime,billing",
         "",
     )
-    runtime = containers(one(custom, "Deployment", RELEASE))[0]
+    runtime = next(c for c in containers(one(custom, "Deployment", RELEASE)) if c["name"] == "runtime")
     assert secret_refs(runtime) == {(RUNTIME_TURSO_SECRET, "TURSO_SERVER_TOKEN")}, "no workers, no token"
     hook_names = {entry["name"] for entry in containers(one(custom, "Pod"))[0].get("env") or []}
     assert "RUNTIME_TURSO_SERVER_TOKEN" not in hook_names and "RUNTIME_TURSO_SERVER_URL" not in hook_names
