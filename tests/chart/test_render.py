@@ -618,3 +618,26 @@ def test_notes_say_what_was_installed() -> None:
     assert "configmap" not in notes.lower() or f"{RELEASE}-runtime" in notes
     local = helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client").split("NOTES:", 1)[1]
     assert "local mode" in local and "tursoServer.enabled=true" in local
+
+
+def test_prometheus_monitors_only_when_asked_and_they_select_the_right_pods() -> None:
+    for values in VALUE_SETS.values():
+        docs = render(values)
+        assert not find(docs, "ServiceMonitor") and not find(docs, "PodMonitor"), "off by default"
+    on = {"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.labels.release": "kube-prom"}
+    local = render(on)
+    assert find(local, "PodMonitor") == [], "no operator, no PodMonitor"
+    docs = render({**on, "tursoServer.enabled": "true", "metrics.serviceMonitor.interval": "15s"})
+    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service", RELEASE)
+    assert monitor["metadata"]["labels"]["release"] == "kube-prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    assert any(port["name"] == "http" for port in service["spec"]["ports"])
+    pod_monitor = one(docs, "PodMonitor")
+    operator = one(docs, "Deployment", f"{RELEASE}-operator")
+    pod_labels = operator["spec"]["template"]["metadata"]["labels"]
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    ports = {p["name"]: p["containerPort"] for c in containers(operator) for p in c.get("ports", [])}
+    assert ports["metrics"] == 9090  # the operator's TURSO_METRICS_PORT default
+    with pytest.raises(HelmError):
+        render({**on, "metrics.serviceMonitor.interval": "soon"})
