@@ -44,7 +44,8 @@ from ._errors import (
     TursoError,
     TursoUnavailableError,
 )
-from ._leases import LEASE_BUSY, Lease, LeaseClient, LeaseLost, new_holder, sleep_backoff
+from ._leases import Lease, LeaseClient, LeaseLost, new_holder, sleep_backoff
+from ._retry import with_retries
 
 log = logging.getLogger("buntime.turso")
 T = TypeVar("T")
@@ -315,7 +316,6 @@ _TX_SAVEPOINT = "buntime_tx"
 _PROBE_SAVEPOINT = "buntime_probe"
 LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy pod skips a round trip
 LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
-AUTOCOMMIT_RETRIES = 6  # like transaction()'s default max_retries of 5, plus the first run
 
 
 def _refused(exc: Exception) -> bool:
@@ -686,14 +686,8 @@ class ReplicaBackend(Backend):
         self._check_open()
         if not self.serializable:
             return await super()._autocommit(fn)
-        for attempt in range(AUTOCOMMIT_RETRIES):
-            try:
-                return await self._autocommit_once(fn)
-            except TursoBusyError as exc:  # not applied: the statement can run again
-                if attempt + 1 == AUTOCOMMIT_RETRIES or exc.code == LEASE_BUSY:
-                    raise
-                await sleep_backoff(attempt)
-        raise AssertionError("unreachable")
+        # A busy error means the statement was not applied: it runs again like a transaction.
+        return await with_retries(lambda: self._autocommit_once(fn))
 
     async def _autocommit_once(self, fn: Callable[[Any], T]) -> T:
         async with self._gate():

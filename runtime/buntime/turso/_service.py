@@ -11,30 +11,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ._backends import Backend, LocalBackend, PullListener, ReplicaBackend
 from ._config import TursoConfig, resolve_config
 from ._database import BlockingDatabase, Database, TransactionType
-from ._errors import TursoBusyError, TursoClosedError, TursoConfigError, TursoError
+from ._errors import TursoClosedError, TursoConfigError, TursoError
 from ._health import HealthStatus, NamespaceHealth, TursoHealth
-from ._leases import LEASE_BUSY
 from ._namespaces import DEFAULT_NAMESPACE, validate_namespace
+from ._retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, with_retries
 
 log = logging.getLogger("buntime.turso")
 T = TypeVar("T")
 
-DEFAULT_MAX_RETRIES = 5
-DEFAULT_RETRY_DELAY = 0.005
-MAX_RETRY_DELAY = 0.5
 _TYPES = ("concurrent", "deferred", "immediate", "exclusive")
-
-
-def backoff_delay(attempt: int, base: float, cap: float = MAX_RETRY_DELAY) -> float:
-    """Exponential backoff with full jitter: uniform in ``[0, min(cap, base * 2**attempt)]``."""
-    return random.uniform(0, min(cap, base * (2**attempt)))
 
 
 class TursoService:
@@ -156,7 +147,7 @@ class TursoService:
         async def attempt() -> T:
             return await backend.transaction(effective, namespace, fn)
 
-        return await self._with_retries(attempt, max_retries, retry_delay)
+        return await with_retries(attempt, max_retries, retry_delay)
 
     async def run_transaction(
         self,
@@ -180,7 +171,7 @@ class TursoService:
         async def attempt() -> T:
             return await backend.run_transaction(effective, namespace, fn)
 
-        return await self._with_retries(attempt, max_retries, retry_delay)
+        return await with_retries(attempt, max_retries, retry_delay)
 
     async def _prepare(
         self, namespace: str, type: TransactionType, max_retries: int, retry_delay: float
@@ -197,20 +188,6 @@ class TursoService:
         backend = await self._backend(namespace)
         effective: TransactionType = "deferred" if backend.is_replica and type == "concurrent" else type
         return backend, effective
-
-    @staticmethod
-    async def _with_retries(attempt: Callable[[], Awaitable[T]], max_retries: int, retry_delay: float) -> T:
-        """Re-run ``attempt`` on busy/conflict errors with exponential backoff and full jitter."""
-        retries = 0
-        while True:
-            try:
-                return await attempt()
-            except TursoBusyError as exc:
-                if retries >= max_retries or exc.code == LEASE_BUSY:
-                    raise  # a busy lease was already waited for, up to TURSO_WRITE_TIMEOUT
-                retries += 1
-                log.debug("retrying Turso transaction (attempt %d/%d): %s", retries, max_retries, exc)
-                await asyncio.sleep(backoff_delay(retries, retry_delay))
 
     def add_pull_listener(self, listener: PullListener) -> None:
         """Call ``await listener(replica_path)`` after a background pull brought changes."""
