@@ -20,11 +20,13 @@ from . import _admin, _proxy
 from ._auth import AdminAuth, DataAuth, ScopedTokens
 from ._backup import Backups
 from ._config import ServerConfig
+from ._cursors import PushCursors
 from ._gc import GarbageCollector, GcPolicy
 from ._http import (
     ADMIN_AUTH,
     BACKUPS,
     CONFIG,
+    CURSORS,
     DATA_AUTH,
     GC,
     LEASES,
@@ -85,6 +87,7 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
         app[LEASES] = leases
     data_app[DATA_AUTH] = DataAuth(config.auth_token, scoped)
     data_app[GC] = gc
+    data_app[CURSORS] = PushCursors(enabled=config.push_cursors)
     data_app[SPOOL] = SpoolBudget(
         config.data_dir / SPOOL_DIR_NAME, memory=config.spool_memory, disk=config.spool_disk
     )

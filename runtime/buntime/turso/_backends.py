@@ -318,6 +318,10 @@ LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy 
 LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
 
 
+def _total_changes(conn: Any) -> int:
+    return int(conn.execute("SELECT total_changes()").fetchone()[0])
+
+
 def _refused(exc: Exception) -> bool:
     """Whether a failed push certainly applied nothing: turso-server refused the lease (409), or
     the connection was refused (nothing was sent). Anything else may have landed."""
@@ -380,6 +384,7 @@ class ReplicaBackend(Backend):
         self._keepalive: asyncio.Task[None] | None = None
         self._yielding: asyncio.Future[None] | None = None  # set while handing the lease over
         self._group_open = False  # engine thread: the outer BEGIN of the commits not yet pushed
+        self._group_changes = 0  # engine thread: total_changes() when the group opened
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
 
@@ -763,6 +768,7 @@ class ReplicaBackend(Backend):
         if not self._group_open:
             conn.execute("BEGIN DEFERRED")
             self._group_open = True
+            self._group_changes = _total_changes(conn)
         conn.execute(f"SAVEPOINT {_TX_SAVEPOINT}")
 
     def _finish(self, state: _TxState, verb: str) -> None:
@@ -797,7 +803,11 @@ class ReplicaBackend(Backend):
             ) from exc
 
     def _commit_group(self) -> bool:
-        """COMMIT the group (if open); return whether anything is left to push."""
+        """COMMIT the group (if open); return whether anything is left to push.
+
+        Rows changed since the group opened certainly left changes to push (a cheap counter);
+        otherwise (reads only, or DDL, which the counter does not see) the engine's stats decide.
+        """
         if self._group_open:
             conn = self._checkout()
             self._group_open = False
@@ -809,6 +819,8 @@ class ReplicaBackend(Backend):
                     with contextlib.suppress(Exception):
                         conn.execute("ROLLBACK")
                 raise
+            if _total_changes(conn) != self._group_changes:
+                return True
         return self._pending() > 0
 
     # -- sync (engine thread) -------------------------------------------------------------
