@@ -15,8 +15,9 @@ from pathlib import Path
 import kopf
 import pytest
 
+from tests.support.kopfcontext import drained_reasons, kopf_events
 from turso_operator._config import OperatorConfig
-from turso_operator._constants import WEBHOOK_ID
+from turso_operator._constants import WEBHOOK_ID, ConditionType, Phase, Reason
 from turso_operator._handlers import (
     MEMO_STATE,
     OperatorState,
@@ -25,6 +26,7 @@ from turso_operator._handlers import (
     configure,
     login,
     operator_memo,
+    reconcile_tursonamespace,
 )
 
 BASE_ENV = {"TURSO_SERVER_URL": "http://turso:8080", "TURSO_SERVER_ADMIN_URL": "http://turso-admin:8081"}
@@ -116,3 +118,35 @@ async def test_startup_builds_the_clients_into_the_memo_and_cleanup_closes_them(
 async def test_startup_without_a_config_in_the_memo_fails_permanently() -> None:
     with pytest.raises(kopf.PermanentError, match="operator_memo"):
         await configure(settings=kopf.OperatorSettings(), memo=kopf.Memo())
+
+
+async def test_an_invalid_spec_is_ready_false_invalid_spec_and_permanent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec the CRD would refuse (validation bypassed): one status write, no retry, no I/O."""
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", "t")))
+    memo = operator_memo(OperatorConfig.from_env(BASE_ENV))
+    await configure(settings=kopf.OperatorSettings(), memo=memo)
+    body = kopf.Body(
+        {
+            "apiVersion": "turso.buntime.io/v1alpha1",
+            "kind": "TursoNamespace",
+            "metadata": {"name": "bad", "namespace": "shop", "uid": "u1", "generation": 3},
+            "spec": {"database": "Not A Name"},
+        }
+    )
+    patch = kopf.Patch()
+    try:
+        with kopf_events() as events, pytest.raises(kopf.PermanentError, match="does not match"):
+            await reconcile_tursonamespace(body=body, patch=patch, memo=memo, retry=0, database_claims={})
+    finally:
+        await close_clients(memo=memo)
+    assert (patch.status["phase"], patch.status["phaseReason"]) == (Phase.FAILED, Reason.INVALID_SPEC)
+    (ready,) = patch.status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        ConditionType.READY,
+        "False",
+        Reason.INVALID_SPEC,
+    )
+    assert ready["observedGeneration"] == 3
+    assert drained_reasons(events) == [Reason.INVALID_SPEC]

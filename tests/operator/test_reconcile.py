@@ -8,9 +8,7 @@ raises. kopf's event queue is a real one, read back instead of posted.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +16,8 @@ from typing import Any
 import aiohttp
 import kopf
 import pytest
-from kopf._core.engines import posting
 
+from tests.support.kopfcontext import drained_reasons, kopf_events
 from tests.support.tursodb import free_port
 from tests.support.tursoserver import TursoServer
 from turso_operator import AdminClient, KubeUnavailableError, OperatorError, desired_namespace
@@ -43,24 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TursoServer]:
         yield running
     finally:
         running.stop()
-
-
-@contextlib.contextmanager
-def kopf_events() -> Iterator[asyncio.Queue[Any]]:
-    """kopf's posting context (what ``kopf.info``/``kopf.warn`` need), with a queue we read."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    settings = kopf.OperatorSettings()
-    settings.posting.level = logging.INFO
-    tokens = [
-        (posting.settings_var, posting.settings_var.set(settings)),
-        (posting.event_queue_var, posting.event_queue_var.set(queue)),
-        (posting.event_queue_loop_var, posting.event_queue_loop_var.set(asyncio.get_running_loop())),
-    ]
-    try:
-        yield queue
-    finally:
-        for var, token in reversed(tokens):
-            var.reset(token)  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -127,10 +107,7 @@ async def test_a_network_failure_to_the_api_server_is_secret_failed(server: Turs
     for type_ in (ConditionType.CREDENTIALS_READY, ConditionType.READY):
         assert (found[type_]["status"], found[type_]["reason"]) == ("False", Reason.SECRET_FAILED)
         assert "unreachable" in found[type_]["message"]
-    reasons = set()
-    while not events.empty():
-        reasons.add(events.get_nowait().reason)
-    assert Reason.SECRET_FAILED in reasons
+    assert Reason.SECRET_FAILED in drained_reasons(events)
 
 
 async def test_an_unreachable_server_backs_off_exponentially_with_jitter(server: TursoServer) -> None:
