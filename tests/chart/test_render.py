@@ -9,6 +9,9 @@ missing NetworkPolicy or securityContext, generated tokens).
 from __future__ import annotations
 
 import base64
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -33,6 +36,7 @@ from tests.chart.rendering import (
     render,
     set_flags,
 )
+from tests.support.tursoserver import TursoServer
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Pod", "Job")
 #: The runtime's scoped tokens, in a Secret the operator writes (Helm never renders it).
@@ -696,3 +700,36 @@ def test_the_turso_server_monitor_scrapes_the_admin_port_with_the_metrics_secret
     opened = render({**on, rf"{peer}.kubernetes\.io/metadata\.name": "monitoring"})
     admin_rule = one(opened, "NetworkPolicy")["spec"]["ingress"][1]
     assert prom in admin_rule["from"]
+
+
+def test_the_turso_server_monitor_credentials_open_the_real_metrics_endpoint(tmp_path: Path) -> None:
+    """What Prometheus would send (the Secret key the monitor names) against a real turso-server
+    started with the env the StatefulSet gets: 200 on /metrics, 403 on every other admin route."""
+    docs = render({"tursoServer.enabled": "true", "metrics.serviceMonitor.enabled": "true"})
+    (endpoint,) = one(docs, "ServiceMonitor", f"{RELEASE}-turso")["spec"]["endpoints"]
+    ref = endpoint["authorization"]["credentials"]
+    token = decoded(one(docs, "Secret", ref["name"]))[ref["key"]]
+    server_env = container_env(containers(one(docs, "StatefulSet", f"{RELEASE}-turso"))[0], EnvSources(docs))
+    server = TursoServer(
+        tmp_path / "data", extra_env={"TURSO_METRICS_TOKEN": server_env["TURSO_METRICS_TOKEN"]}
+    )
+    server.start()
+    try:
+
+        def get(path: str, bearer: str) -> int:
+            request = urllib.request.Request(
+                f"{server.admin_url}{path}", headers={"Authorization": f"Bearer {bearer}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    assert "turso_server_admin_requests_total" in resp.read().decode()
+                    return int(resp.status)
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    return int(exc.code)
+
+        assert get(endpoint["path"], token) == 200
+        assert get("/v1/namespaces", token) == 403
+        assert get(endpoint["path"], "not-the-token") == 401
+    finally:
+        server.stop()
