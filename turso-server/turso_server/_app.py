@@ -44,7 +44,7 @@ from ._http import (
 from ._leases import LeaseTable
 from ._logging import get_logger
 from ._metrics import Metrics
-from ._spool import SPOOL_DIR_NAME, SpoolBudget
+from ._spool import SpoolBudget
 from ._state import StateStore
 from ._supervisor import Supervisor
 
@@ -89,10 +89,10 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
     data_app[GC] = gc
     data_app[CURSORS] = PushCursors(enabled=config.push_cursors)
     data_app[SPOOL] = SpoolBudget(
-        config.data_dir / SPOOL_DIR_NAME, memory=config.spool_memory, disk=config.spool_disk
+        supervisor.layout.spool_dir, memory=config.spool_memory, disk=config.spool_disk
     )
     admin_app[ADMIN_AUTH] = AdminAuth(config.admin_token, metrics_token=config.metrics_token)
-    admin_app[BACKUPS] = Backups(config.data_dir, supervisor, timeout=config.upstream_timeout)
+    admin_app[BACKUPS] = Backups(supervisor, timeout=config.upstream_timeout)
 
     data_app.cleanup_ctx.extend([_state_ctx, _supervisor_ctx, _restore_and_gc_ctx])
     admin_app.cleanup_ctx.append(_backup_ctx)
