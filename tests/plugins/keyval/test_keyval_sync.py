@@ -121,7 +121,7 @@ async def test_a_write_never_misses_an_index_another_pod_just_created(
     await a.create_index(["docs"], ["t"])
     # B has not pulled, so its in-memory list has no index: the write reads the index
     # generation in its own transaction, reloads the list and writes the document with the entry.
-    assert b._search.get(encode_key(["docs"])) is None
+    assert b._search.indexes.get(encode_key(["docs"])) is None
     await b.set(["docs", 1], {"t": "from b"})
 
     async def documents(db: Database) -> int:
