@@ -461,8 +461,9 @@ class Kv:
 
     async def persisted_metrics(self) -> dict[str, dict[str, Any]]:
         """``kv_metrics``: ``{operation: {count, errors, latencySumMs, latencyAvgMs, updatedAt}}``,
-        the totals every pod flushed (empty when persistence is off)."""
-        with self._store.op("metrics_read"):
+        the totals every pod flushed (empty when persistence is off). Not tracked itself."""
+        self._store.check_open()
+        with storage_errors():
             rows = await (await self._store.db()).all(READ_PERSISTED_SQL)
             out: dict[str, dict[str, Any]] = {}
             for r in rows:
