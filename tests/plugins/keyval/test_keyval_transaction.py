@@ -1,4 +1,5 @@
-"""OCC transactions (``kv.transaction``) and ``kv.uuidv7()`` key placeholders, on a real local store.
+"""OCC transactions (``kv.transaction``), ``kv.uuidv7()`` key placeholders and ``$now`` values
+at commit, on a real local store.
 
 Also the protocol upstream's ``Kv`` client runs for its own ``kv.transaction()`` over HTTP:
 reads through ``GET /keys/<path>`` and ``POST /keys/batch``, then one ``POST /atomic`` with the
@@ -274,3 +275,27 @@ async def test_the_upstream_client_transaction_protocol(client: Client) -> None:
     done = await _client_transaction(client, "c", interfere=True, max_retries=1)
     assert done["ok"] and done["attempts"] == 2
     assert (await (await client.get(f"{API}/keys/c")).json())["value"] == 1001
+
+
+# -- $now ----------------------------------------------------------------------------------
+async def test_now_in_a_transaction_resolves_at_commit(kv: Kv) -> None:
+    async def fn(tx: KvTransaction) -> None:
+        tx.set(["ev"], {"at": {"$now": True}, "soon": {"$now": True, "$offset": 500}})
+
+    before = kv.now_ms()
+    assert (await kv.transaction(fn)).ok
+    value = (await kv.get(["ev"])).value
+    assert before <= value["at"] <= kv.now_ms() and value["soon"] == value["at"] + 500
+
+
+@pytest.mark.parametrize("offset", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_a_non_finite_now_offset_is_refused(client: Client, offset: str) -> None:
+    """Python's JSON parser takes NaN and Infinity: they used to reach int() and answer 500."""
+    placeholder = f'{{"$now": true, "$offset": {offset}}}'
+    put = await client.put(f"{API}/keys/ev", data=placeholder)
+    assert put.status == 400 and (await put.json())["code"] == "INVALID_VALUE"
+    atomic = await client.post(
+        f"{API}/atomic", data=f'{{"mutations": [{{"type": "set", "key": ["ev"], "value": {placeholder}}}]}}'
+    )
+    assert atomic.status == 400 and (await atomic.json())["code"] == "INVALID_VALUE"
+    assert (await client.get(f"{API}/keys/ev")).status == 404  # nothing written
