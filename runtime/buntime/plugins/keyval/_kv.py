@@ -136,6 +136,15 @@ class Kv:
     def state(self) -> State:
         return self._store.state
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The ``time.time``-like clock TTLs, queue times and versionstamps read."""
+        return self._store.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self._store.clock = clock
+
     def now_ms(self) -> int:
         return self._store.now_ms()
 

@@ -170,7 +170,7 @@ class KvStorage:
         self.service = service
         self.namespace = namespace
         self.metrics = metrics
-        self._clock = clock
+        self.clock = clock  # replaceable (tests skew it)
         self.state: State = "unopened"
         self._write_lock = asyncio.Lock()
         self._last_versionstamp = 0  # the highest one this process saw (a floor, not the source)
@@ -232,7 +232,7 @@ class KvStorage:
         return self._handle
 
     def now_ms(self) -> int:
-        return int(self._clock() * 1000)
+        return int(self.clock() * 1000)
 
     @staticmethod
     def expiry(now: int, expire_in: float | None) -> int | None:
