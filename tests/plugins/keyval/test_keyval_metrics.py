@@ -155,6 +155,8 @@ async def test_metrics_json_and_prometheus(
     assert body["storage"] == {"entries": 1, "sizeBytes": 8}
     assert body["queue"] == {"pending": 1, "processing": 0, "dlq": 0, "total": 1}
     assert body["persisted"] == {} and body["operations"]["set"]["count"] == 1
+    # The upstream client's KvMetrics: operations[op] = {count, errors, avgLatencyMs}.
+    assert {"count", "errors", "avgLatencyMs"} <= set(body["operations"]["set"])
     await kv_of(host).flush_metrics()
     body = await (await client.get(f"{API}/metrics")).json()
     assert body["persisted"]["set"]["count"] == 1

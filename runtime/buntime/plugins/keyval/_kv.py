@@ -469,7 +469,8 @@ class Kv:
             )
 
     async def persisted_metrics(self) -> dict[str, dict[str, Any]]:
-        """``kv_metrics``: ``{operation: {count, errors, latencySumMs, latencyAvgMs, updatedAt}}``,
+        """``kv_metrics``: ``{operation: {count, errors, avgLatencyMs, latencySumMs, latencyAvgMs,
+        updatedAt}}``,
         the totals every pod flushed (empty when persistence is off). Not tracked itself."""
         self._store.check_open()
         with storage_errors():
@@ -482,6 +483,7 @@ class Kv:
                     "errors": int(r["errors"]),
                     "latencySumMs": round(latency, 3),
                     "latencyAvgMs": round(latency / count, 3) if count else 0.0,
+                    "avgLatencyMs": round(latency / count, 3) if count else 0.0,
                     "updatedAt": int(r["updated_at"]),
                 }
             return out

@@ -148,7 +148,8 @@ class KvMetrics:
             self._flushed[op] = (was[0] + count, was[1] + errors, was[2] + latency)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """``{operation: {count, errors, latencySumMs, latencyAvgMs}}`` for the JSON endpoint."""
+        """``{operation: {count, errors, avgLatencyMs, latencySumMs, latencyAvgMs}}`` for the JSON
+        endpoint (``avgLatencyMs`` is the upstream client's ``KvOperationMetrics`` field)."""
         out: dict[str, dict[str, Any]] = {}
 
         def entry(op: str) -> dict[str, Any]:
@@ -169,6 +170,7 @@ class KvMetrics:
         for stats in out.values():
             if stats["count"]:
                 stats["latencyAvgMs"] = round(stats["latencySumMs"] / stats["count"], 3)
+            stats["avgLatencyMs"] = stats["latencyAvgMs"]  # the upstream client's name for it
         return out
 
 
