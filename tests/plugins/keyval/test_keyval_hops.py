@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from buntime.plugins.keyval import CommitResult, IndexInfo, KeyValNotFoundError, Kv
+from buntime.plugins.keyval import CommitResult, IndexInfo, KeyValNotFoundError, Kv, KvTransaction
 from buntime.plugins.keyval._keys import encode_key
 from buntime.plugins.keyval._search import index_table_name
 from buntime.turso import Database
@@ -73,6 +73,22 @@ async def test_every_read_and_write_is_one_hop(kv: Kv, hops: Hops) -> None:
     assert await hops.of(kv.delete(["people", 2], exact=True)) == (1, 1)
     assert await hops.of(kv.delete_many([["people"], ["n"]])) == (1, 2)
     assert await hops.of(kv.sweep_expired()) == (1, 0)
+
+
+async def test_a_transaction_is_one_hop_per_read_batch_plus_its_commit(kv: Kv, hops: Hops) -> None:
+    await kv.set(["a"], 1)
+
+    async def fn(tx: KvTransaction) -> int:
+        a, _ = await tx.get_many([["a"], ["b"]])  # one batch
+        await tx.get(["a"])  # cached: no statement
+        tx.set(["b"], a.value + 1)
+        return int(a.value)
+
+    n, result = await hops.of(kv.transaction(fn))
+    assert n == 2 and result.ok
+    fired: list[Any] = []
+    kv.add_trigger(["b"], ["set"], fired.append)  # triggers cost no statement either
+    assert (await hops.of(kv.set(["b"], 5)))[0] == 1 and len(fired) == 1
 
 
 async def test_every_queue_call_is_one_hop(kv: Kv, hops: Hops) -> None:

@@ -2,12 +2,13 @@
 
 Called by the plugin (which provides a :class:`Kv` to other plugins) and the HTTP routes. ``Kv``
 is the front door; what it holds sits on the storage core (:mod:`._storage`: the write path,
-the versionstamp clock, the TTL filter), one module per concern, none importing ``Kv``::
+the versionstamp clock, the TTL filter), one module per concern, none of them importing ``Kv``
+(the layers are a contract in ``.importlinter``)::
 
-    Kv ─┬─ reads and plain writes (here)         ┌─ KvQueue      (_queue)
-        ├─ atomics, transactions (_atomic, _transaction)
-        ├─ search (_search) ─ queue (_queue) ─ watch (_watch) ─ triggers (_triggers)
-        └──────────────────────────► KvStorage (_storage) ─► schema, keys, values, where, metrics
+    Kv (reads, set, delete, lifecycle, metrics flush)
+     ├── transaction (_transaction) ── atomic (_atomic)
+     ├── queue (_queue) · search (_search) · watch (_watch) · triggers (_triggers)
+     └──► KvStorage (_storage) ──► schema · where · metrics ──► keys · values ──► errors
 
 * **Reads** are one autocommit statement, so one engine-thread hop, each (a search too, unless
   the in-memory index list turns out stale; see :meth:`~._search.KvSearch.search`).
