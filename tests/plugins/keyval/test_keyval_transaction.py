@@ -235,7 +235,7 @@ async def test_uuidv7_over_http(client: Client) -> None:
     vs = body["versionstamp"]
     listed = await (await client.get(f"{API}/keys?prefix=posts")).json()
     assert [e["key"] for e in listed] == [["posts", vs]]
-    for bad in ({"$uuidv7": False}, {"$uuidv7": True, "x": 1}, {}):
+    for bad in ({"$uuidv7": False}, {"$uuidv7": 1}, {"$uuidv7": True, "x": 1}, {}):
         response = await client.post(
             f"{API}/atomic", json={"mutations": [{"type": "set", "key": [bad], "value": 1}]}
         )

@@ -53,13 +53,16 @@ def resolve_key(key: Sequence[Any], versionstamp: str) -> Key:
     return tuple(versionstamp if isinstance(part, Uuidv7) else part for part in key)
 
 
+def _is_uuidv7_json(part: object) -> bool:
+    # ``is True``: {"$uuidv7": 1} compares equal to {"$uuidv7": True} in Python, and is not one.
+    return isinstance(part, dict) and len(part) == 1 and part.get(UUIDV7_JSON_FIELD) is True
+
+
 def mutation_key_from_json(raw: object) -> MutationKey:
     """A mutation key from JSON: :func:`~._keys.key_from_json` parts or ``{"$uuidv7": true}``."""
     if not isinstance(raw, list):
         raise InvalidKeyError('a key must be a JSON array of parts, e.g. ["users", 42]')
-    key = tuple(
-        UUIDV7 if isinstance(p, dict) and p == {UUIDV7_JSON_FIELD: True} else part_from_json(p) for p in raw
-    )
+    key = tuple(UUIDV7 if _is_uuidv7_json(p) else part_from_json(p) for p in raw)
     encode_key(resolve_key(key, _VERSIONSTAMP_STANDIN), allow_empty=False)
     return key
 
