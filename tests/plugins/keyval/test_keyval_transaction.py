@@ -181,6 +181,26 @@ async def test_bad_options_are_refused(kv: Kv, options: dict[str, Any], code: st
     assert (await kv.get(["never"])).versionstamp is None
 
 
+async def test_a_transaction_keeps_search_indexes_in_step(kv: Kv) -> None:
+    """Upstream's atomic() and transaction() never updated the search tables."""
+    await kv.create_index(["notes"], ["t"])
+
+    async def fn(tx: KvTransaction) -> None:
+        tx.set(["notes", 1], {"t": "written in a transaction"}).set(
+            ["notes", kv.uuidv7()], {"t": "placeholder"}
+        )
+
+    assert (await kv.transaction(fn)).ok
+    assert [e.key for e in await kv.search(["notes"], "transaction")] == [("notes", 1)]
+    assert len(await kv.search(["notes"], "placeholder")) == 1
+
+    async def remove(tx: KvTransaction) -> None:
+        tx.delete(["notes", 1])
+
+    assert (await kv.transaction(remove)).ok
+    assert await kv.search(["notes"], "transaction") == []
+
+
 # -- kv.uuidv7() ----------------------------------------------------------------------------
 async def test_uuidv7_placeholders_resolve_to_the_commit_versionstamp(kv: Kv) -> None:
     post = kv.uuidv7()
