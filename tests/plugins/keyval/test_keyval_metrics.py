@@ -162,3 +162,4 @@ async def test_metrics_json_and_prometheus(
     assert body["persisted"]["set"]["count"] == 1
     text = await (await client.get(f"{API}/metrics/prometheus")).text()
     assert "buntime_keyval_storage_bytes 8.0" in text and "buntime_keyval_entries 1.0" in text
+    assert 'buntime_keyval_queue_messages{state="pending"} 1.0' in text

@@ -89,7 +89,14 @@ class KvMetrics:
             "Bytes of the live KeyVal entries' keys and values, as of the last storage statistics read.",
             registry=None,
         )
+        self.queue_messages = Gauge(
+            "buntime_keyval_queue_messages",
+            "KeyVal queue messages by state (pending, processing, dlq), as of the last queue stats read.",
+            ["state"],
+            registry=None,
+        )
         self._collectors = (
+            self.queue_messages,
             self.operations,
             self.errors,
             self.latency,
@@ -130,6 +137,11 @@ class KvMetrics:
     def set_storage(self, entries: int, size_bytes: int) -> None:
         self.entries.set(entries)
         self.storage_bytes.set(size_bytes)
+
+    def set_queue(self, pending: int, processing: int, dlq: int) -> None:
+        self.queue_messages.labels("pending").set(pending)
+        self.queue_messages.labels("processing").set(processing)
+        self.queue_messages.labels("dlq").set(dlq)
 
     def pending(self) -> list[Delta]:
         """Each operation's increments since the last :meth:`mark_flushed` (none: empty)."""

@@ -373,9 +373,11 @@ class KvQueue:
                 [STATUS_PENDING, STATUS_PROCESSING],
             )
             counts = row or {}
-            return QueueStats(
+            stats = QueueStats(
                 int(counts.get("pending", 0)), int(counts.get("processing", 0)), int(counts.get("dlq", 0))
             )
+            self._store.metrics.set_queue(stats.pending, stats.processing, stats.dlq)
+            return stats
 
     # -- dead letters -----------------------------------------------------------------------
     async def list_dlq(self, *, limit: int = 100, offset: int = 0) -> builtins.list[DeadLetter]:

@@ -641,6 +641,7 @@ async def metrics_json(request: web.Request) -> web.Response:
 async def metrics_prometheus(request: web.Request) -> web.Response:
     kv = _kv(request)
     await kv.storage_stats()  # refreshes the entries and storage-bytes gauges
+    await kv.queue.stats()  # and the queue's
     body = generate_latest(kv.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
