@@ -131,8 +131,9 @@ def test_metrics_settings() -> None:
 
 
 async def test_every_pod_adds_its_own_counts(
-    start_host: HostStarter, replica_env: Callable[[str], dict[str, str]]
+    replica_env: Callable[[str], dict[str, str]], start_host: HostStarter
 ) -> None:
+    # replica_env (the sync server) first: the hosts stop, with their final flush, before it does.
     a = kv_of(await start_host({**replica_env("a"), **PERSIST}))
     b = kv_of(await start_host({**replica_env("b"), **PERSIST}))
     await a.set(["x"], 1)
@@ -141,7 +142,13 @@ async def test_every_pod_adds_its_own_counts(
     await a.flush_metrics()
     await b.flush_metrics()  # under the write lease, on fresh data: adds to a's row
     await a.service.sync(a.namespace)
-    assert (await a.persisted_metrics())["set"]["count"] == 3
+    persisted = await a.persisted_metrics()
+    assert persisted["set"]["count"] == 3
+    # The pulls made both refresh their index lists: housekeeping, so nothing is left to
+    # flush and the two idle pods do not keep writing each other's flushes.
+    assert "refresh" not in persisted and "open" not in persisted
+    await b.service.sync(b.namespace)
+    assert await a.flush_metrics() == 0 and await b.flush_metrics() == 0
 
 
 async def test_metrics_json_and_prometheus(

@@ -36,6 +36,13 @@ PERSIST_SQL = (
 )
 READ_PERSISTED_SQL = "SELECT operation, count, errors, latency_sum, updated_at FROM kv_metrics ORDER BY id"
 
+#: Housekeeping, not client activity: never persisted, so a store nobody uses writes nothing (a
+#: refresh follows every pull, and another pod's flush is a write that pod B pulls: persisting
+#: refreshes would have two idle pods flush each other's flushes forever).
+HOUSEKEEPING = frozenset(
+    {"open", "refresh", "ttl_sweep", "queue_requeue_stale", "queue_next_ready", "storage_stats"}
+)
+
 #: One operation's increments since the last flush: (operation, count, errors, latency ms).
 Delta = tuple[str, int, int, float]
 
@@ -144,9 +151,12 @@ class KvMetrics:
         self.queue_messages.labels("dlq").set(dlq)
 
     def pending(self) -> list[Delta]:
-        """Each operation's increments since the last :meth:`mark_flushed` (none: empty)."""
+        """Each client operation's increments since the last :meth:`mark_flushed` (none: empty;
+        :data:`HOUSEKEEPING` is left out)."""
         out: list[Delta] = []
         for op, stats in self.snapshot().items():
+            if op in HOUSEKEEPING:
+                continue
             count, errors, latency = self._flushed.get(op, (0, 0, 0.0))
             delta = (op, stats["count"] - count, stats["errors"] - errors, stats["latencySumMs"] - latency)
             if delta[1] or delta[2]:
