@@ -1,6 +1,6 @@
 """The built-in ``@buntime/plugin-keyval``: Deno-KV-style storage, a queue and search on Turso."""
 
-from ._atomic import AtomicOperation, Check, CommitResult, Mutation
+from ._atomic import AtomicOperation, Check, CommitResult, Mutation, Uuidv7
 from ._config import KeyValSettings, resolve_settings
 from ._errors import (
     InvalidKeyError,
@@ -19,6 +19,8 @@ from ._metrics import KvMetrics
 from ._queue import DeadLetter, KvQueue, QueueMessage, QueueStats
 from ._routes import KV_KEY, create_app
 from ._search import IndexInfo
+from ._transaction import KvTransaction, TransactionResult
+from ._triggers import TriggerEvent
 from .plugin import KEYVAL_PLUGIN_NAME, KeyValPlugin, create
 
 __all__ = [
@@ -46,10 +48,14 @@ __all__ = [
     "KvEntry",
     "KvMetrics",
     "KvQueue",
+    "KvTransaction",
     "Mutation",
     "Page",
     "QueueMessage",
     "QueueStats",
+    "TransactionResult",
+    "TriggerEvent",
+    "Uuidv7",
     "create",
     "create_app",
     "decode_key",
