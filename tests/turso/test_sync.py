@@ -382,3 +382,21 @@ async def test_sync_requests_reuse_one_connection(sync_server: SyncEndpoint, tmp
         assert _transport.stats.opened - opened <= 1
     finally:
         await a.close()
+
+
+async def test_closing_right_after_writes_leaves_no_http_session_open(
+    sync_server: SyncEndpoint, tmp_path: Path
+) -> None:
+    """The lease is given back by a task a moment after the last commit; a service closed in that
+    moment must still close every HTTP session it opened (none is opened after close)."""
+    import gc
+
+    import aiohttp
+
+    service = single(sync_server.url, tmp_path / "a.db")
+    await create_table(service)
+    await asyncio.gather(*(insert(service, f"v{i}") for i in range(16)))
+    await service.close()
+    await asyncio.sleep(0.05)  # anything still scheduled runs now
+    gc.collect()
+    assert [s for s in gc.get_objects() if isinstance(s, aiohttp.ClientSession) and not s.closed] == []

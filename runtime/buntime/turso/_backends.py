@@ -1002,6 +1002,8 @@ class ReplicaBackend(Backend):
         if not self.serializable:
             async with self._gate():
                 await self._engine.call(self._push_best_effort)  # the final push
+        if self._tasks:  # releases and listener calls already on their way
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         lease, self._lease = self._lease, None
         if lease is not None:
             await self._leases.release(lease)

@@ -64,8 +64,11 @@ class LeaseClient:
         self.holder = holder
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _client(self) -> aiohttp.ClientSession:
+        if self._closed:  # a late release must not open a session that nobody closes
+            raise TursoUnavailableError("the lease client is closed", code="TURSO_CLOSED")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(headers=self._headers)
         return self._session
@@ -145,6 +148,7 @@ class LeaseClient:
         return response.status, payload
 
     async def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
