@@ -75,12 +75,7 @@ def test_buntime_help_lists_every_setting_without_markup() -> None:
     result = _run("buntime", "--help")
     assert result.returncode == 0
     assert "``" not in result.stdout and ":class:" not in result.stdout
-    plugin_envs = [
-        str(field["env"])
-        for m in discover([BUILTIN_DIR])
-        for field in m.config_schema.values()
-        if "env" in field
-    ]
+    plugin_envs = [field.env for m in discover([BUILTIN_DIR]) for field in m.settings]
     for name in [s.env for s in RUNTIME_SETTINGS] + plugin_envs:
         assert name in result.stdout, name
     for sub in ("serve", "turso", "demo"):

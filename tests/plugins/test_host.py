@@ -178,12 +178,13 @@ def test_bad_manifests_are_clear_errors(tmp_path: Path, body: str, message: str)
 def test_the_turso_manifest_declares_its_config_schema() -> None:
     host = PluginHost.from_env({})
     turso = next(m for m in host.manifests if m.name == "@buntime/plugin-turso")
-    schema = turso.config_schema
+    schema = {setting.dotted: setting for setting in turso.settings}
     assert {"mode", "localPath", "sync.url", "sync.authToken"} <= set(schema)
-    assert schema["mode"]["env"] == "TURSO_MODE" and schema["mode"]["values"] == ["local", "sync"]
-    assert schema["sync.authToken"]["type"] == "password" and schema["sync.authToken"]["secret"] is True
+    assert schema["mode"].env == "TURSO_MODE" and schema["mode"].values == ("local", "sync")
+    assert schema["sync.authToken"].type == "password" and schema["sync.authToken"].secret is True
+    assert schema["syncInterval"].type == "duration"
     for field in schema.values():
-        assert {"type", "default", "env", "label"} <= set(field)
+        assert field.env and field.label
 
 
 async def test_recover_retries_failed_inits_and_their_dependents_but_not_load_errors(tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def test_a_bad_turso_setting_keeps_the_process_up_but_not_ready(tmp_path: Path) 
     finally:
         assert runtime.stop() == 0
     assert status == 503
-    assert "Unsupported Turso mode 'sideways'" in body["failed"]["@buntime/plugin-turso"]
+    # The settings table refuses it before the plugin opens anything, naming the variable.
+    assert body["failed"]["@buntime/plugin-turso"] == "TURSO_MODE must be one of local, sync (got 'sideways')"
     assert "Traceback" not in runtime.log()
 
 

@@ -145,7 +145,8 @@ One environment entry for a plugin setting: (list "ENV_NAME" value "type"). Rend
 the value is unset or the empty string, so the runtime falls back to the plugin manifest's option.
 0 and false are real values and are rendered (Helm's `default` would treat them as unset).
 Integers go through int64: YAML numbers reach templates as float64 and large ones would print
-as 1e+06.
+as 1e+06. A list (plugins.proxy.rules) becomes the JSON array the runtime parses; an empty list
+renders nothing, like "".
 */}}
 {{- define "buntime.plugins.envValue" -}}
 {{- $value := index . 1 -}}
@@ -153,6 +154,8 @@ as 1e+06.
 {{- if not (kindIs "invalid" $value) -}}
 {{- if eq $type "int" -}}
 {{- $value | int64 | toString -}}
+{{- else if eq $type "list" -}}
+{{- if $value }}{{ $value | toJson }}{{ end -}}
 {{- else -}}
 {{- $value | toString -}}
 {{- end -}}

@@ -1,26 +1,30 @@
-"""Plugin settings: the manifest options, overridden by non-empty environment variables.
+"""KeyVal settings: the manifest's ``config`` block as resolved by the host, in seconds.
 
-=====================  ================================  =======  ===============================
-option                 env                               default  meaning
-=====================  ================================  =======  ===============================
-``sweepInterval``      ``KEYVAL_SWEEP_INTERVAL``         60s      TTL sweep period (0 disables)
-``queue.lockDuration`` ``KEYVAL_QUEUE_LOCK_DURATION``    30s      lease of a dequeued message
-``queue.cleanupInterval`` ``KEYVAL_QUEUE_CLEANUP_INTERVAL`` 60s   stale-lease sweep period (0 disables)
-=====================  ================================  =======  ===============================
+=========================  ================================  =======  ===============================
+option                     env                               default  meaning
+=========================  ================================  =======  ===============================
+``sweepInterval``          ``KEYVAL_SWEEP_INTERVAL``         60s      TTL sweep period (0 disables)
+``queue.lockDuration``     ``KEYVAL_QUEUE_LOCK_DURATION``    30s      lease of a dequeued message (> 0)
+``queue.cleanupInterval``  ``KEYVAL_QUEUE_CLEANUP_INTERVAL`` 60s      stale-lease sweep period (0 disables)
+=========================  ================================  =======  ===============================
 
-Durations are ``500ms``, ``5s``, ``1m`` or a bare number of seconds (as ``TURSO_SYNC_INTERVAL``).
-Every one is declared in the manifest's ``config`` block, so the chart generator exposes it.
-Called by the plugin at ``on_init``.
+The types, the duration grammar and the bounds are declared once, in ``manifest.yaml``; the host's
+resolver (``buntime.plugins._settings``) applies them and names the variable in every error. This
+module only maps the resolved values onto :class:`KeyValSettings`. Called by the plugin at
+``on_init``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from ...turso import TursoConfigError, parse_interval
-from ._errors import KeyValConfigError
+from .._manifest import Manifest, load_manifest
+from .._settings import Settings
+from .._settings import resolve_settings as resolve_manifest_settings
 
 ENV_SWEEP_INTERVAL = "KEYVAL_SWEEP_INTERVAL"
 ENV_QUEUE_LOCK_DURATION = "KEYVAL_QUEUE_LOCK_DURATION"
@@ -38,33 +42,27 @@ class KeyValSettings:
     queue_lock_duration: float = DEFAULT_QUEUE_LOCK_DURATION
     queue_cleanup_interval: float = DEFAULT_QUEUE_CLEANUP_INTERVAL
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyValSettings:
+        """From the host-resolved ``ctx.settings`` (a missing or blank value keeps the default)."""
 
-def _duration(env: Mapping[str, str], name: str, option: object, default: float) -> float:
-    raw = env.get(name, "").strip() or ("" if option is None else str(option).strip())
-    if not raw:
-        return default
-    try:
-        return parse_interval(raw, name=name)
-    except TursoConfigError as exc:
-        raise KeyValConfigError(str(exc)) from exc
+        def seconds(key: str, default: float) -> float:
+            value = settings.get(key)
+            return default if value is None or value == "" else float(value)
+
+        return cls(
+            sweep_interval=seconds("sweepInterval", DEFAULT_SWEEP_INTERVAL),
+            queue_lock_duration=seconds("queue.lockDuration", DEFAULT_QUEUE_LOCK_DURATION),
+            queue_cleanup_interval=seconds("queue.cleanupInterval", DEFAULT_QUEUE_CLEANUP_INTERVAL),
+        )
+
+
+@cache
+def manifest() -> Manifest:
+    """This plugin's own ``manifest.yaml``."""
+    return load_manifest(Path(__file__).with_name("manifest.yaml"))
 
 
 def resolve_settings(options: Mapping[str, Any], env: Mapping[str, str]) -> KeyValSettings:
-    """Settings from the manifest options and the environment (env wins)."""
-    queue = options.get("queue") or {}
-    if not isinstance(queue, Mapping):
-        raise KeyValConfigError("the keyval 'queue' option must be a mapping")
-    settings = KeyValSettings(
-        sweep_interval=_duration(
-            env, ENV_SWEEP_INTERVAL, options.get("sweepInterval"), DEFAULT_SWEEP_INTERVAL
-        ),
-        queue_lock_duration=_duration(
-            env, ENV_QUEUE_LOCK_DURATION, queue.get("lockDuration"), DEFAULT_QUEUE_LOCK_DURATION
-        ),
-        queue_cleanup_interval=_duration(
-            env, ENV_QUEUE_CLEANUP_INTERVAL, queue.get("cleanupInterval"), DEFAULT_QUEUE_CLEANUP_INTERVAL
-        ),
-    )
-    if settings.queue_lock_duration <= 0:
-        raise KeyValConfigError(f"{ENV_QUEUE_LOCK_DURATION} must be positive")
-    return settings
+    """What the host hands the plugin, for callers outside it: the manifest's settings resolved."""
+    return KeyValSettings.from_settings(resolve_manifest_settings(manifest().settings, options, env))

@@ -103,9 +103,9 @@ class ProxyStore:
                 missing = sorted(set(stored) - set(ids))
                 unknown = sorted(set(ids) - set(stored))
                 raise RuleError(
-                    INVALID_REORDER,
                     "ids must list every dynamic rule exactly once"
                     f" (missing: {missing or 'none'}, unknown: {unknown or 'none'})",
+                    code=INVALID_REORDER,
                 )
             for order, rule_id in enumerate(ids):
                 rule = _row_rule(stored[rule_id]).with_changes(order=order)
