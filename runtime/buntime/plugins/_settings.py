@@ -122,7 +122,7 @@ class Setting:
         """``raw`` (a variable's text, an option or the default) as this setting's typed value."""
         where = self.env if source == "env" else f"{self.env} (option {self.dotted})"
         if self.type == "list":
-            return self._list(raw, where)
+            return self._list(raw, where, source)
         if self.type == "bool":
             return self._bool(raw, where)
         if self.type in ("int", "duration"):
@@ -144,8 +144,8 @@ class Setting:
         """A one-line error naming this setting's variable, code ``INVALID_<VAR>``."""
         return PluginConfigError(" ".join(message.split()), variable=self.env)
 
-    def _list(self, raw: Any, where: str) -> list[Any]:
-        if isinstance(raw, str):
+    def _list(self, raw: Any, where: str, source: Source) -> list[Any]:
+        if isinstance(raw, str) and source == "env":  # JSON in the variable, a real list elsewhere
             try:
                 raw = json.loads(raw)
             except ValueError as exc:

@@ -43,10 +43,28 @@ class ProxyConfig:
     timeout: float = DEFAULT_TIMEOUT
 
 
+def rule_fields() -> frozenset[str]:
+    """The fields a static rule may have: the ``items`` schema of the manifest's ``rules`` setting.
+
+    One list for the chart's schema (``additionalProperties: false``) and the runtime, so a typo
+    (``patern``) stops both instead of being dropped by one.
+    """
+    setting = next(s for s in manifest().settings if s.dotted == OPTION_RULES)
+    return frozenset((setting.items or {}).get("properties", {}))
+
+
 def static_rules(raw: list[Any]) -> tuple[ProxyRule, ...]:
     """Validate the static rules; the first bad one is a :class:`ProxyConfigError` naming it."""
     rules: list[ProxyRule] = []
+    allowed = rule_fields()
     for index, item in enumerate(raw):
+        unknown = sorted(set(item) - allowed) if isinstance(item, Mapping) else []
+        if unknown:
+            raise ProxyConfigError(
+                f"{ENV_RULES}: rule {index}: unknown field(s) {', '.join(map(str, unknown))} "
+                f"(known: {', '.join(sorted(allowed))})",
+                variable=ENV_RULES,
+            )
         try:
             rules.append(parse_rule(item, rule_id=f"{STATIC_ID_PREFIX}{index}", order=index, read_only=True))
         except RuleError as exc:
