@@ -46,6 +46,12 @@ BAD_INPUTS = [
     ("buntime", ["serve", "--nope"], {}, "--nope"),
     ("buntime", [], {}, "COMMAND"),
     ("buntime", ["turso", "health"], {"TURSO_SYNC_INTERVAL": "1y"}, "TURSO_SYNC_INTERVAL"),
+    (
+        "buntime",
+        ["turso", "health"],
+        {"TURSO_MODE": "local", "TURSO_SYNC_URL": "http://127.0.0.1:9"},
+        "TURSO_MODE=local contradicts TURSO_SYNC_URL",
+    ),
     ("buntime-operator", ["--log-level", "bogus"], OPERATOR_ENV, "--log-level"),
     ("buntime-operator", [], {**OPERATOR_ENV, "TURSO_LOG_FORMAT": "xml"}, "TURSO_LOG_FORMAT"),
     ("buntime-operator", [], {}, "TURSO_SERVER_URL"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,33 @@ import yaml
 
 from buntime.plugins import BUILTIN_DIR, PluginConfigError, discover, resolve_settings
 from buntime.plugins.proxy import resolve_proxy_config
-from tests.chart.rendering import CHART, RELEASE, EnvSources, HelmError, container_env, helm, one, render
+from buntime.turso import resolve_config
+from tests.chart.rendering import (
+    CHART,
+    RELEASE,
+    VALUE_SETS,
+    EnvSources,
+    HelmError,
+    container_env,
+    helm,
+    one,
+    render,
+)
 from tests.server.support import RuntimeProcess, http
 
 SETTINGS = {s.env: (m, s) for m in discover([BUILTIN_DIR]) for s in m.settings}
 
 
 def runtime_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The runtime container's environment; Secrets the operator mints at run time get a stand-in."""
     containers = one(docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"]
     container = next(c for c in containers if c["name"] == "runtime")
-    return container_env(container, EnvSources(docs))
+    sources = EnvSources(docs)
+    for entry in container.get("env") or []:
+        ref = entry.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            sources.secrets.setdefault(ref["name"], {}).setdefault(ref["key"], "minted-by-the-operator")
+    return container_env(container, sources, field_refs=defaultdict(lambda: "from-the-downward-api"))
 
 
 def runtime_accepts(env_name: str, text: str) -> bool:
@@ -185,3 +203,20 @@ def test_set_on_a_rule_field_works_too() -> None:
     ]
     assert (CHART / "values.schema.json").is_file()
     assert helm("lint", str(CHART), check=False)  # the chart still lints with a list default
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_value_set_renders_an_environment_the_runtime_accepts(
+    rendered: dict[str, list[dict[str, Any]]], name: str
+) -> None:
+    # The runtime refuses TURSO_MODE=local next to a server or sync URL (TURSO_MODE_CONFLICT),
+    # so the chart must never render that pair, and every plugin setting must resolve.
+    env = runtime_env(rendered[name])
+    config = resolve_config(env=env)
+    assert config.topology == {"turso-server": "multi-tenant", "webhook-off": "multi-tenant"}.get(
+        name, {"single-tenant-sync": "single-tenant", "everything": "multi-tenant"}.get(name, "local")
+    )
+    if config.topology == "multi-tenant":
+        assert "TURSO_MODE" not in env
+    for manifest in discover([BUILTIN_DIR]):
+        resolve_settings(manifest.settings, manifest.options, env)

@@ -251,14 +251,19 @@ would be silently dropped) or "local".
 
 {{/*
 The plugins' values as the runtime ConfigMap renders them: plugins.turso.mode follows
-"buntime.turso.mode" (sync whenever sync.url is set), so TURSO_MODE never contradicts TURSO_SYNC_URL.
+"buntime.turso.mode" (sync whenever sync.url is set), so TURSO_MODE never contradicts TURSO_SYNC_URL;
+beside the in-cluster turso-server no TURSO_MODE is rendered at all (the runtime refuses
+TURSO_MODE=local next to TURSO_SERVER_URL, TURSO_MODE_CONFLICT).
 */}}
 {{- define "buntime.plugins.effective" -}}
 {{- $plugins := deepCopy (.Values.plugins | default dict) -}}
-{{- if eq (include "buntime.turso.mode" .) "sync" -}}
+{{- $mode := include "buntime.turso.mode" . -}}
 {{- $turso := $plugins.turso | default dict -}}
+{{- if eq $mode "sync" -}}
 {{- $_ := set $turso "mode" "sync" -}}
-{{- $_ := set $plugins "turso" $turso -}}
+{{- else if eq $mode "server" -}}
+{{- $_ := unset $turso "mode" -}}
 {{- end -}}
+{{- $_ := set $plugins "turso" $turso -}}
 {{- toJson $plugins -}}
 {{- end -}}
