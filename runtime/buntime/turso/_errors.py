@@ -12,7 +12,7 @@ matching built-in, so ``except ValueError`` keeps working for callers that do no
     │   └── DDLInConcurrentTransactionError      TURSO_DDL_NEEDS_EXCLUSIVE
     ├── TursoUnavailableError (ConnectionError)  TURSO_UNAVAILABLE — a database or server is unreachable
     │   └── TursoCommitUnknownError              TURSO_COMMIT_OUTCOME_UNKNOWN — never retried for you
-    └── TursoClosedError (RuntimeError)          TURSO_CLOSED — used after close()
+    └── TursoClosedError (RuntimeError)          TURSO_CLOSED — used after aclose()
 """
 
 from __future__ import annotations
@@ -83,6 +83,6 @@ class TursoCommitUnknownError(TursoUnavailableError):
 
 
 class TursoClosedError(TursoError, RuntimeError):
-    """The service or database was used after ``close()``."""
+    """The service or database was used after ``aclose()``."""
 
     code = "TURSO_CLOSED"

@@ -144,7 +144,7 @@ class LeaseClient:
             payload = None
         return response.status, payload
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None

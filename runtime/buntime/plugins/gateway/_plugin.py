@@ -105,7 +105,7 @@ class GatewayPlugin(Plugin):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._snapshots
         if self.gateway.store is not None:
-            self.gateway.store.close()
+            await self.gateway.store.aclose()
 
 
 def create(options: Mapping[str, Any]) -> GatewayPlugin:

@@ -71,7 +71,7 @@ class Proxy:
     async def aclose(self) -> None:
         self._metrics.unregister(self._requests)
         if self.store is not None:
-            self.store.close()
+            await self.store.aclose()
         await self.forwarder.aclose()
 
     # -- matching -----------------------------------------------------------------------------

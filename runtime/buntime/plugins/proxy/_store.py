@@ -49,8 +49,8 @@ class ProxyStore:
     async def start(self) -> None:
         await self._store.start(SCHEMA)
 
-    def close(self) -> None:
-        self._store.close()
+    async def aclose(self) -> None:
+        await self._store.aclose()
 
     async def _load(self, db: Database) -> None:
         rules: list[ProxyRule] = []
