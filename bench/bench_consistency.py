@@ -31,9 +31,13 @@ latencies (``transaction()`` call to return).
 * requests/tx: turso-server's own request counters (admin ``/metrics``) for the case's namespace,
   from after the setup to the end of the loop, divided by every transaction that returned in
   that time (warm-up and window edges included on both sides).
+* sync 1/16w, push cursors off: as sync 1/16 against a second turso-server started with
+  ``TURSO_PUSH_CURSORS=false``, so every push is two requests to tursodb again.
 * round trip: ``GET /healthz`` on turso-server (and a lease grant + release, for reference) over a
-  kept-alive aiohttp connection, p50, used by the one-writer latency goal; and a ``SELECT 1``
-  pipeline on a new connection per request, the way pyturso sends its sync requests.
+  kept-alive aiohttp connection, p50, used by the one-writer latency goal; a ``SELECT 1`` pipeline
+  over the same connection (a round trip that reaches tursodb, shown as a second budget); and a
+  ``SELECT 1`` pipeline on a new connection per request, the way pyturso sends without our
+  transport.
 
 Goals (printed as PASS/MISS, information only): sync 16w >= 8x sync 1w; sync 16w >= 0.5x local
 16w; sync 1w p50 <= local 1w p50 + 2 x round trip.
@@ -239,10 +243,13 @@ def fresh_connection_pipeline(namespace_url: str, samples: int = 100) -> float:
     return percentile(times, 50)
 
 
-async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tuple[float, float]:
-    """p50 seconds of ``GET /healthz`` and of a lease grant + release (two requests)."""
+async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tuple[float, float, float]:
+    """p50 seconds of ``GET /healthz``, of a lease grant + release (two requests), and of a
+    ``SELECT 1`` pipeline (a request that reaches the namespace's tursodb), all kept alive."""
     healthz: list[float] = []
     lease: list[float] = []
+    pipeline: list[float] = []
+    select_one = {"requests": [{"type": "execute", "stmt": {"sql": "SELECT 1"}}]}
     async with aiohttp.ClientSession() as session:
         for index in range(samples + 20):
             began = time.perf_counter()
@@ -259,7 +266,13 @@ async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tupl
                 await response.read()
             if index >= 5:
                 lease.append(time.perf_counter() - began)
-    return percentile(healthz, 50), percentile(lease, 50)
+        for index in range(samples + 20):
+            began = time.perf_counter()
+            async with session.post(f"{namespace_url}/v2/pipeline", json=select_one) as response:
+                await response.read()
+            if index >= 20:
+                pipeline.append(time.perf_counter() - began)
+    return percentile(healthz, 50), percentile(lease, 50), percentile(pipeline, 50)
 
 
 def pods_case(url: str, tmp: Path, pods: int, writers: int, admin: str) -> Result:
@@ -334,13 +347,18 @@ async def main() -> None:
         tmp = Path(raw)
         endpoint = SyncEndpoint(tmp / "server", namespace=None).start()
         base, admin = endpoint.base_url, endpoint.server.admin_url
+        uncached = SyncEndpoint(tmp / "server-uncached", namespace=None)
+        uncached.server.extra_env["TURSO_PUSH_CURSORS"] = "false"
+        uncached.start()
 
         def sync(namespace: str, writers: int, **options: str) -> Callable[[int], Awaitable[Result]]:
             synchronous = options.pop("synchronous", None)
+            server = uncached if options.pop("cursors", "on") == "off" else endpoint
+            url, counter = f"{server.base_url}/{namespace}", server.server.admin_url
 
             def run(round_: int) -> Awaitable[Result]:
-                env = service_env(tmp / f"{namespace}-{round_}", f"{base}/{namespace}", **options)
-                return service_case(env, writers, synchronous=synchronous, counted=(admin, namespace))
+                env = service_env(tmp / f"{namespace}-{round_}", url, **options)
+                return service_case(env, writers, synchronous=synchronous, counted=(counter, namespace))
 
             return run
 
@@ -353,6 +371,7 @@ async def main() -> None:
         cases: dict[str, Callable[[int], Awaitable[Result]]] = {
             **{f"local {n}w": local(n) for n in (1, 4, 16)},
             **{f"sync {n}w": sync(f"sync{n}", n) for n in (1, 4, 16)},
+            **{f"sync {n}w, push cursors off": sync(f"uncached{n}", n, cursors="off") for n in (1, 16)},
             "sync 2 pods x 8w": pods,
             **{f"offline {n}w (unsafe)": sync(f"offline{n}", n, TURSO_WRITE_MODE="offline") for n in (1, 16)},
             **{f"pipeline {n}w": (lambda _r, n=n: pipeline_case(f"{base}/pipeline{n}", n)) for n in (1, 16)},
@@ -364,7 +383,7 @@ async def main() -> None:
         results: dict[str, Result] = {}
         started = time.monotonic()
         try:
-            rtt, lease_rtt = await round_trips(base, f"{base}/rtt")
+            rtt, lease_rtt, pipeline_rtt = await round_trips(base, f"{base}/rtt")
             fresh_rtt = await asyncio.to_thread(fresh_connection_pipeline, f"{base}/rtt")
             for round_ in range(ROUNDS):  # alternate the order, so drift hits every case alike
                 order = list(cases) if round_ % 2 == 0 else list(cases)[::-1]
@@ -373,6 +392,7 @@ async def main() -> None:
                     results[name] = results[name].then(result) if name in results else result
         finally:
             endpoint.stop()
+            uncached.stop()
     results = {name: results[name] for name in cases}
 
     print(
@@ -389,8 +409,8 @@ async def main() -> None:
         )
     print(
         f"  round trip to turso-server (p50): GET /healthz {ms(rtt)} ms; "
-        f"lease grant + release {ms(lease_rtt)} ms; "
-        f"SELECT 1 pipeline on a fresh connection (as pyturso sends) {ms(fresh_rtt)} ms"
+        f"lease grant + release {ms(lease_rtt)} ms; SELECT 1 pipeline {ms(pipeline_rtt)} ms "
+        f"(on a fresh connection each, as pyturso sends without our transport: {ms(fresh_rtt)} ms)"
     )
 
     sync1, sync16, local1, local16 = (results[k] for k in ("sync 1w", "sync 16w", "local 1w", "local 16w"))
@@ -406,8 +426,19 @@ async def main() -> None:
         f"{ms(local1.p(50))} ms + 2 x RTT {ms(rtt)} ms = {ms(budget)} ms  "
         f"(ratio {sync1.p(50) / budget:.2f}x, goal <= 1x)"
     )
+    database_budget = local1.p(50) + 2 * pipeline_rtt
+    print(
+        f"  [{verdict(sync1.p(50) <= database_budget)}] the same with round trips that reach tursodb "
+        f"(SELECT 1 pipelines): {ms(database_budget)} ms (ratio {sync1.p(50) / database_budget:.2f}x)"
+    )
     print("for the design note:")
     print(f"  2 pods x 8w / sync 16w in one pod = {pods.rate / sync16.rate:.2f}x")
+    for n in (1, 16):
+        off = results[f"sync {n}w, push cursors off"]
+        print(
+            f"  {n}w: push cursors on / off = {results[f'sync {n}w'].rate / off.rate:.2f}x tx/s, "
+            f"p50 {results[f'sync {n}w'].p(50) / off.p(50):.2f}x"
+        )
     for n in (1, 16):
         offline, pipeline, sync = (
             results[f"offline {n}w (unsafe)"],

@@ -68,6 +68,8 @@ def test_the_branches_keep_their_built_in_bases() -> None:
     error = PluginConfigError("X_Y must be one of a, b (got 'c')", variable="X_Y")
     assert (error.code, error.variable, error.message) == ("INVALID_X_Y", "X_Y", str(error))
     assert RuleError("shadows", code="PROXY_RULE_SHADOWS_RESERVED").status == 409
+    keyval = KeyValConfigError("KEYVAL_X must be more than 0s", variable="KEYVAL_X")
+    assert (keyval.code, keyval.variable, keyval.status) == ("INVALID_KEYVAL_X", "KEYVAL_X", 500)
 
 
 async def test_the_admin_middleware_answers_any_api_error_with_its_status_and_code(

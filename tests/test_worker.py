@@ -80,3 +80,31 @@ async def test_workers_read_modify_write_serializably(router: SyncEndpoint, tmp_
     await asyncio.gather(asyncio.to_thread(work, "w1", 15), asyncio.to_thread(work, "w2", 15))
     with open_turso("counters", server_url=router.url, dir=str(tmp_path / "check"), env={}) as db:
         assert db.execute("SELECT n FROM c") == [{"n": 30}]
+
+
+def test_the_worker_uses_only_public_names_of_the_turso_service() -> None:
+    """``buntime.worker`` is an app-facing module: it may lean on ``buntime.turso``'s front door only.
+
+    Checked on its source: every import from the service names an exported symbol, no private
+    module is imported, and no private attribute of another object is touched (``self._x`` is its
+    own). ``.importlinter`` holds the same rule for the modules that exist today.
+    """
+    import ast
+
+    import buntime.turso
+    import buntime.worker
+
+    tree = ast.parse(Path(buntime.worker.__file__).read_text())
+    exported = set(buntime.turso.__all__)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            module = ("." * node.level) + (node.module or "")
+            assert "._" not in f".{module.lstrip('.')}", module
+            if module in (".turso", "buntime.turso"):
+                assert {alias.name for alias in node.names} <= exported, ast.dump(node)
+        elif isinstance(node, ast.Import):
+            assert all("._" not in alias.name for alias in node.names), ast.dump(node)
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            assert isinstance(node.value, ast.Name) and node.value.id == "self", (
+                f"line {node.lineno}: private attribute {node.attr} of another object"
+            )

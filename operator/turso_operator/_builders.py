@@ -19,16 +19,20 @@ from ._constants import (
     MANAGED_BY_LABEL,
     OWNER_LABEL,
     RUNTIME_CREDENTIALS_LABEL,
+    RUNTIME_CREDENTIALS_VALUE,
     SCOPE_ANNOTATION,
+    SECRET_NAME_SUFFIX,
+    SECRET_TYPE,
+    Access,
+    ConditionStatus,
+    ConditionType,
+    DeletionPolicy,
     SecretKey,
 )
 from ._durations import duration_seconds
+from ._errors import SpecError
 
 DATABASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-class SpecError(ValueError):
-    """The TursoNamespace spec cannot be reconciled (the API server's validation was bypassed)."""
 
 
 @dataclass(frozen=True)
@@ -45,14 +49,20 @@ class DesiredNamespace:
     access: str
 
 
+def secret_name(spec: Mapping[str, Any], name: str) -> str:
+    """The Secret a TursoNamespace ``name`` publishes its connection in: ``spec.secretName`` or
+    ``<name>-turso``. The one place that default is built (reconcile and the webhook ask here)."""
+    return str(spec.get("secretName") or f"{name}{SECRET_NAME_SUFFIX}")
+
+
 def desired_namespace(spec: Mapping[str, Any], meta: Mapping[str, Any]) -> DesiredNamespace:
     name = str(meta["name"])
     database = str(spec.get("database") or name)
     if not DATABASE_PATTERN.fullmatch(database):
         raise SpecError(f"database name {database!r} does not match {DATABASE_PATTERN.pattern}")
-    policy = str(spec.get("deletionPolicy") or "Archive")
-    if policy not in ("Archive", "Retain"):
-        raise SpecError(f"deletionPolicy must be Archive or Retain (got {policy!r})")
+    policy = str(spec.get("deletionPolicy") or DeletionPolicy.ARCHIVE)
+    if policy not in DeletionPolicy.ALL:
+        raise SpecError(f"deletionPolicy must be {' or '.join(DeletionPolicy.ALL)} (got {policy!r})")
     ttl = str(spec.get("ttl") or "")
     if ttl:
         try:
@@ -61,9 +71,9 @@ def desired_namespace(spec: Mapping[str, Any], meta: Mapping[str, Any]) -> Desir
             raise SpecError(f"spec.ttl: {exc}") from None
         if seconds <= 0:
             raise SpecError("spec.ttl must be greater than 0 (leave it out for no lifetime)")
-    access = str(spec.get("access") or "rw")
-    if access not in ("rw", "ro"):
-        raise SpecError(f"access must be rw or ro (got {access!r})")
+    access = str(spec.get("access") or Access.READ_WRITE)
+    if access not in Access.ALL:
+        raise SpecError(f"access must be {' or '.join(Access.ALL)} (got {access!r})")
     return DesiredNamespace(
         name=name,
         namespace=str(meta.get("namespace") or "default"),
@@ -71,7 +81,7 @@ def desired_namespace(spec: Mapping[str, Any], meta: Mapping[str, Any]) -> Desir
         deletion_policy=policy,
         ttl=ttl,
         locked=bool(spec.get("locked", False)),
-        secret_name=str(spec.get("secretName") or f"{name}-turso"),
+        secret_name=secret_name(spec, name),
         access=access,
     )
 
@@ -104,7 +114,7 @@ def secret_body(desired: DesiredNamespace, data: Mapping[str, str]) -> dict[str,
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "type": "servicebinding.io/turso",
+        "type": SECRET_TYPE,
         "metadata": {
             "name": desired.secret_name,
             "namespace": desired.namespace,
@@ -138,7 +148,7 @@ def runtime_secret_body(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY, RUNTIME_CREDENTIALS_LABEL: "true"},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, RUNTIME_CREDENTIALS_LABEL: RUNTIME_CREDENTIALS_VALUE},
             "annotations": {SCOPE_ANNOTATION: scopes_hash},
         },
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
@@ -152,6 +162,11 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def is_condition_true(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> bool:
+    """Whether condition ``type_`` is present with status ``True``."""
+    return any(c.get("type") == type_ and c.get("status") == ConditionStatus.TRUE for c in conditions or ())
+
+
 def set_condition(
     conditions: list[dict[str, Any]],
     type_: str,
@@ -162,7 +177,7 @@ def set_condition(
     generation: int | None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Return the new list and whether the condition's status or reason changed."""
-    value = "True" if status else "False"
+    value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
     result = [dict(c) for c in conditions if c.get("type") != type_]
     old = next((c for c in conditions if c.get("type") == type_), None)
     changed = old is None or old.get("status") != value or old.get("reason") != reason
@@ -177,8 +192,8 @@ def set_condition(
     if generation is not None:
         entry["observedGeneration"] = generation
     result.append(entry)
-    order = {"Ready": 0, "Provisioned": 1, "CredentialsReady": 2}
-    result.sort(key=lambda c: order.get(str(c.get("type")), 99))
+    order = {type_: index for index, type_ in enumerate(ConditionType.ORDER)}
+    result.sort(key=lambda c: order.get(str(c.get("type")), len(order)))
     return result, changed
 
 

@@ -11,15 +11,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ._constants import FailurePolicy
 from ._durations import duration_seconds
+from ._errors import OperatorConfigError
 
 #: Log levels and formats the CLI accepts (``TURSO_LOG_LEVEL``/``--log-level`` and the format).
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "text")
-
-
-class OperatorConfigError(ValueError):
-    """The environment does not describe a usable operator configuration."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,11 @@ SETTINGS: tuple[Setting, ...] = (
         "TURSO_WEBHOOK_CERT_FILE", "", "webhook TLS certificate; without it kopf makes a self-signed one"
     ),
     Setting("TURSO_WEBHOOK_KEY_FILE", "", "webhook TLS key"),
-    Setting("TURSO_INJECT_FAILURE_POLICY", "Fail", "the webhook's failurePolicy: Fail or Ignore"),
+    Setting(
+        "TURSO_INJECT_FAILURE_POLICY",
+        FailurePolicy.FAIL,
+        f"the webhook's failurePolicy: {FailurePolicy.FAIL} or {FailurePolicy.IGNORE}",
+    ),
     Setting("TURSO_LIVENESS_PORT", "8080", "port of /healthz"),
     Setting("TURSO_METRICS_PORT", "9090", "port of the Prometheus /metrics endpoint"),
     Setting(
@@ -99,7 +101,7 @@ class OperatorConfig:
     webhook_cert_file: str | None = None
     webhook_key_file: str | None = None
     webhook_enabled: bool = True
-    inject_failure_policy: str = "Fail"
+    inject_failure_policy: str = FailurePolicy.FAIL
     liveness_port: int = 8080
     metrics_port: int = 9090
     liveness_grace_seconds: float = 30.0
@@ -144,8 +146,10 @@ class OperatorConfig:
             if not url.startswith(("http://", "https://")):
                 raise OperatorConfigError(f"{name} must be an http(s) URL (got {url!r})")
         policy = get("TURSO_INJECT_FAILURE_POLICY")
-        if policy not in ("Fail", "Ignore"):
-            raise OperatorConfigError(f"TURSO_INJECT_FAILURE_POLICY must be Fail or Ignore (got {policy!r})")
+        if policy not in FailurePolicy.ALL:
+            raise OperatorConfigError(
+                f"TURSO_INJECT_FAILURE_POLICY must be {' or '.join(FailurePolicy.ALL)} (got {policy!r})"
+            )
         enabled = get("TURSO_WEBHOOK_ENABLED").lower()
         if enabled not in ("true", "false"):
             raise OperatorConfigError(f"TURSO_WEBHOOK_ENABLED must be true or false (got {enabled!r})")

@@ -19,21 +19,47 @@ MANAGED_BY: Final = "buntime-operator"
 OWNER_LABEL: Final = "turso.buntime.io/tursonamespace"
 #: On the release runtime's credentials Secret (it has no TursoNamespace owner).
 RUNTIME_CREDENTIALS_LABEL: Final = "turso.buntime.io/runtime-credentials"
+RUNTIME_CREDENTIALS_VALUE: Final = "true"
 #: Hash of the scopes the runtime Secret's tokens were minted for: a changed scope re-mints.
 SCOPE_ANNOTATION: Final = "turso.buntime.io/scope-hash"
 #: The webhook handler id is also the URL path the chart's MutatingWebhookConfiguration uses.
 WEBHOOK_ID: Final = "inject-turso"
 DATA_DIR: Final = "/data/turso"
 DATA_VOLUME: Final = "turso-data"
+#: A TursoNamespace without ``spec.secretName`` publishes its connection in ``<name><suffix>``.
+SECRET_NAME_SUFFIX: Final = "-turso"
+#: The Secret type of app Secrets (servicebinding.io: ``type`` entry ``turso``).
+SECRET_TYPE: Final = "servicebinding.io/turso"
+
+#: Retries after a failure (turso-server unreachable, a Secret call failed) wait a capped
+#: exponential backoff with jitter: INITIAL, twice that, 4 times… up to MAX (or the resync period when
+#: shorter: the drift timer looks again by then anyway), each delay drawn from its upper half.
+BACKOFF_INITIAL_SECONDS: Final = 1.0
+BACKOFF_MAX_SECONDS: Final = 60.0
+#: Waits that depend on a person changing something (a conflict, a reserved name): fixed.
+CONFLICT_RETRY_SECONDS: Final = 30.0
+RESERVED_RETRY_SECONDS: Final = 60.0
 
 
 class ConditionType:
+    """``status.conditions[].type``, in the order they are listed."""
+
     READY: Final = "Ready"
     PROVISIONED: Final = "Provisioned"
     CREDENTIALS_READY: Final = "CredentialsReady"
+    ORDER: Final = (READY, PROVISIONED, CREDENTIALS_READY)
+
+
+class ConditionStatus:
+    """``status.conditions[].status`` (Kubernetes writes booleans as these strings)."""
+
+    TRUE: Final = "True"
+    FALSE: Final = "False"
 
 
 class Reason:
+    """``reason`` of a condition, also ``status.phaseReason`` and the reason of its Events."""
+
     PROVISIONED: Final = "Provisioned"
     RECREATED: Final = "Recreated"
     SERVER_UNAVAILABLE: Final = "ServerUnavailable"
@@ -44,11 +70,12 @@ class Reason:
     SECRET_RESTORED: Final = "SecretRestored"
     SECRET_FAILED: Final = "SecretFailed"
     RESERVED_DATABASE: Final = "ReservedDatabase"
-    WAITING: Final = "WaitingForProvisioning"
     READY: Final = "Ready"
 
 
 class Phase:
+    """``status.phase``: the one-word summary."""
+
     PENDING: Final = "Pending"
     READY: Final = "Ready"
     FAILED: Final = "Failed"
@@ -65,3 +92,27 @@ class SecretKey:
     TYPE: Final = "type"
     PROVIDER: Final = "provider"
     URI: Final = "uri"
+
+
+class DeletionPolicy:
+    """``spec.deletionPolicy``."""
+
+    ARCHIVE: Final = "Archive"
+    RETAIN: Final = "Retain"
+    ALL: Final = (ARCHIVE, RETAIN)
+
+
+class Access:
+    """``spec.access``: what the minted token may do."""
+
+    READ_WRITE: Final = "rw"
+    READ_ONLY: Final = "ro"
+    ALL: Final = (READ_WRITE, READ_ONLY)
+
+
+class FailurePolicy:
+    """``TURSO_INJECT_FAILURE_POLICY``: what the webhook does with a pod it cannot serve."""
+
+    FAIL: Final = "Fail"
+    IGNORE: Final = "Ignore"
+    ALL: Final = (FAIL, IGNORE)

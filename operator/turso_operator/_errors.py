@@ -1,12 +1,20 @@
-"""Errors of the operator's I/O layer::
+"""Every error the operator raises, in one tree::
 
 OperatorError
-├── AdminError                      turso-server's admin API
-│   ├── AdminUnavailableError       unreachable, timed out or 5xx: retry later
-│   └── AdminRejectedError          a 4xx that retrying will not heal
-│       └── AdminNotFoundError      404
-└── KubeError                       the Kubernetes API
-    └── KubeNotFoundError           404
+├── OperatorConfigError (ValueError)  the environment is not a usable configuration (exit 2)
+├── SpecError (ValueError)            a TursoNamespace spec that cannot be reconciled
+├── InjectionRefusedError             a labelled pod cannot get its connection (webhook)
+├── AdminError                        turso-server's admin API
+│   ├── AdminUnavailableError         unreachable, timed out or 5xx: retry later (ConnectionError)
+│   └── AdminRejectedError            a 4xx that retrying will not heal
+│       └── AdminNotFoundError        404
+└── KubeError                         the Kubernetes API (the operator's own calls, not kopf's)
+    ├── KubeUnavailableError          unreachable, timed out, or not an API answer (ConnectionError)
+    ├── KubeNotFoundError             404
+    └── KubeConflictError             409: exists already, or not ours to touch
+
+``_admin`` and ``_kube`` translate aiohttp's errors into these at the boundary (``raise ... from
+exc``); ``_reconcile`` and ``_handlers`` turn them into status and kopf's retry classes.
 """
 
 from __future__ import annotations
@@ -16,7 +24,21 @@ class OperatorError(Exception):
     """Root of the operator's errors."""
 
 
+class OperatorConfigError(OperatorError, ValueError):
+    """The environment does not describe a usable operator configuration."""
+
+
+class SpecError(OperatorError, ValueError):
+    """The TursoNamespace spec cannot be reconciled (the API server's validation was bypassed)."""
+
+
+class InjectionRefusedError(OperatorError):
+    """Why a labelled pod cannot get its connection (the webhook refuses it or warns)."""
+
+
 class AdminError(OperatorError):
+    """A call to turso-server's admin API failed; ``status`` and ``code`` as the server said."""
+
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
@@ -36,10 +58,23 @@ class AdminNotFoundError(AdminRejectedError):
 
 
 class KubeError(OperatorError):
+    """A call of the operator's own Kubernetes client failed; ``status`` is the HTTP status."""
+
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
 
+class KubeUnavailableError(KubeError, ConnectionError):
+    """The API server cannot be reached, timed out, or answered with something not JSON."""
+
+
 class KubeNotFoundError(KubeError):
     """The Kubernetes object does not exist."""
+
+
+class KubeConflictError(KubeError):
+    """409: the object exists already, or it is not ours to overwrite."""
+
+    def __init__(self, message: str, *, status: int | None = 409) -> None:
+        super().__init__(message, status=status)

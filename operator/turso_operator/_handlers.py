@@ -1,9 +1,16 @@
 """kopf handlers: the operator's wiring. Handler ids are persisted by kopf: never rename them.
 
+Importing this module registers nothing and reads nothing: :func:`build_registry` registers the
+handlers for one :class:`OperatorConfig` (the drift period and whether the webhook exists depend
+on it), and ``cli`` runs kopf with that registry and a memo holding the config. The ``configure``
+startup handler builds everything loop-bound from it — the admin client, the Kubernetes client
+(logged in with kopf's own credentials), the reconciler, the metrics — into an
+:class:`OperatorState` in the memo; ``close_clients`` (cleanup) closes them.
+
 * ``reconcile_tursonamespace`` — create / resume / spec update: database, Secret, status.
 * ``repair_drift`` — a timer on TursoNamespace only (never on Pods or Secrets).
 * ``finalize_tursonamespace`` — the finalizer: Archive or Retain, Secret removed.
-* ``inject-turso`` — the mutating webhook on Pod CREATE.
+* ``inject-turso`` — the mutating webhook on Pod CREATE (only with ``TURSO_WEBHOOK_ENABLED``).
 * ``watch_freshness`` — the liveness probe: fails when the watch stream went quiet.
 * ``keep_runtime_credentials`` — startup: a task that keeps the release runtime's Secret
   (tokens scoped to its own databases) written, every resync period.
@@ -23,140 +30,197 @@ from typing import Any
 import kopf
 
 from ._admin import AdminClient
-from ._builders import SpecError, desired_namespace, is_injected, mutate_pod_spec, scope_permits
+from ._builders import (
+    DesiredNamespace,
+    desired_namespace,
+    is_condition_true,
+    is_injected,
+    mutate_pod_spec,
+    scope_permits,
+    secret_name,
+)
 from ._config import OperatorConfig
-from ._constants import GROUP, INJECT_LABEL, INJECTED_ANNOTATION, PLURAL, VERSION, WEBHOOK_ID, ConditionType
-from ._errors import AdminError, AdminUnavailableError, KubeError
+from ._constants import (
+    CONFLICT_RETRY_SECONDS,
+    GROUP,
+    INJECT_LABEL,
+    INJECTED_ANNOTATION,
+    PLURAL,
+    RESERVED_RETRY_SECONDS,
+    VERSION,
+    WEBHOOK_ID,
+    ConditionType,
+    FailurePolicy,
+)
+from ._errors import (
+    AdminUnavailableError,
+    InjectionRefusedError,
+    KubeError,
+    OperatorError,
+    SpecError,
+)
 from ._kube import KubeClient
 from ._metrics import OperatorMetrics
 from ._reconcile import Reconciler
 
 log = logging.getLogger("turso_operator")
-CONFIG = OperatorConfig.from_env()
+
+#: The memo keys: ``cli`` puts the config in, ``configure`` the state it builds from it.
+MEMO_CONFIG = "config"
+MEMO_STATE = "operator"
 
 
 @dataclass
-class _State:
-    connection: kopf.ConnectionInfo | None = None
-    reconciler: Reconciler | None = None
+class OperatorState:
+    """What the startup handler builds and the cleanup handler closes; one per operator run."""
+
+    config: OperatorConfig
+    metrics: OperatorMetrics
+    kube: KubeClient
+    reconciler: Reconciler
     last_event: float = 0.0
     credentials_task: asyncio.Task[None] | None = None
 
-
-STATE = _State()
-#: Not loop-bound (plain counters), so built at import; its HTTP server starts in ``serve_metrics``.
-METRICS = OperatorMetrics()
-
-
-def reconciler() -> Reconciler:
-    if STATE.reconciler is None:
-        if STATE.connection is None:
-            raise kopf.TemporaryError("not logged in to the API server yet", delay=1)
-        admin = AdminClient(CONFIG.admin_url, CONFIG.admin_token, timeout=CONFIG.request_timeout)
-        STATE.reconciler = Reconciler(
-            CONFIG, admin, KubeClient(STATE.connection, timeout=CONFIG.request_timeout)
-        )
-    return STATE.reconciler
+    @property
+    def admin(self) -> AdminClient:
+        return self.reconciler.admin
 
 
-@kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In a pod, the service account; elsewhere, the kubeconfig. Kept for our own API calls."""
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    STATE.connection = info
+def operator_memo(config: OperatorConfig) -> kopf.Memo:
+    """The root memo ``cli`` gives ``kopf.run``: kopf hands (shallow copies of) it to every handler."""
+    return kopf.Memo({MEMO_CONFIG: config})
+
+
+def _state(memo: kopf.Memo) -> OperatorState:
+    state = memo.get(MEMO_STATE)
+    if not isinstance(state, OperatorState):  # only before ``configure`` has run
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return state
+
+
+def _login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """In a pod, the service account; elsewhere, the kubeconfig (what kopf would pick itself)."""
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.PermanentError("no service account token and no kubeconfig to log in with")
     return info
 
 
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+# -- lifecycle --------------------------------------------------------------------------------------
+
+
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Tune kopf from the config, then build the clients, the reconciler and the metrics."""
+    config = memo.get(MEMO_CONFIG)
+    if not isinstance(config, OperatorConfig):
+        raise kopf.PermanentError("no operator config in the memo: run kopf with operator_memo(config)")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-    settings.watching.server_timeout = max(30, int(CONFIG.resync_seconds * 2))
+    settings.watching.server_timeout = max(30, int(config.resync_seconds * 2))
     settings.watching.client_timeout = settings.watching.server_timeout + 10
     # kopf's own requests (discovery, the initial list) may wait 5 minutes by default, with no
     # connect timeout: a connection the API server accepts and never answers would stall the
     # operator that long, liveness green since nothing is listed yet. Bound both; kopf retries.
-    settings.networking.request_timeout = CONFIG.kube_request_timeout
-    settings.networking.connect_timeout = min(10.0, CONFIG.kube_request_timeout)
+    settings.networking.request_timeout = config.kube_request_timeout
+    settings.networking.connect_timeout = min(10.0, config.kube_request_timeout)
     settings.posting.level = logging.INFO
     # At most this many objects are reconciled at once (a restart resumes every object). A worker
     # stays for idle_timeout after its last event, holding its slot: kopf's 5 s made 200 objects
     # applied at once go through in bursts of 64 with 3-5 s gaps.
     settings.queueing.worker_limit = 64
     settings.queueing.idle_timeout = 0.5
-    if CONFIG.webhook_enabled:
+    if config.webhook_enabled:
         # The chart renders the MutatingWebhookConfiguration (namespaceSelector, reinvocationPolicy);
         # kopf must serve the endpoint but never manage that object.
         settings.admission.server = kopf.WebhookServer(
             addr="0.0.0.0",
-            port=CONFIG.webhook_port,
-            host=CONFIG.webhook_host,
-            certfile=CONFIG.webhook_cert_file,
-            pkeyfile=CONFIG.webhook_key_file,
+            port=config.webhook_port,
+            host=config.webhook_host,
+            certfile=config.webhook_cert_file,
+            pkeyfile=config.webhook_key_file,
         )
         settings.admission.managed = None
-    log.info("turso operator configured: %r", CONFIG)
+    # The same identity kopf logs in with (the login handler refreshes the token later).
+    kube = KubeClient(_login(settings), timeout=config.request_timeout)
+    admin = AdminClient(config.admin_url, config.admin_token, timeout=config.request_timeout)
+    memo[MEMO_STATE] = OperatorState(
+        config=config, metrics=OperatorMetrics(), kube=kube, reconciler=Reconciler(config, admin, kube)
+    )
+    log.info("turso operator configured: %r", config)
 
 
-@kopf.on.startup()
-async def keep_runtime_credentials(**_: Any) -> None:
+def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials, re-read on every (re-)login; our own client gets the fresh token too."""
+    info = _login(settings)
+    state = memo.get(MEMO_STATE)
+    if isinstance(state, OperatorState):
+        state.kube.login(info)
+    return info
+
+
+async def keep_runtime_credentials(memo: kopf.Memo, **_: Any) -> None:
     """Start the loop that keeps the runtime's Secret written (when TURSO_RUNTIME_SECRET is set)."""
-    if CONFIG.runtime_credentials and STATE.credentials_task is None:
-        STATE.credentials_task = asyncio.create_task(_runtime_credentials_loop(), name="runtime-credentials")
+    state = _state(memo)
+    if state.config.runtime_credentials and state.credentials_task is None:
+        state.credentials_task = asyncio.create_task(
+            _runtime_credentials_loop(state), name="runtime-credentials"
+        )
 
 
-async def _runtime_credentials_loop() -> None:
-    """Check at once, then every resync period; failures are retried sooner and never stop it."""
+async def _runtime_credentials_loop(state: OperatorState) -> None:
+    """Check at once, then every resync period; failures back off (capped, jittered), never stop it."""
+    failures = 0
     while True:
-        delay = CONFIG.resync_seconds
-        if STATE.connection is None:  # kopf logs in after the startup handlers
-            delay = 1.0
-        else:
-            try:
-                await reconciler().ensure_runtime_credentials()
-            except (AdminError, KubeError) as exc:
+        try:
+            await state.reconciler.ensure_runtime_credentials()
+        except Exception as exc:
+            if isinstance(exc, OperatorError):
                 log.warning("runtime credentials not written yet: %s", exc)
-                delay = min(CONFIG.resync_seconds, 10.0)
-            except Exception:
+            else:
                 log.exception("runtime credentials check failed")
-                delay = min(CONFIG.resync_seconds, 10.0)
+            delay = state.reconciler.retry_delay(failures)
+            failures += 1
+        else:
+            failures = 0
+            delay = state.config.resync_seconds
         await asyncio.sleep(delay)
 
 
-@kopf.on.startup()
-async def serve_metrics(**_: Any) -> None:
-    await METRICS.serve(CONFIG.metrics_port)
-    log.info("metrics served on :%d/metrics", CONFIG.metrics_port)
+async def serve_metrics(memo: kopf.Memo, **_: Any) -> None:
+    state = _state(memo)
+    await state.metrics.serve(state.config.metrics_port)
+    log.info("metrics served on :%d/metrics", state.config.metrics_port)
 
 
-@kopf.on.cleanup()
-async def close_clients(**_: Any) -> None:
-    await METRICS.aclose()
-    if STATE.credentials_task is not None:
-        STATE.credentials_task.cancel()
+async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    state = memo.pop(MEMO_STATE, None)
+    if not isinstance(state, OperatorState):
+        return
+    await state.metrics.aclose()
+    if state.credentials_task is not None:
+        state.credentials_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await STATE.credentials_task
-        STATE.credentials_task = None
-    if STATE.reconciler is not None:
-        await STATE.reconciler.admin.aclose()
-        await STATE.reconciler.kube.aclose()
-        STATE.reconciler = None
+            await state.credentials_task
+    await state.admin.aclose()
+    await state.kube.aclose()
 
 
-def _desired(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch) -> Any:
+# -- TursoNamespace ---------------------------------------------------------------------------------
+
+
+def _desired(state: OperatorState, body: kopf.Body, patch: kopf.Patch) -> DesiredNamespace:
+    """The spec with defaults, or ``Ready=False/InvalidSpec`` and a permanent failure."""
     try:
-        return desired_namespace(spec, meta)
+        return desired_namespace(body.spec, body.meta)
     except SpecError as exc:
-        patch.status["phase"] = "Failed"
-        patch.status["phaseReason"] = "InvalidSpec"
+        state.reconciler.invalid(body, patch, str(exc))
         raise kopf.PermanentError(str(exc)) from exc
 
 
 Claims = kopf.Index[str, tuple[str, str, str]]
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
 def database_claims(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, tuple[str, str, str]]:
     """Which resources claim which database: names are global on turso-server, namespaces are not."""
     database = str(spec.get("database") or meta.get("name"))
@@ -164,10 +228,10 @@ def database_claims(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, tup
     return {database: (created, str(meta.get("namespace")), str(meta.get("name")))}
 
 
-def _reserved_for_runtime(database: str) -> bool:
+def _reserved_for_runtime(config: OperatorConfig, database: str) -> bool:
     """In the release runtime's token scopes: an app given it would share the runtime's data."""
-    return bool(CONFIG.runtime_credentials) and scope_permits(
-        (*CONFIG.runtime_scope, *CONFIG.worker_scope), database
+    return bool(config.runtime_credentials) and scope_permits(
+        (*config.runtime_scope, *config.worker_scope), database
     )
 
 
@@ -179,148 +243,191 @@ def _conflicting_owner(database: str, meta: kopf.Meta, claims: Claims) -> str | 
 
 
 async def _reconcile(
-    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, drift: bool
+    state: OperatorState, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, drift: bool, attempt: int
 ) -> None:
-    desired = _desired(spec, meta, patch)
-    if _reserved_for_runtime(desired.database):
-        reconciler().reserved(desired, body, patch)
-        raise kopf.TemporaryError(f"database {desired.database} is reserved for the runtime", delay=60)
-    owner = _conflicting_owner(desired.database, meta, claims)
+    desired = _desired(state, body, patch)
+    if _reserved_for_runtime(state.config, desired.database):
+        state.reconciler.reserved(desired, body, patch)
+        raise kopf.TemporaryError(
+            f"database {desired.database} is reserved for the runtime", delay=RESERVED_RETRY_SECONDS
+        )
+    owner = _conflicting_owner(desired.database, body.meta, claims)
     if owner is not None:
-        reconciler().conflict(desired, body, patch, owner)
-        raise kopf.TemporaryError(f"database {desired.database} is claimed by {owner}", delay=30)
-    await reconciler().reconcile(desired, body, patch, drift=drift)
+        state.reconciler.conflict(desired, body, patch, owner)
+        raise kopf.TemporaryError(
+            f"database {desired.database} is claimed by {owner}", delay=CONFLICT_RETRY_SECONDS
+        )
+    await state.reconciler.reconcile(desired, body, patch, drift=drift, attempt=attempt)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def reconcile_tursonamespace(
-    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **kwargs: Any
+    *, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **kwargs: Any
 ) -> None:
-    with METRICS.reconcile("reconcile_tursonamespace"):
-        await _reconcile(spec, meta, body, patch, kwargs["database_claims"], drift=False)
+    state = _state(memo)
+    with state.metrics.reconcile("reconcile_tursonamespace"):
+        await _reconcile(state, body, patch, kwargs["database_claims"], drift=False, attempt=retry)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
-async def repair_drift(
-    spec: kopf.Spec, meta: kopf.Meta, body: kopf.Body, patch: kopf.Patch, **kwargs: Any
-) -> None:
+async def repair_drift(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """Recreate a database that vanished from the server; restore an edited or deleted Secret."""
+    state = _state(memo)
     try:
-        with METRICS.reconcile("repair_drift"):
-            await _reconcile(spec, meta, body, patch, kwargs["database_claims"], drift=True)
+        with state.metrics.reconcile("repair_drift"):
+            await _reconcile(state, body, patch, kwargs["database_claims"], drift=True, attempt=0)
     except kopf.TemporaryError as exc:
-        log.warning("drift check for %s/%s postponed: %s", meta.get("namespace"), meta.get("name"), exc)
+        log.warning("drift check for %s/%s postponed: %s", body.meta.namespace, body.meta.name, exc)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-async def finalize_tursonamespace(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, **kwargs: Any) -> None:
-    with METRICS.reconcile("finalize_tursonamespace"):
-        await _finalize(spec, meta, patch, kwargs["database_claims"])
+async def finalize_tursonamespace(
+    *, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **kwargs: Any
+) -> None:
+    state = _state(memo)
+    with state.metrics.reconcile("finalize_tursonamespace"):
+        await _finalize(state, body, patch, kwargs["database_claims"], attempt=retry)
 
 
-async def _finalize(spec: kopf.Spec, meta: kopf.Meta, patch: kopf.Patch, claims: Claims) -> None:
-    desired = _desired(spec, meta, patch)
-    owner = _conflicting_owner(desired.database, meta, claims)
+async def _finalize(
+    state: OperatorState, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, attempt: int
+) -> None:
+    desired = _desired(state, body, patch)
+    owner = _conflicting_owner(desired.database, body.meta, claims)
     try:
         # A resource that never owned its database must not archive the owner's data, and none
         # may archive a database of the release's runtime.
-        archive = owner is None and not _reserved_for_runtime(desired.database)
-        await reconciler().finalize(desired, archive=archive)
+        archive = owner is None and not _reserved_for_runtime(state.config, desired.database)
+        await state.reconciler.finalize(desired, archive=archive)
     except AdminUnavailableError as exc:
-        raise kopf.TemporaryError(f"turso-server unavailable, archive postponed: {exc}", delay=10) from exc
+        raise kopf.TemporaryError(
+            f"turso-server unavailable, archive postponed: {exc}", delay=state.reconciler.retry_delay(attempt)
+        ) from exc
+    except KubeError as exc:
+        raise kopf.TemporaryError(
+            f"cannot remove Secret {desired.secret_name}: {exc}", delay=state.reconciler.retry_delay(attempt)
+        ) from exc
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def observed(name: str, **_: Any) -> bool:
+def observed(name: str, memo: kopf.Memo, **_: Any) -> bool:
     """Every watch event refreshes the liveness clock (the drift timer writes status each period).
 
     An index rather than an event handler: kopf keeps it current silently, without a log line
     per event, and its size is the number of live objects.
     """
-    STATE.last_event = time.monotonic()
+    _state(memo).last_event = time.monotonic()
     return True
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def ready_objects(namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any) -> bool:
+def ready_objects(
+    namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, memo: kopf.Memo, **_: Any
+) -> bool:
     """Keep ``buntime_operator_ready_objects`` current from every watch event's ``status``.
 
     An object being deleted stops counting at once; kopf drops it from the index itself when
     the object is gone.
     """
-    conditions = status.get("conditions") or []
-    ready = any(c.get("type") == ConditionType.READY and c.get("status") == "True" for c in conditions)
-    METRICS.observe_ready(f"{namespace}/{name}", None if meta.get("deletionTimestamp") else ready)
+    ready = is_condition_true(status.get("conditions"), ConditionType.READY)
+    _state(memo).metrics.observe_ready(
+        f"{namespace}/{name}", None if meta.get("deletionTimestamp") else ready
+    )
     return ready
 
 
-@kopf.on.probe(id="watch_freshness")
-def watch_freshness(**kwargs: Any) -> dict[str, Any]:
+def watch_freshness(memo: kopf.Memo, **kwargs: Any) -> dict[str, Any]:
     """Fail liveness when objects exist but no watch event arrived for three resync periods."""
+    state = _state(memo)
     objects = len(kwargs["observed"])
-    age = time.monotonic() - STATE.last_event if STATE.last_event else None
-    limit = 3 * CONFIG.resync_seconds + CONFIG.liveness_grace_seconds
+    age = time.monotonic() - state.last_event if state.last_event else None
+    limit = 3 * state.config.resync_seconds + state.config.liveness_grace_seconds
     if objects > 0 and age is not None and age > limit:
         raise kopf.PermanentError(f"no TursoNamespace watch event for {age:.0f}s (limit {limit:.0f}s)")
     return {"objects": objects, "lastEventAgeSeconds": None if age is None else round(age, 1)}
 
 
-def _is_skipped_namespace(namespace: str | None) -> bool:
-    return namespace in ("kube-system", CONFIG.operator_namespace)
+# -- pod injection ------------------------------------------------------------------------------------
 
 
 async def inject_turso(
-    body: kopf.Body,
     spec: kopf.Spec,
     meta: kopf.Meta,
     patch: kopf.Patch,
     warnings: list[str],
+    memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
+    state = _state(memo)
     namespace = meta.get("namespace") or kwargs.get("namespace")
-    if _is_skipped_namespace(namespace) or is_injected(meta.get("annotations")):
+    if namespace in ("kube-system", state.config.operator_namespace) or is_injected(meta.get("annotations")):
         return
     target = str((meta.get("labels") or {}).get(INJECT_LABEL, ""))
     try:
-        secret_name = await _ready_secret_name(str(namespace or "default"), target)
-    except _InjectionRefused as refused:
-        if CONFIG.inject_failure_policy == "Ignore":
+        secret = await _ready_secret_name(state.kube, str(namespace or "default"), target)
+    except InjectionRefusedError as refused:
+        if state.config.inject_failure_policy == FailurePolicy.IGNORE:
             warnings.append(f"turso connection not injected: {refused}")
             return
         raise kopf.AdmissionError(f"turso connection cannot be injected: {refused}", code=403) from None
-    mutated = mutate_pod_spec(spec, secret_name)
+    mutated = mutate_pod_spec(spec, secret)
     patch.spec["containers"] = mutated.get("containers")
     if "volumes" in mutated:
         patch.spec["volumes"] = mutated["volumes"]
     patch.metadata.setdefault("annotations", {})[INJECTED_ANNOTATION] = target
 
 
-if CONFIG.webhook_enabled:
-    # Registered only with a webhook server to serve it: kopf refuses to start otherwise.
-    kopf.on.mutate(
-        "", "v1", "pods", id=WEBHOOK_ID, operations=["CREATE"], labels={INJECT_LABEL: kopf.PRESENT}
-    )(inject_turso)
-
-
-class _InjectionRefused(Exception):
-    """Why a labelled pod cannot get its connection."""
-
-
-async def _ready_secret_name(namespace: str, target: str) -> str:
+async def _ready_secret_name(kube: KubeClient, namespace: str, target: str) -> str:
     """The Secret of the Ready TursoNamespace ``target``, read once; refused otherwise."""
     if not target:
-        raise _InjectionRefused(f"label {INJECT_LABEL} must name a TursoNamespace")
+        raise InjectionRefusedError(f"label {INJECT_LABEL} must name a TursoNamespace")
     try:
-        tns = await reconciler().kube.get_tursonamespace(namespace, target)
+        tns = await kube.get_tursonamespace(namespace, target)
     except KubeError as exc:
-        raise _InjectionRefused(f"cannot read TursoNamespace {namespace}/{target}: {exc}") from exc
+        raise InjectionRefusedError(f"cannot read TursoNamespace {namespace}/{target}: {exc}") from exc
     if tns is None:
-        raise _InjectionRefused(f"TursoNamespace {namespace}/{target} does not exist")
+        raise InjectionRefusedError(f"TursoNamespace {namespace}/{target} does not exist")
     status = tns.get("status") or {}
-    conditions = status.get("conditions") or []
-    ready = any(c.get("type") == ConditionType.READY and c.get("status") == "True" for c in conditions)
-    if not ready:
-        raise _InjectionRefused(f"TursoNamespace {namespace}/{target} is not Ready yet")
-    return str(status.get("secretName") or f"{target}-turso")
+    if not is_condition_true(status.get("conditions"), ConditionType.READY):
+        raise InjectionRefusedError(f"TursoNamespace {namespace}/{target} is not Ready yet")
+    return str(status.get("secretName") or secret_name(tns.get("spec") or {}, target))
+
+
+# -- registration -------------------------------------------------------------------------------------
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """Every handler above, registered for ``config`` in a registry of its own.
+
+    The drift timer's period is ``TURSO_RESYNC_SECONDS``; the webhook handler exists only with
+    ``TURSO_WEBHOOK_ENABLED`` (kopf refuses to start a mutating handler without a webhook server).
+    Handler ids are the function names (``inject-turso`` for the webhook, the URL path the chart's
+    MutatingWebhookConfiguration calls): kopf persists them, so they never change.
+    """
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+    kopf.on.startup(registry=registry)(configure)
+    kopf.on.startup(registry=registry)(keep_runtime_credentials)
+    kopf.on.startup(registry=registry)(serve_metrics)
+    kopf.on.cleanup(registry=registry)(close_clients)
+    kopf.on.login(registry=registry)(login)
+    kopf.on.probe(id="watch_freshness", registry=registry)(watch_freshness)
+    kopf.index(*resource, registry=registry)(database_claims)
+    kopf.index(*resource, registry=registry)(observed)
+    kopf.index(*resource, registry=registry)(ready_objects)
+    for decorator in (
+        kopf.on.update(*resource, field="spec", registry=registry),
+        kopf.on.create(*resource, registry=registry),
+        kopf.on.resume(*resource, registry=registry),
+    ):
+        decorator(reconcile_tursonamespace)
+    kopf.timer(
+        *resource, interval=config.resync_seconds, initial_delay=config.resync_seconds, registry=registry
+    )(repair_drift)
+    kopf.on.delete(*resource, registry=registry)(finalize_tursonamespace)
+    if config.webhook_enabled:
+        kopf.on.mutate(
+            "",
+            "v1",
+            "pods",
+            id=WEBHOOK_ID,
+            operations=["CREATE"],
+            labels={INJECT_LABEL: kopf.PRESENT},
+            registry=registry,
+        )(inject_turso)
+    return registry

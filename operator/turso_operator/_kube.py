@@ -1,14 +1,19 @@
 """A small Kubernetes API client for the objects kopf does not hand us (Secrets, lookups).
 
-It reuses the credentials kopf logged in with (``kopf.ConnectionInfo``), so the operator has one
-identity and one RBAC surface.
+It uses the credentials kopf logs in with (``kopf.ConnectionInfo``), so the operator has one
+identity and one RBAC surface; the login handler hands it a refreshed token (:meth:`KubeClient.login`).
+Every aiohttp failure is translated here (:func:`_mapped_errors`): unreachable, timed out or not a
+JSON answer, or 5xx → :class:`KubeUnavailableError`, 404 → :class:`KubeNotFoundError`, 409 →
+:class:`KubeConflictError`, any other status → :class:`KubeError`. Nothing of aiohttp escapes.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import ssl
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +21,7 @@ import aiohttp
 import kopf
 
 from ._constants import GROUP, PLURAL, VERSION
-from ._errors import KubeError, KubeNotFoundError
+from ._errors import KubeConflictError, KubeError, KubeNotFoundError, KubeUnavailableError
 
 
 def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
@@ -46,32 +51,69 @@ def _pem(value: bytes | str) -> bytes:
     return raw if raw.lstrip().startswith(b"-----BEGIN") else base64.b64decode(raw)
 
 
+@contextlib.contextmanager
+def _mapped_errors(method: str, path: str, server: str) -> Iterator[None]:
+    """aiohttp's and the socket layer's errors as :class:`KubeUnavailableError`, chained."""
+    try:
+        yield
+    except KubeError:
+        raise
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise KubeUnavailableError(
+            f"{method} {path}: Kubernetes API unreachable at {server}: {type(exc).__name__}: {exc}"
+        ) from exc
+    except ValueError as exc:  # a body that is not JSON: a proxy's error page, a cut-off answer
+        raise KubeUnavailableError(f"{method} {path}: not an API answer: {exc}") from exc
+
+
 class KubeClient:
-    """Just enough of the API: Secrets and TursoNamespaces."""
+    """Just enough of the API: Secrets and TursoNamespaces. Usage::
+
+    kube = KubeClient(info, timeout=10)       # built in the operator's startup handler
+    secret = await kube.get_secret("shop", "orders-turso")   # None when missing
+    await kube.aclose()                       # in the cleanup handler
+
+    Parameters:
+
+    * ``info`` - the connection kopf logs in with (server, CA, client certificate or token).
+    * ``timeout`` *(optional)* - seconds per request, connect included (default 10).
+    """
 
     def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 10.0) -> None:
         self._server = info.server.rstrip("/")
-        headers = {"Accept": "application/json"}
-        if info.token:
-            headers["Authorization"] = f"Bearer {info.token}"
+        self._token = info.token
         self._session = aiohttp.ClientSession(
-            headers=headers,
+            headers={"Accept": "application/json"},
             timeout=aiohttp.ClientTimeout(total=timeout),
             connector=aiohttp.TCPConnector(ssl=_ssl_context(info)),
         )
+
+    def login(self, info: kopf.ConnectionInfo) -> None:
+        """Use the token of a fresh login (a projected service-account token is rotated)."""
+        self._token = info.token
 
     async def aclose(self) -> None:
         await self._session.close()
 
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
-        async with self._session.request(method, f"{self._server}{path}", json=body) as resp:
-            payload = await resp.json(content_type=None) if resp.content_length != 0 else None
-            if resp.status == 404:
-                raise KubeNotFoundError(f"{method} {path}: not found", status=404)
-            if resp.status >= 400:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        with _mapped_errors(method, path, self._server):
+            async with self._session.request(
+                method, f"{self._server}{path}", json=body, headers=headers
+            ) as resp:
+                payload = await resp.json(content_type=None) if resp.content_length != 0 else None
                 message = payload.get("message") if isinstance(payload, dict) else payload
-                raise KubeError(f"{method} {path} failed ({resp.status}): {message}", status=resp.status)
-            return payload
+                if resp.status == 404:
+                    raise KubeNotFoundError(f"{method} {path}: not found", status=404)
+                if resp.status == 409:
+                    raise KubeConflictError(f"{method} {path}: conflict: {message}")
+                if resp.status >= 500:
+                    raise KubeUnavailableError(
+                        f"{method} {path} failed ({resp.status}): {message}", status=resp.status
+                    )
+                if resp.status >= 400:
+                    raise KubeError(f"{method} {path} failed ({resp.status}): {message}", status=resp.status)
+                return payload
 
     @staticmethod
     def _secret_path(namespace: str, name: str = "") -> str:

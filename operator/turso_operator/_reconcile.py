@@ -18,9 +18,11 @@ from typing import Any
 import kopf
 
 from ._admin import AdminClient
+from ._backoff import backoff_delay
 from ._builders import (
     DesiredNamespace,
     database_url,
+    is_condition_true,
     now_iso,
     runtime_secret_body,
     scope_hash,
@@ -31,18 +33,24 @@ from ._builders import (
 )
 from ._config import OperatorConfig
 from ._constants import (
+    BACKOFF_INITIAL_SECONDS,
+    BACKOFF_MAX_SECONDS,
     KIND,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_LABEL,
     RUNTIME_CREDENTIALS_LABEL,
+    RUNTIME_CREDENTIALS_VALUE,
     SCOPE_ANNOTATION,
+    Access,
+    ConditionStatus,
     ConditionType,
+    DeletionPolicy,
     Phase,
     Reason,
     SecretKey,
 )
-from ._errors import AdminRejectedError, AdminUnavailableError, KubeError
+from ._errors import AdminRejectedError, AdminUnavailableError, KubeConflictError, KubeError
 from ._kube import KubeClient, decode_secret_data
 
 log = logging.getLogger("turso_operator")
@@ -72,7 +80,7 @@ class StatusPatch:
 
     def is_true(self, type_: str) -> bool:
         """Whether condition ``type_`` is currently ``True`` (as collected so far)."""
-        return any(c.get("type") == type_ and c.get("status") == "True" for c in self.conditions)
+        return is_condition_true(self.conditions, type_)
 
     def not_ready(self, patch: kopf.Patch, reason: str, message: str, phase: str) -> None:
         """``Ready=False`` with ``reason``, the matching phase, and the whole status written."""
@@ -123,10 +131,9 @@ class Reconciler:
         """Write (or restore) the Secret; return the hash of the token it holds."""
         current = await self.kube.get_secret(desired.namespace, desired.secret_name)
         if current is not None and not _owned_by(current, desired):
-            raise KubeError(
+            raise KubeConflictError(
                 f"Secret {desired.secret_name} exists and is not managed by this TursoNamespace; "
-                "choose another spec.secretName",
-                status=409,
+                "choose another spec.secretName"
             )
         current_data = decode_secret_data(current) if current else {}
         token = current_data.get(SecretKey.SERVER_TOKEN)
@@ -141,9 +148,7 @@ class Reconciler:
         if current is None:
             try:
                 await self.kube.create_secret(desired.namespace, body)
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
+            except KubeConflictError:
                 # Created meanwhile (e.g. by a previous run of ours): converge with a replace.
                 await self.kube.replace_secret(desired.namespace, desired.secret_name, body)
             if status.is_true(ConditionType.CREDENTIALS_READY):  # it was there before: say it came back
@@ -167,9 +172,20 @@ class Reconciler:
         )
         return token_hash(token)
 
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before retry ``attempt`` of a failed step: capped exponential, jittered.
+
+        Capped at the resync period when that is shorter than :data:`BACKOFF_MAX_SECONDS`: the
+        drift timer reconciles every object that often anyway.
+        """
+        cap = min(BACKOFF_MAX_SECONDS, max(BACKOFF_INITIAL_SECONDS, self.config.resync_seconds))
+        return backoff_delay(attempt, cap=cap)
+
     async def reconcile(
-        self, desired: DesiredNamespace, body: kopf.Body, patch: kopf.Patch, *, drift: bool
+        self, desired: DesiredNamespace, body: kopf.Body, patch: kopf.Patch, *, drift: bool, attempt: int = 0
     ) -> None:
+        """Database, Secret, then ``Ready``; a failure sets ``Ready=False`` with its reason and
+        raises kopf's retry class, ``attempt`` (kopf's ``retry``) choosing the backoff step."""
         status = StatusPatch.start(body)
         known_hash = (body.get("status") or {}).get("credentialsHash")
         url = database_url(self.config.server_url, desired.database)
@@ -185,9 +201,7 @@ class Reconciler:
         except AdminUnavailableError as exc:
             message = f"turso-server unavailable: {exc}"
             status.not_ready(patch, Reason.SERVER_UNAVAILABLE, message, Phase.PENDING)
-            raise kopf.TemporaryError(
-                message, delay=min(60.0, max(2.0, self.config.resync_seconds / 6))
-            ) from exc
+            raise kopf.TemporaryError(message, delay=self.retry_delay(attempt)) from exc
         except AdminRejectedError as exc:
             message = f"turso-server rejected the database: {exc}"
             status.not_ready(patch, Reason.SERVER_REJECTED, message, Phase.FAILED)
@@ -196,7 +210,7 @@ class Reconciler:
             message = f"cannot write Secret {desired.secret_name}: {exc}"
             status.condition(ConditionType.CREDENTIALS_READY, False, Reason.SECRET_FAILED, message)
             status.not_ready(patch, Reason.SECRET_FAILED, message, Phase.PENDING)
-            raise kopf.TemporaryError(message, delay=10) from exc
+            raise kopf.TemporaryError(message, delay=self.retry_delay(attempt)) from exc
         status.condition(
             ConditionType.READY, True, Reason.READY, f"database {desired.database} is ready at {url}"
         )
@@ -211,7 +225,7 @@ class Reconciler:
         ``TURSO_SERVER_TOKEN`` opens ``config.runtime_scope`` (the plugins' databases) and
         ``RUNTIME_TURSO_SERVER_TOKEN``, present only with a ``worker_scope``, opens the worker
         apps' databases. ``True`` when it wrote the Secret. A Secret of that name that is not ours
-        is never touched (:class:`KubeError` 409).
+        is never touched (:class:`KubeConflictError`).
         """
         cfg = self.config
         if not cfg.runtime_credentials or not cfg.operator_namespace:
@@ -225,9 +239,12 @@ class Reconciler:
         if current is not None:
             metadata = current.get("metadata") or {}
             labels = metadata.get("labels") or {}
-            if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or labels.get(RUNTIME_CREDENTIALS_LABEL) != "true":
-                raise KubeError(
-                    f"Secret {namespace}/{name} exists and is not the runtime's credentials", status=409
+            if (
+                labels.get(MANAGED_BY_LABEL) != MANAGED_BY
+                or labels.get(RUNTIME_CREDENTIALS_LABEL) != RUNTIME_CREDENTIALS_VALUE
+            ):
+                raise KubeConflictError(
+                    f"Secret {namespace}/{name} exists and is not the runtime's credentials"
                 )
             data = decode_secret_data(current)
             annotations = metadata.get("annotations") or {}
@@ -244,9 +261,7 @@ class Reconciler:
         if current is None:
             try:
                 await self.kube.create_secret(namespace, body)
-            except KubeError as exc:
-                if exc.status != 409:
-                    raise
+            except KubeConflictError:
                 await self.kube.replace_secret(namespace, name, body)  # created meanwhile: converge
         else:
             body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
@@ -261,7 +276,7 @@ class Reconciler:
         return True
 
     async def _runtime_token(self, scope: tuple[str, ...]) -> str:
-        token = await self.admin.mint_scope_token(scope, "rw")
+        token = await self.admin.mint_scope_token(scope, Access.READ_WRITE)
         if token:
             return token
         # A server without a signing key (the chart's tursoServer.auth.scopedTokens=false, an
@@ -280,6 +295,10 @@ class Reconciler:
         status.fields["database"] = desired.database
         status.not_ready(patch, Reason.RESERVED_DATABASE, message, Phase.FAILED)
 
+    def invalid(self, body: kopf.Body, patch: kopf.Patch, message: str) -> None:
+        """The spec cannot be reconciled (validation bypassed): ``Ready=False/InvalidSpec``, Failed."""
+        StatusPatch.start(body).not_ready(patch, Reason.INVALID_SPEC, message, Phase.FAILED)
+
     def conflict(self, desired: DesiredNamespace, body: kopf.Body, patch: kopf.Patch, owner: str) -> None:
         """Another, older resource owns this database: say so and touch nothing."""
         status = StatusPatch.start(body)
@@ -289,7 +308,7 @@ class Reconciler:
 
     async def finalize(self, desired: DesiredNamespace, *, archive: bool = True) -> None:
         """On delete: archive (or retain) the database, and always remove the Secret."""
-        if archive and desired.deletion_policy == "Archive":
+        if archive and desired.deletion_policy == DeletionPolicy.ARCHIVE:
             archived = await self.admin.delete(desired.database)
             log.info("database %s %s", desired.database, "archived" if archived else "was already gone")
         current = await self.kube.get_secret(desired.namespace, desired.secret_name)
@@ -300,7 +319,7 @@ class Reconciler:
 def _keep_reason(status: StatusPatch, type_: str, default: str) -> str:
     """Keep ``Recreated`` visible once set, instead of flipping back on the next pass."""
     for condition in status.conditions:
-        if condition.get("type") == type_ and condition.get("status") == "True":
+        if condition.get("type") == type_ and condition.get("status") == ConditionStatus.TRUE:
             return str(condition.get("reason") or default)
     return default
 

@@ -15,7 +15,8 @@ import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
-from ._config import LOG_FORMATS, LOG_LEVELS, SETTINGS, SETTINGS_BY_ENV, OperatorConfig, OperatorConfigError
+from ._config import LOG_FORMATS, LOG_LEVELS, SETTINGS, SETTINGS_BY_ENV, OperatorConfig
+from ._errors import OperatorConfigError
 from ._logging import configure_logging
 
 PROG = "buntime-operator"
@@ -115,9 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import kopf
 
-    from . import _handlers  # noqa: F401 - registers the handlers with kopf
+    from ._handlers import build_registry, operator_memo
 
     kopf.run(
+        registry=build_registry(config),
+        memo=operator_memo(config),
         standalone=True,
         clusterwide=not config.watch_namespaces,
         namespaces=list(config.watch_namespaces),

@@ -9,6 +9,9 @@ missing NetworkPolicy or securityContext, generated tokens).
 from __future__ import annotations
 
 import base64
+import urllib.error
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -33,6 +36,7 @@ from tests.chart.rendering import (
     render,
     set_flags,
 )
+from tests.support.tursoserver import TursoServer
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Pod", "Job")
 #: The runtime's scoped tokens, in a Secret the operator writes (Helm never renders it).
@@ -627,8 +631,9 @@ def test_prometheus_monitors_only_when_asked_and_they_select_the_right_pods() ->
     on = {"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.labels.release": "kube-prom"}
     local = render(on)
     assert find(local, "PodMonitor") == [], "no operator, no PodMonitor"
+    assert [m["metadata"]["name"] for m in find(local, "ServiceMonitor")] == [RELEASE], "no turso-server"
     docs = render({**on, "tursoServer.enabled": "true", "metrics.serviceMonitor.interval": "15s"})
-    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service", RELEASE)
+    monitor, service = one(docs, "ServiceMonitor", RELEASE), one(docs, "Service", RELEASE)
     assert monitor["metadata"]["labels"]["release"] == "kube-prom"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
@@ -641,3 +646,90 @@ def test_prometheus_monitors_only_when_asked_and_they_select_the_right_pods() ->
     assert ports["metrics"] == 9090  # the operator's TURSO_METRICS_PORT default
     with pytest.raises(HelmError):
         render({**on, "metrics.serviceMonitor.interval": "soon"})
+
+
+def test_the_turso_server_monitor_scrapes_the_admin_port_with_the_metrics_secret() -> None:
+    """turso-server's /metrics wants TURSO_METRICS_TOKEN: Prometheus reads it from the Secret."""
+    on = {
+        "tursoServer.enabled": "true",
+        "metrics.serviceMonitor.enabled": "true",
+        "metrics.serviceMonitor.labels.release": "kube-prom",
+        "metrics.serviceMonitor.interval": "20s",
+        "tursoServer.auth.metricsToken": "scrape-me-please-0123456789",
+    }
+    docs = render(on)
+    monitor = one(docs, "ServiceMonitor", f"{RELEASE}-turso")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prom"
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/component"] == "turso-server"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {
+        "port": "admin",
+        "path": "/metrics",
+        "interval": "20s",
+        "authorization": {
+            "type": "Bearer",
+            "credentials": {"name": f"{RELEASE}-turso-metrics", "key": "token"},
+        },
+    }
+    # The Secret it names holds the token the server reads as TURSO_METRICS_TOKEN.
+    token = decoded(one(docs, "Secret", f"{RELEASE}-turso-metrics"))["token"]
+    server = containers(one(docs, "StatefulSet", f"{RELEASE}-turso"))[0]
+    assert container_env(server, EnvSources(docs))["TURSO_METRICS_TOKEN"] == token
+    # The selector picks turso-server's Services, and of them only the admin one has the port.
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [s for s in find(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert sorted(s["metadata"]["name"] for s in services) == [f"{RELEASE}-turso", f"{RELEASE}-turso-admin"]
+    with_port = [
+        s["metadata"]["name"] for s in services if "admin" in {p["name"] for p in s["spec"]["ports"]}
+    ]
+    assert with_port == [f"{RELEASE}-turso-admin"]
+    statefulset = one(docs, "StatefulSet", f"{RELEASE}-turso")
+    assert selector.items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+    # The token itself is in no other object: not the monitor, not a ConfigMap, not the values.
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            assert "scrape-me-please-0123456789" not in yaml.safe_dump(doc), (
+                doc["kind"],
+                doc["metadata"]["name"],
+            )
+    assert "scrape-me-please" not in yaml.safe_dump(monitor)
+    # The admin port stays fenced to the operator; extraAdminFrom lets the Prometheus pods in.
+    prom = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    peer = r"tursoServer.networkPolicy.extraAdminFrom[0].namespaceSelector.matchLabels"
+    opened = render({**on, rf"{peer}.kubernetes\.io/metadata\.name": "monitoring"})
+    admin_rule = one(opened, "NetworkPolicy")["spec"]["ingress"][1]
+    assert prom in admin_rule["from"]
+
+
+def test_the_turso_server_monitor_credentials_open_the_real_metrics_endpoint(tmp_path: Path) -> None:
+    """What Prometheus would send (the Secret key the monitor names) against a real turso-server
+    started with the env the StatefulSet gets: 200 on /metrics, 403 on every other admin route."""
+    docs = render({"tursoServer.enabled": "true", "metrics.serviceMonitor.enabled": "true"})
+    (endpoint,) = one(docs, "ServiceMonitor", f"{RELEASE}-turso")["spec"]["endpoints"]
+    ref = endpoint["authorization"]["credentials"]
+    token = decoded(one(docs, "Secret", ref["name"]))[ref["key"]]
+    server_env = container_env(containers(one(docs, "StatefulSet", f"{RELEASE}-turso"))[0], EnvSources(docs))
+    server = TursoServer(
+        tmp_path / "data", extra_env={"TURSO_METRICS_TOKEN": server_env["TURSO_METRICS_TOKEN"]}
+    )
+    server.start()
+    try:
+
+        def get(path: str, bearer: str) -> int:
+            request = urllib.request.Request(
+                f"{server.admin_url}{path}", headers={"Authorization": f"Bearer {bearer}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    assert "turso_server_admin_requests_total" in resp.read().decode()
+                    return int(resp.status)
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    return int(exc.code)
+
+        assert get(endpoint["path"], token) == 200
+        assert get("/v1/namespaces", token) == 403
+        assert get(endpoint["path"], "not-the-token") == 401
+    finally:
+        server.stop()

@@ -109,7 +109,7 @@ def test_string_options_substitute_variables_and_lists_join_with_commas() -> Non
         ({"T_COUNT": "many"}, "T_COUNT must be a whole number"),
         ({"T_MODE": "c"}, "T_MODE must be one of a, b (got 'c')"),
         ({"T_MODE": "A"}, "T_MODE must be one of a, b (got 'A')"),  # exact, like the chart's enum
-        ({"T_FLAG": "yes"}, "T_FLAG must be true or false (got 'yes')"),
+        ({"T_FLAG": "maybe"}, "T_FLAG must be true or false (got 'maybe')"),
         ({"T_URL": "ftp://x"}, "T_URL must match"),
         ({"T_RULES": "[{"}, "T_RULES must be a JSON array"),
         ({"T_RULES": '{"a": 1}'}, "T_RULES must be a list (got dict)"),

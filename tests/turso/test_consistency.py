@@ -246,3 +246,41 @@ async def test_a_server_restart_while_a_pod_holds_the_lease_costs_one_rerun(
         {"who": "before"},
         {"who": "after"},
     ]
+
+
+async def test_a_callback_that_breaks_the_savepoint_costs_only_its_own_transaction(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """Each transaction is a savepoint of the group waiting for the next push; its RELEASE runs
+    after the caller moved on. A callback that releases it early makes that RELEASE fail: the group
+    is rolled back, its push fails, every other transaction in it runs again and lands, and the
+    hostile one never commits."""
+    a = pod(server, tmp_path, "a")
+    try:
+        await schema(a)
+
+        async def hostile(db: Database) -> None:
+            await db.run("INSERT INTO t(who) VALUES ('hostile')")
+            await db.run("RELEASE buntime_tx")
+
+        async def writer(k: int) -> None:
+            for i in range(5):
+                await a.transaction(
+                    lambda db, v=f"w{k}-{i}": db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS
+                )
+
+        outcomes = await asyncio.gather(
+            a.transaction(hostile, namespace=NS, max_retries=2),
+            *(writer(k) for k in range(4)),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[0], TursoBusyError), outcomes[0]
+        assert outcomes[0].code == "TURSO_GROUP_ROLLED_BACK"
+        assert outcomes[1:] == [None] * 4
+        local = await (await a.connect(NS)).all("SELECT who FROM t")
+    finally:
+        await a.aclose()
+    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
+    expected = sorted(f"w{k}-{i}" for k in range(4) for i in range(5))
+    assert sorted(r["who"] for r in rows) == expected
+    assert sorted(r["who"] for r in local) == expected

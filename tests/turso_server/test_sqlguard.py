@@ -67,6 +67,7 @@ ALLOWED_SQL = [
     ";;",
     "-- only a comment",
     "SELECT 'unterminated",
+    "SELECT * FROM turso_sync_last_change_id",  # the sync cursors may be read, never written
 ]
 
 FORBIDDEN_SQL = {
@@ -105,6 +106,18 @@ FORBIDDEN_SQL = {
     "quoted unknown pragma": 'PRAGMA "data_store_directory"',
     "pragma table": "SELECT * FROM pragma_vdbe_trace",
     "pragma table as a string": "SELECT * FROM 'pragma_wal_checkpoint'",
+    # The sync client's cursor table: only its own exact statements write it (``_cursors``).
+    "cursor update": "UPDATE turso_sync_last_change_id SET change_id = 0",
+    "cursor delete": "DELETE FROM turso_sync_last_change_id",
+    "cursor other upsert": "INSERT OR REPLACE INTO turso_sync_last_change_id VALUES ('c', 0, 99)",
+    "cursor quoted": 'DROP TABLE "turso_sync_last_change_id"',
+    "cursor bracketed with schema": "INSERT INTO main.[turso_sync_last_change_id] VALUES ('c', 0, 1)",
+    "cursor upper case": "DELETE FROM TURSO_SYNC_LAST_CHANGE_ID",
+    "cursor in a trigger": (
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE turso_sync_last_change_id SET change_id = 0; END"
+    ),
+    "cursor in a view": "CREATE VIEW v AS SELECT * FROM turso_sync_last_change_id",
+    "cursor renamed": "ALTER TABLE turso_sync_last_change_id RENAME TO x",
 }
 
 

@@ -15,7 +15,8 @@ from turso_server import ConfigError, ScopedTokens, StateError, load_config, par
 from turso_server._auth import Access, DataAuth
 from turso_server._confine import landlock_abi
 from turso_server._errors import ForbiddenError, InvalidNamespaceError, UnauthorizedError
-from turso_server._gc import GcPolicy, GcReason, archive_reason, parse_archive_stamp
+from turso_server._gc import GcPolicy, GcReason, archive_reason
+from turso_server._layout import parse_archive_stamp
 from turso_server._proxy import split_target
 from turso_server._state import NamespaceRecord, Origin, StateStore, parse_timestamp
 

@@ -20,11 +20,13 @@ from . import _admin, _proxy
 from ._auth import AdminAuth, DataAuth, ScopedTokens
 from ._backup import Backups
 from ._config import ServerConfig
+from ._cursors import PushCursors
 from ._gc import GarbageCollector, GcPolicy
 from ._http import (
     ADMIN_AUTH,
     BACKUPS,
     CONFIG,
+    CURSORS,
     DATA_AUTH,
     GC,
     LEASES,
@@ -42,7 +44,7 @@ from ._http import (
 from ._leases import LeaseTable
 from ._logging import get_logger
 from ._metrics import Metrics
-from ._spool import SPOOL_DIR_NAME, SpoolBudget
+from ._spool import SpoolBudget
 from ._state import StateStore
 from ._supervisor import Supervisor
 
@@ -85,11 +87,12 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
         app[LEASES] = leases
     data_app[DATA_AUTH] = DataAuth(config.auth_token, scoped)
     data_app[GC] = gc
+    data_app[CURSORS] = PushCursors(enabled=config.push_cursors)
     data_app[SPOOL] = SpoolBudget(
-        config.data_dir / SPOOL_DIR_NAME, memory=config.spool_memory, disk=config.spool_disk
+        supervisor.layout.spool_dir, memory=config.spool_memory, disk=config.spool_disk
     )
     admin_app[ADMIN_AUTH] = AdminAuth(config.admin_token, metrics_token=config.metrics_token)
-    admin_app[BACKUPS] = Backups(config.data_dir, supervisor, timeout=config.upstream_timeout)
+    admin_app[BACKUPS] = Backups(supervisor, timeout=config.upstream_timeout)
 
     data_app.cleanup_ctx.extend([_state_ctx, _supervisor_ctx, _restore_and_gc_ctx])
     admin_app.cleanup_ctx.append(_backup_ctx)

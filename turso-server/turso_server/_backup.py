@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import BackupError, UpstreamError
+from ._layout import DataLayout, archive_stamp
 from ._logging import get_logger
 from ._names import validate_name
 from ._state import utcnow
-from ._supervisor import ARCHIVE_STAMP_FORMAT, Supervisor
+from ._supervisor import Supervisor
 from ._upstream import exchange
 from ._warm import WarmConnections
 
-LEGACY_BACKUP_DIR_NAME = "_backups"  # before per-namespace directories; removed at startup
 PIPELINE_ROUTE = "/v2/pipeline"
 JSON_CONTENT_TYPE = "application/json"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -63,7 +63,7 @@ class Backups:
 
     Usage::
 
-        backups = Backups(data_dir, supervisor, timeout=1800)
+        backups = Backups(supervisor, timeout=1800)
         await backups.start()                              # removes leftovers of a crash
         snapshot = await backups.snapshot("app")           # 404/503/500 errors before any byte
         try: ...stream snapshot.path...
@@ -71,14 +71,13 @@ class Backups:
 
     Parameters:
 
-    * ``data_dir`` - the server's data directory.
     * ``supervisor`` - for a lease on the namespace's child port.
     * ``timeout`` - ceiling for the ``VACUUM INTO`` request in seconds; ``0`` means none.
     """
 
-    def __init__(self, data_dir: Path, supervisor: Supervisor, *, timeout: float) -> None:
-        self.legacy_directory = data_dir / LEGACY_BACKUP_DIR_NAME
+    def __init__(self, supervisor: Supervisor, *, timeout: float) -> None:
         self._supervisor = supervisor
+        self._layout: DataLayout = supervisor.layout
         self._timeout = timeout or None
 
     async def start(self) -> None:
@@ -86,14 +85,14 @@ class Backups:
 
     async def snapshot(self, name: str) -> Snapshot:
         validate_name(name)
-        stamp = utcnow().strftime(ARCHIVE_STAMP_FORMAT)
+        stamp = archive_stamp(utcnow())
         workdir: Path | None = None
         try:
             async with self._supervisor.lease(name) as warm:
                 # The child is running, so its directory (and backups/) exists.
                 workdir = Path(
                     await asyncio.to_thread(
-                        tempfile.mkdtemp, prefix=f"{name}-{stamp}-", dir=self._supervisor.backups_dir(name)
+                        tempfile.mkdtemp, prefix=f"{name}-{stamp}-", dir=self._layout.backups_dir(name)
                     )
                 )
                 dest = workdir / f"{name}.db"
@@ -140,10 +139,7 @@ class Backups:
             raise BackupError(f"VACUUM INTO failed: {error.get('message')} ({error.get('code')})")
 
     def _reset_directory(self) -> None:
-        leftovers = sorted(self._supervisor.namespaces_dir.glob("*/backups/*"))
-        if self.legacy_directory.exists():
-            leftovers.append(self.legacy_directory)
-        for leftover in leftovers:
+        for leftover in self._layout.backup_leftovers():
             log.warning("removing leftover backup", extra={"path": str(leftover)})
             if leftover.is_dir():
                 shutil.rmtree(leftover, ignore_errors=True)

@@ -160,6 +160,13 @@ SETTINGS: tuple[Setting, ...] = (
         Kind.DURATION,
     ),
     Setting(
+        "TURSO_PUSH_CURSORS",
+        "--push-cursors",
+        "true",
+        "answer a sync client's cursor read from what tursodb last reported (one request per push)",
+        Kind.BOOL,
+    ),
+    Setting(
         "TURSO_CLIENT_RECEIVE_TIMEOUT",
         "--client-receive-timeout",
         "5m",
@@ -272,6 +279,7 @@ class ServerConfig:
     upstream_timeout: float
     lease_ttl: float
     lease_wait: float
+    push_cursors: bool
     client_receive_timeout: float
     client_send_timeout: float
     spool_memory: int
@@ -365,6 +373,7 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         upstream_timeout=get("TURSO_UPSTREAM_TIMEOUT", _duration),
         lease_ttl=get("TURSO_LEASE_TTL", _duration),
         lease_wait=get("TURSO_LEASE_WAIT", _duration),
+        push_cursors=get("TURSO_PUSH_CURSORS", _bool),
         client_receive_timeout=get("TURSO_CLIENT_RECEIVE_TIMEOUT", _duration),
         client_send_timeout=get("TURSO_CLIENT_SEND_TIMEOUT", _duration),
         spool_memory=get("TURSO_SPOOL_MEMORY", _bytes),

@@ -12,10 +12,9 @@ is logged and retried next time, never fatal. Started by ``_app`` after the rest
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -24,9 +23,7 @@ from ._errors import ApiError
 from ._logging import get_logger
 from ._metrics import Metrics
 from ._state import NamespaceRecord, Origin, StateStore, utcnow
-from ._supervisor import ARCHIVE_STAMP_FORMAT, Supervisor
-
-_ARCHIVE_NAME = re.compile(r"^(?P<name>.+)\.(?P<stamp>\d{8}T\d{6}Z)(?:-\d+)?$")
+from ._supervisor import Supervisor
 
 log = get_logger("gc")
 
@@ -67,17 +64,6 @@ def archive_reason(record: NamespaceRecord, now: datetime, policy: GcPolicy) -> 
     if record.origin is Origin.AUTO and policy.auto_idle > 0 and idle > policy.auto_idle:
         return GcReason.AUTO_IDLE
     return None
-
-
-def parse_archive_stamp(dirname: str) -> datetime | None:
-    """The UTC time in ``<name>.<YYYYMMDDTHHMMSSZ>[-n]``, or ``None`` when it does not parse."""
-    match = _ARCHIVE_NAME.match(dirname)
-    if match is None:
-        return None
-    try:
-        return datetime.strptime(match.group("stamp"), ARCHIVE_STAMP_FORMAT).replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 class GarbageCollector:
@@ -159,13 +145,7 @@ class GarbageCollector:
 
     def _purge_archives(self, now: datetime) -> list[Path]:
         purged: list[Path] = []
-        archive_dir = self._supervisor.archive_dir
-        if not archive_dir.is_dir():
-            return purged
-        for entry in sorted(archive_dir.iterdir()):
-            stamp = parse_archive_stamp(entry.name)
-            if stamp is None or not entry.is_dir() or entry.is_symlink():
-                continue
+        for entry, stamp in self._supervisor.layout.archives():
             if (now - stamp).total_seconds() > self._policy.archive_retention:
                 shutil.rmtree(entry, ignore_errors=True)
                 purged.append(entry)

@@ -36,6 +36,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from ._auth import AdminAuth, DataAuth, ScopedTokens
 from ._backup import Backups
 from ._config import ServerConfig
+from ._cursors import PushCursors
 from ._errors import ApiError, ClientClosedError, MalformedRequestError, RequestTimeoutError
 from ._gc import GarbageCollector
 from ._leases import LeaseTable
@@ -88,6 +89,7 @@ METRICS = web.AppKey("metrics", Metrics)
 READINESS = web.AppKey("readiness", Readiness)
 GC = web.AppKey("gc", GarbageCollector)
 LEASES = web.AppKey("leases", LeaseTable)
+CURSORS = web.AppKey("cursors", PushCursors)
 BACKUPS = web.AppKey("backups", Backups)
 DATA_AUTH = web.AppKey("data_auth", DataAuth)
 ADMIN_AUTH = web.AppKey("admin_auth", AdminAuth)

@@ -62,6 +62,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.cursor_reads = Counter(
+            "turso_server_push_cursor_reads",
+            "Sync clients' cursor reads, answered from memory (hit) or by tursodb (miss).",
+            ["result"],
+            registry=self.registry,
+        )
         self.child_restarts = Counter(
             "turso_server_child_restarts",
             "tursodb children restarted after an unexpected exit.",

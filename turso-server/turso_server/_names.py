@@ -1,12 +1,13 @@
 """Namespace name validation: the one gate between a URL segment and a path under the data dir.
 
-Names become file names (``<data_dir>/<name>.db``), so only ``^[a-z0-9][a-z0-9_-]{0,62}$`` passes:
-no dots, slashes, percent signs or non-ASCII, hence no traversal and no collision with the server's
-own entries (``_state/``, ``_backups/``, ``archive/``). A leading ``_`` is reserved for those, and
-``healthz``/``readyz`` are reserved because the bare paths are the probes (upstream let the name
-through and then routed ``/healthz`` and ``/healthz/x`` differently). The data proxy validates the
-*raw* (still percent-encoded) segment, so ``%2e%2e`` or ``%2f`` never decode into something that
-passes. Called by ``_proxy``, ``_admin``, ``_state`` (loading) and ``_supervisor``.
+Names become file names (``namespaces/<name>/<name>.db``, see ``_layout``), so only
+``^[a-z0-9][a-z0-9_-]{0,62}$`` passes: no dots, slashes, percent signs or non-ASCII, hence no
+traversal and no collision with the server's own entries (``_state/``, ``_spool/``,
+``archive/``). A leading ``_`` is reserved for those, and ``healthz``/``readyz`` are reserved
+because the bare paths are the probes (upstream let the name through and then routed
+``/healthz`` and ``/healthz/x`` differently). The data proxy validates the *raw* (still
+percent-encoded) segment, so ``%2e%2e`` or ``%2f`` never decode into something that passes.
+Called by ``_proxy``, ``_admin``, ``_state`` (loading), ``_layout`` and ``_supervisor``.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from ._auth import DataAuth
+from ._cursors import CursorRead, CursorWrite, all_steps_ran, classify, read_reply, read_rows
+from ._cursors import Kind as CursorKind
 from ._errors import (
     InvalidBodyError,
     InvalidPipelineError,
@@ -47,6 +49,7 @@ from ._errors import (
 )
 from ._http import (
     CONFIG,
+    CURSORS,
     DATA_AUTH,
     LEASES,
     METRICS,
@@ -241,7 +244,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         route = ROUTE_LABELS.get(rest, OTHER_ROUTE)
         DataAuth.authorize(principal, name, request.method, rest)
         body = await read_body(request, timeout=app[CONFIG].client_receive_timeout or None)
-        check_request(rest, body)  # the SQL guard: refuses before anything is forwarded
+        checked = check_request(rest, body)  # the SQL guard: refuses before anything is forwarded
+        cursor = None
+        if checked is not None and app[CURSORS].enabled:
+            cursor = classify(checked.document, checked.texts)
         target = f"{rest}?{query}" if query else rest
         resendable = request.method in READ_ONLY_METHODS or rest in READ_ONLY_ROUTES
         leases, writes = app[LEASES], rest == PIPELINE_ROUTE
@@ -249,10 +255,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         # the client after it is released, so a slow client never holds the namespace's lease.
         if token is not None:
             async with leases.use(name, token, write=writes):
-                reply = await _forward(request, name, target, body, resendable=resendable)
+                reply = await _forward(request, name, target, body, resendable=resendable, cursor=cursor)
         elif writes:
             async with leases.implicit(name, wait=app[CONFIG].lease_wait):
-                reply = await _forward(request, name, target, body, resendable=resendable)
+                reply = await _forward(request, name, target, body, resendable=resendable, cursor=cursor)
         else:
             reply = await _forward(request, name, target, body, resendable=resendable)
         if writes and _unparsed_pipeline(reply):
@@ -280,7 +286,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
 
 
 async def _forward(
-    request: web.Request, name: str, target: str, body: bytes, *, resendable: bool
+    request: web.Request,
+    name: str,
+    target: str,
+    body: bytes,
+    *,
+    resendable: bool,
+    cursor: CursorKind = None,
 ) -> SpooledReply:
     """Lease the child and exchange; resend while the child is down and resending is safe."""
     app = request.app
@@ -292,7 +304,9 @@ async def _forward(
         async with supervisor.lease(name, provision=provision, timeout=remaining) as warm:
             store.touch(name)
             try:
-                return await _exchange(request, warm, name, target, body)
+                if cursor is None:
+                    return await _exchange(request, warm, name, target, body)
+                return await _cursor_exchange(request, warm, name, target, body, cursor=cursor)
             except UpstreamConnectError as exc:
                 # Nothing reached the child (it just died); wait for its restart and resend.
                 reason = exc.detail
@@ -303,6 +317,52 @@ async def _forward(
         if time.monotonic() >= deadline:
             raise UnavailableError(f"namespace {name!r} is not accepting connections ({reason})")
         await asyncio.sleep(RECONNECT_DELAY)
+
+
+async def _cursor_exchange(
+    request: web.Request, warm: WarmConnections, name: str, target: str, body: bytes, *, cursor: CursorKind
+) -> SpooledReply:
+    """An exchange that reads or may write a sync client's cursor row (``_cursors``)."""
+    cursors, metrics = request.app[CURSORS], request.app[METRICS]
+    if isinstance(cursor, CursorRead):
+        rows = cursors.lookup(name, warm, cursor.client)
+        if rows is not None:
+            metrics.cursor_reads.labels("hit").inc()
+            return await _memory_reply(request.app[SPOOL], read_reply(rows))
+        metrics.cursor_reads.labels("miss").inc()
+        generation = cursors.generation(name, warm)
+        reply = await _exchange(request, warm, name, target, body)
+        learned = read_rows(reply.body.body()) if reply.status == 200 and reply.body.in_memory else None
+        if learned is not None:
+            cursors.learned(name, warm, cursor.client, learned, generation)
+        return reply
+    client = cursor.client if isinstance(cursor, CursorWrite) else None
+    cursors.change_started(name, warm, client)
+    row = None
+    try:
+        reply = await _exchange(request, warm, name, target, body)
+        if (
+            isinstance(cursor, CursorWrite)
+            and reply.status == 200
+            and reply.body.in_memory
+            and all_steps_ran(reply.body.body(), cursor.steps)
+        ):
+            row = cursor.row
+        return reply
+    finally:
+        cursors.change_finished(name, warm, client, row)
+
+
+async def _memory_reply(budget: SpoolBudget, payload: bytes) -> SpooledReply:
+    spool = budget.spool(expected=len(payload))
+    try:
+        await spool.write(payload)
+        await spool.finish()
+    except BaseException:
+        await spool.aclose()
+        raise
+    headers = CIMultiDict({hdrs.CONTENT_TYPE: "application/json"})
+    return SpooledReply(200, "OK", headers, spool)
 
 
 @dataclass

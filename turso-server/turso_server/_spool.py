@@ -26,7 +26,6 @@ from typing import IO
 
 from ._errors import SpoolFullError
 
-SPOOL_DIR_NAME = "_spool"
 REPLY_MEMORY = 1 << 20  # a reply up to this size stays in memory while the memory share lasts
 FILE_BLOCK = 1 << 20  # memory chunks are written to the file in blocks of about this size
 READ_BLOCK = 256 * 1024
@@ -37,7 +36,7 @@ class SpoolBudget:
 
     Usage::
 
-        budget = SpoolBudget(data_dir / "_spool", memory=64 << 20, disk=1 << 30)
+        budget = SpoolBudget(layout.spool_dir, memory=64 << 20, disk=1 << 30)
         spool = budget.spool(expected=content_length)   # SpoolFullError when it cannot fit
         await spool.write(chunk)
         async for block in spool.chunks(): ...

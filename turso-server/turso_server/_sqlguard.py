@@ -47,8 +47,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from ._cursors import CREATE_SQL, CURSOR_TABLE, READ_SQL, UPSERT_SQL
 from ._errors import InvalidPipelineError, StatementForbiddenError
 
 PIPELINE_ROUTE = "/v2/pipeline"
@@ -143,23 +145,37 @@ PRAGMA_TABLE_PREFIX = "pragma_"
 SQL_TEXT_REQUESTS = frozenset({"store_sql", "sequence", "describe"})
 NO_SQL_REQUESTS = frozenset({"close", "close_sql", "get_autocommit"})
 
+# The sync client's cursor table (see ``_cursors``): its exact statements pass; any other statement
+# naming it must be a SELECT, so the server always knows what the table holds.
+SYNC_CURSOR_TABLE = CURSOR_TABLE
+SYNC_CLIENT_TEXTS = frozenset({READ_SQL, CREATE_SQL, UPSERT_SQL})
+
 Token = tuple[str, str]
 ALLOWED_CACHE_SIZE = 4096
 ALLOWED_CACHE_TEXT_LIMIT = 4096
 _allowed: set[str] = set()
 
 
-def check_request(rest: str, body: bytes) -> None:
+@dataclass(frozen=True)
+class CheckedPipeline:
+    """A pipeline the guard let through: its parsed body and every SQL text in it."""
+
+    document: dict[str, Any]
+    texts: list[str]
+
+
+def check_request(rest: str, body: bytes) -> CheckedPipeline | None:
     """Check a data-port request for ``/<ns><rest>``; only the pipeline route carries SQL.
 
     ``/pull-updates`` carries a protobuf whose one string field that could hold a query
     (``server_query_selector``) tursodb 0.7.0 never reads.
     """
     if rest == PIPELINE_ROUTE:
-        check_pipeline(body)
+        return check_pipeline(body)
+    return None
 
 
-def check_pipeline(body: bytes) -> None:
+def check_pipeline(body: bytes) -> CheckedPipeline:
     """Raise unless every SQL text in the Hrana pipeline ``body`` stays inside its database."""
     try:
         document = json.loads(
@@ -171,8 +187,10 @@ def check_pipeline(body: bytes) -> None:
     requests = root.get("requests")
     if not isinstance(requests, list):
         raise InvalidPipelineError("body.requests must be a list")
+    texts: list[str] = []
     for index, request in enumerate(requests):
-        _check_stream_request(request, f"requests[{index}]")
+        _check_stream_request(request, f"requests[{index}]", texts)
+    return CheckedPipeline(root, texts)
 
 
 def check_sql(sql: str, where: str = "sql") -> None:
@@ -181,7 +199,7 @@ def check_sql(sql: str, where: str = "sql") -> None:
     Texts already found harmless are remembered (the sync client pushes the same parameterised
     statements over and over); a refusal is never cached, so its detail always names ``where``.
     """
-    if sql in _allowed:
+    if sql in _allowed or sql in SYNC_CLIENT_TEXTS:
         return
     for statement in split_statements(tokenize(sql)):
         _check_statement(statement, where)
@@ -236,11 +254,11 @@ def name_of(token: Token) -> str | None:
 # --- internals -------------------------------------------------------------------------------------
 
 
-def _check_stream_request(request: object, where: str) -> None:
+def _check_stream_request(request: object, where: str, texts: list[str]) -> None:
     entry = _expect_object(request, where)
     kind = entry.get("type")
     if kind == "execute":
-        _check_stmt(entry.get("stmt"), f"{where}.stmt")
+        _check_stmt(entry.get("stmt"), f"{where}.stmt", texts)
     elif kind == "batch":
         batch = _expect_object(entry.get("batch"), f"{where}.batch")
         steps = batch.get("steps")
@@ -248,24 +266,29 @@ def _check_stream_request(request: object, where: str) -> None:
             raise InvalidPipelineError(f"{where}.batch.steps must be a list")
         for index, step in enumerate(steps):
             step_where = f"{where}.batch.steps[{index}]"
-            _check_stmt(_expect_object(step, step_where).get("stmt"), f"{step_where}.stmt")
+            _check_stmt(_expect_object(step, step_where).get("stmt"), f"{step_where}.stmt", texts)
     elif kind in SQL_TEXT_REQUESTS:
-        _check_text(entry.get("sql"), f"{where}.sql")
+        _check_text(entry.get("sql"), f"{where}.sql", texts)
     elif kind not in NO_SQL_REQUESTS:
         raise InvalidPipelineError(f"{where}.type {kind!r} is not a known Hrana request type")
 
 
-def _check_stmt(stmt: object, where: str) -> None:
-    # A statement by ``sql_id`` runs a text stored by ``store_sql``, which was checked when stored.
-    _check_text(_expect_object(stmt, where).get("sql"), f"{where}.sql")
+def _check_stmt(stmt: object, where: str, texts: list[str]) -> None:
+    # A statement by ``sql_id`` runs a text stored by ``store_sql``, which was checked when stored;
+    # what it does is unknown here, so it counts as naming the sync cursor table.
+    body = _expect_object(stmt, where)
+    if body.get("sql_id") is not None:
+        texts.append(SYNC_CURSOR_TABLE)
+    _check_text(body.get("sql"), f"{where}.sql", texts)
 
 
-def _check_text(sql: object, where: str) -> None:
+def _check_text(sql: object, where: str, texts: list[str]) -> None:
     if sql is None:
         return
     if not isinstance(sql, str):
         raise InvalidPipelineError(f"{where} must be a string")
     check_sql(sql, where)
+    texts.append(sql)
 
 
 def _check_statement(tokens: list[Token], where: str) -> None:
@@ -285,6 +308,8 @@ def _check_statement(tokens: list[Token], where: str) -> None:
     if start >= len(tokens) or tokens[start][0] != _WORD:
         return  # not a keyword: a syntax error for tursodb, which reports it
     keyword = tokens[start][1].lower()
+    if keyword != "select" and any(name_of(token) == SYNC_CURSOR_TABLE for token in tokens):
+        _refuse(where, f"{SYNC_CURSOR_TABLE} is the sync engine's bookkeeping: only its client writes it")
     if keyword not in KEYWORDS:
         return
     if keyword not in ALLOWED_STATEMENTS:

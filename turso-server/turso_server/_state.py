@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import NamespaceNotFoundError, StateError
+from ._layout import DataLayout
 from ._logging import get_logger
 from ._names import is_valid_name
 
-STATE_DIR_NAME = "_state"
-STATE_FILE_NAME = "namespaces.json"
 STATE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 _TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
@@ -125,8 +124,9 @@ class StateStore:
     """
 
     def __init__(self, data_dir: Path, *, flush_interval: float) -> None:
-        self.state_dir = data_dir / STATE_DIR_NAME
-        self.path = self.state_dir / STATE_FILE_NAME
+        layout = DataLayout(data_dir)
+        self.state_dir = layout.state_dir
+        self.path = layout.state_file
         self._flush_interval = flush_interval
         self._records: dict[str, NamespaceRecord] = {}
         self._generation = 0

@@ -48,6 +48,9 @@ Source = Literal["env", "option", "default"]
 ZERO_DURATION_PATTERN = r"^(0+(\.0+)?|(0+(\.0+)?(ms|d|h|m|s))+)$"
 
 _VAR = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+#: What a boolean variable may say (the chart renders true/false; people also write 1, yes, on).
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _PART = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum")
@@ -157,10 +160,10 @@ class Setting:
     def _bool(self, raw: Any, where: str) -> bool:
         if isinstance(raw, bool):
             return raw
-        text = str(raw).strip().lower()
-        if text not in ("true", "false"):
+        text = raw.strip().lower() if isinstance(raw, str) else ""  # 0 or 1 from YAML is no boolean
+        if text not in _TRUE | _FALSE:
             raise self.error(f"{where} must be true or false (got {_shown(raw)})")
-        return text == "true"
+        return text in _TRUE
 
     def _int(self, raw: Any, where: str) -> int:
         if isinstance(raw, int) and not isinstance(raw, bool):

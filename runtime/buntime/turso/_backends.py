@@ -184,7 +184,7 @@ class Backend:
                 await asyncio.shield(self._engine.call(self._finish, state, "ROLLBACK"))
                 raise
             if state.conn is not None:
-                await self._engine.call(self._finish, state, "COMMIT")
+                await self._commit(state)
             durable = await self._after_commit()
         if durable is not None:
             await durable
@@ -231,6 +231,10 @@ class Backend:
                 raise
             state.conn, state.begin = conn, None
         return fn(state.conn)
+
+    async def _commit(self, state: _TxState) -> None:
+        """COMMIT a transaction of :meth:`transaction` (replicas: see ReplicaBackend)."""
+        await self._engine.call(self._finish, state, "COMMIT")
 
     def _open_tx(self, conn: Any, begin: str) -> None:
         conn.execute(begin)
@@ -318,6 +322,10 @@ LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy 
 LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
 
 
+def _total_changes(conn: Any) -> int:
+    return int(conn.execute("SELECT total_changes()").fetchone()[0])
+
+
 def _refused(exc: Exception) -> bool:
     """Whether a failed push certainly applied nothing: turso-server refused the lease (409), or
     the connection was refused (nothing was sent). Anything else may have landed."""
@@ -380,6 +388,8 @@ class ReplicaBackend(Backend):
         self._keepalive: asyncio.Task[None] | None = None
         self._yielding: asyncio.Future[None] | None = None  # set while handing the lease over
         self._group_open = False  # engine thread: the outer BEGIN of the commits not yet pushed
+        self._group_changes = 0  # engine thread: total_changes() when the group opened
+        self._group_failed: Exception | None = None  # engine thread: a RELEASE failed, group undone
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
 
@@ -752,6 +762,27 @@ class ReplicaBackend(Backend):
         return result
 
     # -- local group commit (engine thread) -----------------------------------------------------
+    async def _commit(self, state: _TxState) -> None:
+        if not self.serializable:
+            await super()._commit(state)
+            return
+        # A savepoint's RELEASE: nobody needs its reply, since the caller waits for the push
+        # anyway and the jobs run in order (the next statement, the flusher's COMMIT come after
+        # it). Should it fail, the group is rolled back and its push fails (see _release).
+        self._engine.submit(self._release_savepoint, state)
+
+    def _release_savepoint(self, state: _TxState) -> None:
+        try:
+            self._finish(state, "COMMIT")
+        except Exception as exc:
+            log.warning("Turso savepoint release failed, rolling back the group: %s", exc)
+            conn = self._conn
+            if conn is not None and conn.in_transaction:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+            self._group_open = False
+            self._group_failed = exc
+
     # Serializable writes on a replica run under the lease, one at a time on one connection, and
     # each waits for a push anyway. So they share one local transaction: the first opens it, each
     # runs in a savepoint of its own (RELEASE on success, ROLLBACK TO on error), and the flusher
@@ -760,9 +791,15 @@ class ReplicaBackend(Backend):
         if not self.serializable:
             conn.execute(begin)
             return
+        if self._group_failed is not None:
+            raise TursoBusyError(
+                "the commits waiting for a push were rolled back; this transaction runs again after them",
+                code="TURSO_GROUP_ROLLED_BACK",
+            )
         if not self._group_open:
             conn.execute("BEGIN DEFERRED")
             self._group_open = True
+            self._group_changes = _total_changes(conn)
         conn.execute(f"SAVEPOINT {_TX_SAVEPOINT}")
 
     def _finish(self, state: _TxState, verb: str) -> None:
@@ -797,7 +834,18 @@ class ReplicaBackend(Backend):
             ) from exc
 
     def _commit_group(self) -> bool:
-        """COMMIT the group (if open); return whether anything is left to push."""
+        """COMMIT the group (if open); return whether anything is left to push.
+
+        Rows changed since the group opened certainly left changes to push (a cheap counter);
+        otherwise (reads only, or DDL, which the counter does not see) the engine's stats decide.
+        A group a failed RELEASE rolled back fails its push: every caller in it runs again.
+        """
+        failed, self._group_failed = self._group_failed, None
+        if failed is not None:
+            raise TursoBusyError(
+                "a transaction of this group could not be released; the group was rolled back",
+                code="TURSO_GROUP_ROLLED_BACK",
+            ) from failed
         if self._group_open:
             conn = self._checkout()
             self._group_open = False
@@ -809,6 +857,8 @@ class ReplicaBackend(Backend):
                     with contextlib.suppress(Exception):
                         conn.execute("ROLLBACK")
                 raise
+            if _total_changes(conn) != self._group_changes:
+                return True
         return self._pending() > 0
 
     # -- sync (engine thread) -------------------------------------------------------------

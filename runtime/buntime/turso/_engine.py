@@ -78,7 +78,10 @@ class engine_errors:
         raise TursoQueryError(message, statement=self._statement) from exc
 
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+# (loop, future, fn, args); a submitted job has no loop and no future: nobody waits for it.
+_Job = tuple[
+    asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None", Callable[..., Any], tuple[Any, ...]
+]
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -95,6 +98,9 @@ class Engine(Protocol):
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T: ...
 
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        """Queue ``fn(*args)`` without waiting for it; ``fn`` handles its own errors."""
+
     async def stop(self) -> None: ...
 
 
@@ -108,6 +114,11 @@ class InlineEngine:
         if self._closed:
             raise TursoClosedError("the Turso engine is stopped", code="TURSO_CLOSED")
         return fn(*args)
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        if self._closed:
+            raise TursoClosedError("the Turso engine is stopped", code="TURSO_CLOSED")
+        fn(*args)
 
     async def stop(self) -> None:
         self._closed = True
@@ -137,6 +148,10 @@ class EngineThread:
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
             loop, fut, fn, args = job
+            if loop is None or fut is None:  # submitted: nobody waits for the result
+                with contextlib.suppress(Exception):
+                    fn(*args)
+                continue
             # A job runs even when its caller was cancelled: skipping a COMMIT or ROLLBACK would
             # strand a connection inside its transaction. Only the result is dropped.
             try:
@@ -157,6 +172,12 @@ class EngineThread:
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put((loop, fut, fn, args))
         return await fut
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        """Queue ``fn(*args)`` behind every earlier call, without a reply (``fn`` keeps its errors)."""
+        if self._closed:
+            raise TursoClosedError("the Turso engine thread is stopped", code="TURSO_CLOSED")
+        self._queue.put((None, None, fn, args))
 
     async def stop(self) -> None:
         """Finish queued work, then end the thread."""

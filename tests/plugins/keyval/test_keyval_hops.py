@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from buntime.plugins.keyval import CommitResult, IndexInfo, KeyValNotFoundError, Kv
+from buntime.plugins.keyval import CommitResult, IndexInfo, KeyValNotFoundError, Kv, KvTransaction
 from buntime.plugins.keyval._keys import encode_key
 from buntime.plugins.keyval._search import index_table_name
 from buntime.turso import Database
@@ -75,6 +75,22 @@ async def test_every_read_and_write_is_one_hop(kv: Kv, hops: Hops) -> None:
     assert await hops.of(kv.sweep_expired()) == (1, 0)
 
 
+async def test_a_transaction_is_one_hop_per_read_batch_plus_its_commit(kv: Kv, hops: Hops) -> None:
+    await kv.set(["a"], 1)
+
+    async def fn(tx: KvTransaction) -> int:
+        a, _ = await tx.get_many([["a"], ["b"]])  # one batch
+        await tx.get(["a"])  # cached: no statement
+        tx.set(["b"], a.value + 1)
+        return int(a.value)
+
+    n, result = await hops.of(kv.transaction(fn))
+    assert n == 2 and result.ok
+    fired: list[Any] = []
+    kv.add_trigger(["b"], ["set"], fired.append)  # triggers cost no statement either
+    assert (await hops.of(kv.set(["b"], 5)))[0] == 1 and len(fired) == 1
+
+
 async def test_every_queue_call_is_one_hop(kv: Kv, hops: Hops) -> None:
     n, message_id = await hops.of(kv.queue.enqueue("job", backoff_schedule=[]))
     assert n == 1
@@ -104,15 +120,15 @@ async def test_search_checks_the_index_list_against_storage(kv: Kv, hops: Hops) 
     await kv.set(["docs", 1], {"t": "hello", "u": "other"})
     info = await kv.create_index(["docs"], ["t"])
     # The list misses the index (created by another pod, no refresh yet): read it, then search.
-    kv._search.drop(info.encoded)
+    kv._search.indexes.drop(info.encoded)
     n, found = await hops.of(kv.search(["docs"], "hello"))
     assert n == 2 and [e.key for e in found] == [("docs", 1)]
     # The list has other fields than storage: storage wins (the field name is not stripped).
-    kv._search.put(IndexInfo(info.prefix, info.encoded, ("u",), info.tokenize, info.table, 0))
+    kv._search.indexes.put(IndexInfo(info.prefix, info.encoded, ("u",), info.tokenize, info.table, 0))
     assert await hops.of(kv.search(["docs"], "u:hello")) == (2, [])
     assert await kv.remove_index(["docs"]) is True
     # The list has an index whose table and row are gone: not found, as without the list.
-    kv._search.put(info)
+    kv._search.indexes.put(info)
     with pytest.raises(KeyValNotFoundError) as raised:
         await kv.search(["docs"], "hello")
     assert raised.value.code == "INDEX_NOT_FOUND"
@@ -142,7 +158,7 @@ async def test_cancelled_index_creation_keeps_the_index_list_in_step(kv: Kv) -> 
     assert task.cancelled()  # the caller saw the cancellation (the rebuild takes ~90 ms here)
     stored = [i.encoded for i in await kv.list_indexes()]
     assert stored == [encode_key(("bulk",))]  # it committed anyway: the engine cannot be interrupted
-    assert [i.encoded for i in kv._search.all] == stored  # and the list knows it
+    assert [i.encoded for i in kv._search.indexes.all] == stored  # and the list knows it
     await kv.set(["bulk", "new"], {"t": "fresh"})
     assert [e.key for e in await kv.search(["bulk"], "fresh")] == [("bulk", "new")]
-    assert index_table_name(stored[0]) == kv._search.all[0].table
+    assert index_table_name(stored[0]) == kv._search.indexes.all[0].table

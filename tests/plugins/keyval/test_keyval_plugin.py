@@ -33,7 +33,7 @@ def test_manifest_is_discovered_and_declares_its_settings() -> None:
     envs = {field.env for field in manifest.settings}
     assert {ENV_SWEEP_INTERVAL, ENV_QUEUE_LOCK_DURATION, ENV_QUEUE_CLEANUP_INTERVAL} <= envs
     for field in manifest.settings:
-        assert field.type == "duration" and field.label and field.description
+        assert field.type in ("duration", "bool") and field.label and field.description
 
 
 def test_settings_env_wins_over_options() -> None:

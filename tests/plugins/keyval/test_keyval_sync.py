@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from buntime.plugins import PluginHost
-from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, KeyValConflictError, Kv
+from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, KeyValConflictError, Kv, KvTransaction
 from buntime.plugins.keyval._keys import encode_key
 from buntime.plugins.keyval._search import index_table_name
 from buntime.turso import Database
@@ -121,7 +121,7 @@ async def test_a_write_never_misses_an_index_another_pod_just_created(
     await a.create_index(["docs"], ["t"])
     # B has not pulled, so its in-memory list has no index: the write reads the index
     # generation in its own transaction, reloads the list and writes the document with the entry.
-    assert b._search.get(encode_key(["docs"])) is None
+    assert b._search.indexes.get(encode_key(["docs"])) is None
     await b.set(["docs", 1], {"t": "from b"})
 
     async def documents(db: Database) -> int:
@@ -139,7 +139,7 @@ async def test_versionstamps_follow_commit_order_whatever_the_clocks(
 ) -> None:
     a = await start_kv(start_host, replica_env("a"))
     b = await start_kv(start_host, replica_env("b"))
-    a._clock = lambda: time.time() + 60  # A's clock runs a minute ahead of B's
+    a.clock = lambda: time.time() + 60  # A's clock runs a minute ahead of B's
     first = await a.set(["skewed"], "a")
     second = await b.set(["skewed"], "b")  # later in commit order: a greater versionstamp
     assert first.versionstamp is not None and second.versionstamp is not None
@@ -154,7 +154,7 @@ async def test_pods_on_one_clock_never_share_a_versionstamp(
     a = await start_kv(start_host, replica_env("a"))
     b = await start_kv(start_host, replica_env("b"))
     frozen = time.time()
-    a._clock = b._clock = lambda: frozen  # the same millisecond on both pods
+    a.clock = b.clock = lambda: frozen  # the same millisecond on both pods
     random.seed(7)  # and the same random start of the counter in that millisecond
     first = await a.set(["same"], "a")
     random.seed(7)
@@ -189,3 +189,47 @@ async def test_a_message_is_leased_to_one_pod_at_a_time(start_host: HostStarter,
         await holder.queue.nack(message_id, attempts=1)
     assert await other.queue.ack(message_id, attempts=2) is True
     assert await holder.queue.ack(message_id, attempts=2) is False  # gone: acked once only
+
+
+async def test_a_transaction_conflicts_with_another_pods_write(
+    start_host: HostStarter, replica_env: EnvFor
+) -> None:
+    """The reads' checks run under the write lease on fresh data: another pod's write that this
+    pod never pulled still fails them, and the retry reads the fresh value."""
+    a = await start_kv(start_host, replica_env("a"))
+    b = await start_kv(start_host, replica_env("b"))
+    await a.set(["acct"], 1)
+    await pull(b)
+    attempts = 0
+
+    async def bump(tx: KvTransaction) -> int:
+        nonlocal attempts
+        attempts += 1
+        entry = await tx.get(["acct"])
+        if attempts == 1:
+            await b.set(["acct"], 100)  # pushed by B; A does not pull
+        tx.set(["acct"], entry.value + 1)
+        return int(entry.value)
+
+    assert (await a.transaction(bump)).error == "conflict"
+    attempts = 0
+    result = await a.transaction(bump, max_retries=3, retry_delay=1)
+    assert result.ok and result.value == 100 and attempts == 2
+    await pull(b)
+    assert (await b.get(["acct"])).value == 101
+
+
+async def test_uuidv7_keys_from_two_pods_sort_in_commit_order(
+    start_host: HostStarter, replica_env: EnvFor
+) -> None:
+    a = await start_kv(start_host, replica_env("a"))
+    b = await start_kv(start_host, replica_env("b"))
+    a.clock = lambda: time.time() + 60  # A's clock ahead: order must still be commit order
+    order = []
+    for kv, name in ((a, "a1"), (b, "b1"), (a, "a2"), (b, "b2")):
+        result = await kv.atomic().set(["log", kv.uuidv7()], name).commit()
+        order.append(result.versionstamp)
+    await pull(a)
+    listed = await a.list(["log"])
+    assert [e.value for e in listed] == ["a1", "b1", "a2", "b2"]
+    assert [e.key[1] for e in listed] == order

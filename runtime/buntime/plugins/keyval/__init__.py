@@ -1,6 +1,6 @@
 """The built-in ``@buntime/plugin-keyval``: Deno-KV-style storage, a queue and search on Turso."""
 
-from ._atomic import AtomicOperation, Check, CommitResult, Mutation
+from ._atomic import AtomicOperation, Check, CommitResult, Mutation, Uuidv7
 from ._config import KeyValSettings, resolve_settings
 from ._errors import (
     InvalidKeyError,
@@ -20,6 +20,8 @@ from ._plugin import KEYVAL_PLUGIN_NAME, KeyValPlugin, create
 from ._queue import DeadLetter, KvQueue, QueueMessage, QueueStats
 from ._routes import KV_KEY, create_app
 from ._search import IndexInfo
+from ._transaction import KvTransaction, TransactionResult
+from ._triggers import TriggerEvent
 
 __all__ = [
     "KEYVAL_PLUGIN_NAME",
@@ -46,10 +48,14 @@ __all__ = [
     "KvEntry",
     "KvMetrics",
     "KvQueue",
+    "KvTransaction",
     "Mutation",
     "Page",
     "QueueMessage",
     "QueueStats",
+    "TransactionResult",
+    "TriggerEvent",
+    "Uuidv7",
     "create",
     "create_app",
     "decode_key",

@@ -1,8 +1,15 @@
 """Atomic operations: versionstamp checks plus set/delete/sum/min/max/append/prepend in one transaction.
 
-Built by ``kv.atomic()`` and committed by the Kv store, which runs the checks inside the same
-write transaction as the mutations (and under the store's write lock), so of two concurrent
-commits that check the same versionstamp exactly one succeeds.
+Built by ``kv.atomic()`` (and by transactions, whose reads become its checks) and committed by
+:func:`commit_atomic` on the storage core: the checks run inside the same write transaction as
+the mutations (under the write lock and, on replicas, the namespace's write lease), so of two
+concurrent commits that check the same versionstamp exactly one succeeds, on any pod.
+
+**UUIDv7 placeholders** (``kv.uuidv7()``, spelled ``{"$uuidv7": true}`` in a JSON key): a
+mutation key part that resolves, at commit, to the commit's versionstamp, the same one in every
+key of the commit, so an entry and its index keys can name each other
+(``["posts", id]``, ``["posts_by_author", author, id]``). Versionstamps increase in commit order
+across pods, so such keys sort in commit order too.
 """
 
 from __future__ import annotations
@@ -11,14 +18,53 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._errors import InvalidValueError
-from ._keys import Key, encode_key
-from ._values import bigint_of, bigint_value, encode_value, is_number
+from ...turso import BlockingDatabase
+from ._errors import InvalidKeyError, InvalidValueError
+from ._keys import Key, KeyPart, encode_key, part_from_json
+from ._storage import LIVE, KvStorage
+from ._values import bigint_of, bigint_value, decode_value, encode_value, is_number, resolve_now
 
 MutationType = Literal["set", "delete", "sum", "min", "max", "append", "prepend"]
 MUTATION_TYPES: tuple[MutationType, ...] = ("set", "delete", "sum", "min", "max", "append", "prepend")
 NUMERIC_MUTATIONS = frozenset({"sum", "min", "max"})
 LIST_MUTATIONS = frozenset({"append", "prepend"})
+
+
+UUIDV7_JSON_FIELD = "$uuidv7"
+#: What a placeholder is replaced by while validating a key before commit (a versionstamp's size).
+_VERSIONSTAMP_STANDIN = "0" * 20
+
+
+class Uuidv7:
+    """The placeholder :meth:`kv.uuidv7() <buntime.plugins.keyval.Kv.uuidv7>` returns (one object)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "kv.uuidv7()"
+
+
+UUIDV7 = Uuidv7()
+MutationKey = tuple[KeyPart | Uuidv7, ...]
+
+
+def resolve_key(key: Sequence[Any], versionstamp: str) -> Key:
+    """``key`` with every placeholder replaced by ``versionstamp``."""
+    return tuple(versionstamp if isinstance(part, Uuidv7) else part for part in key)
+
+
+def _is_uuidv7_json(part: object) -> bool:
+    # ``is True``: {"$uuidv7": 1} compares equal to {"$uuidv7": True} in Python, and is not one.
+    return isinstance(part, dict) and len(part) == 1 and part.get(UUIDV7_JSON_FIELD) is True
+
+
+def mutation_key_from_json(raw: object) -> MutationKey:
+    """A mutation key from JSON: :func:`~._keys.key_from_json` parts or ``{"$uuidv7": true}``."""
+    if not isinstance(raw, list):
+        raise InvalidKeyError('a key must be a JSON array of parts, e.g. ["users", 42]')
+    key = tuple(UUIDV7 if _is_uuidv7_json(p) else part_from_json(p) for p in raw)
+    encode_key(resolve_key(key, _VERSIONSTAMP_STANDIN), allow_empty=False)
+    return key
 
 
 @dataclass(frozen=True)
@@ -47,10 +93,17 @@ class Mutation:
     a bigint ``{"__type": "bigint", "value": "5"}``) and append/prepend (a list of items)."""
 
     type: MutationType
-    key: Key
-    encoded: bytes
+    key: MutationKey
+    encoded: bytes | None  # None: the key holds a UUIDv7 placeholder, encoded at commit
     value: Any = None
     expire_in: float | None = None
+
+    def resolved(self, versionstamp: str) -> tuple[Key, bytes]:
+        """The key and its encoding once the commit's versionstamp is known."""
+        if self.encoded is not None:
+            return self.key, self.encoded  # type: ignore[return-value]  # no placeholder in it
+        key = resolve_key(self.key, versionstamp)
+        return key, encode_key(key, allow_empty=False)
 
 
 def validate_expire_in(expire_in: object) -> float | None:
@@ -71,7 +124,12 @@ def make_mutation(type_: str, key: Sequence[Any], value: Any = None, expire_in: 
             f"unknown mutation type {type_!r}: use one of {', '.join(MUTATION_TYPES)}",
             code="INVALID_MUTATION",
         )
-    encoded = encode_key(key, allow_empty=False)
+    parts: MutationKey = tuple(key)
+    if any(isinstance(part, Uuidv7) for part in parts):
+        encode_key(resolve_key(parts, _VERSIONSTAMP_STANDIN), allow_empty=False)  # validate now
+        encoded = None
+    else:
+        encoded = encode_key(parts, allow_empty=False)
     if type_ == "set":
         encode_value(value)
     elif type_ in NUMERIC_MUTATIONS and not is_number(value) and bigint_of(value) is None:
@@ -82,7 +140,7 @@ def make_mutation(type_: str, key: Sequence[Any], value: Any = None, expire_in: 
         if not isinstance(value, list):
             raise InvalidValueError(f"{type_} needs a list of items (got {value!r})", code="INVALID_MUTATION")
         encode_value(value)
-    return Mutation(type_, tuple(key), encoded, value, validate_expire_in(expire_in))  # type: ignore[arg-type]
+    return Mutation(type_, parts, encoded, value, validate_expire_in(expire_in))
 
 
 def apply_mutation(type_: MutationType, current: Any, operand: Any, key: Key) -> Any:
@@ -145,7 +203,8 @@ class AtomicOperation:
         )
         if not result.ok: ...  # someone else wrote first: read again and retry
 
-    Each method validates at once and returns the operation, so calls chain.
+    Each method validates at once and returns the operation, so calls chain. Mutation keys
+    may hold ``kv.uuidv7()`` placeholders (one UUIDv7 per commit: its versionstamp).
     """
 
     def __init__(self, committer: Committer) -> None:
@@ -186,3 +245,52 @@ class AtomicOperation:
 
     async def commit(self) -> CommitResult:
         return await self._commit(list(self.checks), list(self.mutations))
+
+
+async def commit_atomic(
+    storage: KvStorage, checks: Sequence[Check], mutations: Sequence[Mutation]
+) -> CommitResult:
+    """Run ``checks`` then ``mutations`` in one write transaction of ``storage`` (see the module
+    docstring); ``ok`` is false, and nothing is written, when a check fails."""
+    with storage.op("atomic"):
+        if not checks and not mutations:  # nothing to read or write: no transaction at all
+            return CommitResult(True)
+
+        def fn(db: BlockingDatabase) -> CommitResult:
+            now = storage.now_ms()
+            for check in checks:
+                row = db.get(
+                    f"SELECT versionstamp FROM kv_entries WHERE key = ? AND {LIVE}", [check.encoded, now]
+                )
+                if (row["versionstamp"] if row else None) != check.versionstamp:
+                    return CommitResult(False)
+            if not mutations:
+                return CommitResult(True)
+            versionstamp = storage.next_versionstamp(db)
+            for m in mutations:
+                key, encoded = m.resolved(versionstamp)
+                if m.type == "delete":
+                    storage.delete_in_tx(db, encoded, True, now, versionstamp=versionstamp)
+                elif m.type == "set":
+                    value = resolve_now(m.value, now)
+                    storage.put_in_tx(
+                        db,
+                        encoded,
+                        encode_value(value),
+                        value,
+                        versionstamp=versionstamp,
+                        expires_at=storage.expiry(now, m.expire_in),
+                    )
+                else:
+                    row = db.get(f"SELECT value FROM kv_entries WHERE key = ? AND {LIVE}", [encoded, now])
+                    current = decode_value(row["value"]) if row else None
+                    new = apply_mutation(m.type, current, m.value, key)
+                    storage.put_in_tx(
+                        db, encoded, encode_value(new), new, versionstamp=versionstamp, expires_at=None
+                    )
+            return CommitResult(True, versionstamp)
+
+        result = await storage.write(fn)
+        if not result.ok:
+            storage.metrics.check_failures.inc()
+        return result

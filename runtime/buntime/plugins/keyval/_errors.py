@@ -6,8 +6,8 @@ answers with; each also subclasses the matching built-in so plain ``except Value
 
     KeyValError (ApiError)
     ├── InvalidKeyError (ValueError)              400 INVALID_KEY
-    ├── InvalidValueError (ValueError)            400 INVALID_VALUE, INVALID_MUTATION
-    ├── InvalidRequestError (ValueError)          400 INVALID_REQUEST, INVALID_JSON, INVALID_CURSOR, ...
+    ├── InvalidValueError (ValueError)            400 INVALID_VALUE, INVALID_MUTATION, INVALID_TRIGGER, ...
+    ├── InvalidRequestError (ValueError)          400 INVALID_REQUEST, INVALID_JSON, TRANSACTION_CLOSED, ...
     ├── KeyValNotFoundError (LookupError)         404 KEY_NOT_FOUND, INDEX_NOT_FOUND, MESSAGE_NOT_FOUND
     ├── KeyValConflictError                       409 LEASE_LOST — a queue lease ended, the message moved on
     ├── KeyValConfigError (PluginConfigError)     500 MISSING_TURSO_SERVICE, INVALID_KEYVAL_CONFIG
@@ -73,6 +73,9 @@ class KeyValConfigError(KeyValError, PluginConfigError):
 
     code = "INVALID_KEYVAL_CONFIG"
     status = 500
+
+    def __init__(self, message: str, *, variable: str = "", code: str | None = None) -> None:
+        PluginConfigError.__init__(self, message, variable=variable, code=code)
 
 
 class KeyValStorageError(KeyValError):

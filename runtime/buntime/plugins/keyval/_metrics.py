@@ -3,7 +3,13 @@
 The collectors live in a registry of their own (served by ``/keyval/api/metrics/prometheus``)
 and are also registered in the host's shared registry, which the runtime server exports on
 ``/metrics``. Nothing goes to prometheus_client's global ``REGISTRY``, so several hosts (tests)
-never collide. Called by the Kv store and the queue around every public operation.
+never collide. Called by the storage core around every public operation.
+
+**Persisted metrics** (``kv_metrics``, upstream's ``metrics.persistent``): :meth:`KvMetrics.pending`
+gives what was counted since the last flush, the Kv store adds it to the stored rows with
+:data:`PERSIST_SQL` (``count = count + excluded.count``) in one write transaction and then calls
+:meth:`KvMetrics.mark_flushed`. Every pod adds only its own increments, so the rows are totals
+over every pod and restart; a flush that fails leaves its increments pending for the next one.
 """
 
 from __future__ import annotations
@@ -14,13 +20,31 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ._errors import KeyValError, translate_storage_error
 
 #: Upstream's millisecond buckets (1 ms … 5 s), in seconds.
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 INTERNAL_ERROR_CODE = "INTERNAL_ERROR"
+#: Add one operation's increments to its ``kv_metrics`` row (latency in milliseconds, as upstream).
+PERSIST_SQL = (
+    "INSERT INTO kv_metrics(id, operation, count, errors, latency_sum, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET count = count + excluded.count, "
+    "errors = errors + excluded.errors, latency_sum = latency_sum + excluded.latency_sum, "
+    "updated_at = excluded.updated_at"
+)
+READ_PERSISTED_SQL = "SELECT operation, count, errors, latency_sum, updated_at FROM kv_metrics ORDER BY id"
+
+#: Housekeeping, not client activity: never persisted, so a store nobody uses writes nothing (a
+#: refresh follows every pull, and another pod's flush is a write that pod B pulls: persisting
+#: refreshes would have two idle pods flush each other's flushes forever).
+HOUSEKEEPING = frozenset(
+    {"open", "refresh", "ttl_sweep", "queue_requeue_stale", "queue_next_ready", "storage_stats"}
+)
+
+#: One operation's increments since the last flush: (operation, count, errors, latency ms).
+Delta = tuple[str, int, int, float]
 
 
 class KvMetrics:
@@ -57,7 +81,37 @@ class KvMetrics:
             "Atomic commits refused because a versionstamp check failed.",
             registry=None,
         )
-        self._collectors = (self.operations, self.errors, self.latency, self.check_failures)
+        self.trigger_failures = Counter(
+            "buntime_keyval_trigger_failures_total",
+            "Trigger handlers that raised (the write they followed is committed).",
+            registry=None,
+        )
+        self.entries = Gauge(
+            "buntime_keyval_entries",
+            "Live KeyVal entries, as of the last storage statistics read.",
+            registry=None,
+        )
+        self.storage_bytes = Gauge(
+            "buntime_keyval_storage_bytes",
+            "Bytes of the live KeyVal entries' keys and values, as of the last storage statistics read.",
+            registry=None,
+        )
+        self.queue_messages = Gauge(
+            "buntime_keyval_queue_messages",
+            "KeyVal queue messages by state (pending, processing, dlq), as of the last queue stats read.",
+            ["state"],
+            registry=None,
+        )
+        self._collectors = (
+            self.queue_messages,
+            self.operations,
+            self.errors,
+            self.latency,
+            self.check_failures,
+            self.trigger_failures,
+            self.entries,
+            self.storage_bytes,
+        )
         for collector in self._collectors:
             self.registry.register(collector)
             if registry is not None:
@@ -65,6 +119,7 @@ class KvMetrics:
         self._shared = registry
         # labels() takes a lock and a dict lookup per call; keep each operation's children.
         self._children: dict[str, tuple[Any, Any]] = {}
+        self._flushed: dict[str, tuple[int, int, float]] = {}  # totals already in kv_metrics
 
     def unregister(self) -> None:
         """Leave the shared registry (on shutdown), so a restarted plugin can register again."""
@@ -86,8 +141,37 @@ class KvMetrics:
     def count_error(self, operation: str, code: str) -> None:
         self.errors.labels(operation, code).inc()
 
+    def set_storage(self, entries: int, size_bytes: int) -> None:
+        self.entries.set(entries)
+        self.storage_bytes.set(size_bytes)
+
+    def set_queue(self, pending: int, processing: int, dlq: int) -> None:
+        self.queue_messages.labels("pending").set(pending)
+        self.queue_messages.labels("processing").set(processing)
+        self.queue_messages.labels("dlq").set(dlq)
+
+    def pending(self) -> list[Delta]:
+        """Each client operation's increments since the last :meth:`mark_flushed` (none: empty;
+        :data:`HOUSEKEEPING` is left out)."""
+        out: list[Delta] = []
+        for op, stats in self.snapshot().items():
+            if op in HOUSEKEEPING:
+                continue
+            count, errors, latency = self._flushed.get(op, (0, 0, 0.0))
+            delta = (op, stats["count"] - count, stats["errors"] - errors, stats["latencySumMs"] - latency)
+            if delta[1] or delta[2]:
+                out.append(delta)
+        return out
+
+    def mark_flushed(self, deltas: list[Delta]) -> None:
+        """``deltas`` (from :meth:`pending`) are in ``kv_metrics`` now."""
+        for op, count, errors, latency in deltas:
+            was = self._flushed.get(op, (0, 0, 0.0))
+            self._flushed[op] = (was[0] + count, was[1] + errors, was[2] + latency)
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """``{operation: {count, errors, latencySumMs, latencyAvgMs}}`` for the JSON endpoint."""
+        """``{operation: {count, errors, avgLatencyMs, latencySumMs, latencyAvgMs}}`` for the JSON
+        endpoint (``avgLatencyMs`` is the upstream client's ``KvOperationMetrics`` field)."""
         out: dict[str, dict[str, Any]] = {}
 
         def entry(op: str) -> dict[str, Any]:
@@ -108,6 +192,7 @@ class KvMetrics:
         for stats in out.values():
             if stats["count"]:
                 stats["latencyAvgMs"] = round(stats["latencySumMs"] / stats["count"], 3)
+            stats["avgLatencyMs"] = stats["latencyAvgMs"]  # the upstream client's name for it
         return out
 
 

@@ -47,7 +47,9 @@ class KeyValPlugin(Plugin):
             metrics.unregister()
             raise
         kv.start_background(
-            sweep_interval=settings.sweep_interval, queue_cleanup_interval=settings.queue_cleanup_interval
+            sweep_interval=settings.sweep_interval,
+            queue_cleanup_interval=settings.queue_cleanup_interval,
+            metrics_flush_interval=settings.metrics_flush_every,
         )
         self.kv = kv
         ctx.logger.info(

@@ -1,8 +1,10 @@
 """The KeyVal queue: delayed messages, leases, retries with a backoff schedule, a dead-letter table.
 
-Called through ``kv.queue`` by plugins and the HTTP routes. Every change is a write transaction
-of the Kv store (pushed in sync mode, under its write lock, its body a blocking function run on
-the engine thread in one hop). Times are epoch milliseconds.
+Called through ``kv.queue`` by plugins and the HTTP routes. It sits on the storage core
+(:class:`~._storage.KvStorage`): every change is one of its write transactions (pushed in sync
+mode, under its write lock, its body a blocking function run on the engine thread in one hop),
+and a dead letter's ``keysIfUndelivered`` are written through its entry path (versionstamp,
+search documents, triggers) in the same transaction. Times are epoch milliseconds.
 
 * ``dequeue`` leases the oldest ready message: ``status='processing'``, ``attempts + 1`` and
   ``locked_until = now + lock duration``, in one statement of one write transaction (in sync
@@ -27,15 +29,13 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...turso import BlockingDatabase
 from ._errors import InvalidRequestError, InvalidValueError, KeyValConflictError
 from ._keys import encode_key, key_from_json, key_to_json
+from ._storage import KvStorage
 from ._values import decode_value, encode_value, is_number
-
-if TYPE_CHECKING:
-    from ._kv import Kv
 
 DEFAULT_BACKOFF_SCHEDULE: tuple[int, ...] = (1000, 5000, 10000)
 MAX_BACKOFF_STEPS = 32
@@ -144,14 +144,14 @@ class KvQueue:
 
     Parameters:
 
-    * **kv** — the store whose transactions and metrics the queue uses.
+    * **storage** — the storage core whose transactions and metrics the queue uses.
     * **lock_duration** *(optional)* — lease length in seconds, default 30.
     """
 
-    def __init__(self, kv: Kv, *, lock_duration: float = 30.0) -> None:
+    def __init__(self, storage: KvStorage, *, lock_duration: float = 30.0) -> None:
         if lock_duration <= 0:
             raise InvalidValueError("the queue lock duration must be positive", code="INVALID_QUEUE_OPTION")
-        self._kv = kv
+        self._store = storage
         self.lock_duration_ms = math.ceil(lock_duration * 1000)
 
     async def enqueue(
@@ -169,7 +169,7 @@ class KvQueue:
         (the last one repeats), so a message gets ``max_attempts`` attempts (default
         ``len(schedule) + 1``) before it is dead-lettered.
         """
-        with self._kv._op("queue_enqueue"):
+        with self._store.op("queue_enqueue"):
             raw = encode_value(value)
             delay_ms = _milliseconds(delay, "delay")
             schedule = DEFAULT_BACKOFF_SCHEDULE if backoff_schedule is None else backoff_schedule
@@ -197,7 +197,7 @@ class KvQueue:
             message_id = str(uuid.uuid4())
 
             def fn(db: BlockingDatabase) -> str:
-                now = self._kv.now_ms()
+                now = self._store.now_ms()
                 db.run(
                     "INSERT INTO kv_queue(id, value, ready_at, attempts, max_attempts, backoff_schedule, "
                     "keys_if_undelivered, status, created_at, updated_at) "
@@ -216,14 +216,14 @@ class KvQueue:
                 )
                 return message_id
 
-            return await self._kv._write(fn, entries=False)
+            return await self._store.write(fn, entries=False)
 
     async def dequeue(self) -> QueueMessage | None:
         """Lease the oldest ready message, or ``None`` when nothing is ready."""
-        with self._kv._op("queue_dequeue"):
+        with self._store.op("queue_dequeue"):
 
             def fn(db: BlockingDatabase) -> QueueMessage | None:
-                now = self._kv.now_ms()
+                now = self._store.now_ms()
                 row = db.get(
                     "UPDATE kv_queue SET status = ?, locked_until = ?, attempts = attempts + 1, "
                     "updated_at = ? "
@@ -242,7 +242,7 @@ class KvQueue:
                     int(row["locked_until"]),
                 )
 
-            return await self._kv._write(fn, entries=False)
+            return await self._store.write(fn, entries=False)
 
     async def ack(self, message_id: str, *, attempts: int | None = None) -> bool:
         """Done with a message: delete it. ``False`` when no such message exists.
@@ -250,7 +250,7 @@ class KvQueue:
         With ``attempts`` (the :class:`QueueMessage`'s) the ack is fenced: it raises
         :class:`KeyValConflictError` when the message has been leased again since.
         """
-        with self._kv._op("queue_ack"):
+        with self._store.op("queue_ack"):
             _check_id(message_id)
             _check_attempts(attempts)
 
@@ -263,7 +263,7 @@ class KvQueue:
                 db.run("DELETE FROM kv_queue WHERE id = ?", [message_id])
                 return True
 
-            done = await self._kv._write(fn, entries=False)
+            done = await self._store.write(fn, entries=False)
             if done == _LEASE_LOST:
                 raise _lease_lost(message_id, attempts)
             return bool(done)
@@ -276,12 +276,12 @@ class KvQueue:
         Returns :data:`NACK_RETRY`, :data:`NACK_DEAD`, or ``None`` when no such message exists.
         With ``attempts`` it is fenced like :meth:`ack`.
         """
-        with self._kv._op("queue_nack"):
+        with self._store.op("queue_nack"):
             _check_id(message_id)
             _check_attempts(attempts)
 
             def fn(db: BlockingDatabase) -> str | None:
-                now = self._kv.now_ms()
+                now = self._store.now_ms()
                 row = db.get("SELECT * FROM kv_queue WHERE id = ?", [message_id])
                 if row is None:
                     return None
@@ -300,7 +300,7 @@ class KvQueue:
                 )
                 return NACK_RETRY
 
-            outcome = await self._kv._write(fn)
+            outcome = await self._store.write(fn)
             if outcome == _LEASE_LOST:
                 raise _lease_lost(message_id, attempts)
             return outcome
@@ -327,17 +327,17 @@ class KvQueue:
         if row["keys_if_undelivered"]:
             value = decode_value(row["value"])
             raw = encode_value(value)
-            versionstamp = self._kv.next_versionstamp(db)
+            versionstamp = self._store.next_versionstamp(db)
             for key_json in json.loads(row["keys_if_undelivered"]):
                 encoded = encode_key(key_from_json(key_json), allow_empty=False)
-                self._kv.put_in_tx(db, encoded, raw, value, versionstamp=versionstamp, expires_at=None)
+                self._store.put_in_tx(db, encoded, raw, value, versionstamp=versionstamp, expires_at=None)
 
     async def requeue_stale(self) -> int:
         """Return messages whose lease ran out to pending (or dead-letter them); return how many."""
-        with self._kv._op("queue_requeue_stale"):
+        with self._store.op("queue_requeue_stale"):
 
             def fn(db: BlockingDatabase) -> int:
-                now = self._kv.now_ms()
+                now = self._store.now_ms()
                 stale = db.all(
                     "SELECT * FROM kv_queue WHERE status = ? AND locked_until < ?", [STATUS_PROCESSING, now]
                 )
@@ -352,53 +352,55 @@ class KvQueue:
                         )
                 return len(stale)
 
-            return await self._kv._write(fn)
+            return await self._store.write(fn)
 
     async def next_ready_in(self) -> int | None:
         """Milliseconds until the earliest pending message is ready (0: one is), ``None``: none pending."""
-        with self._kv._op("queue_next_ready"):
-            row = await (await self._kv._db()).get(
+        with self._store.op("queue_next_ready"):
+            row = await (await self._store.db()).get(
                 "SELECT min(ready_at) AS ready_at FROM kv_queue WHERE status = ?", [STATUS_PENDING]
             )
             if not row or row["ready_at"] is None:
                 return None
-            return max(0, int(row["ready_at"]) - self._kv.now_ms())
+            return max(0, int(row["ready_at"]) - self._store.now_ms())
 
     async def stats(self) -> QueueStats:
-        with self._kv._op("queue_stats"):
-            row = await (await self._kv._db()).get(
+        with self._store.op("queue_stats"):
+            row = await (await self._store.db()).get(
                 "SELECT (SELECT count(*) FROM kv_queue WHERE status = ?) AS pending, "
                 "(SELECT count(*) FROM kv_queue WHERE status = ?) AS processing, "
                 "(SELECT count(*) FROM kv_dlq) AS dlq",
                 [STATUS_PENDING, STATUS_PROCESSING],
             )
             counts = row or {}
-            return QueueStats(
+            stats = QueueStats(
                 int(counts.get("pending", 0)), int(counts.get("processing", 0)), int(counts.get("dlq", 0))
             )
+            self._store.metrics.set_queue(stats.pending, stats.processing, stats.dlq)
+            return stats
 
     # -- dead letters -----------------------------------------------------------------------
     async def list_dlq(self, *, limit: int = 100, offset: int = 0) -> builtins.list[DeadLetter]:
         """Dead letters, newest first."""
-        with self._kv._op("dlq_list"):
+        with self._store.op("dlq_list"):
             if not isinstance(limit, int) or limit < 1 or not isinstance(offset, int) or offset < 0:
                 raise InvalidRequestError("limit must be >= 1 and offset >= 0", code="INVALID_LIMIT")
-            db = await self._kv._db()
+            db = await self._store.db()
             rows = await db.all(
                 "SELECT * FROM kv_dlq ORDER BY failed_at DESC, id LIMIT ? OFFSET ?", [limit, offset]
             )
             return [DeadLetter.from_row(r) for r in rows]
 
     async def get_dlq(self, dlq_id: str) -> DeadLetter | None:
-        with self._kv._op("dlq_get"):
+        with self._store.op("dlq_get"):
             _check_id(dlq_id)
-            row = await (await self._kv._db()).get("SELECT * FROM kv_dlq WHERE id = ?", [dlq_id])
+            row = await (await self._store.db()).get("SELECT * FROM kv_dlq WHERE id = ?", [dlq_id])
             return DeadLetter.from_row(row) if row else None
 
     async def requeue_dlq(self, dlq_id: str) -> str | None:
         """Move a dead letter back into the queue with a fresh attempt budget and its own retry
         policy (backoff schedule, max attempts, keys if undelivered); return the new id."""
-        with self._kv._op("dlq_requeue"):
+        with self._store.op("dlq_requeue"):
             _check_id(dlq_id)
             new_id = str(uuid.uuid4())
 
@@ -410,7 +412,7 @@ class KvQueue:
                 )
                 if row is None:
                     return None
-                now = self._kv.now_ms()
+                now = self._store.now_ms()
                 # Dead letters from before schema v3 kept no policy: they get the default one.
                 schedule = row["backoff_schedule"] or json.dumps(builtins.list(DEFAULT_BACKOFF_SCHEDULE))
                 budget = row["max_attempts"] or len(json.loads(schedule)) + 1
@@ -433,25 +435,25 @@ class KvQueue:
                 db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id])
                 return new_id
 
-            return await self._kv._write(fn, entries=False)
+            return await self._store.write(fn, entries=False)
 
     async def delete_dlq(self, dlq_id: str) -> bool:
-        with self._kv._op("dlq_delete"):
+        with self._store.op("dlq_delete"):
             _check_id(dlq_id)
 
             def fn(db: BlockingDatabase) -> bool:
                 return db.run("DELETE FROM kv_dlq WHERE id = ?", [dlq_id]).changes > 0
 
-            return await self._kv._write(fn, entries=False)
+            return await self._store.write(fn, entries=False)
 
     async def purge_dlq(self) -> int:
         """Delete every dead letter; return how many."""
-        with self._kv._op("dlq_purge"):
+        with self._store.op("dlq_purge"):
 
             def fn(db: BlockingDatabase) -> int:
                 return db.run("DELETE FROM kv_dlq").changes
 
-            return await self._kv._write(fn, entries=False)
+            return await self._store.write(fn, entries=False)
 
 
 def _check_id(message_id: object) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ._atomic import make_mutation
+from ._atomic import make_mutation, mutation_key_from_json
 from ._errors import (
     InvalidKeyError,
     InvalidRequestError,
@@ -285,10 +285,12 @@ async def atomic(request: web.Request) -> web.Response:
             raise InvalidRequestError(
                 "each mutation must be an object {type, key, ...}", code="INVALID_MUTATION"
             )
+        if m.get("key") is None:
+            raise InvalidKeyError("'key' is required")
         op.mutate(
             make_mutation(
                 str(m.get("type")),
-                _body_key(m, "key"),
+                mutation_key_from_json(m["key"]),  # parts may be {"$uuidv7": true}
                 m.get("value"),
                 m.get("expireIn", m.get("expiresIn")),
             )
@@ -623,12 +625,24 @@ async def search_post(request: web.Request) -> web.Response:
 
 # -- metrics ---------------------------------------------------------------------------------
 async def metrics_json(request: web.Request) -> web.Response:
+    """This process's operations since start, the queue, storage size, and the ``kv_metrics``
+    totals every pod flushed (``persisted``; empty unless ``metrics.persistent``)."""
     kv = _kv(request)
-    return web.json_response({"operations": kv.metrics.snapshot(), "storage": await kv.storage_stats()})
+    return web.json_response(
+        {
+            "operations": kv.metrics.snapshot(),
+            "queue": (await kv.queue.stats()).as_json(),
+            "storage": await kv.storage_stats(),
+            "persisted": await kv.persisted_metrics(),
+        }
+    )
 
 
 async def metrics_prometheus(request: web.Request) -> web.Response:
-    body = generate_latest(_kv(request).metrics.registry)
+    kv = _kv(request)
+    await kv.storage_stats()  # refreshes the entries and storage-bytes gauges
+    await kv.queue.stats()  # and the queue's
+    body = generate_latest(kv.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -3,7 +3,8 @@
 ``kv_schema_version`` records applied versions, so a restart (or a second pod) re-runs nothing;
 every statement is also ``IF NOT EXISTS`` so a half-recorded version is harmless. DDL needs an
 exclusive transaction under MVCC, and going through ``run_transaction()`` pushes it in sync mode.
-Search tables (``kv_fts_*``) are created at run time by ``create_index``. Called by the Kv store.
+Search tables (``kv_fts_*``) are created at run time by search (``_search.py``), which owns
+their DDL. Called by the storage core at open.
 
 Times are epoch milliseconds everywhere (``expires_at``, queue and DLQ times); upstream stored
 entry expiry in seconds, which made TTLs under a second expire at once.
@@ -79,8 +80,27 @@ ALTER TABLE kv_dlq ADD COLUMN max_attempts INTEGER;
 ALTER TABLE kv_dlq ADD COLUMN keys_if_undelivered TEXT;
 """
 
+#: Persisted per-operation metrics, upstream's table (``id`` is the operation name, latency in
+#: milliseconds); every pod adds its own increments, so a row is the total over all pods.
+SCHEMA_V4 = """
+CREATE TABLE IF NOT EXISTS kv_metrics (
+    id TEXT PRIMARY KEY,
+    operation TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    latency_sum REAL NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_metrics_operation ON kv_metrics(operation);
+"""
+
 #: (version, script); append new versions, never edit an applied one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3))
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, SCHEMA_V1),
+    (2, SCHEMA_V2),
+    (3, SCHEMA_V3),
+    (4, SCHEMA_V4),
+)
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 

@@ -7,6 +7,7 @@ JSON; Python ints of any size are kept exactly (JSON numbers have no size limit)
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ._errors import InvalidValueError
@@ -34,13 +35,14 @@ BIGINT_TYPE = "bigint"
 
 
 def is_now_placeholder(value: Any) -> bool:
-    """``{"$now": true, "$offset"?: ms}``: the write time in epoch milliseconds (plus the offset)."""
-    return (
-        isinstance(value, dict)
-        and value.get("$now") is True
-        and set(value) <= {"$now", "$offset"}
-        and (is_number(value.get("$offset", 0)))
-    )
+    """``{"$now": true, "$offset"?: ms}``: the write time in epoch milliseconds (plus the offset).
+
+    The offset must be finite: JSON bodies may spell ``NaN``/``Infinity`` (Python's parser takes
+    them), and such an object is then no placeholder but a value, which encoding refuses (400)."""
+    if not (isinstance(value, dict) and value.get("$now") is True and set(value) <= {"$now", "$offset"}):
+        return False
+    offset = value.get("$offset", 0)
+    return is_number(offset) and math.isfinite(offset)
 
 
 def resolve_now(value: Any, now_ms: int) -> Any:

@@ -1,6 +1,8 @@
 """Watchers: change notifications for keys and prefixes, and the wake-up of queue listeners.
 
-Owned by the Kv store (``kv.watch``); the HTTP routes stream what it delivers as SSE.
+Owned by the Kv store (``kv.watch``), which hands it its two reads (keys, a prefix) and calls
+:meth:`WatchHub.poke` from the storage core's commit listener and its own pull listener; the HTTP
+routes stream what it delivers as SSE. It imports nothing of the store itself.
 
 * **What wakes it**: every committed write of this store (:meth:`WatchHub.poke`, called by the
   write path) and every background pull that brought another pod's changes (the Turso
@@ -24,15 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._errors import KeyValError
 from ._keys import Key, decode_key, encode_key, key_to_json
-
-if TYPE_CHECKING:
-    from ._kv import Kv, KvEntry
+from ._storage import KvEntry
 
 log = logging.getLogger("buntime.plugin.keyval")
 
@@ -44,6 +44,10 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 DEFAULT_PREFIX_LIMIT = 1000
 CLOSE_OVERFLOW = "overflow"
 CLOSE_SHUTDOWN = "shutdown"
+
+#: Reads the hub runs: the entries of some keys (in order), the entries under a prefix (``limit``).
+ReadKeys = Callable[[Sequence[Key]], Awaitable[list[KvEntry]]]
+ReadPrefix = Callable[[Key, int], Awaitable[list[KvEntry]]]
 
 
 @dataclass(frozen=True)
@@ -153,8 +157,11 @@ class WatchHub:
         kv.watch.unsubscribe(watcher)
     """
 
-    def __init__(self, kv: Kv, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
-        self._kv = kv
+    def __init__(
+        self, read_keys: ReadKeys, read_prefix: ReadPrefix, *, queue_size: int = DEFAULT_QUEUE_SIZE
+    ) -> None:
+        self._read_keys = read_keys
+        self._read_prefix = read_prefix
         self.queue_size = queue_size
         self.ping_interval = DEFAULT_PING_INTERVAL
         self.write_timeout = DEFAULT_WRITE_TIMEOUT
@@ -247,14 +254,14 @@ class WatchHub:
             if watcher.keys:
                 target: Any = ("keys", watcher.keys)
                 if target not in cache:
-                    cache[target] = await self._kv.get_many(watcher.keys)
+                    cache[target] = await self._read_keys(watcher.keys)
                 watcher.on_keys(cache[target], initial=initial)
             else:
                 entries: list[KvEntry] = []
                 for prefix in watcher.prefixes:
                     target = ("prefix", prefix, watcher.limit)
                     if target not in cache:
-                        cache[target] = await self._kv.list(prefix, limit=watcher.limit)
+                        cache[target] = await self._read_prefix(prefix, watcher.limit)
                     entries.extend(cache[target])
                 watcher.on_prefix(entries, initial=initial)
 

@@ -1,0 +1,152 @@
+"""The operator's wiring: nothing at import, everything loop-bound built at startup, closed at cleanup.
+
+Feeds kopf's own objects (``OperatorSettings``, ``Memo``, ``OperatorRegistry``) to the handlers
+the way ``kopf.run`` does; the login reads a real kubeconfig file. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kopf
+import pytest
+
+from tests.support.kopfcontext import drained_reasons, kopf_events
+from turso_operator._config import OperatorConfig
+from turso_operator._constants import WEBHOOK_ID, ConditionType, Phase, Reason
+from turso_operator._handlers import (
+    MEMO_STATE,
+    OperatorState,
+    build_registry,
+    close_clients,
+    configure,
+    login,
+    operator_memo,
+    reconcile_tursonamespace,
+)
+
+BASE_ENV = {"TURSO_SERVER_URL": "http://turso:8080", "TURSO_SERVER_ADMIN_URL": "http://turso-admin:8081"}
+
+
+def test_importing_the_handlers_reads_no_config_and_registers_nothing() -> None:
+    """With no variable set, the import used to fail (config read at import); now it cannot."""
+    code = (
+        "import kopf, turso_operator._handlers as h;"
+        "r = kopf._core.intents.registries.get_default_registry();"
+        "print(len(r._changing.get_all_handlers()) + len(r._activities.get_all_handlers()))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TURSO_", "POD_"))}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("webhook", [True, False])
+def test_the_registry_follows_the_config(webhook: bool) -> None:
+    config = OperatorConfig.from_env(
+        {**BASE_ENV, "TURSO_RESYNC_SECONDS": "90", "TURSO_WEBHOOK_ENABLED": str(webhook).lower()}
+    )
+    registry = build_registry(config)
+    webhooks = [h.id for h in registry._webhooks.get_all_handlers()]
+    assert webhooks == ([WEBHOOK_ID] if webhook else [])
+    (timer,) = registry._spawning.get_all_handlers()
+    assert (timer.id, timer.interval, timer.initial_delay) == ("repair_drift", 90.0, 90.0)
+    changing = sorted(h.id for h in registry._changing.get_all_handlers())
+    assert changing == [
+        "finalize_tursonamespace",
+        "reconcile_tursonamespace",
+        "reconcile_tursonamespace",
+        "reconcile_tursonamespace/spec",
+    ]
+    activities = {h.id for h in registry._activities.get_all_handlers()}
+    assert {"configure", "login", "close_clients", "serve_metrics", "watch_freshness"} <= activities
+
+
+def _kubeconfig(path: Path, token: str) -> Path:
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True},
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": token}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return path
+
+
+async def test_startup_builds_the_clients_into_the_memo_and_cleanup_closes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", "first-token")))
+    config = OperatorConfig.from_env({**BASE_ENV, "TURSO_RESYNC_SECONDS": "45", "TURSO_REQUEST_TIMEOUT": "3"})
+    memo = operator_memo(config)
+    settings = kopf.OperatorSettings()
+    await configure(settings=settings, memo=memo)
+    state = memo[MEMO_STATE]
+    assert isinstance(state, OperatorState) and state.config is config
+    assert (
+        settings.watching.server_timeout == 90
+        and settings.persistence.finalizer == "turso.buntime.io/finalizer"
+    )
+    assert settings.admission.server is not None, "the webhook is on by default"
+    assert state.kube._token == "first-token" and state.reconciler.kube is state.kube
+
+    # A re-login (kopf calls it again on a 401) hands our client the rotated token.
+    _kubeconfig(tmp_path / "kubeconfig", "rotated-token")
+    info = login(settings=settings, memo=memo)
+    assert info.token == "rotated-token" and state.kube._token == "rotated-token"
+
+    session = state.kube._session
+    await close_clients(memo=memo)
+    assert session.closed and MEMO_STATE not in memo
+    await close_clients(memo=memo)  # a second cleanup is harmless
+
+
+async def test_startup_without_a_config_in_the_memo_fails_permanently() -> None:
+    with pytest.raises(kopf.PermanentError, match="operator_memo"):
+        await configure(settings=kopf.OperatorSettings(), memo=kopf.Memo())
+
+
+async def test_an_invalid_spec_is_ready_false_invalid_spec_and_permanent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spec the CRD would refuse (validation bypassed): one status write, no retry, no I/O."""
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", "t")))
+    memo = operator_memo(OperatorConfig.from_env(BASE_ENV))
+    await configure(settings=kopf.OperatorSettings(), memo=memo)
+    body = kopf.Body(
+        {
+            "apiVersion": "turso.buntime.io/v1alpha1",
+            "kind": "TursoNamespace",
+            "metadata": {"name": "bad", "namespace": "shop", "uid": "u1", "generation": 3},
+            "spec": {"database": "Not A Name"},
+        }
+    )
+    patch = kopf.Patch()
+    try:
+        with kopf_events() as events, pytest.raises(kopf.PermanentError, match="does not match"):
+            await reconcile_tursonamespace(body=body, patch=patch, memo=memo, retry=0, database_claims={})
+    finally:
+        await close_clients(memo=memo)
+    assert (patch.status["phase"], patch.status["phaseReason"]) == (Phase.FAILED, Reason.INVALID_SPEC)
+    (ready,) = patch.status["conditions"]
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        ConditionType.READY,
+        "False",
+        Reason.INVALID_SPEC,
+    )
+    assert ready["observedGeneration"] == 3
+    assert drained_reasons(events) == [Reason.INVALID_SPEC]
