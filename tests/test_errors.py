@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 import buntime
-from buntime._errors import BuntimeError
+from buntime import BuntimeError
 from buntime.plugins import ApiError, PluginConfigError, PluginError
 from buntime.plugins._http import json_errors
 from buntime.plugins.keyval import KeyValConfigError, KeyValNotFoundError
