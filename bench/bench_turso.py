@@ -172,8 +172,8 @@ async def replication_lag(tmp: Path, samples: int, interval: str) -> list[float]
                 await asyncio.sleep(0.002)
             lags.append(time.perf_counter() - start)
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
         server.stop()
     return lags
 

@@ -3,8 +3,9 @@
 
 Why a generator with committed output: Helm reads only ``values.yaml`` and the templates, so the
 chart must be installable straight from git (upstream's generated, git-ignored values.yaml was
-not). Each plugin's manifest declares its settings once (type, default, env, label, secret,
-showIf, required, pattern); this script turns them into
+not). Each plugin's manifest declares its settings once, in its ``config`` block, which the
+runtime's own parser reads (``buntime.plugins.parse_settings``: the host resolves the same fields,
+so a value the schema accepts is one the runtime accepts); this script turns them into
 
 * ``charts/buntime/values.yaml``: the ``plugins:`` block between the GENERATED markers, with a
   comment above every key;
@@ -38,14 +39,13 @@ from typing import Any
 import jinja2
 import yaml
 
-from buntime.turso import DURATION_PATTERN, duration_seconds
+from buntime.plugins import Setting, parse_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml")
 PACKAGE_PREFIX = "plugin-"
-FIELD_TYPES = ("string", "enum", "password", "int", "bool", "duration")
-#: Rancher question type per manifest field type.
+#: Rancher question type per setting type; a list of objects has no question (values only).
 QUESTION_TYPES = {
     "string": "string",
     "enum": "enum",
@@ -53,16 +53,6 @@ QUESTION_TYPES = {
     "int": "int",
     "bool": "boolean",
     "duration": "string",
-}
-#: JSON schema per manifest field type (enum adds its values, duration the grammar's pattern).
-SCHEMA_TYPES: dict[str, str | list[str]] = {
-    "string": "string",
-    "enum": "string",
-    "password": "string",
-    "int": "integer",
-    "bool": "boolean",
-    # A bare number is seconds, so `--set plugins.turso.syncInterval=60` (an integer) is fine too.
-    "duration": ["string", "number"],
 }
 #: Extra Rancher conditions the chart adds to plugin questions: settings that mean nothing beside the
 #: in-cluster turso-server (the runtime then syncs with it, and the chart refuses sync.url).
@@ -136,34 +126,13 @@ class Paths:
 
 
 @dataclass(frozen=True)
-class PluginField:
-    """One ``config`` entry of a manifest."""
-
-    path: tuple[str, ...]
-    type: str
-    default: Any
-    env: str
-    label: str
-    description: str = ""
-    options: tuple[str, ...] = ()
-    secret: bool = False
-    show_if: str = ""
-    required: bool = False
-    pattern: str = ""
-
-    @property
-    def dotted(self) -> str:
-        return ".".join(self.path)
-
-
-@dataclass(frozen=True)
 class PluginSpec:
     """A plugin with settings: its package name, values key and fields (manifest order)."""
 
     name: str
     key: str
     manifest: str
-    fields: tuple[PluginField, ...] = field(default_factory=tuple)
+    fields: tuple[Setting, ...] = field(default_factory=tuple)
 
     @property
     def title(self) -> str:
@@ -176,7 +145,7 @@ class PluginSpec:
             node = root
             for part in f.path[:-1]:
                 child = node.setdefault(part, {})
-                if isinstance(child, PluginField):
+                if isinstance(child, Setting):
                     raise GeneratorError(f"{self.manifest}: {f.dotted} is nested under a setting")
                 node = child
             if f.path[-1] in node:
@@ -188,81 +157,16 @@ class PluginSpec:
 # -- manifests --------------------------------------------------------------------------------------
 
 
-def _typed_default(raw: Any, kind: str, where: str) -> Any:
-    if kind == "int":
-        value = 0 if raw is None or raw == "" else raw
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise GeneratorError(f"{where}: default must be an integer (got {raw!r})")
-        return value
-    if kind == "bool":
-        value = False if raw is None else raw
-        if not isinstance(value, bool):
-            raise GeneratorError(f"{where}: default must be true or false (got {raw!r})")
-        return value
-    text = "" if raw is None else str(raw)
-    if kind == "duration" and text:
-        try:
-            duration_seconds(text)
-        except ValueError as exc:
-            raise GeneratorError(f"{where}: default: {exc}") from None
-    return text
-
-
-def _parse_field(name: str, spec: Any, where: str, key: str) -> PluginField:
-    here = f"{where}: config.{name}"
-    if not isinstance(spec, Mapping):
-        raise GeneratorError(f"{here} must be a mapping")
-    kind = spec.get("type", "string")
-    if kind not in FIELD_TYPES:
-        raise GeneratorError(f"{here}: type must be one of {', '.join(FIELD_TYPES)} (got {kind!r})")
-    env = spec.get("env")
-    if not isinstance(env, str) or not re.fullmatch(r"[A-Z][A-Z0-9_]*", env):
-        raise GeneratorError(f"{here}: env must be an upper-case variable name (got {env!r})")
-    label = spec.get("label")
-    if not isinstance(label, str) or not label.strip():
-        raise GeneratorError(f"{here}: label is required")
-    path = tuple(name.split("."))
-    if not all(re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", part) for part in path):
-        raise GeneratorError(f"{here}: each dotted part must be an identifier")
-    options: tuple[str, ...] = ()
-    default = _typed_default(spec.get("default"), kind, here)
-    if kind == "enum":
-        raw_options = spec.get("values") or spec.get("options")
-        if not isinstance(raw_options, list) or not raw_options:
-            raise GeneratorError(f"{here}: an enum needs a non-empty values list")
-        options = tuple(str(o) for o in raw_options)
-        if default not in options:
-            raise GeneratorError(f"{here}: default {default!r} is not one of {list(options)}")
-    show_if = str(spec.get("showIf") or "")
-    if show_if:
+def question_show_if(key: str, setting: Setting) -> str:
+    """The Rancher ``show_if``: the manifest's condition on values paths, and the chart's own."""
+    show_if = ""
+    if setting.show_if:
         # Manifest conditions name sibling settings ("mode=sync"); Rancher wants values paths.
-        show_if = "&&".join(f"plugins.{key}.{part.strip()}" for part in show_if.split("&&"))
-    extra = CHART_SHOW_IF.get(f"{key}.{name}")
+        show_if = "&&".join(f"plugins.{key}.{part.strip()}" for part in setting.show_if.split("&&"))
+    extra = CHART_SHOW_IF.get(f"{key}.{setting.dotted}")
     if extra:
         show_if = f"{show_if}&&{extra}" if show_if else extra
-    pattern = str(spec.get("pattern") or "")
-    if pattern:
-        if kind not in ("string", "password"):
-            raise GeneratorError(f"{here}: pattern applies to string settings only")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise GeneratorError(f"{here}: pattern: {exc}") from None
-        if default and not re.search(pattern, str(default)):
-            raise GeneratorError(f"{here}: default {default!r} does not match the pattern")
-    return PluginField(
-        path=path,
-        type=kind,
-        default=default,
-        env=env,
-        label=label.strip(),
-        description=" ".join(str(spec.get("description") or "").split()),
-        options=options,
-        secret=bool(spec.get("secret")) or kind == "password",
-        show_if=show_if,
-        required=bool(spec.get("required")),
-        pattern=pattern,
-    )
+    return show_if
 
 
 def _manifest_files(plugins_dir: Path) -> Iterator[Path]:
@@ -289,16 +193,16 @@ def load_plugins(paths: Paths | None = None) -> list[PluginSpec]:
             raise GeneratorError(f"{where}: cannot read: {exc}") from exc
         if not isinstance(data, Mapping) or not isinstance(data.get("name"), str):
             raise GeneratorError(f"{where}: not a manifest (no name)")
-        config = data.get("config") or {}
-        if not isinstance(config, Mapping):
-            raise GeneratorError(f"{where}: config must be a mapping")
-        if not config:
+        try:
+            fields = parse_settings(data.get("config"), where)  # the runtime's parser
+        except ValueError as exc:
+            raise GeneratorError(str(exc)) from None
+        if not fields:
             continue
         name = data["name"]
         key = name.rsplit("/", 1)[-1].removeprefix(PACKAGE_PREFIX)
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", key):
             raise GeneratorError(f"{where}: cannot derive a values key from {name!r}")
-        fields = tuple(_parse_field(str(n), spec, where, key) for n, spec in config.items())
         plugin = PluginSpec(name=name, key=key, manifest=where, fields=fields)
         plugin.tree()  # reject clashes early
         plugins.append(plugin)
@@ -317,6 +221,8 @@ def load_plugins(paths: Paths | None = None) -> list[PluginSpec]:
 
 def yaml_scalar(value: Any) -> str:
     """A YAML scalar: plain when it reads back as the same string, else JSON (valid YAML) quoting."""
+    if isinstance(value, list | dict):
+        return json.dumps(value)  # flow style, valid YAML
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -339,18 +245,18 @@ def comment_lines(text: str, indent: int) -> list[str]:
     )
 
 
-def _field_comment(f: PluginField) -> str:
+def _field_comment(f: Setting) -> str:
     parts = [f"{f.label}." if not f.label.endswith(".") else f.label]
     if f.description:
         parts.append(f.description)
-    if f.options:
-        parts.append(f"One of: {', '.join(f.options)}.")
+    if f.values:
+        parts.append(f"One of: {', '.join(f.values)}.")
     where = "the runtime Secret" if f.secret else "the runtime ConfigMap"
     parts.append(f"Env {f.env}, in {where}.")
     return " ".join(parts)
 
 
-def _tpl_entry(helper: str, plugin: PluginSpec, f: PluginField) -> str:
+def _tpl_entry(helper: str, plugin: PluginSpec, f: Setting) -> str:
     """One include of a _helpers.tpl entry helper; ``dig`` tolerates a plugin block set to null."""
     keys = " ".join(json.dumps(part) for part in (plugin.key, *f.path))
     args = f"(list {json.dumps(f.env)} (dig {keys} nil $plugins) {json.dumps(f.type)})"
@@ -369,7 +275,8 @@ _ENV.filters["json"] = json.dumps
 _ENV.filters["comment"] = comment_lines
 _ENV.globals["field_comment"] = _field_comment
 _ENV.globals["tpl_entry"] = _tpl_entry
-_ENV.tests["field"] = lambda value: isinstance(value, PluginField)
+_ENV.globals["question_show_if"] = question_show_if
+_ENV.tests["field"] = lambda value: isinstance(value, Setting)
 
 VALUES_TEMPLATE = _ENV.from_string(
     """\
@@ -379,6 +286,12 @@ VALUES_TEMPLATE = _ENV.from_string(
 {% for line in field_comment(value) | comment(indent) %}
 {{ line }}
 {% endfor %}
+{% if value.example %}
+{{ " " * indent }}# For example:
+{% for line in value.example.splitlines() %}
+{{ " " * indent }}#   {{ line }}
+{% endfor %}
+{% endif %}
 {{ " " * indent }}{{ key }}: {{ value.default | scalar }}
 {% else %}
 {% for line in ("Settings under " ~ prefix ~ key ~ ".*.") | comment(indent) %}
@@ -434,23 +347,23 @@ QUESTIONS_TEMPLATE = _ENV.from_string(
     """\
   {{ begin }} (hack/generate-chart.py; edit the manifests, not this block)
 {% for plugin in plugins %}
-{% for f in plugin.fields %}
+{% for f in plugin.fields if f.type in question_types %}
   - variable: plugins.{{ plugin.key }}.{{ f.dotted }}
     label: {{ f.label | json }}
 {% if f.description %}
     description: {{ f.description | json }}
 {% endif %}
     type: {{ question_types[f.type] }}
-{% if f.options %}
-    options: [{{ f.options | map("json") | join(", ") }}]
+{% if f.values %}
+    options: [{{ f.values | map("json") | join(", ") }}]
 {% endif %}
     default: {{ (f.default | scalar if f.type in ("int", "bool") else f.default) | string | json }}
     group: {{ (plugin.title ~ " Plugin") | json }}
 {% if f.required %}
     required: true
 {% endif %}
-{% if f.show_if %}
-    show_if: {{ f.show_if | json }}
+{% if question_show_if(plugin.key, f) %}
+    show_if: {{ question_show_if(plugin.key, f) | json }}
 {% endif %}
 {% endfor %}
 {% endfor %}
@@ -476,18 +389,9 @@ def render_questions_block(plugins: list[PluginSpec]) -> str:
 def _schema_node(tree: Mapping[str, Any], title: str) -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for key, value in tree.items():
-        if isinstance(value, PluginField):
-            prop: dict[str, Any] = {"description": _field_comment(value), "type": SCHEMA_TYPES[value.type]}
-            if value.options:
-                prop["enum"] = list(value.options)
-            if value.pattern:
-                prop["pattern"] = value.pattern
-            if value.type == "int":
-                prop["minimum"] = 0
-            if value.type == "duration":
-                prop["pattern"] = DURATION_PATTERN
-                prop["minimum"] = 0
-            properties[key] = prop
+        if isinstance(value, Setting):
+            # The runtime's own rules for the value (type, grammar, bounds), from the same field.
+            properties[key] = {"description": _field_comment(value), **value.json_schema()}
         else:
             properties[key] = _schema_node(value, f"{title} {key}.*")
     return {

@@ -46,6 +46,12 @@ BAD_INPUTS = [
     ("buntime", ["serve", "--nope"], {}, "--nope"),
     ("buntime", [], {}, "COMMAND"),
     ("buntime", ["turso", "health"], {"TURSO_SYNC_INTERVAL": "1y"}, "TURSO_SYNC_INTERVAL"),
+    (
+        "buntime",
+        ["turso", "health"],
+        {"TURSO_MODE": "local", "TURSO_SYNC_URL": "http://127.0.0.1:9"},
+        "TURSO_MODE=local contradicts TURSO_SYNC_URL",
+    ),
     ("buntime-operator", ["--log-level", "bogus"], OPERATOR_ENV, "--log-level"),
     ("buntime-operator", [], {**OPERATOR_ENV, "TURSO_LOG_FORMAT": "xml"}, "TURSO_LOG_FORMAT"),
     ("buntime-operator", [], {}, "TURSO_SERVER_URL"),
@@ -75,12 +81,7 @@ def test_buntime_help_lists_every_setting_without_markup() -> None:
     result = _run("buntime", "--help")
     assert result.returncode == 0
     assert "``" not in result.stdout and ":class:" not in result.stdout
-    plugin_envs = [
-        str(field["env"])
-        for m in discover([BUILTIN_DIR])
-        for field in m.config_schema.values()
-        if "env" in field
-    ]
+    plugin_envs = [field.env for m in discover([BUILTIN_DIR]) for field in m.settings]
     for name in [s.env for s in RUNTIME_SETTINGS] + plugin_envs:
         assert name in result.stdout, name
     for sub in ("serve", "turso", "demo"):

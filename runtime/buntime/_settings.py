@@ -61,7 +61,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TURSO_SYNC_URL", "", "single-tenant sync: one replica synced with this URL", "turso"),
     Setting("TURSO_SYNC_AUTH_TOKEN", "", "bearer token for TURSO_SYNC_URL (secret)", "turso"),
     Setting(
-        "TURSO_MODE", "", "local forces local mode even with TURSO_SYNC_URL; sync requires a URL", "turso"
+        "TURSO_MODE",
+        "",
+        "local (refused beside a sync/server URL or token) or sync (needs a URL); unset: the URLs decide",
+        "turso",
     ),
     Setting(
         "TURSO_LOCAL_PATH", "./data/turso/runtime.db", "local database file, or the replica file", "turso"

@@ -123,12 +123,10 @@ def _rows() -> Iterator[tuple[str, str, str, str]]:
     except ManifestError:  # --help must work even with a broken manifest; serve reports it
         manifests = []
     for manifest in manifests:
-        for field in manifest.config_schema.values():
-            env = str(field.get("env") or "") if isinstance(field, Mapping) else ""
-            if env and env not in SETTINGS_BY_ENV:
-                text = str(field.get("description") or field.get("label") or "")
-                group = f"plugin {manifest.name}"
-                yield group, env, str(field.get("default") or ""), text
+        for field in manifest.settings:
+            if field.env not in SETTINGS_BY_ENV:
+                default = "" if field.secret or field.default in ("", []) else str(field.default)
+                yield f"plugin {manifest.name}", field.env, default, field.description or field.label
 
 
 def _epilog() -> str:

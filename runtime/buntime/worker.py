@@ -102,7 +102,7 @@ class TursoClient:
         if self._loop.is_closed():
             return
         if self._loop.is_running():
-            self._call(self._service.close())
+            self._call(self._service.aclose())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
         self._loop.close()

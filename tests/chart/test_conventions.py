@@ -136,8 +136,9 @@ def fails(values: dict[str, str]) -> str:
         ({**SERVER, "plugins.turso.sync.url": "http://x:8080"}, "contradict each other"),
         ({"plugins.turso.mode": "sync"}, "needs plugins.turso.sync.url"),
         ({"plugins.turso.sync.url": "http://x:8080", "plugins.turso.executor": "inline"}, "local mode only"),
+        ({"plugins.turso.sync.authToken": "t0k"}, "sync.authToken needs plugins.turso.sync.url"),
     ],
-    ids=["url-beside-server", "sync-without-url", "inline-with-url"],
+    ids=["url-beside-server", "sync-without-url", "inline-with-url", "token-without-url"],
 )
 def test_contradictions_stop_the_render(values: dict[str, str], message: str) -> None:
     assert message in fails(values)

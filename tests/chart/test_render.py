@@ -223,10 +223,10 @@ def test_defaults_are_the_runtime_in_local_mode(rendered: dict[str, list[dict[st
     # Generated plugin settings reach the ConfigMap with their manifest defaults (0 is not "unset").
     assert env["GATEWAY_METRICS_RETENTION"] == "3600"
     assert env["KEYVAL_QUEUE_LOCK_DURATION"] == "30s"
-    zero = render({"plugins.gateway.metricsRetention": "0"})
+    zero = render({"plugins.keyval.sweepInterval": "0"})
     assert (
         container_env(one(zero, "Deployment")["spec"]["template"]["spec"]["containers"][0], EnvSources(zero))[
-            "GATEWAY_METRICS_RETENTION"
+            "KEYVAL_SWEEP_INTERVAL"
         ]
         == "0"
     )

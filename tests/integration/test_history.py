@@ -112,7 +112,7 @@ async def read_server(server: TursoServer, root: Path) -> dict[str, list[dict[st
             for table in ("ins", "counters", "incs", "cas", "cas_log", "q")
         }
     finally:
-        await service.close()
+        await service.aclose()
 
 
 def check(history: dict[str, dict[str, Any]], state: dict[str, list[dict[str, Any]]]) -> list[str]:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from buntime.plugins import LoadedPlugin, ManifestError, PluginHost, discover, load_manifest, order_plugins
+from buntime.plugins import (
+    BUILTIN_DIR,
+    LoadedPlugin,
+    ManifestError,
+    PluginHost,
+    discover,
+    load_manifest,
+    order_plugins,
+)
 from buntime.turso import TursoService
 
 CONSUMER = """
@@ -135,6 +143,42 @@ def test_order_is_topological_with_optional_dependencies(tmp_path: Path) -> None
     assert skipped == {"off": "disabled", "x": "dependency cycle", "y": "dependency cycle"}
 
 
+def test_order_is_graphlib_topological_with_the_same_skip_reasons(tmp_path: Path) -> None:
+    plugins = tmp_path / "p"
+    specs = {
+        "a": "",
+        "b": 'dependencies: ["a"]',
+        "c": 'optionalDependencies: ["b", "absent"]',  # an absent optional dependency is no edge
+        "d": 'dependencies: ["c", "a"]',
+        # Two disjoint cycles (graphlib reports one at a time) and what needs them.
+        "x": 'dependencies: ["y"]',
+        "y": 'dependencies: ["x"]',
+        "p": 'dependencies: ["q"]',
+        "q": 'optionalDependencies: ["p"]',
+        "needs-x": 'optionalDependencies: ["x"]',
+        "needs-needs-x": 'dependencies: ["needs-x"]',
+        "m": 'dependencies: ["ghost"]',
+        "needs-m": 'dependencies: ["m"]',
+    }
+    for name, deps in specs.items():
+        write_plugin(plugins, name, f"name: {name}\nentry: m:c\n{deps}\n")
+    ordered, skipped = order_plugins(discover([plugins]))
+    assert [m.name for m in ordered] == ["a", "b", "c", "d"]
+    cycle = "dependency cycle"
+    assert skipped == {
+        "m": "missing required dependency ghost",
+        "needs-m": "missing required dependency m",
+        **{name: cycle for name in ("x", "y", "p", "q", "needs-x", "needs-needs-x")},
+    }
+
+
+def test_the_builtin_plugins_load_turso_first() -> None:
+    ordered, skipped = order_plugins(discover([BUILTIN_DIR]))
+    names = [m.name for m in ordered]
+    assert names[0] == "@buntime/plugin-turso" and skipped == {}
+    assert names[1:] == sorted(names[1:])  # ready together: discovery (directory) order
+
+
 def test_a_broken_manifest_fails_readiness_but_not_the_host(tmp_path: Path) -> None:
     plugins = tmp_path / "p"
     write_plugin(plugins, "broken", "entry: m:c\n")
@@ -178,12 +222,13 @@ def test_bad_manifests_are_clear_errors(tmp_path: Path, body: str, message: str)
 def test_the_turso_manifest_declares_its_config_schema() -> None:
     host = PluginHost.from_env({})
     turso = next(m for m in host.manifests if m.name == "@buntime/plugin-turso")
-    schema = turso.config_schema
+    schema = {setting.dotted: setting for setting in turso.settings}
     assert {"mode", "localPath", "sync.url", "sync.authToken"} <= set(schema)
-    assert schema["mode"]["env"] == "TURSO_MODE" and schema["mode"]["values"] == ["local", "sync"]
-    assert schema["sync.authToken"]["type"] == "password" and schema["sync.authToken"]["secret"] is True
+    assert schema["mode"].env == "TURSO_MODE" and schema["mode"].values == ("local", "sync")
+    assert schema["sync.authToken"].type == "password" and schema["sync.authToken"].secret is True
+    assert schema["syncInterval"].type == "duration"
     for field in schema.values():
-        assert {"type", "default", "env", "label"} <= set(field)
+        assert field.env and field.label
 
 
 async def test_recover_retries_failed_inits_and_their_dependents_but_not_load_errors(tmp_path: Path) -> None:

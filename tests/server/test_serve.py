@@ -66,8 +66,26 @@ def test_a_bad_turso_setting_keeps_the_process_up_but_not_ready(tmp_path: Path) 
     finally:
         assert runtime.stop() == 0
     assert status == 503
-    assert "Unsupported Turso mode 'sideways'" in body["failed"]["@buntime/plugin-turso"]
+    # The settings table refuses it before the plugin opens anything, naming the variable.
+    assert body["failed"]["@buntime/plugin-turso"] == "TURSO_MODE must be one of local, sync (got 'sideways')"
     assert "Traceback" not in runtime.log()
+
+
+def test_local_mode_beside_a_sync_url_refuses_to_start_the_turso_plugin(tmp_path: Path) -> None:
+    # It used to run on a pod-local file and drop the URL; now nothing opens, readiness says why
+    # in one line naming both variables, and the host does not retry a configuration.
+    env = {**local_env(tmp_path), "TURSO_MODE": "local", "TURSO_SYNC_URL": "http://127.0.0.1:9"}
+    runtime = RuntimeProcess(env, tmp_path / "conflict.log").start(probe="live")
+    try:
+        status, body = http("GET", f"{runtime.url}/api/health/ready")
+    finally:
+        assert runtime.stop() == 0
+    assert status == 503
+    why = body["failed"]["@buntime/plugin-turso"]
+    assert why.startswith("TURSO_MODE=local contradicts TURSO_SYNC_URL") and "\n" not in why
+    log = runtime.log()
+    assert "Traceback" not in log and "will retry" not in log
+    assert not (tmp_path / "data" / "runtime.db").exists()  # no local file was opened instead
 
 
 def test_a_port_in_use_exits_1_after_stopping_plugins(tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ async def main(url: str, token: str, replica_dir: str, pod: str, seed: int, seco
             for i in range(WORKERS)
         )
     )
-    await service.close()
+    await service.aclose()
     history.log(status="done", op="pod")
 
 

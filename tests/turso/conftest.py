@@ -26,7 +26,7 @@ async def local_service(tmp_path: Path, request: pytest.FixtureRequest) -> Async
     try:
         yield service
     finally:
-        await service.close()
+        await service.aclose()
 
 
 @pytest.fixture
@@ -36,4 +36,4 @@ async def threaded_service(tmp_path: Path) -> AsyncIterator[TursoService]:
     try:
         yield service
     finally:
-        await service.close()
+        await service.aclose()

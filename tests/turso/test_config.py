@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from buntime.turso import DEFAULT_LOCAL_PATH, TursoConfigError, parse_interval, resolve_config
@@ -15,11 +17,10 @@ def test_defaults_to_local_mode_at_the_default_path() -> None:
 
 def test_server_url_selects_multi_tenant_and_wins_over_everything() -> None:
     cfg = resolve_config(
-        {"mode": "local", "sync": {"url": "http://cfg-sync"}},
+        {"sync": {"url": "http://cfg-sync"}},
         env={
             "TURSO_SERVER_URL": "http://turso:8080/",
             "TURSO_SERVER_TOKEN": "tok",
-            "TURSO_MODE": "local",
             "TURSO_SYNC_URL": "http://other",
         },
     )
@@ -39,9 +40,39 @@ def test_sync_url_alone_is_enough_for_single_tenant() -> None:
     )
 
 
-def test_explicit_local_mode_ignores_a_sync_url() -> None:
-    cfg = resolve_config(env={"TURSO_MODE": "local", "TURSO_SYNC_URL": "http://sync"})
-    assert cfg.topology == "local" and cfg.sync_url is None
+@pytest.mark.parametrize(
+    ("config", "env", "named"),
+    [
+        ({}, {"TURSO_MODE": "local", "TURSO_SYNC_URL": "http://sync"}, "TURSO_SYNC_URL"),
+        ({}, {"TURSO_MODE": "LOCAL", "TURSO_SYNC_AUTH_TOKEN": "t"}, "TURSO_SYNC_AUTH_TOKEN"),
+        ({}, {"TURSO_MODE": "local", "TURSO_SERVER_URL": "http://turso:8080"}, "TURSO_SERVER_URL"),
+        ({}, {"TURSO_MODE": "local", "TURSO_SERVER_TOKEN": "t"}, "TURSO_SERVER_TOKEN"),
+        ({}, {"TURSO_MODE": "local", "TURSO_NAMESPACE": "orders"}, "TURSO_NAMESPACE"),
+        ({"mode": "local"}, {"TURSO_SYNC_URL": "http://sync"}, "TURSO_SYNC_URL"),
+        ({"sync": {"url": "${URL}"}}, {"TURSO_MODE": "local", "URL": "http://sync"}, "TURSO_SYNC_URL"),
+    ],
+)
+def test_local_mode_beside_a_sync_only_setting_refuses_to_start(
+    config: dict[str, Any], env: dict[str, str], named: str
+) -> None:
+    # It used to drop the URL silently and run on a pod-local file.
+    with pytest.raises(TursoConfigError) as info:
+        resolve_config(config, env=env)
+    message = str(info.value)
+    assert info.value.code == "TURSO_MODE_CONFLICT"
+    assert message.startswith(f"TURSO_MODE=local contradicts {named}") and "\n" not in message
+
+
+def test_the_conflict_names_every_sync_only_setting_given() -> None:
+    with pytest.raises(TursoConfigError, match=r"contradicts TURSO_SYNC_URL \(and TURSO_SYNC_AUTH_TOKEN\)"):
+        resolve_config(
+            env={"TURSO_MODE": "local", "TURSO_SYNC_URL": "http://s", "TURSO_SYNC_AUTH_TOKEN": "t"}
+        )
+
+
+def test_local_mode_alone_and_blank_sync_settings_are_fine() -> None:
+    cfg = resolve_config(env={"TURSO_MODE": "local", "TURSO_SYNC_URL": "  ", "TURSO_SERVER_URL": ""})
+    assert cfg.topology == "local"
 
 
 def test_sync_mode_without_url_is_a_clear_error() -> None:

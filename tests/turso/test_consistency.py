@@ -55,7 +55,7 @@ async def server_rows(server: TursoServer, root: Path, sql: str) -> list[dict[st
     try:
         return await (await fresh.connect(NS)).all(sql)
     finally:
-        await fresh.close()
+        await fresh.aclose()
 
 
 async def test_inserts_from_pods_that_never_pulled_are_all_kept(server: TursoServer, tmp_path: Path) -> None:
@@ -68,8 +68,8 @@ async def test_inserts_from_pods_that_never_pulled_are_all_kept(server: TursoSer
         for _ in range(3):
             await b.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('B')"), namespace=NS)
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
     rows = await server_rows(server, tmp_path, "SELECT id, who FROM t ORDER BY id")
     assert [r["who"] for r in rows] == ["A", "A", "A", "B", "B", "B"]
     assert [r["id"] for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -97,8 +97,8 @@ async def test_read_modify_write_from_two_pods_loses_no_increment(
         await asyncio.gather(loop(a), loop(b), loop(a), loop(b))
         assert await a.transaction(lambda db: db.get("SELECT v FROM c"), namespace=NS) == {"v": 4 * rounds}
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
     assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 4 * rounds}]
 
 
@@ -116,8 +116,8 @@ async def test_autocommit_writes_follow_the_same_contract(server: TursoServer, t
         )
         assert await da.get("SELECT count(*) AS n FROM t") is not None  # a read needs no lease
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
     assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 20}]
     assert len(await server_rows(server, tmp_path, "SELECT id FROM t")) == 2
 
@@ -156,7 +156,7 @@ async def test_a_dead_holders_lease_expires_and_a_busy_lease_is_turso_busy(
         # Its token is fenced off now: pushes and renewals under it are refused.
         assert lease_call(server, "PUT", f"/{grant['token']}")[0] == 409
     finally:
-        await a.close()
+        await a.aclose()
     assert await server_rows(server, tmp_path, "SELECT who FROM t") == [{"who": "y"}]
 
 
@@ -188,8 +188,8 @@ async def test_a_transaction_whose_lease_was_taken_over_is_rerun_on_fresh_data(
         await a.transaction(slow_bump, namespace=NS)
         assert runs == 2, "the first run was refused at push and re-run"
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
     assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 11}]
 
 
@@ -213,8 +213,8 @@ async def test_many_writers_in_one_pod_share_pushes_and_every_commit_lands(
         for service in (a, b):
             assert (await service.health()).namespaces[NS].pending_operations == 0
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
     rows = await server_rows(server, tmp_path, "SELECT who FROM t")
     assert sorted(r["who"] for r in rows) == sorted(
         f"{p}{k}-{i}" for p in "ab" for k in range(8) for i in range(10)
@@ -241,7 +241,7 @@ async def test_a_server_restart_while_a_pod_holds_the_lease_costs_one_rerun(
         await a.transaction(insert_across_restart, namespace=NS)
         assert runs == 2, "the push under the forgotten lease was refused, then the transaction re-ran"
     finally:
-        await a.close()
+        await a.aclose()
     assert await server_rows(server, tmp_path, "SELECT who FROM t ORDER BY id") == [
         {"who": "before"},
         {"who": "after"},
@@ -279,7 +279,7 @@ async def test_a_callback_that_breaks_the_savepoint_costs_only_its_own_transacti
         assert outcomes[1:] == [None] * 4
         local = await (await a.connect(NS)).all("SELECT who FROM t")
     finally:
-        await a.close()
+        await a.aclose()
     rows = await server_rows(server, tmp_path, "SELECT who FROM t")
     expected = sorted(f"w{k}-{i}" for k in range(4) for i in range(5))
     assert sorted(r["who"] for r in rows) == expected

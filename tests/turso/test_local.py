@@ -205,8 +205,8 @@ async def test_health_before_anything_opened_is_down(local_service: TursoService
 async def test_closed_service_refuses_work(tmp_path: Path) -> None:
     service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(tmp_path / "c.db")}))
     db = await service.connect()
-    await service.close()
-    await service.close()  # idempotent
+    await service.aclose()
+    await service.aclose()  # idempotent
     with pytest.raises(TursoClosedError):
         await service.connect()
     with pytest.raises(TursoClosedError):
@@ -234,7 +234,7 @@ async def test_a_file_locked_by_another_process_is_unavailable(tmp_path: Path) -
         service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)}))
         with pytest.raises(TursoUnavailableError):
             await service.connect()
-        await service.close()
+        await service.aclose()
     finally:
         holder.kill()
         holder.wait()

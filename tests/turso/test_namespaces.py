@@ -33,4 +33,4 @@ async def test_service_rejects_invalid_namespaces_before_touching_disk(tmp_path:
                 await service.connect(name)
         assert not (tmp_path / "db").exists()
     finally:
-        await service.close()
+        await service.aclose()

@@ -77,8 +77,8 @@ async def test_single_tenant_write_reaches_other_replica_without_explicit_pull(
         await eventually(b_sees)
         assert await (await b.connect()).get("SELECT v FROM t") == {"v": "from-a"}
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
 
 
 async def test_concurrent_downgrades_to_deferred_and_commits_are_pushed(
@@ -99,13 +99,13 @@ async def test_concurrent_downgrades_to_deferred_and_commits_are_pushed(
         assert entry.pending_operations == 0, "every commit must have been pushed"
         assert entry.last_push is not None and entry.sync_url == sync_server.url
     finally:
-        await a.close()
+        await a.aclose()
     # What the server holds, read by a brand-new replica.
     fresh = single(sync_server.url, tmp_path / "fresh" / "r.db")
     try:
         assert await count(fresh) == 10
     finally:
-        await fresh.close()
+        await fresh.aclose()
 
 
 async def test_autocommit_writes_are_pushed_by_the_background_task(
@@ -122,8 +122,8 @@ async def test_autocommit_writes_are_pushed_by_the_background_task(
 
         await eventually(b_sees)
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
 
 
 async def test_server_down_refuses_writes_serves_reads_and_recovers(
@@ -150,13 +150,13 @@ async def test_server_down_refuses_writes_serves_reads_and_recovers(
         rows = await (await a.connect()).all("SELECT v FROM t ORDER BY id")
         assert [row["v"] for row in rows] == ["before", "after"], "refused commits were dropped"
     finally:
-        await a.close()
+        await a.aclose()
     reader = single(sync_server.url, tmp_path / "reader" / "r.db")
     try:
         rows = await (await reader.connect()).all("SELECT v FROM t ORDER BY id")
         assert [row["v"] for row in rows] == ["before", "after"]
     finally:
-        await reader.close()
+        await reader.aclose()
 
 
 async def test_offline_mode_keeps_writes_locally_and_the_later_push_wins(
@@ -184,14 +184,14 @@ async def test_offline_mode_keeps_writes_locally_and_the_later_push_wins(
         plain_tursodb.start()
         await a.sync()
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
     fresh = single(plain_tursodb.url, tmp_path / "fresh" / "r.db", TURSO_WRITE_MODE="offline")
     try:
         rows = await (await fresh.connect()).all("SELECT id, v FROM t ORDER BY id")
         assert [row["v"] for row in rows] == ["b0", "b1", "b2", "while-down"], rows
     finally:
-        await fresh.close()
+        await fresh.aclose()
 
 
 async def test_a_replica_opens_offline_from_its_file(sync_server: SyncEndpoint, tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ async def test_a_replica_opens_offline_from_its_file(sync_server: SyncEndpoint, 
     a = single(sync_server.url, path)
     await create_table(a)
     await insert(a, "kept")
-    await a.close()
+    await a.aclose()
     sync_server.kill()
     again = single(sync_server.url, path)
     try:
@@ -208,7 +208,7 @@ async def test_a_replica_opens_offline_from_its_file(sync_server: SyncEndpoint, 
         assert not health.ok and health.usable and health.status == "degraded"
         assert health.namespaces["runtime"].last_sync_error
     finally:
-        await again.close()
+        await again.aclose()
 
 
 async def test_health_never_reveals_the_token(sync_server: SyncEndpoint, tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ async def test_health_never_reveals_the_token(sync_server: SyncEndpoint, tmp_pat
         assert entry.replica_path == str(tmp_path / "a" / "r.db")
         assert entry.last_pull is not None and entry.revision is not None
     finally:
-        await a.close()
+        await a.aclose()
 
 
 async def test_nested_use_of_a_replica_inside_its_transaction_is_refused(
@@ -239,7 +239,7 @@ async def test_nested_use_of_a_replica_inside_its_transaction_is_refused(
             await asyncio.wait_for(a.transaction(nested), 5)
         assert info.value.code == "TURSO_NESTED_TRANSACTION"
     finally:
-        await a.close()
+        await a.aclose()
 
 
 # -- multi-tenant -----------------------------------------------------------------------------
@@ -266,8 +266,8 @@ async def test_multi_tenant_opens_one_replica_per_namespace(router: SyncEndpoint
         assert health.namespaces["orders"].sync_url == f"{router.url}/orders"
         assert health.namespaces["orders"].replica_path == str(tmp_path / "a" / "orders.db")
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
 
 
 async def test_concurrent_connects_share_one_open(router: SyncEndpoint, tmp_path: Path) -> None:
@@ -277,7 +277,7 @@ async def test_concurrent_connects_share_one_open(router: SyncEndpoint, tmp_path
         assert len({db.local_path for db in dbs}) == 1
         assert a.namespaces == ["shared"]
     finally:
-        await a.close()
+        await a.aclose()
 
 
 async def test_a_failed_open_is_not_cached_and_the_next_connect_retries(tmp_path: Path) -> None:
@@ -292,7 +292,7 @@ async def test_a_failed_open_is_not_cached_and_the_next_connect_retries(tmp_path
         await insert(service, "x", "late")
         assert await count(service, "late") == 1
     finally:
-        await service.close()
+        await service.aclose()
         router.kill()
 
 
@@ -316,8 +316,8 @@ async def test_multi_tenant_through_turso_server_with_its_data_token(tmp_path: P
         await eventually(b_sees)
         assert server.data_token not in repr((await a.health()).as_dict())
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
         server.stop()
     unauthorised = TursoService(
         resolve_config(env={"TURSO_SERVER_URL": server.url, "TURSO_LOCAL_PATH": str(tmp_path / "c" / "r.db")})
@@ -327,7 +327,7 @@ async def test_multi_tenant_through_turso_server_with_its_data_token(tmp_path: P
         with pytest.raises(TursoUnavailableError):
             await unauthorised.connect("ledger")
     finally:
-        await unauthorised.close()
+        await unauthorised.aclose()
         server.stop()
 
 
@@ -362,8 +362,8 @@ async def test_pull_listeners_hear_other_replicas_until_removed(
         await eventually(b_has_two)
         assert heard == []
     finally:
-        await a.close()
-        await b.close()
+        await a.aclose()
+        await b.aclose()
 
 
 async def test_sync_requests_reuse_one_connection(sync_server: SyncEndpoint, tmp_path: Path) -> None:
@@ -381,7 +381,7 @@ async def test_sync_requests_reuse_one_connection(sync_server: SyncEndpoint, tmp
         assert _transport.stats.requests - sent >= 20, "each push is at least two requests"
         assert _transport.stats.opened - opened <= 1
     finally:
-        await a.close()
+        await a.aclose()
 
 
 async def test_closing_right_after_writes_leaves_no_http_session_open(
@@ -396,7 +396,7 @@ async def test_closing_right_after_writes_leaves_no_http_session_open(
     service = single(sync_server.url, tmp_path / "a.db")
     await create_table(service)
     await asyncio.gather(*(insert(service, f"v{i}") for i in range(16)))
-    await service.close()
+    await service.aclose()
     await asyncio.sleep(0.05)  # anything still scheduled runs now
     gc.collect()
     assert [s for s in gc.get_objects() if isinstance(s, aiohttp.ClientSession) and not s.closed] == []

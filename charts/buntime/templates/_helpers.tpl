@@ -145,7 +145,8 @@ One environment entry for a plugin setting: (list "ENV_NAME" value "type"). Rend
 the value is unset or the empty string, so the runtime falls back to the plugin manifest's option.
 0 and false are real values and are rendered (Helm's `default` would treat them as unset).
 Integers go through int64: YAML numbers reach templates as float64 and large ones would print
-as 1e+06.
+as 1e+06. A list (plugins.proxy.rules) becomes the JSON array the runtime parses; an empty list
+renders nothing, like "".
 */}}
 {{- define "buntime.plugins.envValue" -}}
 {{- $value := index . 1 -}}
@@ -153,6 +154,8 @@ as 1e+06.
 {{- if not (kindIs "invalid" $value) -}}
 {{- if eq $type "int" -}}
 {{- $value | int64 | toString -}}
+{{- else if eq $type "list" -}}
+{{- if $value }}{{ $value | toJson }}{{ end -}}
 {{- else -}}
 {{- $value | toString -}}
 {{- end -}}
@@ -248,14 +251,19 @@ would be silently dropped) or "local".
 
 {{/*
 The plugins' values as the runtime ConfigMap renders them: plugins.turso.mode follows
-"buntime.turso.mode" (sync whenever sync.url is set), so TURSO_MODE never contradicts TURSO_SYNC_URL.
+"buntime.turso.mode" (sync whenever sync.url is set), so TURSO_MODE never contradicts TURSO_SYNC_URL;
+beside the in-cluster turso-server no TURSO_MODE is rendered at all (the runtime refuses
+TURSO_MODE=local next to TURSO_SERVER_URL, TURSO_MODE_CONFLICT).
 */}}
 {{- define "buntime.plugins.effective" -}}
 {{- $plugins := deepCopy (.Values.plugins | default dict) -}}
-{{- if eq (include "buntime.turso.mode" .) "sync" -}}
+{{- $mode := include "buntime.turso.mode" . -}}
 {{- $turso := $plugins.turso | default dict -}}
+{{- if eq $mode "sync" -}}
 {{- $_ := set $turso "mode" "sync" -}}
-{{- $_ := set $plugins "turso" $turso -}}
+{{- else if eq $mode "server" -}}
+{{- $_ := unset $turso "mode" -}}
 {{- end -}}
+{{- $_ := set $plugins "turso" $turso -}}
 {{- toJson $plugins -}}
 {{- end -}}

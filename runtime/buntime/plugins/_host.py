@@ -8,13 +8,15 @@ is skipped with a log line, and so are its dependents.
 A plugin whose ``on_init`` failed (a dependency that was down, a timeout) is not given up on:
 :meth:`PluginHost.recover` retries it with exponential backoff, together with the plugins that
 were skipped only because it failed, and reports each one that starts late to the server, which
-mounts it. A plugin whose entry cannot be loaded, or whose manifest is broken, missing a required
-dependency or in a cycle is not retried: nothing but a new image or manifest fixes it.
+mounts it. A plugin whose entry cannot be loaded, whose settings are invalid, or whose manifest is
+broken, missing a required dependency or in a cycle is not retried: nothing but a new image,
+manifest or environment fixes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import graphlib
 import importlib
 import logging
 import os
@@ -26,10 +28,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from ._errors import ManifestError, PluginInitError, PluginLoadError
+from ..turso import TursoConfigError
+from ._errors import ManifestError, PluginConfigError, PluginInitError, PluginLoadError
 from ._manifest import Manifest, discover
 from ._plugin import Plugin, PluginContext
 from ._reserved import ReservedPaths
+from ._settings import resolve_settings
 
 log = logging.getLogger("buntime.plugins")
 BUILTIN_DIR = Path(__file__).resolve().parent
@@ -58,7 +62,13 @@ def plugin_dirs(env: Mapping[str, str], *, builtin: bool = True) -> list[Path]:
 
 
 def order_plugins(manifests: list[Manifest]) -> tuple[list[Manifest], dict[str, str]]:
-    """Kahn's topological sort; returns the load order and ``{name: why it was skipped}``."""
+    """The load order (``graphlib``) and ``{name: why it was skipped}``.
+
+    Edges are the required and the present optional dependencies. A plugin whose required
+    dependency is absent is skipped (``missing required dependency ...``), transitively; the
+    members of a cycle, and whatever depends on one, are skipped as ``dependency cycle``. Among
+    plugins that are ready at the same time, discovery order decides.
+    """
     by_name: dict[str, Manifest] = {}
     skipped: dict[str, str] = {}
     for manifest in manifests:
@@ -78,25 +88,30 @@ def order_plugins(manifests: list[Manifest]) -> tuple[list[Manifest], dict[str, 
                 skipped[name] = f"missing required dependency {', '.join(missing)}"
                 del by_name[name]
                 changed = True
+    rank = {name: index for index, name in enumerate(by_name)}
     edges = {
-        name: [d for d in (*m.dependencies, *m.optional_dependencies) if d in by_name]
+        name: {d for d in (*m.dependencies, *m.optional_dependencies) if d in by_name}
         for name, m in by_name.items()
     }
-    indegree = {name: len(deps) for name, deps in edges.items()}
-    ready = [name for name in by_name if indegree[name] == 0]
-    ordered: list[Manifest] = []
-    while ready:
-        name = ready.pop(0)
-        ordered.append(by_name[name])
-        for other, deps in edges.items():
-            if name in deps:
-                indegree[other] -= 1
-                if indegree[other] == 0:
-                    ready.append(other)
-    for name, manifest in by_name.items():
-        if manifest not in ordered:
-            skipped[name] = "dependency cycle"
-    return ordered, skipped
+    while True:
+        sorter = graphlib.TopologicalSorter(edges)
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            # Take the reported cycle out, with everything that (transitively) needs one of it.
+            out = set(exc.args[1])
+            while grown := {n for n, deps in edges.items() if n not in out and deps & out}:
+                out |= grown
+            for name in sorted(out, key=rank.__getitem__):
+                skipped[name] = "dependency cycle"
+                del edges[name]
+            continue
+        ordered: list[Manifest] = []
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=rank.__getitem__)
+            ordered.extend(by_name[name] for name in ready)
+            sorter.done(*ready)
+        return ordered, skipped
 
 
 def _load_factory(manifest: Manifest) -> Any:
@@ -240,6 +255,9 @@ class PluginHost:
                 await on_started(loaded)
 
     async def _init(self, manifest: Manifest) -> LoadedPlugin:
+        # The settings first: a bad value fails the plugin with one line naming the variable,
+        # before anything is imported or opened, and is never retried (it cannot fix itself).
+        settings = resolve_settings(manifest.settings, manifest.options, self.env)
         factory = _load_factory(manifest)
         try:
             plugin = factory(dict(manifest.options))
@@ -255,11 +273,14 @@ class PluginHost:
             env=self.env,
             metrics=self.metrics,
             reserved=self.reserved,
+            settings=settings,
         )
         try:
             await asyncio.wait_for(plugin.on_init(ctx), self.init_timeout)
         except Exception as exc:
             await self._release(manifest, plugin)  # before a retry opens the same resources again
+            if isinstance(exc, PluginConfigError | TursoConfigError):
+                raise PluginConfigError(str(exc), code=exc.code) from exc  # not retried either
             if isinstance(exc, TimeoutError):
                 raise PluginInitError(
                     f"{manifest.name}: on_init timed out after {self.init_timeout}s"

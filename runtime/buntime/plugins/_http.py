@@ -1,7 +1,9 @@
-"""JSON errors for plugin admin APIs: one error type, one middleware, one body reader.
+"""JSON errors for plugin admin APIs: one middleware and one body reader for :class:`ApiError`.
 
 Every built-in admin API answers errors as ``{"error": <message>, "code": <CODE>}`` so clients
-key on a stable code, never on wording. Storage failures become 503 with the Turso error code
+key on a stable code, never on wording. :class:`ApiError` (``_errors``) is the branch of the
+runtime's error tree these answers come from; the proxy's ``RuleError`` and keyval's
+``KeyValError`` are under it. Storage failures become 503 with the Turso error code
 (the database is the dependency that is down, not the request that is wrong).
 """
 
@@ -13,21 +15,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..turso import TursoError
+from ._errors import ApiError
 
 INVALID_JSON = "INVALID_JSON"
-
-
-class ApiError(Exception):
-    """An error an admin API answers with ``status`` and ``{"error", "code"}``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0])
 
 
 def error_body(code: str, message: str) -> dict[str, str]:
@@ -50,7 +40,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError as exc:
-        raise ApiError(400, INVALID_JSON, f"request body must be JSON: {exc}") from exc
+        raise ApiError(f"request body must be JSON: {exc}", code=INVALID_JSON, status=400) from exc
     if not isinstance(body, dict):
-        raise ApiError(400, INVALID_JSON, "request body must be a JSON object")
+        raise ApiError("request body must be a JSON object", code=INVALID_JSON, status=400)
     return body

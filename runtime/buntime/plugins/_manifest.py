@@ -1,8 +1,9 @@
 """Plugin manifests: ``manifest.yaml`` files that name a plugin, its entry point and its needs.
 
 A manifest's top-level keys other than the reserved ones below are the plugin's options and are
-handed to its factory. The ``config`` block is a *schema* (type, default, env, label per field):
-the runtime ignores it; ``hack/generate-chart.py`` turns it into Helm values and Rancher questions.
+handed to its factory. The ``config`` block is the plugin's settings table (``_settings``): the
+host resolves it into :attr:`PluginContext.settings` (env over option over default, typed), and
+``hack/generate-chart.py`` turns the same parsed fields into Helm values, schema and questions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from ._errors import ManifestError
+from ._settings import Setting, parse_settings
 
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml")
 RESERVED_KEYS = frozenset(
@@ -50,7 +52,8 @@ class Manifest:
     #: ``optional: true``: when it fails or is skipped, the pod stays ready (readiness lists it).
     optional: bool = False
     options: dict[str, Any] = field(default_factory=dict)
-    config_schema: dict[str, Any] = field(default_factory=dict)
+    #: The ``config`` block, parsed: what the host resolves and the chart generator renders.
+    settings: tuple[Setting, ...] = ()
 
     @property
     def directory(self) -> Path:
@@ -90,9 +93,10 @@ def load_manifest(path: Path) -> Manifest:
     optional = data.get("optional", False)
     if not isinstance(optional, bool):
         raise ManifestError(f"{path}: 'optional' must be true or false")
-    schema = data.get("config") or {}
-    if not isinstance(schema, dict):
-        raise ManifestError(f"{path}: 'config' must be a mapping of field name to schema")
+    try:
+        settings = parse_settings(data.get("config"), str(path))
+    except ValueError as exc:
+        raise ManifestError(str(exc)) from None
     return Manifest(
         name=name.strip(),
         entry=entry,
@@ -104,7 +108,7 @@ def load_manifest(path: Path) -> Manifest:
         dependencies=_names(data.get("dependencies"), "dependencies", path),
         optional_dependencies=_names(data.get("optionalDependencies"), "optionalDependencies", path),
         options={k: v for k, v in data.items() if k not in RESERVED_KEYS},
-        config_schema=schema,
+        settings=settings,
     )
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from ._reserved import ReservedPaths
+from ._settings import Settings
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -21,7 +22,11 @@ ResponseHook = Callable[["web.Request", "web.StreamResponse"], Awaitable[None]]
 
 @dataclass
 class PluginContext:
-    """Handed to ``on_init``: the plugin's options, a logger and access to other plugins.
+    """Handed to ``on_init``: the plugin's options and settings, a logger and the other plugins.
+
+    ``settings`` is the manifest's ``config`` block resolved by the host (non-blank env over the
+    option over the default, typed: ``settings["queue.lockDuration"]`` is seconds); a bad value
+    never gets this far, the plugin fails to start with one line naming the variable.
 
     ``get_plugin(name)`` returns what that plugin's ``provides()`` returned, or ``None``; it is
     only reliable for plugins listed in ``dependencies`` / ``optionalDependencies`` (they are
@@ -38,6 +43,7 @@ class PluginContext:
     #: Paths plugin middlewares must leave alone (mounted bases, probes, ``/metrics``); the
     #: server fills it after every ``on_init``, so read it at request time, not in ``on_init``.
     reserved: ReservedPaths = field(default_factory=ReservedPaths)
+    settings: Settings = field(default_factory=Settings)
 
 
 class Plugin:

@@ -94,7 +94,7 @@ class PluginStore:
         except Exception:
             self._log.exception("reloading %s state after a pull failed (kept the old cache)", self.namespace)
 
-    def close(self) -> None:
-        """Stop reacting to pulls."""
+    async def aclose(self) -> None:
+        """Stop reacting to pulls (async like every resource the plugins close; nothing to await yet)."""
         self._closed = True
         self.service.remove_pull_listener(self._on_pull)

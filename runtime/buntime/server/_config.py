@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._errors import BuntimeError
 from ..plugins import plugin_dirs
 
 ENV_HOST = "BUNTIME_HOST"
@@ -21,8 +22,10 @@ DEFAULT_PORT = 8000
 MAX_PORT = 65535
 
 
-class ServerConfigError(ValueError):
-    """A server setting cannot be used."""
+class ServerConfigError(BuntimeError, ValueError):
+    """A server setting cannot be used; the message names it."""
+
+    code = "INVALID_SERVER_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,9 @@ def _port(raw: str | int, source: str) -> int:
     except (TypeError, ValueError):
         port = -1
     if not 0 <= port <= MAX_PORT:
-        raise ServerConfigError(f"{source} must be a port number from 0 to {MAX_PORT} (got {raw!r})")
+        raise ServerConfigError(
+            f"{source} must be a port number from 0 to {MAX_PORT} (got {raw!r})", code="INVALID_BUNTIME_PORT"
+        )
     return port
 
 
@@ -51,7 +56,9 @@ def load_server_config(
     env = os.environ if env is None else env
     resolved_host = (host if host is not None else env.get(ENV_HOST, "")).strip() or DEFAULT_HOST
     if any(ch.isspace() for ch in resolved_host) or "/" in resolved_host:
-        raise ServerConfigError(f"{ENV_HOST} must be a host name or address (got {resolved_host!r})")
+        raise ServerConfigError(
+            f"{ENV_HOST} must be a host name or address (got {resolved_host!r})", code="INVALID_BUNTIME_HOST"
+        )
     if port is not None:
         resolved_port = _port(port, "--port")
     else:
@@ -60,5 +67,7 @@ def load_server_config(
     dirs = tuple(plugin_dirs(env))
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:
-        raise ServerConfigError(f"{ENV_PLUGIN_DIRS}: not a directory: {', '.join(missing)}")
+        raise ServerConfigError(
+            f"{ENV_PLUGIN_DIRS}: not a directory: {', '.join(missing)}", code="INVALID_BUNTIME_PLUGIN_DIRS"
+        )
     return ServerConfig(host=resolved_host, port=resolved_port, plugin_dirs=dirs)

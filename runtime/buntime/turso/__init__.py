@@ -6,7 +6,7 @@
 
 from ._config import DEFAULT_LOCAL_PATH, TursoConfig, parse_interval, resolve_config
 from ._database import BlockingDatabase, Database, QueryResult, RunResult, TransactionType
-from ._durations import DURATION_PATTERN, duration_seconds
+from ._durations import DURATION_HELP, DURATION_PATTERN, duration_seconds
 from ._errors import (
     DDLInConcurrentTransactionError,
     InvalidNamespaceError,
@@ -25,6 +25,7 @@ from ._service import TursoService
 __all__ = [
     "DEFAULT_LOCAL_PATH",
     "DEFAULT_NAMESPACE",
+    "DURATION_HELP",
     "DURATION_PATTERN",
     "NAMESPACE_PATTERN",
     "BlockingDatabase",

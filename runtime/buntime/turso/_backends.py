@@ -262,7 +262,7 @@ class Backend:
         """``SELECT 1`` through the normal path; raises when the database is unusable."""
         await self.database("runtime").get("SELECT 1 AS ok")
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -984,7 +984,7 @@ class ReplicaBackend(Backend):
                 await self.sync()
             await asyncio.sleep(interval)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self._closed:
             return
         if self._task is not None:
@@ -1007,8 +1007,8 @@ class ReplicaBackend(Backend):
         lease, self._lease = self._lease, None
         if lease is not None:
             await self._leases.release(lease)
-        await self._leases.close()
-        await super().close()
+        await self._leases.aclose()
+        await super().aclose()
 
     def _close_all(self) -> None:
         with contextlib.suppress(Exception):

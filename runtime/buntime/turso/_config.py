@@ -13,8 +13,11 @@ neither                        local file at ``TURSO_LOCAL_PATH``           —
 
 With ``TURSO_NAMESPACE`` beside ``TURSO_SERVER_URL`` (what the operator injects into a pod whose
 token is scoped to one database) every namespace lives in ``<url>/<TURSO_NAMESPACE>``.
-``TURSO_MODE=local`` forces local mode even when ``TURSO_SYNC_URL`` is set; ``TURSO_MODE=sync``
-without any URL, or any other mode, is a startup error. ``TURSO_EXECUTOR`` (``thread``, the
+``TURSO_MODE=local`` beside a setting that only means something with a sync server
+(``TURSO_SYNC_URL``, ``TURSO_SYNC_AUTH_TOKEN``, ``TURSO_SERVER_URL``, ``TURSO_SERVER_TOKEN``,
+``TURSO_NAMESPACE``) is a startup error naming both (``TURSO_MODE_CONFLICT``): it used to drop the
+URL silently and run on a pod-local file. ``TURSO_MODE=sync`` without any URL, or any other mode,
+is a startup error too. ``TURSO_EXECUTOR`` (``thread``, the
 default, or ``inline``) says where a local file's statements run; replicas always use a thread,
 since their push and pull are network calls, so ``inline`` with a sync URL is an error.
 """
@@ -170,11 +173,46 @@ def resolve_config(
     )
 
 
+#: Settings that only mean something with a sync server: ``TURSO_MODE=local`` beside one of them
+#: is a contradiction, never a silent override. (variable, config section, config key)
+SYNC_ONLY_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("TURSO_SERVER_URL", "server", "url"),
+    ("TURSO_SERVER_TOKEN", "server", "authToken"),
+    ("TURSO_NAMESPACE", "server", "namespace"),
+    ("TURSO_SYNC_URL", "sync", "url"),
+    ("TURSO_SYNC_AUTH_TOKEN", "sync", "authToken"),
+)
+
+
+def _refuse_local_with_sync_settings(config: Mapping[str, Any], env: Mapping[str, str], mode: str) -> None:
+    if mode != "local":
+        return
+    given = [
+        name
+        for name, section, key in SYNC_ONLY_SETTINGS
+        if _env(env, name) or _substitute(_section(config, section).get(key), env)
+    ]
+    if given:
+        also = f" (and {', '.join(given[1:])})" if given[1:] else ""
+        raise TursoConfigError(
+            f"TURSO_MODE=local contradicts {given[0]}{also}: local mode never syncs, so it would be "
+            f"ignored; unset TURSO_MODE (a URL alone selects sync) or unset {', '.join(given)}",
+            code="TURSO_MODE_CONFLICT",
+        )
+
+
 def _resolve_topology(
     config: Mapping[str, Any], env: Mapping[str, str], *, local_path: str, interval: float
 ) -> TursoConfig:
     """Pick local, single-tenant or multi-tenant from the URLs and ``TURSO_MODE``."""
     sync_cfg, server_cfg = _section(config, "sync"), _section(config, "server")
+    mode = (_env(env, "TURSO_MODE") or _substitute(config.get("mode"), env)).lower()
+    if mode not in ("", "local", "sync"):
+        raise TursoConfigError(
+            f"Unsupported Turso mode {mode!r}: use 'local' or 'sync' (TURSO_MODE)",
+            code="INVALID_TURSO_MODE",
+        )
+    _refuse_local_with_sync_settings(config, env, mode)
     server_url = _env(env, "TURSO_SERVER_URL") or _substitute(server_cfg.get("url"), env)
     if server_url:
         token = _env(env, "TURSO_SERVER_TOKEN") or _substitute(server_cfg.get("authToken"), env)
@@ -201,14 +239,8 @@ def _resolve_topology(
             sync_interval=interval,
         )
 
-    mode = (_env(env, "TURSO_MODE") or _substitute(config.get("mode"), env)).lower()
-    if mode not in ("", "local", "sync"):
-        raise TursoConfigError(
-            f"Unsupported Turso mode {mode!r}: use 'local' or 'sync' (TURSO_MODE)",
-            code="INVALID_TURSO_MODE",
-        )
     sync_url = _env(env, "TURSO_SYNC_URL") or _substitute(sync_cfg.get("url"), env)
-    if mode == "local" or (not mode and not sync_url):
+    if not sync_url and mode != "sync":
         return TursoConfig(mode="local", local_path=local_path, sync_interval=interval)
     if not sync_url:
         raise TursoConfigError(

@@ -1,35 +1,29 @@
 """Errors raised by the Turso service.
 
 Every error carries a stable ``code`` (what HTTP layers and logs key on) and subclasses the
-matching built-in, so ``except ValueError`` keeps working for callers that do not know us::
+matching built-in, so ``except ValueError`` keeps working for callers that do not know us
+(the runtime's whole tree, this branch included, is drawn in ``buntime/_errors.py``)::
 
     TursoError
-    ├── TursoConfigError (ValueError)            INVALID_TURSO_MODE, TURSO_SYNC_URL_REQUIRED, ...
+    ├── TursoConfigError (ValueError)            INVALID_TURSO_MODE, TURSO_MODE_CONFLICT, ...
     ├── InvalidNamespaceError (ValueError)       INVALID_TURSO_NAMESPACE
     ├── TursoQueryError                          TURSO_QUERY_FAILED — the engine rejected a statement
     │   ├── TursoBusyError                       TURSO_BUSY — busy/conflict, retried by transaction()
     │   └── DDLInConcurrentTransactionError      TURSO_DDL_NEEDS_EXCLUSIVE
     ├── TursoUnavailableError (ConnectionError)  TURSO_UNAVAILABLE — a database or server is unreachable
     │   └── TursoCommitUnknownError              TURSO_COMMIT_OUTCOME_UNKNOWN — never retried for you
-    └── TursoClosedError (RuntimeError)          TURSO_CLOSED — used after close()
+    └── TursoClosedError (RuntimeError)          TURSO_CLOSED — used after aclose()
 """
 
 from __future__ import annotations
 
+from .._errors import BuntimeError
 
-class TursoError(Exception):
-    """Root of every error the Turso service raises."""
+
+class TursoError(BuntimeError):
+    """Root of every error the Turso service raises (a branch of :class:`~buntime.BuntimeError`)."""
 
     code = "TURSO_ERROR"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class TursoConfigError(TursoError, ValueError):
@@ -89,6 +83,6 @@ class TursoCommitUnknownError(TursoUnavailableError):
 
 
 class TursoClosedError(TursoError, RuntimeError):
-    """The service or database was used after ``close()``."""
+    """The service or database was used after ``aclose()``."""
 
     code = "TURSO_CLOSED"

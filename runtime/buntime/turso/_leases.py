@@ -147,7 +147,7 @@ class LeaseClient:
             payload = None
         return response.status, payload
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self._closed = True
         if self._session is not None:
             await self._session.close()

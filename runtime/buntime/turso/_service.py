@@ -35,7 +35,7 @@ class TursoService:
         db = await service.connect("keyval")
         await service.transaction(lambda db: db.run("INSERT ..."), namespace="keyval")
         print((await service.health()).status)
-        await service.close()
+        await service.aclose()
 
     Parameters:
 
@@ -59,7 +59,7 @@ class TursoService:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await self.close()
+        await self.aclose()
 
     # -- namespaces and backends -----------------------------------------------------------
     def replica_path(self, namespace: str) -> str:
@@ -94,7 +94,7 @@ class TursoService:
             finally:
                 del self._opening[key]
             if self._closed:
-                await backend.close()
+                await backend.aclose()
                 raise TursoClosedError("the Turso service was closed while opening")
             self._backends[key] = backend
             self._opened.add(namespace)
@@ -260,7 +260,7 @@ class TursoService:
             error="; ".join(errors) or (None if self._backends else "no database opened yet"),
         )
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Final push on replicas, then close everything. Safe to call twice."""
         if self._closed:
             return
@@ -273,6 +273,6 @@ class TursoService:
         backends, self._backends = list(self._backends.values()), {}
         for backend in backends:
             try:
-                await backend.close()
+                await backend.aclose()
             except Exception:
                 log.exception("Turso backend close failed: %s", backend.path)

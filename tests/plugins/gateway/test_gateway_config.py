@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from buntime.plugins import PluginConfigError
 from buntime.plugins.gateway import GatewayConfigError, resolve_gateway_config
 
 
@@ -26,10 +27,11 @@ def test_the_api_key_never_reaches_repr() -> None:
 
 @pytest.mark.parametrize("retention", ["0", "-3", "many"])
 def test_bad_retention_is_refused(retention: str) -> None:
-    with pytest.raises(GatewayConfigError, match="GATEWAY_METRICS_RETENTION"):
+    with pytest.raises(PluginConfigError, match=r"^GATEWAY_METRICS_RETENTION") as info:
         resolve_gateway_config({}, {"GATEWAY_METRICS_RETENTION": retention})
+    assert info.value.code == "INVALID_GATEWAY_METRICS_RETENTION"
 
 
 def test_bad_env_basenames_are_refused() -> None:
-    with pytest.raises(GatewayConfigError, match="bad name"):
+    with pytest.raises(GatewayConfigError, match=r"^GATEWAY_SHELL_EXCLUDES: invalid basename.*bad name"):
         resolve_gateway_config({}, {"GATEWAY_SHELL_EXCLUDES": "ok,bad name"})

@@ -297,7 +297,7 @@ async def test_unknown_routes_answer_json(client: Client) -> None:
 
 async def test_503_while_storage_is_unavailable(client: Client, host: PluginHost, kv: Kv) -> None:
     await ok(await client.put(f"{API}/keys/a", json=1))
-    await host.get_plugin("@buntime/plugin-turso").close()  # storage goes away under the routes
+    await host.get_plugin("@buntime/plugin-turso").aclose()  # storage goes away under the routes
     for response in (
         await client.get(f"{API}/keys/a"),
         await client.put(f"{API}/keys/a", json=2),

@@ -283,7 +283,7 @@ async def test_an_upgraded_store_continues_from_its_highest_versionstamp(
 
 async def test_closed_store_is_unavailable(host: PluginHost, kv: Kv) -> None:
     await kv.set(["a"], 1)
-    await host.get_plugin("@buntime/plugin-turso").close()
+    await host.get_plugin("@buntime/plugin-turso").aclose()
     with pytest.raises(KeyValUnavailableError) as info:
         await kv.get(["a"])
     assert info.value.code == "KEYVAL_UNAVAILABLE" and info.value.status == 503

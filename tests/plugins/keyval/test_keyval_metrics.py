@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from buntime.plugins import PluginHost
+from buntime.plugins import PluginConfigError, PluginHost
 from buntime.plugins.keyval import (
     KEYVAL_PLUGIN_NAME,
     InvalidKeyError,
@@ -124,10 +124,12 @@ def test_metrics_settings() -> None:
         {"KEYVAL_METRICS_PERSISTENT": "maybe"},
         {"KEYVAL_METRICS_PERSISTENT": "true", "KEYVAL_METRICS_FLUSH_INTERVAL": "0"},
     ):
-        with pytest.raises(KeyValConfigError):
+        with pytest.raises(PluginConfigError, match=r"^KEYVAL_METRICS_"):  # a KeyValConfigError for the pair
             resolve_settings({}, env)
-    with pytest.raises(KeyValConfigError):
+    with pytest.raises(PluginConfigError, match=r"option metrics must be a mapping"):
         resolve_settings({"metrics": "on"}, {})
+    with pytest.raises(KeyValConfigError, match=r"^KEYVAL_METRICS_FLUSH_INTERVAL must be more than 0s"):
+        resolve_settings({}, {"KEYVAL_METRICS_PERSISTENT": "true", "KEYVAL_METRICS_FLUSH_INTERVAL": "0"})
 
 
 async def test_every_pod_adds_its_own_counts(

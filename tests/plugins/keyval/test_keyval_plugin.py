@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from buntime.plugins import BUILTIN_DIR, PluginContext, PluginHost, discover, load_manifest
+from buntime.plugins import BUILTIN_DIR, PluginConfigError, PluginContext, PluginHost, discover, load_manifest
 from buntime.plugins.keyval import (
     KEYVAL_PLUGIN_NAME,
     KeyValConfigError,
@@ -28,12 +28,12 @@ def test_manifest_is_discovered_and_declares_its_settings() -> None:
     assert manifest.name == KEYVAL_PLUGIN_NAME
     assert manifest.base == "/keyval"
     assert manifest.dependencies == ("@buntime/plugin-turso",)
-    assert manifest.entry == "buntime.plugins.keyval.plugin:create"
+    assert manifest.entry == "buntime.plugins.keyval:create"
     assert any(m.name == KEYVAL_PLUGIN_NAME for m in discover([BUILTIN_DIR]))
-    envs = {field["env"] for field in manifest.config_schema.values()}
+    envs = {field.env for field in manifest.settings}
     assert {ENV_SWEEP_INTERVAL, ENV_QUEUE_LOCK_DURATION, ENV_QUEUE_CLEANUP_INTERVAL} <= envs
-    for field in manifest.config_schema.values():
-        assert {"type", "default", "env", "label", "description"} <= set(field)
+    for field in manifest.settings:
+        assert field.type in ("duration", "bool") and field.label and field.description
 
 
 def test_settings_env_wins_over_options() -> None:
@@ -46,10 +46,12 @@ def test_settings_env_wins_over_options() -> None:
     )
     tuned = resolve_settings(options, {ENV_SWEEP_INTERVAL: "500ms", ENV_QUEUE_LOCK_DURATION: "2m"})
     assert (tuned.sweep_interval, tuned.queue_lock_duration) == (0.5, 120)
-    with pytest.raises(KeyValConfigError):
+    with pytest.raises(PluginConfigError, match=f"^{ENV_SWEEP_INTERVAL}: invalid duration 'soon'") as bad:
         resolve_settings(options, {ENV_SWEEP_INTERVAL: "soon"})
-    with pytest.raises(KeyValConfigError):
+    assert bad.value.code == f"INVALID_{ENV_SWEEP_INTERVAL}"
+    with pytest.raises(PluginConfigError, match=f"^{ENV_QUEUE_LOCK_DURATION} must be more than 0s") as zero:
         resolve_settings(options, {ENV_QUEUE_LOCK_DURATION: "0"})
+    assert zero.value.code == f"INVALID_{ENV_QUEUE_LOCK_DURATION}"
 
 
 async def test_requires_the_turso_plugin(tmp_path: Path) -> None:

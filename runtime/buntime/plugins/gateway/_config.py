@@ -1,9 +1,10 @@
-"""Gateway settings: manifest options, overridden by non-empty environment variables.
+"""Gateway settings: the manifest's ``config`` block as the host resolved it, plus the options
+that have no variable (``cors.methods``, ``cors.maxAge``, lists in ``rateLimit.excludePaths``).
 
-Called by ``_plugin`` at ``on_init``; every variable here is declared in the manifest's
-``config:`` schema so the chart generator exposes it. Durations (``snapshotInterval``,
-``sseInterval``, ``rateLimit.window``) use the runtime's parser: ``500ms``, ``5s``, ``1m``,
-``1h``, ``1d`` or a bare number of seconds.
+Called by ``_plugin`` at ``on_init``. Types, the duration grammar and the bounds of every
+variable are declared once in ``manifest.yaml`` and applied by the host's resolver
+(``buntime.plugins._settings``); this module checks what a type cannot say (basenames, regexes)
+and raises :class:`GatewayConfigError`, which names the variable like the resolver does.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
-from ...turso import TursoConfigError, parse_interval
+from .._errors import PluginConfigError
+from .._manifest import Manifest, load_manifest
+from .._settings import Settings, resolve_settings
 
 ENV_API_KEY = "GATEWAY_API_KEY"
 ENV_SHELL_EXCLUDES = "GATEWAY_SHELL_EXCLUDES"
@@ -42,7 +47,7 @@ KeyBy = Literal["ip", "user"]
 KEY_BY: tuple[KeyBy, ...] = ("ip", "user")
 
 
-class GatewayConfigError(ValueError):
+class GatewayConfigError(PluginConfigError):
     """A gateway option or variable cannot be used (the plugin fails to start)."""
 
 
@@ -95,16 +100,6 @@ class GatewayConfig:
     cors: CorsSeed | None = None
 
 
-def _duration(env: Mapping[str, str], name: str, option: Any, default: float) -> tuple[float, str]:
-    raw = env.get(name, "").strip() or ("" if option is None else str(option).strip())
-    if not raw:
-        return default, ""
-    try:
-        return parse_interval(raw, name=name), raw
-    except TursoConfigError as exc:
-        raise GatewayConfigError(str(exc)) from exc
-
-
 def _words(raw: Any) -> tuple[str, ...]:
     """A list, or a comma/space separated string, as trimmed non-empty items."""
     items = raw if isinstance(raw, list) else re.split(r"[\s,]+", str(raw or ""))
@@ -116,70 +111,53 @@ def _section(options: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise GatewayConfigError(f"gateway option '{name}' must be a mapping")
+        raise GatewayConfigError(f"gateway option '{name}' must be a mapping", code="INVALID_GATEWAY_CONFIG")
     return value
 
 
-def _rate_limit(options: Mapping[str, Any], env: Mapping[str, str]) -> RateLimitConfig | None:
-    section = _section(options, "rateLimit") or {}
-    raw_requests = env.get(ENV_RATE_LIMIT_REQUESTS, "").strip() or section.get("requests", 0)
-    try:
-        requests = int(raw_requests)
-    except (TypeError, ValueError):
-        requests = -1
-    if requests < 0:
-        raise GatewayConfigError(
-            f"{ENV_RATE_LIMIT_REQUESTS} must be a whole number, 0 to disable (got {raw_requests!r})"
-        )
+def _rate_limit(settings: Settings, options: Mapping[str, Any]) -> RateLimitConfig | None:
+    requests = int(settings["rateLimit.requests"] or 0)
     if requests == 0:
         return None
-    window, text = _duration(env, ENV_RATE_LIMIT_WINDOW, section.get("window"), 60.0)
-    if window <= 0:
-        raise GatewayConfigError(f"{ENV_RATE_LIMIT_WINDOW} must be positive")
-    raw_key_by = env.get(ENV_RATE_LIMIT_KEY_BY, "").strip() or str(section.get("keyBy", "ip"))
-    key_by = next((k for k in KEY_BY if k == raw_key_by), None)
-    if key_by is None:
-        raise GatewayConfigError(
-            f"{ENV_RATE_LIMIT_KEY_BY} must be one of {', '.join(KEY_BY)} (got {raw_key_by!r})"
-        )
-    raw_excludes = env.get(ENV_RATE_LIMIT_EXCLUDE_PATHS, "").strip() or section.get("excludePaths") or []
-    excludes = _words(raw_excludes)
+    section = _section(options, "rateLimit") or {}
+    excludes = _words(settings["rateLimit.excludePaths"] or section.get("excludePaths") or [])
     for pattern in excludes:
         try:
             re.compile(pattern)
         except re.error as exc:
             raise GatewayConfigError(
-                f"rate limit exclude path {pattern!r} is not a valid regex: {exc}"
-            ) from exc
+                f"{ENV_RATE_LIMIT_EXCLUDE_PATHS}: {pattern!r} is not a valid regex: {exc}",
+                variable=ENV_RATE_LIMIT_EXCLUDE_PATHS,
+            ) from None
+    window = settings["rateLimit.window"]
     return RateLimitConfig(
         requests=requests,
-        window=window,
-        window_text=text or DEFAULT_RATE_LIMIT_WINDOW,
-        key_by=key_by,
+        window=float(window) if window != "" else 60.0,
+        window_text=settings.text("rateLimit.window") if window != "" else DEFAULT_RATE_LIMIT_WINDOW,
+        key_by="user" if settings["rateLimit.keyBy"] == "user" else "ip",
         exclude_paths=excludes,
     )
 
 
-def _cors(options: Mapping[str, Any], env: Mapping[str, str]) -> CorsSeed | None:
-    section = _section(options, "cors")
-    env_origin = env.get(ENV_CORS_ORIGIN, "").strip()
-    env_credentials = env.get(ENV_CORS_CREDENTIALS, "").strip().lower()
+def _cors(settings: Settings, options: Mapping[str, Any]) -> CorsSeed | None:
+    section = _section(options, "cors") or {}
     # Only an origin turns the seed on: the chart always sets GATEWAY_CORS_CREDENTIALS.
-    if not env_origin and not (section and section.get("origin")):
+    origin = settings["cors.origin"]
+    if not origin:
         return None
-    section = section or {}
-    origins = _words(env_origin or section.get("origin") or "*")
-    credentials = env_credentials == "true" if env_credentials else bool(section.get("credentials", False))
     try:
         max_age = int(section.get("maxAge", DEFAULT_CORS_MAX_AGE))
-    except (TypeError, ValueError) as exc:
-        raise GatewayConfigError("gateway option cors.maxAge must be a whole number of seconds") from exc
+    except (TypeError, ValueError):
+        raise GatewayConfigError(
+            "gateway option cors.maxAge must be a whole number of seconds",
+            code="INVALID_GATEWAY_CORS_MAX_AGE",
+        ) from None
     return CorsSeed(
-        origins=origins,
+        origins=_words(origin),
         methods=tuple(m.upper() for m in _words(section.get("methods"))) or DEFAULT_CORS_METHODS,
         allowed_headers=_words(section.get("allowedHeaders") or section.get("headers")),
         exposed_headers=_words(section.get("exposedHeaders")),
-        credentials=credentials,
+        credentials=bool(settings["cors.credentials"]),
         max_age=max_age,
     )
 
@@ -190,39 +168,38 @@ def _excludes(raw: Any) -> tuple[str, ...]:
     bad = [name for name in names if not BASENAME_PATTERN.match(name)]
     if bad:
         raise GatewayConfigError(
-            f"{ENV_SHELL_EXCLUDES}: invalid basename(s) {', '.join(bad)} (use letters, digits, - or _)"
+            f"{ENV_SHELL_EXCLUDES}: invalid basename(s) {', '.join(bad)} (use letters, digits, - or _)",
+            variable=ENV_SHELL_EXCLUDES,
         )
     return tuple(names)
 
 
-def resolve_gateway_config(options: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfig:
-    """Resolve :class:`GatewayConfig`; raise :class:`GatewayConfigError` on a bad value."""
-    raw_excludes: Any = env.get(ENV_SHELL_EXCLUDES, "").strip() or options.get(OPTION_SHELL_EXCLUDES, "")
-    raw_retention = env.get(ENV_METRICS_RETENTION, "").strip() or options.get(
-        OPTION_METRICS_RETENTION, DEFAULT_METRICS_RETENTION
-    )
-    try:
-        retention = int(raw_retention)
-    except (TypeError, ValueError):
-        retention = 0
-    if retention < 1:
-        raise GatewayConfigError(
-            f"{ENV_METRICS_RETENTION} must be a positive integer (got {raw_retention!r})"
-        )
-    snapshot_interval, _ = _duration(
-        env, ENV_SNAPSHOT_INTERVAL, options.get("snapshotInterval"), DEFAULT_SNAPSHOT_INTERVAL
-    )
-    sse_interval, _ = _duration(env, ENV_SSE_INTERVAL, options.get("sseInterval"), DEFAULT_SSE_INTERVAL)
-    if sse_interval <= 0:
-        raise GatewayConfigError(f"{ENV_SSE_INTERVAL} must be positive")
-    shell_dir = env.get(ENV_SHELL_DIR, "").strip() or str(options.get("shellDir") or "").strip()
+def gateway_config(settings: Settings, options: Mapping[str, Any]) -> GatewayConfig:
+    """:class:`GatewayConfig` from the host-resolved ``ctx.settings`` and the plugin's options."""
+    snapshot = settings["snapshotInterval"]
+    sse = settings["sseInterval"]
     return GatewayConfig(
-        env_excludes=_excludes(raw_excludes),
-        metrics_retention=retention,
-        api_key=env.get(ENV_API_KEY, "").strip() or None,
-        snapshot_interval=snapshot_interval,
-        sse_interval=sse_interval,
-        shell_dir=shell_dir or None,
-        rate_limit=_rate_limit(options, env),
-        cors=_cors(options, env),
+        env_excludes=_excludes(settings["shellExcludes"]),
+        metrics_retention=int(settings["metricsRetention"]),
+        api_key=settings["apiKey"] or None,
+        snapshot_interval=DEFAULT_SNAPSHOT_INTERVAL if snapshot == "" else float(snapshot),
+        sse_interval=DEFAULT_SSE_INTERVAL if sse == "" else float(sse),
+        shell_dir=settings["shellDir"] or None,
+        rate_limit=_rate_limit(settings, options),
+        cors=_cors(settings, options),
     )
+
+
+@cache
+def manifest() -> Manifest:
+    """This plugin's own ``manifest.yaml``."""
+    return load_manifest(Path(__file__).with_name("manifest.yaml"))
+
+
+def resolve_gateway_config(options: Mapping[str, Any], env: Mapping[str, str]) -> GatewayConfig:
+    """What the plugin builds at ``on_init``, for callers outside it: resolve, then :func:`gateway_config`.
+
+    Raises :class:`~buntime.plugins.PluginConfigError` (a :class:`GatewayConfigError` for the
+    checks of this module) naming the variable.
+    """
+    return gateway_config(resolve_settings(manifest().settings, options, env), options)

@@ -15,7 +15,7 @@ from typing import Any
 from multidict import CIMultiDict
 from yarl import URL
 
-from .._http import ApiError
+from .._errors import ApiError
 from ._config import DEFAULT_CORS_MAX_AGE, DEFAULT_CORS_METHODS, CorsSeed
 
 VALID_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -95,32 +95,32 @@ def _valid_origin(origin: str) -> bool:
 def parse_cors_rule(body: Any, *, rule_id: str, created_at: int) -> CorsRule:
     """Validate an admin API payload into a :class:`CorsRule`; raise a 400 :class:`ApiError`."""
     if not isinstance(body, Mapping):
-        raise ApiError(400, INVALID_CORS_RULE, "Invalid CORS rule payload")
+        raise ApiError("Invalid CORS rule payload", code=INVALID_CORS_RULE, status=400)
     raw_name = body.get("name")
     name = raw_name.strip() if isinstance(raw_name, str) else ""
     if not name:
-        raise ApiError(400, CORS_NAME_REQUIRED, "A rule name is required")
+        raise ApiError("A rule name is required", code=CORS_NAME_REQUIRED, status=400)
     origins = _strings(body.get("origins"))
     if not origins:
-        raise ApiError(400, CORS_ORIGINS_REQUIRED, "At least one origin is required")
+        raise ApiError("At least one origin is required", code=CORS_ORIGINS_REQUIRED, status=400)
     bad_origin = next((o for o in origins if not _valid_origin(o)), None)
     if bad_origin is not None:
         raise ApiError(
-            400,
-            CORS_INVALID_ORIGIN,
             f"Invalid origin {bad_origin!r}: use scheme://host[:port], *.domain or *",
+            code=CORS_INVALID_ORIGIN,
+            status=400,
         )
     credentials = body.get("credentials") is True
     if credentials and WILDCARD in origins:
         raise ApiError(
-            400,
-            CORS_CREDENTIALS_WILDCARD,
             "Credentials cannot be enabled with a wildcard (*) origin. Specify explicit origins.",
+            code=CORS_CREDENTIALS_WILDCARD,
+            status=400,
         )
     methods = tuple(m.upper() for m in _strings(body.get("methods")))
     invalid = next((m for m in methods if m not in VALID_METHODS), None)
     if invalid is not None:
-        raise ApiError(400, CORS_INVALID_METHOD, f"Invalid HTTP method: {invalid}")
+        raise ApiError(f"Invalid HTTP method: {invalid}", code=CORS_INVALID_METHOD, status=400)
     max_age = DEFAULT_CORS_MAX_AGE
     raw_max_age = body.get("maxAge")
     if raw_max_age not in (None, ""):
@@ -129,7 +129,7 @@ def parse_cors_rule(body: Any, *, rule_id: str, created_at: int) -> CorsRule:
         except (TypeError, ValueError):
             parsed = -1.0
         if isinstance(raw_max_age, bool) or not 0 <= parsed < float("inf"):
-            raise ApiError(400, CORS_INVALID_MAX_AGE, "maxAge must be a non-negative number")
+            raise ApiError("maxAge must be a non-negative number", code=CORS_INVALID_MAX_AGE, status=400)
         max_age = int(parsed)
     return CorsRule(
         id=rule_id,

@@ -27,7 +27,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._http import ApiError, error_body
+from .._errors import ApiError
+from .._http import error_body
 from ._config import BASENAME_PATTERN, GatewayConfig
 from ._cors import CorsRule, match_rule, parse_cors_rule, preflight_headers, response_headers
 from ._ratelimit import Decision, RateLimiter, client_ip, rate_limit_key
@@ -143,7 +144,9 @@ class Gateway:
 
     def _require_store(self) -> GatewayStore:
         if self.store is None:
-            raise ApiError(503, STORAGE_DISABLED, "gateway persistence is disabled (no turso plugin)")
+            raise ApiError(
+                "gateway persistence is disabled (no turso plugin)", code=STORAGE_DISABLED, status=503
+            )
         return self.store
 
     async def start(self) -> None:
@@ -222,7 +225,7 @@ class Gateway:
             return
         if presented is None or not hmac.compare_digest(presented.encode(), expected.encode()):
             self.counters.block()
-            raise ApiError(401, UNAUTHORIZED, "missing or invalid X-API-Key")
+            raise ApiError("missing or invalid X-API-Key", code=UNAUTHORIZED, status=401)
 
     # -- shell excludes -----------------------------------------------------------------------
     def excluded_basenames(self) -> frozenset[str]:
@@ -243,25 +246,27 @@ class Gateway:
     @staticmethod
     def _validate_basename(basename: Any) -> str:
         if not isinstance(basename, str) or not BASENAME_PATTERN.match(basename):
-            raise ApiError(400, INVALID_BASENAME, "basename must match ^[a-zA-Z0-9_-]+$")
+            raise ApiError("basename must match ^[a-zA-Z0-9_-]+$", code=INVALID_BASENAME, status=400)
         return basename
 
     async def add_exclude(self, raw: Any) -> dict[str, Any]:
         basename = self._validate_basename(raw)
         if basename in self.config.env_excludes:
-            raise ApiError(400, ENV_EXCLUDE, f"{basename} is already excluded via environment")
+            raise ApiError(f"{basename} is already excluded via environment", code=ENV_EXCLUDE, status=400)
         store = self._require_store()
         added_at = now_ms()
         if not await store.add_exclude(basename, added_at):
-            raise ApiError(409, ALREADY_EXCLUDED, f"{basename} is already excluded")
+            raise ApiError(f"{basename} is already excluded", code=ALREADY_EXCLUDED, status=409)
         return {"basename": basename, "source": SOURCE_TURSO, "addedAt": added_at}
 
     async def remove_exclude(self, raw: Any) -> None:
         basename = self._validate_basename(raw)
         if basename in self.config.env_excludes:
-            raise ApiError(400, ENV_EXCLUDE, f"cannot remove environment-based exclude {basename}")
+            raise ApiError(
+                f"cannot remove environment-based exclude {basename}", code=ENV_EXCLUDE, status=400
+            )
         if not await self._require_store().remove_exclude(basename):
-            raise ApiError(404, EXCLUDE_NOT_FOUND, f"{basename} is not excluded")
+            raise ApiError(f"{basename} is not excluded", code=EXCLUDE_NOT_FOUND, status=404)
 
     # -- metrics history ----------------------------------------------------------------------
     def parse_limit(self, raw: str | None) -> int:
@@ -273,7 +278,9 @@ class Gateway:
             limit = 0
         if not 1 <= limit <= self.config.metrics_retention:
             raise ApiError(
-                400, INVALID_LIMIT, f"limit must be an integer from 1 to {self.config.metrics_retention}"
+                f"limit must be an integer from 1 to {self.config.metrics_retention}",
+                code=INVALID_LIMIT,
+                status=400,
             )
         return limit
 
@@ -346,7 +353,7 @@ class Gateway:
             rule_id, lambda created_at: parse_cors_rule(body, rule_id=rule_id, created_at=created_at)
         )
         if rule is None:
-            raise ApiError(404, CORS_RULE_NOT_FOUND, "Rule not found")
+            raise ApiError("Rule not found", code=CORS_RULE_NOT_FOUND, status=404)
         return rule
 
     async def delete_cors_rule(self, rule_id: str) -> bool:
@@ -367,10 +374,10 @@ class Gateway:
     @staticmethod
     def _existing_dir(raw: Any, code: str, required: str) -> str:
         if not isinstance(raw, str) or not raw.strip():
-            raise ApiError(400, code, required)
+            raise ApiError(required, code=code, status=400)
         directory = raw.strip()
         if not Path(directory).is_dir():
-            raise ApiError(400, SHELL_DIR_INVALID, f"Shell directory does not exist: {directory}")
+            raise ApiError(f"Shell directory does not exist: {directory}", code=SHELL_DIR_INVALID, status=400)
         return directory
 
     async def set_shell_dir(self, raw: Any) -> dict[str, Any]:
@@ -390,9 +397,9 @@ class Gateway:
         raw_host, raw_dir = body.get("host"), body.get("dir")
         host = raw_host.strip().lower() if isinstance(raw_host, str) else ""
         if not host or not isinstance(raw_dir, str) or not raw_dir.strip():
-            raise ApiError(400, SHELL_ROUTE_INVALID, "host and dir are required")
+            raise ApiError("host and dir are required", code=SHELL_ROUTE_INVALID, status=400)
         if not _ROUTE_HOST.match(host):
-            raise ApiError(400, SHELL_ROUTE_INVALID, f"Invalid host: {raw_host}")
+            raise ApiError(f"Invalid host: {raw_host}", code=SHELL_ROUTE_INVALID, status=400)
         directory = self._existing_dir(raw_dir, SHELL_ROUTE_INVALID, "host and dir are required")
         await self._require_store().save_shell_route(host, directory, now_ms())
         return {"host": host, "dir": directory}
@@ -412,7 +419,7 @@ class Gateway:
     # -- rate limit, logs, stats ------------------------------------------------------------------
     def require_limiter(self) -> RateLimiter:
         if self.limiter is None:
-            raise ApiError(400, RATE_LIMIT_DISABLED, "Rate limiting not enabled")
+            raise ApiError("Rate limiting not enabled", code=RATE_LIMIT_DISABLED, status=400)
         return self.limiter
 
     def logs(

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from ...turso import TursoService
 from .._plugin import Plugin, PluginContext, ResponseHook
 from ..turso import TURSO_PLUGIN_NAME
-from ._config import resolve_gateway_config
+from ._config import gateway_config
 from ._gateway import Gateway
 from ._routes import build_admin_app
 from ._store import GatewayStore
@@ -58,7 +58,7 @@ class GatewayPlugin(Plugin):
         self._snapshots: asyncio.Task[None] | None = None
 
     async def on_init(self, ctx: PluginContext) -> None:
-        config = resolve_gateway_config(self._options, ctx.env)
+        config = gateway_config(ctx.settings, self._options)
         service: TursoService | None = ctx.get_plugin(TURSO_PLUGIN_NAME)
         store: GatewayStore | None = None
         if service is None:
@@ -105,7 +105,7 @@ class GatewayPlugin(Plugin):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._snapshots
         if self.gateway.store is not None:
-            self.gateway.store.close()
+            await self.gateway.store.aclose()
 
 
 def create(options: Mapping[str, Any]) -> GatewayPlugin:

@@ -26,7 +26,8 @@ import contextlib
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._http import ApiError, json_errors, read_json_object
+from .._errors import ApiError
+from .._http import json_errors, read_json_object
 from ._gateway import CACHE_DISABLED, Gateway
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
@@ -122,7 +123,7 @@ def _int_query(request: web.Request, name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError as exc:
-        raise ApiError(400, "GATEWAY_INVALID_QUERY", f"{name} must be an integer") from exc
+        raise ApiError(f"{name} must be an integer", code="GATEWAY_INVALID_QUERY", status=400) from exc
 
 
 async def get_rate_limit_metrics(request: web.Request) -> web.Response:
@@ -191,7 +192,7 @@ async def get_log_stats(request: web.Request) -> web.Response:
 
 
 async def invalidate_cache(request: web.Request) -> web.Response:
-    raise ApiError(400, CACHE_DISABLED, "Cache not enabled")
+    raise ApiError("Cache not enabled", code=CACHE_DISABLED, status=400)
 
 
 def build_admin_app(gateway: Gateway) -> web.Application:

@@ -144,8 +144,8 @@ class GatewayStore:
     async def start(self) -> None:
         await self._store.start(SCHEMA)
 
-    def close(self) -> None:
-        self._store.close()
+    async def aclose(self) -> None:
+        await self._store.aclose()
 
     async def _load(self, db: Database) -> None:
         rows = await db.all("SELECT basename, added_at FROM gateway_shell_excludes ORDER BY basename")

@@ -16,12 +16,12 @@ from ._errors import (
 from ._keys import Key, KeyPart, decode_key, encode_key
 from ._kv import Kv, KvEntry, Page
 from ._metrics import KvMetrics
+from ._plugin import KEYVAL_PLUGIN_NAME, KeyValPlugin, create
 from ._queue import DeadLetter, KvQueue, QueueMessage, QueueStats
 from ._routes import KV_KEY, create_app
 from ._search import IndexInfo
 from ._transaction import KvTransaction, TransactionResult
 from ._triggers import TriggerEvent
-from .plugin import KEYVAL_PLUGIN_NAME, KeyValPlugin, create
 
 __all__ = [
     "KEYVAL_PLUGIN_NAME",

@@ -1,40 +1,43 @@
-"""Plugin settings: the manifest options, overridden by non-empty environment variables.
+"""KeyVal settings: the manifest's ``config`` block as resolved by the host, in seconds.
 
-=====================  ================================  =======  ===============================
-option                 env                               default  meaning
-=====================  ================================  =======  ===============================
-``sweepInterval``      ``KEYVAL_SWEEP_INTERVAL``         60s      TTL sweep period (0 disables)
-``queue.lockDuration`` ``KEYVAL_QUEUE_LOCK_DURATION``    30s      lease of a dequeued message
-``queue.cleanupInterval`` ``KEYVAL_QUEUE_CLEANUP_INTERVAL`` 60s   stale-lease sweep period (0 disables)
-``metrics.persistent`` ``KEYVAL_METRICS_PERSISTENT``     false    add operation counts to ``kv_metrics``
-``metrics.flushInterval`` ``KEYVAL_METRICS_FLUSH_INTERVAL`` 30s   how often they are added (and at stop)
-=====================  ================================  =======  ===============================
+=========================  =================================  =======  ======================================
+option                     env                                default  meaning
+=========================  =================================  =======  ======================================
+``sweepInterval``          ``KEYVAL_SWEEP_INTERVAL``          60s      TTL sweep period (0 disables)
+``queue.lockDuration``     ``KEYVAL_QUEUE_LOCK_DURATION``     30s      lease of a dequeued message (> 0)
+``queue.cleanupInterval``  ``KEYVAL_QUEUE_CLEANUP_INTERVAL``  60s      stale-lease sweep period (0 disables)
+``metrics.persistent``     ``KEYVAL_METRICS_PERSISTENT``      false    add operation counts to ``kv_metrics``
+``metrics.flushInterval``  ``KEYVAL_METRICS_FLUSH_INTERVAL``  30s      how often they are added (and at stop)
+=========================  =================================  =======  ======================================
 
-Durations are ``500ms``, ``5s``, ``1m`` or a bare number of seconds (as ``TURSO_SYNC_INTERVAL``).
-Every one is declared in the manifest's ``config`` block, so the chart generator exposes it.
-Called by the plugin at ``on_init``.
+The types, the duration grammar and the bounds are declared once, in ``manifest.yaml``; the host's
+resolver (``buntime.plugins._settings``) applies them and names the variable in every error. This
+module maps the resolved values onto :class:`KeyValSettings` and checks what one field cannot say
+(a positive flush interval when persistence is on). Called by the plugin at ``on_init``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from ...turso import TursoConfigError, parse_interval
+from .._manifest import Manifest, load_manifest
+from .._settings import Settings
+from .._settings import resolve_settings as resolve_manifest_settings
 from ._errors import KeyValConfigError
 
 ENV_SWEEP_INTERVAL = "KEYVAL_SWEEP_INTERVAL"
 ENV_QUEUE_LOCK_DURATION = "KEYVAL_QUEUE_LOCK_DURATION"
 ENV_QUEUE_CLEANUP_INTERVAL = "KEYVAL_QUEUE_CLEANUP_INTERVAL"
+ENV_METRICS_PERSISTENT = "KEYVAL_METRICS_PERSISTENT"
+ENV_METRICS_FLUSH_INTERVAL = "KEYVAL_METRICS_FLUSH_INTERVAL"
 DEFAULT_SWEEP_INTERVAL = 60.0
 DEFAULT_QUEUE_LOCK_DURATION = 30.0
 DEFAULT_QUEUE_CLEANUP_INTERVAL = 60.0
-ENV_METRICS_PERSISTENT = "KEYVAL_METRICS_PERSISTENT"
-ENV_METRICS_FLUSH_INTERVAL = "KEYVAL_METRICS_FLUSH_INTERVAL"
 DEFAULT_METRICS_FLUSH_INTERVAL = 30.0
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True)
@@ -52,55 +55,35 @@ class KeyValSettings:
         """The flush period the store runs (0: persistence off)."""
         return self.metrics_flush_interval if self.metrics_persistent else 0.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyValSettings:
+        """From the host-resolved ``ctx.settings`` (a missing or blank value keeps the default)."""
 
-def _duration(env: Mapping[str, str], name: str, option: object, default: float) -> float:
-    raw = env.get(name, "").strip() or ("" if option is None else str(option).strip())
-    if not raw:
-        return default
-    try:
-        return parse_interval(raw, name=name)
-    except TursoConfigError as exc:
-        raise KeyValConfigError(str(exc)) from exc
+        def seconds(key: str, default: float) -> float:
+            value = settings.get(key)
+            return default if value is None or value == "" else float(value)
+
+        resolved = cls(
+            sweep_interval=seconds("sweepInterval", DEFAULT_SWEEP_INTERVAL),
+            queue_lock_duration=seconds("queue.lockDuration", DEFAULT_QUEUE_LOCK_DURATION),
+            queue_cleanup_interval=seconds("queue.cleanupInterval", DEFAULT_QUEUE_CLEANUP_INTERVAL),
+            metrics_persistent=settings.get("metrics.persistent") is True,
+            metrics_flush_interval=seconds("metrics.flushInterval", DEFAULT_METRICS_FLUSH_INTERVAL),
+        )
+        if resolved.metrics_persistent and resolved.metrics_flush_interval <= 0:
+            raise KeyValConfigError(
+                f"{ENV_METRICS_FLUSH_INTERVAL} must be more than 0s with {ENV_METRICS_PERSISTENT}=true",
+                variable=ENV_METRICS_FLUSH_INTERVAL,
+            )
+        return resolved
 
 
-def _flag(env: Mapping[str, str], name: str, option: object, default: bool) -> bool:
-    raw = env.get(name, "").strip() or ("" if option is None else str(option).strip())
-    if not raw:
-        return default
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise KeyValConfigError(f"{name} must be true or false (got {raw!r})")
+@cache
+def manifest() -> Manifest:
+    """This plugin's own ``manifest.yaml``."""
+    return load_manifest(Path(__file__).with_name("manifest.yaml"))
 
 
 def resolve_settings(options: Mapping[str, Any], env: Mapping[str, str]) -> KeyValSettings:
-    """Settings from the manifest options and the environment (env wins)."""
-    queue = options.get("queue") or {}
-    if not isinstance(queue, Mapping):
-        raise KeyValConfigError("the keyval 'queue' option must be a mapping")
-    metrics = options.get("metrics") or {}
-    if not isinstance(metrics, Mapping):
-        raise KeyValConfigError("the keyval 'metrics' option must be a mapping")
-    settings = KeyValSettings(
-        sweep_interval=_duration(
-            env, ENV_SWEEP_INTERVAL, options.get("sweepInterval"), DEFAULT_SWEEP_INTERVAL
-        ),
-        queue_lock_duration=_duration(
-            env, ENV_QUEUE_LOCK_DURATION, queue.get("lockDuration"), DEFAULT_QUEUE_LOCK_DURATION
-        ),
-        queue_cleanup_interval=_duration(
-            env, ENV_QUEUE_CLEANUP_INTERVAL, queue.get("cleanupInterval"), DEFAULT_QUEUE_CLEANUP_INTERVAL
-        ),
-        metrics_persistent=_flag(env, ENV_METRICS_PERSISTENT, metrics.get("persistent"), False),
-        metrics_flush_interval=_duration(
-            env, ENV_METRICS_FLUSH_INTERVAL, metrics.get("flushInterval"), DEFAULT_METRICS_FLUSH_INTERVAL
-        ),
-    )
-    if settings.queue_lock_duration <= 0:
-        raise KeyValConfigError(f"{ENV_QUEUE_LOCK_DURATION} must be positive")
-    if settings.metrics_persistent and settings.metrics_flush_interval <= 0:
-        raise KeyValConfigError(
-            f"{ENV_METRICS_FLUSH_INTERVAL} must be positive with {ENV_METRICS_PERSISTENT}"
-        )
-    return settings
+    """What the host hands the plugin, for callers outside it: the manifest's settings resolved."""
+    return KeyValSettings.from_settings(resolve_manifest_settings(manifest().settings, options, env))

@@ -1,15 +1,16 @@
-"""Errors of the KeyVal plugin.
+"""Errors of the KeyVal plugin: a branch under :class:`~buntime.plugins.ApiError`.
 
 Every error has a stable ``code`` (what HTTP clients key on) and the ``status`` the HTTP layer
-answers with; each also subclasses the matching built-in so plain ``except ValueError`` works::
+answers with; each also subclasses the matching built-in so plain ``except ValueError`` works
+(the runtime's whole tree is drawn in ``buntime/_errors.py``)::
 
-    KeyValError
+    KeyValError (ApiError)
     ├── InvalidKeyError (ValueError)              400 INVALID_KEY
     ├── InvalidValueError (ValueError)            400 INVALID_VALUE, INVALID_MUTATION, INVALID_TRIGGER, ...
     ├── InvalidRequestError (ValueError)          400 INVALID_REQUEST, INVALID_JSON, TRANSACTION_CLOSED, ...
     ├── KeyValNotFoundError (LookupError)         404 KEY_NOT_FOUND, INDEX_NOT_FOUND, MESSAGE_NOT_FOUND
     ├── KeyValConflictError                       409 LEASE_LOST — a queue lease ended, the message moved on
-    ├── KeyValConfigError (ValueError)            500 MISSING_TURSO_SERVICE, INVALID_KEYVAL_CONFIG
+    ├── KeyValConfigError (PluginConfigError)     500 MISSING_TURSO_SERVICE, INVALID_KEYVAL_CONFIG
     ├── KeyValStorageError                        500 KEYVAL_STORAGE_ERROR — the engine rejected a statement
     └── KeyValUnavailableError (ConnectionError)  503 KEYVAL_UNAVAILABLE, KEYVAL_BUSY — storage down or busy
 
@@ -22,22 +23,14 @@ import contextlib
 from collections.abc import Iterator
 
 from ...turso import TursoBusyError, TursoClosedError, TursoError, TursoUnavailableError
+from .._errors import ApiError, PluginConfigError
 
 
-class KeyValError(Exception):
+class KeyValError(ApiError):
     """Root of every error the KeyVal plugin raises."""
 
     code = "KEYVAL_ERROR"
     status = 500
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 class InvalidKeyError(KeyValError, ValueError):
@@ -75,11 +68,14 @@ class KeyValConflictError(KeyValError):
     status = 409
 
 
-class KeyValConfigError(KeyValError, ValueError):
+class KeyValConfigError(KeyValError, PluginConfigError):
     """The plugin cannot start with its configuration or dependencies."""
 
     code = "INVALID_KEYVAL_CONFIG"
     status = 500
+
+    def __init__(self, message: str, *, variable: str = "", code: str | None = None) -> None:
+        PluginConfigError.__init__(self, message, variable=variable, code=code)
 
 
 class KeyValStorageError(KeyValError):

@@ -191,7 +191,7 @@ class Kv:
                 await self.flush_metrics()
             except KeyValError as exc:
                 log.warning("KeyVal final metrics flush failed: %s", exc)
-        await self._store.close()
+        await self._store.aclose()
         self.metrics.unregister()
 
     @staticmethod

@@ -201,7 +201,7 @@ class KvStorage:
     def activate(self) -> None:
         self.state = "opened"
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Refuse further calls; in-flight writes finish first."""
         async with self._write_lock:
             self.state = "closed"

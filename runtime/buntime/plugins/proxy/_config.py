@@ -1,17 +1,25 @@
-"""Proxy settings: static rules and the upstream timeout, from manifest options and env.
+"""Proxy settings: static rules and the upstream timeout, as the host resolved them.
 
-Called by ``_plugin`` at ``on_init``. Static rules come from the manifest's ``rules:`` list, or
-from ``PROXY_RULES`` (a JSON array) when that is set, so a deployment can ship rules without a
-custom manifest. They get ids ``static-<i>``, are read-only and never touch storage.
+Called by ``_plugin`` at ``on_init``. Both are declared in ``manifest.yaml``'s ``config`` block
+and typed by the host's resolver (``buntime.plugins._settings``): ``rules`` is a list — the
+manifest's ``rules:``, or ``PROXY_RULES`` (a JSON array, what the chart renders from its
+``plugins.proxy.rules`` list) when that is set, so a deployment ships rules without a custom
+manifest — and ``timeout`` a positive number of seconds. This module validates each rule
+(``_rules.parse_rule``); static rules get ids ``static-<i>``, are read-only and never touch
+storage.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+from .._errors import PluginConfigError
+from .._manifest import Manifest, load_manifest
+from .._settings import Settings, resolve_settings
 from ._rules import STATIC_ID_PREFIX, ProxyRule, RuleError, parse_rule
 
 ENV_RULES = "PROXY_RULES"
@@ -21,8 +29,10 @@ OPTION_TIMEOUT = "timeout"
 DEFAULT_TIMEOUT = 30.0
 
 
-class ProxyConfigError(ValueError):
-    """A static rule or setting cannot be used (the plugin fails to start)."""
+class ProxyConfigError(PluginConfigError):
+    """A static rule cannot be used (the plugin fails to start); the message names ``PROXY_RULES``."""
+
+    code = "INVALID_PROXY_RULES"
 
 
 @dataclass(frozen=True)
@@ -33,33 +43,52 @@ class ProxyConfig:
     timeout: float = DEFAULT_TIMEOUT
 
 
-def _static_rules(raw: Any) -> tuple[ProxyRule, ...]:
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError as exc:
-            raise ProxyConfigError(f"{ENV_RULES} must be a JSON array of rules: {exc}") from exc
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ProxyConfigError(f"proxy '{OPTION_RULES}' must be a list of rules")
+def rule_fields() -> frozenset[str]:
+    """The fields a static rule may have: the ``items`` schema of the manifest's ``rules`` setting.
+
+    One list for the chart's schema (``additionalProperties: false``) and the runtime, so a typo
+    (``patern``) stops both instead of being dropped by one.
+    """
+    setting = next(s for s in manifest().settings if s.dotted == OPTION_RULES)
+    return frozenset((setting.items or {}).get("properties", {}))
+
+
+def static_rules(raw: list[Any]) -> tuple[ProxyRule, ...]:
+    """Validate the static rules; the first bad one is a :class:`ProxyConfigError` naming it."""
     rules: list[ProxyRule] = []
+    allowed = rule_fields()
     for index, item in enumerate(raw):
+        unknown = sorted(set(item) - allowed) if isinstance(item, Mapping) else []
+        if unknown:
+            raise ProxyConfigError(
+                f"{ENV_RULES}: rule {index}: unknown field(s) {', '.join(map(str, unknown))} "
+                f"(known: {', '.join(sorted(allowed))})",
+                variable=ENV_RULES,
+            )
         try:
             rules.append(parse_rule(item, rule_id=f"{STATIC_ID_PREFIX}{index}", order=index, read_only=True))
         except RuleError as exc:
-            raise ProxyConfigError(f"static proxy rule {index}: {exc}") from exc
+            raise ProxyConfigError(
+                f"{ENV_RULES}: rule {index}: {exc} ({exc.code})", variable=ENV_RULES
+            ) from exc
     return tuple(rules)
 
 
+def proxy_config(settings: Settings) -> ProxyConfig:
+    """:class:`ProxyConfig` from the host-resolved ``ctx.settings``."""
+    timeout = settings.get(OPTION_TIMEOUT)
+    return ProxyConfig(
+        static_rules=static_rules(list(settings.get(OPTION_RULES) or [])),
+        timeout=DEFAULT_TIMEOUT if timeout in (None, "") else float(timeout),
+    )
+
+
+@cache
+def manifest() -> Manifest:
+    """This plugin's own ``manifest.yaml``."""
+    return load_manifest(Path(__file__).with_name("manifest.yaml"))
+
+
 def resolve_proxy_config(options: Mapping[str, Any], env: Mapping[str, str]) -> ProxyConfig:
-    """Resolve :class:`ProxyConfig`; raise :class:`ProxyConfigError` on a bad rule or timeout."""
-    raw_rules: Any = env.get(ENV_RULES, "").strip() or options.get(OPTION_RULES)
-    raw_timeout: Any = env.get(ENV_TIMEOUT, "").strip() or options.get(OPTION_TIMEOUT, DEFAULT_TIMEOUT)
-    try:
-        timeout = float(raw_timeout)
-    except (TypeError, ValueError):
-        timeout = 0.0
-    if timeout <= 0:
-        raise ProxyConfigError(f"{ENV_TIMEOUT} must be a positive number of seconds (got {raw_timeout!r})")
-    return ProxyConfig(static_rules=_static_rules(raw_rules), timeout=timeout)
+    """What the plugin builds at ``on_init``, for callers outside it: resolve, then :func:`proxy_config`."""
+    return proxy_config(resolve_settings(manifest().settings, options, env))

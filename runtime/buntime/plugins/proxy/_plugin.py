@@ -17,7 +17,7 @@ from aiohttp.typedefs import Middleware
 from ...turso import TursoService
 from .._plugin import Plugin, PluginContext
 from ..turso import TURSO_PLUGIN_NAME
-from ._config import resolve_proxy_config
+from ._config import proxy_config
 from ._proxy import Proxy
 from ._routes import build_admin_app
 from ._store import ProxyStore
@@ -34,7 +34,7 @@ class ProxyPlugin(Plugin):
         self._admin: web.Application | None = None
 
     async def on_init(self, ctx: PluginContext) -> None:
-        config = resolve_proxy_config(self._options, ctx.env)
+        config = proxy_config(ctx.settings)
         service: TursoService | None = ctx.get_plugin(TURSO_PLUGIN_NAME)
         store: ProxyStore | None = None
         if service is None:

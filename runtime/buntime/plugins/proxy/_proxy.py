@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
-from .._http import ApiError
+from .._errors import ApiError
 from .._reserved import ReservedPaths
 from ._config import ProxyConfig
 from ._forward import Forwarder, is_websocket_upgrade
@@ -42,10 +42,6 @@ OUTCOME_PROXIED = "proxied"
 OUTCOME_REDIRECTED = "redirected"
 
 log = logging.getLogger("buntime.plugin.proxy")
-
-
-def _invalid(exc: RuleError) -> ApiError:
-    return ApiError(409 if exc.code == SHADOWS_RESERVED else 400, exc.code, str(exc))
 
 
 class Proxy:
@@ -75,7 +71,7 @@ class Proxy:
     async def aclose(self) -> None:
         self._metrics.unregister(self._requests)
         if self.store is not None:
-            self.store.close()
+            await self.store.aclose()
         await self.forwarder.aclose()
 
     # -- matching -----------------------------------------------------------------------------
@@ -122,12 +118,16 @@ class Proxy:
     # -- rule operations (admin API) ----------------------------------------------------------
     def _require_store(self) -> ProxyStore:
         if self.store is None:
-            raise ApiError(503, STORAGE_DISABLED, "Dynamic rules not enabled (plugin-turso not configured)")
+            raise ApiError(
+                "Dynamic rules not enabled (plugin-turso not configured)", code=STORAGE_DISABLED, status=503
+            )
         return self.store
 
     def _dynamic_id(self, rule_id: str) -> str:
         if rule_id.startswith(STATIC_ID_PREFIX):
-            raise ApiError(403, RULE_READ_ONLY, f"rule {rule_id} is static (from the manifest) and read-only")
+            raise ApiError(
+                f"rule {rule_id} is static (from the manifest) and read-only", code=RULE_READ_ONLY, status=403
+            )
         return rule_id
 
     def _refuse_shadowing(self, rule: ProxyRule) -> ProxyRule:
@@ -138,24 +138,21 @@ class Proxy:
         if shadowed is not None:
             what = "the runtime's own endpoint" if shadowed.exact else f"the base of {shadowed.owner}"
             raise RuleError(
-                SHADOWS_RESERVED,
                 f"pattern {rule.pattern!r} matches {shadowed.path} ({what}); rules cannot take over "
                 "mounted plugin bases, the health probes or /metrics",
+                code=SHADOWS_RESERVED,
             )
         return rule
 
     def get(self, rule_id: str) -> ProxyRule:
         rule = next((r for r in self.rules if r.id == rule_id), None)
         if rule is None:
-            raise ApiError(404, RULE_NOT_FOUND, f"rule {rule_id} not found")
+            raise ApiError(f"rule {rule_id} not found", code=RULE_NOT_FOUND, status=404)
         return rule
 
     async def create(self, data: Mapping[str, Any]) -> ProxyRule:
         store = self._require_store()
-        try:
-            return await store.create(data, check=self._refuse_shadowing)
-        except RuleError as exc:
-            raise _invalid(exc) from exc
+        return await store.create(data, check=self._refuse_shadowing)
 
     async def update(self, rule_id: str, data: Mapping[str, Any]) -> ProxyRule:
         """Merge ``data`` over the stored rule (``id`` and ``order`` are not changed here)."""
@@ -166,39 +163,30 @@ class Proxy:
             merged = {**current.as_json(), **data}
             return self._refuse_shadowing(parse_rule(merged, rule_id=current.id, order=current.order))
 
-        try:
-            rule = await store.change(rule_id, merge)
-        except RuleError as exc:
-            raise _invalid(exc) from exc
+        rule = await store.change(rule_id, merge)  # a RuleError answers 400 (409 when it shadows)
         if rule is None:
-            raise ApiError(404, RULE_NOT_FOUND, f"rule {rule_id} not found")
+            raise ApiError(f"rule {rule_id} not found", code=RULE_NOT_FOUND, status=404)
         return rule
 
     async def toggle(self, rule_id: str) -> ProxyRule:
         rule_id = self._dynamic_id(rule_id)
         store = self._require_store()
-        try:
-            rule = await store.change(
-                rule_id, lambda r: self._refuse_shadowing(r.with_changes(enabled=not r.enabled))
-            )
-        except RuleError as exc:
-            raise _invalid(exc) from exc
+        rule = await store.change(
+            rule_id, lambda r: self._refuse_shadowing(r.with_changes(enabled=not r.enabled))
+        )
         if rule is None:
-            raise ApiError(404, RULE_NOT_FOUND, f"rule {rule_id} not found")
+            raise ApiError(f"rule {rule_id} not found", code=RULE_NOT_FOUND, status=404)
         return rule
 
     async def delete(self, rule_id: str) -> None:
         rule_id = self._dynamic_id(rule_id)
         if not await self._require_store().delete(rule_id):
-            raise ApiError(404, RULE_NOT_FOUND, f"rule {rule_id} not found")
+            raise ApiError(f"rule {rule_id} not found", code=RULE_NOT_FOUND, status=404)
 
     async def reorder(self, ids: Any) -> tuple[ProxyRule, ...]:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise ApiError(400, INVALID_REORDER, "ids must be a list of rule ids")
+            raise ApiError("ids must be a list of rule ids", code=INVALID_REORDER, status=400)
         for rule_id in ids:
             self._dynamic_id(rule_id)
         store = self._require_store()
-        try:
-            return self.config.static_rules + await store.reorder(ids)
-        except RuleError as exc:
-            raise _invalid(exc) from exc
+        return self.config.static_rules + await store.reorder(ids)

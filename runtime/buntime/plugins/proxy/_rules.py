@@ -16,6 +16,8 @@ from typing import Any
 
 from yarl import URL
 
+from .._errors import ApiError
+
 STATIC_ID_PREFIX = "static-"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -42,12 +44,14 @@ _METHOD = re.compile(r"^[A-Z]+$")
 PublicRoutes = tuple[str, ...] | Mapping[str, tuple[str, ...]]
 
 
-class RuleError(ValueError):
-    """A rule cannot be used; ``code`` says which field is wrong."""
+class RuleError(ApiError, ValueError):
+    """A rule cannot be used; ``code`` says which field is wrong (400, 409 when it shadows a base)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    code = INVALID_RULE
+    status = 400
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code, status=409 if code == SHADOWS_RESERVED else 400)
 
 
 def glob_regex(glob: str) -> str:
@@ -82,11 +86,13 @@ def python_template(template: str, pattern: re.Pattern[str]) -> str:
             out.append("$")
         elif number is not None:
             if int(number) > pattern.groups:
-                raise RuleError(INVALID_REWRITE, f"rewrite refers to group ${number}, the pattern has fewer")
+                raise RuleError(
+                    f"rewrite refers to group ${number}, the pattern has fewer", code=INVALID_REWRITE
+                )
             out.append(f"\\g<{int(number)}>")
         else:
             if name not in pattern.groupindex:
-                raise RuleError(INVALID_REWRITE, f"rewrite refers to unknown group $<{name}>")
+                raise RuleError(f"rewrite refers to unknown group $<{name}>", code=INVALID_REWRITE)
             out.append(f"\\g<{name}>")
     out.append(template[pos:].replace("\\", "\\\\"))
     return "".join(out)
@@ -171,14 +177,14 @@ class ProxyRule:
 def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
-        raise RuleError(INVALID_RULE, f"{key} must be a string")
+        raise RuleError(f"{key} must be a string", code=INVALID_RULE)
     return value
 
 
 def _required_text(data: Mapping[str, Any], key: str) -> str:
     value = _optional_text(data, key)
     if value is None or not value.strip():
-        raise RuleError(INVALID_RULE, "pattern and target are required")
+        raise RuleError("pattern and target are required", code=INVALID_RULE)
     return value
 
 
@@ -187,7 +193,7 @@ def _flag(data: Mapping[str, Any], key: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise RuleError(INVALID_RULE, f"{key} must be true or false")
+        raise RuleError(f"{key} must be true or false", code=INVALID_RULE)
     return value
 
 
@@ -195,11 +201,11 @@ def _target(raw: str) -> str:
     try:
         url = URL(raw.strip())
     except (ValueError, TypeError) as exc:
-        raise RuleError(INVALID_TARGET, f"invalid target URL {raw!r}: {exc}") from exc
+        raise RuleError(f"invalid target URL {raw!r}: {exc}", code=INVALID_TARGET) from exc
     if url.scheme not in ("http", "https") or not url.host:
-        raise RuleError(INVALID_TARGET, f"target must be an absolute http(s) URL (got {raw!r})")
+        raise RuleError(f"target must be an absolute http(s) URL (got {raw!r})", code=INVALID_TARGET)
     if url.query_string or url.fragment:
-        raise RuleError(INVALID_TARGET, "target must not have a query or a fragment")
+        raise RuleError("target must not have a query or a fragment", code=INVALID_TARGET)
     return str(url)
 
 
@@ -207,13 +213,13 @@ def _headers(raw: Any) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise RuleError(INVALID_HEADERS, "headers must be an object of header name to value")
+        raise RuleError("headers must be an object of header name to value", code=INVALID_HEADERS)
     headers: dict[str, str] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or not _HEADER_NAME.match(key):
-            raise RuleError(INVALID_HEADERS, f"invalid header name {key!r}")
+            raise RuleError(f"invalid header name {key!r}", code=INVALID_HEADERS)
         if not isinstance(value, str) or "\r" in value or "\n" in value:
-            raise RuleError(INVALID_HEADERS, f"header {key} must be a single-line string")
+            raise RuleError(f"header {key} must be a single-line string", code=INVALID_HEADERS)
         headers[key] = value
     return headers
 
@@ -223,7 +229,7 @@ def _redirect(raw: Any) -> int | None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int) or raw not in REDIRECT_STATUSES:
         allowed = ", ".join(map(str, sorted(REDIRECT_STATUSES)))
-        raise RuleError(INVALID_REDIRECT, f"redirect must be null or one of {allowed}")
+        raise RuleError(f"redirect must be null or one of {allowed}", code=INVALID_REDIRECT)
     return raw
 
 
@@ -239,13 +245,13 @@ def _base(raw: Any) -> str | None:
     if raw is None or raw == "":
         return None
     if not isinstance(raw, str) or not _BASE_PATH.match(raw):
-        raise RuleError(INVALID_BASE, "base must be a path starting with / (no quotes or brackets)")
+        raise RuleError("base must be a path starting with / (no quotes or brackets)", code=INVALID_BASE)
     return raw
 
 
 def _globs(raw: Any, where: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(g, str) and g.startswith("/") for g in raw):
-        raise RuleError(INVALID_PUBLIC_ROUTES, f"{where} must be a list of path globs starting with /")
+        raise RuleError(f"{where} must be a list of path globs starting with /", code=INVALID_PUBLIC_ROUTES)
     return tuple(raw)
 
 
@@ -257,13 +263,13 @@ def _public_routes(raw: Any) -> PublicRoutes | None:
         return _globs(raw, "publicRoutes")
     if not isinstance(raw, Mapping):
         raise RuleError(
-            INVALID_PUBLIC_ROUTES, "publicRoutes must be a list of globs or an object of method to globs"
+            "publicRoutes must be a list of globs or an object of method to globs", code=INVALID_PUBLIC_ROUTES
         )
     routes: dict[str, tuple[str, ...]] = {}
     for method, globs in raw.items():
         if not isinstance(method, str) or not _METHOD.match(method.upper()):
             raise RuleError(
-                INVALID_PUBLIC_ROUTES, f"publicRoutes key {method!r} is not an HTTP method or ALL"
+                f"publicRoutes key {method!r} is not an HTTP method or ALL", code=INVALID_PUBLIC_ROUTES
             )
         routes[method.upper()] = _globs(globs, f"publicRoutes.{method}")
     return routes
@@ -281,13 +287,13 @@ def _compile_public(routes: PublicRoutes | None) -> dict[str, re.Pattern[str]]:
 def parse_rule(data: Any, *, rule_id: str, order: int, read_only: bool = False) -> ProxyRule:
     """Validate ``data`` (API/manifest JSON) into a :class:`ProxyRule`; raise :class:`RuleError`."""
     if not isinstance(data, Mapping):
-        raise RuleError(INVALID_RULE, "a rule must be a JSON object")
+        raise RuleError("a rule must be a JSON object", code=INVALID_RULE)
     pattern = _required_text(data, "pattern")
     target = _required_text(data, "target")
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
-        raise RuleError(INVALID_PATTERN, f"Invalid regex pattern {pattern!r}: {exc}") from exc
+        raise RuleError(f"Invalid regex pattern {pattern!r}: {exc}", code=INVALID_PATTERN) from exc
     rewrite = _optional_text(data, "rewrite")
     public_routes = _public_routes(data.get("publicRoutes"))
     return ProxyRule(

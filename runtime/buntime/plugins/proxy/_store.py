@@ -49,8 +49,8 @@ class ProxyStore:
     async def start(self) -> None:
         await self._store.start(SCHEMA)
 
-    def close(self) -> None:
-        self._store.close()
+    async def aclose(self) -> None:
+        await self._store.aclose()
 
     async def _load(self, db: Database) -> None:
         rules: list[ProxyRule] = []
@@ -103,9 +103,9 @@ class ProxyStore:
                 missing = sorted(set(stored) - set(ids))
                 unknown = sorted(set(ids) - set(stored))
                 raise RuleError(
-                    INVALID_REORDER,
                     "ids must list every dynamic rule exactly once"
                     f" (missing: {missing or 'none'}, unknown: {unknown or 'none'})",
+                    code=INVALID_REORDER,
                 )
             for order, rule_id in enumerate(ids):
                 rule = _row_rule(stored[rule_id]).with_changes(order=order)

@@ -1,5 +1,5 @@
 """The built-in ``@buntime/plugin-turso``: a hook-only plugin that provides the TursoService."""
 
-from .plugin import TURSO_PLUGIN_NAME, TursoPlugin, create
+from ._plugin import TURSO_PLUGIN_NAME, TursoPlugin, create
 
 __all__ = ["TURSO_PLUGIN_NAME", "TursoPlugin", "create"]

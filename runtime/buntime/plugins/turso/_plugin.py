@@ -37,7 +37,7 @@ class TursoPlugin(Plugin):
 
     async def on_shutdown(self) -> None:
         if self.service is not None:
-            await self.service.close()  # final push in sync mode
+            await self.service.aclose()  # final push in sync mode
 
 
 def create(options: Mapping[str, Any]) -> TursoPlugin:

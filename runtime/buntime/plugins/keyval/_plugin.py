@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ...turso import TursoService
 from .._plugin import Plugin, PluginContext
 from ..turso import TURSO_PLUGIN_NAME
-from ._config import resolve_settings
+from ._config import KeyValSettings
 from ._errors import KeyValConfigError
 from ._kv import Kv
 from ._metrics import KvMetrics
@@ -38,7 +38,7 @@ class KeyValPlugin(Plugin):
             raise KeyValConfigError(
                 f"plugin-keyval requires {TURSO_PLUGIN_NAME} to be loaded first", code="MISSING_TURSO_SERVICE"
             )
-        settings = resolve_settings({**self._options, **ctx.config}, ctx.env)
+        settings = KeyValSettings.from_settings(ctx.settings)
         metrics = KvMetrics(ctx.metrics)
         kv = Kv(service, metrics=metrics, queue_lock_duration=settings.queue_lock_duration)
         try:
