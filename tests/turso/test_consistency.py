@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from buntime.turso import Database, TursoBusyError, TursoService, resolve_config
+from buntime.turso._engine import BOOT_MARK_SUFFIX, boot_id
 from tests.support.tursoserver import TursoServer
 
 NS = "ledger"
@@ -284,3 +286,69 @@ async def test_a_callback_that_breaks_the_savepoint_costs_only_its_own_transacti
     expected = sorted(f"w{k}-{i}" for k in range(4) for i in range(5))
     assert sorted(r["who"] for r in rows) == expected
     assert sorted(r["who"] for r in local) == expected
+
+
+async def _written_then_rolled_back(server: TursoServer, root: Path) -> Path:
+    """A pod writes a, b; its files are copied; it writes c, d, e; the copy is put back, as
+    an OS crash that took the tail of the file (or a volume restored from a snapshot) leaves it."""
+    a = pod(server, root, "a")
+    try:
+        await schema(a)
+        for v in "ab":
+            await a.transaction(lambda db, v=v: db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS)
+    finally:
+        await a.aclose()
+    replica_dir = root / "a"
+    shutil.copytree(replica_dir, root / "copy")
+    a = pod(server, root, "a")
+    try:
+        for v in "cde":
+            await a.transaction(lambda db, v=v: db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS)
+    finally:
+        await a.aclose()
+    shutil.rmtree(replica_dir)
+    shutil.copytree(root / "copy", replica_dir)
+    shutil.rmtree(root / "copy")
+    return replica_dir
+
+
+@pytest.mark.parametrize("boot", ["same", "another"])
+async def test_a_replica_older_than_its_own_pushes_resets_and_loses_nothing(
+    server: TursoServer, tmp_path: Path, boot: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Left as it is, such a replica either cannot pull again (pyturso: remote_pull_gen >
+    local_pull_gen) or reuses change ids the server has seen, which it then skips. It is reset
+    instead: from the boot mark when the machine rebooted, from pyturso's error otherwise."""
+    replica_dir = await _written_then_rolled_back(server, tmp_path)
+    if boot == "another":
+        marks = list(replica_dir.rglob(f"*{BOOT_MARK_SUFFIX}"))
+        assert len(marks) == 1 and marks[0].read_text().strip() == boot_id()
+        marks[0].write_text("a-boot-before-a-crash\n")
+    a = pod(server, tmp_path, "a")
+    try:
+        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('after')"), namespace=NS)
+        local = await (await a.connect(NS)).all("SELECT who FROM t")
+    finally:
+        await a.aclose()
+    expected = ["a", "after", "b", "c", "d", "e"]
+    assert sorted(r["who"] for r in local) == expected
+    # Which guard caught it: the boot mark before any pull, or pyturso's error on the pull.
+    assert ("last written in another boot" in caplog.text) == (boot == "another")
+    assert ("older than its own pushes" in caplog.text) == (boot == "same")
+    assert sorted(r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")) == expected
+
+
+async def test_serializable_replicas_skip_the_local_fsync_offline_ones_do_not(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """A serializable commit counts once pushed, so the replica runs at synchronous=NORMAL (1)
+    with its boot recorded; offline mode acknowledges local commits, so it keeps FULL (2)."""
+    for name, mode, level in (("s", "serializable", 1), ("o", "offline", 2)):
+        service = pod(server, tmp_path, name, TURSO_WRITE_MODE=mode)
+        try:
+            row = await (await service.connect(NS)).get("PRAGMA synchronous")
+        finally:
+            await service.aclose()
+        assert row is not None and next(iter(row.values())) == level, (mode, row)
+        marks = list((tmp_path / name).rglob(f"*{BOOT_MARK_SUFFIX}"))
+        assert [m.read_text().strip() for m in marks] == ([boot_id()] if mode == "serializable" else [])

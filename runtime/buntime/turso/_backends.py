@@ -31,11 +31,14 @@ from ._database import BlockingDatabase, Database, TransactionType
 from ._engine import (
     Engine,
     EngineThread,
+    boot_id,
     engine_errors,
     make_engine,
     open_local,
     open_replica,
+    read_boot_mark,
     remove_replica_files,
+    write_boot_mark,
 )
 from ._errors import (
     TursoBusyError,
@@ -326,6 +329,12 @@ def _total_changes(conn: Any) -> int:
     return int(conn.execute("SELECT total_changes()").fetchone()[0])
 
 
+def _behind_own_pushes(exc: Exception) -> bool:
+    """pyturso's word for a replica older than what it pushed (restored from an old copy, or an
+    OS crash took its tail): only a fresh copy of the server's database can go on from there."""
+    return "remote_pull_gen > local_pull_gen" in str(exc)
+
+
 def _refused(exc: Exception) -> bool:
     """Whether a failed push certainly applied nothing: turso-server refused the lease (409), or
     the connection was refused (nothing was sent). Anything else may have landed."""
@@ -392,6 +401,7 @@ class ReplicaBackend(Backend):
         self._group_failed: Exception | None = None  # engine thread: a RELEASE failed, group undone
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
+        self._boot = ""  # serializable replicas that know the boot commit at synchronous=NORMAL
 
     @classmethod
     async def open(
@@ -406,15 +416,38 @@ class ReplicaBackend(Backend):
         ensure_parent_dir(path)
         engine = EngineThread(os.path.basename(path))
         backend = cls(path, url, token, engine, listeners=listeners, policy=policy or WritePolicy())
+        rebooted = False
+        if backend.serializable:
+            # A serializable replica's commits count only once pushed, so it skips the local
+            # fsync (synchronous=NORMAL): a process crash loses nothing, an OS crash may take the
+            # tail of the file. A replica last written in another boot is therefore reset before
+            # its first write: reusing the change ids of a lost tail would make the server skip
+            # new changes. Where the boot is unknown, commits stay at synchronous=FULL.
+            backend._boot = boot_id()
+            mark = read_boot_mark(path)
+            rebooted = bool(backend._boot) and mark is not None and mark != backend._boot
         try:
-            await engine.call(backend._connect)
+            try:
+                await engine.call(backend._connect)
+            except TursoError:
+                if not rebooted:
+                    raise
+                log.warning("Turso replica %s from another boot does not open: bootstrapping it again", path)
+                await engine.call(remove_replica_files, path)
+                await engine.call(backend._connect)
         except TursoError as exc:
             await engine.stop()
             raise TursoUnavailableError(f"cannot open Turso replica {path} against {url}: {exc}") from exc
         if backend.serializable:
             # Changes left by a process that died between its commit and its push were never
             # acknowledged, and pulling would replay them over other pods' rows: drop them.
-            backend._dirty = await engine.call(backend._pending) > 0
+            backend._dirty = rebooted or await engine.call(backend._pending) > 0
+            if rebooted:
+                log.warning(
+                    "Turso replica %s was last written in another boot: reset before its first write", path
+                )
+            elif backend._boot:
+                await engine.call(write_boot_mark, path, backend._boot)
         log.info("Turso replica opened (%s writes): %s <-> %s", backend.policy.mode, path, url)
         return backend
 
@@ -424,6 +457,8 @@ class ReplicaBackend(Backend):
 
     def _connect(self) -> None:
         self._conn = open_replica(self.path, self.url, self._token, self._remote)
+        if self._boot:
+            self._conn.execute("PRAGMA synchronous = NORMAL")
 
     def _remote(self) -> str:
         return self._push_url or self.url
@@ -538,6 +573,10 @@ class ReplicaBackend(Backend):
         except _Dirty:
             await self._reset()
         except TursoError as exc:  # the pull failed: we cannot write on a stale copy
+            if _behind_own_pushes(exc):
+                await self._reset("older than its own pushes")
+                self._clear_error()
+                return
             self._lease = None
             await self._leases.release(lease)
             self._record_error("pull", exc)
@@ -661,9 +700,9 @@ class ReplicaBackend(Backend):
         self.status.last_push = time.time()
         return True
 
-    async def _reset(self) -> None:
+    async def _reset(self, why: str = "discarding unacknowledged local changes") -> None:
         """Drop every local change: reopen the replica from the server's current state."""
-        log.warning("Turso replica %s: discarding unacknowledged local changes (re-bootstrap)", self.path)
+        log.warning("Turso replica %s: %s (re-bootstrap)", self.path, why)
         self._dirty = True
         try:
             await self._engine.call(self._rebootstrap)
@@ -899,6 +938,8 @@ class ReplicaBackend(Backend):
         self._group_open = False
         remove_replica_files(self.path)
         self._connect()
+        if self._boot:
+            write_boot_mark(self.path, self._boot)
 
     def _push_best_effort(self) -> None:
         try:
@@ -954,7 +995,14 @@ class ReplicaBackend(Backend):
             try:
                 if self._dirty and self.serializable:
                     await self._reset()
-                changed = await self._engine.call(self._sync_once)
+                try:
+                    changed = await self._engine.call(self._sync_once)
+                except TursoError as exc:
+                    if not (self.serializable and _behind_own_pushes(exc)):
+                        raise
+                    # Nothing unpushed is acknowledged: a fresh copy loses nothing.
+                    await self._reset("older than its own pushes")
+                    changed = True
             except TursoError as exc:
                 self._record_error("sync", exc)
                 raise

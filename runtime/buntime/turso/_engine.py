@@ -228,6 +228,44 @@ def open_replica(
     return conn
 
 
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+BOOT_MARK_SUFFIX = "-buntime-boot"  # beside the replica, so remove_replica_files takes it too
+
+
+def boot_id() -> str:
+    """This boot of the machine ("" where the kernel does not say): a reboot changes it."""
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def read_boot_mark(path: str) -> str | None:
+    """The boot in which ``path`` was last opened for writing, or ``None`` (no mark yet)."""
+    try:
+        with open(path + BOOT_MARK_SUFFIX, encoding="ascii") as handle:
+            return handle.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_boot_mark(path: str, boot: str) -> None:
+    """Record ``boot`` for ``path`` durably (the file and its directory are fsynced)."""
+    mark = path + BOOT_MARK_SUFFIX
+    temporary = mark + ".tmp"
+    with open(temporary, "w", encoding="ascii") as handle:
+        handle.write(boot + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, mark)
+    directory = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def remove_replica_files(path: str) -> None:
     """Delete a replica's database and the sync engine's files beside it (``<path>-*``)."""
     directory, base = os.path.split(os.path.abspath(path))
