@@ -29,13 +29,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ...turso import TursoError
 from ._atomic import make_mutation
 from ._errors import (
     InvalidKeyError,
     InvalidRequestError,
     KeyValError,
     KeyValNotFoundError,
-    storage_errors,
+    translate_storage_error,
 )
 from ._keys import Key, decode_key, encode_key, key_from_json, key_from_path, key_from_query, key_to_json
 from ._kv import Kv
@@ -50,6 +51,7 @@ MAX_HTTP_LIMIT = 1000
 MAX_MUTATIONS = 1000
 HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 CHECK_FAILED = "CHECK_FAILED"
+_KEYS_PATH = f"{API}/keys/"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -67,8 +69,12 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes ``{"code", "error"}`` JSON with the error's status."""
     try:
-        with storage_errors():
+        try:
             return await handler(request)
+        except TursoError as exc:  # storage_errors(), minus a context manager per request
+            mapped = translate_storage_error(exc)
+            assert mapped is not None
+            raise mapped from exc
     except KeyValError as exc:
         if exc.status >= 500:
             log.warning("KeyVal %s %s failed: %s", request.method, request.path, exc)
@@ -141,7 +147,7 @@ def _number(raw: str | None, name: str) -> float | None:
 
 def _path_key(request: web.Request) -> Key:
     # match_info is already percent-decoded, which would split "a%2Fb" in two: use the raw path.
-    raw = request.rel_url.raw_path.split(f"{API}/keys/", 1)[-1]
+    raw = request.rel_url.raw_path.split(_KEYS_PATH, 1)[-1]
     key = key_from_path(raw)
     if not key:
         raise InvalidKeyError("the key must have at least one part")
