@@ -193,12 +193,17 @@ class Proxy:
             raise ApiError(404, RULE_NOT_FOUND, f"rule {rule_id} not found")
 
     async def reorder(self, ids: Any) -> tuple[ProxyRule, ...]:
+        """The dynamic rules in their new order (upstream's answer: static rules never move)."""
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError(400, INVALID_REORDER, "ids must be a list of rule ids")
         for rule_id in ids:
             self._dynamic_id(rule_id)
         store = self._require_store()
+        known = {rule.id for rule in self.rules if not rule.read_only}
+        unknown = next((rule_id for rule_id in ids if rule_id not in known), None)
+        if unknown is not None:
+            raise ApiError(404, RULE_NOT_FOUND, f"Rule not found: {unknown}")
         try:
-            return self.config.static_rules + await store.reorder(ids)
+            return await store.reorder(ids)
         except RuleError as exc:
             raise _invalid(exc) from exc
