@@ -99,10 +99,12 @@ class Proxy:
 
     def _route(self, request: web.Request) -> ProxyRule | None:
         raw_path = request.rel_url.raw_path
+        rule = self.match(raw_path)
+        if rule is None:  # most requests: no rule, so no need to look the path up
+            return None
         if self.reserved.owner_of(request.path) is not None or self.reserved.owner_of(raw_path) is not None:
             return None  # plugin APIs, probes and /metrics stay reachable whatever the rules say
-        rule = self.match(raw_path)
-        if rule is not None and not rule.ws and is_websocket_upgrade(request):
+        if not rule.ws and is_websocket_upgrade(request):
             return None  # ws: false leaves upgrades to whatever else serves the path
         return rule
 
