@@ -122,8 +122,8 @@ def query_prepared(
     statement (engine thread, inside :class:`engine_errors`); ``None`` for anything else
     (writes, named parameters, several statements), which takes pyturso's ``execute()``.
 
-    The statement runs to its end and is reset before the next use, so it never keeps a read
-    open; a failed one is dropped from the cache. Errors are pyturso's DB-API errors, as from
+    The statement runs to its end and is reset right away, so it never keeps a read open
+    between uses; a failed one is dropped from the cache. Errors are pyturso's DB-API errors, as from
     ``execute()``.
     """
     if isinstance(params, Mapping) or sql[:6].upper() != "SELECT":
@@ -133,14 +133,15 @@ def query_prepared(
         if stmt is None:
             return None
         try:
-            stmt.reset()
             if params:
                 stmt.bind(params if isinstance(params, tuple) else tuple(params))
             extra_io = conn.extra_io
             rows = []
             while turso.lib._step_once_with_io(stmt, extra_io) == PyTursoStatusCode.Row:
                 rows.append(tuple(stmt.row()))
-            return tuple(stmt.columns()), rows  # read after the run: a re-prepare may change them
+            columns = tuple(stmt.columns())  # after the run: a re-prepare may have changed them
+            stmt.reset()  # now, not before the next use: a finished statement must hold nothing
+            return columns, rows
         except BaseException:
             getattr(conn, _STATEMENTS_ATTR).pop(sql, None)
             with contextlib.suppress(Exception):
