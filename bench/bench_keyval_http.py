@@ -404,5 +404,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # ``python -m bench keyval_http`` runs this module with the harness's argv: use the defaults.
-    sys.exit(main([] if Path(sys.argv[0]).name == "__main__.py" else None))
+    sys.exit(main())
