@@ -14,12 +14,19 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     selected = {name if name.startswith("bench_") else f"bench_{name}" for name in sys.argv[1:]}
+    failed = 0
     for path in sorted(HERE.glob("bench_*.py")):
         if selected and path.stem not in selected:
             continue
         print(f"\n##### {path.stem}", flush=True)
-        runpy.run_path(str(path), run_name="__main__")
-    return 0
+        sys.argv = [str(path)]  # the module parses its own options: give it none, not our names
+        try:
+            runpy.run_path(str(path), run_name="__main__")
+        except SystemExit as exc:  # a module's ``sys.exit(main())`` must not end the whole run
+            if exc.code not in (None, 0):
+                print(f"##### {path.stem} exited with {exc.code}", flush=True)
+                failed += 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..plugins import LoadedPlugin, PluginHost, ResponseHook, route_samples
+from ..plugins import LoadedPlugin, PluginHost, route_samples
 from ..plugins.turso import TURSO_PLUGIN_NAME
 from ..turso import TursoService
 from ._deferred import DeferredMount, PluginChain
@@ -55,24 +54,6 @@ METRICS_KEY = web.AppKey("server_metrics", ServerMetrics)
 CHAIN_KEY = web.AppKey("plugin_chain", PluginChain)
 #: ``{plugin name: its mount}`` for plugins that had not started when the app was assembled.
 DEFERRED_KEY = web.AppKey("deferred_mounts", dict[str, DeferredMount])
-
-
-def _guarded(plugin_middleware: Middleware) -> Middleware:
-    @web.middleware
-    async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in RUNTIME_PATHS:
-            return await handler(request)
-        return await plugin_middleware(request, handler)
-
-    return guarded
-
-
-def _guarded_hook(hook: ResponseHook) -> ResponseHook:
-    async def guarded(request: web.Request, response: web.StreamResponse) -> None:
-        if request.path not in RUNTIME_PATHS:
-            await hook(request, response)
-
-    return guarded
 
 
 def _plugin_summary(loaded: LoadedPlugin) -> dict[str, Any]:
@@ -121,10 +102,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _add_to_chain(chain: PluginChain, loaded: LoadedPlugin) -> None:
-    chain.add(
-        [_guarded(mw) for mw in loaded.plugin.middlewares()],
-        [_guarded_hook(hook) for hook in loaded.plugin.response_hooks()],
-    )
+    chain.add(list(loaded.plugin.middlewares()), list(loaded.plugin.response_hooks()))
 
 
 async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -191,7 +169,7 @@ def _mount(app: web.Application, host: PluginHost) -> None:
 def assemble_app(host: PluginHost) -> web.Application:
     """The app around a *started* ``host``: plugin middlewares and routes, probes, metrics."""
     server_metrics = ServerMetrics()
-    chain = PluginChain()
+    chain = PluginChain(bypass=RUNTIME_PATHS)
     for loaded in host.loaded:
         _add_to_chain(chain, loaded)
     app = web.Application(middlewares=[server_metrics.middleware, chain.middleware])

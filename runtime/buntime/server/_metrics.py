@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -45,6 +46,20 @@ class ServerMetrics:
             ["method", "route"],
             registry=self.registry,
         )
+        # ``labels()`` validates and hashes its arguments under a lock on every call; the label
+        # sets are bounded (see the module docstring), so each child is looked up once.
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        counted = self._counted.get((method, route, status))
+        if counted is None:
+            counted = self._counted[method, route, status] = self.requests.labels(method, route, str(status))
+        timed = self._timed.get((method, route))
+        if timed is None:
+            timed = self._timed[method, route] = self.latency.labels(method, route)
+        counted.inc()
+        timed.observe(seconds)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -62,6 +77,4 @@ class ServerMetrics:
             raise
         finally:
             method = request.method if request.method in hdrs.METH_ALL else OTHER_METHOD
-            route = route_label(request)
-            self.requests.labels(method, route, str(status)).inc()
-            self.latency.labels(method, route).observe(time.perf_counter() - started)
+            self._observe(method, route_label(request), status, time.perf_counter() - started)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from ._engine import engine_errors
+from ._engine import engine_errors, query_prepared
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any]
@@ -40,6 +40,10 @@ class QueryResult:
 
 def _query(conn: Any, sql: str, params: Params) -> QueryResult:
     with engine_errors(sql):
+        prepared = query_prepared(conn, sql, params)
+        if prepared is not None:
+            columns, found = prepared
+            return QueryResult(columns, [dict(zip(columns, r, strict=True)) for r in found], 0, None)
         cur = conn.execute(sql, params)
         columns = tuple(d[0] for d in cur.description or ())
         rows = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()] if columns else []

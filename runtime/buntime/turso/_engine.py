@@ -9,6 +9,11 @@ fighting over the GIL (raw pyturso with 4 threads runs at about a third of one t
 loop itself: no thread hop (~50-80 us, two context switches, next to ~150 us for a one-row
 commit), at the price of blocking the loop for each statement, ``COMMIT``'s fsync included.
 Called by ``_backends``; nothing above it imports pyturso.
+
+:func:`query_prepared` runs a ``SELECT`` on a statement prepared once per connection: pyturso
+parses and plans every ``execute()`` afresh, which was about 80% of a one-row read by key
+(~40 of ~50 us here); a reset statement holds no transaction and turso re-prepares it itself
+after a schema change.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
+import turso.lib
 import turso.sync
+from turso._turso import PyTursoStatusCode
 
 import turso
 
@@ -37,6 +45,11 @@ from ._errors import (
 T = TypeVar("T")
 
 _transport.install()  # replicas' sync requests reuse one connection per engine thread
+
+#: Prepared ``SELECT`` statements each connection keeps (least recently used evicted first):
+#: the plugins' reads are a few dozen fixed strings; filters and ``IN (?, ...)`` lists vary.
+STATEMENT_CACHE_SIZE = 64
+_STATEMENTS_ATTR = "_buntime_statements"
 
 _RETRYABLE_MARKERS = ("busy", "conflict", "database is locked", "snapshot is stale")
 _DDL_MARKER = "ddl statements require an exclusive transaction"
@@ -82,6 +95,69 @@ class engine_errors:
 _Job = tuple[
     asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None", Callable[..., Any], tuple[Any, ...]
 ]
+
+
+def _statement(conn: Any, sql: str) -> Any | None:
+    """The connection's prepared statement for the single statement ``sql``, prepared on first
+    use; ``None`` when ``sql`` holds more than one statement (the plain path reports that)."""
+    cache: OrderedDict[str, Any] | None = getattr(conn, _STATEMENTS_ATTR, None)
+    if cache is None:
+        cache = OrderedDict()
+        setattr(conn, _STATEMENTS_ATTR, cache)
+    stmt = cache.get(sql)
+    if stmt is not None:
+        cache.move_to_end(sql)
+        return stmt
+    prepared = conn._conn.prepare_first(sql)
+    if prepared is None:
+        return None
+    stmt, tail = prepared
+    if sql[tail:].strip(" \t\r\n;"):
+        stmt.finalize()
+        return None
+    cache[sql] = stmt
+    if len(cache) > STATEMENT_CACHE_SIZE:
+        cache.popitem(last=False)[1].finalize()
+    return stmt
+
+
+def query_prepared(
+    conn: Any, sql: str, params: Sequence[Any] | Mapping[str, Any]
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]]] | None:
+    """``(columns, rows)`` of the ``SELECT`` ``sql`` on the connection's cached prepared
+    statement (engine thread, inside :class:`engine_errors`); ``None`` for anything else
+    (writes, named parameters, several statements), which takes pyturso's ``execute()``.
+
+    The statement runs to its end and is reset right away, so it never keeps a read open
+    between uses; a failed one is dropped from the cache. Errors are pyturso's DB-API errors, as from
+    ``execute()``.
+    """
+    if isinstance(params, Mapping) or sql[:6].upper() != "SELECT":
+        return None
+    try:
+        stmt = _statement(conn, sql)
+        if stmt is None:
+            return None
+        try:
+            if params:
+                stmt.bind(params if isinstance(params, tuple) else tuple(params))
+            extra_io = conn.extra_io
+            rows = []
+            while turso.lib._step_once_with_io(stmt, extra_io) == PyTursoStatusCode.Row:
+                rows.append(tuple(stmt.row()))
+            columns = tuple(stmt.columns())  # after the run: a re-prepare may have changed them
+            stmt.reset()  # now, not before the next use: a finished statement must hold nothing
+            return columns, rows
+        except BaseException:
+            getattr(conn, _STATEMENTS_ATTR).pop(sql, None)
+            with contextlib.suppress(Exception):
+                stmt.finalize()
+            raise
+    except turso.Error:
+        raise
+    except Exception as exc:  # the native module's errors, mapped as pyturso's execute() does
+        raise turso.lib._map_turso_exception(exc) from exc
+
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -37,8 +37,8 @@ async def test_env_excludes_are_listed_with_source_env(
         aiohttp_client, {**env, "GATEWAY_SHELL_EXCLUDES": "b-app, a_app"}, TURSO, GATEWAY
     )
     assert await json_of(await client.get(EXCLUDES), 200) == [
-        {"basename": "a_app", "source": "env", "addedAt": None},
-        {"basename": "b-app", "source": "env", "addedAt": None},
+        {"basename": "a_app", "source": "env"},
+        {"basename": "b-app", "source": "env"},
     ]
 
 
@@ -46,9 +46,7 @@ async def test_the_manifest_default_exclude_is_cpanel(
     aiohttp_client: AiohttpClient, env: dict[str, str]
 ) -> None:
     client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
-    assert await json_of(await client.get(EXCLUDES), 200) == [
-        {"basename": "cpanel", "source": "env", "addedAt": None}
-    ]
+    assert await json_of(await client.get(EXCLUDES), 200) == [{"basename": "cpanel", "source": "env"}]
 
 
 async def test_add_exclude_persists_with_a_real_added_at(
@@ -56,11 +54,14 @@ async def test_add_exclude_persists_with_a_real_added_at(
 ) -> None:
     client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
     before = int(time.time() * 1000)
-    created = await json_of(await client.post(EXCLUDES, json={"basename": "legacy-app"}), 201)
-    assert created["basename"] == "legacy-app" and created["source"] == "turso"
+    created = await json_of(await client.post(EXCLUDES, json={"basename": " legacy-app "}), 200)
+    assert created["added"] is True and created["basename"] == "legacy-app" and created["source"] == "turso"
     assert before <= created["addedAt"] <= int(time.time() * 1000)
     listed = await json_of(await client.get(EXCLUDES), 200)
-    assert {"basename": "legacy-app", "source": "turso", "addedAt": created["addedAt"]} in listed
+    assert listed == [  # env ones first, then persisted ones with the stored time (upstream: now)
+        {"basename": "cpanel", "source": "env"},
+        {"basename": "legacy-app", "source": "turso", "addedAt": created["addedAt"]},
+    ]
     rows = await gateway_rows(client, "SELECT basename, added_at FROM gateway_shell_excludes")
     assert rows == [{"basename": "legacy-app", "added_at": created["addedAt"]}]
 
@@ -80,26 +81,27 @@ async def test_add_exclude_refuses_non_json(aiohttp_client: AiohttpClient, env: 
     assert body["code"] == "INVALID_JSON"
 
 
-async def test_add_exclude_conflicts(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
+async def test_add_exclude_twice_answers_added_false(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
     client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
-    await json_of(await client.post(EXCLUDES, json={"basename": "twice"}), 201)
-    assert (await json_of(await client.post(EXCLUDES, json={"basename": "twice"}), 409))["code"] == (
-        "GATEWAY_ALREADY_EXCLUDED"
-    )
+    first = await json_of(await client.post(EXCLUDES, json={"basename": "twice"}), 200)
+    again = await json_of(await client.post(EXCLUDES, json={"basename": "twice"}), 200)
+    assert (first["added"], again["added"]) == (True, False)
+    assert again["addedAt"] == first["addedAt"]  # the stored time, not the second request's
     env_one = await json_of(await client.post(EXCLUDES, json={"basename": "cpanel"}), 400)
     assert env_one["code"] == "GATEWAY_ENV_EXCLUDE" and "via environment" in env_one["error"]
 
 
 async def test_remove_exclude(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
     client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
-    await json_of(await client.post(EXCLUDES, json={"basename": "gone"}), 201)
-    response = await client.delete(f"{EXCLUDES}/gone")
-    assert response.status == 204
+    await json_of(await client.post(EXCLUDES, json={"basename": "gone"}), 200)
+    removed = await json_of(await client.delete(f"{EXCLUDES}/gone"), 200)
+    assert removed == {"removed": True, "basename": "gone"}
     assert await gateway_rows(client, "SELECT * FROM gateway_shell_excludes") == []
     assert "gone" not in [item["basename"] for item in await json_of(await client.get(EXCLUDES), 200)]
-    assert (await json_of(await client.delete(f"{EXCLUDES}/gone"), 404))[
-        "code"
-    ] == "GATEWAY_EXCLUDE_NOT_FOUND"
+    again = await json_of(await client.delete(f"{EXCLUDES}/gone"), 200)
+    assert again == {"removed": False, "basename": "gone"}
     assert (await json_of(await client.delete(f"{EXCLUDES}/cpanel"), 400))["code"] == "GATEWAY_ENV_EXCLUDE"
     assert (await json_of(await client.delete(f"{EXCLUDES}/bad%20name"), 400))["code"] == (
         "GATEWAY_INVALID_BASENAME"
@@ -161,10 +163,11 @@ async def test_history_is_bounded_to_the_newest_rows(
     count = await gateway_rows(client, "SELECT count(*) AS n FROM gateway_metrics_history")
     assert count == [{"n": 3}]
     history = await json_of(await client.get(HISTORY), 200)
-    assert [s["timestamp"] for s in history] == [s["timestamp"] for s in snapshots[-3:]]  # oldest first
-    assert [s["timestamp"] for s in await json_of(await client.get(HISTORY, params={"limit": "2"}), 200)] == [
-        s["timestamp"] for s in snapshots[-2:]
-    ]
+    newest_first = [s["timestamp"] for s in reversed(snapshots)]
+    assert [s["timestamp"] for s in history] == newest_first[:3]  # upstream's order
+    assert [s["timestamp"] for s in await json_of(await client.get(HISTORY, params={"limit": "2"}), 200)] == (
+        newest_first[:2]
+    )
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "3601"])
@@ -180,7 +183,7 @@ async def test_clear_history(aiohttp_client: AiohttpClient, env: dict[str, str])
     client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
     for _ in range(2):
         await json_of(await client.post(SNAPSHOT), 201)
-    assert await json_of(await client.delete(HISTORY), 200) == {"deleted": 2}
+    assert await json_of(await client.delete(HISTORY), 200) == {"cleared": True, "deleted": 2}
     assert await json_of(await client.get(HISTORY), 200) == []
     assert await gateway_rows(client, "SELECT * FROM gateway_metrics_history") == []
 
@@ -208,7 +211,8 @@ async def test_state_survives_a_restart_and_migrations_are_idempotent(
     aiohttp_client: AiohttpClient, env: dict[str, str]
 ) -> None:
     first = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
-    created = await json_of(await first.post(EXCLUDES, json={"basename": "durable"}), 201)
+    created = await json_of(await first.post(EXCLUDES, json={"basename": "durable"}), 200)
+    del created["added"]
     snapshot = await json_of(await first.post(SNAPSHOT), 201)
     await first.close()
     second = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)  # migrations run again
@@ -225,9 +229,7 @@ async def test_without_turso_it_starts_with_persistence_disabled(
     assert "gateway persistence disabled" in caplog.text
     ready = await json_of(await client.get("/api/health/ready"), 200)
     assert ready["turso"] is None
-    assert await json_of(await client.get(EXCLUDES), 200) == [
-        {"basename": "only-env", "source": "env", "addedAt": None}
-    ]
+    assert await json_of(await client.get(EXCLUDES), 200) == [{"basename": "only-env", "source": "env"}]
     assert await json_of(await client.get(HISTORY), 200) == []
     for method, path, body in [("POST", EXCLUDES, {"basename": "x"}), ("DELETE", f"{EXCLUDES}/x", None),
                                ("POST", SNAPSHOT, None), ("DELETE", HISTORY, None)]:  # fmt: skip

@@ -137,7 +137,7 @@ async def test_toggle(client: TestClient) -> None:
 
 async def test_delete(client: TestClient) -> None:
     rule = await create(client)
-    assert (await client.delete(f"{RULES}/{rule['id']}")).status == 204
+    assert await json_of(await client.delete(f"{RULES}/{rule['id']}"), 200) == {"success": True}
     assert await stored(client) == []
     assert (await client.get(f"{RULES}/{rule['id']}")).status == 404
     assert (await json_of(await client.delete(f"{RULES}/{rule['id']}"), 404))[
@@ -152,8 +152,7 @@ async def test_reorder(client: TestClient) -> None:
     rules = await json_of(
         await client.put(f"{RULES}/reorder", json={"ids": [c["id"], a["id"], b["id"]]}), 200
     )
-    assert [(r["id"], r["order"]) for r in rules] == [
-        ("static-0", 0),
+    assert [(r["id"], r["order"]) for r in rules] == [  # the dynamic rules, as upstream answers
         (c["id"], 0),
         (a["id"], 1),
         (b["id"], 2),
@@ -171,7 +170,7 @@ async def test_reorder(client: TestClient) -> None:
     [
         (lambda a, b: [a], 400, "PROXY_INVALID_REORDER"),  # missing one
         (lambda a, b: [a, b, b], 400, "PROXY_INVALID_REORDER"),  # duplicate
-        (lambda a, b: [a, b, "nope"], 400, "PROXY_INVALID_REORDER"),  # unknown
+        (lambda a, b: [a, b, "nope"], 404, "PROXY_RULE_NOT_FOUND"),  # unknown
         (lambda a, b: "a,b", 400, "PROXY_INVALID_REORDER"),  # not a list
         (lambda a, b: [a, b, "static-0"], 403, "PROXY_RULE_READ_ONLY"),
     ],

@@ -40,8 +40,6 @@ SOURCE_TURSO = "turso"
 STORAGE_DISABLED = "GATEWAY_STORAGE_DISABLED"
 INVALID_BASENAME = "GATEWAY_INVALID_BASENAME"
 ENV_EXCLUDE = "GATEWAY_ENV_EXCLUDE"
-ALREADY_EXCLUDED = "GATEWAY_ALREADY_EXCLUDED"
-EXCLUDE_NOT_FOUND = "GATEWAY_EXCLUDE_NOT_FOUND"
 INVALID_LIMIT = "GATEWAY_INVALID_LIMIT"
 UNAUTHORIZED = "GATEWAY_UNAUTHORIZED"
 RATE_LIMITED = "GATEWAY_RATE_LIMITED"
@@ -234,39 +232,51 @@ class Gateway:
         return frozenset(self.config.env_excludes) | frozenset(persisted)
 
     def list_excludes(self) -> list[dict[str, Any]]:
-        """Env excludes (``addedAt`` null) merged with persisted ones, sorted by basename."""
-        merged: dict[str, dict[str, Any]] = {}
+        """Upstream's order and shape: env excludes first (``{basename, source: "env"}``, no
+        ``addedAt``), then persisted ones by basename with the stored ``addedAt`` (upstream
+        reported the time of the request instead)."""
+        listed: list[dict[str, Any]] = [
+            {"basename": basename, "source": SOURCE_ENV} for basename in self.config.env_excludes
+        ]
         if self.store is not None:
-            for basename, added_at in self.store.excludes.items():
-                merged[basename] = {"basename": basename, "source": SOURCE_TURSO, "addedAt": added_at}
-        for basename in self.config.env_excludes:  # env wins: it cannot be removed
-            merged[basename] = {"basename": basename, "source": SOURCE_ENV, "addedAt": None}
-        return [merged[name] for name in sorted(merged)]
+            env = frozenset(self.config.env_excludes)
+            listed.extend(
+                {"basename": basename, "source": SOURCE_TURSO, "addedAt": added_at}
+                for basename, added_at in sorted(self.store.excludes.items())
+                if basename not in env
+            )
+        return listed
 
     @staticmethod
     def _validate_basename(basename: Any) -> str:
-        if not isinstance(basename, str) or not BASENAME_PATTERN.match(basename):
-            raise ApiError("basename must match ^[a-zA-Z0-9_-]+$", code=INVALID_BASENAME, status=400)
+        if isinstance(basename, str):
+            basename = basename.strip()
+        if not isinstance(basename, str) or not basename:
+            raise ApiError("basename is required", code=INVALID_BASENAME, status=400)
+        if not BASENAME_PATTERN.match(basename):
+            raise ApiError("Invalid basename format", code=INVALID_BASENAME, status=400)
         return basename
 
     async def add_exclude(self, raw: Any) -> dict[str, Any]:
+        """``{added, basename, source: "turso", addedAt}``; ``added`` is false (and ``addedAt``
+        the stored time) when it was already excluded, as upstream answers: 200 either way."""
         basename = self._validate_basename(raw)
         if basename in self.config.env_excludes:
-            raise ApiError(f"{basename} is already excluded via environment", code=ENV_EXCLUDE, status=400)
+            raise ApiError("Already excluded via environment", code=ENV_EXCLUDE, status=400)
         store = self._require_store()
         added_at = now_ms()
-        if not await store.add_exclude(basename, added_at):
-            raise ApiError(f"{basename} is already excluded", code=ALREADY_EXCLUDED, status=409)
-        return {"basename": basename, "source": SOURCE_TURSO, "addedAt": added_at}
+        added = await store.add_exclude(basename, added_at)
+        if not added:
+            added_at = store.excludes.get(basename, added_at)
+        return {"added": added, "basename": basename, "source": SOURCE_TURSO, "addedAt": added_at}
 
-    async def remove_exclude(self, raw: Any) -> None:
+    async def remove_exclude(self, raw: Any) -> dict[str, Any]:
+        """``{removed, basename}``; ``removed`` is false when it was not excluded."""
         basename = self._validate_basename(raw)
         if basename in self.config.env_excludes:
-            raise ApiError(
-                f"cannot remove environment-based exclude {basename}", code=ENV_EXCLUDE, status=400
-            )
-        if not await self._require_store().remove_exclude(basename):
-            raise ApiError(f"{basename} is not excluded", code=EXCLUDE_NOT_FOUND, status=404)
+            raise ApiError("Cannot remove environment-based exclude", code=ENV_EXCLUDE, status=400)
+        removed = await self._require_store().remove_exclude(basename)
+        return {"removed": removed, "basename": basename}
 
     # -- metrics history ----------------------------------------------------------------------
     def parse_limit(self, raw: str | None) -> int:

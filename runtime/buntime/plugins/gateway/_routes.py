@@ -2,12 +2,12 @@
 
 Routes (all under ``/gateway/admin``, behind ``X-API-Key`` when ``GATEWAY_API_KEY`` is set):
 
-* ``GET /metrics/history?limit=`` — newest snapshots, oldest first (default 60).
-* ``DELETE /metrics/history`` — clear the history.
+* ``GET /metrics/history?limit=`` — the newest snapshots, newest first (default 60).
+* ``DELETE /metrics/history`` — clear the history (``{cleared: true, deleted}``).
 * ``POST /metrics/snapshot`` — record a snapshot of the request counters now (201).
-* ``GET /shell/excludes`` — env and persisted excludes with ``source`` and ``addedAt``.
-* ``POST /shell/excludes {basename}`` — persist an exclude (201; 400, 409).
-* ``DELETE /shell/excludes/{basename}`` — remove a persisted exclude (204; 400 for env ones, 404).
+* ``GET /shell/excludes`` — env excludes, then persisted ones with their stored ``addedAt``.
+* ``POST /shell/excludes {basename}`` — persist an exclude (``{added, basename, source}``; 400).
+* ``DELETE /shell/excludes/{basename}`` — remove one (``{removed, basename}``; 400 for env ones).
 * ``PUT /shell/config {dir}``, ``POST /shell/config/reset`` — the shell directory override.
 * ``GET /shell/routes``, ``PUT /shell/routes {host, dir}``, ``DELETE /shell/routes/{host}``.
 * ``GET|POST /cors/rules``, ``PUT|DELETE /cors/rules/{id}`` — per-domain CORS rules (POST 201).
@@ -48,7 +48,8 @@ async def get_history(request: web.Request) -> web.Response:
 
 
 async def delete_history(request: web.Request) -> web.Response:
-    return web.json_response({"deleted": await request.app[GATEWAY_KEY].clear_history()})
+    deleted = await request.app[GATEWAY_KEY].clear_history()
+    return web.json_response({"cleared": True, "deleted": deleted})
 
 
 async def post_snapshot(request: web.Request) -> web.Response:
@@ -62,12 +63,11 @@ async def get_excludes(request: web.Request) -> web.Response:
 
 async def post_exclude(request: web.Request) -> web.Response:
     body = await read_json_object(request)
-    return web.json_response(await request.app[GATEWAY_KEY].add_exclude(body.get("basename")), status=201)
+    return web.json_response(await request.app[GATEWAY_KEY].add_exclude(body.get("basename")))
 
 
 async def delete_exclude(request: web.Request) -> web.Response:
-    await request.app[GATEWAY_KEY].remove_exclude(request.match_info["basename"])
-    return web.Response(status=204)
+    return web.json_response(await request.app[GATEWAY_KEY].remove_exclude(request.match_info["basename"]))
 
 
 # -- shell config and routes -----------------------------------------------------------------------

@@ -283,11 +283,11 @@ class GatewayStore:
         return await self._store.write(insert, reload=False)
 
     async def history(self, limit: int) -> list[MetricsSnapshot]:
-        """The newest ``limit`` snapshots, oldest first (the order a chart draws them)."""
+        """The newest ``limit`` snapshots, newest first (upstream's order)."""
         db = await self._store.read()
         rows = await db.all(
-            "SELECT timestamp, total_requests, blocked_requests, allowed_requests, active_buckets FROM "
-            "(SELECT * FROM gateway_metrics_history ORDER BY timestamp DESC LIMIT ?) ORDER BY timestamp",
+            "SELECT timestamp, total_requests, blocked_requests, allowed_requests, active_buckets "
+            "FROM gateway_metrics_history ORDER BY timestamp DESC LIMIT ?",
             [limit],
         )
         return [MetricsSnapshot(**{key: int(value) for key, value in row.items()}) for row in rows]

@@ -34,7 +34,7 @@ import re
 import struct
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from ._errors import InvalidKeyError, InvalidRequestError
 
@@ -238,6 +238,13 @@ def key_from_path(path: str) -> Key:
     if not path.strip("/"):
         return ()
     return tuple(segment_to_part(unquote(s)) for s in path.strip("/").split("/"))
+
+
+def key_to_path(key: Key) -> str:
+    """``("users", 42)`` -> ``users/42``, the inverse of :func:`key_from_path` for string and
+    number parts (each part percent-encoded, so a ``/`` or ``,`` in a part survives); what the
+    prefix poll answers in ``versionstamps`` (upstream joined the parts with ``/``)."""
+    return "/".join(quote(str(part), safe="") for part in key)
 
 
 def key_from_query(raw: str | None) -> Key | None:

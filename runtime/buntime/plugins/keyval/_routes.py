@@ -9,10 +9,10 @@ Every route lives under ``/api``. Keys travel three ways:
 * in JSON bodies: arrays whose parts are strings, numbers, booleans or ``{"$bytes": base64}``.
 
 Errors are ``{"code", "error"}`` with stable codes: 400 for malformed keys, values, JSON and
-parameters, 404 for a missing key/index/message, 409 (``CHECK_FAILED``, body ``ok: false``) for an
-atomic whose check failed, 409 ``LEASE_LOST`` for a queue ack/nack whose ``attempts`` is no longer
-the message's (its lease ended and the message was leased again), 503 ``KEYVAL_UNAVAILABLE``
-while storage is closed or unreachable.
+parameters, 404 for a missing key/index/message, 409 ``LEASE_LOST`` for a queue ack/nack whose
+``attempts`` is no longer the message's (its lease ended and the message was leased again),
+503 ``KEYVAL_UNAVAILABLE`` while storage is closed or unreachable. An atomic whose check failed
+is an answer, not an error: 200 ``{"ok": false, "code": "CHECK_FAILED", ...}``, as upstream.
 Called by the plugin's ``routes()``.
 """
 
@@ -29,15 +29,25 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ...turso import TursoError
 from ._atomic import make_mutation, mutation_key_from_json
 from ._errors import (
     InvalidKeyError,
     InvalidRequestError,
     KeyValError,
     KeyValNotFoundError,
-    storage_errors,
+    translate_storage_error,
 )
-from ._keys import Key, decode_key, encode_key, key_from_json, key_from_path, key_from_query, key_to_json
+from ._keys import (
+    Key,
+    decode_key,
+    encode_key,
+    key_from_json,
+    key_from_path,
+    key_from_query,
+    key_to_json,
+    key_to_path,
+)
 from ._kv import Kv
 from ._search import DEFAULT_TOKENIZE
 from ._watch import DEFAULT_PREFIX_LIMIT, Watcher, WatchEvent
@@ -50,6 +60,7 @@ MAX_HTTP_LIMIT = 1000
 MAX_MUTATIONS = 1000
 HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 CHECK_FAILED = "CHECK_FAILED"
+_KEYS_PATH = f"{API}/keys/"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -67,8 +78,12 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes ``{"code", "error"}`` JSON with the error's status."""
     try:
-        with storage_errors():
+        try:
             return await handler(request)
+        except TursoError as exc:  # storage_errors(), minus a context manager per request
+            mapped = translate_storage_error(exc)
+            assert mapped is not None
+            raise mapped from exc
     except KeyValError as exc:
         if exc.status >= 500:
             log.warning("KeyVal %s %s failed: %s", request.method, request.path, exc)
@@ -141,7 +156,7 @@ def _number(raw: str | None, name: str) -> float | None:
 
 def _path_key(request: web.Request) -> Key:
     # match_info is already percent-decoded, which would split "a%2Fb" in two: use the raw path.
-    raw = request.rel_url.raw_path.split(f"{API}/keys/", 1)[-1]
+    raw = request.rel_url.raw_path.split(_KEYS_PATH, 1)[-1]
     key = key_from_path(raw)
     if not key:
         raise InvalidKeyError("the key must have at least one part")
@@ -200,10 +215,16 @@ async def put_key(request: web.Request) -> web.Response:
 
 
 async def delete_key(request: web.Request) -> web.Response:
+    """``exact`` and ``where`` from the query, or from a JSON body ``{exact?, where?}`` (what the
+    upstream client sends); a body that is not a JSON object is ignored, as upstream."""
     key = _path_key(request)
-    deleted = await _kv(request).delete(
-        key, exact=_bool(request.query.get("exact"), "exact"), where=_query_where(request)
-    )
+    exact, where = request.query.get("exact"), _query_where(request)
+    if request.content_type == "application/json" and request.can_read_body:
+        with contextlib.suppress(InvalidRequestError):
+            body = await _object(request)
+            exact = body.get("exact", exact)
+            where = body.get("where", where)
+    deleted = await _kv(request).delete(key, exact=_bool(exact, "exact"), where=where)
     return web.json_response({"deletedCount": deleted})
 
 
@@ -296,14 +317,13 @@ async def atomic(request: web.Request) -> web.Response:
             )
         )
     result = await op.commit()
-    if not result.ok:
+    if not result.ok:  # 200 with ok false, as upstream: a failed check is an answer, not an error
         return web.json_response(
             {
                 **result.as_json(),
                 "code": CHECK_FAILED,
                 "error": "a versionstamp check failed; nothing was written",
-            },
-            status=409,
+            }
         )
     return web.json_response(result.as_json())
 
@@ -333,7 +353,7 @@ async def enqueue(request: web.Request) -> web.Response:
         keys_if_undelivered=None if undelivered is None else [key_from_json(k) for k in undelivered],
         max_attempts=option("maxAttempts"),
     )
-    return web.json_response({"ok": True, "id": message_id}, status=201)
+    return web.json_response({"ok": True, "id": message_id})
 
 
 async def poll(request: web.Request) -> web.Response:
@@ -503,20 +523,23 @@ def _versionstamps(raw: str | None) -> list[str]:
 
 
 async def watch_poll(request: web.Request) -> web.Response:
-    """``{changed, entries}``: the entries of ``keys``, ``changed`` when a versionstamp differs
-    from the client's ``versionstamps`` (same order; empty or ``null`` for an absent key)."""
+    """Upstream's ``{entries, versionstamps}``: the entries of ``keys`` whose versionstamp differs
+    from the client's ``versionstamps`` (same order; empty or ``null`` for an absent key), and
+    every key's current versionstamp (``""`` when absent) to send next time; plus ``changed``."""
     keys = _keys_param(request.query.get("keys", request.query.get("key")), "keys")
     known = _versionstamps(request.query.get("versionstamps"))
     entries = await _kv(request).get_many(keys)
     now = [e.versionstamp or "" for e in entries]
     was = [("" if v in ("", "null") else v) for v in known] + [""] * (len(now) - len(known))
-    return web.json_response({"changed": now != was[: len(now)], "entries": [e.as_json() for e in entries]})
+    changed = [e.as_json() for e, current, old in zip(entries, now, was, strict=False) if current != old]
+    return web.json_response({"entries": changed, "versionstamps": now, "changed": bool(changed)})
 
 
 async def watch_prefix_poll(request: web.Request) -> web.Response:
-    """``{changed, entries}``: the entries under ``prefix`` whose versionstamp differs from the
-    client's ``versionstamps=<key path>:<vs>,...``, and the keys it knew that are gone (value
-    and versionstamp ``null``)."""
+    """Upstream's ``{entries, versionstamps}``: the entries under ``prefix`` whose versionstamp
+    differs from the client's ``versionstamps=<key path>:<vs>,...``, the keys it knew that are
+    gone (value and versionstamp ``null``), and the current ``<key path>:<vs>,...`` to send next
+    time; plus ``changed``."""
     kv = _kv(request)
     known: dict[bytes, str] = {}
     for item in _versionstamps(request.query.get("versionstamps")):
@@ -535,7 +558,10 @@ async def watch_prefix_poll(request: web.Request) -> web.Response:
         for k in known
         if k not in current
     ]
-    return web.json_response({"changed": bool(changed or gone), "entries": changed + gone})
+    current_stamps = ",".join(f"{key_to_path(e.key)}:{e.versionstamp}" for e in current.values())
+    return web.json_response(
+        {"entries": changed + gone, "versionstamps": current_stamps, "changed": bool(changed or gone)}
+    )
 
 
 async def queue_listen(request: web.Request) -> web.StreamResponse:
@@ -584,11 +610,11 @@ async def create_index(request: web.Request) -> web.Response:
         raise InvalidRequestError("'fields' must be a list of dot paths", code="INVALID_INDEX")
     tokenize = options.get("tokenize", body.get("tokenize")) or DEFAULT_TOKENIZE
     info = await _kv(request).create_index(_body_key(body, "prefix"), fields, tokenize=tokenize)
-    return web.json_response({"ok": True, "index": info.as_json()}, status=201)
+    return web.json_response({"ok": True, "index": info.as_json()})
 
 
 async def list_indexes(request: web.Request) -> web.Response:
-    return web.json_response({"indexes": [i.as_json() for i in await _kv(request).list_indexes()]})
+    return web.json_response([i.as_json() for i in await _kv(request).list_indexes()])
 
 
 async def remove_index(request: web.Request) -> web.Response:
@@ -614,11 +640,14 @@ async def search_get(request: web.Request) -> web.Response:
 
 async def search_post(request: web.Request) -> web.Response:
     body = await _object(request)
+    # The upstream client sends {prefix, query, options: {limit, where}}: take those or top-level ones.
+    raw_options = body.get("options")
+    options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
     entries = await _kv(request).search(
         _body_key(body, "prefix", default=()),
         body.get("query", ""),
-        limit=_int(body.get("limit"), "limit", 100),
-        where=body.get("where"),
+        limit=_int(options.get("limit", body.get("limit")), "limit", 100),
+        where=options.get("where", body.get("where")),
     )
     return web.json_response([e.as_json() for e in entries])
 

@@ -95,10 +95,12 @@ class Proxy:
 
     def _route(self, request: web.Request) -> ProxyRule | None:
         raw_path = request.rel_url.raw_path
+        rule = self.match(raw_path)
+        if rule is None:  # most requests: no rule, so no need to look the path up
+            return None
         if self.reserved.owner_of(request.path) is not None or self.reserved.owner_of(raw_path) is not None:
             return None  # plugin APIs, probes and /metrics stay reachable whatever the rules say
-        rule = self.match(raw_path)
-        if rule is not None and not rule.ws and is_websocket_upgrade(request):
+        if not rule.ws and is_websocket_upgrade(request):
             return None  # ws: false leaves upgrades to whatever else serves the path
         return rule
 
@@ -184,9 +186,14 @@ class Proxy:
             raise ApiError(f"rule {rule_id} not found", code=RULE_NOT_FOUND, status=404)
 
     async def reorder(self, ids: Any) -> tuple[ProxyRule, ...]:
+        """The dynamic rules in their new order (upstream's answer: static rules never move)."""
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError("ids must be a list of rule ids", code=INVALID_REORDER, status=400)
         for rule_id in ids:
             self._dynamic_id(rule_id)
         store = self._require_store()
-        return self.config.static_rules + await store.reorder(ids)
+        known = {rule.id for rule in self.rules if not rule.read_only}
+        unknown = next((rule_id for rule_id in ids if rule_id not in known), None)
+        if unknown is not None:
+            raise ApiError(f"Rule not found: {unknown}", code=RULE_NOT_FOUND, status=404)
+        return await store.reorder(ids)

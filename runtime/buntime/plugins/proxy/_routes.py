@@ -5,10 +5,11 @@ Routes (all under ``/redirects/admin``):
 * ``GET /rules`` — every rule in match order (static first, ``readOnly: true``).
 * ``GET /rules/{id}`` — one rule (404).
 * ``POST /rules`` — create a dynamic rule (201; 400 missing pattern/target, bad regex or target).
-* ``PUT /rules/reorder {ids}`` — new order; must list every dynamic id once (400; 403 static ids).
+* ``PUT /rules/reorder {ids}`` — new order of the dynamic rules, which it returns; must list every
+  dynamic id once (400; 403 static ids, 404 an unknown id).
 * ``PUT /rules/{id}`` — change fields of a dynamic rule (403 static, 404 missing).
 * ``PATCH /rules/{id}/toggle`` — flip ``enabled`` (403 static, 404 missing).
-* ``DELETE /rules/{id}`` — remove a dynamic rule (204; 403 static, 404 missing).
+* ``DELETE /rules/{id}`` — remove a dynamic rule (``{success: true}``; 403 static, 404 missing).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ async def toggle_rule(request: web.Request) -> web.Response:
 
 async def delete_rule(request: web.Request) -> web.Response:
     await request.app[PROXY_KEY].delete(request.match_info["id"])
-    return web.Response(status=204)
+    return web.json_response({"success": True})
 
 
 def build_admin_app(proxy: Proxy) -> web.Application:

@@ -1,0 +1,106 @@
+"""Reads on prepared statements kept per connection (``_engine.query_prepared``).
+
+A ``SELECT`` is prepared once per connection and re-run; these tests hold it to what a fresh
+``execute()`` answers: other connections' commits, the enclosing transaction's own writes, a
+schema change made elsewhere, errors (which drop the statement), several statements in one
+string, the cache bound, and a replica in sync mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from buntime.turso import Database, TursoQueryError, TursoService, resolve_config
+from buntime.turso._engine import STATEMENT_CACHE_SIZE, open_local, query_prepared
+from tests.support.tursodb import SyncServer
+
+READ = "SELECT k, v FROM t WHERE k = ?"
+
+
+async def _table(service: TursoService) -> Database:
+    await service.transaction(
+        lambda db: db.exec("CREATE TABLE IF NOT EXISTS t(k INTEGER PRIMARY KEY, v TEXT)"), type="exclusive"
+    )
+    return await service.connect()
+
+
+async def test_a_reused_read_sees_every_commit(local_service: TursoService) -> None:
+    db = await _table(local_service)
+    assert await db.get(READ, [1]) is None
+    for i in range(5):
+        await db.run("INSERT OR REPLACE INTO t VALUES (1, ?)", [f"v{i}"])
+        assert await db.get(READ, [1]) == {"k": 1, "v": f"v{i}"}
+
+    async def inside(tx: Database) -> None:
+        await tx.run("INSERT INTO t VALUES (2, 'mine')")
+        assert await tx.get(READ, [2]) == {"k": 2, "v": "mine"}  # the transaction's own write
+        assert await tx.all("SELECT k FROM t ORDER BY k") == [{"k": 1}, {"k": 2}]
+
+    await local_service.transaction(inside)
+    assert await db.all("SELECT k FROM t ORDER BY k") == [{"k": 1}, {"k": 2}]
+
+
+async def test_a_schema_change_elsewhere_is_seen(local_service: TursoService) -> None:
+    db = await _table(local_service)
+    await db.run("INSERT INTO t VALUES (1, 'one')")
+    assert await db.all("SELECT * FROM t") == [{"k": 1, "v": "one"}]
+
+    async def replace(tx: Database) -> None:
+        await tx.exec("DROP TABLE t; CREATE TABLE t(k INTEGER PRIMARY KEY, w TEXT, extra INTEGER)")
+        await tx.run("INSERT INTO t VALUES (1, 'uno', 9)")
+
+    await local_service.transaction(replace, type="exclusive")
+    assert await db.all("SELECT * FROM t") == [{"k": 1, "w": "uno", "extra": 9}]
+
+
+async def test_errors_are_the_services_and_leave_no_broken_statement(local_service: TursoService) -> None:
+    db = await _table(local_service)
+    with pytest.raises(TursoQueryError):
+        await db.all("SELECT nope FROM t")
+    with pytest.raises(TursoQueryError):
+        await db.all("SELECT * FROM t; SELECT 1")  # one statement at a time, as execute() says
+    with pytest.raises(TursoQueryError):
+        await db.get(READ, [1, 2])  # too many parameters
+    await db.run("INSERT INTO t VALUES (1, 'one')")
+    assert await db.get(READ, [1]) == {"k": 1, "v": "one"}
+
+
+def test_the_cache_is_bounded_and_skips_what_it_cannot_reuse(tmp_path: Path) -> None:
+    conn = open_local(str(tmp_path / "x.db"))
+    try:
+        conn.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute("INSERT INTO t VALUES (1, 'one')")
+        for i in range(STATEMENT_CACHE_SIZE * 2):
+            assert query_prepared(conn, f"SELECT {i} AS n, v FROM t WHERE k = ?", [1]) == (
+                ("n", "v"),
+                [(i, "one")],
+            )
+        assert len(conn._buntime_statements) == STATEMENT_CACHE_SIZE
+        assert query_prepared(conn, "INSERT INTO t VALUES (2, 'w')", []) is None  # writes: execute()
+        assert query_prepared(conn, "SELECT v FROM t WHERE k = :k", {"k": 1}) is None  # named
+        assert query_prepared(conn, "SELECT 1; SELECT 2", []) is None
+        assert query_prepared(conn, "SELECT v FROM t WHERE k = ?;", (1,)) == (("v",), [("one",)])
+    finally:
+        conn.close()
+
+
+async def test_a_replica_reads_through_prepared_statements(tmp_path: Path) -> None:
+    server = SyncServer(tmp_path / "remote.db").start()
+    env = {
+        "TURSO_LOCAL_PATH": str(tmp_path / "replica" / "runtime.db"),
+        "TURSO_SYNC_URL": server.url,
+        "TURSO_SYNC_INTERVAL": "0",
+        "TURSO_WRITE_MODE": "offline",  # a plain tursodb sync server has no write leases
+    }
+    service = TursoService(resolve_config(env=env))
+    try:
+        db = await _table(service)
+        for i in range(3):
+            await service.transaction(lambda tx, i=i: tx.run("INSERT INTO t VALUES (?, 'r')", [i]))
+            assert await db.get(READ, [i]) == {"k": i, "v": "r"}
+        assert [row["k"] for row in await db.all("SELECT k FROM t ORDER BY k")] == [0, 1, 2]
+    finally:
+        await service.close()
+        server.stop()
