@@ -374,10 +374,7 @@ async def main() -> None:
             "sync 2 pods x 8w": pods,
             **{f"offline {n}w (unsafe)": sync(f"offline{n}", n, TURSO_WRITE_MODE="offline") for n in (1, 16)},
             **{f"pipeline {n}w": (lambda _r, n=n: pipeline_case(f"{base}/pipeline{n}", n)) for n in (1, 16)},
-            **{
-                f"sync {n}w, replica sync=FULL": sync(f"full{n}", n, synchronous="FULL")
-                for n in (1, 16)
-            },
+            **{f"sync {n}w, replica sync=FULL": sync(f"full{n}", n, synchronous="FULL") for n in (1, 16)},
         }
         results: dict[str, Result] = {}
         started = time.monotonic()

@@ -159,7 +159,6 @@ def query_prepared(
         raise turso.lib._map_turso_exception(exc) from exc
 
 
-
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if fut.cancelled():
         return
