@@ -102,5 +102,5 @@ async def test_a_replica_reads_through_prepared_statements(tmp_path: Path) -> No
             assert await db.get(READ, [i]) == {"k": i, "v": "r"}
         assert [row["k"] for row in await db.all("SELECT k FROM t ORDER BY k")] == [0, 1, 2]
     finally:
-        await service.close()
+        await service.aclose()
         server.stop()
