@@ -557,26 +557,27 @@ class ReplicaBackend(Backend):
             await sleep_backoff(attempt)
         self._lease = lease
         try:
-            if self._dirty:
+            try:
+                if self._dirty:
+                    await self._reset()
+                elif not fresh:
+                    changed = await self._engine.call(self._pull_clean)
+                    self.status.last_pull = time.time()
+                    if changed:
+                        # A context of its own: a copy of ours would carry the gate we hold, and
+                        # every listener's read through connect() would fail as a nested transaction.
+                        task = asyncio.get_running_loop().create_task(
+                            self._notify(), context=contextvars.Context()
+                        )
+                        self._tasks.add(task)  # keep a reference until it is done
+                        task.add_done_callback(self._tasks.discard)
+            except _Dirty:
                 await self._reset()
-            elif not fresh:
-                changed = await self._engine.call(self._pull_clean)
-                self.status.last_pull = time.time()
-                if changed:
-                    # A context of its own: a copy of ours would carry the gate we hold, and every
-                    # listener's read through connect() would fail as a nested transaction.
-                    task = asyncio.get_running_loop().create_task(
-                        self._notify(), context=contextvars.Context()
-                    )
-                    self._tasks.add(task)  # keep a reference until it is done
-                    task.add_done_callback(self._tasks.discard)
-        except _Dirty:
-            await self._reset()
-        except TursoError as exc:  # the pull failed: we cannot write on a stale copy
-            if _behind_own_pushes(exc):
+            except TursoError as exc:
+                if not _behind_own_pushes(exc):
+                    raise
                 await self._reset("older than its own pushes")
-                self._clear_error()
-                return
+        except TursoError as exc:  # no pull, or no reset: we cannot write on a stale copy
             self._lease = None
             await self._leases.release(lease)
             self._record_error("pull", exc)
@@ -807,7 +808,7 @@ class ReplicaBackend(Backend):
             return
         # A savepoint's RELEASE: nobody needs its reply, since the caller waits for the push
         # anyway and the jobs run in order (the next statement, the flusher's COMMIT come after
-        # it). Should it fail, the group is rolled back and its push fails (see _release).
+        # it). Should it fail, the group is rolled back and its push fails (_release_savepoint).
         self._engine.submit(self._release_savepoint, state)
 
     def _release_savepoint(self, state: _TxState) -> None:
