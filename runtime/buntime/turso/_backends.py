@@ -707,7 +707,7 @@ class ReplicaBackend(Backend):
         self._dirty = True
         try:
             await self._engine.call(self._rebootstrap)
-        except TursoError as exc:
+        except (TursoError, OSError) as exc:  # OSError: the replica's directory (space, permissions)
             self._record_error("reset", exc)
             raise TursoUnavailableError(f"cannot reset {self.path} from {self.url}: {exc}") from exc
         self._dirty = False
