@@ -45,9 +45,12 @@ from ._storage import (
     SELECT_ENTRY,
     KvEntry,
     KvStorage,
+    RawEntry,
     State,
     check_limit,
+    raw_value,
     row_entry,
+    row_raw_entry,
 )
 from ._transaction import DEFAULT_RETRY_DELAY, KvTransaction, TransactionResult, run
 from ._triggers import TriggerHandler, Triggers
@@ -60,10 +63,11 @@ T = TypeVar("T")
 
 DEFAULT_NAMESPACE = "keyval"
 MAX_BATCH_KEYS = 1000
+_GET = f"SELECT value, versionstamp, expires_at FROM kv_entries WHERE key = ? AND {LIVE}"
 #: The value column as ``where`` filters name it (qualified: their subqueries read it too).
 _VALUE = "kv_entries.value"
 
-__all__ = ["DEFAULT_LIMIT", "DEFAULT_NAMESPACE", "Kv", "KvEntry", "Page"]
+__all__ = ["DEFAULT_LIMIT", "DEFAULT_NAMESPACE", "Kv", "KvEntry", "Page", "RawEntry"]
 
 
 @dataclass(frozen=True)
@@ -211,13 +215,21 @@ class Kv:
         with self._store.op("get"):
             encoded = encode_key(key, allow_empty=False)
             db = await self._store.db()
-            row = await db.get(
-                f"SELECT value, versionstamp, expires_at FROM kv_entries WHERE key = ? AND {LIVE}",
-                [encoded, self._store.now_ms()],
-            )
+            row = await db.get(_GET, [encoded, self._store.now_ms()])
             if row is None:
                 return KvEntry(tuple(key), None, None)
             return KvEntry(tuple(key), decode_value(row["value"]), row["versionstamp"], row["expires_at"])
+
+    async def get_raw(self, key: Sequence[Any]) -> RawEntry | None:
+        """:meth:`get` with the value left as its stored JSON text; ``None`` when the key is
+        absent or expired (what the HTTP layer copies into responses unparsed)."""
+        with self._store.op("get"):
+            encoded = encode_key(key, allow_empty=False)
+            db = await self._store.db()
+            row = await db.get(_GET, [encoded, self._store.now_ms()])
+            if row is None:
+                return None
+            return RawEntry(tuple(key), raw_value(row["value"]), row["versionstamp"], row["expires_at"])
 
     async def get_many(self, keys: Sequence[Sequence[Any]]) -> builtins.list[KvEntry]:
         """Entries for ``keys`` in request order (at most 1000 keys)."""
@@ -259,19 +271,50 @@ class Kv:
         """Entries strictly under ``prefix``, from ``start`` (inclusive) to ``end`` (exclusive),
         whose values match ``where`` (see :mod:`._where`)."""
         with self._store.op("list"):
-            limit = check_limit(limit)
-            now = self._store.now_ms()
-            filter_sql, filter_params = compile_where(where, column=_VALUE, now_ms=now)
-            lo, hi = self._bounds(prefix, start, end)
-            if lo >= hi:
-                return []
-            db = await self._store.db()
-            rows = await db.all(
-                f"{SELECT_ENTRY} WHERE key >= ? AND key < ? AND {LIVE} AND {filter_sql} "
-                f"ORDER BY hex(key) {'DESC' if reverse else 'ASC'} LIMIT ?",
-                [lo, hi, now, *filter_params, limit],
+            rows = await self._list_rows(
+                prefix, start=start, end=end, limit=limit, reverse=reverse, where=where
             )
             return [row_entry(r) for r in rows]
+
+    async def list_raw(
+        self,
+        prefix: Sequence[Any] = (),
+        *,
+        start: Sequence[Any] | None = None,
+        end: Sequence[Any] | None = None,
+        limit: int = DEFAULT_LIMIT,
+        reverse: bool = False,
+        where: Any = None,
+    ) -> builtins.list[RawEntry]:
+        """:meth:`list` with the values left as their stored JSON text."""
+        with self._store.op("list"):
+            rows = await self._list_rows(
+                prefix, start=start, end=end, limit=limit, reverse=reverse, where=where
+            )
+            return [row_raw_entry(r) for r in rows]
+
+    async def _list_rows(
+        self,
+        prefix: Sequence[Any],
+        *,
+        start: Sequence[Any] | None,
+        end: Sequence[Any] | None,
+        limit: int,
+        reverse: bool,
+        where: Any,
+    ) -> builtins.list[dict[str, Any]]:
+        limit = check_limit(limit)
+        now = self._store.now_ms()
+        filter_sql, filter_params = compile_where(where, column=_VALUE, now_ms=now)
+        lo, hi = self._bounds(prefix, start, end)
+        if lo >= hi:
+            return []
+        db = await self._store.db()
+        return await db.all(
+            f"{SELECT_ENTRY} WHERE key >= ? AND key < ? AND {LIVE} AND {filter_sql} "
+            f"ORDER BY hex(key) {'DESC' if reverse else 'ASC'} LIMIT ?",
+            [lo, hi, now, *filter_params, limit],
+        )
 
     async def count(self, prefix: Sequence[Any] = (), *, where: Any = None) -> int:
         """How many live keys strictly under ``prefix`` have values matching ``where``."""
