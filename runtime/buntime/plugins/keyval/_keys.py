@@ -188,7 +188,7 @@ def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
 
 
 def hex_key(encoded: bytes) -> str:
-    """Upper-case hex: sorts like the bytes, which is why lists ``ORDER BY hex(key)``."""
+    """Upper-case hex: sorts like the bytes (search's ``doc_key`` columns hold it)."""
     return encoded.hex().upper()
 
 

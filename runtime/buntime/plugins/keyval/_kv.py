@@ -14,9 +14,13 @@ the versionstamp clock, the TTL filter), one module per concern, none of them im
   the in-memory index list turns out stale; see :meth:`~._search.KvSearch.search`).
 * **Writes** are one write transaction of the storage core each (one hop), pushed in sync mode
   and decided on the database inside the transaction (see :mod:`._storage`).
-* **Order**: lists and pages ``ORDER BY hex(key)`` (stable in Turso, unlike ordering the raw
-  BLOB after deletes); ranges use the key index; cursors compare ``hex(key)`` so a page never
-  skips or repeats a key, whichever way it runs and whatever was deleted in between.
+* **Order**: lists and pages ``ORDER BY key``, the byte order of the encoded keys (which is
+  the key order, see :mod:`._keys`), walking the primary-key index with no sort; cursors are
+  ``key > ?`` / ``key < ?`` on the last key's BLOB, so a page never skips or repeats a key,
+  whichever way it runs and whatever was deleted in between. Upstream ordered by ``hex(key)``
+  because ordering the BLOBs gave an unstable reverse order after deletes in its Turso; this
+  engine does not (``test_order_and_pages_survive_deletes_reinserts_and_a_restart``), and
+  ``hex()`` cost a sort of the whole range per page (list-100 ran 30% slower).
 * **Persisted metrics** (``metrics_flush_interval``): every interval, and at close, the
   operation counts since the last flush are added to ``kv_metrics`` (see :mod:`._metrics`).
 """
@@ -35,7 +39,7 @@ from typing import Any, TypeVar
 from ...turso import BlockingDatabase, TursoService
 from ._atomic import UUIDV7, AtomicOperation, CommitResult, Uuidv7, commit_atomic, validate_expire_in
 from ._errors import InvalidRequestError, KeyValError, storage_errors
-from ._keys import decode_cursor, encode_cursor, encode_key, hex_key, prefix_range
+from ._keys import decode_cursor, encode_cursor, encode_key, prefix_range
 from ._metrics import PERSIST_SQL, READ_PERSISTED_SQL, KvMetrics
 from ._queue import KvQueue
 from ._search import DEFAULT_TOKENIZE, IndexInfo, KvSearch
@@ -312,7 +316,7 @@ class Kv:
         db = await self._store.db()
         return await db.all(
             f"{SELECT_ENTRY} WHERE key >= ? AND key < ? AND {LIVE} AND {filter_sql} "
-            f"ORDER BY hex(key) {'DESC' if reverse else 'ASC'} LIMIT ?",
+            f"ORDER BY key {'DESC' if reverse else 'ASC'} LIMIT ?",
             [lo, hi, now, *filter_params, limit],
         )
 
@@ -349,9 +353,9 @@ class Kv:
             sql = f"{SELECT_ENTRY} WHERE key >= ? AND key < ? AND {LIVE} AND {filter_sql}"
             params: builtins.list[Any] = [lo, hi, now, *filter_params]
             if cursor:
-                sql += " AND hex(key) < ?" if reverse else " AND hex(key) > ?"
-                params.append(hex_key(decode_cursor(cursor)))
-            sql += f" ORDER BY hex(key) {'DESC' if reverse else 'ASC'} LIMIT ?"
+                sql += " AND key < ?" if reverse else " AND key > ?"
+                params.append(decode_cursor(cursor))
+            sql += f" ORDER BY key {'DESC' if reverse else 'ASC'} LIMIT ?"
             params.append(limit + 1)
             db = await self._store.db()
             rows = await db.all(sql, params)
