@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -11,11 +12,13 @@ from prometheus_client import generate_latest
 from buntime.plugins import PluginHost
 from buntime.plugins.keyval import (
     KEYVAL_PLUGIN_NAME,
+    CommitResult,
     InvalidKeyError,
     InvalidRequestError,
     InvalidValueError,
     KeyValUnavailableError,
     Kv,
+    TriggerEvent,
     encode_key,
 )
 from buntime.plugins.keyval._schema import MIGRATIONS, SCHEMA_V1, migrate
@@ -79,6 +82,71 @@ async def test_list_order_bounds_reverse_and_limit(kv: Kv) -> None:
     assert await kv.count() == 9
     with pytest.raises(InvalidRequestError):
         await kv.list(["p"], limit=0)
+
+
+def count_transactions(kv: Kv, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the service's blocking transactions (the one hop every keyval write is)."""
+    calls: list[int] = []
+    real = kv.service.run_transaction
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(kv.service, "run_transaction", counted)
+    return calls
+
+
+async def test_concurrent_sets_share_a_commit_each_with_its_own_versionstamp(
+    kv: Kv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[TriggerEvent] = []
+    kv.add_trigger(["g"], ["set"], events.append)
+    transactions = count_transactions(kv, monkeypatch)
+    results = await asyncio.gather(*(kv.set(["g", i], {"n": i}) for i in range(40)))
+    # The first set finds the lock free and commits alone; the 39 queued behind it share one.
+    assert len(transactions) == 2
+    stamps = [r.versionstamp for r in results]
+    assert all(r.ok for r in results) and len(set(stamps)) == 40
+    assert stamps == sorted(s or "" for s in stamps)  # in arrival order
+    assert [(e.key, e.value, e.versionstamp) for e in events] == [
+        (("g", i), {"n": i}, stamps[i]) for i in range(40)
+    ]
+    assert [(e.key, e.value, e.versionstamp) for e in await kv.list(["g"])] == [
+        (("g", i), {"n": i}, stamps[i]) for i in range(40)
+    ]
+    after = await kv.set(["g", 0], "later")
+    assert (after.versionstamp or "") > (stamps[-1] or "")
+
+
+async def test_a_failing_set_fails_alone_in_its_group(kv: Kv, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = kv._store
+    real = store.put_in_tx
+
+    def put(db: BlockingDatabase, encoded: bytes, *args: Any, **kwargs: Any) -> None:
+        real(db, encoded, *args, **kwargs)  # written, then the body fails: the write must go
+        if encoded == encode_key(["f", 3]):
+            raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(store, "put_in_tx", put)
+    results = await asyncio.gather(*(kv.set(["f", i], i) for i in range(8)), return_exceptions=True)
+    assert [type(r).__name__ for r in results].count("RuntimeError") == 1
+    assert isinstance(results[3], RuntimeError)
+    assert [e.value for e in await kv.list(["f"])] == [0, 1, 2, 4, 5, 6, 7]
+    stamps = [r.versionstamp for i, r in enumerate(results) if i != 3 and isinstance(r, CommitResult)]
+    assert len(stamps) == 7 and stamps == sorted(s or "" for s in stamps)
+
+
+async def test_a_set_cancelled_before_its_group_started_writes_nothing(kv: Kv) -> None:
+    first = asyncio.create_task(kv.set(["c", 1], "one"))
+    queued = asyncio.create_task(kv.set(["c", 2], "two"))
+    await asyncio.sleep(0)  # the first holds the write lock, the second waits for it
+    queued.cancel()
+    assert (await first).ok
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert [e.key for e in await kv.list(["c"])] == [("c", 1)]
+    assert (await kv.set(["c", 3], "three")).ok  # the store still writes
 
 
 async def test_delete_prefix_and_exact(kv: Kv) -> None:

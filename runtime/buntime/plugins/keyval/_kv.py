@@ -385,7 +385,8 @@ class Kv:
                 )
                 return CommitResult(True, versionstamp)
 
-            return await self._store.write(fn)
+            # Concurrent sets share a transaction (one commit), each with its own versionstamp.
+            return await self._store.write_grouped(fn)
 
     async def delete(self, key: Sequence[Any], *, exact: bool = False, where: Any = None) -> int:
         """Delete ``key`` and the keys under it (only ``key`` if ``exact``) whose values match

@@ -45,7 +45,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ...turso import BlockingDatabase, Database, TransactionType, TursoService
 from ._errors import InvalidRequestError, KeyValError, KeyValUnavailableError
@@ -198,6 +198,21 @@ class ChangeSink(Protocol):
         """Handle one commit's changes; must not raise."""
 
 
+class _Grouped(Generic[T]):
+    """One body of :meth:`KvStorage.write_grouped`, its caller's future and the changes it made."""
+
+    __slots__ = ("changes", "fn", "future")
+
+    def __init__(self, fn: Callable[[BlockingDatabase], T], future: asyncio.Future[T]) -> None:
+        self.fn = fn
+        self.future = future
+        self.changes: list[Change] | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class KvStorage:
     """The storage core of one KeyVal namespace (see the module docstring). Usage (by the layers
     above it)::
@@ -235,6 +250,7 @@ class KvStorage:
         self.sink: ChangeSink | None = None
         self._listeners: list[Callable[[], None]] = []
         self._changes: list[Change] | None = None  # the running body's, when recording
+        self._group: list[_Grouped[Any]] = []  # grouped writes waiting for the write lock
 
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -351,6 +367,85 @@ class KvStorage:
         if changes and sink is not None:
             await sink.deliver(list(changes))
         return result
+
+    async def write_grouped(self, fn: Callable[[BlockingDatabase], T]) -> T:
+        """:meth:`write` for a small body that many callers send at once (a single-key set):
+        the bodies that queued up while the write lock was held run together, in arrival
+        order, in one transaction (one engine hop and one commit for all of them).
+
+        Each body still takes its own decisions inside the shared transaction, in order (its
+        versionstamp from the clock and, on replicas, ``kv_meta``), its caller still gets its
+        own result, and the change sink gets each caller's changes from that caller, after the
+        lock, as with :meth:`write`. Should any body fail, the shared transaction rolls back
+        and every body of the group runs again in a transaction of its own, so one bad write
+        fails only its own caller. A caller cancelled before its group started writes nothing;
+        once started, its write commits with the group (as a cancelled :meth:`write` does)."""
+        item = _Grouped(fn, asyncio.get_running_loop().create_future())
+        self._group.append(item)
+        try:
+            async with self._write_lock:
+                if item in self._group:  # not taken by an earlier group: lead the next one
+                    group, self._group = self._group, []
+                    task = asyncio.ensure_future(self._run_group(group))
+                    try:
+                        await asyncio.shield(task)
+                    except asyncio.CancelledError:
+                        # The followers' results come from this task: let it finish, locked.
+                        await asyncio.wait([task])
+                        raise
+        except asyncio.CancelledError:
+            if item in self._group:
+                self._group.remove(item)
+            item.future.cancel()
+            raise
+        result: T = item.future.result()
+        if item.changes and self.sink is not None:
+            await self.sink.deliver(list(item.changes))
+        return result
+
+    async def _run_group(self, group: list[_Grouped[Any]]) -> None:
+        """Run ``group`` under the write lock and settle every item's future (never raises)."""
+        try:
+            self.check_open()
+            try:
+                await self._transact_group(group)
+            except Exception:
+                if len(group) == 1:
+                    raise
+                log.debug("KeyVal grouped write failed; writing its %d bodies one by one", len(group))
+                for item in group:
+                    try:
+                        await self._transact_group([item])
+                    except Exception as exc:
+                        item.fail(exc)
+        except Exception as exc:
+            for item in group:
+                item.fail(exc)
+
+    async def _transact_group(self, group: list[_Grouped[Any]]) -> None:
+        """One pushed transaction of the bodies of ``group``, in order; settles their futures
+        once it committed (raises, settling none, when it did not)."""
+        sink = self.sink
+        record = sink is not None and sink.active
+
+        def body(db: BlockingDatabase) -> list[Any]:
+            if self.shared:
+                self._read_meta(db)
+            results = []
+            for item in group:
+                item.changes = [] if record else None  # a retried body starts over
+                self._changes = item.changes
+                results.append(item.fn(db))
+            self._changes = None
+            return results
+
+        results = await self.service.run_transaction(
+            body, namespace=self.namespace, type="concurrent", max_retries=WRITE_RETRIES
+        )
+        self._notify()
+        for item, result in zip(group, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
 
     def _read_meta(self, db: BlockingDatabase) -> None:
         """Start of a replica's entry write (engine thread): learn the stored versionstamp and
