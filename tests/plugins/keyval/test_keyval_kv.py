@@ -149,6 +149,41 @@ async def test_a_set_cancelled_before_its_group_started_writes_nothing(kv: Kv) -
     assert (await kv.set(["c", 3], "three")).ok  # the store still writes
 
 
+async def test_concurrent_gets_share_a_statement_and_each_get_their_own_entry(
+    kv: Kv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(10):
+        await kv.set(["r", i], {"n": i}, expire_in=200 if i == 9 else None)
+    await asyncio.sleep(0.3)  # ("r", 9) expired
+    db = await kv._store.db()
+    statements: list[str] = []
+    for name in ("get", "all"):
+        real = getattr(db, name)
+
+        async def counted(sql: str, params: Any = (), _real: Any = real) -> Any:
+            statements.append(sql)
+            return await _real(sql, params)
+
+        monkeypatch.setattr(db, name, counted)
+    keys = [["r", i % 12] for i in range(30)]  # repeats, absent (10, 11) and expired (9) keys
+    entries = await asyncio.gather(*(kv.get(k) for k in keys))
+    raws = await asyncio.gather(*(kv.get_raw(k) for k in keys))
+    # The first get finds no read running and goes alone; the 29 queued behind it go as one.
+    assert len(statements) == 4
+    for key, entry, raw in zip(keys, entries, raws, strict=True):
+        n = key[1]
+        assert entry.key == tuple(key)
+        if n < 9:
+            assert entry.value == {"n": n} and raw is not None
+            assert (raw.key, raw.value_json, raw.versionstamp) == (
+                entry.key,
+                b'{"n":%d}' % n,
+                entry.versionstamp,
+            )
+        else:
+            assert entry.value is None and entry.versionstamp is None and raw is None
+
+
 async def test_delete_prefix_and_exact(kv: Kv) -> None:
     for key in (["a"], ["a", 1], ["a", 2, "x"], ["a\x00b"], ["ab"]):
         await kv.set(key, 1)
