@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
 import math
 import random
@@ -49,7 +47,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ...turso import BlockingDatabase, Database, TransactionType, TursoService
 from ._errors import InvalidRequestError, KeyValError, KeyValUnavailableError
-from ._keys import Key, decode_key, key_to_json
+from ._keys import Key, decode_key, key_json_text, key_to_json
 from ._metrics import KvMetrics, Tracked
 from ._schema import migrate
 from ._values import decode_value
@@ -72,9 +70,6 @@ _READ_META = (
 )
 _BUMP_VERSIONSTAMP = "UPDATE kv_meta SET value = ? WHERE name = 'versionstamp'"
 _PUT = "INSERT OR REPLACE INTO kv_entries(key, value, versionstamp, expires_at) VALUES (?, ?, ?, ?)"
-
-#: The key arrays of raw entries, as compact JSON.
-_dumps = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
 
 State = Literal["unopened", "opened", "closed"]
 ChangeType = Literal["set", "delete"]
@@ -116,7 +111,7 @@ class RawEntry:
         return b"".join(
             (
                 b'{"key":',
-                _dumps(key_to_json(self.key)).encode("utf-8"),
+                key_json_text(self.key).encode("ascii"),
                 b',"value":',
                 self.value_json,
                 b',"versionstamp":"',
