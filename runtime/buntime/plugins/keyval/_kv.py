@@ -23,7 +23,7 @@ the versionstamp clock, the TTL filter), one module per concern, none of them im
   whichever way it runs and whatever was deleted in between. Upstream ordered by ``hex(key)``
   because ordering the BLOBs gave an unstable reverse order after deletes in its Turso; this
   engine does not (``test_order_and_pages_survive_deletes_reinserts_and_a_restart``), and
-  ``hex()`` cost a sort of the whole range per page (list-100 ran 30% slower).
+  ``hex()`` cost a sort of the whole range per page (``USE SORTER`` in the query plan).
 * **Persisted metrics** (``metrics_flush_interval``): every interval, and at close, the
   operation counts since the last flush are added to ``kv_metrics`` (see :mod:`._metrics`).
 """
