@@ -48,6 +48,46 @@ async def test_put_get_delete_a_key(client: Client) -> None:
     await error(await client.get(f"{API}/keys/users/42/profile"), 404, "KEY_NOT_FOUND")
 
 
+#: Values whose stored JSON text the read routes copy into responses unparsed: each must read
+#: back exactly as ``Kv.get``/``Kv.list`` decode it (non-ASCII and escapes, big and negative
+#: ints, floats, the client's bigint and bytes wrappers, nesting, scalars, null).
+RAW_VALUES: list[Any] = [
+    {"name": "Zoë 東京 😀", "quote": 'say "hi"\\n\u0000', "tab": "\t"},
+    2**70,
+    -(2**63) - 1,
+    0.1,
+    -1.5e-300,
+    1e300,
+    {"__type": "bigint", "value": "12345678901234567890"},
+    {"$bytes": "AAEC/w=="},
+    [[], {}, [None, True, False], {"a": {"b": [1, 2.5, "x"]}}],
+    "",
+    None,
+    False,
+    0,
+]
+
+
+async def test_read_routes_answer_the_values_as_decoded(client: Client, kv: Kv) -> None:
+    keys = [("raw", i) for i in range(len(RAW_VALUES))] + [("raw", b"\x00\xff"), ("raw", "é/ü")]
+    values = [*RAW_VALUES, "bytes key", "unicode key"]
+    for key, value in zip(keys, values, strict=True):
+        await kv.set(key, value, expire_in=60_000 if key[1] == 0 else None)
+    expected = [e.as_json() for e in await kv.list(["raw"])]
+    assert len(expected) == len(keys) and any(e["expiresAt"] is not None for e in expected)
+    # The same entries through every read route that passes stored JSON through.
+    assert await ok(await client.get(f"{API}/keys?prefix=raw")) == expected
+    assert await ok(await client.post(f"{API}/keys/list", json={"prefix": ["raw"]})) == expected
+    reverse = await ok(await client.post(f"{API}/keys/list", json={"prefix": ["raw"], "reverse": True}))
+    assert reverse == expected[::-1]
+    for i, value in enumerate(RAW_VALUES):
+        got = await ok(await client.get(f"{API}/keys/raw/{i}"))
+        assert got == next(e for e in expected if e["key"] == ["raw", i]), got
+        assert got["value"] == value and type(got["value"]) is type(value)
+    response = await client.get(f"{API}/keys/raw/0")
+    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+
+
 async def test_put_with_ttl(client: Client) -> None:
     await ok(await client.put(f"{API}/keys/session/1?expireIn=400", json="token"))
     got = await ok(await client.get(f"{API}/keys/session/1"))

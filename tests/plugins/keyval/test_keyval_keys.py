@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -13,6 +14,7 @@ from buntime.plugins.keyval._keys import (
     key_from_json,
     key_from_path,
     key_from_query,
+    key_json_text,
     key_to_json,
     prefix_range,
 )
@@ -145,3 +147,16 @@ def test_cursors_are_opaque_round_trips() -> None:
     for bad in ["", "!!!", encode_cursor(b"\x09garbage")]:
         with pytest.raises(InvalidRequestError):
             decode_cursor(bad)
+
+
+@pytest.mark.parametrize(
+    "key", [*ROUND_TRIPS, (1.0, 0.1, -0.0, '"quoted" \\ back\tslash', "\U0001f600", True)]
+)
+def test_key_json_text_is_the_json_of_the_key(key: tuple[object, ...]) -> None:
+    for form in (key, decode_key(encode_key(key))):  # as sent and as read back
+        text = key_json_text(form)  # type: ignore[arg-type]
+        assert text.isascii()
+        expected = key_to_json(form)  # type: ignore[arg-type]
+        assert json.loads(text) == expected
+        # Same types as well (1 vs 1.0, True vs 1): equal re-encodings.
+        assert json.dumps(json.loads(text)) == json.dumps(expected)

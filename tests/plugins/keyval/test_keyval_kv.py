@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
@@ -11,11 +12,14 @@ from prometheus_client import generate_latest
 from buntime.plugins import PluginHost
 from buntime.plugins.keyval import (
     KEYVAL_PLUGIN_NAME,
+    CommitResult,
     InvalidKeyError,
     InvalidRequestError,
     InvalidValueError,
     KeyValUnavailableError,
     Kv,
+    TriggerEvent,
+    encode_key,
 )
 from buntime.plugins.keyval._schema import MIGRATIONS, SCHEMA_V1, migrate
 from buntime.turso import BlockingDatabase, TursoService, resolve_config
@@ -80,6 +84,106 @@ async def test_list_order_bounds_reverse_and_limit(kv: Kv) -> None:
         await kv.list(["p"], limit=0)
 
 
+def count_transactions(kv: Kv, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the service's blocking transactions (the one hop every keyval write is)."""
+    calls: list[int] = []
+    real = kv.service.run_transaction
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(kv.service, "run_transaction", counted)
+    return calls
+
+
+async def test_concurrent_sets_share_a_commit_each_with_its_own_versionstamp(
+    kv: Kv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[TriggerEvent] = []
+    kv.add_trigger(["g"], ["set"], events.append)
+    transactions = count_transactions(kv, monkeypatch)
+    results = await asyncio.gather(*(kv.set(["g", i], {"n": i}) for i in range(40)))
+    # The first set finds the lock free and commits alone; the 39 queued behind it share one.
+    assert len(transactions) == 2
+    stamps = [r.versionstamp for r in results]
+    assert all(r.ok for r in results) and len(set(stamps)) == 40
+    assert stamps == sorted(s or "" for s in stamps)  # in arrival order
+    assert [(e.key, e.value, e.versionstamp) for e in events] == [
+        (("g", i), {"n": i}, stamps[i]) for i in range(40)
+    ]
+    assert [(e.key, e.value, e.versionstamp) for e in await kv.list(["g"])] == [
+        (("g", i), {"n": i}, stamps[i]) for i in range(40)
+    ]
+    after = await kv.set(["g", 0], "later")
+    assert (after.versionstamp or "") > (stamps[-1] or "")
+
+
+async def test_a_failing_set_fails_alone_in_its_group(kv: Kv, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = kv._store
+    real = store.put_in_tx
+
+    def put(db: BlockingDatabase, encoded: bytes, *args: Any, **kwargs: Any) -> None:
+        real(db, encoded, *args, **kwargs)  # written, then the body fails: the write must go
+        if encoded == encode_key(["f", 3]):
+            raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(store, "put_in_tx", put)
+    results = await asyncio.gather(*(kv.set(["f", i], i) for i in range(8)), return_exceptions=True)
+    assert [type(r).__name__ for r in results].count("RuntimeError") == 1
+    assert isinstance(results[3], RuntimeError)
+    assert [e.value for e in await kv.list(["f"])] == [0, 1, 2, 4, 5, 6, 7]
+    stamps = [r.versionstamp for i, r in enumerate(results) if i != 3 and isinstance(r, CommitResult)]
+    assert len(stamps) == 7 and stamps == sorted(s or "" for s in stamps)
+
+
+async def test_a_set_cancelled_before_its_group_started_writes_nothing(kv: Kv) -> None:
+    first = asyncio.create_task(kv.set(["c", 1], "one"))
+    queued = asyncio.create_task(kv.set(["c", 2], "two"))
+    await asyncio.sleep(0)  # the first holds the write lock, the second waits for it
+    queued.cancel()
+    assert (await first).ok
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    assert [e.key for e in await kv.list(["c"])] == [("c", 1)]
+    assert (await kv.set(["c", 3], "three")).ok  # the store still writes
+
+
+async def test_concurrent_gets_share_a_statement_and_each_get_their_own_entry(
+    kv: Kv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(10):
+        await kv.set(["r", i], {"n": i}, expire_in=200 if i == 9 else None)
+    await asyncio.sleep(0.3)  # ("r", 9) expired
+    db = await kv._store.db()
+    statements: list[str] = []
+    for name in ("get", "all"):
+        real = getattr(db, name)
+
+        async def counted(sql: str, params: Any = (), _real: Any = real) -> Any:
+            statements.append(sql)
+            return await _real(sql, params)
+
+        monkeypatch.setattr(db, name, counted)
+    keys = [["r", i % 12] for i in range(30)]  # repeats, absent (10, 11) and expired (9) keys
+    entries = await asyncio.gather(*(kv.get(k) for k in keys))
+    raws = await asyncio.gather(*(kv.get_raw(k) for k in keys))
+    # The first get finds no read running and goes alone; the 29 queued behind it go as one.
+    assert len(statements) == 4
+    for key, entry, raw in zip(keys, entries, raws, strict=True):
+        n = key[1]
+        assert entry.key == tuple(key)
+        if n < 9:
+            assert entry.value == {"n": n} and raw is not None
+            assert (raw.key, raw.value_json, raw.versionstamp) == (
+                entry.key,
+                b'{"n":%d}' % n,
+                entry.versionstamp,
+            )
+        else:
+            assert entry.value is None and entry.versionstamp is None and raw is None
+
+
 async def test_delete_prefix_and_exact(kv: Kv) -> None:
     for key in (["a"], ["a", 1], ["a", 2, "x"], ["a\x00b"], ["ab"]):
         await kv.set(key, 1)
@@ -125,6 +229,99 @@ async def test_reverse_pagination_stays_stable_across_deletes(kv: Kv) -> None:
     expected = [19, 18, 17, 16] + [i for i in range(15, -1, -1) if i not in deleted]
     assert seen == expected
     assert len(seen) == len(set(seen))
+
+
+def order_keys() -> list[tuple[object, ...]]:
+    """Keys whose encodings differ in high and low bytes: strings with NULs and non-ASCII,
+    bytes with 0x00/0x7F/0x80/0xFF, negative and huge numbers, bools, and nested children."""
+    parts: list[object] = [
+        "",
+        "a",
+        "a\x00",
+        "a\x00b",
+        "ab",
+        "é",
+        "\U0001f600",
+        b"",
+        b"\x00",
+        b"\x00\xff",
+        b"\x7f",
+        b"\x80",
+        b"\xff",
+        b"\xff\xff",
+        -(2**80),
+        -1e300,
+        -2.5,
+        -1,
+        0,
+        0.5,
+        1,
+        255,
+        256,
+        2**53,
+        2**70,
+        False,
+        True,
+    ]
+    return (
+        [("o", p) for p in parts]
+        + [("o", p, "child") for p in parts[::3]]
+        + [("o", i) for i in range(300, 420)]
+    )
+
+
+async def check_order(kv: Kv, expected: list[tuple[object, ...]]) -> None:
+    """list and paginate (both ways, small pages) answer exactly ``expected``, in byte order."""
+    listed = [e.key for e in await kv.list(["o"], limit=1000)]
+    assert listed == expected
+    assert [e.key for e in await kv.list(["o"], limit=1000, reverse=True)] == expected[::-1]
+    assert [e.key for e in await kv.list(["o"], limit=7, reverse=True)] == expected[::-1][:7]
+    for reverse in (False, True):
+        seen: list[tuple[object, ...]] = []
+        cursor = None
+        while True:
+            page = await kv.paginate(["o"], cursor=cursor, limit=7, reverse=reverse)
+            seen.extend(e.key for e in page.entries)
+            if not page.has_more:
+                break
+            cursor = page.cursor
+        assert seen == (expected[::-1] if reverse else expected), reverse
+
+
+async def test_order_and_pages_survive_deletes_reinserts_and_a_restart(
+    start_host: HostStarter, local_env: dict[str, str]
+) -> None:
+    """The upstream bug behind ``ORDER BY hex(key)``: ordering the BLOB keys themselves gave an
+    unstable reverse order after deletes. Every listing here is checked against the byte order
+    of the encoded keys: right after the writes, after deleting every third key (and the
+    children of some), after writing some of them back, and after a restart."""
+    host = await start_host(local_env)
+    kv = host.get_plugin(KEYVAL_PLUGIN_NAME)
+    keys = order_keys()
+    for i, key in enumerate(keys[::-1]):  # inserted against their order
+        await kv.set(key, i)
+    live = sorted(keys, key=encode_key)
+    assert len(set(map(encode_key, live))) == len(live)
+    await check_order(kv, live)
+    # By encoding, not by tuple: ("o", 0) == ("o", False) in Python, not as keys.
+    deleted = {encode_key(k) for k in live[::3]}
+    for key in live[::3]:
+        await kv.delete(key, exact=True)
+    await kv.delete(["o", "a"])  # ("o", "a") and its children, not ("o", "a\x00b")
+    gone = deleted | {encode_key(k) for k in live if k[:2] == ("o", "a")}
+    back = [k for k in live[::6] if k[:2] != ("o", "a")]
+    live = [k for k in live if encode_key(k) not in gone]
+    await check_order(kv, live)
+    for key in back:
+        await kv.set(key, "back")
+    live = sorted([*live, *back], key=encode_key)
+    await check_order(kv, live)
+    await host.stop()
+    kv = (await start_host(local_env)).get_plugin(KEYVAL_PLUGIN_NAME)
+    await check_order(kv, live)
+    for key in live[1::4]:
+        await kv.delete(key, exact=True)
+    await check_order(kv, [k for i, k in enumerate(live) if i % 4 != 1])
 
 
 async def test_ttl_is_millisecond_precise_and_filtered_everywhere(kv: Kv) -> None:

@@ -14,7 +14,7 @@ from ._errors import (
     KeyValUnavailableError,
 )
 from ._keys import Key, KeyPart, decode_key, encode_key
-from ._kv import Kv, KvEntry, Page
+from ._kv import Kv, KvEntry, Page, RawEntry
 from ._metrics import KvMetrics
 from ._plugin import KEYVAL_PLUGIN_NAME, KeyValPlugin, create
 from ._queue import DeadLetter, KvQueue, QueueMessage, QueueStats
@@ -53,6 +53,7 @@ __all__ = [
     "Page",
     "QueueMessage",
     "QueueStats",
+    "RawEntry",
     "TransactionResult",
     "TriggerEvent",
     "Uuidv7",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import json.encoder
 import math
 import re
 import struct
@@ -61,6 +62,8 @@ _ALL_BITS = (1 << 64) - 1
 _BYTES_TAG = bytes([TAG_BYTES])
 _STR_TAG = bytes([TAG_STR])
 _NUMBER_TAG = bytes([TAG_NUMBER])
+#: A string as a JSON string literal (the C encoder ``json.dumps`` uses; ASCII-only output).
+_json_str = json.encoder.encode_basestring_ascii
 
 
 def _escape(raw: bytes) -> bytes:
@@ -188,7 +191,7 @@ def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
 
 
 def hex_key(encoded: bytes) -> str:
-    """Upper-case hex: sorts like the bytes, which is why lists ``ORDER BY hex(key)``."""
+    """Upper-case hex: sorts like the bytes (search's ``doc_key`` columns hold it)."""
     return encoded.hex().upper()
 
 
@@ -202,6 +205,25 @@ def part_to_json(part: KeyPart) -> Any:
 def key_to_json(key: Key) -> list[Any]:
     """A key as JSON: bytes parts become ``{"$bytes": base64}``, the rest stay as they are."""
     return [part_to_json(p) for p in key]
+
+
+def key_json_text(key: Key) -> str:
+    """``json.dumps(key_to_json(key))``, compact, without building the list or an encoder:
+    what responses that copy stored values through put around them (a list-100 formats 100).
+    Key parts are never NaN or infinite, so ``repr`` is JSON for every number."""
+    out = []
+    for part in key:
+        if isinstance(part, str):
+            out.append(_json_str(part))
+        elif isinstance(part, bool):
+            out.append("true" if part else "false")
+        elif isinstance(part, int):
+            out.append(int.__repr__(part))
+        elif isinstance(part, float):
+            out.append(float.__repr__(part))
+        else:
+            out.append(f'{{"{BYTES_JSON_FIELD}":"{base64.b64encode(part).decode("ascii")}"}}')
+    return "[" + ",".join(out) + "]"
 
 
 def part_from_json(raw: object) -> KeyPart:

@@ -50,6 +50,7 @@ from ._keys import (
 )
 from ._kv import Kv
 from ._search import DEFAULT_TOKENIZE
+from ._storage import entries_json
 from ._watch import DEFAULT_PREFIX_LIMIT, Watcher, WatchEvent
 
 log = logging.getLogger("buntime.plugin.keyval")
@@ -198,12 +199,17 @@ def _query_where(request: web.Request) -> Any:
 
 
 # -- keys ------------------------------------------------------------------------------------
+def _json_bytes(body: bytes) -> web.Response:
+    """A JSON response of already-encoded bytes (the headers of ``web.json_response``)."""
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
 async def get_key(request: web.Request) -> web.Response:
     key = _path_key(request)
-    entry = await _kv(request).get(key)
-    if entry.versionstamp is None:
+    entry = await _kv(request).get_raw(key)
+    if entry is None:
         raise KeyValNotFoundError("Key not found", code="KEY_NOT_FOUND")
-    return web.json_response(entry.as_json())
+    return _json_bytes(entry.as_json_bytes())
 
 
 async def put_key(request: web.Request) -> web.Response:
@@ -244,7 +250,7 @@ async def delete_batch(request: web.Request) -> web.Response:
 
 async def list_keys(request: web.Request) -> web.Response:
     q = request.query
-    entries = await _kv(request).list(
+    entries = await _kv(request).list_raw(
         _query_prefix(request),
         start=key_from_query(q.get("start")) or None,
         end=key_from_query(q.get("end")) or None,
@@ -252,14 +258,14 @@ async def list_keys(request: web.Request) -> web.Response:
         reverse=_bool(q.get("reverse"), "reverse"),
         where=_query_where(request),
     )
-    return web.json_response([e.as_json() for e in entries])
+    return _json_bytes(entries_json(entries))
 
 
 async def list_keys_post(request: web.Request) -> web.Response:
     body = await _object(request)
     start = body.get("start")
     end = body.get("end")
-    entries = await _kv(request).list(
+    entries = await _kv(request).list_raw(
         _body_key(body, "prefix", default=()),
         start=None if start is None else key_from_json(start),
         end=None if end is None else key_from_json(end),
@@ -267,7 +273,7 @@ async def list_keys_post(request: web.Request) -> web.Response:
         reverse=_bool(body.get("reverse"), "reverse"),
         where=body.get("where"),
     )
-    return web.json_response([e.as_json() for e in entries])
+    return _json_bytes(entries_json(entries))
 
 
 async def count_keys(request: web.Request) -> web.Response:

@@ -43,11 +43,11 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ...turso import BlockingDatabase, Database, TransactionType, TursoService
 from ._errors import InvalidRequestError, KeyValError, KeyValUnavailableError
-from ._keys import Key, decode_key, key_to_json
+from ._keys import Key, decode_key, key_json_text, key_to_json
 from ._metrics import KvMetrics, Tracked
 from ._schema import migrate
 from ._values import decode_value
@@ -91,6 +91,54 @@ class KvEntry:
             "versionstamp": self.versionstamp,
             "expiresAt": self.expires_at,
         }
+
+
+@dataclass(frozen=True)
+class RawEntry:
+    """A live entry whose value is still the stored JSON text (see :func:`entries_json`).
+
+    Every value is stored as the compact JSON that ``encode_value`` made of it (``json.loads``
+    of it gives the value back, re-encoding it gives the same text), so the HTTP layer can copy
+    it into a response unparsed: decoding and re-encoding the values halved list throughput."""
+
+    key: Key
+    value_json: bytes
+    versionstamp: str
+    expires_at: int | None = None
+
+    def as_json_bytes(self) -> bytes:
+        """:meth:`KvEntry.as_json` as JSON bytes, the value copied in as stored."""
+        return b"".join(
+            (
+                b'{"key":',
+                key_json_text(self.key).encode("ascii"),
+                b',"value":',
+                self.value_json,
+                b',"versionstamp":"',
+                # 20 hex digits: nothing to escape.
+                self.versionstamp.encode("ascii"),
+                b'","expiresAt":',
+                b"null" if self.expires_at is None else str(int(self.expires_at)).encode("ascii"),
+                b"}",
+            )
+        )
+
+
+def entries_json(entries: Iterable[RawEntry]) -> bytes:
+    """A JSON array of :meth:`RawEntry.as_json_bytes`, what the list routes answer."""
+    return b"[" + b",".join([e.as_json_bytes() for e in entries]) + b"]"
+
+
+def raw_value(stored: bytes | str) -> bytes:
+    """The stored JSON text of a value as bytes (the column is a BLOB; TEXT is taken too)."""
+    return stored.encode("utf-8") if isinstance(stored, str) else bytes(stored)
+
+
+def row_raw_entry(row: dict[str, Any]) -> RawEntry:
+    """The :class:`RawEntry` of a :data:`SELECT_ENTRY` row."""
+    return RawEntry(
+        decode_key(bytes(row["key"])), raw_value(row["value"]), row["versionstamp"], row["expires_at"]
+    )
 
 
 def row_entry(row: dict[str, Any]) -> KvEntry:
@@ -145,6 +193,21 @@ class ChangeSink(Protocol):
         """Handle one commit's changes; must not raise."""
 
 
+class _Grouped(Generic[T]):
+    """One body of :meth:`KvStorage.write_grouped`, its caller's future and the changes it made."""
+
+    __slots__ = ("changes", "fn", "future")
+
+    def __init__(self, fn: Callable[[BlockingDatabase], T], future: asyncio.Future[T]) -> None:
+        self.fn = fn
+        self.future = future
+        self.changes: list[Change] | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 class KvStorage:
     """The storage core of one KeyVal namespace (see the module docstring). Usage (by the layers
     above it)::
@@ -182,6 +245,7 @@ class KvStorage:
         self.sink: ChangeSink | None = None
         self._listeners: list[Callable[[], None]] = []
         self._changes: list[Change] | None = None  # the running body's, when recording
+        self._group: list[_Grouped[Any]] = []  # grouped writes waiting for the write lock
 
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -298,6 +362,85 @@ class KvStorage:
         if changes and sink is not None:
             await sink.deliver(list(changes))
         return result
+
+    async def write_grouped(self, fn: Callable[[BlockingDatabase], T]) -> T:
+        """:meth:`write` for a small body that many callers send at once (a single-key set):
+        the bodies that queued up while the write lock was held run together, in arrival
+        order, in one transaction (one engine hop and one commit for all of them).
+
+        Each body still takes its own decisions inside the shared transaction, in order (its
+        versionstamp from the clock and, on replicas, ``kv_meta``), its caller still gets its
+        own result, and the change sink gets each caller's changes from that caller, after the
+        lock, as with :meth:`write`. Should any body fail, the shared transaction rolls back
+        and every body of the group runs again in a transaction of its own, so one bad write
+        fails only its own caller. A caller cancelled before its group started writes nothing;
+        once started, its write commits with the group (as a cancelled :meth:`write` does)."""
+        item = _Grouped(fn, asyncio.get_running_loop().create_future())
+        self._group.append(item)
+        try:
+            async with self._write_lock:
+                if item in self._group:  # not taken by an earlier group: lead the next one
+                    group, self._group = self._group, []
+                    task = asyncio.ensure_future(self._run_group(group))
+                    try:
+                        await asyncio.shield(task)
+                    except asyncio.CancelledError:
+                        # The followers' results come from this task: let it finish, locked.
+                        await asyncio.wait([task])
+                        raise
+        except asyncio.CancelledError:
+            if item in self._group:
+                self._group.remove(item)
+            item.future.cancel()
+            raise
+        result: T = item.future.result()
+        if item.changes and self.sink is not None:
+            await self.sink.deliver(list(item.changes))
+        return result
+
+    async def _run_group(self, group: list[_Grouped[Any]]) -> None:
+        """Run ``group`` under the write lock and settle every item's future (never raises)."""
+        try:
+            self.check_open()
+            try:
+                await self._transact_group(group)
+            except Exception:
+                if len(group) == 1:
+                    raise
+                log.debug("KeyVal grouped write failed; writing its %d bodies one by one", len(group))
+                for item in group:
+                    try:
+                        await self._transact_group([item])
+                    except Exception as exc:
+                        item.fail(exc)
+        except Exception as exc:
+            for item in group:
+                item.fail(exc)
+
+    async def _transact_group(self, group: list[_Grouped[Any]]) -> None:
+        """One pushed transaction of the bodies of ``group``, in order; settles their futures
+        once it committed (raises, settling none, when it did not)."""
+        sink = self.sink
+        record = sink is not None and sink.active
+
+        def body(db: BlockingDatabase) -> list[Any]:
+            if self.shared:
+                self._read_meta(db)
+            results = []
+            for item in group:
+                item.changes = [] if record else None  # a retried body starts over
+                self._changes = item.changes
+                results.append(item.fn(db))
+            self._changes = None
+            return results
+
+        results = await self.service.run_transaction(
+            body, namespace=self.namespace, type="concurrent", max_retries=WRITE_RETRIES
+        )
+        self._notify()
+        for item, result in zip(group, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
 
     def _read_meta(self, db: BlockingDatabase) -> None:
         """Start of a replica's entry write (engine thread): learn the stored versionstamp and
