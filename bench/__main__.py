@@ -1,6 +1,8 @@
-"""``python -m bench [NAME ...]``: run every benchmark module in this folder, one after another.
+"""``python -m bench [NAME ...] [-- OPTION ...]``: run benchmark modules one after another.
 
 A NAME selects ``bench_NAME.py`` (``consistency`` or ``bench_consistency``); none runs them all.
+Options after ``--`` go to each selected module (``python -m bench keyval_http -- --executor
+thread --executor inline``).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    selected = {name if name.startswith("bench_") else f"bench_{name}" for name in sys.argv[1:]}
+    args = sys.argv[1:]
+    names, options = (args[: args.index("--")], args[args.index("--") + 1 :]) if "--" in args else (args, [])
+    selected = {name if name.startswith("bench_") else f"bench_{name}" for name in names}
     failed = 0
     for path in sorted(HERE.glob("bench_*.py")):
         if selected and path.stem not in selected:
             continue
         print(f"\n##### {path.stem}", flush=True)
-        sys.argv = [str(path)]  # the module parses its own options: give it none, not our names
+        sys.argv = [str(path), *options]  # the module parses its own options, never our names
         try:
             runpy.run_path(str(path), run_name="__main__")
         except SystemExit as exc:  # a module's ``sys.exit(main())`` must not end the whole run
