@@ -51,6 +51,7 @@ import aiohttp
 
 import turso
 from bench._util import percentile, report
+from bench.bench_keyval import GET_SQL, SCHEMA, SET_SQL, VALUE  # the same raw statements
 from buntime.plugins.keyval import encode_key
 from tests.server.support import RuntimeProcess, http
 
@@ -63,18 +64,7 @@ SUBSCRIBERS = 100
 #: MVCC log checkpoint, is not isolated), which would land on whichever route came next: the
 #: reads measure the steady state.
 SETTLE = 3.0
-VALUE = {"name": "Ada Lovelace", "age": 36, "tags": ["math", "engines"]}
 BODY = json.dumps(VALUE)
-
-SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS kv_entries (key BLOB PRIMARY KEY, value BLOB NOT NULL, "
-    "versionstamp TEXT NOT NULL, expires_at INTEGER)"
-)
-SET_SQL = "INSERT OR REPLACE INTO kv_entries(key, value, versionstamp, expires_at) VALUES (?, ?, ?, ?)"
-GET_SQL = (
-    "SELECT value, versionstamp, expires_at FROM kv_entries "
-    "WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)"
-)
 LIST_SQL = (
     "SELECT key, value, versionstamp, expires_at FROM kv_entries WHERE key >= ? AND key < ? "
     "AND (expires_at IS NULL OR expires_at > ?) AND 1 ORDER BY key ASC LIMIT ?"
