@@ -47,8 +47,8 @@ from ._errors import (
     TursoError,
     TursoUnavailableError,
 )
-from ._leases import Lease, LeaseClient, LeaseLost, new_holder, sleep_backoff
-from ._retry import with_retries
+from ._leases import Lease, LeaseClient, LeaseLost, new_holder
+from ._retry import backoff_delay, with_retries
 
 log = logging.getLogger("buntime.turso")
 T = TypeVar("T")
@@ -323,6 +323,7 @@ _TX_SAVEPOINT = "buntime_tx"
 _PROBE_SAVEPOINT = "buntime_probe"
 LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy pod skips a round trip
 LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
+LEASE_RETRY_DELAY = 0.02  # base of the backoff between lease and push attempts (_retry's curve)
 
 
 def _total_changes(conn: Any) -> int:
@@ -554,7 +555,7 @@ class ReplicaBackend(Backend):
                 if time.monotonic() >= deadline:
                     raise
             attempt += 1
-            await sleep_backoff(attempt)
+            await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
         self._lease = lease
         try:
             try:
@@ -658,14 +659,14 @@ class ReplicaBackend(Backend):
                     await self._leases.renew(lease)
                     if time.monotonic() < deadline:
                         attempt += 1
-                        await sleep_backoff(attempt)
+                        await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
                         continue
                 except LeaseLost:
                     pass
                 except TursoUnavailableError:
                     if time.monotonic() < deadline:
                         attempt += 1
-                        await sleep_backoff(attempt)
+                        await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
                         continue
             self._lease = None
             if not maybe_applied:

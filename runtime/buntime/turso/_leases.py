@@ -10,7 +10,6 @@ Every failure maps onto the service's error tree: a lease another replica keeps 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -156,7 +155,3 @@ class LeaseClient:
 
 def _code(payload: object) -> str:
     return str(payload.get("code", "")) if isinstance(payload, dict) else ""
-
-
-async def sleep_backoff(attempt: int, cap: float = 0.5) -> None:
-    await asyncio.sleep(min(cap, 0.02 * (2**attempt)) * (0.5 + secrets.randbelow(1000) / 2000))
