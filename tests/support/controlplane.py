@@ -38,7 +38,7 @@ import time
 import types
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -634,14 +634,8 @@ class _PortInUse(ControlPlaneError):
 # `python -m tests.support.controlplane` (backs `make cluster`)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tests.support.controlplane",
-        description="Run a local etcd + kube-apiserver until Ctrl-C.",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) on exit")
-    opts = parser.parse_args(argv)
-
+def stop_on_signals() -> threading.Event:
+    """An event that SIGINT and SIGTERM set (the ``main()`` of a harness that runs until Ctrl-C)."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: types.FrameType | None) -> None:
@@ -649,7 +643,28 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    return stop
 
+
+def run_until(stop: threading.Event, check: Callable[[], None], errors: tuple[type[Exception], ...]) -> int:
+    """Check the harness every second until ``stop``; 1 (after saying why) when a check fails."""
+    while not stop.wait(1.0):
+        try:
+            check()
+        except errors as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.controlplane",
+        description="Run a local etcd + kube-apiserver until Ctrl-C.",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data) on exit")
+    opts = parser.parse_args(argv)
+    stop = stop_on_signals()
     try:
         cp = ControlPlane(keep_dir=opts.keep).start()
     except ControlPlaneError as err:
@@ -670,16 +685,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  curl --cacert {cp.ca_file} -H 'Authorization: Bearer {cp.token}' {cp.url}/readyz")
         print()
         print("Ctrl-C to stop.", flush=True)
-        while not stop.wait(1.0):
-            try:
-                cp.check_running()
-            except ControlPlaneError as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 1
+        return run_until(stop, cp.check_running, (ControlPlaneError,))
     finally:
         print("stopping control plane...", file=sys.stderr)
         cp.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -66,7 +66,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from tests.support.controlplane import SERVICE_CLUSTER_IP_RANGE, ControlPlane, ControlPlaneError
+from tests.support.controlplane import (
+    SERVICE_CLUSTER_IP_RANGE,
+    ControlPlane,
+    ControlPlaneError,
+    run_until,
+    stop_on_signals,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
@@ -1207,13 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs after exit")
     opts = parser.parse_args(argv)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: types.FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = stop_on_signals()
     try:
         node = Node(keep_dir=opts.keep).start()
     except NodeError as err:
@@ -1233,16 +1233,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"      {repo} --set image.tag={tag} --set tursoServer.enabled=true")
         print()
         print("Ctrl-C to stop (removes every process, mount, chain and the bridge).", flush=True)
-        while not stop.wait(1.0):
-            try:
-                node.check_running()
-            except (NodeError, ControlPlaneError) as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 1
+        return run_until(stop, node.check_running, (NodeError, ControlPlaneError))
     finally:
         print("stopping the node...", file=sys.stderr)
         node.stop()
-    return 0
 
 
 if __name__ == "__main__":
