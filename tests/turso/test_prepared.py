@@ -86,11 +86,10 @@ def test_the_cache_is_bounded_and_skips_what_it_cannot_reuse(tmp_path: Path) -> 
         conn.close()
 
 
-async def test_a_replica_reads_through_prepared_statements(tmp_path: Path) -> None:
-    server = SyncServer(tmp_path / "remote.db").start()
+async def test_a_replica_reads_through_prepared_statements(plain_tursodb: SyncServer, tmp_path: Path) -> None:
     env = {
         "TURSO_LOCAL_PATH": str(tmp_path / "replica" / "runtime.db"),
-        "TURSO_SYNC_URL": server.url,
+        "TURSO_SYNC_URL": plain_tursodb.url,
         "TURSO_SYNC_INTERVAL": "0",
         "TURSO_WRITE_MODE": "offline",  # a plain tursodb sync server has no write leases
     }
@@ -103,4 +102,3 @@ async def test_a_replica_reads_through_prepared_statements(tmp_path: Path) -> No
         assert [row["k"] for row in await db.all("SELECT k FROM t ORDER BY k")] == [0, 1, 2]
     finally:
         await service.aclose()
-        server.stop()
