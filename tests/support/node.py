@@ -206,6 +206,23 @@ def _run(*argv: str, check: bool = True, timeout: float = 120, input: str | None
     return result.stdout
 
 
+def run_kubectl(
+    binary: str, env: dict[str, str], args: tuple[str, ...], *, input: str | None, check: bool, timeout: float
+) -> str:
+    """``kubectl args`` with ``env`` over ours: stdout, or (``check=False``) stdout and stderr."""
+    result = subprocess.run(
+        [binary, *args],
+        env={**os.environ, **env},
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise NodeError(f"kubectl {shlex.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout if check else result.stdout + result.stderr
+
+
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -581,17 +598,8 @@ class Node:
         return self.workdir / "logs" / f"{name}.log"
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
-        result = subprocess.run(
-            [str(TOOLS_BIN / "kubectl"), *args],
-            env={**os.environ, **self.env()},
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise NodeError(f"kubectl {shlex.join(args)} failed: {result.stderr.strip()}")
-        return result.stdout if check else result.stdout + result.stderr
+        binary = str(TOOLS_BIN / "kubectl")
+        return run_kubectl(binary, self.env(), args, input=input, check=check, timeout=timeout)
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 300) -> str:
         sock = self.workdir / "containerd" / "containerd.sock"
@@ -1178,17 +1186,8 @@ class ExternalCluster:
         return {"KUBECONFIG": str(self.kubeconfig)}
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
-        result = subprocess.run(
-            [shutil.which("kubectl") or str(TOOLS_BIN / "kubectl"), *args],
-            env={**os.environ, **self.env()},
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise NodeError(f"kubectl {shlex.join(args)} failed: {result.stderr.strip()}")
-        return result.stdout if check else result.stdout + result.stderr
+        binary = shutil.which("kubectl") or str(TOOLS_BIN / "kubectl")
+        return run_kubectl(binary, self.env(), args, input=input, check=check, timeout=timeout)
 
 
 def external_cluster_from_env() -> ExternalCluster | None:
