@@ -25,6 +25,8 @@ bin_dir="$repo/.tools/bin"
 
 log() { printf '[build-control-plane] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=lib/k8s-build.sh
+source "$repo/hack/lib/k8s-build.sh"
 
 command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.26 is needed)"
 
@@ -58,23 +60,13 @@ cache_valid() {
 }
 
 link_into_tools() {
-	mkdir -p "$bin_dir"
-	local name
-	for name in kube-apiserver etcd; do
-		rm -f "$bin_dir/$name"
-		# A hard link survives a wiped cache; fall back to a copy across filesystems.
-		ln "$cache_dir/$name" "$bin_dir/$name" 2>/dev/null || cp "$cache_dir/$name" "$bin_dir/$name"
-	done
+	link_tools "$cache_dir" "$bin_dir" kube-apiserver etcd
 	log "installed into $bin_dir:"
 	log "  $("$bin_dir/kube-apiserver" --version)"
 	log "  etcd $("$bin_dir/etcd" --version | awk '/^etcd Version:/ { print $3 }')"
 }
 
-export GOWORK=off              # never pick up a go.work from the surrounding tree
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export GOMODCACHE="${GOMODCACHE:-$(go env GOMODCACHE)}"
-export GOFLAGS="-mod=readonly -buildvcs=false"   # go.sum is committed; fail loudly on drift
-export CGO_ENABLED=0
+k8s_go_env
 
 want_hash="$(inputs_hash)"
 if cache_valid; then
@@ -100,22 +92,7 @@ log "building kube-apiserver $k8s_ver and etcd $etcd_ver"
 log "  go: $(go env GOVERSION), GOMODCACHE=$GOMODCACHE, GOCACHE=$(go env GOCACHE)"
 log "  output: $cache_dir"
 
-# Fill the version variables the way kubernetes' hack/lib/version.sh does;
-# without them the binary reports v0.0.0-master. The commit and date come from
-# the module proxy's .info record, so the build stays reproducible.
-(cd "$modules/kube-apiserver" && go mod download k8s.io/kubernetes)
-info="$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/${k8s_ver}.info"
-k8s_commit="$(sed -n 's/.*"Hash":"\([0-9a-f]*\)".*/\1/p' "$info" 2>/dev/null || true)"
-k8s_date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info" 2>/dev/null || true)"
-k8s_minor="${k8s_ver#v1.}"
-k8s_minor="${k8s_minor%%.*}"
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	ldflags+=" -X $pkg.gitVersion=$k8s_ver -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-	ldflags+=" -X $pkg.gitTreeState=clean"
-	[[ -n "$k8s_commit" ]] && ldflags+=" -X $pkg.gitCommit=$k8s_commit"
-	[[ -n "$k8s_date" ]] && ldflags+=" -X $pkg.buildDate=$k8s_date"
-done
+ldflags="$(k8s_version_ldflags "$modules/kube-apiserver" "$k8s_ver")"
 
 start=$SECONDS
 log "go build k8s.io/kubernetes/cmd/kube-apiserver (slow when cold: ~6 min on 2 cores)"

@@ -26,6 +26,8 @@ all_tools=("${k8s_tools[@]}" coredns)
 
 log() { printf '[build-node] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=lib/k8s-build.sh
+source "$repo/hack/lib/k8s-build.sh"
 
 command -v go >/dev/null 2>&1 || die "go is not on PATH (Go >= 1.26 is needed)"
 
@@ -58,21 +60,12 @@ cache_valid() {
 }
 
 link_into_tools() {
-	mkdir -p "$bin_dir"
-	local name
-	for name in "${all_tools[@]}"; do
-		rm -f "$bin_dir/$name"
-		ln "$cache_dir/$name" "$bin_dir/$name" 2>/dev/null || cp "$cache_dir/$name" "$bin_dir/$name"
-	done
+	link_tools "$cache_dir" "$bin_dir" "${all_tools[@]}"
 	log "installed into $bin_dir: ${all_tools[*]}"
 	log "  $("$bin_dir/kubelet" --version), CoreDNS $("$bin_dir/coredns" -version | awk 'NR == 1 { print $1 }')"
 }
 
-export GOWORK=off
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export GOMODCACHE="${GOMODCACHE:-$(go env GOMODCACHE)}"
-export GOFLAGS="-mod=readonly -buildvcs=false"
-export CGO_ENABLED=0
+k8s_go_env
 
 want_hash="$(inputs_hash)"
 if cache_valid; then
@@ -93,19 +86,7 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 log "building ${k8s_tools[*]} $k8s_ver and CoreDNS $coredns_ver into $cache_dir"
-(cd "$modules/kubernetes" && go mod download k8s.io/kubernetes)
-info="$GOMODCACHE/cache/download/k8s.io/kubernetes/@v/${k8s_ver}.info"
-k8s_commit="$(sed -n 's/.*"Hash":"\([0-9a-f]*\)".*/\1/p' "$info" 2>/dev/null || true)"
-k8s_date="$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info" 2>/dev/null || true)"
-k8s_minor="${k8s_ver#v1.}"
-k8s_minor="${k8s_minor%%.*}"
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	ldflags+=" -X $pkg.gitVersion=$k8s_ver -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-	ldflags+=" -X $pkg.gitTreeState=clean"
-	[[ -n "$k8s_commit" ]] && ldflags+=" -X $pkg.gitCommit=$k8s_commit"
-	[[ -n "$k8s_date" ]] && ldflags+=" -X $pkg.buildDate=$k8s_date"
-done
+ldflags="$(k8s_version_ldflags "$modules/kubernetes" "$k8s_ver")"
 
 for name in "${k8s_tools[@]}"; do
 	start=$SECONDS
