@@ -48,7 +48,10 @@ def kubectl(cp: ControlPlane, *args: str, input: str | None = None, check: bool 
     return result.stdout + result.stderr
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2, *, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it returns something true, and return that."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -56,7 +59,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+    raise AssertionError(f"{what} not met within {timeout}s (last value: {last!r})")
 
 
 def apply_tns(cp: ControlPlane, namespace: str, name: str, **spec: Any) -> None:

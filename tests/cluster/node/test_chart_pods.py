@@ -36,6 +36,7 @@ import pytest
 
 from tests.chart.rendering import CHART, ROOT, helm_env
 from tests.support.node import TOOLS_BIN, ExternalCluster, Node
+from tests.support.operator import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -168,14 +169,8 @@ def pod_url(pod: dict[str, Any]) -> str:
 
 
 def wait_until(what: str, predicate: Any, timeout: float = 180, interval: float = 2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not reached within {timeout}s (last: {last!r})")
+    """:func:`wait_for` at a pod's pace (seconds between looks, minutes in all)."""
+    return wait_for(predicate, timeout, interval, what=what)
 
 
 def install_args(node: Node | ExternalCluster) -> list[str]:
