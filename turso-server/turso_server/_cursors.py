@@ -21,7 +21,7 @@ landed; behind: it sends landed ones again), so an entry is dropped whenever tha
   remembered (``generation`` moved);
 * any other request carrying the client's write statements (or a statement by stored id, which
   could be anything) forgets the namespace's entries. Other statements that name the table can
-  only be reads: the SQL guard refuses the rest (``_sqlguard.SYNC_CURSOR_TABLE``).
+  only be reads: the SQL guard refuses the rest (``_sqlguard.check_sql``).
 
 Replies from memory still pass the lease checks of the request they answer (``_proxy``), so a
 fenced read with a lost lease is refused as before.

@@ -145,9 +145,8 @@ PRAGMA_TABLE_PREFIX = "pragma_"
 SQL_TEXT_REQUESTS = frozenset({"store_sql", "sequence", "describe"})
 NO_SQL_REQUESTS = frozenset({"close", "close_sql", "get_autocommit"})
 
-# The sync client's cursor table (see ``_cursors``): its exact statements pass; any other statement
-# naming it must be a SELECT, so the server always knows what the table holds.
-SYNC_CURSOR_TABLE = CURSOR_TABLE
+# The sync client's cursor table (``_cursors.CURSOR_TABLE``): its exact statements pass; any other
+# statement naming it must be a SELECT, so the server always knows what the table holds.
 SYNC_CLIENT_TEXTS = frozenset({READ_SQL, CREATE_SQL, UPSERT_SQL})
 
 Token = tuple[str, str]
@@ -278,7 +277,7 @@ def _check_stmt(stmt: object, where: str, texts: list[str]) -> None:
     # what it does is unknown here, so it counts as naming the sync cursor table.
     body = _expect_object(stmt, where)
     if body.get("sql_id") is not None:
-        texts.append(SYNC_CURSOR_TABLE)
+        texts.append(CURSOR_TABLE)
     _check_text(body.get("sql"), f"{where}.sql", texts)
 
 
@@ -308,8 +307,8 @@ def _check_statement(tokens: list[Token], where: str) -> None:
     if start >= len(tokens) or tokens[start][0] != _WORD:
         return  # not a keyword: a syntax error for tursodb, which reports it
     keyword = tokens[start][1].lower()
-    if keyword != "select" and any(name_of(token) == SYNC_CURSOR_TABLE for token in tokens):
-        _refuse(where, f"{SYNC_CURSOR_TABLE} is the sync engine's bookkeeping: only its client writes it")
+    if keyword != "select" and any(name_of(token) == CURSOR_TABLE for token in tokens):
+        _refuse(where, f"{CURSOR_TABLE} is the sync engine's bookkeeping: only its client writes it")
     if keyword not in KEYWORDS:
         return
     if keyword not in ALLOWED_STATEMENTS:
