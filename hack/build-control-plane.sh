@@ -109,10 +109,8 @@ log "  etcd built in $((SECONDS - start))s"
 mv -f "$cache_dir/kube-apiserver.tmp" "$cache_dir/kube-apiserver"
 mv -f "$cache_dir/etcd.tmp" "$cache_dir/etcd"
 
-"$cache_dir/kube-apiserver" --version | grep -qF "$k8s_ver" \
-	|| die "built kube-apiserver does not report $k8s_ver"
-"$cache_dir/etcd" --version | grep -qF "${etcd_ver#v}" \
-	|| die "built etcd does not report ${etcd_ver#v}"
+reports "$cache_dir/kube-apiserver" --version "$k8s_ver" || die "built kube-apiserver does not report $k8s_ver"
+reports "$cache_dir/etcd" --version "${etcd_ver#v}" || die "built etcd does not report ${etcd_ver#v}"
 printf '%s\n' "$want_hash" >"$stamp_file"
 
 link_into_tools

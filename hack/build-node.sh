@@ -102,8 +102,8 @@ log "go build github.com/coredns/coredns"
 log "  coredns built in $((SECONDS - start))s"
 
 for name in "${all_tools[@]}"; do mv -f "$cache_dir/$name.tmp" "$cache_dir/$name"; done
-"$cache_dir/kubelet" --version | grep -qF "$k8s_ver" || die "built kubelet does not report $k8s_ver"
-"$cache_dir/coredns" -version | grep -qF "${coredns_ver#v}" || die "built coredns does not report $coredns_ver"
+reports "$cache_dir/kubelet" --version "$k8s_ver" || die "built kubelet does not report $k8s_ver"
+reports "$cache_dir/coredns" -version "${coredns_ver#v}" || die "built coredns does not report $coredns_ver"
 printf '%s\n' "$want_hash" >"$stamp_file"
 
 link_into_tools

@@ -43,3 +43,12 @@ link_tools() {
 		ln "$cache_dir/$name" "$bin_dir/$name" 2>/dev/null || cp "$cache_dir/$name" "$bin_dir/$name"
 	done
 }
+
+# reports BINARY FLAG TEXT: whether `BINARY FLAG` runs and prints TEXT. Its output is captured
+# first: `binary --version | grep -q` fails under pipefail when grep exits at the first line
+# and the binary dies of SIGPIPE writing its second (CoreDNS prints two).
+reports() {
+	local out
+	out="$("$1" "$2" 2>&1)" || return 1
+	[[ "$out" == *"$3"* ]]
+}

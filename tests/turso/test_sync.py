@@ -378,7 +378,7 @@ async def test_sync_requests_reuse_one_connection(sync_server: SyncEndpoint, tmp
         opened, sent = _transport.stats.opened, _transport.stats.requests
         for i in range(10):
             await insert(a, f"v{i}")
-        assert _transport.stats.requests - sent >= 20, "each push is at least two requests"
+        assert _transport.stats.requests - sent >= 10, "each push is at least one request"
         assert _transport.stats.opened - opened <= 1
     finally:
         await a.aclose()

@@ -49,6 +49,7 @@ from ._errors import (
 )
 from ._leases import Lease, LeaseClient, LeaseLost, new_holder
 from ._retry import backoff_delay, with_retries
+from ._transport import forget_cursors
 
 log = logging.getLogger("buntime.turso")
 T = TypeVar("T")
@@ -457,7 +458,11 @@ class ReplicaBackend(Backend):
         return self.policy.mode == "serializable"
 
     def _connect(self) -> None:
-        self._conn = open_replica(self.path, self.url, self._token, self._remote)
+        # A replica that records the boot is reset after an OS crash: its metadata may be
+        # written in place (one pwrite, no temporary file and rename per push).
+        self._conn = open_replica(
+            self.path, self.url, self._token, self._remote, metadata_in_place=bool(self._boot)
+        )
         if self._boot:
             self._conn.execute("PRAGMA synchronous = NORMAL")
 
@@ -938,6 +943,7 @@ class ReplicaBackend(Backend):
             self._conn.close()
         self._conn = None
         self._group_open = False
+        forget_cursors()  # what this thread knew of the server's cursor rows, under any lease
         remove_replica_files(self.path)
         self._connect()
         if self._boot:

@@ -277,8 +277,16 @@ def open_local(path: str, *, mvcc: bool = True) -> turso.Connection:
     return conn
 
 
+METADATA_SUFFIX = "-info"  # pyturso 0.8.3's metadata file beside the replica
+
+
 def open_replica(
-    path: str, url: str, token: str | None, remote: Callable[[], str] | None = None
+    path: str,
+    url: str,
+    token: str | None,
+    remote: Callable[[], str] | None = None,
+    *,
+    metadata_in_place: bool = False,
 ) -> turso.sync.ConnectionSync:
     """Open an embedded replica synced with ``url`` (no MVCC: CDC and MVCC exclude each other).
 
@@ -286,7 +294,10 @@ def open_replica(
     off), so a pod whose server is down still starts on its local copy. ``remote``, when given,
     is asked for the base URL of every later sync request (the fenced push URL of a write
     lease); pyturso evaluates a callable per request but only accepts a string when opening.
+    ``metadata_in_place``: the sync engine's metadata file is rewritten in place (only for a
+    file that is reset after an OS crash: ``_transport``).
     """
+    _transport.write_in_place(path + METADATA_SUFFIX, metadata_in_place)
     bootstrap_if_empty = not (os.path.exists(path) and os.path.getsize(path) > 0)
     with engine_errors():
         conn = turso.sync.connect(
