@@ -195,7 +195,8 @@ if [[ "${FORCE:-0}" == 1 || ! -f "$image_archive" ]] || ! has_image "$image"; th
 	for old in "$cache"/buntime-*.tar; do
 		[[ "$old" == "$image_archive" ]] || rm -f "$old"
 	done
-	bah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/buntime:' | grep -vxF "$image" |
+	# awk, not grep: a grep that matches nothing (the first build on a machine) fails the pipe.
+	bah images --format '{{.Name}}:{{.Tag}}' | awk -v keep="$image" '/^localhost\/buntime:/ && $0 != keep' |
 		while read -r old; do bah rmi "$old" >/dev/null 2>&1 || true; done
 else
 	log "cache hit: $image"

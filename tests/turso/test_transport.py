@@ -244,3 +244,72 @@ async def test_an_offline_replica_keeps_pyturso_s_rename(sync_server: SyncEndpoi
         assert not await written_over(a, Path(f"{path}-info"), offline=True)
     finally:
         await a.aclose()
+
+
+# -- the engine thread while a push waits -------------------------------------------------------------
+
+
+async def test_while_a_request_waits_the_engine_thread_runs_only_interleavable_jobs_in_order() -> None:
+    """A job inside ``interleaving()`` whose request waits (here: a socket pair's far end not yet
+    written) runs queued statement jobs meanwhile, in order, up to the first other job, which
+    runs after it; its own work resumes as soon as the reply is readable."""
+    import asyncio
+    import socket
+
+    from buntime.turso._engine import EngineThread, interleavable
+
+    engine = EngineThread("interleave-test")
+    near, far = socket.socketpair()
+    ran: list[str] = []
+    waiting = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def push() -> None:
+        with engine.interleaving():
+            wait = _transport._local.wait
+            loop.call_soon_threadsafe(waiting.set)
+            wait(near)  # what _send does once the request is out
+            near.recv(16)  # then it reads the reply (blocking, as getresponse() does)
+            ran.append("push resumed")
+
+    @interleavable
+    def statement(name: str) -> None:
+        ran.append(name)
+        if name == "s2":
+            far.send(b"reply")  # the reply arrives while the push is still away
+
+    def pull() -> None:
+        ran.append("pull")
+
+    try:
+        pushed = asyncio.ensure_future(engine.call(push))
+        await waiting.wait()
+        await asyncio.sleep(0.01)  # the push is blocked in its wait
+        first = asyncio.ensure_future(engine.call(statement, "s1"))
+        await first
+        assert ran == ["s1"], "a statement runs while the push waits"
+        jobs = [
+            engine.call(statement, "s2"),
+            engine.call(statement, "s3"),
+            engine.call(pull),
+            engine.call(statement, "s4"),
+        ]
+        await asyncio.gather(pushed, *jobs)
+        # s2 made the reply readable: the push resumes before s3, the rest runs after it.
+        assert ran == ["s1", "s2", "push resumed", "s3", "pull", "s4"]
+
+        # A job that is not a statement stops the interleaving, and keeps its place in the queue.
+        ran.clear()
+        waiting.clear()
+        pushed = asyncio.ensure_future(engine.call(push))
+        await waiting.wait()
+        later = [asyncio.ensure_future(engine.call(pull)), asyncio.ensure_future(engine.call(statement, "s5"))]
+        await asyncio.sleep(0.05)
+        assert ran == [], "neither the pull nor the statement behind it ran inside the push"
+        far.send(b"reply")
+        await asyncio.gather(pushed, *later)
+        assert ran == ["push resumed", "pull", "s5"]
+    finally:
+        near.close()
+        far.close()
+        await engine.stop()
