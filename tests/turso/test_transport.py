@@ -303,7 +303,10 @@ async def test_while_a_request_waits_the_engine_thread_runs_only_interleavable_j
         waiting.clear()
         pushed = asyncio.ensure_future(engine.call(push))
         await waiting.wait()
-        later = [asyncio.ensure_future(engine.call(pull)), asyncio.ensure_future(engine.call(statement, "s5"))]
+        later = [
+            asyncio.ensure_future(engine.call(pull)),
+            asyncio.ensure_future(engine.call(statement, "s5")),
+        ]
         await asyncio.sleep(0.05)
         assert ran == [], "neither the pull nor the statement behind it ran inside the push"
         far.send(b"reply")
