@@ -33,7 +33,6 @@ from ._engine import (
     EngineThread,
     boot_id,
     engine_errors,
-    interleavable,
     make_engine,
     open_local,
     open_replica,
@@ -208,7 +207,6 @@ class Backend:
             await durable
         return result
 
-    @interleavable
     def _whole_transaction(self, begin: str, namespace: str, fn: Callable[[BlockingDatabase], T]) -> T:
         state = _TxState(begin)
 
@@ -224,7 +222,6 @@ class Backend:
         self._finish(state, "COMMIT")
         return result
 
-    @interleavable
     def _in_tx(self, state: _TxState, fn: Callable[[Any], T]) -> T:
         if state.conn is None:
             conn = self._checkout()
@@ -246,7 +243,6 @@ class Backend:
     def _open_tx(self, conn: Any, begin: str) -> None:
         conn.execute(begin)
 
-    @interleavable
     def _finish(self, state: _TxState, verb: str) -> None:
         conn, state.conn = state.conn, None
         if conn is None:  # nothing ever ran: no BEGIN was issued
@@ -398,7 +394,6 @@ class ReplicaBackend(Backend):
         self._lease: Lease | None = None
         self._push_url: str | None = None  # set on the engine thread around a fenced push
         self._batch: _Batch | None = None  # commits not yet pushed
-        self._in_flight: _Batch | None = None  # commits whose push is on its way (lock not held)
         self._flusher: asyncio.Task[None] | None = None
         self._release: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -511,7 +506,7 @@ class ReplicaBackend(Backend):
         now = time.monotonic()
         lease = self._lease
         if lease is not None and now - lease.acquired_at > LEASE_MAX_HOLD:
-            if not self._unpushed:
+            if self._batch is None:
                 self._lease = None  # our turn is over: let a waiting pod in, then queue again
                 await self._leases.release(lease)
                 lease = None
@@ -525,7 +520,7 @@ class ReplicaBackend(Backend):
             except LeaseLost:
                 lease = self._lease = None
         if lease is None:
-            if self._group_open or self._unpushed:
+            if self._group_open or self._batch is not None:
                 # Commits wait for a push under the lease we just lost: it will be refused and
                 # they re-run; this transaction must not pull under them. Re-run it after them.
                 raise TursoBusyError("the write lease was lost with commits pending", code="TURSO_LEASE_LOST")
@@ -537,7 +532,7 @@ class ReplicaBackend(Backend):
         """Renew the lease while a transaction or a push still needs it (long callbacks)."""
         while (lease := self._lease) is not None:
             await asyncio.sleep(lease.ttl / 3)
-            if self._lease is not lease or not (self._lock.locked() or self._unpushed):
+            if self._lease is not lease or not (self._lock.locked() or self._batch is not None):
                 return
             try:
                 await self._leases.renew(lease)
@@ -601,9 +596,7 @@ class ReplicaBackend(Backend):
             return None
         if self._dirty and self._lease is None:
             return None  # a read beside leftovers the next write resets (docs/consistency.md)
-        if self._group_open or self._unpushed:
-            # A push in flight: this transaction may have read its commits, so it returns only
-            # after them, with the next push (which fails if that one did).
+        if self._group_open or self._batch is not None:
             return self._join_batch()
         if await self._engine.call(self._pending) == 0:
             return None  # nothing this transaction could have seen is unpushed
@@ -616,45 +609,27 @@ class ReplicaBackend(Backend):
             self._flusher = asyncio.create_task(self._flush(), name=f"turso-push:{self.path}")
         return asyncio.shield(self._batch.done)
 
-    @property
-    def _unpushed(self) -> bool:
-        """Commits wait for a push, or their push is on its way."""
-        return self._batch is not None or self._in_flight is not None
-
     async def _flush(self) -> None:
-        """Push batch after batch until none is left; each caller waits for the push of its batch.
-
-        The group is committed under the lock, the push runs outside it: the next transactions
-        run meanwhile (their statements interleave with the push on the engine thread) and form
-        the next group, pushed once this push has landed.
-        """
+        """Push batch after batch until none is left; each caller waits for the push of its batch."""
         try:
             while self._batch is not None:
-                batch: _Batch | None = None
-                try:
-                    async with self._lock:
-                        batch, self._batch = self._batch, None
-                        if batch is None:
-                            break
-                        if not await self._engine.call(self._commit_group):
-                            batch.done.set_result(None)
-                            continue
-                        self._in_flight = batch
-                    await self._push_under_lease()
-                except Exception as exc:
-                    if batch is not None:
+                async with self._lock:
+                    batch, self._batch = self._batch, None
+                    if batch is None:
+                        break
+                    try:
+                        if await self._engine.call(self._commit_group):
+                            await self._push_under_lease()
+                    except Exception as exc:
                         batch.done.set_exception(exc)
                         batch.done.exception()  # retrieved here; every waiter gets it via its await
-                except BaseException:
-                    if batch is not None:
+                    except BaseException:
                         batch.done.cancel()
-                    raise
-                else:
-                    if batch is not None and not batch.done.done():
+                        raise
+                    else:
                         batch.done.set_result(None)
-                finally:
-                    self._in_flight = None
-                    self._schedule_release()
+                    finally:
+                        self._schedule_release()
         finally:
             yielding, self._yielding = self._yielding, None
             if yielding is not None:
@@ -664,72 +639,55 @@ class ReplicaBackend(Backend):
                 yielding.set_result(None)
 
     async def _push_under_lease(self) -> None:
-        """Push through the lease's fenced URL; resolve every failure to a known outcome or say so.
-
-        Called without the lock. A failed push takes it for the rest (no transaction runs while
-        the outcome is settled) and first undoes the group opened behind it: those transactions
-        may have read what this push carried, so they run again (TURSO_GROUP_ROLLED_BACK).
-        """
-        async with contextlib.AsyncExitStack() as settling:
-            locked = False
-
-            async def under_lock() -> None:
-                nonlocal locked
-                if not locked:
-                    await settling.enter_async_context(self._lock)
-                    locked = True
-                    await self._engine.call(self._abandon_group, self._batch is not None)
-
-            deadline = time.monotonic() + self.policy.write_timeout
-            maybe_applied = False
-            attempt = 0
-            while True:
-                lease = self._lease
-                if lease is None:  # cannot happen: commits only run under a lease
-                    await under_lock()
-                    await self._reset()
-                    raise TursoBusyError("the write lease was lost before the push", code="TURSO_LEASE_LOST")
-                asked = time.monotonic()
-                try:
-                    await self._engine.call(self._push_fenced, self._leases.fenced_url(lease))
-                    lease.valid_until = asked + lease.ttl  # each push extends the lease on the server
-                    self.status.last_push = time.time()
-                    self._clear_error()
-                    return
-                except TursoError as exc:
-                    refused = _refused(exc)
-                    maybe_applied = maybe_applied or not refused
-                    self._record_error("push", exc)
-                await under_lock()
-                if not refused:
-                    try:  # still ours? then pushing again is safe: the sync client skips what landed
-                        await self._leases.renew(lease)
-                        if time.monotonic() < deadline:
-                            attempt += 1
-                            await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
-                            continue
-                    except LeaseLost:
-                        pass
-                    except TursoUnavailableError:
-                        if time.monotonic() < deadline:
-                            attempt += 1
-                            await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
-                            continue
-                self._lease = None
-                if not maybe_applied:
-                    await self._reset()
-                    raise TursoBusyError(
-                        "the write lease expired before the push; the transaction is re-run on fresh data",
-                        code="TURSO_LEASE_LOST",
-                    )
-                if await self._retry_if_still_last_writer(deadline):
-                    return
-                with contextlib.suppress(TursoUnavailableError):  # else the next write resets it
-                    await self._reset()
-                raise TursoCommitUnknownError(
-                    f"a push to {self.url} may or may not have been applied and the write lease is gone; "
-                    "the replica was reset to the server's state"
+        """Push through the lease's fenced URL; resolve every failure to a known outcome or say so."""
+        deadline = time.monotonic() + self.policy.write_timeout
+        maybe_applied = False
+        attempt = 0
+        while True:
+            lease = self._lease
+            if lease is None:  # cannot happen: commits only run under a lease
+                await self._reset()
+                raise TursoBusyError("the write lease was lost before the push", code="TURSO_LEASE_LOST")
+            asked = time.monotonic()
+            try:
+                await self._engine.call(self._push_fenced, self._leases.fenced_url(lease))
+                lease.valid_until = asked + lease.ttl  # each push extends the lease on the server
+                self.status.last_push = time.time()
+                self._clear_error()
+                return
+            except TursoError as exc:
+                refused = _refused(exc)
+                maybe_applied = maybe_applied or not refused
+                self._record_error("push", exc)
+            if not refused:
+                try:  # still ours? then pushing again is safe: the sync client skips what landed
+                    await self._leases.renew(lease)
+                    if time.monotonic() < deadline:
+                        attempt += 1
+                        await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
+                        continue
+                except LeaseLost:
+                    pass
+                except TursoUnavailableError:
+                    if time.monotonic() < deadline:
+                        attempt += 1
+                        await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
+                        continue
+            self._lease = None
+            if not maybe_applied:
+                await self._reset()
+                raise TursoBusyError(
+                    "the write lease expired before the push; the transaction is re-run on fresh data",
+                    code="TURSO_LEASE_LOST",
                 )
+            if await self._retry_if_still_last_writer(deadline):
+                return
+            with contextlib.suppress(TursoUnavailableError):  # else the next write resets it
+                await self._reset()
+            raise TursoCommitUnknownError(
+                f"a push to {self.url} may or may not have been applied and the write lease is gone; "
+                "the replica was reset to the server's state"
+            )
 
     async def _retry_if_still_last_writer(self, deadline: float) -> bool:
         """With a new lease, push again if no one else wrote since us (then the outcome is exact)."""
@@ -771,7 +729,7 @@ class ReplicaBackend(Backend):
         lease = self._lease
         if lease is None:
             return
-        if self._unpushed or self._lock.locked():
+        if self._batch is not None or self._lock.locked():
             self._schedule_release()
             return
         self._lease = None
@@ -800,7 +758,6 @@ class ReplicaBackend(Backend):
             await durable
         return result
 
-    @interleavable
     def _speculate(self, fn: Callable[[Any], T]) -> T:
         """Run ``fn`` where it can be taken back; raise :class:`_Speculation` if it wrote."""
         conn = self._checkout()
@@ -839,7 +796,6 @@ class ReplicaBackend(Backend):
             else:
                 conn.execute("ROLLBACK")
 
-    @interleavable
     def _in_savepoint(self, fn: Callable[[Any], T]) -> T:
         """An autocommit statement that writes, as a transaction of its own in the group."""
         state = _TxState("BEGIN DEFERRED")
@@ -861,7 +817,6 @@ class ReplicaBackend(Backend):
         # it). Should it fail, the group is rolled back and its push fails (_release_savepoint).
         self._engine.submit(self._release_savepoint, state)
 
-    @interleavable
     def _release_savepoint(self, state: _TxState) -> None:
         try:
             self._finish(state, "COMMIT")
@@ -893,7 +848,6 @@ class ReplicaBackend(Backend):
             self._group_changes = _total_changes(conn)
         conn.execute(f"SAVEPOINT {_TX_SAVEPOINT}")
 
-    @interleavable
     def _finish(self, state: _TxState, verb: str) -> None:
         if not self.serializable:
             super()._finish(state, verb)
@@ -969,25 +923,10 @@ class ReplicaBackend(Backend):
         conn = self._checkout()
         self._push_url = url
         try:
-            with engine_errors("push"), self._engine.interleaving():
+            with engine_errors("push"):
                 conn.push()
         finally:
             self._push_url = None
-
-    def _abandon_group(self, waited_for: bool) -> None:
-        """The push before it failed: roll the open group back; its batch (``waited_for``: one
-        exists even with no group, for reads that saw the failed push's commits) fails."""
-        if not (self._group_open or waited_for):
-            return
-        if self._group_open:
-            conn = self._conn
-            if conn is not None and conn.in_transaction:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
-            self._group_open = False
-        self._group_failed = TursoBusyError(
-            "the push before these commits failed; they run again", code="TURSO_GROUP_ROLLED_BACK"
-        )
 
     def _rebootstrap(self) -> None:
         """Replace the replica with a fresh copy of the server's database.
@@ -1059,7 +998,7 @@ class ReplicaBackend(Backend):
         """One sync round (see :meth:`_sync_once`); errors are recorded on ``status`` and re-raised."""
         self._check_open()
         async with self._gate():
-            if self.serializable and (self._group_open or self._unpushed):
+            if self.serializable and (self._group_open or self._batch is not None):
                 return False  # commits are on their way to the server: pull after them
             try:
                 if self._dirty and self.serializable:

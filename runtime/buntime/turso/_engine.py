@@ -10,14 +10,6 @@ loop itself: no thread hop (~50-80 us, two context switches, next to ~150 us for
 commit), at the price of blocking the loop for each statement, ``COMMIT``'s fsync included.
 Called by ``_backends``; nothing above it imports pyturso.
 
-A push waits for turso-server and tursodb for most of its time, and one engine thread would sit
-idle in it while the next transactions queue behind it. Inside a job that runs
-:meth:`EngineThread.interleaving` (a replica's push), the thread runs the queued jobs whose
-function is marked :func:`interleavable` — plain statements of a transaction, which pyturso keeps
-out of a push in flight (measured: committed or still open, they stay pending and ride the next
-push) — while the request waits for its reply, in queue order, stopping at the first job not so
-marked (a pull, another push, a stats call: never nested in a push).
-
 :func:`query_prepared` runs a ``SELECT`` on a statement prepared once per connection: pyturso
 parses and plans every ``execute()`` afresh, which was about 80% of a one-row read by key
 (~40 of ~50 us here); a reset statement holds no transaction and turso re-prepares it itself
@@ -30,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import queue
-import select
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -104,15 +95,6 @@ class engine_errors:
 _Job = tuple[
     asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None", Callable[..., Any], tuple[Any, ...]
 ]
-_INTERLEAVABLE = "_buntime_interleavable"
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def interleavable(fn: F) -> F:
-    """Mark an engine job that only runs statements on a replica's connection: it may run while
-    a push of the same connection waits for its reply (see the module doc)."""
-    setattr(fn, _INTERLEAVABLE, True)
-    return fn
 
 
 def _statement(conn: Any, sql: str) -> Any | None:
@@ -196,10 +178,6 @@ class Engine(Protocol):
 
     async def stop(self) -> None: ...
 
-    def interleaving(self) -> contextlib.AbstractContextManager[None]:
-        """Inside a job: run queued :func:`interleavable` jobs while its sync requests wait."""
-        ...
-
 
 class InlineEngine:
     """Runs each call at once on the calling thread (the event loop): no hop, no parallelism."""
@@ -220,9 +198,6 @@ class InlineEngine:
     async def stop(self) -> None:
         self._closed = True
 
-    def interleaving(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()  # nothing is ever queued: every call ran already
-
 
 def make_engine(executor: Executor, name: str) -> Engine:
     """The engine for one database file: a dedicated thread, or inline on the event loop."""
@@ -242,74 +217,27 @@ class EngineThread:
     def __init__(self, name: str) -> None:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
-        self._held: list[_Job | None] = []  # taken while interleaving but not runnable there: next
-        self._waiting = False  # interleaving, blocked in select(): a new job must wake it
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name=f"turso:{name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            while (job := self._held.pop() if self._held else self._queue.get()) is not None:
-                self._execute(job)
-            _transport.close_connections()  # this thread's kept-alive sync connections
-        finally:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-
-    @staticmethod
-    def _execute(job: _Job) -> None:
-        loop, fut, fn, args = job
-        if loop is None or fut is None:  # submitted: nobody waits for the result
-            with contextlib.suppress(Exception):
-                fn(*args)
-            return
-        # A job runs even when its caller was cancelled: skipping a COMMIT or ROLLBACK would
-        # strand a connection inside its transaction. Only the result is dropped.
-        try:
-            result = fn(*args)
-        except BaseException as exc:  # handed to the awaiting task, never swallowed
-            ok, value = False, exc
-        else:
-            ok, value = True, result
-        with contextlib.suppress(RuntimeError):  # the loop closed while we worked
-            loop.call_soon_threadsafe(_settle, fut, ok, value)
-
-    def interleaving(self) -> contextlib.AbstractContextManager[None]:
-        return _transport.waiting_with(self._run_queued_until)
-
-    def _run_queued_until(self, sock: Any) -> None:
-        """Inside a job, until ``sock`` (its request's connection) is readable: run the queued
-        :func:`interleavable` jobs in order; the first other one is held for after the job."""
-        while not self._held:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                self._waiting = True
-                try:
-                    if not self._queue.empty():
-                        continue
-                    readable, _, _ = select.select([sock, self._wake_r], [], [], _transport.TIMEOUT)
-                finally:
-                    self._waiting = False
-                if self._wake_r in readable:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 512)
-                if sock in readable or not readable:
-                    return  # the reply is here (or the wait is over): finish the job first
+        while (job := self._queue.get()) is not None:
+            loop, fut, fn, args = job
+            if loop is None or fut is None:  # submitted: nobody waits for the result
+                with contextlib.suppress(Exception):
+                    fn(*args)
                 continue
-            if job is None or not getattr(job[2], _INTERLEAVABLE, False):
-                self._held.append(job)
-                return
-            self._execute(job)
-            if select.select([sock], [], [], 0)[0]:
-                return
-
-    def _put(self, job: _Job | None) -> None:
-        self._queue.put(job)
-        if self._waiting:
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._wake_w, b"\0")
+            # A job runs even when its caller was cancelled: skipping a COMMIT or ROLLBACK would
+            # strand a connection inside its transaction. Only the result is dropped.
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting task, never swallowed
+                ok, value = False, exc
+            else:
+                ok, value = True, result
+            with contextlib.suppress(RuntimeError):  # the loop closed while we worked
+                loop.call_soon_threadsafe(_settle, fut, ok, value)
+        _transport.close_connections()  # this thread's kept-alive sync connections
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the engine thread and return its result."""
@@ -317,21 +245,21 @@ class EngineThread:
             raise TursoClosedError("the Turso engine thread is stopped", code="TURSO_CLOSED")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._put((loop, fut, fn, args))
+        self._queue.put((loop, fut, fn, args))
         return await fut
 
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
         """Queue ``fn(*args)`` behind every earlier call, without a reply (``fn`` keeps its errors)."""
         if self._closed:
             raise TursoClosedError("the Turso engine thread is stopped", code="TURSO_CLOSED")
-        self._put((None, None, fn, args))
+        self._queue.put((None, None, fn, args))
 
     async def stop(self) -> None:
         """Finish queued work, then end the thread."""
         if self._closed:
             return
         self._closed = True
-        self._put(None)
+        self._queue.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
 
 

@@ -36,7 +36,6 @@ keeps pyturso's way.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import http.client
 import io
 import json
@@ -48,7 +47,6 @@ import types
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import turso.lib_sync
@@ -291,18 +289,6 @@ def forget_cursors() -> None:
     _local.cursors = None
 
 
-@contextlib.contextmanager
-def waiting_with(wait: Callable[[Any], None]) -> Iterator[None]:
-    """Meanwhile, every request this thread sends calls ``wait(socket)`` once sent, before its
-    reply is read (the engine thread runs other work there: ``_engine.EngineThread``)."""
-    outer = getattr(_local, "wait", None)
-    _local.wait = wait
-    try:
-        yield
-    finally:
-        _local.wait = outer
-
-
 def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply | _Answer:
     body: bytes | None = request.data if isinstance(request.data, bytes) else None
     url = request.full_url
@@ -348,9 +334,6 @@ def _send(request: urllib.request.Request) -> _Reply:
     headers = dict(request.header_items())
     try:
         conn.request(request.get_method(), target, body=request.data, headers=headers)
-        wait = getattr(_local, "wait", None)
-        if wait is not None and conn.sock is not None:
-            wait(conn.sock)
         response = conn.getresponse()
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
