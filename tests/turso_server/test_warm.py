@@ -69,6 +69,25 @@ async def test_connections_are_served_in_the_order_they_were_opened(child: SyncS
         warm.close()
 
 
+async def test_each_take_returns_with_the_next_spare_already_in_the_childs_accept_queue(
+    child: SyncServer,
+) -> None:
+    """A child that finishes a request and finds its accept queue empty sleeps ~10 ms before it
+    looks again, so the spare behind a connection must be connected before that connection's
+    request goes out: take() returns only then."""
+    warm = WarmConnections("127.0.0.1", child.port)
+    try:
+        for _ in range(3):
+            sock = await warm.take()
+            (spare,) = warm._queue
+            assert spare.done() and not spare.cancelled() and spare.exception() is None
+            spare_sock, _ = spare.result()
+            assert spare_sock.getpeername()[1] == child.port
+            assert await select_one("127.0.0.1", child.port, sock) == 200
+    finally:
+        warm.close()
+
+
 async def test_a_spare_idle_too_long_is_skipped_and_closed(child: SyncServer) -> None:
     warm = WarmConnections("127.0.0.1", child.port, max_idle=0.05)
     try:
