@@ -10,9 +10,10 @@ So every connection to a running child is opened here and handed out in the orde
 with exactly one spare kept ahead: a request takes the oldest connection and leaves a new spare
 queued behind it, connected before :meth:`take` returns (so it is in the child's accept queue
 when the request finishes; else the child may sleep its poll first). A connection idle past
-``max_idle`` or already closed by the child is closed and skipped (which also unblocks the child). :meth:`close` drops the spare, so a child told to stop is
-not left waiting for a request that never comes. Owned by the supervisor's record of one child
-process; used by ``_proxy`` and ``_backup`` through :meth:`take`.
+``max_idle`` or already closed by the child is closed and skipped (which also unblocks the
+child). :meth:`close` drops the spare, so a child told to stop is not left waiting for a request
+that never comes. Owned by the supervisor's record of one child process; used by ``_proxy`` and
+``_backup`` through :meth:`take`.
 """
 
 from __future__ import annotations
