@@ -139,7 +139,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, bytes,
         if request.full_url.endswith("/v2/pipeline"):
             body = reply.read()
             sent.append((request.full_url, request.data, body))  # type: ignore[arg-type]
-            return _transport._Answer(body)
+            return _transport._answer(body)
         return reply
 
     monkeypatch.setattr(_transport, "_send", send)
@@ -149,8 +149,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, bytes,
 async def test_pushes_under_a_kept_lease_skip_their_cursor_read(
     sync_server: SyncEndpoint, tmp_path: Path, recorded: list[tuple[str, bytes, bytes]]
 ) -> None:
-    a = single(sync_server.url, tmp_path / "a" / "r.db")
-    try:
+    async with single(sync_server.url, tmp_path / "a" / "r.db") as a:
         await create_table(a)
         before, sent = _transport.stats.cursor_reads, len(recorded)
         for i in range(10):  # back to back: the lease is kept between them (LEASE_MAX_HOLD)
@@ -159,25 +158,17 @@ async def test_pushes_under_a_kept_lease_skip_their_cursor_read(
         reads = [body for _, body, _ in recorded[sent:] if _transport.READ_SQL.encode() in body]
         assert answered >= 5, (answered, len(reads))
         assert answered + len(reads) == 10, "every push reads its cursor once, here or at the server"
-    finally:
-        await a.aclose()
-    b = single(sync_server.url, tmp_path / "b" / "r.db")
-    try:
+    async with single(sync_server.url, tmp_path / "b" / "r.db") as b:
         assert await count(b) == 10
-    finally:
-        await b.aclose()
 
 
 async def test_the_answer_is_the_one_the_server_gives(
     sync_server: SyncEndpoint, tmp_path: Path, recorded: list[tuple[str, bytes, bytes]]
 ) -> None:
-    a = single(sync_server.url, tmp_path / "a" / "r.db")
-    try:
+    async with single(sync_server.url, tmp_path / "a" / "r.db") as a:
         await create_table(a)
         for i in range(3):
             await insert(a, f"v{i}")
-    finally:
-        await a.aclose()
     url, push, reply = next(item for item in reversed(recorded) if _transport.UPSERT_SQL.encode() in item[1])
     read = next(body for _, body, _ in recorded if _transport.READ_SQL.encode() in body)
     cursors = _transport._Cursors()
@@ -218,30 +209,36 @@ async def test_a_serializable_replica_rewrites_its_metadata_in_place(
 ) -> None:
     path = tmp_path / "a" / "r.db"
     info = Path(f"{path}-info")
-    a = single(sync_server.url, path)
-    try:
+    async with single(sync_server.url, path) as a:
         await create_table(a)
         assert await written_over(a, info)
-    finally:
-        await a.aclose()
     # Shorter content is padded with spaces, which the engine's JSON reader ignores.
     info.write_bytes(info.read_bytes() + b" " * 64)
-    a = single(sync_server.url, path)
-    try:
+    async with single(sync_server.url, path) as a:
         await insert(a, "after")
         assert await count(a) == 4
         assert json.loads(info.read_bytes())["client_unique_id"]
-    finally:
-        await a.aclose()
 
 
 async def test_an_offline_replica_keeps_pyturso_s_rename(sync_server: SyncEndpoint, tmp_path: Path) -> None:
     path = tmp_path / "a" / "r.db"
-    a = single(sync_server.url, path, TURSO_WRITE_MODE="offline")
-    try:
+    async with single(sync_server.url, path, TURSO_WRITE_MODE="offline") as a:
         await create_table(a)
         await a.sync()
         assert not await written_over(a, Path(f"{path}-info"), offline=True)
-    finally:
-        await a.aclose()
 
+
+def test_the_sync_clients_statements_are_the_ones_turso_server_knows() -> None:
+    """The runtime and turso-server are independent packages; both recognise pyturso 0.8.3's own
+    three statements on the cursor table, which must stay the same text on both sides."""
+    from turso_server import _cursors
+
+    assert (_transport.READ_SQL, _transport.CREATE_SQL, _transport.UPSERT_SQL) == (
+        _cursors.READ_SQL,
+        _cursors.CREATE_SQL,
+        _cursors.UPSERT_SQL,
+    )
+    assert _transport.CURSOR_TABLE.decode() == _cursors.CURSOR_TABLE
+    assert json.loads(_transport._read_reply([_int(0), _int(7)])) == json.loads(
+        _cursors.read_reply([[_int(0), _int(7)]])
+    )

@@ -47,6 +47,7 @@ import types
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import turso.lib_sync
@@ -103,33 +104,18 @@ def _dropped(conn: http.client.HTTPConnection) -> bool:
 
 
 class _Reply:
-    """What ``urlopen`` returns: a context manager over the response; reuse on a clean exit."""
+    """What ``urlopen`` returns: a context manager over the response body; ``release(clean)`` on
+    exit (a kept-alive connection goes back to the pool after a clean read)."""
 
-    def __init__(self, response: http.client.HTTPResponse, release: Any) -> None:
-        self._response = response
+    def __init__(
+        self,
+        body: http.client.HTTPResponse | io.BytesIO,
+        status: int,
+        release: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._body = body
         self._release = release
-        self.status = response.status
-
-    def getcode(self) -> int:
-        return self.status
-
-    def read(self, amount: int | None = None) -> bytes:
-        return self._response.read(amount)
-
-    def __enter__(self) -> _Reply:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._release(self._response, clean=exc[0] is None)
-
-
-class _Answer:
-    """A reply already read in full (a cursor read answered here, an inspected batch reply)."""
-
-    status = 200
-
-    def __init__(self, body: bytes) -> None:
-        self._body = io.BytesIO(body)
+        self.status = status
 
     def getcode(self) -> int:
         return self.status
@@ -137,11 +123,17 @@ class _Answer:
     def read(self, amount: int | None = None) -> bytes:
         return self._body.read(amount)
 
-    def __enter__(self) -> _Answer:
+    def __enter__(self) -> _Reply:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        if self._release is not None:
+            self._release(exc[0] is None)
+
+
+def _answer(body: bytes) -> _Reply:
+    """A reply already read in full (a cursor read answered here, an inspected batch reply)."""
+    return _Reply(io.BytesIO(body), 200)
 
 
 CURSOR_TABLE = b"turso_sync_last_change_id"
@@ -289,7 +281,7 @@ def forget_cursors() -> None:
     _local.cursors = None
 
 
-def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply | _Answer:
+def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply:
     body: bytes | None = request.data if isinstance(request.data, bytes) else None
     url = request.full_url
     push: tuple[str, list[dict[str, Any]], int] | None = None
@@ -297,7 +289,7 @@ def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply | _An
         cursors = _cursors()
         if url.find(FENCED) >= 0 and (answer := cursors.answer(url, body)) is not None:
             stats.cursor_reads += 1
-            return _Answer(answer)
+            return _answer(answer)
         push = cursors.batch(url, body)
     reply = _send(request)
     if push is None:
@@ -307,7 +299,7 @@ def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply | _An
     client, row, steps = push
     if _all_steps_ran(data, steps):
         _cursors().landed(url, client, row)
-    return _Answer(data)
+    return _answer(data)
 
 
 def _send(request: urllib.request.Request) -> _Reply:
@@ -339,19 +331,19 @@ def _send(request: urllib.request.Request) -> _Reply:
         conn.close()
         raise urllib.error.URLError(exc) from exc
 
-    def release(done: http.client.HTTPResponse, *, clean: bool) -> None:
-        if clean and not done.will_close and done.isclosed():
+    def release(clean: bool) -> None:
+        if clean and not response.will_close and response.isclosed():
             pool[key] = (conn, time.monotonic())
         else:
             conn.close()
 
     if response.status >= 400:
         body = response.read()
-        release(response, clean=True)
+        release(True)
         raise urllib.error.HTTPError(
             request.full_url, response.status, response.reason, response.headers, io.BytesIO(body)
         )
-    return _Reply(response, release)
+    return _Reply(response, response.status, release)
 
 
 _SHIM = types.SimpleNamespace(
