@@ -309,17 +309,14 @@ class Kv:
             if len(keys) > MAX_BATCH_KEYS:
                 raise InvalidRequestError(f"at most {MAX_BATCH_KEYS} keys per batch", code="TOO_MANY_KEYS")
             encoded = [encode_key(k, allow_empty=False) for k in keys]
-            found: dict[bytes, dict[str, Any]] = {}
+            found: dict[bytes, dict[str, Any] | None] = {}
             if encoded:
+                # One engine call, so no commit of this process lands between two of its reads;
+                # a key = ? each, not key IN (...) (see _Gets).
                 db = await self._store.db()
                 unique = builtins.list(dict.fromkeys(encoded))
-                placeholders = ", ".join("?" for _ in unique)
-                rows = await db.all(
-                    f"SELECT key, value, versionstamp, expires_at FROM kv_entries "
-                    f"WHERE key IN ({placeholders}) AND {LIVE}",
-                    [*unique, self._store.now_ms()],
-                )
-                found = {bytes(r["key"]): r for r in rows}
+                now = self._store.now_ms()
+                found = dict(zip(unique, await db.get_each(_GET, [(k, now) for k in unique]), strict=True))
             out: builtins.list[KvEntry] = []
             for key, enc in zip(keys, encoded, strict=True):
                 row = found.get(enc)
