@@ -46,6 +46,12 @@ SETTINGS: tuple[Setting, ...] = (
         "server",
     ),
     Setting(
+        "BUNTIME_EVENT_LOOP",
+        "uvloop",
+        "serve: uvloop (asyncio's loop when uvloop is not installed) or asyncio",
+        "server",
+    ),
+    Setting(
         "TURSO_SERVER_URL",
         "",
         "multi-tenant sync with turso-server: each namespace syncs with <url>/<namespace>",

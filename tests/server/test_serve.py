@@ -19,7 +19,19 @@ def test_serve_prints_its_url_and_stops_gracefully_on_sigterm(tmp_path: Path) ->
     log = runtime.log()
     assert code == 0, log
     assert f"buntime serve listening on http://127.0.0.1:{runtime.port}" in log
+    assert "loop=uvloop" in log  # the default, installed with the server extra
     assert log.index("signal received") < log.index("plugins stopped") < log.index("server stopped")
+
+
+def test_serve_runs_on_asyncios_loop_when_told_to(tmp_path: Path) -> None:
+    env = {**local_env(tmp_path), "BUNTIME_EVENT_LOOP": "asyncio"}
+    runtime = RuntimeProcess(env, tmp_path / "asyncio.log").start()
+    try:
+        assert http("PUT", f"{runtime.url}/keyval/api/keys/a", {"n": 1})[0] == 200
+        assert http("GET", f"{runtime.url}/keyval/api/keys/a")[1]["value"] == {"n": 1}
+    finally:
+        assert runtime.stop() == 0
+    assert "loop=asyncio" in runtime.log()
 
 
 def test_serve_state_survives_a_restart_and_migrations_run_twice(tmp_path: Path) -> None:

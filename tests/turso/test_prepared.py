@@ -8,7 +8,9 @@ string, the cache bound, and a replica in sync mode.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +42,37 @@ async def test_a_reused_read_sees_every_commit(local_service: TursoService) -> N
 
     await local_service.transaction(inside)
     assert await db.all("SELECT k FROM t ORDER BY k") == [{"k": 1}, {"k": 2}]
+
+
+async def test_get_each_is_get_once_per_parameter_set_in_one_engine_call(
+    local_service: TursoService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = await _table(local_service)
+    await db.run("INSERT INTO t VALUES (1, 'one'), (3, 'three')")
+    calls: list[object] = []  # one runner call is one engine call (one thread hop)
+    real_runner = db._runner
+
+    async def counted(fn: Callable[[Any], Any]) -> Any:
+        calls.append(fn)
+        return await real_runner(fn)
+
+    monkeypatch.setattr(db, "_runner", counted)
+    assert await db.get_each(READ, [[3], [2], [1], [3]]) == [
+        {"k": 3, "v": "three"},
+        None,
+        {"k": 1, "v": "one"},
+        {"k": 3, "v": "three"},
+    ]
+    assert len(calls) == 1
+    assert await db.get_each(READ, []) == []
+
+    async def inside(tx: Database) -> None:
+        await tx.run("INSERT INTO t VALUES (2, 'mine')")
+        assert await tx.get_each(READ, [[2], [1]]) == [{"k": 2, "v": "mine"}, {"k": 1, "v": "one"}]
+
+    await local_service.transaction(inside)
+    with pytest.raises(TursoQueryError):
+        await db.get_each(READ, [[1], [1, 2]])  # the second has too many parameters
 
 
 async def test_a_schema_change_elsewhere_is_seen(local_service: TursoService) -> None:

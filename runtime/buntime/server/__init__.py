@@ -18,23 +18,27 @@ from ._app import (
 from ._config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    ENV_EVENT_LOOP,
     ENV_HOST,
     ENV_PLUGIN_DIRS,
     ENV_PORT,
+    EVENT_LOOPS,
     ServerConfig,
     ServerConfigError,
     load_server_config,
 )
 from ._deferred import PLUGIN_STARTING, RETRY_AFTER, DeferredMount
 from ._metrics import ServerMetrics
-from ._run import LISTENING_MESSAGE, run_server, serve
+from ._run import LISTENING_MESSAGE, loop_factory, run_server, serve
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "ENV_EVENT_LOOP",
     "ENV_HOST",
     "ENV_PLUGIN_DIRS",
     "ENV_PORT",
+    "EVENT_LOOPS",
     "HOST_KEY",
     "LISTENING_MESSAGE",
     "LIVE_PATH",
@@ -52,6 +56,7 @@ __all__ = [
     "assemble_app",
     "build_app",
     "load_server_config",
+    "loop_factory",
     "run_server",
     "serve",
 ]

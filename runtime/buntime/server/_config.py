@@ -17,6 +17,9 @@ from ..plugins import plugin_dirs
 ENV_HOST = "BUNTIME_HOST"
 ENV_PORT = "BUNTIME_PORT"
 ENV_PLUGIN_DIRS = "BUNTIME_PLUGIN_DIRS"
+ENV_EVENT_LOOP = "BUNTIME_EVENT_LOOP"
+#: ``uvloop`` (when installed; asyncio's loop otherwise) or ``asyncio``.
+EVENT_LOOPS = ("uvloop", "asyncio")
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8000
 MAX_PORT = 65535
@@ -30,11 +33,13 @@ class ServerConfigError(BuntimeError, ValueError):
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Where to listen and where plugins come from (built-ins first, then ``BUNTIME_PLUGIN_DIRS``)."""
+    """Where to listen, where plugins come from (built-ins first, then ``BUNTIME_PLUGIN_DIRS``)
+    and which event loop to run on."""
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     plugin_dirs: tuple[Path, ...] = ()
+    event_loop: str = EVENT_LOOPS[0]
 
 
 def _port(raw: str | int, source: str) -> int:
@@ -70,4 +75,10 @@ def load_server_config(
         raise ServerConfigError(
             f"{ENV_PLUGIN_DIRS}: not a directory: {', '.join(missing)}", code="INVALID_BUNTIME_PLUGIN_DIRS"
         )
-    return ServerConfig(host=resolved_host, port=resolved_port, plugin_dirs=dirs)
+    event_loop = env.get(ENV_EVENT_LOOP, "").strip().lower() or EVENT_LOOPS[0]
+    if event_loop not in EVENT_LOOPS:
+        raise ServerConfigError(
+            f"{ENV_EVENT_LOOP} must be one of {', '.join(EVENT_LOOPS)} (got {event_loop!r})",
+            code="INVALID_BUNTIME_EVENT_LOOP",
+        )
+    return ServerConfig(host=resolved_host, port=resolved_port, plugin_dirs=dirs, event_loop=event_loop)

