@@ -5,6 +5,9 @@ Run: ``python -m bench consistency`` (about a minute; also part of ``make bench`
 warm-up), ``BENCH_ROUNDS`` the rounds (default 2): every case runs once per round, in alternating
 order, so that the drift of a shared machine hits every case alike.
 
+Everything runs on the event loop ``buntime serve`` gives a pod (uvloop when installed;
+``BUNTIME_EVENT_LOOP=asyncio`` for asyncio's own), the 2-pod case's processes too.
+
 One turso-server (``--insecure-dev``) serves every case, each case on a namespace of its own so
 no case pulls another's rows. Every case is one-row ``INSERT`` transactions in a closed loop:
 ``writers`` asyncio tasks in one process, each starting its next transaction when the last one
@@ -63,6 +66,8 @@ from pathlib import Path
 import aiohttp
 
 from bench._util import percentile
+from buntime.server._config import ENV_EVENT_LOOP, EVENT_LOOPS
+from buntime.server._run import loop_factory, loop_name
 from buntime.turso import TursoService, resolve_config
 from tests.support.tursoserver import SyncEndpoint
 
@@ -395,7 +400,7 @@ async def main() -> None:
 
     print(
         f"serializable sync writes through turso-server ({ROUNDS} rounds x {WINDOW:g}s per case, "
-        f"{os.cpu_count()} CPUs)"
+        f"{os.cpu_count()} CPUs, event loop: {loop_name(asyncio.get_running_loop())})"
     )
     width = max(len(name) for name in results)
     columns = f"{'tx/s':>8}  {'p50 ms':>8}  {'p95 ms':>8}  {'errors':>6}"
@@ -466,7 +471,8 @@ if __name__ == "__main__":
     parser.add_argument("--pod", nargs=3, metavar=("URL", "DIR", "WRITERS"), help=argparse.SUPPRESS)
     # parse_known_args: `python -m bench consistency` leaves the selection in sys.argv.
     args, _ = parser.parse_known_args()
-    if args.pod:
-        asyncio.run(pod_main(args.pod[0], args.pod[1], int(args.pod[2])))
-    else:
-        asyncio.run(main())
+    # The event loop `buntime serve` gives a pod (uvloop when installed; BUNTIME_EVENT_LOOP=asyncio
+    # for asyncio's own), so the writers here hop to the engine thread as a pod's do.
+    factory = loop_factory(os.environ.get(ENV_EVENT_LOOP, "").strip().lower() or EVENT_LOOPS[0])
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(pod_main(args.pod[0], args.pod[1], int(args.pod[2])) if args.pod else main())
