@@ -284,13 +284,13 @@ def forget_cursors() -> None:
 def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply:
     body: bytes | None = request.data if isinstance(request.data, bytes) else None
     url = request.full_url
-    push: tuple[str, list[dict[str, Any]], int] | None = None
-    if body is not None and url.endswith("/v2/pipeline"):
-        cursors = _cursors()
-        if url.find(FENCED) >= 0 and (answer := cursors.answer(url, body)) is not None:
-            stats.cursor_reads += 1
-            return _answer(answer)
-        push = cursors.batch(url, body)
+    if body is None or not url.endswith("/v2/pipeline"):
+        return _send(request)
+    cursors = _cursors()
+    if url.find(FENCED) >= 0 and (answer := cursors.answer(url, body)) is not None:
+        stats.cursor_reads += 1
+        return _answer(answer)
+    push = cursors.batch(url, body)
     reply = _send(request)
     if push is None:
         return reply
@@ -298,7 +298,7 @@ def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply:
         data = reply.read()
     client, row, steps = push
     if _all_steps_ran(data, steps):
-        _cursors().landed(url, client, row)
+        cursors.landed(url, client, row)
     return _answer(data)
 
 
