@@ -20,6 +20,7 @@ from aiohttp import web
 
 import buntime.worker
 import turso_operator._reconcile
+from buntime.turso._backends import INLINE_LIMIT, INLINE_PAUSE
 from turso_operator._builders import injected_env
 from turso_operator._config import SETTINGS as OPERATOR_SETTINGS
 from turso_operator._constants import (
@@ -263,3 +264,10 @@ def test_the_worker_section_names_what_open_turso_reads(variable: str) -> None:
     assert f'"{variable}"' in source
     assert variable.removeprefix("RUNTIME_TURSO_SERVER") in worker or variable in worker
     assert f"({buntime.worker.DEFAULT_WORKER_DIR})" in worker
+
+
+def test_the_readme_states_the_replica_inline_limits_as_the_constants() -> None:
+    assert (
+        f"a statement that held the loop over {INLINE_LIMIT * 1000:g} ms sends the replica's statements "
+        f"to its thread for {INLINE_PAUSE:g} s." in flat(README)
+    )

@@ -134,3 +134,28 @@ async def test_a_child_that_is_gone_is_unreachable(child: SyncServer) -> None:
             await warm.take()
     finally:
         warm.close()
+
+
+async def test_a_loopback_connection_is_ready_without_a_turn_of_the_loop(child: SyncServer) -> None:
+    """The handshake completes inside connect() on loopback: take() then never yields, so a
+    request goes out in the same turn of the loop it arrived in."""
+    warm = WarmConnections("127.0.0.1", child.port)
+    try:
+        await select_one(warm.host, warm.port, await warm.take())  # the first spare is queued
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        counter = asyncio.ensure_future(count_turns())
+        await asyncio.sleep(0)
+        before = turns
+        sock = await warm.take()
+        assert turns == before  # take() did not give the loop up
+        counter.cancel()
+        assert await select_one(warm.host, warm.port, sock) == 200
+    finally:
+        warm.close()

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ._config import Executor, WritePolicy
 from ._database import BlockingDatabase, Database, TransactionType
@@ -175,7 +175,7 @@ class Backend:
 
         async def runner(statement: Callable[[Any], Any]) -> Any:
             self._check_open()
-            return await self._engine.call(self._in_tx, state, statement)
+            return await self._on_conn(self._in_tx, state, statement)
 
         db = Database(runner, namespace=namespace, mode=self.mode, local_path=self.path, in_transaction=True)
         async with self._gate():
@@ -183,9 +183,9 @@ class Backend:
             try:
                 result = await fn(db)
             except BaseException:
-                # Always queued: a statement whose await was cancelled may still be on its way to
-                # the engine thread, and this ROLLBACK must run after it (jobs run in order).
-                await asyncio.shield(self._engine.call(self._finish, state, "ROLLBACK"))
+                # Never skipped: a statement whose await was cancelled may still be on its way to
+                # the engine thread, and this ROLLBACK must run after it (_on_conn keeps the order).
+                await asyncio.shield(self._on_conn(self._finish, state, "ROLLBACK"))
                 raise
             if state.conn is not None:
                 await self._commit(state)
@@ -239,6 +239,10 @@ class Backend:
     async def _commit(self, state: _TxState) -> None:
         """COMMIT a transaction of :meth:`transaction` (replicas: see ReplicaBackend)."""
         await self._engine.call(self._finish, state, "COMMIT")
+
+    async def _on_conn(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a transaction's call on its connection (replicas may run it here: ReplicaBackend)."""
+        return await self._engine.call(fn, *args)
 
     def _open_tx(self, conn: Any, begin: str) -> None:
         conn.execute(begin)
@@ -325,6 +329,8 @@ _PROBE_SAVEPOINT = "buntime_probe"
 LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy pod skips a round trip
 LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
 LEASE_RETRY_DELAY = 0.02  # base of the backoff between lease and push attempts (_retry's curve)
+INLINE_LIMIT = 0.002  # a replica call on the event loop that took longer than this (seconds)...
+INLINE_PAUSE = 10.0  # ...keeps that replica's calls on its engine thread for this long
 
 
 def _total_changes(conn: Any) -> int:
@@ -398,9 +404,11 @@ class ReplicaBackend(Backend):
         self._release: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._yielding: asyncio.Future[None] | None = None  # set while handing the lease over
-        self._group_open = False  # engine thread: the outer BEGIN of the commits not yet pushed
-        self._group_changes = 0  # engine thread: total_changes() when the group opened
-        self._group_failed: Exception | None = None  # engine thread: a RELEASE failed, group undone
+        # Connection state, touched only where the connection is used (see _on_conn):
+        self._group_open = False  # the outer BEGIN of the commits not yet pushed
+        self._group_changes = 0  # total_changes() when the group opened
+        self._group_failed: Exception | None = None  # a RELEASE failed, the group was undone
+        self._inline_paused_until = 0.0  # monotonic: calls stay on the engine thread until then
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
         self._boot = ""  # serializable replicas that know the boot commit at synchronous=NORMAL
@@ -596,9 +604,9 @@ class ReplicaBackend(Backend):
             return None
         if self._dirty and self._lease is None:
             return None  # a read beside leftovers the next write resets (docs/consistency.md)
-        if self._group_open or self._batch is not None:
-            return self._join_batch()
-        if await self._engine.call(self._pending) == 0:
+        if self._group_open or self._batch is not None or self._group_failed is not None:
+            return self._join_batch()  # a failed group fails in the flusher, for every caller in it
+        if await self._on_conn(self._pending) == 0:
             return None  # nothing this transaction could have seen is unpushed
         return self._join_batch()
 
@@ -618,8 +626,7 @@ class ReplicaBackend(Backend):
                     if batch is None:
                         break
                     try:
-                        if await self._engine.call(self._commit_group):
-                            await self._push_under_lease()
+                        await self._push_under_lease(commit=True)
                     except Exception as exc:
                         batch.done.set_exception(exc)
                         batch.done.exception()  # retrieved here; every waiter gets it via its await
@@ -638,8 +645,12 @@ class ReplicaBackend(Backend):
                     await self._leases.release(lease)
                 yielding.set_result(None)
 
-    async def _push_under_lease(self) -> None:
-        """Push through the lease's fenced URL; resolve every failure to a known outcome or say so."""
+    async def _push_under_lease(self, *, commit: bool = False) -> None:
+        """Push through the lease's fenced URL; resolve every failure to a known outcome or say so.
+
+        ``commit``: COMMIT the group first, in the same engine call as the first push (one hop,
+        not two); a failed COMMIT raises as it is, and a group with nothing to push sends nothing.
+        """
         deadline = time.monotonic() + self.policy.write_timeout
         maybe_applied = False
         attempt = 0
@@ -649,16 +660,22 @@ class ReplicaBackend(Backend):
                 await self._reset()
                 raise TursoBusyError("the write lease was lost before the push", code="TURSO_LEASE_LOST")
             asked = time.monotonic()
-            try:
-                await self._engine.call(self._push_fenced, self._leases.fenced_url(lease))
+            url = self._leases.fenced_url(lease)
+            if commit:
+                commit = False
+                outcome = await self._engine.call(self._commit_then_push, url)
+            else:
+                outcome = await self._engine.call(self._push_reporting, url)
+            if outcome is None:
+                return  # the group changed nothing: no push was sent
+            if outcome is True:
                 lease.valid_until = asked + lease.ttl  # each push extends the lease on the server
                 self.status.last_push = time.time()
                 self._clear_error()
                 return
-            except TursoError as exc:
-                refused = _refused(exc)
-                maybe_applied = maybe_applied or not refused
-                self._record_error("push", exc)
+            refused = _refused(outcome)
+            maybe_applied = maybe_applied or not refused
+            self._record_error("push", outcome)
             if not refused:
                 try:  # still ours? then pushing again is safe: the sync client skips what landed
                     await self._leases.renew(lease)
@@ -748,11 +765,11 @@ class ReplicaBackend(Backend):
     async def _autocommit_once(self, fn: Callable[[Any], T]) -> T:
         async with self._gate():
             try:
-                result: T = await self._engine.call(self._speculate, fn)
+                result: T = await self._on_conn(self._speculate, fn)
                 durable = await self._after_commit()
             except _Speculation:
                 await self._before_transaction()
-                result = await self._engine.call(self._in_savepoint, fn)
+                result = await self._on_conn(self._in_savepoint, fn)
                 durable = await self._after_commit()
         if durable is not None:
             await durable
@@ -807,15 +824,42 @@ class ReplicaBackend(Backend):
         self._finish(state, "COMMIT")
         return result
 
-    # -- local group commit (engine thread) -----------------------------------------------------
+    # -- statements on the event loop while the engine thread is idle --------------------------
+    # A replica's statements are local (its pushes and pulls are what reach the network) and
+    # short, and under the gate one caller at a time uses the connection: a hop to the engine
+    # thread and back (two wake-ups, ~0.1-0.2 ms on 2 cores) cost more than most statements. So a
+    # call runs right here when the engine thread has nothing queued or running; the loop queues
+    # nothing while it runs it, so the two threads never touch the connection at once, and calls
+    # keep their order. A call that ran longer than INLINE_LIMIT (a big scan) sends this
+    # replica's calls back to the engine thread for INLINE_PAUSE, so the loop is not held again.
+    def _inline_now(self) -> bool:
+        return self._engine.idle() and time.monotonic() >= self._inline_paused_until
+
+    def _run_inline(self, fn: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            if time.perf_counter() - started > INLINE_LIMIT:
+                self._inline_paused_until = time.monotonic() + INLINE_PAUSE
+
+    async def _on_conn(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._inline_now():
+            return self._run_inline(fn, *args)
+        return await self._engine.call(fn, *args)
+
+    # -- local group commit -----------------------------------------------------------------
     async def _commit(self, state: _TxState) -> None:
         if not self.serializable:
             await super()._commit(state)
             return
         # A savepoint's RELEASE: nobody needs its reply, since the caller waits for the push
-        # anyway and the jobs run in order (the next statement, the flusher's COMMIT come after
+        # anyway and the calls run in order (the next statement, the flusher's COMMIT come after
         # it). Should it fail, the group is rolled back and its push fails (_release_savepoint).
-        self._engine.submit(self._release_savepoint, state)
+        if self._inline_now():
+            self._run_inline(self._release_savepoint, state)
+        else:
+            self._engine.submit(self._release_savepoint, state)
 
     def _release_savepoint(self, state: _TxState) -> None:
         try:
@@ -927,6 +971,21 @@ class ReplicaBackend(Backend):
                 conn.push()
         finally:
             self._push_url = None
+
+    def _push_reporting(self, url: str) -> Literal[True] | TursoError:
+        """:meth:`_push_fenced`: ``True`` when it landed, else its failure (returned, not raised)."""
+        try:
+            self._push_fenced(url)
+        except TursoError as exc:
+            return exc
+        return True
+
+    def _commit_then_push(self, url: str) -> Literal[True] | TursoError | None:
+        """The flusher's first call: COMMIT the group (its failure raises), then push it;
+        ``None`` when the group left nothing to push (no request sent)."""
+        if not self._commit_group():
+            return None
+        return self._push_reporting(url)
 
     def _rebootstrap(self) -> None:
         """Replace the replica with a fresh copy of the server's database.

@@ -18,8 +18,9 @@ token is scoped to one database) every namespace lives in ``<url>/<TURSO_NAMESPA
 ``TURSO_NAMESPACE``) is a startup error naming both (``TURSO_MODE_CONFLICT``): it used to drop the
 URL silently and run on a pod-local file. ``TURSO_MODE=sync`` without any URL, or any other mode,
 is a startup error too. ``TURSO_EXECUTOR`` (``thread``, the
-default, or ``inline``) says where a local file's statements run; replicas always use a thread,
-since their push and pull are network calls, so ``inline`` with a sync URL is an error.
+default, or ``inline``) says where a local file's statements run; a replica always has a thread,
+since its push and pull are network calls, so ``inline`` with a sync URL is an error (its
+statements run on the loop while that thread is idle: ``_backends.ReplicaBackend._on_conn``).
 """
 
 from __future__ import annotations

@@ -176,6 +176,9 @@ class Engine(Protocol):
     def submit(self, fn: Callable[..., object], *args: Any) -> None:
         """Queue ``fn(*args)`` without waiting for it; ``fn`` handles its own errors."""
 
+    def idle(self) -> bool:
+        """Whether every call submitted so far has finished (checked on the submitting thread)."""
+
     async def stop(self) -> None: ...
 
 
@@ -194,6 +197,9 @@ class InlineEngine:
         if self._closed:
             raise TursoClosedError("the Turso engine is stopped", code="TURSO_CLOSED")
         fn(*args)
+
+    def idle(self) -> bool:
+        return True
 
     async def stop(self) -> None:
         self._closed = True
@@ -217,6 +223,10 @@ class EngineThread:
     def __init__(self, name: str) -> None:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._closed = False
+        # Two counters, each written by one thread only (no lock): jobs queued by the event
+        # loop, jobs the engine thread has finished. Equal means nothing is queued or running.
+        self._submitted = 0
+        self._finished = 0
         self._thread = threading.Thread(target=self._run, name=f"turso:{name}", daemon=True)
         self._thread.start()
 
@@ -226,6 +236,7 @@ class EngineThread:
             if loop is None or fut is None:  # submitted: nobody waits for the result
                 with contextlib.suppress(Exception):
                     fn(*args)
+                self._finished += 1
                 continue
             # A job runs even when its caller was cancelled: skipping a COMMIT or ROLLBACK would
             # strand a connection inside its transaction. Only the result is dropped.
@@ -235,6 +246,7 @@ class EngineThread:
                 ok, value = False, exc
             else:
                 ok, value = True, result
+            self._finished += 1
             with contextlib.suppress(RuntimeError):  # the loop closed while we worked
                 loop.call_soon_threadsafe(_settle, fut, ok, value)
         _transport.close_connections()  # this thread's kept-alive sync connections
@@ -245,6 +257,7 @@ class EngineThread:
             raise TursoClosedError("the Turso engine thread is stopped", code="TURSO_CLOSED")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
+        self._submitted += 1
         self._queue.put((loop, fut, fn, args))
         return await fut
 
@@ -252,7 +265,13 @@ class EngineThread:
         """Queue ``fn(*args)`` behind every earlier call, without a reply (``fn`` keeps its errors)."""
         if self._closed:
             raise TursoClosedError("the Turso engine thread is stopped", code="TURSO_CLOSED")
+        self._submitted += 1
         self._queue.put((None, None, fn, args))
+
+    def idle(self) -> bool:
+        """Nothing queued or running. Only the thread that submits (the event loop) may ask: it
+        queues nothing while it runs, so "idle" stays true until it submits again."""
+        return self._finished == self._submitted
 
     async def stop(self) -> None:
         """Finish queued work, then end the thread."""
