@@ -329,8 +329,11 @@ _PROBE_SAVEPOINT = "buntime_probe"
 LEASE_LINGER = 0.002  # keep an idle lease this long: the next commit of a busy pod skips a round trip
 LEASE_MAX_HOLD = 0.1  # then give it back and queue again, so other pods get their turn
 LEASE_RETRY_DELAY = 0.02  # base of the backoff between lease and push attempts (_retry's curve)
-INLINE_LIMIT = 0.002  # a replica call on the event loop that took longer than this (seconds)...
-INLINE_PAUSE = 10.0  # ...keeps that replica's calls on its engine thread for this long
+# A replica call on the event loop that took longer than INLINE_LIMIT seconds (wall clock: a big
+# scan, a cold disk) keeps that replica's calls on its engine thread for INLINE_PAUSE seconds.
+# Not lower: at 2 ms, the scheduler's own pauses on a busy 2-core machine tripped it.
+INLINE_LIMIT = 0.01
+INLINE_PAUSE = 5.0
 
 
 def _total_changes(conn: Any) -> int:
@@ -840,8 +843,15 @@ class ReplicaBackend(Backend):
         try:
             return fn(*args)
         finally:
-            if time.perf_counter() - started > INLINE_LIMIT:
+            if (elapsed := time.perf_counter() - started) > INLINE_LIMIT:
                 self._inline_paused_until = time.monotonic() + INLINE_PAUSE
+                log.debug(
+                    "Turso replica %s: a call held the event loop %.0f ms; its calls run on the "
+                    "engine thread for %gs",
+                    self.path,
+                    elapsed * 1000,
+                    INLINE_PAUSE,
+                )
 
     async def _on_conn(self, fn: Callable[..., T], *args: Any) -> T:
         if self._inline_now():
