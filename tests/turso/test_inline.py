@@ -78,8 +78,9 @@ async def test_an_idle_replica_runs_statements_on_the_loop_and_hops_once_for_the
         for i in range(3):
             await insert(a, recorder, f"a{i}")
         assert recorder.threads == {threading.get_ident()}  # the loop's own thread
-        # One call per transaction reaches the engine thread: COMMIT of the group + its push.
-        assert recorder.engine_calls == ["_commit_then_push"] * 3
+        # One call per transaction reaches the engine thread: COMMIT of the group + its push (a
+        # background pull, should one fall in the window, is no part of the transactions).
+        assert [c for c in recorder.engine_calls if c != "_sync_once"] == ["_commit_then_push"] * 3
     finally:
         await a.aclose()
     rows = await server_rows(server, tmp_path, "SELECT who FROM t ORDER BY id")

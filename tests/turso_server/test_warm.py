@@ -159,3 +159,43 @@ async def test_a_loopback_connection_is_ready_without_a_turn_of_the_loop(child: 
         assert await select_one(warm.host, warm.port, sock) == 200
     finally:
         warm.close()
+
+
+async def test_a_connection_still_in_progress_is_awaited_on_the_loop() -> None:
+    """A listener whose backlog is full leaves a new connection in progress (the kernel drops
+    its SYN): take() waits for it on the loop, and gets it once the listener makes room."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(8):  # fill the accept queue until a connect no longer completes at once
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+            warm = WarmConnections("127.0.0.1", port)
+            try:
+                opening = warm._open()
+                assert not opening.done()
+                listener.setblocking(False)
+                accepted = []
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 10
+                while not opening.done() and loop.time() < deadline:
+                    try:
+                        accepted.append(listener.accept()[0])
+                    except BlockingIOError:
+                        pass
+                    await asyncio.sleep(0.05)
+                sock, _ = await opening
+                assert sock.getpeername()[1] == port
+                sock.close()
+                for conn in accepted:
+                    conn.close()
+            finally:
+                warm.close()
+        finally:
+            for filler in fillers:
+                filler.close()

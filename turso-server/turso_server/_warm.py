@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import select
 import socket
 import time
 from collections import deque
@@ -136,11 +135,12 @@ def _connect_now(sock: socket.socket, address: tuple[str, int]) -> bool:
         return True
     if code != errno.EINPROGRESS:
         raise OSError(code, os.strerror(code))
-    _, writable, _ = select.select((), (sock,), (), 0)
-    if not writable:
-        return False  # the loop waits for it (asyncio's sock_connect takes an EALREADY as pending)
     if error := sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
         raise OSError(error, os.strerror(error))
+    try:
+        sock.getpeername()  # no select(): a server's descriptors can be past FD_SETSIZE
+    except OSError:
+        return False  # still connecting: the loop waits (asyncio's sock_connect takes EALREADY)
     return True
 
 
