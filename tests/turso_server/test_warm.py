@@ -8,6 +8,7 @@ connection left open and unused would hold the child for the ~minute of its idle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import Iterator
@@ -184,10 +185,8 @@ async def test_a_connection_still_in_progress_is_awaited_on_the_loop() -> None:
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 10
                 while not opening.done() and loop.time() < deadline:
-                    try:
+                    with contextlib.suppress(BlockingIOError):
                         accepted.append(listener.accept()[0])
-                    except BlockingIOError:
-                        pass
                     await asyncio.sleep(0.05)
                 sock, _ = await opening
                 assert sock.getpeername()[1] == port
