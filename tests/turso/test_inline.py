@@ -9,9 +9,10 @@ to the engine thread for a while.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,22 @@ class Recorder:
         return run
 
 
-async def replica(service: TursoService) -> ReplicaBackend:
-    backend = await service._backend(NS)
-    assert isinstance(backend, ReplicaBackend) and backend.serializable
-    return backend
+@contextlib.asynccontextmanager
+async def one_pod(server: TursoServer, root: Path) -> AsyncIterator[tuple[TursoService, ReplicaBackend]]:
+    """A pod with the schema, and its serializable replica backend; closed on the way out."""
+    service = pod(server, root, "a")
+    try:
+        await schema(service)
+        backend = await service._backend(NS)
+        assert isinstance(backend, ReplicaBackend) and backend.serializable
+        yield service, backend
+    finally:
+        await service.aclose()
+
+
+async def landed(server: TursoServer, root: Path) -> list[object]:
+    """The ``who`` of every row on the server, in id order."""
+    return [r["who"] for r in await server_rows(server, root, "SELECT who FROM t ORDER BY id")]
 
 
 async def insert(service: TursoService, recorder: Recorder, who: str) -> None:
@@ -70,10 +83,7 @@ async def insert(service: TursoService, recorder: Recorder, who: str) -> None:
 async def test_an_idle_replica_runs_statements_on_the_loop_and_hops_once_for_the_push(
     server: TursoServer, tmp_path: Path
 ) -> None:
-    a = pod(server, tmp_path, "a")
-    try:
-        await schema(a)
-        backend = await replica(a)
+    async with one_pod(server, tmp_path) as (a, backend):
         recorder = Recorder(backend)
         for i in range(3):
             await insert(a, recorder, f"a{i}")
@@ -81,19 +91,13 @@ async def test_an_idle_replica_runs_statements_on_the_loop_and_hops_once_for_the
         # One call per transaction reaches the engine thread: COMMIT of the group + its push (a
         # background pull, should one fall in the window, is no part of the transactions).
         assert [c for c in recorder.engine_calls if c != "_sync_once"] == ["_commit_then_push"] * 3
-    finally:
-        await a.aclose()
-    rows = await server_rows(server, tmp_path, "SELECT who FROM t ORDER BY id")
-    assert [r["who"] for r in rows] == ["a0", "a1", "a2"]
+    assert await landed(server, tmp_path) == ["a0", "a1", "a2"]
 
 
 async def test_statements_queue_behind_work_the_engine_thread_still_has(
     server: TursoServer, tmp_path: Path
 ) -> None:
-    a = pod(server, tmp_path, "a")
-    try:
-        await schema(a)
-        backend = await replica(a)
+    async with one_pod(server, tmp_path) as (a, backend):
         recorder = Recorder(backend)
         order: list[str] = []
         backend._engine.submit(lambda: (time.sleep(0.3), order.append("engine job")))
@@ -104,19 +108,13 @@ async def test_statements_queue_behind_work_the_engine_thread_still_has(
         assert recorder.threads and threading.get_ident() not in recorder.threads
         assert recorder.engine_calls[0] == "_in_tx"
         assert backend._engine.idle()
-    finally:
-        await a.aclose()
-    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
-    assert [r["who"] for r in rows] == ["queued"]
+    assert await landed(server, tmp_path) == ["queued"]
 
 
 async def test_a_statement_that_held_the_loop_too_long_sends_the_next_ones_to_the_engine_thread(
     server: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a = pod(server, tmp_path, "a")
-    try:
-        await schema(a)
-        backend = await replica(a)
+    async with one_pod(server, tmp_path) as (a, backend):
         recorder = Recorder(backend)
         monkeypatch.setattr(backends, "INLINE_LIMIT", 0.0)  # every statement counts as too long
         await insert(a, recorder, "first")
@@ -129,20 +127,14 @@ async def test_a_statement_that_held_the_loop_too_long_sends_the_next_ones_to_th
         recorder.threads.clear()
         await insert(a, recorder, "third")
         assert recorder.threads == {threading.get_ident()}
-    finally:
-        await a.aclose()
-    rows = await server_rows(server, tmp_path, "SELECT who FROM t ORDER BY id")
-    assert [r["who"] for r in rows] == ["first", "second", "third"]
+    assert await landed(server, tmp_path) == ["first", "second", "third"]
 
 
 async def test_concurrent_writers_with_statements_on_the_loop_all_land(
     server: TursoServer, tmp_path: Path
 ) -> None:
     """16 writers, statements inline between pushes, stats() read meanwhile: every row lands once."""
-    a = pod(server, tmp_path, "a")
-    try:
-        await schema(a)
-        backend = await replica(a)
+    async with one_pod(server, tmp_path) as (a, backend):
 
         async def writer(k: int) -> None:
             for i in range(10):
@@ -156,10 +148,9 @@ async def test_concurrent_writers_with_statements_on_the_loop_all_land(
                 await asyncio.sleep(0)
 
         await asyncio.gather(*(writer(k) for k in range(16)), reader())
-    finally:
-        await a.aclose()
-    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
-    assert sorted(r["who"] for r in rows) == sorted(f"w{k}-{i}" for k in range(16) for i in range(10))
+    assert sorted(map(str, await landed(server, tmp_path))) == sorted(
+        f"w{k}-{i}" for k in range(16) for i in range(10)
+    )
 
 
 async def test_engine_thread_idle_counts_queued_and_running_calls() -> None:
@@ -170,8 +161,9 @@ async def test_engine_thread_idle_counts_queued_and_running_calls() -> None:
         engine.submit(lambda: (started.set(), release.wait(5)))
         assert not engine.idle()
         pending = asyncio.ensure_future(engine.call(lambda: 42))
+        await asyncio.sleep(0)  # the task queues its call
         assert started.wait(5)
-        assert not engine.idle()  # one running, one queued
+        assert engine._submitted - engine._finished == 2  # one running, one queued
         release.set()
         assert await pending == 42
         assert engine.idle()
