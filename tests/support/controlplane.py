@@ -28,7 +28,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -41,6 +40,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from tests.support.ports import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
@@ -72,20 +73,6 @@ def find_binary(name: str, env_var: str) -> Path:
             f"or point {env_var} at an existing {name} binary."
         )
     return path
-
-
-def _free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct loopback ports that were free a moment ago."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -441,7 +428,7 @@ class ControlPlane:
             # Ports are probed then released, so another process can grab one in
             # between; retry the whole start a few times when that happens.
             for attempt in range(3):
-                self._apiserver_port, self._etcd_port, peer_port = _free_ports(3)
+                self._apiserver_port, self._etcd_port, peer_port = free_ports(3)
                 try:
                     self._start_etcd(etcd_bin, peer_port)
                     self._start_apiserver(apiserver_bin)

@@ -55,7 +55,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -73,6 +72,7 @@ from tests.support.controlplane import (
     run_until,
     stop_on_signals,
 )
+from tests.support.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
@@ -228,12 +228,6 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.5) -> Any:
@@ -969,7 +963,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 "--use-service-account-credentials=true",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={_free_port()}",
+                f"--secure-port={free_port()}",
                 f"--cert-dir={self.workdir / 'kcm-certs'}",
                 "--controllers=*",
                 # Its default, /usr/libexec/kubernetes/..., would be created on the machine.
@@ -987,7 +981,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={_free_port()}",
+                f"--secure-port={free_port()}",
                 f"--cert-dir={self.workdir / 'scheduler-certs'}",
                 "--v=1",
             ],
@@ -997,7 +991,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         root = self.workdir / "kubelet"
         (root / "pki").mkdir(parents=True)
         (self.workdir / "resolv.conf").write_text("")
-        self.kubelet_port = _free_port(GATEWAY)
+        self.kubelet_port = free_port(GATEWAY)
         _run(
             "iptables",
             "-w",
@@ -1017,7 +1011,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "port": self.kubelet_port,
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
-            "healthzPort": _free_port(),
+            "healthzPort": free_port(),
             # The API server calls kubelet (logs, exec, port-forward) without a client
             # certificate; the fence keeps pods away from this port.
             "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
@@ -1094,14 +1088,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 # same bridge come back through the host (no br_netfilter needed). It never
                 # leaves the bridge.
                 "--masquerade-all",
-                f"--healthz-bind-address=127.0.0.1:{_free_port()}",
-                f"--metrics-bind-address=127.0.0.1:{_free_port()}",
+                f"--healthz-bind-address=127.0.0.1:{free_port()}",
+                f"--metrics-bind-address=127.0.0.1:{free_port()}",
                 "--v=1",
             ],
         )
 
     def _start_coredns(self) -> None:
-        ready_port = _free_port()
+        ready_port = free_port()
         corefile = self.workdir / "Corefile"
         corefile.write_text(
             f""".:53 {{

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from aiohttp import ClientSession, web
 
+from tests.support.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,12 +33,6 @@ def tursodb_bin() -> str:
     if found:
         return found
     raise RuntimeError("tursodb not found: run `make tools` (hack/install-tools.sh) or set TURSODB_BIN")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
