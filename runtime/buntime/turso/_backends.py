@@ -720,9 +720,7 @@ class ReplicaBackend(Backend):
         self._lease = lease
         if not fresh:
             return False
-        try:
-            await self._engine.call(self._push_fenced, self._leases.fenced_url(lease))
-        except TursoError:
+        if await self._engine.call(self._push_reporting, self._leases.fenced_url(lease)) is not True:
             return False
         self.status.last_push = time.time()
         return True
