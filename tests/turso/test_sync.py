@@ -16,6 +16,8 @@ from buntime.turso import Database, TursoError, TursoService, TursoUnavailableEr
 from tests.support.tursodb import SyncServer
 from tests.support.tursoserver import SyncEndpoint, TursoServer
 
+FD_SETSIZE = 1024  # glibc's: select() refuses descriptors from here on
+
 INTERVAL = "0.2s"
 
 
@@ -382,6 +384,31 @@ async def test_sync_requests_reuse_one_connection(sync_server: SyncEndpoint, tmp
         assert _transport.stats.opened - opened <= 1
     finally:
         await a.aclose()
+
+
+async def test_connections_past_fd_setsize_are_reused(sync_server: SyncEndpoint, tmp_path: Path) -> None:
+    """A process with many files open (a multi-tenant pod, a busy server) gets socket numbers
+    past ``FD_SETSIZE``, where ``select()`` fails: the transport's idle check must still work, or
+    every sync request opens a new connection."""
+    import os
+
+    from buntime.turso import _transport
+
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(FD_SETSIZE + 16)]
+    try:
+        a = single(sync_server.url, tmp_path / "a" / "r.db")
+        try:
+            await create_table(a)
+            opened, sent = _transport.stats.opened, _transport.stats.requests
+            for i in range(10):
+                await insert(a, f"v{i}")
+            assert _transport.stats.requests - sent >= 10
+            assert _transport.stats.opened - opened <= 1
+        finally:
+            await a.aclose()
+    finally:
+        for fd in spare:
+            os.close(fd)
 
 
 async def test_closing_right_after_writes_leaves_no_http_session_open(

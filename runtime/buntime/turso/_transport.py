@@ -92,15 +92,18 @@ def _close_all() -> None:
 
 def _dropped(conn: http.client.HTTPConnection) -> bool:
     """An idle kept-alive connection with something to read has been closed by the server
-    (a restart, its idle timeout): never send on it (what urllib3 checks too)."""
+    (a restart, its idle timeout): never send on it (what urllib3 checks too). ``poll``, not
+    ``select``: a process with many files open has sockets past ``FD_SETSIZE``, which
+    ``select`` refuses, and every request would have opened a new connection."""
     sock = conn.sock
     if sock is None:
         return True
+    poller = select.poll()
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 class _Reply:
