@@ -32,7 +32,8 @@ latencies (``transaction()`` call to return).
   acknowledged once its push landed, and a replica from another boot resets, docs/consistency.md).
 * requests/tx: turso-server's own request counters (admin ``/metrics``) for the case's namespace,
   from after the setup to the end of the loop, divided by every transaction that returned in
-  that time (warm-up and window edges included on both sides).
+  that time (warm-up and window edges included on both sides); and turso-server's CPU time
+  (user + system, ``/proc/<pid>/stat``) over the same span, per request it answered for the case.
 * sync 1/16w, push cursors off: as sync 1/16 against a second turso-server started with
   ``TURSO_PUSH_CURSORS=false``, so every push is two requests to tursodb again.
 * round trip: at the start of every round, over a kept-alive aiohttp connection, p50: a
@@ -96,6 +97,7 @@ class Result:
     errors: int = 0
     done: int = 0  # every transaction that returned, warm-up and window edges included
     requests: dict[str, float] = field(default_factory=dict)  # turso-server route -> requests
+    server_cpu: float = 0.0  # turso-server's CPU seconds (user + system) over the same span
 
     @property
     def rate(self) -> float:
@@ -111,6 +113,7 @@ class Result:
             self.errors + other.errors,
             self.done + other.done,
             dict(self.requests),
+            self.server_cpu + other.server_cpu,
         )
 
     def then(self, other: Result) -> Result:
@@ -125,7 +128,9 @@ class Result:
         """Requests turso-server answered per transaction, by route (sync cases only)."""
         if not self.requests or not self.done:
             return ""
-        return " ".join(f"{route} {n / self.done:.2f}" for route, n in sorted(self.requests.items()))
+        routes = " ".join(f"{route} {n / self.done:.2f}" for route, n in sorted(self.requests.items()))
+        cpu = self.server_cpu / sum(self.requests.values()) * 1e6 if self.server_cpu else 0.0
+        return f"{routes}; CPU {cpu:.0f} us/request" if cpu else routes
 
 
 async def closed_loop(
@@ -161,17 +166,42 @@ def service_env(tmp: Path, url: str | None, **extra: str) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Counted:
+    """The turso-server a case runs against: its admin URL, the case's namespace, its process."""
+
+    admin: str
+    namespace: str
+    pid: int
+
+    def snapshot(self) -> tuple[dict[tuple[str, str], float], float]:
+        return server_requests(self.admin), process_cpu(self.pid)  # CPU after /metrics is served
+
+    def between(self, before: tuple[dict[tuple[str, str], float], float], result: Result) -> None:
+        """Set ``result``'s requests and server CPU from ``before`` to now."""
+        cpu = process_cpu(self.pid)  # before /metrics, so neither side counts serving it
+        requests = server_requests(self.admin)
+        result.requests = requests_between(before[0], requests, self.namespace)
+        result.server_cpu = cpu - before[1]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used, from ``/proc/<pid>/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def service_case(
     env: dict[str, str],
     writers: int,
     *,
     synchronous: str | None = None,
-    counted: tuple[str, str] | None = None,
+    counted: Counted | None = None,
 ) -> Result:
     """One TursoService, ``writers`` concurrent ``transaction()`` inserts.
 
-    ``counted`` is ``(admin URL, namespace)``: turso-server's requests for that namespace from
-    after the setup to the end of the loop go into ``Result.requests``.
+    ``counted``: turso-server's requests for the case's namespace and its CPU time from after
+    the setup to the end of the loop go into ``Result.requests`` and ``Result.server_cpu``.
     """
     async with TursoService(resolve_config(env=env)) as service:
         if synchronous:  # a replica has one connection: the pragma holds for every transaction
@@ -181,11 +211,10 @@ async def service_case(
         def op(slot: int, i: int) -> Awaitable[object]:
             return service.transaction(lambda db: db.run(INSERT, [f"{slot}-{i}"]), max_retries=1000)
 
-        before = await asyncio.to_thread(server_requests, counted[0]) if counted else {}
+        before = await asyncio.to_thread(counted.snapshot) if counted else None
         result = await closed_loop(op, writers, time.time() + WARMUP, WINDOW)
-        if counted:
-            after = await asyncio.to_thread(server_requests, counted[0])
-            result.requests = requests_between(before, after, counted[1])
+        if counted and before:
+            await asyncio.to_thread(counted.between, before, result)
         return result
 
 
@@ -284,7 +313,7 @@ async def round_trips(base: str, namespace_url: str, samples: int = 200) -> tupl
     return percentile(healthz, 50), percentile(lease, 50), percentile(pipeline, 50)
 
 
-def pods_case(url: str, tmp: Path, pods: int, writers: int, admin: str) -> Result:
+def pods_case(url: str, tmp: Path, pods: int, writers: int, counted: Counted) -> Result:
     """``pods`` processes x ``writers``; each opens and warms up, then all start on one signal."""
     procs = [
         subprocess.Popen(
@@ -309,7 +338,7 @@ def pods_case(url: str, tmp: Path, pods: int, writers: int, admin: str) -> Resul
             assert proc.stdout is not None and proc.stdin is not None
             if proc.stdout.readline().strip() != "ready":
                 raise SystemExit("a pod process failed to start")
-        before = server_requests(admin)
+        before = counted.snapshot()
         start = time.time() + 1.0
         for proc in procs:
             assert proc.stdin is not None
@@ -320,7 +349,7 @@ def pods_case(url: str, tmp: Path, pods: int, writers: int, admin: str) -> Resul
             assert proc.stdout is not None
             payload = json.loads(proc.stdout.read())
             merged = merged.merge(Result(WINDOW, payload["latencies"], payload["errors"], payload["done"]))
-        merged.requests = requests_between(before, server_requests(admin), url.rsplit("/", 1)[-1])
+        counted.between(before, merged)
         return merged
     finally:
         for proc in procs:
@@ -360,8 +389,8 @@ class Round:
 
 
 def spread(ratios: list[float]) -> str:
-    """``"7.61x (rounds 6.90-8.12x)"``: the median, then the range over the rounds."""
-    return f"{statistics.median(ratios):.2f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}x)"
+    """``"7.613x (rounds 6.90-8.12x)"``: the median, then the range over the rounds."""
+    return f"{statistics.median(ratios):.3f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}x)"
 
 
 def ms(seconds: float) -> str:
@@ -376,19 +405,23 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-consistency-") as raw:
         tmp = Path(raw)
         endpoint = SyncEndpoint(tmp / "server", namespace=None).start()
-        base, admin = endpoint.base_url, endpoint.server.admin_url
+        base = endpoint.base_url
         uncached = SyncEndpoint(tmp / "server-uncached", namespace=None)
         uncached.server.extra_env["TURSO_PUSH_CURSORS"] = "false"
         uncached.start()
 
+        def counted(server: SyncEndpoint, namespace: str) -> Counted:
+            assert server.server.proc is not None
+            return Counted(server.server.admin_url, namespace, server.server.proc.pid)
+
         def sync(namespace: str, writers: int, **options: str) -> Callable[[int], Awaitable[Result]]:
             synchronous = options.pop("synchronous", None)
             server = uncached if options.pop("cursors", "on") == "off" else endpoint
-            url, counter = f"{server.base_url}/{namespace}", server.server.admin_url
+            url = f"{server.base_url}/{namespace}"
 
             def run(round_: int) -> Awaitable[Result]:
                 env = service_env(tmp / f"{namespace}-{round_}", url, **options)
-                return service_case(env, writers, synchronous=synchronous, counted=(counter, namespace))
+                return service_case(env, writers, synchronous=synchronous, counted=counted(server, namespace))
 
             return run
 
@@ -396,7 +429,8 @@ async def main() -> None:
             return lambda round_: service_case(service_env(tmp / f"local{writers}-{round_}", None), writers)
 
         def pods(round_: int) -> Awaitable[Result]:
-            return asyncio.to_thread(pods_case, f"{base}/pods", tmp / f"pods-{round_}", 2, 8, admin)
+            where = counted(endpoint, "pods")
+            return asyncio.to_thread(pods_case, f"{base}/pods", tmp / f"pods-{round_}", 2, 8, where)
 
         cases: dict[str, Callable[[int], Awaitable[Result]]] = {
             **{f"local {n}w": local(n) for n in (1, 4, 16)},
