@@ -63,6 +63,20 @@ async def insert(service: TursoService, value: str, namespace: str = "runtime") 
     await service.transaction(lambda db: db.run("INSERT INTO t(v) VALUES (?)", [value]), namespace=namespace)
 
 
+async def ten_pushes_on_one_connection(service: TursoService) -> None:
+    from buntime.turso import _transport
+
+    try:
+        await create_table(service)
+        opened, sent = _transport.stats.opened, _transport.stats.requests
+        for i in range(10):
+            await insert(service, f"v{i}")
+        assert _transport.stats.requests - sent >= 10, "each push is at least one request"
+        assert _transport.stats.opened - opened <= 1
+    finally:
+        await service.aclose()
+
+
 async def test_single_tenant_write_reaches_other_replica_without_explicit_pull(
     sync_server: SyncEndpoint, tmp_path: Path
 ) -> None:
@@ -374,16 +388,7 @@ async def test_sync_requests_reuse_one_connection(sync_server: SyncEndpoint, tmp
     from buntime.turso import _transport
 
     assert _transport.installed()
-    a = single(sync_server.url, tmp_path / "a" / "r.db")
-    try:
-        await create_table(a)
-        opened, sent = _transport.stats.opened, _transport.stats.requests
-        for i in range(10):
-            await insert(a, f"v{i}")
-        assert _transport.stats.requests - sent >= 10, "each push is at least one request"
-        assert _transport.stats.opened - opened <= 1
-    finally:
-        await a.aclose()
+    await ten_pushes_on_one_connection(single(sync_server.url, tmp_path / "a" / "r.db"))
 
 
 async def test_connections_past_fd_setsize_are_reused(sync_server: SyncEndpoint, tmp_path: Path) -> None:
@@ -392,20 +397,9 @@ async def test_connections_past_fd_setsize_are_reused(sync_server: SyncEndpoint,
     every sync request opens a new connection."""
     import os
 
-    from buntime.turso import _transport
-
     spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(FD_SETSIZE + 16)]
     try:
-        a = single(sync_server.url, tmp_path / "a" / "r.db")
-        try:
-            await create_table(a)
-            opened, sent = _transport.stats.opened, _transport.stats.requests
-            for i in range(10):
-                await insert(a, f"v{i}")
-            assert _transport.stats.requests - sent >= 10
-            assert _transport.stats.opened - opened <= 1
-        finally:
-            await a.aclose()
+        await ten_pushes_on_one_connection(single(sync_server.url, tmp_path / "a" / "r.db"))
     finally:
         for fd in spare:
             os.close(fd)
