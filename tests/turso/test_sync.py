@@ -396,13 +396,21 @@ async def test_connections_past_fd_setsize_are_reused(sync_server: SyncEndpoint,
     past ``FD_SETSIZE``, where ``select()`` fails: the transport's idle check must still work, or
     every sync request opens a new connection."""
     import os
+    import resource
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FD_SETSIZE + 512  # the spare descriptors, and room for the test's own files
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        pytest.skip(f"the open-files limit ({hard}) is below {wanted}")
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(FD_SETSIZE + 16)]
     try:
         await ten_pushes_on_one_connection(single(sync_server.url, tmp_path / "a" / "r.db"))
     finally:
         for fd in spare:
             os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def test_closing_right_after_writes_leaves_no_http_session_open(
