@@ -44,6 +44,7 @@ from typing import Any
 
 import turso.sync
 
+from tests.support.ports import free_port
 from tests.support.tursodb import SyncServer
 from turso_server._confine import Confinement
 from turso_server._sqlguard import check_pipeline
@@ -56,12 +57,6 @@ DATA_TOKEN = "bench-data"
 LATENCY_GOAL = 1.2
 THROUGHPUT_GOAL = 0.85
 NAMESPACE = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tursodb import free_port
+from tests.support.ports import free_port
 from tests.support.tursoserver import TursoServer
 from turso_operator import AdminClient
 from turso_operator._errors import AdminRejectedError, AdminUnavailableError

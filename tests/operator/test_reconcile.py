@@ -18,7 +18,7 @@ import kopf
 import pytest
 
 from tests.support.kopfcontext import drained_reasons, kopf_events
-from tests.support.tursodb import free_port
+from tests.support.ports import free_port
 from tests.support.tursoserver import TursoServer
 from turso_operator import AdminClient, KubeUnavailableError, OperatorError, desired_namespace
 from turso_operator._backoff import backoff_delay

@@ -23,7 +23,7 @@ from pytest_aiohttp import AiohttpClient
 
 from buntime.plugins import BUILTIN_DIR, PluginHost, discover
 from buntime.server import build_app
-from tests.support.tursodb import free_port
+from tests.support.ports import free_port
 
 TURSO = "@buntime/plugin-turso"
 GATEWAY = "@buntime/plugin-gateway"

@@ -11,7 +11,8 @@ from pytest_aiohttp import AiohttpClient
 from buntime.plugins import PluginHost, discover
 from buntime.server import STATE_KEY, build_app
 from tests.server.support import GATEWAY, PROXY, TURSO, builtin_host, start_runtime, write_plugin
-from tests.support.tursodb import SyncServer, free_port
+from tests.support.ports import free_port
+from tests.support.tursodb import SyncServer
 
 TEAPOT_MANIFEST = """
 name: teapot

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.controlplane import ControlPlane
-from tests.support.tursodb import ROOT, free_port, wait_listening
+from tests.support.ports import free_port
+from tests.support.tursodb import ROOT, wait_listening
 from tests.support.tursoserver import TursoServer
 
 CRD_FILE = ROOT / "deploy" / "crds" / "tursonamespaces.turso.buntime.io.yaml"

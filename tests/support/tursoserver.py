@@ -16,7 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.support.tursodb import free_port, tursodb_bin, wait_listening
+from tests.support.ports import free_port
+from tests.support.tursodb import tursodb_bin, wait_listening
 
 
 class TursoServer:

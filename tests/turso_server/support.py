@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 TURSODB = REPO / ".tools" / "bin" / "tursodb"
 SERVER_SCRIPT = Path(sys.executable).with_name("turso-server")
@@ -37,12 +39,6 @@ _PORT_BASE = 21000 + (os.getpid() % 200) * 100
 def next_port_slice() -> int:
     """First port of a fresh backend range of ``PORT_SLICE`` ports."""
     return _PORT_BASE + next(_PORT_SLICES) * PORT_SLICE
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

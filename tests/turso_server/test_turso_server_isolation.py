@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 
-from tests.turso_server.support import DATA_TOKEN, TURSODB, ServerFactory, ServerProcess, free_port
+from tests.support.ports import free_port
+from tests.turso_server.support import DATA_TOKEN, TURSODB, ServerFactory, ServerProcess
 from turso_server._confine import Confinement, landlock_abi
 
 needs_landlock = pytest.mark.skipif(landlock_abi() == 0, reason="this kernel has no Landlock")

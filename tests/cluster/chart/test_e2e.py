@@ -55,7 +55,8 @@ from tests.chart.rendering import (
 )
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import CRD_FILE, OperatorProcess, kubectl, wait_for, wait_ready
-from tests.support.tursodb import free_port, wait_listening
+from tests.support.ports import free_port
+from tests.support.tursodb import wait_listening
 from tests.support.tursoserver import TursoServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

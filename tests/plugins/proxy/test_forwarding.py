@@ -14,7 +14,7 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.plugins.proxy.conftest import BIG_CHUNK, BIG_CHUNKS, GZIPPED
 from tests.server.support import GATEWAY, PROXY, TURSO, start_runtime
-from tests.support.tursodb import free_port
+from tests.support.ports import free_port
 
 RULES = "/redirects/admin/rules"
 
