@@ -1,17 +1,19 @@
 """Fixtures for the Turso service tests.
 
-Feeds in: a local-mode service on a fresh file per test, with each executor. Checks: nothing by itself.
+Feeds in: a local-mode service on a fresh file per test, with each executor; a real turso-server
+(``server``) for the sync-mode tests. Checks: nothing by itself.
 Leaves unmocked: the engine (real pyturso, real MVCC file) — tests count rows in real databases.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from buntime.turso import TursoService, resolve_config
+from tests.support.tursoserver import TursoServer
 
 
 def _local(tmp_path: Path, executor: str) -> TursoService:
@@ -37,3 +39,11 @@ async def threaded_service(tmp_path: Path) -> AsyncIterator[TursoService]:
         yield service
     finally:
         await service.aclose()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[TursoServer]:
+    """A real turso-server for the test, stopped after it."""
+    started = TursoServer(tmp_path / "server").start()
+    yield started
+    started.stop()

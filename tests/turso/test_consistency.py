@@ -22,13 +22,6 @@ from tests.support.tursoserver import TursoServer
 NS = "ledger"
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> TursoServer:
-    started = TursoServer(tmp_path / "server").start()
-    yield started
-    started.stop()
-
-
 def pod(server: TursoServer, root: Path, name: str, **extra: str) -> TursoService:
     env = {
         "TURSO_SERVER_URL": server.url,

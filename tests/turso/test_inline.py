@@ -26,13 +26,6 @@ from tests.support.tursoserver import TursoServer
 from tests.turso.test_consistency import NS, pod, schema, server_rows
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> TursoServer:
-    started = TursoServer(tmp_path / "server").start()
-    yield started
-    started.stop()
-
-
 class Recorder:
     """Which functions went to the engine thread, and on which thread statements ran."""
 
