@@ -2,8 +2,11 @@
 
 Three pod processes (``tests/support/history_pod.py``) run seeded random operations against one
 namespace for ``SECONDS`` while turso-server (with its tursodb children) is SIGKILLed and
-restarted once, and one pod is SIGKILLed and restarted once. Then a fresh replica reads what the
-server holds and the recorded history is checked:
+restarted once, one pod is SIGKILLed and restarted once, and one pod is frozen (SIGSTOP) while it
+holds the namespace's write lease, until another pod has taken the lease over, then thawed (a GC
+pause or a stalled node: the frozen pod still believes it holds the lease, and its next push or
+renewal must be fenced off). Then a fresh replica reads what the server holds and the recorded
+history is checked:
 
 * every acknowledged insert is present exactly once; nothing that failed is present; nothing at all
   is present twice;
@@ -21,9 +24,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,7 @@ pytestmark = pytest.mark.slow
 SECONDS = 30.0
 PODS = ("p0", "p1", "p2")
 NS = "history"
+LEASE_TTL = 1.0  # the pods' TURSO_LEASE_TTL: a frozen holder blocks the others this long
 
 
 class Pod:
@@ -45,7 +51,7 @@ class Pod:
         self, server: TursoServer, root: Path, name: str, seed: int, seconds: float, write_mode: str
     ) -> None:
         self.server, self.root, self.name, self.seed = server, root, name, seed
-        self.env = {**os.environ, "HISTORY_WRITE_MODE": write_mode}
+        self.env = {**os.environ, "HISTORY_WRITE_MODE": write_mode, "HISTORY_LEASE_TTL": f"{LEASE_TTL}s"}
         self.log = root / f"{name}.history.jsonl"
         self.proc: subprocess.Popen[bytes] | None = None
         self.start(seconds)
@@ -80,6 +86,51 @@ class Pod:
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
+
+    def holds(self, lease: dict[str, Any] | None) -> bool:
+        """Whether ``lease`` (turso-server's admin view) is this pod's: ``<host>.<pid>.<random>``."""
+        assert self.proc is not None
+        return lease is not None and lease["holder"].split(".")[-2:-1] == [str(self.proc.pid)]
+
+
+def admin_get(server: TursoServer, path: str) -> bytes:
+    request = urllib.request.Request(
+        f"{server.admin_url}{path}", headers={"Authorization": f"Bearer {server.admin_token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: bytes = response.read()
+        return body
+
+
+def current_lease(server: TursoServer) -> dict[str, Any] | None:
+    lease: dict[str, Any] | None = json.loads(admin_get(server, f"/v1/namespaces/{NS}"))["lease"]
+    return lease
+
+
+def freeze_while_holding(server: TursoServer, pod: Pod, until: float) -> bool:
+    """SIGSTOP ``pod`` at a moment it holds the lease, SIGCONT it once another pod holds it.
+
+    Tries until ``until``; ``True`` once a freeze saw the lease taken over under the frozen pod (it
+    ran out, unrenewed, and the next holder's fence is newer): thawed, the pod carries on with a
+    transaction under a lease it believes it holds, and its renewal or push is refused (409).
+    """
+    assert pod.proc is not None
+    while time.monotonic() < until:
+        lease = current_lease(server)
+        if lease is None or not pod.holds(lease):
+            time.sleep(0.002)
+            continue
+        pod.proc.send_signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 4 * LEASE_TTL
+            while time.monotonic() < deadline:
+                now = current_lease(server)
+                if now is not None and now["fence"] > lease["fence"] and not pod.holds(now):
+                    return True
+                time.sleep(0.05)
+        finally:
+            pod.proc.send_signal(signal.SIGCONT)
+    return False
 
 
 def outcomes(logs: list[Path]) -> dict[str, dict[str, Any]]:
@@ -189,6 +240,9 @@ async def run_history(
             victim = pods[1]
             victim.kill()  # a runtime pod dies mid-traffic and comes back on the same replica dir
             victim.start(max(3.0, started + seconds - time.monotonic()))
+            time.sleep(max(0.0, started + seconds * 0.7 - time.monotonic()))
+            taken_over = freeze_while_holding(server, pods[2], until=started + seconds * 0.85)
+            assert taken_over, "no freeze caught pods[2] holding the lease: the fault did not happen"
         for pod in pods:
             assert pod.wait(timeout=seconds + 60) == 0, (pod.root / f"{pod.name}.out").read_text()[-3000:]
         history = outcomes([pod.log for pod in pods])

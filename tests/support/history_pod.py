@@ -171,6 +171,8 @@ async def main(url: str, token: str, replica_dir: str, pod: str, seed: int, seco
         "TURSO_LOCAL_PATH": os.path.join(replica_dir, "runtime.db"),
         "TURSO_SYNC_INTERVAL": "0.5s",
         "TURSO_WRITE_TIMEOUT": "3s",
+        # Short, so that the checker's pause of a pod past its lease costs the others little.
+        "TURSO_LEASE_TTL": os.environ.get("HISTORY_LEASE_TTL", "5s"),
         # The checker's own self-test: the old last-push-wins path must be caught.
         "TURSO_WRITE_MODE": os.environ.get("HISTORY_WRITE_MODE", "serializable"),
     }

@@ -42,6 +42,24 @@ def test_grant_renew_release_and_fresh(server: ServerProcess) -> None:
     assert grant(server, "pod-a")[1]["fresh"] is False
 
 
+def test_the_admin_view_shows_who_holds_the_lease_never_its_token(server: ServerProcess) -> None:
+    assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
+    assert server.admin("GET", "/v1/namespaces/tenant").json()["lease"] is None
+    _, held = grant(server, "pod-a.1234.xyz", ttl=2)
+    view = server.admin("GET", "/v1/namespaces/tenant")
+    lease = view.json()["lease"]
+    assert lease["holder"] == "pod-a.1234.xyz" and lease["fence"] == held["fence"] and lease["ttl"] == 2
+    assert 0 < lease["expiresIn"] <= 2 and lease["inUse"] is False
+    assert held["token"] not in view.body.decode()
+    listed = server.admin("GET", "/v1/namespaces").json()["namespaces"]
+    assert [n["lease"]["holder"] for n in listed if n["name"] == "tenant"] == ["pod-a.1234.xyz"]
+    assert server.data("DELETE", f"{LEASE}/{held['token']}", token=DATA_TOKEN).status == 204
+    assert server.admin("GET", "/v1/namespaces/tenant").json()["lease"] is None
+    grant(server, "pod-b", ttl=0.2)
+    time.sleep(0.4)  # a holder that died: its lease shows until it runs out, then it is gone
+    assert server.admin("GET", "/v1/namespaces/tenant").json()["lease"] is None
+
+
 def test_a_stale_token_is_fenced_off(server: ServerProcess) -> None:
     assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
     _, old = grant(server, "pod-a", ttl=0.2)

@@ -18,9 +18,10 @@ Routes (all but the probes need ``Authorization: Bearer $TURSO_ADMIN_TOKEN``)::
 Differences from upstream, all deliberate: unknown names are 404 for delete, access and backup
 (upstream: 200 with an empty archive, a crash, a 500); ``create`` distinguishes 201/200 and promotes
 auto namespaces; the namespace limit is 429; the view reports the live ``running``/``port`` (not a
-stale port) and the size of every database file. ``/v1/tokens`` mints one token for several
-namespaces and prefixes, which need not exist yet (a prefix names namespaces to come). Mounted by
-``_app``.
+stale port), the size of every database file and the namespace's live write lease (``lease``:
+holder, fence, ttl, seconds left, in use; ``null`` when none is held). ``/v1/tokens`` mints one
+token for several namespaces and prefixes, which need not exist yet (a prefix names namespaces to
+come). Mounted by ``_app``.
 """
 
 from __future__ import annotations
@@ -68,8 +69,10 @@ EXPIRY_MARGIN = timedelta(days=1)  # between the check and minting, and for the 
 log = get_logger("admin")
 
 
-def namespace_view(record: NamespaceRecord, status: ChildStatus, size: int) -> dict[str, Any]:
-    """The JSON shape of one namespace (upstream's ``namespaceView`` plus live child state)."""
+def namespace_view(
+    record: NamespaceRecord, status: ChildStatus, size: int, lease: dict[str, object] | None
+) -> dict[str, Any]:
+    """The JSON shape of one namespace (upstream's ``namespaceView`` plus live child and lease state)."""
     return {
         "name": record.name,
         "origin": record.origin.value,
@@ -82,6 +85,7 @@ def namespace_view(record: NamespaceRecord, status: ChildStatus, size: int) -> d
         "port": status.port,
         "restarts": status.restarts,
         "sizeBytes": size,
+        "lease": lease,
     }
 
 
@@ -91,7 +95,7 @@ async def _view(request: web.Request, name: str) -> dict[str, Any]:
         raise NamespaceNotFoundError(f"namespace not found: {name}")
     supervisor = request.app[SUPERVISOR]
     size = await asyncio.to_thread(supervisor.size_on_disk, name)
-    return namespace_view(record, supervisor.status(name), size)
+    return namespace_view(record, supervisor.status(name), size, request.app[LEASES].view(name))
 
 
 def _name(request: web.Request) -> str:
@@ -146,11 +150,12 @@ def _optional_string(payload: dict[str, Any], key: str) -> str | None:
 
 
 async def list_namespaces(request: web.Request) -> web.Response:
-    store, supervisor = request.app[STORE], request.app[SUPERVISOR]
+    store, supervisor, leases = request.app[STORE], request.app[SUPERVISOR], request.app[LEASES]
     records = store.records()
     sizes = await asyncio.to_thread(lambda: [supervisor.size_on_disk(r.name) for r in records])
     views = [
-        namespace_view(r, supervisor.status(r.name), size) for r, size in zip(records, sizes, strict=True)
+        namespace_view(r, supervisor.status(r.name), size, leases.view(r.name))
+        for r, size in zip(records, sizes, strict=True)
     ]
     return json_response({"namespaces": views})
 

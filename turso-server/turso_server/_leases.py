@@ -203,6 +203,25 @@ class LeaseTable:
             entry.current.expires_at = 0.0
             entry.current.pinned = 0
 
-    def holders(self) -> dict[str, int]:
-        """``{namespace: fence}`` of every live lease (for metrics and the admin view)."""
-        return {name: lease.fence for name, e in self._namespaces.items() if (lease := self._live(e))}
+    def current(self, name: str) -> Lease | None:
+        """The namespace's live lease, if any (the admin view: who holds up the writers)."""
+        entry = self._namespaces.get(name)
+        return self._live(entry) if entry is not None else None
+
+    def view(self, name: str) -> dict[str, object] | None:
+        """The admin view of the namespace's live lease: who holds up its writers, and how long.
+
+        ``holder`` is what the replica sent (a runtime replica's ``<host>.<pid>.<random>``; ``""``
+        for a push without a lease, run under an implicit one); ``inUse`` while a request runs
+        under it; ``expiresIn`` the seconds left unless renewed. Never the token.
+        """
+        lease = self.current(name)
+        if lease is None:
+            return None
+        return {
+            "holder": lease.holder,
+            "fence": lease.fence,
+            "ttl": lease.ttl,
+            "expiresIn": round(max(0.0, lease.expires_at - self._clock()), 3),
+            "inUse": lease.pinned > 0,
+        }
