@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -93,17 +92,10 @@ class Pod:
         return lease is not None and lease["holder"].split(".")[-2:-1] == [str(self.proc.pid)]
 
 
-def admin_get(server: TursoServer, path: str) -> bytes:
-    request = urllib.request.Request(
-        f"{server.admin_url}{path}", headers={"Authorization": f"Bearer {server.admin_token}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body: bytes = response.read()
-        return body
-
-
 def current_lease(server: TursoServer) -> dict[str, Any] | None:
-    lease: dict[str, Any] | None = json.loads(admin_get(server, f"/v1/namespaces/{NS}"))["lease"]
+    status, view = server.admin("GET", f"/v1/namespaces/{NS}")
+    assert status == 200, view
+    lease: dict[str, Any] | None = view["lease"]
     return lease
 
 

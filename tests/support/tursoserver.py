@@ -7,14 +7,17 @@ The process can be stopped and started again on the same ports and data dir.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.support.ports import free_port
 from tests.support.tursodb import tursodb_bin, wait_listening
@@ -41,6 +44,18 @@ class TursoServer:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
+
+    def admin(self, method: str, path: str) -> tuple[int, Any]:
+        """An admin-port request with the admin token: ``(status, JSON body)`` (text on errors)."""
+        request = urllib.request.Request(
+            f"{self.admin_url}{path}", method=method, headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.read().decode()
 
     def env(self) -> dict[str, str]:
         # Below the kernel's ephemeral range (32768+), where free_port() picks the listeners.

@@ -368,12 +368,9 @@ def test_release_runtime_tokens_open_only_the_runtime_databases(
 
     # A TursoNamespace for one of the runtime's databases is refused, and archives nothing.
     def keyval_created_at() -> str:
-        request = urllib.request.Request(
-            f"{turso.admin_url}/v1/namespaces/keyval",
-            headers={"Authorization": f"Bearer {turso.admin_token}"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return str(json.loads(resp.read())["createdAt"])
+        status, view = turso.admin("GET", "/v1/namespaces/keyval")
+        assert status == 200, view
+        return str(view["createdAt"])
 
     created_at = keyval_created_at()
     tns = {**tns, "metadata": {"name": "grab"}, "spec": {"database": "keyval"}}

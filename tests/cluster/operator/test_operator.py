@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +43,8 @@ def secret(cp: ControlPlane, namespace: str, name: str) -> dict[str, str] | None
     return {k: base64.b64decode(v).decode() for k, v in body["data"].items()}
 
 
-def admin(turso: TursoServer, method: str, path: str) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        f"{turso.admin_url}{path}", method=method, headers={"Authorization": f"Bearer {turso.admin_token}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode()
-
-
 def admin_names(turso: TursoServer) -> set[str]:
-    status, body = admin(turso, "GET", "/v1/namespaces")
+    status, body = turso.admin("GET", "/v1/namespaces")
     assert status == 200, body
     items = body.get("namespaces", body) if isinstance(body, dict) else body
     return {item["name"] for item in items}
@@ -75,7 +62,7 @@ def test_apply_provisions_database_secret_and_ready(
         cond = condition(obj, type_)
         assert cond["status"] == "True" and cond["observedGeneration"] == obj["metadata"]["generation"]
     assert "billing" in admin_names(turso)
-    _, view = admin(turso, "GET", "/v1/namespaces/billing")
+    _, view = turso.admin("GET", "/v1/namespaces/billing")
     assert view["locked"] is True and view["ttl"] == "30d"
 
     data = secret(crd, k8s_namespace, "billing-turso")
@@ -123,7 +110,7 @@ def test_a_database_claimed_twice_is_refused_without_harm(
     ready = condition(obj, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "DatabaseConflict"
     assert f"{k8s_namespace}/first-claim" in ready["message"]
-    _, view = admin(turso, "GET", "/v1/namespaces/shared-db")
+    _, view = turso.admin("GET", "/v1/namespaces/shared-db")
     assert view["locked"] is True, "the second claim must not reconfigure the owner's database"
     crd.request("DELETE", f"{API}/namespaces/{other_ns}/tursonamespaces/second-claim")
     wait_for(lambda: get_tns(crd, other_ns, "second-claim") is None)
@@ -202,7 +189,7 @@ def test_drift_is_repaired(
     assert original is not None
 
     # The database disappears from the server: recreated, and the condition says so.
-    status, _ = admin(turso, "DELETE", "/v1/namespaces/drifty")
+    status, _ = turso.admin("DELETE", "/v1/namespaces/drifty")
     assert status == 200
     obj = wait_for(
         lambda: (
