@@ -209,6 +209,8 @@ class ScopedTokens:
         return MintedToken(token=token, namespaces=entries, access=access, expires_at=expires_at)
 
     def verify(self, token: str) -> Principal:
+        if not token.isascii():  # a JWT is base64url and dots; PyJWT would raise encoding it (a 500)
+            raise UnauthorizedError("invalid token")
         try:
             claims = jwt.decode(
                 token,
