@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -204,6 +206,23 @@ async def test_api_key_guards_every_admin_route(aiohttp_client: AiohttpClient, e
     assert snapshot["blockedRequests"] == 12 and snapshot["allowedRequests"] == snapshot["totalRequests"] - 12
     metrics = await (await client.get("/metrics")).text()
     assert 'buntime_gateway_requests_total{outcome="blocked"} 12.0' in metrics
+
+
+@pytest.mark.parametrize("key", [b"\xff\xfe", "s3cr\u00e9t".encode(), b"s3cret\x80"])
+async def test_an_api_key_that_is_not_ascii_is_401_not_a_500(
+    aiohttp_client: AiohttpClient, env: dict[str, str], key: bytes
+) -> None:
+    """Raw header bytes: aiohttp hands 0xff over as a lone surrogate, which ``str.encode`` refuses."""
+    client = await start_runtime(aiohttp_client, {**env, "GATEWAY_API_KEY": "s3cret"}, TURSO, GATEWAY)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        f"GET {EXCLUDES} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: ".encode() + key + b"\r\n\r\n"
+    )
+    reply = await reader.read()
+    writer.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), reply
+    assert json.loads(body)["code"] == "GATEWAY_UNAUTHORIZED"
 
 
 # -- lifecycle ------------------------------------------------------------------------------------

@@ -221,7 +221,10 @@ class Gateway:
         expected = self.config.api_key
         if expected is None:
             return
-        if presented is None or not hmac.compare_digest(presented.encode(), expected.encode()):
+        # surrogateescape: aiohttp decodes header bytes that are not UTF-8 as lone surrogates;
+        # this gives back the bytes that were sent, so such a key is simply wrong (401).
+        given = None if presented is None else presented.encode("utf-8", "surrogateescape")
+        if given is None or not hmac.compare_digest(given, expected.encode()):
             self.counters.block()
             raise ApiError("missing or invalid X-API-Key", code=UNAUTHORIZED, status=401)
 
