@@ -36,7 +36,7 @@ from tests.turso_server.support import (
     raw_exchange,
 )
 from turso_server import Access, ApiError
-from turso_server._admin import parse_expires_in, parse_json_object
+from turso_server._admin import parse_expires_in
 from turso_server._auth import AdminAuth, DataAuth, ScopedTokens
 from turso_server._durations import parse_duration
 from turso_server._errors import (
@@ -45,7 +45,13 @@ from turso_server._errors import (
     MalformedRequestError,
     UnauthorizedError,
 )
-from turso_server._http import _AIOHTTP_CODES, _STANDARD_HEADERS, check_head, parse_error_reason
+from turso_server._http import (
+    _AIOHTTP_CODES,
+    _STANDARD_HEADERS,
+    check_head,
+    parse_error_reason,
+    parse_json_object,
+)
 from turso_server._names import NAMESPACE_PATTERN, RESERVED_NAMES, validate_name
 from turso_server._proxy import split_target
 

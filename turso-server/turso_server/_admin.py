@@ -27,7 +27,6 @@ come). Mounted by ``_app``.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +49,7 @@ from ._http import (
     Handler,
     add_probe_routes,
     json_response,
+    parse_json_object,
     read_body,
 )
 from ._logging import get_logger
@@ -108,33 +108,6 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise InvalidBodyError(f"body larger than {MAX_ADMIN_BODY} bytes")
     timeout = request.app[CONFIG].client_receive_timeout or None
     return parse_json_object(await read_body(request, timeout=timeout))
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """``raw`` as a JSON object (empty is ``{}``), or :class:`InvalidBodyError`; nothing else escapes.
-
-    The bytes are decoded here as strict UTF-8 whatever the ``Content-Type`` says (aiohttp's
-    ``request.text()`` raised ``UnicodeDecodeError``). ``json`` raises ``RecursionError`` for deep
-    nesting and a plain ``ValueError`` for an integer past Python's digit limit, so both are
-    caught besides ``JSONDecodeError``; the message never quotes the body.
-    """
-    try:
-        text = raw.decode("utf-8").strip()
-    except UnicodeDecodeError as exc:
-        raise InvalidBodyError(f"body is not UTF-8 (byte {exc.start})") from None
-    if not text:
-        return {}
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidBodyError(f"body is not JSON: {exc.msg} at position {exc.pos}") from None
-    except RecursionError:
-        raise InvalidBodyError("body is nested too deeply") from None
-    except ValueError as exc:
-        raise InvalidBodyError(f"body is not usable JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidBodyError("body must be a JSON object")
-    return payload
 
 
 def _optional_string(payload: dict[str, Any], key: str) -> str | None:

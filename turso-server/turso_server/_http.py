@@ -37,7 +37,7 @@ from ._auth import AdminAuth, DataAuth, ScopedTokens
 from ._backup import Backups
 from ._config import ServerConfig
 from ._cursors import PushCursors
-from ._errors import ApiError, ClientClosedError, MalformedRequestError, RequestTimeoutError
+from ._errors import ApiError, ClientClosedError, InvalidBodyError, MalformedRequestError, RequestTimeoutError
 from ._gc import GarbageCollector
 from ._leases import LeaseTable
 from ._logging import get_logger
@@ -166,6 +166,33 @@ async def read_body(request: web.Request, *, timeout: float | None) -> bytes:
         raise RequestTimeoutError(f"the request body did not arrive within {timeout:g}s") from None
     except ConnectionResetError:
         raise ClientClosedError("the client closed the connection while sending its body") from None
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """``raw`` as a JSON object (empty is ``{}``), or :class:`InvalidBodyError`; nothing else escapes.
+
+    The bytes are decoded here as strict UTF-8 whatever the ``Content-Type`` says (aiohttp's
+    ``request.text()`` raised ``UnicodeDecodeError``). ``json`` raises ``RecursionError`` for deep
+    nesting and a plain ``ValueError`` for an integer past Python's digit limit, so both are
+    caught besides ``JSONDecodeError``; the message never quotes the body.
+    """
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise InvalidBodyError(f"body is not UTF-8 (byte {exc.start})") from None
+    if not text:
+        return {}
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidBodyError(f"body is not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise InvalidBodyError("body is nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidBodyError(f"body is not usable JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidBodyError("body must be a JSON object")
+    return payload
 
 
 @web.middleware

@@ -26,7 +26,6 @@ Mounted by ``_app``.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 
@@ -58,6 +57,7 @@ from ._http import (
     SUPERVISOR,
     add_probe_routes,
     json_response,
+    parse_json_object,
     read_body,
 )
 from ._leases import HOLDER_MAX_LENGTH, MAX_TTL, MAX_WAIT
@@ -166,12 +166,9 @@ async def _lease_call(request: web.Request, name: str, rest: str) -> web.Respons
         if name not in app[STORE] and not app[CONFIG].allow_auto_provision:
             raise NotFoundError(f"namespace {name!r} not found")
         raw = await request.content.read(LEASE_BODY_LIMIT + 1)
-        try:
-            body = json.loads(raw) if raw else {}
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidBodyError("lease request body must be JSON") from None
-        if not isinstance(body, dict) or len(raw) > LEASE_BODY_LIMIT:
-            raise InvalidBodyError("lease request body must be a small JSON object")
+        if len(raw) > LEASE_BODY_LIMIT:
+            raise InvalidBodyError(f"lease request body larger than {LEASE_BODY_LIMIT} bytes")
+        body = parse_json_object(raw)
         holder = body.get("holder")
         if (
             not isinstance(holder, str)

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Handler
 
 from ..turso import TursoError
 from ._errors import ApiError
+from ._json import client_json
 
 INVALID_JSON = "INVALID_JSON"
 
@@ -38,7 +39,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 ``INVALID_JSON``."""
     try:
-        body = await request.json()
+        body = client_json(await request.read())
     except ValueError as exc:
         raise ApiError(f"request body must be JSON: {exc}", code=INVALID_JSON, status=400) from exc
     if not isinstance(body, dict):

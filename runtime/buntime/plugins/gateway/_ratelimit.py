@@ -9,7 +9,6 @@ more than the request). Keys follow upstream: ``ip:<client>`` or ``user:<sub>``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._json import client_json
 from ._config import RateLimitConfig
 
 #: Past this many buckets, full (idle) ones are dropped first, then the least recently used.
@@ -38,7 +38,7 @@ def client_ip(request: web.Request) -> str:
 def rate_limit_key(request: web.Request, config: RateLimitConfig) -> str:
     if config.key_by == "user":
         try:
-            sub = json.loads(request.headers.get(IDENTITY_HEADER, ""))["sub"]
+            sub = client_json(request.headers.get(IDENTITY_HEADER, ""))["sub"]
         except (ValueError, KeyError, TypeError):
             sub = None
         if isinstance(sub, str | int) and str(sub):

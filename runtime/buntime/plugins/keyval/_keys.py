@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
+from .._json import client_json
 from ._errors import InvalidKeyError, InvalidRequestError
 
 KeyPart = str | bytes | int | float | bool
@@ -276,7 +277,7 @@ def key_from_query(raw: str | None) -> Key | None:
     text = raw.strip()
     if text.startswith("["):
         try:
-            return key_from_json(json.loads(text))
+            return key_from_json(client_json(text))
         except ValueError as exc:
             if isinstance(exc, InvalidKeyError):
                 raise

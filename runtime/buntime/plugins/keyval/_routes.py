@@ -30,6 +30,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...turso import TursoError
+from .._json import client_json
 from ._atomic import make_mutation, mutation_key_from_json
 from ._errors import (
     InvalidKeyError,
@@ -109,7 +110,7 @@ async def _body(request: web.Request) -> Any:
     if not raw.strip():
         raise InvalidRequestError("a JSON body is required", code="INVALID_JSON")
     try:
-        return json.loads(raw)
+        return client_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"invalid JSON body: {exc}", code="INVALID_JSON") from exc
 
@@ -193,7 +194,7 @@ def _query_where(request: web.Request) -> Any:
     if raw is None or raw == "":
         return None
     try:
-        return json.loads(raw)
+        return client_json(raw)
     except ValueError as exc:
         raise InvalidRequestError(f"where must be a JSON object: {exc}", code="INVALID_FILTER") from exc
 
@@ -447,7 +448,7 @@ def _keys_param(raw: str | None, name: str) -> list[Key]:
     text = raw.strip()
     if text.startswith("["):
         try:
-            parsed = json.loads(text)
+            parsed = client_json(text)
         except ValueError as exc:
             raise InvalidKeyError(f"'{name}' is not a JSON list of keys: {exc}") from exc
         if not isinstance(parsed, list) or not all(isinstance(k, list) for k in parsed):
