@@ -77,6 +77,9 @@ def test_config_defaults_flags_and_auth_rules(tmp_path: Path) -> None:
         {"TURSO_MAX_NAMESPACES": "3", "TURSO_ALLOW_AUTO_PROVISION": "false"}, _env(tmp_path)
     )
     assert (flagged.max_namespaces, flagged.allow_auto_provision) == (3, False)
+    for name, value in (("TURSO_LEASE_TTL", "10ms"), ("TURSO_LEASE_TTL", "90s"), ("TURSO_LEASE_WAIT", "61s")):
+        with pytest.raises(ConfigError, match=name):
+            load_config({name: value}, _env(tmp_path))
     with pytest.raises(ConfigError, match="TURSO_BACKEND_PORT_START"):
         load_config({}, _env(tmp_path, TURSO_BACKEND_PORT_START="9500", TURSO_BACKEND_PORT_END="9000"))
     with pytest.raises(ConfigError, match="TURSO_ADMIN_TOKEN"):

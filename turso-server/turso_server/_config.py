@@ -25,6 +25,8 @@ from ._errors import ConfigError
 
 MIN_SIGNING_KEY_BYTES = 32
 MIN_REQUEST_BYTES = 64 * 1024
+LEASE_TTL_RANGE = (0.05, 60.0)  # seconds: what a lease may last, asked for or by default
+LEASE_WAIT_MAX = 60.0  # seconds a lease request or a plain push may wait for the lease
 _TRUE = frozenset({"1", "t", "true", "yes", "y", "on"})
 _FALSE = frozenset({"0", "f", "false", "no", "n", "off"})
 _T = TypeVar("_T")
@@ -149,7 +151,8 @@ SETTINGS: tuple[Setting, ...] = (
         "TURSO_LEASE_TTL",
         "--lease-ttl",
         "5s",
-        "default life of a write lease a replica does not renew (clients may ask 0.05s-60s)",
+        "default life of a write lease a replica does not renew, 0.05s-60s"
+        " (clients may ask 0-60s; below 0.05s is rounded up)",
         Kind.DURATION,
     ),
     Setting(
@@ -219,7 +222,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TURSO_MAX_REQUEST_BYTES",
         "--max-request-bytes",
         str(256 * 1024 * 1024),
-        "largest request body accepted",
+        "largest data-port request body accepted (admin bodies: 64 KiB)",
         Kind.BYTES,
     ),
     Setting(
@@ -357,6 +360,15 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
     startup_timeout = get("TURSO_STARTUP_TIMEOUT", _duration)
     if startup_timeout <= 0:
         raise ConfigError(f"{SETTINGS_BY_ENV['TURSO_STARTUP_TIMEOUT'].label} must be greater than 0")
+    lease_ttl, lease_wait = get("TURSO_LEASE_TTL", _duration), get("TURSO_LEASE_WAIT", _duration)
+    if not LEASE_TTL_RANGE[0] <= lease_ttl <= LEASE_TTL_RANGE[1]:
+        low, high = LEASE_TTL_RANGE
+        raise ConfigError(
+            f"{SETTINGS_BY_ENV['TURSO_LEASE_TTL'].label} must be {low:g}s-{high:g}s, got {lease_ttl:g}s"
+        )
+    if lease_wait > LEASE_WAIT_MAX:
+        label = SETTINGS_BY_ENV["TURSO_LEASE_WAIT"].label
+        raise ConfigError(f"{label} must be at most {LEASE_WAIT_MAX:g}s, got {lease_wait:g}s")
     return ServerConfig(
         data_addr=get("TURSO_DATA_ADDR", _addr),
         admin_addr=get("TURSO_ADMIN_ADDR", _addr),
@@ -371,8 +383,8 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         auto_idle_duration=get("TURSO_AUTO_IDLE_DURATION", _duration),
         archive_retention=get("TURSO_ARCHIVE_RETENTION", _duration),
         upstream_timeout=get("TURSO_UPSTREAM_TIMEOUT", _duration),
-        lease_ttl=get("TURSO_LEASE_TTL", _duration),
-        lease_wait=get("TURSO_LEASE_WAIT", _duration),
+        lease_ttl=lease_ttl,
+        lease_wait=lease_wait,
         push_cursors=get("TURSO_PUSH_CURSORS", _bool),
         client_receive_timeout=get("TURSO_CLIENT_RECEIVE_TIMEOUT", _duration),
         client_send_timeout=get("TURSO_CLIENT_SEND_TIMEOUT", _duration),

@@ -31,10 +31,11 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from ._config import LEASE_TTL_RANGE, LEASE_WAIT_MAX
 from ._errors import LeaseBusyError, LeaseLostError
 
-MAX_TTL = 60.0
-MAX_WAIT = 60.0
+MIN_TTL, MAX_TTL = LEASE_TTL_RANGE
+MAX_WAIT = LEASE_WAIT_MAX
 HOLDER_MAX_LENGTH = 128
 
 
@@ -129,7 +130,7 @@ class LeaseTable:
         async with entry.changed:
             await self._wait_free(entry, deadline, holder)
             entry.fence += 1
-            ttl = min(max(ttl, 0.05), MAX_TTL)
+            ttl = min(max(ttl, MIN_TTL), MAX_TTL)
             lease = Lease(secrets.token_urlsafe(18), holder, entry.fence, ttl, self._clock() + ttl)
             entry.current = lease
             return Grant(lease, fresh=entry.last_writer == holder)
