@@ -5,6 +5,7 @@ Shared by ``tests/server``, ``tests/plugins/{gateway,proxy}`` and ``tests/integr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -149,3 +150,22 @@ class RuntimeProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def raw_request(
+    port: int, head: str, extra: bytes = b"", body: bytes = b"", *, status_line_only: bool = False
+) -> bytes:
+    """Send one request with its header bytes exactly as given; the reply (``Connection: close``).
+
+    ``head`` is the request line, ``extra`` raw header lines (each ending in CRLF). The runtime
+    runs in the test's own event loop, so this is the asyncio twin of the blocking
+    ``tests.turso_server.support.raw_exchange``. ``status_line_only`` stops after the first line
+    (routes that stream: events, watches).
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = f"{head}\r\nHost: x\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+    writer.write(start.encode() + extra + b"\r\n" + body)
+    try:
+        return await asyncio.wait_for(reader.readline() if status_line_only else reader.read(), 10)
+    finally:
+        writer.close()

@@ -25,7 +25,7 @@ from ._errors import ConfigError
 
 MIN_SIGNING_KEY_BYTES = 32
 MIN_REQUEST_BYTES = 64 * 1024
-LEASE_TTL_RANGE = (0.05, 60.0)  # seconds: what a lease may last, asked for or by default
+LEASE_TTL_MIN, LEASE_TTL_MAX = 0.05, 60.0  # seconds: what a lease may last, asked for or by default
 LEASE_WAIT_MAX = 60.0  # seconds a lease request or a plain push may wait for the lease
 _TRUE = frozenset({"1", "t", "true", "yes", "y", "on"})
 _FALSE = frozenset({"0", "f", "false", "no", "n", "off"})
@@ -361,11 +361,9 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
     if startup_timeout <= 0:
         raise ConfigError(f"{SETTINGS_BY_ENV['TURSO_STARTUP_TIMEOUT'].label} must be greater than 0")
     lease_ttl, lease_wait = get("TURSO_LEASE_TTL", _duration), get("TURSO_LEASE_WAIT", _duration)
-    if not LEASE_TTL_RANGE[0] <= lease_ttl <= LEASE_TTL_RANGE[1]:
-        low, high = LEASE_TTL_RANGE
-        raise ConfigError(
-            f"{SETTINGS_BY_ENV['TURSO_LEASE_TTL'].label} must be {low:g}s-{high:g}s, got {lease_ttl:g}s"
-        )
+    if not LEASE_TTL_MIN <= lease_ttl <= LEASE_TTL_MAX:
+        label = SETTINGS_BY_ENV["TURSO_LEASE_TTL"].label
+        raise ConfigError(f"{label} must be {LEASE_TTL_MIN:g}s-{LEASE_TTL_MAX:g}s, got {lease_ttl:g}s")
     if lease_wait > LEASE_WAIT_MAX:
         label = SETTINGS_BY_ENV["TURSO_LEASE_WAIT"].label
         raise ConfigError(f"{label} must be at most {LEASE_WAIT_MAX:g}s, got {lease_wait:g}s")

@@ -31,11 +31,9 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from ._config import LEASE_TTL_RANGE, LEASE_WAIT_MAX
+from ._config import LEASE_TTL_MAX, LEASE_TTL_MIN, LEASE_WAIT_MAX
 from ._errors import LeaseBusyError, LeaseLostError
 
-MIN_TTL, MAX_TTL = LEASE_TTL_RANGE
-MAX_WAIT = LEASE_WAIT_MAX
 HOLDER_MAX_LENGTH = 128
 
 
@@ -126,11 +124,11 @@ class LeaseTable:
         fenced off), which is what a replica that lost track of its token needs.
         """
         entry = self._ns(name)
-        deadline = self._clock() + min(max(wait, 0.0), MAX_WAIT)
+        deadline = self._clock() + min(max(wait, 0.0), LEASE_WAIT_MAX)
         async with entry.changed:
             await self._wait_free(entry, deadline, holder)
             entry.fence += 1
-            ttl = min(max(ttl, MIN_TTL), MAX_TTL)
+            ttl = min(max(ttl, LEASE_TTL_MIN), LEASE_TTL_MAX)
             lease = Lease(secrets.token_urlsafe(18), holder, entry.fence, ttl, self._clock() + ttl)
             entry.current = lease
             return Grant(lease, fresh=entry.last_writer == holder)
@@ -182,11 +180,13 @@ class LeaseTable:
     async def implicit(self, name: str, *, wait: float) -> AsyncIterator[None]:
         """A write without a lease: wait until none is held and hold an anonymous one meanwhile."""
         entry = self._ns(name)
-        deadline = self._clock() + min(max(wait, 0.0), MAX_WAIT)
+        deadline = self._clock() + min(max(wait, 0.0), LEASE_WAIT_MAX)
         async with entry.changed:
             await self._wait_free(entry, deadline, None)
             entry.fence += 1
-            lease = Lease(secrets.token_urlsafe(18), "", entry.fence, MAX_TTL, self._clock() + MAX_TTL, 1)
+            lease = Lease(
+                secrets.token_urlsafe(18), "", entry.fence, LEASE_TTL_MAX, self._clock() + LEASE_TTL_MAX, 1
+            )
             entry.current = lease
         try:
             yield

@@ -33,6 +33,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from ._auth import DataAuth
+from ._config import LEASE_TTL_MAX, LEASE_WAIT_MAX
 from ._cursors import CursorRead, CursorWrite, all_steps_ran, classify, read_reply, read_rows
 from ._cursors import Kind as CursorKind
 from ._errors import (
@@ -60,7 +61,7 @@ from ._http import (
     parse_json_object,
     read_body,
 )
-from ._leases import HOLDER_MAX_LENGTH, MAX_TTL, MAX_WAIT
+from ._leases import HOLDER_MAX_LENGTH
 from ._logging import get_logger
 from ._metrics import UNKNOWN_NAMESPACE
 from ._names import validate_name
@@ -176,8 +177,8 @@ async def _lease_call(request: web.Request, name: str, rest: str) -> web.Respons
             or not HOLDER_CHARS.issuperset(holder)
         ):
             raise InvalidBodyError(f"'holder' must be 1-{HOLDER_MAX_LENGTH} characters of [A-Za-z0-9._:-]")
-        ttl = _number(body, "ttl", app[CONFIG].lease_ttl, MAX_TTL)
-        wait = _number(body, "wait", app[CONFIG].lease_wait, MAX_WAIT)
+        ttl = _number(body, "ttl", app[CONFIG].lease_ttl, LEASE_TTL_MAX)
+        wait = _number(body, "wait", app[CONFIG].lease_wait, LEASE_WAIT_MAX)
         grant = await leases.acquire(name, holder, ttl=ttl, wait=wait)
         lease = grant.lease
         return json_response(

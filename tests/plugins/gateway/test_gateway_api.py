@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -13,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from buntime.server import HOST_KEY
-from tests.server.support import GATEWAY, TURSO, start_runtime
+from tests.server.support import GATEWAY, TURSO, raw_request, start_runtime
 
 EXCLUDES = "/gateway/admin/shell/excludes"
 HISTORY = "/gateway/admin/metrics/history"
@@ -214,12 +213,8 @@ async def test_an_api_key_that_is_not_ascii_is_401_not_a_500(
 ) -> None:
     """Raw header bytes: aiohttp hands 0xff over as a lone surrogate, which ``str.encode`` refuses."""
     client = await start_runtime(aiohttp_client, {**env, "GATEWAY_API_KEY": "s3cret"}, TURSO, GATEWAY)
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-    writer.write(
-        f"GET {EXCLUDES} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: ".encode() + key + b"\r\n\r\n"
-    )
-    reply = await reader.read()
-    writer.close()
+    assert client.port is not None
+    reply = await raw_request(client.port, f"GET {EXCLUDES} HTTP/1.1", b"X-API-Key: " + key + b"\r\n")
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 401 "), reply
     assert json.loads(body)["code"] == "GATEWAY_UNAUTHORIZED"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import io
@@ -14,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
 
 from tests.plugins.proxy.conftest import BIG_CHUNK, BIG_CHUNKS, GZIPPED
-from tests.server.support import GATEWAY, PROXY, TURSO, start_runtime
+from tests.server.support import GATEWAY, PROXY, TURSO, raw_request, start_runtime
 from tests.support.ports import free_port
 
 RULES = "/redirects/admin/rules"
@@ -222,15 +221,11 @@ async def test_a_proxied_request_with_header_bytes_that_are_not_utf8_is_not_a_50
     aiohttp_client: AiohttpClient, env: dict[str, str], upstream: TestServer
 ) -> None:
     client = await runtime(aiohttp_client, env)
+    assert client.port is not None
     await add_rule(client, pattern="^/svc/", target=target(upstream))
     for header in ("X-Client", "X-Forwarded-For", "Origin", "Cookie", "Authorization"):
-        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-        writer.write(
-            b"GET /svc/raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            + header.encode()
-            + b": ab\xff\xfecd\r\n\r\n"
+        reply = await raw_request(
+            client.port, "GET /svc/raw HTTP/1.1", header.encode() + b": ab\xff\xfecd\r\n"
         )
-        reply = await reader.read()
-        writer.close()
         status = int(reply.split(b" ", 2)[1])
         assert status == 200, (header, reply)  # aiohttp's client drops the bytes it cannot encode
