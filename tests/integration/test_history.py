@@ -2,11 +2,13 @@
 
 Three pod processes (``tests/support/history_pod.py``) run seeded random operations against one
 namespace for ``SECONDS`` while turso-server (with its tursodb children) is SIGKILLed and
-restarted once, one pod is SIGKILLed and restarted once, and one pod is frozen (SIGSTOP) while it
-holds the namespace's write lease, until another pod has taken the lease over, then thawed (a GC
-pause or a stalled node: the frozen pod still believes it holds the lease, and its next push or
-renewal must be fenced off). Then a fresh replica reads what the server holds and the recorded
-history is checked:
+restarted once, one pod is SIGKILLed and restarted once, and one pod is frozen (SIGSTOP) twice
+until another pod has taken the namespace's write lease over, then thawed (a GC pause or a
+stalled node: the frozen pod still believes it holds the lease): once at a moment it holds the
+lease, so its next renewal or push must be fenced off, and once just before a batch it pushes
+under the lease goes out, after every check the replica makes, so that only turso-server's fence
+(``409 lease lost``) keeps the batch off the newer holder's writes. Then a fresh replica reads
+what the server holds and the recorded history is checked:
 
 * every acknowledged insert is present exactly once; nothing that failed is present; nothing at all
   is present twice;
@@ -16,7 +18,9 @@ history is checked:
 * no queue message was acknowledged twice, and every acknowledged ack is on record.
 
 Unacknowledged operations (``unknown``, or cut short by a kill) may be missing, never duplicated.
-The seed is printed on failure (``HISTORY_SEED`` reruns with one).
+The seed is printed on failure (``HISTORY_SEED`` reruns with one). Two self-tests show the checker
+can fail: the opt-in offline mode (last push wins) under the same load, and a turso-server with
+its push fence taken out (``tests/support/unfenced_turso_server.py``) under the push freeze.
 """
 
 from __future__ import annotations
@@ -43,6 +47,12 @@ SECONDS = 30.0
 PODS = ("p0", "p1", "p2")
 NS = "history"
 LEASE_TTL = 1.0  # the pods' TURSO_LEASE_TTL: a frozen holder blocks the others this long
+THAWED_PUSH = "thawed-push"  # what a pod logs about the batch it sent after the push freeze
+UNFENCED_SERVER = [
+    sys.executable,
+    "-P",
+    str(Path(__file__).parents[1] / "support" / "unfenced_turso_server.py"),
+]
 
 
 class Pod:
@@ -50,8 +60,14 @@ class Pod:
         self, server: TursoServer, root: Path, name: str, seed: int, seconds: float, write_mode: str
     ) -> None:
         self.server, self.root, self.name, self.seed = server, root, name, seed
-        self.env = {**os.environ, "HISTORY_WRITE_MODE": write_mode, "HISTORY_LEASE_TTL": f"{LEASE_TTL}s"}
         self.log = root / f"{name}.history.jsonl"
+        self.freeze_flag = root / f"{name}.freeze-push"
+        self.env = {
+            **os.environ,
+            "HISTORY_WRITE_MODE": write_mode,
+            "HISTORY_LEASE_TTL": f"{LEASE_TTL}s",
+            "HISTORY_FREEZE_FLAG": str(self.freeze_flag),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.start(seconds)
 
@@ -86,10 +102,22 @@ class Pod:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
 
+    def stopped(self) -> bool:
+        """Whether the process is stopped (state ``T`` in ``/proc/<pid>/stat``)."""
+        assert self.proc is not None
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] == "T"
+
     def holds(self, lease: dict[str, Any] | None) -> bool:
         """Whether ``lease`` (turso-server's admin view) is this pod's: ``<host>.<pid>.<random>``."""
         assert self.proc is not None
         return lease is not None and lease["holder"].split(".")[-2:-1] == [str(self.proc.pid)]
+
+
+def thawed_pushes(log: Path) -> list[int]:
+    """The HTTP status of every batch a pod sent after a push freeze, from its history log."""
+    events = (json.loads(line) for line in log.read_text().splitlines())
+    return [int(event["http"]) for event in events if event.get("status") == THAWED_PUSH]
 
 
 def current_lease(server: TursoServer) -> dict[str, Any] | None:
@@ -97,6 +125,19 @@ def current_lease(server: TursoServer) -> dict[str, Any] | None:
     assert status == 200, view
     lease: dict[str, Any] | None = view["lease"]
     return lease
+
+
+def taken_over(server: TursoServer, pod: Pod, lease: dict[str, Any] | None) -> bool:
+    """Wait (a few TTLs at most) until another pod holds a lease newer than ``lease``, then a
+    little longer, so that it writes before the frozen ``pod`` is thawed."""
+    deadline = time.monotonic() + 4 * LEASE_TTL
+    while time.monotonic() < deadline:
+        now = current_lease(server)
+        if now is not None and not pod.holds(now) and (lease is None or now["fence"] > lease["fence"]):
+            time.sleep(0.3)
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def freeze_while_holding(server: TursoServer, pod: Pod, until: float) -> bool:
@@ -114,15 +155,33 @@ def freeze_while_holding(server: TursoServer, pod: Pod, until: float) -> bool:
             continue
         pod.proc.send_signal(signal.SIGSTOP)
         try:
-            deadline = time.monotonic() + 4 * LEASE_TTL
-            while time.monotonic() < deadline:
-                now = current_lease(server)
-                if now is not None and now["fence"] > lease["fence"] and not pod.holds(now):
-                    return True
-                time.sleep(0.05)
+            if taken_over(server, pod, lease):
+                return True
         finally:
             pod.proc.send_signal(signal.SIGCONT)
     return False
+
+
+def freeze_before_push(server: TursoServer, pod: Pod, until: float) -> bool:
+    """Have ``pod`` stop itself just before its next batch under a lease goes out, and SIGCONT it
+    once another pod has taken the lease over; ``True`` when that happened before ``until``.
+
+    The pod checked its lease before the freeze, so thawed it sends the batch at once with the
+    stale token, and what happens to it is up to turso-server (:func:`thawed_pushes`).
+    """
+    assert pod.proc is not None
+    pod.freeze_flag.touch()
+    try:
+        while not pod.stopped():
+            if time.monotonic() >= until or pod.proc.poll() is not None:
+                return False
+            time.sleep(0.002)
+    finally:
+        pod.freeze_flag.unlink(missing_ok=True)
+    try:
+        return taken_over(server, pod, None)
+    finally:
+        pod.proc.send_signal(signal.SIGCONT)
 
 
 def outcomes(logs: list[Path]) -> dict[str, dict[str, Any]]:
@@ -213,11 +272,18 @@ def check(history: dict[str, dict[str, Any]], state: dict[str, list[dict[str, An
 
 
 async def run_history(
-    root: Path, *, seconds: float, faults: bool, write_mode: str = "serializable"
+    root: Path,
+    *,
+    seconds: float,
+    faults: bool,
+    write_mode: str = "serializable",
+    push_freezes: int = 0,
+    server_command: list[str] | None = None,
 ) -> tuple[int, dict[str, dict[str, Any]], list[str]]:
-    """Run the pods (with the two kills when ``faults``); return the seed, history and problems."""
+    """Run the pods (with the kills and the freeze while holding when ``faults``, then
+    ``push_freezes`` push freezes of the last pod); return the seed, history and problems."""
     seed = int(os.environ.get("HISTORY_SEED") or random.randrange(1 << 30))
-    server = TursoServer(root / "server").start()
+    server = TursoServer(root / "server", command=server_command).start()
     pods: list[Pod] = []
     try:
         started = time.monotonic()
@@ -233,8 +299,11 @@ async def run_history(
             victim.kill()  # a runtime pod dies mid-traffic and comes back on the same replica dir
             victim.start(max(3.0, started + seconds - time.monotonic()))
             time.sleep(max(0.0, started + seconds * 0.7 - time.monotonic()))
-            taken_over = freeze_while_holding(server, pods[2], until=started + seconds * 0.85)
-            assert taken_over, "no freeze caught pods[2] holding the lease: the fault did not happen"
+            frozen = freeze_while_holding(server, pods[2], until=started + seconds * 0.8)
+            assert frozen, "no freeze caught pods[2] holding the lease: the fault did not happen"
+        for _ in range(push_freezes):
+            frozen = freeze_before_push(server, pods[2], until=started + seconds * 0.95)
+            assert frozen, "pods[2] did not stop before a push under a taken-over lease: no fault"
         for pod in pods:
             assert pod.wait(timeout=seconds + 60) == 0, (pod.root / f"{pod.name}.out").read_text()[-3000:]
         history = outcomes([pod.log for pod in pods])
@@ -248,9 +317,11 @@ async def run_history(
 
 
 async def test_history_with_server_and_pod_killed(tmp_path: Path) -> None:
-    seed, history, problems = await run_history(tmp_path, seconds=SECONDS, faults=True)
+    seed, history, problems = await run_history(tmp_path, seconds=SECONDS, faults=True, push_freezes=1)
     print(f"history seed={seed}: {dict(Counter(entry['status'] for entry in history.values()))}")
     assert not problems, f"seed {seed}: " + "; ".join(problems[:20])
+    thawed = thawed_pushes(tmp_path / f"{PODS[2]}.history.jsonl")
+    assert thawed == [409], f"seed {seed}: the batch pushed past its lease was answered {thawed}"
 
 
 async def test_the_checker_catches_last_push_wins(tmp_path: Path) -> None:
@@ -258,3 +329,16 @@ async def test_the_checker_catches_last_push_wins(tmp_path: Path) -> None:
     acknowledged writes under the same load, and the checker must say so."""
     seed, _, problems = await run_history(tmp_path, seconds=8.0, faults=False, write_mode="offline")
     assert any("acknowledged" in problem for problem in problems), f"seed {seed}: {problems[:5]}"
+
+
+async def test_the_checker_catches_a_push_past_its_lease(tmp_path: Path) -> None:
+    """The checker can fail when the fence is gone: against a turso-server that forwards a stale
+    lease token, the batch a thawed pod pushes lands over the other pods' writes (each freeze is
+    ~1.5 s of the others' writes under a newer lease), and the checker must say so."""
+    seed, _, problems = await run_history(
+        tmp_path, seconds=12.0, faults=False, push_freezes=3, server_command=UNFENCED_SERVER
+    )
+    thawed = thawed_pushes(tmp_path / f"{PODS[2]}.history.jsonl")
+    assert thawed == [200, 200, 200], f"seed {seed}: the unfenced server answered {thawed}"
+    print(f"unfenced history seed={seed}: {len(problems)} problems, e.g. {problems[:3]}")
+    assert problems, f"seed {seed}: three stale batches landed and the checker saw nothing wrong"

@@ -13,6 +13,13 @@ too. Operations, all read-modify-write inside one ``transaction()``:
 * ``cas k uid`` — read key ``k``'s version, write version + 1, and log ``(k, version, uid)``;
 * ``enqueue mid`` / ``dequeue`` (lease one ready message to this pod) / ``ack mid``.
 
+With ``HISTORY_FREEZE_FLAG`` set, the pod also plays a pod stalled in the middle of a push: once
+that file exists, the next batch it pushes under a lease stops the whole process (SIGSTOP) just
+before it is sent, after every check of the lease the replica makes; thawed (SIGCONT), the batch
+goes out with the token it had, and the pod logs the answer (``{"op": "pod", "status":
+"thawed-push", "http": <status>}``). Only turso-server's fence stands between that batch and the
+writes other pods made meanwhile.
+
 The checker is ``tests/integration/test_history.py``.
 """
 
@@ -22,8 +29,11 @@ import asyncio
 import json
 import os
 import random
+import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +42,7 @@ from buntime.turso import (
     TursoCommitUnknownError,
     TursoError,
     TursoService,
+    _transport,
     resolve_config,
 )
 
@@ -59,6 +70,31 @@ class History:
         self._file.write(json.dumps({"pod": self.pod, "t": time.time(), **event}) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+
+
+def freeze_before_a_fenced_push(flag: str, history: History) -> None:
+    """Wrap the replica's HTTP send: the first fenced batch after ``flag`` appears stops the pod."""
+    send = _transport._send
+
+    def stalled_send(request: urllib.request.Request) -> _transport._Reply:
+        body = request.data if isinstance(request.data, bytes) else b""
+        fenced_batch = _transport.FENCED in request.full_url and b"COMMIT" in body
+        if not fenced_batch:
+            return send(request)
+        try:
+            os.unlink(flag)
+        except FileNotFoundError:
+            return send(request)
+        os.kill(os.getpid(), signal.SIGSTOP)  # the checker thaws us once another pod holds the lease
+        try:
+            reply = send(request)
+        except urllib.error.HTTPError as exc:
+            history.log(op="pod", status="thawed-push", http=exc.code)
+            raise
+        history.log(op="pod", status="thawed-push", http=reply.status)
+        return reply
+
+    _transport._send = stalled_send
 
 
 async def setup(service: TursoService) -> None:
@@ -165,6 +201,8 @@ async def worker(
 
 async def main(url: str, token: str, replica_dir: str, pod: str, seed: int, seconds: float, log: str) -> None:
     history = History(log, pod)
+    if flag := os.environ.get("HISTORY_FREEZE_FLAG"):
+        freeze_before_a_fenced_push(flag, history)
     env = {
         "TURSO_SERVER_URL": url,
         "TURSO_SERVER_TOKEN": token,

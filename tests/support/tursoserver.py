@@ -26,8 +26,12 @@ from tests.support.tursodb import tursodb_bin, wait_listening
 class TursoServer:
     """turso-server on two free loopback ports, with generated tokens and signing key."""
 
-    def __init__(self, data_dir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, extra_env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> None:
         self.data_dir = data_dir
+        # The console script by default; a test may run a module that changes one thing first.
+        self.command = command or [str(Path(sys.executable).with_name("turso-server"))]
         self.data_port = free_port()
         self.admin_port = free_port()
         self.data_token = secrets.token_urlsafe(24)
@@ -77,9 +81,8 @@ class TursoServer:
     def start(self, timeout: float = 30.0) -> TursoServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir.parent / f"{self.data_dir.name}.log", "ab")  # noqa: SIM115
-        binary = Path(sys.executable).with_name("turso-server")
         self.proc = subprocess.Popen(
-            [str(binary)], env={**os.environ, **self.env()}, stdout=log, stderr=subprocess.STDOUT
+            self.command, env={**os.environ, **self.env()}, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         wait_listening(self.admin_port, timeout, proc=self.proc)
