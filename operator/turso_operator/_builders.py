@@ -33,6 +33,7 @@ from ._durations import duration_seconds
 from ._errors import SpecError
 
 DATABASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+RESERVED_DATABASES = frozenset({"healthz", "readyz"})  # turso-server's bare probe paths
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ def desired_namespace(spec: Mapping[str, Any], meta: Mapping[str, Any]) -> Desir
     database = str(spec.get("database") or name)
     if not DATABASE_PATTERN.fullmatch(database):
         raise SpecError(f"database name {database!r} does not match {DATABASE_PATTERN.pattern}")
+    if database in RESERVED_DATABASES:
+        raise SpecError(f"database name {database!r} is reserved for turso-server's health endpoints")
     policy = str(spec.get("deletionPolicy") or DeletionPolicy.ARCHIVE)
     if policy not in DeletionPolicy.ALL:
         raise SpecError(f"deletionPolicy must be {' or '.join(DeletionPolicy.ALL)} (got {policy!r})")

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.turso_server.support import DATA_TOKEN, ServerProcess
+from tests.turso_server.support import DATA_TOKEN, ServerFactory, ServerProcess
 
 LEASE = "/tenant/-/lease"
 SELECT_ONE = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}'
@@ -157,3 +157,23 @@ def test_lease_requests_are_validated(server: ServerProcess) -> None:
             assert response.json()["code"] == code, label
     wrong_method = server.data("GET", LEASE, token=DATA_TOKEN)
     assert wrong_method.status == 405
+
+
+def test_an_archived_namespace_forgets_its_lease_and_last_writer(start_server: ServerFactory) -> None:
+    """Archived by the GC (or deleted), a namespace's lease and last writer go with its files: the
+    last writer's next grant on the namespace created again is not ``fresh`` (it must pull), and
+    its old token is refused."""
+    server = start_server(TURSO_GC_INTERVAL="100ms", TURSO_AUTO_IDLE_DURATION="600ms")
+    status, held = grant(server, "pod-a")  # auto-provisions "tenant"
+    assert status == 200
+    fenced = server.data("POST", f"{LEASE}/{held['token']}/v2/pipeline", token=DATA_TOKEN, body=SELECT_ONE)
+    assert fenced.status == 200, fenced.body
+    assert server.data("DELETE", f"{LEASE}/{held['token']}", token=DATA_TOKEN).status == 204
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and not server.find_logs("gc archive"):
+        time.sleep(0.05)
+    assert [r["namespace"] for r in server.find_logs("gc archive")] == ["tenant"]
+    stale = server.data("PUT", f"{LEASE}/{held['token']}", token=DATA_TOKEN)
+    assert stale.status == 409, stale.body
+    status, again = grant(server, "pod-a")  # "tenant" again, new and empty
+    assert status == 200 and again["fresh"] is False and again["fence"] == 1, again

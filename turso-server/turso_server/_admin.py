@@ -140,7 +140,6 @@ async def get_namespace(request: web.Request) -> web.Response:
 async def delete_namespace(request: web.Request) -> web.Response:
     name = _name(request)
     archive = await request.app[SUPERVISOR].destroy(name)
-    request.app[LEASES].invalidate(name)  # a namespace created again later starts with no writer
     return json_response(
         {"name": name, "archivedTo": str(archive), "destroyedAt": format_timestamp(utcnow())}
     )

@@ -57,7 +57,8 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
     """The data app and the admin app, sharing one store, supervisor and metrics registry."""
     metrics = Metrics()
     store = StateStore(config.data_dir, flush_interval=config.access_flush_interval)
-    supervisor = Supervisor(config, store, metrics)
+    leases = LeaseTable()
+    supervisor = Supervisor(config, store, metrics, leases)
     metrics.watch_namespaces(supervisor.state_counts)
     scoped = ScopedTokens(config.token_signing_key) if config.token_signing_key else None
     gc = GarbageCollector(
@@ -68,7 +69,6 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
         interval=config.gc_interval,
     )
     readiness = Readiness()
-    leases = LeaseTable()
 
     data_app = web.Application(
         middlewares=[error_middleware, head_middleware], client_max_size=config.max_request_bytes

@@ -198,7 +198,7 @@ class LeaseTable:
                 entry.changed.notify_all()
 
     def invalidate(self, name: str) -> None:
-        """Forget the namespace's lease and last writer (deleted, restored or recreated)."""
+        """Forget the namespace's lease and last writer (it was archived: deleted or collected)."""
         entry = self._namespaces.pop(name, None)
         if entry is not None and entry.current is not None:
             entry.current.expires_at = 0.0

@@ -44,6 +44,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._layout import DataLayout, archive_stamp
+from ._leases import LeaseTable
 from ._logging import get_logger
 from ._metrics import Metrics
 from ._names import validate_name
@@ -95,7 +96,7 @@ class Supervisor:
 
     Usage::
 
-        supervisor = Supervisor(config, store, metrics)
+        supervisor = Supervisor(config, store, metrics, leases)
         await supervisor.start()                     # dirs, orphan cleanup
         await supervisor.restore()                   # every stored namespace, in parallel
         created = await supervisor.ensure("app", Origin.EXPLICIT, promote=True)
@@ -109,12 +110,14 @@ class Supervisor:
     * ``config`` - the server config (paths, ports, timeouts, limits).
     * ``store`` - the namespace registry, already loaded.
     * ``metrics`` - restart and start-failure counters.
+    * ``leases`` - the write leases, forgotten with a namespace that is archived.
     """
 
-    def __init__(self, config: ServerConfig, store: StateStore, metrics: Metrics) -> None:
+    def __init__(self, config: ServerConfig, store: StateStore, metrics: Metrics, leases: LeaseTable) -> None:
         self._config = config
         self._store = store
         self._metrics = metrics
+        self._leases = leases
         self.layout = DataLayout(config.data_dir)
         self._children = Children(config, self.layout)
         self._slots: dict[str, _Slot] = {}
@@ -285,7 +288,8 @@ class Supervisor:
     async def destroy(
         self, name: str, *, only_if: Callable[[NamespaceRecord], bool] | None = None
     ) -> Path | None:
-        """Stop ``name``'s child and move its files to ``archive/<name>.<UTC stamp>/``.
+        """Stop ``name``'s child, move its files to ``archive/<name>.<UTC stamp>/`` and forget its
+        write lease (the admin delete and the GC both come here).
 
         Returns the archive directory, or ``None`` when ``only_if`` (re-checked under the lock, so
         the GC never archives a namespace that became busy meanwhile) says no.
@@ -308,6 +312,9 @@ class Supervisor:
                 # Keep the record: the next request restarts the child on the untouched files.
                 raise InternalError(f"archiving {name!r} failed: {exc}") from exc
             await self._store.remove(name)
+            # Whoever wrote last wrote to the archived files: a namespace created again under the
+            # name starts with no lease and no last writer, so every replica pulls before it writes.
+            self._leases.invalidate(name)
         log.info("namespace archived", extra={"namespace": name, "archive": str(archive)})
         return archive
 

@@ -1,7 +1,8 @@
 """Namespace validation shared by the service, the worker helper and the servers.
 
 The rule is turso-server's, the strictest consumer: lower-case, 1-63 characters, starting with a
-letter or digit; a leading underscore is reserved for server state (``_state``).
+letter or digit; a leading underscore is reserved for server state (``_state``), and ``healthz``
+and ``readyz`` for turso-server's probes (its bare ``/healthz`` and ``/readyz``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ._errors import InvalidNamespaceError
 
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DEFAULT_NAMESPACE = "runtime"
+RESERVED_NAMESPACES = frozenset({"healthz", "readyz"})
 
 
 def validate_namespace(value: object) -> str:
@@ -25,4 +27,6 @@ def validate_namespace(value: object) -> str:
             value,
             "use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
         )
+    if value in RESERVED_NAMESPACES:
+        raise InvalidNamespaceError(value, "reserved for turso-server's health endpoints")
     return value

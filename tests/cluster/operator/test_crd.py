@@ -41,6 +41,8 @@ def test_defaults_are_applied(crd: ControlPlane, k8s_namespace: str) -> None:
         ("bad-access", {"access": "admin"}, "access"),
         ("bad-ttl", {"ttl": "forever"}, "ttl"),
         ("dotted.name", {}, "not a valid database name"),
+        ("healthz", {}, "not a valid database name"),
+        ("bad-db4", {"database": "readyz"}, "reserved for turso-server's health endpoints"),
     ],
 )
 def test_invalid_objects_are_rejected(
