@@ -14,6 +14,10 @@ LEASE = "/tenant/-/lease"
 SELECT_ONE = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}'
 
 
+def pipeline(*sql: str) -> bytes:
+    return json.dumps({"requests": [{"type": "execute", "stmt": {"sql": q}} for q in sql]}).encode()
+
+
 def grant(server: ServerProcess, holder: str, **extra: Any) -> tuple[int, dict[str, Any]]:
     response = server.data(
         "POST", LEASE, token=DATA_TOKEN, body=json.dumps({"holder": holder, **extra}).encode()
@@ -177,3 +181,44 @@ def test_an_archived_namespace_forgets_its_lease_and_last_writer(start_server: S
     assert stale.status == 409, stale.body
     status, again = grant(server, "pod-a")  # "tenant" again, new and empty
     assert status == 200 and again["fresh"] is False and again["fence"] == 1, again
+
+
+def test_a_write_that_may_have_landed_makes_no_holder_fresh(start_server: ServerFactory) -> None:
+    """A push under a lease whose exchange with tursodb failed after it was sent (here a batch that
+    outlasts ``TURSO_UPSTREAM_TIMEOUT``: 504, and tursodb commits it anyway) may have landed, so
+    its holder is the last writer: the one before must not skip the pull it needs and push on
+    top of rows it never saw."""
+    server = start_server(TURSO_UPSTREAM_TIMEOUT="300ms")
+    values = ",".join(f"({i})" for i in range(1500))
+    seed = pipeline(
+        "CREATE TABLE IF NOT EXISTS t0(x INTEGER PRIMARY KEY)", f"INSERT OR IGNORE INTO t0 VALUES {values}"
+    )
+    for _ in range(5):  # ~0.1 s unloaded; on a busy machine it may need another go
+        if server.data("POST", "/tenant/v2/pipeline", token=DATA_TOKEN, body=seed).status == 200:
+            break
+    else:
+        raise AssertionError("could not seed t0 within the upstream timeout")
+    _, first = grant(server, "pod-a")
+    fenced = server.data("POST", f"{LEASE}/{first['token']}/v2/pipeline", token=DATA_TOKEN, body=SELECT_ONE)
+    assert fenced.status == 200, fenced.body
+    assert server.data("DELETE", f"{LEASE}/{first['token']}", token=DATA_TOKEN).status == 204
+    _, second = grant(server, "pod-b")
+    slow = pipeline("CREATE TABLE t(x)", "INSERT INTO t SELECT a.x FROM t0 a, t0 b")  # 2.25M rows
+    timed_out = server.data("POST", f"{LEASE}/{second['token']}/v2/pipeline", token=DATA_TOKEN, body=slow)
+    assert timed_out.status == 504, timed_out.body
+    assert server.data("DELETE", f"{LEASE}/{second['token']}", token=DATA_TOKEN).status == 204
+    status, again = grant(server, "pod-a")
+    assert status == 200 and again["fresh"] is False, again
+    server.data("DELETE", f"{LEASE}/{again['token']}", token=DATA_TOKEN)
+    # pod-b may skip its pull: whatever landed is its own (its client re-pushes past the cursor).
+    status, own = grant(server, "pod-b")
+    assert status == 200 and own["fresh"] is True, own
+    server.data("DELETE", f"{LEASE}/{own['token']}", token=DATA_TOKEN)
+    # The batch did land (tursodb ran it to the end, then our count): "fresh" would have been a lie.
+    count = pipeline("SELECT count(*) FROM t")
+    deadline = time.monotonic() + 30.0
+    while (counted := server.data("POST", "/tenant/v2/pipeline", token=DATA_TOKEN, body=count)).status == 504:
+        assert time.monotonic() < deadline, "tursodb never finished the timed-out batch"
+    assert counted.status == 200, counted.body
+    (row,) = counted.json()["results"][0]["response"]["result"]["rows"]
+    assert row[0]["value"] == str(1500 * 1500), counted.body

@@ -160,17 +160,22 @@ class LeaseTable:
 
     @contextlib.asynccontextmanager
     async def use(self, name: str, token: str, *, write: bool) -> AsyncIterator[Lease]:
-        """Pin the lease for one forwarded request; ``write`` marks its holder the last writer."""
+        """Pin the lease for one forwarded request.
+
+        ``write`` makes the holder the last writer whatever the outcome: a request that failed
+        after it was sent (no reply, a timeout, a cancelled exchange) may still have landed, so
+        no other holder may skip its pull; the holder itself may (its replica holds everything
+        the server has, plus that write, which its client re-pushes only past the server's
+        cursor).
+        """
         entry, lease = self._current(name, token)
         lease.pinned += 1
-        ok = False
         try:
             yield lease
-            ok = True
         finally:
             lease.pinned = max(0, lease.pinned - 1)
             lease.expires_at = max(lease.expires_at, self._clock() + lease.ttl)
-            if write and ok and entry.current is lease:
+            if write and entry.current is lease:
                 entry.last_writer = lease.holder
             if lease.pinned == 0:
                 async with entry.changed:
