@@ -179,6 +179,9 @@ def freeze_before_push(server: TursoServer, pod: Pod, until: float) -> bool:
     finally:
         pod.freeze_flag.unlink(missing_ok=True)
     try:
+        lease = current_lease(server)
+        # Nothing of the pod's may be on its way: a request in flight under its lease pins it.
+        assert not (pod.holds(lease) and lease and lease["inUse"]), f"the batch went out: {lease}"
         return taken_over(server, pod, None)
     finally:
         pod.proc.send_signal(signal.SIGCONT)

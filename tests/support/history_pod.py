@@ -31,6 +31,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -85,7 +86,10 @@ def freeze_before_a_fenced_push(flag: str, history: History) -> None:
             os.unlink(flag)
         except FileNotFoundError:
             return send(request)
-        os.kill(os.getpid(), signal.SIGSTOP)  # the checker thaws us once another pod holds the lease
+        # Directed at this thread, so that it stops before its next instruction (all threads do):
+        # a SIGSTOP sent to the process is taken by the main thread, and this one could still
+        # send the batch before the stop reached it. The checker thaws us (SIGCONT).
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
         try:
             reply = send(request)
         except urllib.error.HTTPError as exc:
