@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from buntime.turso import Database, TursoBusyError, TursoService, resolve_config
+from buntime.turso import Database, TursoBusyError, TursoError, TursoService, resolve_config
 from buntime.turso._engine import BOOT_MARK_SUFFIX, boot_id
 from tests.support.tursoserver import TursoServer
 
@@ -279,6 +279,67 @@ async def test_a_callback_that_breaks_the_savepoint_costs_only_its_own_transacti
     expected = sorted(f"w{k}-{i}" for k in range(4) for i in range(5))
     assert sorted(r["who"] for r in rows) == expected
     assert sorted(r["who"] for r in local) == expected
+
+
+@pytest.mark.parametrize("raises", [True, False], ids=["raises", "returns"])
+@pytest.mark.parametrize("verb", ["RELEASE buntime_tx", "COMMIT", "ROLLBACK"])
+async def test_a_callback_that_ends_its_transaction_itself_loses_no_other_commit(
+    server: TursoServer, tmp_path: Path, verb: str, raises: bool
+) -> None:
+    """A callback that ends its own savepoint or the group's transaction (RELEASE, COMMIT,
+    ROLLBACK), then raises or returns: it fails and none of it lands, and every other transaction
+    of its group, which had already been released into the group and awaits the push, runs again
+    and lands once. (The group's undo used to drop the others and still report them committed; a
+    COMMIT made them land beside the hostile row.)"""
+    a = pod(server, tmp_path, "a")
+    try:
+        await schema(a)
+
+        async def hostile(db: Database) -> None:
+            await asyncio.sleep(0.01)  # let writers into the group first
+            await db.run("INSERT INTO t(who) VALUES ('hostile')")
+            await db.run(verb)
+            if raises:
+                raise ValueError(f"after {verb}")
+
+        async def writer(k: int) -> None:
+            for i in range(5):
+                await a.transaction(
+                    lambda db, v=f"w{k}-{i}": db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS
+                )
+
+        outcomes = await asyncio.gather(
+            *(a.transaction(hostile, namespace=NS, max_retries=2) for _ in range(3)),
+            *(writer(k) for k in range(4)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, ValueError | TursoError) for o in outcomes[:3]), outcomes
+        assert outcomes[3:] == [None] * 4
+    finally:
+        await a.aclose()
+    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
+    assert sorted(r["who"] for r in rows) == sorted(f"w{k}-{i}" for k in range(4) for i in range(5))
+
+
+async def test_a_lone_failed_transaction_leaves_no_group_behind(server: TursoServer, tmp_path: Path) -> None:
+    """A transaction alone in its group that fails closes the group: the lease goes back while
+    idle, and the next write takes it again (an empty group left open used to fail every later
+    write with TURSO_LEASE_LOST)."""
+    a = pod(server, tmp_path, "a")
+    try:
+        await schema(a)
+
+        async def failing(db: Database) -> None:
+            await db.run("INSERT INTO t(who) VALUES ('no')")
+            raise ValueError("no")
+
+        with pytest.raises(ValueError):
+            await a.transaction(failing, namespace=NS)
+        await asyncio.sleep(0.2)  # well past the 2 ms an idle pod keeps the lease
+        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('yes')"), namespace=NS)
+    finally:
+        await a.aclose()
+    assert [r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")] == ["yes"]
 
 
 async def _written_then_rolled_back(server: TursoServer, root: Path) -> Path:

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -411,6 +411,7 @@ class ReplicaBackend(Backend):
         self._group_open = False  # the outer BEGIN of the commits not yet pushed
         self._group_changes = 0  # total_changes() when the group opened
         self._group_failed: Exception | None = None  # a RELEASE failed, the group was undone
+        self._group_members = 0  # transactions released into the open group (they await its push)
         self._inline_paused_until = 0.0  # monotonic: calls stay on the engine thread until then
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
@@ -536,6 +537,17 @@ class ReplicaBackend(Backend):
                 # they re-run; this transaction must not pull under them. Re-run it after them.
                 raise TursoBusyError("the write lease was lost with commits pending", code="TURSO_LEASE_LOST")
             await self._take_lease()
+        elif self._dirty:
+            # Local changes no push may carry (a reset that failed, commits a callback made on its
+            # own): holding the lease says nothing about this copy. Reset it before writing on it.
+            if self._group_open or self._batch is not None:
+                raise TursoBusyError("the replica resets after the commits ahead", code="TURSO_LEASE_LOST")
+            try:
+                await self._reset()
+            except TursoError:
+                self._lease = None
+                await self._leases.release(lease)
+                raise
         if self._keepalive is None or self._keepalive.done():
             self._keepalive = asyncio.create_task(self._keep_lease(), name=f"turso-lease:{self.path}")
 
@@ -572,7 +584,6 @@ class ReplicaBackend(Backend):
                     raise
             attempt += 1
             await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
-        self._lease = lease
         try:
             try:
                 if self._dirty:
@@ -583,11 +594,7 @@ class ReplicaBackend(Backend):
                     if changed:
                         # A context of its own: a copy of ours would carry the gate we hold, and
                         # every listener's read through connect() would fail as a nested transaction.
-                        task = asyncio.get_running_loop().create_task(
-                            self._notify(), context=contextvars.Context()
-                        )
-                        self._tasks.add(task)  # keep a reference until it is done
-                        task.add_done_callback(self._tasks.discard)
+                        self._spawn(self._notify(), context=contextvars.Context())
             except _Dirty:
                 await self._reset()
             except TursoError as exc:
@@ -595,11 +602,24 @@ class ReplicaBackend(Backend):
                     raise
                 await self._reset("older than its own pushes")
         except TursoError as exc:  # no pull, or no reset: we cannot write on a stale copy
-            self._lease = None
             await self._leases.release(lease)
             self._record_error("pull", exc)
             raise TursoUnavailableError(f"cannot bring {self.path} up to date before a write: {exc}") from exc
+        except BaseException:
+            # Cancelled while the pull ran (it may still be running, or fail unseen): this copy is
+            # not known to be up to date, so the lease is not ours to write under. Given back
+            # from a task of its own, which a second cancellation cannot cut short.
+            self._spawn(self._leases.release(lease))
+            raise
+        # Only now: a lease in self._lease means "this copy is up to date, write on it".
+        self._lease = lease
         self._clear_error()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], context: contextvars.Context | None = None) -> None:
+        """Run ``work`` as a task of its own, referenced until it is done."""
+        task = asyncio.get_running_loop().create_task(work, context=context)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _after_commit(self) -> Awaitable[None] | None:
         if not self.serializable:
@@ -641,12 +661,17 @@ class ReplicaBackend(Backend):
                     finally:
                         self._schedule_release()
         finally:
-            yielding, self._yielding = self._yielding, None
-            if yielding is not None:
-                lease, self._lease = self._lease, None
-                if lease is not None:
-                    await self._leases.release(lease)
-                yielding.set_result(None)
+            # Hand the lease over. The gate stays shut until it is given back: a transaction let
+            # in meanwhile could join a batch while this task, still awaiting, looks alive to
+            # _join_batch, and wait for a push nobody makes.
+            if (yielding := self._yielding) is not None:
+                try:
+                    lease, self._lease = self._lease, None
+                    if lease is not None:
+                        await self._leases.release(lease)
+                finally:
+                    self._yielding = None
+                    yielding.set_result(None)
 
     async def _push_under_lease(self, *, commit: bool = False) -> None:
         """Push through the lease's fenced URL; resolve every failure to a known outcome or say so.
@@ -717,9 +742,10 @@ class ReplicaBackend(Backend):
             )
         except TursoError:
             return False
-        self._lease = lease
         if not fresh:
+            await self._leases.release(lease)  # the replica resets next: it writes under no lease
             return False
+        self._lease = lease
         if await self._engine.call(self._push_reporting, self._leases.fenced_url(lease)) is not True:
             return False
         self.status.last_push = time.time()
@@ -786,7 +812,7 @@ class ReplicaBackend(Backend):
             before = conn.execute(_CHANGE_PROBE).fetchone()
             result = fn(conn)
             if not conn.in_transaction:
-                self._group_open = False
+                self._abandon_group(conn, members=self._group_members > 0)
                 raise TursoError(
                     "an autocommit statement ended the transaction it ran in: use service.transaction() "
                     "for COMMIT/ROLLBACK",
@@ -870,16 +896,14 @@ class ReplicaBackend(Backend):
             self._engine.submit(self._release_savepoint, state)
 
     def _release_savepoint(self, state: _TxState) -> None:
+        conn = state.conn
         try:
             self._finish(state, "COMMIT")
         except Exception as exc:
+            # Its caller already moved on to wait for the push: the group must fail, for it too.
             log.warning("Turso savepoint release failed, rolling back the group: %s", exc)
-            conn = self._conn
-            if conn is not None and conn.in_transaction:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
-            self._group_open = False
-            self._group_failed = exc
+            if conn is not None:
+                self._abandon_group(conn, members=True, cause=exc)
 
     # Serializable writes on a replica run under the lease, one at a time on one connection, and
     # each waits for a push anyway. So they share one local transaction: the first opens it, each
@@ -897,6 +921,7 @@ class ReplicaBackend(Backend):
         if not self._group_open:
             conn.execute("BEGIN DEFERRED")
             self._group_open = True
+            self._group_members = 0
             self._group_changes = _total_changes(conn)
         conn.execute(f"SAVEPOINT {_TX_SAVEPOINT}")
 
@@ -911,25 +936,53 @@ class ReplicaBackend(Backend):
             try:
                 with engine_errors("COMMIT"):
                     conn.execute(f"RELEASE {_TX_SAVEPOINT}")
-                return
             except BaseException:
                 self._rollback_savepoint(conn)
                 raise
+            if not conn.in_transaction:  # the callback ended the group's transaction itself
+                self._rollback_savepoint(conn)
+            self._group_members += 1
+            return
         self._rollback_savepoint(conn)
 
     def _rollback_savepoint(self, conn: Any) -> None:
+        """Undo one transaction of the group; if nothing else is in it, close the group too (no
+        empty BEGIN outlives the lease). A callback that ended the group's transaction or our
+        savepoint itself (COMMIT, ROLLBACK, RELEASE) leaves nothing to undo alone: the group goes."""
         try:
+            if not conn.in_transaction:
+                raise TursoError("the callback ended the transaction", code="TURSO_DANGLING_TRANSACTION")
             conn.execute(f"ROLLBACK TO {_TX_SAVEPOINT}")
             conn.execute(f"RELEASE {_TX_SAVEPOINT}")
         except Exception as exc:  # the group cannot be trusted: drop all of it
             log.warning("Turso rollback to savepoint failed, rolling back the group: %s", exc)
-            with contextlib.suppress(Exception):
+            self._abandon_group(conn, members=self._group_members > 0, cause=exc)
+            raise TursoError(
+                "a transaction callback ended the transaction it ran in (COMMIT, ROLLBACK or RELEASE): "
+                "nothing of it was applied; the other transactions of its group run again",
+                code="TURSO_DANGLING_TRANSACTION",
+            ) from exc
+        if self._group_members == 0:
+            with engine_errors("ROLLBACK"):
                 conn.execute("ROLLBACK")
             self._group_open = False
-            raise TursoBusyError(
-                "a failed transaction could not be undone alone; its group was rolled back",
-                code="TURSO_GROUP_ROLLED_BACK",
-            ) from exc
+
+    def _abandon_group(self, conn: Any, *, members: bool, cause: Exception | None = None) -> None:
+        """Drop the open group: roll back what is still open and, when a callback committed it
+        locally on its own, mark the replica for a reset (no push may carry those commits). With
+        ``members`` every transaction released into it fails with its push and runs again."""
+        if conn.in_transaction:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+        self._group_open = False
+        self._group_members = 0
+        with contextlib.suppress(TursoError):
+            if self._pending() > 0:
+                self._dirty = True
+        if members:
+            self._group_failed = cause or TursoError(
+                "the group's transaction was ended by a statement", code="TURSO_DANGLING_TRANSACTION"
+            )
 
     def _commit_group(self) -> bool:
         """COMMIT the group (if open); return whether anything is left to push.
@@ -947,6 +1000,7 @@ class ReplicaBackend(Backend):
         if self._group_open:
             conn = self._checkout()
             self._group_open = False
+            self._group_members = 0
             try:
                 with engine_errors("COMMIT"):
                     conn.execute("COMMIT")
@@ -1010,6 +1064,7 @@ class ReplicaBackend(Backend):
             self._conn.close()
         self._conn = None
         self._group_open = False
+        self._group_members = 0
         forget_cursors()  # what this thread knew of the server's cursor rows, under any lease
         remove_replica_files(self.path)
         self._connect()
