@@ -10,12 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from buntime.turso import Database, TursoBusyError, TursoError, TursoService, resolve_config
+from buntime.turso import (
+    Database,
+    TursoBusyError,
+    TursoError,
+    TursoService,
+    TursoUnavailableError,
+    resolve_config,
+)
+from buntime.turso._backends import ReplicaBackend
 from buntime.turso._engine import BOOT_MARK_SUFFIX, boot_id
 from tests.support.tursoserver import TursoServer
 
@@ -340,6 +349,47 @@ async def test_a_lone_failed_transaction_leaves_no_group_behind(server: TursoSer
     finally:
         await a.aclose()
     assert [r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")] == ["yes"]
+
+
+async def test_a_write_cancelled_during_its_pull_keeps_no_lease(server: TursoServer, tmp_path: Path) -> None:
+    """Cancelled while the pull before its first statement runs (on the engine thread, which may
+    finish it, or fail, unseen), a transaction leaves no lease behind: the next write pulls again
+    instead of taking the lease it still held for "this copy is up to date" and writing on a stale
+    copy (here: b read 0, pushed 1 over a's 5)."""
+    a, b = pod(server, tmp_path, "a"), pod(server, tmp_path, "b")
+
+    async def bump(db: Database) -> None:
+        row = await db.get("SELECT v FROM c WHERE k = 'n'")
+        await db.run("UPDATE c SET v = ? WHERE k = 'n'", [int(row["v"]) + 1])
+
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run("INSERT INTO c(k, v) VALUES ('n', 0)"), namespace=NS)
+        await b.connect(NS)  # b's copy: n = 0
+        for _ in range(5):
+            await a.transaction(bump, namespace=NS)
+        replica = b._backends[NS]
+        assert isinstance(replica, ReplicaBackend)
+        entered, go_on = threading.Event(), threading.Event()
+
+        def failing_pull() -> bool:
+            entered.set()
+            go_on.wait(10)
+            raise TursoUnavailableError("the pull failed after its caller went away")
+
+        replica._pull_clean = failing_pull  # type: ignore[method-assign]
+        cancelled = asyncio.create_task(b.transaction(bump, namespace=NS))
+        assert await asyncio.to_thread(entered.wait, 10)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        del replica._pull_clean  # the real pull again
+        go_on.set()
+        await b.transaction(bump, namespace=NS)
+    finally:
+        await a.aclose()
+        await b.aclose()
+    assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 6}]
 
 
 async def _written_then_rolled_back(server: TursoServer, root: Path) -> Path:
