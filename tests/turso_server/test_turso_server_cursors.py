@@ -264,6 +264,15 @@ def test_the_cache_is_never_ahead_or_behind() -> None:
     cursors.change_started("ns", child, None)
     cursors.change_finished("ns", child, None, None)
     assert cursors.lookup("ns", child, "c2") is None
+    # Two batches of one client at once (a retry while the first still runs): the first's row is
+    # not answered while the second is on its way, nor kept once the second failed (it may have
+    # landed all the same).
+    cursors.change_started("ns", child, "c1")
+    cursors.change_started("ns", child, "c1")
+    cursors.change_finished("ns", child, "c1", [_int(0), _int(3)])
+    assert cursors.lookup("ns", child, "c1") is None
+    cursors.change_finished("ns", child, "c1", None)
+    assert cursors.lookup("ns", child, "c1") is None
     assert PushCursors(enabled=False).lookup("ns", child, "c1") is None
 
 

@@ -243,8 +243,8 @@ class PushCursors:
         if not self.enabled:
             return None
         entry = self._namespaces.get(name)
-        if entry is None or entry.child is not child:
-            return None
+        if entry is None or entry.child is not child or entry.in_flight:
+            return None  # a change on its way may move any row: ask tursodb
         rows = entry.rows.get(client)
         if rows is not None:
             entry.rows.move_to_end(client)
@@ -278,7 +278,14 @@ class PushCursors:
             return
         entry.in_flight = max(0, entry.in_flight - 1)
         entry.generation += 1
-        if client is not None and row is not None and self.enabled:
+        if row is None:
+            # Failed or unknown: it may still have moved the row, even past a row learned from a
+            # batch of the same client that ended meanwhile. Forget it (every row, for ``None``).
+            if client is None:
+                entry.rows.clear()
+            else:
+                entry.rows.pop(client, None)
+        elif client is not None and self.enabled:
             self._set(entry, client, [row])
 
     @staticmethod
