@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -222,3 +225,33 @@ def test_a_write_that_may_have_landed_makes_no_holder_fresh(start_server: Server
     assert counted.status == 200, counted.body
     (row,) = counted.json()["results"][0]["response"]["result"]["rows"]
     assert row[0]["value"] == str(1500 * 1500), counted.body
+
+
+def test_a_write_waiting_while_its_namespace_is_archived_does_not_go_out(start_server: ServerFactory) -> None:
+    """A fenced write that passed the lease check and then waited for the namespace while an admin
+    delete archived it is refused (409 lease lost) once the namespace is there again (re-created
+    for it by auto-provisioning), instead of going out under a lease that ended with the archive."""
+    server = start_server(TURSO_SHUTDOWN_GRACE="1500ms")
+    assert server.data("POST", "/tenant/v2/pipeline", token=DATA_TOKEN, body=SELECT_ONE).status == 200
+    _, held = grant(server, "pod-a")
+    child = server.child_pids()["tenant"]
+    os.kill(child, signal.SIGSTOP)  # so that the delete takes the whole grace to stop it
+    deleted: list[int] = []
+    deleting = threading.Thread(
+        target=lambda: deleted.append(server.admin("DELETE", "/v1/namespaces/tenant").status)
+    )
+    try:
+        deleting.start()
+        time.sleep(0.4)  # the delete is under way: the child is being stopped
+        write = pipeline("CREATE TABLE late(x)")
+        late = server.data("POST", f"{LEASE}/{held['token']}/v2/pipeline", token=DATA_TOKEN, body=write)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed once the grace ran out
+            os.kill(child, signal.SIGCONT)
+        deleting.join(10)
+    assert deleted == [200]
+    assert late.status == 409, late.body
+    tables = server.data(
+        "POST", "/tenant/v2/pipeline", token=DATA_TOKEN, body=pipeline("SELECT name FROM sqlite_master")
+    )
+    assert tables.status == 200 and b"late" not in tables.body, tables.body

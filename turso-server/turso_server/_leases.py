@@ -45,6 +45,7 @@ class Lease:
     ttl: float
     expires_at: float
     pinned: int = 0
+    revoked: bool = False  # its namespace was archived: nothing more may go out under it
 
     def alive(self, now: float) -> bool:
         return self.pinned > 0 or now < self.expires_at
@@ -65,6 +66,7 @@ class _Namespace:
     last_writer: str | None = None
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     queue: deque[object] = field(default_factory=deque)  # waiters, served first come first served
+    invalidated: bool = False  # forgotten with its archived namespace: waiters ask again
 
 
 class LeaseTable:
@@ -96,6 +98,8 @@ class LeaseTable:
         entry.queue.append(marker)
         try:
             while True:
+                if entry.invalidated:
+                    raise LeaseBusyError("the namespace was archived meanwhile; ask again", retry_after=0.0)
                 lease = self._live(entry)
                 mine = holder is not None and lease is not None and lease.holder == holder
                 free = lease is None or (mine and not lease.pinned)
@@ -182,7 +186,7 @@ class LeaseTable:
                     entry.changed.notify_all()
 
     @contextlib.asynccontextmanager
-    async def implicit(self, name: str, *, wait: float) -> AsyncIterator[None]:
+    async def implicit(self, name: str, *, wait: float) -> AsyncIterator[Lease]:
         """A write without a lease: wait until none is held and hold an anonymous one meanwhile."""
         entry = self._ns(name)
         deadline = self._clock() + min(max(wait, 0.0), LEASE_WAIT_MAX)
@@ -194,7 +198,7 @@ class LeaseTable:
             )
             entry.current = lease
         try:
-            yield
+            yield lease
         finally:
             async with entry.changed:
                 entry.last_writer = None
@@ -205,9 +209,13 @@ class LeaseTable:
     def invalidate(self, name: str) -> None:
         """Forget the namespace's lease and last writer (it was archived: deleted or collected)."""
         entry = self._namespaces.pop(name, None)
-        if entry is not None and entry.current is not None:
+        if entry is None:
+            return
+        entry.invalidated = True
+        if entry.current is not None:
             entry.current.expires_at = 0.0
             entry.current.pinned = 0
+            entry.current.revoked = True  # a request pinning it that has not gone out yet: 409
 
     def current(self, name: str) -> Lease | None:
         """The namespace's live lease, if any (the admin view: who holds up the writers)."""

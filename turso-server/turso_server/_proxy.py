@@ -39,6 +39,7 @@ from ._cursors import Kind as CursorKind
 from ._errors import (
     InvalidBodyError,
     InvalidPipelineError,
+    LeaseLostError,
     MissingNamespaceError,
     NotFoundError,
     UnavailableError,
@@ -61,7 +62,7 @@ from ._http import (
     parse_json_object,
     read_body,
 )
-from ._leases import HOLDER_MAX_LENGTH
+from ._leases import HOLDER_MAX_LENGTH, Lease
 from ._logging import get_logger
 from ._metrics import UNKNOWN_NAMESPACE
 from ._names import validate_name
@@ -252,11 +253,15 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         # The lease is pinned for the exchange with the child only; the spooled reply goes to
         # the client after it is released, so a slow client never holds the namespace's lease.
         if token is not None:
-            async with leases.use(name, token, write=writes):
-                reply = await _forward(request, name, target, body, resendable=resendable, cursor=cursor)
+            async with leases.use(name, token, write=writes) as lease:
+                reply = await _forward(
+                    request, name, target, body, resendable=resendable, cursor=cursor, lease=lease
+                )
         elif writes:
-            async with leases.implicit(name, wait=app[CONFIG].lease_wait):
-                reply = await _forward(request, name, target, body, resendable=resendable, cursor=cursor)
+            async with leases.implicit(name, wait=app[CONFIG].lease_wait) as lease:
+                reply = await _forward(
+                    request, name, target, body, resendable=resendable, cursor=cursor, lease=lease
+                )
         else:
             reply = await _forward(request, name, target, body, resendable=resendable)
         if writes and _unparsed_pipeline(reply):
@@ -291,8 +296,14 @@ async def _forward(
     *,
     resendable: bool,
     cursor: CursorKind = None,
+    lease: Lease | None = None,
 ) -> SpooledReply:
-    """Lease the child and exchange; resend while the child is down and resending is safe."""
+    """Lease the child and exchange; resend while the child is down and resending is safe.
+
+    ``lease``, the write lease the request runs under, is checked once the child is there: a
+    namespace archived while the request waited for it (and re-created for it) revoked the lease,
+    and nothing may go out under it any more (``409 lease lost``).
+    """
     app = request.app
     config, supervisor, store = app[CONFIG], app[SUPERVISOR], app[STORE]
     provision = Origin.AUTO if config.allow_auto_provision else None
@@ -300,6 +311,8 @@ async def _forward(
     while True:
         remaining = max(0.0, deadline - time.monotonic())
         async with supervisor.lease(name, provision=provision, timeout=remaining) as warm:
+            if lease is not None and lease.revoked:
+                raise LeaseLostError("this write lease ended with its archived namespace")
             store.touch(name)
             try:
                 if cursor is None:
