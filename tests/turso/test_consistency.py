@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from buntime.turso import (
+    BlockingDatabase,
     Database,
     TursoBusyError,
     TursoError,
@@ -390,6 +391,37 @@ async def test_a_write_cancelled_during_its_pull_keeps_no_lease(server: TursoSer
         await a.aclose()
         await b.aclose()
     assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 6}]
+
+
+async def test_a_cancelled_blocking_transaction_leaves_no_group_behind(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """Cancelled while its blocking callback runs on the engine thread, a ``run_transaction()``
+    still releases its savepoint into the group there, but never joins a batch: nobody awaits
+    that group's push. The next write rolls it back instead of failing with TURSO_LEASE_LOST
+    forever once the idle lease went back; and the cancelled write, never acknowledged, is gone."""
+    a = pod(server, tmp_path, "a")
+    entered, go_on = threading.Event(), threading.Event()
+
+    def blocking(db: BlockingDatabase) -> None:
+        db.run("INSERT INTO t(who) VALUES ('cancelled')")
+        entered.set()
+        go_on.wait(10)
+
+    try:
+        await schema(a)
+        cancelled = asyncio.create_task(a.run_transaction(blocking, namespace=NS))
+        assert await asyncio.to_thread(entered.wait, 10)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        go_on.set()
+        await asyncio.sleep(0.2)  # the callback finishes; the idle lease goes back
+        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('next')"), namespace=NS)
+        assert await a.sync() is not None  # and the replica pulls again
+    finally:
+        await a.aclose()
+    assert [r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")] == ["next"]
 
 
 async def _written_then_rolled_back(server: TursoServer, root: Path) -> Path:

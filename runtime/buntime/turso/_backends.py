@@ -404,6 +404,7 @@ class ReplicaBackend(Backend):
         self._push_url: str | None = None  # set on the engine thread around a fenced push
         self._batch: _Batch | None = None  # commits not yet pushed
         self._flusher: asyncio.Task[None] | None = None
+        self._flushing = False  # a flusher will still look at _batch (False once it hands over)
         self._release: asyncio.TimerHandle | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._yielding: asyncio.Future[None] | None = None  # set while handing the lease over
@@ -512,6 +513,7 @@ class ReplicaBackend(Backend):
     async def _before_transaction(self) -> None:
         if not self.serializable:
             return
+        await self._drop_orphan_group()
         if self._release is not None:
             self._release.cancel()
             self._release = None
@@ -550,6 +552,21 @@ class ReplicaBackend(Backend):
                 raise
         if self._keepalive is None or self._keepalive.done():
             self._keepalive = asyncio.create_task(self._keep_lease(), name=f"turso-lease:{self.path}")
+
+    async def _drop_orphan_group(self) -> None:
+        """Roll back an open group no batch waits for: its transactions' callers went away
+        (cancelled between their RELEASE and joining the batch), so none was acknowledged, and
+        left open it would keep the replica from pulling and from writing once the lease is gone."""
+        if self._group_open and self._batch is None and self._group_failed is None:
+            await self._on_conn(self._rollback_group)
+
+    def _rollback_group(self) -> None:
+        conn = self._checkout()
+        if conn.in_transaction:
+            with engine_errors("ROLLBACK"):
+                conn.execute("ROLLBACK")
+        self._group_open = False
+        self._group_members = 0
 
     async def _keep_lease(self) -> None:
         """Renew the lease while a transaction or a push still needs it (long callbacks)."""
@@ -625,10 +642,12 @@ class ReplicaBackend(Backend):
         if not self.serializable:
             await self._engine.call(self._push_best_effort)
             return None
-        if self._dirty and self._lease is None:
-            return None  # a read beside leftovers the next write resets (docs/consistency.md)
-        if self._group_open or self._batch is not None or self._group_failed is not None:
+        if self._batch is not None or self._group_failed is not None:
             return self._join_batch()  # a failed group fails in the flusher, for every caller in it
+        if self._dirty:
+            return None  # a read beside leftovers no push may carry: the next write resets them
+        if self._group_open:
+            return self._join_batch()
         if await self._on_conn(self._pending) == 0:
             return None  # nothing this transaction could have seen is unpushed
         return self._join_batch()
@@ -636,7 +655,8 @@ class ReplicaBackend(Backend):
     def _join_batch(self) -> asyncio.Future[None]:
         if self._batch is None:
             self._batch = _Batch(asyncio.get_running_loop().create_future())
-        if self._flusher is None or self._flusher.done():
+        if not self._flushing:  # not "done()": a flusher handing the lease over is not done yet
+            self._flushing = True
             self._flusher = asyncio.create_task(self._flush(), name=f"turso-push:{self.path}")
         return asyncio.shield(self._batch.done)
 
@@ -661,6 +681,7 @@ class ReplicaBackend(Backend):
                     finally:
                         self._schedule_release()
         finally:
+            self._flushing = False  # from here on, a batch needs a flusher of its own
             # Hand the lease over. The gate stays shut until it is given back: a transaction let
             # in meanwhile could join a batch while this task, still awaiting, looks alive to
             # _join_batch, and wait for a push nobody makes.
@@ -1047,6 +1068,11 @@ class ReplicaBackend(Backend):
         ``None`` when the group left nothing to push (no request sent)."""
         if not self._commit_group():
             return None
+        if self._dirty:  # local commits no push may carry (a callback's own COMMIT): never sent
+            raise TursoBusyError(
+                "the replica holds local commits no push may carry; it is reset and the group runs again",
+                code="TURSO_GROUP_ROLLED_BACK",
+            )
         return self._push_reporting(url)
 
     def _rebootstrap(self) -> None:
@@ -1065,6 +1091,7 @@ class ReplicaBackend(Backend):
         self._conn = None
         self._group_open = False
         self._group_members = 0
+        self._group_failed = None  # its batch failed with the reset: a fresh copy has no group
         forget_cursors()  # what this thread knew of the server's cursor rows, under any lease
         remove_replica_files(self.path)
         self._connect()
@@ -1120,6 +1147,8 @@ class ReplicaBackend(Backend):
         """One sync round (see :meth:`_sync_once`); errors are recorded on ``status`` and re-raised."""
         self._check_open()
         async with self._gate():
+            if self.serializable:
+                await self._drop_orphan_group()
             if self.serializable and (self._group_open or self._batch is not None):
                 return False  # commits are on their way to the server: pull after them
             try:

@@ -6,11 +6,14 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from buntime.plugins import PluginHost
 from buntime.plugins.keyval import Kv
+from buntime.plugins.keyval._errors import KeyValCommitUnknownError
+from buntime.turso import TursoCommitUnknownError
 
 API = "/keyval/api"
 Client = TestClient[web.Request, web.Application]
@@ -350,3 +353,42 @@ async def test_503_while_storage_is_unavailable(client: Client, host: PluginHost
     await kv.aclose()  # and after the plugin shut down
     await error(await client.get(f"{API}/keys/a"), 503, "KEYVAL_UNAVAILABLE")
     assert json.loads(await (await client.get(f"{API}/keys/count")).text())["code"] == "KEYVAL_UNAVAILABLE"
+
+
+async def test_a_write_whose_outcome_is_unknown_is_a_504_and_never_re_run(client: Client, kv: Kv) -> None:
+    """A write the service reports as TursoCommitUnknownError (its push may have landed; here it
+    did) answers 504 KEYVAL_COMMIT_OUTCOME_UNKNOWN without Retry-After, unlike the 503 that means
+    "not applied"; grouped writes are not re-run one by one (each would apply twice), and an OCC
+    transaction raises instead of answering ``ok: false`` ("nothing is written")."""
+    service = kv._store.service
+    real = service.run_transaction
+    bodies: list[int] = []  # per grouped call: how many sets it ran
+
+    async def landed_but_unknown(*args: Any, **kwargs: Any) -> Any:
+        result = await real(*args, **kwargs)
+        if isinstance(result, list):
+            bodies.append(len(result))
+        raise TursoCommitUnknownError("the push may or may not have landed")
+
+    service.run_transaction = landed_but_unknown  # type: ignore[method-assign]
+    try:
+        answers = await asyncio.gather(*(client.put(f"{API}/keys/k{i}", json=i) for i in range(6)))
+        for answer in answers:
+            await error(answer, 504, "KEYVAL_COMMIT_OUTCOME_UNKNOWN")
+            assert "Retry-After" not in answer.headers
+        assert sum(bodies) == 6, bodies  # grouped or not, every set ran once
+        atomic = await client.post(
+            f"{API}/atomic", json={"mutations": [{"type": "sum", "key": ["hits"], "value": 1}]}
+        )
+        await error(atomic, 504, "KEYVAL_COMMIT_OUTCOME_UNKNOWN")
+
+        async def bump(tx: Any) -> None:
+            tx.sum(["hits"], 1)
+
+        with pytest.raises(KeyValCommitUnknownError):
+            await kv.transaction(bump)
+    finally:
+        service.run_transaction = real  # type: ignore[method-assign]
+    assert (await kv.get(["hits"])).value == 2  # each applied once, as it happened to land
+    for i in range(6):
+        assert (await kv.get([f"k{i}"])).value == i

@@ -12,6 +12,7 @@ answers with; each also subclasses the matching built-in so plain ``except Value
     ├── KeyValConflictError                       409 LEASE_LOST — a queue lease ended, the message moved on
     ├── KeyValConfigError (PluginConfigError)     500 MISSING_TURSO_SERVICE, INVALID_KEYVAL_CONFIG
     ├── KeyValStorageError                        500 KEYVAL_STORAGE_ERROR — the engine rejected a statement
+    ├── KeyValCommitUnknownError                  504 KEYVAL_COMMIT_OUTCOME_UNKNOWN — may have been written
     └── KeyValUnavailableError (ConnectionError)  503 KEYVAL_UNAVAILABLE, KEYVAL_BUSY — storage down or busy
 
 :func:`storage_errors` translates the Turso service's errors at the Kv boundary.
@@ -22,7 +23,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from ...turso import TursoBusyError, TursoClosedError, TursoError, TursoUnavailableError
+from ...turso import (
+    TursoBusyError,
+    TursoClosedError,
+    TursoCommitUnknownError,
+    TursoError,
+    TursoUnavailableError,
+)
 from .._errors import ApiError, PluginConfigError
 
 
@@ -85,6 +92,14 @@ class KeyValStorageError(KeyValError):
     status = 500
 
 
+class KeyValCommitUnknownError(KeyValError):
+    """A write whose push may or may not have landed (``TursoCommitUnknownError``): unlike a 503,
+    nothing says it was not applied, so a client must read before it writes again."""
+
+    code = "KEYVAL_COMMIT_OUTCOME_UNKNOWN"
+    status = 504
+
+
 class KeyValUnavailableError(KeyValError, ConnectionError):
     """Storage is closed, cannot be opened, or stayed busy through every retry."""
 
@@ -92,8 +107,15 @@ class KeyValUnavailableError(KeyValError, ConnectionError):
     status = 503
 
 
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether ``exc`` says a write may or may not have landed (so it must not be re-run)."""
+    return isinstance(exc, TursoCommitUnknownError | KeyValCommitUnknownError)
+
+
 def translate_storage_error(exc: BaseException) -> KeyValError | None:
     """The KeyVal error for a Turso error (``None`` for anything else)."""
+    if isinstance(exc, TursoCommitUnknownError):  # before its base, TursoUnavailableError
+        return KeyValCommitUnknownError(f"KeyVal write outcome unknown (read before writing again): {exc}")
     if isinstance(exc, TursoUnavailableError | TursoClosedError):
         return KeyValUnavailableError(f"KeyVal storage unavailable: {exc}")
     if isinstance(exc, TursoBusyError):

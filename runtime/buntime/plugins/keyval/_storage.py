@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ...turso import BlockingDatabase, Database, TransactionType, TursoService
-from ._errors import InvalidRequestError, KeyValError, KeyValUnavailableError
+from ._errors import InvalidRequestError, KeyValError, KeyValUnavailableError, outcome_unknown
 from ._keys import Key, decode_key, key_json_text, key_to_json
 from ._metrics import KvMetrics, Tracked
 from ._schema import migrate
@@ -404,9 +404,9 @@ class KvStorage:
             self.check_open()
             try:
                 await self._transact_group(group)
-            except Exception:
-                if len(group) == 1:
-                    raise
+            except Exception as exc:
+                if len(group) == 1 or outcome_unknown(exc):
+                    raise  # an outcome nobody knows is never re-run: every body fails with it
                 log.debug("KeyVal grouped write failed; writing its %d bodies one by one", len(group))
                 for item in group:
                     try:

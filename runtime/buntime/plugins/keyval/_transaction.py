@@ -13,7 +13,9 @@ times.
 Results (:class:`TransactionResult`): ``{ok: true, value, versionstamp}``,
 ``{ok: false, error: "conflict"}`` once the retries are spent, or
 ``{ok: false, error: "error", message}`` when ``fn`` (or the commit) raised; nothing is written
-then. A transaction object refuses every call once committed. Called by the Kv store, which
+then. A commit whose outcome is unknown (its push may have landed) is none of these: it raises
+:class:`KeyValCommitUnknownError`, and is never re-run.
+A transaction object refuses every call once committed. Called by the Kv store, which
 hands it its batch read and the atomic committer.
 """
 
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from ._atomic import Check, CommitResult, Committer, Mutation, make_mutation
-from ._errors import InvalidRequestError, InvalidValueError
+from ._errors import InvalidRequestError, InvalidValueError, outcome_unknown, translate_storage_error
 from ._keys import Key, encode_key
 from ._storage import KvEntry
 
@@ -189,6 +191,11 @@ async def run(
             value = await fn(tx)
             result = await tx.commit()
         except Exception as exc:
+            if outcome_unknown(exc):
+                mapped = translate_storage_error(exc)
+                if mapped is None:  # already the KeyVal error
+                    raise
+                raise mapped from exc
             return TransactionResult(False, error=ERROR_RAISED, message=str(exc))
         finally:
             tx.close()  # a tx leaked out of fn is closed, whatever happened
