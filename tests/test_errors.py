@@ -24,7 +24,7 @@ from buntime.plugins import ApiError, PluginConfigError, PluginError
 from buntime.plugins._http import json_errors
 from buntime.plugins.keyval import KeyValConfigError, KeyValNotFoundError
 from buntime.plugins.proxy import RuleError
-from buntime.turso import TursoConfigError, TursoError
+from buntime.turso import TursoCommitUnknownError, TursoConfigError, TursoError, TursoUnavailableError
 
 #: Signals caught inside the module that raises them; never seen by a caller.
 INTERNAL = {
@@ -81,6 +81,10 @@ async def test_the_admin_middleware_answers_any_api_error_with_its_status_and_co
             raise RuleError("bad target", code="PROXY_INVALID_TARGET")
         if kind == "keyval":
             raise KeyValNotFoundError("no such key", code="KEY_NOT_FOUND")
+        if kind == "down":
+            raise TursoUnavailableError("turso-server unreachable")
+        if kind == "unknown":
+            raise TursoCommitUnknownError("the push may or may not have landed")
         raise ApiError("nope", code="TEAPOT", status=418)
 
     app = web.Application(middlewares=[json_errors])
@@ -89,6 +93,8 @@ async def test_the_admin_middleware_answers_any_api_error_with_its_status_and_co
     for kind, status, code in (
         ("rule", 400, "PROXY_INVALID_TARGET"),
         ("keyval", 404, "KEY_NOT_FOUND"),
+        ("down", 503, "TURSO_UNAVAILABLE"),
+        ("unknown", 504, "TURSO_COMMIT_OUTCOME_UNKNOWN"),
         ("x", 418, "TEAPOT"),
     ):
         response = await client.get(f"/{kind}")

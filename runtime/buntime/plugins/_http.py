@@ -4,7 +4,9 @@ Every built-in admin API answers errors as ``{"error": <message>, "code": <CODE>
 key on a stable code, never on wording. :class:`ApiError` (``_errors``) is the branch of the
 runtime's error tree these answers come from; the proxy's ``RuleError`` and keyval's
 ``KeyValError`` are under it. Storage failures become 503 with the Turso error code
-(the database is the dependency that is down, not the request that is wrong).
+(the database is the dependency that is down, not the request that is wrong), except a write
+whose outcome is unknown (``TursoCommitUnknownError``: it may have landed), which is a 504, so
+that nothing reads it as "not applied, retry".
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..turso import TursoError
+from ..turso import TursoCommitUnknownError, TursoError
 from ._errors import ApiError
 from ._json import client_json
 
@@ -32,6 +34,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return web.json_response(error_body(exc.code, exc.message), status=exc.status)
+    except TursoCommitUnknownError as exc:
+        message = f"storage write outcome unknown (read before writing again): {exc}"
+        return web.json_response(error_body(exc.code, message), status=504)
     except TursoError as exc:
         return web.json_response(error_body(exc.code, f"storage unavailable: {exc}"), status=503)
 

@@ -11,8 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from buntime.plugins import PluginHost
-from buntime.plugins.keyval import Kv
-from buntime.plugins.keyval._errors import KeyValCommitUnknownError
+from buntime.plugins.keyval import KeyValCommitUnknownError, Kv
 from buntime.turso import TursoCommitUnknownError
 
 API = "/keyval/api"
