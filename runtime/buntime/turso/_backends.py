@@ -642,10 +642,12 @@ class ReplicaBackend(Backend):
         if not self.serializable:
             await self._engine.call(self._push_best_effort)
             return None
+        if self._dirty and self._lease is None:
+            return None  # a read beside leftovers the next write resets (docs/consistency.md)
         if self._batch is not None or self._group_failed is not None:
             return self._join_batch()  # a failed group fails in the flusher, for every caller in it
         if self._dirty:
-            return None  # a read beside leftovers no push may carry: the next write resets them
+            return None  # the same under a held lease: never a push of leftovers (_commit_then_push)
         if self._group_open:
             return self._join_batch()
         if await self._on_conn(self._pending) == 0:
