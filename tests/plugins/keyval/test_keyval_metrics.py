@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -18,12 +19,13 @@ from buntime.plugins import PluginConfigError, PluginHost
 from buntime.plugins.keyval import (
     KEYVAL_PLUGIN_NAME,
     InvalidKeyError,
+    KeyValCommitUnknownError,
     KeyValConfigError,
     Kv,
     resolve_settings,
 )
 from buntime.plugins.keyval._schema import MIGRATIONS, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3
-from buntime.turso import BlockingDatabase, TursoService, resolve_config
+from buntime.turso import BlockingDatabase, TursoCommitUnknownError, TursoService, resolve_config
 
 from .conftest import mount
 
@@ -88,6 +90,33 @@ async def test_flushes_add_increments_and_survive_restarts(
     assert persisted["set"]["count"] == 4  # 3 + 1, not 3 + 4: only increments are added
     assert persisted["get"]["errors"] == 1
     assert kv2.metrics.snapshot().get("set", {}).get("count", 0) == 0  # this process: since start
+
+
+async def test_a_flush_whose_outcome_is_unknown_is_never_added_again(
+    start_host: HostStarter, local_env: dict[str, str]
+) -> None:
+    """A flush the service reports as TursoCommitUnknownError (here it landed) counts as flushed:
+    the next flush adds only what was counted since, never the same increments twice."""
+    host = await start_host({**local_env, **PERSIST})
+    kv = kv_of(host)
+    for i in range(3):
+        await kv.set(["k", i], i)
+    service = kv._store.service
+    real = service.run_transaction
+
+    async def landed_but_unknown(*args: Any, **kwargs: Any) -> Any:
+        await real(*args, **kwargs)
+        raise TursoCommitUnknownError("the push may or may not have landed")
+
+    service.run_transaction = landed_but_unknown  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyValCommitUnknownError):
+            await kv.flush_metrics()
+    finally:
+        service.run_transaction = real  # type: ignore[method-assign]
+    await kv.set(["k", 3], 3)
+    await kv.flush_metrics()
+    assert (await kv.persisted_metrics())["set"]["count"] == 4
 
 
 async def test_the_background_flush_runs_and_persistence_is_off_by_default(

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from ...turso import BlockingDatabase, TursoService
 from ._atomic import UUIDV7, AtomicOperation, CommitResult, Uuidv7, commit_atomic, validate_expire_in
-from ._errors import InvalidRequestError, KeyValError, storage_errors
+from ._errors import InvalidRequestError, KeyValError, outcome_unknown, storage_errors
 from ._keys import decode_cursor, encode_cursor, encode_key, prefix_range
 from ._metrics import PERSIST_SQL, READ_PERSISTED_SQL, KvMetrics
 from ._queue import KvQueue
@@ -578,9 +578,14 @@ class Kv:
             return len(deltas)
 
         with storage_errors():
-            return await self._store.write(
-                fn, entries=False, on_commit=lambda _: self.metrics.mark_flushed(deltas)
-            )
+            try:
+                return await self._store.write(
+                    fn, entries=False, on_commit=lambda _: self.metrics.mark_flushed(deltas)
+                )
+            except Exception as exc:
+                if outcome_unknown(exc):  # it may have landed: never add the same increments twice
+                    self.metrics.mark_flushed(deltas)
+                raise
 
     async def persisted_metrics(self) -> dict[str, dict[str, Any]]:
         """``kv_metrics``: ``{operation: {count, errors, avgLatencyMs, latencySumMs, latencyAvgMs,

@@ -9,7 +9,8 @@ never collide. Called by the storage core around every public operation.
 gives what was counted since the last flush, the Kv store adds it to the stored rows with
 :data:`PERSIST_SQL` (``count = count + excluded.count``) in one write transaction and then calls
 :meth:`KvMetrics.mark_flushed`. Every pod adds only its own increments, so the rows are totals
-over every pod and restart; a flush that fails leaves its increments pending for the next one.
+over every pod and restart; a flush that fails leaves its increments pending for the next one
+(one whose outcome is unknown counts as flushed: the same increments are never added twice).
 """
 
 from __future__ import annotations
