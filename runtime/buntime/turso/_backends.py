@@ -558,10 +558,10 @@ class ReplicaBackend(Backend):
         (cancelled between their RELEASE and joining the batch), so none was acknowledged, and
         left open it would keep the replica from pulling and from writing once the lease is gone."""
         if self._group_open and self._batch is None and self._group_failed is None:
-            await self._on_conn(self._rollback_group)
+            await self._on_conn(lambda: self._rollback_group(self._checkout()))
 
-    def _rollback_group(self) -> None:
-        conn = self._checkout()
+    def _rollback_group(self, conn: Any) -> None:
+        """Roll the open group back and close it (nobody awaits its push)."""
         if conn.in_transaction:
             with engine_errors("ROLLBACK"):
                 conn.execute("ROLLBACK")
@@ -800,9 +800,7 @@ class ReplicaBackend(Backend):
             self._schedule_release()
             return
         self._lease = None
-        task = asyncio.get_running_loop().create_task(self._leases.release(lease))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._leases.release(lease))
 
     # -- autocommit: reads run locally; a statement that writes runs again under the lease ----------
     async def _autocommit(self, fn: Callable[[Any], T]) -> T:
@@ -986,9 +984,7 @@ class ReplicaBackend(Backend):
                 code="TURSO_DANGLING_TRANSACTION",
             ) from exc
         if self._group_members == 0:
-            with engine_errors("ROLLBACK"):
-                conn.execute("ROLLBACK")
-            self._group_open = False
+            self._rollback_group(conn)
 
     def _abandon_group(self, conn: Any, *, members: bool, cause: Exception | None = None) -> None:
         """Drop the open group: roll back what is still open and, when a callback committed it

@@ -12,14 +12,18 @@ its error codes, migrations, restarts, and cross-replica visibility in sync mode
 
 Leaves unmocked: the Turso engine and sync server, the plugin host, the HTTP stack and the
 clock (TTL and backoff tests sleep a few hundred milliseconds). Background sweeps are off
-unless a test turns them on through the same env variables an operator would set.
+unless a test turns them on through the same env variables an operator would set. One fault is
+injected at the service boundary: :func:`commit_outcome_unknown`, a write that lands and is then
+reported as ``TursoCommitUnknownError`` (a push whose reply was lost).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -27,9 +31,29 @@ from aiohttp.test_utils import TestClient
 
 from buntime.plugins import BUILTIN_DIR, Manifest, PluginHost, load_manifest
 from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, KeyValPlugin, Kv
+from buntime.turso import TursoCommitUnknownError
 from tests.support.tursoserver import SyncEndpoint
 
 HostStarter = Callable[[dict[str, str]], Awaitable[PluginHost]]
+
+
+@contextlib.contextmanager
+def commit_outcome_unknown(kv: Kv) -> Iterator[list[Any]]:
+    """Every write of ``kv`` meanwhile lands, then raises ``TursoCommitUnknownError`` (its push's
+    outcome was lost); yields the list of what each write's transaction returned."""
+    service = kv._store.service
+    real = service.run_transaction
+    results: list[Any] = []
+
+    async def landed_but_unknown(*args: Any, **kwargs: Any) -> Any:
+        results.append(await real(*args, **kwargs))
+        raise TursoCommitUnknownError("the push may or may not have landed")
+
+    service.run_transaction = landed_but_unknown  # type: ignore[method-assign]
+    try:
+        yield results
+    finally:
+        service.run_transaction = real  # type: ignore[method-assign]
 
 
 def keyval_manifests() -> list[Manifest]:

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from buntime.plugins import PluginHost
 from buntime.plugins.keyval import KeyValCommitUnknownError, Kv
-from buntime.turso import TursoCommitUnknownError
+
+from .conftest import commit_outcome_unknown
 
 API = "/keyval/api"
 Client = TestClient[web.Request, web.Application]
@@ -359,22 +360,12 @@ async def test_a_write_whose_outcome_is_unknown_is_a_504_and_never_re_run(client
     did) answers 504 KEYVAL_COMMIT_OUTCOME_UNKNOWN without Retry-After, unlike the 503 that means
     "not applied"; grouped writes are not re-run one by one (each would apply twice), and an OCC
     transaction raises instead of answering ``ok: false`` ("nothing is written")."""
-    service = kv._store.service
-    real = service.run_transaction
-    bodies: list[int] = []  # per grouped call: how many sets it ran
-
-    async def landed_but_unknown(*args: Any, **kwargs: Any) -> Any:
-        result = await real(*args, **kwargs)
-        if isinstance(result, list):
-            bodies.append(len(result))
-        raise TursoCommitUnknownError("the push may or may not have landed")
-
-    service.run_transaction = landed_but_unknown  # type: ignore[method-assign]
-    try:
+    with commit_outcome_unknown(kv) as results:
         answers = await asyncio.gather(*(client.put(f"{API}/keys/k{i}", json=i) for i in range(6)))
         for answer in answers:
             await error(answer, 504, "KEYVAL_COMMIT_OUTCOME_UNKNOWN")
             assert "Retry-After" not in answer.headers
+        bodies = [len(result) for result in results if isinstance(result, list)]  # sets per group
         assert sum(bodies) == 6, bodies  # grouped or not, every set ran once
         atomic = await client.post(
             f"{API}/atomic", json={"mutations": [{"type": "sum", "key": ["hits"], "value": 1}]}
@@ -386,8 +377,6 @@ async def test_a_write_whose_outcome_is_unknown_is_a_504_and_never_re_run(client
 
         with pytest.raises(KeyValCommitUnknownError):
             await kv.transaction(bump)
-    finally:
-        service.run_transaction = real  # type: ignore[method-assign]
     assert (await kv.get(["hits"])).value == 2  # each applied once, as it happened to land
     for i in range(6):
         assert (await kv.get([f"k{i}"])).value == i

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -25,9 +24,9 @@ from buntime.plugins.keyval import (
     resolve_settings,
 )
 from buntime.plugins.keyval._schema import MIGRATIONS, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3
-from buntime.turso import BlockingDatabase, TursoCommitUnknownError, TursoService, resolve_config
+from buntime.turso import BlockingDatabase, TursoService, resolve_config
 
-from .conftest import mount
+from .conftest import commit_outcome_unknown, mount
 
 API = "/keyval/api"
 HostStarter = Callable[[dict[str, str]], Awaitable[PluginHost]]
@@ -101,19 +100,8 @@ async def test_a_flush_whose_outcome_is_unknown_is_never_added_again(
     kv = kv_of(host)
     for i in range(3):
         await kv.set(["k", i], i)
-    service = kv._store.service
-    real = service.run_transaction
-
-    async def landed_but_unknown(*args: Any, **kwargs: Any) -> Any:
-        await real(*args, **kwargs)
-        raise TursoCommitUnknownError("the push may or may not have landed")
-
-    service.run_transaction = landed_but_unknown  # type: ignore[method-assign]
-    try:
-        with pytest.raises(KeyValCommitUnknownError):
-            await kv.flush_metrics()
-    finally:
-        service.run_transaction = real  # type: ignore[method-assign]
+    with commit_outcome_unknown(kv), pytest.raises(KeyValCommitUnknownError):
+        await kv.flush_metrics()
     await kv.set(["k", 3], 3)
     await kv.flush_metrics()
     assert (await kv.persisted_metrics())["set"]["count"] == 4
