@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 
 from buntime.turso import TursoService, resolve_config
+from tests.support.history_pod import THAWED_PUSH
 from tests.support.tursoserver import TursoServer, kill_tree
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,6 @@ SECONDS = 30.0
 PODS = ("p0", "p1", "p2")
 NS = "history"
 LEASE_TTL = 1.0  # the pods' TURSO_LEASE_TTL: a frozen holder blocks the others this long
-THAWED_PUSH = "thawed-push"  # what a pod logs about the batch it sent after the push freeze
 UNFENCED_SERVER = [
     sys.executable,
     "-P",

@@ -14,11 +14,11 @@ too. Operations, all read-modify-write inside one ``transaction()``:
 * ``enqueue mid`` / ``dequeue`` (lease one ready message to this pod) / ``ack mid``.
 
 With ``HISTORY_FREEZE_FLAG`` set, the pod also plays a pod stalled in the middle of a push: once
-that file exists, the next batch it pushes under a lease stops the whole process (SIGSTOP) just
-before it is sent, after every check of the lease the replica makes; thawed (SIGCONT), the batch
-goes out with the token it had, and the pod logs the answer (``{"op": "pod", "status":
-"thawed-push", "http": <status>}``). Only turso-server's fence stands between that batch and the
-writes other pods made meanwhile.
+that file exists, the next batch it pushes under a lease stops the whole process (a SIGSTOP
+directed at the sending thread) just before it is sent, after every check of the lease the
+replica makes; thawed (SIGCONT), the batch goes out with the token it had, and the pod logs the
+answer (``{"op": "pod", "status": THAWED_PUSH, "http": <status>}``). Only turso-server's fence
+stands between that batch and the writes other pods made meanwhile.
 
 The checker is ``tests/integration/test_history.py``.
 """
@@ -48,6 +48,7 @@ from buntime.turso import (
 )
 
 NS = "history"
+THAWED_PUSH = "thawed-push"  # the event a pod logs about the batch it sent after the push freeze
 WORKERS = 3
 COUNTERS = 3
 CAS_KEYS = 3
@@ -93,9 +94,9 @@ def freeze_before_a_fenced_push(flag: str, history: History) -> None:
         try:
             reply = send(request)
         except urllib.error.HTTPError as exc:
-            history.log(op="pod", status="thawed-push", http=exc.code)
+            history.log(op="pod", status=THAWED_PUSH, http=exc.code)
             raise
-        history.log(op="pod", status="thawed-push", http=reply.status)
+        history.log(op="pod", status=THAWED_PUSH, http=reply.status)
         return reply
 
     _transport._send = stalled_send

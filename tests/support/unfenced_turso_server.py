@@ -1,6 +1,7 @@
 """turso-server with its push fence taken out, for the history checker's self-test.
 
-``python -m tests.support.unfenced_turso_server`` runs the real turso-server with one change:
+Run as a script (``python -P tests/support/unfenced_turso_server.py``, so that ``tests/support``
+does not shadow the standard library) it is the real turso-server with one change:
 a request under a lease token that is no longer the namespace's current lease is forwarded
 anyway (without pinning anything), instead of ``409 lease lost``. Renewals are still refused, so
 the runtime behaves as it would against a real server. A pod thawed in the middle of a push then

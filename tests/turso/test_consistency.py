@@ -63,6 +63,14 @@ async def server_rows(server: TursoServer, root: Path, sql: str) -> list[dict[st
         await fresh.aclose()
 
 
+async def insert_rows(service: TursoService, name: str, count: int) -> None:
+    """``count`` one-row transactions, one after the other, inserting ``<name>-<i>`` into ``t``."""
+    for i in range(count):
+        await service.transaction(
+            lambda db, v=f"{name}-{i}": db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS
+        )
+
+
 async def test_inserts_from_pods_that_never_pulled_are_all_kept(server: TursoServer, tmp_path: Path) -> None:
     a, b = pod(server, tmp_path, "a"), pod(server, tmp_path, "b")
     try:
@@ -206,14 +214,8 @@ async def test_many_writers_in_one_pod_share_pushes_and_every_commit_lands(
         await schema(a)
         await b.connect(NS)
 
-        async def writer(service: TursoService, name: str) -> None:
-            for i in range(10):
-                await service.transaction(
-                    lambda db, v=f"{name}-{i}": db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS
-                )
-
         await asyncio.gather(
-            *(writer(s, f"{s_name}{k}") for k in range(8) for s_name, s in (("a", a), ("b", b)))
+            *(insert_rows(s, f"{s_name}{k}", 10) for k in range(8) for s_name, s in (("a", a), ("b", b)))
         )
         for service in (a, b):
             assert (await service.health()).namespaces[NS].pending_operations == 0
@@ -268,15 +270,9 @@ async def test_a_callback_that_breaks_the_savepoint_costs_only_its_own_transacti
             await db.run("INSERT INTO t(who) VALUES ('hostile')")
             await db.run("RELEASE buntime_tx")
 
-        async def writer(k: int) -> None:
-            for i in range(5):
-                await a.transaction(
-                    lambda db, v=f"w{k}-{i}": db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS
-                )
-
         outcomes = await asyncio.gather(
             a.transaction(hostile, namespace=NS, max_retries=2),
-            *(writer(k) for k in range(4)),
+            *(insert_rows(a, f"w{k}", 5) for k in range(4)),
             return_exceptions=True,
         )
         assert isinstance(outcomes[0], TursoBusyError), outcomes[0]
@@ -312,15 +308,9 @@ async def test_a_callback_that_ends_its_transaction_itself_loses_no_other_commit
             if raises:
                 raise ValueError(f"after {verb}")
 
-        async def writer(k: int) -> None:
-            for i in range(5):
-                await a.transaction(
-                    lambda db, v=f"w{k}-{i}": db.run("INSERT INTO t(who) VALUES (?)", [v]), namespace=NS
-                )
-
         outcomes = await asyncio.gather(
             *(a.transaction(hostile, namespace=NS, max_retries=2) for _ in range(3)),
-            *(writer(k) for k in range(4)),
+            *(insert_rows(a, f"w{k}", 5) for k in range(4)),
             return_exceptions=True,
         )
         assert all(isinstance(o, ValueError | TursoError) for o in outcomes[:3]), outcomes
