@@ -26,7 +26,7 @@ from buntime.turso import (
     resolve_config,
 )
 from buntime.turso._backends import ReplicaBackend
-from buntime.turso._engine import BOOT_MARK_SUFFIX, boot_id
+from buntime.turso._engine import BOOT_MARK_SUFFIX, OFFLINE_MARK, boot_id
 from tests.support.tursoserver import TursoServer
 
 NS = "ledger"
@@ -477,4 +477,113 @@ async def test_serializable_replicas_skip_the_local_fsync_offline_ones_do_not(
             await service.aclose()
         assert row is not None and next(iter(row.values())) == level, (mode, row)
         marks = list((tmp_path / name).rglob(f"*{BOOT_MARK_SUFFIX}"))
-        assert [m.read_text().strip() for m in marks] == ([boot_id()] if mode == "serializable" else [])
+        assert [m.read_text().strip() for m in marks] == [boot_id() if mode == "serializable" else OFFLINE_MARK]
+
+
+async def test_commits_acknowledged_in_offline_mode_survive_a_switch_to_serializable(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """A pod that acknowledged commits in offline mode while the server was down, restarted in
+    serializable mode: they are pushed under the lease (offline mode's rule, the last push wins)
+    and the replica then pulls what other pods wrote, instead of being dropped as a crash's
+    leftovers."""
+    a = pod(server, tmp_path, "a")
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('pushed')"), namespace=NS)
+    finally:
+        await a.aclose()
+    await asyncio.to_thread(server.stop)
+    offline = pod(server, tmp_path, "a", TURSO_WRITE_MODE="offline")
+    try:
+        await offline.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('offline')"), namespace=NS)
+    finally:
+        await offline.aclose()  # its final push fails too: the commit is only in the file
+    await asyncio.to_thread(server.start)
+    b = pod(server, tmp_path, "b")
+    try:
+        await b.transaction(lambda db: db.run("INSERT INTO c(k, v) VALUES ('b', 1)"), namespace=NS)
+    finally:
+        await b.aclose()
+    a = pod(server, tmp_path, "a")
+    try:
+        local = await (await a.connect(NS)).all("SELECT who FROM t")
+        assert sorted(r["who"] for r in local) == ["offline", "pushed"]
+        assert await (await a.connect(NS)).all("SELECT k FROM c") == [{"k": "b"}]
+        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('after')"), namespace=NS)
+    finally:
+        await a.aclose()
+    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
+    assert sorted(r["who"] for r in rows) == ["after", "offline", "pushed"]
+    marks = list((tmp_path / "a").rglob(f"*{BOOT_MARK_SUFFIX}"))
+    assert [m.read_text().strip() for m in marks] == [boot_id()]  # serializable again from here on
+
+
+async def test_a_reset_cut_short_is_finished_by_the_next_open(
+    server: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that dies while a reset deletes the replica's files (here: after the database,
+    before the engine's metadata) used to leave files pyturso refuses to open ("main DB file
+    doesn't exists, but metadata is") on every later start. The reset is marked first, and the
+    next open finishes it."""
+    a = pod(server, tmp_path, "a")
+    try:
+        await schema(a)
+        await insert_rows(a, "a", 2)
+        replica = a._backends[NS]
+        assert isinstance(replica, ReplicaBackend)
+
+        def killed_half_way(path: str) -> None:
+            Path(path).unlink()  # the database goes first; the process dies before the rest
+            raise OSError("killed")
+
+        monkeypatch.setattr("buntime.turso._backends.remove_replica_files", killed_half_way)
+        with pytest.raises(TursoUnavailableError):
+            await replica._reset()
+    finally:
+        await a.aclose()
+    monkeypatch.undo()
+    a = pod(server, tmp_path, "a")
+    try:
+        rows = await (await a.connect(NS)).all("SELECT who FROM t")
+        await insert_rows(a, "again", 1)
+    finally:
+        await a.aclose()
+    assert sorted(r["who"] for r in rows) == ["a-0", "a-1"]
+    assert not list((tmp_path / "a").rglob("*-buntime-reset"))
+
+
+async def test_a_read_after_a_cancelled_blocking_transaction_serves_the_replica(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """A ``connect()`` statement after a cancelled ``run_transaction()`` (whose savepoint the
+    engine thread still released into the group) first rolls that orphan group back. It used to
+    run inside it: with the lease held it pushed the cancelled write; with the lease gone it reset
+    the replica first, so with the server down the read failed instead of serving the replica."""
+    a = pod(server, tmp_path, "a")
+    entered, go_on = threading.Event(), threading.Event()
+
+    def blocking(db: BlockingDatabase) -> None:
+        db.run("INSERT INTO t(who) VALUES ('cancelled')")
+        entered.set()
+        go_on.wait(10)
+
+    try:
+        await schema(a)
+        await insert_rows(a, "kept", 1)
+        cancelled = asyncio.create_task(a.run_transaction(blocking, namespace=NS))
+        assert await asyncio.to_thread(entered.wait, 10)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        go_on.set()
+        await asyncio.sleep(0.2)  # the callback finishes; the idle lease goes back
+        await asyncio.to_thread(server.stop)
+        try:
+            rows = await (await a.connect(NS)).all("SELECT who FROM t")
+        finally:
+            await asyncio.to_thread(server.start)
+    finally:
+        await a.aclose()
+    assert [r["who"] for r in rows] == ["kept-0"]
+    assert [r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")] == ["kept-0"]

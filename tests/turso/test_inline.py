@@ -165,3 +165,25 @@ async def test_engine_thread_idle_counts_queued_and_running_calls() -> None:
         assert engine.idle()  # a failed call counts as finished
     finally:
         await engine.stop()
+
+
+async def test_a_submitted_call_that_panics_does_not_end_the_engine_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """pyo3 raises a Rust panic as a BaseException; one in a call nobody awaits (a queued
+    RELEASE) used to end the thread, and every later call waited for ever."""
+
+    class Panic(BaseException):
+        pass
+
+    def panics() -> None:
+        raise Panic("a Rust panic")
+
+    engine = EngineThread("panic-test")
+    try:
+        engine.submit(panics)
+        assert await asyncio.wait_for(engine.call(lambda: 42), 5) == 42
+        assert engine.idle()
+    finally:
+        await engine.stop()
+    assert "nobody awaited it" in caplog.text

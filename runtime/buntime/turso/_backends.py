@@ -29,15 +29,19 @@ from typing import Any, Literal, TypeVar
 from ._config import Executor, WritePolicy
 from ._database import BlockingDatabase, Database, TransactionType
 from ._engine import (
+    OFFLINE_MARK,
     Engine,
     EngineThread,
+    begin_reset,
     boot_id,
     engine_errors,
+    finish_reset,
     make_engine,
     open_local,
     open_replica,
     read_boot_mark,
     remove_replica_files,
+    reset_interrupted,
     write_boot_mark,
 )
 from ._errors import (
@@ -416,6 +420,8 @@ class ReplicaBackend(Backend):
         self._inline_paused_until = 0.0  # monotonic: calls stay on the engine thread until then
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
+        self._offline_pending = False  # commits offline mode acknowledged, pushed under the next lease
+        self._release_queued = False  # the last transaction's RELEASE went to the engine thread
         self._boot = ""  # serializable replicas that know the boot commit at synchronous=NORMAL
 
     @classmethod
@@ -431,7 +437,7 @@ class ReplicaBackend(Backend):
         ensure_parent_dir(path)
         engine = EngineThread(os.path.basename(path))
         backend = cls(path, url, token, engine, listeners=listeners, policy=policy or WritePolicy())
-        rebooted = False
+        rebooted = offline = False
         if backend.serializable:
             # A serializable replica's commits count only once pushed, so it skips the local
             # fsync (synchronous=NORMAL): a process crash loses nothing, an OS crash may take the
@@ -440,10 +446,20 @@ class ReplicaBackend(Backend):
             # new changes. Where the boot is unknown, commits stay at synchronous=FULL.
             backend._boot = boot_id()
             mark = read_boot_mark(path)
-            rebooted = bool(backend._boot) and mark is not None and mark != backend._boot
+            # A file last opened in offline mode was written at synchronous=FULL, and its unpushed
+            # commits were acknowledged: they are pushed (under the lease), not dropped.
+            offline = mark == OFFLINE_MARK
+            rebooted = bool(backend._boot) and mark is not None and not offline and mark != backend._boot
         try:
             try:
+                if interrupted := await engine.call(reset_interrupted, path):
+                    # A reset cut short (the process died between deleting the files and the new
+                    # bootstrap): nothing in them was acknowledged, so finish it.
+                    log.warning("Turso replica %s: finishing a reset that was cut short", path)
+                    await engine.call(remove_replica_files, path)
                 await engine.call(backend._connect)
+                if interrupted:
+                    await engine.call(finish_reset, path)
             except TursoError:
                 if not rebooted:
                     raise
@@ -456,13 +472,23 @@ class ReplicaBackend(Backend):
         if backend.serializable:
             # Changes left by a process that died between its commit and its push were never
             # acknowledged, and pulling would replay them over other pods' rows: drop them.
-            backend._dirty = rebooted or await engine.call(backend._pending) > 0
+            pending = await engine.call(backend._pending) > 0
+            backend._offline_pending = offline and pending
+            backend._dirty = rebooted or (pending and not offline)
             if rebooted:
                 log.warning(
                     "Turso replica %s was last written in another boot: reset before its first write", path
                 )
-            elif backend._boot:
+            elif backend._offline_pending:
+                log.warning(
+                    "Turso replica %s holds commits acknowledged in offline mode: they are pushed "
+                    "under the write lease (last push wins) before its first serializable write",
+                    path,
+                )
+            elif backend._boot or offline:
                 await engine.call(write_boot_mark, path, backend._boot)
+        else:  # before any commit: its commits are acknowledged, a serializable open must keep them
+            await engine.call(write_boot_mark, path, OFFLINE_MARK)
         log.info("Turso replica opened (%s writes): %s <-> %s", backend.policy.mode, path, url)
         return backend
 
@@ -603,6 +629,9 @@ class ReplicaBackend(Backend):
             await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
         try:
             try:
+                if self._offline_pending:
+                    await self._push_offline_commits(lease)
+                    fresh = False  # pushed from a copy that may be behind the server: pull after it
                 if self._dirty:
                     await self._reset()
                 elif not fresh:
@@ -632,6 +661,17 @@ class ReplicaBackend(Backend):
         self._lease = lease
         self._clear_error()
 
+    async def _push_offline_commits(self, lease: Lease) -> None:
+        """Push the commits offline mode acknowledged (its merge rule: last push wins), fenced
+        by ``lease``; a failure raises, and they stay for the next lease."""
+        outcome = await self._engine.call(self._push_reporting, self._leases.fenced_url(lease))
+        if outcome is not True:
+            raise outcome
+        self.status.last_push = time.time()
+        self._offline_pending = False
+        await self._engine.call(write_boot_mark, self.path, self._boot)
+        log.info("Turso replica %s: the commits acknowledged in offline mode are pushed", self.path)
+
     def _spawn(self, work: Coroutine[Any, Any, None], context: contextvars.Context | None = None) -> None:
         """Run ``work`` as a task of its own, referenced until it is done."""
         task = asyncio.get_running_loop().create_task(work, context=context)
@@ -642,6 +682,13 @@ class ReplicaBackend(Backend):
         if not self.serializable:
             await self._engine.call(self._push_best_effort)
             return None
+        if self._release_queued:
+            # Its RELEASE is still queued on the engine thread, which may be changing the group's
+            # state right now: the flusher, queued behind it, tells whether it landed in the group.
+            self._release_queued = False
+            return self._join_batch()
+        if self._offline_pending:
+            return None  # a read beside offline mode's commits: the next lease pushes them
         if self._dirty and self._lease is None:
             return None  # a read beside leftovers the next write resets (docs/consistency.md)
         if self._batch is not None or self._group_failed is not None:
@@ -812,6 +859,7 @@ class ReplicaBackend(Backend):
 
     async def _autocommit_once(self, fn: Callable[[Any], T]) -> T:
         async with self._gate():
+            await self._drop_orphan_group()  # else this statement would run inside it, and push it
             try:
                 result: T = await self._on_conn(self._speculate, fn)
                 durable = await self._after_commit()
@@ -914,6 +962,7 @@ class ReplicaBackend(Backend):
         if self._inline_now():
             self._run_inline(self._release_savepoint, state)
         else:
+            self._release_queued = True
             self._engine.submit(self._release_savepoint, state)
 
     def _release_savepoint(self, state: _TxState) -> None:
@@ -1087,6 +1136,8 @@ class ReplicaBackend(Backend):
         with contextlib.suppress(Exception):
             self._conn.close()
         self._conn = None
+        begin_reset(self.path)  # from here until finish_reset, an open finishes the reset itself
+        self._offline_pending = False  # a fresh copy: nothing of this file is left to push
         self._group_open = False
         self._group_members = 0
         self._group_failed = None  # its batch failed with the reset: a fresh copy has no group
@@ -1095,6 +1146,7 @@ class ReplicaBackend(Backend):
         self._connect()
         if self._boot:
             write_boot_mark(self.path, self._boot)
+        finish_reset(self.path)
 
     def _push_best_effort(self) -> None:
         try:
@@ -1150,7 +1202,9 @@ class ReplicaBackend(Backend):
             if self.serializable and (self._group_open or self._batch is not None):
                 return False  # commits are on their way to the server: pull after them
             try:
-                if self._dirty and self.serializable:
+                if self._offline_pending and self.serializable:
+                    await self._take_lease()  # pushes offline mode's commits, then pulls
+                elif self._dirty and self.serializable:
                     await self._reset()
                 try:
                     changed = await self._engine.call(self._sync_once)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -41,6 +42,8 @@ from ._errors import (
     TursoClosedError,
     TursoQueryError,
 )
+
+log = logging.getLogger("buntime.turso")
 
 T = TypeVar("T")
 
@@ -234,8 +237,11 @@ class EngineThread:
         while (job := self._queue.get()) is not None:
             loop, fut, fn, args = job
             if loop is None or fut is None:  # submitted: nobody waits for the result
-                with contextlib.suppress(Exception):
+                try:
                     fn(*args)
+                except BaseException:  # a Rust panic too: it must not end this thread
+                    name = getattr(fn, "__name__", fn)
+                    log.exception("Turso engine call %s failed; nobody awaited it", name)
                 self._finished += 1
                 continue
             # A job runs even when its caller was cancelled: skipping a COMMIT or ROLLBACK would
@@ -335,6 +341,8 @@ def open_replica(
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 BOOT_MARK_SUFFIX = "-buntime-boot"  # beside the replica, so remove_replica_files takes it too
+OFFLINE_MARK = "offline"  # the boot mark of a replica last opened in offline mode
+RESET_MARK_SUFFIX = "-buntime-reset"  # present while a reset replaces the replica's files
 
 
 def boot_id() -> str:
@@ -356,14 +364,24 @@ def read_boot_mark(path: str) -> str | None:
 
 
 def write_boot_mark(path: str, boot: str) -> None:
-    """Record ``boot`` for ``path`` durably (the file and its directory are fsynced)."""
-    mark = path + BOOT_MARK_SUFFIX
-    temporary = mark + ".tmp"
+    """Record ``boot`` for ``path`` durably (the file and its directory are fsynced).
+
+    ``boot`` is the boot id of a serializable replica's writer, or :data:`OFFLINE_MARK` for a
+    replica opened in offline mode (whose local commits were acknowledged)."""
+    _write_durably(path + BOOT_MARK_SUFFIX, boot + "\n")
+
+
+def _write_durably(target: str, text: str) -> None:
+    temporary = target + ".tmp"
     with open(temporary, "w", encoding="ascii") as handle:
-        handle.write(boot + "\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, mark)
+    os.replace(temporary, target)
+    _fsync_directory(target)
+
+
+def _fsync_directory(path: str) -> None:
     directory = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -371,10 +389,29 @@ def write_boot_mark(path: str, boot: str) -> None:
         os.close(directory)
 
 
+def begin_reset(path: str) -> None:
+    """Mark ``path`` as being replaced, durably, before any of its files is deleted: a process
+    killed half-way leaves files pyturso refuses to open ("main DB file doesn't exists, but
+    metadata is"), and :func:`reset_interrupted` tells the next open to finish the job."""
+    _write_durably(path + RESET_MARK_SUFFIX, "reset\n")
+
+
+def reset_interrupted(path: str) -> bool:
+    return os.path.exists(path + RESET_MARK_SUFFIX)
+
+
+def finish_reset(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path + RESET_MARK_SUFFIX)
+    _fsync_directory(path)
+
+
 def remove_replica_files(path: str) -> None:
-    """Delete a replica's database and the sync engine's files beside it (``<path>-*``)."""
+    """Delete a replica's database and the sync engine's files beside it (``<path>-*``), all
+    but the reset mark (:func:`begin_reset`), which :func:`finish_reset` removes last."""
     directory, base = os.path.split(os.path.abspath(path))
+    keep = base + RESET_MARK_SUFFIX
     for name in os.listdir(directory or "."):
-        if name == base or name.startswith(base + "-"):
+        if name != keep and (name == base or name.startswith(base + "-")):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(directory, name))
