@@ -477,7 +477,8 @@ async def test_serializable_replicas_skip_the_local_fsync_offline_ones_do_not(
             await service.aclose()
         assert row is not None and next(iter(row.values())) == level, (mode, row)
         marks = list((tmp_path / name).rglob(f"*{BOOT_MARK_SUFFIX}"))
-        assert [m.read_text().strip() for m in marks] == [boot_id() if mode == "serializable" else OFFLINE_MARK]
+        expected = boot_id() if mode == "serializable" else OFFLINE_MARK
+        assert [m.read_text().strip() for m in marks] == [expected]
 
 
 async def test_commits_acknowledged_in_offline_mode_survive_a_switch_to_serializable(
