@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import threading
 import urllib.request
@@ -534,11 +535,14 @@ async def test_a_reset_cut_short_is_finished_by_the_next_open(
         replica = a._backends[NS]
         assert isinstance(replica, ReplicaBackend)
 
-        def killed_half_way(path: str) -> None:
-            Path(path).unlink()  # the database goes first; the process dies before the rest
+        real_remove = os.remove
+
+        def killed_half_way(target: str) -> None:
+            if os.path.exists(replica.path):  # the database goes; the process dies before the rest
+                real_remove(replica.path)
             raise OSError("killed")
 
-        monkeypatch.setattr("buntime.turso._backends.remove_replica_files", killed_half_way)
+        monkeypatch.setattr(os, "remove", killed_half_way)
         with pytest.raises(TursoUnavailableError):
             await replica._reset()
     finally:

@@ -32,7 +32,6 @@ from ._engine import (
     OFFLINE_MARK,
     Engine,
     EngineThread,
-    begin_reset,
     boot_id,
     engine_errors,
     finish_reset,
@@ -452,20 +451,21 @@ class ReplicaBackend(Backend):
             rebooted = bool(backend._boot) and mark is not None and not offline and mark != backend._boot
         try:
             try:
-                if interrupted := await engine.call(reset_interrupted, path):
+                if removed := await engine.call(reset_interrupted, path):
                     # A reset cut short (the process died between deleting the files and the new
                     # bootstrap): nothing in them was acknowledged, so finish it.
                     log.warning("Turso replica %s: finishing a reset that was cut short", path)
                     await engine.call(remove_replica_files, path)
                 await engine.call(backend._connect)
-                if interrupted:
-                    await engine.call(finish_reset, path)
             except TursoError:
                 if not rebooted:
                     raise
                 log.warning("Turso replica %s from another boot does not open: bootstrapping it again", path)
                 await engine.call(remove_replica_files, path)
+                removed = True
                 await engine.call(backend._connect)
+            if removed:
+                await engine.call(finish_reset, path)
         except TursoError as exc:
             await engine.stop()
             raise TursoUnavailableError(f"cannot open Turso replica {path} against {url}: {exc}") from exc
@@ -1136,13 +1136,12 @@ class ReplicaBackend(Backend):
         with contextlib.suppress(Exception):
             self._conn.close()
         self._conn = None
-        begin_reset(self.path)  # from here until finish_reset, an open finishes the reset itself
         self._offline_pending = False  # a fresh copy: nothing of this file is left to push
         self._group_open = False
         self._group_members = 0
         self._group_failed = None  # its batch failed with the reset: a fresh copy has no group
         forget_cursors()  # what this thread knew of the server's cursor rows, under any lease
-        remove_replica_files(self.path)
+        remove_replica_files(self.path)  # until finish_reset, an open finishes the reset itself
         self._connect()
         if self._boot:
             write_boot_mark(self.path, self._boot)

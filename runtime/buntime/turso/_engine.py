@@ -389,26 +389,26 @@ def _fsync_directory(path: str) -> None:
         os.close(directory)
 
 
-def begin_reset(path: str) -> None:
-    """Mark ``path`` as being replaced, durably, before any of its files is deleted: a process
-    killed half-way leaves files pyturso refuses to open ("main DB file doesn't exists, but
-    metadata is"), and :func:`reset_interrupted` tells the next open to finish the job."""
-    _write_durably(path + RESET_MARK_SUFFIX, "reset\n")
-
-
 def reset_interrupted(path: str) -> bool:
+    """Whether a :func:`remove_replica_files` of ``path`` was not followed by :func:`finish_reset`."""
     return os.path.exists(path + RESET_MARK_SUFFIX)
 
 
 def finish_reset(path: str) -> None:
+    """The replica at ``path`` was bootstrapped again: drop the reset mark."""
     with contextlib.suppress(FileNotFoundError):
         os.remove(path + RESET_MARK_SUFFIX)
     _fsync_directory(path)
 
 
 def remove_replica_files(path: str) -> None:
-    """Delete a replica's database and the sync engine's files beside it (``<path>-*``), all
-    but the reset mark (:func:`begin_reset`), which :func:`finish_reset` removes last."""
+    """Delete a replica's database and the sync engine's files beside it (``<path>-*``).
+
+    A reset mark is written first, durably, and kept: a process killed half-way leaves files
+    pyturso refuses to open ("main DB file doesn't exists, but metadata is"), and the mark
+    (:func:`reset_interrupted`) tells the next open to remove them all and bootstrap. The caller
+    calls :func:`finish_reset` once the replica is bootstrapped again."""
+    _write_durably(path + RESET_MARK_SUFFIX, "reset\n")
     directory, base = os.path.split(os.path.abspath(path))
     keep = base + RESET_MARK_SUFFIX
     for name in os.listdir(directory or "."):
