@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,81 @@ def test_data_port_auth_matrix(server: ServerProcess, replicas: Callable[..., An
     output = server.output()
     for secret in (DATA_TOKEN, ADMIN_TOKEN, rw, ro, other):
         assert secret not in output
+
+
+def _pipeline(*statements: str) -> bytes:
+    requests = [{"type": "execute", "stmt": {"sql": sql}} for sql in statements]
+    return json.dumps({"requests": requests}).encode()
+
+
+def _names(server: ServerProcess) -> set[str]:
+    return {n["name"] for n in server.admin("GET", "/v1/namespaces").json()["namespaces"]}
+
+
+def test_a_namespace_token_opens_nothing_once_its_namespace_is_deleted_not_even_a_new_one_of_that_name(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    assert server.admin("POST", "/v1/namespaces/orders/create").status == 201
+    created = server.admin("GET", "/v1/namespaces/orders").json()["createdAt"]
+    minted = server.admin("POST", "/v1/namespaces/orders/tokens", {}).json()
+    assert minted["namespaceCreatedAt"] == created
+    tenant_x = minted["token"]
+    write = _pipeline("CREATE TABLE t(v TEXT)", "INSERT INTO t VALUES ('X data')")
+    assert server.data("POST", f"/orders{PIPELINE}", token=tenant_x, body=write).status == 200
+
+    # Tenant X leaves. Its token opens nothing, and cannot auto-provision the name either.
+    assert server.admin("DELETE", "/v1/namespaces/orders").status == 200
+    for route, body in ((PULL, b""), (PIPELINE, SELECT_ONE)):
+        response = server.data("POST", f"/orders{route}", token=tenant_x, body=body)
+        assert response.status == 401, response.body
+        assert response.json()["code"] == "unauthorized" and "revoked" in response.json()["detail"]
+    assert "orders" not in _names(server)
+
+    # Tenant Y gets a new database of the same name: X's token stays out, Y's fresh one works.
+    assert server.admin("POST", "/v1/namespaces/orders/create").status == 201
+    write = _pipeline("CREATE TABLE t(v TEXT)", "INSERT INTO t VALUES ('Y data')")
+    assert server.data("POST", f"/orders{PIPELINE}", body=write).status == 200
+    read = _pipeline("SELECT v FROM t")
+    response = server.data("POST", f"/orders{PIPELINE}", token=tenant_x, body=read)
+    assert response.status == 401 and b"Y data" not in response.body
+    assert server.data("POST", f"/orders{PULL}", token=tenant_x).status == 401
+    tenant_y = _mint(server, "orders")
+    response = server.data("POST", f"/orders{PIPELINE}", token=tenant_y, body=read)
+    assert response.status == 200 and b"Y data" in response.body
+
+    # The binding survives a restart (createdAt is in the state file); X's token stays revoked.
+    server.stop()
+    server = start_server(data_dir=server.data_dir)
+    assert server.data("POST", f"/orders{PULL}", token=tenant_y).status == 200
+    assert server.data("POST", f"/orders{PULL}", token=tenant_x).status == 401
+    for secret in (tenant_x, tenant_y):
+        assert secret not in server.output()
+
+
+def test_a_token_for_an_auto_provisioned_namespace_ends_with_its_gc_archive_while_prefix_tokens_go_on(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server(TURSO_GC_INTERVAL="200ms", TURSO_AUTO_IDLE_DURATION="1500ms")
+    prefix = server.admin("POST", "/v1/tokens", {"namespaces": ["team-*"]}).json()["token"]
+    assert server.data("POST", f"/team-a{PULL}", token=prefix).status == 200  # auto-provisioned
+    assert server.admin("GET", "/v1/namespaces/team-a").json()["origin"] == "auto"
+    before = _mint(server, "team-a")
+    assert server.data("POST", f"/team-a{PULL}", token=before).status == 200
+
+    deadline = time.monotonic() + 6.0
+    while time.monotonic() < deadline and "team-a" in _names(server):
+        time.sleep(0.1)
+    assert "team-a" not in _names(server), "the GC archives the idle auto namespace"
+
+    # The single-namespace token died with it and does not bring the name back ...
+    assert server.data("POST", f"/team-a{PULL}", token=before).status == 401
+    assert "team-a" not in _names(server)
+    # ... while the prefix token, bound to no incarnation, provisions it again (the documented limit).
+    assert server.data("POST", f"/team-a{PULL}", token=prefix).status == 200
+    assert server.data("POST", f"/team-a{PULL}", token=before).status == 401
+    after = _mint(server, "team-a")
+    assert server.data("POST", f"/team-a{PULL}", token=after).status == 200
 
 
 def test_admin_port_auth_matrix(server: ServerProcess) -> None:

@@ -131,7 +131,7 @@ def test_split_target_and_name_only_raise_bad_request(target: str) -> None:
 @example(DATA_TOKEN + "\udcff")
 @example("\udcff\udcfe")
 def test_bearer_tokens_only_fail_as_unauthorized_and_never_echo(token: str) -> None:
-    data = DataAuth(DATA_TOKEN, ScopedTokens(SIGNING_KEY))
+    data = DataAuth(DATA_TOKEN, ScopedTokens(SIGNING_KEY), incarnation=lambda _name: None)
     admin = AdminAuth(ADMIN_TOKEN)
     for header in (f"Bearer {token}", f"bearer {token}", token):
         for check in (data.authenticate, admin.check):
@@ -143,7 +143,7 @@ def test_bearer_tokens_only_fail_as_unauthorized_and_never_echo(token: str) -> N
 
 
 def _good_jwt() -> str:
-    return ScopedTokens(SIGNING_KEY).mint("tenant", Access.READ_WRITE).token
+    return ScopedTokens(SIGNING_KEY).mint("tenant", "2026-01-01T00:00:00.000000Z", Access.READ_WRITE).token
 
 
 @FAST

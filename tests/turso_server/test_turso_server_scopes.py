@@ -171,6 +171,10 @@ def _signed(claims: dict[str, Any]) -> str:
         {"nss": "a"},
         {"nss": ["_state"]},
         {"ns": ["a"]},
+        {"ns": "a"},  # no nsCreatedAt: minted before tokens were bound to one namespace incarnation
+        {"ns": "a", "nsCreatedAt": ""},
+        {"ns": "a", "nsCreatedAt": 1_700_000_000},
+        {"nss": ["a"], "nsCreatedAt": "2026-05-21T12:00:00.000000Z"},  # a list is never bound
     ],
 )
 def test_tokens_with_malformed_scope_claims_do_not_verify(claims: dict[str, Any]) -> None:
@@ -187,7 +191,7 @@ def test_scope_and_single_tokens_authorize_by_their_scope() -> None:
     for namespace in ("b", "team", "ateam-x"):
         with pytest.raises(ForbiddenError):
             DataAuth.authorize(multi, namespace, "POST", PULL)
-    single = tokens.verify(tokens.mint("a", Access.READ_ONLY).token)
+    single = tokens.verify(tokens.mint("a", "2026-05-21T12:00:00.000000Z", Access.READ_ONLY).token)
     assert single.namespace == "a"
     DataAuth.authorize(single, "a", "POST", PULL)
     with pytest.raises(ForbiddenError):

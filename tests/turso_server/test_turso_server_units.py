@@ -158,12 +158,13 @@ def test_gc_rules_and_archive_stamps() -> None:
 
 def test_scoped_tokens() -> None:
     tokens = ScopedTokens(KEY)
-    minted = tokens.mint("app", Access.READ_ONLY, expires_in=timedelta(hours=1))
+    created = "2026-05-21T12:00:00.000000Z"
+    minted = tokens.mint("app", created, Access.READ_ONLY, expires_in=timedelta(hours=1))
     principal = tokens.verify(minted.token)
     assert (principal.namespace, principal.access) == ("app", Access.READ_ONLY)
     with pytest.raises(UnauthorizedError):
         ScopedTokens("x" * 32).verify(minted.token)
-    auth = DataAuth("global", tokens)
+    auth = DataAuth("global", tokens, incarnation={"app": created}.get)
     assert auth.authenticate("Bearer global").namespace is None
     assert auth.authenticate("bearer global").namespace is None
     for header in (None, "", "Bearer", "Basic global", "Bearer globalx", "Bearer a.b.c"):

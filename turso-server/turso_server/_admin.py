@@ -12,6 +12,7 @@ Routes (all but the probes need ``Authorization: Bearer $TURSO_ADMIN_TOKEN``)::
     POST   /v1/namespaces/{name}/access       view with lastAccessAt bumped | 404
     GET    /v1/namespaces/{name}/backup       application/vnd.sqlite3 stream | 404 | 503 | 500
     POST   /v1/namespaces/{name}/tokens       {"access":"rw"|"ro","expiresIn":"24h"} -> 201 | 404 | 409
+                                              (bound to this namespace's createdAt: see _auth)
     POST   /v1/tokens                         {"namespaces":["app","team-*"],"access":"rw"} -> 201 | 409
     GET    /metrics                           Prometheus text format (also TURSO_METRICS_TOKEN)
 
@@ -230,12 +231,16 @@ async def mint_token(request: web.Request) -> web.Response:
     payload = await _json_body(request)
     access = _access(payload)
     expires_in = parse_expires_in(_optional_string(payload, "expiresIn"))
-    minted = tokens.mint(name, access, expires_in=expires_in)
+    record = request.app[STORE].get(name)  # again: the namespace may have gone while the body came
+    if record is None:
+        raise NamespaceNotFoundError(f"namespace not found: {name}")
+    minted = tokens.mint(name, record.incarnation, access, expires_in=expires_in)
     log.info("scoped token minted", extra={"namespace": name, "access": access.value})
     return json_response(
         {
             "token": minted.token,
             "namespace": minted.namespace,
+            "namespaceCreatedAt": record.incarnation,
             "access": minted.access.value,
             "expiresAt": format_timestamp(minted.expires_at) if minted.expires_at else None,
         },

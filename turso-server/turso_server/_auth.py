@@ -5,7 +5,11 @@ upstream's single shared token, the admin API mints *scoped* tokens: HS256 JWTs 
 ``TURSO_TOKEN_SIGNING_KEY`` whose claims name their namespaces and an access level, ``rw`` or
 ``ro``, with an optional expiry. A token names either one namespace (claim ``ns``, the original
 shape, still minted per namespace) or a list (claim ``nss``) of exact names and prefixes written
-``team-*``, which open every namespace starting with ``team-``. The data port accepts the global
+``team-*``, which open every namespace starting with ``team-``. A single-namespace token is bound to
+one *incarnation* of its namespace (claim ``nsCreatedAt``, the namespace's ``createdAt``): once the
+namespace is deleted or archived, the token opens nothing, not even a namespace created later under
+the same name (401). A list or prefix token cannot be bound that way (it names namespaces to come)
+and opens every namespace its scope permits, whenever it was created. The data port accepts the global
 token, or a scoped token whose scope contains the namespace in the path (else 403); ``ro`` tokens
 may only pull (``POST /pull-updates``) or use safe methods, so a push (``POST /v2/pipeline``) is
 403. ``TURSO_METRICS_TOKEN`` opens ``GET /metrics`` on the admin port and nothing else (403
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -34,6 +38,8 @@ TOKEN_ISSUER = "turso-server"
 TOKEN_AUDIENCE = "turso-server/data"
 CLAIM_NAMESPACE = "ns"
 CLAIM_NAMESPACES = "nss"
+#: The ``createdAt`` of the namespace a single-namespace token was minted for (its incarnation).
+CLAIM_NAMESPACE_CREATED = "nsCreatedAt"
 CLAIM_ACCESS = "access"
 PREFIX_WILDCARD = "*"
 #: Entries in one multi-namespace scope: a scope is a short list written by an operator, not data.
@@ -104,10 +110,15 @@ class Scope:
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller. ``scope`` ``None`` means every namespace (global token/no auth)."""
+    """An authenticated caller. ``scope`` ``None`` means every namespace (global token/no auth).
+
+    ``incarnation`` is the ``createdAt`` a single-namespace token was minted for; ``None`` for the
+    global token and list or prefix tokens, which are not bound to one incarnation.
+    """
 
     scope: Scope | None
     access: Access
+    incarnation: str | None = None
 
     @property
     def scoped(self) -> bool:
@@ -166,8 +177,9 @@ class ScopedTokens:
     Usage::
 
         tokens = ScopedTokens(key)
-        minted = tokens.mint("app", Access.READ_ONLY, expires_in=timedelta(hours=1))
+        minted = tokens.mint("app", created_at, Access.READ_ONLY, expires_in=timedelta(hours=1))
         principal = tokens.verify(minted.token)     # UnauthorizedError when bad or expired
+        principal.incarnation == created_at          # checked against the namespace by DataAuth
 
     Parameters:
 
@@ -177,9 +189,17 @@ class ScopedTokens:
     def __init__(self, key: str) -> None:
         self._key = key.encode()
 
-    def mint(self, namespace: str, access: Access, *, expires_in: timedelta | None = None) -> MintedToken:
-        """A token for exactly ``namespace`` (claim ``ns``)."""
-        return self._encode({"sub": namespace, CLAIM_NAMESPACE: namespace}, (namespace,), access, expires_in)
+    def mint(
+        self, namespace: str, created_at: str, access: Access, *, expires_in: timedelta | None = None
+    ) -> MintedToken:
+        """A token for exactly ``namespace`` (claim ``ns``) as created at ``created_at`` (the
+        namespace's ``createdAt``, claim ``nsCreatedAt``): it opens no later namespace of that name."""
+        claims: dict[str, object] = {
+            "sub": namespace,
+            CLAIM_NAMESPACE: namespace,
+            CLAIM_NAMESPACE_CREATED: created_at,
+        }
+        return self._encode(claims, (namespace,), access, expires_in)
 
     def mint_scope(self, scope: Scope, access: Access, *, expires_in: timedelta | None = None) -> MintedToken:
         """A token for every namespace ``scope`` permits (claim ``nss``)."""
@@ -227,30 +247,44 @@ class ScopedTokens:
         access = claims.get(CLAIM_ACCESS)
         if access not in {a.value for a in Access}:
             raise UnauthorizedError("invalid token claims")
-        return Principal(scope=_claimed_scope(claims), access=Access(access))
+        scope, incarnation = _claimed_scope(claims)
+        return Principal(scope=scope, access=Access(access), incarnation=incarnation)
 
 
-def _claimed_scope(claims: dict[str, object]) -> Scope:
-    """Exactly one of ``ns`` (a name) and ``nss`` (a list); anything else does not verify."""
+def _claimed_scope(claims: dict[str, object]) -> tuple[Scope, str | None]:
+    """Exactly one of ``ns`` (a name, with its ``nsCreatedAt``) and ``nss`` (a list, without one);
+    anything else does not verify. An ``ns`` token without ``nsCreatedAt`` (minted before tokens
+    were bound to an incarnation) is refused too: it would open any later namespace of its name."""
     namespace, namespaces = claims.get(CLAIM_NAMESPACE), claims.get(CLAIM_NAMESPACES)
+    created = claims.get(CLAIM_NAMESPACE_CREATED)
     if (namespace is None) == (namespaces is None):
         raise UnauthorizedError("invalid token claims")
     if isinstance(namespace, str):
-        return Scope.single(namespace)
-    if not isinstance(namespaces, list):
+        if not isinstance(created, str) or not created:
+            raise UnauthorizedError("invalid token claims: no namespace incarnation; mint a new token")
+        return Scope.single(namespace), created
+    if not isinstance(namespaces, list) or created is not None:
         raise UnauthorizedError("invalid token claims")
     try:
-        return Scope.parse(namespaces)
+        return Scope.parse(namespaces), None
     except InvalidBodyError:
         raise UnauthorizedError("invalid token claims") from None
 
 
 class DataAuth:
-    """Who may use the data port: the global token and/or scoped tokens, or anyone (insecure dev)."""
+    """Who may use the data port: the global token and/or scoped tokens, or anyone (insecure dev).
 
-    def __init__(self, global_token: str, scoped: ScopedTokens | None) -> None:
+    ``incarnation`` gives a stored namespace's ``createdAt`` (as minted into ``nsCreatedAt``), or
+    ``None`` when there is no such namespace: a single-namespace token verifies only while it
+    matches, so deleting a namespace revokes its tokens for good.
+    """
+
+    def __init__(
+        self, global_token: str, scoped: ScopedTokens | None, *, incarnation: Callable[[str], str | None]
+    ) -> None:
         self._global = global_token
         self._scoped = scoped
+        self._incarnation = incarnation
 
     @property
     def enabled(self) -> bool:
@@ -266,7 +300,14 @@ class DataAuth:
         if self._global and tokens_match(token, self._global):
             return GLOBAL_PRINCIPAL
         if self._scoped is not None and token.count(".") == 2:
-            return self._scoped.verify(token)
+            principal = self._scoped.verify(token)
+            namespace = principal.namespace
+            if principal.incarnation is not None and (
+                namespace is None or self._incarnation(namespace) != principal.incarnation
+            ):
+                # Checked before the namespace can be auto-provisioned: a revoked token creates nothing.
+                raise UnauthorizedError("token revoked: its namespace was deleted since it was minted")
+            return principal
         raise UnauthorizedError("invalid token")
 
     @staticmethod

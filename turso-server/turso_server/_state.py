@@ -102,6 +102,12 @@ class NamespaceRecord:
             ttl=str(payload["ttl"]) if payload.get("ttl") else None,
         )
 
+    @property
+    def incarnation(self) -> str:
+        """Which namespace of this name it is: its ``createdAt`` text, what a single-namespace token
+        is bound to (claim ``nsCreatedAt``). A re-created namespace has a new one."""
+        return format_timestamp(self.created_at)
+
     def copy(self) -> NamespaceRecord:
         return dataclasses.replace(self)
 
@@ -176,6 +182,11 @@ class StateStore:
         """A copy of the record, or ``None``."""
         record = self._records.get(name)
         return record.copy() if record else None
+
+    def incarnation(self, name: str) -> str | None:
+        """The stored namespace's :attr:`NamespaceRecord.incarnation`, or ``None`` (no such namespace)."""
+        record = self._records.get(name)
+        return record.incarnation if record else None
 
     def __contains__(self, name: object) -> bool:
         return name in self._records
