@@ -20,6 +20,9 @@ class NamespaceView:
     locked: bool
     ttl: str
     origin: str
+    #: Which database of this name it is: a namespace token is bound to it, so a re-created
+    #: database (a new ``createdAt``) needs a new token.
+    created_at: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NamespaceView:
@@ -28,6 +31,7 @@ class NamespaceView:
             locked=bool(data.get("locked", False)),
             ttl=str(data.get("ttl") or ""),
             origin=str(data.get("origin", "")),
+            created_at=str(data.get("createdAt") or ""),
         )
 
 
@@ -115,7 +119,11 @@ class AdminClient:
         return True
 
     async def mint_token(self, name: str, access: str) -> str | None:
-        """A namespace-scoped token, or ``None`` when this server does not mint tokens."""
+        """A namespace-scoped token, or ``None`` when this server does not mint tokens.
+
+        turso-server binds it to the database as it exists now (its ``createdAt``): once the
+        database is deleted, the token opens nothing, not even a database re-created under that name.
+        """
         try:
             payload = await self._request("POST", self._path(name, "tokens"), {"access": access})
         except AdminRejectedError as exc:

@@ -98,6 +98,13 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
+def credentials_for(desired: DesiredNamespace, created_at: str) -> dict[str, str]:
+    """What the Secret's token is minted for (``status.credentialsFor``): the database as created at
+    ``created_at`` (turso-server binds a token to that one) and the access level. When this changes
+    (``spec.access`` edited, the database re-created), the token is minted again."""
+    return {"database": desired.database, "databaseCreatedAt": created_at, "access": desired.access}
+
+
 def secret_data(desired: DesiredNamespace, server_url: str, token: str) -> dict[str, str]:
     url = database_url(server_url, desired.database)
     return {

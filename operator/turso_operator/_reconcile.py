@@ -17,10 +17,11 @@ from typing import Any
 
 import kopf
 
-from ._admin import AdminClient
+from ._admin import AdminClient, NamespaceView
 from ._backoff import backoff_delay
 from ._builders import (
     DesiredNamespace,
+    credentials_for,
     database_url,
     is_condition_true,
     now_iso,
@@ -102,8 +103,10 @@ class Reconciler:
 
     async def ensure_database(
         self, desired: DesiredNamespace, status: StatusPatch, *, check_exists: bool
-    ) -> None:
-        """Create (idempotent), then converge lock and ttl; ``Recreated`` when drift removed it."""
+    ) -> NamespaceView:
+        """Create (idempotent), then converge lock and ttl; ``Recreated`` when drift removed it.
+
+        Returns the server's view of the database (its ``createdAt`` says which database it is)."""
         recreated = check_exists and await self.admin.get(desired.database) is None
         view = await self.admin.create(desired.database)
         if view.locked != desired.locked:
@@ -124,11 +127,24 @@ class Reconciler:
                 _keep_reason(status, ConditionType.PROVISIONED, Reason.PROVISIONED),
                 f"database {desired.database} exists on turso-server",
             )
+        return view
 
     async def ensure_secret(
-        self, desired: DesiredNamespace, status: StatusPatch, known_hash: str | None
+        self,
+        desired: DesiredNamespace,
+        status: StatusPatch,
+        known_hash: str | None,
+        *,
+        known_for: object,
+        minted_for: dict[str, str],
     ) -> str:
-        """Write (or restore) the Secret; return the hash of the token it holds."""
+        """Write (or restore) the Secret; return the hash of the token it holds.
+
+        The token is minted again when the Secret has none, when it is not the one status knows
+        (``known_hash``: edited), or when it was minted for something else: ``known_for`` (the
+        status' ``credentialsFor``) differs from ``minted_for`` (:func:`credentials_for`: the
+        database's incarnation and ``spec.access``), e.g. an ``rw`` token after ``access: ro``.
+        """
         current = await self.kube.get_secret(desired.namespace, desired.secret_name)
         if current is not None and not _owned_by(current, desired):
             raise KubeConflictError(
@@ -137,8 +153,10 @@ class Reconciler:
             )
         current_data = decode_secret_data(current) if current else {}
         token = current_data.get(SecretKey.SERVER_TOKEN)
-        if not token or token_hash(token) != known_hash:
-            # New Secret, or the token was edited: mint a fresh scoped token (or use the shared one).
+        retargeted = known_for != minted_for
+        if not token or token_hash(token) != known_hash or retargeted:
+            # New Secret, an edited token, or one minted for another access level or an earlier
+            # database of this name: mint a fresh scoped token (or use the shared one).
             token = (
                 await self.admin.mint_token(desired.database, desired.access) or self.config.data_token or ""
             )
@@ -161,9 +179,19 @@ class Reconciler:
         elif current_data != wanted or _drifted_metadata(current, body):
             body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
             await self.kube.replace_secret(desired.namespace, desired.secret_name, body)
-            kopf.info(
-                status.body, reason=Reason.SECRET_RESTORED, message=f"Secret {desired.secret_name} restored"
-            )
+            if retargeted and token_hash(current_data.get(SecretKey.SERVER_TOKEN) or "") == known_hash:
+                kopf.info(
+                    status.body,
+                    reason=Reason.SECRET_WRITTEN,
+                    message=f"Secret {desired.secret_name}: token minted again for database "
+                    f"{desired.database} (access {desired.access})",
+                )
+            else:
+                kopf.info(
+                    status.body,
+                    reason=Reason.SECRET_RESTORED,
+                    message=f"Secret {desired.secret_name} restored",
+                )
         status.condition(
             ConditionType.CREDENTIALS_READY,
             True,
@@ -187,7 +215,8 @@ class Reconciler:
         """Database, Secret, then ``Ready``; a failure sets ``Ready=False`` with its reason and
         raises kopf's retry class, ``attempt`` (kopf's ``retry``) choosing the backoff step."""
         status = StatusPatch.start(body)
-        known_hash = (body.get("status") or {}).get("credentialsHash")
+        known = body.get("status") or {}
+        known_hash = known.get("credentialsHash")
         url = database_url(self.config.server_url, desired.database)
         status.fields.update(
             database=desired.database,
@@ -196,8 +225,12 @@ class Reconciler:
             lastCheckedAt=now_iso(),
         )
         try:
-            await self.ensure_database(desired, status, check_exists=drift)
-            status.fields["credentialsHash"] = await self.ensure_secret(desired, status, known_hash)
+            view = await self.ensure_database(desired, status, check_exists=drift)
+            minted_for = credentials_for(desired, view.created_at)
+            status.fields["credentialsHash"] = await self.ensure_secret(
+                desired, status, known_hash, known_for=known.get("credentialsFor"), minted_for=minted_for
+            )
+            status.fields["credentialsFor"] = minted_for
         except AdminUnavailableError as exc:
             message = f"turso-server unavailable: {exc}"
             status.not_ready(patch, Reason.SERVER_UNAVAILABLE, message, Phase.PENDING)

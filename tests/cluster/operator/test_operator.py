@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,74 @@ def test_apply_provisions_database_secret_and_ready(
 
     events = kubectl_events(crd, k8s_namespace)
     assert any(e["reason"] == "SecretWritten" for e in events)
+
+
+SELECT_ONE = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}'
+
+
+def data_status(turso: TursoServer, database: str, route: str, token: str) -> int:
+    """The data port's answer to ``POST /<database><route>`` with ``token`` (a push for
+    ``/v2/pipeline``, a pull for ``/pull-updates``)."""
+    body = SELECT_ONE if route == "/v2/pipeline" else b""
+    request = urllib.request.Request(
+        f"{turso.url}/{database}{route}",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code)
+
+
+def test_changing_access_to_ro_mints_a_read_only_token_into_the_secret(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    apply_tns(crd, k8s_namespace, "downgrade")
+    wait_ready(crd, k8s_namespace, "downgrade")
+    before = secret(crd, k8s_namespace, "downgrade-turso")
+    assert before is not None
+    rw = before["TURSO_SERVER_TOKEN"]
+    assert data_status(turso, "downgrade", "/v2/pipeline", rw) == 200
+
+    status, result = crd.request(
+        "PATCH",
+        f"{API}/namespaces/{k8s_namespace}/tursonamespaces/downgrade",
+        {"spec": {"access": "ro"}},
+        content_type="application/merge-patch+json",
+    )
+    assert status == 200, result
+    after = wait_for(
+        lambda: (s := secret(crd, k8s_namespace, "downgrade-turso")) and s["TURSO_SERVER_TOKEN"] != rw and s,
+        what="a new token in the Secret",
+    )
+    ro = after["TURSO_SERVER_TOKEN"]
+    assert after["RUNTIME_TURSO_SERVER_TOKEN"] == ro
+    assert data_status(turso, "downgrade", "/pull-updates", ro) == 200
+    assert data_status(turso, "downgrade", "/v2/pipeline", ro) == 403, "the Secret's token can no longer push"
+    obj = wait_for(
+        lambda: (
+            (o := get_tns(crd, k8s_namespace, "downgrade"))
+            and (o.get("status") or {}).get("credentialsFor", {}).get("access") == "ro"
+            and o
+        )
+    )
+    assert condition(obj, "Ready")["status"] == "True"
+    _, view = turso.admin("GET", "/v1/namespaces/downgrade")
+    assert obj["status"]["credentialsFor"] == {
+        "database": "downgrade",
+        "databaseCreatedAt": view["createdAt"],
+        "access": "ro",
+    }
+    assert any(
+        e["reason"] == "SecretWritten" and "minted again" in e["message"]
+        for e in kubectl_events(crd, k8s_namespace)
+    )
+    log_text = operator.log.read_text(errors="replace")
+    assert rw not in log_text and ro not in log_text
 
 
 def test_a_database_claimed_twice_is_refused_without_harm(
@@ -200,6 +270,11 @@ def test_drift_is_repaired(
     )
     assert "drifty" in admin_names(turso)
     assert condition(obj, "Ready")["status"] == "True"
+    # The old token died with the old database; the Secret holds one for the new database.
+    recreated = secret(crd, k8s_namespace, "drifty-turso")
+    assert recreated is not None and recreated["TURSO_SERVER_TOKEN"] != original["TURSO_SERVER_TOKEN"]
+    assert data_status(turso, "drifty", "/pull-updates", original["TURSO_SERVER_TOKEN"]) == 401
+    assert data_status(turso, "drifty", "/pull-updates", recreated["TURSO_SERVER_TOKEN"]) == 200
 
     # The Secret is edited: restored.
     path = f"/api/v1/namespaces/{k8s_namespace}/secrets/drifty-turso"
