@@ -252,7 +252,10 @@ def key_from_json(raw: object) -> Key:
 def segment_to_part(segment: str) -> KeyPart:
     """A URL path segment: numbers (``42``, ``-1``, ``2.5``) become numbers, the rest stay strings."""
     if _NUMBER_SEGMENT.match(segment):
-        return float(segment) if "." in segment else int(segment)
+        try:
+            return float(segment) if "." in segment else int(segment)
+        except ValueError as exc:  # over Python's 4300-digit int limit: far over the 255-byte one
+            raise InvalidKeyError("integer key parts are limited to 255 bytes") from exc
     return segment
 
 

@@ -173,7 +173,7 @@ class KvQueue:
             raw = encode_value(value)
             delay_ms = _milliseconds(delay, "delay")
             schedule = DEFAULT_BACKOFF_SCHEDULE if backoff_schedule is None else backoff_schedule
-            if isinstance(schedule, str | bytes) or len(schedule) > MAX_BACKOFF_STEPS:
+            if not isinstance(schedule, list | tuple) or len(schedule) > MAX_BACKOFF_STEPS:
                 raise InvalidValueError(
                     f"backoffSchedule must be a list of at most {MAX_BACKOFF_STEPS} delays",
                     code="INVALID_QUEUE_OPTION",

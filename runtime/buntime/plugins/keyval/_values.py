@@ -1,7 +1,9 @@
 """Values: JSON documents stored as UTF-8 BLOBs, validated before any statement runs.
 
 Called by the Kv store and the queue. ``NaN`` and infinities are rejected because they are not
-JSON; Python ints of any size are kept exactly (JSON numbers have no size limit).
+JSON; Python ints of any size are kept exactly (JSON numbers have no size limit). Values nest at
+most :data:`MAX_VALUE_DEPTH` arrays/objects deep: the engine's JSON functions (``where``
+filters) refuse documents a few hundred levels deep, and so would Python's recursion limit.
 """
 
 from __future__ import annotations
@@ -12,9 +14,36 @@ from typing import Any
 
 from ._errors import InvalidValueError
 
+#: How many arrays/objects a value may nest (``[]`` is depth 1, a scalar 0).
+MAX_VALUE_DEPTH = 128
+
+
+def too_deep(value: Any, limit: int = MAX_VALUE_DEPTH) -> bool:
+    """Whether ``value`` nests more than ``limit`` arrays/objects (iterative: any depth is safe)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list | tuple))
+    return False
+
+
+def _check_depth(value: Any) -> None:
+    if too_deep(value):
+        raise InvalidValueError(f"values nest at most {MAX_VALUE_DEPTH} arrays/objects deep")
+
 
 def encode_value(value: Any) -> bytes:
-    """Serialise ``value`` to compact JSON bytes; raise :class:`InvalidValueError` if it is not JSON."""
+    """Serialise ``value`` to compact JSON bytes; raise :class:`InvalidValueError` if it is not JSON
+    or nests deeper than :data:`MAX_VALUE_DEPTH`."""
+    _check_depth(value)
     try:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
@@ -46,13 +75,19 @@ def is_now_placeholder(value: Any) -> bool:
 
 
 def resolve_now(value: Any, now_ms: int) -> Any:
-    """``value`` with every ``$now`` placeholder, at any depth, replaced by ``now_ms + offset``."""
+    """``value`` with every ``$now`` placeholder, at any depth, replaced by ``now_ms + offset``;
+    :class:`InvalidValueError` (before any recursion) for a value nested too deep."""
+    _check_depth(value)
+    return _resolve_now(value, now_ms)
+
+
+def _resolve_now(value: Any, now_ms: int) -> Any:
     if is_now_placeholder(value):
         return now_ms + int(value.get("$offset", 0))
     if isinstance(value, dict):
-        return {k: resolve_now(v, now_ms) for k, v in value.items()}
+        return {k: _resolve_now(v, now_ms) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_now(v, now_ms) for v in value]
+        return [_resolve_now(v, now_ms) for v in value]
     return value
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._errors import InvalidRequestError
+from ._values import MAX_VALUE_DEPTH, too_deep
 
 INVALID_FILTER = "INVALID_FILTER"
 UNKNOWN_OPERATOR = "UNKNOWN_OPERATOR"
@@ -39,6 +40,8 @@ MAX_DEPTH = 16
 MAX_CONDITIONS = 256
 MAX_IN_VALUES = 1000
 MAX_PATH_LENGTH = 512
+#: Integer operands are bound as the engine's 64-bit integers.
+MIN_INT_OPERAND, MAX_INT_OPERAND = -(2**63), 2**63 - 1
 
 # One path segment: a label (no quote, backslash, bracket, dot or control character) followed
 # by optional array indexes; the label is always emitted quoted, so '$', spaces and the like are
@@ -85,15 +88,22 @@ class _Compiler:
                     or not math.isfinite(offset)
                 ):
                     raise _invalid("$offset must be a number of milliseconds")
-                return self.now_ms + int(offset)
-            if value.get("__type") == "bigint" and set(value) == {"__type", "value"}:
+                value = self.now_ms + int(offset)
+            elif value.get("__type") == "bigint" and set(value) == {"__type", "value"}:
                 try:
-                    return int(str(value["value"]))
+                    value = int(str(value["value"]))
                 except ValueError as exc:
                     raise _invalid("a bigint operand needs an integer string value") from exc
-            raise _invalid(f"unsupported operand {value!r}")
+            else:
+                raise _invalid(f"unsupported operand {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise _invalid("operands must be finite numbers")
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not MIN_INT_OPERAND <= value <= MAX_INT_OPERAND
+        ):
+            raise _invalid("integer operands must fit in 64 bits (-2^63 to 2^63-1)")
         if value is None or isinstance(value, str | int | float | bool):
             return value
         raise _invalid(f"unsupported operand {value!r}")
@@ -284,6 +294,8 @@ def _flag(op: str, arg: Any) -> bool:
 
 
 def _json_text(value: Any) -> str:
+    if too_deep(value):
+        raise _invalid(f"operands nest at most {MAX_VALUE_DEPTH} arrays/objects deep")
     try:
         return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
