@@ -12,6 +12,8 @@ from buntime.plugins.keyval import InvalidValueError, Kv
 
 from .test_keyval_http import API, Client, error, ok
 
+MAX_VALUE_BYTES = 64 * 1024  # Deno KV's, as docs/runtime-server.md states
+
 
 async def nothing_stored(client: Client) -> None:
     assert await ok(await client.get(f"{API}/keys/count")) == {"count": 0}
@@ -70,3 +72,29 @@ async def test_the_python_api_refuses_what_the_routes_refuse(kv: Kv) -> None:
     with pytest.raises(InvalidValueError):
         await kv.queue.enqueue(1, backoff_schedule=5)  # type: ignore[arg-type]
     assert await kv.count() == 0 and (await kv.queue.stats()).total == 0
+
+
+async def test_values_over_64_kib_are_413_whatever_writes_them(client: Client, kv: Kv) -> None:
+    fits = "x" * (MAX_VALUE_BYTES - 2)  # with its quotes: exactly the limit
+    await ok(await client.put(f"{API}/keys/fits", json=fits))
+    assert (await kv.get(["fits"])).value == fits
+    over = fits + "x"
+    await error(await client.put(f"{API}/keys/big", json=over), 413, "VALUE_TOO_LARGE")
+    set_over = {"mutations": [{"type": "set", "key": ["big"], "value": over}]}
+    await error(await client.post(f"{API}/atomic", json=set_over), 413, "VALUE_TOO_LARGE")
+    await error(await client.post(f"{API}/queue/enqueue", json={"value": over}), 413, "VALUE_TOO_LARGE")
+    # Appends that each fit, until the stored list would not: that one changes nothing.
+    chunk = ["y" * 1000] * 30  # about 30 KB of JSON
+    append = {"mutations": [{"type": "append", "key": ["log"], "value": chunk}]}
+    await ok(await client.post(f"{API}/atomic", json=append))
+    await ok(await client.post(f"{API}/atomic", json=append))
+    before = await kv.get(["log"])
+    assert before.value is not None and len(before.value) == 60
+    await error(await client.post(f"{API}/atomic", json=append), 413, "VALUE_TOO_LARGE")
+    prepend = {"mutations": [{"type": "prepend", "key": ["log"], "value": chunk}]}
+    await error(await client.post(f"{API}/atomic", json=prepend), 413, "VALUE_TOO_LARGE")
+    assert await kv.get(["log"]) == before
+    assert await ok(await client.get(f"{API}/keys/count")) == {"count": 2}  # fits and log
+    assert (await ok(await client.get(f"{API}/queue/stats")))["total"] == 0
+    with pytest.raises(InvalidValueError):
+        await kv.set(["big"], over)

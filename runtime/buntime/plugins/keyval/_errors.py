@@ -6,7 +6,8 @@ answers with; each also subclasses the matching built-in so plain ``except Value
 
     KeyValError (ApiError)
     ├── InvalidKeyError (ValueError)              400 INVALID_KEY
-    ├── InvalidValueError (ValueError)            400 INVALID_VALUE, INVALID_MUTATION, INVALID_TRIGGER, ...
+    ├── InvalidValueError (ValueError)            400 INVALID_VALUE, INVALID_MUTATION, INVALID_TRIGGER, ...;
+    │                                             413 VALUE_TOO_LARGE (a value over 64 KiB as JSON)
     ├── InvalidRequestError (ValueError)          400 INVALID_REQUEST, INVALID_JSON, TRANSACTION_CLOSED, ...
     ├── KeyValNotFoundError (LookupError)         404 KEY_NOT_FOUND, INDEX_NOT_FOUND, MESSAGE_NOT_FOUND
     ├── KeyValConflictError                       409 LEASE_LOST — a queue lease ended, the message moved on

@@ -9,11 +9,12 @@ Every route lives under ``/api``. Keys travel three ways:
 * in JSON bodies: arrays whose parts are strings, numbers, booleans or ``{"$bytes": base64}``.
 
 Errors are ``{"code", "error"}`` with stable codes: 400 for malformed keys, values, JSON and
-parameters, 404 for a missing key/index/message, 409 ``LEASE_LOST`` for a queue ack/nack whose
-``attempts`` is no longer the message's (its lease ended and the message was leased again),
-503 ``KEYVAL_UNAVAILABLE`` while storage is closed or unreachable. An atomic whose check failed
-is an answer, not an error: 200 ``{"ok": false, "code": "CHECK_FAILED", ...}``, as upstream.
-Called by the plugin's ``routes()``.
+parameters, 413 for a body over aiohttp's limit (``PAYLOAD_TOO_LARGE``) or a value that would be
+over 64 KiB (``VALUE_TOO_LARGE``), 404 for a missing key/index/message, 409 ``LEASE_LOST`` for
+a queue ack/nack whose ``attempts`` is no longer the message's (its lease ended and the message
+was leased again), 503 ``KEYVAL_UNAVAILABLE`` while storage is closed or unreachable. An atomic
+whose check failed is an answer, not an error: 200 ``{"ok": false, "code": "CHECK_FAILED", ...}``,
+as upstream. Called by the plugin's ``routes()``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Called by the Kv store and the queue. ``NaN`` and infinities are rejected becaus
 JSON; Python ints of any size are kept exactly (JSON numbers have no size limit). Values nest at
 most :data:`MAX_VALUE_DEPTH` arrays/objects deep: the engine's JSON functions (``where``
 filters) refuse documents a few hundred levels deep, and so would Python's recursion limit.
+An encoded value is at most :data:`MAX_VALUE_BYTES` (Deno KV's 64 KiB), whatever wrote it (a
+set, an atomic ``append``/``prepend`` result, a queue message): a write, its read and every
+``append`` copy the whole value, the last inside the write transaction (in sync mode under the
+namespace's cross-pod write lease).
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from ._errors import InvalidValueError
 
 #: How many arrays/objects a value may nest (``[]`` is depth 1, a scalar 0).
 MAX_VALUE_DEPTH = 128
+#: The most bytes of a value's compact UTF-8 JSON.
+MAX_VALUE_BYTES = 64 * 1024
+VALUE_TOO_LARGE = "VALUE_TOO_LARGE"
 
 
 def too_deep(value: Any, limit: int = MAX_VALUE_DEPTH) -> bool:
@@ -41,13 +48,21 @@ def _check_depth(value: Any) -> None:
 
 
 def encode_value(value: Any) -> bytes:
-    """Serialise ``value`` to compact JSON bytes; raise :class:`InvalidValueError` if it is not JSON
-    or nests deeper than :data:`MAX_VALUE_DEPTH`."""
+    """Serialise ``value`` to compact JSON bytes; raise :class:`InvalidValueError` if it is not JSON,
+    nests deeper than :data:`MAX_VALUE_DEPTH` or encodes to more than :data:`MAX_VALUE_BYTES`
+    (413 ``VALUE_TOO_LARGE``, the status the HTTP layer gives a body over its size limit)."""
     _check_depth(value)
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+        raw = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidValueError(f"the value is not JSON-serialisable: {exc}") from exc
+    if len(raw) > MAX_VALUE_BYTES:
+        raise InvalidValueError(
+            f"the value is {len(raw)} bytes as JSON; the limit is {MAX_VALUE_BYTES}",
+            code=VALUE_TOO_LARGE,
+            status=413,
+        )
+    return raw
 
 
 def decode_value(raw: bytes | str) -> Any:
