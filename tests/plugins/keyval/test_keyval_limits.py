@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from buntime.plugins.keyval import InvalidValueError, Kv
+from buntime.plugins.keyval._errors import translate_storage_error
+from buntime.turso import TursoQueryError
 
 from .test_keyval_http import API, Client, error, ok
 
@@ -98,3 +100,55 @@ async def test_values_over_64_kib_are_413_whatever_writes_them(client: Client, k
     assert (await ok(await client.get(f"{API}/queue/stats")))["total"] == 0
     with pytest.raises(InvalidValueError):
         await kv.set(["big"], over)
+
+
+def nested(levels: int, wrap: Any) -> dict[str, Any]:
+    """``levels`` filters, each wrapping the next with ``wrap`` (the innermost: ``{"n": 1}``)."""
+    where: dict[str, Any] = {"n": 1}
+    for _ in range(levels):
+        where = wrap(where)
+    return where
+
+
+async def test_every_filter_within_the_limits_runs_and_beyond_them_is_400(client: Client, kv: Kv) -> None:
+    for i in range(3):
+        await kv.set(["w", i], {"n": 1, "i": i, **{f"f{j}": j for j in range(256)}})
+    one = {"n": 1}
+    allowed: list[dict[str, Any]] = [
+        {"$and": [one] * 256},  # a flat AND chain of 256 parsed 256 deep; the engine stops at 100
+        {f"f{j}": j for j in range(256)},  # 256 fields of one object
+        {"$or": [{"i": 9}] * 255 + [{"i": 1}]},
+        {"$or": [{}] * 256},  # empty filters count as conditions, up to the limit
+        {"n": {"$gte": 1, "$lte": 1, "$ne": 2, "$in": [1], "$nin": [2], "$between": [0, 2], "$gt": 0}},
+        nested(16, lambda inner: {"$and": [inner, {"n": 1}]}),
+        nested(16, lambda inner: {"$or": [{"i": 9}] * 14 + [inner]}),  # deep and wide: 225 conditions
+        nested(15, lambda inner: {"$not": inner}),
+    ]
+    expected = [[0, 1, 2], [0, 1, 2], [1], [0, 1, 2], [0, 1, 2], [0, 1, 2], [0, 1, 2], []]
+    for where, matches in zip(allowed, expected, strict=True):
+        listed = await ok(await client.post(f"{API}/keys/list", json={"prefix": ["w"], "where": where}))
+        assert [e["key"][1] for e in listed] == matches, where
+        counted = await ok(await client.get(f"{API}/keys/count", params={"where": json.dumps(where)}))
+        assert counted == {"count": len(matches)}
+    refused: list[dict[str, Any]] = [
+        {"$and": [one] * 257},
+        {f"f{j}": j for j in range(257)},
+        {"$or": [{}] * 257},  # was no limit at all: only the body size bounded it
+        {"$or": [{}] * 200_000},
+        nested(17, lambda inner: {"$not": inner}),
+    ]
+    for where in refused:
+        body = {"prefix": ["w"], "where": where}
+        await error(await client.post(f"{API}/keys/list", json=body), 400, "INVALID_FILTER")
+        body = {"keys": [["w", 0]], "where": where}
+        await error(await client.post(f"{API}/keys/delete-batch", json=body), 400, "INVALID_FILTER")
+    assert await ok(await client.get(f"{API}/keys/count")) == {"count": 3}
+
+
+async def test_the_engines_too_deep_refusal_is_a_client_error(kv: Kv) -> None:
+    """The safety net behind the compiler: the engine's own "too large" error maps to 400."""
+    db = await kv.service.connect(kv.namespace)
+    with pytest.raises(TursoQueryError) as refused:
+        await db.get("SELECT " + "(1 AND " * 150 + "1" + ")" * 150)
+    mapped = translate_storage_error(refused.value)
+    assert mapped is not None and (mapped.status, mapped.code) == (400, "INVALID_FILTER")

@@ -8,7 +8,7 @@ answers with; each also subclasses the matching built-in so plain ``except Value
     ├── InvalidKeyError (ValueError)              400 INVALID_KEY
     ├── InvalidValueError (ValueError)            400 INVALID_VALUE, INVALID_MUTATION, INVALID_TRIGGER, ...;
     │                                             413 VALUE_TOO_LARGE (a value over 64 KiB as JSON)
-    ├── InvalidRequestError (ValueError)          400 INVALID_REQUEST, INVALID_JSON, TRANSACTION_CLOSED, ...
+    ├── InvalidRequestError (ValueError)          400 INVALID_REQUEST, INVALID_JSON, INVALID_FILTER, ...
     ├── KeyValNotFoundError (LookupError)         404 KEY_NOT_FOUND, INDEX_NOT_FOUND, MESSAGE_NOT_FOUND
     ├── KeyValConflictError                       409 LEASE_LOST — a queue lease ended, the message moved on
     ├── KeyValConfigError (PluginConfigError)     500 MISSING_TURSO_SERVICE, INVALID_KEYVAL_CONFIG
@@ -16,7 +16,8 @@ answers with; each also subclasses the matching built-in so plain ``except Value
     ├── KeyValCommitUnknownError                  504 KEYVAL_COMMIT_OUTCOME_UNKNOWN — may have been written
     └── KeyValUnavailableError (ConnectionError)  503 KEYVAL_UNAVAILABLE, KEYVAL_BUSY — storage down or busy
 
-:func:`storage_errors` translates the Turso service's errors at the Kv boundary.
+:func:`storage_errors` translates the Turso service's errors at the Kv boundary; the one engine
+refusal that is the client's doing (a ``where`` filter too deep to parse) becomes 400.
 """
 
 from __future__ import annotations
@@ -29,9 +30,16 @@ from ...turso import (
     TursoClosedError,
     TursoCommitUnknownError,
     TursoError,
+    TursoQueryError,
     TursoUnavailableError,
 )
 from .._errors import ApiError, PluginConfigError
+
+INVALID_FILTER = "INVALID_FILTER"
+#: What the engine says of an expression over its depth limit (100). Every other expression of
+#: KeyVal's SQL is a constant of the code, so only a client's ``where`` filter can make one; the
+#: compiler keeps every filter it accepts far below (balanced trees), this is the safety net.
+_EXPRESSION_TOO_DEEP = "Expression tree is too large"
 
 
 class KeyValError(ApiError):
@@ -121,6 +129,10 @@ def translate_storage_error(exc: BaseException) -> KeyValError | None:
         return KeyValUnavailableError(f"KeyVal storage unavailable: {exc}")
     if isinstance(exc, TursoBusyError):
         return KeyValUnavailableError(f"KeyVal storage busy: {exc}", code="KEYVAL_BUSY")
+    if isinstance(exc, TursoQueryError) and _EXPRESSION_TOO_DEEP in str(exc):
+        return InvalidRequestError(
+            "invalid where filter: too complex for the engine to parse", code=INVALID_FILTER
+        )
     if isinstance(exc, TursoError):
         return KeyValStorageError(f"KeyVal storage error: {exc}")
     return None

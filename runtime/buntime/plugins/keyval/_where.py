@@ -4,7 +4,9 @@ Called by the Kv store (list, count, paginate, delete, search). The compiled SQL
 only from this module's constants: field paths, operands and even array lengths travel as bound
 parameters, so no client value ever reaches the SQL text. Field paths are also validated here
 (a malformed JSON path makes the engine fail the statement), and filters are bounded in depth
-and size.
+and size: every field condition and every empty filter ``{}`` counts toward
+:data:`MAX_CONDITIONS`, and conditions are joined as balanced trees, since the engine refuses an
+expression more than 100 deep and ``a AND b AND c ...`` parses one level deeper per term.
 
 A filter maps dot paths (``"profile.city"``, ``"tags[0]"``) to an operand (shorthand for
 ``$eq``) or an object of operators, ANDed; ``$and``/``$or`` take lists of filters and ``$not``
@@ -31,10 +33,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import InvalidRequestError
+from ._errors import INVALID_FILTER, InvalidRequestError
 from ._values import MAX_VALUE_DEPTH, too_deep
 
-INVALID_FILTER = "INVALID_FILTER"
 UNKNOWN_OPERATOR = "UNKNOWN_OPERATOR"
 MAX_DEPTH = 16
 MAX_CONDITIONS = 256
@@ -51,6 +52,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _NUMERIC = "IN ('integer', 'real')"
 
 Params = list[Any]
+#: A piece of a filter's SQL and its height: how many joins and ``NOT`` s it nests (a leaf is 1).
+Sql = tuple[str, int]
 
 
 def _invalid(message: str) -> InvalidRequestError:
@@ -245,46 +248,66 @@ class _Compiler:
         )
 
     # -- structure ------------------------------------------------------------------------
-    def filter(self, where: Any, params: Params, depth: int) -> str:
+    def count(self) -> None:
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise _invalid(f"at most {MAX_CONDITIONS} conditions per filter (empty filters count too)")
+
+    def filter(self, where: Any, params: Params, depth: int) -> Sql:
         if not isinstance(where, dict):
             raise _invalid("a filter must be an object")
         if depth > MAX_DEPTH:
             raise _invalid(f"filters nest at most {MAX_DEPTH} levels deep")
-        parts: list[str] = []
+        parts: list[Sql] = []
         for name, body in where.items():
             if name in ("$and", "$or"):
                 if not isinstance(body, list) or not body:
                     raise _invalid(f"{name} needs a non-empty list of filters")
                 joiner = " AND " if name == "$and" else " OR "
-                parts.append("(" + joiner.join(self.filter(f, params, depth + 1) for f in body) + ")")
+                parts.append(_join([self.filter(f, params, depth + 1) for f in body], joiner))
             elif name == "$not":
-                parts.append(f"NOT {self.filter(body, params, depth + 1)}")
+                inner, height = self.filter(body, params, depth + 1)
+                parts.append((f"NOT ({inner})", height + 1))
             elif name.startswith("$"):
                 raise InvalidRequestError(f"unknown where operator {name!r}", code=UNKNOWN_OPERATOR)
             else:
                 parts.append(self.field(json_path(name), body, params))
-        return "(" + " AND ".join(parts) + ")" if parts else "1"
+        if not parts:
+            self.count()
+            return ("1", 0)
+        return _join(parts, " AND ")
 
-    def field(self, path: str, body: Any, params: Params) -> str:
+    def field(self, path: str, body: Any, params: Params) -> Sql:
         if not (isinstance(body, dict) and body and all(str(k).startswith("$") for k in body)) or (
             _is_scalar_object(body)
         ):
             return self.leaf(path, "$eq", body, params)
-        return "(" + " AND ".join(self.leaf(path, op, arg, params) for op, arg in body.items()) + ")"
+        return _join([self.leaf(path, op, arg, params) for op, arg in body.items()], " AND ")
 
-    def leaf(self, path: str, op: str, arg: Any, params: Params) -> str:
-        self.conditions += 1
-        if self.conditions > MAX_CONDITIONS:
-            raise _invalid(f"at most {MAX_CONDITIONS} conditions per filter")
+    def leaf(self, path: str, op: str, arg: Any, params: Params) -> Sql:
+        self.count()
         build = _OPERATORS.get(op)
         if build is None:
             raise InvalidRequestError(f"unknown where operator {op!r}", code=UNKNOWN_OPERATOR)
         negate, sql = build(self, path, arg, params)
         # COALESCE makes every condition two-valued, so NOT and $ne match entries lacking the field.
-        return f"{'NOT ' if negate else ''}COALESCE(({sql}), 0)"
+        return (f"{'NOT ' if negate else ''}COALESCE(({sql}), 0)", 1)
 
 
 _ORDER = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+def _join(parts: list[Sql], joiner: str) -> Sql:
+    """``parts`` joined by ``joiner`` (``AND``/``OR``: associative) as a tree of parenthesised
+    pairs, in their order (the parameters follow the text), merging the adjacent pair whose
+    taller side is lowest first: a list of n leaves becomes about log2(n) levels, not n, and a
+    nested filter does not sink its whole list one level per sibling."""
+    items = list(parts)
+    while len(items) > 1:
+        i = min(range(len(items) - 1), key=lambda k: max(items[k][1], items[k + 1][1]))
+        (left, left_height), (right, right_height) = items[i], items[i + 1]
+        items[i : i + 2] = [(f"({left}{joiner}{right})", max(left_height, right_height) + 1)]
+    return items[0]
 
 
 def _flag(op: str, arg: Any) -> bool:
@@ -354,5 +377,5 @@ def compile_where(where: Any, *, column: str, now_ms: int) -> tuple[str, Params]
     if where is None:
         return "1", []
     params: Params = []
-    sql = _Compiler(column, now_ms).filter(where, params, 0)
+    sql, _ = _Compiler(column, now_ms).filter(where, params, 0)
     return sql, params
