@@ -13,6 +13,7 @@ from buntime.plugins.keyval._errors import translate_storage_error
 from buntime.turso import TursoQueryError
 
 from .test_keyval_http import API, Client, error, ok
+from .test_keyval_watch import next_event
 
 MAX_VALUE_BYTES = 64 * 1024  # Deno KV's, as docs/runtime-server.md states
 
@@ -152,3 +153,36 @@ async def test_the_engines_too_deep_refusal_is_a_client_error(kv: Kv) -> None:
         await db.get("SELECT " + "(1 AND " * 150 + "1" + ")" * 150)
     mapped = translate_storage_error(refused.value)
     assert mapped is not None and (mapped.status, mapped.code) == (400, "INVALID_FILTER")
+
+
+async def test_prefix_watches_take_distinct_prefixes_and_limit_their_rows_in_total(
+    client: Client, kv: Kv
+) -> None:
+    for i in range(5):
+        await kv.set(["k", i], i)
+        await kv.set(["m", i], i)
+    lists = kv.metrics.snapshot
+    before = lists().get("list", {}).get("count", 0)
+    polled = await ok(await client.get(f"{API}/watch/prefix/poll", params={"prefix": "," * 1000}))
+    assert len(polled["entries"]) == 10
+    assert lists()["list"]["count"] - before == 1  # one statement, not one per empty prefix
+    # Repeats and prefixes under another one are dropped; limit counts all prefixes together.
+    params = {"prefix": "k,m,k,k/1,m/2", "limit": "7"}
+    before = lists()["list"]["count"]
+    polled = await ok(await client.get(f"{API}/watch/prefix/poll", params=params))
+    assert [e["key"] for e in polled["entries"]] == [["k", i] for i in range(5)] + [["m", 0], ["m", 1]]
+    assert lists()["list"]["count"] - before == 2
+    stream = await client.get(f"{API}/watch/prefix", params={"prefixes": "k,k,k", "initial": "true"})
+    _, _, data = await next_event(stream)
+    assert sorted(e["key"][1] for e in data) == [0, 1, 2, 3, 4]  # each entry once, not three times
+    stream.close()
+    # More distinct prefixes than the limit: 400 before any read, for the poll and the stream.
+    many = ",".join(f"p{i}" for i in range(33))
+    before = lists()["list"]["count"]
+    for route in ("watch/prefix/poll", "watch/prefix"):
+        await error(await client.get(f"{API}/{route}", params={"prefix": many}), 400, "INVALID_PARAMETER")
+    assert lists()["list"]["count"] == before and kv.watch.subscribers == 0
+    thirty_two = many.rsplit(",", 1)[0]
+    assert (await ok(await client.get(f"{API}/watch/prefix/poll", params={"prefix": thirty_two})))[
+        "entries"
+    ] == []

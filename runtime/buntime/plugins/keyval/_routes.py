@@ -53,7 +53,7 @@ from ._keys import (
 from ._kv import Kv
 from ._search import DEFAULT_TOKENIZE
 from ._storage import entries_json
-from ._watch import DEFAULT_PREFIX_LIMIT, Watcher, WatchEvent
+from ._watch import DEFAULT_PREFIX_LIMIT, Watcher, WatchEvent, distinct_prefixes, read_prefixes
 
 log = logging.getLogger("buntime.plugin.keyval")
 
@@ -459,10 +459,11 @@ def _keys_param(raw: str | None, name: str) -> list[Key]:
 
 
 def _watch_prefixes(request: web.Request) -> list[Key]:
+    """Distinct prefixes, none under another (see :func:`distinct_prefixes`; at most 32)."""
     # Upstream's client sends ``prefix``, its server read ``prefixes``: take either or both.
     raws = [request.query.get("prefix"), request.query.get("prefixes")]
     found = [k for raw in raws if raw is not None and raw.strip() for k in _keys_param(raw, "prefix")]
-    return found or [()]
+    return distinct_prefixes(found or [()])
 
 
 def _sse(event: str, data: Any, event_id: str | None = None) -> bytes:
@@ -547,7 +548,7 @@ async def watch_prefix_poll(request: web.Request) -> web.Response:
     """Upstream's ``{entries, versionstamps}``: the entries under ``prefix`` whose versionstamp
     differs from the client's ``versionstamps=<key path>:<vs>,...``, the keys it knew that are
     gone (value and versionstamp ``null``), and the current ``<key path>:<vs>,...`` to send next
-    time; plus ``changed``."""
+    time; plus ``changed``. ``limit`` bounds the entries of all the prefixes together."""
     kv = _kv(request)
     known: dict[bytes, str] = {}
     for item in _versionstamps(request.query.get("versionstamps")):
@@ -558,7 +559,7 @@ async def watch_prefix_poll(request: web.Request) -> web.Response:
             )
         known[encode_key(key_from_query(path) or ())] = versionstamp
     limit = _int(request.query.get("limit"), "limit", DEFAULT_PREFIX_LIMIT)
-    entries = [e for p in _watch_prefixes(request) for e in await kv.list(p, limit=limit)]
+    entries = await read_prefixes(lambda prefix, n: kv.list(prefix, limit=n), _watch_prefixes(request), limit)
     current = {encode_key(e.key): e for e in entries}
     changed = [e.as_json() for k, e in current.items() if known.get(k) != e.versionstamp]
     gone = [

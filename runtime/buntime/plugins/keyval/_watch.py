@@ -10,7 +10,10 @@ routes stream what it delivers as SSE. It imports nothing of the store itself.
   and no pull there is no statement at all.
 * **What it reads**: one round per wake-up (wake-ups during a round coalesce into the next),
   one statement per distinct watch target (subscribers watching the same keys or prefix share
-  it), diffed against what each subscriber was last sent.
+  it), diffed against what each subscriber was last sent. A prefix watcher watches at most
+  :data:`MAX_WATCH_PREFIXES` distinct prefixes (repeats and prefixes under another one are
+  dropped, see :func:`distinct_prefixes`) and gets at most ``limit`` entries in all of them
+  together (:func:`read_prefixes`), so one request cannot multiply the rows a round reads.
 * **Back-pressure**: each subscriber has a bounded queue of undelivered events. A subscriber
   that lets it fill (a slow or stuck client) is closed, not buffered without bound and never
   allowed to hold the others up; its client reconnects with ``Last-Event-ID`` and catches up.
@@ -30,8 +33,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import KeyValError
-from ._keys import Key, decode_key, encode_key, key_to_json
+from ._errors import InvalidRequestError, KeyValError
+from ._keys import Key, decode_key, encode_key, key_to_json, prefix_range
 from ._storage import KvEntry
 
 log = logging.getLogger("buntime.plugin.keyval")
@@ -42,12 +45,44 @@ DEFAULT_PING_INTERVAL = 15.0
 #: Seconds a stream write may wait on a client that does not read before it is closed.
 DEFAULT_WRITE_TIMEOUT = 30.0
 DEFAULT_PREFIX_LIMIT = 1000
+#: The most distinct prefixes one prefix watch or poll takes: each costs a statement per round.
+MAX_WATCH_PREFIXES = 32
 CLOSE_OVERFLOW = "overflow"
 CLOSE_SHUTDOWN = "shutdown"
 
 #: Reads the hub runs: the entries of some keys (in order), the entries under a prefix (``limit``).
 ReadKeys = Callable[[Sequence[Key]], Awaitable[list[KvEntry]]]
 ReadPrefix = Callable[[Key, int], Awaitable[list[KvEntry]]]
+
+
+def distinct_prefixes(prefixes: Sequence[Key]) -> list[Key]:
+    """``prefixes`` validated, in order, without repeats and without those under another one of
+    them (its entries are the other's); :class:`InvalidRequestError` ``INVALID_PARAMETER`` for
+    more than :data:`MAX_WATCH_PREFIXES` distinct ones."""
+    unique: dict[bytes, Key] = {}
+    for prefix in prefixes:
+        unique.setdefault(encode_key(prefix), tuple(prefix))
+    if len(unique) > MAX_WATCH_PREFIXES:
+        raise InvalidRequestError(
+            f"watch at most {MAX_WATCH_PREFIXES} distinct prefixes", code="INVALID_PARAMETER"
+        )
+    ranges = [prefix_range(encoded) for encoded in unique]
+    return [
+        prefix
+        for encoded, prefix in unique.items()
+        if not any(lo <= encoded < hi for lo, hi in ranges)  # never its own range: lo > encoded
+    ]
+
+
+async def read_prefixes(read: ReadPrefix, prefixes: Sequence[Key], limit: int) -> list[KvEntry]:
+    """The entries under ``prefixes`` (from :func:`distinct_prefixes`: no entry twice), prefix by
+    prefix, ``limit`` in total: no statement runs once ``limit`` entries were read."""
+    entries: list[KvEntry] = []
+    for prefix in prefixes:
+        if len(entries) >= limit:
+            break
+        entries.extend(await read(prefix, limit - len(entries)))
+    return entries
 
 
 @dataclass(frozen=True)
@@ -208,10 +243,8 @@ class WatchHub:
         initial: bool = False,
         last_id: str = "",
     ) -> Watcher:
-        for prefix in prefixes:
-            encode_key(prefix)
         watcher = Watcher(
-            prefixes=tuple(tuple(p) for p in prefixes),
+            prefixes=tuple(distinct_prefixes(prefixes)),
             limit=limit,
             queue_size=self.queue_size,
             last_id=last_id,
@@ -246,6 +279,13 @@ class WatchHub:
 
     async def _round(self) -> None:
         cache: dict[Any, Any] = {}
+
+        async def read(prefix: Key, limit: int) -> list[KvEntry]:
+            target = ("prefix", encode_key(prefix), limit)  # (1,) == (True,) as tuples
+            if target not in cache:
+                cache[target] = await self._read_prefix(prefix, limit)
+            return list(cache[target])
+
         for watcher in list(self._watchers):
             if watcher.closed:
                 self.unsubscribe(watcher)
@@ -257,12 +297,7 @@ class WatchHub:
                     cache[target] = await self._read_keys(watcher.keys)
                 watcher.on_keys(cache[target], initial=initial)
             else:
-                entries: list[KvEntry] = []
-                for prefix in watcher.prefixes:
-                    target = ("prefix", prefix, watcher.limit)
-                    if target not in cache:
-                        cache[target] = await self._read_prefix(prefix, watcher.limit)
-                    entries.extend(cache[target])
+                entries = await read_prefixes(read, watcher.prefixes, watcher.limit)
                 watcher.on_prefix(entries, initial=initial)
 
     async def aclose(self) -> None:
