@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from buntime.plugins import PluginHost
 from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, Kv
 from buntime.plugins.keyval._watch import CLOSE_OVERFLOW, CLOSE_SHUTDOWN
+
+from .conftest import mount
 
 API = "/keyval/api"
 Client = TestClient[web.Request, web.Application]
@@ -149,6 +153,48 @@ async def test_queue_listen_streams_messages_as_they_arrive(client: Client, kv: 
     delayed = await kv.queue.enqueue({"job": 2}, delay=300)
     _, event_id, data = await next_event(listen)  # woken when it is due, no write needed
     assert event_id == delayed and data["attempts"] == 1
+    listen.close()
+
+
+async def test_a_listener_that_stops_reading_holds_one_lease_not_the_queue(client: Client, kv: Kv) -> None:
+    for i in range(300):
+        await kv.queue.enqueue({"job": i})
+    listen = await client.get(f"{API}/queue/listen")
+    assert await listen.content.readline() == b"retry: 1000\n"  # then it reads nothing more
+    await asyncio.sleep(1)
+    stats = await kv.queue.stats()
+    assert (stats.processing, stats.pending) == (1, 299)  # not whatever fits in the socket buffers
+    listen.close()
+
+
+async def test_a_listener_leases_the_next_message_once_the_last_is_acked_nacked_or_expired(
+    start_host: Callable[[dict[str, str]], Awaitable[PluginHost]],
+    local_env: dict[str, str],
+    aiohttp_client: Callable[..., Awaitable[Client]],
+) -> None:
+    host = await start_host({**local_env, "KEYVAL_QUEUE_LOCK_DURATION": "1s"})
+    kv = host.get_plugin(KEYVAL_PLUGIN_NAME)
+    assert isinstance(kv, Kv)
+    client = await aiohttp_client(mount(host))
+    ids = [await kv.queue.enqueue({"job": i}) for i in range(4)]
+    listen = await client.get(f"{API}/queue/listen")
+    _, event_id, first = await next_event(listen)
+    assert event_id == ids[0]
+    with pytest.raises(TimeoutError):  # nothing more while it holds that lease
+        await next_event(listen, timeout=0.3)
+    started = time.monotonic()
+    acked = await client.post(f"{API}/queue/ack", json={"id": first["id"], "attempts": first["attempts"]})
+    assert acked.status == 200
+    _, event_id, second = await next_event(listen)
+    assert event_id == ids[1] and time.monotonic() - started < 0.5  # woken by the ack
+    nacked = await client.post(f"{API}/queue/nack", json={"id": second["id"], "attempts": second["attempts"]})
+    assert nacked.status == 200
+    _, event_id, third = await next_event(listen)
+    assert event_id == ids[2]
+    started = time.monotonic()  # not acked: the next one comes when its 1 s lease has run out
+    _, event_id, _ = await next_event(listen)
+    assert event_id == ids[3] and 0.5 < time.monotonic() - started < 3
+    assert third["lockedUntil"] <= kv.now_ms()
     listen.close()
 
 

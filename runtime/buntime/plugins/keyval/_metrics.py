@@ -41,7 +41,15 @@ READ_PERSISTED_SQL = "SELECT operation, count, errors, latency_sum, updated_at F
 #: refresh follows every pull, and another pod's flush is a write that pod B pulls: persisting
 #: refreshes would have two idle pods flush each other's flushes forever).
 HOUSEKEEPING = frozenset(
-    {"open", "refresh", "ttl_sweep", "queue_requeue_stale", "queue_next_ready", "storage_stats"}
+    {
+        "open",
+        "refresh",
+        "ttl_sweep",
+        "queue_requeue_stale",
+        "queue_next_ready",
+        "queue_lease_left",
+        "storage_stats",
+    }
 )
 
 #: One operation's increments since the last flush: (operation, count, errors, latency ms).

@@ -354,6 +354,19 @@ class KvQueue:
 
             return await self._store.write(fn)
 
+    async def lease_left(self, message: QueueMessage) -> int | None:
+        """Milliseconds left of ``message``'s lease (the one its ``attempts`` fences); ``None``
+        once that lease is over: acked, nacked, dead-lettered, leased again or run out."""
+        with self._store.op("queue_lease_left"):
+            row = await (await self._store.db()).get(
+                "SELECT locked_until FROM kv_queue WHERE id = ? AND attempts = ? AND status = ?",
+                [message.id, message.attempts, STATUS_PROCESSING],
+            )
+            if row is None or row["locked_until"] is None:
+                return None
+            left = int(row["locked_until"]) - self._store.now_ms()
+            return left if left > 0 else None
+
     async def next_ready_in(self) -> int | None:
         """Milliseconds until the earliest pending message is ready (0: one is), ``None``: none pending."""
         with self._store.op("queue_next_ready"):

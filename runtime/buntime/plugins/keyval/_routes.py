@@ -51,6 +51,7 @@ from ._keys import (
     key_to_path,
 )
 from ._kv import Kv
+from ._queue import QueueMessage
 from ._search import DEFAULT_TOKENIZE
 from ._storage import entries_json
 from ._watch import DEFAULT_PREFIX_LIMIT, Watcher, WatchEvent, distinct_prefixes, read_prefixes
@@ -437,8 +438,8 @@ SSE_HEADERS = {
     "Connection": "keep-alive",
     "X-Accel-Buffering": "no",  # nginx and friends: do not buffer the stream
 }
-#: How long an idle queue listener waits before re-trying a dequeue at most (a delayed message
-#: becoming ready is no write: nothing else wakes the listener for it).
+#: How long an idle queue listener waits before re-reading at most (a delayed message becoming
+#: ready is no write, nor is a lease running out: nothing else wakes the listener for them).
 LISTEN_MAX_IDLE = 5.0
 
 
@@ -576,29 +577,40 @@ async def watch_prefix_poll(request: web.Request) -> web.Response:
 async def queue_listen(request: web.Request) -> web.StreamResponse:
     """SSE ``message`` events: each one a leased message (ack or nack it by id), ``ping`` while idle.
 
-    A message is leased only once the previous one was written to the client, so a slow client
-    holds at most one lease at a time and never builds up a backlog. Woken by every write and
-    pull (an enqueue here or on another pod), and when the next delayed message is due."""
+    A listener holds at most one lease at a time: it leases the next message only once the
+    previous one's lease is over, acked or nacked (through any pod) or run out, so a slow or
+    stuck client never takes messages from other consumers; it is one consumer, as upstream's
+    ``listen()`` with its default concurrency of 1. Woken by every write and pull (an ack or an
+    enqueue here or on another pod), when its lease ends, and when the next delayed message is due."""
     kv = _kv(request)
     hub = kv.watch
     response = await _open_stream(request)
     last_ping = time.monotonic()
+    held: QueueMessage | None = None  # the message whose lease this listener holds
     try:
         while not hub.closed:
-            message = await kv.queue.dequeue()
-            if message is not None:
-                await asyncio.wait_for(
-                    response.write(_sse("message", message.as_json(), message.id)), hub.write_timeout
-                )
-                continue
-            due = await kv.queue.next_ready_in()
+            mark = hub.queue_mark()
+            if held is not None:
+                left = await kv.queue.lease_left(held)
+                if left is None:
+                    held = None
+                    continue
+                due: int | None = left
+            else:
+                held = await kv.queue.dequeue()
+                if held is not None:
+                    await asyncio.wait_for(
+                        response.write(_sse("message", held.as_json(), held.id)), hub.write_timeout
+                    )
+                    continue
+                due = await kv.queue.next_ready_in()
             idle = hub.ping_interval - (time.monotonic() - last_ping)
             if idle <= 0:
                 await asyncio.wait_for(response.write(_sse("ping", {"t": kv.now_ms()})), hub.write_timeout)
                 last_ping = time.monotonic()
                 continue
             wait = min(idle, LISTEN_MAX_IDLE, (due / 1000) if due is not None else LISTEN_MAX_IDLE)
-            await hub.wait_queue(max(wait, 0.001))
+            await hub.wait_queue(max(wait, 0.001), mark)
     except (ConnectionResetError, TimeoutError):
         pass
     except KeyValError as exc:

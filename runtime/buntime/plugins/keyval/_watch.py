@@ -222,10 +222,17 @@ class WatchHub:
         if self._watchers:
             self._wake.set()
 
-    async def wait_queue(self, timeout: float) -> None:
-        """Until the next write or pull (queue listeners re-try a dequeue then), or ``timeout``."""
+    def queue_mark(self) -> asyncio.Event:
+        """What the next write or pull sets: take it before a read and pass it to
+        :meth:`wait_queue`, so a write that lands while the read runs still wakes the waiter."""
+        return self._queue_signal
+
+    async def wait_queue(self, timeout: float, mark: asyncio.Event | None = None) -> None:
+        """Until the next write or pull (queue listeners re-read then), or ``timeout``; with
+        ``mark`` (from :meth:`queue_mark`), at once if one happened since it was taken."""
+        signal = self._queue_signal if mark is None else mark
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue_signal.wait(), timeout)
+            await asyncio.wait_for(signal.wait(), timeout)
 
     def watch_keys(self, keys: Sequence[Key], *, initial: bool = True, last_id: str = "") -> Watcher:
         for key in keys:
