@@ -245,3 +245,22 @@ async def test_a_change_on_another_pod_reaches_a_watcher_through_the_pull(
     assert event is not None and event.id == written.versionstamp
     assert event.entries[0]["value"] == "from a"
     b.watch.unsubscribe(watcher)
+
+
+async def test_watchers_of_keys_equal_only_as_python_values_get_their_own_entries(
+    client: Client, kv: Kv
+) -> None:
+    """``[1]`` and ``[true]`` are different keys, though ``(1,) == (True,)`` in Python: one
+    watch round used to read one of them for both watchers."""
+    await kv.set([1], "one")
+    await kv.set([True], "yes")
+    number = await client.get(f"{API}/watch", params={"keys": "[[1]]"})
+    boolean = await client.get(f"{API}/watch", params={"keys": "[[true]]"})
+    for stream, expected in ((number, "one"), (boolean, "yes")):
+        _, _, data = await next_event(stream)
+        assert [e["value"] for e in data] == [expected]
+    await kv.set([True], "still yes")
+    _, _, data = await next_event(boolean)
+    assert [(e["key"], e["value"]) for e in data] == [([True], "still yes")]
+    number.close()
+    boolean.close()

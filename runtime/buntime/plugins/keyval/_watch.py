@@ -299,7 +299,7 @@ class WatchHub:
                 continue
             initial = self._initial.get(watcher, True)
             if watcher.keys:
-                target: Any = ("keys", watcher.keys)
+                target: Any = ("keys", tuple(encode_key(key) for key in watcher.keys))  # not (1,) == (True,)
                 if target not in cache:
                     cache[target] = await self._read_keys(watcher.keys)
                 watcher.on_keys(cache[target], initial=initial)
