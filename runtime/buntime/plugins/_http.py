@@ -11,6 +11,8 @@ that nothing reads it as "not applied, retry".
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +23,17 @@ from ._errors import ApiError
 from ._json import client_json
 
 INVALID_JSON = "INVALID_JSON"
+#: An HTTP header name (RFC 9110 ``token``); use ``fullmatch`` (``$`` would let a final newline in).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def first_non_token(names: Iterable[object]) -> object | None:
+    """The first of ``names`` that is not an HTTP token (a header name or a method), else ``None``.
+
+    For values a response header will carry as they are: aiohttp refuses to send a response
+    with a control character in a header, after the handler has run.
+    """
+    return next((n for n in names if not isinstance(n, str) or not HEADER_NAME.fullmatch(n)), None)
 
 
 def error_body(code: str, message: str) -> dict[str, str]:

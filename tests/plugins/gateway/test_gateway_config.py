@@ -35,3 +35,10 @@ def test_bad_retention_is_refused(retention: str) -> None:
 def test_bad_env_basenames_are_refused() -> None:
     with pytest.raises(GatewayConfigError, match=r"^GATEWAY_SHELL_EXCLUDES: invalid basename.*bad name"):
         resolve_gateway_config({}, {"GATEWAY_SHELL_EXCLUDES": "ok,bad name"})
+
+
+@pytest.mark.parametrize("option", ["methods", "allowedHeaders", "exposedHeaders"])
+def test_a_cors_seed_header_that_is_not_a_token_is_refused(option: str) -> None:
+    with pytest.raises(GatewayConfigError, match=rf"cors.{option}: 'X-A\\x01' is not an HTTP token") as info:
+        resolve_gateway_config({"cors": {option: ["X-A\x01"]}}, {"GATEWAY_CORS_ORIGIN": "https://a.example"})
+    assert info.value.code == "INVALID_GATEWAY_CORS_HEADER"

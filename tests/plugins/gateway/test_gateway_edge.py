@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from buntime.server import HOST_KEY
-from tests.server.support import GATEWAY, PROXY, TURSO, start_runtime
+from tests.server.support import GATEWAY, KEYVAL, PROXY, TURSO, start_runtime
 
 ADMIN = "/gateway/admin"
 RULES = f"{ADMIN}/cors/rules"
@@ -101,6 +102,10 @@ async def test_a_wildcard_rule_answers_star_and_loses_to_a_specific_rule(
         ({"name": "x", "origins": [APP], "methods": ["FETCH"]}, "CORS_INVALID_METHOD"),
         ({"name": "x", "origins": [APP], "maxAge": -1}, "CORS_INVALID_MAX_AGE"),
         ({"name": "x", "origins": ["not an origin"]}, "CORS_INVALID_ORIGIN"),
+        ({"name": "x", "origins": ["http://a:99999"]}, "CORS_INVALID_ORIGIN"),
+        ({"name": "x", "origins": ["http://[::1"]}, "CORS_INVALID_ORIGIN"),
+        ({"name": "x", "origins": [APP], "exposedHeaders": ["X-Id\u0001"]}, "CORS_INVALID_HEADER"),
+        ({"name": "x", "origins": [APP], "allowedHeaders": ["X-A\nSet-Cookie: x=1"]}, "CORS_INVALID_HEADER"),
     ],
 )
 async def test_invalid_cors_rules_are_refused(
@@ -108,6 +113,67 @@ async def test_invalid_cors_rules_are_refused(
 ) -> None:
     client = await gateway(aiohttp_client, env)
     assert (await json_of(await client.post(RULES, json=body), 400))["code"] == code
+
+
+#: Origin headers yarl cannot parse (port out of range, broken IPv6, bad punycode, bad port)
+#: and ones that are not a bare origin.
+MALFORMED_ORIGINS = (
+    "http://a:99999",
+    "http://[::1",
+    "http://xn--zz",
+    "http://a:b",
+    "http://a.partner.example/path",
+    "ftp://a.partner.example",
+    "http://user@a.partner.example",
+)
+
+
+@pytest.mark.parametrize("origin", MALFORMED_ORIGINS)
+async def test_a_malformed_origin_gets_the_normal_answer_without_cors_headers(
+    aiohttp_client: AiohttpClient, env: dict[str, str], origin: str
+) -> None:
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY, KEYVAL)
+    await add_cors(client, name="partners", origins=["*.partner.example"])
+    await add_cors(client, name="all", origins="*")
+    headers = {"Origin": origin}
+    put = await client.put("/keyval/api/keys/x", data="42", headers=headers)
+    assert put.status == 200, await put.text()
+    assert "Access-Control-Allow-Origin" not in put.headers
+    got = await client.get("/keyval/api/keys/x", headers=headers)
+    assert got.status == 200 and (await got.json())["value"] == 42
+    assert "Access-Control-Allow-Origin" not in got.headers
+    preflight = await client.options(
+        "/keyval/api/keys/x", headers={**headers, "Access-Control-Request-Method": "PUT"}
+    )
+    assert preflight.status != 204 and "Access-Control-Allow-Origin" not in preflight.headers
+    # the same rules still answer well-formed origins (and the opaque "null" only through *)
+    partner = await client.get("/keyval/api/keys/x", headers={"Origin": "http://a.partner.example:8080"})
+    assert partner.headers["Access-Control-Allow-Origin"] == "http://a.partner.example:8080"
+    opaque = await client.get("/keyval/api/keys/x", headers={"Origin": "null"})
+    assert opaque.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_a_stored_cors_rule_with_a_bad_header_name_is_skipped_and_responses_still_go_out(
+    aiohttp_client: AiohttpClient, env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await gateway(aiohttp_client, env)
+    good = await add_cors(first, name="good", origins=["https://good.example"])
+    service = first.app[HOST_KEY].get_plugin(TURSO)
+    await service.transaction(
+        lambda db: db.run(
+            "INSERT INTO gateway_cors_rules(id, name, origins, methods, allowed_headers, exposed_headers, "
+            "credentials, max_age, created_at) VALUES ('broken', 'b', ?, '[\"GET\"]', '[]', ?, 0, 60, 0)",
+            [json.dumps([APP]), json.dumps(["X-Id\r\nX-Injected: 1"])],
+        ),
+        namespace="gateway",
+    )
+    await first.close()
+    with caplog.at_level(logging.WARNING):
+        second = await gateway(aiohttp_client, env)
+    assert "skipping invalid CORS rule broken" in caplog.text
+    assert [r["id"] for r in await json_of(await second.get(RULES), 200)] == [good["id"]]
+    response = await second.get(f"{ADMIN}/stats", headers={"Origin": APP})
+    assert response.status == 200 and "Access-Control-Allow-Origin" not in response.headers
 
 
 async def test_cors_rules_persist_and_the_env_seed_applies_once(

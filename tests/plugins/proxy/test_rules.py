@@ -76,6 +76,7 @@ def test_upstream_url(fields: dict[str, Any], path: str, query: str, url: str) -
         ({"rewrite": "/$2"}, "PROXY_INVALID_REWRITE"),
         ({"rewrite": "/$<nope>"}, "PROXY_INVALID_REWRITE"),
         ({"headers": {"Bad Name": "x"}}, "PROXY_INVALID_HEADERS"),
+        ({"headers": {"X-Ok\n": "x"}}, "PROXY_INVALID_HEADERS"),  # a final newline is no token
         ({"headers": {"X-Ok": "line\r\nX-Injected: 1"}}, "PROXY_INVALID_HEADERS"),
         ({"headers": ["X-A"]}, "PROXY_INVALID_HEADERS"),
         ({"redirect": 200}, "PROXY_INVALID_REDIRECT"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._errors import PluginConfigError
+from .._http import first_non_token
 from .._manifest import Manifest, load_manifest
 from .._settings import Settings, resolve_settings
 
@@ -152,7 +153,7 @@ def _cors(settings: Settings, options: Mapping[str, Any]) -> CorsSeed | None:
             "gateway option cors.maxAge must be a whole number of seconds",
             code="INVALID_GATEWAY_CORS_MAX_AGE",
         ) from None
-    return CorsSeed(
+    seed = CorsSeed(
         origins=_words(origin),
         methods=tuple(m.upper() for m in _words(section.get("methods"))) or DEFAULT_CORS_METHODS,
         allowed_headers=_words(section.get("allowedHeaders") or section.get("headers")),
@@ -160,6 +161,17 @@ def _cors(settings: Settings, options: Mapping[str, Any]) -> CorsSeed | None:
         credentials=bool(settings["cors.credentials"]),
         max_age=max_age,
     )
+    for option, names in (
+        ("cors.methods", seed.methods),
+        ("cors.allowedHeaders", seed.allowed_headers),
+        ("cors.exposedHeaders", seed.exposed_headers),
+    ):
+        bad = first_non_token(names)
+        if bad is not None:  # it would go into every covered response's headers
+            raise GatewayConfigError(
+                f"gateway option {option}: {bad!r} is not an HTTP token", code="INVALID_GATEWAY_CORS_HEADER"
+            )
+    return seed
 
 
 def _excludes(raw: Any) -> tuple[str, ...]:

@@ -4,6 +4,11 @@ Called by ``_gateway`` (the preflight answer, the response hook and the admin AP
 denies by default: an ``Origin`` no rule covers gets no CORS headers at all. A rule's origins
 are exact (``https://app.example.com``), a subdomain wildcard (``*.example.com``, which matches
 ``https://a.example.com`` but not ``example.com``) or ``*``; a specific match wins over ``*``.
+
+The ``Origin`` header is the client's: one that is not a serialized origin (``scheme://host
+[:port]`` in http(s), or ``null``) matches no rule, ``*`` included, so it gets no CORS headers
+and cannot break the response hook. Everything a rule puts in a header (header names, methods)
+is an HTTP token, checked when the rule is made and again when it is loaded.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .._errors import ApiError
+from .._http import first_non_token
 from ._config import DEFAULT_CORS_MAX_AGE, DEFAULT_CORS_METHODS, CorsSeed
 
 VALID_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 WILDCARD = "*"
+#: What a browser sends for an opaque origin (sandboxed frames, ``file:``): only ``*`` covers it.
+OPAQUE_ORIGIN = "null"
 
 INVALID_CORS_RULE = "INVALID_CORS_RULE"
 CORS_NAME_REQUIRED = "CORS_NAME_REQUIRED"
@@ -28,6 +36,7 @@ CORS_CREDENTIALS_WILDCARD = "CORS_CREDENTIALS_WILDCARD"
 CORS_INVALID_METHOD = "CORS_INVALID_METHOD"
 CORS_INVALID_MAX_AGE = "CORS_INVALID_MAX_AGE"
 CORS_INVALID_ORIGIN = "CORS_INVALID_ORIGIN"
+CORS_INVALID_HEADER = "CORS_INVALID_HEADER"
 
 
 @dataclass(frozen=True)
@@ -83,13 +92,49 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(item for item in items if item)
 
 
+def origin_host(origin: str) -> str | None:
+    """The lower-case host of ``scheme://host[:port]`` (http or https), else ``None``.
+
+    Never raises: yarl's ``ValueError``/``UnicodeError`` (a port out of range, a broken IPv6
+    literal or punycode label) and anything that is not a bare origin (a path, query, fragment,
+    user info, non-ASCII text) all give ``None``.
+    """
+    if not origin.isascii() or not origin.isprintable():
+        return None
+    try:
+        url = URL(origin)
+        host = url.host  # decoded lazily: a bad punycode label raises here, not in URL()
+    except (ValueError, UnicodeError):
+        return None
+    extras = url.raw_user or url.raw_password or url.raw_query_string or url.raw_fragment
+    if url.scheme not in ("http", "https") or not host or extras or url.raw_path not in ("", "/"):
+        return None
+    return host.lower()
+
+
 def _valid_origin(origin: str) -> bool:
     if origin == WILDCARD:
         return True
     if origin.startswith("*."):
         return "/" not in origin and len(origin) > 2
-    url = URL(origin)
-    return url.scheme in ("http", "https") and bool(url.host) and url.path in ("", "/")
+    return origin_host(origin) is not None
+
+
+def check_tokens(rule: CorsRule) -> CorsRule:
+    """``rule`` when every method and header name it lists is an HTTP token; else a 400.
+
+    These go into response headers as they are: a control character there would make aiohttp
+    refuse to send every response the rule covers.
+    """
+    for where, names in (
+        ("methods", rule.methods),
+        ("allowedHeaders", rule.allowed_headers),
+        ("exposedHeaders", rule.exposed_headers),
+    ):
+        bad = first_non_token(names)
+        if bad is not None:
+            raise ApiError(f"{where}: {bad!r} is not an HTTP token", code=CORS_INVALID_HEADER, status=400)
+    return rule
 
 
 def parse_cors_rule(body: Any, *, rule_id: str, created_at: int) -> CorsRule:
@@ -131,36 +176,37 @@ def parse_cors_rule(body: Any, *, rule_id: str, created_at: int) -> CorsRule:
         if isinstance(raw_max_age, bool) or not 0 <= parsed < float("inf"):
             raise ApiError("maxAge must be a non-negative number", code=CORS_INVALID_MAX_AGE, status=400)
         max_age = int(parsed)
-    return CorsRule(
-        id=rule_id,
-        name=name,
-        origins=origins,
-        methods=methods or DEFAULT_CORS_METHODS,
-        allowed_headers=_strings(body.get("allowedHeaders")),
-        exposed_headers=_strings(body.get("exposedHeaders")),
-        credentials=credentials,
-        max_age=max_age,
-        created_at=created_at,
+    return check_tokens(
+        CorsRule(
+            id=rule_id,
+            name=name,
+            origins=origins,
+            methods=methods or DEFAULT_CORS_METHODS,
+            allowed_headers=_strings(body.get("allowedHeaders")),
+            exposed_headers=_strings(body.get("exposedHeaders")),
+            credentials=credentials,
+            max_age=max_age,
+            created_at=created_at,
+        )
     )
 
 
-def origin_matches(origin: str, pattern: str) -> bool:
-    if pattern in (WILDCARD, origin):
-        return True
-    if pattern.startswith("*."):
-        host = URL(origin).host or ""
-        return host.lower().endswith(pattern[1:].lower())
-    return False
-
-
 def match_rule(origin: str, rules: Sequence[CorsRule]) -> CorsRule | None:
-    """The first rule with a specific match for ``origin``, else the first ``*`` rule."""
+    """The first rule with a specific match for ``origin``, else the first ``*`` rule.
+
+    A malformed ``origin`` matches nothing; ``null`` matches only ``*``.
+    """
+    host = origin_host(origin)
+    if host is None and origin != OPAQUE_ORIGIN:
+        return None
     wildcard: CorsRule | None = None
     for rule in rules:
         for pattern in rule.origins:
             if pattern == WILDCARD:
                 wildcard = wildcard or rule
-            elif origin_matches(origin, pattern):
+            elif host is None:
+                continue
+            elif pattern == origin or (pattern.startswith("*.") and host.endswith(pattern[1:].lower())):
                 return rule
     return wildcard
 

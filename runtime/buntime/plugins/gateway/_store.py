@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...turso import Database, TursoService
+from .._errors import ApiError
 from .._storage import PluginStore
-from ._cors import CorsRule
+from ._cors import CorsRule, check_tokens
 
 SHELL_DIR_SETTING = "shell_dir"
 
@@ -84,16 +85,19 @@ def _cors_row(rule: CorsRule) -> list[Any]:
 
 
 def _row_cors(row: Mapping[str, Any]) -> CorsRule:
-    return CorsRule(
-        id=str(row["id"]),
-        name=str(row["name"]),
-        origins=tuple(json.loads(row["origins"])),
-        methods=tuple(json.loads(row["methods"])),
-        allowed_headers=tuple(json.loads(row["allowed_headers"])),
-        exposed_headers=tuple(json.loads(row["exposed_headers"])),
-        credentials=bool(row["credentials"]),
-        max_age=int(row["max_age"]),
-        created_at=int(row["created_at"]),
+    """A stored rule; its header names are checked again (they go into every covered response)."""
+    return check_tokens(
+        CorsRule(
+            id=str(row["id"]),
+            name=str(row["name"]),
+            origins=tuple(json.loads(row["origins"])),
+            methods=tuple(json.loads(row["methods"])),
+            allowed_headers=tuple(json.loads(row["allowed_headers"])),
+            exposed_headers=tuple(json.loads(row["exposed_headers"])),
+            credentials=bool(row["credentials"]),
+            max_age=int(row["max_age"]),
+            created_at=int(row["created_at"]),
+        )
     )
 
 
@@ -154,7 +158,7 @@ class GatewayStore:
         for row in await db.all("SELECT * FROM gateway_cors_rules ORDER BY created_at, id"):
             try:
                 rules.append(_row_cors(row))
-            except (ValueError, TypeError) as exc:  # one bad row must not hide the others
+            except (ValueError, TypeError, ApiError) as exc:  # one bad row must not hide the others
                 self._log.warning("skipping invalid CORS rule %s: %s", row["id"], exc)
         self.cors_rules = tuple(rules)
         rows = await db.all("SELECT key, value FROM gateway_settings")

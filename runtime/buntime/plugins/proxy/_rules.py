@@ -17,6 +17,7 @@ from typing import Any
 from yarl import URL
 
 from .._errors import ApiError
+from .._http import HEADER_NAME
 
 STATIC_ID_PREFIX = "static-"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -36,7 +37,6 @@ SHADOWS_RESERVED = "PROXY_RULE_SHADOWS_RESERVED"
 ALL_METHODS = "ALL"
 
 _TEMPLATE_TOKEN = re.compile(r"\$(?:(\$)|(\d+)|<([A-Za-z_]\w*)>|\{([A-Za-z_]\w*)\})")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 #: ``base`` goes into ``<base href="...">`` verbatim, so it may not contain quotes or brackets.
 _BASE_PATH = re.compile(r"^/[A-Za-z0-9._~!$&()*+,;=:@%/-]*$")
 _METHOD = re.compile(r"^[A-Z]+$")
@@ -216,7 +216,7 @@ def _headers(raw: Any) -> dict[str, str]:
         raise RuleError("headers must be an object of header name to value", code=INVALID_HEADERS)
     headers: dict[str, str] = {}
     for key, value in raw.items():
-        if not isinstance(key, str) or not _HEADER_NAME.match(key):
+        if not isinstance(key, str) or not HEADER_NAME.fullmatch(key):
             raise RuleError(f"invalid header name {key!r}", code=INVALID_HEADERS)
         if not isinstance(value, str) or "\r" in value or "\n" in value:
             raise RuleError(f"header {key} must be a single-line string", code=INVALID_HEADERS)
