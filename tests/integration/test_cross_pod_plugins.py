@@ -11,7 +11,9 @@ at the same time, released together by a barrier, so the two pods really race:
 * N queued messages drained by consumers on both pods: each delivered once, ``attempts`` 1,
   each ack answered 200 once; after a lease runs out the message moves to the other pod with
   ``attempts`` 2 and the first consumer's late ack or nack is refused (fenced by ``attempts``);
-* gateway metrics snapshots recorded by both pods in the same instant are all kept.
+* gateway metrics snapshots recorded by both pods in the same instant are all kept;
+* a proxy reorder sent to a pod whose cache has not seen a rule another pod just made is
+  decided on the stored rules (the transaction's pull brings the rule), not refused with 404.
 
 Reads through a pod's autocommit API may be stale (they serve its replica), so final values are
 polled until both pods agree.
@@ -28,8 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
-from tests.server.support import GATEWAY, KEYVAL, TURSO, RuntimeProcess, builtin_host, http, kv_value
+from tests.server.support import (
+    GATEWAY,
+    KEYVAL,
+    PROXY,
+    TURSO,
+    RuntimeProcess,
+    builtin_host,
+    http,
+    kv_value,
+    start_runtime,
+)
 from tests.support.tursoserver import SyncEndpoint
 
 pytestmark = pytest.mark.slow
@@ -312,3 +325,34 @@ async def test_caches_follow_the_pull_a_write_makes(tmp_path: Path, sync_server:
     finally:
         for host in reversed(hosts):
             await host.stop()
+
+
+async def test_a_reorder_is_decided_on_the_stored_rules_not_on_a_stale_cache(
+    tmp_path: Path, sync_server: SyncEndpoint, aiohttp_client: AiohttpClient
+) -> None:
+    """B has not pulled A's new rule (no background pulls) when the reorder naming it reaches B."""
+    rules = "/redirects/admin/rules"
+    pods = []
+    for name in ("a", "b"):
+        env = {
+            "TURSO_SYNC_URL": sync_server.url,
+            "TURSO_LOCAL_PATH": str(tmp_path / name / "runtime.db"),
+            "TURSO_SYNC_INTERVAL": "0",  # B's cache only learns of A's rule through a write's pull
+        }
+        pods.append(await start_runtime(aiohttp_client, env, TURSO, PROXY))
+    a, b = pods
+    first = await b.post(rules, json={"pattern": "^/one/", "target": "http://127.0.0.1:9"})
+    assert first.status == 201, await first.text()
+    one = (await first.json())["id"]
+    made = await a.post(rules, json={"pattern": "^/two/", "target": "http://127.0.0.1:9"})
+    assert made.status == 201, await made.text()
+    two = (await made.json())["id"]
+    assert [r["id"] for r in await (await b.get(rules)).json()] == [one]  # B's cache is behind
+    reordered = await b.put(f"{rules}/reorder", json={"ids": [two, one]})
+    body = await reordered.json()
+    assert reordered.status == 200, body
+    assert [(r["id"], r["order"]) for r in body] == [(two, 0), (one, 1)]
+    # and one the stored rules do not have is still a 404, changing nothing
+    refused = await b.put(f"{rules}/reorder", json={"ids": [two, one, "nope"]})
+    assert refused.status == 404 and (await refused.json())["code"] == "PROXY_RULE_NOT_FOUND"
+    assert [r["id"] for r in await (await b.get(rules)).json()] == [two, one]

@@ -192,8 +192,7 @@ class Proxy:
         for rule_id in ids:
             self._dynamic_id(rule_id)
         store = self._require_store()
-        known = {rule.id for rule in self.rules if not rule.read_only}
-        unknown = next((rule_id for rule_id in ids if rule_id not in known), None)
-        if unknown is not None:
-            raise ApiError(f"Rule not found: {unknown}", code=RULE_NOT_FOUND, status=404)
-        return await store.reorder(ids)
+        unknown = await store.reorder(ids)  # checked on the stored ids, in the transaction
+        if unknown:
+            raise ApiError(f"Rule not found: {unknown[0]}", code=RULE_NOT_FOUND, status=404)
+        return store.rules

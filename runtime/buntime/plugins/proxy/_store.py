@@ -94,11 +94,19 @@ class ProxyStore:
 
         return await self._store.write(delete)
 
-    async def reorder(self, ids: list[str]) -> tuple[ProxyRule, ...]:
-        """Give each rule its index in ``ids``, which must list every stored id exactly once."""
+    async def reorder(self, ids: list[str]) -> list[str]:
+        """Give each rule its index in ``ids``, which must list every stored id exactly once.
 
-        async def apply(db: Database) -> None:
+        Decided on the stored rows, in the transaction (never on this pod's cache, which may not
+        have a rule another pod just made yet). Returns the ids no stored rule has, in the order
+        given, and then changes nothing; an id missing or listed twice is a :class:`RuleError`.
+        """
+
+        async def apply(db: Database) -> list[str]:
             stored = {str(row["id"]): row for row in await db.all(_SELECT)}
+            unknown = [rule_id for rule_id in ids if rule_id not in stored]
+            if unknown:
+                return unknown
             if len(ids) != len(set(ids)) or set(ids) != set(stored):
                 missing = sorted(set(stored) - set(ids))
                 unknown = sorted(set(ids) - set(stored))
@@ -110,6 +118,6 @@ class ProxyStore:
             for order, rule_id in enumerate(ids):
                 rule = _row_rule(stored[rule_id]).with_changes(order=order)
                 await db.run(_UPSERT, [rule.id, rule.order, rule.stored_json()])
+            return []
 
-        await self._store.write(apply)
-        return self.rules
+        return await self._store.write(apply)
