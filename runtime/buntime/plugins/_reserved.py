@@ -10,8 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 _PARAM = re.compile(r"\{[^}]*\}")
+
+
+class Searchable(Protocol):
+    """A compiled pattern (``re`` or RE2): what :meth:`ReservedPaths.shadowed_by` tries."""
+
+    def search(self, text: str, /) -> object | None: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class ReservedPaths:
         """Who owns ``path`` (a raw request path), or ``None`` when no one reserved it."""
         return next((r.owner for r in self._paths if r.covers(path)), None)
 
-    def shadowed_by(self, pattern: re.Pattern[str]) -> ReservedPath | None:
+    def shadowed_by(self, pattern: Searchable) -> ReservedPath | None:
         """The first reserved path one of whose samples ``pattern`` is found in, else ``None``."""
         for reserved in self._paths:
             if any(pattern.search(sample) for sample in reserved.samples):

@@ -202,10 +202,16 @@ async def test_invalid_stored_rows_are_skipped(
         lambda db: db.run("INSERT INTO proxy_rules VALUES ('broken', 9, '{\"pattern\": \"((\"}')"),
         namespace="proxy",
     )
+    lookahead = json.dumps({"pattern": "^/svc/(?!x)", "target": "http://127.0.0.1:9"})
+    await service.transaction(  # stored by a version that matched with Python's re: RE2 refuses it
+        lambda db: db.run("INSERT INTO proxy_rules VALUES ('lookahead', 10, ?)", [lookahead]),
+        namespace="proxy",
+    )
     await first.close()
     with caplog.at_level(logging.WARNING):
         second = await start_runtime(aiohttp_client, env, TURSO, PROXY)
     assert "skipping invalid proxy rule broken" in caplog.text
+    assert "skipping invalid proxy rule lookahead" in caplog.text
     assert await json_of(await second.get(RULES), 200) == [good]
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from buntime.plugins.proxy import RuleError, parse_rule
+from buntime.plugins.proxy import ProxyConfigError, RuleError, parse_rule, resolve_proxy_config
 
 
 def rule(**fields: Any) -> Any:
@@ -50,6 +51,12 @@ def test_defaults() -> None:
             "",
             "http://up:8080/items/42/more",
         ),
+        (  # JavaScript's named groups (upstream's syntax) work too
+            {"pattern": "^/a/(?<id>\\d+)", "rewrite": "/items/$<id>"},
+            "/a/42/more",
+            "",
+            "http://up:8080/items/42/more",
+        ),
         ({"pattern": "^/p", "rewrite": "/cost$$"}, "/p/x", "", "http://up:8080/cost$/x"),
         (
             {"pattern": "^/p", "rewrite": "/back\\slash"},
@@ -70,6 +77,15 @@ def test_upstream_url(fields: dict[str, Any], path: str, query: str, url: str) -
         ({"pattern": None}, "PROXY_INVALID_RULE"),
         ({"target": "  "}, "PROXY_INVALID_RULE"),
         ({"pattern": "(unclosed"}, "PROXY_INVALID_PATTERN"),
+        # what needs backtracking (RE2 refuses it), and a pattern over the length cap
+        ({"pattern": "^/api/(?!internal)"}, "PROXY_INVALID_PATTERN"),
+        ({"pattern": "^/a/(?<=a/)b"}, "PROXY_INVALID_PATTERN"),
+        ({"pattern": "^/(\\w+)/\\1$"}, "PROXY_INVALID_PATTERN"),
+        ({"pattern": "^/(?P<x>a)(?P=x)"}, "PROXY_INVALID_PATTERN"),
+        ({"pattern": "^/(?>a+)b"}, "PROXY_INVALID_PATTERN"),
+        ({"pattern": "^/a++b"}, "PROXY_INVALID_PATTERN"),
+        ({"pattern": "^/" + "a" * 1023}, "PROXY_INVALID_PATTERN"),
+        ({"publicRoutes": ["/" + "a" * 1100]}, "PROXY_INVALID_PUBLIC_ROUTES"),
         ({"target": "ftp://x"}, "PROXY_INVALID_TARGET"),
         ({"target": "/relative"}, "PROXY_INVALID_TARGET"),
         ({"target": "http://x/?q=1"}, "PROXY_INVALID_TARGET"),
@@ -94,3 +110,15 @@ def test_invalid_rules(fields: dict[str, Any], code: str) -> None:
 def test_a_rule_must_be_an_object() -> None:
     with pytest.raises(RuleError, match="JSON object"):
         parse_rule(["not", "a", "rule"], rule_id="r", order=0)
+
+
+def test_the_longest_pattern_accepted_is_the_cap() -> None:
+    assert rule(pattern="^/" + "a" * 1022).pattern == "^/" + "a" * 1022
+
+
+def test_a_static_rule_re2_refuses_stops_the_plugin_naming_it() -> None:
+    rules = json.dumps(
+        [{"pattern": "^/a", "target": "http://a"}, {"pattern": "^/b(?!c)", "target": "http://b"}]
+    )
+    with pytest.raises(ProxyConfigError, match=r"^PROXY_RULES: rule 1: .*\(PROXY_INVALID_PATTERN\)$"):
+        resolve_proxy_config({}, {"PROXY_RULES": rules})

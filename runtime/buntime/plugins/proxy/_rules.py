@@ -1,9 +1,19 @@
-"""Proxy rules: validation, JSON shape, matching and the upstream URL a request maps to.
+r"""Proxy rules: validation, JSON shape, matching and the upstream URL a request maps to.
 
 Called by ``_config`` (static rules), ``_proxy`` (dynamic rules) and ``_forward``. Patterns are
-Python regular expressions searched in the request's raw (percent-encoded) path. ``rewrite`` is a
-replacement for the matched part, written as in JavaScript (``$1``, ``$<name>``, ``$$``); an
-empty rewrite strips the match, which with ``^/prefix`` is a prefix strip.
+searched in the request's raw (percent-encoded) path with RE2 (``google-re2``), whose matching
+time is linear in the path: every request runs every rule's pattern on the event loop, and the
+rules API has no authentication, so a backtracking engine would let one rule such as
+``^/x/(a+)+$`` freeze every pod. Upstream's patterns are JavaScript regexes; what path rules use
+(anchors, classes, ``\d``/``\w``/``\b``, groups, alternation, lazy and counted repetition, named
+groups ``(?<name>...)`` or ``(?P<name>...)``, ``(?i)``) reads the same in RE2. Refused with
+``PROXY_INVALID_PATTERN``: what needs backtracking (lookahead, lookbehind, backreferences, atomic
+groups, possessive quantifiers), JavaScript-only escapes (``\u0041``: write ``\x{41}``; ``\cA``;
+``[^]``), repetition counts over 1000, patterns longer than :data:`MAX_PATTERN_LENGTH` and ones
+whose compiled program is too large. ``publicRoutes`` globs are matched with RE2 too.
+
+``rewrite`` is a replacement for the matched part, written as in JavaScript (``$1``, ``$<name>``,
+``$$``); an empty rewrite strips the match, which with ``^/prefix`` is a prefix strip.
 """
 
 from __future__ import annotations
@@ -12,8 +22,9 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
+import re2
 from yarl import URL
 
 from .._errors import ApiError
@@ -35,6 +46,11 @@ SHADOWS_RESERVED = "PROXY_RULE_SHADOWS_RESERVED"
 
 #: ``publicRoutes`` key that applies to every method.
 ALL_METHODS = "ALL"
+#: Longest ``pattern`` (and ``publicRoutes`` glob) accepted, in characters; upstream's are a few dozen.
+MAX_PATTERN_LENGTH = 1024
+#: RE2's memory budget per pattern (program and DFA cache); a pattern that needs more to compile
+#: is refused, and matching past the cache falls back to RE2's NFA, still linear.
+_RE2_MAX_MEM = 1 << 20
 
 _TEMPLATE_TOKEN = re.compile(r"\$(?:(\$)|(\d+)|<([A-Za-z_]\w*)>|\{([A-Za-z_]\w*)\})")
 #: ``base`` goes into ``<base href="...">`` verbatim, so it may not contain quotes or brackets.
@@ -52,6 +68,50 @@ class RuleError(ApiError, ValueError):
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message, code=code, status=409 if code == SHADOWS_RESERVED else 400)
+
+
+class Pattern(Protocol):
+    """A compiled RE2 pattern: the part of its API the proxy uses (``re.Pattern``'s names)."""
+
+    @property
+    def groups(self) -> int: ...
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+    def search(self, text: str, /) -> object | None: ...
+    def fullmatch(self, text: str, /) -> object | None: ...
+    def sub(self, template: str, text: str, /, count: int = 0) -> str: ...
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern to stderr itself
+    options.max_mem = _RE2_MAX_MEM
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def _within_cap(text: str, what: str, code: str) -> str:
+    """``text`` (a pattern or a glob) when it is at most :data:`MAX_PATTERN_LENGTH` long."""
+    if len(text) > MAX_PATTERN_LENGTH:
+        raise RuleError(f"{what} is longer than {MAX_PATTERN_LENGTH} characters ({len(text)})", code=code)
+    return text
+
+
+def compile_pattern(pattern: str, *, code: str = INVALID_PATTERN) -> Pattern:
+    """``pattern`` compiled with RE2, or a :class:`RuleError` with ``code`` saying why not."""
+    try:
+        compiled: Pattern = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else ""
+        if isinstance(reason, bytes):  # RE2's messages come as bytes
+            reason = reason.decode("utf-8", "replace")
+        raise RuleError(
+            f"Invalid regex pattern {pattern!r}: {reason} (RE2 syntax: no lookaround or backreferences)",
+            code=code,
+        ) from None
+    return compiled
 
 
 def glob_regex(glob: str) -> str:
@@ -74,7 +134,7 @@ def glob_regex(glob: str) -> str:
     return "".join(out)
 
 
-def python_template(template: str, pattern: re.Pattern[str]) -> str:
+def python_template(template: str, pattern: Pattern) -> str:
     """Translate a JavaScript-style replacement into a ``re.sub`` template, checking its groups."""
     out: list[str] = []
     pos = 0
@@ -118,9 +178,9 @@ class ProxyRule:
     relative_paths: bool = False
     public_routes: PublicRoutes | None = None
     read_only: bool = False
-    compiled: re.Pattern[str] = field(default=re.compile(""), repr=False)
+    compiled: Pattern = field(default=compile_pattern(""), repr=False)
     _template: str | None = field(default=None, repr=False)
-    _public: Mapping[str, re.Pattern[str]] = field(default_factory=dict, repr=False)
+    _public: Mapping[str, Pattern] = field(default_factory=dict, repr=False)
 
     @property
     def rewrites_html(self) -> bool:
@@ -252,7 +312,7 @@ def _base(raw: Any) -> str | None:
 def _globs(raw: Any, where: str) -> tuple[str, ...]:
     if not isinstance(raw, list) or not all(isinstance(g, str) and g.startswith("/") for g in raw):
         raise RuleError(f"{where} must be a list of path globs starting with /", code=INVALID_PUBLIC_ROUTES)
-    return tuple(raw)
+    return tuple(_within_cap(glob, f"a glob of {where}", INVALID_PUBLIC_ROUTES) for glob in raw)
 
 
 def _public_routes(raw: Any) -> PublicRoutes | None:
@@ -275,10 +335,10 @@ def _public_routes(raw: Any) -> PublicRoutes | None:
     return routes
 
 
-def _compile_public(routes: PublicRoutes | None) -> dict[str, re.Pattern[str]]:
+def _compile_public(routes: PublicRoutes | None) -> dict[str, Pattern]:
     by_method = {ALL_METHODS: routes} if isinstance(routes, tuple) else dict(routes or {})
     return {
-        method: re.compile("|".join(f"(?:{glob_regex(g)})" for g in globs))
+        method: compile_pattern("|".join(f"(?:{glob_regex(g)})" for g in globs), code=INVALID_PUBLIC_ROUTES)
         for method, globs in by_method.items()
         if globs
     }
@@ -290,10 +350,7 @@ def parse_rule(data: Any, *, rule_id: str, order: int, read_only: bool = False) 
         raise RuleError("a rule must be a JSON object", code=INVALID_RULE)
     pattern = _required_text(data, "pattern")
     target = _required_text(data, "target")
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise RuleError(f"Invalid regex pattern {pattern!r}: {exc}", code=INVALID_PATTERN) from exc
+    compiled = compile_pattern(_within_cap(pattern, "Invalid regex pattern: it", INVALID_PATTERN))
     rewrite = _optional_text(data, "rewrite")
     public_routes = _public_routes(data.get("publicRoutes"))
     return ProxyRule(
