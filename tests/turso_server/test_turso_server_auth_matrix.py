@@ -45,11 +45,11 @@ Cell = tuple[int, str | None]
 NO = (401, "unauthorized")
 FORBIDDEN = (403, "forbidden")
 OK = (200, None)
-CHILD_404 = (404, None)  # tursodb's own "Not Found": auth let it through
+UNKNOWN = (404, "unknown route")  # auth let it through; turso-server forwards no such route
 ADMIN_NO = {"admin read": NO, "admin mutate": NO, "metrics": NO}
 DATA_NO = {"pull": NO, "pipeline": NO, "other read": NO, "other write": NO}
 ADMIN_OK = {"admin read": OK, "admin mutate": OK, "metrics": OK}
-DATA_FULL = {"pull": OK, "pipeline": OK, "other read": CHILD_404, "other write": CHILD_404}
+DATA_FULL = {"pull": OK, "pipeline": OK, "other read": UNKNOWN, "other write": UNKNOWN}
 
 # row -> expected cell per column
 MATRIX: dict[str, dict[str, Cell]] = {
@@ -68,7 +68,7 @@ MATRIX: dict[str, dict[str, Cell]] = {
         "other write": FORBIDDEN,
         **ADMIN_NO,
     },
-    "ro": {"pull": OK, "pipeline": FORBIDDEN, "other read": CHILD_404, "other write": FORBIDDEN, **ADMIN_NO},
+    "ro": {"pull": OK, "pipeline": FORBIDDEN, "other read": UNKNOWN, "other write": FORBIDDEN, **ADMIN_NO},
     "rw": {**DATA_FULL, **ADMIN_NO},
     "global data token": {**DATA_FULL, **ADMIN_NO},
     "admin token": {**DATA_NO, **ADMIN_OK},

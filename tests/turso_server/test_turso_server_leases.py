@@ -153,8 +153,8 @@ def test_lease_requests_are_validated(server: ServerProcess) -> None:
             400,
             "invalid body",
         ),
-        ("reserved route", "/tenant/-/other", b"", DATA_TOKEN, 404, "not found"),
-        ("empty token", "/tenant/-/lease//v2/pipeline", SELECT_ONE, DATA_TOKEN, 404, "not found"),
+        ("reserved route", "/tenant/-/other", b"", DATA_TOKEN, 404, "unknown route"),
+        ("empty token", "/tenant/-/lease//v2/pipeline", SELECT_ONE, DATA_TOKEN, 404, "unknown route"),
         ("unknown namespace", "/ghost/-/lease", b'{"holder": "a"}', DATA_TOKEN, 200, ""),
     ]
     for label, target, body, token, status, code in cases:

@@ -19,7 +19,8 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         ├── ForbiddenError (PermissionError)     403 "forbidden"
         │   └── StatementForbiddenError          403 "statement forbidden"  (SQL guard)
         ├── NotFoundError (LookupError)          404 "not found"
-        │   └── NamespaceNotFoundError           404 "namespace not found"
+        │   ├── NamespaceNotFoundError           404 "namespace not found"
+        │   └── UnknownRouteError                404 "unknown route"  (nothing turso-server serves)
         ├── RequestTimeoutError (TimeoutError)   408 "request timeout"  (body not received in time)
         ├── ConflictError                        409 "conflict"
         │   ├── LeaseBusyError                   409 "lease busy"  (+ Retry-After)
@@ -139,6 +140,12 @@ class NotFoundError(ApiError, LookupError):
 
 class NamespaceNotFoundError(NotFoundError):
     code = "namespace not found"
+
+
+class UnknownRouteError(NotFoundError):
+    """A path or method turso-server neither serves nor forwards (the code of aiohttp's own 404)."""
+
+    code = "unknown route"
 
 
 class RequestTimeoutError(ApiError, TimeoutError):

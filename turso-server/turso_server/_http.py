@@ -37,7 +37,14 @@ from ._auth import AdminAuth, DataAuth, ScopedTokens
 from ._backup import Backups
 from ._config import ServerConfig
 from ._cursors import PushCursors
-from ._errors import ApiError, ClientClosedError, InvalidBodyError, MalformedRequestError, RequestTimeoutError
+from ._errors import (
+    ApiError,
+    ClientClosedError,
+    InvalidBodyError,
+    MalformedRequestError,
+    RequestTimeoutError,
+    UnknownRouteError,
+)
 from ._gc import GarbageCollector
 from ._leases import LeaseTable
 from ._logging import get_logger
@@ -53,7 +60,7 @@ OK_BODY = "ok"
 NOT_READY_BODY = "not ready"
 JSON_CONTENT_TYPE = "application/json"
 _AIOHTTP_CODES = {
-    404: "unknown route",
+    404: UnknownRouteError.code,
     405: "method not allowed",
     413: "payload too large",
 }

@@ -12,12 +12,14 @@ exchange is bounded by ``TURSO_UPSTREAM_TIMEOUT``; the client's side by
 ``TURSO_CLIENT_RECEIVE_TIMEOUT`` (its whole body, else 408) and ``TURSO_CLIENT_SEND_TIMEOUT``
 (taking the whole reply, else the connection is cut), so a stalled writer or reader costs only its
 own request. The order of checks is: auth (401), namespace syntax on the
-*raw* path (400), token scope (403), the SQL guard on the body (``_sqlguard``: 403 or 400, nothing
-forwarded), then existence (auto-provision, or 404). A refused connection
+*raw* path (400), token scope (403), the route (only ``POST /v2/pipeline`` and ``POST
+/pull-updates`` are forwarded, anything else is ``404 unknown route``), the SQL guard on the body
+(``_sqlguard``: 403 or 400, nothing forwarded), then existence: a missing namespace is created
+(``TURSO_ALLOW_AUTO_PROVISION``) only for a credential that may write, else 404. A refused connection
 means the child just died: the request waits for the supervisor's restart and is retried (nothing
 was sent), up to ``TURSO_STARTUP_TIMEOUT``, then 503 with ``Retry-After``. A request that was sent
 but got no byte back (the child died while it sat in the accept queue, or while running it) is
-resent the same way only when it is read-only (``/pull-updates``, GET, HEAD, OPTIONS): a
+resent the same way only when it is read-only (``/pull-updates``): a
 ``/v2/pipeline`` push replayed by hand runs twice and duplicates its rows (measured against tursodb
 0.7.0), so it gets 502 and the sync client, which reads its last change id first, retries safely.
 Mounted by ``_app``.
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from ._auth import DataAuth
+from ._auth import Access, DataAuth
 from ._config import LEASE_TTL_MAX, LEASE_WAIT_MAX
 from ._cursors import CursorRead, CursorWrite, all_steps_ran, classify, read_reply, read_rows
 from ._cursors import Kind as CursorKind
@@ -43,6 +45,7 @@ from ._errors import (
     MissingNamespaceError,
     NotFoundError,
     UnavailableError,
+    UnknownRouteError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamNoReplyError,
@@ -89,13 +92,16 @@ HOP_BY_HOP = frozenset(
 NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "expect", "authorization"}
 NOT_RETURNED = HOP_BY_HOP | {"content-length"}
 PIPELINE_ROUTE = "/v2/pipeline"
-ROUTE_LABELS = {"/pull-updates": "pull-updates", PIPELINE_ROUTE: "pipeline"}
+PULL_ROUTE = "/pull-updates"
+ROUTE_LABELS = {PULL_ROUTE: "pull-updates", PIPELINE_ROUTE: "pipeline"}
+# What tursodb's sync server dispatches on (besides OPTIONS): the only requests worth forwarding.
+FORWARDED_ROUTES = frozenset({(hdrs.METH_POST, PIPELINE_ROUTE), (hdrs.METH_POST, PULL_ROUTE)})
+UNKNOWN_ROUTE_DETAIL = "the data port forwards only POST /v2/pipeline and POST /pull-updates"
 LEASE_PREFIX = "/-/lease"
 LEASE_ROUTE = "lease"
 LEASE_BODY_LIMIT = 4096
 HOLDER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
-READ_ONLY_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD, hdrs.METH_OPTIONS})
-READ_ONLY_ROUTES = frozenset({"/pull-updates"})
+READ_ONLY_ROUTES = frozenset({PULL_ROUTE})
 OTHER_ROUTE = "other"
 CLIENT_CLOSED_REQUEST = 499  # the client went away before the answer (nginx's convention)
 RECONNECT_DELAY = 0.05
@@ -141,12 +147,12 @@ def split_lease(rest: str) -> tuple[str | None, str]:
     if not rest.startswith("/-/"):
         return None, rest
     if rest != LEASE_PREFIX and not rest.startswith(LEASE_PREFIX + "/"):
-        raise NotFoundError("unknown route")
+        raise UnknownRouteError("only /-/lease is served under /-/")
     token, _, inner = rest[len(LEASE_PREFIX) + 1 :].partition("/")
     if not inner:
         return "", rest
     if not token:
-        raise NotFoundError("unknown route")
+        raise UnknownRouteError("a request under a lease is /-/lease/<token>/<rest>")
     return token, "/" + inner
 
 
@@ -242,28 +248,47 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             return answer
         route = ROUTE_LABELS.get(rest, OTHER_ROUTE)
         DataAuth.authorize(principal, name, request.method, rest)
+        if (request.method, rest) not in FORWARDED_ROUTES:
+            raise UnknownRouteError(UNKNOWN_ROUTE_DETAIL)  # tursodb would 404 it: no child for it
         body = await read_body(request, timeout=app[CONFIG].client_receive_timeout or None)
         checked = check_request(rest, body)  # the SQL guard: refuses before anything is forwarded
         cursor = None
         if checked is not None and app[CURSORS].enabled:
             cursor = classify(checked.document, checked.texts)
         target = f"{rest}?{query}" if query else rest
-        resendable = request.method in READ_ONLY_METHODS or rest in READ_ONLY_ROUTES
+        resendable = rest in READ_ONLY_ROUTES
         leases, writes = app[LEASES], rest == PIPELINE_ROUTE
+        # Only a credential that may write creates a missing namespace: an ro one gets a 404.
+        may_create = app[CONFIG].allow_auto_provision and principal.access is Access.READ_WRITE
+        provision = Origin.AUTO if may_create else None
         # The lease is pinned for the exchange with the child only; the spooled reply goes to
         # the client after it is released, so a slow client never holds the namespace's lease.
         if token is not None:
             async with leases.use(name, token, write=writes) as lease:
                 reply = await _forward(
-                    request, name, target, body, resendable=resendable, cursor=cursor, lease=lease
+                    request,
+                    name,
+                    target,
+                    body,
+                    provision=provision,
+                    resendable=resendable,
+                    cursor=cursor,
+                    lease=lease,
                 )
         elif writes:
             async with leases.implicit(name, wait=app[CONFIG].lease_wait) as lease:
                 reply = await _forward(
-                    request, name, target, body, resendable=resendable, cursor=cursor, lease=lease
+                    request,
+                    name,
+                    target,
+                    body,
+                    provision=provision,
+                    resendable=resendable,
+                    cursor=cursor,
+                    lease=lease,
                 )
         else:
-            reply = await _forward(request, name, target, body, resendable=resendable)
+            reply = await _forward(request, name, target, body, provision=provision, resendable=resendable)
         if writes and _unparsed_pipeline(reply):
             await reply.body.aclose()
             raise InvalidPipelineError("tursodb could not parse this pipeline request (nothing ran)")
@@ -294,11 +319,14 @@ async def _forward(
     target: str,
     body: bytes,
     *,
+    provision: Origin | None,
     resendable: bool,
     cursor: CursorKind = None,
     lease: Lease | None = None,
 ) -> SpooledReply:
     """Lease the child and exchange; resend while the child is down and resending is safe.
+
+    A missing namespace is created with origin ``provision``, or is a 404 when it is ``None``.
 
     ``lease``, the write lease the request runs under, is checked once the child is there: a
     namespace archived while the request waited for it (and re-created for it) revoked the lease,
@@ -306,7 +334,6 @@ async def _forward(
     """
     app = request.app
     config, supervisor, store = app[CONFIG], app[SUPERVISOR], app[STORE]
-    provision = Origin.AUTO if config.allow_auto_provision else None
     deadline = time.monotonic() + config.startup_timeout
     while True:
         remaining = max(0.0, deadline - time.monotonic())
