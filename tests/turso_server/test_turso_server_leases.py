@@ -6,12 +6,13 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.turso_server.support import DATA_TOKEN, ServerFactory, ServerProcess
+from tests.turso_server.support import DATA_TOKEN, RawResponse, ServerFactory, ServerProcess
 
 LEASE = "/tenant/-/lease"
 SELECT_ONE = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}'
@@ -136,8 +137,8 @@ def test_lease_requests_are_validated(server: ServerProcess) -> None:
             LEASE,
             json.dumps({"holder": "a", "pad": "x" * 5000}).encode(),
             DATA_TOKEN,
-            400,
-            "invalid body",
+            413,
+            "payload too large",
         ),
         ("no holder", LEASE, b"{}", DATA_TOKEN, 400, "invalid body"),
         ("bad holder", LEASE, b'{"holder": "a b/c"}', DATA_TOKEN, 400, "invalid body"),
@@ -150,8 +151,8 @@ def test_lease_requests_are_validated(server: ServerProcess) -> None:
             LEASE,
             b'{"holder": "a", "x": "' + b"y" * 5000 + b'"}',
             DATA_TOKEN,
-            400,
-            "invalid body",
+            413,
+            "payload too large",
         ),
         ("reserved route", "/tenant/-/other", b"", DATA_TOKEN, 404, "unknown route"),
         ("empty token", "/tenant/-/lease//v2/pipeline", SELECT_ONE, DATA_TOKEN, 404, "unknown route"),
@@ -164,6 +165,60 @@ def test_lease_requests_are_validated(server: ServerProcess) -> None:
             assert response.json()["code"] == code, label
     wrong_method = server.data("GET", LEASE, token=DATA_TOKEN)
     assert wrong_method.status == 405
+
+
+def _send_in_pieces(
+    port: int, head: bytes, pieces: list[bytes], *, pause: float
+) -> tuple[RawResponse, float]:
+    """Send ``head``, then each piece as a TCP write of its own ``pause`` seconds apart; the reply
+    (read until the server closes) and the seconds it took after the last piece."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(head)
+        for piece in pieces:
+            time.sleep(pause)
+            sock.sendall(piece)
+        sent = time.monotonic()
+        chunks = []
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    elapsed = time.monotonic() - sent
+    status_line, _, rest = b"".join(chunks).partition(b"\r\n")
+    _, _, body = rest.partition(b"\r\n\r\n")
+    return RawResponse(int(status_line.split()[1]), {}, body), elapsed
+
+
+def test_a_lease_body_is_read_whole_within_the_receive_timeout(start_server: ServerFactory) -> None:
+    """The grant's body is read like a pipeline body: whole however the network splits it, 408 when
+    it stops arriving within ``TURSO_CLIENT_RECEIVE_TIMEOUT``, 413 past its 4 KiB limit."""
+    server = start_server(TURSO_CLIENT_RECEIVE_TIMEOUT="1s")
+    assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
+    body = json.dumps({"holder": "pod-a", "ttl": 5}).encode()
+
+    def head(*framing: str) -> bytes:
+        lines = [f"POST {LEASE} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {DATA_TOKEN}"]
+        return ("\r\n".join([*lines, "Connection: close", *framing]) + "\r\n\r\n").encode()
+
+    split, _ = _send_in_pieces(
+        server.data_port, head(f"Content-Length: {len(body)}"), [body[:5], body[5:]], pause=0.2
+    )
+    assert split.status == 200 and split.json()["fence"] == 1, split.body
+    server.data("DELETE", f"{LEASE}/{split.json()['token']}", token=DATA_TOKEN)
+
+    stalled, waited = _send_in_pieces(server.data_port, head("Content-Length: 50"), [body[:5]], pause=0)
+    assert (stalled.status, stalled.json()["code"]) == (408, "request timeout"), stalled.body
+    assert waited < 3.0
+
+    chunk = b'{"holder": "a", "x": "' + b"y" * 5000 + b'"}'
+    chunked, _ = _send_in_pieces(
+        server.data_port,
+        head("Transfer-Encoding: chunked"),
+        [b"%x\r\n%s\r\n" % (len(chunk), chunk), b"0\r\n\r\n"],
+        pause=0.1,
+    )
+    assert (chunked.status, chunked.json()["code"]) == (413, "payload too large"), chunked.body
+    assert server.admin("GET", "/v1/namespaces/tenant").json()["lease"] is None
 
 
 def test_an_archived_namespace_forgets_its_lease_and_last_writer(start_server: ServerFactory) -> None:

@@ -160,15 +160,29 @@ async def _send_and_close(request: web.Request, response: web.StreamResponse) ->
     return response
 
 
-async def read_body(request: web.Request, *, timeout: float | None) -> bytes:
+async def read_body(request: web.Request, *, timeout: float | None, limit: int | None = None) -> bytes:
     """The whole request body within ``timeout`` seconds (``None``: no limit).
 
     A client that trickles or stops sending its body gets :class:`RequestTimeoutError` (408, and
-    the connection is closed); one that disconnects is :class:`ClientClosedError`.
+    the connection is closed); one that disconnects is :class:`ClientClosedError`. A body longer
+    than the app's ``client_max_size``, or than ``limit`` bytes when given, is aiohttp's 413
+    (``payload too large``): refused from its ``Content-Length`` before a byte is read, else as
+    soon as the bytes read pass it.
     """
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     try:
         async with asyncio.timeout(timeout):
-            return await request.read()
+            if limit is None:
+                return await request.read()
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await request.content.read(limit + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+            return b"".join(chunks)
     except TimeoutError:
         raise RequestTimeoutError(f"the request body did not arrive within {timeout:g}s") from None
     except ConnectionResetError:

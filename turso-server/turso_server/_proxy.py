@@ -173,10 +173,8 @@ async def _lease_call(request: web.Request, name: str, rest: str) -> web.Respons
             raise web.HTTPMethodNotAllowed(request.method, [hdrs.METH_POST])
         if name not in app[STORE] and not app[CONFIG].allow_auto_provision:
             raise NotFoundError(f"namespace {name!r} not found")
-        raw = await request.content.read(LEASE_BODY_LIMIT + 1)
-        if len(raw) > LEASE_BODY_LIMIT:
-            raise InvalidBodyError(f"lease request body larger than {LEASE_BODY_LIMIT} bytes")
-        body = parse_json_object(raw)
+        timeout = app[CONFIG].client_receive_timeout or None
+        body = parse_json_object(await read_body(request, timeout=timeout, limit=LEASE_BODY_LIMIT))
         holder = body.get("holder")
         if (
             not isinstance(holder, str)
