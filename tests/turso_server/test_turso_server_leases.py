@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.turso_server.support import DATA_TOKEN, RawResponse, ServerFactory, ServerProcess
@@ -219,6 +220,41 @@ def test_a_lease_body_is_read_whole_within_the_receive_timeout(start_server: Ser
     )
     assert (chunked.status, chunked.json()["code"]) == (413, "payload too large"), chunked.body
     assert server.admin("GET", "/v1/namespaces/tenant").json()["lease"] is None
+
+
+def test_a_lease_needs_a_namespace_there_is_or_may_be(start_server: ServerFactory, tmp_path: Path) -> None:
+    """A grant on a missing namespace creates it as a push would, or is refused as a push would be
+    (the limit: 429; auto-provisioning off: 404), and nothing is kept for the name. An entry with
+    nothing to remember is forgotten once idle (its fence starts again, its tokens are refused);
+    one whose holder wrote last is kept, so that holder's next grant is still ``fresh``."""
+    server = start_server(TURSO_MAX_NAMESPACES="1")
+    status, first = grant(server, "pod-a")
+    assert status == 200 and first["fence"] == 1, first
+    views = server.admin("GET", "/v1/namespaces").json()["namespaces"]
+    assert [(v["name"], v["origin"]) for v in views] == [("tenant", "auto")]
+    ghost = server.data("POST", "/ghost/-/lease", token=DATA_TOKEN, body=b'{"holder": "pod-a"}')
+    assert (ghost.status, ghost.json()["code"]) == (429, "max namespaces reached"), ghost.body
+    assert server.admin("GET", "/v1/namespaces/ghost").status == 404
+
+    assert server.data("DELETE", f"{LEASE}/{first['token']}", token=DATA_TOKEN).status == 204
+    status, second = grant(server, "pod-a")  # the idle entry was dropped: a new one, not fresh
+    assert status == 200 and second["fence"] == 1 and second["fresh"] is False, second
+    for method, target, body in (
+        ("PUT", f"{LEASE}/{first['token']}", b""),
+        ("POST", f"{LEASE}/{first['token']}/v2/pipeline", SELECT_ONE),
+    ):
+        stale = server.data(method, target, token=DATA_TOKEN, body=body)
+        assert (stale.status, stale.json()["code"]) == (409, "lease lost"), stale.body
+    fenced = server.data("POST", f"{LEASE}/{second['token']}/v2/pipeline", token=DATA_TOKEN, body=SELECT_ONE)
+    assert fenced.status == 200, fenced.body
+    assert server.data("DELETE", f"{LEASE}/{second['token']}", token=DATA_TOKEN).status == 204
+    status, third = grant(server, "pod-a")  # its holder wrote last: kept, and fresh
+    assert status == 200 and third["fence"] == 2 and third["fresh"] is True, third
+
+    closed = start_server(data_dir=tmp_path / "closed", TURSO_ALLOW_AUTO_PROVISION="false")
+    missing = closed.data("POST", LEASE, token=DATA_TOKEN, body=b'{"holder": "pod-a"}')
+    assert (missing.status, missing.json()["code"]) == (404, "namespace not found"), missing.body
+    assert closed.admin("GET", "/v1/namespaces").json()["namespaces"] == []
 
 
 def test_an_archived_namespace_forgets_its_lease_and_last_writer(start_server: ServerFactory) -> None:

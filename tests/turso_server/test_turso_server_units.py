@@ -14,9 +14,16 @@ from tests.turso_server.support import SERVER_SCRIPT, TURSODB
 from turso_server import ConfigError, ScopedTokens, StateError, load_config, parse_duration, validate_name
 from turso_server._auth import Access, DataAuth
 from turso_server._confine import landlock_abi
-from turso_server._errors import ForbiddenError, InvalidNamespaceError, UnauthorizedError
+from turso_server._errors import (
+    ForbiddenError,
+    InvalidNamespaceError,
+    LeaseBusyError,
+    LeaseLostError,
+    UnauthorizedError,
+)
 from turso_server._gc import GcPolicy, GcReason, archive_reason
 from turso_server._layout import parse_archive_stamp
+from turso_server._leases import LeaseTable
 from turso_server._proxy import split_target
 from turso_server._state import NamespaceRecord, Origin, StateStore, parse_timestamp
 
@@ -175,6 +182,34 @@ def test_scoped_tokens() -> None:
         DataAuth.authorize(principal, "app", "POST", "/v2/pipeline")
     with pytest.raises(ForbiddenError):
         DataAuth.authorize(principal, "other", "POST", "/pull-updates")
+
+
+def test_the_lease_table_forgets_every_name_it_has_nothing_to_remember_for() -> None:
+    """Grants released, waits that timed out and plain writes leave no entry behind, however many
+    names were asked about; an entry whose holder wrote last stays, and answers ``fresh``."""
+
+    async def scenario() -> None:
+        table = LeaseTable()
+        for index in range(500):
+            name = f"name-{index}"
+            grant = await table.acquire(name, "pod-a", ttl=5, wait=0)
+            with pytest.raises(LeaseBusyError):
+                await table.acquire(name, "pod-b", ttl=5, wait=0.001)
+            assert await table.release(name, grant.lease.token)
+            async with table.implicit(name, wait=0):
+                pass
+        assert len(table) == 0
+        written = await table.acquire("kept", "pod-a", ttl=5, wait=0)
+        async with table.use("kept", written.lease.token, write=True):
+            pass
+        assert await table.release("kept", written.lease.token)
+        assert len(table) == 1
+        again = await table.acquire("kept", "pod-a", ttl=5, wait=0)
+        assert again.fresh and again.lease.fence == 2
+        with pytest.raises(LeaseLostError):
+            table.renew("name-0", "a-token-of-a-dropped-entry")
+
+    asyncio.run(scenario())
 
 
 def test_state_store_atomic_versioned_and_go_compatible(tmp_path: Path) -> None:

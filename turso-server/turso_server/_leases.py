@@ -17,8 +17,14 @@ the expiry by the lease's TTL, so a holder that just pushed has a whole TTL to l
 Writes that arrive without a lease (``/v2/pipeline`` from a plain sync client or an upstream app)
 wait for the lease to be free and run under an implicit one; they reset ``last_writer``, so every
 lease holder pulls before its next write. Leases live in memory: after a restart every old token is
-refused, which the runtime treats as "outcome unknown" for a push it had in flight. Used by
-``_proxy``; nothing here does I/O.
+refused, which the runtime treats as "outcome unknown" for a push it had in flight.
+
+An entry with nothing to remember (no live lease, no waiter, no last writer) is dropped as soon as
+it goes idle, so names that were only asked about cost no memory; the ``_proxy`` grants only for
+stored namespaces. Dropping it loses nothing a later grant needs: a new entry has no last writer,
+so it answers ``fresh`` exactly as the dropped one would have, and every token of the dropped one
+is refused (``409 lease lost``) like any other that is not current. Its ``fence`` starts again.
+Used by ``_proxy``; nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -76,11 +82,36 @@ class LeaseTable:
         self._namespaces: dict[str, _Namespace] = {}
         self._clock = time.monotonic
 
-    def _ns(self, name: str) -> _Namespace:
-        entry = self._namespaces.get(name)
-        if entry is None:
-            entry = self._namespaces[name] = _Namespace()
-        return entry
+    @contextlib.asynccontextmanager
+    async def _locked(self, name: str) -> AsyncIterator[_Namespace]:
+        """The namespace's entry (created when missing), holding its lock.
+
+        An entry dropped while we waited for its lock is looked up again, so two callers never hold
+        the leases of two entries for one name. One forgotten with its archived namespace is handed
+        over as it is: :meth:`_wait_free` tells the caller to ask again.
+        """
+        while True:
+            entry = self._namespaces.get(name)
+            if entry is None:
+                entry = self._namespaces[name] = _Namespace()
+            async with entry.changed:
+                if entry.invalidated or self._namespaces.get(name) is entry:
+                    yield entry
+                    return
+
+    def _drop_if_idle(self, name: str, entry: _Namespace) -> None:
+        """Forget ``entry`` (its lock held) when it holds no live lease, no waiter and no last writer."""
+        if (
+            self._namespaces.get(name) is entry
+            and self._live(entry) is None
+            and not entry.queue
+            and entry.last_writer is None
+        ):
+            del self._namespaces[name]
+
+    def __len__(self) -> int:
+        """Namespaces the table holds an entry for (what it costs in memory)."""
+        return len(self._namespaces)
 
     def _live(self, entry: _Namespace) -> Lease | None:
         lease = entry.current
@@ -127,10 +158,13 @@ class LeaseTable:
         A holder that asks again while its own lease is live gets a new token (the old one is
         fenced off), which is what a replica that lost track of its token needs.
         """
-        entry = self._ns(name)
         deadline = self._clock() + min(max(wait, 0.0), LEASE_WAIT_MAX)
-        async with entry.changed:
-            await self._wait_free(entry, deadline, holder)
+        async with self._locked(name) as entry:
+            try:
+                await self._wait_free(entry, deadline, holder)
+            except LeaseBusyError:
+                self._drop_if_idle(name, entry)  # the lease it waited for may have run out meanwhile
+                raise
             entry.fence += 1
             ttl = min(max(ttl, LEASE_TTL_MIN), LEASE_TTL_MAX)
             lease = Lease(secrets.token_urlsafe(18), holder, entry.fence, ttl, self._clock() + ttl)
@@ -160,6 +194,7 @@ class LeaseTable:
                 return False
             entry.current = None
             entry.changed.notify_all()
+            self._drop_if_idle(name, entry)
             return True
 
     @contextlib.asynccontextmanager
@@ -188,10 +223,13 @@ class LeaseTable:
     @contextlib.asynccontextmanager
     async def implicit(self, name: str, *, wait: float) -> AsyncIterator[Lease]:
         """A write without a lease: wait until none is held and hold an anonymous one meanwhile."""
-        entry = self._ns(name)
         deadline = self._clock() + min(max(wait, 0.0), LEASE_WAIT_MAX)
-        async with entry.changed:
-            await self._wait_free(entry, deadline, None)
+        async with self._locked(name) as entry:
+            try:
+                await self._wait_free(entry, deadline, None)
+            except LeaseBusyError:
+                self._drop_if_idle(name, entry)
+                raise
             entry.fence += 1
             lease = Lease(
                 secrets.token_urlsafe(18), "", entry.fence, LEASE_TTL_MAX, self._clock() + LEASE_TTL_MAX, 1
@@ -205,6 +243,7 @@ class LeaseTable:
                 if entry.current is lease:
                     entry.current = None
                 entry.changed.notify_all()
+                self._drop_if_idle(name, entry)
 
     def invalidate(self, name: str) -> None:
         """Forget the namespace's lease and last writer (it was archived: deleted or collected)."""

@@ -43,7 +43,6 @@ from ._errors import (
     InvalidPipelineError,
     LeaseLostError,
     MissingNamespaceError,
-    NotFoundError,
     UnavailableError,
     UnknownRouteError,
     UpstreamConnectError,
@@ -164,15 +163,18 @@ def _number(body: dict[str, object], key: str, default: float, ceiling: float) -
 
 
 async def _lease_call(request: web.Request, name: str, rest: str) -> web.Response:
-    """``POST /-/lease`` grants, ``PUT /-/lease/<token>`` renews, ``DELETE`` releases."""
+    """``POST /-/lease`` grants, ``PUT /-/lease/<token>`` renews, ``DELETE`` releases.
+
+    The caller may write (authorised as a push). A grant on a namespace that does not exist creates
+    it, as a push would, or is refused as a push would be (``TURSO_ALLOW_AUTO_PROVISION`` off: 404,
+    the limit: 429), after the body was validated.
+    """
     app = request.app
     leases = app[LEASES]
     token = rest[len(LEASE_PREFIX) + 1 :]
     if rest == LEASE_PREFIX:
         if request.method != hdrs.METH_POST:
             raise web.HTTPMethodNotAllowed(request.method, [hdrs.METH_POST])
-        if name not in app[STORE] and not app[CONFIG].allow_auto_provision:
-            raise NotFoundError(f"namespace {name!r} not found")
         timeout = app[CONFIG].client_receive_timeout or None
         body = parse_json_object(await read_body(request, timeout=timeout, limit=LEASE_BODY_LIMIT))
         holder = body.get("holder")
@@ -184,6 +186,10 @@ async def _lease_call(request: web.Request, name: str, rest: str) -> web.Respons
             raise InvalidBodyError(f"'holder' must be 1-{HOLDER_MAX_LENGTH} characters of [A-Za-z0-9._:-]")
         ttl = _number(body, "ttl", app[CONFIG].lease_ttl, LEASE_TTL_MAX)
         wait = _number(body, "wait", app[CONFIG].lease_wait, LEASE_WAIT_MAX)
+        if name not in app[STORE]:
+            # A lease is only worth having on a namespace there is: create it as a push would
+            # (the caller may write), or refuse as one would (404, 429); nothing is kept for it.
+            await app[SUPERVISOR].ensure(name, Origin.AUTO, create=app[CONFIG].allow_auto_provision)
         grant = await leases.acquire(name, holder, ttl=ttl, wait=wait)
         lease = grant.lease
         return json_response(
