@@ -257,6 +257,52 @@ def test_a_lease_needs_a_namespace_there_is_or_may_be(start_server: ServerFactor
     assert closed.admin("GET", "/v1/namespaces").json()["namespaces"] == []
 
 
+def test_a_lease_token_reaches_no_reply_and_no_log_line(start_server: ServerFactory) -> None:
+    """Requests under a lease URL that end in an error reply (405, 404, 413) or in a log line (a
+    client that does not take its reply) show the path with the token as ``***``, never the token:
+    whoever read it could push under another replica's lease."""
+    limit = 64 * 1024
+    server = start_server(TURSO_CLIENT_SEND_TIMEOUT="1s", TURSO_MAX_REQUEST_BYTES=str(limit))
+    status, held = grant(server, "pod-a", ttl=30)
+    assert status == 200, held
+    token = held["token"]
+    fenced = f"{LEASE}/{token}"
+    replies = []
+    for method, target, body, expected in (
+        ("GET", fenced, b"", (405, "method not allowed")),
+        ("PATCH", fenced, b"", (405, "method not allowed")),
+        ("POST", f"{fenced}/v2/pipeline", b" " * (limit + 1), (413, "payload too large")),
+        ("GET", f"{fenced}/v2/pipeline", b"", (404, "unknown route")),
+        ("POST", f"{fenced}/no-such-route", b"", (404, "unknown route")),
+    ):
+        response = server.data(method, target, token=DATA_TOKEN, body=body)
+        assert (response.status, response.json()["code"]) == expected, (method, target, response.body)
+        replies.append(response)
+    assert replies[0].json()["detail"] == "GET /tenant/-/lease/***"
+    assert replies[2].json()["detail"] == "POST /tenant/-/lease/***/v2/pipeline"
+
+    # A client that never reads its 10 MB reply: the send timeout cuts it, and that is logged.
+    big = pipeline("SELECT zeroblob(8000000)")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with contextlib.closing(sock):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.data_port))
+        head = (
+            f"POST {fenced}/v2/pipeline HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {DATA_TOKEN}"
+            f"\r\nContent-Length: {len(big)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + big)
+        deadline = time.monotonic() + 15.0
+        while not (cut := server.find_logs("client did not take its reply")):
+            assert time.monotonic() < deadline, "the stalled reader was never cut off"
+            time.sleep(0.05)
+    assert [record["path"] for record in cut] == ["/tenant/-/lease/***/v2/pipeline"]
+
+    for response in replies:
+        assert token.encode() not in response.body and token not in json.dumps(response.headers)
+    assert token not in server.output()
+
+
 def test_an_archived_namespace_forgets_its_lease_and_last_writer(start_server: ServerFactory) -> None:
     """Archived by the GC (or deleted), a namespace's lease and last writer go with its files: the
     last writer's next grant on the namespace created again is not ``fresh`` (it must pull), and

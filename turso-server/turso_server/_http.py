@@ -71,6 +71,9 @@ _STANDARD_HEADERS = frozenset(
     value.lower() for key, value in vars(hdrs).items() if key.isupper() and isinstance(value, str)
 )
 _REASON_END = re.compile(r"[:'\"\n]")
+# A write-lease token in a data-port path (``/<ns>/-/lease/<token>/...``): a fencing secret.
+_LEASE_TOKEN = re.compile(r"(/-/+lease/+)[^/]+")
+REDACTED = "***"
 MAX_REASON_LENGTH = 60
 
 log = get_logger("http")
@@ -140,10 +143,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         code = _AIOHTTP_CODES.get(exc.status, (exc.reason or "error").lower())
         headers = {str(hdrs.ALLOW): exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else None
-        return error_response(exc.status, code, f"{request.method} {request.path}", headers)
+        return error_response(exc.status, code, f"{request.method} {loggable_path(request.path)}", headers)
     except Exception:
-        log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        log.exception(
+            "unhandled error", extra={"method": request.method, "path": loggable_path(request.path)}
+        )
         return error_response(500, "internal error", "unexpected server error; see the server log")
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as a log line or a reply may carry it: a write-lease token is ``***``.
+
+    ``/tenant/-/lease/<token>/v2/pipeline`` gives ``/tenant/-/lease/***/v2/pipeline``. Whoever
+    read the token could push under another replica's lease, so every path logged or echoed
+    goes through here.
+    """
+    return _LEASE_TOKEN.sub(rf"\g<1>{REDACTED}", path)
 
 
 async def _send_and_close(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:

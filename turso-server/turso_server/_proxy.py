@@ -61,6 +61,7 @@ from ._http import (
     SUPERVISOR,
     add_probe_routes,
     json_response,
+    loggable_path,
     parse_json_object,
     read_body,
 )
@@ -491,7 +492,11 @@ async def _send_reply(request: web.Request, reply: SpooledReply) -> web.StreamRe
             slow = isinstance(exc, TimeoutError)
             log.info(
                 "client did not take its reply" if slow else "client went away before its reply",
-                extra={"path": request.path, "bytes": spool.size, "timeout": timeout if slow else None},
+                extra={
+                    "path": loggable_path(request.path),
+                    "bytes": spool.size,
+                    "timeout": timeout if slow else None,
+                },
             )
             if request.transport is not None:
                 request.transport.close()
