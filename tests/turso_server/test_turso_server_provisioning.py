@@ -79,3 +79,27 @@ def test_only_a_writer_on_a_forwarded_route_creates_a_namespace(start_server: Se
     full = server.data("POST", "/team-c/pull-updates", token=rw)
     assert _code(full) == (429, "max namespaces reached")
     assert _names(server) == ["team-a", "team-b"]
+
+
+def test_a_push_tursodb_cannot_parse_leaves_no_namespace_behind(server: ServerProcess) -> None:
+    """A body the guard lets through but tursodb cannot parse (``args`` not a list) is ``400 invalid
+    pipeline``, nothing ran: the namespace created for it goes again, files and child included. One
+    that existed before keeps its data."""
+    unparsable = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1","args":5}}]}'
+    refused = server.data("POST", "/fresh/v2/pipeline", body=unparsable)
+    assert _code(refused) == (400, "invalid pipeline"), refused.body
+    assert _names(server) == []
+    assert not (server.data_dir / "namespaces" / "fresh").exists()
+    assert server.child_pids() == {}
+
+    create = b'{"requests":[{"type":"execute","stmt":{"sql":"CREATE TABLE kept(x)"}}]}'
+    assert server.data("POST", "/fresh/v2/pipeline", body=create).status == 200
+    again = server.data("POST", "/fresh/v2/pipeline", body=unparsable)
+    assert _code(again) == (400, "invalid pipeline"), again.body
+    tables = server.data(
+        "POST",
+        "/fresh/v2/pipeline",
+        body=b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT name FROM sqlite_master"}}]}',
+    )
+    assert tables.status == 200 and b"kept" in tables.body, tables.body
+    assert _names(server) == ["fresh"]

@@ -282,6 +282,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                 )
         elif writes:
             async with leases.implicit(name, wait=app[CONFIG].lease_wait) as lease:
+                created = name not in app[STORE]  # by this push: no write can land while we hold it
                 reply = await _forward(
                     request,
                     name,
@@ -292,6 +293,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
                     cursor=cursor,
                     lease=lease,
                 )
+                if created and _unparsed_pipeline(reply):
+                    await app[SUPERVISOR].undo_create(name)  # a 400 leaves nothing behind
         else:
             reply = await _forward(request, name, target, body, provision=provision, resendable=resendable)
         if writes and _unparsed_pipeline(reply):
