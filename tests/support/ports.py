@@ -16,9 +16,14 @@ import socket
 import threading
 
 LOW, HIGH = 20000, 29999  # below NodePorts (30000-32767) and the ephemeral range (32768-60999)
+# Backend port ranges (turso-server's children) come from a region of their own: a child binds
+# its port only when its namespace starts, long after the range was handed out, so a range
+# inside free_port()'s region could meet a listener allocated meanwhile.
+RANGE_LOW, RANGE_HIGH = 11000, 19999  # above the node components' fixed ports (10248-10259)
 _lock = threading.Lock()
 _given: set[int] = set()
 _next = random.randrange(LOW, HIGH)
+_next_range = random.randrange(RANGE_LOW, RANGE_HIGH)
 
 
 def _free(port: int, hosts: tuple[str, ...]) -> bool:
@@ -47,3 +52,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 def free_ports(count: int) -> list[int]:
     """``count`` distinct ports, as :func:`free_port`."""
     return [free_port() for _ in range(count)]
+
+
+def free_range(size: int) -> int:
+    """The first of ``size`` consecutive ports for a turso-server's children, below
+    :data:`LOW` (never a port :func:`free_port` hands out), never handed out before in this
+    process, each checked free when handed out."""
+    global _next_range
+    with _lock:
+        for _ in range((RANGE_HIGH - RANGE_LOW) // size):
+            start = _next_range
+            if start + size > RANGE_HIGH:
+                start = RANGE_LOW
+            _next_range = start + size
+            ports = range(start, start + size)
+            hosts = ("127.0.0.1", "0.0.0.0")
+            if not _given.intersection(ports) and all(_free(port, hosts) for port in ports):
+                _given.update(ports)
+                return start
+    raise RuntimeError(f"no {size} free ports left in {RANGE_LOW}-{RANGE_HIGH}")

@@ -19,8 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_range
 from tests.support.tursodb import tursodb_bin, wait_listening
+
+BACKEND_PORTS = 100  # children's ports per server
 
 
 class TursoServer:
@@ -38,7 +40,7 @@ class TursoServer:
         self.admin_token = secrets.token_urlsafe(24)
         self.signing_key = secrets.token_urlsafe(48)
         self.extra_env = extra_env or {}
-        self.backend_start = 10000 + secrets.randbelow(200) * 100
+        self.backend_start = free_range(BACKEND_PORTS)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,7 +75,7 @@ class TursoServer:
             "TURSO_ADMIN_TOKEN": self.admin_token,
             "TURSO_TOKEN_SIGNING_KEY": self.signing_key,
             "TURSO_BACKEND_PORT_START": str(start),
-            "TURSO_BACKEND_PORT_END": str(start + 99),
+            "TURSO_BACKEND_PORT_END": str(start + BACKEND_PORTS - 1),
             "TURSO_GC_INTERVAL": "0",
             **self.extra_env,
         }

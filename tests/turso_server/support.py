@@ -6,7 +6,6 @@ Kept out of ``conftest.py`` so test modules can import them (``tests.turso_serve
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_range
 
 REPO = Path(__file__).resolve().parents[2]
 TURSODB = REPO / ".tools" / "bin" / "tursodb"
@@ -32,13 +31,11 @@ SIGNING_KEY = "signing-key-for-tests-0123456789abcdef"
 START_TIMEOUT = 20.0
 # Each server gets its own slice of backend ports so a killed server's orphans never collide.
 PORT_SLICE = 60
-_PORT_SLICES = itertools.count(0)
-_PORT_BASE = 21000 + (os.getpid() % 200) * 100
 
 
 def next_port_slice() -> int:
     """First port of a fresh backend range of ``PORT_SLICE`` ports."""
-    return _PORT_BASE + next(_PORT_SLICES) * PORT_SLICE
+    return free_range(PORT_SLICE)
 
 
 @dataclass
