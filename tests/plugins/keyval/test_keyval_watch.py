@@ -264,3 +264,26 @@ async def test_watchers_of_keys_equal_only_as_python_values_get_their_own_entrie
     assert [(e["key"], e["value"]) for e in data] == [([True], "still yes")]
     number.close()
     boolean.close()
+
+
+async def test_a_pod_serves_a_bounded_number_of_watch_streams(
+    client: Client, kv: Kv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write re-reads every distinct watch, so a pod takes at most MAX_WATCHERS streams; the
+    next gets 503 KEYVAL_TOO_MANY_WATCHERS (with Retry-After) until one closes."""
+    monkeypatch.setattr("buntime.plugins.keyval._watch.MAX_WATCHERS", 2)
+    first = await client.get(f"{API}/watch", params={"keys": "a"})
+    second = await client.get(f"{API}/watch/prefix", params={"prefix": "p"})
+    assert (await next_event(first))[0] == "change"
+    refused = await client.get(f"{API}/watch", params={"keys": "b"})
+    assert refused.status == 503 and refused.headers["Retry-After"] == "1"
+    assert (await refused.json())["code"] == "KEYVAL_TOO_MANY_WATCHERS"
+    first.close()
+    for _ in range(100):  # the hub drops a closed stream's watcher when its handler ends
+        if kv.watch.subscribers < 2:
+            break
+        await asyncio.sleep(0.02)
+    third = await client.get(f"{API}/watch", params={"keys": "b"})
+    assert third.status == 200 and (await next_event(third))[0] == "change"
+    second.close()
+    third.close()

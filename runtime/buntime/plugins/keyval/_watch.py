@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import InvalidRequestError, KeyValError
+from ._errors import InvalidRequestError, KeyValError, KeyValUnavailableError
 from ._keys import Key, decode_key, encode_key, key_to_json, prefix_range
 from ._storage import KvEntry
 
@@ -47,6 +47,9 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 DEFAULT_PREFIX_LIMIT = 1000
 #: The most distinct prefixes one prefix watch or poll takes: each costs a statement per round.
 MAX_WATCH_PREFIXES = 32
+#: The most watch streams one pod serves at once: every write re-reads what each distinct watch
+#: covers, so the count bounds the work one write costs.
+MAX_WATCHERS = 1000
 CLOSE_OVERFLOW = "overflow"
 CLOSE_SHUTDOWN = "shutdown"
 
@@ -262,6 +265,11 @@ class WatchHub:
         if self._closed:
             watcher.close(CLOSE_SHUTDOWN)
             return watcher
+        if len(self._watchers) >= MAX_WATCHERS:
+            raise KeyValUnavailableError(
+                f"this pod already serves {MAX_WATCHERS} watch streams; retry later or on another pod",
+                code="KEYVAL_TOO_MANY_WATCHERS",
+            )
         self._watchers.add(watcher)
         self._initial[watcher] = initial
         if self._task is None or self._task.done():
