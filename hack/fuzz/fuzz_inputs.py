@@ -51,7 +51,7 @@ DATA_TOKEN = "data-token-for-fuzzing"
 ADMIN_TOKEN = "admin-token-for-fuzzing"
 SIGNING_KEY = "signing-key-for-fuzzing-0123456789abcdef"
 SCOPED = ScopedTokens(SIGNING_KEY)
-DATA_AUTH = DataAuth(DATA_TOKEN, SCOPED, incarnation=lambda _name: None)
+DATA_AUTH = DataAuth(DATA_TOKEN, SCOPED, binding=lambda _name: None)
 ADMIN_AUTH = AdminAuth(ADMIN_TOKEN)
 LOOP = asyncio.new_event_loop()
 

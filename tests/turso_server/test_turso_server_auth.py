@@ -158,6 +158,117 @@ def test_a_token_for_an_auto_provisioned_namespace_ends_with_its_gc_archive_whil
     assert server.data("POST", f"/team-a{PULL}", token=after).status == 200
 
 
+def _generation(server: ServerProcess, namespace: str) -> int:
+    generation: int = server.admin("GET", f"/v1/namespaces/{namespace}").json()["tokenGeneration"]
+    return generation
+
+
+def _opens(server: ServerProcess, namespace: str, token: str) -> int:
+    """The data port's answer to a pull with ``token``; a revoked token must say so."""
+    response = server.data("POST", f"/{namespace}{PULL}", token=token)
+    if response.status == 401:
+        assert response.json()["code"] == "unauthorized" and "revoked" in response.json()["detail"]
+    return response.status
+
+
+def test_a_revoking_mint_refuses_every_earlier_token_while_plain_mints_coexist_and_a_restart_keeps_it(
+    start_server: ServerFactory,
+) -> None:
+    server = start_server()
+    assert server.admin("POST", "/v1/namespaces/ledger/create").status == 201
+    assert server.admin("POST", "/v1/namespaces/other/create").status == 201
+    assert _generation(server, "ledger") == 0
+    old_rw, old_ro = _mint(server, "ledger"), _mint(server, "ledger", access="ro")
+    neighbour = _mint(server, "other")
+    assert [_opens(server, "ledger", t) for t in (old_rw, old_ro)] == [200, 200]
+    assert server.data("POST", f"/ledger{PIPELINE}", token=old_rw, body=SELECT_ONE).status == 200
+
+    # rw -> ro the safe way: the new token revokes every token minted before it.
+    minted = server.admin("POST", "/v1/namespaces/ledger/tokens", {"access": "ro", "revokeOthers": True})
+    assert minted.status == 201, minted.body
+    assert (minted.json()["access"], minted.json()["tokenGeneration"]) == ("ro", 1)
+    ro = minted.json()["token"]
+    assert [_opens(server, "ledger", t) for t in (old_rw, old_ro)] == [401, 401]
+    response = server.data("POST", f"/ledger{PIPELINE}", token=old_rw, body=SELECT_ONE)
+    assert response.status == 401, "the old rw token can no longer push"
+    assert _opens(server, "ledger", ro) == 200
+    assert _opens(server, "other", neighbour) == 200, "another namespace's tokens are untouched"
+    assert _generation(server, "ledger") == 1
+
+    # A mint without revokeOthers (or with false) keeps the tokens of the current generation.
+    second = _mint(server, "ledger")
+    third = _mint(server, "ledger", revokeOthers=False)
+    assert [_opens(server, "ledger", t) for t in (ro, second, third)] == [200, 200, 200]
+
+    # /tokens/revoke revokes them all and mints nothing.
+    revoked = server.admin("POST", "/v1/namespaces/ledger/tokens/revoke")
+    assert revoked.status == 200, revoked.body
+    assert revoked.json()["tokenGeneration"] == 2 and "token" not in revoked.json()
+    assert [_opens(server, "ledger", t) for t in (ro, second, third)] == [401, 401, 401]
+    fresh = _mint(server, "ledger")
+    assert _opens(server, "ledger", fresh) == 200
+
+    # The generation is in the state file (persisted before the reply): a restart keeps it.
+    state = json.loads((server.data_dir / "_state" / "namespaces.json").read_text())
+    assert {n["name"]: n.get("tokenGeneration") for n in state["namespaces"]} == {"ledger": 2, "other": None}
+    server.stop()
+    server = start_server(data_dir=server.data_dir)
+    assert [_opens(server, "ledger", t) for t in (old_rw, old_ro, ro, second, third)] == [401] * 5
+    assert _opens(server, "ledger", fresh) == 200
+    assert _opens(server, "other", neighbour) == 200
+    assert _generation(server, "ledger") == 2
+    for secret in (old_rw, old_ro, ro, second, third, fresh):
+        assert secret not in server.output()
+
+
+HOSTILE_TOKEN_BODIES: list[tuple[str, Any]] = [
+    ("/tokens", {"revokeOthers": "true"}),
+    ("/tokens", {"revokeOthers": 1}),
+    ("/tokens", {"revokeOthers": [True]}),
+    ("/tokens", {"revokeOthers": {}}),
+    ("/tokens", {"revokeOther": True}),  # a typo must not silently mean "keep the others"
+    ("/tokens", {"revoke": True}),
+    ("/tokens", {"access": "ro", "extra": 1}),
+    ("/tokens", {"revokeOthers": True, "access": "admin"}),
+    ("/tokens", {"revokeOthers": True, "access": 1}),
+    ("/tokens", {"revokeOthers": True, "expiresIn": "0s"}),
+    ("/tokens", {"revokeOthers": True, "expiresIn": 60}),
+    ("/tokens", [{"revokeOthers": True}]),
+    ("/tokens", "revokeOthers"),
+    ("/tokens/revoke", {"revokeOthers": True}),
+    ("/tokens/revoke", {"x": 1}),
+    ("/tokens/revoke", []),
+    ("/tokens/revoke", 1),
+    ("/ttl", {"ttl": "1h", "revokeOthers": True}),
+]
+
+
+def test_hostile_token_bodies_are_400_and_revoke_or_mint_nothing(start_server: ServerFactory) -> None:
+    server = start_server()
+    assert server.admin("POST", "/v1/namespaces/ledger/create").status == 201
+    kept = _mint(server, "ledger")
+    for route, body in HOSTILE_TOKEN_BODIES:
+        response = server.admin("POST", f"/v1/namespaces/ledger{route}", body)
+        assert response.status == 400, (route, body, response.body)
+        assert response.json()["code"] == "invalid body", (route, body)
+        assert set(response.json()) == {"code", "detail"}
+    response = server.admin("POST", "/v1/tokens", {"namespaces": ["ledger"], "revokeOthers": True})
+    assert (response.status, response.json()["code"]) == (400, "invalid body")
+    assert _generation(server, "ledger") == 0
+    assert server.admin("GET", "/v1/namespaces/ledger").json()["ttl"] is None
+    assert _opens(server, "ledger", kept) == 200
+    state = json.loads((server.data_dir / "_state" / "namespaces.json").read_text())
+    assert "tokenGeneration" not in state["namespaces"][0]
+    # Unknown names and a server without a signing key revoke nothing either.
+    assert server.admin("POST", "/v1/namespaces/nobody/tokens", {"revokeOthers": True}).status == 404
+    assert server.admin("POST", "/v1/namespaces/nobody/tokens/revoke").status == 404
+    assert "nobody" not in _names(server)
+    plain = start_server(data_dir=server.data_dir.parent / "plain", TURSO_TOKEN_SIGNING_KEY="")
+    assert plain.admin("POST", "/v1/namespaces/ledger/create").status == 201
+    for route, body in (("/tokens", {"revokeOthers": True}), ("/tokens/revoke", None)):
+        assert plain.admin("POST", f"/v1/namespaces/ledger{route}", body).status == 409
+
+
 def test_admin_port_auth_matrix(server: ServerProcess) -> None:
     assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
     scoped = _mint(server, "tenant")

@@ -131,7 +131,7 @@ def test_split_target_and_name_only_raise_bad_request(target: str) -> None:
 @example(DATA_TOKEN + "\udcff")
 @example("\udcff\udcfe")
 def test_bearer_tokens_only_fail_as_unauthorized_and_never_echo(token: str) -> None:
-    data = DataAuth(DATA_TOKEN, ScopedTokens(SIGNING_KEY), incarnation=lambda _name: None)
+    data = DataAuth(DATA_TOKEN, ScopedTokens(SIGNING_KEY), binding=lambda _name: None)
     admin = AdminAuth(ADMIN_TOKEN)
     for header in (f"Bearer {token}", f"bearer {token}", token):
         for check in (data.authenticate, admin.check):
@@ -143,7 +143,7 @@ def test_bearer_tokens_only_fail_as_unauthorized_and_never_echo(token: str) -> N
 
 
 def _good_jwt() -> str:
-    return ScopedTokens(SIGNING_KEY).mint("tenant", "2026-01-01T00:00:00.000000Z", Access.READ_WRITE).token
+    return ScopedTokens(SIGNING_KEY).mint("tenant", "2026-01-01T00:00:00.000000Z", 0, Access.READ_WRITE).token
 
 
 @FAST
@@ -339,7 +339,7 @@ def test_live_data_port_heads(
     _assert_answer(response, (auth or b"").decode("utf-8", "surrogateescape")[len("Bearer ") :])
 
 
-ADMIN_ROUTES = [b"/ttl", b"/tokens", b"/create", b"/lock", b"/access"]
+ADMIN_ROUTES = [b"/ttl", b"/tokens", b"/tokens/revoke", b"/create", b"/lock", b"/access"]
 
 
 @pytest.mark.slow
@@ -355,6 +355,7 @@ ADMIN_ROUTES = [b"/ttl", b"/tokens", b"/create", b"/lock", b"/access"]
                 "ttl": st.one_of(json_values, st.text(max_size=30)),
                 "access": st.one_of(json_values, st.sampled_from(["rw", "ro", "RW", ""])),
                 "expiresIn": st.one_of(json_values, st.text("0123456789dhms.", max_size=30)),
+                "revokeOthers": st.one_of(json_values, st.booleans()),
             },
         ).map(lambda value: json.dumps(value).encode()),
         st.integers(1, 8000).map(lambda depth: b"[" * depth + b"]" * depth),

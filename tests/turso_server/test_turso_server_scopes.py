@@ -23,6 +23,7 @@ PULL = "/pull-updates"
 PIPELINE = "/v2/pipeline"
 SELECT_ONE = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}'
 METRICS_TOKEN = "metrics-token-for-tests"
+CREATED = "2026-05-21T12:00:00.000000Z"
 
 
 def _mint_scope(server: ServerProcess, namespaces: list[Any], **body: Any) -> str:
@@ -175,11 +176,32 @@ def _signed(claims: dict[str, Any]) -> str:
         {"ns": "a", "nsCreatedAt": ""},
         {"ns": "a", "nsCreatedAt": 1_700_000_000},
         {"nss": ["a"], "nsCreatedAt": "2026-05-21T12:00:00.000000Z"},  # a list is never bound
+        {"ns": "a", "nsCreatedAt": CREATED, "nsGeneration": -1},
+        {"ns": "a", "nsCreatedAt": CREATED, "nsGeneration": "1"},
+        {"ns": "a", "nsCreatedAt": CREATED, "nsGeneration": True},
+        {"ns": "a", "nsCreatedAt": CREATED, "nsGeneration": 1.5},
+        {"ns": "a", "nsCreatedAt": CREATED, "nsGeneration": None},
+        {"nss": ["a"], "nsGeneration": 0},  # nor is its generation
     ],
 )
 def test_tokens_with_malformed_scope_claims_do_not_verify(claims: dict[str, Any]) -> None:
     with pytest.raises(UnauthorizedError):
         ScopedTokens(SIGNING_KEY).verify(_signed(claims))
+
+
+def test_a_token_minted_before_generations_counts_as_generation_0_until_the_first_revocation() -> None:
+    before = _signed({"ns": "a", "nsCreatedAt": CREATED})  # what a server without generations minted
+    current: dict[str, tuple[str, int]] = {"a": (CREATED, 0)}
+    auth = DataAuth("", ScopedTokens(SIGNING_KEY), binding=current.get)
+    assert auth.authenticate(f"Bearer {before}").generation == 0
+    current["a"] = (CREATED, 1)
+    with pytest.raises(UnauthorizedError, match="revoked"):
+        auth.authenticate(f"Bearer {before}")
+    # A token of a later generation than the namespace's (a state file put back) is refused too.
+    current["a"] = (CREATED, 0)
+    later = ScopedTokens(SIGNING_KEY).mint("a", CREATED, 1, Access.READ_WRITE).token
+    with pytest.raises(UnauthorizedError, match="revoked"):
+        auth.authenticate(f"Bearer {later}")
 
 
 def test_scope_and_single_tokens_authorize_by_their_scope() -> None:
@@ -191,7 +213,7 @@ def test_scope_and_single_tokens_authorize_by_their_scope() -> None:
     for namespace in ("b", "team", "ateam-x"):
         with pytest.raises(ForbiddenError):
             DataAuth.authorize(multi, namespace, "POST", PULL)
-    single = tokens.verify(tokens.mint("a", "2026-05-21T12:00:00.000000Z", Access.READ_ONLY).token)
+    single = tokens.verify(tokens.mint("a", "2026-05-21T12:00:00.000000Z", 0, Access.READ_ONLY).token)
     assert single.namespace == "a"
     DataAuth.authorize(single, "a", "POST", PULL)
     with pytest.raises(ForbiddenError):

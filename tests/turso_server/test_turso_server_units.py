@@ -166,12 +166,12 @@ def test_gc_rules_and_archive_stamps() -> None:
 def test_scoped_tokens() -> None:
     tokens = ScopedTokens(KEY)
     created = "2026-05-21T12:00:00.000000Z"
-    minted = tokens.mint("app", created, Access.READ_ONLY, expires_in=timedelta(hours=1))
+    minted = tokens.mint("app", created, 0, Access.READ_ONLY, expires_in=timedelta(hours=1))
     principal = tokens.verify(minted.token)
     assert (principal.namespace, principal.access) == ("app", Access.READ_ONLY)
     with pytest.raises(UnauthorizedError):
         ScopedTokens("x" * 32).verify(minted.token)
-    auth = DataAuth("global", tokens, incarnation={"app": created}.get)
+    auth = DataAuth("global", tokens, binding={"app": (created, 0)}.get)
     assert auth.authenticate("Bearer global").namespace is None
     assert auth.authenticate("bearer global").namespace is None
     for header in (None, "", "Bearer", "Basic global", "Bearer globalx", "Bearer a.b.c"):
@@ -242,3 +242,32 @@ def test_state_store_atomic_versioned_and_go_compatible(tmp_path: Path) -> None:
     (state_dir / "namespaces.json").write_text("{not json")
     with pytest.raises(StateError):
         StateStore(tmp_path, flush_interval=1).load()
+
+
+def test_the_token_generation_is_stored_once_raised_and_a_file_without_it_loads_as_0(tmp_path: Path) -> None:
+    state_dir = tmp_path / "_state"
+    state_dir.mkdir()
+    older = {"name": "old", "origin": "explicit", "createdAt": "2026-05-21T12:00:00Z", "locked": True}
+    bad = [{**older, "name": f"bad{i}", "tokenGeneration": value} for i, value in enumerate((-1, "2", True))]
+    (state_dir / "namespaces.json").write_text(json.dumps({"version": 1, "namespaces": [older, *bad]}))
+
+    async def scenario() -> None:
+        store = StateStore(tmp_path, flush_interval=0.01)
+        store.load()
+        assert [r.name for r in store.records()] == ["old"], "unreadable generations are skipped entries"
+        assert store.token_binding("old") == ("2026-05-21T12:00:00.000000Z", 0)
+        assert store.token_binding("nobody") is None
+        await store.add(NamespaceRecord("fresh", Origin.EXPLICIT, NOW, NOW, False))
+
+        def revoke(record: NamespaceRecord) -> None:
+            record.token_generation += 3
+
+        await store.update("old", revoke)
+        await store.close()
+
+    asyncio.run(scenario())
+    document = json.loads((state_dir / "namespaces.json").read_text())
+    assert {n["name"]: n.get("tokenGeneration") for n in document["namespaces"]} == {"old": 3, "fresh": None}
+    reopened = StateStore(tmp_path, flush_interval=1)
+    reopened.load()
+    assert reopened.token_binding("old") == ("2026-05-21T12:00:00.000000Z", 3)

@@ -11,8 +11,11 @@ Routes (all but the probes need ``Authorization: Bearer $TURSO_ADMIN_TOKEN``)::
     POST   /v1/namespaces/{name}/ttl          {"ttl":"30d"}; "" / null / no body clears | 400 | 404
     POST   /v1/namespaces/{name}/access       view with lastAccessAt bumped | 404
     GET    /v1/namespaces/{name}/backup       application/vnd.sqlite3 stream | 404 | 503 | 500
-    POST   /v1/namespaces/{name}/tokens       {"access":"rw"|"ro","expiresIn":"24h"} -> 201 | 404 | 409
-                                              (bound to this namespace's createdAt: see _auth)
+    POST   /v1/namespaces/{name}/tokens       {"access":"rw"|"ro","expiresIn":"24h","revokeOthers":true}
+                                              -> 201 | 400 | 404 | 409 (bound to this namespace's
+                                              createdAt and token generation: see _auth)
+    POST   /v1/namespaces/{name}/tokens/revoke  {"namespace","namespaceCreatedAt","tokenGeneration"}
+                                              | 404 | 409: every token of the namespace revoked
     POST   /v1/tokens                         {"namespaces":["app","team-*"],"access":"rw"} -> 201 | 409
     GET    /metrics                           Prometheus text format (also TURSO_METRICS_TOKEN)
 
@@ -22,7 +25,8 @@ auto namespaces; the namespace limit is 429; the view reports the live ``running
 stale port), the size of every database file and the namespace's live write lease (``lease``:
 holder, fence, ttl, seconds left, in use; ``null`` when none is held). ``/v1/tokens`` mints one
 token for several namespaces and prefixes, which need not exist yet (a prefix names namespaces to
-come). Mounted by ``_app``.
+come). A JSON body may hold only the fields its route takes: an unknown one (a typo such as
+``revokeOther``) is 400, never ignored. Mounted by ``_app``.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ from ._supervisor import ChildState, ChildStatus
 NAMESPACES_PATH = "/v1/namespaces"
 NAMESPACE_PATH = NAMESPACES_PATH + "/{name}"
 TOKENS_PATH = "/v1/tokens"
+#: The mint body's field that revokes every earlier token of the namespace.
+REVOKE_OTHERS = "revokeOthers"
 METRICS_PATH = "/metrics"
 MAX_ADMIN_BODY = 64 * 1024
 UNMATCHED_ROUTE = "unmatched"
@@ -87,6 +93,7 @@ def namespace_view(
         "restarts": status.restarts,
         "sizeBytes": size,
         "lease": lease,
+        "tokenGeneration": record.token_generation,
     }
 
 
@@ -109,6 +116,25 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise InvalidBodyError(f"body larger than {MAX_ADMIN_BODY} bytes")
     timeout = request.app[CONFIG].client_receive_timeout or None
     return parse_json_object(await read_body(request, timeout=timeout))
+
+
+def _only_fields(payload: dict[str, Any], *allowed: str) -> dict[str, Any]:
+    """``payload`` when every key is one of ``allowed``; :class:`InvalidBodyError` otherwise, so a
+    misspelt field (``revokeOther``) is refused instead of silently meaning its default. The detail
+    names the fields the route takes, never the caller's key."""
+    if not set(payload) <= set(allowed):
+        expected = ", ".join(repr(key) for key in allowed) or "no fields"
+        raise InvalidBodyError(f"unknown field in the body; this route takes {expected}")
+    return payload
+
+
+def _optional_bool(payload: dict[str, Any], key: str) -> bool:
+    value = payload.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidBodyError(f"{key!r} must be true or false")
+    return value
 
 
 def _optional_string(payload: dict[str, Any], key: str) -> str | None:
@@ -168,7 +194,7 @@ async def set_ttl(request: web.Request) -> web.Response:
     name = _name(request)
     if name not in request.app[STORE]:
         raise NamespaceNotFoundError(f"namespace not found: {name}")
-    ttl = _optional_string(await _json_body(request), "ttl")
+    ttl = _optional_string(_only_fields(await _json_body(request), "ttl"), "ttl")
     if ttl is not None:
         try:
             seconds = parse_duration(ttl).total_seconds()
@@ -228,19 +254,32 @@ async def mint_token(request: web.Request) -> web.Response:
         raise ConflictError("scoped tokens are disabled: set TURSO_TOKEN_SIGNING_KEY")
     if name not in request.app[STORE]:
         raise NamespaceNotFoundError(f"namespace not found: {name}")
-    payload = await _json_body(request)
+    payload = _only_fields(await _json_body(request), "access", "expiresIn", REVOKE_OTHERS)
     access = _access(payload)
     expires_in = parse_expires_in(_optional_string(payload, "expiresIn"))
-    record = request.app[STORE].get(name)  # again: the namespace may have gone while the body came
+    revoke = _optional_bool(payload, REVOKE_OTHERS)
+    store = request.app[STORE]
+    # Looked up again: the namespace may have gone while the body came (update raises 404 then).
+    # A revocation is persisted before the token goes out, so it survives a crash after the reply.
+    record = await store.update(name, _next_token_generation) if revoke else store.get(name)
     if record is None:
         raise NamespaceNotFoundError(f"namespace not found: {name}")
-    minted = tokens.mint(name, record.incarnation, access, expires_in=expires_in)
-    log.info("scoped token minted", extra={"namespace": name, "access": access.value})
+    minted = tokens.mint(name, record.incarnation, record.token_generation, access, expires_in=expires_in)
+    log.info(
+        "scoped token minted",
+        extra={
+            "namespace": name,
+            "access": access.value,
+            "tokenGeneration": record.token_generation,
+            "revokedOthers": revoke,
+        },
+    )
     return json_response(
         {
             "token": minted.token,
             "namespace": minted.namespace,
             "namespaceCreatedAt": record.incarnation,
+            "tokenGeneration": record.token_generation,
             "access": minted.access.value,
             "expiresAt": format_timestamp(minted.expires_at) if minted.expires_at else None,
         },
@@ -248,11 +287,35 @@ async def mint_token(request: web.Request) -> web.Response:
     )
 
 
+async def revoke_tokens(request: web.Request) -> web.Response:
+    """Every single-namespace token of the namespace stops verifying; none is minted."""
+    name = _name(request)
+    if request.app[SCOPED_TOKENS] is None:
+        raise ConflictError("scoped tokens are disabled: set TURSO_TOKEN_SIGNING_KEY")
+    if name not in request.app[STORE]:
+        raise NamespaceNotFoundError(f"namespace not found: {name}")
+    _only_fields(await _json_body(request))
+    record = await request.app[STORE].update(name, _next_token_generation)
+    log.info("scoped tokens revoked", extra={"namespace": name, "tokenGeneration": record.token_generation})
+    return json_response(
+        {
+            "namespace": name,
+            "namespaceCreatedAt": record.incarnation,
+            "tokenGeneration": record.token_generation,
+        }
+    )
+
+
+def _next_token_generation(record: NamespaceRecord) -> None:
+    """Revoke: tokens carry the generation they were minted in, and only the current one verifies."""
+    record.token_generation += 1
+
+
 async def mint_scope_token(request: web.Request) -> web.Response:
     tokens = request.app[SCOPED_TOKENS]
     if tokens is None:
         raise ConflictError("scoped tokens are disabled: set TURSO_TOKEN_SIGNING_KEY")
-    payload = await _json_body(request)
+    payload = _only_fields(await _json_body(request), "namespaces", "access", "expiresIn")
     entries = payload.get("namespaces")
     if not isinstance(entries, list):
         raise InvalidBodyError("'namespaces' must be a list of namespace names and prefixes (team-*)")
@@ -355,4 +418,5 @@ def add_routes(app: web.Application) -> None:
     router.add_post(NAMESPACE_PATH + "/access", touch_namespace)
     router.add_get(NAMESPACE_PATH + "/backup", backup_namespace)
     router.add_post(NAMESPACE_PATH + "/tokens", mint_token)
+    router.add_post(NAMESPACE_PATH + "/tokens/revoke", revoke_tokens)
     router.add_post(TOKENS_PATH, mint_scope_token)

@@ -85,7 +85,7 @@ def build_apps(config: ServerConfig) -> tuple[web.Application, web.Application]:
         app[READINESS] = readiness
         app[SCOPED_TOKENS] = scoped
         app[LEASES] = leases
-    data_app[DATA_AUTH] = DataAuth(config.auth_token, scoped, incarnation=store.incarnation)
+    data_app[DATA_AUTH] = DataAuth(config.auth_token, scoped, binding=store.token_binding)
     data_app[GC] = gc
     data_app[CURSORS] = PushCursors(enabled=config.push_cursors)
     data_app[SPOOL] = SpoolBudget(

@@ -8,8 +8,10 @@ shape, still minted per namespace) or a list (claim ``nss``) of exact names and 
 ``team-*``, which open every namespace starting with ``team-``. A single-namespace token is bound to
 one *incarnation* of its namespace (claim ``nsCreatedAt``, the namespace's ``createdAt``): once the
 namespace is deleted or archived, the token opens nothing, not even a namespace created later under
-the same name (401). A list or prefix token cannot be bound that way (it names namespaces to come)
-and opens every namespace its scope permits, whenever it was created. The data port accepts the global
+the same name (401). It also carries the namespace's *token generation* (claim ``nsGeneration``):
+the admin API revokes a namespace's tokens by raising its generation, after which every token minted
+before is refused (401). A list or prefix token cannot be bound either way (it names namespaces to
+come) and opens every namespace its scope permits, whenever it was created. The data port accepts the global
 token, or a scoped token whose scope contains the namespace in the path (else 403); ``ro`` tokens
 may only pull (``POST /pull-updates``) or use safe methods, so a push (``POST /v2/pipeline``) is
 403. ``TURSO_METRICS_TOKEN`` opens ``GET /metrics`` on the admin port and nothing else (403
@@ -40,6 +42,9 @@ CLAIM_NAMESPACE = "ns"
 CLAIM_NAMESPACES = "nss"
 #: The ``createdAt`` of the namespace a single-namespace token was minted for (its incarnation).
 CLAIM_NAMESPACE_CREATED = "nsCreatedAt"
+#: The namespace's token generation when a single-namespace token was minted; absent means 0 (a
+#: token minted before generations existed, valid until the namespace's tokens are first revoked).
+CLAIM_NAMESPACE_GENERATION = "nsGeneration"
 CLAIM_ACCESS = "access"
 PREFIX_WILDCARD = "*"
 #: Entries in one multi-namespace scope: a scope is a short list written by an operator, not data.
@@ -112,13 +117,15 @@ class Scope:
 class Principal:
     """An authenticated caller. ``scope`` ``None`` means every namespace (global token/no auth).
 
-    ``incarnation`` is the ``createdAt`` a single-namespace token was minted for; ``None`` for the
-    global token and list or prefix tokens, which are not bound to one incarnation.
+    ``incarnation`` is the ``createdAt`` a single-namespace token was minted for and ``generation``
+    the namespace's token generation then; ``incarnation`` is ``None`` for the global token and
+    list or prefix tokens, which are bound to neither.
     """
 
     scope: Scope | None
     access: Access
     incarnation: str | None = None
+    generation: int = 0
 
     @property
     def scoped(self) -> bool:
@@ -177,9 +184,9 @@ class ScopedTokens:
     Usage::
 
         tokens = ScopedTokens(key)
-        minted = tokens.mint("app", created_at, Access.READ_ONLY, expires_in=timedelta(hours=1))
+        minted = tokens.mint("app", created_at, 3, Access.READ_ONLY, expires_in=timedelta(hours=1))
         principal = tokens.verify(minted.token)     # UnauthorizedError when bad or expired
-        principal.incarnation == created_at          # checked against the namespace by DataAuth
+        (principal.incarnation, principal.generation) == (created_at, 3)  # checked by DataAuth
 
     Parameters:
 
@@ -190,14 +197,22 @@ class ScopedTokens:
         self._key = key.encode()
 
     def mint(
-        self, namespace: str, created_at: str, access: Access, *, expires_in: timedelta | None = None
+        self,
+        namespace: str,
+        created_at: str,
+        generation: int,
+        access: Access,
+        *,
+        expires_in: timedelta | None = None,
     ) -> MintedToken:
         """A token for exactly ``namespace`` (claim ``ns``) as created at ``created_at`` (the
-        namespace's ``createdAt``, claim ``nsCreatedAt``): it opens no later namespace of that name."""
+        namespace's ``createdAt``, claim ``nsCreatedAt``): it opens no later namespace of that name;
+        and in token generation ``generation`` (claim ``nsGeneration``): a later one revokes it."""
         claims: dict[str, object] = {
             "sub": namespace,
             CLAIM_NAMESPACE: namespace,
             CLAIM_NAMESPACE_CREATED: created_at,
+            CLAIM_NAMESPACE_GENERATION: generation,
         }
         return self._encode(claims, (namespace,), access, expires_in)
 
@@ -247,26 +262,30 @@ class ScopedTokens:
         access = claims.get(CLAIM_ACCESS)
         if access not in {a.value for a in Access}:
             raise UnauthorizedError("invalid token claims")
-        scope, incarnation = _claimed_scope(claims)
-        return Principal(scope=scope, access=Access(access), incarnation=incarnation)
+        scope, incarnation, generation = _claimed_scope(claims)
+        return Principal(scope=scope, access=Access(access), incarnation=incarnation, generation=generation)
 
 
-def _claimed_scope(claims: dict[str, object]) -> tuple[Scope, str | None]:
-    """Exactly one of ``ns`` (a name, with its ``nsCreatedAt``) and ``nss`` (a list, without one);
-    anything else does not verify. An ``ns`` token without ``nsCreatedAt`` (minted before tokens
-    were bound to an incarnation) is refused too: it would open any later namespace of its name."""
+def _claimed_scope(claims: dict[str, object]) -> tuple[Scope, str | None, int]:
+    """Exactly one of ``ns`` (a name, with its ``nsCreatedAt`` and ``nsGeneration``) and ``nss`` (a
+    list, with neither); anything else does not verify. An ``ns`` token without ``nsCreatedAt``
+    (minted before tokens were bound to an incarnation) is refused too: it would open any later
+    namespace of its name. One without ``nsGeneration`` is of generation 0."""
     namespace, namespaces = claims.get(CLAIM_NAMESPACE), claims.get(CLAIM_NAMESPACES)
     created = claims.get(CLAIM_NAMESPACE_CREATED)
+    generation = claims.get(CLAIM_NAMESPACE_GENERATION, 0)
     if (namespace is None) == (namespaces is None):
         raise UnauthorizedError("invalid token claims")
     if isinstance(namespace, str):
         if not isinstance(created, str) or not created:
             raise UnauthorizedError("invalid token claims: no namespace incarnation; mint a new token")
-        return Scope.single(namespace), created
-    if not isinstance(namespaces, list) or created is not None:
+        if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+            raise UnauthorizedError("invalid token claims")
+        return Scope.single(namespace), created, generation
+    if not isinstance(namespaces, list) or created is not None or CLAIM_NAMESPACE_GENERATION in claims:
         raise UnauthorizedError("invalid token claims")
     try:
-        return Scope.parse(namespaces), None
+        return Scope.parse(namespaces), None, 0
     except InvalidBodyError:
         raise UnauthorizedError("invalid token claims") from None
 
@@ -274,17 +293,22 @@ def _claimed_scope(claims: dict[str, object]) -> tuple[Scope, str | None]:
 class DataAuth:
     """Who may use the data port: the global token and/or scoped tokens, or anyone (insecure dev).
 
-    ``incarnation`` gives a stored namespace's ``createdAt`` (as minted into ``nsCreatedAt``), or
-    ``None`` when there is no such namespace: a single-namespace token verifies only while it
-    matches, so deleting a namespace revokes its tokens for good.
+    ``binding`` gives a stored namespace's ``createdAt`` (as minted into ``nsCreatedAt``) and its
+    current token generation (``nsGeneration``), or ``None`` when there is no such namespace: a
+    single-namespace token verifies only while both match, so deleting a namespace revokes its
+    tokens for good, and raising its generation revokes every token minted before.
     """
 
     def __init__(
-        self, global_token: str, scoped: ScopedTokens | None, *, incarnation: Callable[[str], str | None]
+        self,
+        global_token: str,
+        scoped: ScopedTokens | None,
+        *,
+        binding: Callable[[str], tuple[str, int] | None],
     ) -> None:
         self._global = global_token
         self._scoped = scoped
-        self._incarnation = incarnation
+        self._binding = binding
 
     @property
     def enabled(self) -> bool:
@@ -302,11 +326,15 @@ class DataAuth:
         if self._scoped is not None and token.count(".") == 2:
             principal = self._scoped.verify(token)
             namespace = principal.namespace
-            if principal.incarnation is not None and (
-                namespace is None or self._incarnation(namespace) != principal.incarnation
-            ):
+            if principal.incarnation is not None:
                 # Checked before the namespace can be auto-provisioned: a revoked token creates nothing.
-                raise UnauthorizedError("token revoked: its namespace was deleted since it was minted")
+                current = self._binding(namespace) if namespace is not None else None
+                if current is None or current[0] != principal.incarnation:
+                    raise UnauthorizedError("token revoked: its namespace was deleted since it was minted")
+                if current[1] != principal.generation:
+                    raise UnauthorizedError(
+                        "token revoked: its namespace's tokens were revoked since it was minted"
+                    )
             return principal
         raise UnauthorizedError("invalid token")
 

@@ -68,7 +68,13 @@ def parse_timestamp(text: str) -> datetime:
 
 @dataclass
 class NamespaceRecord:
-    """What is persisted about a namespace. ``ttl`` is the text the client sent (``30d``)."""
+    """What is persisted about a namespace. ``ttl`` is the text the client sent (``30d``).
+
+    ``token_generation`` counts revocations of the namespace's tokens: a single-namespace token
+    carries the generation it was minted in, and verifies only while it is still this one. It is
+    stored as ``tokenGeneration`` only once it is above 0, so a file of a server without it (or an
+    upstream one) loads with 0, and a namespace never revoked is written as upstream writes it.
+    """
 
     name: str
     origin: Origin
@@ -76,6 +82,7 @@ class NamespaceRecord:
     last_access_at: datetime
     locked: bool
     ttl: str | None = None
+    token_generation: int = 0
 
     def to_json(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -87,6 +94,8 @@ class NamespaceRecord:
         }
         if self.ttl:
             payload["ttl"] = self.ttl
+        if self.token_generation:
+            payload["tokenGeneration"] = self.token_generation
         return payload
 
     @classmethod
@@ -100,6 +109,7 @@ class NamespaceRecord:
             last_access_at=parse_timestamp(str(last)) if last else created,
             locked=bool(payload.get("locked", False)),
             ttl=str(payload["ttl"]) if payload.get("ttl") else None,
+            token_generation=_token_generation(payload.get("tokenGeneration", 0)),
         )
 
     @property
@@ -110,6 +120,13 @@ class NamespaceRecord:
 
     def copy(self) -> NamespaceRecord:
         return dataclasses.replace(self)
+
+
+def _token_generation(value: object) -> int:
+    """A stored ``tokenGeneration``: a whole number from 0 (``ValueError`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"tokenGeneration must be a whole number from 0, not {value!r}")
+    return value
 
 
 class StateStore:
@@ -183,10 +200,12 @@ class StateStore:
         record = self._records.get(name)
         return record.copy() if record else None
 
-    def incarnation(self, name: str) -> str | None:
-        """The stored namespace's :attr:`NamespaceRecord.incarnation`, or ``None`` (no such namespace)."""
+    def token_binding(self, name: str) -> tuple[str, int] | None:
+        """What a single-namespace token of ``name`` must carry to verify now: the stored
+        namespace's :attr:`NamespaceRecord.incarnation` and its ``token_generation``; ``None``
+        when there is no such namespace."""
         record = self._records.get(name)
-        return record.incarnation if record else None
+        return (record.incarnation, record.token_generation) if record else None
 
     def __contains__(self, name: object) -> bool:
         return name in self._records
