@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +23,9 @@ class NamespaceView:
     #: Which database of this name it is: a namespace token is bound to it, so a re-created
     #: database (a new ``createdAt``) needs a new token.
     created_at: str = ""
+    #: The database's token generation: only tokens minted in it open the database, so a higher
+    #: one than a token was minted in means that token was revoked.
+    token_generation: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NamespaceView:
@@ -32,7 +35,17 @@ class NamespaceView:
             ttl=str(data.get("ttl") or ""),
             origin=str(data.get("origin", "")),
             created_at=str(data.get("createdAt") or ""),
+            token_generation=_whole_number(data.get("tokenGeneration")) or 0,
         )
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    """A namespace token and the token generation it was minted in (``None``: the server does not
+    say, so it has no generations and revokes nothing). The token stays out of ``repr``."""
+
+    token: str = field(repr=False)
+    generation: int | None
 
 
 class AdminClient:
@@ -118,22 +131,28 @@ class AdminClient:
             return False
         return True
 
-    async def mint_token(self, name: str, access: str) -> str | None:
+    async def mint_token(self, name: str, access: str, *, revoke_others: bool = False) -> MintedToken | None:
         """A namespace-scoped token, or ``None`` when this server does not mint tokens.
 
         turso-server binds it to the database as it exists now (its ``createdAt``): once the
         database is deleted, the token opens nothing, not even a database re-created under that name.
+        With ``revoke_others`` every token minted for the database before is revoked (401) by the
+        time this returns: the server persists that before it answers.
         """
+        body: dict[str, Any] = {"access": access}
+        if revoke_others:
+            body["revokeOthers"] = True
         try:
-            payload = await self._request("POST", self._path(name, "tokens"), {"access": access})
+            payload = await self._request("POST", self._path(name, "tokens"), body)
         except AdminRejectedError as exc:
             # 404 without an error code: a server without the route; 409: one without a signing
             # key. Either way it mints no scoped tokens, and the shared data token is used.
             if exc.status in (405, 409, 501) or (exc.status == 404 and exc.code is None):
                 return None
             raise
-        token = payload.get("token") if isinstance(payload, dict) else None
-        return str(token) if token else None
+        if not isinstance(payload, dict) or not payload.get("token"):
+            return None
+        return MintedToken(str(payload["token"]), _whole_number(payload.get("tokenGeneration")))
 
     async def mint_scope_token(self, namespaces: Sequence[str], access: str) -> str | None:
         """A token for several namespaces and prefixes (``team-*``); ``None`` without scoped tokens."""
@@ -147,6 +166,10 @@ class AdminClient:
             raise
         token = payload.get("token") if isinstance(payload, dict) else None
         return str(token) if token else None
+
+
+def _whole_number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _detail(payload: Any) -> str:

@@ -98,11 +98,26 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def credentials_for(desired: DesiredNamespace, created_at: str) -> dict[str, str]:
+def credentials_for(desired: DesiredNamespace, created_at: str, token_generation: int) -> dict[str, Any]:
     """What the Secret's token is minted for (``status.credentialsFor``): the database as created at
-    ``created_at`` (turso-server binds a token to that one) and the access level. When this changes
-    (``spec.access`` edited, the database re-created), the token is minted again."""
-    return {"database": desired.database, "databaseCreatedAt": created_at, "access": desired.access}
+    ``created_at`` and in token generation ``token_generation`` (turso-server binds a token to both)
+    and the access level. When this changes (``spec.access`` edited, the database re-created, its
+    tokens revoked), the token is minted again."""
+    return {
+        "database": desired.database,
+        "databaseCreatedAt": created_at,
+        "tokenGeneration": token_generation,
+        "access": desired.access,
+    }
+
+
+def recorded_credentials_for(recorded: object) -> object:
+    """``status.credentialsFor`` as :func:`credentials_for` would build it. One written before
+    token generations has no ``tokenGeneration``: its token carries none either, which
+    turso-server reads as generation 0, so it is recorded as 0 (not re-minted for that alone)."""
+    if isinstance(recorded, Mapping) and "tokenGeneration" not in recorded:
+        return {**recorded, "tokenGeneration": 0}
+    return recorded
 
 
 def secret_data(desired: DesiredNamespace, server_url: str, token: str) -> dict[str, str]:

@@ -269,7 +269,8 @@ async def reconcile_tursonamespace(
 
 
 async def repair_drift(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Recreate a database that vanished from the server; restore an edited or deleted Secret."""
+    """Recreate a database that vanished from the server; re-mint a token revoked on the server;
+    restore an edited or deleted Secret."""
     state = _state(memo)
     try:
         with state.metrics.reconcile("repair_drift"):

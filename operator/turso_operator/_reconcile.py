@@ -25,6 +25,7 @@ from ._builders import (
     database_url,
     is_condition_true,
     now_iso,
+    recorded_credentials_for,
     runtime_secret_body,
     scope_hash,
     secret_body,
@@ -136,14 +137,21 @@ class Reconciler:
         known_hash: str | None,
         *,
         known_for: object,
-        minted_for: dict[str, str],
-    ) -> str:
-        """Write (or restore) the Secret; return the hash of the token it holds.
+        minted_for: dict[str, Any],
+    ) -> tuple[str, dict[str, Any]]:
+        """Write (or restore) the Secret; return the hash of the token it holds and what that token
+        was minted for (the new ``credentialsFor``).
 
         The token is minted again when the Secret has none, when it is not the one status knows
         (``known_hash``: edited), or when it was minted for something else: ``known_for`` (the
         status' ``credentialsFor``) differs from ``minted_for`` (:func:`credentials_for`: the
-        database's incarnation and ``spec.access``), e.g. an ``rw`` token after ``access: ro``.
+        database's incarnation, its token generation and ``spec.access``), e.g. an ``rw`` token
+        after ``access: ro``, or one whose database's tokens were revoked on the server.
+
+        Every mint revokes the database's earlier tokens (``revokeOthers``): the Secret's token is
+        the only namespace token that opens it, so the ``rw`` token a pod read before ``access: ro``
+        is refused, and so is one minted by a run that stopped before it wrote the Secret (status
+        still says what was wanted, so the next run mints, and revokes, again).
         """
         current = await self.kube.get_secret(desired.namespace, desired.secret_name)
         if current is not None and not _owned_by(current, desired):
@@ -153,13 +161,24 @@ class Reconciler:
             )
         current_data = decode_secret_data(current) if current else {}
         token = current_data.get(SecretKey.SERVER_TOKEN)
-        retargeted = known_for != minted_for
+        retargeted = recorded_credentials_for(known_for) != minted_for
         if not token or token_hash(token) != known_hash or retargeted:
-            # New Secret, an edited token, or one minted for another access level or an earlier
-            # database of this name: mint a fresh scoped token (or use the shared one).
-            token = (
-                await self.admin.mint_token(desired.database, desired.access) or self.config.data_token or ""
-            )
+            # New Secret, an edited token, or one minted for another access level, an earlier
+            # database of this name or a revoked generation: mint a fresh scoped token that
+            # revokes every other (or use the shared one).
+            minted = await self.admin.mint_token(desired.database, desired.access, revoke_others=True)
+            if minted is None:
+                token = self.config.data_token or ""
+            else:
+                token = minted.token
+                if minted.generation is None:
+                    log.warning(
+                        "turso-server reports no token generation for %s: it cannot revoke, so the "
+                        "database's previous token stays valid; upgrade turso-server",
+                        desired.database,
+                    )
+                else:
+                    minted_for = {**minted_for, "tokenGeneration": minted.generation}
         wanted = secret_data(desired, self.config.server_url, token)
         body = secret_body(desired, wanted)
         kopf.adopt(body, owner=status.body)  # owner reference: the Secret goes with the resource
@@ -198,7 +217,7 @@ class Reconciler:
             Reason.SECRET_WRITTEN,
             f"connection published in Secret {desired.secret_name}",
         )
-        return token_hash(token)
+        return token_hash(token), minted_for
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before retry ``attempt`` of a failed step: capped exponential, jittered.
@@ -226,11 +245,11 @@ class Reconciler:
         )
         try:
             view = await self.ensure_database(desired, status, check_exists=drift)
-            minted_for = credentials_for(desired, view.created_at)
-            status.fields["credentialsHash"] = await self.ensure_secret(
-                desired, status, known_hash, known_for=known.get("credentialsFor"), minted_for=minted_for
+            wanted_for = credentials_for(desired, view.created_at, view.token_generation)
+            credentials_hash, minted_for = await self.ensure_secret(
+                desired, status, known_hash, known_for=known.get("credentialsFor"), minted_for=wanted_for
             )
-            status.fields["credentialsFor"] = minted_for
+            status.fields.update(credentialsHash=credentials_hash, credentialsFor=minted_for)
         except AdminUnavailableError as exc:
             message = f"turso-server unavailable: {exc}"
             status.not_ready(patch, Reason.SERVER_UNAVAILABLE, message, Phase.PENDING)

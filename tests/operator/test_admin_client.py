@@ -32,8 +32,13 @@ async def test_lifecycle(server: TursoServer) -> None:
         await admin.set_ttl("ledger", "12h")
         view = await admin.get("ledger")
         assert view is not None and (view.locked, view.ttl) == (False, "12h")
-        token = await admin.mint_token("ledger", "ro")
-        assert token and token not in (server.admin_token, server.data_token)
+        minted = await admin.mint_token("ledger", "ro")
+        assert minted is not None and minted.token not in (server.admin_token, server.data_token)
+        assert minted.generation == 0 and minted.token not in repr(minted)
+        revoking = await admin.mint_token("ledger", "rw", revoke_others=True)
+        assert revoking is not None and revoking.generation == 1
+        view = await admin.get("ledger")
+        assert view is not None and view.token_generation == 1
         assert await admin.delete("ledger") is True
         assert await admin.delete("ledger") is False
         assert await admin.get("ledger") is None

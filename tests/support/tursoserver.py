@@ -51,11 +51,14 @@ class TursoServer:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def admin(self, method: str, path: str) -> tuple[int, Any]:
-        """An admin-port request with the admin token: ``(status, JSON body)`` (text on errors)."""
-        request = urllib.request.Request(
-            f"{self.admin_url}{path}", method=method, headers={"Authorization": f"Bearer {self.admin_token}"}
-        )
+    def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """An admin-port request with the admin token (and ``body`` as JSON):
+        ``(status, JSON body)`` (text on errors)."""
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(f"{self.admin_url}{path}", data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:
                 return resp.status, json.loads(resp.read() or b"null")

@@ -144,6 +144,9 @@ def test_changing_access_to_ro_mints_a_read_only_token_into_the_secret(
     assert after["RUNTIME_TURSO_SERVER_TOKEN"] == ro
     assert data_status(turso, "downgrade", "/pull-updates", ro) == 200
     assert data_status(turso, "downgrade", "/v2/pipeline", ro) == 403, "the Secret's token can no longer push"
+    # The rw token an app read before the downgrade is revoked: it can neither push nor pull.
+    assert data_status(turso, "downgrade", "/v2/pipeline", rw) == 401, "the old rw token can no longer push"
+    assert data_status(turso, "downgrade", "/pull-updates", rw) == 401
     obj = wait_for(
         lambda: (
             (o := get_tns(crd, k8s_namespace, "downgrade"))
@@ -156,6 +159,7 @@ def test_changing_access_to_ro_mints_a_read_only_token_into_the_secret(
     assert obj["status"]["credentialsFor"] == {
         "database": "downgrade",
         "databaseCreatedAt": view["createdAt"],
+        "tokenGeneration": view["tokenGeneration"],
         "access": "ro",
     }
     assert any(
@@ -164,6 +168,60 @@ def test_changing_access_to_ro_mints_a_read_only_token_into_the_secret(
     )
     log_text = operator.log.read_text(errors="replace")
     assert rw not in log_text and ro not in log_text
+
+
+def test_a_token_minted_by_a_run_that_died_before_writing_the_secret_is_minted_again_and_revoked(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    apply_tns(crd, k8s_namespace, "crashy")
+    wait_ready(crd, k8s_namespace, "crashy")
+    before = secret(crd, k8s_namespace, "crashy-turso")
+    assert before is not None
+    rw = before["TURSO_SERVER_TOKEN"]
+    assert data_status(turso, "crashy", "/v2/pipeline", rw) == 200
+
+    # The operator dies after turso-server answered its revoking mint for access: ro, before the
+    # Secret was written: the server's side of that run is replayed here, status and Secret are
+    # as the run left them (rw).
+    operator.stop(signal.SIGKILL)
+    try:
+        status, result = crd.request(
+            "PATCH",
+            f"{API}/namespaces/{k8s_namespace}/tursonamespaces/crashy",
+            {"spec": {"access": "ro"}},
+            content_type="application/merge-patch+json",
+        )
+        assert status == 200, result
+        code, lost = turso.admin(
+            "POST", "/v1/namespaces/crashy/tokens", {"access": "ro", "revokeOthers": True}
+        )
+        assert code == 201, lost
+        assert data_status(turso, "crashy", "/pull-updates", rw) == 401, "the Secret's token is revoked"
+    finally:
+        operator.start()
+
+    # The next run mints again (revoking the lost token too) and converges.
+    after = wait_for(
+        lambda: (s := secret(crd, k8s_namespace, "crashy-turso")) and s["TURSO_SERVER_TOKEN"] != rw and s,
+        what="a new token in the Secret",
+    )
+    ro = after["TURSO_SERVER_TOKEN"]
+    assert ro != lost["token"]
+    assert data_status(turso, "crashy", "/pull-updates", ro) == 200
+    assert data_status(turso, "crashy", "/v2/pipeline", ro) == 403
+    for revoked in (rw, lost["token"]):
+        assert data_status(turso, "crashy", "/pull-updates", revoked) == 401
+    obj = wait_for(
+        lambda: (
+            (o := get_tns(crd, k8s_namespace, "crashy"))
+            and (o.get("status") or {}).get("credentialsFor", {}).get("access") == "ro"
+            and o
+        )
+    )
+    assert condition(obj, "Ready")["status"] == "True"
+    _, view = turso.admin("GET", "/v1/namespaces/crashy")
+    assert obj["status"]["credentialsFor"]["tokenGeneration"] == view["tokenGeneration"]
+    assert view["tokenGeneration"] > lost["tokenGeneration"]
 
 
 def test_a_database_claimed_twice_is_refused_without_harm(
@@ -276,6 +334,20 @@ def test_drift_is_repaired(
     assert data_status(turso, "drifty", "/pull-updates", original["TURSO_SERVER_TOKEN"]) == 401
     assert data_status(turso, "drifty", "/pull-updates", recreated["TURSO_SERVER_TOKEN"]) == 200
 
+    # The database's tokens are revoked on the server: the Secret gets a new one.
+    status, _ = turso.admin("POST", "/v1/namespaces/drifty/tokens/revoke")
+    assert status == 200
+    assert data_status(turso, "drifty", "/pull-updates", recreated["TURSO_SERVER_TOKEN"]) == 401
+    reminted = wait_for(
+        lambda: (
+            (s := secret(crd, k8s_namespace, "drifty-turso"))
+            and s["TURSO_SERVER_TOKEN"] != recreated["TURSO_SERVER_TOKEN"]
+            and s
+        ),
+        what="a token of the new generation in the Secret",
+    )
+    assert data_status(turso, "drifty", "/pull-updates", reminted["TURSO_SERVER_TOKEN"]) == 200
+
     # The Secret is edited: restored.
     path = f"/api/v1/namespaces/{k8s_namespace}/secrets/drifty-turso"
     tampered = base64.b64encode(b"http://evil").decode()
@@ -286,10 +358,12 @@ def test_drift_is_repaired(
 
     wait_for(lambda: _restored_events(crd, k8s_namespace) == 1)
 
-    # The Secret is deleted: restored, and said so.
+    # The Secret is deleted: restored with a new token, the deleted one revoked, and said so.
     crd.request("DELETE", path)
     restored = wait_for(lambda: secret(crd, k8s_namespace, "drifty-turso"))
     assert set(restored) == SECRET_KEYS
+    assert data_status(turso, "drifty", "/pull-updates", reminted["TURSO_SERVER_TOKEN"]) == 401
+    assert data_status(turso, "drifty", "/pull-updates", restored["TURSO_SERVER_TOKEN"]) == 200
     wait_for(lambda: _restored_events(crd, k8s_namespace) == 2)
 
 
