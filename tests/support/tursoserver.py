@@ -179,3 +179,15 @@ class SyncEndpoint:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def post_status(url: str, token: str, body: bytes = b"") -> int:
+    """The status of ``POST url`` with ``body`` and ``Authorization: Bearer token``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code)

@@ -384,6 +384,25 @@ async def test_a_write_cancelled_during_its_pull_keeps_no_lease(server: TursoSer
     assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 6}]
 
 
+async def cancel_a_blocking_insert(service: TursoService) -> None:
+    """A ``run_transaction()`` inserting 'cancelled', cancelled while its callback blocks on the
+    engine thread; returns once the callback finished and the idle lease went back."""
+    entered, go_on = threading.Event(), threading.Event()
+
+    def blocking(db: BlockingDatabase) -> None:
+        db.run("INSERT INTO t(who) VALUES ('cancelled')")
+        entered.set()
+        go_on.wait(10)
+
+    cancelled = asyncio.create_task(service.run_transaction(blocking, namespace=NS))
+    assert await asyncio.to_thread(entered.wait, 10)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    go_on.set()
+    await asyncio.sleep(0.2)  # the callback finishes; the idle lease goes back
+
+
 async def test_a_cancelled_blocking_transaction_leaves_no_group_behind(
     server: TursoServer, tmp_path: Path
 ) -> None:
@@ -392,22 +411,9 @@ async def test_a_cancelled_blocking_transaction_leaves_no_group_behind(
     that group's push. The next write rolls it back instead of failing with TURSO_LEASE_LOST
     forever once the idle lease went back; and the cancelled write, never acknowledged, is gone."""
     a = pod(server, tmp_path, "a")
-    entered, go_on = threading.Event(), threading.Event()
-
-    def blocking(db: BlockingDatabase) -> None:
-        db.run("INSERT INTO t(who) VALUES ('cancelled')")
-        entered.set()
-        go_on.wait(10)
-
     try:
         await schema(a)
-        cancelled = asyncio.create_task(a.run_transaction(blocking, namespace=NS))
-        assert await asyncio.to_thread(entered.wait, 10)
-        cancelled.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await cancelled
-        go_on.set()
-        await asyncio.sleep(0.2)  # the callback finishes; the idle lease goes back
+        await cancel_a_blocking_insert(a)
         await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('next')"), namespace=NS)
         assert await a.sync() is not None  # and the replica pulls again
     finally:
@@ -566,23 +572,10 @@ async def test_a_read_after_a_cancelled_blocking_transaction_serves_the_replica(
     run inside it: with the lease held it pushed the cancelled write; with the lease gone it reset
     the replica first, so with the server down the read failed instead of serving the replica."""
     a = pod(server, tmp_path, "a")
-    entered, go_on = threading.Event(), threading.Event()
-
-    def blocking(db: BlockingDatabase) -> None:
-        db.run("INSERT INTO t(who) VALUES ('cancelled')")
-        entered.set()
-        go_on.wait(10)
-
     try:
         await schema(a)
         await insert_rows(a, "kept", 1)
-        cancelled = asyncio.create_task(a.run_transaction(blocking, namespace=NS))
-        assert await asyncio.to_thread(entered.wait, 10)
-        cancelled.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await cancelled
-        go_on.set()
-        await asyncio.sleep(0.2)  # the callback finishes; the idle lease goes back
+        await cancel_a_blocking_insert(a)
         await asyncio.to_thread(server.stop)
         try:
             rows = await (await a.connect(NS)).all("SELECT who FROM t")

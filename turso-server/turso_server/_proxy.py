@@ -28,6 +28,7 @@ Mounted by ``_app``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 
@@ -266,37 +267,22 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         # Only a credential that may write creates a missing namespace: an ro one gets a 404.
         may_create = app[CONFIG].allow_auto_provision and principal.access is Access.READ_WRITE
         provision = Origin.AUTO if may_create else None
+        forward = functools.partial(
+            _forward, request, name, target, body, provision=provision, resendable=resendable, cursor=cursor
+        )
         # The lease is pinned for the exchange with the child only; the spooled reply goes to
         # the client after it is released, so a slow client never holds the namespace's lease.
         if token is not None:
             async with leases.use(name, token, write=writes) as lease:
-                reply = await _forward(
-                    request,
-                    name,
-                    target,
-                    body,
-                    provision=provision,
-                    resendable=resendable,
-                    cursor=cursor,
-                    lease=lease,
-                )
+                reply = await forward(lease=lease)
         elif writes:
             async with leases.implicit(name, wait=app[CONFIG].lease_wait) as lease:
                 created = name not in app[STORE]  # by this push: no write can land while we hold it
-                reply = await _forward(
-                    request,
-                    name,
-                    target,
-                    body,
-                    provision=provision,
-                    resendable=resendable,
-                    cursor=cursor,
-                    lease=lease,
-                )
+                reply = await forward(lease=lease)
                 if created and _unparsed_pipeline(reply):
                     await app[SUPERVISOR].undo_create(name)  # a 400 leaves nothing behind
         else:
-            reply = await _forward(request, name, target, body, provision=provision, resendable=resendable)
+            reply = await forward()  # a pull: nothing classified, no lease
         if writes and _unparsed_pipeline(reply):
             await reply.body.aclose()
             raise InvalidPipelineError("tursodb could not parse this pipeline request (nothing ran)")

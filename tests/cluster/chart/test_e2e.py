@@ -57,7 +57,7 @@ from tests.support.controlplane import ControlPlane
 from tests.support.operator import CRD_FILE, OperatorProcess, kubectl, wait_for, wait_ready
 from tests.support.ports import free_port
 from tests.support.tursodb import wait_listening
-from tests.support.tursoserver import TursoServer
+from tests.support.tursoserver import TursoServer, post_status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -314,18 +314,6 @@ def _release_sources(control_plane: ControlPlane, chart: list[dict[str, Any]]) -
     return sources
 
 
-def _status(url: str, token: str) -> int:
-    request = urllib.request.Request(
-        url, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return int(exc.code)
-
-
 def _ensure_namespace(control_plane: ControlPlane, name: str) -> None:
     status, body = control_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
     assert status in (201, 409), body
@@ -364,7 +352,7 @@ def test_release_runtime_tokens_open_only_the_runtime_databases(
         (workers, "keyval", 403),
         (workers, f"ledger-{team}", 403),
     ]:
-        assert _status(f"{turso.url}/{namespace}/pull-updates", token) == expected, (namespace, expected)
+        assert post_status(f"{turso.url}/{namespace}/pull-updates", token) == expected, (namespace, expected)
 
     # A TursoNamespace for one of the runtime's databases is refused, and archives nothing.
     def keyval_created_at() -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import signal
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from turso.sync import connect as sync_connect
 
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import API, OperatorProcess, apply_tns, condition, get_tns, wait_for, wait_ready
-from tests.support.tursoserver import TursoServer
+from tests.support.tursoserver import TursoServer, post_status
 
 pytestmark = pytest.mark.cluster
 
@@ -105,41 +103,60 @@ def data_status(turso: TursoServer, database: str, route: str, token: str) -> in
     """The data port's answer to ``POST /<database><route>`` with ``token`` (a push for
     ``/v2/pipeline``, a pull for ``/pull-updates``)."""
     body = SELECT_ONE if route == "/v2/pipeline" else b""
-    request = urllib.request.Request(
-        f"{turso.url}/{database}{route}",
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Bearer {token}"},
+    return post_status(f"{turso.url}/{database}{route}", token, body)
+
+
+def provisioned_rw_token(crd: ControlPlane, turso: TursoServer, k8s_namespace: str, name: str) -> str:
+    """Apply the TursoNamespace ``name`` (rw), wait until Ready; its Secret's token, which pushes."""
+    apply_tns(crd, k8s_namespace, name)
+    wait_ready(crd, k8s_namespace, name)
+    before = secret(crd, k8s_namespace, f"{name}-turso")
+    assert before is not None
+    rw = before["TURSO_SERVER_TOKEN"]
+    assert data_status(turso, name, "/v2/pipeline", rw) == 200
+    return rw
+
+
+def set_access(crd: ControlPlane, k8s_namespace: str, name: str, access: str) -> None:
+    status, result = crd.request(
+        "PATCH",
+        f"{API}/namespaces/{k8s_namespace}/tursonamespaces/{name}",
+        {"spec": {"access": access}},
+        content_type="application/merge-patch+json",
     )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return int(exc.code)
+    assert status == 200, result
+
+
+def wait_new_token(crd: ControlPlane, k8s_namespace: str, name: str, old: str) -> dict[str, str]:
+    """The Secret of ``name`` once its token is no longer ``old``."""
+    after: dict[str, str] = wait_for(
+        lambda: (s := secret(crd, k8s_namespace, f"{name}-turso")) and s["TURSO_SERVER_TOKEN"] != old and s,
+        what="a new token in the Secret",
+    )
+    return after
+
+
+def wait_minted_for(crd: ControlPlane, k8s_namespace: str, name: str, access: str) -> dict[str, Any]:
+    """The TursoNamespace once its status says the Secret's token was minted for ``access``
+    (and it is Ready)."""
+    obj: dict[str, Any] = wait_for(
+        lambda: (
+            (o := get_tns(crd, k8s_namespace, name))
+            and (o.get("status") or {}).get("credentialsFor", {}).get("access") == access
+            and o
+        )
+    )
+    assert condition(obj, "Ready")["status"] == "True"
+    return obj
 
 
 def test_changing_access_to_ro_mints_a_read_only_token_into_the_secret(
     crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
 ) -> None:
-    apply_tns(crd, k8s_namespace, "downgrade")
-    wait_ready(crd, k8s_namespace, "downgrade")
-    before = secret(crd, k8s_namespace, "downgrade-turso")
-    assert before is not None
-    rw = before["TURSO_SERVER_TOKEN"]
-    assert data_status(turso, "downgrade", "/v2/pipeline", rw) == 200
+    rw = provisioned_rw_token(crd, turso, k8s_namespace, "downgrade")
 
-    status, result = crd.request(
-        "PATCH",
-        f"{API}/namespaces/{k8s_namespace}/tursonamespaces/downgrade",
-        {"spec": {"access": "ro"}},
-        content_type="application/merge-patch+json",
-    )
-    assert status == 200, result
-    after = wait_for(
-        lambda: (s := secret(crd, k8s_namespace, "downgrade-turso")) and s["TURSO_SERVER_TOKEN"] != rw and s,
-        what="a new token in the Secret",
-    )
+    set_access(crd, k8s_namespace, "downgrade", "ro")
+    after = wait_new_token(crd, k8s_namespace, "downgrade", rw)
     ro = after["TURSO_SERVER_TOKEN"]
     assert after["RUNTIME_TURSO_SERVER_TOKEN"] == ro
     assert data_status(turso, "downgrade", "/pull-updates", ro) == 200
@@ -147,14 +164,7 @@ def test_changing_access_to_ro_mints_a_read_only_token_into_the_secret(
     # The rw token an app read before the downgrade is revoked: it can neither push nor pull.
     assert data_status(turso, "downgrade", "/v2/pipeline", rw) == 401, "the old rw token can no longer push"
     assert data_status(turso, "downgrade", "/pull-updates", rw) == 401
-    obj = wait_for(
-        lambda: (
-            (o := get_tns(crd, k8s_namespace, "downgrade"))
-            and (o.get("status") or {}).get("credentialsFor", {}).get("access") == "ro"
-            and o
-        )
-    )
-    assert condition(obj, "Ready")["status"] == "True"
+    obj = wait_minted_for(crd, k8s_namespace, "downgrade", "ro")
     _, view = turso.admin("GET", "/v1/namespaces/downgrade")
     assert obj["status"]["credentialsFor"] == {
         "database": "downgrade",
@@ -173,25 +183,14 @@ def test_changing_access_to_ro_mints_a_read_only_token_into_the_secret(
 def test_a_token_minted_by_a_run_that_died_before_writing_the_secret_is_minted_again_and_revoked(
     crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
 ) -> None:
-    apply_tns(crd, k8s_namespace, "crashy")
-    wait_ready(crd, k8s_namespace, "crashy")
-    before = secret(crd, k8s_namespace, "crashy-turso")
-    assert before is not None
-    rw = before["TURSO_SERVER_TOKEN"]
-    assert data_status(turso, "crashy", "/v2/pipeline", rw) == 200
+    rw = provisioned_rw_token(crd, turso, k8s_namespace, "crashy")
 
     # The operator dies after turso-server answered its revoking mint for access: ro, before the
     # Secret was written: the server's side of that run is replayed here, status and Secret are
     # as the run left them (rw).
     operator.stop(signal.SIGKILL)
     try:
-        status, result = crd.request(
-            "PATCH",
-            f"{API}/namespaces/{k8s_namespace}/tursonamespaces/crashy",
-            {"spec": {"access": "ro"}},
-            content_type="application/merge-patch+json",
-        )
-        assert status == 200, result
+        set_access(crd, k8s_namespace, "crashy", "ro")
         code, lost = turso.admin(
             "POST", "/v1/namespaces/crashy/tokens", {"access": "ro", "revokeOthers": True}
         )
@@ -201,24 +200,14 @@ def test_a_token_minted_by_a_run_that_died_before_writing_the_secret_is_minted_a
         operator.start()
 
     # The next run mints again (revoking the lost token too) and converges.
-    after = wait_for(
-        lambda: (s := secret(crd, k8s_namespace, "crashy-turso")) and s["TURSO_SERVER_TOKEN"] != rw and s,
-        what="a new token in the Secret",
-    )
+    after = wait_new_token(crd, k8s_namespace, "crashy", rw)
     ro = after["TURSO_SERVER_TOKEN"]
     assert ro != lost["token"]
     assert data_status(turso, "crashy", "/pull-updates", ro) == 200
     assert data_status(turso, "crashy", "/v2/pipeline", ro) == 403
     for revoked in (rw, lost["token"]):
         assert data_status(turso, "crashy", "/pull-updates", revoked) == 401
-    obj = wait_for(
-        lambda: (
-            (o := get_tns(crd, k8s_namespace, "crashy"))
-            and (o.get("status") or {}).get("credentialsFor", {}).get("access") == "ro"
-            and o
-        )
-    )
-    assert condition(obj, "Ready")["status"] == "True"
+    obj = wait_minted_for(crd, k8s_namespace, "crashy", "ro")
     _, view = turso.admin("GET", "/v1/namespaces/crashy")
     assert obj["status"]["credentialsFor"]["tokenGeneration"] == view["tokenGeneration"]
     assert view["tokenGeneration"] > lost["tokenGeneration"]
