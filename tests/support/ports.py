@@ -56,18 +56,18 @@ def free_ports(count: int) -> list[int]:
 
 def free_range(size: int) -> int:
     """The first of ``size`` consecutive ports for a turso-server's children, below
-    :data:`LOW` (never a port :func:`free_port` hands out), never handed out before in this
-    process, each checked free when handed out."""
+    :data:`LOW` (never a port :func:`free_port` hands out), each checked free when handed out.
+    Ranges go round the region in order: one handed out before comes back only once every
+    other range was (the oldest first, and only while all its ports are free)."""
     global _next_range
+    hosts = ("127.0.0.1", "0.0.0.0")
     with _lock:
-        for _ in range((RANGE_HIGH - RANGE_LOW) // size):
-            start = _next_range
-            if start + size > RANGE_HIGH:
-                start = RANGE_LOW
-            _next_range = start + size
-            ports = range(start, start + size)
-            hosts = ("127.0.0.1", "0.0.0.0")
-            if not _given.intersection(ports) and all(_free(port, hosts) for port in ports):
-                _given.update(ports)
-                return start
+        for reuse in (False, True):
+            for _ in range((RANGE_HIGH - RANGE_LOW) // size):
+                start = _next_range if _next_range + size <= RANGE_HIGH else RANGE_LOW
+                _next_range = start + size
+                ports = range(start, start + size)
+                if (reuse or not _given.intersection(ports)) and all(_free(port, hosts) for port in ports):
+                    _given.update(ports)
+                    return start
     raise RuntimeError(f"no {size} free ports left in {RANGE_LOW}-{RANGE_HIGH}")
