@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
 
-from buntime.turso import BlockingDatabase, InvalidNamespaceError
-from buntime.worker import open_turso
+from buntime.turso import BlockingDatabase, InvalidNamespaceError, TursoError, TursoUnavailableError
+from buntime.worker import TursoClient, open_turso
 from tests.support.tursoserver import SyncEndpoint
 
 
@@ -108,3 +115,76 @@ def test_the_worker_uses_only_public_names_of_the_turso_service() -> None:
             assert isinstance(node.value, ast.Name) and node.value.id == "self", (
                 f"line {node.lineno}: private attribute {node.attr} of another object"
             )
+
+
+def _use_inherited_client(db: TursoClient, dir: str, out: Connection) -> None:
+    """In a forked child: the parent's client must fail at once, and a client of its own works."""
+    report: dict[str, object] = {}
+    try:
+        db.execute("SELECT 1")
+    except TursoError as exc:
+        report["error"] = (exc.code, str(exc))
+    db.close()  # forgets the parent's client; must not block either
+    with open_turso("child", dir=dir, env={}) as own:
+        report["own"] = own.execute("SELECT 7 AS v")
+    out.send(report)
+
+
+def test_a_forked_child_gets_a_clear_error_instead_of_blocking_and_can_open_its_own(tmp_path: Path) -> None:
+    with open_turso("tenants", dir=str(tmp_path), env={}) as db:
+        db.exec("CREATE TABLE t(v INTEGER)")
+        ctx = multiprocessing.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_use_inherited_client, args=(db, str(tmp_path), send))
+        child.start()
+        try:
+            assert receive.poll(30), "the forked child blocked on the parent's client"
+            report = receive.recv()
+            child.join(30)
+        finally:
+            if child.is_alive():
+                child.kill()
+                child.join()
+        assert child.exitcode == 0
+        code, message = report["error"]
+        assert code == "TURSO_CLOSED" and "call open_turso() in the child process" in message
+        assert report["own"] == [{"v": 7}]
+        db.execute("INSERT INTO t VALUES (1)")  # the parent's client is untouched
+        assert db.execute("SELECT v FROM t") == [{"v": 1}]
+
+
+def test_a_second_process_opening_the_same_file_is_told_that_tursodb_locks_it(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from buntime.worker import open_turso\n"
+        "try:\n"
+        "    open_turso('tenants', dir=sys.argv[1], env={})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc.code, exc)\n"
+    )
+    with open_turso("tenants", dir=str(tmp_path), env={}) as db:
+        second = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120
+        )
+        db.execute("SELECT 1")  # the first process keeps its database
+    assert second.stdout.startswith("TursoUnavailableError TURSO_UNAVAILABLE"), second.stdout + second.stderr
+    assert "another process has it open (tursodb locks a database file to one process)" in second.stdout
+    assert "RUNTIME_TURSO_DIR" in second.stdout
+
+
+def test_a_stalled_server_makes_a_call_fail_after_the_timeout_instead_of_blocking(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers: the open gives up after ``timeout``."""
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(TursoUnavailableError, match=r"did not finish within 2s"):
+                open_turso(
+                    "stalled", server_url=f"http://127.0.0.1:{port}", dir=str(tmp_path), env={}, timeout=2
+                )
+            assert time.monotonic() - started < 15
+        finally:
+            for conn in accepted:
+                conn.close()

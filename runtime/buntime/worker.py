@@ -10,19 +10,41 @@ The client is a blocking face on the same :class:`~buntime.turso.TursoService` t
 (run on an event loop of its own, in a background thread), so a worker gets the same contract
 (docs/consistency.md): in sync mode every write runs under turso-server's write lease and is on
 the server when the call returns; ``transaction(fn)`` runs a read-modify-write serializably.
+
+**One opener per process.** tursodb locks a database file to the process that opened it, so a
+second process opening the same ``<dir>/<ns>.db`` gets :class:`TursoUnavailableError` saying so
+(give each worker process a directory of its own, ``dir=`` or ``RUNTIME_TURSO_DIR``). A client
+belongs to the process that opened it: after ``fork()`` (gunicorn ``--preload``, multiprocessing's
+``fork`` start method, a prefork pool) the child's copy raises :class:`TursoClosedError` at once
+(its event-loop thread did not survive the fork); call ``open_turso()`` in the child instead.
+Every call waits at most ``timeout`` seconds, then raises :class:`TursoUnavailableError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-from .turso import BlockingDatabase, TursoService, resolve_config, validate_namespace
+from .turso import (
+    BlockingDatabase,
+    TursoClosedError,
+    TursoError,
+    TursoService,
+    TursoUnavailableError,
+    resolve_config,
+    validate_namespace,
+)
 
 DEFAULT_WORKER_DIR = "./.cache/turso"
+#: Seconds one call of a :class:`TursoClient` may take before it raises (``open_turso(timeout=)``):
+#: above a sync request's own 60 s and the default 10 s lease wait, so only a stall reaches it.
+DEFAULT_CALL_TIMEOUT = 120.0
+#: What tursodb says when another process holds the database file.
+_LOCKED = "locked by another process"
 T = TypeVar("T")
 
 
@@ -43,12 +65,15 @@ class TursoClient:
         path: str,
         mode: Literal["local", "sync"],
         url: str | None,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         self._service = service
         self.namespace = namespace
         self.path = path
         self.mode = mode
         self.url = url
+        self.timeout = timeout
+        self._pid = os.getpid()  # the loop thread below exists in this process only
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"turso-worker:{namespace}", daemon=True
@@ -56,12 +81,47 @@ class TursoClient:
         self._thread.start()
         try:
             self._call(service.connect(namespace))  # open now: fail here, not at the first query
+        except TursoError as exc:
+            self._abandon()
+            if _LOCKED not in str(exc):
+                raise
+            raise TursoUnavailableError(
+                f"cannot open {path}: another process has it open (tursodb locks a database file "
+                "to one process); open each namespace from one process, or give each worker "
+                "process its own directory (dir= or RUNTIME_TURSO_DIR)"
+            ) from exc
         except BaseException:
-            self.close()
+            self._abandon()
             raise
 
+    def _abandon(self) -> None:
+        """:meth:`close` after a failed open, keeping the open's error (a stalled close says nothing new)."""
+        with contextlib.suppress(TursoError):
+            self.close()
+
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:
+            raise TursoClosedError(
+                f"this Turso client for {self.namespace!r} was opened in process {self._pid}, not in "
+                f"this one ({os.getpid()}): a client does not survive fork(); call open_turso() in "
+                "the child process, after the fork"
+            )
+
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        try:
+            self._check_process()
+        except TursoClosedError:
+            coro.close()  # never scheduled: no "coroutine was never awaited" warning
+            raise
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(self.timeout)
+        except TimeoutError:
+            future.cancel()
+            raise TursoUnavailableError(
+                f"Turso call on {self.namespace!r} did not finish within {self.timeout:g}s "
+                "(turso-server stalled?); it was cancelled, and a write may or may not have happened"
+            ) from None
 
     def __enter__(self) -> TursoClient:
         return self
@@ -99,13 +159,20 @@ class TursoClient:
         """Kept for compatibility: writes are already on the server when they return."""
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        """Close the database (the final push in sync mode); each step is bounded by ``timeout``.
+
+        In a forked child it only forgets the client: the engine belongs to the parent.
+        """
+        if os.getpid() != self._pid or self._loop.is_closed():
             return
-        if self._loop.is_running():
-            self._call(self._service.aclose())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-        self._loop.close()
+        if self._thread.is_alive():
+            try:
+                self._call(self._service.aclose())
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout=self.timeout)
+        if not self._loop.is_running():
+            self._loop.close()
 
 
 def open_turso(
@@ -115,8 +182,13 @@ def open_turso(
     token: str | None = None,
     dir: str | None = None,
     env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_CALL_TIMEOUT,
 ) -> TursoClient:
-    """Open ``namespace`` for a worker; explicit arguments win over the ``RUNTIME_TURSO_*`` env."""
+    """Open ``namespace`` for a worker; explicit arguments win over the ``RUNTIME_TURSO_*`` env.
+
+    ``timeout`` bounds every call of the client, the open included (seconds, default 120).
+    Open in the process that uses the client (after any fork), one process per database file.
+    """
     env = os.environ if env is None else env
     namespace = validate_namespace(namespace)
     base_dir = dir if dir is not None else (env.get("RUNTIME_TURSO_DIR", "").strip() or DEFAULT_WORKER_DIR)
@@ -129,10 +201,10 @@ def open_turso(
     settings = {"TURSO_LOCAL_PATH": path, "TURSO_SYNC_INTERVAL": "0"}
     if not url:
         service = TursoService(resolve_config(env={**settings, "TURSO_MODE": "local"}))
-        return TursoClient(service, namespace=namespace, path=path, mode="local", url=None)
+        return TursoClient(service, namespace=namespace, path=path, mode="local", url=None, timeout=timeout)
     auth = (token if token is not None else env.get("RUNTIME_TURSO_SERVER_TOKEN", "")).strip()
     remote = f"{url}/{namespace}"
     service = TursoService(
         resolve_config(env={**settings, "TURSO_SYNC_URL": remote, "TURSO_SYNC_AUTH_TOKEN": auth})
     )
-    return TursoClient(service, namespace=namespace, path=path, mode="sync", url=remote)
+    return TursoClient(service, namespace=namespace, path=path, mode="sync", url=remote, timeout=timeout)
