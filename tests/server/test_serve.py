@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 from tests.server.support import BUNTIME_BIN, RuntimeProcess, http, local_env
@@ -109,3 +111,33 @@ def test_a_port_in_use_exits_1_after_stopping_plugins(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1" in result.stderr
     assert "plugins stopped" in result.stderr  # the turso plugin still closed its database
+
+
+def test_a_keyval_started_late_ends_its_open_watch_stream_at_once_on_sigterm(tmp_path: Path) -> None:
+    """The turso plugin fails at boot (its file's directory is blocked by a file), so keyval is
+    skipped and started later by recovery; SIGTERM with a watch stream open must not wait for the
+    15 s drain (the stream ends first, as on a pod that started normally)."""
+    blocker = tmp_path / "blocked"
+    blocker.write_text("not a directory")
+    env = {"TURSO_LOCAL_PATH": str(blocker / "runtime.db")}
+    runtime = RuntimeProcess(env, tmp_path / "late.log").start(probe="live")
+    try:
+        status, body = http("GET", f"{runtime.url}/api/health/ready")
+        assert status == 503 and "@buntime/plugin-keyval" in body["retrying"], body
+        blocker.unlink()
+        runtime.wait_for("ready", 30)
+        assert "plugin @buntime/plugin-keyval recovered" in runtime.log()
+        stream = urllib.request.urlopen(f"{runtime.url}/keyval/api/watch?keys=a&initial=true", timeout=30)
+        try:
+            while not stream.readline().startswith(b"event: change"):
+                pass  # the initial entry arrived: the stream is open and served
+            started = time.monotonic()
+            code = runtime.stop(timeout=30)
+            elapsed = time.monotonic() - started
+            stream.read()  # the stream ended with its last chunk: not cut off (IncompleteRead)
+        finally:
+            stream.close()
+    finally:
+        runtime.stop()
+    assert code == 0, runtime.log()
+    assert elapsed < 8, f"shutdown took {elapsed:.1f}s:\n{runtime.log()}"

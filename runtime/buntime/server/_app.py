@@ -5,7 +5,9 @@ is started *before* the app is assembled, because aiohttp cannot add sub-apps on
 begun; the app then owns the host's shutdown through ``cleanup_ctx`` (reverse plugin order, the
 turso plugin last, which does the final push in sync mode). A plugin that failed to start gets a
 :class:`~._deferred.DeferredMount` under its base, and the same ``cleanup_ctx`` runs the host's
-:meth:`~buntime.plugins.PluginHost.recover` task, which attaches it once it starts.
+:meth:`~buntime.plugins.PluginHost.recover` task, which attaches it once it starts; the root's
+``on_shutdown`` runs an attached mount's sub-app ``on_shutdown`` (as ``add_subapp`` does for the
+others), so a late plugin's streams end before the drain, not after it.
 """
 
 from __future__ import annotations
@@ -136,6 +138,15 @@ async def _plugins_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("plugins stopped")
 
 
+async def _shutdown_deferred(app: web.Application) -> None:
+    """The root's ``on_shutdown``: late-started plugins' sub-apps get theirs too, before the drain."""
+    for mount in app[DEFERRED_KEY].values():
+        try:
+            await mount.shutdown()
+        except Exception:
+            log.exception("plugin %s: on_shutdown of its routes failed", mount.plugin)
+
+
 def _mount(app: web.Application, host: PluginHost) -> None:
     mounted: dict[str, str] = {}
     for loaded in host.loaded:
@@ -185,6 +196,7 @@ def assemble_app(host: PluginHost) -> web.Application:
     for path in sorted(RUNTIME_PATHS):
         host.reserved.add(path, owner=RUNTIME_OWNER, exact=True)
     _mount(app, host)
+    app.on_shutdown.append(_shutdown_deferred)
     app.cleanup_ctx.append(_plugins_ctx)
     return app
 

@@ -52,7 +52,8 @@ class DeferredMount(web.AbstractResource):
         ...
         await mount.attach(plugin.routes())   # freezes and starts the sub-app
         ...
-        await mount.aclose()                   # the sub-app's cleanup, if attached
+        await mount.shutdown()                 # its on_shutdown, from the root's on_shutdown
+        await mount.aclose()                   # (its on_shutdown if not yet run) and its cleanup
     """
 
     def __init__(self, base: str, *, plugin: str) -> None:
@@ -60,6 +61,7 @@ class DeferredMount(web.AbstractResource):
         self._prefix = base
         self.plugin = plugin
         self.app: web.Application | None = None
+        self._shut_down = False
         self._inner = self._freeze(_placeholder(plugin))
 
     def _freeze(self, subapp: web.Application) -> web.PrefixedSubAppResource:
@@ -87,10 +89,22 @@ class DeferredMount(web.AbstractResource):
         await subapp.startup()
         self.app, self._inner = subapp, inner
 
+    async def shutdown(self) -> None:
+        """The attached sub-app's ``on_shutdown`` (once), before the root app drains its requests.
+
+        ``add_subapp`` wires a sub-app's shutdown into the root's; a deferred mount cannot (the
+        root's signals are frozen), so the root's ``on_shutdown`` calls this instead: a plugin
+        that started late ends its streams at the same moment as the others.
+        """
+        app = self.app
+        if app is not None and not self._shut_down:
+            self._shut_down = True
+            await app.shutdown()
+
     async def aclose(self) -> None:
+        await self.shutdown()
         app, self.app = self.app, None
         if app is not None:
-            await app.shutdown()
             await app.cleanup()
 
     async def resolve(self, request: web.Request) -> tuple[Any, set[str]]:
