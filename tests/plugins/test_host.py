@@ -269,3 +269,43 @@ async def test_recover_retries_failed_inits_and_their_dependents_but_not_load_er
     # every failed instance was shut down before the next try opened its resources again
     assert flaky_mod.EVENTS == ["init", "shutdown", "init", "shutdown", "init"]
     await host.stop()
+
+
+async def test_recover_gives_up_on_a_bad_setting_or_entry_met_late_and_on_their_dependents(
+    tmp_path: Path,
+) -> None:
+    """Plugins first skipped only because ``flaky`` failed: once it is up, one has an invalid
+    setting and one an entry that cannot load. Neither is retried, nor what needs them."""
+    plugins = tmp_path / "p"
+    flaky = (
+        "from buntime.plugins import Plugin\nEVENTS = []\n"
+        "class P(Plugin):\n"
+        "    async def on_init(self, ctx):\n"
+        "        EVENTS.append('init')\n"
+        "        if EVENTS.count('init') < 2:\n            raise ConnectionError('down')\n"
+        "def create(o):\n    return P()\n"
+    )
+    write_plugin(plugins, "flaky-late", "name: flaky\nentry: flaky_late_mod:create\n", flaky)
+    fine = "from buntime.plugins import Plugin\nclass P(Plugin):\n    pass\ndef create(o):\n    return P()\n"
+    setting = "config:\n  n:\n    type: int\n    default: 1\n    env: BADSET_N\n    label: N\n"
+    write_plugin(
+        plugins, "badset", f"name: badset\nentry: badset_mod:create\ndependencies: [flaky]\n{setting}", fine
+    )
+    write_plugin(plugins, "noentry", "name: noentry\nentry: no_such_late_mod:create\ndependencies: [flaky]\n")
+    write_plugin(plugins, "above", "name: above\nentry: above_mod:create\ndependencies: [badset]\n", fine)
+    host = PluginHost(discover([plugins]), env={"BADSET_N": "many"}, retry_initial=0.01, retry_max=0.02)
+    await host.start()
+    assert set(host.retrying) == {"flaky", "badset", "noentry", "above"}
+    started: list[str] = []
+
+    async def on_started(loaded: LoadedPlugin) -> None:
+        started.append(loaded.manifest.name)
+
+    await asyncio.wait_for(host.recover(on_started), 5)  # returns: nothing left to retry
+    assert started == ["flaky"] and host.retrying == {}
+    assert set(host.failed) == {"badset", "noentry"}
+    assert "BADSET_N must be a whole number" in host.failed["badset"]
+    assert "cannot load entry" in host.failed["noentry"]
+    assert host.skipped == {"above": "required dependency failed: badset"}
+    assert not host.ready
+    await host.stop()

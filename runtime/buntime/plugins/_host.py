@@ -230,22 +230,31 @@ class PluginHost:
 
         Rounds are ``retry_initial`` seconds apart at first, doubling up to ``retry_max``; a
         round tries the plugins in load order, each once its required dependencies are up, so
-        the turso plugin and then its dependents start in the same round. Returns at once when
-        nothing failed; the server runs it as a task for the app's lifetime and cancels it.
+        the turso plugin and then its dependents start in the same round. Only a failed
+        ``on_init`` (:class:`PluginInitError`) is tried again: a bad setting or an entry that
+        cannot load (met once the dependency is up) moves the plugin to :attr:`failed` for good,
+        and the plugins waiting for it stay skipped, exactly as :meth:`start` treats them.
+        Returns at once when nothing failed; the server runs it as a task for the app's
+        lifetime and cancels it.
         """
         delay = self.retry_initial
         while self.retrying:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_max)
             for name, manifest in list(self.retrying.items()):
+                if name not in self.retrying:
+                    continue  # given up on this round, with a dependency that cannot start
                 if any(d not in {p.manifest.name for p in self.loaded} for d in manifest.dependencies):
                     continue  # its dependency is still down: it stays skipped
                 try:
                     loaded = await self._init(manifest)
-                except Exception as exc:
+                except PluginInitError as exc:
                     self.skipped.pop(name, None)
                     self.failed[name] = str(exc)
                     log.warning("plugin %s still failing (next try in %.1fs): %s", name, delay, exc)
+                    continue
+                except Exception as exc:
+                    self._give_up(name, exc)
                     continue
                 self.failed.pop(name, None)
                 self.skipped.pop(name, None)
@@ -253,6 +262,21 @@ class PluginHost:
                 self.loaded.append(loaded)
                 log.info("plugin %s recovered", name)
                 await on_started(loaded)
+
+    def _give_up(self, name: str, exc: Exception) -> None:
+        """``name`` failed in a way no retry fixes (as in :meth:`start`): stop retrying it and
+        every plugin waiting for it (they stay skipped, as if it had failed at boot)."""
+        del self.retrying[name]
+        self.skipped.pop(name, None)
+        self.failed[name] = str(exc)
+        log.error("plugin %s failed to start (not retried): %s", name, exc)
+        out = {name}
+        while dependents := [n for n, m in self.retrying.items() if out & set(m.dependencies)]:
+            for dependent in dependents:
+                blocked = sorted(out & set(self.retrying.pop(dependent).dependencies))
+                self.skipped[dependent] = f"{DEPENDENCY_FAILED}: {', '.join(blocked)}"
+                log.error("plugin %s skipped (not retried): %s", dependent, self.skipped[dependent])
+                out.add(dependent)
 
     async def _init(self, manifest: Manifest) -> LoadedPlugin:
         # The settings first: a bad value fails the plugin with one line naming the variable,
