@@ -141,3 +141,22 @@ def test_a_keyval_started_late_ends_its_open_watch_stream_at_once_on_sigterm(tmp
         runtime.stop()
     assert code == 0, runtime.log()
     assert elapsed < 8, f"shutdown took {elapsed:.1f}s:\n{runtime.log()}"
+
+
+def test_a_broken_plugin_manifest_keeps_the_process_up_but_not_ready(tmp_path: Path) -> None:
+    # One bad external manifest must not crash-loop the runtime: the built-ins serve, readiness
+    # names the file and why.
+    broken = tmp_path / "plugins" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.yaml").write_text("name: broken\nentry: m:c\nbase: 3\n")
+    env = {**local_env(tmp_path), "BUNTIME_PLUGIN_DIRS": str(tmp_path / "plugins")}
+    runtime = RuntimeProcess(env, tmp_path / "broken.log").start(probe="live")
+    try:
+        status, body = http("GET", f"{runtime.url}/api/health/ready")
+        assert http("PUT", f"{runtime.url}/keyval/api/keys/a", {"n": 1})[0] == 200
+    finally:
+        assert runtime.stop() == 0
+    assert status == 503
+    [(where, why)] = body["failed"].items()
+    assert where == str(broken / "manifest.yaml") and "'base' must be" in why
+    assert body["reasons"] == [f"plugin {where} failed: {why}"]

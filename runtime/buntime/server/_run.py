@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..plugins import PluginError, PluginHost, discover
+from ..plugins import PluginError, PluginHost
 from ..turso import TursoError
 from ._app import STATE_KEY, build_app
 from ._config import ServerConfig, ServerConfigError, load_server_config
@@ -69,7 +69,8 @@ async def serve(config: ServerConfig, env: Mapping[str, str]) -> int:
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        host = PluginHost(discover(list(config.plugin_dirs)), env=env)
+        # The plugin dirs of ``config`` (checked to exist); a broken manifest fails readiness only.
+        host = PluginHost.from_env(env)
         app = await build_app(env, host=host)
         runner = web.AppRunner(
             app, access_log_format=ACCESS_LOG_FORMAT, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
