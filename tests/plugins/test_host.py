@@ -205,6 +205,8 @@ def test_scoped_directories_and_duplicates(tmp_path: Path) -> None:
         ("name: x\n", "'entry'"),
         ("name: x\nentry: nocolon\n", "'entry'"),
         ("name: x\nentry: m:c\nbase: no-slash\n", "'base'"),
+        ('name: x\nentry: m:c\nbase: "/app\\n"\n', "'base'"),  # not mounted as /app%0A
+        ('name: x\nentry: "m:c\\n"\n', "'entry'"),
         ("name: x\nentry: m:c\nbase: /api\n", "reserved"),
         ("name: x\nentry: m:c\ndependencies: a\n", "dependencies"),
         ("- not a mapping\n", "mapping"),

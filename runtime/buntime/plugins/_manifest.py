@@ -32,8 +32,9 @@ RESERVED_KEYS = frozenset(
         "config",
     }
 )
-_BASE = re.compile(r"^/[a-zA-Z0-9_-]+$")
-_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+#: Matched whole (``fullmatch``): ``$`` would also accept a trailing newline ("/api\n").
+_BASE = re.compile(r"/[a-zA-Z0-9_-]+")
+_ENTRY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 RESERVED_BASES = frozenset({"/api", "/metrics", "/healthz", "/readyz"})
 
 
@@ -80,10 +81,10 @@ def load_manifest(path: Path) -> Manifest:
     if not isinstance(name, str) or not name.strip():
         raise ManifestError(f"{path}: 'name' is required")
     entry = data.get("entry")
-    if not isinstance(entry, str) or not _ENTRY.match(entry):
+    if not isinstance(entry, str) or not _ENTRY.fullmatch(entry):
         raise ManifestError(f"{path}: 'entry' must look like 'package.module:factory' (got {entry!r})")
     base = data.get("base")
-    if base is not None and (not isinstance(base, str) or not (base == "/" or _BASE.match(base))):
+    if base is not None and (not isinstance(base, str) or not (base == "/" or _BASE.fullmatch(base))):
         raise ManifestError(f"{path}: 'base' must be '/' or '/<letters, digits, - or _>' (got {base!r})")
     if base in RESERVED_BASES:
         raise ManifestError(f"{path}: base {base!r} is reserved by the runtime")

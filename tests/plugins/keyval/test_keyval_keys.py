@@ -133,6 +133,11 @@ def test_path_and_query_forms() -> None:
     assert key_from_query('["users","42"]') == ("users", "42")
     assert key_from_query("users/42") == ("users", 42)
     assert key_from_query(None) is None
+
+
+def test_a_path_segment_is_a_number_only_when_it_is_all_ascii_digits() -> None:
+    # "5\n" and the Arabic-Indic "٨" used to pass the number test and become 5 and 8.
+    assert key_from_path("5%0A/%D9%A8/7") == ("5\n", "٨", 7)
     with pytest.raises(InvalidKeyError):
         key_from_query("[1, null]")
     with pytest.raises(InvalidKeyError):

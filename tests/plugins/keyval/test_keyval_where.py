@@ -153,6 +153,8 @@ async def test_count_paginate_delete_and_search_filter(people: Kv) -> None:
         ({'a"b': 1}, "INVALID_FILTER"),
         ({"a[0": 1}, "INVALID_FILTER"),
         ({"a\\b": 1}, "INVALID_FILTER"),
+        ({"a\n": 1}, "INVALID_FILTER"),  # not the path "a"
+        ({"a[٣]": 1}, "INVALID_FILTER"),  # an index is ASCII digits
         ({"x" * 600: 1}, "INVALID_FILTER"),
     ],
 )

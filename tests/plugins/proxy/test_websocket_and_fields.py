@@ -169,6 +169,8 @@ async def test_new_fields_round_trip_and_are_validated(
     assert (await (await client.get(f"{RULES}/{rule['id']}")).json()) == rule
     for bad, code in [
         ({"base": 'x"><script>'}, "PROXY_INVALID_BASE"),
+        ({"base": "/svc\n"}, "PROXY_INVALID_BASE"),
+        ({"publicRoutes": {"GET\n": ["/svc/x"]}}, "PROXY_INVALID_PUBLIC_ROUTES"),
         ({"publicRoutes": "nope"}, "PROXY_INVALID_PUBLIC_ROUTES"),
         ({"publicRoutes": {"GET": ["no-slash"]}}, "PROXY_INVALID_PUBLIC_ROUTES"),
         ({"ws": "yes"}, "PROXY_INVALID_RULE"),

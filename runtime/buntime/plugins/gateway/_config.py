@@ -42,7 +42,8 @@ DEFAULT_SSE_INTERVAL = 1.0
 DEFAULT_RATE_LIMIT_WINDOW = "1m"
 DEFAULT_CORS_METHODS = ("GET", "HEAD", "PUT", "PATCH", "POST", "DELETE")
 DEFAULT_CORS_MAX_AGE = 86400
-BASENAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]+$")
+#: Matched whole (``fullmatch``): ``$`` would also accept a trailing newline.
+BASENAME_PATTERN = re.compile(r"[a-zA-Z0-9_-]+")
 
 KeyBy = Literal["ip", "user"]
 KEY_BY: tuple[KeyBy, ...] = ("ip", "user")
@@ -177,7 +178,7 @@ def _cors(settings: Settings, options: Mapping[str, Any]) -> CorsSeed | None:
 def _excludes(raw: Any) -> tuple[str, ...]:
     items = raw if isinstance(raw, list) else str(raw or "").split(",")
     names = sorted({str(item).strip() for item in items if str(item).strip()})
-    bad = [name for name in names if not BASENAME_PATTERN.match(name)]
+    bad = [name for name in names if not BASENAME_PATTERN.fullmatch(name)]
     if bad:
         raise GatewayConfigError(
             f"{ENV_SHELL_EXCLUDES}: invalid basename(s) {', '.join(bad)} (use letters, digits, - or _)",

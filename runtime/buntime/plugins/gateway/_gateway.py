@@ -54,7 +54,7 @@ SOURCE_OVERRIDE = "override"
 SOURCE_DEFAULT = "default"
 #: Rate-limited requests the gateway remembers for ``/logs`` (newest kept).
 REQUEST_LOG_SIZE = 100
-_ROUTE_HOST = re.compile(r"^(\*\.)?[a-z0-9._-]+$")
+_ROUTE_HOST = re.compile(r"(\*\.)?[a-z0-9._-]+")  # matched whole (fullmatch)
 DECISION_KEY = web.RequestKey("gateway_rate_limit", Decision)
 
 log = logging.getLogger("buntime.plugin.gateway")
@@ -256,7 +256,7 @@ class Gateway:
             basename = basename.strip()
         if not isinstance(basename, str) or not basename:
             raise ApiError("basename is required", code=INVALID_BASENAME, status=400)
-        if not BASENAME_PATTERN.match(basename):
+        if not BASENAME_PATTERN.fullmatch(basename):
             raise ApiError("Invalid basename format", code=INVALID_BASENAME, status=400)
         return basename
 
@@ -411,7 +411,7 @@ class Gateway:
         host = raw_host.strip().lower() if isinstance(raw_host, str) else ""
         if not host or not isinstance(raw_dir, str) or not raw_dir.strip():
             raise ApiError("host and dir are required", code=SHELL_ROUTE_INVALID, status=400)
-        if not _ROUTE_HOST.match(host):
+        if not _ROUTE_HOST.fullmatch(host):
             raise ApiError(f"Invalid host: {raw_host}", code=SHELL_ROUTE_INVALID, status=400)
         directory = self._existing_dir(raw_dir, SHELL_ROUTE_INVALID, "host and dir are required")
         await self._require_store().save_shell_route(host, directory, now_ms())

@@ -55,7 +55,8 @@ _MAX_SAFE_INT = 2**53
 RANGE_END = b"\xff"
 #: JSON spelling of a bytes part: ``{"$bytes": "<base64>"}``.
 BYTES_JSON_FIELD = "$bytes"
-_NUMBER_SEGMENT = re.compile(r"^-?\d+(?:\.\d+)?$")
+#: Matched whole (``fullmatch``): with ``$``, "5\n" would become the number 5.
+_NUMBER_SEGMENT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _F64 = struct.Struct(">d")
 _U64 = struct.Struct(">Q")
 _SIGN_BIT = 1 << 63
@@ -251,7 +252,7 @@ def key_from_json(raw: object) -> Key:
 
 def segment_to_part(segment: str) -> KeyPart:
     """A URL path segment: numbers (``42``, ``-1``, ``2.5``) become numbers, the rest stay strings."""
-    if _NUMBER_SEGMENT.match(segment):
+    if _NUMBER_SEGMENT.fullmatch(segment):
         try:
             return float(segment) if "." in segment else int(segment)
         except ValueError as exc:  # over Python's 4300-digit int limit: far over the 255-byte one

@@ -47,7 +47,7 @@ MIN_INT_OPERAND, MAX_INT_OPERAND = -(2**63), 2**63 - 1
 # One path segment: a label (no quote, backslash, bracket, dot or control character) followed
 # by optional array indexes; the label is always emitted quoted, so '$', spaces and the like are
 # safe inside it.
-_SEGMENT = re.compile(r'^([^."\[\]\\\x00-\x1f]+)((?:\[\d{1,9}\])*)$')
+_SEGMENT = re.compile(r'([^."\[\]\\\x00-\x1f]+)((?:\[[0-9]{1,9}\])*)')  # matched whole (fullmatch)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _NUMERIC = "IN ('integer', 'real')"
 
@@ -66,7 +66,7 @@ def json_path(field: str) -> str:
         raise _invalid(f"field paths must be non-empty strings of at most {MAX_PATH_LENGTH} characters")
     parts = []
     for segment in field.split("."):
-        match = _SEGMENT.match(segment)
+        match = _SEGMENT.fullmatch(segment)
         if match is None:
             raise _invalid(f"bad field path {field!r}")
         parts.append(f'."{match.group(1)}"{match.group(2)}')

@@ -54,8 +54,9 @@ _RE2_MAX_MEM = 1 << 20
 
 _TEMPLATE_TOKEN = re.compile(r"\$(?:(\$)|(\d+)|<([A-Za-z_]\w*)>|\{([A-Za-z_]\w*)\})")
 #: ``base`` goes into ``<base href="...">`` verbatim, so it may not contain quotes or brackets.
-_BASE_PATH = re.compile(r"^/[A-Za-z0-9._~!$&()*+,;=:@%/-]*$")
-_METHOD = re.compile(r"^[A-Z]+$")
+#: Both matched whole (``fullmatch``): ``$`` would also accept a trailing newline.
+_BASE_PATH = re.compile(r"/[A-Za-z0-9._~!$&()*+,;=:@%/-]*")
+_METHOD = re.compile(r"[A-Z]+")
 
 PublicRoutes = tuple[str, ...] | Mapping[str, tuple[str, ...]]
 
@@ -304,7 +305,7 @@ def _public_json(routes: PublicRoutes | None) -> Any:
 def _base(raw: Any) -> str | None:
     if raw is None or raw == "":
         return None
-    if not isinstance(raw, str) or not _BASE_PATH.match(raw):
+    if not isinstance(raw, str) or not _BASE_PATH.fullmatch(raw):
         raise RuleError("base must be a path starting with / (no quotes or brackets)", code=INVALID_BASE)
     return raw
 
@@ -327,7 +328,7 @@ def _public_routes(raw: Any) -> PublicRoutes | None:
         )
     routes: dict[str, tuple[str, ...]] = {}
     for method, globs in raw.items():
-        if not isinstance(method, str) or not _METHOD.match(method.upper()):
+        if not isinstance(method, str) or not _METHOD.fullmatch(method.upper()):
             raise RuleError(
                 f"publicRoutes key {method!r} is not an HTTP method or ALL", code=INVALID_PUBLIC_ROUTES
             )
