@@ -236,6 +236,9 @@ def test_state_store_atomic_versioned_and_go_compatible(tmp_path: Path) -> None:
     assert parse_timestamp("2026-05-21T12:00:00.123456789Z") == datetime(
         2026, 5, 21, 12, 0, 0, 123456, tzinfo=UTC
     )
+    for bad in ("2026-05-21T12:00:00Z\n", "\u0662026-05-21T12:00:00Z"):  # a newline, an Arabic digit
+        with pytest.raises(ValueError):
+            parse_timestamp(bad)
     (state_dir / "namespaces.json").write_text(json.dumps({"version": 2, "namespaces": []}))
     with pytest.raises(StateError, match="version"):
         StateStore(tmp_path, flush_interval=1).load()

@@ -34,7 +34,9 @@ from ._names import is_valid_name
 
 STATE_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
-_TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
+_TIMESTAMP = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 log = get_logger("state")
 
@@ -57,7 +59,7 @@ def format_timestamp(value: datetime) -> str:
 
 def parse_timestamp(text: str) -> datetime:
     """Parse RFC 3339 (ours, or Go's nanosecond ``RFC3339Nano``) into an aware UTC datetime."""
-    match = _TIMESTAMP.match(text)
+    match = _TIMESTAMP.fullmatch(text)  # not match + $: that accepts a trailing newline
     if match is None:
         raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
     base, fraction, zone = match.groups()
