@@ -45,7 +45,7 @@ BACKUPS_DIR_NAME = "backups"
 DB_SUFFIX = ".db"
 PID_SUFFIX = ".pid"
 ARCHIVE_STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-_ARCHIVE_NAME = re.compile(r"^(?P<name>.+)\.(?P<stamp>\d{8}T\d{6}Z)(?:-\d+)?$")
+_ARCHIVE_NAME = re.compile(r"(?P<name>.+)\.(?P<stamp>[0-9]{8}T[0-9]{6}Z)(?:-[0-9]+)?")
 DIR_MODE = 0o755
 
 log = get_logger("layout")
@@ -58,7 +58,7 @@ def archive_stamp(moment: datetime) -> str:
 
 def parse_archive_stamp(dirname: str) -> datetime | None:
     """The UTC time in ``<name>.<YYYYMMDDTHHMMSSZ>[-n]``, or ``None`` when it does not parse."""
-    match = _ARCHIVE_NAME.match(dirname)
+    match = _ARCHIVE_NAME.fullmatch(dirname)
     if match is None:
         return None
     try:

@@ -37,7 +37,7 @@ from ._values import decode_value
 from ._where import compile_where
 
 INDEX_TABLE_PREFIX = "kv_fts_"
-INDEX_TABLE_PATTERN = re.compile(r"^kv_fts_[0-9a-f]{16}$")
+INDEX_TABLE_PATTERN = re.compile(r"kv_fts_[0-9a-f]{16}")  # fullmatch: $ would let a newline through
 DEFAULT_TOKENIZE = "unicode61"
 MAX_QUERY_TERMS = 32
 MAX_INDEX_FIELDS = 32
@@ -71,7 +71,7 @@ class IndexInfo:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> IndexInfo:
         table = str(row["table_name"])
-        if not INDEX_TABLE_PATTERN.match(table):  # never interpolate a tampered name into SQL
+        if not INDEX_TABLE_PATTERN.fullmatch(table):  # never interpolate a tampered name into SQL
             raise KeyValStorageError(f"kv_indexes holds an invalid table name {table!r}")
         encoded = bytes(row["prefix"])
         return cls(
@@ -417,7 +417,7 @@ class KvSearch:
                 if row is None:
                     return False, self.generation
                 table = str(row["table_name"])
-                if INDEX_TABLE_PATTERN.match(table):
+                if INDEX_TABLE_PATTERN.fullmatch(table):
                     db.exec(f"DROP TABLE IF EXISTS {table}")
                 db.run("DELETE FROM kv_indexes WHERE prefix = ?", [encoded])
                 return True, _bump_generation(db)
