@@ -210,3 +210,75 @@ def test_auto_provision_off_and_insecure_dev(
     assert replicas(server.url("made"), token=None).execute("SELECT v FROM t").fetchall() == [(42,)]
     minting = server.admin("POST", "/v1/namespaces/made/tokens", token=None)
     assert (minting.status, minting.json()["code"]) == (409, "conflict")
+
+
+def test_the_first_create_with_an_owner_keeps_the_database_for_that_owner_across_a_restart(
+    start_server: ServerFactory, replicas: Callable[..., Any]
+) -> None:
+    server = start_server()
+    created = server.admin("POST", "/v1/namespaces/orders/create", {"owner": "team-y"})
+    assert (created.status, created.json()["owner"]) == (201, "team-y")
+    again = server.admin("POST", "/v1/namespaces/orders/create", {"owner": "team-y"})
+    assert (again.status, again.json()["createdAt"]) == (200, created.json()["createdAt"])
+
+    for body in ({"owner": "team-x"}, {"owner": "team-x", "adopt": True}):
+        refused = server.admin("POST", "/v1/namespaces/orders/create", body)
+        assert (refused.status, refused.json()["code"]) == (409, "owner mismatch"), body
+        assert "team-y" in refused.json()["detail"]
+    assert server.admin("GET", "/v1/namespaces/orders").json()["owner"] == "team-y"
+    # Without an owner, create returns any database as before (the admin's own use).
+    assert server.admin("POST", "/v1/namespaces/orders/create").json()["owner"] == "team-y"
+
+    stored = json.loads((server.data_dir / "_state" / "namespaces.json").read_text())
+    assert [n.get("owner") for n in stored["namespaces"]] == ["team-y"]
+    server.stop()
+    server.start()
+    refused = server.admin("POST", "/v1/namespaces/orders/create", {"owner": "team-x"})
+    assert (refused.status, refused.json()["code"]) == (409, "owner mismatch"), "the owner survives a restart"
+
+    # The explicit admin action hands it over (or clears it).
+    handed = server.admin("POST", "/v1/namespaces/orders/owner", {"owner": "team-x"})
+    assert handed.json()["owner"] == "team-x"
+    assert server.admin("POST", "/v1/namespaces/orders/create", {"owner": "team-x"}).status == 200
+    assert server.admin("POST", "/v1/namespaces/orders/owner").json()["owner"] is None
+    assert server.admin("POST", "/v1/namespaces/ghost/owner", {"owner": "a"}).status == 404
+
+
+def test_an_ownerless_database_is_claimed_only_with_adopt(
+    server: ServerProcess, replicas: Callable[..., Any]
+) -> None:
+    replicas(server.url("autoapp")).push()  # auto-provisioned by a data token: no owner
+    assert server.admin("POST", "/v1/namespaces/handmade/create").json()["owner"] is None
+    for name in ("autoapp", "handmade"):
+        refused = server.admin("POST", f"/v1/namespaces/{name}/create", {"owner": "team-x"})
+        assert (refused.status, refused.json()["code"]) == (409, "not owned"), name
+        view = server.admin("GET", f"/v1/namespaces/{name}").json()
+        assert view["owner"] is None, "a refused create changes nothing"
+    assert server.admin("GET", "/v1/namespaces/autoapp").json()["origin"] == "auto"
+    adopted = server.admin("POST", "/v1/namespaces/autoapp/create", {"owner": "team-x", "adopt": True})
+    assert adopted.status == 200
+    assert (adopted.json()["owner"], adopted.json()["origin"], adopted.json()["locked"]) == (
+        "team-x",
+        "explicit",
+        True,
+    )
+    refused = server.admin("POST", "/v1/namespaces/autoapp/create", {"owner": "team-z", "adopt": True})
+    assert (refused.status, refused.json()["code"]) == (409, "owner mismatch")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"owner": 5},
+        {"owner": "has space"},
+        {"owner": "x" * 254},
+        {"owner": "é"},
+        {"adopt": True},
+        {"owner": "a", "adopt": "yes"},
+        {"owner": "a", "ownr": "b"},
+    ],
+)
+def test_a_create_with_a_bad_owner_is_400_and_creates_nothing(server: ServerProcess, body: Any) -> None:
+    refused = server.admin("POST", "/v1/namespaces/orders/create", body)
+    assert (refused.status, refused.json()["code"]) == (400, "invalid body")
+    assert server.admin("GET", "/v1/namespaces/orders").status == 404

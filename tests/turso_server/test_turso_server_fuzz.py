@@ -339,7 +339,7 @@ def test_live_data_port_heads(
     _assert_answer(response, (auth or b"").decode("utf-8", "surrogateescape")[len("Bearer ") :])
 
 
-ADMIN_ROUTES = [b"/ttl", b"/tokens", b"/tokens/revoke", b"/create", b"/lock", b"/access"]
+ADMIN_ROUTES = [b"/ttl", b"/tokens", b"/tokens/revoke", b"/create", b"/owner", b"/lock", b"/access"]
 
 
 @pytest.mark.slow
@@ -356,6 +356,8 @@ ADMIN_ROUTES = [b"/ttl", b"/tokens", b"/tokens/revoke", b"/create", b"/lock", b"
                 "access": st.one_of(json_values, st.sampled_from(["rw", "ro", "RW", ""])),
                 "expiresIn": st.one_of(json_values, st.text("0123456789dhms.", max_size=30)),
                 "revokeOthers": st.one_of(json_values, st.booleans()),
+                "owner": st.one_of(json_values, st.text(max_size=30)),
+                "adopt": st.one_of(json_values, st.booleans()),
             },
         ).map(lambda value: json.dumps(value).encode()),
         st.integers(1, 8000).map(lambda depth: b"[" * depth + b"]" * depth),

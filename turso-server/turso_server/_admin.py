@@ -5,7 +5,10 @@ Routes (all but the probes need ``Authorization: Bearer $TURSO_ADMIN_TOKEN``)::
     GET    /v1/namespaces                     {"namespaces": [view, ...]} sorted by name
     GET    /v1/namespaces/{name}              view | 404
     DELETE /v1/namespaces/{name}              {"name","archivedTo","destroyedAt"} | 404
-    POST   /v1/namespaces/{name}/create       201 view (new) | 200 (existing; auto -> explicit+locked) | 429
+    POST   /v1/namespaces/{name}/create       {"owner":"team-a","adopt":false} (both optional)
+                                              -> 201 view (new, owner recorded) | 200 (existing; auto ->
+                                              explicit+locked) | 409 owner mismatch | 409 not owned | 429
+    POST   /v1/namespaces/{name}/owner        {"owner":"team-a"}; "" / null / no body clears | 400 | 404
     POST   /v1/namespaces/{name}/lock         view | 404
     POST   /v1/namespaces/{name}/unlock       view | 404
     POST   /v1/namespaces/{name}/ttl          {"ttl":"30d"}; "" / null / no body clears | 400 | 404
@@ -26,7 +29,12 @@ stale port), the size of every database file and the namespace's live write leas
 holder, fence, ttl, seconds left, in use; ``null`` when none is held). ``/v1/tokens`` mints one
 token for several namespaces and prefixes, which need not exist yet (a prefix names namespaces to
 come). A JSON body may hold only the fields its route takes: an unknown one (a typo such as
-``revokeOther``) is 400, never ignored. Mounted by ``_app``.
+``revokeOther``) is 400, never ignored. ``create`` with an ``owner`` is how a database gets one
+owner for good: the first create records it; a later create with another owner is ``409 owner
+mismatch``, and one for a namespace that has no owner (made before owners, by hand, or
+auto-provisioned) is ``409 not owned`` unless it sends ``"adopt": true``. A create without an
+owner returns any namespace as before. Only the ``owner`` route changes an owner afterwards.
+Mounted by ``_app``.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ from ._http import (
 from ._logging import get_logger
 from ._metrics import METRICS_CONTENT_TYPE
 from ._names import validate_name
-from ._state import NamespaceRecord, Origin, format_timestamp, utcnow
+from ._state import MAX_OWNER_LENGTH, NamespaceRecord, Origin, format_timestamp, is_valid_owner, utcnow
 from ._supervisor import ChildState, ChildStatus
 
 NAMESPACES_PATH = "/v1/namespaces"
@@ -94,6 +102,7 @@ def namespace_view(
         "sizeBytes": size,
         "lease": lease,
         "tokenGeneration": record.token_generation,
+        "owner": record.owner,
     }
 
 
@@ -146,6 +155,13 @@ def _optional_string(payload: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def _optional_owner(payload: dict[str, Any]) -> str | None:
+    owner = _optional_string(payload, "owner")
+    if owner is not None and not is_valid_owner(owner):
+        raise InvalidBodyError(f"'owner' must be 1-{MAX_OWNER_LENGTH} visible ASCII characters")
+    return owner
+
+
 # --- handlers ----------------------------------------------------------------------------------------
 
 
@@ -174,8 +190,30 @@ async def delete_namespace(request: web.Request) -> web.Response:
 
 async def create_namespace(request: web.Request) -> web.Response:
     name = _name(request)
-    created = await request.app[SUPERVISOR].ensure(name, Origin.EXPLICIT, promote=True)
+    payload = _only_fields(await _json_body(request), "owner", "adopt")
+    owner = _optional_owner(payload)
+    adopt = _optional_bool(payload, "adopt")
+    if adopt and owner is None:
+        raise InvalidBodyError("'adopt' needs an 'owner' to record")
+    created = await request.app[SUPERVISOR].ensure(
+        name, Origin.EXPLICIT, promote=True, owner=owner, adopt=adopt
+    )
     return json_response(await _view(request, name), status=201 if created else 200)
+
+
+async def set_owner(request: web.Request) -> web.Response:
+    """The explicit admin action that gives a namespace to another owner, or takes its owner away."""
+    name = _name(request)
+    if name not in request.app[STORE]:
+        raise NamespaceNotFoundError(f"namespace not found: {name}")
+    owner = _optional_owner(_only_fields(await _json_body(request), "owner"))
+
+    def apply(record: NamespaceRecord) -> None:
+        record.owner = owner
+
+    await request.app[STORE].update(name, apply)
+    log.info("namespace owner set", extra={"namespace": name, "owner": owner})
+    return json_response(await _view(request, name))
 
 
 async def lock_namespace(request: web.Request) -> web.Response:
@@ -415,6 +453,7 @@ def add_routes(app: web.Application) -> None:
     router.add_post(NAMESPACE_PATH + "/lock", lock_namespace)
     router.add_post(NAMESPACE_PATH + "/unlock", unlock_namespace)
     router.add_post(NAMESPACE_PATH + "/ttl", set_ttl)
+    router.add_post(NAMESPACE_PATH + "/owner", set_owner)
     router.add_post(NAMESPACE_PATH + "/access", touch_namespace)
     router.add_get(NAMESPACE_PATH + "/backup", backup_namespace)
     router.add_post(NAMESPACE_PATH + "/tokens", mint_token)

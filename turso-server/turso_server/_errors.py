@@ -24,7 +24,9 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         ├── RequestTimeoutError (TimeoutError)   408 "request timeout"  (body not received in time)
         ├── ConflictError                        409 "conflict"
         │   ├── LeaseBusyError                   409 "lease busy"  (+ Retry-After)
-        │   └── LeaseLostError                   409 "lease lost"
+        │   ├── LeaseLostError                   409 "lease lost"
+        │   ├── OwnerMismatchError               409 "owner mismatch"  (create: another owner's)
+        │   └── NotOwnedError                    409 "not owned"  (create: exists with no owner)
         ├── NamespaceLimitError                  429 "max namespaces reached"
         ├── ClientClosedError (ConnectionError)  499 "client closed request"  (nobody left to answer)
         ├── InternalError                        500 "internal error"
@@ -186,6 +188,19 @@ class LeaseLostError(ConflictError):
     """The request names a write lease that expired, was replaced, or predates a restart."""
 
     code = "lease lost"
+
+
+class OwnerMismatchError(ConflictError):
+    """An admin ``create`` with an ``owner`` for a namespace another owner holds; nothing changed."""
+
+    code = "owner mismatch"
+
+
+class NotOwnedError(ConflictError):
+    """An admin ``create`` with an ``owner`` for a namespace that exists with none (made before
+    owners, by hand, or auto-provisioned); ``"adopt": true`` claims it. Nothing changed."""
+
+    code = "not owned"
 
 
 class NamespaceLimitError(ApiError):

@@ -33,6 +33,8 @@ from ._logging import get_logger
 from ._names import is_valid_name
 
 STATE_VERSION = 1
+#: The longest ``owner`` a namespace can record (a Kubernetes namespace is at most 63).
+MAX_OWNER_LENGTH = 253
 SUPPORTED_VERSIONS = frozenset({1})
 _TIMESTAMP = re.compile(
     r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})"
@@ -76,6 +78,11 @@ class NamespaceRecord:
     carries the generation it was minted in, and verifies only while it is still this one. It is
     stored as ``tokenGeneration`` only once it is above 0, so a file of a server without it (or an
     upstream one) loads with 0, and a namespace never revoked is written as upstream writes it.
+
+    ``owner`` is who the namespace belongs to: an opaque string an admin ``create`` gave (the
+    operator sends the Kubernetes namespace of the TursoNamespace). It is written only when set, so
+    an earlier file loads with no owner; only ``create`` (adopting an ownerless namespace) and the
+    admin ``owner`` route change it.
     """
 
     name: str
@@ -85,6 +92,7 @@ class NamespaceRecord:
     locked: bool
     ttl: str | None = None
     token_generation: int = 0
+    owner: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -98,6 +106,8 @@ class NamespaceRecord:
             payload["ttl"] = self.ttl
         if self.token_generation:
             payload["tokenGeneration"] = self.token_generation
+        if self.owner is not None:
+            payload["owner"] = self.owner
         return payload
 
     @classmethod
@@ -112,6 +122,7 @@ class NamespaceRecord:
             locked=bool(payload.get("locked", False)),
             ttl=str(payload["ttl"]) if payload.get("ttl") else None,
             token_generation=_token_generation(payload.get("tokenGeneration", 0)),
+            owner=_owner(payload.get("owner")),
         )
 
     @property
@@ -129,6 +140,20 @@ def _token_generation(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"tokenGeneration must be a whole number from 0, not {value!r}")
     return value
+
+
+def _owner(value: object) -> str | None:
+    """A stored ``owner``: absent or a valid owner string (``ValueError`` otherwise)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not is_valid_owner(value):
+        raise ValueError(f"owner must be 1-{MAX_OWNER_LENGTH} visible ASCII characters, not {value!r}")
+    return value
+
+
+def is_valid_owner(value: str) -> bool:
+    """An owner is opaque to the server: 1 to :data:`MAX_OWNER_LENGTH` visible ASCII characters."""
+    return 0 < len(value) <= MAX_OWNER_LENGTH and all("!" <= char <= "~" for char in value)
 
 
 class StateStore:

@@ -43,6 +43,8 @@ from ._errors import (
     InternalError,
     NamespaceLimitError,
     NamespaceNotFoundError,
+    NotOwnedError,
+    OwnerMismatchError,
     UnavailableError,
 )
 from ._layout import DataLayout, archive_stamp
@@ -201,12 +203,27 @@ class Supervisor:
 
     # --- create / acquire --------------------------------------------------------------------------
 
-    async def ensure(self, name: str, origin: Origin, *, create: bool = True, promote: bool = False) -> bool:
+    async def ensure(
+        self,
+        name: str,
+        origin: Origin,
+        *,
+        create: bool = True,
+        promote: bool = False,
+        owner: str | None = None,
+        adopt: bool = False,
+    ) -> bool:
         """Make sure ``name`` exists and has a child; ``True`` when it was created now.
 
         A new namespace's first spawn happens inline, so a start failure is the caller's error and
         leaves nothing behind. ``promote`` turns an existing auto namespace into a locked explicit
         one (``POST .../create``). ``create=False`` raises a 404 error for an unknown name.
+
+        ``owner`` (an admin create's) is recorded on a new namespace. An existing one must have that
+        owner already (:class:`OwnerMismatchError` when it has another), or none and ``adopt``, which
+        records it (:class:`NotOwnedError` without ``adopt``). The check and the record happen under
+        the name's lock, so of two creates with different owners exactly one wins, for good. A
+        refused create changes nothing.
         """
         validate_name(name)
         async with self.lock(name):
@@ -216,11 +233,22 @@ class Supervisor:
             if record is None:
                 if not create:
                     raise NamespaceNotFoundError(f"namespace not found: {name}")
-                await self._create(name, origin)
+                await self._create(name, origin, owner)
                 return True
-            if promote and (record.origin is not Origin.EXPLICIT or not record.locked):
-                await self._store.update(name, _promote)
-                log.info("namespace promoted to explicit", extra={"namespace": name})
+            claim = owner is not None and record.owner != owner
+            if claim and record.owner is not None:
+                raise OwnerMismatchError(f"namespace {name!r} belongs to owner {record.owner!r}")
+            if claim and not adopt:
+                raise NotOwnedError(
+                    f'namespace {name!r} exists with no owner; send "adopt": true to claim it'
+                )
+            promoting = promote and (record.origin is not Origin.EXPLICIT or not record.locked)
+            if promoting or claim:
+                await self._store.update(name, _claimed(owner if claim else None, promote=promoting))
+                if promoting:
+                    log.info("namespace promoted to explicit", extra={"namespace": name})
+                if claim:
+                    log.info("ownerless namespace adopted", extra={"namespace": name, "owner": owner})
             if name not in self._slots:
                 self._start_keeper(self._new_slot(name))
             return False
@@ -262,7 +290,7 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(slot.ready.wait(), remaining)
 
-    async def _create(self, name: str, origin: Origin) -> None:
+    async def _create(self, name: str, origin: Origin, owner: str | None = None) -> None:
         limit = self._config.max_namespaces
         if limit and len(self._store) + len(self._pending) >= limit:
             raise NamespaceLimitError(f"max namespaces reached ({limit})")
@@ -277,7 +305,12 @@ class Supervisor:
                 raise
             now = utcnow()
             record = NamespaceRecord(
-                name=name, origin=origin, created_at=now, last_access_at=now, locked=origin is Origin.EXPLICIT
+                name=name,
+                origin=origin,
+                created_at=now,
+                last_access_at=now,
+                locked=origin is Origin.EXPLICIT,
+                owner=owner,
             )
             await self._store.add(record)
             self._start_keeper(slot)
@@ -445,6 +478,15 @@ class Supervisor:
             slot.state = ChildState.STOPPED if slot.retired else ChildState.BACKOFF
 
 
-def _promote(record: NamespaceRecord) -> None:
-    record.origin = Origin.EXPLICIT
-    record.locked = True
+def _claimed(owner: str | None, *, promote: bool) -> Callable[[NamespaceRecord], None]:
+    """The change an admin create makes to an existing record: promoted to explicit + locked
+    (``promote``) and/or the ``owner`` recorded (not ``None``)."""
+
+    def apply(record: NamespaceRecord) -> None:
+        if promote:
+            record.origin = Origin.EXPLICIT
+            record.locked = True
+        if owner is not None:
+            record.owner = owner
+
+    return apply
