@@ -9,7 +9,11 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ._errors import AdminNotFoundError, AdminRejectedError, AdminUnavailableError
+from ._errors import AdminNotFoundError, AdminRejectedError, AdminUnavailableError, DatabaseNotOwnedError
+
+#: turso-server's codes for a create refused over its owner (docs/turso-server.md, Owners).
+OWNER_MISMATCH = "owner mismatch"
+NOT_OWNED = "not owned"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,9 @@ class NamespaceView:
     #: The database's token generation: only tokens minted in it open the database, so a higher
     #: one than a token was minted in means that token was revoked.
     token_generation: int = 0
+    #: Who the database belongs to on turso-server (the operator records the Kubernetes namespace
+    #: of the TursoNamespace that created it); ``None``: nobody (or a server without owners).
+    owner: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NamespaceView:
@@ -36,6 +43,7 @@ class NamespaceView:
             origin=str(data.get("origin", "")),
             created_at=str(data.get("createdAt") or ""),
             token_generation=_whole_number(data.get("tokenGeneration")) or 0,
+            owner=str(data["owner"]) if data.get("owner") else None,
         )
 
 
@@ -113,9 +121,23 @@ class AdminClient:
         except AdminNotFoundError:
             return None
 
-    async def create(self, name: str) -> NamespaceView:
-        """Idempotent: an existing database is returned as it is."""
-        return NamespaceView.from_json(await self._request("POST", self._path(name, "create")) or {})
+    async def create(self, name: str, *, owner: str | None = None, adopt: bool = False) -> NamespaceView:
+        """Idempotent: an existing database is returned as it is, when it is ``owner``'s.
+
+        With ``owner`` a new database records it, for good; an existing one recorded as another
+        owner's, or with no owner (unless ``adopt``, which records ``owner``), raises
+        :class:`DatabaseNotOwnedError` and changes nothing.
+        """
+        body: dict[str, Any] | None = None
+        if owner is not None:
+            body = {"owner": owner, "adopt": True} if adopt else {"owner": owner}
+        try:
+            payload = await self._request("POST", self._path(name, "create"), body)
+        except AdminRejectedError as exc:
+            if exc.status == 409 and exc.code in (OWNER_MISMATCH, NOT_OWNED):
+                raise DatabaseNotOwnedError(str(exc), status=exc.status, code=exc.code) from None
+            raise
+        return NamespaceView.from_json(payload or {})
 
     async def set_locked(self, name: str, locked: bool) -> None:
         await self._request("POST", self._path(name, "lock" if locked else "unlock"))

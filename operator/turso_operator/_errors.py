@@ -7,7 +7,8 @@ OperatorError
 ├── AdminError                        turso-server's admin API
 │   ├── AdminUnavailableError         unreachable, timed out or 5xx: retry later (ConnectionError)
 │   └── AdminRejectedError            a 4xx that retrying will not heal
-│       └── AdminNotFoundError        404
+│       ├── AdminNotFoundError        404
+│       └── DatabaseNotOwnedError     409 on create: another namespace's database, or one with no owner
 └── KubeError                         the Kubernetes API (the operator's own calls, not kopf's)
     ├── KubeUnavailableError          unreachable, timed out, or not an API answer (ConnectionError)
     ├── KubeNotFoundError             404
@@ -55,6 +56,11 @@ class AdminRejectedError(AdminError):
 
 class AdminNotFoundError(AdminRejectedError):
     """The database does not exist on turso-server."""
+
+
+class DatabaseNotOwnedError(AdminRejectedError):
+    """turso-server refused a create with our owner: the database is recorded as another owner's
+    (``code`` ``owner mismatch``) or exists with no owner (``not owned``)."""
 
 
 class KubeError(OperatorError):

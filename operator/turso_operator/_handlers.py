@@ -218,14 +218,22 @@ def _desired(state: OperatorState, body: kopf.Body, patch: kopf.Patch) -> Desire
         raise kopf.PermanentError(str(exc)) from exc
 
 
-Claims = kopf.Index[str, tuple[str, str, str]]
+Claim = tuple[int, str, str, str]
+Claims = kopf.Index[str, Claim]
 
 
-def database_claims(spec: kopf.Spec, meta: kopf.Meta, **_: Any) -> dict[str, tuple[str, str, str]]:
+def _claim(database: str, meta: kopf.Meta, status: kopf.Status) -> Claim:
+    """How a resource ranks among the claims on ``database``: one whose token was minted for it
+    (``status.credentialsFor``) first, then the oldest, then by name."""
+    held = (status.get("credentialsFor") or {}).get("database") == database
+    created = str(meta.get("creationTimestamp") or "")
+    return (0 if held else 1, created, str(meta.get("namespace")), str(meta.get("name")))
+
+
+def database_claims(spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, **_: Any) -> dict[str, Claim]:
     """Which resources claim which database: names are global on turso-server, namespaces are not."""
     database = str(spec.get("database") or meta.get("name"))
-    created = str(meta.get("creationTimestamp") or "")
-    return {database: (created, str(meta.get("namespace")), str(meta.get("name")))}
+    return {database: _claim(database, meta, status)}
 
 
 def _reserved_for_runtime(config: OperatorConfig, database: str) -> bool:
@@ -235,11 +243,16 @@ def _reserved_for_runtime(config: OperatorConfig, database: str) -> bool:
     )
 
 
-def _conflicting_owner(database: str, meta: kopf.Meta, claims: Claims) -> str | None:
-    """The older resource that owns ``database``, if it is not this one (oldest claim wins)."""
-    me = (str(meta.get("creationTimestamp") or ""), str(meta.get("namespace")), str(meta.get("name")))
-    owner = min([*claims.get(database, []), me])
-    return None if owner[1:] == me[1:] else f"{owner[1]}/{owner[2]}"
+def _conflicting_owner(database: str, body: kopf.Body, claims: Claims) -> str | None:
+    """The resource of this Kubernetes namespace that owns ``database``, if it is not this one.
+
+    Between Kubernetes namespaces turso-server decides (the first create records its owner for
+    good, see ``Reconciler.claim``); here only claims from the same namespace are ranked: one
+    that already holds a token for the database keeps it, otherwise the oldest wins."""
+    me = _claim(database, body.meta, body.status)
+    mine = [claim for claim in claims.get(database, []) if claim[2] == me[2]]
+    owner = min([*mine, me])
+    return None if owner[2:] == me[2:] else f"{owner[2]}/{owner[3]}"
 
 
 async def _reconcile(
@@ -251,7 +264,7 @@ async def _reconcile(
         raise kopf.TemporaryError(
             f"database {desired.database} is reserved for the runtime", delay=RESERVED_RETRY_SECONDS
         )
-    owner = _conflicting_owner(desired.database, body.meta, claims)
+    owner = _conflicting_owner(desired.database, body, claims)
     if owner is not None:
         state.reconciler.conflict(desired, body, patch, owner)
         raise kopf.TemporaryError(
@@ -291,12 +304,13 @@ async def _finalize(
     state: OperatorState, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, attempt: int
 ) -> None:
     desired = _desired(state, body, patch)
-    owner = _conflicting_owner(desired.database, body.meta, claims)
+    owner = _conflicting_owner(desired.database, body, claims)
     try:
         # A resource that never owned its database must not archive the owner's data, and none
         # may archive a database of the release's runtime.
         archive = owner is None and not _reserved_for_runtime(state.config, desired.database)
-        await state.reconciler.finalize(desired, archive=archive)
+        known_for = (body.get("status") or {}).get("credentialsFor")
+        await state.reconciler.finalize(desired, archive=archive, known_for=known_for)
     except AdminUnavailableError as exc:
         raise kopf.TemporaryError(
             f"turso-server unavailable, archive postponed: {exc}", delay=state.reconciler.retry_delay(attempt)

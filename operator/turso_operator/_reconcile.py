@@ -12,12 +12,13 @@ written by kopf in one patch; transitions become Events.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from ._admin import AdminClient, NamespaceView
+from ._admin import NOT_OWNED, AdminClient, NamespaceView
 from ._backoff import backoff_delay
 from ._builders import (
     DesiredNamespace,
@@ -37,6 +38,7 @@ from ._config import OperatorConfig
 from ._constants import (
     BACKOFF_INITIAL_SECONDS,
     BACKOFF_MAX_SECONDS,
+    CONFLICT_RETRY_SECONDS,
     KIND,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -52,7 +54,13 @@ from ._constants import (
     Reason,
     SecretKey,
 )
-from ._errors import AdminRejectedError, AdminUnavailableError, KubeConflictError, KubeError
+from ._errors import (
+    AdminRejectedError,
+    AdminUnavailableError,
+    DatabaseNotOwnedError,
+    KubeConflictError,
+    KubeError,
+)
 from ._kube import KubeClient, decode_secret_data
 
 log = logging.getLogger("turso_operator")
@@ -103,13 +111,17 @@ class Reconciler:
     kube: KubeClient
 
     async def ensure_database(
-        self, desired: DesiredNamespace, status: StatusPatch, *, check_exists: bool
+        self, desired: DesiredNamespace, status: StatusPatch, *, check_exists: bool, known_for: object = None
     ) -> NamespaceView:
-        """Create (idempotent), then converge lock and ttl; ``Recreated`` when drift removed it.
+        """Create (idempotent) as this Kubernetes namespace's, then converge lock and ttl;
+        ``Recreated`` when drift removed it.
 
-        Returns the server's view of the database (its ``createdAt`` says which database it is)."""
+        Returns the server's view of the database (its ``createdAt`` says which database it is).
+        :class:`DatabaseNotOwnedError` when turso-server keeps it for another owner, or has it
+        with no owner and ``known_for`` (``status.credentialsFor``) does not say this resource
+        provisioned that very database (:meth:`claim`)."""
         recreated = check_exists and await self.admin.get(desired.database) is None
-        view = await self.admin.create(desired.database)
+        view = await self.claim(desired, known_for)
         if view.locked != desired.locked:
             await self.admin.set_locked(desired.database, desired.locked)
         if view.ttl != desired.ttl:
@@ -127,6 +139,42 @@ class Reconciler:
                 True,
                 _keep_reason(status, ConditionType.PROVISIONED, Reason.PROVISIONED),
                 f"database {desired.database} exists on turso-server",
+            )
+        return view
+
+    async def claim(self, desired: DesiredNamespace, known_for: object) -> NamespaceView:
+        """``admin.create`` with owner = the resource's Kubernetes namespace: the first create of a
+        database records that owner on turso-server for good, so a later claim from another
+        namespace is refused (``owner mismatch``) whatever the order the operator sees them in.
+
+        A database with no owner (made before owners, by hand, or auto-provisioned) is adopted
+        only when ``known_for`` says this resource's token was minted for that very database
+        (its name and ``createdAt``): a TursoNamespace provisioned by an operator without owners.
+        Anything else needs an admin's ``POST /v1/namespaces/{name}/owner``.
+        """
+        database, owner = desired.database, desired.namespace
+        try:
+            view = await self.admin.create(database, owner=owner)
+        except DatabaseNotOwnedError as exc:
+            if exc.code != NOT_OWNED:
+                raise
+            current = await self.admin.get(database)
+            if current is None:  # gone meanwhile: create it afresh
+                return await self.claim(desired, known_for)
+            if not provisioned(known_for, database, current):
+                raise DatabaseNotOwnedError(
+                    f"database {database} exists on turso-server with no owner (made by hand, "
+                    "auto-provisioned, or kept by an earlier server); an admin gives it to Kubernetes "
+                    f"namespace {owner} with POST /v1/namespaces/{database}/owner",
+                    status=exc.status,
+                    code=exc.code,
+                ) from None
+            log.info("database %s has no owner and was provisioned by %s: adopted", database, owner)
+            view = await self.admin.create(database, owner=owner, adopt=True)
+        if view.owner != owner:  # a server without owners ignores ours: it cannot keep tenants apart
+            raise AdminRejectedError(
+                f"turso-server did not record {owner} as the owner of database {database}; "
+                "upgrade turso-server (it needs database owners)"
             )
         return view
 
@@ -244,12 +292,18 @@ class Reconciler:
             lastCheckedAt=now_iso(),
         )
         try:
-            view = await self.ensure_database(desired, status, check_exists=drift)
+            known_for = known.get("credentialsFor")
+            view = await self.ensure_database(desired, status, check_exists=drift, known_for=known_for)
             wanted_for = credentials_for(desired, view.created_at, view.token_generation)
             credentials_hash, minted_for = await self.ensure_secret(
-                desired, status, known_hash, known_for=known.get("credentialsFor"), minted_for=wanted_for
+                desired, status, known_hash, known_for=known_for, minted_for=wanted_for
             )
             status.fields.update(credentialsHash=credentials_hash, credentialsFor=minted_for)
+        except DatabaseNotOwnedError as exc:
+            message = f"database {desired.database} is not this Kubernetes namespace's: {exc}"
+            await self._withdraw_secret(desired, status)
+            status.not_ready(patch, Reason.DATABASE_CONFLICT, message, Phase.FAILED)
+            raise kopf.TemporaryError(message, delay=CONFLICT_RETRY_SECONDS) from exc
         except AdminUnavailableError as exc:
             message = f"turso-server unavailable: {exc}"
             status.not_ready(patch, Reason.SERVER_UNAVAILABLE, message, Phase.PENDING)
@@ -358,14 +412,57 @@ class Reconciler:
         status.fields["database"] = desired.database
         status.not_ready(patch, Reason.DATABASE_CONFLICT, message, Phase.FAILED)
 
-    async def finalize(self, desired: DesiredNamespace, *, archive: bool = True) -> None:
-        """On delete: archive (or retain) the database, and always remove the Secret."""
+    async def _withdraw_secret(self, desired: DesiredNamespace, status: StatusPatch) -> None:
+        """A claim turso-server refused keeps no token of the database: our Secret (if any, e.g.
+        after an admin gave the database to another owner) is removed, and status forgets it."""
+        try:
+            current = await self.kube.get_secret(desired.namespace, desired.secret_name)
+            if current is not None and _owned_by(current, desired):
+                await self.kube.delete_secret(desired.namespace, desired.secret_name)
+        except KubeError as exc:
+            log.warning("cannot remove Secret %s/%s: %s", desired.namespace, desired.secret_name, exc)
+            return
+        if current is not None or status.is_true(ConditionType.CREDENTIALS_READY):
+            status.condition(
+                ConditionType.CREDENTIALS_READY,
+                False,
+                Reason.DATABASE_CONFLICT,
+                f"no Secret: database {desired.database} is not this Kubernetes namespace's",
+            )
+        status.fields.update(credentialsHash=None, credentialsFor=None)
+
+    async def finalize(
+        self, desired: DesiredNamespace, *, archive: bool = True, known_for: object = None
+    ) -> None:
+        """On delete: archive (or retain) the database, and always remove the Secret.
+
+        Only a database this resource owns on turso-server is archived: recorded as its Kubernetes
+        namespace's, or with no owner and provisioned by it (``known_for``, as in :meth:`claim`)."""
         if archive and desired.deletion_policy == DeletionPolicy.ARCHIVE:
-            archived = await self.admin.delete(desired.database)
-            log.info("database %s %s", desired.database, "archived" if archived else "was already gone")
+            view = await self.admin.get(desired.database)
+            if view is None:
+                log.info("database %s was already gone", desired.database)
+            elif view.owner != desired.namespace and not (
+                view.owner is None and provisioned(known_for, desired.database, view)
+            ):
+                log.info("database %s is not %s's: left as is", desired.database, desired.namespace)
+            else:
+                archived = await self.admin.delete(desired.database)
+                log.info("database %s %s", desired.database, "archived" if archived else "was already gone")
         current = await self.kube.get_secret(desired.namespace, desired.secret_name)
         if current is not None and _owned_by(current, desired):  # never delete someone else's Secret
             await self.kube.delete_secret(desired.namespace, desired.secret_name)
+
+
+def provisioned(known_for: object, database: str, view: NamespaceView) -> bool:
+    """Whether ``status.credentialsFor`` says a token was minted for this very database (its name
+    and ``createdAt``): what an operator before database owners left on what it provisioned."""
+    return (
+        isinstance(known_for, Mapping)
+        and bool(view.created_at)
+        and known_for.get("database") == database
+        and known_for.get("databaseCreatedAt") == view.created_at
+    )
 
 
 def _keep_reason(status: StatusPatch, type_: str, default: str) -> str:

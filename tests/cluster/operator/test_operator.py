@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -226,13 +227,98 @@ def test_a_database_claimed_twice_is_refused_without_harm(
     )
     ready = condition(obj, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "DatabaseConflict"
-    assert f"{k8s_namespace}/first-claim" in ready["message"]
+    assert repr(k8s_namespace) in ready["message"], "it names the namespace that owns the database"
     _, view = turso.admin("GET", "/v1/namespaces/shared-db")
     assert view["locked"] is True, "the second claim must not reconfigure the owner's database"
     crd.request("DELETE", f"{API}/namespaces/{other_ns}/tursonamespaces/second-claim")
     wait_for(lambda: get_tns(crd, other_ns, "second-claim") is None)
     assert "shared-db" in admin_names(turso), "deleting the loser must not archive the owner's data"
     assert secret(crd, k8s_namespace, "first-claim-turso") is not None
+
+
+def test_a_retained_database_is_refused_to_another_namespace_and_reclaimed_by_its_own(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str, tmp_path: Path
+) -> None:
+    apply_tns(crd, k8s_namespace, "kept", deletionPolicy="Retain")
+    wait_ready(crd, k8s_namespace, "kept")
+    original = secret(crd, k8s_namespace, "kept-turso")
+    assert original is not None
+    writer = sync_connect(
+        str(tmp_path / "y.db"), original["TURSO_DATABASE_URL"], auth_token=original["TURSO_SERVER_TOKEN"]
+    )
+    writer.execute("CREATE TABLE orders(id INTEGER PRIMARY KEY, what TEXT)")
+    writer.execute("INSERT INTO orders VALUES (1, 'y private')")
+    writer.commit()
+    writer.push()
+    writer.close()
+    _, view = turso.admin("GET", "/v1/namespaces/kept")
+    crd.request("DELETE", f"{API}/namespaces/{k8s_namespace}/tursonamespaces/kept")
+    wait_for(lambda: get_tns(crd, k8s_namespace, "kept") is None)
+    assert "kept" in admin_names(turso)
+
+    # Another Kubernetes namespace asks for the same name: refused, no Secret, data untouched.
+    other = f"{k8s_namespace}-x"
+    crd.request("POST", "/api/v1/namespaces", {"metadata": {"name": other}})
+    apply_tns(crd, other, "kept")
+    refused = wait_for(
+        lambda: (o := get_tns(crd, other, "kept")) and condition(o, "Ready").get("reason") and o
+    )
+    ready = condition(refused, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "DatabaseConflict")
+    assert repr(k8s_namespace) in ready["message"]
+    time.sleep(3)  # a drift pass or more (TURSO_RESYNC_SECONDS=2) changes none of it
+    assert condition(get_tns(crd, other, "kept"), "Ready")["reason"] == "DatabaseConflict"
+    assert secret(crd, other, "kept-turso") is None
+    _, after = turso.admin("GET", "/v1/namespaces/kept")
+    assert (after["owner"], after["createdAt"]) == (k8s_namespace, view["createdAt"])
+    assert after["tokenGeneration"] == view["tokenGeneration"], "no token was minted for the intruder"
+    warnings = [e for e in kubectl_events(crd, other) if e.get("type") == "Warning"]
+    assert any(e["reason"] == "DatabaseConflict" for e in warnings)
+
+    # Its own namespace re-creates the TursoNamespace: the retained data comes back with it.
+    apply_tns(crd, k8s_namespace, "kept", deletionPolicy="Retain")
+    wait_ready(crd, k8s_namespace, "kept")
+    back = secret(crd, k8s_namespace, "kept-turso")
+    assert back is not None
+    reader = sync_connect(
+        str(tmp_path / "y-again.db"), back["TURSO_DATABASE_URL"], auth_token=back["TURSO_SERVER_TOKEN"]
+    )
+    reader.pull()
+    assert reader.execute("SELECT what FROM orders").fetchall() == [("y private",)]
+    reader.close()
+
+
+def test_an_ownerless_database_is_adopted_only_by_its_provisioner_or_after_an_admin_hands_it_over(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    # Made by hand (or auto-provisioned): nobody's. A TursoNamespace does not silently take it.
+    status, _ = turso.admin("POST", "/v1/namespaces/handmade/create")
+    assert status == 201
+    apply_tns(crd, k8s_namespace, "handmade")
+    refused = wait_for(
+        lambda: (o := get_tns(crd, k8s_namespace, "handmade")) and condition(o, "Ready").get("reason") and o
+    )
+    ready = condition(refused, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "DatabaseConflict")
+    assert "no owner" in ready["message"] and "/v1/namespaces/handmade/owner" in ready["message"]
+    assert secret(crd, k8s_namespace, "handmade-turso") is None
+    _, view = turso.admin("GET", "/v1/namespaces/handmade")
+    assert view["owner"] is None
+    # The admin's explicit action gives it to this namespace; the drift timer then provisions it.
+    turso.admin("POST", "/v1/namespaces/handmade/owner", {"owner": k8s_namespace})
+    wait_ready(crd, k8s_namespace, "handmade")
+
+    # A database this TursoNamespace provisioned, whose owner is gone (as on a server from before
+    # owners): status.credentialsFor proves it is that very database, so it is claimed again.
+    apply_tns(crd, k8s_namespace, "upgraded")
+    wait_ready(crd, k8s_namespace, "upgraded")
+    token = secret(crd, k8s_namespace, "upgraded-turso")
+    assert token is not None
+    _, view = turso.admin("POST", "/v1/namespaces/upgraded/owner")
+    assert view["owner"] is None
+    wait_for(lambda: turso.admin("GET", "/v1/namespaces/upgraded")[1]["owner"] == k8s_namespace)
+    assert condition(get_tns(crd, k8s_namespace, "upgraded"), "Ready")["status"] == "True"
+    assert data_status(turso, "upgraded", "/pull-updates", token["TURSO_SERVER_TOKEN"]) == 200
 
 
 def test_a_foreign_secret_is_never_overwritten(

@@ -1,0 +1,90 @@
+"""Who gets a database: turso-server's recorded owner decides.
+
+Each test runs operators of its own, watching only its namespaces (the module-wide operator of
+``test_operator`` is gone by then), against a real turso-server that records the first claim.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.controlplane import ControlPlane
+from tests.support.operator import OperatorProcess, apply_tns, condition, get_tns, wait_for, wait_ready
+from tests.support.tursoserver import TursoServer, post_status
+
+pytestmark = pytest.mark.cluster
+
+
+def namespace(cp: ControlPlane, name: str) -> str:
+    status, body = cp.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+    assert status == 201, body
+    return name
+
+
+def secret(cp: ControlPlane, namespace: str, name: str) -> dict[str, str] | None:
+    status, body = cp.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+    if status != 200:
+        return None
+    return {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+
+
+def ready_reason(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    return wait_for(lambda: (o := get_tns(cp, namespace, name)) and condition(o, "Ready").get("reason") and o)
+
+
+def pulls(turso: TursoServer, database: str, token: str) -> int:
+    return post_status(f"{turso.url}/{database}/pull-updates", token, b"")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[TursoServer]:
+    running = TursoServer(tmp_path / "turso").start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_a_later_claim_never_takes_the_database_from_the_earlier_one(
+    crd: ControlPlane, server: TursoServer, tmp_path: Path
+) -> None:
+    # An older TursoNamespace the operator does not see yet (its namespace is not watched), and a
+    # younger one in a watched namespace that gets the database, its token and Ready.
+    base = f"t-{uuid.uuid4().hex[:8]}"
+    older_ns, younger_ns = namespace(crd, f"{base}-a"), namespace(crd, f"{base}-b")
+    apply_tns(crd, older_ns, "ledger")
+    time.sleep(1.1)  # creationTimestamp has one-second resolution: the other is strictly younger
+    apply_tns(crd, younger_ns, "ledger")
+    first = OperatorProcess(crd, server, tmp_path / "op1", TURSO_WATCH_NAMESPACES=younger_ns).start()
+    try:
+        wait_ready(crd, younger_ns, "ledger")
+    finally:
+        first.stop()
+    held = secret(crd, younger_ns, "ledger-turso")
+    assert held is not None and pulls(server, "ledger", held["TURSO_SERVER_TOKEN"]) == 200
+
+    # Now the operator watches both (a config change, or a second watch stream catching up): the
+    # older claim arrives after the mint and must not win the database.
+    both = OperatorProcess(crd, server, tmp_path / "op2", TURSO_WATCH_NAMESPACES=f"{older_ns},{younger_ns}")
+    both.start()
+    try:
+        ready = condition(ready_reason(crd, older_ns, "ledger"), "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "DatabaseConflict"), both.tail()
+        assert repr(younger_ns) in ready["message"]
+        time.sleep(5)  # two drift passes (TURSO_RESYNC_SECONDS=2) later, still the same
+        assert condition(get_tns(crd, older_ns, "ledger"), "Ready")["reason"] == "DatabaseConflict"
+        assert condition(get_tns(crd, younger_ns, "ledger"), "Ready")["status"] == "True"
+        assert pulls(server, "ledger", held["TURSO_SERVER_TOKEN"]) == 200, "its token was not revoked"
+        assert secret(crd, younger_ns, "ledger-turso") == held
+        assert secret(crd, older_ns, "ledger-turso") is None
+        _, view = server.admin("GET", "/v1/namespaces/ledger")
+        assert view["owner"] == younger_ns
+    finally:
+        both.stop()
