@@ -154,7 +154,8 @@ class AdminClient:
         return True
 
     async def mint_token(self, name: str, access: str, *, revoke_others: bool = False) -> MintedToken | None:
-        """A namespace-scoped token, or ``None`` when this server does not mint tokens.
+        """A namespace-scoped token, or ``None`` when this server does not mint tokens (the caller
+        decides whether the shared data token may stand in: it opens every database).
 
         turso-server binds it to the database as it exists now (its ``createdAt``): once the
         database is deleted, the token opens nothing, not even a database re-created under that name.
@@ -168,7 +169,7 @@ class AdminClient:
             payload = await self._request("POST", self._path(name, "tokens"), body)
         except AdminRejectedError as exc:
             # 404 without an error code: a server without the route; 409: one without a signing
-            # key. Either way it mints no scoped tokens, and the shared data token is used.
+            # key. Either way it mints no scoped tokens.
             if exc.status in (405, 409, 501) or (exc.status == 404 and exc.code is None):
                 return None
             raise

@@ -36,7 +36,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TURSO_SERVER_ADMIN_URL", "", "turso-server's admin API URL", required=True),
     Setting("TURSO_SERVER_ADMIN_TOKEN", "", "bearer token for the admin API (secret)"),
     Setting(
-        "TURSO_SERVER_TOKEN", "", "shared data token, used when turso-server mints no scoped tokens (secret)"
+        "TURSO_SERVER_TOKEN",
+        "",
+        "shared data token (opens every database), handed out only when turso-server mints no scoped "
+        "tokens; unset, such a server is refused (secret)",
     ),
     Setting("TURSO_WATCH_NAMESPACES", "", "comma-separated namespaces to watch; empty = cluster-wide"),
     Setting("TURSO_RESYNC_SECONDS", "60", "drift-repair period (a duration)"),

@@ -69,6 +69,7 @@ class Reason:
     SECRET_WRITTEN: Final = "SecretWritten"
     SECRET_RESTORED: Final = "SecretRestored"
     SECRET_FAILED: Final = "SecretFailed"
+    SHARED_TOKEN: Final = "SharedToken"
     RESERVED_DATABASE: Final = "ReservedDatabase"
     READY: Final = "Ready"
 

@@ -216,7 +216,7 @@ class Reconciler:
             # revokes every other (or use the shared one).
             minted = await self.admin.mint_token(desired.database, desired.access, revoke_others=True)
             if minted is None:
-                token = self.config.data_token or ""
+                token = self._shared_token(desired, status)
             else:
                 token = minted.token
                 if minted.generation is None:
@@ -266,6 +266,25 @@ class Reconciler:
             f"connection published in Secret {desired.secret_name}",
         )
         return token_hash(token), minted_for
+
+    def _shared_token(self, desired: DesiredNamespace, status: StatusPatch) -> str:
+        """turso-server mints no scoped tokens: the shared data token, which opens every database,
+        only when the operator was given one (``TURSO_SERVER_TOKEN``: the chart's
+        ``scopedTokens=false``), with a warning and a Warning Event; otherwise refused
+        (``ServerRejected``), so a tenant never gets it by accident."""
+        if not self.config.data_token:
+            raise AdminRejectedError(
+                f"turso-server mints no scoped token for database {desired.database} (no signing key, "
+                "an older server, or something else answering on the admin URL) and TURSO_SERVER_TOKEN "
+                "is not set: no token handed out"
+            )
+        message = (
+            f"Secret {desired.secret_name} holds the shared data token, which opens every database: "
+            "turso-server mints no scoped tokens"
+        )
+        log.warning("%s/%s: %s", desired.namespace, desired.name, message)
+        kopf.warn(status.body, reason=Reason.SHARED_TOKEN, message=message)
+        return self.config.data_token
 
     def retry_delay(self, attempt: int) -> float:
         """Seconds before retry ``attempt`` of a failed step: capped exponential, jittered.

@@ -484,7 +484,7 @@ def test_operator_runs_once_with_recreate_and_its_env(rendered: dict[str, list[d
     assert env["TURSO_SERVER_URL"] == f"http://{RELEASE}-turso.{NAMESPACE}.svc:8080"
     assert env["TURSO_SERVER_ADMIN_URL"] == f"http://{RELEASE}-turso-admin:8081"
     assert env["TURSO_SERVER_ADMIN_TOKEN"] == tokens[ADMIN_TOKEN_KEY]
-    assert env["TURSO_SERVER_TOKEN"] == tokens["TURSO_AUTH_TOKEN"]
+    assert "TURSO_SERVER_TOKEN" not in env, "with scoped tokens the operator never holds the data token"
     assert env["POD_NAMESPACE"] == NAMESPACE
     assert env["TURSO_WEBHOOK_ENABLED"] == "true" and env["TURSO_INJECT_FAILURE_POLICY"] == "Fail"
     tls = {m["mountPath"] for m in container["volumeMounts"]}
@@ -496,6 +496,14 @@ def test_operator_runs_once_with_recreate_and_its_env(rendered: dict[str, list[d
         field_refs={"metadata.namespace": "x"},
     )
     assert everything_env["TURSO_WATCH_NAMESPACES"] == "team-a,team-b"
+
+
+def test_the_operator_holds_the_global_data_token_only_without_scoped_tokens() -> None:
+    docs = render({"tursoServer.enabled": "true", "tursoServer.auth.scopedTokens": "false"})
+    operator = one(docs, "Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"]["containers"][0]
+    tokens = decoded(one(docs, "Secret", f"{RELEASE}-turso-auth"))
+    env = container_env(operator, EnvSources(docs), field_refs={"metadata.namespace": NAMESPACE})
+    assert env["TURSO_SERVER_TOKEN"] == tokens["TURSO_AUTH_TOKEN"]
 
 
 def test_operator_is_only_rendered_beside_the_turso_server(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -145,7 +145,10 @@ def make_webhook_pki(directory: Path) -> tuple[Path, Path, bytes]:
 
 
 class OperatorProcess:
-    """``buntime-operator`` as a subprocess, restartable with the same configuration."""
+    """``buntime-operator`` as a subprocess, restartable with the same configuration.
+
+    Configured as the chart configures it with scoped tokens: no ``TURSO_SERVER_TOKEN`` (the
+    shared data token) unless an override gives it."""
 
     def __init__(self, cp: ControlPlane, turso: TursoServer, workdir: Path, **overrides: str) -> None:
         self.workdir = workdir
@@ -159,7 +162,6 @@ class OperatorProcess:
             "TURSO_SERVER_URL": turso.url,
             "TURSO_SERVER_ADMIN_URL": turso.admin_url,
             "TURSO_SERVER_ADMIN_TOKEN": turso.admin_token,
-            "TURSO_SERVER_TOKEN": turso.data_token,
             "TURSO_RESYNC_SECONDS": "2",
             "TURSO_OPERATOR_NAMESPACE": "buntime-system",
             "TURSO_WEBHOOK_PORT": str(self.webhook_port),

@@ -1,7 +1,8 @@
-"""Who gets a database: turso-server's recorded owner decides.
+"""Who gets a database: turso-server's recorded owner, and never the global data token by accident.
 
 Each test runs operators of its own, watching only its namespaces (the module-wide operator of
-``test_operator`` is gone by then), against a real turso-server that records the first claim.
+``test_operator`` is gone by then), against a real turso-server: one that records the first claim,
+and one started without a signing key, which mints no scoped tokens.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ def server(tmp_path: Path) -> Iterator[TursoServer]:
         running.stop()
 
 
+@pytest.fixture
+def unsigned_server(tmp_path: Path) -> Iterator[TursoServer]:
+    running = TursoServer(tmp_path / "plain", extra_env={"TURSO_TOKEN_SIGNING_KEY": ""}).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 def test_a_later_claim_never_takes_the_database_from_the_earlier_one(
     crd: ControlPlane, server: TursoServer, tmp_path: Path
 ) -> None:
@@ -88,3 +98,40 @@ def test_a_later_claim_never_takes_the_database_from_the_earlier_one(
         assert view["owner"] == younger_ns
     finally:
         both.stop()
+
+
+def test_a_server_that_cannot_mint_leaves_ready_false_and_never_the_global_token(
+    crd: ControlPlane, unsigned_server: TursoServer, tmp_path: Path
+) -> None:
+    ns = namespace(crd, f"t-{uuid.uuid4().hex[:10]}")
+    operator = OperatorProcess(crd, unsigned_server, tmp_path / "op", TURSO_WATCH_NAMESPACES=ns).start()
+    try:
+        apply_tns(crd, ns, "orders")
+        ready = condition(ready_reason(crd, ns, "orders"), "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ServerRejected"), operator.tail()
+        assert "mints no scoped token" in ready["message"]
+        time.sleep(3)  # a drift pass later, still nothing handed out
+        assert condition(get_tns(crd, ns, "orders"), "Ready")["status"] == "False"
+        assert secret(crd, ns, "orders-turso") is None
+        _, events = crd.request("GET", f"/api/v1/namespaces/{ns}/events")
+        assert any(e["type"] == "Warning" and e["reason"] == "ServerRejected" for e in events["items"])
+    finally:
+        operator.stop()
+    assert unsigned_server.data_token not in operator.log.read_text(errors="replace")
+
+    # Given the shared token explicitly (the chart's scopedTokens=false), it writes it, and says so.
+    shared = OperatorProcess(
+        crd,
+        unsigned_server,
+        tmp_path / "op-shared",
+        TURSO_WATCH_NAMESPACES=ns,
+        TURSO_SERVER_TOKEN=unsigned_server.data_token,
+    ).start()
+    try:
+        wait_ready(crd, ns, "orders")
+        written = secret(crd, ns, "orders-turso")
+        assert written is not None and written["TURSO_SERVER_TOKEN"] == unsigned_server.data_token
+        _, events = crd.request("GET", f"/api/v1/namespaces/{ns}/events")
+        assert any(e["type"] == "Warning" and e["reason"] == "SharedToken" for e in events["items"])
+    finally:
+        shared.stop()
