@@ -64,7 +64,12 @@ SETTINGS: tuple[Setting, ...] = (
         "with TURSO_SERVER_URL: keep every namespace in <url>/<TURSO_NAMESPACE>",
         "turso",
     ),
-    Setting("TURSO_SYNC_URL", "", "single-tenant sync: one replica synced with this URL", "turso"),
+    Setting(
+        "TURSO_SYNC_URL",
+        "",
+        "single-tenant sync: one replica synced with this http(s):// (or libsql://, sent as https://) URL",
+        "turso",
+    ),
     Setting("TURSO_SYNC_AUTH_TOKEN", "", "bearer token for TURSO_SYNC_URL (secret)", "turso"),
     Setting(
         "TURSO_MODE",
@@ -75,12 +80,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TURSO_LOCAL_PATH", "./data/turso/runtime.db", "local database file, or the replica file", "turso"
     ),
-    Setting("TURSO_SYNC_INTERVAL", "5s", "how often replicas push and pull; 0 disables", "turso"),
+    Setting(
+        "TURSO_SYNC_INTERVAL",
+        "5s",
+        "how often replicas push and pull; 0 disables, else at least 100ms",
+        "turso",
+    ),
     Setting(
         "TURSO_WRITE_MODE", "serializable", "serializable (under turso-server's lease) or offline", "turso"
     ),
     Setting("TURSO_LEASE_TTL", "5s", "life of a dead pod's write lease (50ms to 60s)", "turso"),
-    Setting("TURSO_WRITE_TIMEOUT", "10s", "how long a write waits for the lease or the server", "turso"),
+    Setting(
+        "TURSO_WRITE_TIMEOUT",
+        "10s",
+        "how long a write waits for the lease or the server (at least 100ms)",
+        "turso",
+    ),
     Setting("TURSO_EXECUTOR", "thread", "local mode: thread (engine thread) or inline (event loop)", "turso"),
 )
 SETTINGS_BY_ENV: dict[str, Setting] = {setting.env: setting for setting in SETTINGS}

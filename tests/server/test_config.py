@@ -38,7 +38,9 @@ def test_flags_win_over_env() -> None:
     assert (config.host, config.port) == ("::1", 0)
 
 
-@pytest.mark.parametrize("port", ["http", "-1", "65536", "80.5"])
+@pytest.mark.parametrize(
+    "port", ["http", "-1", "65536", "80.5", "8_000", "+80", "\u0668\u0660\u0660\u0660", "0x50"]
+)
 def test_a_bad_port_names_the_variable(port: str) -> None:
     with pytest.raises(ServerConfigError, match="BUNTIME_PORT"):
         load_server_config({"BUNTIME_PORT": port})

@@ -44,7 +44,7 @@ def test_sync_url_alone_is_enough_for_single_tenant() -> None:
     ("config", "env", "named"),
     [
         ({}, {"TURSO_MODE": "local", "TURSO_SYNC_URL": "http://sync"}, "TURSO_SYNC_URL"),
-        ({}, {"TURSO_MODE": "LOCAL", "TURSO_SYNC_AUTH_TOKEN": "t"}, "TURSO_SYNC_AUTH_TOKEN"),
+        ({}, {"TURSO_MODE": "local", "TURSO_SYNC_AUTH_TOKEN": "t"}, "TURSO_SYNC_AUTH_TOKEN"),
         ({}, {"TURSO_MODE": "local", "TURSO_SERVER_URL": "http://turso:8080"}, "TURSO_SERVER_URL"),
         ({}, {"TURSO_MODE": "local", "TURSO_SERVER_TOKEN": "t"}, "TURSO_SERVER_TOKEN"),
         ({}, {"TURSO_MODE": "local", "TURSO_NAMESPACE": "orders"}, "TURSO_NAMESPACE"),
@@ -142,7 +142,7 @@ def test_a_pinned_namespace_keeps_every_namespace_in_one_database() -> None:
 
 def test_executor_defaults_to_thread_and_inline_is_local_only() -> None:
     assert resolve_config(env={}).executor == "thread"
-    assert resolve_config(env={"TURSO_EXECUTOR": " Inline "}).executor == "inline"
+    assert resolve_config(env={"TURSO_EXECUTOR": " inline "}).executor == "inline"
     assert resolve_config({"executor": "${EXEC}"}, env={"EXEC": "inline"}).executor == "inline"
     with pytest.raises(TursoConfigError, match="'thread' or 'inline'") as bad:
         resolve_config(env={"TURSO_EXECUTOR": "process"})
@@ -151,3 +151,63 @@ def test_executor_defaults_to_thread_and_inline_is_local_only() -> None:
         with pytest.raises(TursoConfigError, match="local mode only") as sync:
             resolve_config(env={**url, "TURSO_EXECUTOR": "inline"})
         assert sync.value.code == "INVALID_TURSO_EXECUTOR"
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "sent"),
+    [
+        ("TURSO_SYNC_URL", "libsql://db.example.com", "https://db.example.com"),
+        ("TURSO_SYNC_URL", "https://db.example.com:8443/ns/", "https://db.example.com:8443/ns"),
+        ("TURSO_SERVER_URL", "http://turso-server:8080/", "http://turso-server:8080"),
+        ("TURSO_SERVER_URL", "libsql://turso-server:8080", "https://turso-server:8080"),
+    ],
+)
+def test_a_sync_or_server_url_is_normalised_to_the_scheme_it_is_sent_over(
+    variable: str, url: str, sent: str
+) -> None:
+    config = resolve_config(env={variable: url})
+    assert (config.server_url if variable == "TURSO_SERVER_URL" else config.sync_url) == sent
+
+
+@pytest.mark.parametrize("variable", ["TURSO_SYNC_URL", "TURSO_SERVER_URL"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "turso-server:8080",  # no scheme: it used to send the token to localhost:80
+        "db.example.com",
+        "ftp://db.example.com",
+        "turso://db.example.com",
+        "HTTP://db.example.com",
+        "http://",
+        "http://h:99999",
+        "http://h:0",
+        "http://user:s3cr3t@h:8080",
+        "http://h:8080/?token=x",
+        "http://h:8080/ns#x",
+        "http://h :8080",
+    ],
+)
+def test_a_sync_or_server_url_that_is_not_http_or_https_with_a_host_is_refused_at_config_time(
+    variable: str, url: str
+) -> None:
+    with pytest.raises(TursoConfigError) as info:
+        resolve_config(env={variable: url})
+    assert info.value.code == f"INVALID_{variable}"
+    assert variable in str(info.value) and "s3cr3t" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TURSO_SYNC_INTERVAL", "1ms"),
+        ("TURSO_SYNC_INTERVAL", "99ms"),
+        ("TURSO_WRITE_TIMEOUT", "0"),
+        ("TURSO_WRITE_TIMEOUT", "50ms"),
+        ("TURSO_LEASE_TTL", "10ms"),
+        ("TURSO_LEASE_TTL", "61s"),
+    ],
+)
+def test_a_duration_setting_out_of_its_bounds_is_refused(variable: str, value: str) -> None:
+    with pytest.raises(TursoConfigError, match=variable) as info:
+        resolve_config(env={variable: value})
+    assert info.value.code == f"INVALID_{variable}"

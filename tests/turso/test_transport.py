@@ -4,8 +4,13 @@ tursodb gives, every rule that drops a remembered cursor, and metadata written i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+import threading
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from buntime.turso import TursoService, _transport
+from buntime.turso import TursoService, TursoUnavailableError, _transport, resolve_config
 from tests.support.tursoserver import SyncEndpoint
 from tests.turso.test_sync import count, create_table, insert, single
 
@@ -242,3 +247,81 @@ def test_the_sync_clients_statements_are_the_ones_turso_server_knows() -> None:
     assert json.loads(_transport._read_reply([_int(0), _int(7)])) == json.loads(
         _cursors.read_reply([[_int(0), _int(7)]])
     )
+
+
+class _Listener:
+    """A plain TCP listener on 127.0.0.1 that records every byte each connection sends."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                data = b""
+                with contextlib.suppress(OSError):
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                        if b"\r\n\r\n" in data or data[:1] == b"\x16":
+                            break  # a whole request head, or a TLS ClientHello
+                self.received.append(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[_Listener]:
+    server = _Listener()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["libsql://127.0.0.1:{port}/ns", "ftp://127.0.0.1:{port}/ns", "127.0.0.1:{port}"]
+)
+def test_the_transport_never_sends_a_token_to_a_scheme_other_than_http_or_https(
+    listener: _Listener, url: str
+) -> None:
+    request = urllib.request.Request(
+        url.format(port=listener.port) + "/pull-updates", headers={"Authorization": "Bearer SECRET-TOKEN"}
+    )
+    with pytest.raises(urllib.error.URLError, match="refusing to send"):
+        _transport.urlopen(request)
+    time.sleep(0.3)
+    assert listener.received == []
+
+
+async def test_a_libsql_sync_url_is_sent_over_tls_and_never_as_plain_http(
+    listener: _Listener, tmp_path: Path
+) -> None:
+    env = {
+        "TURSO_LOCAL_PATH": str(tmp_path / "r.db"),
+        "TURSO_SYNC_URL": f"libsql://127.0.0.1:{listener.port}",
+        "TURSO_SYNC_AUTH_TOKEN": "SECRET-TOKEN",
+    }
+    config = resolve_config(env=env)
+    assert config.sync_url == f"https://127.0.0.1:{listener.port}"
+    service = TursoService(config)
+    try:
+        with pytest.raises(TursoUnavailableError):
+            await service.connect("runtime")  # the bootstrap meets a listener that speaks no TLS
+    finally:
+        await service.aclose()
+    assert listener.received, "the replica never reached the listener"
+    for data in listener.received:
+        assert data[:1] == b"\x16", data[:80]  # a TLS handshake record, not "GET /... HTTP/1.1"
+        assert b"SECRET-TOKEN" not in data

@@ -5,7 +5,7 @@ from ._host import BUILTIN_DIR, LoadedPlugin, PluginHost, order_plugins, plugin_
 from ._manifest import Manifest, discover, load_manifest
 from ._plugin import Plugin, PluginContext, ResponseHook
 from ._reserved import ReservedPath, ReservedPaths, route_samples
-from ._settings import SETTING_TYPES, Setting, Settings, parse_settings, resolve_settings
+from ._settings import SETTING_TYPES, Setting, Settings, parse_settings, resolve_settings, whole_number
 
 __all__ = [
     "BUILTIN_DIR",
@@ -33,4 +33,5 @@ __all__ = [
     "plugin_dirs",
     "resolve_settings",
     "route_samples",
+    "whole_number",
 ]

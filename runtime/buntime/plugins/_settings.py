@@ -166,12 +166,10 @@ class Setting:
         return text in _TRUE
 
     def _int(self, raw: Any, where: str) -> int:
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            return raw
-        text = str(raw).strip()
-        if isinstance(raw, bool) or not re.fullmatch(r"-?[0-9]+", text):
+        number = whole_number(raw)
+        if number is None:
             raise self.error(f"{where} must be a whole number (got {_shown(raw)})")
-        return int(text)
+        return number
 
     def _duration(self, raw: Any, where: str) -> float:
         if isinstance(raw, bool):
@@ -223,6 +221,16 @@ class Settings(Mapping[str, Any]):
 
     def __repr__(self) -> str:  # values may hold tokens: list the names and sources only
         return f"Settings({dict(self.sources)!r})"
+
+
+def whole_number(raw: Any) -> int | None:
+    """``raw`` as an ``int`` when it is one (not a bool) or ASCII digits with an optional ``-``,
+    else ``None``: the one integer grammar of settings (``int()`` would also take ``8_000``,
+    ``+80`` and non-ASCII digits)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    text = raw.strip() if isinstance(raw, str) else ""
+    return int(text) if re.fullmatch(r"-?[0-9]+", text) else None
 
 
 def _number(value: float) -> float | int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import BuntimeError
-from ..plugins import plugin_dirs
+from ..plugins import plugin_dirs, whole_number
 
 ENV_HOST = "BUNTIME_HOST"
 ENV_PORT = "BUNTIME_PORT"
@@ -43,11 +43,8 @@ class ServerConfig:
 
 
 def _port(raw: str | int, source: str) -> int:
-    try:
-        port = int(raw)
-    except (TypeError, ValueError):
-        port = -1
-    if not 0 <= port <= MAX_PORT:
+    port = whole_number(raw)
+    if port is None or not 0 <= port <= MAX_PORT:
         raise ServerConfigError(
             f"{source} must be a port number from 0 to {MAX_PORT} (got {raw!r})", code="INVALID_BUNTIME_PORT"
         )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
@@ -39,6 +40,13 @@ DEFAULT_LOCAL_PATH = "./data/turso/runtime.db"
 DEFAULT_SYNC_INTERVAL = 5.0
 DEFAULT_LEASE_TTL = 5.0
 DEFAULT_WRITE_TIMEOUT = 10.0
+#: Bounds (seconds) of the duration settings; a sync interval is ``0`` (off) or at least the minimum.
+MIN_SYNC_INTERVAL = 0.1
+LEASE_TTL_BOUNDS = (0.05, 60.0)
+MIN_WRITE_TIMEOUT = 0.1
+#: The schemes a sync or server URL may use, and the one each is sent over: ``libsql://`` means
+#: TLS, as in upstream's clients (``normalize()`` rewrites it to ``https://``).
+URL_SCHEMES = {"http": "http", "https": "https", "libsql": "https"}
 
 TursoMode = Literal["local", "sync"]
 Topology = Literal["local", "single-tenant", "multi-tenant"]
@@ -118,22 +126,66 @@ _Choice = TypeVar("_Choice", bound=str)
 
 
 def _choose(raw: str, choices: tuple[_Choice, ...], variable: str) -> _Choice:
-    """One of ``choices`` (the first is the default for a blank value), case-insensitive."""
-    lowered = raw.strip().lower() or choices[0]
+    """One of ``choices`` (the first is the default for a blank value), spelled exactly as listed:
+    the rule of the plugin settings table and of the chart's schema enums (``plugins._settings``)."""
+    text = raw.strip() or choices[0]
     for choice in choices:
-        if lowered == choice:
+        if text == choice:
             return choice
     listed = " or ".join(f"'{choice}'" for choice in choices)
     raise TursoConfigError(f"{variable} must be {listed} (got {raw!r})", code=f"INVALID_{variable}")
 
 
+def _bounded(seconds: float, raw: str, name: str, low: float, high: float | None) -> float:
+    if seconds < low or (high is not None and seconds > high):
+        span = f"between {low:g}s and {high:g}s" if high is not None else f"at least {low:g}s"
+        raise TursoConfigError(f"{name} must be {span} (got {raw!r})", code=f"INVALID_{name}")
+    return seconds
+
+
+def normalize_url(raw: str, name: str) -> str:
+    """A sync or server URL as it is sent: ``http(s)://host[:port][/path]``, no trailing ``/``.
+
+    ``libsql://`` becomes ``https://`` (:data:`URL_SCHEMES`); any other scheme, no scheme, no
+    host, a bad port, userinfo (``user:pw@``: never sent, and it would leak into reports), a query
+    or a fragment is a :class:`TursoConfigError` with code ``INVALID_<name>`` that names ``name``
+    (never echoing the value, which may hold a password).
+    """
+
+    def refuse(why: str) -> TursoConfigError:
+        return TursoConfigError(
+            f"{name} must be an http://, https:// or libsql:// URL with a host: {why}", code=f"INVALID_{name}"
+        )
+
+    text = raw.strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise refuse("it contains white space or control characters")
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in URL_SCHEMES:
+        raise refuse(f"the scheme is {scheme!r}" if sep else "it has no scheme")
+    parts = urllib.parse.urlsplit(text)
+    if "@" in parts.netloc:
+        raise refuse("it holds userinfo (user:password@); put the token in the token setting")
+    if parts.query or parts.fragment or "?" in rest or "#" in rest:
+        raise refuse("it has a query or fragment")
+    if not parts.hostname:
+        raise refuse("the host is missing")
+    try:
+        port = parts.port
+    except ValueError:
+        raise refuse("the port is not a number from 1 to 65535") from None
+    if port == 0:
+        raise refuse("the port is not a number from 1 to 65535")
+    return f"{URL_SCHEMES[scheme]}://{parts.netloc}{parts.path}".rstrip("/")
+
+
 def parse_write_mode(raw: str) -> WriteMode:
-    """``serializable`` (default) or ``offline``, case-insensitive."""
+    """``serializable`` (default) or ``offline``."""
     return _choose(raw, WRITE_MODES, "TURSO_WRITE_MODE")
 
 
 def parse_executor(raw: str) -> Executor:
-    """``thread`` (default) or ``inline``, case-insensitive."""
+    """``thread`` (default) or ``inline``."""
     return _choose(raw, EXECUTORS, "TURSO_EXECUTOR")
 
 
@@ -149,6 +201,8 @@ def resolve_config(
     )
     raw_interval = _env(env, "TURSO_SYNC_INTERVAL") or _substitute(config.get("syncInterval"), env)
     interval = parse_interval(raw_interval) if raw_interval else DEFAULT_SYNC_INTERVAL
+    if interval:
+        _bounded(interval, raw_interval, "TURSO_SYNC_INTERVAL", MIN_SYNC_INTERVAL, None)
 
     executor = parse_executor(_env(env, "TURSO_EXECUTOR") or _substitute(config.get("executor"), env))
     resolved = _resolve_topology(config, env, local_path=local_path, interval=interval)
@@ -165,10 +219,8 @@ def resolve_config(
     write_timeout = (
         parse_interval(raw_timeout, name="TURSO_WRITE_TIMEOUT") if raw_timeout else DEFAULT_WRITE_TIMEOUT
     )
-    if not 0.05 <= lease_ttl <= 60:
-        raise TursoConfigError(
-            f"TURSO_LEASE_TTL must be between 50ms and 60s (got {raw_ttl!r})", code="INVALID_TURSO_LEASE_TTL"
-        )
+    _bounded(lease_ttl, raw_ttl, "TURSO_LEASE_TTL", *LEASE_TTL_BOUNDS)
+    _bounded(write_timeout, raw_timeout, "TURSO_WRITE_TIMEOUT", MIN_WRITE_TIMEOUT, None)
     return replace(
         resolved, executor=executor, write_mode=write_mode, lease_ttl=lease_ttl, write_timeout=write_timeout
     )
@@ -207,7 +259,7 @@ def _resolve_topology(
 ) -> TursoConfig:
     """Pick local, single-tenant or multi-tenant from the URLs and ``TURSO_MODE``."""
     sync_cfg, server_cfg = _section(config, "sync"), _section(config, "server")
-    mode = (_env(env, "TURSO_MODE") or _substitute(config.get("mode"), env)).lower()
+    mode = _env(env, "TURSO_MODE") or _substitute(config.get("mode"), env)
     if mode not in ("", "local", "sync"):
         raise TursoConfigError(
             f"Unsupported Turso mode {mode!r}: use 'local' or 'sync' (TURSO_MODE)",
@@ -216,6 +268,7 @@ def _resolve_topology(
     _refuse_local_with_sync_settings(config, env, mode)
     server_url = _env(env, "TURSO_SERVER_URL") or _substitute(server_cfg.get("url"), env)
     if server_url:
+        server_url = normalize_url(server_url, "TURSO_SERVER_URL")
         token = _env(env, "TURSO_SERVER_TOKEN") or _substitute(server_cfg.get("authToken"), env)
         pinned = _env(env, "TURSO_NAMESPACE") or _substitute(server_cfg.get("namespace"), env)
         if pinned:
@@ -228,14 +281,14 @@ def _resolve_topology(
             return TursoConfig(
                 mode="sync",
                 local_path=local_path,
-                sync_url=f"{server_url.rstrip('/')}/{pinned}",
+                sync_url=f"{server_url}/{pinned}",
                 auth_token=token or None,
                 sync_interval=interval,
             )
         return TursoConfig(
             mode="sync",
             local_path=local_path,
-            server_url=server_url.rstrip("/"),
+            server_url=server_url,
             auth_token=token or None,
             sync_interval=interval,
         )
@@ -253,7 +306,7 @@ def _resolve_topology(
     return TursoConfig(
         mode="sync",
         local_path=local_path,
-        sync_url=sync_url.rstrip("/"),
+        sync_url=normalize_url(sync_url, "TURSO_SYNC_URL"),
         auth_token=token or None,
         sync_interval=interval,
     )

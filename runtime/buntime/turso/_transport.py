@@ -307,9 +307,17 @@ def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply:
 
 def _send(request: urllib.request.Request) -> _Reply:
     parts = urllib.parse.urlsplit(request.full_url)
-    scheme = parts.scheme or "http"
-    host = parts.hostname or "localhost"
-    port = parts.port or (443 if scheme == "https" else 80)
+    scheme, host = parts.scheme, parts.hostname
+    if scheme not in ("http", "https") or not host or "@" in parts.netloc:
+        # Never a guessed scheme or host: the request carries the bearer token (resolve_config
+        # normalises every URL it hands out, so this is only reached by a URL from elsewhere).
+        raise urllib.error.URLError(
+            f"refusing to send to a {scheme or 'scheme-less'} URL: use http(s)://host"
+        )
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        raise urllib.error.URLError(f"bad port in the sync URL: {exc}") from None
     key = (scheme, host, port)
     pool = _pool()
     conn: http.client.HTTPConnection | None = None
