@@ -104,10 +104,16 @@ def test_turso_server_help_lists_every_setting() -> None:
 
 
 def test_every_variable_the_runtime_reads_is_in_its_settings_table() -> None:
-    read = re.compile(r"""(?:_env\(env, |env\.get\(|ENV_[A-Z_]+ = )"((?:BUNTIME|TURSO)_[A-Z_]+)\"""")
-    sources = ["turso/_config.py", "server/_config.py", "plugins/_host.py", "cli.py"]
-    names = {m for path in sources for m in read.findall((ROOT / "runtime" / "buntime" / path).read_text())}
+    # Any quoted upper-case name the code hands to an environment read: env.get("X"), _env(env, "X"),
+    # os.environ["X"], ENV_X = "X", getenv("X"); the worker's RUNTIME_TURSO_* included.
+    read = re.compile(
+        r"""(?:_env\(env, |env\.get\(|environ\.get\(|environ\[|getenv\(|ENV_[A-Z_]+ = )"""
+        r""""((?:BUNTIME|TURSO|RUNTIME_TURSO)_[A-Z_]+)\""""
+    )
+    sources = sorted((ROOT / "runtime" / "buntime").rglob("*.py"))  # every module, not a chosen few
+    names = {m for path in sources for m in read.findall(path.read_text())}
     assert names, "the pattern no longer finds the reads"
+    assert {"RUNTIME_TURSO_SERVER_URL", "RUNTIME_TURSO_SERVER_TOKEN", "RUNTIME_TURSO_DIR"} <= names, names
     assert names <= {s.env for s in RUNTIME_SETTINGS}, names - {s.env for s in RUNTIME_SETTINGS}
 
 

@@ -2,7 +2,9 @@
 
 ``buntime --help`` is generated from :data:`SETTINGS` (and from the built-in plugins' manifest
 ``config`` blocks), so the help cannot leave a variable out: ``tests/test_cli.py`` checks that
-every ``BUNTIME_*``/``TURSO_*`` name the runtime's code reads has a row here. The parsing itself
+every ``BUNTIME_*``/``TURSO_*``/``RUNTIME_TURSO_*`` name the runtime's code reads (``worker`` too)
+has a row here. The ``TURSO_*`` rows are what ``turso._config.resolve_config`` reads, the one
+parser of those variables (the turso plugin and ``buntime turso health`` both call it). The parsing itself
 stays where the value is used (``server._config``, ``turso._config``, ``_logging``); they name
 the variable in every error. Imported by ``cli`` only.
 """
@@ -97,5 +99,18 @@ SETTINGS: tuple[Setting, ...] = (
         "turso",
     ),
     Setting("TURSO_EXECUTOR", "thread", "local mode: thread (engine thread) or inline (event loop)", "turso"),
+    Setting(
+        "RUNTIME_TURSO_SERVER_URL",
+        "",
+        "workers (open_turso): turso-server URL, namespace <ns> syncs with <url>/<ns>; unset: a local file",
+        "worker",
+    ),
+    Setting(
+        "RUNTIME_TURSO_SERVER_TOKEN",
+        "",
+        "workers: bearer token for RUNTIME_TURSO_SERVER_URL (secret)",
+        "worker",
+    ),
+    Setting("RUNTIME_TURSO_DIR", "./.cache/turso", "workers: where <namespace>.db files live", "worker"),
 )
 SETTINGS_BY_ENV: dict[str, Setting] = {setting.env: setting for setting in SETTINGS}

@@ -32,6 +32,7 @@ GROUP_TITLES = {
     "logging": "logging",
     "server": "server (buntime serve)",
     "turso": "Turso service (local file, or a replica synced with turso-server)",
+    "worker": "worker apps (buntime.worker.open_turso; the runtime forwards these to them)",
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from buntime._settings import SETTINGS_BY_ENV
 from buntime.plugins import (
     BUILTIN_DIR,
     LoadedPlugin,
@@ -21,7 +22,9 @@ from buntime.plugins import (
     load_manifest,
     order_plugins,
 )
-from buntime.turso import TursoService
+from buntime.plugins.turso import TURSO_PLUGIN_NAME
+from buntime.turso import TursoConfigError, TursoService, resolve_config
+from buntime.turso._config import EXECUTORS
 
 CONSUMER = """
 from buntime.plugins import Plugin
@@ -311,3 +314,54 @@ async def test_recover_gives_up_on_a_bad_setting_or_entry_met_late_and_on_their_
     assert host.skipped == {"above": "required dependency failed: badset"}
     assert not host.ready
     await host.stop()
+
+
+def _refusal(env: dict[str, str]) -> str | None:
+    """``resolve_config``'s answer (what ``buntime turso health`` starts from): the code, or None."""
+    try:
+        resolve_config(env=env)
+    except TursoConfigError as exc:
+        return exc.code
+    return None
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"TURSO_MODE": "SYNC", "TURSO_SYNC_URL": "http://127.0.0.1:9"},  # serve refused it, health took it
+        {"TURSO_EXECUTOR": "Thread"},
+        {"TURSO_SYNC_URL": "turso-server:8080"},  # health took it, then sent the token to localhost:80
+        {"TURSO_SERVER_URL": "turso-server:8080"},
+        {"TURSO_SYNC_URL": "http://h:99999"},
+        {"TURSO_SYNC_URL": "libsql://127.0.0.1:9"},
+        {"TURSO_SYNC_INTERVAL": "1ms"},
+        {"TURSO_MODE": "sync", "TURSO_SYNC_URL": "http://127.0.0.1:9"},
+        {"TURSO_EXECUTOR": "inline"},
+    ],
+)
+async def test_serve_and_turso_health_accept_and_refuse_the_same_turso_settings(
+    tmp_path: Path, settings: dict[str, str]
+) -> None:
+    env = {"TURSO_LOCAL_PATH": str(tmp_path / "rt.db"), **settings}
+    refused = _refusal(env)
+    turso = [m for m in discover([BUILTIN_DIR]) if m.name == TURSO_PLUGIN_NAME]
+    host = PluginHost(turso, env=env)
+    await host.start()
+    try:
+        # A config error fails the plugin for good; anything else started it or left it retrying
+        # (nothing listens on port 9, so a sync setting the config accepts is retried, not refused).
+        served_refused = TURSO_PLUGIN_NAME in host.failed and TURSO_PLUGIN_NAME not in host.retrying
+        assert served_refused == (refused is not None), (host.failed, refused)
+        if refused is not None:
+            assert any(name in host.failed[TURSO_PLUGIN_NAME] for name in settings), host.failed
+    finally:
+        await host.stop()
+
+
+def test_the_turso_manifest_lists_the_choices_resolve_config_takes() -> None:
+    (turso,) = [m for m in discover([BUILTIN_DIR]) if m.name == TURSO_PLUGIN_NAME]
+    fields = {setting.env: setting for setting in turso.settings}
+    assert fields["TURSO_MODE"].values == ("local", "sync")
+    assert fields["TURSO_EXECUTOR"].values == EXECUTORS
+    for setting in turso.settings:  # every variable of the chart's table is one resolve_config reads
+        assert setting.env in SETTINGS_BY_ENV and SETTINGS_BY_ENV[setting.env].group == "turso"
