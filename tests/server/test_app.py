@@ -67,8 +67,7 @@ async def test_ready_lists_plugins_and_turso_health(
     assert body["status"] == "ready" and body["reasons"] == []
     assert [p["name"] for p in body["plugins"]] == [TURSO, GATEWAY, PROXY]
     assert {p["name"]: p["base"] for p in body["plugins"]}[GATEWAY] == "/gateway"
-    assert body["turso"]["ok"] is True and body["turso"]["status"] == "ok"
-    assert body["turso"]["local_path"] == env["TURSO_LOCAL_PATH"]
+    assert body["turso"] == {"status": "ok", "namespaces": {"gateway": "ok", "proxy": "ok", "runtime": "ok"}}
 
 
 async def test_ready_is_503_once_shutdown_begins(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
@@ -98,8 +97,7 @@ async def test_ready_is_503_when_a_plugin_failed(
     response = await client.get("/api/health/ready")
     body = await response.json()
     assert response.status == 503
-    assert "no luck" in body["failed"]["broken"]
-    assert any(reason.startswith("plugin broken failed") for reason in body["reasons"])
+    assert body["failed"] == ["broken"] and "plugin broken failed" in body["reasons"]
     # the failure does not take the rest down: the built-ins still serve
     assert (await client.get("/redirects/admin/rules")).status == 200
 
@@ -132,8 +130,7 @@ async def test_ready_stays_200_when_a_replica_works_offline(
     response = await client.get("/api/health/ready")
     body = await response.json()
     assert response.status == 200, body
-    assert body["turso"]["status"] == "degraded"
-    assert body["turso"]["namespaces"]["runtime"]["last_sync_error"]
+    assert body["turso"] == {"status": "degraded", "namespaces": {"runtime": "degraded"}}
 
 
 async def test_metrics_render_plugin_and_server_metrics(

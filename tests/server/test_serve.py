@@ -72,7 +72,8 @@ def test_a_missing_plugin_dir_is_a_clear_startup_error(tmp_path: Path) -> None:
 
 
 def test_a_bad_turso_setting_keeps_the_process_up_but_not_ready(tmp_path: Path) -> None:
-    # Plugin failures do not kill the server: probes answer, readiness says why (no traceback).
+    # Plugin failures do not kill the server: probes answer, readiness says which plugin failed and
+    # the log says why (no traceback).
     runtime = RuntimeProcess({**local_env(tmp_path), "TURSO_MODE": "sideways"}, tmp_path / "bad.log")
     runtime.start(probe="live")
     try:
@@ -80,13 +81,17 @@ def test_a_bad_turso_setting_keeps_the_process_up_but_not_ready(tmp_path: Path) 
     finally:
         assert runtime.stop() == 0
     assert status == 503
+    assert (
+        body["failed"] == ["@buntime/plugin-turso"]
+        and "plugin @buntime/plugin-turso failed" in body["reasons"]
+    )
     # The settings table refuses it before the plugin opens anything, naming the variable.
-    assert body["failed"]["@buntime/plugin-turso"] == "TURSO_MODE must be one of local, sync (got 'sideways')"
+    assert "TURSO_MODE must be one of local, sync (got 'sideways')" in runtime.log()
     assert "Traceback" not in runtime.log()
 
 
 def test_local_mode_beside_a_sync_url_refuses_to_start_the_turso_plugin(tmp_path: Path) -> None:
-    # It used to run on a pod-local file and drop the URL; now nothing opens, readiness says why
+    # It used to run on a pod-local file and drop the URL; now nothing opens, the log says why
     # in one line naming both variables, and the host does not retry a configuration.
     env = {**local_env(tmp_path), "TURSO_MODE": "local", "TURSO_SYNC_URL": "http://127.0.0.1:9"}
     runtime = RuntimeProcess(env, tmp_path / "conflict.log").start(probe="live")
@@ -94,10 +99,10 @@ def test_local_mode_beside_a_sync_url_refuses_to_start_the_turso_plugin(tmp_path
         status, body = http("GET", f"{runtime.url}/api/health/ready")
     finally:
         assert runtime.stop() == 0
-    assert status == 503
-    why = body["failed"]["@buntime/plugin-turso"]
-    assert why.startswith("TURSO_MODE=local contradicts TURSO_SYNC_URL") and "\n" not in why
+    assert status == 503 and body["failed"] == ["@buntime/plugin-turso"]
     log = runtime.log()
+    why = log.split("plugin @buntime/plugin-turso failed to start: ", 1)[1]
+    assert why.startswith("TURSO_MODE=local contradicts TURSO_SYNC_URL") and "\n" not in why.split('"')[0]
     assert "Traceback" not in log and "will retry" not in log
     assert not (tmp_path / "data" / "runtime.db").exists()  # no local file was opened instead
 

@@ -11,6 +11,7 @@ that nothing reads it as "not applied, retry".
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +22,8 @@ from aiohttp.typedefs import Handler
 from ..turso import TursoCommitUnknownError, TursoError
 from ._errors import ApiError
 from ._json import client_json
+
+log = logging.getLogger("buntime.plugins")
 
 INVALID_JSON = "INVALID_JSON"
 #: An HTTP header name (RFC 9110 ``token``); use ``fullmatch`` (``$`` would let a final newline in).
@@ -47,11 +50,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return web.json_response(error_body(exc.code, exc.message), status=exc.status)
-    except TursoCommitUnknownError as exc:
-        message = f"storage write outcome unknown (read before writing again): {exc}"
+    except TursoCommitUnknownError as exc:  # the Turso text names paths and URLs: the log has it
+        log.info("%s %s: storage write outcome unknown: %s", request.method, request.path, exc)
+        message = "storage write outcome unknown (read before writing again)"
         return web.json_response(error_body(exc.code, message), status=504)
     except TursoError as exc:
-        return web.json_response(error_body(exc.code, f"storage unavailable: {exc}"), status=503)
+        log.info("%s %s: storage unavailable: %s", request.method, request.path, exc)
+        return web.json_response(error_body(exc.code, "storage unavailable"), status=503)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

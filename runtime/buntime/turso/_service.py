@@ -26,6 +26,10 @@ log = logging.getLogger("buntime.turso")
 T = TypeVar("T")
 
 _TYPES = ("concurrent", "deferred", "immediate", "exclusive")
+#: How long :meth:`TursoService.health` waits for a namespace's probe before it reports that
+#: namespace ``degraded`` (busy): well under the chart's readiness timeout (3 s).
+HEALTH_TIMEOUT = 1.0
+_Probe = tuple[HealthStatus, str | None]
 
 
 class TursoService:
@@ -50,6 +54,9 @@ class TursoService:
         self._opening: dict[str, asyncio.Future[Backend]] = {}
         self._listeners: list[PullListener] = []
         self._closed = False
+        self._probes: dict[str, asyncio.Task[_Probe]] = {}  # at most one probe in flight per backend
+        self._health: asyncio.Task[TursoHealth] | None = None  # concurrent health() calls share one
+        self._last_status: HealthStatus | None = None
 
     @classmethod
     def from_env(cls, config: dict[str, Any] | None = None) -> TursoService:
@@ -208,34 +215,73 @@ class TursoService:
         return [ns for ns in self._backends if ns]
 
     async def health(self) -> TursoHealth:
-        """Probe every opened backend (never opens one) and report per-namespace sync state.
+        """Probe every opened backend (never opens one) and report per-namespace state.
+
+        Answers within about :data:`HEALTH_TIMEOUT`: a replica is probed without its write gate
+        (a sync holds it across network calls, a write while it waits for the lease), through
+        one engine call that reads its sync stats; a probe that has not answered in time leaves
+        that namespace ``degraded`` (busy) and is reused by the next call instead of queueing
+        another. Concurrent calls share one report.
 
         ``namespaces`` lists every namespace this process opened; in local and single-tenant
-        mode they share one file, so they share one entry's values. The rule: ``status`` is
-        ``ok``, ``degraded`` (a replica serves reads but its last sync failed) or ``down`` (a
-        probe failed, or nothing is open yet); ``ok`` is ``status == "ok"`` and ``usable`` is
-        ``status != "down"`` (what readiness needs).
+        mode they share one file, so they share one entry. The rule (:class:`TursoHealth`):
+        ``down`` when nothing is open or no namespace serves, ``degraded`` when one is degraded
+        or down while another serves, else ``ok``; ``usable`` is ``status != "down"``.
         """
-        cfg = self.config
-        namespaces: dict[str, NamespaceHealth] = {}
-        errors: list[str] = []
-        degraded = False
-        for key, backend in list(self._backends.items()):
-            names = [key] if key else sorted(self._opened) or [DEFAULT_NAMESPACE]
-            try:
-                await backend.probe()
-            except TursoError as exc:
-                errors.append(f"{key or ','.join(names)}: {exc}")
-            entry = NamespaceHealth(replica_path=backend.path)
+        if self._health is None or self._health.done():
+            self._health = asyncio.get_running_loop().create_task(self._report(), name="turso-health")
+        return await asyncio.shield(self._health)
+
+    async def _probe(self, backend: Backend) -> _Probe:
+        try:
             if isinstance(backend, ReplicaBackend):
-                try:
-                    status = await backend.stats()
-                except TursoError as exc:
-                    errors.append(f"{key or ','.join(names)}: {exc}")
-                    status = backend.status
-                degraded = degraded or status.last_error is not None
+                status = await backend.stats()  # the engine thread only, never the write gate
+                if status.last_error is not None:
+                    return "degraded", status.last_error
+            else:
+                await backend.probe()
+        except TursoError as exc:
+            return "down", str(exc)
+        return "ok", None
+
+    async def _report(self) -> TursoHealth:
+        cfg = self.config
+        backends = list(self._backends.items())
+        probes: dict[str, asyncio.Task[_Probe]] = {}
+        for key, backend in backends:
+            probe = self._probes.get(key)
+            if probe is None or probe.done() or probe.get_loop() is not asyncio.get_running_loop():
+                probe = self._probes[key] = asyncio.get_running_loop().create_task(self._probe(backend))
+            probes[key] = probe
+        if probes:
+            await asyncio.wait(probes.values(), timeout=HEALTH_TIMEOUT)
+        namespaces: dict[str, NamespaceHealth] = {}
+        errors: dict[str, None] = {}  # ordered, each once
+        states: list[HealthStatus] = []
+        for key, backend in backends:
+            names = [key] if key else sorted(self._opened) or [DEFAULT_NAMESPACE]
+            probe = probes[key]
+            state: HealthStatus
+            error: str | None
+            if not probe.done():
+                state, error = "degraded", f"busy: no answer within {HEALTH_TIMEOUT:g}s (a sync holds it)"
+            elif probe.cancelled() or probe.exception() is not None:
+                state, error = (
+                    "down",
+                    f"probe failed: {probe.exception() if not probe.cancelled() else 'cancelled'!r}",
+                )
+            else:
+                state, error = probe.result()
+            states.append(state)
+            if error is not None:
+                errors[f"{key or ','.join(names)}: {error}"] = None
+            entry = NamespaceHealth(replica_path=backend.path, status=state, error=error)
+            if isinstance(backend, ReplicaBackend):
+                status = backend.status  # what the probe just read, or the last one that answered
                 entry = NamespaceHealth(
                     replica_path=backend.path,
+                    status=state,
+                    error=error,
                     sync_url=backend.url,
                     last_push=status.last_push,
                     last_pull=status.last_pull,
@@ -245,8 +291,14 @@ class TursoService:
                 )
             for name in names:
                 namespaces[name] = entry
-        connected = bool(self._backends) and not errors
-        status_word: HealthStatus = "down" if not connected else ("degraded" if degraded else "ok")
+        connected = any(state != "down" for state in states)
+        status_word: HealthStatus = (
+            "down" if not connected else "ok" if all(state == "ok" for state in states) else "degraded"
+        )
+        error_text = "; ".join(errors) or (None if backends else "no database opened yet")
+        if status_word != self._last_status and self._last_status is not None:
+            log.warning("Turso health %s -> %s: %s", self._last_status, status_word, error_text or "all ok")
+        self._last_status = status_word
         return TursoHealth(
             ok=status_word == "ok",
             usable=status_word != "down",
@@ -257,7 +309,7 @@ class TursoService:
             local_path=cfg.local_path,
             executor=cfg.executor,
             namespaces=namespaces,
-            error="; ".join(errors) or (None if self._backends else "no database opened yet"),
+            error=error_text,
         )
 
     async def aclose(self) -> None:
@@ -265,6 +317,10 @@ class TursoService:
         if self._closed:
             return
         self._closed = True
+        unfinished = [t for t in (*self._probes.values(), self._health) if t is not None and not t.done()]
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
         for pending in list(self._opening.values()):
             try:
                 await asyncio.shield(pending)

@@ -23,6 +23,7 @@ refusal that is the client's doing (a ``where`` filter too deep to parse) become
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from ...turso import (
@@ -34,6 +35,8 @@ from ...turso import (
     TursoUnavailableError,
 )
 from .._errors import ApiError, PluginConfigError
+
+log = logging.getLogger("buntime.plugin.keyval")
 
 INVALID_FILTER = "INVALID_FILTER"
 #: What the engine says of an expression over its depth limit (100). Every other expression of
@@ -122,13 +125,19 @@ def outcome_unknown(exc: BaseException) -> bool:
 
 
 def translate_storage_error(exc: BaseException) -> KeyValError | None:
-    """The KeyVal error for a Turso error (``None`` for anything else)."""
+    """The KeyVal error for a Turso error (``None`` for anything else).
+
+    An unavailable, busy or unknown-outcome error says so without the Turso text, which names
+    replica paths and server URLs: that goes to the log (``buntime.plugin.keyval``, INFO).
+    """
+    if isinstance(exc, TursoCommitUnknownError | TursoUnavailableError | TursoClosedError | TursoBusyError):
+        log.info("KeyVal storage: %s", exc)
     if isinstance(exc, TursoCommitUnknownError):  # before its base, TursoUnavailableError
-        return KeyValCommitUnknownError(f"KeyVal write outcome unknown (read before writing again): {exc}")
+        return KeyValCommitUnknownError("KeyVal write outcome unknown (read before writing again)")
     if isinstance(exc, TursoUnavailableError | TursoClosedError):
-        return KeyValUnavailableError(f"KeyVal storage unavailable: {exc}")
+        return KeyValUnavailableError("KeyVal storage unavailable")
     if isinstance(exc, TursoBusyError):
-        return KeyValUnavailableError(f"KeyVal storage busy: {exc}", code="KEYVAL_BUSY")
+        return KeyValUnavailableError("KeyVal storage busy", code="KEYVAL_BUSY")
     if isinstance(exc, TursoQueryError) and _EXPRESSION_TOO_DEEP in str(exc):
         return InvalidRequestError(
             "invalid where filter: too complex for the engine to parse", code=INVALID_FILTER
