@@ -17,7 +17,11 @@ token is scoped to one database) every namespace lives in ``<url>/<TURSO_NAMESPA
 (``TURSO_SYNC_URL``, ``TURSO_SYNC_AUTH_TOKEN``, ``TURSO_SERVER_URL``, ``TURSO_SERVER_TOKEN``,
 ``TURSO_NAMESPACE``) is a startup error naming both (``TURSO_MODE_CONFLICT``): it used to drop the
 URL silently and run on a pod-local file. ``TURSO_MODE=sync`` without any URL, or any other mode,
-is a startup error too. ``TURSO_EXECUTOR`` (``thread``, the
+is a startup error too. Every URL goes through :func:`normalize_url` here and nowhere else
+(``libsql://`` is sent as ``https://``; anything but an ``http(s)`` URL with a host is refused),
+and the choices (``TURSO_MODE``, ``TURSO_EXECUTOR``, ``TURSO_WRITE_MODE``) are spelled exactly as
+listed, like the turso manifest's enums, so ``buntime serve`` and ``buntime turso health`` accept
+the same environment. ``TURSO_EXECUTOR`` (``thread``, the
 default, or ``inline``) says where a local file's statements run; a replica always has a thread,
 since its push and pull are network calls, so ``inline`` with a sync URL is an error (its
 statements run on the loop while that thread is idle: ``_backends.ReplicaBackend._on_conn``).
