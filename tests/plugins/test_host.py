@@ -7,6 +7,7 @@ opens a real local database.
 from __future__ import annotations
 
 import asyncio
+import re
 import textwrap
 from pathlib import Path
 
@@ -334,6 +335,8 @@ def _refusal(env: dict[str, str]) -> str | None:
         {"TURSO_SERVER_URL": "turso-server:8080"},
         {"TURSO_SYNC_URL": "http://h:99999"},
         {"TURSO_SYNC_URL": "libsql://127.0.0.1:9"},
+        {"TURSO_SYNC_URL": "http://user:pw@127.0.0.1:9"},  # the chart's pattern took it, unused
+        {"TURSO_SYNC_URL": "http://127.0.0.1:9/?token=x"},
         {"TURSO_SYNC_INTERVAL": "1ms"},
         {"TURSO_MODE": "sync", "TURSO_SYNC_URL": "http://127.0.0.1:9"},
         {"TURSO_EXECUTOR": "inline"},
@@ -365,3 +368,15 @@ def test_the_turso_manifest_lists_the_choices_resolve_config_takes() -> None:
     assert fields["TURSO_EXECUTOR"].values == EXECUTORS
     for setting in turso.settings:  # every variable of the chart's table is one resolve_config reads
         assert setting.env in SETTINGS_BY_ENV and SETTINGS_BY_ENV[setting.env].group == "turso"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["turso-server:8080", "ftp://h", "HTTP://h", "http://", "http://u:pw@h", "http://h/?t=x", "http://h/#x"],
+)
+def test_the_chart_pattern_of_the_sync_url_refuses_what_resolve_config_refuses(url: str) -> None:
+    (turso,) = [m for m in discover([BUILTIN_DIR]) if m.name == TURSO_PLUGIN_NAME]
+    (field,) = [setting for setting in turso.settings if setting.env == "TURSO_SYNC_URL"]
+    with pytest.raises(TursoConfigError):
+        resolve_config(env={"TURSO_SYNC_URL": url})
+    assert not re.search(field.pattern, url), (field.pattern, url)
