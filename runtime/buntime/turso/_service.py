@@ -296,8 +296,9 @@ class TursoService:
             "down" if not connected else "ok" if all(state == "ok" for state in states) else "degraded"
         )
         error_text = "; ".join(errors) or (None if backends else "no database opened yet")
-        if status_word != self._last_status and self._last_status is not None:
-            log.warning("Turso health %s -> %s: %s", self._last_status, status_word, error_text or "all ok")
+        if status_word != self._last_status and self._last_status is not None:  # details, once
+            level = logging.INFO if status_word == "ok" else logging.WARNING
+            log.log(level, "Turso health %s -> %s: %s", self._last_status, status_word, error_text or "ok")
         self._last_status = status_word
         return TursoHealth(
             ok=status_word == "ok",
