@@ -69,6 +69,12 @@ async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _shown(plugin: str) -> str:
+    """A plugin as the unauthenticated body names it: a manifest that did not parse is known by
+    its file's path, shown as its directory's name (no paths in the body)."""
+    return os.path.basename(os.path.dirname(plugin)) if os.path.isabs(plugin) else plugin
+
+
 async def ready(request: web.Request) -> web.Response:
     """200 when every required plugin started and Turso is usable (``health.usable``), else 503.
 
@@ -83,7 +89,7 @@ async def ready(request: web.Request) -> web.Response:
     if state.stopping:
         reasons.append("shutting down")
     for name, why in host.blocking().items():
-        reasons.append(f"plugin {name} {why.split(':', 1)[0]}")  # "failed" or "skipped", not the error
+        reasons.append(f"plugin {_shown(name)} {why.split(':', 1)[0]}")  # "failed" or "skipped", not why
     turso: dict[str, Any] | None = None
     service: TursoService | None = host.get_plugin(TURSO_PLUGIN_NAME)
     if service is not None:
@@ -99,7 +105,7 @@ async def ready(request: web.Request) -> web.Response:
         "status": STATUS_NOT_READY if reasons else STATUS_READY,
         "reasons": reasons,
         "plugins": [_plugin_summary(loaded) for loaded in host.loaded],
-        "failed": sorted(host.failed),
+        "failed": sorted(map(_shown, host.failed)),
         "skipped": sorted(name for name, why in host.skipped.items() if why != SKIPPED_DISABLED),
         "retrying": sorted(host.retrying),
         "turso": turso,
