@@ -145,7 +145,7 @@ def test_the_operator_status_tables_are_what_the_reconciler_writes() -> None:
     assert set(phases) == {v for k, v in vars(Phase).items() if k.isupper()}
     # Every named reason is documented somewhere: in the tables, or as an Event.
     events_only = {v for k, v in vars(Reason).items() if k.isupper()} - set().union(*documented.values())
-    assert events_only == {Reason.SECRET_RESTORED, Reason.SHARED_TOKEN}
+    assert events_only == {Reason.SECRET_RESTORED, Reason.SHARED_TOKEN, Reason.ARCHIVE_FAILED}
     assert all(f"`{reason}`" in status for reason in events_only)
 
 

@@ -22,6 +22,9 @@ RUNTIME_CREDENTIALS_LABEL: Final = "turso.buntime.io/runtime-credentials"
 RUNTIME_CREDENTIALS_VALUE: Final = "true"
 #: Hash of the scopes the runtime Secret's tokens were minted for: a changed scope re-mints.
 SCOPE_ANNOTATION: Final = "turso.buntime.io/scope-hash"
+#: ``"true"`` on a TursoNamespace lets its finalizer go without archiving the database (the way
+#: out when turso-server is gone for good or refuses the admin token).
+SKIP_ARCHIVE_ANNOTATION: Final = "turso.buntime.io/skip-archive"
 #: The webhook handler id is also the URL path the chart's MutatingWebhookConfiguration uses.
 WEBHOOK_ID: Final = "inject-turso"
 DATA_DIR: Final = "/data/turso"
@@ -33,7 +36,7 @@ SECRET_TYPE: Final = "servicebinding.io/turso"
 
 #: Retries after a failure (turso-server unreachable, a Secret call failed) wait a capped
 #: exponential backoff with jitter: INITIAL, twice that, 4 times… up to MAX (or the resync period when
-#: shorter: the drift timer looks again by then anyway), each delay drawn from its upper half.
+#: shorter: the drift loop looks again by then anyway), each delay drawn from its upper half.
 BACKOFF_INITIAL_SECONDS: Final = 1.0
 BACKOFF_MAX_SECONDS: Final = 60.0
 #: Waits that depend on a person changing something (a conflict, a reserved name): fixed.
@@ -71,6 +74,8 @@ class Reason:
     SECRET_FAILED: Final = "SecretFailed"
     SHARED_TOKEN: Final = "SharedToken"
     RESERVED_DATABASE: Final = "ReservedDatabase"
+    #: An Event only (no condition): the archive on delete failed (server down or refusing); retried.
+    ARCHIVE_FAILED: Final = "ArchiveFailed"
     READY: Final = "Ready"
 
 

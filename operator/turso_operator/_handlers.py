@@ -8,8 +8,13 @@ startup handler builds everything loop-bound from it — the admin client, the K
 :class:`OperatorState` in the memo; ``close_clients`` (cleanup) closes them.
 
 * ``reconcile_tursonamespace`` — create / resume / spec update: database, Secret, status.
-* ``repair_drift`` — a timer on TursoNamespace only (never on Pods or Secrets).
-* ``finalize_tursonamespace`` — the finalizer: Archive or Retain, Secret removed.
+* ``repair_drift`` — every resync period, for each TursoNamespace (never Pods or Secrets): a loop
+  of our own over the ``drift_objects`` index, not a kopf timer, because kopf puts its finalizer
+  on every object a timer serves, and a Retain object needs none.
+* ``finalize_tursonamespace`` — the finalizer, on ``deletionPolicy: Archive`` objects only:
+  archive, Secret removed; the annotation ``turso.buntime.io/skip-archive`` lets it go unarchived.
+  A Retain object carries no finalizer (its Secret goes with its owner reference), so it is
+  deleted even with the operator gone; kopf drops the finalizer from one that no longer needs it.
 * ``inject-turso`` — the mutating webhook on Pod CREATE (only with ``TURSO_WEBHOOK_ENABLED``).
 * ``watch_freshness`` — the liveness probe: fails when the watch stream went quiet.
 * ``keep_runtime_credentials`` — startup: a task that keeps the release runtime's Secret
@@ -25,7 +30,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -47,12 +52,16 @@ from ._constants import (
     INJECTED_ANNOTATION,
     PLURAL,
     RESERVED_RETRY_SECONDS,
+    SKIP_ARCHIVE_ANNOTATION,
     VERSION,
     WEBHOOK_ID,
     ConditionType,
+    DeletionPolicy,
     FailurePolicy,
+    Reason,
 )
 from ._errors import (
+    AdminRejectedError,
     AdminUnavailableError,
     InjectionRefusedError,
     KubeError,
@@ -80,6 +89,7 @@ class OperatorState:
     reconciler: Reconciler
     last_event: float = 0.0
     credentials_task: asyncio.Task[None] | None = None
+    drift_task: asyncio.Task[None] | None = None
 
     @property
     def admin(self) -> AdminClient:
@@ -198,10 +208,11 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
     if not isinstance(state, OperatorState):
         return
     await state.metrics.aclose()
-    if state.credentials_task is not None:
-        state.credentials_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await state.credentials_task
+    for task in (state.credentials_task, state.drift_task):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await state.admin.aclose()
     await state.kube.aclose()
 
@@ -281,15 +292,74 @@ async def reconcile_tursonamespace(
         await _reconcile(state, body, patch, kwargs["database_claims"], drift=False, attempt=retry)
 
 
-async def repair_drift(*, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+async def repair_drift(state: OperatorState, raw: dict[str, Any], claims: Claims) -> None:
     """Recreate a database that vanished from the server; re-mint a token revoked on the server;
-    restore an edited or deleted Secret."""
-    state = _state(memo)
+    restore an edited or deleted Secret. The status patch is written whatever the outcome."""
+    body, patch = kopf.Body(cast(kopf.RawBody, raw)), kopf.Patch()
     try:
         with state.metrics.reconcile("repair_drift"):
-            await _reconcile(state, body, patch, kwargs["database_claims"], drift=True, attempt=0)
-    except kopf.TemporaryError as exc:
+            await _reconcile(state, body, patch, claims, drift=True, attempt=0)
+    except (kopf.TemporaryError, kopf.PermanentError) as exc:
         log.warning("drift check for %s/%s postponed: %s", body.meta.namespace, body.meta.name, exc)
+    except Exception:
+        log.exception("drift check for %s/%s failed", body.meta.namespace, body.meta.name)
+    if patch.status:
+        try:
+            await state.kube.patch_tursonamespace_status(
+                str(body.meta.namespace), str(body.meta.name), dict(patch.status)
+            )
+        except KubeError as exc:
+            log.warning("drift status of %s/%s not written: %s", body.meta.namespace, body.meta.name, exc)
+
+
+#: Drift checks running at once (kopf's worker limit bounds the event-driven reconciles alike).
+DRIFT_CONCURRENCY = 16
+
+
+async def _drift_loop(state: OperatorState, objects: kopf.Index[Any, dict[str, Any]], claims: Claims) -> None:
+    """Every resync period, a drift check of every TursoNamespace not being deleted.
+
+    Each object's check runs on its own: a slow one (a turso-server call waiting for its timeout)
+    delays no other, and its next check starts only once its last one has ended.
+    """
+    limit = asyncio.Semaphore(DRIFT_CONCURRENCY)
+    running: dict[Any, asyncio.Task[None]] = {}
+
+    async def check(raw: dict[str, Any]) -> None:
+        async with limit:
+            await repair_drift(state, raw, claims)
+
+    try:
+        while True:
+            await asyncio.sleep(state.config.resync_seconds)
+            for key in [k for k, task in running.items() if task.done()]:
+                del running[key]  # repair_drift logs and swallows its own failures
+            for key in list(objects):
+                if key in running:  # its last check is still going
+                    continue
+                for raw in objects.get(key, []):  # one body per (namespace, name)
+                    if not (raw.get("metadata") or {}).get("deletionTimestamp"):
+                        running[key] = asyncio.create_task(check(raw), name=f"repair-drift {key}")
+    finally:
+        for task in running.values():
+            task.cancel()
+        await asyncio.gather(*running.values(), return_exceptions=True)
+
+
+async def drift_objects(
+    body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The latest body of every TursoNamespace, for the drift loop (which it starts once).
+
+    The loop is started from here, inside kopf's processing of an object, so that it inherits
+    the context ``kopf.info``/``kopf.warn`` post Events through.
+    """
+    state = _state(memo)
+    if state.drift_task is None:
+        state.drift_task = asyncio.create_task(
+            _drift_loop(state, kwargs["drift_objects"], kwargs["database_claims"]), name="repair-drift"
+        )
+    return {(str(body.meta.namespace), str(body.meta.name)): dict(body)}
 
 
 async def finalize_tursonamespace(
@@ -300,21 +370,38 @@ async def finalize_tursonamespace(
         await _finalize(state, body, patch, kwargs["database_claims"], attempt=retry)
 
 
+def _archives(spec: kopf.Spec, **_: Any) -> bool:
+    """Whether deleting this object archives its database: only then does it need the finalizer."""
+    return str(spec.get("deletionPolicy") or DeletionPolicy.ARCHIVE) == DeletionPolicy.ARCHIVE
+
+
+def _skips_archive(meta: kopf.Meta) -> bool:
+    return str((meta.get("annotations") or {}).get(SKIP_ARCHIVE_ANNOTATION, "")).lower() == "true"
+
+
 async def _finalize(
     state: OperatorState, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, attempt: int
 ) -> None:
     desired = _desired(state, body, patch)
     owner = _conflicting_owner(desired.database, body, claims)
+    escape = f"annotate it {SKIP_ARCHIVE_ANNOTATION}=true to delete it without archiving"
     try:
         # A resource that never owned its database must not archive the owner's data, and none
-        # may archive a database of the release's runtime.
-        archive = owner is None and not _reserved_for_runtime(state.config, desired.database)
+        # may archive a database of the release's runtime; the annotation lets the finalizer go.
+        archive = (
+            owner is None
+            and not _reserved_for_runtime(state.config, desired.database)
+            and not _skips_archive(body.meta)
+        )
         known_for = (body.get("status") or {}).get("credentialsFor")
         await state.reconciler.finalize(desired, archive=archive, known_for=known_for)
-    except AdminUnavailableError as exc:
-        raise kopf.TemporaryError(
-            f"turso-server unavailable, archive postponed: {exc}", delay=state.reconciler.retry_delay(attempt)
-        ) from exc
+    except (AdminUnavailableError, AdminRejectedError) as exc:
+        # turso-server down, or refusing (a wrong or rotated admin token: 401/403): retried with the
+        # capped backoff, since either heals, and said on the object, since a person may have to act.
+        why = "unavailable" if isinstance(exc, AdminUnavailableError) else "refused the archive"
+        message = f"turso-server {why}, database {desired.database} not archived yet ({escape}): {exc}"
+        kopf.warn(body, reason=Reason.ARCHIVE_FAILED, message=message)
+        raise kopf.TemporaryError(message, delay=state.reconciler.retry_delay(attempt)) from exc
     except KubeError as exc:
         raise kopf.TemporaryError(
             f"cannot remove Secret {desired.secret_name}: {exc}", delay=state.reconciler.retry_delay(attempt)
@@ -322,7 +409,7 @@ async def _finalize(
 
 
 def observed(name: str, memo: kopf.Memo, **_: Any) -> bool:
-    """Every watch event refreshes the liveness clock (the drift timer writes status each period).
+    """Every watch event refreshes the liveness clock (the drift loop writes status each period).
 
     An index rather than an event handler: kopf keeps it current silently, without a log line
     per event, and its size is the number of live objects.
@@ -409,8 +496,9 @@ async def _ready_secret_name(kube: KubeClient, namespace: str, target: str) -> s
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     """Every handler above, registered for ``config`` in a registry of its own.
 
-    The drift timer's period is ``TURSO_RESYNC_SECONDS``; the webhook handler exists only with
-    ``TURSO_WEBHOOK_ENABLED`` (kopf refuses to start a mutating handler without a webhook server).
+    The drift loop's period is ``TURSO_RESYNC_SECONDS`` (it starts with the first object); the
+    webhook handler exists only with ``TURSO_WEBHOOK_ENABLED`` (kopf refuses to start a mutating
+    handler without a webhook server).
     Handler ids are the function names (``inject-turso`` for the webhook, the URL path the chart's
     MutatingWebhookConfiguration calls): kopf persists them, so they never change.
     """
@@ -424,6 +512,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     kopf.on.probe(id="watch_freshness", registry=registry)(watch_freshness)
     kopf.index(*resource, registry=registry)(database_claims)
     kopf.index(*resource, registry=registry)(observed)
+    kopf.index(*resource, registry=registry)(drift_objects)
     kopf.index(*resource, registry=registry)(ready_objects)
     for decorator in (
         kopf.on.update(*resource, field="spec", registry=registry),
@@ -431,10 +520,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         kopf.on.resume(*resource, registry=registry),
     ):
         decorator(reconcile_tursonamespace)
-    kopf.timer(
-        *resource, interval=config.resync_seconds, initial_delay=config.resync_seconds, registry=registry
-    )(repair_drift)
-    kopf.on.delete(*resource, registry=registry)(finalize_tursonamespace)
+    kopf.on.delete(*resource, when=_archives, registry=registry)(finalize_tursonamespace)
     if config.webhook_enabled:
         kopf.on.mutate(
             "",

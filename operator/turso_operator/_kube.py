@@ -95,8 +95,10 @@ class KubeClient:
     async def aclose(self) -> None:
         await self._session.close()
 
-    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+    async def _request(self, method: str, path: str, body: Any = None, *, content_type: str = "") -> Any:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        if content_type:
+            headers["Content-Type"] = content_type
         with _mapped_errors(method, path, self._server):
             async with self._session.request(
                 method, f"{self._server}{path}", json=body, headers=headers
@@ -142,8 +144,17 @@ class KubeClient:
             return False
         return True
 
+    @staticmethod
+    def _tursonamespace_path(namespace: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+
+    async def patch_tursonamespace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge ``status`` into the object's status subresource (the drift loop's writes)."""
+        path = f"{self._tursonamespace_path(namespace, name)}/status"
+        await self._request("PATCH", path, {"status": status}, content_type="application/merge-patch+json")
+
     async def get_tursonamespace(self, namespace: str, name: str) -> dict[str, Any] | None:
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}/{quote(name)}"
+        path = self._tursonamespace_path(namespace, name)
         try:
             result: dict[str, Any] = await self._request("GET", path)
         except KubeNotFoundError:

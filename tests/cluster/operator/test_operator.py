@@ -346,6 +346,14 @@ def kubectl_events(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     return list(body["items"])
 
 
+FINALIZER = "turso.buntime.io/finalizer"
+MERGE = "application/merge-patch+json"
+
+
+def finalizers(cp: ControlPlane, namespace: str, name: str) -> list[str]:
+    return list(((get_tns(cp, namespace, name) or {}).get("metadata") or {}).get("finalizers") or [])
+
+
 @pytest.mark.parametrize(("policy", "kept"), [("Archive", False), ("Retain", True)])
 def test_delete_with_each_policy(
     crd: ControlPlane,
@@ -357,13 +365,68 @@ def test_delete_with_each_policy(
 ) -> None:
     name = f"del-{policy.lower()}"
     apply_tns(crd, k8s_namespace, name, deletionPolicy=policy)
-    wait_ready(crd, k8s_namespace, name)
+    obj = wait_ready(crd, k8s_namespace, name)
     assert secret(crd, k8s_namespace, f"{name}-turso") is not None
     status, _ = crd.request("DELETE", f"{API}/namespaces/{k8s_namespace}/tursonamespaces/{name}")
     assert status == 200
     wait_for(lambda: get_tns(crd, k8s_namespace, name) is None)
-    assert secret(crd, k8s_namespace, f"{name}-turso") is None
+    if kept:
+        # No finalizer: the garbage collector removes the Secret through its owner reference (this
+        # control plane runs no controller-manager, so it is still there, owned by the gone object).
+        _, raw = crd.request("GET", f"/api/v1/namespaces/{k8s_namespace}/secrets/{name}-turso")
+        assert [r["uid"] for r in raw["metadata"]["ownerReferences"]] == [obj["metadata"]["uid"]]
+    else:
+        assert secret(crd, k8s_namespace, f"{name}-turso") is None
     assert (name in admin_names(turso)) is kept
+
+
+def test_a_retain_resource_carries_no_finalizer_and_deletes_with_the_operator_stopped(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    apply_tns(crd, k8s_namespace, "kept", deletionPolicy="Retain")
+    apply_tns(crd, k8s_namespace, "archived")
+    wait_ready(crd, k8s_namespace, "kept")
+    wait_ready(crd, k8s_namespace, "archived")
+    assert finalizers(crd, k8s_namespace, "kept") == []
+    assert finalizers(crd, k8s_namespace, "archived") == [FINALIZER]
+    # One finalized by an earlier operator loses the finalizer on its next reconcile (drift loop).
+    path = f"{API}/namespaces/{k8s_namespace}/tursonamespaces/kept"
+    status, _ = crd.request("PATCH", path, {"metadata": {"finalizers": [FINALIZER]}}, content_type=MERGE)
+    assert status == 200
+    wait_for(lambda: finalizers(crd, k8s_namespace, "kept") == [], timeout=30, what="finalizer dropped")
+    operator.stop()
+    try:
+        status, _ = crd.request("DELETE", path)
+        assert status == 200
+        wait_for(lambda: get_tns(crd, k8s_namespace, "kept") is None, what="deleted without the operator")
+    finally:
+        operator.start()
+    assert "kept" in admin_names(turso)
+
+
+def test_an_archive_that_cannot_happen_lets_go_with_the_skip_archive_annotation(
+    crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
+) -> None:
+    apply_tns(crd, k8s_namespace, "stuck")
+    wait_ready(crd, k8s_namespace, "stuck")
+    path = f"{API}/namespaces/{k8s_namespace}/tursonamespaces/stuck"
+    turso.stop()
+    try:
+        status, _ = crd.request("DELETE", path)
+        assert status == 200
+        wait_for(
+            lambda: "skip-archive" in json.dumps(kubectl_events(crd, k8s_namespace)),
+            what="the retry says how to get out",
+        )
+        assert get_tns(crd, k8s_namespace, "stuck") is not None, "the archive is retried, not skipped"
+        body = {"metadata": {"annotations": {"turso.buntime.io/skip-archive": "true"}}}
+        status, _ = crd.request("PATCH", path, body, content_type=MERGE)
+        assert status == 200
+        wait_for(lambda: get_tns(crd, k8s_namespace, "stuck") is None, what="deleted without archiving")
+        assert secret(crd, k8s_namespace, "stuck-turso") is None
+    finally:
+        turso.start()
+    assert "stuck" in admin_names(turso), "the annotation skips the archive"
 
 
 def test_server_outage_sets_ready_false_and_recovers(
