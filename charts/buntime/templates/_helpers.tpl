@@ -216,24 +216,23 @@ The operator's rules inside a namespace it watches; the ClusterRole carries them
 the whole cluster, a Role per namespace otherwise (operator-rbac.yaml).
 */}}
 {{- define "buntime.operator.namespacedRules" -}}
-# Its own resource: watched, annotated/finalized, and its status written.
+# Its own resource: kopf lists, watches and patches it (progress annotations, the finalizer); the
+# webhook reads one. kopf never PUTs: no update.
 - apiGroups: [turso.buntime.io]
   resources: [tursonamespaces]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
+# Status: merge-patched by kopf and by the drift loop, never read or PUT on its own.
 - apiGroups: [turso.buntime.io]
   resources: [tursonamespaces/status]
-  verbs: [get, patch, update]
-# The connection Secrets it writes, restores after drift and removes on deletion.
+  verbs: [patch]
+# The connection Secrets it writes (POST, PUT), restores after drift and removes on deletion.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create, update, patch, delete]
-# kopf posts handler outcomes as Events (core and events.k8s.io, depending on the version).
+  verbs: [get, create, update, delete]
+# kopf posts handler outcomes as core v1 Events (POST only; never events.k8s.io, never PATCH).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
-- apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
 
 {{/*
