@@ -53,6 +53,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("TURSO_WEBHOOK_KEY_FILE", "", "webhook TLS key"),
     Setting(
+        "TURSO_WEBHOOK_TIMEOUT",
+        "10",
+        "the webhook's timeoutSeconds (a duration); its TursoNamespace lookup gets half of it",
+    ),
+    Setting(
         "TURSO_INJECT_FAILURE_POLICY",
         FailurePolicy.FAIL,
         f"the webhook's failurePolicy: {FailurePolicy.FAIL} or {FailurePolicy.IGNORE}",
@@ -103,6 +108,9 @@ class OperatorConfig:
     webhook_host: str | None = None
     webhook_cert_file: str | None = None
     webhook_key_file: str | None = None
+    #: What the API server waits for the webhook: the webhook's own lookup must end well before,
+    #: so the refusal (or the Ignore warning) says why instead of "context deadline exceeded".
+    webhook_timeout: float = 10.0
     webhook_enabled: bool = True
     inject_failure_policy: str = FailurePolicy.FAIL
     liveness_port: int = 8080
@@ -177,6 +185,7 @@ class OperatorConfig:
             webhook_host=get("TURSO_WEBHOOK_HOST") or None,
             webhook_cert_file=get("TURSO_WEBHOOK_CERT_FILE") or None,
             webhook_key_file=get("TURSO_WEBHOOK_KEY_FILE") or None,
+            webhook_timeout=number("TURSO_WEBHOOK_TIMEOUT"),
             webhook_enabled=enabled == "true",
             inject_failure_policy=policy,
             liveness_port=port("TURSO_LIVENESS_PORT"),

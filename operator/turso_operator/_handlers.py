@@ -453,15 +453,20 @@ async def inject_turso(
     patch: kopf.Patch,
     warnings: list[str],
     memo: kopf.Memo,
-    **kwargs: Any,
+    **_: Any,
 ) -> None:
     state = _state(memo)
-    namespace = meta.get("namespace") or kwargs.get("namespace")
+    # The API server sets the object's namespace from the request before admission; kopf gives
+    # the handler only the object. Without one, nothing says where to look (never "default").
+    namespace = str(meta.get("namespace") or "")
     if namespace in ("kube-system", state.config.operator_namespace) or is_injected(meta.get("annotations")):
         return
     target = str((meta.get("labels") or {}).get(INJECT_LABEL, ""))
     try:
-        secret = await _ready_secret_name(state.kube, str(namespace or "default"), target)
+        if not namespace:
+            raise InjectionRefusedError("the pod names no namespace to look up its TursoNamespace in")
+        lookup = state.config.webhook_timeout / 2  # answered well before the API server gives up
+        secret = await _ready_secret_name(state.kube, namespace, target, timeout=lookup)
     except InjectionRefusedError as refused:
         if state.config.inject_failure_policy == FailurePolicy.IGNORE:
             warnings.append(f"turso connection not injected: {refused}")
@@ -474,12 +479,12 @@ async def inject_turso(
     patch.metadata.setdefault("annotations", {})[INJECTED_ANNOTATION] = target
 
 
-async def _ready_secret_name(kube: KubeClient, namespace: str, target: str) -> str:
-    """The Secret of the Ready TursoNamespace ``target``, read once; refused otherwise."""
+async def _ready_secret_name(kube: KubeClient, namespace: str, target: str, *, timeout: float) -> str:
+    """The Secret of the Ready TursoNamespace ``target``, read once within ``timeout``; else refused."""
     if not target:
         raise InjectionRefusedError(f"label {INJECT_LABEL} must name a TursoNamespace")
     try:
-        tns = await kube.get_tursonamespace(namespace, target)
+        tns = await kube.get_tursonamespace(namespace, target, timeout=timeout)
     except KubeError as exc:
         raise InjectionRefusedError(f"cannot read TursoNamespace {namespace}/{target}: {exc}") from exc
     if tns is None:

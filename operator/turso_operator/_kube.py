@@ -95,13 +95,24 @@ class KubeClient:
     async def aclose(self) -> None:
         await self._session.close()
 
-    async def _request(self, method: str, path: str, body: Any = None, *, content_type: str = "") -> Any:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "",
+        timeout: float | None = None,
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         if content_type:
             headers["Content-Type"] = content_type
+        # A shorter bound than the session's for this one call (the webhook's lookup). Never pass
+        # None: to aiohttp that means no timeout at all, not the session's.
+        bound = self._session.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
         with _mapped_errors(method, path, self._server):
             async with self._session.request(
-                method, f"{self._server}{path}", json=body, headers=headers
+                method, f"{self._server}{path}", json=body, headers=headers, timeout=bound
             ) as resp:
                 payload = await resp.json(content_type=None) if resp.content_length != 0 else None
                 message = payload.get("message") if isinstance(payload, dict) else payload
@@ -153,10 +164,12 @@ class KubeClient:
         path = f"{self._tursonamespace_path(namespace, name)}/status"
         await self._request("PATCH", path, {"status": status}, content_type="application/merge-patch+json")
 
-    async def get_tursonamespace(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get_tursonamespace(
+        self, namespace: str, name: str, *, timeout: float | None = None
+    ) -> dict[str, Any] | None:
         path = self._tursonamespace_path(namespace, name)
         try:
-            result: dict[str, Any] = await self._request("GET", path)
+            result: dict[str, Any] = await self._request("GET", path, timeout=timeout)
         except KubeNotFoundError:
             return None
         return result

@@ -487,6 +487,10 @@ def test_operator_runs_once_with_recreate_and_its_env(rendered: dict[str, list[d
     assert "TURSO_SERVER_TOKEN" not in env, "with scoped tokens the operator never holds the data token"
     assert env["POD_NAMESPACE"] == NAMESPACE
     assert env["TURSO_WEBHOOK_ENABLED"] == "true" and env["TURSO_INJECT_FAILURE_POLICY"] == "Fail"
+    # Ready only once the webhook listens, and its lookup bounded by the API server's wait.
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
+    (hook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
+    assert env["TURSO_WEBHOOK_TIMEOUT"] == str(hook["timeoutSeconds"])
     tls = {m["mountPath"] for m in container["volumeMounts"]}
     assert env["TURSO_WEBHOOK_CERT_FILE"].rsplit("/", 1)[0] in tls
     everything = one(rendered["everything"], "Deployment", f"{RELEASE}-operator")
@@ -560,7 +564,7 @@ def test_webhook_configuration(rendered: dict[str, list[dict[str, Any]]]) -> Non
     assert webhook["namespaceSelector"]["matchExpressions"] == [
         {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}
     ]
-    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["reinvocationPolicy"] == "Never"
     assert webhook["sideEffects"] == "None"
     assert webhook["failurePolicy"] == "Fail"
     service = webhook["clientConfig"]["service"]
@@ -584,6 +588,7 @@ def test_webhook_off_renders_no_webhook(rendered: dict[str, list[dict[str, Any]]
     env = container_env(container, EnvSources(docs), field_refs={"metadata.namespace": NAMESPACE})
     assert env["TURSO_WEBHOOK_ENABLED"] == "false"
     assert "TURSO_WEBHOOK_CERT_FILE" not in env
+    assert "readinessProbe" not in container, "nothing to be ready for without the webhook"
 
 
 # -- scaling and exposure ---------------------------------------------------------------------------

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import kopf
@@ -17,13 +19,14 @@ import pytest
 
 from tests.support.kopfcontext import drained_reasons, kopf_events
 from turso_operator._config import OperatorConfig
-from turso_operator._constants import WEBHOOK_ID, ConditionType, Phase, Reason
+from turso_operator._constants import INJECT_LABEL, WEBHOOK_ID, ConditionType, Phase, Reason
 from turso_operator._handlers import (
     MEMO_STATE,
     OperatorState,
     build_registry,
     close_clients,
     configure,
+    inject_turso,
     login,
     operator_memo,
     reconcile_tursonamespace,
@@ -68,7 +71,7 @@ def test_the_registry_follows_the_config(webhook: bool) -> None:
     assert {"configure", "login", "close_clients", "serve_metrics", "watch_freshness"} <= activities
 
 
-def _kubeconfig(path: Path, token: str) -> Path:
+def _kubeconfig(path: Path, token: str, server: str = "https://127.0.0.1:6443") -> Path:
     path.write_text(
         json.dumps(
             {
@@ -77,7 +80,7 @@ def _kubeconfig(path: Path, token: str) -> Path:
                 "clusters": [
                     {
                         "name": "c",
-                        "cluster": {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True},
+                        "cluster": {"server": server, "insecure-skip-tls-verify": True},
                     }
                 ],
                 "users": [{"name": "u", "user": {"token": token}}],
@@ -152,3 +155,34 @@ async def test_an_invalid_spec_is_ready_false_invalid_spec_and_permanent(
     )
     assert ready["observedGeneration"] == 3
     assert drained_reasons(events) == [Reason.INVALID_SPEC]
+
+
+async def test_the_webhooks_lookup_gives_up_after_half_the_webhook_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API server that accepts the connection and never answers: the webhook answers (here:
+    admitted with a warning, Ignore) after half of TURSO_WEBHOOK_TIMEOUT, not after the 10 s
+    TURSO_REQUEST_TIMEOUT, which the API server's own 2 s wait would have cut short first."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        server = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", "t", server)))
+        env = {**BASE_ENV, "TURSO_WEBHOOK_TIMEOUT": "2", "TURSO_INJECT_FAILURE_POLICY": "Ignore"}
+        memo = operator_memo(OperatorConfig.from_env(env))
+        await configure(settings=kopf.OperatorSettings(), memo=memo)
+        pod = kopf.Body(
+            {
+                "metadata": {"name": "app", "namespace": "shop", "labels": {INJECT_LABEL: "orders"}},
+                "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
+            }
+        )
+        warnings: list[str] = []
+        patch = kopf.Patch()
+        started = time.monotonic()
+        try:
+            await inject_turso(spec=pod.spec, meta=pod.meta, patch=patch, warnings=warnings, memo=memo)
+        finally:
+            await close_clients(memo=memo)
+        elapsed = time.monotonic() - started
+    assert 0.9 < elapsed < 1.9, elapsed
+    assert len(warnings) == 1 and "cannot read TursoNamespace shop/orders" in warnings[0]
+    assert not patch, "nothing injected"

@@ -222,7 +222,7 @@ def webhook_configuration(url: str, ca_pem: bytes) -> dict[str, Any]:
                 "admissionReviewVersions": ["v1"],
                 "sideEffects": "None",
                 "failurePolicy": "Fail",
-                "reinvocationPolicy": "IfNeeded",
+                "reinvocationPolicy": "Never",
                 "timeoutSeconds": 10,
                 "clientConfig": {"url": f"{url}/inject-turso", "caBundle": base64.b64encode(ca_pem).decode()},
                 "rules": [

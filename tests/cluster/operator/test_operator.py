@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import ssl
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -563,7 +566,7 @@ def test_pod_injection(crd: ControlPlane, operator: OperatorProcess, k8s_namespa
     ]
     assert {"name": "turso-data", "emptyDir": {}} in stored["spec"]["volumes"]
     assert stored["metadata"]["annotations"]["turso.buntime.io/injected"] == "inject"
-    assert len(stored["spec"]["containers"][0]["env"]) == 6, "reinvocation must not duplicate anything"
+    assert len(stored["spec"]["containers"][0]["env"]) == 6, "injected once, nothing duplicated"
 
     status, plain = crd.request("POST", pods, pod("no-label"))
     assert status == 201 and "env" not in plain["spec"]["containers"][0]
@@ -581,6 +584,52 @@ def test_pod_injection(crd: ControlPlane, operator: OperatorProcess, k8s_namespa
     status, refused = crd.request("POST", pods, pod("missing", {"turso.buntime.io/inject": "nope"}))
     assert status == 403, refused
     assert "TursoNamespace" in refused["message"] and "does not exist" in refused["message"]
+
+
+def review(operator: OperatorProcess, request: dict[str, Any]) -> dict[str, Any]:
+    """POST an AdmissionReview to the operator's webhook the way the API server does."""
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    context = ssl.create_default_context(cadata=operator.ca_pem.decode())
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{operator.webhook_port}/inject-turso",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, context=context, timeout=10) as resp:
+        return dict(json.loads(resp.read())["response"])
+
+
+def test_a_pod_without_a_namespace_is_refused_not_looked_up_in_default(
+    crd: ControlPlane, operator: OperatorProcess
+) -> None:
+    """A Ready TursoNamespace in ``default`` must not serve a pod that names no namespace."""
+    name = f"fallback-{uuid.uuid4().hex[:6]}"
+    apply_tns(crd, "default", name, deletionPolicy="Retain")
+    wait_ready(crd, "default", name)
+    try:
+        nameless = pod("nameless", {"turso.buntime.io/inject": name})
+        answer = review(
+            operator,
+            {
+                "uid": str(uuid.uuid4()),
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": "nameless",
+                "namespace": "kube-system",
+                "operation": "CREATE",
+                "userInfo": {"username": "test"},
+                "object": nameless,
+                "oldObject": None,
+                "dryRun": False,
+            },
+        )
+        assert answer["allowed"] is False and "patch" not in answer, answer
+        assert "names no namespace" in answer["status"]["message"]
+    finally:
+        crd.request("DELETE", f"{API}/namespaces/default/tursonamespaces/{name}")
 
 
 def test_liveness_endpoint_reports_the_watch(operator: OperatorProcess) -> None:
