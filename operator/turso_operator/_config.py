@@ -8,16 +8,20 @@ the help cannot leave a variable out. Called by ``cli`` and ``_handlers``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ._constants import FailurePolicy
+from ._constants import INSTANCE_LABEL, FailurePolicy
 from ._durations import duration_seconds
 from ._errors import OperatorConfigError
 
 #: Log levels and formats the CLI accepts (``TURSO_LOG_LEVEL``/``--log-level`` and the format).
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "text")
+#: ``TURSO_INSTANCE``: a DNS label short enough that ``finalizer-<instance>`` is a valid name part.
+INSTANCE_MAX = 53
+INSTANCE_PATTERN = re.compile(rf"^[a-z0-9]([-a-z0-9]{{0,{INSTANCE_MAX - 2}}}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ SETTINGS: tuple[Setting, ...] = (
         "tokens; unset, such a server is refused (secret)",
     ),
     Setting("TURSO_WATCH_NAMESPACES", "", "comma-separated namespaces to watch; empty = cluster-wide"),
+    Setting(
+        "TURSO_INSTANCE",
+        "",
+        f"serve only TursoNamespaces labelled {INSTANCE_LABEL}=<this> (a DNS label of at most "
+        f"{INSTANCE_MAX} characters); empty = those without the label",
+    ),
     Setting("TURSO_RESYNC_SECONDS", "60", "drift-repair period (a duration)"),
     Setting("POD_NAMESPACE", "", "the operator's namespace (its pods are never injected)"),
     Setting("TURSO_OPERATOR_NAMESPACE", "", "the operator's namespace when POD_NAMESPACE is unset"),
@@ -102,6 +112,8 @@ class OperatorConfig:
     admin_token: str | None = field(default=None, repr=False)
     data_token: str | None = field(default=None, repr=False)
     watch_namespaces: tuple[str, ...] = ()
+    #: Which TursoNamespaces are ours: those labelled with it, or (``""``) those without the label.
+    instance: str = ""
     resync_seconds: float = 60.0
     operator_namespace: str | None = None
     webhook_port: int = 9443
@@ -165,6 +177,11 @@ class OperatorConfig:
         if enabled not in ("true", "false"):
             raise OperatorConfigError(f"TURSO_WEBHOOK_ENABLED must be true or false (got {enabled!r})")
         watch = _names(get("TURSO_WATCH_NAMESPACES"))
+        instance = get("TURSO_INSTANCE")
+        if instance and not INSTANCE_PATTERN.match(instance):
+            raise OperatorConfigError(
+                f"TURSO_INSTANCE must be a DNS label of at most {INSTANCE_MAX} characters (got {instance!r})"
+            )
         runtime_credentials = get("TURSO_RUNTIME_SECRET") or None
         runtime_scope = _names(get("TURSO_RUNTIME_NAMESPACES"))
         if runtime_credentials and not runtime_scope:
@@ -179,6 +196,7 @@ class OperatorConfig:
             admin_token=get("TURSO_SERVER_ADMIN_TOKEN") or None,
             data_token=get("TURSO_SERVER_TOKEN") or None,
             watch_namespaces=watch,
+            instance=instance,
             resync_seconds=number("TURSO_RESYNC_SECONDS"),
             operator_namespace=get("POD_NAMESPACE") or get("TURSO_OPERATOR_NAMESPACE") or None,
             webhook_port=port("TURSO_WEBHOOK_PORT"),

@@ -9,6 +9,9 @@ VERSION: Final = "v1alpha1"
 PLURAL: Final = "tursonamespaces"
 KIND: Final = "TursoNamespace"
 
+#: On a TursoNamespace: the operator instance (``TURSO_INSTANCE``) that serves it. Absent: the
+#: default instance (empty ``TURSO_INSTANCE``) serves it. Two operators never serve one object.
+INSTANCE_LABEL: Final = "turso.buntime.io/instance"
 #: Pods carrying this label (value: a TursoNamespace name) get the connection injected.
 INJECT_LABEL: Final = "turso.buntime.io/inject"
 #: Set on injected pods; its presence makes a second pass a no-op.

@@ -50,6 +50,7 @@ from ._constants import (
     GROUP,
     INJECT_LABEL,
     INJECTED_ANNOTATION,
+    INSTANCE_LABEL,
     PLURAL,
     RESERVED_RETRY_SECONDS,
     SKIP_ARCHIVE_ANNOTATION,
@@ -124,7 +125,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config = memo.get(MEMO_CONFIG)
     if not isinstance(config, OperatorConfig):
         raise kopf.PermanentError("no operator config in the memo: run kopf with operator_memo(config)")
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Per instance: two operators never share (or remove) each other's finalizer.
+    settings.persistence.finalizer = f"{GROUP}/finalizer" + (f"-{config.instance}" if config.instance else "")
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.watching.server_timeout = max(30, int(config.resync_seconds * 2))
@@ -466,12 +468,16 @@ async def inject_turso(
         if not namespace:
             raise InjectionRefusedError("the pod names no namespace to look up its TursoNamespace in")
         lookup = state.config.webhook_timeout / 2  # answered well before the API server gives up
-        secret = await _ready_secret_name(state.kube, namespace, target, timeout=lookup)
+        secret = await _ready_secret_name(
+            state.kube, namespace, target, timeout=lookup, instance=state.config.instance
+        )
     except InjectionRefusedError as refused:
         if state.config.inject_failure_policy == FailurePolicy.IGNORE:
             warnings.append(f"turso connection not injected: {refused}")
             return
         raise kopf.AdmissionError(f"turso connection cannot be injected: {refused}", code=403) from None
+    if secret is None:
+        return
     mutated = mutate_pod_spec(spec, secret)
     patch.spec["containers"] = mutated.get("containers")
     if "volumes" in mutated:
@@ -479,8 +485,12 @@ async def inject_turso(
     patch.metadata.setdefault("annotations", {})[INJECTED_ANNOTATION] = target
 
 
-async def _ready_secret_name(kube: KubeClient, namespace: str, target: str, *, timeout: float) -> str:
-    """The Secret of the Ready TursoNamespace ``target``, read once within ``timeout``; else refused."""
+async def _ready_secret_name(
+    kube: KubeClient, namespace: str, target: str, *, timeout: float, instance: str
+) -> str | None:
+    """The Secret of the Ready TursoNamespace ``target``, read once within ``timeout``; else refused.
+
+    ``None``: ``target`` belongs to another operator instance, whose webhook serves the pod."""
     if not target:
         raise InjectionRefusedError(f"label {INJECT_LABEL} must name a TursoNamespace")
     try:
@@ -489,6 +499,8 @@ async def _ready_secret_name(kube: KubeClient, namespace: str, target: str, *, t
         raise InjectionRefusedError(f"cannot read TursoNamespace {namespace}/{target}: {exc}") from exc
     if tns is None:
         raise InjectionRefusedError(f"TursoNamespace {namespace}/{target} does not exist")
+    if str(((tns.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL, "")) != instance:
+        return None  # another operator instance serves it, and its webhook injects it
     status = tns.get("status") or {}
     if not is_condition_true(status.get("conditions"), ConditionType.READY):
         raise InjectionRefusedError(f"TursoNamespace {namespace}/{target} is not Ready yet")
@@ -509,23 +521,25 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     """
     registry = kopf.OperatorRegistry()
     resource = (GROUP, VERSION, PLURAL)
+    # Every TursoNamespace handler and index sees only this instance's objects (TURSO_INSTANCE).
+    ours = {INSTANCE_LABEL: config.instance or kopf.ABSENT}
     kopf.on.startup(registry=registry)(configure)
     kopf.on.startup(registry=registry)(keep_runtime_credentials)
     kopf.on.startup(registry=registry)(serve_metrics)
     kopf.on.cleanup(registry=registry)(close_clients)
     kopf.on.login(registry=registry)(login)
     kopf.on.probe(id="watch_freshness", registry=registry)(watch_freshness)
-    kopf.index(*resource, registry=registry)(database_claims)
-    kopf.index(*resource, registry=registry)(observed)
-    kopf.index(*resource, registry=registry)(drift_objects)
-    kopf.index(*resource, registry=registry)(ready_objects)
+    kopf.index(*resource, labels=ours, registry=registry)(database_claims)
+    kopf.index(*resource, labels=ours, registry=registry)(observed)
+    kopf.index(*resource, labels=ours, registry=registry)(drift_objects)
+    kopf.index(*resource, labels=ours, registry=registry)(ready_objects)
     for decorator in (
-        kopf.on.update(*resource, field="spec", registry=registry),
-        kopf.on.create(*resource, registry=registry),
-        kopf.on.resume(*resource, registry=registry),
+        kopf.on.update(*resource, field="spec", labels=ours, registry=registry),
+        kopf.on.create(*resource, labels=ours, registry=registry),
+        kopf.on.resume(*resource, labels=ours, registry=registry),
     ):
         decorator(reconcile_tursonamespace)
-    kopf.on.delete(*resource, when=_archives, registry=registry)(finalize_tursonamespace)
+    kopf.on.delete(*resource, labels=ours, when=_archives, registry=registry)(finalize_tursonamespace)
     if config.webhook_enabled:
         kopf.on.mutate(
             "",

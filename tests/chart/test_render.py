@@ -487,6 +487,7 @@ def test_operator_runs_once_with_recreate_and_its_env(rendered: dict[str, list[d
     assert "TURSO_SERVER_TOKEN" not in env, "with scoped tokens the operator never holds the data token"
     assert env["POD_NAMESPACE"] == NAMESPACE
     assert env["TURSO_WEBHOOK_ENABLED"] == "true" and env["TURSO_INJECT_FAILURE_POLICY"] == "Fail"
+    assert env["TURSO_INSTANCE"] == "", "the default instance serves unlabelled TursoNamespaces"
     # Ready only once the webhook listens, and its lookup bounded by the API server's wait.
     assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
     (hook,) = one(docs, "MutatingWebhookConfiguration")["webhooks"]
@@ -544,6 +545,26 @@ def test_operator_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": f"{RELEASE}-operator", "namespace": NAMESPACE}
     ]
+
+
+def test_the_operator_instance_reaches_the_operator_and_its_cluster_role() -> None:
+    docs = render(
+        {
+            "tursoServer.enabled": "true",
+            "operator.instance": "staging",
+            "operator.watchNamespaces[0]": "team-a",
+        }
+    )
+    container = one(docs, "Deployment", f"{RELEASE}-operator")["spec"]["template"]["spec"]["containers"][0]
+    env = container_env(container, EnvSources(docs), field_refs={"metadata.namespace": NAMESPACE})
+    assert env["TURSO_INSTANCE"] == "staging"
+    # What install-time validation compares against other releases (validate.yaml).
+    assert one(docs, "ClusterRole")["metadata"]["annotations"] == {
+        "turso.buntime.io/instance": "staging",
+        "turso.buntime.io/watch-namespaces": "team-a",
+    }
+    with pytest.raises(HelmError, match="instance"):
+        render({"tursoServer.enabled": "true", "operator.instance": "Not_A_Label"})
 
 
 def test_webhook_configuration(rendered: dict[str, list[dict[str, Any]]]) -> None:

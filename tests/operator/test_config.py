@@ -68,6 +68,9 @@ def test_runtime_credentials_settings() -> None:
         ({"TURSO_LIVENESS_PORT": "http"}, "TURSO_LIVENESS_PORT"),
         ({"TURSO_INJECT_FAILURE_POLICY": "fail"}, "TURSO_INJECT_FAILURE_POLICY"),
         ({"TURSO_WEBHOOK_ENABLED": "yes"}, "TURSO_WEBHOOK_ENABLED"),
+        ({"TURSO_WEBHOOK_TIMEOUT": "0"}, "TURSO_WEBHOOK_TIMEOUT"),
+        ({"TURSO_INSTANCE": "Staging"}, "TURSO_INSTANCE"),
+        ({"TURSO_INSTANCE": "x" * 54}, "TURSO_INSTANCE"),
     ],
 )
 def test_a_bad_value_is_an_error_that_names_it(change: dict[str, str], named: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.kopfcontext import drained_reasons, kopf_events
 from turso_operator._config import OperatorConfig
-from turso_operator._constants import INJECT_LABEL, WEBHOOK_ID, ConditionType, Phase, Reason
+from turso_operator._constants import INJECT_LABEL, INSTANCE_LABEL, WEBHOOK_ID, ConditionType, Phase, Reason
 from turso_operator._handlers import (
     MEMO_STATE,
     OperatorState,
@@ -69,6 +69,22 @@ def test_the_registry_follows_the_config(webhook: bool) -> None:
     ]
     activities = {h.id for h in registry._activities.get_all_handlers()}
     assert {"configure", "login", "close_clients", "serve_metrics", "watch_freshness"} <= activities
+
+
+@pytest.mark.parametrize(("instance", "wanted"), [("", kopf.ABSENT), ("staging", "staging")])
+async def test_an_instance_serves_only_its_labelled_objects_with_a_finalizer_of_its_own(
+    instance: str, wanted: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = OperatorConfig.from_env({**BASE_ENV, "TURSO_INSTANCE": instance})
+    registry = build_registry(config)
+    served = [*registry._changing.get_all_handlers(), *registry._indexing.get_all_handlers()]
+    assert served and all(h.labels == {INSTANCE_LABEL: wanted} for h in served)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", "t")))
+    memo, settings = operator_memo(config), kopf.OperatorSettings()
+    await configure(settings=settings, memo=memo)
+    await close_clients(memo=memo)
+    suffix = f"-{instance}" if instance else ""
+    assert settings.persistence.finalizer == f"turso.buntime.io/finalizer{suffix}"
 
 
 def _kubeconfig(path: Path, token: str, server: str = "https://127.0.0.1:6443") -> Path:

@@ -122,3 +122,31 @@ def test_install_upgrade_uninstall(control_plane: ControlPlane, helm_kube_env: d
             "DELETE",
             f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{RELEASE}-operator",
         )
+
+
+def test_a_second_release_serving_the_same_tursonamespaces_is_refused(
+    control_plane: ControlPlane, helm_kube_env: dict[str, str]
+) -> None:
+    """Two operators for the same instance over overlapping namespaces would fight over every
+    TursoNamespace: the second install fails, saying so; with an instance of its own it installs."""
+    env = helm_kube_env
+    common = ["--create-namespace", "--set", "tursoServer.enabled=true", "--set", "crds.enabled=false"]
+    try:
+        helm("install", "prod", str(CHART), "-n", "chart-prod", *common, env=env)
+        helm("upgrade", "prod", str(CHART), "-n", "chart-prod", *common[1:], env=env)  # not its own rival
+        refused = helm("install", "staging", str(CHART), "-n", "chart-staging", *common, env=env, check=False)
+        assert "release prod in namespace chart-prod already runs a TursoNamespace operator" in refused
+        assert "operator.instance" in refused
+        assert get(env, "deployment", "staging-buntime-operator", "chart-staging") is None
+        narrowed = [*common, "--set", "operator.watchNamespaces[0]=team-a"]
+        refused = helm(
+            "install", "staging", str(CHART), "-n", "chart-staging", *narrowed, env=env, check=False
+        )
+        assert "already runs a TursoNamespace operator" in refused, "prod watches team-a too"
+        own = [*common, "--set", "operator.instance=staging"]
+        helm("install", "staging", str(CHART), "-n", "chart-staging", *own, env=env)
+        role = get(env, "clusterrole", "staging-buntime-operator", None)
+        assert role is not None and role["metadata"]["annotations"]["turso.buntime.io/instance"] == "staging"
+    finally:
+        helm("uninstall", "staging", "-n", "chart-staging", env=env, check=False)
+        helm("uninstall", "prod", "-n", "chart-prod", env=env, check=False)
