@@ -386,25 +386,27 @@ def test_delete_with_each_policy(
 def test_a_retain_resource_carries_no_finalizer_and_deletes_with_the_operator_stopped(
     crd: ControlPlane, operator: OperatorProcess, turso: TursoServer, k8s_namespace: str
 ) -> None:
-    apply_tns(crd, k8s_namespace, "kept", deletionPolicy="Retain")
+    apply_tns(crd, k8s_namespace, "unfinalized", deletionPolicy="Retain")
     apply_tns(crd, k8s_namespace, "archived")
-    wait_ready(crd, k8s_namespace, "kept")
+    wait_ready(crd, k8s_namespace, "unfinalized")
     wait_ready(crd, k8s_namespace, "archived")
-    assert finalizers(crd, k8s_namespace, "kept") == []
+    assert finalizers(crd, k8s_namespace, "unfinalized") == []
     assert finalizers(crd, k8s_namespace, "archived") == [FINALIZER]
     # One finalized by an earlier operator loses the finalizer on its next reconcile (drift loop).
-    path = f"{API}/namespaces/{k8s_namespace}/tursonamespaces/kept"
+    path = f"{API}/namespaces/{k8s_namespace}/tursonamespaces/unfinalized"
     status, _ = crd.request("PATCH", path, {"metadata": {"finalizers": [FINALIZER]}}, content_type=MERGE)
     assert status == 200
-    wait_for(lambda: finalizers(crd, k8s_namespace, "kept") == [], timeout=30, what="finalizer dropped")
+    wait_for(lambda: not finalizers(crd, k8s_namespace, "unfinalized"), timeout=30, what="finalizer dropped")
     operator.stop()
     try:
         status, _ = crd.request("DELETE", path)
         assert status == 200
-        wait_for(lambda: get_tns(crd, k8s_namespace, "kept") is None, what="deleted without the operator")
+        wait_for(
+            lambda: get_tns(crd, k8s_namespace, "unfinalized") is None, what="deleted without the operator"
+        )
     finally:
         operator.start()
-    assert "kept" in admin_names(turso)
+    assert "unfinalized" in admin_names(turso)
 
 
 def test_an_archive_that_cannot_happen_lets_go_with_the_skip_archive_annotation(
