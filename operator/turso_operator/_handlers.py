@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -91,6 +91,10 @@ class OperatorState:
     last_event: float = 0.0
     credentials_task: asyncio.Task[None] | None = None
     drift_task: asyncio.Task[None] | None = None
+    # Per object: one reconcile at a time (kopf's handlers and the drift loop), and until when
+    # the drift loop leaves it alone after an event-driven reconcile (see _reconcile).
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    quiet_until: dict[tuple[str, str], float] = field(default_factory=dict)
 
     @property
     def admin(self) -> AdminClient:
@@ -268,7 +272,31 @@ def _conflicting_owner(database: str, body: kopf.Body, claims: Claims) -> str | 
     return None if owner[2:] == me[2:] else f"{owner[2]}/{owner[3]}"
 
 
+#: Seconds the drift loop leaves an object alone after kopf's handler reconciled it.
+DRIFT_QUIET_SECONDS = 10.0
+
+
 async def _reconcile(
+    state: OperatorState, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, drift: bool, attempt: int
+) -> None:
+    """One reconcile of ``body``, never two of one object at once. kopf writes a handler's status
+    patch only after it returns, so for a while the drift loop's copy of the object still shows the
+    status from before: checked then, it would mint again, and every mint revokes the token the
+    handler just wrote (pods started meanwhile would get 401). So the drift loop skips an object
+    for :data:`DRIFT_QUIET_SECONDS` (at most one resync period) after an event-driven reconcile."""
+    key = (str(body.meta.namespace), str(body.meta.name))
+    async with state.locks.setdefault(key, asyncio.Lock()):
+        if drift and time.monotonic() < state.quiet_until.get(key, 0.0):
+            return
+        try:
+            await _reconcile_now(state, body, patch, claims, drift=drift, attempt=attempt)
+        finally:
+            if not drift:
+                quiet = min(DRIFT_QUIET_SECONDS, state.config.resync_seconds)
+                state.quiet_until[key] = time.monotonic() + quiet
+
+
+async def _reconcile_now(
     state: OperatorState, body: kopf.Body, patch: kopf.Patch, claims: Claims, *, drift: bool, attempt: int
 ) -> None:
     desired = _desired(state, body, patch)

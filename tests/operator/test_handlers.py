@@ -30,6 +30,7 @@ from turso_operator._handlers import (
     login,
     operator_memo,
     reconcile_tursonamespace,
+    repair_drift,
 )
 
 BASE_ENV = {"TURSO_SERVER_URL": "http://turso:8080", "TURSO_SERVER_ADMIN_URL": "http://turso-admin:8081"}
@@ -171,6 +172,34 @@ async def test_an_invalid_spec_is_ready_false_invalid_spec_and_permanent(
     )
     assert ready["observedGeneration"] == 3
     assert drained_reasons(events) == [Reason.INVALID_SPEC]
+
+
+async def test_the_drift_loop_leaves_an_object_alone_right_after_its_handler_reconciled_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kopf writes the handler's status only after it returns, so the drift loop's copy of the
+    object still shows the old status for a while; checked then, it would act on it again (mint
+    again, and every mint revokes the token the handler just wrote). It waits instead."""
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", "t")))
+    memo = operator_memo(OperatorConfig.from_env({**BASE_ENV, "TURSO_RESYNC_SECONDS": "30"}))
+    await configure(settings=kopf.OperatorSettings(), memo=memo)
+    raw = {
+        "apiVersion": "turso.buntime.io/v1alpha1",
+        "kind": "TursoNamespace",
+        "metadata": {"name": "bad", "namespace": "shop", "uid": "u1", "generation": 3},
+        "spec": {"database": "Not A Name"},
+    }
+    try:
+        with kopf_events() as events:
+            with pytest.raises(kopf.PermanentError):
+                await reconcile_tursonamespace(
+                    body=kopf.Body(raw), patch=kopf.Patch(), memo=memo, retry=0, database_claims={}
+                )
+            assert drained_reasons(events) == [Reason.INVALID_SPEC]
+            await repair_drift(memo[MEMO_STATE], raw, {})  # the same stale copy, at once
+            assert drained_reasons(events) == [], "the drift check acted on the stale copy"
+    finally:
+        await close_clients(memo=memo)
 
 
 async def test_the_webhooks_lookup_gives_up_after_half_the_webhook_timeout(
