@@ -237,17 +237,26 @@ def test_the_turso_manifest_declares_its_config_schema() -> None:
         assert field.env and field.label
 
 
-async def test_recover_retries_failed_inits_and_their_dependents_but_not_load_errors(tmp_path: Path) -> None:
-    plugins = tmp_path / "p"
-    flaky = (
+def flaky_plugin(failures: int, methods: str = "") -> str:
+    """A plugin module whose ``on_init`` raises ``ConnectionError`` ``failures`` times (counted
+    in ``EVENTS``), then starts; ``methods`` are more methods of its class."""
+    return (
         "from buntime.plugins import Plugin\nEVENTS = []\n"
         "class P(Plugin):\n"
         "    async def on_init(self, ctx):\n"
         "        EVENTS.append('init')\n"
-        "        if EVENTS.count('init') < 3:\n            raise ConnectionError('down')\n"
-        "    async def on_shutdown(self):\n        EVENTS.append('shutdown')\n"
-        "    def provides(self):\n        return 'up'\n"
+        f"        if EVENTS.count('init') <= {failures}:\n            raise ConnectionError('down')\n"
+        f"{methods}"
         "def create(o):\n    return P()\n"
+    )
+
+
+async def test_recover_retries_failed_inits_and_their_dependents_but_not_load_errors(tmp_path: Path) -> None:
+    plugins = tmp_path / "p"
+    flaky = flaky_plugin(
+        2,
+        "    async def on_shutdown(self):\n        EVENTS.append('shutdown')\n"
+        "    def provides(self):\n        return 'up'\n",
     )
     write_plugin(plugins, "flaky", "name: flaky\nentry: flaky_mod:create\n", flaky)
     user = (
@@ -283,14 +292,7 @@ async def test_recover_gives_up_on_a_bad_setting_or_entry_met_late_and_on_their_
     """Plugins first skipped only because ``flaky`` failed: once it is up, one has an invalid
     setting and one an entry that cannot load. Neither is retried, nor what needs them."""
     plugins = tmp_path / "p"
-    flaky = (
-        "from buntime.plugins import Plugin\nEVENTS = []\n"
-        "class P(Plugin):\n"
-        "    async def on_init(self, ctx):\n"
-        "        EVENTS.append('init')\n"
-        "        if EVENTS.count('init') < 2:\n            raise ConnectionError('down')\n"
-        "def create(o):\n    return P()\n"
-    )
+    flaky = flaky_plugin(1)
     write_plugin(plugins, "flaky-late", "name: flaky\nentry: flaky_late_mod:create\n", flaky)
     fine = "from buntime.plugins import Plugin\nclass P(Plugin):\n    pass\ndef create(o):\n    return P()\n"
     setting = "config:\n  n:\n    type: int\n    default: 1\n    env: BADSET_N\n    label: N\n"

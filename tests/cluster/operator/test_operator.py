@@ -47,6 +47,20 @@ def secret(cp: ControlPlane, namespace: str, name: str) -> dict[str, str] | None
     return {k: base64.b64decode(v).decode() for k, v in body["data"].items()}
 
 
+def push_through(secret_data: dict[str, str], path: Path, *statements: str) -> None:
+    """A real replica opened with a Secret's values runs ``statements``, commits and pushes."""
+    conn = sync_connect(
+        str(path), secret_data["TURSO_DATABASE_URL"], auth_token=secret_data["TURSO_SERVER_TOKEN"]
+    )
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+        conn.push()
+    finally:
+        conn.close()
+
+
 def admin_names(turso: TursoServer) -> set[str]:
     status, body = turso.admin("GET", "/v1/namespaces")
     assert status == 200, body
@@ -82,18 +96,13 @@ def test_apply_provisions_database_secret_and_ready(
     assert raw_secret["metadata"]["ownerReferences"][0]["kind"] == "TursoNamespace"
 
     # A real replica opened with the Secret's values reads and writes.
-    conn = sync_connect(
-        str(tmp_path / "app.db"), data["TURSO_DATABASE_URL"], auth_token=data["TURSO_SERVER_TOKEN"]
+    push_through(
+        data, tmp_path / "app.db", "CREATE TABLE t(v TEXT)", "INSERT INTO t VALUES ('through the secret')"
     )
-    conn.execute("CREATE TABLE t(v TEXT)")
-    conn.execute("INSERT INTO t VALUES ('through the secret')")
-    conn.commit()
-    conn.push()
     other = sync_connect(
         str(tmp_path / "other.db"), data["TURSO_DATABASE_URL"], auth_token=data["TURSO_SERVER_TOKEN"]
     )
     assert other.execute("SELECT v FROM t").fetchall() == [("through the secret",)]
-    conn.close()
     other.close()
 
     events = kubectl_events(crd, k8s_namespace)
@@ -246,14 +255,12 @@ def test_a_retained_database_is_refused_to_another_namespace_and_reclaimed_by_it
     wait_ready(crd, k8s_namespace, "kept")
     original = secret(crd, k8s_namespace, "kept-turso")
     assert original is not None
-    writer = sync_connect(
-        str(tmp_path / "y.db"), original["TURSO_DATABASE_URL"], auth_token=original["TURSO_SERVER_TOKEN"]
+    push_through(
+        original,
+        tmp_path / "y.db",
+        "CREATE TABLE orders(id INTEGER PRIMARY KEY, what TEXT)",
+        "INSERT INTO orders VALUES (1, 'y private')",
     )
-    writer.execute("CREATE TABLE orders(id INTEGER PRIMARY KEY, what TEXT)")
-    writer.execute("INSERT INTO orders VALUES (1, 'y private')")
-    writer.commit()
-    writer.push()
-    writer.close()
     _, view = turso.admin("GET", "/v1/namespaces/kept")
     crd.request("DELETE", f"{API}/namespaces/{k8s_namespace}/tursonamespaces/kept")
     wait_for(lambda: get_tns(crd, k8s_namespace, "kept") is None)
