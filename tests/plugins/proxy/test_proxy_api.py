@@ -83,6 +83,19 @@ async def test_create_get_and_store(client: TestClient) -> None:
     assert json.loads(rows[1]["rule_json"])["redirect"] == 301
 
 
+async def test_the_number_of_stored_rules_is_bounded(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every proxied request tries each rule, so at most MAX_RULES are stored; the next create is
+    409 PROXY_TOO_MANY_RULES and stores nothing."""
+    monkeypatch.setattr("buntime.plugins.proxy._store.MAX_RULES", 2)
+    await create(client, pattern="^/one/")
+    await create(client, pattern="^/two/")
+    refused = await client.post(RULES, json={"name": "three", "pattern": "^/three/", "target": "http://x:1"})
+    assert refused.status == 409 and (await refused.json())["code"] == "PROXY_TOO_MANY_RULES"
+    assert len(await stored(client)) == 2
+
+
 async def test_get_unknown_is_404(client: TestClient) -> None:
     assert (await json_of(await client.get(f"{RULES}/nope"), 404))["code"] == "PROXY_RULE_NOT_FOUND"
 

@@ -14,10 +14,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...turso import Database, TursoService
+from .._errors import ApiError
 from .._storage import PluginStore
 from ._rules import INVALID_REORDER, ProxyRule, RuleError, parse_rule
 
 NAMESPACE = "proxy"
+#: The most stored rules: every proxied request tries each rule in turn.
+MAX_RULES = 1000
+TOO_MANY_RULES = "PROXY_TOO_MANY_RULES"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS proxy_rules (
@@ -68,7 +72,11 @@ class ProxyStore:
         rule_id = str(uuid.uuid4())
 
         async def insert(db: Database) -> ProxyRule:
-            row = await db.get("SELECT COALESCE(MAX(rule_order), -1) + 1 AS next FROM proxy_rules")
+            row = await db.get(
+                "SELECT COALESCE(MAX(rule_order), -1) + 1 AS next, COUNT(*) AS n FROM proxy_rules"
+            )
+            if row and int(row["n"]) >= MAX_RULES:  # counted in the transaction: exact across pods
+                raise ApiError(f"at most {MAX_RULES} rules are stored", code=TOO_MANY_RULES, status=409)
             rule = check(parse_rule(data, rule_id=rule_id, order=int(row["next"]) if row else 0))
             await db.run(_UPSERT, [rule.id, rule.order, rule.stored_json()])
             return rule
