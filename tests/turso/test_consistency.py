@@ -343,6 +343,68 @@ async def test_a_lone_failed_transaction_leaves_no_group_behind(server: TursoSer
     assert [r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")] == ["yes"]
 
 
+async def test_a_release_that_fails_while_queued_never_reports_its_transaction_committed(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """A transaction's savepoint RELEASE is queued on the engine thread when that thread is busy,
+    and the caller goes on to decide whether it waits for a push. Should that RELEASE fail, the
+    engine thread rolls the group back (``_abandon_group``) while the caller may be reading the
+    group's state. Caught in the middle of it (the group already closed, its failure not yet set),
+    the caller used to find nothing pending and return: a write reported committed that was
+    rolled back. The interleaving is forced here; the transaction must fail its first run and land
+    on its second, once."""
+    a = pod(server, tmp_path, "a")
+    try:
+        await schema(a)
+        backend = await a._backend(NS)
+        assert isinstance(backend, ReplicaBackend)
+        go, reached, resume = threading.Event(), threading.Event(), threading.Event()
+        armed = {"release": True, "after": True}
+        finish, abandon, after_commit = backend._finish, backend._abandon_group, backend._after_commit
+
+        def failing_finish(state: object, verb: str) -> None:
+            if verb == "COMMIT" and armed["release"]:
+                armed["release"] = False
+                raise TursoError("RELEASE failed (injected)", code="TURSO_INJECTED")
+            finish(state, verb)  # type: ignore[arg-type]
+
+        def paused_abandon(conn: object, *, members: bool, cause: Exception | None = None) -> None:
+            backend._group_open = False  # the first thing the real one does...
+            reached.set()
+            resume.wait(2.0)  # ...then the caller looks, before the group's failure is recorded
+            abandon(conn, members=members, cause=cause)
+
+        async def looking_after_commit() -> object:
+            if not armed["after"]:
+                return await after_commit()
+            armed["after"] = False
+            go.set()  # the engine thread runs the queued RELEASE now
+            assert await asyncio.to_thread(reached.wait, 5.0)
+            try:
+                return await after_commit()
+            finally:
+                resume.set()
+
+        backend._finish = failing_finish  # type: ignore[method-assign]
+        backend._abandon_group = paused_abandon  # type: ignore[method-assign]
+        backend._after_commit = looking_after_commit  # type: ignore[method-assign]
+        runs = 0
+
+        async def insert(db: Database) -> None:
+            nonlocal runs
+            runs += 1
+            await db.run("INSERT INTO t(who) VALUES ('once')")
+            if runs == 1:  # the engine thread is busy when the callback returns: RELEASE is queued
+                backend._engine.submit(lambda: go.wait(5.0))
+
+        await a.transaction(insert, namespace=NS, max_retries=2)
+        assert runs == 2
+    finally:
+        await a.aclose()
+    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
+    assert [r["who"] for r in rows] == ["once"]
+
+
 async def test_a_write_cancelled_during_its_pull_keeps_no_lease(server: TursoServer, tmp_path: Path) -> None:
     """Cancelled while the pull before its first statement runs (on the engine thread, which may
     finish it, or fail, unseen), a transaction leaves no lease behind: the next write pulls again
