@@ -102,6 +102,34 @@ async def test_ready_is_503_when_a_plugin_failed(
     assert (await client.get("/redirects/admin/rules")).status == 200
 
 
+async def test_broken_manifests_are_listed_apart_by_name_and_only_the_log_has_their_files(
+    aiohttp_client: AiohttpClient, env: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two broken x/manifest.yaml under two plugin dirs, beside a real plugin named x, and one in a
+    # directory whose name holds a ':' (the message's first ':' is not the end of the path).
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_plugin(one, "real", "name: x\nentry: MODULE:create\nbase: /teapot\n", TEAPOT_MODULE)
+    for root, dirname in ((one, "x"), (one, "odd:dir"), (two, "x")):
+        write_plugin(root, dirname, "name: x\nentry: m:c\nbase: 3\n")
+    with caplog.at_level(logging.ERROR, logger="buntime.plugins"):
+        host = PluginHost.from_env({**env, "BUNTIME_PLUGIN_DIRS": f"{one}:{two}"}, builtin=False)
+        client = await aiohttp_client(await build_app(env, host=host))
+    response = await client.get("/api/health/ready")
+    text = await response.text()
+    body = await response.json()
+    assert response.status == 503
+    # The real x started and keeps its name; each broken manifest has its own, none is "x".
+    assert [p["name"] for p in body["plugins"]] == ["x"]
+    assert body["failed"] == ["odd:dir", "x#2", "x#3"]
+    assert sorted(body["reasons"]) == ["plugin odd:dir failed", "plugin x#2 failed", "plugin x#3 failed"]
+    assert str(tmp_path) not in text and "manifest.yaml" not in text
+    # Every consumer of the host sees the same names; the file is in the error and the log line.
+    assert set(host.blocking()) == set(host.failed) == {"odd:dir", "x#2", "x#3"}
+    for name, path in (("x#2", one / "x"), ("odd:dir", one / "odd:dir"), ("x#3", two / "x")):
+        assert host.failed[name].startswith(f"{path / 'manifest.yaml'}: 'base' must be")
+        assert f"invalid plugin manifest {name}: {path / 'manifest.yaml'}: 'base' must be" in caplog.text
+
+
 async def test_ready_is_503_when_turso_cannot_open(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: a new replica cannot bootstrap
     env = {"TURSO_LOCAL_PATH": str(tmp_path / "replica" / "r.db"), "TURSO_SYNC_URL": dead}

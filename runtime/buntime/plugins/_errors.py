@@ -15,6 +15,8 @@ Plugins subclass these for their own causes (``GatewayConfigError``, ``RuleError
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .._errors import BuntimeError
 
 
@@ -25,9 +27,17 @@ class PluginError(BuntimeError):
 
 
 class ManifestError(PluginError, ValueError):
-    """A manifest cannot be read or is invalid."""
+    """A manifest cannot be read or is invalid; the message starts with the file's path.
+
+    ``path`` is that file, kept apart so the host can name the manifest without parsing the
+    message (a directory's name may hold a ``:``).
+    """
 
     code = "INVALID_MANIFEST"
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class PluginLoadError(PluginError):

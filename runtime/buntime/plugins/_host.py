@@ -11,6 +11,10 @@ were skipped only because it failed, and reports each one that starts late to th
 mounts it. A plugin whose entry cannot be loaded, whose settings are invalid, or whose manifest is
 broken, missing a required dependency or in a cycle is not retried: nothing but a new image,
 manifest or environment fixes it.
+
+A manifest that did not parse has no plugin name, so the host names it (in :attr:`PluginHost.failed`,
+:meth:`PluginHost.blocking` and so in the readiness body) by :func:`broken_manifest_name`: its
+directory's name, made unique. Its file's path is only in the error text (the value) and the log.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +118,23 @@ def order_plugins(manifests: list[Manifest]) -> tuple[list[Manifest], dict[str, 
         return ordered, skipped
 
 
+def broken_manifest_name(path: Path, taken: Collection[str]) -> str:
+    """The name a manifest that did not parse (``path``) goes by: its directory's name.
+
+    No path: the name reaches the unauthenticated readiness body. It is unique: when a name in
+    ``taken`` (every discovered plugin's, every broken manifest named before it) already is the
+    directory's name, the first free of ``<dir>#2``, ``<dir>#3``, ... So two broken manifests in
+    directories of the same name (under two plugin dirs, or ``@a/x`` and ``x``) are listed apart,
+    and a broken manifest never shares a name with a real plugin (whose own failure, optional
+    flag or recovery would otherwise be mixed up with it).
+    """
+    name, n = path.parent.name, 1
+    while name in taken:
+        n += 1
+        name = f"{path.parent.name}#{n}"
+    return name
+
+
 def _load_factory(manifest: Manifest) -> Any:
     module_name, _, attr = manifest.entry.partition(":")
     directory = str(manifest.directory)
@@ -161,6 +182,8 @@ class PluginHost:
         #: Filled by the server as it mounts routes; shared with every plugin's context.
         self.reserved = ReservedPaths()
         self.loaded: list[LoadedPlugin] = []
+        #: ``{name: why}``; a manifest that did not parse is under :func:`broken_manifest_name`
+        #: and its error (which starts with the file's path).
         self.failed: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
         #: Plugins :meth:`recover` will try again, in load order (failed ``on_init`` or skipped
@@ -172,9 +195,12 @@ class PluginHost:
         env = os.environ if env is None else env
         errors: list[ManifestError] = []
         host = cls(discover(plugin_dirs(env, builtin=builtin), errors), env=env, **kw)
+        taken = {m.name for m in host.manifests}
         for error in errors:  # a broken manifest fails readiness instead of the whole runtime
-            log.error("invalid plugin manifest: %s", error)
-            host.failed[str(error).split(":", 1)[0]] = str(error)
+            name = broken_manifest_name(error.path, taken)
+            taken.add(name)
+            host.failed[name] = str(error)
+            log.error("invalid plugin manifest %s: %s", name, error)  # the name, then the file and why
         return host
 
     def get_plugin(self, name: str) -> Any:

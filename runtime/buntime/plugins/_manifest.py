@@ -65,7 +65,7 @@ def _names(raw: Any, key: str, path: Path) -> tuple[str, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
-        raise ManifestError(f"{path}: '{key}' must be a list of plugin names")
+        raise ManifestError(f"{path}: '{key}' must be a list of plugin names", path=path)
     return tuple(raw)
 
 
@@ -74,30 +74,34 @@ def load_manifest(path: Path) -> Manifest:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path}: cannot read manifest: {exc}") from exc
+        raise ManifestError(f"{path}: cannot read manifest: {exc}", path=path) from exc
     if not isinstance(data, dict):
-        raise ManifestError(f"{path}: a manifest must be a mapping")
+        raise ManifestError(f"{path}: a manifest must be a mapping", path=path)
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise ManifestError(f"{path}: 'name' is required")
+        raise ManifestError(f"{path}: 'name' is required", path=path)
     entry = data.get("entry")
     if not isinstance(entry, str) or not _ENTRY.fullmatch(entry):
-        raise ManifestError(f"{path}: 'entry' must look like 'package.module:factory' (got {entry!r})")
+        raise ManifestError(
+            f"{path}: 'entry' must look like 'package.module:factory' (got {entry!r})", path=path
+        )
     base = data.get("base")
     if base is not None and (not isinstance(base, str) or not (base == "/" or _BASE.fullmatch(base))):
-        raise ManifestError(f"{path}: 'base' must be '/' or '/<letters, digits, - or _>' (got {base!r})")
+        raise ManifestError(
+            f"{path}: 'base' must be '/' or '/<letters, digits, - or _>' (got {base!r})", path=path
+        )
     if base in RESERVED_BASES:
-        raise ManifestError(f"{path}: base {base!r} is reserved by the runtime")
+        raise ManifestError(f"{path}: base {base!r} is reserved by the runtime", path=path)
     enabled = data.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise ManifestError(f"{path}: 'enabled' must be true or false")
+        raise ManifestError(f"{path}: 'enabled' must be true or false", path=path)
     optional = data.get("optional", False)
     if not isinstance(optional, bool):
-        raise ManifestError(f"{path}: 'optional' must be true or false")
+        raise ManifestError(f"{path}: 'optional' must be true or false", path=path)
     try:
         settings = parse_settings(data.get("config"), str(path))
     except ValueError as exc:
-        raise ManifestError(str(exc)) from None
+        raise ManifestError(str(exc), path=path) from None
     return Manifest(
         name=name.strip(),
         entry=entry,

@@ -69,18 +69,13 @@ async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def _shown(plugin: str) -> str:
-    """A plugin as the unauthenticated body names it: a manifest that did not parse is known by
-    its file's path, shown as its directory's name (no paths in the body)."""
-    return os.path.basename(os.path.dirname(plugin)) if os.path.isabs(plugin) else plugin
-
-
 async def ready(request: web.Request) -> web.Response:
     """200 when every required plugin started and Turso is usable (``health.usable``), else 503.
 
     An optional plugin (``optional: true`` in its manifest) that failed or was skipped is listed
     in the body but does not make the pod unready. The body is unauthenticated, so it names
-    plugins and states only: why a plugin failed, paths, URLs and Turso's error text go to the
+    plugins and states only (a manifest that did not parse by the name the plugin host gives it,
+    its directory's, made unique): why a plugin failed, paths, URLs and Turso's error text go to the
     log (when they happen) and to ``buntime turso health``, never here. It answers within
     :data:`READY_TURSO_TIMEOUT` even when a replica is busy (that namespace is ``degraded``).
     """
@@ -89,7 +84,7 @@ async def ready(request: web.Request) -> web.Response:
     if state.stopping:
         reasons.append("shutting down")
     for name, why in host.blocking().items():
-        reasons.append(f"plugin {_shown(name)} {why.split(':', 1)[0]}")  # "failed" or "skipped", not why
+        reasons.append(f"plugin {name} {why.split(':', 1)[0]}")  # "failed" or "skipped", not why
     turso: dict[str, Any] | None = None
     service: TursoService | None = host.get_plugin(TURSO_PLUGIN_NAME)
     if service is not None:
@@ -105,7 +100,7 @@ async def ready(request: web.Request) -> web.Response:
         "status": STATUS_NOT_READY if reasons else STATUS_READY,
         "reasons": reasons,
         "plugins": [_plugin_summary(loaded) for loaded in host.loaded],
-        "failed": sorted(map(_shown, host.failed)),
+        "failed": sorted(host.failed),
         "skipped": sorted(name for name, why in host.skipped.items() if why != SKIPPED_DISABLED),
         "retrying": sorted(host.retrying),
         "turso": turso,
