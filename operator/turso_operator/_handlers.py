@@ -81,6 +81,17 @@ MEMO_STATE = "operator"
 
 
 @dataclass
+class ObjectGuard:
+    """One TursoNamespace's reconcile lock (kopf's handlers and the drift loop take it), how many
+    reconciles hold or await it, and until when the drift loop leaves the object alone (see
+    :func:`_reconcile`). An idle guard says nothing: :meth:`OperatorState.forget_idle` drops it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    quiet_until: float = 0.0
+
+
+@dataclass
 class OperatorState:
     """What the startup handler builds and the cleanup handler closes; one per operator run."""
 
@@ -91,14 +102,21 @@ class OperatorState:
     last_event: float = 0.0
     credentials_task: asyncio.Task[None] | None = None
     drift_task: asyncio.Task[None] | None = None
-    # Per object: one reconcile at a time (kopf's handlers and the drift loop), and until when
-    # the drift loop leaves it alone after an event-driven reconcile (see _reconcile).
-    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    quiet_until: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Per (namespace, name): one reconcile at a time, and the drift loop's quiet time after an event.
+    guards: dict[tuple[str, str], ObjectGuard] = field(default_factory=dict)
 
     @property
     def admin(self) -> AdminClient:
         return self.reconciler.admin
+
+    def forget_idle(self) -> None:
+        """Drop every guard no reconcile holds or awaits whose quiet time is over (the drift loop
+        calls it each period): those of deleted objects would otherwise stay for the operator's
+        life. One of a live object comes back, fresh, with its next reconcile: a lock nobody
+        holds or awaits excludes no one, and a quiet time that is over keeps no one away."""
+        now = time.monotonic()
+        for key in [k for k, guard in self.guards.items() if not guard.users and guard.quiet_until <= now]:
+            del self.guards[key]
 
 
 def operator_memo(config: OperatorConfig) -> kopf.Memo:
@@ -283,17 +301,24 @@ async def _reconcile(
     patch only after it returns, so for a while the drift loop's copy of the object still shows the
     status from before: checked then, it would mint again, and every mint revokes the token the
     handler just wrote (pods started meanwhile would get 401). So the drift loop skips an object
-    for :data:`DRIFT_QUIET_SECONDS` (at most one resync period) after an event-driven reconcile."""
-    key = (str(body.meta.namespace), str(body.meta.name))
-    async with state.locks.setdefault(key, asyncio.Lock()):
-        if drift and time.monotonic() < state.quiet_until.get(key, 0.0):
-            return
-        try:
-            await _reconcile_now(state, body, patch, claims, drift=drift, attempt=attempt)
-        finally:
-            if not drift:
-                quiet = min(DRIFT_QUIET_SECONDS, state.config.resync_seconds)
-                state.quiet_until[key] = time.monotonic() + quiet
+    for :data:`DRIFT_QUIET_SECONDS` (at most one resync period) after an event-driven reconcile.
+
+    The guard counts this reconcile as its user from before it waits for the lock until it is
+    done, so :meth:`OperatorState.forget_idle` never drops a lock that is held or awaited."""
+    guard = state.guards.setdefault((str(body.meta.namespace), str(body.meta.name)), ObjectGuard())
+    guard.users += 1
+    try:
+        async with guard.lock:
+            if drift and time.monotonic() < guard.quiet_until:
+                return
+            try:
+                await _reconcile_now(state, body, patch, claims, drift=drift, attempt=attempt)
+            finally:
+                if not drift:
+                    quiet = min(DRIFT_QUIET_SECONDS, state.config.resync_seconds)
+                    guard.quiet_until = time.monotonic() + quiet
+    finally:
+        guard.users -= 1
 
 
 async def _reconcile_now(
@@ -350,7 +375,9 @@ async def _drift_loop(state: OperatorState, objects: kopf.Index[Any, dict[str, A
     """Every resync period, a drift check of every TursoNamespace not being deleted.
 
     Each object's check runs on its own: a slow one (a turso-server call waiting for its timeout)
-    delays no other, and its next check starts only once its last one has ended.
+    delays no other, and its next check starts only once its last one has ended. Each period
+    also drops the idle per-object guards (:meth:`OperatorState.forget_idle`), deleted objects'
+    among them.
     """
     limit = asyncio.Semaphore(DRIFT_CONCURRENCY)
     running: dict[Any, asyncio.Task[None]] = {}
@@ -362,6 +389,7 @@ async def _drift_loop(state: OperatorState, objects: kopf.Index[Any, dict[str, A
     try:
         while True:
             await asyncio.sleep(state.config.resync_seconds)
+            state.forget_idle()
             for key in [k for k, task in running.items() if task.done()]:
                 del running[key]  # repair_drift logs and swallows its own failures
             for key in list(objects):

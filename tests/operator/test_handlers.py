@@ -1,28 +1,34 @@
 """The operator's wiring: nothing at import, everything loop-bound built at startup, closed at cleanup.
 
 Feeds kopf's own objects (``OperatorSettings``, ``Memo``, ``OperatorRegistry``) to the handlers
-the way ``kopf.run`` does; the login reads a real kubeconfig file. Nothing is mocked.
+the way ``kopf.run`` does; the login reads a real kubeconfig file; a reconcile that gets as far
+as turso-server talks to a real one. Nothing is mocked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import kopf
 import pytest
 
 from tests.support.kopfcontext import drained_reasons, kopf_events
+from tests.support.tursoserver import TursoServer
 from turso_operator._config import OperatorConfig
 from turso_operator._constants import INJECT_LABEL, INSTANCE_LABEL, WEBHOOK_ID, ConditionType, Phase, Reason
 from turso_operator._handlers import (
     MEMO_STATE,
     OperatorState,
+    _drift_loop,
     build_registry,
     close_clients,
     configure,
@@ -200,6 +206,93 @@ async def test_the_drift_loop_leaves_an_object_alone_right_after_its_handler_rec
             assert drained_reasons(events) == [], "the drift check acted on the stale copy"
     finally:
         await close_clients(memo=memo)
+
+
+@pytest.fixture(scope="module")
+def turso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TursoServer]:
+    server = TursoServer(tmp_path_factory.mktemp("handlers") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_the_drift_loop_forgets_deleted_objects_but_never_a_lock_in_use(
+    turso: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-object lock and quiet time used to stay for every object the operator ever
+    reconciled. Now each drift period drops the idle ones, the deleted objects' with them — but
+    not one a reconcile holds or awaits: a reconcile started after that period still waits its turn.
+
+    Every reconcile creates its database on a real turso-server, then waits ``TURSO_REQUEST_TIMEOUT``
+    (1 s) for a Kubernetes API that accepts connections and never answers, holding its lock.
+    """
+    timeout = 1.0
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        server = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kubeconfig", "t", server)))
+        env = {
+            "TURSO_SERVER_URL": turso.url,
+            "TURSO_SERVER_ADMIN_URL": turso.admin_url,
+            "TURSO_SERVER_ADMIN_TOKEN": turso.admin_token,
+            "TURSO_RESYNC_SECONDS": "0.25",  # also the quiet time after a handler's reconcile
+            "TURSO_REQUEST_TIMEOUT": str(timeout),
+        }
+        memo = operator_memo(OperatorConfig.from_env(env))
+        await configure(settings=kopf.OperatorSettings(), memo=memo)
+        state = memo[MEMO_STATE]
+        assert isinstance(state, OperatorState)
+
+        def tns(name: str) -> dict[str, Any]:
+            return {
+                "apiVersion": "turso.buntime.io/v1alpha1",
+                "kind": "TursoNamespace",
+                "metadata": {"name": name, "namespace": "shop", "uid": f"uid-{name}", "generation": 1},
+                "spec": {},
+            }
+
+        async def reconciled(raw: dict[str, Any]) -> float:
+            """kopf's handler on ``raw``; when it ended (it fails on the Secret, as it must here)."""
+            with pytest.raises(kopf.TemporaryError, match="cannot write Secret"):
+                await reconcile_tursonamespace(
+                    body=kopf.Body(raw), patch=kopf.Patch(), memo=memo, retry=0, database_claims={}
+                )
+            return time.monotonic()
+
+        gone = [("shop", f"gone-{i}") for i in range(20)]
+        drift: asyncio.Task[None] | None = None
+        try:
+            with kopf_events():
+                # Reconciled once each, then deleted: no longer in the drift loop's index.
+                await asyncio.gather(*(reconciled(tns(name)) for _, name in gone))
+                assert set(gone) <= set(state.guards)
+                # busy: one reconcile holds its lock, another waits for it, and the drift loop
+                # (whose index lists busy alone) runs a period meanwhile.
+                busy = tns("busy")
+                first = asyncio.create_task(reconciled(busy))
+                await asyncio.sleep(0.05)
+                second = asyncio.create_task(reconciled(busy))
+                await asyncio.sleep(0)
+                guard = state.guards[("shop", "busy")]
+                assert guard.lock.locked() and guard.users == 2
+                index = cast(kopf.Index[Any, dict[str, Any]], {("shop", "busy"): [busy]})
+                drift = asyncio.create_task(_drift_loop(state, index, cast(Any, {})))
+                deadline = time.monotonic() + 5
+                while set(gone) & set(state.guards) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert not set(gone) & set(state.guards), "the deleted objects' guards are still kept"
+                assert not first.done(), "the drift period came too late to check the held lock"
+                assert state.guards[("shop", "busy")] is guard, "a lock in use was dropped"
+                third = asyncio.create_task(reconciled(busy))
+                ends = await asyncio.gather(first, second, third)
+        finally:
+            if drift is not None:
+                drift.cancel()
+                await asyncio.gather(drift, return_exceptions=True)
+            await close_clients(memo=memo)
+    # One at a time, each waiting out the API server's timeout: the third started after the
+    # drift period and still waited for the lock the first two shared.
+    assert ends[1] - ends[0] > 0.8 * timeout and ends[2] - ends[1] > 0.8 * timeout, ends
 
 
 async def test_the_webhooks_lookup_gives_up_after_half_the_webhook_timeout(
