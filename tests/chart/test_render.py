@@ -745,11 +745,8 @@ def test_the_turso_server_monitor_credentials_open_the_real_metrics_endpoint(tmp
     ref = endpoint["authorization"]["credentials"]
     token = decoded(one(docs, "Secret", ref["name"]))[ref["key"]]
     server_env = container_env(containers(one(docs, "StatefulSet", f"{RELEASE}-turso"))[0], EnvSources(docs))
-    server = TursoServer(
-        tmp_path / "data", extra_env={"TURSO_METRICS_TOKEN": server_env["TURSO_METRICS_TOKEN"]}
-    )
-    server.start()
-    try:
+    metrics_env = {"TURSO_METRICS_TOKEN": server_env["TURSO_METRICS_TOKEN"]}
+    with TursoServer(tmp_path / "data", extra_env=metrics_env) as server:
 
         def get(path: str, bearer: str) -> int:
             request = urllib.request.Request(
@@ -766,5 +763,3 @@ def test_the_turso_server_monitor_credentials_open_the_real_metrics_endpoint(tmp
         assert get(endpoint["path"], token) == 200
         assert get("/v1/namespaces", token) == 403
         assert get(endpoint["path"], "not-the-token") == 401
-    finally:
-        server.stop()

@@ -41,11 +41,8 @@ def sync_env(
         finally:
             endpoint.kill()
     else:
-        server = TursoServer(root / "data").start()
-        try:
+        with TursoServer(root / "data") as server:
             yield {"TURSO_SERVER_URL": server.url, "TURSO_SERVER_TOKEN": server.data_token}
-        finally:
-            server.stop()
 
 
 def replica(sync_env: dict[str, str], root: Path, name: str) -> RuntimeProcess:

@@ -15,11 +15,8 @@ from turso_operator._errors import AdminRejectedError, AdminUnavailableError
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TursoServer]:
-    running = TursoServer(tmp_path_factory.mktemp("admin") / "data").start()
-    try:
+    with TursoServer(tmp_path_factory.mktemp("admin") / "data") as running:
         yield running
-    finally:
-        running.stop()
 
 
 async def test_lifecycle(server: TursoServer) -> None:
@@ -59,13 +56,10 @@ async def test_errors_are_classified(server: TursoServer) -> None:
 
 
 async def test_a_server_without_signing_key_falls_back_to_the_shared_token(tmp_path: Path) -> None:
-    plain = TursoServer(tmp_path / "data", extra_env={"TURSO_TOKEN_SIGNING_KEY": ""}).start()
-    try:
+    with TursoServer(tmp_path / "data", extra_env={"TURSO_TOKEN_SIGNING_KEY": ""}) as plain:
         async with AdminClient(plain.admin_url, plain.admin_token) as admin:
             await admin.create("plain")
             assert await admin.mint_token("plain", "rw") is None
-    finally:
-        plain.stop()
 
 
 async def test_mint_scope_token(server: TursoServer) -> None:

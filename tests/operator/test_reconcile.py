@@ -36,11 +36,8 @@ from turso_operator._reconcile import Reconciler
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TursoServer]:
-    running = TursoServer(tmp_path_factory.mktemp("reconcile") / "data").start()
-    try:
+    with TursoServer(tmp_path_factory.mktemp("reconcile") / "data") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @contextlib.contextmanager

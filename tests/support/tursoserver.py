@@ -1,7 +1,9 @@
 """A real turso-server subprocess (the ``turso-server`` console script) for cross-part tests.
 
 Used by the operator, runtime and chart suites; turso-server's own suite drives it more finely.
-The process can be stopped and started again on the same ports and data dir.
+The process can be stopped and started again on the same ports and data dir. ``with
+TursoServer(...) as server:`` is how a test runs one: it starts the server and always stops it,
+also when it never got ready (entering the same object again starts it again).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from tests.support.ports import free_port, free_range
 from tests.support.tursodb import tursodb_bin, wait_listening
@@ -100,6 +102,17 @@ class TursoServer:
             except OSError:
                 time.sleep(0.05)
         raise TimeoutError("turso-server did not become ready")
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a server that never got ready must not outlive the test
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

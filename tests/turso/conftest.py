@@ -44,6 +44,5 @@ async def threaded_service(tmp_path: Path) -> AsyncIterator[TursoService]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[TursoServer]:
     """A real turso-server for the test, stopped after it."""
-    started = TursoServer(tmp_path / "server").start()
-    yield started
-    started.stop()
+    with TursoServer(tmp_path / "server") as started:
+        yield started

@@ -313,38 +313,36 @@ async def test_a_failed_open_is_not_cached_and_the_next_connect_retries(tmp_path
 
 
 async def test_multi_tenant_through_turso_server_with_its_data_token(tmp_path: Path) -> None:
-    server = TursoServer(tmp_path / "turso").start()
-    env = {
-        "TURSO_SERVER_URL": server.url,
-        "TURSO_SERVER_TOKEN": server.data_token,
-        "TURSO_SYNC_INTERVAL": INTERVAL,
-    }
-    a = TursoService(resolve_config(env={**env, "TURSO_LOCAL_PATH": str(tmp_path / "a" / "runtime.db")}))
-    b = TursoService(resolve_config(env={**env, "TURSO_LOCAL_PATH": str(tmp_path / "b" / "runtime.db")}))
-    try:
-        await b.connect("ledger")
-        await create_table(a, "ledger")
-        await insert(a, "through turso-server", "ledger")
+    with TursoServer(tmp_path / "turso") as server:
+        env = {
+            "TURSO_SERVER_URL": server.url,
+            "TURSO_SERVER_TOKEN": server.data_token,
+            "TURSO_SYNC_INTERVAL": INTERVAL,
+        }
+        a = TursoService(resolve_config(env={**env, "TURSO_LOCAL_PATH": str(tmp_path / "a" / "runtime.db")}))
+        b = TursoService(resolve_config(env={**env, "TURSO_LOCAL_PATH": str(tmp_path / "b" / "runtime.db")}))
+        try:
+            await b.connect("ledger")
+            await create_table(a, "ledger")
+            await insert(a, "through turso-server", "ledger")
 
-        async def b_sees() -> bool:
-            return await count(b, "ledger") == 1
+            async def b_sees() -> bool:
+                return await count(b, "ledger") == 1
 
-        await eventually(b_sees)
-        assert server.data_token not in repr((await a.health()).as_dict())
-    finally:
-        await a.aclose()
-        await b.aclose()
-        server.stop()
+            await eventually(b_sees)
+            assert server.data_token not in repr((await a.health()).as_dict())
+        finally:
+            await a.aclose()
+            await b.aclose()
     unauthorised = TursoService(
         resolve_config(env={"TURSO_SERVER_URL": server.url, "TURSO_LOCAL_PATH": str(tmp_path / "c" / "r.db")})
     )
-    server.start()
-    try:
-        with pytest.raises(TursoUnavailableError):
-            await unauthorised.connect("ledger")
-    finally:
-        await unauthorised.aclose()
-        server.stop()
+    with server:  # the same server started again
+        try:
+            with pytest.raises(TursoUnavailableError):
+                await unauthorised.connect("ledger")
+        finally:
+            await unauthorised.aclose()
 
 
 async def test_pull_listeners_hear_other_replicas_until_removed(

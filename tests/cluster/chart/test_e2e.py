@@ -169,11 +169,8 @@ def turso(chart: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory)
     sts = one(chart, "StatefulSet", f"{RELEASE}-turso")
     (container,) = containers(sts)
     chart_env = container_env(container, EnvSources(chart), field_refs=FIELD_REFS)
-    server = ChartTursoServer(tmp_path_factory.mktemp("turso") / "data", chart_env).start()
-    try:
+    with ChartTursoServer(tmp_path_factory.mktemp("turso") / "data", chart_env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

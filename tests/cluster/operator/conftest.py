@@ -38,11 +38,8 @@ def crd(control_plane: ControlPlane) -> ControlPlane:
 
 @pytest.fixture(scope="module")
 def turso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TursoServer]:
-    server = TursoServer(tmp_path_factory.mktemp("turso") / "data").start()
-    try:
+    with TursoServer(tmp_path_factory.mktemp("turso") / "data") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

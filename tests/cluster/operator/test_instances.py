@@ -38,19 +38,18 @@ WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
 
 @pytest.fixture
 def second(crd: ControlPlane, tmp_path: Path) -> Iterator[tuple[OperatorProcess, TursoServer]]:
-    server = TursoServer(tmp_path / "turso").start()
-    process = OperatorProcess(crd, server, tmp_path / "operator", TURSO_INSTANCE="second").start()
-    hook = webhook_configuration(f"https://127.0.0.1:{process.webhook_port}", process.ca_pem)
-    hook["metadata"] = {"name": "buntime-test-second"}
-    status, body = crd.request("POST", WEBHOOKS, hook)
-    assert status == 201, body
-    try:
-        yield process, server
-    finally:
-        crd.request("DELETE", f"{WEBHOOKS}/buntime-test-second")
-        process.stop()
-        server.stop()
-        print(process.tail())
+    with TursoServer(tmp_path / "turso") as server:
+        process = OperatorProcess(crd, server, tmp_path / "operator", TURSO_INSTANCE="second").start()
+        hook = webhook_configuration(f"https://127.0.0.1:{process.webhook_port}", process.ca_pem)
+        hook["metadata"] = {"name": "buntime-test-second"}
+        status, body = crd.request("POST", WEBHOOKS, hook)
+        assert status == 201, body
+        try:
+            yield process, server
+        finally:
+            crd.request("DELETE", f"{WEBHOOKS}/buntime-test-second")
+            process.stop()
+            print(process.tail())
 
 
 def names(server: TursoServer) -> set[str]:

@@ -28,30 +28,29 @@ def own_plane() -> Iterator[ControlPlane]:
 
 
 def test_liveness_fails_on_a_stale_watch_and_recovers(own_plane: ControlPlane, tmp_path: Path) -> None:
-    server = TursoServer(tmp_path / "turso").start()
-    operator = OperatorProcess(
-        own_plane,
-        server,
-        tmp_path,
-        TURSO_RESYNC_SECONDS="1",
-        TURSO_LIVENESS_GRACE_SECONDS="1",
-        TURSO_WEBHOOK_ENABLED="false",
-    )
-    operator.webhook_port = operator.liveness_port  # no webhook listener to wait for
-    operator.start()
-    apiserver = own_plane._apiserver  # type: ignore[attr-defined]
-    try:
-        own_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": "live"}})
-        apply_tns(own_plane, "live", "db")
-        # The probe only judges a watch that has delivered objects: wait until this one was seen.
-        wait_ready(own_plane, "live", "db", timeout=30)
-        wait_for(lambda: operator.healthz() == 200, timeout=30)
-        apiserver.send_signal(signal.SIGSTOP)  # the watch stream goes silent, the process lives
+    with TursoServer(tmp_path / "turso") as server:
+        operator = OperatorProcess(
+            own_plane,
+            server,
+            tmp_path,
+            TURSO_RESYNC_SECONDS="1",
+            TURSO_LIVENESS_GRACE_SECONDS="1",
+            TURSO_WEBHOOK_ENABLED="false",
+        )
+        operator.webhook_port = operator.liveness_port  # no webhook listener to wait for
+        operator.start()
+        apiserver = own_plane._apiserver  # type: ignore[attr-defined]
         try:
-            wait_for(lambda: operator.healthz() != 200, timeout=40, interval=1)
+            own_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": "live"}})
+            apply_tns(own_plane, "live", "db")
+            # The probe only judges a watch that has delivered objects: wait until this one was seen.
+            wait_ready(own_plane, "live", "db", timeout=30)
+            wait_for(lambda: operator.healthz() == 200, timeout=30)
+            apiserver.send_signal(signal.SIGSTOP)  # the watch stream goes silent, the process lives
+            try:
+                wait_for(lambda: operator.healthz() != 200, timeout=40, interval=1)
+            finally:
+                apiserver.send_signal(signal.SIGCONT)
+            wait_for(lambda: operator.healthz() == 200, timeout=60, interval=1)
         finally:
-            apiserver.send_signal(signal.SIGCONT)
-        wait_for(lambda: operator.healthz() == 200, timeout=60, interval=1)
-    finally:
-        operator.stop()
-        server.stop()
+            operator.stop()

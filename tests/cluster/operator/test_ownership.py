@@ -46,20 +46,14 @@ def pulls(turso: TursoServer, database: str, token: str) -> int:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[TursoServer]:
-    running = TursoServer(tmp_path / "turso").start()
-    try:
+    with TursoServer(tmp_path / "turso") as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
 def unsigned_server(tmp_path: Path) -> Iterator[TursoServer]:
-    running = TursoServer(tmp_path / "plain", extra_env={"TURSO_TOKEN_SIGNING_KEY": ""}).start()
-    try:
+    with TursoServer(tmp_path / "plain", extra_env={"TURSO_TOKEN_SIGNING_KEY": ""}) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_a_later_claim_never_takes_the_database_from_the_earlier_one(
