@@ -21,7 +21,9 @@ from buntime.turso import (
     BlockingDatabase,
     Database,
     TursoBusyError,
+    TursoCommitUnknownError,
     TursoError,
+    TursoQueryError,
     TursoService,
     TursoUnavailableError,
     resolve_config,
@@ -647,3 +649,76 @@ async def test_a_read_after_a_cancelled_blocking_transaction_serves_the_replica(
         await a.aclose()
     assert [r["who"] for r in rows] == ["kept-0"]
     assert [r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")] == ["kept-0"]
+
+
+def lose_the_next_push(server: TursoServer, monkeypatch: pytest.MonkeyPatch, reply: str) -> None:
+    """The replica's next push finds the server gone: it stops, and the push fails with ``reply``
+    (a lost reply: the outcome is unknown; a 409: refused, nothing applied). Later pushes are real."""
+    real = ReplicaBackend._push_reporting
+
+    def once(self: ReplicaBackend, url: str) -> object:
+        monkeypatch.setattr(ReplicaBackend, "_push_reporting", real)
+        server.stop()
+        return TursoQueryError(reply)
+
+    monkeypatch.setattr(ReplicaBackend, "_push_reporting", once)
+
+
+async def test_after_an_unknown_outcome_no_read_shows_the_write_before_the_replica_reset(
+    server: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push whose reply is lost as the server goes away: the outcome is unknown and the reset
+    after it cannot run. Reads then fail rather than answer from the copy that holds the write (a
+    client told to "read before writing again" saw it as landed, and it vanished at the next
+    write); once the server is back, a read resets first and shows the server's truth."""
+    a = pod(server, tmp_path, "a", TURSO_WRITE_TIMEOUT="1s")
+    try:
+        await schema(a)
+        await insert_rows(a, "before", 1)
+        lose_the_next_push(server, monkeypatch, "network error: timed out")
+        with pytest.raises(TursoCommitUnknownError, match="could not be reset yet"):
+            await insert_rows(a, "unknown", 1)
+        db = await a.connect(NS)
+        with pytest.raises(TursoUnavailableError):
+            await db.all("SELECT who FROM t")
+        server.start()
+        assert [r["who"] for r in await db.all("SELECT who FROM t")] == ["before-0"]
+    finally:
+        await a.aclose()
+    assert [r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")] == ["before-0"]
+
+
+async def test_an_offline_open_never_pushes_what_a_serializable_run_reported_failed(
+    server: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serializable write refused as the server went away (reported not applied) stays in the
+    replica when its reset cannot run. Reopened in offline mode, whose first sync pushes what is
+    pending, that write used to land. Now the offline open resets such a file first, and with the
+    server still down it refuses to open."""
+    a = pod(server, tmp_path, "a", TURSO_WRITE_TIMEOUT="1s")
+    try:
+        await schema(a)
+        await insert_rows(a, "before", 1)
+        lose_the_next_push(server, monkeypatch, "remote returned status=409 lease lost")
+        with pytest.raises(TursoUnavailableError) as refused:
+            await insert_rows(a, "refused", 1)
+        assert not isinstance(refused.value, TursoCommitUnknownError)
+    finally:
+        await a.aclose()
+    down = pod(server, tmp_path, "a", TURSO_WRITE_MODE="offline")
+    try:
+        with pytest.raises(TursoUnavailableError, match="offline writes"):
+            await down.connect(NS)
+    finally:
+        await down.aclose()
+    server.start()
+    offline = pod(server, tmp_path, "a", TURSO_WRITE_MODE="offline")
+    try:
+        db = await offline.connect(NS)
+        assert [r["who"] for r in await db.all("SELECT who FROM t")] == ["before-0"]
+        await offline.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('offline')"), namespace=NS)
+        await offline.sync(NS)
+    finally:
+        await offline.aclose()
+    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
+    assert sorted(r["who"] for r in rows) == ["before-0", "offline"]

@@ -4,8 +4,9 @@
   a pool of connections so that every transaction gets a connection of its own and concurrent
   transactions never interleave on one connection (an upstream defect).
 * :class:`ReplicaBackend` — one embedded replica (one connection, since CDC forbids MVCC).
-  Transactions are serialised by an asyncio lock, each commit is pushed, and a background task
-  pushes whatever is still pending (autocommit writes, failed pushes) and pulls on an interval.
+  Serializable writes run under turso-server's write lease and return once their push landed
+  (docs/consistency.md); a background task pulls on an interval (and, in offline mode, pushes
+  whatever is still pending first).
 
 Both run every engine call on their own :class:`~._engine.Engine` (a dedicated thread; a local
 file may run inline on the event loop instead). Called by ``_service``.
@@ -419,6 +420,8 @@ class ReplicaBackend(Backend):
         self._inline_paused_until = 0.0  # monotonic: calls stay on the engine thread until then
         self._tasks: set[asyncio.Task[None]] = set()
         self._dirty = False
+        # A push's outcome is unknown and the reset after it failed: reads wait for a reset.
+        self._outcome_unknown = False
         self._offline_pending = False  # commits offline mode acknowledged, pushed under the next lease
         self._release_queued = False  # the last transaction's RELEASE went to the engine thread
         self._boot = ""  # serializable replicas that know the boot commit at synchronous=NORMAL
@@ -487,10 +490,34 @@ class ReplicaBackend(Backend):
                 )
             elif backend._boot or offline:
                 await engine.call(write_boot_mark, path, backend._boot)
-        else:  # before any commit: its commits are acknowledged, a serializable open must keep them
+        else:
+            await backend._leave_serializable(read_boot_mark(path))
+            # Before any commit: its commits are acknowledged, a serializable open must keep them.
             await engine.call(write_boot_mark, path, OFFLINE_MARK)
         log.info("Turso replica opened (%s writes): %s <-> %s", backend.policy.mode, path, url)
         return backend
+
+    async def _leave_serializable(self, mark: str | None) -> None:
+        """An offline open of a file last opened for serializable writes (``mark`` a boot id, or
+        ``""``): its unpushed changes were never acknowledged, and one written in another boot may
+        have lost its tail (``synchronous=NORMAL``, the metadata written in place). Offline mode
+        would push the former over other pods' rows and could reuse the latter's change ids, so
+        either is reset first; with the server unreachable, the open fails until it can."""
+        if mark is None or mark == OFFLINE_MARK:
+            return
+        boot = boot_id()
+        rebooted = bool(boot) and bool(mark) and mark != boot
+        if not rebooted and await self._engine.call(self._pending) == 0:
+            return
+        why = "last written in another boot" if rebooted else "holding changes never acknowledged"
+        try:
+            await self._reset(f"{why}, before offline writes")
+        except TursoUnavailableError as exc:
+            await self._engine.stop()
+            raise TursoUnavailableError(
+                f"cannot open {self.path} for offline writes: it is {why}, and resetting it needs "
+                f"the server ({exc})"
+            ) from exc
 
     @property
     def serializable(self) -> bool:
@@ -754,7 +781,11 @@ class ReplicaBackend(Backend):
         attempt = 0
         while True:
             lease = self._lease
-            if lease is None:  # cannot happen: commits only run under a lease
+            if lease is None:  # the lease was dropped while the batch waited (or the service closes)
+                if maybe_applied:  # an earlier attempt may have landed: never "not applied"
+                    raise TursoCommitUnknownError(
+                        f"a push to {self.url} may or may not have been applied and the write lease is gone"
+                    )
                 await self._reset()
                 raise TursoBusyError("the write lease was lost before the push", code="TURSO_LEASE_LOST")
             asked = time.monotonic()
@@ -797,11 +828,14 @@ class ReplicaBackend(Backend):
                 )
             if await self._retry_if_still_last_writer(deadline):
                 return
-            with contextlib.suppress(TursoUnavailableError):  # else the next write resets it
+            try:
                 await self._reset()
+                after = "the replica was reset to the server's state: a read shows which way it went"
+            except TursoUnavailableError:  # the server that lost the reply: reads wait for the reset
+                self._outcome_unknown = True
+                after = "the replica could not be reset yet: its reads fail until it can (then they show it)"
             raise TursoCommitUnknownError(
-                f"a push to {self.url} may or may not have been applied and the write lease is gone; "
-                "the replica was reset to the server's state"
+                f"a push to {self.url} may or may not have been applied and the write lease is gone; {after}"
             )
 
     async def _retry_if_still_last_writer(self, deadline: float) -> bool:
@@ -830,7 +864,7 @@ class ReplicaBackend(Backend):
         except (TursoError, OSError) as exc:  # OSError: the replica's directory (space, permissions)
             self._record_error("reset", exc)
             raise TursoUnavailableError(f"cannot reset {self.path} from {self.url}: {exc}") from exc
-        self._dirty = False
+        self._dirty = self._outcome_unknown = False
 
     def _schedule_release(self) -> None:
         """Give the lease back ``LEASE_LINGER`` after the pod goes idle (re-armed while busy)."""
@@ -860,6 +894,11 @@ class ReplicaBackend(Backend):
     async def _autocommit_once(self, fn: Callable[[Any], T]) -> T:
         async with self._gate():
             await self._drop_orphan_group()  # else this statement would run inside it, and push it
+            if self._outcome_unknown and not self._group_open and self._batch is None:
+                # The copy holds a commit whose push may or may not have landed, and its caller
+                # was told a read shows which way it went: reset first; while the server cannot
+                # be reached, this read fails instead of showing the commit as landed.
+                await self._reset("a read after a commit whose outcome is unknown")
             try:
                 result: T = await self._on_conn(self._speculate, fn)
                 durable = await self._after_commit()

@@ -75,8 +75,9 @@ class TursoCommitUnknownError(TursoUnavailableError):
     """A commit's push may or may not have reached the server; nobody can tell any more.
 
     Like a database connection lost during ``COMMIT``: the transaction is *not* acknowledged and
-    is never re-run by the service (re-running could apply it twice). The local replica has been
-    reset to the server's state, so a read shows which way it went.
+    is never re-run by the service (re-running could apply it twice). The local replica is reset
+    to the server's state before it answers another read, so a read shows which way it went;
+    while the server cannot be reached, that read fails instead.
     """
 
     code = "TURSO_COMMIT_OUTCOME_UNKNOWN"

@@ -147,7 +147,9 @@ class TursoService:
         Busy/conflict errors (at ``BEGIN``, in a statement or at ``COMMIT``) roll back and re-run
         ``fn`` up to ``max_retries`` times, so ``fn`` must be safe to repeat. Other errors roll
         back and propagate at once. On replicas ``concurrent`` runs as ``deferred`` (CDC forbids
-        MVCC) and the commit is pushed; a failed push is logged and retried in the background.
+        MVCC). In serializable sync mode it returns once the commit's push landed, and a push
+        that fails raises (docs/consistency.md); in offline mode the commit is acknowledged
+        locally and a failed push is retried in the background.
         """
         backend, effective = await self._prepare(namespace, type, max_retries, retry_delay)
 
@@ -206,7 +208,7 @@ class TursoService:
             self._listeners.remove(listener)
 
     async def sync(self, namespace: str = DEFAULT_NAMESPACE) -> bool:
-        """Push pending changes and pull now; ``False`` in local mode."""
+        """Pull now (offline mode pushes pending changes first); ``False`` in local mode."""
         backend = await self._backend(namespace)
         return await backend.sync() if isinstance(backend, ReplicaBackend) else False
 
@@ -314,7 +316,8 @@ class TursoService:
         )
 
     async def aclose(self) -> None:
-        """Final push on replicas, then close everything. Safe to call twice."""
+        """Wait for pushes in flight (offline replicas push what is pending), then close everything.
+        Safe to call twice."""
         if self._closed:
             return
         self._closed = True
