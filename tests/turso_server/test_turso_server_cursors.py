@@ -171,6 +171,23 @@ def test_a_push_whose_step_failed_is_read_from_tursodb_again(server: ServerProce
     assert cursor_reads(server) == {"hit": 1, "miss": 1}
 
 
+def test_a_push_that_undoes_its_upsert_is_read_from_tursodb_again(server: ServerProcess) -> None:
+    pipeline(server, "shop", push_body("c1", 5))
+    assert cursor_of(pipeline(server, "shop", read_body("c1"))) == [[_int(0), _int(5)]]
+    # Every step runs without error, but the savepoint's rollback undoes the upsert: tursodb keeps 5.
+    undone = _batch(
+        _stmt("BEGIN IMMEDIATE"),
+        _stmt("SAVEPOINT s"),
+        _stmt(UPSERT_SQL, _text("c1"), _int(0), _int(999)),
+        _stmt("ROLLBACK TO s"),
+        _stmt("COMMIT"),
+    )
+    errors = pipeline(server, "shop", undone)["results"][0]["response"]["result"]["step_errors"]
+    assert errors == [None] * 5
+    assert cursor_of(pipeline(server, "shop", read_body("c1"))) == [[_int(0), _int(5)]]
+    assert cursor_reads(server) == {"hit": 1, "miss": 1}
+
+
 def test_writes_to_the_cursor_table_are_refused(server: ServerProcess) -> None:
     pipeline(server, "shop", push_body("c1", 3))
     for sql in (
@@ -213,10 +230,15 @@ def test_classify_knows_exactly_the_sync_clients_two_requests() -> None:
     no_commit["requests"][0]["batch"]["steps"].pop()
     odd_writes.append(no_commit)
     odd_writes.append(_batch(_stmt(UPSERT_SQL, _text("c1"), _int(0), _int(1))))
+    # Transaction control between BEGIN IMMEDIATE and COMMIT could undo the upsert without an error.
+    for control in ("SAVEPOINT s", "release s", "ROLLBACK TO s", "ROLLBACK", "BEGIN", "COMMIT", "END"):
+        odd_writes.append(push_body("c1", 7, _stmt(f"/* x */ {control}")))
     for document in odd_writes:
         assert classify(document, texts(document)) is TOUCHES, document
     # A statement by stored id could be anything: the guard lists it as naming the table.
     assert classify(unrelated, ["turso_sync_last_change_id"]) is TOUCHES
+    stored = push_body("c1", 7, {"sql_id": 1, "args": []})
+    assert classify(stored, [*texts(push), "turso_sync_last_change_id"]) is TOUCHES
 
 
 def test_replies_are_read_strictly() -> None:

@@ -17,6 +17,13 @@ landed; behind: it sends landed ones again), so an entry is dropped whenever tha
 * a push batch is on its way for that client (dropped before it is forwarded, set only from a
   reply whose every step ran without error; a failed step still lets tursodb ``COMMIT`` the rest,
   so the database may hold a new cursor: read it again);
+* a batch that could undo its own upsert without an error: only ``BEGIN IMMEDIATE`` … ``COMMIT``
+  with no transaction control in between counts as a cursor write. A step between them that
+  contains the word ``SAVEPOINT``, ``RELEASE``, ``ROLLBACK``, ``BEGIN``, ``COMMIT`` or ``END``
+  anywhere (``SAVEPOINT s`` … upsert … ``ROLLBACK TO s`` runs without error and keeps nothing) makes
+  the batch one that touches the table instead. Matching the word anywhere, strings and comments
+  included, can only forget more (a trigger's ``BEGIN … END`` or a ``CASE … END`` in a pushed
+  change costs one read from tursodb), never less;
 * a cursor read answered by tursodb while a push of the same namespace was in flight is not
   remembered (``generation`` moved);
 * any other request carrying the client's write statements (or a statement by stored id, which
@@ -30,6 +37,7 @@ fenced read with a lost lease is refused as before.
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +53,8 @@ UPSERT_SQL = (
     "ON CONFLICT(client_id) DO UPDATE SET pull_gen=excluded.pull_gen, change_id=excluded.change_id"
 )
 _WRITES = frozenset({CREATE_SQL, UPSERT_SQL, CURSOR_TABLE})  # the last: a statement by stored id
+# Transaction control a push batch's inner steps must not contain (as a word, anywhere in the text).
+_TRANSACTION_CONTROL = re.compile(r"\b(?:savepoint|release|rollback|begin|commit|end)\b", re.IGNORECASE)
 MAX_CLIENTS = 1024  # per namespace; an evicted client's next read simply goes to tursodb
 _COLUMNS = [{"name": "pull_gen", "decltype": "INTEGER"}, {"name": "change_id", "decltype": "INTEGER"}]
 
@@ -100,6 +110,11 @@ def _value(arg: Any, kind: str) -> bool:
     return isinstance(arg, dict) and arg.get("type") == kind and isinstance(arg.get("value"), str)
 
 
+def _controls_transaction(sql: Any) -> bool:
+    """Whether a push batch's inner step could be transaction control (no text: it could be anything)."""
+    return not isinstance(sql, str) or _TRANSACTION_CONTROL.search(sql) is not None
+
+
 def classify(document: Any, texts: list[str]) -> Kind:
     """What a checked pipeline does to the cursor table; ``texts`` are all its SQL texts.
 
@@ -135,6 +150,7 @@ def classify(document: Any, texts: list[str]) -> Kind:
         or _stmt(steps[0]).get("sql") != "BEGIN IMMEDIATE"
         or _stmt(steps[-1]).get("sql") != "COMMIT"
         or any(CURSOR_TABLE in str(_stmt(s).get("sql", "")).lower() for s in others)
+        or any(_controls_transaction(_stmt(s).get("sql")) for s in steps[1:-1])
     ):
         return TOUCHES
     stmt = _stmt(upserts[0])
