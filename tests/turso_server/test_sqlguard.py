@@ -68,6 +68,12 @@ ALLOWED_SQL = [
     "-- only a comment",
     "SELECT 'unterminated",
     "SELECT * FROM turso_sync_last_change_id",  # the sync cursors may be read, never written
+    # Plain bracket-quoted names: read alike as a name or as 0.7.0's array/subscript brackets.
+    "CREATE TABLE w ([c] INT, [my col] TEXT, [Größe] REAL)",
+    "SELECT [c], [my col], w.[c], [w].[my col] FROM [w] WHERE [c] = 1 AND [my col] IS NOT NULL",
+    "SELECT [a-b], [a.b], [x, y], [100%], [a/b], [*/], [a)] FROM t",
+    "SELECT [load_extension] FROM t",  # a column, no call
+    "SELECT 1 ]",
 ]
 
 FORBIDDEN_SQL = {
@@ -118,6 +124,34 @@ FORBIDDEN_SQL = {
     ),
     "cursor in a view": "CREATE VIEW v AS SELECT * FROM turso_sync_last_change_id",
     "cursor renamed": "ALTER TABLE turso_sync_last_change_id RENAME TO x",
+    # tursodb 0.7.0 reads ``[`` after ARRAY or an operand as array/subscript syntax, its inside as
+    # tokens; SQLite's rule (a name up to the first ``]``) would take the rest for a string.
+    "array bracket hides a call in a default": (
+        "CREATE TABLE d3 (a INTEGER, b DEFAULT (ARRAY[']']), "
+        "c DEFAULT (load_extension('/usr/lib/x86_64-linux-gnu/libz.so.1')) /*'*/)"
+    ),
+    "array bracket hides a call": "SELECT ARRAY[']'], load_extension('/tmp/x.so') --'",
+    # A name to tursodb here, refused all the same: the guard does not follow its parser's context.
+    "bracket holding a quote": "SELECT [']'], load_extension('/tmp/x.so') --'",
+    "subscript hides a call": "SELECT x[']'], load_extension('/tmp/x.so') --'",
+    "subscript after a parenthesis": "SELECT (ARRAY[1])[']'], load_extension('/tmp/x.so') --'",
+    "subscript after a string": "SELECT 'a'[']'], load_extension('/tmp/x.so') --'",
+    "subscript after a number": "SELECT 1 [']'], load_extension('/tmp/x.so') --'",
+    "nested array brackets": "SELECT ARRAY[ARRAY[']']], load_extension('/tmp/x.so') --'",
+    "array bracket hides a block comment": "SELECT ARRAY['] /*'], load_extension('/tmp/x.so') --*/",
+    "array bracket hides a cursor delete in WITH": (
+        "WITH a AS (SELECT ARRAY[']']) DELETE FROM turso_sync_last_change_id --'"
+    ),
+    "array bracket hides a pragma table": "SELECT ARRAY[']'], * FROM pragma_vdbe_trace --'",
+    "array bracket hides a call in a view": (
+        "CREATE VIEW v AS SELECT ARRAY[']'], load_extension('/tmp/x.so') AS x --'"
+    ),
+    "array bracket hides a call in a trigger": (
+        "CREATE TRIGGER tr AFTER INSERT ON t WHEN 0 BEGIN SELECT ARRAY[']']; "
+        "SELECT load_extension('/tmp/x.so') /*'*/; END"
+    ),
+    "array bracket hides a statement": "SELECT ARRAY[']']; VACUUM INTO '/tmp/escape.db' --'",
+    "unterminated bracket": "SELECT [abc",
 }
 
 
@@ -136,10 +170,13 @@ def test_escaping_sql_is_refused(sql: str) -> None:
 
 
 def test_the_tokenizer_keeps_quotes_comments_and_statements_apart() -> None:
-    tokens = tokenize("SELECT 'a;b', \"c\"\"d\", [e;f], x'00' -- g;\n; /* h; */ PRAGMA i")
+    tokens = tokenize("SELECT 'a;b', \"c\"\"d\", [e f], x'00' -- g;\n; /* h; */ PRAGMA i")
     statements = list(split_statements(tokens))
     assert [len(s) for s in statements] == [8, 2]
-    assert statements[0][1] == ("string", "'a;b'") and statements[0][5] == ("quoted", "[e;f]")
+    assert statements[0][1] == ("string", "'a;b'") and statements[0][5] == ("quoted", "[e f]")
+    # A bracket whose inside could start anything tursodb reads differently is no name to the guard.
+    for text in ("[e;f]", "[']", "[a(b)]", "[a--b]", "[a/*b]", "[a[b]", '[a"b]', "[a`b]", "[ab"):
+        assert tokenize(text)[0] == ("punct", "["), text
 
 
 def _pipeline(*requests: object) -> bytes:

@@ -18,12 +18,29 @@ How a body is read:
   ``get_autocommit`` carry no SQL; any other request type is refused, since we cannot know what
   it carries. Batch conditions carry no SQL.
 * **SQL, with a tokenizer that follows tursodb's lexer** (``parser/src/lexer.rs``): ``'strings'``
-  with ``''``, ``"ids"``, ```ids``` and ``[ids]``, ``x'blobs'``, ``--`` and ``/* */`` comments
-  (unterminated ones run to the end, as in tursodb), variables, numbers, and every other character
-  as a one-character token. It never fails, so nothing can be hidden from it: where tursodb would
-  stop with a lexer error (an unterminated literal), nothing after that point is run either.
+  with ``''``, ``"ids"``, ```ids``` and plain ``[ids]`` (below), ``x'blobs'``, ``--`` and
+  ``/* */`` comments (unterminated ones run to the end, as in tursodb), variables, numbers, and
+  every other character as a one-character token. It never fails: where tursodb would stop with a
+  lexer error (an unterminated literal), nothing after that point is run either.
   The text is split at ``;`` into statements and each is classified by its leading keywords;
   every statement of a text is checked, although tursodb 0.7.0 only runs the first.
+* **Brackets, where tursodb 0.7.0 is not SQLite.** SQLite reads ``[...]`` as a quoted name up to
+  the first ``]``. tursodb 0.7.0 does so only where it expects a name; after ``ARRAY`` or an
+  operand (``x[``, ``1 [``, ``)[``, ``'s'[``) it lexes ``[`` as array or subscript syntax and reads
+  the inside as ordinary tokens, strings and comments included. So ``ARRAY[']']`` is the string
+  ``']'`` to tursodb but the name ``[']`` and the start of a string to SQLite's rule, and what the
+  guard then took for string contents was code to tursodb (a ``load_extension`` call in a
+  ``DEFAULT`` got through). Rather than copy 0.7.0's parser context, the guard takes ``[...]`` as a
+  name only when its inside holds nothing that starts a string, quoted name, comment, call, nested
+  bracket or statement (none of ``' " ` [ ( ;``, no ``--`` or ``/*``): such a pair reads the same
+  under both rules (in between, at most names, numbers, variables and operators; no literal, call
+  or subquery), so the guard and tursodb agree on every string, comment, call and statement
+  boundary. Any other ``[`` (``ARRAY[...]``, a subscript holding a literal or a call, an
+  unterminated ``[``, a name like ``[a(b)]``) refuses the whole text: up to the first such ``[``
+  both read the text alike, so the guard always sees it where tursodb does. The children run
+  without ``--experimental-custom-types``, so nobody loses array syntax; plain bracket-quoted names
+  (``[my col]``), which a client's own DDL pushes verbatim, keep working, and the statements
+  pyturso generates quote names with double quotes.
 
 What is refused (see ``docs/turso-server.md``, "SQL guard", for what tursodb 0.7.0 does with each):
 
@@ -64,7 +81,7 @@ _TOKEN = re.compile(
   | (?P<comment>--[^\n]*\n?|/\*.*?(?:\*/|\Z))
   | (?P<blob>[xX]'[^']*(?:'|\Z))
   | (?P<string>'(?:[^']|'')*(?:'|\Z))
-  | (?P<quoted>"(?:[^"]|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
+  | (?P<quoted>"(?:[^"]|"")*(?:"|\Z)|`(?:[^`]|``)*(?:`|\Z)|\[(?:[^\]'"`\[(;/-]|-(?!-)|/(?!\*))*\])
   | (?P<word>[A-Za-z_\x80-\U0010ffff][{_IDENT_CHARS}]*)
   | (?P<number>0[xX][0-9A-Fa-f_]*
       | [0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][+-]?[0-9_]+)?
@@ -75,6 +92,12 @@ _TOKEN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 _SKIPPED = frozenset({"ws", "comment"})
+# A ``[`` the tokenizer could not take as a plain bracket-quoted name (see the module doc).
+_BRACKET = (_PUNCT, "[")
+BRACKET_REASON = (
+    "a [ that is not a plain bracket-quoted name: tursodb 0.7.0 may read it as array or subscript"
+    " syntax, which the guard cannot follow (quote such names with double quotes)"
+)
 
 
 def _words(text: str) -> frozenset[str]:
@@ -200,7 +223,10 @@ def check_sql(sql: str, where: str = "sql") -> None:
     """
     if sql in _allowed or sql in SYNC_CLIENT_TEXTS:
         return
-    for statement in split_statements(tokenize(sql)):
+    tokens = tokenize(sql)
+    if _BRACKET in tokens:
+        _refuse(where, BRACKET_REASON)
+    for statement in split_statements(tokens):
         _check_statement(statement, where)
     if len(sql) <= ALLOWED_CACHE_TEXT_LIMIT:
         if len(_allowed) >= ALLOWED_CACHE_SIZE:
