@@ -20,6 +20,7 @@ from ._constants import (
     OWNER_LABEL,
     RUNTIME_CREDENTIALS_LABEL,
     RUNTIME_CREDENTIALS_VALUE,
+    RUNTIME_OWNER_PREFIX,
     SCOPE_ANNOTATION,
     SECRET_NAME_SUFFIX,
     SECRET_TYPE,
@@ -154,6 +155,17 @@ def scope_permits(scope: Sequence[str], database: str) -> bool:
     return any(
         database.startswith(entry[:-1]) if entry.endswith("*") else database == entry for entry in scope
     )
+
+
+def runtime_databases(*scopes: Sequence[str]) -> tuple[str, ...]:
+    """The exact names in the runtime's scopes, each once, in order: the databases the operator
+    creates. A ``prefix*`` entry names databases to come, so it has none to create."""
+    return tuple(dict.fromkeys(entry for scope in scopes for entry in scope if not entry.endswith("*")))
+
+
+def runtime_owner(operator_namespace: str) -> str:
+    """The owner of the runtime's databases on turso-server (see :data:`RUNTIME_OWNER_PREFIX`)."""
+    return f"{RUNTIME_OWNER_PREFIX}{operator_namespace}"
 
 
 def scope_hash(runtime_scope: Sequence[str], worker_scope: Sequence[str]) -> str:

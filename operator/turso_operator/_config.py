@@ -87,10 +87,14 @@ SETTINGS: tuple[Setting, ...] = (
         "Secret (in the operator's namespace) to keep the runtime's scoped tokens in; empty = none",
     ),
     Setting(
-        "TURSO_RUNTIME_NAMESPACES", "", "comma-separated databases (or prefixes*) of the runtime's plugins"
+        "TURSO_RUNTIME_NAMESPACES",
+        "",
+        "comma-separated databases (or prefixes*) of the runtime's plugins; the named ones are created",
     ),
     Setting(
-        "TURSO_RUNTIME_WORKER_NAMESPACES", "", "comma-separated databases (or prefixes*) of its worker apps"
+        "TURSO_RUNTIME_WORKER_NAMESPACES",
+        "",
+        "comma-separated databases (or prefixes*) of its worker apps; the named ones are created",
     ),
     Setting("TURSO_LOG_LEVEL", "info", "debug, info, warning or error", flag="--log-level"),
     Setting(

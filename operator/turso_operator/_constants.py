@@ -23,6 +23,10 @@ OWNER_LABEL: Final = "turso.buntime.io/tursonamespace"
 #: On the release runtime's credentials Secret (it has no TursoNamespace owner).
 RUNTIME_CREDENTIALS_LABEL: Final = "turso.buntime.io/runtime-credentials"
 RUNTIME_CREDENTIALS_VALUE: Final = "true"
+#: The owner turso-server records on the runtime's exact-named databases: ``<prefix><operator
+#: namespace>``. The ``:`` is never in a Kubernetes namespace name (a DNS label), which is what a
+#: TursoNamespace's database records, so no TursoNamespace can ever claim one of them.
+RUNTIME_OWNER_PREFIX: Final = "runtime:"
 #: Hash of the scopes the runtime Secret's tokens were minted for: a changed scope re-mints.
 SCOPE_ANNOTATION: Final = "turso.buntime.io/scope-hash"
 #: ``"true"`` on a TursoNamespace lets its finalizer go without archiving the database (the way

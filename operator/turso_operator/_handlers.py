@@ -17,8 +17,9 @@ startup handler builds everything loop-bound from it — the admin client, the K
   deleted even with the operator gone; kopf drops the finalizer from one that no longer needs it.
 * ``inject-turso`` — the mutating webhook on Pod CREATE (only with ``TURSO_WEBHOOK_ENABLED``).
 * ``watch_freshness`` — the liveness probe: fails when the watch stream went quiet.
-* ``keep_runtime_credentials`` — startup: a task that keeps the release runtime's Secret
-  (tokens scoped to its own databases) written, every resync period.
+* ``keep_runtime_credentials`` — startup: a task that keeps the release runtime's named
+  databases explicit on turso-server and its Secret (tokens scoped to its own databases) written,
+  every resync period.
 * ``serve_metrics`` — startup: Prometheus ``/metrics`` on ``TURSO_METRICS_PORT`` (``_metrics``);
   ``ready_objects`` — the index that keeps its Ready-objects gauge current.
 """
@@ -194,7 +195,7 @@ def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.Co
 
 
 async def keep_runtime_credentials(memo: kopf.Memo, **_: Any) -> None:
-    """Start the loop that keeps the runtime's Secret written (when TURSO_RUNTIME_SECRET is set)."""
+    """Start the loop that keeps the runtime's databases and Secret (when TURSO_RUNTIME_SECRET is set)."""
     state = _state(memo)
     if state.config.runtime_credentials and state.credentials_task is None:
         state.credentials_task = asyncio.create_task(

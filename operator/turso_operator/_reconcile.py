@@ -1,8 +1,10 @@
 """Reconcile steps for one TursoNamespace: database on the server, then the Secret, then status.
 
-Also the release runtime's credentials (:meth:`Reconciler.ensure_runtime_credentials`): a Secret
-beside the operator with tokens scoped to the runtime's own databases, minted through the admin
-API, so neither the admin token nor the global data token reaches a runtime pod.
+Also the release runtime's credentials (:meth:`Reconciler.ensure_runtime_credentials`): its
+exact-named databases made explicit ones on turso-server (so they are never auto-provisioned, nor
+archived as idle), then a Secret beside the operator with tokens scoped to the runtime's own
+databases, minted through the admin API, so neither the admin token nor the global data token
+reaches a runtime pod.
 
 Every step is safe to repeat (get-or-create; the server's create is idempotent), so a restart
 mid-reconcile creates nothing twice. Status changes are collected in a :class:`StatusPatch` and
@@ -27,6 +29,8 @@ from ._builders import (
     is_condition_true,
     now_iso,
     recorded_credentials_for,
+    runtime_databases,
+    runtime_owner,
     runtime_secret_body,
     scope_hash,
     secret_body,
@@ -351,10 +355,15 @@ class Reconciler:
         ``RUNTIME_TURSO_SERVER_TOKEN``, present only with a ``worker_scope``, opens the worker
         apps' databases. ``True`` when it wrote the Secret. A Secret of that name that is not ours
         is never touched (:class:`KubeConflictError`).
+
+        Every pass first makes sure the scopes' exact-named databases exist as explicit ones
+        (:meth:`ensure_runtime_databases`), also when the Secret is current: one written by an
+        earlier operator, or a database deleted since, is converged too.
         """
         cfg = self.config
         if not cfg.runtime_credentials or not cfg.operator_namespace:
             return False
+        await self.ensure_runtime_databases()
         namespace, name = cfg.operator_namespace, cfg.runtime_credentials
         wanted_hash = scope_hash(cfg.runtime_scope, cfg.worker_scope)
         wanted_keys = {SecretKey.SERVER_TOKEN} | (
@@ -399,6 +408,37 @@ class Reconciler:
             ",".join(cfg.worker_scope) or "none",
         )
         return True
+
+    async def ensure_runtime_databases(self) -> tuple[NamespaceView, ...]:
+        """Create the runtime's exact-named databases (both scopes; not ``prefix*`` entries) as
+        explicit, locked databases owned by :func:`runtime_owner`; returns their views.
+
+        Auto-provisioned on first use instead, they would be ``origin=auto``: archived by the GC once
+        idle past ``TURSO_AUTO_IDLE_DURATION`` (the next open then starts an empty database), and
+        never created at all with auto-provisioning off. An existing database with no owner (auto-
+        provisioned by an earlier runtime, or made by hand) is adopted: the admin create promotes it
+        to explicit + locked and records the owner, its data untouched. Those names are the
+        runtime's by configuration (its token opens them, and no TursoNamespace may claim them).
+        One recorded as another owner's (a TursoNamespace's from before the name was reserved, or
+        another release's runtime) is :class:`DatabaseNotOwnedError`, and nothing is changed.
+        """
+        cfg = self.config
+        if not cfg.runtime_credentials or not cfg.operator_namespace:
+            return ()
+        owner = runtime_owner(cfg.operator_namespace)
+        views = []
+        for database in runtime_databases(cfg.runtime_scope, cfg.worker_scope):
+            try:
+                views.append(await self.admin.create(database, owner=owner, adopt=True))
+            except DatabaseNotOwnedError as exc:
+                raise DatabaseNotOwnedError(
+                    f"database {database} of the runtime's scopes is another owner's on turso-server "
+                    f"({exc}); an admin gives it to the runtime with POST /v1/namespaces/{database}/owner "
+                    f'{{"owner":"{owner}"}}, or the name is dropped from the scope',
+                    status=exc.status,
+                    code=exc.code,
+                ) from exc
+        return tuple(views)
 
     async def _runtime_token(self, scope: tuple[str, ...]) -> str:
         token = await self.admin.mint_scope_token(scope, Access.READ_WRITE)

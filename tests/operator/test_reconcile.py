@@ -8,15 +8,21 @@ raises. kopf's event queue is a real one, read back instead of posted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kopf
 import pytest
 
+from buntime.turso import TursoUnavailableError
+from buntime.worker import open_turso
 from tests.support.kopfcontext import drained_reasons, kopf_events
 from tests.support.ports import free_port
 from tests.support.tursoserver import TursoServer
@@ -30,6 +36,7 @@ from turso_operator._constants import (
     Phase,
     Reason,
 )
+from turso_operator._errors import DatabaseNotOwnedError
 from turso_operator._kube import KubeClient
 from turso_operator._reconcile import Reconciler
 
@@ -157,3 +164,132 @@ def test_backoff_steps_double_up_to_the_cap() -> None:
     assert backoff_delay(10_000, initial=1, cap=60, rand=lambda: 0.5) == 45
     assert backoff_delay(-3, initial=2, cap=60, rand=lambda: 0.0) == 1
     assert backoff_delay(5, initial=10, cap=1, rand=lambda: 0.0) == 5, "a cap below initial is initial"
+
+
+# --- the runtime's databases ---------------------------------------------------------------------
+
+RUNTIME_OWNER = "runtime:buntime-system"
+
+
+def runtime_config(server: TursoServer) -> OperatorConfig:
+    return config(
+        server,
+        TURSO_RUNTIME_SECRET="buntime-runtime-turso",
+        TURSO_RUNTIME_NAMESPACES="runtime,keyval",
+        TURSO_RUNTIME_WORKER_NAMESPACES="worker-*,orders",
+        POD_NAMESPACE="buntime-system",
+    )
+
+
+async def fresh_open(server: TursoServer, token: str, database: str, *statements: str) -> list[Any]:
+    """A new replica of ``database`` (its own directory, as a new pod has) runs ``statements`` and
+    pushes; returns what the last one returned. The runtime's own client, against the real server."""
+
+    def run() -> list[Any]:
+        workdir = server.data_dir.parent / f"replica-{uuid.uuid4().hex[:8]}"
+        with open_turso(database, server_url=server.url, token=token, dir=str(workdir), env={}) as db:
+            result: list[Any] = []
+            for statement in statements:
+                result = db.execute(statement)
+            db.push()
+        return result
+
+    return await asyncio.to_thread(run)
+
+
+def view(server: TursoServer, database: str) -> dict[str, Any]:
+    status, body = server.admin("GET", f"/v1/namespaces/{database}")
+    assert status == 200, (database, body)
+    return dict(body)
+
+
+@contextlib.asynccontextmanager
+async def runtime_reconciler(server: TursoServer) -> AsyncIterator[Reconciler]:
+    """A reconciler with the chart's runtime settings; its Kubernetes API is unreachable, so the
+    runtime-credentials step stops at the Secret: what it did before is on turso-server."""
+    info = kopf.ConnectionInfo(server=f"https://127.0.0.1:{free_port()}", insecure=True, token="t")
+    kube = KubeClient(info, timeout=0.5)
+    admin = AdminClient(server.admin_url, server.admin_token)
+    try:
+        yield Reconciler(runtime_config(server), admin, kube)
+    finally:
+        await admin.aclose()
+        await kube.aclose()
+
+
+async def test_the_runtime_databases_are_explicit_before_a_token_and_outlive_the_idle_archive(
+    tmp_path: Path,
+) -> None:
+    """Auto-provisioned by the runtime's first write, they were archived once idle past
+    TURSO_AUTO_IDLE_DURATION, and the next open started an empty database ("no such table")."""
+    env = {"TURSO_GC_INTERVAL": "1s", "TURSO_AUTO_IDLE_DURATION": "3s"}
+    with TursoServer(tmp_path / "data", extra_env=env) as server:
+        # An earlier runtime's keyval: auto-provisioned by its first write, with a row in it.
+        await fresh_open(
+            server, server.data_token, "keyval", "CREATE TABLE kv(k TEXT)", "INSERT INTO kv VALUES ('a')"
+        )
+        assert view(server, "keyval")["origin"] == "auto"
+        async with runtime_reconciler(server) as reconciler:
+            with pytest.raises(KubeUnavailableError):
+                await reconciler.ensure_runtime_credentials()  # databases first, then the Secret
+            views = {name: view(server, name) for name in ("runtime", "keyval", "orders")}
+            for name, found in views.items():
+                assert (found["origin"], found["locked"], found["owner"]) == (
+                    "explicit",
+                    True,
+                    RUNTIME_OWNER,
+                ), name
+            listed = {n["name"] for n in server.admin("GET", "/v1/namespaces")[1]["namespaces"]}
+            assert listed == {"runtime", "keyval", "orders"}, "a prefix (worker-*) names no database"
+            again = await reconciler.ensure_runtime_databases()  # every pass: idempotent
+            assert [v.created_at for v in again] == [
+                views[n]["createdAt"] for n in ("runtime", "keyval", "orders")
+            ]
+            token = await reconciler.admin.mint_scope_token(["runtime", "keyval"], "rw")
+        assert token is not None
+        assert await fresh_open(server, token, "keyval", "SELECT k FROM kv") == [{"k": "a"}], (
+            "adopted, rows kept"
+        )
+        await fresh_open(server, token, "runtime", "CREATE TABLE t(v INTEGER)", "INSERT INTO t VALUES (7)")
+        # A bystander auto database idles out: the GC ran past the idle limit meanwhile.
+        await fresh_open(server, server.data_token, "bystander", "CREATE TABLE b(v)")
+        deadline = time.monotonic() + 15
+        while server.admin("GET", "/v1/namespaces/bystander")[0] != 404:
+            assert time.monotonic() < deadline, "the GC never archived the idle auto database"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.5)  # one more sweep: the runtime's databases were idle longer still
+        assert await fresh_open(server, token, "keyval", "SELECT k FROM kv") == [{"k": "a"}]
+        assert await fresh_open(server, token, "runtime", "SELECT v FROM t") == [{"v": 7}]
+
+
+async def test_with_auto_provisioning_off_the_runtime_still_opens_its_databases(tmp_path: Path) -> None:
+    """Nothing created them before: the runtime's first open was 404 and it never became ready."""
+    with TursoServer(tmp_path / "data", extra_env={"TURSO_ALLOW_AUTO_PROVISION": "false"}) as server:
+        async with runtime_reconciler(server) as reconciler:
+            with pytest.raises(KubeUnavailableError):
+                await reconciler.ensure_runtime_credentials()
+            plugins = await reconciler.admin.mint_scope_token(["runtime", "keyval"], "rw")
+            workers = await reconciler.admin.mint_scope_token(["worker-*", "orders"], "rw")
+        assert plugins is not None and workers is not None
+        for token, database in ((plugins, "keyval"), (plugins, "runtime"), (workers, "orders")):
+            assert await fresh_open(server, token, database, "SELECT 1 AS one") == [{"one": 1}], database
+        # A database a prefix names is never created ahead: with auto-provisioning off it cannot open.
+        with pytest.raises(TursoUnavailableError, match="namespace not found"):
+            await fresh_open(server, workers, "worker-a", "SELECT 1")
+
+
+async def test_a_runtime_database_another_owner_holds_is_refused_and_left_alone(tmp_path: Path) -> None:
+    with TursoServer(tmp_path / "data") as server:
+        status, created = server.admin("POST", "/v1/namespaces/keyval/create", {"owner": "shop"})
+        assert status == 201
+        async with runtime_reconciler(server) as reconciler:
+            with pytest.raises(DatabaseNotOwnedError, match="POST /v1/namespaces/keyval/owner") as raised:
+                await reconciler.ensure_runtime_credentials()
+            assert raised.value.code == "owner mismatch"
+            kept = view(server, "keyval")
+            assert [kept["owner"], kept["createdAt"]] == ["shop", created["createdAt"]], "unchanged"
+            # The admin's way out: hand it to the runtime; the next pass converges.
+            server.admin("POST", "/v1/namespaces/keyval/owner", {"owner": RUNTIME_OWNER})
+            with pytest.raises(KubeUnavailableError):
+                await reconciler.ensure_runtime_credentials()
+        assert view(server, "keyval")["owner"] == RUNTIME_OWNER

@@ -320,6 +320,21 @@ def _ensure_namespace(control_plane: ControlPlane, name: str) -> None:
     assert status in (201, 409), body
 
 
+def test_the_runtime_databases_are_explicit_before_the_runtime_has_a_token(
+    control_plane: ControlPlane, chart: list[dict[str, Any]], turso: TursoServer, operator: OperatorProcess
+) -> None:
+    """Auto-provisioned by the runtime's first request instead, the GC archived them once idle past
+    tursoServer.autoIdleDuration, and with autoProvision=false they never existed."""
+    _ensure_namespace(control_plane, NAMESPACE)
+    _release_sources(control_plane, chart)  # the Secret is written after the databases are made
+    (container,) = containers(one(chart, "Deployment", f"{RELEASE}-operator"))
+    scope = container_env(container, EnvSources(chart), field_refs=FIELD_REFS)["TURSO_RUNTIME_NAMESPACES"]
+    for database in scope.split(","):
+        status, view = turso.admin("GET", f"/v1/namespaces/{database}")
+        assert status == 200, (database, view)
+        assert (view["origin"], view["locked"], view["owner"]) == ("explicit", True, f"runtime:{NAMESPACE}")
+
+
 def test_release_runtime_tokens_open_only_the_runtime_databases(
     control_plane: ControlPlane, chart: list[dict[str, Any]], turso: TursoServer, operator: OperatorProcess,
     tmp_path: Path,
