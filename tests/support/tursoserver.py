@@ -114,7 +114,27 @@ class TursoServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def pids(self) -> list[int]:
+        """turso-server and every tursodb child serving its data dir (children run in sessions
+        of their own: a signal to the parent alone does not reach them)."""
+        out = [] if self.proc is None or self.proc.poll() is not None else [self.proc.pid]
+        return out + _children(self.data_dir)
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and its children: the kernel still accepts connections, nothing
+        answers (a node that died before its endpoints were removed). :meth:`thaw` undoes it;
+        :meth:`stop` does too, first."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def stop(self) -> None:
+        self.thaw()  # a frozen process would take SIGTERM only once resumed
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -134,7 +154,15 @@ def kill_tree(data_dir: Path, proc: subprocess.Popen[bytes] | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.kill()
         proc.wait(timeout=10)
+    for pid in _children(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _children(data_dir: Path) -> list[int]:
+    """The tursodb processes serving ``data_dir`` (found by their command line)."""
     needle = str(data_dir).encode()
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -143,8 +171,8 @@ def kill_tree(data_dir: Path, proc: subprocess.Popen[bytes] | None) -> None:
         except OSError:
             continue
         if needle in cmdline and b"tursodb" in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
+            pids.append(int(entry.name))
+    return pids
 
 
 class SyncEndpoint:
