@@ -31,11 +31,18 @@ is reset after an OS crash anyway — :func:`_full_write` writes the new content
 in one ``pwrite`` of at most a page (padded with spaces, which JSON ignores, when it shrank): a
 process killed at any point leaves the old or the new content, never a mix. Every other file
 keeps pyturso's way.
+
+A request waits for the server at most ``TIMEOUT`` (the socket timeout), or less inside
+:func:`deadline`: ``_backends`` bounds each push, pull and reset by ``TURSO_WRITE_TIMEOUT`` that way,
+so a server that accepts connections and never answers holds a write or a read for that long, not
+a minute. A request due after its deadline is not sent; every one that times out is a
+``URLError`` (``timed out``), which the caller treats as a push that may have landed.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import http.client
 import io
 import json
@@ -47,13 +54,13 @@ import types
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import turso.lib_sync
 
 MAX_IDLE = 20.0
-TIMEOUT = 60.0
+TIMEOUT = 60.0  # a request's socket timeout outside a deadline, and its ceiling inside one
 
 _local = threading.local()
 
@@ -284,6 +291,29 @@ def forget_cursors() -> None:
     _local.cursors = None
 
 
+@contextlib.contextmanager
+def deadline(at: float) -> Iterator[None]:
+    """Bound the calling thread's sync requests by the ``time.monotonic()`` time ``at``: each one
+    waits at most what is left of it (nested, the earlier deadline holds)."""
+    outer: float | None = getattr(_local, "deadline", None)
+    _local.deadline = at if outer is None else min(outer, at)
+    try:
+        yield
+    finally:
+        _local.deadline = outer
+
+
+def _timeout() -> float:
+    """The socket timeout of the next request; past the deadline it is not sent."""
+    at: float | None = getattr(_local, "deadline", None)
+    if at is None:
+        return TIMEOUT
+    left = at - time.monotonic()
+    if left <= 0:
+        raise urllib.error.URLError(TimeoutError("timed out: the request's deadline is over"))
+    return min(TIMEOUT, left)
+
+
 def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply:
     body: bytes | None = request.data if isinstance(request.data, bytes) else None
     url = request.full_url
@@ -319,6 +349,7 @@ def _send(request: urllib.request.Request) -> _Reply:
     except ValueError as exc:
         raise urllib.error.URLError(f"bad port in the sync URL: {exc}") from None
     key = (scheme, host, port)
+    timeout = _timeout()
     pool = _pool()
     conn: http.client.HTTPConnection | None = None
     cached = pool.pop(key, None)
@@ -328,8 +359,12 @@ def _send(request: urllib.request.Request) -> _Reply:
         cached[0].close()
     if conn is None:
         factory = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = factory(host, port, timeout=TIMEOUT)
+        conn = factory(host, port, timeout=timeout)
         stats.opened += 1
+    else:
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
     stats.requests += 1
     target = parts.path or "/"
     if parts.query:
