@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -53,6 +53,7 @@ from ._errors import (
 )
 from ._leases import Lease, LeaseClient, LeaseLost, new_holder
 from ._retry import backoff_delay, with_retries
+from ._transport import deadline as sync_deadline
 from ._transport import forget_cursors
 
 log = logging.getLogger("buntime.turso")
@@ -583,7 +584,7 @@ class ReplicaBackend(Backend):
                 self._yielding = asyncio.get_running_loop().create_future()
         if lease is not None and not lease.usable(now):
             try:
-                await self._leases.renew(lease)
+                await self._leases.renew(lease, deadline=now + self.policy.write_timeout)
             except LeaseLost:
                 lease = self._lease = None
         if lease is None:
@@ -807,7 +808,7 @@ class ReplicaBackend(Backend):
             self._record_error("push", outcome)
             if not refused:
                 try:  # still ours? then pushing again is safe: the sync client skips what landed
-                    await self._leases.renew(lease)
+                    await self._leases.renew(lease, deadline=deadline)
                     if time.monotonic() < deadline:
                         attempt += 1
                         await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
@@ -1126,17 +1127,22 @@ class ReplicaBackend(Backend):
         with engine_errors("stats"):
             return int(conn.stats().cdc_operations)
 
+    def _bounded(self) -> AbstractContextManager[None]:
+        """Around one push, pull or bootstrap on the engine thread: its requests wait for the
+        server at most ``TURSO_WRITE_TIMEOUT`` (see docs/consistency.md)."""
+        return sync_deadline(time.monotonic() + self.policy.write_timeout)
+
     def _pull_clean(self) -> bool:
         if self._pending():
             raise _Dirty
-        with engine_errors("pull"):
+        with engine_errors("pull"), self._bounded():
             return bool(self._conn.pull())
 
     def _push_fenced(self, url: str) -> None:
         conn = self._checkout()
         self._push_url = url
         try:
-            with engine_errors("push"):
+            with engine_errors("push"), self._bounded():
                 conn.push()
         finally:
             self._push_url = None
@@ -1169,7 +1175,8 @@ class ReplicaBackend(Backend):
         """
         probe = tempfile.mkdtemp(prefix=".reset-", dir=os.path.dirname(os.path.abspath(self.path)))
         try:
-            open_replica(os.path.join(probe, "probe.db"), self.url, self._token).close()
+            with self._bounded():
+                open_replica(os.path.join(probe, "probe.db"), self.url, self._token).close()
         finally:
             shutil.rmtree(probe, ignore_errors=True)
         with contextlib.suppress(Exception):
@@ -1181,14 +1188,14 @@ class ReplicaBackend(Backend):
         self._group_failed = None  # its batch failed with the reset: a fresh copy has no group
         forget_cursors()  # what this thread knew of the server's cursor rows, under any lease
         remove_replica_files(self.path)  # until finish_reset, an open finishes the reset itself
-        self._connect()
+        self._connect()  # the probe just answered; a timeout here would leave no replica: 60 s
         if self._boot:
             write_boot_mark(self.path, self._boot)
         finish_reset(self.path)
 
     def _push_best_effort(self) -> None:
         try:
-            with engine_errors("push"):
+            with engine_errors("push"), self._bounded():
                 self._conn.push()
             self.status.last_push = time.time()
             self._clear_error()
@@ -1199,12 +1206,12 @@ class ReplicaBackend(Backend):
         """Offline mode: push pending local changes, then pull. Serializable: pull when clean."""
         pending = self._pending()
         if pending and not self.serializable:
-            with engine_errors("push"):
+            with engine_errors("push"), self._bounded():
                 self._conn.push()
             self.status.last_push = time.time()
         elif pending:
             return False  # unpushed commits (a push is on its way) or leftovers (reset on next write)
-        with engine_errors("pull"):
+        with engine_errors("pull"), self._bounded():
             changed = bool(self._conn.pull())
         self.status.last_pull = time.time()
         self._clear_error()

@@ -25,7 +25,7 @@ from ._errors import TursoBusyError, TursoConfigError, TursoUnavailableError
 
 LEASE_PATH = "/-/lease"
 LEASE_BUSY = "TURSO_LEASE_BUSY"  # the code of a TursoBusyError that already waited: never re-run
-REQUEST_MARGIN = 5.0  # beyond the lease wait, for the round trip itself
+REQUEST_MARGIN = 1.0  # beyond the lease wait or a write's deadline, for the round trip itself
 _HOLDER_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]+")
 
 
@@ -110,10 +110,17 @@ class LeaseClient:
             code="TURSO_LEASE_FAILED",
         )
 
-    async def renew(self, lease: Lease) -> None:
-        """Extend ``lease`` by its TTL; :class:`LeaseLost` when the server no longer has it."""
+    async def renew(self, lease: Lease, *, deadline: float | None = None) -> None:
+        """Extend ``lease`` by its TTL; :class:`LeaseLost` when the server no longer has it.
+
+        ``deadline`` (``time.monotonic()``): a write waiting for it, which an unanswered renewal
+        holds up at most ``REQUEST_MARGIN`` past it.
+        """
         asked = time.monotonic()
-        status, payload = await self._call("PUT", f"{LEASE_PATH}/{lease.token}", None, timeout=lease.ttl)
+        timeout = lease.ttl
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - asked) + REQUEST_MARGIN)
+        status, payload = await self._call("PUT", f"{LEASE_PATH}/{lease.token}", None, timeout=timeout)
         if status == 200:
             lease.valid_until = asked + lease.ttl
             return
