@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +12,13 @@ from typing import Any
 import pytest
 
 import turso
-from tests.turso_server.support import ADMIN_TOKEN, DATA_TOKEN, ServerFactory, ServerProcess
+from tests.turso_server.support import ADMIN_TOKEN, DATA_TOKEN, RawResponse, ServerFactory, ServerProcess
 
 PULL = "/pull-updates"
 PIPELINE = "/v2/pipeline"
+# A pull body tursodb accepts and that is long enough to send slowly: unknown protobuf fields
+# (number 15, varint 1), which its decoder skips.
+PULL_FILLER = b"\x78\x01" * 8
 SELECT_ONE = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}'
 
 
@@ -131,6 +135,89 @@ def test_a_namespace_token_opens_nothing_once_its_namespace_is_deleted_not_even_
     assert server.data("POST", f"/orders{PULL}", token=tenant_x).status == 401
     for secret in (tenant_x, tenant_y):
         assert secret not in server.output()
+
+
+class _SlowRequest:
+    """A data-port request whose head and first bytes of body are sent now, the rest on ``finish``:
+    a client that takes its time while the namespace changes under it."""
+
+    def __init__(self, server: ServerProcess, target: str, token: str, body: bytes) -> None:
+        head = (
+            f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        self._sock = socket.create_connection(("127.0.0.1", server.data_port), timeout=30)
+        self._sock.sendall(head.encode() + body[:10])
+        self._rest = body[10:]
+        time.sleep(0.3)  # authenticated, now waiting for the body
+
+    def finish(self) -> RawResponse:
+        with self._sock:
+            self._sock.sendall(self._rest)
+            data = b""
+            while chunk := self._sock.recv(65536):
+                data += chunk
+        head, _, payload = data.partition(b"\r\n\r\n")
+        return RawResponse(int(head.split()[1]), {}, payload)
+
+
+def _assert_revoked(response: RawResponse) -> None:
+    assert response.status == 401, response.body
+    assert response.json()["code"] == "unauthorized" and "revoked" in response.json()["detail"]
+
+
+def test_a_request_whose_namespace_is_deleted_and_created_again_while_its_body_comes_is_refused(
+    server: ServerProcess,
+) -> None:
+    assert server.admin("POST", "/v1/namespaces/victim/create", {"owner": "team-a"}).status == 201
+    team_a = _mint(server, "victim")
+    push = _SlowRequest(server, f"/victim{PIPELINE}", team_a, _pipeline("CREATE TABLE from_team_a (x TEXT)"))
+    pull = _SlowRequest(server, f"/victim{PULL}", team_a, PULL_FILLER)
+    assert server.admin("DELETE", "/v1/namespaces/victim").status == 200
+    assert server.admin("POST", "/v1/namespaces/victim/create", {"owner": "team-b"}).status == 201
+
+    # Both were authenticated against team-a's incarnation: neither reaches team-b's database.
+    _assert_revoked(push.finish())
+    _assert_revoked(pull.finish())
+    team_b = _mint(server, "victim")
+    response = server.data(
+        "POST", f"/victim{PIPELINE}", token=team_b, body=_pipeline("SELECT name FROM sqlite_schema")
+    )
+    assert response.status == 200 and b"from_team_a" not in response.body, response.body
+    assert server.admin("GET", "/v1/namespaces/victim").json()["owner"] == "team-b"
+
+
+def test_a_request_whose_namespace_is_deleted_while_its_body_comes_does_not_bring_the_name_back(
+    server: ServerProcess,
+) -> None:
+    assert server.admin("POST", "/v1/namespaces/gone/create").status == 201
+    token = _mint(server, "gone")
+    push = _SlowRequest(server, f"/gone{PIPELINE}", token, _pipeline("CREATE TABLE planted (x TEXT)"))
+    lease = _SlowRequest(server, "/gone/-/lease", token, b'{"holder": "pod-a", "wait": 0}')
+    assert server.admin("DELETE", "/v1/namespaces/gone").status == 200
+    _assert_revoked(push.finish())
+    _assert_revoked(lease.finish())
+    assert "gone" not in _names(server)
+
+
+def test_a_request_in_flight_when_its_namespace_tokens_are_revoked_is_refused_even_under_its_lease(
+    server: ServerProcess,
+) -> None:
+    assert server.admin("POST", "/v1/namespaces/ledger/create").status == 201
+    old = _mint(server, "ledger")
+    lease = server.data("POST", "/ledger/-/lease", token=old, body=b'{"holder": "pod-a"}')
+    assert lease.status == 200, lease.body
+    fenced = f"/ledger/-/lease/{lease.json()['token']}{PIPELINE}"
+    write = _pipeline("CREATE TABLE after_revoke (x TEXT)")
+    under_lease = _SlowRequest(server, fenced, old, write)
+    pull = _SlowRequest(server, f"/ledger{PULL}", old, PULL_FILLER)
+    new = _mint(server, "ledger", revokeOthers=True)
+    _assert_revoked(pull.finish())
+    _assert_revoked(under_lease.finish())
+    response = server.data(
+        "POST", f"/ledger{PIPELINE}", token=new, body=_pipeline("SELECT name FROM sqlite_schema")
+    )
+    assert response.status == 200 and b"after_revoke" not in response.body, response.body
 
 
 def test_a_token_for_an_auto_provisioned_namespace_ends_with_its_gc_archive_while_prefix_tokens_go_on(

@@ -325,18 +325,28 @@ class DataAuth:
             return GLOBAL_PRINCIPAL
         if self._scoped is not None and token.count(".") == 2:
             principal = self._scoped.verify(token)
-            namespace = principal.namespace
-            if principal.incarnation is not None:
-                # Checked before the namespace can be auto-provisioned: a revoked token creates nothing.
-                current = self._binding(namespace) if namespace is not None else None
-                if current is None or current[0] != principal.incarnation:
-                    raise UnauthorizedError("token revoked: its namespace was deleted since it was minted")
-                if current[1] != principal.generation:
-                    raise UnauthorizedError(
-                        "token revoked: its namespace's tokens were revoked since it was minted"
-                    )
+            # Checked before the namespace can be auto-provisioned: a revoked token creates nothing.
+            self.check_binding(principal)
             return principal
         raise UnauthorizedError("invalid token")
+
+    def check_binding(self, principal: Principal) -> None:
+        """:class:`UnauthorizedError` (a revoked token) unless ``principal``'s namespace is still the
+        incarnation and token generation it was minted for; a principal bound to none always passes.
+
+        ``authenticate`` checks it when a request starts and ``_proxy`` once more right before the
+        request goes to the child: a body that takes minutes to arrive, or a wait for the lease or
+        the child, must not carry a request past a delete (and a create for another owner) or a
+        revocation that happened meanwhile.
+        """
+        if principal.incarnation is None:
+            return
+        namespace = principal.namespace
+        current = self._binding(namespace) if namespace is not None else None
+        if current is None or current[0] != principal.incarnation:
+            raise UnauthorizedError("token revoked: its namespace was deleted since it was minted")
+        if current[1] != principal.generation:
+            raise UnauthorizedError("token revoked: its namespace's tokens were revoked since it was minted")
 
     @staticmethod
     def authorize(principal: Principal, namespace: str, method: str, rest: str) -> None:

@@ -15,7 +15,8 @@ own request. The order of checks is: auth (401), namespace syntax on the
 *raw* path (400), token scope (403), the route (only ``POST /v2/pipeline`` and ``POST
 /pull-updates`` are forwarded, anything else is ``404 unknown route``), the SQL guard on the body
 (``_sqlguard``: 403 or 400, nothing forwarded), then existence: a missing namespace is created
-(``TURSO_ALLOW_AUTO_PROVISION``) only for a credential that may write, else 404. A refused connection
+(``TURSO_ALLOW_AUTO_PROVISION``) only for a credential that may write and is bound to no
+namespace incarnation, else 404 (401 for a namespace token: see ``_forward``). A refused connection
 means the child just died: the request waits for the supervisor's restart and is retried (nothing
 was sent), up to ``TURSO_STARTUP_TIMEOUT``, then 503 with ``Retry-After``. A request that was sent
 but got no byte back (the child died while it sat in the accept queue, or while running it) is
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from ._auth import Access, DataAuth
+from ._auth import Access, DataAuth, Principal
 from ._config import LEASE_TTL_MAX, LEASE_WAIT_MAX
 from ._cursors import CursorRead, CursorWrite, all_steps_ran, classify, read_reply, read_rows
 from ._cursors import Kind as CursorKind
@@ -44,6 +45,8 @@ from ._errors import (
     InvalidPipelineError,
     LeaseLostError,
     MissingNamespaceError,
+    NamespaceNotFoundError,
+    UnauthorizedError,
     UnavailableError,
     UnknownRouteError,
     UpstreamConnectError,
@@ -164,15 +167,18 @@ def _number(body: dict[str, object], key: str, default: float, ceiling: float) -
     return float(value)
 
 
-async def _lease_call(request: web.Request, name: str, rest: str) -> web.Response:
+async def _lease_call(request: web.Request, name: str, rest: str, principal: Principal) -> web.Response:
     """``POST /-/lease`` grants, ``PUT /-/lease/<token>`` renews, ``DELETE`` releases.
 
     The caller may write (authorised as a push). A grant on a namespace that does not exist creates
     it, as a push would, or is refused as a push would be (``TURSO_ALLOW_AUTO_PROVISION`` off: 404,
-    the limit: 429), after the body was validated.
+    the limit: 429), after the body was validated. A token bound to a namespace's incarnation
+    creates nothing, and its binding is checked again once the body is in and once the lease is
+    granted (a revoked token's 401, the grant given back): the namespace may have been deleted, or
+    created again for another owner, meanwhile.
     """
     app = request.app
-    leases = app[LEASES]
+    leases, auth = app[LEASES], app[DATA_AUTH]
     token = rest[len(LEASE_PREFIX) + 1 :]
     if rest == LEASE_PREFIX:
         if request.method != hdrs.METH_POST:
@@ -188,12 +194,19 @@ async def _lease_call(request: web.Request, name: str, rest: str) -> web.Respons
             raise InvalidBodyError(f"'holder' must be 1-{HOLDER_MAX_LENGTH} characters of [A-Za-z0-9._:-]")
         ttl = _number(body, "ttl", app[CONFIG].lease_ttl, LEASE_TTL_MAX)
         wait = _number(body, "wait", app[CONFIG].lease_wait, LEASE_WAIT_MAX)
+        auth.check_binding(principal)
         if name not in app[STORE]:
             # A lease is only worth having on a namespace there is: create it as a push would
             # (the caller may write), or refuse as one would (404, 429); nothing is kept for it.
-            await app[SUPERVISOR].ensure(name, Origin.AUTO, create=app[CONFIG].allow_auto_provision)
+            create = app[CONFIG].allow_auto_provision and principal.incarnation is None
+            await app[SUPERVISOR].ensure(name, Origin.AUTO, create=create)
         grant = await leases.acquire(name, holder, ttl=ttl, wait=wait)
         lease = grant.lease
+        try:
+            auth.check_binding(principal)
+        except UnauthorizedError:
+            await leases.release(name, lease.token)
+            raise
         return json_response(
             {"token": lease.token, "fence": lease.fence, "ttl": lease.ttl, "fresh": grant.fresh}
         )
@@ -249,7 +262,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         if token == "":
             route = LEASE_ROUTE
             DataAuth.authorize(principal, name, hdrs.METH_POST, PIPELINE_ROUTE)
-            answer = await _lease_call(request, name, rest)
+            answer = await _lease_call(request, name, rest, principal)
             status = answer.status
             return answer
         route = ROUTE_LABELS.get(rest, OTHER_ROUTE)
@@ -264,11 +277,25 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         target = f"{rest}?{query}" if query else rest
         resendable = rest in READ_ONLY_ROUTES
         leases, writes = app[LEASES], rest == PIPELINE_ROUTE
-        # Only a credential that may write creates a missing namespace: an ro one gets a 404.
-        may_create = app[CONFIG].allow_auto_provision and principal.access is Access.READ_WRITE
+        # Only a credential that may write creates a missing namespace: an ro one gets a 404. A
+        # token bound to an incarnation never does: its namespace existed when it authenticated,
+        # so a missing one was deleted since (the token is revoked, see _forward).
+        may_create = (
+            app[CONFIG].allow_auto_provision
+            and principal.access is Access.READ_WRITE
+            and principal.incarnation is None
+        )
         provision = Origin.AUTO if may_create else None
         forward = functools.partial(
-            _forward, request, name, target, body, provision=provision, resendable=resendable, cursor=cursor
+            _forward,
+            request,
+            name,
+            target,
+            body,
+            principal=principal,
+            provision=provision,
+            resendable=resendable,
+            cursor=cursor,
         )
         # The lease is pinned for the exchange with the child only; the spooled reply goes to
         # the client after it is released, so a slow client never holds the namespace's lease.
@@ -313,6 +340,7 @@ async def _forward(
     target: str,
     body: bytes,
     *,
+    principal: Principal,
     provision: Origin | None,
     resendable: bool,
     cursor: CursorKind = None,
@@ -322,30 +350,40 @@ async def _forward(
 
     A missing namespace is created with origin ``provision``, or is a 404 when it is ``None``.
 
-    ``lease``, the write lease the request runs under, is checked once the child is there: a
+    Once the child is there, and with nothing awaited before the exchange starts, ``principal``'s
+    binding is checked again (``DataAuth.check_binding``): a token whose namespace was deleted, or
+    created again (for another owner, perhaps), or whose tokens were revoked while its body came
+    or the request waited is refused as at the start (``401``, nothing sent), so it never reaches
+    the child of an incarnation it was not minted for. A namespace missing by then is that same
+    401 for such a token. ``lease``, the write lease the request runs under, is checked next: a
     namespace archived while the request waited for it (and re-created for it) revoked the lease,
     and nothing may go out under it any more (``409 lease lost``).
     """
     app = request.app
-    config, supervisor, store = app[CONFIG], app[SUPERVISOR], app[STORE]
+    config, supervisor, store, auth = app[CONFIG], app[SUPERVISOR], app[STORE], app[DATA_AUTH]
     deadline = time.monotonic() + config.startup_timeout
     while True:
         remaining = max(0.0, deadline - time.monotonic())
-        async with supervisor.lease(name, provision=provision, timeout=remaining) as warm:
-            if lease is not None and lease.revoked:
-                raise LeaseLostError("this write lease ended with its archived namespace")
-            store.touch(name)
-            try:
-                if cursor is None:
-                    return await _exchange(request, warm, name, target, body)
-                return await _cursor_exchange(request, warm, name, target, body, cursor=cursor)
-            except UpstreamConnectError as exc:
-                # Nothing reached the child (it just died); wait for its restart and resend.
-                reason = exc.detail
-            except UpstreamNoReplyError as exc:
-                if not resendable:
-                    raise
-                reason = exc.detail
+        try:
+            async with supervisor.lease(name, provision=provision, timeout=remaining) as warm:
+                auth.check_binding(principal)  # this child is the incarnation the check just saw
+                if lease is not None and lease.revoked:
+                    raise LeaseLostError("this write lease ended with its archived namespace")
+                store.touch(name)
+                try:
+                    if cursor is None:
+                        return await _exchange(request, warm, name, target, body)
+                    return await _cursor_exchange(request, warm, name, target, body, cursor=cursor)
+                except UpstreamConnectError as exc:
+                    # Nothing reached the child (it just died); wait for its restart and resend.
+                    reason = exc.detail
+                except UpstreamNoReplyError as exc:
+                    if not resendable:
+                        raise
+                    reason = exc.detail
+        except NamespaceNotFoundError:
+            auth.check_binding(principal)  # a bound token's namespace went away meanwhile: its 401
+            raise
         if time.monotonic() >= deadline:
             raise UnavailableError(f"namespace {name!r} is not accepting connections ({reason})")
         await asyncio.sleep(RECONNECT_DELAY)
