@@ -49,6 +49,23 @@ def test_only_a_writer_on_a_forwarded_route_creates_a_namespace(start_server: Se
         ("rw, trailing slash", rw, "POST", "/team-b/v2/pipeline/", SELECT_ONE, (404, "unknown route")),
         ("rw, other version", rw, "POST", "/team-b/v3/pipeline", SELECT_ONE, (404, "unknown route")),
         ("rw, fenced unknown route", rw, "POST", "/team-b/-/lease/abc/info", b"", (404, "unknown route")),
+        (
+            "rw, pipeline with a query",
+            rw,
+            "POST",
+            "/team-b/v2/pipeline?x=1",
+            SELECT_ONE,
+            (404, "unknown route"),
+        ),
+        ("rw, pull with a query", rw, "POST", "/team-b/pull-updates?x=1", b"", (404, "unknown route")),
+        (
+            "global, pull with a query",
+            DATA_TOKEN,
+            "POST",
+            "/team-d/pull-updates?a",
+            b"",
+            (404, "unknown route"),
+        ),
         ("rw, guard refuses", rw, "POST", "/team-c/v2/pipeline", ATTACH, (403, "statement forbidden")),
         (
             "rw, not strict JSON",

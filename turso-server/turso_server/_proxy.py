@@ -101,6 +101,7 @@ ROUTE_LABELS = {PULL_ROUTE: "pull-updates", PIPELINE_ROUTE: "pipeline"}
 # What tursodb's sync server dispatches on (besides OPTIONS): the only requests worth forwarding.
 FORWARDED_ROUTES = frozenset({(hdrs.METH_POST, PIPELINE_ROUTE), (hdrs.METH_POST, PULL_ROUTE)})
 UNKNOWN_ROUTE_DETAIL = "the data port forwards only POST /v2/pipeline and POST /pull-updates"
+QUERY_DETAIL = "POST /v2/pipeline and POST /pull-updates take no query string"
 LEASE_PREFIX = "/-/lease"
 LEASE_ROUTE = "lease"
 LEASE_BODY_LIMIT = 4096
@@ -269,12 +270,16 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         DataAuth.authorize(principal, name, request.method, rest)
         if (request.method, rest) not in FORWARDED_ROUTES:
             raise UnknownRouteError(UNKNOWN_ROUTE_DETAIL)  # tursodb would 404 it: no child for it
+        if query:
+            # tursodb matches the raw target, so it would 404 this too: refused before existence,
+            # it creates nothing.
+            raise UnknownRouteError(QUERY_DETAIL)
         body = await read_body(request, timeout=app[CONFIG].client_receive_timeout or None)
         checked = check_request(rest, body)  # the SQL guard: refuses before anything is forwarded
         cursor = None
         if checked is not None and app[CURSORS].enabled:
             cursor = classify(checked.document, checked.texts)
-        target = f"{rest}?{query}" if query else rest
+        target = rest
         resendable = rest in READ_ONLY_ROUTES
         leases, writes = app[LEASES], rest == PIPELINE_ROUTE
         # Only a credential that may write creates a missing namespace: an ro one gets a 404. A
