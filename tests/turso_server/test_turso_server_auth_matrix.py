@@ -35,6 +35,7 @@ ROUTES: dict[str, tuple[str, str, str, bytes]] = {
     "pipeline": ("data", "POST", f"/{NAMESPACE}/v2/pipeline", SELECT_ONE),
     "other read": ("data", "GET", f"/{NAMESPACE}/info", b""),
     "other write": ("data", "POST", f"/{NAMESPACE}/info", b""),
+    "reserved": ("data", "POST", f"/{NAMESPACE}/-/other", b""),  # /-/ but not the lease API
     "admin read": ("admin", "GET", f"/v1/namespaces/{NAMESPACE}", b""),
     "admin mutate": ("admin", "POST", f"/v1/namespaces/{NAMESPACE}/access", b""),
     "metrics": ("admin", "GET", "/metrics", b""),
@@ -47,9 +48,9 @@ FORBIDDEN = (403, "forbidden")
 OK = (200, None)
 UNKNOWN = (404, "unknown route")  # auth let it through; turso-server forwards no such route
 ADMIN_NO = {"admin read": NO, "admin mutate": NO, "metrics": NO}
-DATA_NO = {"pull": NO, "pipeline": NO, "other read": NO, "other write": NO}
+DATA_NO = {"pull": NO, "pipeline": NO, "other read": NO, "other write": NO, "reserved": NO}
 ADMIN_OK = {"admin read": OK, "admin mutate": OK, "metrics": OK}
-DATA_FULL = {"pull": OK, "pipeline": OK, "other read": UNKNOWN, "other write": UNKNOWN}
+DATA_FULL = {"pull": OK, "pipeline": OK, "other read": UNKNOWN, "other write": UNKNOWN, "reserved": UNKNOWN}
 
 # row -> expected cell per column
 MATRIX: dict[str, dict[str, Cell]] = {
@@ -66,9 +67,17 @@ MATRIX: dict[str, dict[str, Cell]] = {
         "pipeline": FORBIDDEN,
         "other read": FORBIDDEN,
         "other write": FORBIDDEN,
+        "reserved": FORBIDDEN,  # the scope is checked before the route, /-/ paths included
         **ADMIN_NO,
     },
-    "ro": {"pull": OK, "pipeline": FORBIDDEN, "other read": UNKNOWN, "other write": FORBIDDEN, **ADMIN_NO},
+    "ro": {
+        "pull": OK,
+        "pipeline": FORBIDDEN,
+        "other read": UNKNOWN,
+        "other write": FORBIDDEN,
+        "reserved": FORBIDDEN,
+        **ADMIN_NO,
+    },
     "rw": {**DATA_FULL, **ADMIN_NO},
     "global data token": {**DATA_FULL, **ADMIN_NO},
     "admin token": {**DATA_NO, **ADMIN_OK},

@@ -12,8 +12,9 @@ exchange is bounded by ``TURSO_UPSTREAM_TIMEOUT``; the client's side by
 ``TURSO_CLIENT_RECEIVE_TIMEOUT`` (its whole body, else 408) and ``TURSO_CLIENT_SEND_TIMEOUT``
 (taking the whole reply, else the connection is cut), so a stalled writer or reader costs only its
 own request. The order of checks is: auth (401), namespace syntax on the
-*raw* path (400), token scope (403), the route (only ``POST /v2/pipeline`` and ``POST
-/pull-updates`` are forwarded, anything else is ``404 unknown route``), the SQL guard on the body
+*raw* path (400), token scope (403, also for a reserved ``/-/`` path), the route (only ``POST
+/v2/pipeline`` and ``POST /pull-updates`` without a query string are forwarded, anything else is
+``404 unknown route``), the SQL guard on the body
 (``_sqlguard``: 403 or 400, nothing forwarded), then existence: a missing namespace is created
 (``TURSO_ALLOW_AUTO_PROVISION``) only for a credential that may write and is bound to no
 namespace incarnation, else 404 (401 for a namespace token: see ``_forward``). A refused connection
@@ -259,7 +260,11 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         principal = app[DATA_AUTH].authenticate(request.headers.get(hdrs.AUTHORIZATION))
         segment, rest, query = split_target(request.raw_path)
         name = validate_name(segment)
-        token, rest = split_lease(rest)
+        try:
+            token, rest = split_lease(rest)
+        except UnknownRouteError:
+            DataAuth.authorize(principal, name, request.method, rest)  # scope (403) before route (404)
+            raise
         if token == "":
             route = LEASE_ROUTE
             DataAuth.authorize(principal, name, hdrs.METH_POST, PIPELINE_ROUTE)
