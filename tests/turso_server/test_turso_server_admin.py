@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import turso
-from tests.turso_server.support import ServerFactory, ServerProcess
+from tests.turso_server.support import ADMIN_TOKEN, ServerFactory, ServerProcess, raw_exchange
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -282,3 +282,18 @@ def test_a_create_with_a_bad_owner_is_400_and_creates_nothing(server: ServerProc
     refused = server.admin("POST", "/v1/namespaces/orders/create", body)
     assert (refused.status, refused.json()["code"]) == (400, "invalid body")
     assert server.admin("GET", "/v1/namespaces/orders").status == 404
+
+
+def test_an_admin_body_over_64_kib_is_400_invalid_body_however_it_is_framed(server: ServerProcess) -> None:
+    assert server.admin("POST", "/v1/namespaces/capped/create").status == 201
+    big = b'{"ttl": "' + b"1" * 70_000 + b'"}'
+    head = f"POST /v1/namespaces/capped/ttl HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+    framings = {
+        "content-length": f"{head}Content-Length: {len(big)}\r\nConnection: close\r\n\r\n".encode() + big,
+        "chunked": f"{head}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode()
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big),
+    }
+    for framing, request in framings.items():
+        response = raw_exchange(server.admin_port, request)
+        assert (response.status, response.json()["code"]) == (400, "invalid body"), (framing, response.body)
+    assert server.admin("GET", "/v1/namespaces/capped").json()["ttl"] is None

@@ -120,11 +120,15 @@ def _name(request: web.Request) -> str:
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; an empty body is ``{}``."""
-    if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
-        raise InvalidBodyError(f"body larger than {MAX_ADMIN_BODY} bytes")
+    """The request's JSON object; an empty body is ``{}``. One over ``MAX_ADMIN_BODY`` is ``400
+    invalid body`` however it is framed: refused from its ``Content-Length``, or as soon as a
+    chunked one passes the limit."""
     timeout = request.app[CONFIG].client_receive_timeout or None
-    return parse_json_object(await read_body(request, timeout=timeout))
+    try:
+        raw = await read_body(request, timeout=timeout, limit=MAX_ADMIN_BODY)
+    except web.HTTPRequestEntityTooLarge:
+        raise InvalidBodyError(f"body larger than {MAX_ADMIN_BODY} bytes") from None
+    return parse_json_object(raw)
 
 
 def _only_fields(payload: dict[str, Any], *allowed: str) -> dict[str, Any]:
