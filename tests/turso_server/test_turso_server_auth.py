@@ -356,6 +356,37 @@ def test_hostile_token_bodies_are_400_and_revoke_or_mint_nothing(start_server: S
         assert plain.admin("POST", f"/v1/namespaces/ledger{route}", body).status == 409
 
 
+def test_a_mint_with_an_owner_or_created_at_precondition_mints_only_for_that_namespace(
+    server: ServerProcess,
+) -> None:
+    """The operator checks the owner with a create, then mints: a delete and another owner's
+    create in between must make that mint fail, not hand over the new owner's database."""
+    first = server.admin("POST", "/v1/namespaces/shop/create", {"owner": "team-a"}).json()
+    expected = {"owner": "team-a", "namespaceCreatedAt": first["createdAt"]}
+    minted = server.admin("POST", "/v1/namespaces/shop/tokens", {**expected, "revokeOthers": True})
+    assert minted.status == 201 and minted.json()["namespaceCreatedAt"] == first["createdAt"], minted.body
+    assert _generation(server, "shop") == 1
+
+    assert server.admin("DELETE", "/v1/namespaces/shop").status == 200
+    time.sleep(1.1)  # createdAt has whole seconds: the new namespace's differs
+    again = server.admin("POST", "/v1/namespaces/shop/create", {"owner": "team-b"}).json()
+    assert again["createdAt"] != first["createdAt"]
+    refused = {
+        "owner": ({"owner": "team-a"}, "owner mismatch"),
+        "createdAt": ({"namespaceCreatedAt": first["createdAt"]}, "namespace changed"),
+        "both": ({**expected, "revokeOthers": True}, "owner mismatch"),
+    }
+    for label, (body, code) in refused.items():
+        response = server.admin("POST", "/v1/namespaces/shop/tokens", body)
+        assert (response.status, response.json()["code"]) == (409, code), (label, response.body)
+        assert "token" not in response.json()
+    assert _generation(server, "shop") == 0, "a refused revoking mint revokes nothing"
+    matching = {"owner": "team-b", "namespaceCreatedAt": again["createdAt"]}
+    assert server.admin("POST", "/v1/namespaces/shop/tokens", matching).status == 201
+    bad = server.admin("POST", "/v1/namespaces/shop/tokens", {"namespaceCreatedAt": 5})
+    assert (bad.status, bad.json()["code"]) == (400, "invalid body")
+
+
 def test_admin_port_auth_matrix(server: ServerProcess) -> None:
     assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
     scoped = _mint(server, "tenant")

@@ -14,9 +14,11 @@ Routes (all but the probes need ``Authorization: Bearer $TURSO_ADMIN_TOKEN``)::
     POST   /v1/namespaces/{name}/ttl          {"ttl":"30d"}; "" / null / no body clears | 400 | 404
     POST   /v1/namespaces/{name}/access       view with lastAccessAt bumped | 404
     GET    /v1/namespaces/{name}/backup       application/vnd.sqlite3 stream | 404 | 503 | 500
-    POST   /v1/namespaces/{name}/tokens       {"access":"rw"|"ro","expiresIn":"24h","revokeOthers":true}
+    POST   /v1/namespaces/{name}/tokens       {"access":"rw"|"ro","expiresIn":"24h","revokeOthers":true,
+                                               "owner":"team-a","namespaceCreatedAt":"..."}
                                               -> 201 | 400 | 404 | 409 (bound to this namespace's
-                                              createdAt and token generation: see _auth)
+                                              createdAt and token generation: see _auth; owner
+                                              mismatch / namespace changed: a precondition failed)
     POST   /v1/namespaces/{name}/tokens/revoke  {"namespace","namespaceCreatedAt","tokenGeneration"}
                                               | 404 | 409: every token of the namespace revoked
     POST   /v1/tokens                         {"namespaces":["app","team-*"],"access":"rw"} -> 201 | 409
@@ -48,7 +50,14 @@ from aiohttp import hdrs, web
 from ._auth import Access, Scope
 from ._backup import BACKUP_CONTENT_TYPE, CHUNK_SIZE
 from ._durations import parse_duration
-from ._errors import ConflictError, InvalidBodyError, InvalidTTLError, NamespaceNotFoundError
+from ._errors import (
+    ConflictError,
+    InvalidBodyError,
+    InvalidTTLError,
+    NamespaceChangedError,
+    NamespaceNotFoundError,
+    OwnerMismatchError,
+)
 from ._http import (
     ADMIN_AUTH,
     BACKUPS,
@@ -76,6 +85,9 @@ NAMESPACE_PATH = NAMESPACES_PATH + "/{name}"
 TOKENS_PATH = "/v1/tokens"
 #: The mint body's field that revokes every earlier token of the namespace.
 REVOKE_OTHERS = "revokeOthers"
+#: The mint body's preconditions: the namespace's owner and its ``createdAt`` (its incarnation).
+MINT_OWNER = "owner"
+MINT_CREATED_AT = "namespaceCreatedAt"
 METRICS_PATH = "/metrics"
 MAX_ADMIN_BODY = 64 * 1024
 UNMATCHED_ROUTE = "unmatched"
@@ -296,16 +308,25 @@ async def mint_token(request: web.Request) -> web.Response:
         raise ConflictError("scoped tokens are disabled: set TURSO_TOKEN_SIGNING_KEY")
     if name not in request.app[STORE]:
         raise NamespaceNotFoundError(f"namespace not found: {name}")
-    payload = _only_fields(await _json_body(request), "access", "expiresIn", REVOKE_OTHERS)
+    payload = _only_fields(
+        await _json_body(request), "access", "expiresIn", REVOKE_OTHERS, MINT_OWNER, MINT_CREATED_AT
+    )
     access = _access(payload)
     expires_in = parse_expires_in(_optional_string(payload, "expiresIn"))
     revoke = _optional_bool(payload, REVOKE_OTHERS)
+    owner = _optional_owner(payload)
+    created_at = _optional_string(payload, MINT_CREATED_AT)
     store = request.app[STORE]
-    # Looked up again: the namespace may have gone while the body came (update raises 404 then).
-    # A revocation is persisted before the token goes out, so it survives a crash after the reply.
-    record = await store.update(name, _next_token_generation) if revoke else store.get(name)
+    # Looked up again: the namespace may have gone while the body came. The preconditions are
+    # checked on this record and nothing is awaited before the mint (update applies its change
+    # before it first awaits), so the token is for the namespace they describe or for none.
+    record = store.get(name)
     if record is None:
         raise NamespaceNotFoundError(f"namespace not found: {name}")
+    _check_mint_preconditions(record, owner, created_at)
+    # A revocation is persisted before the token goes out, so it survives a crash after the reply.
+    if revoke:
+        record = await store.update(name, _next_token_generation)
     minted = tokens.mint(name, record.incarnation, record.token_generation, access, expires_in=expires_in)
     log.info(
         "scoped token minted",
@@ -327,6 +348,19 @@ async def mint_token(request: web.Request) -> web.Response:
         },
         status=201,
     )
+
+
+def _check_mint_preconditions(record: NamespaceRecord, owner: str | None, created_at: str | None) -> None:
+    """A mint that names the namespace it expects (its ``owner``, its ``createdAt``) gets a token
+    for that namespace or none: the caller may have checked the owner with a create just before,
+    and a delete and a create for another owner in between must not hand it their database."""
+    if owner is not None and record.owner != owner:
+        raise OwnerMismatchError(f"namespace {record.name!r} is not owner {owner!r}'s: no token minted")
+    if created_at is not None and record.incarnation != created_at:
+        raise NamespaceChangedError(
+            f"namespace {record.name!r} was created at {record.incarnation}, not {created_at}: "
+            "no token minted"
+        )
 
 
 async def revoke_tokens(request: web.Request) -> web.Response:

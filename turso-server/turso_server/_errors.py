@@ -25,8 +25,9 @@ the upstream Go wrapper's spelling where it had one, so existing admin clients k
         ├── ConflictError                        409 "conflict"
         │   ├── LeaseBusyError                   409 "lease busy"  (+ Retry-After)
         │   ├── LeaseLostError                   409 "lease lost"
-        │   ├── OwnerMismatchError               409 "owner mismatch"  (create: another owner's)
-        │   └── NotOwnedError                    409 "not owned"  (create: exists with no owner)
+        │   ├── OwnerMismatchError               409 "owner mismatch"  (create, mint: another owner's)
+        │   ├── NotOwnedError                    409 "not owned"  (create: exists with no owner)
+        │   └── NamespaceChangedError            409 "namespace changed"  (mint: another createdAt)
         ├── NamespaceLimitError                  429 "max namespaces reached"
         ├── ClientClosedError (ConnectionError)  499 "client closed request"  (nobody left to answer)
         ├── InternalError                        500 "internal error"
@@ -201,6 +202,13 @@ class NotOwnedError(ConflictError):
     owners, by hand, or auto-provisioned); ``"adopt": true`` claims it. Nothing changed."""
 
     code = "not owned"
+
+
+class NamespaceChangedError(ConflictError):
+    """A mint's ``namespaceCreatedAt`` precondition names another incarnation than the stored one
+    (the namespace was deleted and created again since the caller looked): nothing was minted."""
+
+    code = "namespace changed"
 
 
 class NamespaceLimitError(ApiError):
