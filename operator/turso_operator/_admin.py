@@ -9,11 +9,19 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ._errors import AdminNotFoundError, AdminRejectedError, AdminUnavailableError, DatabaseNotOwnedError
+from ._errors import (
+    AdminNotFoundError,
+    AdminRejectedError,
+    AdminUnavailableError,
+    DatabaseChangedError,
+    DatabaseNotOwnedError,
+)
 
 #: turso-server's codes for a create refused over its owner (docs/turso-server.md, Owners).
 OWNER_MISMATCH = "owner mismatch"
 NOT_OWNED = "not owned"
+#: turso-server's code for a mint whose ``namespaceCreatedAt`` names an earlier database.
+NAMESPACE_CHANGED = "namespace changed"
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,15 @@ class AdminClient:
             return False
         return True
 
-    async def mint_token(self, name: str, access: str, *, revoke_others: bool = False) -> MintedToken | None:
+    async def mint_token(
+        self,
+        name: str,
+        access: str,
+        *,
+        revoke_others: bool = False,
+        owner: str | None = None,
+        created_at: str | None = None,
+    ) -> MintedToken | None:
         """A namespace-scoped token, or ``None`` when this server does not mint tokens (the caller
         decides whether the shared data token may stand in: it opens every database).
 
@@ -161,13 +177,26 @@ class AdminClient:
         database is deleted, the token opens nothing, not even a database re-created under that name.
         With ``revoke_others`` every token minted for the database before is revoked (401) by the
         time this returns: the server persists that before it answers.
+
+        ``owner`` and ``created_at`` are preconditions the server checks with the mint: a database
+        of that name that is another owner's raises :class:`DatabaseNotOwnedError`, one created at
+        another time (deleted and created again since the caller looked) :class:`DatabaseChangedError`;
+        neither mints or revokes anything.
         """
         body: dict[str, Any] = {"access": access}
         if revoke_others:
             body["revokeOthers"] = True
+        if owner is not None:
+            body["owner"] = owner
+        if created_at:
+            body["namespaceCreatedAt"] = created_at
         try:
             payload = await self._request("POST", self._path(name, "tokens"), body)
         except AdminRejectedError as exc:
+            if exc.status == 409 and exc.code == OWNER_MISMATCH:
+                raise DatabaseNotOwnedError(str(exc), status=exc.status, code=exc.code) from None
+            if exc.status == 409 and exc.code == NAMESPACE_CHANGED:
+                raise DatabaseChangedError(str(exc), status=exc.status, code=exc.code) from None
             # 404 without an error code: a server without the route; 409: one without a signing
             # key. Either way it mints no scoped tokens.
             if exc.status in (405, 409, 501) or (exc.status == 404 and exc.code is None):

@@ -6,6 +6,7 @@ OperatorError
 ├── InjectionRefusedError             a labelled pod cannot get its connection (webhook)
 ├── AdminError                        turso-server's admin API
 │   ├── AdminUnavailableError         unreachable, timed out or 5xx: retry later (ConnectionError)
+│   ├── DatabaseChangedError          409 on a mint: the database was created again since it was checked
 │   └── AdminRejectedError            a 4xx that retrying will not heal
 │       ├── AdminNotFoundError        404
 │       └── DatabaseNotOwnedError     409 on create: another namespace's database, or one with no owner
@@ -48,6 +49,12 @@ class AdminError(OperatorError):
 
 class AdminUnavailableError(AdminError, ConnectionError):
     """turso-server cannot be reached or failed (5xx): temporary."""
+
+
+class DatabaseChangedError(AdminError):
+    """turso-server refused a mint whose ``namespaceCreatedAt`` names the database the operator had
+    just checked (``code`` ``namespace changed``): it was deleted and created again in between.
+    Nothing was minted; a new reconcile checks the new database (its owner) first."""
 
 
 class AdminRejectedError(AdminError):

@@ -61,6 +61,7 @@ from ._constants import (
 from ._errors import (
     AdminRejectedError,
     AdminUnavailableError,
+    DatabaseChangedError,
     DatabaseNotOwnedError,
     KubeConflictError,
     KubeError,
@@ -218,7 +219,15 @@ class Reconciler:
             # New Secret, an edited token, or one minted for another access level, an earlier
             # database of this name or a revoked generation: mint a fresh scoped token that
             # revokes every other (or use the shared one).
-            minted = await self.admin.mint_token(desired.database, desired.access, revoke_others=True)
+            # For the database the create just checked (its owner, its createdAt) or none: one
+            # deleted and created again for another owner meanwhile is not this resource's.
+            minted = await self.admin.mint_token(
+                desired.database,
+                desired.access,
+                revoke_others=True,
+                owner=desired.namespace,
+                created_at=minted_for.get("databaseCreatedAt") or None,
+            )
             if minted is None:
                 token = self._shared_token(desired, status)
             else:
@@ -327,6 +336,12 @@ class Reconciler:
             await self._withdraw_secret(desired, status)
             status.not_ready(patch, Reason.DATABASE_CONFLICT, message, Phase.FAILED)
             raise kopf.TemporaryError(message, delay=CONFLICT_RETRY_SECONDS) from exc
+        except DatabaseChangedError as exc:
+            # Deleted and created again between the create that checked it and the mint: nothing
+            # minted; the next reconcile checks the new database's owner first.
+            message = f"database {desired.database} changed on turso-server while its token was minted: {exc}"
+            status.not_ready(patch, Reason.DATABASE_CONFLICT, message, Phase.PENDING)
+            raise kopf.TemporaryError(message, delay=self.retry_delay(attempt)) from exc
         except AdminUnavailableError as exc:
             message = f"turso-server unavailable: {exc}"
             status.not_ready(patch, Reason.SERVER_UNAVAILABLE, message, Phase.PENDING)

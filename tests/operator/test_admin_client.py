@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,12 @@ import pytest
 from tests.support.ports import free_port
 from tests.support.tursoserver import TursoServer
 from turso_operator import AdminClient
-from turso_operator._errors import AdminRejectedError, AdminUnavailableError
+from turso_operator._errors import (
+    AdminRejectedError,
+    AdminUnavailableError,
+    DatabaseChangedError,
+    DatabaseNotOwnedError,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +45,37 @@ async def test_lifecycle(server: TursoServer) -> None:
         assert await admin.delete("ledger") is True
         assert await admin.delete("ledger") is False
         assert await admin.get("ledger") is None
+
+
+async def test_a_mint_with_preconditions_mints_only_for_the_database_it_checked(server: TursoServer) -> None:
+    """create-then-mint: a delete and a create for another owner (or a new database of the same
+    owner) in between refuses the mint, which then neither mints nor revokes anything."""
+    async with AdminClient(server.admin_url, server.admin_token) as admin:
+        checked = await admin.create("orders", owner="team-a")
+        minted = await admin.mint_token(
+            "orders", "rw", revoke_others=True, owner="team-a", created_at=checked.created_at
+        )
+        assert minted is not None and minted.generation == 1
+
+        assert await admin.delete("orders") is True
+        await asyncio.sleep(1.1)  # createdAt has whole seconds
+        theirs = await admin.create("orders", owner="team-b")
+        with pytest.raises(DatabaseNotOwnedError) as not_ours:
+            await admin.mint_token(
+                "orders", "rw", revoke_others=True, owner="team-a", created_at=checked.created_at
+            )
+        assert not_ours.value.code == "owner mismatch"
+        view = await admin.get("orders")
+        assert view is not None and view.token_generation == 0 and view.owner == "team-b"
+
+        # The same owner's new database: the token checked for the old one is not minted either.
+        with pytest.raises(DatabaseChangedError) as changed:
+            await admin.mint_token("orders", "rw", owner="team-b", created_at=checked.created_at)
+        assert (changed.value.status, changed.value.code) == (409, "namespace changed")
+        assert (
+            await admin.mint_token("orders", "ro", owner="team-b", created_at=theirs.created_at) is not None
+        )
+        assert await admin.delete("orders") is True
 
 
 async def test_errors_are_classified(server: TursoServer) -> None:
