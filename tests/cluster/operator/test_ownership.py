@@ -7,6 +7,7 @@ and one started without a signing key, which mints no scoped tokens.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -14,11 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 
 from tests.support.controlplane import ControlPlane
+from tests.support.kopfcontext import kopf_events
 from tests.support.operator import OperatorProcess, apply_tns, condition, get_tns, wait_for, wait_ready
 from tests.support.tursoserver import TursoServer, post_status
+from turso_operator import AdminClient, desired_namespace
+from turso_operator._admin import MintedToken
+from turso_operator._config import OperatorConfig
+from turso_operator._kube import KubeClient
+from turso_operator._reconcile import Reconciler
 
 pytestmark = pytest.mark.cluster
 
@@ -129,3 +137,49 @@ def test_a_server_that_cannot_mint_leaves_ready_false_and_never_the_global_token
         assert any(e["type"] == "Warning" and e["reason"] == "SharedToken" for e in events["items"])
     finally:
         shared.stop()
+
+
+class _RacedAdmin(AdminClient):
+    """The operator's own admin client, with a real delete and another owner's create of the
+    database run on the server between the create that checked it and the mint (the race)."""
+
+    async def mint_token(self, name: str, access: str, **preconditions: Any) -> MintedToken | None:
+        assert await self.delete(name)
+        await asyncio.sleep(1.1)  # createdAt has whole seconds: the new database's differs
+        await self.create(name, owner="intruder")
+        return await super().mint_token(name, access, **preconditions)
+
+
+async def test_a_database_created_again_for_another_owner_between_check_and_mint_gets_no_token(
+    crd: ControlPlane, server: TursoServer
+) -> None:
+    ns = namespace(crd, f"t-{uuid.uuid4().hex[:10]}")
+    body = kopf.Body(
+        {
+            "apiVersion": "turso.buntime.io/v1alpha1",
+            "kind": "TursoNamespace",
+            "metadata": {"name": "raced", "namespace": ns, "uid": f"uid-{ns}", "generation": 1},
+            "spec": {},
+        }
+    )
+    config = OperatorConfig.from_env(
+        {
+            "TURSO_SERVER_URL": server.url,
+            "TURSO_SERVER_ADMIN_URL": server.admin_url,
+            "TURSO_SERVER_ADMIN_TOKEN": server.admin_token,
+        }
+    )
+    kube = KubeClient(kopf.ConnectionInfo(server=crd.url, token=crd.token, insecure=True))
+    admin = _RacedAdmin(server.admin_url, server.admin_token)
+    desired = desired_namespace(body.spec, body.meta)
+    patch = kopf.Patch()
+    try:
+        with kopf_events(), pytest.raises(kopf.TemporaryError):
+            await Reconciler(config, admin, kube).reconcile(desired, body, patch, drift=False)
+    finally:
+        await admin.aclose()
+        await kube.aclose()
+    assert patch.status["phaseReason"] == "DatabaseConflict", patch.status
+    _, view = server.admin("GET", f"/v1/namespaces/{desired.database}")
+    assert view["owner"] == "intruder" and view["tokenGeneration"] == 0, "nothing minted, nothing revoked"
+    assert secret(crd, ns, desired.secret_name) is None
