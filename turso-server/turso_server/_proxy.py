@@ -24,6 +24,9 @@ but got no byte back (the child died while it sat in the accept queue, or while 
 resent the same way only when it is read-only (``/pull-updates``): a
 ``/v2/pipeline`` push replayed by hand runs twice and duplicates its rows (measured against tursodb
 0.7.0), so it gets 502 and the sync client, which reads its last change id first, retries safely.
+Every forwarded pipeline carries a hidden last request that rolls back a transaction its own
+requests left open (``_txreset``: tursodb's one connection is shared by every client), and its
+answer is cut out of the reply.
 Mounted by ``_app``.
 """
 
@@ -77,6 +80,7 @@ from ._names import validate_name
 from ._spool import Spool, SpoolBudget
 from ._sqlguard import check_request
 from ._state import Origin
+from ._txreset import RESET, reset_ran, strip, with_reset
 from ._upstream import UpstreamResponse, exchange
 from ._warm import WarmConnections
 
@@ -285,6 +289,9 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         if checked is not None and app[CURSORS].enabled:
             cursor = classify(checked.document, checked.texts)
         target = rest
+        reset = checked is not None  # a pipeline: it must not leave a transaction open
+        if checked is not None:
+            body = with_reset(body, checked.document)
         resendable = rest in READ_ONLY_ROUTES
         leases, writes = app[LEASES], rest == PIPELINE_ROUTE
         # Only a credential that may write creates a missing namespace: an ro one gets a 404. A
@@ -306,6 +313,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             provision=provision,
             resendable=resendable,
             cursor=cursor,
+            reset=reset,
         )
         # The lease is pinned for the exchange with the child only; the spooled reply goes to
         # the client after it is released, so a slow client never holds the namespace's lease.
@@ -355,6 +363,7 @@ async def _forward(
     resendable: bool,
     cursor: CursorKind = None,
     lease: Lease | None = None,
+    reset: bool = False,
 ) -> SpooledReply:
     """Lease the child and exchange; resend while the child is down and resending is safe.
 
@@ -382,8 +391,10 @@ async def _forward(
                 store.touch(name)
                 try:
                     if cursor is None:
-                        return await _exchange(request, warm, name, target, body)
-                    return await _cursor_exchange(request, warm, name, target, body, cursor=cursor)
+                        return await _exchange(request, warm, name, target, body, reset=reset)
+                    return await _cursor_exchange(
+                        request, warm, name, target, body, cursor=cursor, reset=reset
+                    )
                 except UpstreamConnectError as exc:
                     # Nothing reached the child (it just died); wait for its restart and resend.
                     reason = exc.detail
@@ -400,7 +411,14 @@ async def _forward(
 
 
 async def _cursor_exchange(
-    request: web.Request, warm: WarmConnections, name: str, target: str, body: bytes, *, cursor: CursorKind
+    request: web.Request,
+    warm: WarmConnections,
+    name: str,
+    target: str,
+    body: bytes,
+    *,
+    cursor: CursorKind,
+    reset: bool = False,
 ) -> SpooledReply:
     """An exchange that reads or may write a sync client's cursor row (``_cursors``)."""
     cursors, metrics = request.app[CURSORS], request.app[METRICS]
@@ -411,7 +429,7 @@ async def _cursor_exchange(
             return await _memory_reply(request.app[SPOOL], read_reply(rows))
         metrics.cursor_reads.labels("miss").inc()
         generation = cursors.generation(name, warm)
-        reply = await _exchange(request, warm, name, target, body)
+        reply = await _exchange(request, warm, name, target, body, reset=reset)
         learned = read_rows(reply.body.body()) if reply.status == 200 and reply.body.in_memory else None
         if learned is not None:
             cursors.learned(name, warm, cursor.client, learned, generation)
@@ -420,7 +438,7 @@ async def _cursor_exchange(
     cursors.change_started(name, warm, client)
     row = None
     try:
-        reply = await _exchange(request, warm, name, target, body)
+        reply = await _exchange(request, warm, name, target, body, reset=reset)
         if (
             isinstance(cursor, CursorWrite)
             and reply.status == 200
@@ -456,8 +474,10 @@ class SpooledReply:
 
 
 async def _exchange(
-    request: web.Request, warm: WarmConnections, name: str, target: str, body: bytes
+    request: web.Request, warm: WarmConnections, name: str, target: str, body: bytes, *, reset: bool = False
 ) -> SpooledReply:
+    """One exchange with the child. ``reset``: ``body`` ends with ``_txreset``'s hidden request,
+    whose answer is cut from the reply; when the reply does not show it ran, it is sent alone."""
     ceiling = request.app[CONFIG].upstream_timeout or None
     headers = upstream_headers(request, name)
     try:
@@ -472,9 +492,16 @@ async def _exchange(
                 sock=await warm.take(),
             )
             try:
-                return await _spool_reply(request.app[SPOOL], upstream)
+                reply = await _spool_reply(request.app[SPOOL], upstream)
             finally:
                 upstream.close()  # the child is free from here on, whatever the client does
+            if reset and not (reply.status == 200 and await strip(reply.body)):
+                try:
+                    await _reset_alone(warm, name, headers)
+                except BaseException:
+                    await reply.body.aclose()
+                    raise
+            return reply
     except UpstreamConnectError:
         raise
     except (UpstreamError, TimeoutError) as exc:
@@ -484,6 +511,32 @@ async def _exchange(
         raise UpstreamTimeoutError(
             f"tursodb for {name!r} did not answer within the upstream timeout"
         ) from exc
+
+
+async def _reset_alone(warm: WarmConnections, name: str, headers: list[tuple[str, str]]) -> None:
+    """Send ``_txreset.RESET`` on its own; :class:`UpstreamError` unless tursodb says it ran.
+
+    Never :class:`UpstreamConnectError`, which would have the pipeline, already sent, sent again.
+    """
+    try:
+        upstream = await exchange(
+            warm.host,
+            warm.port,
+            method=hdrs.METH_POST,
+            target=PIPELINE_ROUTE,
+            headers=headers,
+            body=RESET,
+            sock=await warm.take(),
+        )
+    except UpstreamConnectError as exc:
+        raise UpstreamError(f"tursodb for {name!r} went away after a pipeline ({exc.detail})") from exc
+    try:
+        answer = await upstream.read()
+    finally:
+        upstream.close()
+    if upstream.status != 200 or not reset_ran(answer):
+        log.error("transaction reset failed", extra={"namespace": name, "status": upstream.status})
+        raise UpstreamError(f"tursodb for {name!r} did not confirm that no transaction is left open")
 
 
 async def _spool_reply(budget: SpoolBudget, upstream: UpstreamResponse) -> SpooledReply:

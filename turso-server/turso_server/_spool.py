@@ -157,6 +157,44 @@ class Spool:
         while block := await asyncio.to_thread(handle.read, READ_BLOCK):
             yield block
 
+    async def tail(self, limit: int) -> bytes:
+        """The last ``limit`` bytes of the body (all of it when shorter)."""
+        start = max(0, self.size - limit)
+        if self.in_memory:
+            return self.body()[start:]
+        await self.finish()
+        handle = self._file
+        if handle is None:
+            return b""
+
+        def read() -> bytes:
+            handle.seek(start)
+            return handle.read()
+
+        return await asyncio.to_thread(read)
+
+    async def replace_tail(self, start: int, data: bytes) -> None:
+        """Drop the body from byte ``start`` on and append ``data``, which may not be longer than
+        what is dropped (the share already held covers the result)."""
+        if not 0 <= start <= self.size or len(data) > self.size - start:
+            raise ValueError("replace_tail may only shorten the body")
+        if self.in_memory:
+            self._memory = [self.body()[:start] + data]
+            self.size = start + len(data)
+            return
+        await self.finish()
+        handle = self._file
+        if handle is None:
+            raise ValueError("a spool on disk without its file")
+
+        def rewrite() -> None:
+            handle.truncate(start)
+            handle.seek(start)
+            handle.write(data)
+
+        await asyncio.to_thread(rewrite)
+        self.size = start + len(data)
+
     async def aclose(self) -> None:
         """Drop the body and give its share back (idempotent)."""
         if self._closed:
