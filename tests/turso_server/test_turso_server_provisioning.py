@@ -120,3 +120,29 @@ def test_a_push_tursodb_cannot_parse_leaves_no_namespace_behind(server: ServerPr
     )
     assert tables.status == 200 and b"kept" in tables.body, tables.body
     assert _names(server) == ["fresh"]
+
+
+def test_a_pull_tursodb_cannot_decode_is_a_400_and_leaves_no_namespace_behind(server: ServerProcess) -> None:
+    """The isolation review's bodies (finding 3): tursodb answers them with a plain-text 500; they
+    are ``400 invalid body`` JSON, and the namespace created for the first goes again. One that
+    existed before is kept and still pulls."""
+    undecodable = [
+        b"\xff\xff\xff\xff",
+        b"\x0a\x05hello",
+        b"\x1a\x02\xff\xff",
+        b"\x12\x03\xff\xfe\xfd",
+        b"\x08\x01",
+    ]
+    for body in undecodable:
+        refused = server.data("POST", "/fresh/pull-updates", body=body)
+        assert _code(refused) == (400, "invalid body"), (body, refused.body)
+        assert refused.headers["content-type"].startswith("application/json")
+        assert _names(server) == []
+    assert not (server.data_dir / "namespaces" / "fresh").exists()
+    assert server.child_pids() == {}
+
+    assert server.data("POST", "/fresh/pull-updates").status == 200
+    for body in undecodable:
+        assert _code(server.data("POST", "/fresh/pull-updates", body=body)) == (400, "invalid body")
+    assert _names(server) == ["fresh"]
+    assert server.data("POST", "/fresh/pull-updates").status == 200

@@ -137,13 +137,26 @@ def split_target(raw_target: str) -> tuple[str, str, str]:
     return segment, "/" + remainder.lstrip("/"), query
 
 
-def _unparsed_pipeline(reply: SpooledReply) -> bool:
-    """tursodb's own 500 for a pipeline body its parser refused (the guard checks the SQL, not
-    every field type, e.g. ``{"baton": 5}``): the client's fault, and nothing ran, so it is a 400."""
+# tursodb 0.7.0's 500s for a body it refused before doing anything with it, per route: a pipeline
+# its parser refused (the guard checks the SQL, not every field type, e.g. ``{"baton": 5}``), a
+# pull whose protobuf does not decode, whose page selector does not parse or that asks for zstd.
+UNPARSED_PREFIXES = {
+    PIPELINE_ROUTE: (b"Internal Server Error: Failed to parse pipeline request",),
+    PULL_ROUTE: (
+        b"Internal Server Error: Failed to decode PullUpdatesRequest",
+        b"Internal Server Error: Failed to parse server_pages_selector",
+        b"Internal Server Error: Zstd encoding is not supported",
+    ),
+}
+
+
+def _unparsed(reply: SpooledReply, route: str) -> bool:
+    """tursodb's own 500 for a ``route`` body it refused: the client's fault, and nothing ran, so
+    it is a 400 (``invalid pipeline`` or ``invalid body``)."""
     return (
         reply.status == 500
         and reply.body.in_memory
-        and reply.body.body().startswith(b"Internal Server Error: Failed to parse pipeline request")
+        and reply.body.body().startswith(UNPARSED_PREFIXES.get(route, ()))
     )
 
 
@@ -320,17 +333,21 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         if token is not None:
             async with leases.use(name, token, write=writes) as lease:
                 reply = await forward(lease=lease)
-        elif writes:
+        elif writes or (provision is not None and name not in app[STORE]):
+            # A push, or a pull that may create its namespace: held like a push, so that nothing
+            # can land in a namespace created for a request tursodb then refuses (undone below).
             async with leases.implicit(name, wait=app[CONFIG].lease_wait) as lease:
-                created = name not in app[STORE]  # by this push: no write can land while we hold it
+                created = name not in app[STORE]  # by this request: no write can land while we hold it
                 reply = await forward(lease=lease)
-                if created and _unparsed_pipeline(reply):
+                if created and _unparsed(reply, rest):
                     await app[SUPERVISOR].undo_create(name)  # a 400 leaves nothing behind
         else:
-            reply = await forward()  # a pull: nothing classified, no lease
-        if writes and _unparsed_pipeline(reply):
+            reply = await forward()  # a pull of a namespace there is: nothing classified, no lease
+        if _unparsed(reply, rest):
             await reply.body.aclose()
-            raise InvalidPipelineError("tursodb could not parse this pipeline request (nothing ran)")
+            if writes:
+                raise InvalidPipelineError("tursodb could not parse this pipeline request (nothing ran)")
+            raise InvalidBodyError("tursodb could not decode this pull-updates request (nothing ran)")
         status = reply.status
         return await _send_reply(request, reply)
     except asyncio.CancelledError:

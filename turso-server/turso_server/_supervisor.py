@@ -18,8 +18,8 @@ is ``_children``'s, and every path is ``_layout``'s:
 * **Startup** - the data directory's directories are created, leftover children of a crashed run
   are killed (they hold the database lock), then the earlier flat layout is migrated.
 * **Destroy** - the child is stopped and the database files are moved to ``archive/``.
-* **Undo** - an auto namespace whose first push did nothing (tursodb could not parse it) is
-  removed without an archive, so a refused request leaves nothing behind.
+* **Undo** - an auto namespace whose first request did nothing (tursodb could not parse the
+  pipeline or decode the pull) is removed without an archive, so a refused request leaves nothing behind.
 
 Used by ``_app`` (lifecycle), ``_proxy``, ``_admin``, ``_backup`` and ``_gc``.
 """
@@ -354,9 +354,9 @@ class Supervisor:
         return archive
 
     async def undo_create(self, name: str) -> bool:
-        """Remove an auto namespace created for a push that did nothing (tursodb could not parse
-        it): child stopped, directory deleted (nothing to archive), record and lease state gone,
-        as if the push had been refused before it was created.
+        """Remove an auto namespace created for a request that did nothing (tursodb could not parse
+        the pipeline or decode the pull): child stopped, directory deleted (nothing to archive),
+        record and lease state gone, as if the request had been refused before it was created.
 
         The caller holds the namespace's implicit write lease since before it was created, so no
         write can have landed. ``False`` (nothing done) when the name is gone or is not ``auto``
@@ -372,7 +372,7 @@ class Supervisor:
             await asyncio.to_thread(self.layout.remove_namespace, name)
             await self._store.remove(name)
             self._leases.invalidate(name)
-        log.info("namespace removed: its first push did nothing", extra={"namespace": name})
+        log.info("namespace removed: its first request did nothing", extra={"namespace": name})
         return True
 
     # --- keeper ------------------------------------------------------------------------------------
