@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from turso_server._errors import (
 from turso_server._gc import GcPolicy, GcReason, archive_reason
 from turso_server._layout import parse_archive_stamp
 from turso_server._leases import LeaseTable
+from turso_server._logging import configure_logging, get_logger
 from turso_server._proxy import split_target
 from turso_server._state import NamespaceRecord, Origin, StateStore, parse_timestamp
 
@@ -274,3 +276,35 @@ def test_the_token_generation_is_stored_once_raised_and_a_file_without_it_loads_
     reopened = StateStore(tmp_path, flush_interval=1)
     reopened.load()
     assert reopened.token_binding("old") == ("2026-05-21T12:00:00.000000Z", 3)
+
+
+def test_every_configured_secret_is_redacted_from_a_log_line(tmp_path: Path) -> None:
+    """The data, admin and metrics tokens and the signing key, with ``"``, ``'`` or ``\\`` (which a
+    JSON line or a ``repr`` escapes), configured as ``cli`` configures logging: a line carrying
+    them, in its message, an extra field, a nested value or an exception's ``repr``, shows
+    ``[redacted]`` and no secret in any form."""
+    secrets = {
+        "TURSO_AUTH_TOKEN": 'data"token',
+        "TURSO_ADMIN_TOKEN": "admin\\token",
+        "TURSO_METRICS_TOKEN": "metrics-token-\\'-x",
+        "TURSO_TOKEN_SIGNING_KEY": 'signing-"key"-\\' + "k" * 32,
+    }
+    config = load_config({}, _env(tmp_path, **secrets))
+    for log_format in ("json", "text"):
+        stream = io.StringIO()
+        configure_logging("info", log_format, secrets=config.secrets, stream=stream)
+        try:
+            for secret in secrets.values():
+                extra = {"field": secret, "nested": {"v": [secret]}, "error": ValueError(secret)}
+                get_logger("test").info(f"saw {secret}", extra=extra)
+        finally:
+            configure_logging("info", "json")
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == len(secrets)
+        for line in lines:
+            assert line.count("[redacted]") == 4, line
+            if log_format == "json":
+                record = json.loads(line)
+                assert record["msg"] == "saw [redacted]" and record["field"] == "[redacted]"
+            for secret in secrets.values():
+                assert secret not in line and json.dumps(secret)[1:-1] not in line, line

@@ -308,6 +308,15 @@ class ServerConfig:
     def admin_auth_enabled(self) -> bool:
         return bool(self.admin_token)
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every configured credential: what the log formatters redact (``_logging``)."""
+        return tuple(
+            secret
+            for secret in (self.auth_token, self.admin_token, self.metrics_token, self.token_signing_key)
+            if secret
+        )
+
 
 def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> ServerConfig:
     """Build the config from ``flags`` (keyed by environment name; ``None`` = not given) and ``env``.

@@ -6,8 +6,10 @@ with ``Z``), ``level``, ``logger``, ``msg``, the ``extra={...}`` fields, and ``e
 traceback, the same fields buntime and the operator write. ``TURSO_LOG_FORMAT=text`` (or ``auto``
 at a terminal) prints ``time LEVEL logger: msg key=value`` for a person instead.
 
-Auth code logs outcomes, not headers; as a second guard the configured tokens and signing key are
-replaced by ``[redacted]`` in every formatted line. Called by ``cli`` (setup) and every module that
+Auth code logs outcomes, not headers; as a second guard every configured credential (the data,
+admin and metrics tokens and the signing key) is replaced by ``[redacted]`` in every formatted
+line, also as a JSON line or a ``repr`` escapes it (a secret may hold ``"``, ``'`` or ``\\``, so
+the raw value alone would not match). Called by ``cli`` (setup) and every module that
 logs.
 """
 
@@ -39,6 +41,19 @@ def _redact(line: str, secrets: Iterable[str]) -> str:
     return line
 
 
+def _spellings(secret: str) -> set[str]:
+    """``secret`` as it is, and as the ``repr`` of a value holding it shows it (``{'v': ...}``, an
+    exception): a backslash doubled, a single quote escaped when the string is in single quotes."""
+    if not secret:
+        return set()
+    doubled = secret.replace("\\", "\\\\")
+    return {secret, doubled, doubled.replace("'", "\\'")}
+
+
+def _longest_first(forms: set[str]) -> tuple[str, ...]:
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS and not k.startswith("_")}
 
@@ -48,7 +63,10 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+        # Each spelling as it appears inside a JSON string of the line (escaping is per character).
+        self.secrets = _longest_first(
+            {json.dumps(form, ensure_ascii=False)[1:-1] for secret in secrets for form in _spellings(secret)}
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -68,7 +86,7 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__(TEXT_FORMAT)
-        self.secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+        self.secrets = _longest_first({form for secret in secrets for form in _spellings(secret)})
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

@@ -100,11 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_config(flags, os.environ)
     except ConfigError as exc:
         parser.exit(2, f"{PROG}: configuration error: {exc}\n")
-    configure_logging(
-        config.log_level,
-        config.log_format,
-        secrets=(config.auth_token, config.admin_token, config.token_signing_key),
-    )
+    configure_logging(config.log_level, config.log_format, secrets=config.secrets)
     try:
         asyncio.run(_run(config))
     except StateError as exc:
