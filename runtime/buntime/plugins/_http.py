@@ -7,10 +7,14 @@ runtime's error tree these answers come from; the proxy's ``RuleError`` and keyv
 (the database is the dependency that is down, not the request that is wrong), except a write
 whose outcome is unknown (``TursoCommitUnknownError``: it may have landed), which is a 504, so
 that nothing reads it as "not applied, retry".
+
+Admin APIs that take a key (the gateway's, the proxy's) read it from :data:`API_KEY_HEADER` and
+compare it with :func:`api_key_matches`, so both guards treat a key the same way.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 from collections.abc import Iterable
@@ -26,6 +30,8 @@ from ._json import client_json
 log = logging.getLogger("buntime.plugins")
 
 INVALID_JSON = "INVALID_JSON"
+#: The header an admin API key travels in (gateway and proxy, as upstream's gateway).
+API_KEY_HEADER = "X-API-Key"
 #: An HTTP header name (RFC 9110 ``token``); use ``fullmatch`` (``$`` would let a final newline in).
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -37,6 +43,17 @@ def first_non_token(names: Iterable[object]) -> object | None:
     with a control character in a header, after the handler has run.
     """
     return next((n for n in names if not isinstance(n, str) or not HEADER_NAME.fullmatch(n)), None)
+
+
+def api_key_matches(presented: str | None, expected: str) -> bool:
+    """Whether ``presented`` (the header's value, ``None`` when absent) is ``expected``, in constant time.
+
+    surrogateescape: aiohttp decodes header bytes that are not UTF-8 as lone surrogates; this gives
+    back the bytes that were sent, so such a key is simply wrong (401), never a 500.
+    """
+    if presented is None:
+        return False
+    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def error_body(code: str, message: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hmac
 import json
 import logging
 import re
@@ -28,7 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .._errors import ApiError
-from .._http import error_body
+from .._http import api_key_matches, error_body
 from ._config import BASENAME_PATTERN, GatewayConfig
 from ._cors import CorsRule, match_rule, parse_cors_rule, preflight_headers, response_headers
 from ._ratelimit import Decision, RateLimiter, client_ip, rate_limit_key
@@ -221,10 +220,7 @@ class Gateway:
         expected = self.config.api_key
         if expected is None:
             return
-        # surrogateescape: aiohttp decodes header bytes that are not UTF-8 as lone surrogates;
-        # this gives back the bytes that were sent, so such a key is simply wrong (401).
-        given = None if presented is None else presented.encode("utf-8", "surrogateescape")
-        if given is None or not hmac.compare_digest(given, expected.encode()):
+        if not api_key_matches(presented, expected):
             self.counters.block()
             raise ApiError("missing or invalid X-API-Key", code=UNAUTHORIZED, status=401)
 

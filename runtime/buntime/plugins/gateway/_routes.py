@@ -27,11 +27,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .._errors import ApiError
-from .._http import json_errors, read_json_object
+from .._http import API_KEY_HEADER, json_errors, read_json_object
 from ._gateway import CACHE_DISABLED, Gateway
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
-API_KEY_HEADER = "X-API-Key"
 ADMIN = "/admin"
 
 
