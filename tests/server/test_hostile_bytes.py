@@ -64,7 +64,8 @@ async def runtime(aiohttp_client: AiohttpClient, env: dict[str, str]) -> tuple[i
         "GATEWAY_RATE_LIMIT_KEY_BY": "user",
         "GATEWAY_CORS_ORIGIN": "https://app.example",
     }
-    client = await start_runtime(aiohttp_client, {**env, **gateway})
+    proxy = {"PROXY_API_KEY": "s3cret"}  # the proxy's admin key, in the same header
+    client = await start_runtime(aiohttp_client, {**env, **gateway, **proxy})
     table = routes(client.app)
     assert len(table) > 40, table  # every built-in plugin's routes are mounted
     assert client.port is not None

@@ -35,5 +35,6 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{- define "buntime.plugins.secretEnv" -}}
 {{- $plugins := .Values.plugins | default dict -}}
 {{- include "buntime.plugins.secretEntry" (list "GATEWAY_API_KEY" (dig "gateway" "apiKey" nil $plugins) "password") -}}
+{{- include "buntime.plugins.secretEntry" (list "PROXY_API_KEY" (dig "proxy" "apiKey" nil $plugins) "password") -}}
 {{- include "buntime.plugins.secretEntry" (list "TURSO_SYNC_AUTH_TOKEN" (dig "turso" "sync" "authToken" nil $plugins) "password") -}}
 {{- end -}}

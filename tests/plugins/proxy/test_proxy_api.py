@@ -11,10 +11,11 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from buntime.server import HOST_KEY
-from tests.server.support import PROXY, TURSO, start_runtime
+from tests.server.support import PROXY, TURSO, raw_request, start_runtime
 
 RULES = "/redirects/admin/rules"
 STATIC = json.dumps([{"name": "docs", "pattern": "^/docs/", "target": "http://docs.internal:8080"}])
+KEY = "pr0xy-admin-key"
 
 
 async def json_of(response: Any, status: int) -> Any:
@@ -237,3 +238,82 @@ async def test_without_storage_static_rules_still_work_and_writes_are_503(
     body = await json_of(await client.post(RULES, json={"pattern": "^/x", "target": "http://x"}), 503)
     assert body["code"] == "PROXY_STORAGE_DISABLED"
     assert (await client.delete(f"{RULES}/static-0")).status == 403
+
+
+# -- API key --------------------------------------------------------------------------------------
+@pytest.fixture
+async def guarded(aiohttp_client: AiohttpClient, env: dict[str, str]) -> TestClient:
+    """The runtime with ``PROXY_API_KEY`` set (what the chart always renders)."""
+    return await start_runtime(
+        aiohttp_client, {**env, "PROXY_RULES": STATIC, "PROXY_API_KEY": KEY}, TURSO, PROXY
+    )
+
+
+async def test_api_key_guards_every_admin_route_and_a_refusal_changes_nothing(guarded: TestClient) -> None:
+    with_key = {"X-API-Key": KEY}
+    rule = await json_of(
+        await guarded.post(
+            RULES, json={"pattern": "^/svc/", "target": "http://127.0.0.1:9"}, headers=with_key
+        ),
+        201,
+    )
+    before = await stored(guarded)
+    rid = rule["id"]
+    routes = [
+        ("GET", RULES, None),
+        ("POST", RULES, {"pattern": "^/meta/", "target": "http://169.254.169.254", "headers": {"X": "y"}}),
+        ("PUT", f"{RULES}/reorder", {"ids": [rid]}),
+        ("GET", f"{RULES}/{rid}", None),
+        ("GET", f"{RULES}/static-0", None),
+        ("PUT", f"{RULES}/{rid}", {"target": "http://169.254.169.254"}),
+        ("PATCH", f"{RULES}/{rid}/toggle", None),
+        ("DELETE", f"{RULES}/{rid}", None),
+        ("GET", f"{RULES}/nope", None),  # 401 before 404: no probing for ids
+    ]
+    for method, path, body in routes:
+        for headers in ({}, {"X-API-Key": KEY + "x"}, {"X-API-Key": ""}, {"X-API-Key": KEY[:-1]}):
+            refused = await guarded.request(method, path, json=body, headers=headers)
+            assert refused.status == 401, (method, path, headers)
+            assert await refused.json() == {
+                "error": "missing or invalid X-API-Key",
+                "code": "PROXY_UNAUTHORIZED",
+            }
+    assert await stored(guarded) == before  # nothing created, changed, reordered or deleted
+    assert [r["id"] for r in await json_of(await guarded.get(RULES, headers=with_key), 200)] == [
+        "static-0",
+        rid,
+    ]
+    # With the key every route answers as without one.
+    assert (await json_of(await guarded.get(f"{RULES}/{rid}", headers=with_key), 200))["id"] == rid
+    toggled = await json_of(await guarded.patch(f"{RULES}/{rid}/toggle", headers=with_key), 200)
+    assert toggled["enabled"] is False
+    assert (
+        len(await json_of(await guarded.put(f"{RULES}/reorder", json={"ids": [rid]}, headers=with_key), 200))
+        == 1
+    )
+    renamed = await json_of(await guarded.put(f"{RULES}/{rid}", json={"name": "n"}, headers=with_key), 200)
+    assert renamed["name"] == "n"
+    assert await json_of(await guarded.delete(f"{RULES}/{rid}", headers=with_key), 200) == {"success": True}
+    assert await stored(guarded) == []
+
+
+@pytest.mark.parametrize("key", [b"\xff\xfe", "pr0xy-\u00e9".encode(), KEY.encode() + b"\x80"])
+async def test_an_api_key_that_is_not_ascii_is_401_not_a_500(guarded: TestClient, key: bytes) -> None:
+    assert guarded.port is not None
+    body = json.dumps({"pattern": "^/svc/", "target": "http://127.0.0.1:9"}).encode()
+    reply = await raw_request(
+        guarded.port,
+        f"POST {RULES} HTTP/1.1",
+        b"Content-Type: application/json\r\nX-API-Key: " + key + b"\r\n",
+        body,
+    )
+    head, _, answer = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 "), reply
+    assert json.loads(answer)["code"] == "PROXY_UNAUTHORIZED"
+    assert await stored(guarded) == []
+
+
+async def test_without_a_key_the_rules_api_stays_open_as_upstream(client: TestClient) -> None:
+    """PROXY_API_KEY unset (a developer's machine): no header needed, a stray one is ignored."""
+    assert (await client.get(RULES)).status == 200
+    assert (await client.get(RULES, headers={"X-API-Key": "anything"})).status == 200

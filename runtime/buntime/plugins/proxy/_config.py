@@ -1,7 +1,8 @@
-"""Proxy settings: static rules and the upstream timeout, as the host resolved them.
+"""Proxy settings: the admin API key, static rules and the upstream timeout, as the host resolved them.
 
-Called by ``_plugin`` at ``on_init``. Both are declared in ``manifest.yaml``'s ``config`` block
-and typed by the host's resolver (``buntime.plugins._settings``): ``rules`` is a list — the
+Called by ``_plugin`` at ``on_init``. All are declared in ``manifest.yaml``'s ``config`` block
+and typed by the host's resolver (``buntime.plugins._settings``): ``apiKey`` is the
+``PROXY_API_KEY`` the admin API asks for (empty: no key, the API is open), ``rules`` is a list — the
 manifest's ``rules:``, or ``PROXY_RULES`` (a JSON array, what the chart renders from its
 ``plugins.proxy.rules`` list) when that is set, so a deployment ships rules without a custom
 manifest — and ``timeout`` a positive number of seconds. This module validates each rule
@@ -12,7 +13,7 @@ storage.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from .._manifest import Manifest, load_manifest
 from .._settings import Settings, resolve_settings
 from ._rules import STATIC_ID_PREFIX, ProxyRule, RuleError, parse_rule
 
+ENV_API_KEY = "PROXY_API_KEY"
 ENV_RULES = "PROXY_RULES"
 ENV_TIMEOUT = "PROXY_TIMEOUT"
+OPTION_API_KEY = "apiKey"
 OPTION_RULES = "rules"
 OPTION_TIMEOUT = "timeout"
 DEFAULT_TIMEOUT = 30.0
@@ -37,10 +40,15 @@ class ProxyConfigError(PluginConfigError):
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    """Resolved proxy settings; ``timeout`` bounds connecting and each read, in seconds."""
+    """Resolved proxy settings; ``timeout`` bounds connecting and each read, in seconds.
+
+    ``api_key`` is what every admin request must send in ``X-API-Key``; ``None`` leaves the admin
+    API open (kept out of ``repr``, so a logged config never shows it).
+    """
 
     static_rules: tuple[ProxyRule, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
+    api_key: str | None = field(default=None, repr=False)
 
 
 def rule_fields() -> frozenset[str]:
@@ -80,6 +88,7 @@ def proxy_config(settings: Settings) -> ProxyConfig:
     return ProxyConfig(
         static_rules=static_rules(list(settings.get(OPTION_RULES) or [])),
         timeout=DEFAULT_TIMEOUT if timeout in (None, "") else float(timeout),
+        api_key=settings.get(OPTION_API_KEY) or None,
     )
 
 

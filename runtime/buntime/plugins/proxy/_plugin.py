@@ -45,10 +45,11 @@ class ProxyPlugin(Plugin):
         self.proxy = Proxy(config, store, metrics=ctx.metrics, reserved=ctx.reserved)
         self._admin = build_admin_app(self.proxy)
         ctx.logger.info(
-            "proxy ready (%d static rules, %d dynamic rules, timeout %.1fs)",
+            "proxy ready (%d static rules, %d dynamic rules, timeout %.1fs, API key: %s)",
             len(config.static_rules),
             len(store.rules) if store is not None else 0,
             config.timeout,
+            "required" if config.api_key else "not required (the rules API is open)",
         )
 
     def provides(self) -> Proxy | None:

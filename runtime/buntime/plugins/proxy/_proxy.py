@@ -7,6 +7,10 @@ wins. The middleware fails open: a bug in matching lets the request through unpr
 Reserved paths (every mounted plugin base, the probes, ``/metrics``) are never proxied, whatever
 the rules say; the admin API also refuses to create, change or enable a rule whose pattern
 matches one of them (409 ``PROXY_RULE_SHADOWS_RESERVED``), so the refusal is visible up front.
+
+With ``PROXY_API_KEY`` set, every admin request must carry it in ``X-API-Key`` (:meth:`Proxy.authorize`,
+the gateway's check): a rule sends requests with its headers to any URL the pod can reach, so the
+rules API is an open proxy into the cluster for whoever may write it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 
 from .._errors import ApiError
+from .._http import api_key_matches
 from .._reserved import ReservedPaths
 from ._config import ProxyConfig
 from ._forward import Forwarder, is_websocket_upgrade
@@ -37,6 +42,7 @@ from ._store import ProxyStore
 STORAGE_DISABLED = "PROXY_STORAGE_DISABLED"
 RULE_NOT_FOUND = "PROXY_RULE_NOT_FOUND"
 RULE_READ_ONLY = "PROXY_RULE_READ_ONLY"
+UNAUTHORIZED = "PROXY_UNAUTHORIZED"
 
 OUTCOME_PROXIED = "proxied"
 OUTCOME_REDIRECTED = "redirected"
@@ -118,6 +124,12 @@ class Proxy:
         return await self.forwarder.handle(request, rule)
 
     # -- rule operations (admin API) ----------------------------------------------------------
+    def authorize(self, presented: str | None) -> None:
+        """Constant-time ``X-API-Key`` check of an admin request; no key configured lets all in."""
+        expected = self.config.api_key
+        if expected is not None and not api_key_matches(presented, expected):
+            raise ApiError("missing or invalid X-API-Key", code=UNAUTHORIZED, status=401)
+
     def _require_store(self) -> ProxyStore:
         if self.store is None:
             raise ApiError(

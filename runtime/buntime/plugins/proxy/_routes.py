@@ -1,6 +1,7 @@
 """The proxy admin API, an aiohttp sub-app the server mounts under ``/redirects``.
 
-Routes (all under ``/redirects/admin``):
+Routes (all under ``/redirects/admin``, behind ``X-API-Key`` when ``PROXY_API_KEY`` is set; the
+key is checked before the body is read, so a refused request changes nothing):
 
 * ``GET /rules`` — every rule in match order (static first, ``readOnly: true``).
 * ``GET /rules/{id}`` — one rule (404).
@@ -15,12 +16,19 @@ Routes (all under ``/redirects/admin``):
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from .._http import json_errors, read_json_object
+from .._http import API_KEY_HEADER, json_errors, read_json_object
 from ._proxy import Proxy
 
 PROXY_KEY = web.AppKey("proxy", Proxy)
 ADMIN = "/admin"
+
+
+@web.middleware
+async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request.app[PROXY_KEY].authorize(request.headers.get(API_KEY_HEADER))
+    return await handler(request)
 
 
 async def list_rules(request: web.Request) -> web.Response:
@@ -59,7 +67,7 @@ async def delete_rule(request: web.Request) -> web.Response:
 
 
 def build_admin_app(proxy: Proxy) -> web.Application:
-    app = web.Application(middlewares=[json_errors])
+    app = web.Application(middlewares=[json_errors, require_api_key])
     app[PROXY_KEY] = proxy
     app.router.add_get(f"{ADMIN}/rules", list_rules)
     app.router.add_post(f"{ADMIN}/rules", create_rule)

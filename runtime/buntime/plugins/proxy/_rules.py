@@ -3,8 +3,9 @@ r"""Proxy rules: validation, JSON shape, matching and the upstream URL a request
 Called by ``_config`` (static rules), ``_proxy`` (dynamic rules) and ``_forward``. Patterns are
 searched in the request's raw (percent-encoded) path with RE2 (``google-re2``), whose matching
 time is linear in the path: every request runs every rule's pattern on the event loop, and the
-rules API has no authentication, so a backtracking engine would let one rule such as
-``^/x/(a+)+$`` freeze every pod. Upstream's patterns are JavaScript regexes; what path rules use
+rules API is open to anyone who reaches it when ``PROXY_API_KEY`` is unset (and to every holder
+of the key otherwise), so a backtracking engine would let one rule such as ``^/x/(a+)+$`` freeze
+every pod. Upstream's patterns are JavaScript regexes; what path rules use
 (anchors, classes, ``\d``/``\w``/``\b``, groups, alternation, lazy and counted repetition, named
 groups ``(?<name>...)`` or ``(?P<name>...)``, ``(?i)``) reads the same in RE2. Refused with
 ``PROXY_INVALID_PATTERN``: what needs backtracking (lookahead, lookbehind, backreferences, atomic
