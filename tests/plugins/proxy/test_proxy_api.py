@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient
 
 from buntime.server import HOST_KEY
@@ -72,7 +72,7 @@ async def test_create_get_and_store(client: TestClient) -> None:
     second = await create(client, pattern="^/old/", redirect=301)
     assert len(first["id"]) == 36 and first["readOnly"] is False
     assert (first["order"], second["order"]) == (0, 1)
-    assert first["headers"] == {"X-Team": "core"} and first["changeOrigin"] is True
+    assert first["headers"] == {"X-Team": "[redacted]"} and first["changeOrigin"] is True
     assert await json_of(await client.get(f"{RULES}/{first['id']}"), 200) == first
     assert [r["id"] for r in await json_of(await client.get(RULES), 200)] == [
         "static-0",
@@ -82,6 +82,7 @@ async def test_create_get_and_store(client: TestClient) -> None:
     rows = await stored(client)
     assert [(r["id"], r["rule_order"]) for r in rows] == [(first["id"], 0), (second["id"], 1)]
     assert json.loads(rows[1]["rule_json"])["redirect"] == 301
+    assert json.loads(rows[0]["rule_json"])["headers"] == {"X-Team": "core"}  # stored as given
 
 
 async def test_the_number_of_stored_rules_is_bounded(
@@ -317,3 +318,97 @@ async def test_without_a_key_the_rules_api_stays_open_as_upstream(client: TestCl
     """PROXY_API_KEY unset (a developer's machine): no header needed, a stray one is ignored."""
     assert (await client.get(RULES)).status == 200
     assert (await client.get(RULES, headers={"X-API-Key": "anything"})).status == 200
+
+
+# -- header values never leave ----------------------------------------------------------------------
+UPSTREAM_TOKEN = "Bearer upstream-s3cret-token"
+
+
+async def test_header_values_are_redacted_in_every_answer_and_sent_upstream(
+    aiohttp_client: AiohttpClient, env: dict[str, str], upstream: TestServer
+) -> None:
+    static = json.dumps(
+        [
+            {
+                "pattern": "^/static/",
+                "target": "http://127.0.0.1:9",
+                "headers": {"Authorization": UPSTREAM_TOKEN},
+            }
+        ]
+    )
+    client = await start_runtime(aiohttp_client, {**env, "PROXY_RULES": static}, TURSO, PROXY)
+    target = str(upstream.make_url("")).rstrip("/")
+    headers = {"Authorization": UPSTREAM_TOKEN, "X-Team": "core"}
+    answers = [await client.post(RULES, json={"pattern": "^/svc/", "target": target, "headers": headers})]
+    rule = await json_of(answers[0], 201)
+    rid = rule["id"]
+    assert rule["headers"] == {"Authorization": "[redacted]", "X-Team": "[redacted]"}
+    answers += [
+        await client.get(RULES),
+        await client.get(f"{RULES}/{rid}"),
+        await client.get(f"{RULES}/static-0"),
+        await client.patch(f"{RULES}/{rid}/toggle"),
+        await client.patch(f"{RULES}/{rid}/toggle"),
+        await client.put(f"{RULES}/reorder", json={"ids": [rid]}),
+        await client.put(f"{RULES}/{rid}", json={"name": "renamed"}),
+    ]
+    for answer in answers:
+        text = await answer.text()
+        assert answer.status in (200, 201), text
+        assert "s3cret" not in text and "core" not in text, text
+    listed = await json_of(await client.get(RULES), 200)
+    assert [r["headers"] for r in listed] == [
+        {"Authorization": "[redacted]"},
+        {"Authorization": "[redacted]", "X-Team": "[redacted]"},
+    ]
+    # The values themselves are kept and go to the upstream.
+    assert json.loads((await stored(client))[0]["rule_json"])["headers"] == headers
+    seen = await json_of(await client.get("/svc/x"), 200)
+    assert seen["headers"]["Authorization"] == UPSTREAM_TOKEN and seen["headers"]["X-Team"] == "core"
+
+
+async def test_a_redacted_answer_sent_back_keeps_the_stored_values(
+    client: TestClient, upstream: TestServer
+) -> None:
+    target = str(upstream.make_url("")).rstrip("/")
+    rule = await create(client, target=target, headers={"Authorization": UPSTREAM_TOKEN, "X-Team": "core"})
+    # The GET answer, edited and sent back whole: the redacted values stay what they were.
+    edited = {**rule, "name": "edited", "headers": {**rule["headers"], "x-team": "[redacted]", "X-New": "n"}}
+    del edited["headers"]["X-Team"]
+    updated = await json_of(await client.put(f"{RULES}/{rule['id']}", json=edited), 200)
+    assert updated["name"] == "edited"
+    assert updated["headers"] == {
+        "Authorization": "[redacted]",
+        "x-team": "[redacted]",
+        "X-New": "[redacted]",
+    }
+    stored_headers = json.loads((await stored(client))[0]["rule_json"])["headers"]
+    assert stored_headers == {"Authorization": UPSTREAM_TOKEN, "x-team": "core", "X-New": "n"}
+    seen = await json_of(await client.get("/svc/x"), 200)
+    assert seen["headers"]["Authorization"] == UPSTREAM_TOKEN and seen["headers"]["X-New"] == "n"
+    # A new value replaces the stored one; leaving a header out removes it.
+    await json_of(
+        await client.put(f"{RULES}/{rule['id']}", json={"headers": {"Authorization": "Bearer new"}}), 200
+    )
+    assert json.loads((await stored(client))[0]["rule_json"])["headers"] == {"Authorization": "Bearer new"}
+
+
+async def test_the_redaction_marker_is_never_stored_as_a_value(client: TestClient) -> None:
+    """Copying a GET answer into a new rule (or naming a header the rule lacks) is refused, not
+    stored as the literal marker, which would send ``[redacted]`` upstream."""
+    refused = await client.post(
+        RULES,
+        json={
+            "pattern": "^/svc/",
+            "target": "http://127.0.0.1:9",
+            "headers": {"Authorization": "[redacted]"},
+        },
+    )
+    assert (await json_of(refused, 400))["code"] == "PROXY_INVALID_HEADERS"
+    assert await stored(client) == []
+    rule = await create(client, headers={"X-Team": "core"})
+    body = await json_of(
+        await client.put(f"{RULES}/{rule['id']}", json={"headers": {"X-Other": "[redacted]"}}), 400
+    )
+    assert body["code"] == "PROXY_INVALID_HEADERS"
+    assert json.loads((await stored(client))[0]["rule_json"])["headers"] == {"X-Team": "core"}

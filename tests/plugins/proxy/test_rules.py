@@ -95,6 +95,7 @@ def test_upstream_url(fields: dict[str, Any], path: str, query: str, url: str) -
         ({"headers": {"X-Ok\n": "x"}}, "PROXY_INVALID_HEADERS"),  # a final newline is no token
         ({"headers": {"X-Ok": "line\r\nX-Injected: 1"}}, "PROXY_INVALID_HEADERS"),
         ({"headers": ["X-A"]}, "PROXY_INVALID_HEADERS"),
+        ({"headers": {"X-A": "[redacted]"}}, "PROXY_INVALID_HEADERS"),  # the API's marker, not a value
         ({"redirect": 200}, "PROXY_INVALID_REDIRECT"),
         ({"redirect": True}, "PROXY_INVALID_REDIRECT"),
         ({"enabled": "yes"}, "PROXY_INVALID_RULE"),

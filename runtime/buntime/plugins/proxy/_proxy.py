@@ -36,6 +36,7 @@ from ._rules import (
     ProxyRule,
     RuleError,
     parse_rule,
+    restore_redacted,
 )
 from ._store import ProxyStore
 
@@ -169,12 +170,18 @@ class Proxy:
         return await store.create(data, check=self._refuse_shadowing)
 
     async def update(self, rule_id: str, data: Mapping[str, Any]) -> ProxyRule:
-        """Merge ``data`` over the stored rule (``id`` and ``order`` are not changed here)."""
+        """Merge ``data`` over the stored rule (``id`` and ``order`` are not changed here).
+
+        A ``headers`` object replaces the stored one, except that a :data:`REDACTED` value keeps
+        the stored value of that header.
+        """
         rule_id = self._dynamic_id(rule_id)
         store = self._require_store()
 
         def merge(current: ProxyRule) -> ProxyRule:
             merged = {**current.as_json(), **data}
+            if "headers" in data:  # a GET answer sent back keeps the values it could not show
+                merged["headers"] = restore_redacted(data["headers"], current.headers)
             return self._refuse_shadowing(parse_rule(merged, rule_id=current.id, order=current.order))
 
         rule = await store.change(rule_id, merge)  # a RuleError answers 400 (409 when it shadows)

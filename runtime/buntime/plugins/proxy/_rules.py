@@ -15,6 +15,12 @@ whose compiled program is too large. ``publicRoutes`` globs are matched with RE2
 
 ``rewrite`` is a replacement for the matched part, written as in JavaScript (``$1``, ``$<name>``,
 ``$$``); an empty rewrite strips the match, which with ``^/prefix`` is a prefix strip.
+
+A rule's ``headers`` often carry an upstream credential (``Authorization``), so the admin API
+never answers their values: :meth:`ProxyRule.public_json` shows each as :data:`REDACTED` (upstream
+answered them in clear). A client that sends such an answer back in a ``PUT`` keeps the stored
+values (:func:`restore_redacted`); anywhere else the marker is refused, so it never becomes a
+header value by mistake.
 """
 
 from __future__ import annotations
@@ -44,6 +50,9 @@ INVALID_REORDER = "PROXY_INVALID_REORDER"
 INVALID_BASE = "PROXY_INVALID_BASE"
 INVALID_PUBLIC_ROUTES = "PROXY_INVALID_PUBLIC_ROUTES"
 SHADOWS_RESERVED = "PROXY_RULE_SHADOWS_RESERVED"
+
+#: What the admin API shows in place of every header value of a rule.
+REDACTED = "[redacted]"
 
 #: ``publicRoutes`` key that applies to every method.
 ALL_METHODS = "ALL"
@@ -197,7 +206,8 @@ class ProxyRule:
         )
 
     def as_json(self) -> dict[str, Any]:
-        """The API shape (camelCase, with ``readOnly``)."""
+        """Every field in the API's camelCase shape, header values included: what is stored and
+        merged. The admin API answers :meth:`public_json` instead."""
         return {
             "id": self.id,
             "name": self.name,
@@ -217,6 +227,12 @@ class ProxyRule:
             "readonly": self.read_only,
             "readOnly": self.read_only,
         }
+
+    def public_json(self) -> dict[str, Any]:
+        """What the admin API answers: :meth:`as_json` with each header value :data:`REDACTED`."""
+        data = self.as_json()
+        data["headers"] = dict.fromkeys(self.headers, REDACTED)
+        return data
 
     def stored_json(self) -> str:
         """What ``proxy_rules.rule_json`` holds (everything but ``readOnly``)."""
@@ -282,8 +298,26 @@ def _headers(raw: Any) -> dict[str, str]:
             raise RuleError(f"invalid header name {key!r}", code=INVALID_HEADERS)
         if not isinstance(value, str) or "\r" in value or "\n" in value:
             raise RuleError(f"header {key} must be a single-line string", code=INVALID_HEADERS)
+        if value == REDACTED:
+            raise RuleError(
+                f"header {key}: {REDACTED} is what the API shows in place of a stored value, and this "
+                "rule has none for it; send the value",
+                code=INVALID_HEADERS,
+            )
         headers[key] = value
     return headers
+
+
+def restore_redacted(raw: Any, stored: Mapping[str, str]) -> Any:
+    """``raw`` (a PUT's ``headers``) with each :data:`REDACTED` value put back to the stored value
+    of that header (names compared case-insensitively); anything else is left to :func:`parse_rule`."""
+    if not isinstance(raw, Mapping):
+        return raw
+    by_name = {name.lower(): value for name, value in stored.items()}
+    return {
+        name: by_name.get(name.lower(), value) if value == REDACTED and isinstance(name, str) else value
+        for name, value in raw.items()
+    }
 
 
 def _redirect(raw: Any) -> int | None:
