@@ -146,6 +146,8 @@ def test_no_secret_value_in_a_config_map(rendered: dict[str, list[dict[str, Any]
         ADMIN_TOKEN_KEY,
         "TURSO_SERVER_TOKEN",
         "TURSO_TOKEN_SIGNING_KEY",
+        "PROXY_API_KEY",
+        "PROXY_RULES",
     }
     for cm in find(docs, "ConfigMap"):
         data = cm.get("data") or {}
@@ -172,6 +174,26 @@ def test_workload_pods_never_get_the_admin_token(
                 "secretRef" not in s or "turso-auth" not in s["secretRef"]["name"]
                 for s in container["envFrom"]
             )
+
+
+def test_static_proxy_rules_and_their_header_values_go_to_the_secret_only(tmp_path: Path) -> None:
+    """A rule's headers are upstream credentials (Authorization): PROXY_RULES is never in a ConfigMap."""
+    rules = [
+        {
+            "pattern": "^/api/(.*)",
+            "target": "http://api:8080",
+            "headers": {"Authorization": "Bearer up-s3cret"},
+        }
+    ]
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"plugins": {"proxy": {"rules": rules}}}))
+    docs = render(extra=["-f", str(values)])
+    for cm in find(docs, "ConfigMap"):
+        assert "PROXY_RULES" not in (cm.get("data") or {}), cm["metadata"]["name"]
+        assert "up-s3cret" not in yaml.safe_dump(cm)
+    assert yaml.safe_load(decoded(one(docs, "Secret", f"{RELEASE}-runtime"))["PROXY_RULES"]) == rules
+    container = one(docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]
+    assert yaml.safe_load(container_env(container, EnvSources(docs))["PROXY_RULES"]) == rules
 
 
 def test_defaults_render_reproducibly() -> None:

@@ -22,7 +22,6 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{- include "buntime.plugins.configEntry" (list "KEYVAL_QUEUE_CLEANUP_INTERVAL" (dig "keyval" "queue" "cleanupInterval" nil $plugins) "duration") -}}
 {{- include "buntime.plugins.configEntry" (list "KEYVAL_METRICS_PERSISTENT" (dig "keyval" "metrics" "persistent" nil $plugins) "bool") -}}
 {{- include "buntime.plugins.configEntry" (list "KEYVAL_METRICS_FLUSH_INTERVAL" (dig "keyval" "metrics" "flushInterval" nil $plugins) "duration") -}}
-{{- include "buntime.plugins.configEntry" (list "PROXY_RULES" (dig "proxy" "rules" nil $plugins) "list") -}}
 {{- include "buntime.plugins.configEntry" (list "PROXY_TIMEOUT" (dig "proxy" "timeout" nil $plugins) "duration") -}}
 {{- include "buntime.plugins.configEntry" (list "TURSO_MODE" (dig "turso" "mode" nil $plugins) "enum") -}}
 {{- include "buntime.plugins.configEntry" (list "TURSO_LOCAL_PATH" (dig "turso" "localPath" nil $plugins) "string") -}}
@@ -36,5 +35,6 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{- $plugins := .Values.plugins | default dict -}}
 {{- include "buntime.plugins.secretEntry" (list "GATEWAY_API_KEY" (dig "gateway" "apiKey" nil $plugins) "password") -}}
 {{- include "buntime.plugins.secretEntry" (list "PROXY_API_KEY" (dig "proxy" "apiKey" nil $plugins) "password") -}}
+{{- include "buntime.plugins.secretEntry" (list "PROXY_RULES" (dig "proxy" "rules" nil $plugins) "list") -}}
 {{- include "buntime.plugins.secretEntry" (list "TURSO_SYNC_AUTH_TOKEN" (dig "turso" "sync" "authToken" nil $plugins) "password") -}}
 {{- end -}}
