@@ -10,7 +10,8 @@ so a value the schema accepts is one the runtime accepts); this script turns the
 * ``charts/buntime/values.yaml``: the ``plugins:`` block between the GENERATED markers, with a
   comment above every key;
 * ``charts/buntime/templates/_plugins.tpl``: the runtime ConfigMap entries (plain settings) and
-  Secret entries (password/secret settings: a token never lands in a ConfigMap);
+  Secret entries (password/secret settings: a token never lands in a ConfigMap), and the names of
+  the passwords the chart generates when none is given (``generate: true``, e.g. the admin keys);
 * ``charts/buntime/values.schema.json``: ``properties.plugins`` (the rest is hand-written);
 * ``charts/buntime/questions.yaml``: the Rancher questions between the GENERATED markers;
 * ``docs/chart.md``: the values table between the GENERATED markers, built from the comments in
@@ -253,6 +254,12 @@ def _field_comment(f: Setting) -> str:
         parts.append(f"One of: {', '.join(f.values)}.")
     where = "the runtime Secret" if f.secret else "the runtime ConfigMap"
     parts.append(f"Env {f.env}, in {where}.")
+    if f.generate:
+        parts.append(
+            "The chart never leaves it unset: left empty, it generates one (48 random characters) on "
+            f"first install and keeps it across upgrades; read it from the Secret <fullname>-runtime, "
+            f"key {f.env}."
+        )
     return " ".join(parts)
 
 
@@ -340,6 +347,11 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {% endfor %}
 {% endfor %}
 {{ '{{' }}- end -{{ '}}' }}
+
+{{ '{{' }}/* Secret keys generated when no value is given (generate: true), as a JSON list. */{{ '}}' }}
+{{ '{{' }}- define "buntime.plugins.generatedSecrets" -{{ '}}' }}
+{{ '{{' }}- list {{ generated | map("json") | join(" ") }} | toJson -{{ '}}' }}
+{{ '{{' }}- end -{{ '}}' }}
 """
 )
 
@@ -378,7 +390,8 @@ def render_values_block(plugins: list[PluginSpec]) -> str:
 
 
 def render_plugins_tpl(plugins: list[PluginSpec]) -> str:
-    return PLUGINS_TPL_TEMPLATE.render(plugins=plugins)
+    generated = [f.env for plugin in plugins for f in plugin.fields if f.generate]
+    return PLUGINS_TPL_TEMPLATE.render(plugins=plugins, generated=generated)
 
 
 def render_questions_block(plugins: list[PluginSpec]) -> str:

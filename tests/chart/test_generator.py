@@ -130,6 +130,26 @@ def test_a_new_plugin_with_a_password_lands_in_the_secret_and_the_questions(chec
     assert "plugins/billing/retries" in schema_error
 
 
+def test_a_password_marked_generate_is_generated_into_the_secret_unless_given(checkout: Path) -> None:
+    plugin = checkout / "runtime" / "buntime" / "plugins" / "billing"
+    plugin.mkdir()
+    field = {"type": "password", "env": "BILLING_ADMIN_KEY", "label": "Admin Key", "generate": True}
+    (plugin / "manifest.yaml").write_text(
+        yaml.safe_dump(
+            {"name": "@acme/plugin-billing", "entry": "billing:create", "config": {"adminKey": field}}
+        )
+    )
+    assert run("--root", str(checkout)).returncode == 0
+    chart = str(checkout / "charts" / "buntime")
+    generated = decoded(
+        one([d for d in yaml.safe_load_all(helm("template", "x", chart)) if d], "Secret", "x-buntime-runtime")
+    )
+    assert len(generated["BILLING_ADMIN_KEY"]) == 48 and generated["BILLING_ADMIN_KEY"].isalnum()
+    out = helm("template", "x", chart, "--set-string", "plugins.billing.adminKey=given")
+    given = decoded(one([d for d in yaml.safe_load_all(out) if d], "Secret", "x-buntime-runtime"))
+    assert given["BILLING_ADMIN_KEY"] == "given"
+
+
 def test_a_bad_manifest_is_reported_with_its_file(checkout: Path) -> None:
     manifest = checkout / "runtime" / "buntime" / "plugins" / "proxy" / "manifest.yaml"
     data = yaml.safe_load(manifest.read_text())

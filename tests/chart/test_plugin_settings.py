@@ -144,8 +144,19 @@ def test_the_rendered_rules_run_in_a_real_runtime(tmp_path: Path) -> None:
     env = {k: v for k, v in env.items() if not k.startswith(("BUNTIME_HOST", "BUNTIME_PORT", "RUNTIME_"))}
     runtime = RuntimeProcess(env, tmp_path / "runtime.log").start()
     try:
-        status, rules = http("GET", f"{runtime.url}/redirects/admin/rules")
+        # The chart generated both admin keys: without them the admin APIs are closed.
+        for path, key in (
+            ("/redirects/admin/rules", "PROXY_API_KEY"),
+            ("/gateway/admin/shell/excludes", "GATEWAY_API_KEY"),
+        ):
+            status, refused = http("GET", f"{runtime.url}{path}")
+            assert status == 401 and refused["code"].endswith("_UNAUTHORIZED"), (path, refused)
+            assert http("GET", f"{runtime.url}{path}", headers={"X-API-Key": env[key]})[0] == 200, path
+        status, rules = http(
+            "GET", f"{runtime.url}/redirects/admin/rules", headers={"X-API-Key": env["PROXY_API_KEY"]}
+        )
         assert status == 200
+        assert rules[1]["headers"] == {"X-From": "[redacted]"}
         static = [r for r in rules if r["readOnly"]]
         assert [r["pattern"] for r in static] == [r["pattern"] for r in RULES]
 

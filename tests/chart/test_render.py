@@ -196,11 +196,58 @@ def test_static_proxy_rules_and_their_header_values_go_to_the_secret_only(tmp_pa
     assert yaml.safe_load(container_env(container, EnvSources(docs))["PROXY_RULES"]) == rules
 
 
+ADMIN_KEYS = ("GATEWAY_API_KEY", "PROXY_API_KEY")
+GIVEN_KEYS = [
+    "--set-string",
+    "plugins.gateway.apiKey=gw-given",
+    "--set-string",
+    "plugins.proxy.apiKey=px-given",
+]
+
+
+def without_generated_keys(out: str) -> list[dict[str, Any]]:
+    """The documents with the runtime Secret's generated admin keys taken out."""
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    for doc in find(docs, "Secret", f"{RELEASE}-runtime"):
+        for key in ADMIN_KEYS:
+            doc["data"].pop(key)
+    return docs
+
+
 def test_defaults_render_reproducibly() -> None:
-    """No random roll annotation: with nothing generated, two renders are byte-identical."""
+    """No random roll annotation: with the admin keys given, two renders are byte-identical; with
+    them generated, only the generated values differ (checksum/secret included: it hashes no key)."""
+    given = helm("template", RELEASE, str(CHART), "-n", NAMESPACE, *GIVEN_KEYS)
+    assert given == helm("template", RELEASE, str(CHART), "-n", NAMESPACE, *GIVEN_KEYS)
     first = helm("template", RELEASE, str(CHART), "-n", NAMESPACE)
-    assert first == helm("template", RELEASE, str(CHART), "-n", NAMESPACE)
+    second = helm("template", RELEASE, str(CHART), "-n", NAMESPACE)
+    assert first != second
+    assert without_generated_keys(first) == without_generated_keys(second)
     assert "rollme" not in first
+
+
+def test_the_admin_keys_are_generated_into_the_runtime_secret(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """A default install has both admin APIs closed: GATEWAY_API_KEY and PROXY_API_KEY are generated
+    (lookup keeps them on upgrade: tests/cluster/chart/test_chart_install.py); given ones win."""
+    for name, docs in rendered.items():
+        secret = decoded(one(docs, "Secret", f"{RELEASE}-runtime"))
+        if name != "everything":
+            assert len(secret["GATEWAY_API_KEY"]) == 48 and secret["GATEWAY_API_KEY"].isalnum(), name
+        assert len(secret["PROXY_API_KEY"]) == 48 and secret["PROXY_API_KEY"].isalnum(), name
+        assert secret["GATEWAY_API_KEY"] != secret["PROXY_API_KEY"]
+        env = container_env(
+            one(docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0],
+            _with_runtime_secret(docs),
+        )
+        assert all(env[key] == secret[key] for key in ADMIN_KEYS), name
+    assert (
+        decoded(one(rendered["everything"], "Secret", f"{RELEASE}-runtime"))["GATEWAY_API_KEY"]
+        == "gateway-key"
+    )
+    given = decoded(one(render({"plugins.proxy.apiKey": "px-given"}), "Secret", f"{RELEASE}-runtime"))
+    assert given["PROXY_API_KEY"] == "px-given" and len(given["GATEWAY_API_KEY"]) == 48
 
 
 def test_checksums_follow_the_config_and_only_the_config() -> None:
@@ -261,7 +308,8 @@ def test_single_tenant_sync_takes_the_token_from_a_secret(rendered: dict[str, li
     assert configmap["TURSO_SYNC_URL"] == "http://turso.example:8080"
     assert "TURSO_SYNC_AUTH_TOKEN" not in configmap
     secret = decoded(one(docs, "Secret", f"{RELEASE}-runtime"))
-    assert secret == {"TURSO_SYNC_AUTH_TOKEN": "sync-secret-token"}
+    assert set(secret) == {"TURSO_SYNC_AUTH_TOKEN", "GATEWAY_API_KEY", "PROXY_API_KEY"}
+    assert secret["TURSO_SYNC_AUTH_TOKEN"] == "sync-secret-token"
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = container_env(container, EnvSources(docs))
     assert env["TURSO_SYNC_AUTH_TOKEN"] == "sync-secret-token"
@@ -679,6 +727,21 @@ def test_notes_say_what_was_installed() -> None:
     assert "configmap" not in notes.lower() or f"{RELEASE}-runtime" in notes
     local = helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client").split("NOTES:", 1)[1]
     assert "local mode" in local and "tursoServer.enabled=true" in local
+    # How to read the admin keys, generated or given.
+    for key in ("GATEWAY_API_KEY", "PROXY_API_KEY"):
+        line = next(line for line in local.splitlines() if f"{{.data.{key}}}" in line)
+        assert f"kubectl get secret -n {NAMESPACE} {RELEASE}-runtime" in line and "generated" in line
+    given = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--dry-run=client",
+        "--set-string",
+        "plugins.proxy.apiKey=k",
+    ).split("NOTES:", 1)[1]
+    assert "given in values" in next(line for line in given.splitlines() if "{.data.PROXY_API_KEY}" in line)
 
 
 def test_prometheus_monitors_only_when_asked_and_they_select_the_right_pods() -> None:

@@ -151,6 +151,8 @@ def test_a_bad_option_names_the_variable_and_the_option() -> None:
         ("x", {"type": "string", "env": "X", "label": "X", "item": {}}, "unknown key(s) item"),
         ("x", {"type": "string", "env": "X", "label": "X", "items": {}}, "applies to list settings only"),
         ("a-b", {"type": "string", "env": "X", "label": "X"}, "each dotted part must be an identifier"),
+        ("x", {"type": "string", "env": "X", "label": "X", "generate": True}, "applies to password settings"),
+        ("x", {"type": "password", "env": "X", "label": "X", "generate": "yes"}, "generate (true or false)"),
     ],
 )
 def test_a_bad_config_block_is_an_error_naming_the_field(

@@ -67,11 +67,18 @@ def write_plugin(root: Path, dirname: str, manifest: str, module: str | None = N
     return module_name
 
 
-def http(method: str, url: str, body: Any = None, *, timeout: float = 5.0) -> tuple[int, Any]:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    timeout: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, Any]:
     """A blocking JSON request (for tests that drive subprocesses); returns ``(status, json|text)``."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

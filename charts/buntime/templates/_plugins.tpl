@@ -38,3 +38,8 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{- include "buntime.plugins.secretEntry" (list "PROXY_RULES" (dig "proxy" "rules" nil $plugins) "list") -}}
 {{- include "buntime.plugins.secretEntry" (list "TURSO_SYNC_AUTH_TOKEN" (dig "turso" "sync" "authToken" nil $plugins) "password") -}}
 {{- end -}}
+
+{{/* Secret keys generated when no value is given (generate: true), as a JSON list. */}}
+{{- define "buntime.plugins.generatedSecrets" -}}
+{{- list "GATEWAY_API_KEY" "PROXY_API_KEY" | toJson -}}
+{{- end -}}

@@ -17,7 +17,8 @@ A field::
         description: ...
         exclusiveMinimum: 0        # int/duration: minimum, maximum, exclusiveMinimum (seconds)
         # enum: values: [...]; string: pattern: <regex>; list: items: <JSON schema of one item>
-        # chart only: secret, required, showIf, example (YAML for the values.yaml comment)
+        # chart only: secret, required, showIf, example (YAML for the values.yaml comment),
+        # generate (a password the chart generates when none is given, kept across upgrades)
 
 Resolution per field: a non-blank environment variable, else the manifest option at the dotted
 path (``${VAR}`` in a string option is substituted), else the default. Values are typed: ``int``
@@ -56,7 +57,7 @@ _PART = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum")
 _KNOWN_KEYS = frozenset(
     {"type", "default", "env", "label", "description", "values", "options", "secret", "showIf", "required"}
-    | {"example"}
+    | {"example", "generate"}
     | {"pattern", "items", *_BOUNDS}
 )
 
@@ -82,6 +83,9 @@ class Setting:
     items: Mapping[str, Any] | None = None
     #: YAML shown under "For example:" above the key in the chart's values.yaml.
     example: str = ""
+    #: A password the chart generates into the runtime Secret on first install when none is given
+    #: (and reads back with ``lookup`` on upgrades); the runtime itself still defaults to empty.
+    generate: bool = False
 
     @property
     def dotted(self) -> str:
@@ -375,6 +379,9 @@ def _parse_field(name: str, spec: Any) -> Setting:
     items = spec.get("items")
     if items is not None and (kind != "list" or not isinstance(items, Mapping)):
         raise _Invalid("items (a JSON schema mapping) applies to list settings only")
+    generate = spec.get("generate", False)
+    if not isinstance(generate, bool) or (generate and kind != "password"):
+        raise _Invalid("generate (true or false) applies to password settings only")
     setting = Setting(
         path=path,
         type=kind,
@@ -392,6 +399,7 @@ def _parse_field(name: str, spec: Any) -> Setting:
         exclusive_minimum=_bound(spec, "exclusiveMinimum", kind),
         items=items,
         example=str(spec.get("example") or "").strip("\n"),
+        generate=generate,
     )
     if not _blank(setting.default) and setting.default != []:
         try:

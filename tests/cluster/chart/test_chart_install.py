@@ -2,12 +2,14 @@
 
 Pods never run here (no kubelet), so nothing waits for readiness; what is checked is what Helm
 and the API server do: every object is created and accepted, ``lookup`` keeps the generated
-tokens and the webhook CA across an upgrade, the upgrade updates the CRD (a template, not Helm's
+tokens, the runtime's admin API keys and the webhook CA across an upgrade (an admin key given
+in values wins over the kept one), the upgrade updates the CRD (a template, not Helm's
 ``crds/``), and uninstall leaves the CRD (``crds.keep``) and the token Secret.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from typing import Any
@@ -85,13 +87,22 @@ def test_install_upgrade_uninstall(control_plane: ControlPlane, helm_kube_env: d
         webhook = get(env, "mutatingwebhookconfiguration", f"{RELEASE}-operator", None)
         assert webhook is not None
         assert webhook["webhooks"][0]["clientConfig"]["caBundle"] == tls["ca.crt"]
+        # A default install closes both admin APIs: their keys are generated into the runtime Secret.
+        keys = data(env, f"{RELEASE}-runtime", namespace)
+        assert {"GATEWAY_API_KEY", "PROXY_API_KEY"} <= set(keys)
+        assert all(len(base64.b64decode(keys[k])) == 48 for k in ("GATEWAY_API_KEY", "PROXY_API_KEY"))
 
-        # An upgrade that changes something keeps every generated secret (lookup).
+        # An upgrade that changes something keeps every generated secret (lookup); a key given in
+        # values replaces the generated one.
         helm(
             "upgrade", RELEASE, str(CHART), *install,
-            "--set", "runtime.replicaCount=2", "--set", "commonLabels.upgraded=yes", env=env,
+            "--set", "runtime.replicaCount=2", "--set", "commonLabels.upgraded=yes",
+            "--set-string", "plugins.gateway.apiKey=given-gateway-key", env=env,
         )  # fmt: skip
         assert data(env, f"{RELEASE}-turso-auth", namespace) == tokens
+        upgraded = data(env, f"{RELEASE}-runtime", namespace)
+        assert upgraded["PROXY_API_KEY"] == keys["PROXY_API_KEY"]
+        assert base64.b64decode(upgraded["GATEWAY_API_KEY"]) == b"given-gateway-key"
         assert data(env, f"{RELEASE}-operator-webhook-tls", namespace) == tls
         webhook = get(env, "mutatingwebhookconfiguration", f"{RELEASE}-operator", None)
         assert webhook is not None and webhook["webhooks"][0]["clientConfig"]["caBundle"] == tls["ca.crt"]
