@@ -32,7 +32,7 @@ VALUE_SETS: dict[str, dict[str, str]] = {
     "turso-server": {"tursoServer.enabled": "true"},
     "single-tenant-sync": {
         "plugins.turso.mode": "sync",
-        "plugins.turso.sync.url": "http://turso.example:8080",
+        "plugins.turso.sync.url": "http://turso.example:8080/buntime",
         "plugins.turso.sync.authToken": "sync-secret-token",
     },
     "webhook-off": {"tursoServer.enabled": "true", "operator.webhook.enabled": "false"},

@@ -84,6 +84,12 @@ def runtime_accepts(env_name: str, text: str) -> bool:
         ("plugins.proxy.timeout", "PROXY_TIMEOUT", "2m"),
         ("plugins.proxy.timeout", "PROXY_TIMEOUT", "0"),
         ("plugins.turso.executor", "TURSO_EXECUTOR", "fibre"),
+        ("plugins.turso.writeMode", "TURSO_WRITE_MODE", "offline"),
+        ("plugins.turso.writeMode", "TURSO_WRITE_MODE", "OFFLINE"),
+        ("plugins.turso.leaseTtl", "TURSO_LEASE_TTL", "30s"),
+        ("plugins.turso.leaseTtl", "TURSO_LEASE_TTL", "61"),
+        ("plugins.turso.writeTimeout", "TURSO_WRITE_TIMEOUT", "1m"),
+        ("plugins.turso.writeTimeout", "TURSO_WRITE_TIMEOUT", "0"),
     ],
 )
 def test_helm_and_the_runtime_agree_on_each_plugin_value(value: str, env_name: str, text: str) -> None:
@@ -97,6 +103,25 @@ def test_helm_and_the_runtime_agree_on_each_plugin_value(value: str, env_name: s
     assert runtime, f"helm rendered {value}={text} which the runtime refuses"
     rendered = runtime_env(docs)[env_name]
     assert runtime_accepts(env_name, rendered), rendered  # what the pod gets, the runtime reads
+
+
+def test_the_documented_plain_tursodb_recipe_serves_and_writes(tmp_path: Path, plain_tursodb: Any) -> None:
+    """docs/chart.md's single-tenant recipe for a plain ``tursodb --sync-server``: writeMode=offline
+    renders ``TURSO_WRITE_MODE``, and the runtime started with the rendered environment is ready
+    and writes (serializable, the default, would need turso-server's write lease)."""
+    docs = render({"plugins.turso.sync.url": plain_tursodb.url, "plugins.turso.writeMode": "offline"})
+    env = runtime_env(docs)
+    assert (env["TURSO_MODE"], env["TURSO_WRITE_MODE"]) == ("sync", "offline")
+    env.update(TURSO_LOCAL_PATH=str(tmp_path / "data" / "runtime.db"))
+    env = {k: v for k, v in env.items() if not k.startswith(("BUNTIME_HOST", "BUNTIME_PORT", "RUNTIME_"))}
+    runtime = RuntimeProcess(env, tmp_path / "runtime.log").start()
+    try:
+        url = f"{runtime.url}/keyval/api/keys/demo/greeting"
+        assert http("PUT", url, {"hello": "world"})[0] in (200, 201, 204), runtime.log()
+        status, body = http("GET", url)
+        assert status == 200 and "world" in json.dumps(body), body
+    finally:
+        assert runtime.stop() == 0
 
 
 RULES = [

@@ -305,7 +305,7 @@ def test_single_tenant_sync_takes_the_token_from_a_secret(rendered: dict[str, li
     docs = rendered["single-tenant-sync"]
     configmap = one(docs, "ConfigMap")["data"]
     assert configmap["TURSO_MODE"] == "sync"
-    assert configmap["TURSO_SYNC_URL"] == "http://turso.example:8080"
+    assert configmap["TURSO_SYNC_URL"] == "http://turso.example:8080/buntime"
     assert "TURSO_SYNC_AUTH_TOKEN" not in configmap
     secret = decoded(one(docs, "Secret", f"{RELEASE}-runtime"))
     assert set(secret) == {"TURSO_SYNC_AUTH_TOKEN", "GATEWAY_API_KEY", "PROXY_API_KEY"}

@@ -28,6 +28,9 @@ Plain settings go to the runtime ConfigMap, password/secret settings to the runt
 {{- include "buntime.plugins.configEntry" (list "TURSO_SYNC_INTERVAL" (dig "turso" "syncInterval" nil $plugins) "duration") -}}
 {{- include "buntime.plugins.configEntry" (list "TURSO_EXECUTOR" (dig "turso" "executor" nil $plugins) "enum") -}}
 {{- include "buntime.plugins.configEntry" (list "TURSO_SYNC_URL" (dig "turso" "sync" "url" nil $plugins) "string") -}}
+{{- include "buntime.plugins.configEntry" (list "TURSO_WRITE_MODE" (dig "turso" "writeMode" nil $plugins) "enum") -}}
+{{- include "buntime.plugins.configEntry" (list "TURSO_LEASE_TTL" (dig "turso" "leaseTtl" nil $plugins) "duration") -}}
+{{- include "buntime.plugins.configEntry" (list "TURSO_WRITE_TIMEOUT" (dig "turso" "writeTimeout" nil $plugins) "duration") -}}
 {{- end -}}
 
 {{/* Secret data entries (base64) for every password/secret plugin setting. */}}
