@@ -171,10 +171,19 @@ def container_env(
             env[name] = str(entry["value"])
             continue
         ref = entry["valueFrom"]
-        if "secretKeyRef" in ref:
-            env[name] = sources.secrets[ref["secretKeyRef"]["name"]][ref["secretKeyRef"]["key"]]
-        elif "configMapKeyRef" in ref:
-            env[name] = sources.config_maps[ref["configMapKeyRef"]["name"]][ref["configMapKeyRef"]["key"]]
+        if "secretKeyRef" in ref or "configMapKeyRef" in ref:
+            kind, objects = (
+                ("secretKeyRef", sources.secrets)
+                if "secretKeyRef" in ref
+                else ("configMapKeyRef", sources.config_maps)
+            )
+            key_ref = ref[kind]
+            data = objects.get(key_ref["name"], {})
+            if key_ref["key"] in data:
+                env[name] = data[key_ref["key"]]
+            elif not key_ref.get("optional"):
+                # The kubelet refuses to start such a container (CreateContainerConfigError).
+                raise AssertionError(f"{name}: {kind} {key_ref['name']}/{key_ref['key']} is missing")
         elif "fieldRef" in ref:
             env[name] = (field_refs or {})[ref["fieldRef"]["fieldPath"]]
         else:

@@ -9,6 +9,7 @@ missing NetworkPolicy or securityContext, generated tokens).
 from __future__ import annotations
 
 import base64
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -395,6 +396,30 @@ def test_existing_secret_replaces_the_generated_one() -> None:
     # The runtime's Secret is the operator's and the metrics token has a Secret of its own.
     names = {name for name, _ in refs if name.startswith(("my-", RELEASE))}
     assert names == {"my-tokens", RUNTIME_TURSO_SECRET, f"{RELEASE}-turso-metrics"}
+
+
+def test_an_existing_secret_without_a_signing_key_starts_turso_server_which_mints_no_token(
+    tmp_path: Path,
+) -> None:
+    """docs/chart.md: an existingSecret without TURSO_TOKEN_SIGNING_KEY leaves TursoNamespaces
+    Ready=False/ServerRejected. The StatefulSet's reference is optional, so the kubelet starts the
+    container, and the real turso-server started with that environment serves and refuses to mint
+    (409, what the operator reports as ServerRejected)."""
+    docs = render({"tursoServer.enabled": "true", "tursoServer.auth.existingSecret": "my-tokens"})
+    server = containers(one(docs, "StatefulSet", f"{RELEASE}-turso"))[0]
+    (ref,) = [e for e in server["env"] if e["name"] == "TURSO_TOKEN_SIGNING_KEY"]
+    assert ref["valueFrom"]["secretKeyRef"] == {
+        "name": "my-tokens",
+        "key": "TURSO_TOKEN_SIGNING_KEY",
+        "optional": True,
+    }
+    sources = EnvSources(docs)
+    sources.secrets["my-tokens"] = {"TURSO_AUTH_TOKEN": "data-token", "TURSO_ADMIN_TOKEN": "admin-token"}
+    server_env = container_env(server, sources)
+    assert "TURSO_TOKEN_SIGNING_KEY" not in server_env
+    with TursoServer(tmp_path / "data", extra_env={"TURSO_TOKEN_SIGNING_KEY": ""}) as turso:
+        status, body = turso.admin("POST", "/v1/tokens", {"namespaces": ["orders"], "access": "rw"})
+        assert status == 409 and "TURSO_TOKEN_SIGNING_KEY" in json.dumps(body), (status, body)
 
 
 def _with_runtime_secret(docs: list[dict[str, Any]]) -> EnvSources:
