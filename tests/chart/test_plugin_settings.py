@@ -23,7 +23,7 @@ import yaml
 
 from buntime.plugins import BUILTIN_DIR, PluginConfigError, discover, resolve_settings
 from buntime.plugins.proxy import resolve_proxy_config
-from buntime.turso import resolve_config
+from buntime.turso import TursoConfigError, resolve_config
 from tests.chart.rendering import (
     CHART,
     RELEASE,
@@ -53,10 +53,14 @@ def runtime_env(docs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def runtime_accepts(env_name: str, text: str) -> bool:
+    """The host's settings table accepts it, and for a TURSO_* variable the turso plugin's own
+    parser (``resolve_config``, which the plugin runs at start) too."""
     manifest, _ = SETTINGS[env_name]
     try:
         resolve_settings(manifest.settings, manifest.options, {env_name: text})
-    except PluginConfigError:
+        if env_name.startswith("TURSO_"):
+            resolve_config(manifest.options, {env_name: text})
+    except (PluginConfigError, TursoConfigError):
         return False
     return True
 
@@ -69,6 +73,9 @@ def runtime_accepts(env_name: str, text: str) -> bool:
         ("plugins.turso.syncInterval", "TURSO_SYNC_INTERVAL", "0"),
         ("plugins.turso.syncInterval", "TURSO_SYNC_INTERVAL", "soon"),
         ("plugins.turso.syncInterval", "TURSO_SYNC_INTERVAL", "5us"),
+        ("plugins.turso.syncInterval", "TURSO_SYNC_INTERVAL", "50ms"),
+        ("plugins.turso.syncInterval", "TURSO_SYNC_INTERVAL", "0.05"),
+        ("plugins.turso.syncInterval", "TURSO_SYNC_INTERVAL", "100ms"),
         ("plugins.keyval.queue.lockDuration", "KEYVAL_QUEUE_LOCK_DURATION", "0s"),
         ("plugins.keyval.queue.lockDuration", "KEYVAL_QUEUE_LOCK_DURATION", "0"),
         ("plugins.keyval.queue.lockDuration", "KEYVAL_QUEUE_LOCK_DURATION", "500ms"),

@@ -12,8 +12,11 @@ Leaves unmocked: the manifests on disk, the duration parser, the host.
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import sys
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from buntime.plugins import (
     parse_settings,
     resolve_settings,
 )
+from buntime.plugins._settings import below_duration_pattern
 
 BLOCK = {
     "name": {"type": "string", "default": "anon", "env": "T_NAME", "label": "Name"},
@@ -185,6 +189,7 @@ def test_a_manifest_with_a_bad_config_block_is_a_manifest_error(tmp_path: Path) 
 
 SAMPLES: list[Any] = [
     *("0", "0s", "0.0ms", "5", "2.5", "5s", "500ms", "1h30m", "1d12h", "2h", "soon", "5us", "-1", " 5s", ""),
+    *("50ms", "99.9ms", "100ms", "0.05", "0.09s", "0.1", "0.001m", "50ms50ms", "40ms40ms"),
     *(
         0,
         5,
@@ -245,7 +250,68 @@ def test_the_schema_accepts_exactly_what_the_runtime_accepts(setting: Setting) -
         bounded_text = setting.type == "duration" and isinstance(value, str) and setting.maximum is not None
         if bounded_text and schema and not runtime:
             continue  # an upper bound on a duration *string* is the runtime's alone (documented)
+        if setting.minimum and isinstance(value, str) and not _one_part(value) and schema and not runtime:
+            continue  # so is a minimum on a sum (40ms40ms) or in m, h, d (documented)
         assert runtime == schema, (setting.env, value, runtime, schema)
+
+
+def _one_part(text: str) -> bool:
+    return re.fullmatch(r"[0-9]+(\.[0-9]+)?(s|ms)?", text) is not None
+
+
+def test_allow_zero_takes_zero_or_at_least_the_minimum() -> None:
+    spec = {"type": "duration", "default": "5s", "env": "T_POLL", "label": "Poll", "minimum": 0.1}
+    (setting,) = parse_settings({"poll": {**spec, "allowZero": True}}, "m.yaml")
+    assert [setting.parse(text) for text in ("0", "0ms", "100ms", "0.1", "1m")] == [0, 0, 0.1, 0.1, 60]
+    with pytest.raises(
+        PluginConfigError, match=r"^T_POLL must be 0 \(off\) or at least 0.1s \(got '50ms'\)$"
+    ):
+        setting.parse("50ms")
+    for accepted in ("0", "0.0s", 0, "100ms", 0.1, "5s"):
+        assert _schema_accepts(setting, accepted), accepted
+    for refused in ("50ms", "0.05", "0.09s", 0.05):
+        assert not _schema_accepts(setting, refused), refused
+    for bad in ({**spec, "minimum": 0, "allowZero": True}, {**spec, "type": "string", "allowZero": True}):
+        with pytest.raises(
+            ValueError, match="allowZero applies to an int or duration setting with a minimum"
+        ):
+            parse_settings({"poll": bad}, "m.yaml")
+
+
+@pytest.mark.parametrize("minimum", [0.1, 0.05, 0.001, 1, 5, 60, 123.45, 3600])
+def test_the_below_minimum_pattern_matches_exactly_the_one_part_durations_below_it(minimum: float) -> None:
+    """Every one-part duration (bare, s, ms, and m/h/d where the minimum is a finite decimal of
+    them) matches :func:`below_duration_pattern` exactly when its value is below the minimum."""
+    pattern = re.compile(below_duration_pattern(minimum))
+    rng = random.Random(minimum)
+    low = Fraction(str(minimum))
+    units = {"": 1, "s": 1, "ms": Fraction(1, 1000), "m": 60, "h": 3600, "d": 86400}
+    for _ in range(3000):
+        unit = rng.choice(list(units))
+        whole = "0" * rng.randint(0, 2) + str(
+            rng.choice([0, 1, 4, 5, 9, 50, 60, 99, 100, 101, rng.randint(0, 10**6)])
+        )
+        text = whole + (
+            "." + "".join(rng.choices("0123456789", k=rng.randint(1, 6))) if rng.random() < 0.6 else ""
+        )
+        text += unit
+        below = Fraction(text.removesuffix(unit)) * units[unit] < low
+        exact = unit in ("", "s", "ms") or (low / units[unit]).denominator in (
+            1,
+            2,
+            4,
+            5,
+            8,
+            10,
+            20,
+            25,
+            50,
+            100,
+        )
+        if exact:
+            assert bool(pattern.match(text)) == below, (minimum, text)
+        else:
+            assert not pattern.match(text) or below, (minimum, text)  # never refuses a valid value
 
 
 def test_the_builtin_manifests_resolve_with_no_environment() -> None:

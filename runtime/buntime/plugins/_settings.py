@@ -16,6 +16,7 @@ A field::
         label: Queue Lease Duration
         description: ...
         exclusiveMinimum: 0        # int/duration: minimum, maximum, exclusiveMinimum (seconds)
+        # allowZero: true with a minimum: 0 (off) is accepted too (TURSO_SYNC_INTERVAL: 0 or >= 100ms)
         # enum: values: [...]; string: pattern: <regex>; list: items: <JSON schema of one item>
         # chart only: secret, required, showIf, example (YAML for the values.yaml comment),
         # generate (a password the chart generates when none is given, kept across upgrades)
@@ -36,6 +37,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal
 
 from ..turso import DURATION_HELP, DURATION_PATTERN, duration_seconds
@@ -57,9 +59,12 @@ _PART = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum")
 _KNOWN_KEYS = frozenset(
     {"type", "default", "env", "label", "description", "values", "options", "secret", "showIf", "required"}
-    | {"example", "generate"}
+    | {"example", "generate", "allowZero"}
     | {"pattern", "items", *_BOUNDS}
 )
+#: Seconds per unit of the duration grammar ("" is a bare number of seconds).
+_UNIT_FRACTIONS = {"": Fraction(1), "s": Fraction(1), "ms": Fraction(1, 1000), "m": Fraction(60)}
+_UNIT_FRACTIONS |= {"h": Fraction(3600), "d": Fraction(86400)}
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: float | None = None
+    #: With a minimum: 0 is accepted as well (it switches the feature off).
+    allow_zero: bool = False
     items: Mapping[str, Any] | None = None
     #: YAML shown under "For example:" above the key in the chart's values.yaml.
     example: str = ""
@@ -95,8 +102,10 @@ class Setting:
         """The value's JSON schema in the chart (``values.schema.json``), the same rules as :meth:`parse`.
 
         A duration may be a string in the grammar or a number of seconds (``--set x=60`` gives an
-        integer); the bounds apply to the number, and ``exclusiveMinimum: 0`` also keeps a zero
-        string out. Other bounds on a duration string are the runtime's alone.
+        integer); the bounds apply to the number, ``exclusiveMinimum: 0`` also keeps a zero string
+        out, and a ``minimum`` every string of one part below it (``50ms``, ``0.05s``; see
+        :func:`below_duration_pattern`). A sum of parts each below the minimum (``40ms40ms``) and a
+        maximum on a duration string are the runtime's alone: no regular expression adds up parts.
         """
         schema: dict[str, Any]
         if self.type == "int":
@@ -107,6 +116,11 @@ class Setting:
             schema = {"type": ["string", "number"], "pattern": DURATION_PATTERN}
             if self.exclusive_minimum == 0:
                 schema["not"] = {"type": "string", "pattern": ZERO_DURATION_PATTERN}
+            elif self.minimum:
+                below: dict[str, Any] = {"type": "string", "pattern": below_duration_pattern(self.minimum)}
+                if self.allow_zero:
+                    below["not"] = {"pattern": ZERO_DURATION_PATTERN}
+                schema["not"] = below
         elif self.type == "list":
             schema = {"type": "array", "items": dict(self.items or {})}
         else:
@@ -119,6 +133,8 @@ class Setting:
             # Never negative: the default lower bound is 0 when the manifest names none.
             if self.exclusive_minimum is not None:
                 schema["exclusiveMinimum"] = _number(self.exclusive_minimum)
+            elif self.allow_zero and self.minimum:
+                schema["anyOf"] = [{"const": 0}, {"minimum": _number(self.minimum)}]
             else:
                 schema["minimum"] = _number(self.minimum if self.minimum is not None else 0)
             if self.maximum is not None:
@@ -186,6 +202,10 @@ class Setting:
     def _check_bounds(self, number: float, raw: Any, where: str) -> None:
         unit = "s" if self.type == "duration" else ""
         low = self.minimum if self.minimum is not None else 0
+        if self.allow_zero and number == 0:
+            return
+        if self.allow_zero and number < low:
+            raise self.error(f"{where} must be 0 (off) or at least {low:g}{unit} (got {_shown(raw)})")
         if self.exclusive_minimum is not None and not number > self.exclusive_minimum:
             raise self.error(
                 f"{where} must be more than {self.exclusive_minimum:g}{unit} (got {_shown(raw)})"
@@ -235,6 +255,59 @@ def whole_number(raw: Any) -> int | None:
         return raw
     text = raw.strip() if isinstance(raw, str) else ""
     return int(text) if re.fullmatch(r"-?[0-9]+", text) else None
+
+
+def below_duration_pattern(minimum: float) -> str:
+    """A pattern matching every duration of one part (``50ms``, ``0.05``, ``0.05s``) below
+    ``minimum`` seconds, exactly, in each unit where ``minimum`` is a finite decimal (``0.1`` is
+    ``0.1s`` and ``100ms``, but ``1/600 m``: no ``m``, ``h`` or ``d`` then)."""
+    low = Fraction(str(minimum))
+    alternatives = []
+    for unit, seconds in _UNIT_FRACTIONS.items():
+        threshold = low / seconds
+        if _finite_decimal(threshold):
+            alternatives.append(f"({_decimal_below(threshold)}){unit}")
+    return f"^({'|'.join(alternatives)})$"
+
+
+def _finite_decimal(value: Fraction) -> bool:
+    denominator = value.denominator
+    for factor in (2, 5):
+        while denominator % factor == 0:
+            denominator //= factor
+    return denominator == 1
+
+
+def _decimal_below(threshold: Fraction) -> str:
+    """A pattern for the numbers ``[0-9]+(\\.[0-9]+)?`` below ``threshold`` (a finite decimal > 0)."""
+    whole, fraction = divmod(threshold, 1)
+    integer = str(whole)
+    digits = ""
+    while fraction:
+        fraction *= 10
+        next_digit, fraction = divmod(fraction, 1)
+        digits += str(next_digit)
+    any_fraction = r"(\.[0-9]+)?"
+    smaller = []  # non-zero integer parts (after leading zeros) below `integer`, then any fraction
+    if integer != "0":
+        if len(integer) > 1:
+            smaller.append(f"[1-9][0-9]{{0,{len(integer) - 2}}}")
+        for i, char in enumerate(integer):
+            lowest = 1 if i == 0 else 0
+            if int(char) > lowest:
+                rest = len(integer) - i - 1
+                smaller.append(
+                    f"{integer[:i]}[{lowest}-{int(char) - 1}]" + (f"[0-9]{{{rest}}}" if rest else "")
+                )
+    alternatives = [f"0+{any_fraction}"] if integer != "0" else []  # a zero integer part
+    if smaller:
+        alternatives.append(f"0*({'|'.join(smaller)}){any_fraction}")
+    if digits:  # the same integer part and a smaller fraction (or none)
+        fractions = [f"{digits[:i]}[0-{int(d) - 1}][0-9]*" for i, d in enumerate(digits) if d != "0"]
+        fractions += [f"{digits[:j]}0*" for j in range(1, len(digits))]
+        same = "0+" if integer == "0" else f"0*{integer}"
+        alternatives.append(f"{same}(\\.({'|'.join(fractions)}))?")
+    return "|".join(alternatives)
 
 
 def _number(value: float) -> float | int:
@@ -382,6 +455,8 @@ def _parse_field(name: str, spec: Any) -> Setting:
     generate = spec.get("generate", False)
     if not isinstance(generate, bool) or (generate and kind != "password"):
         raise _Invalid("generate (true or false) applies to password settings only")
+    if spec.get("allowZero") and (kind not in ("int", "duration") or not spec.get("minimum")):
+        raise _Invalid("allowZero applies to an int or duration setting with a minimum above 0")
     setting = Setting(
         path=path,
         type=kind,
@@ -397,6 +472,7 @@ def _parse_field(name: str, spec: Any) -> Setting:
         minimum=_bound(spec, "minimum", kind),
         maximum=_bound(spec, "maximum", kind),
         exclusive_minimum=_bound(spec, "exclusiveMinimum", kind),
+        allow_zero=bool(spec.get("allowZero")),
         items=items,
         example=str(spec.get("example") or "").strip("\n"),
         generate=generate,
