@@ -85,7 +85,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TURSO_SYNC_INTERVAL",
         "5s",
-        "how often replicas push and pull; 0 disables, else at least 100ms",
+        "how often replicas pull (and, with TURSO_WRITE_MODE=offline, push); 0 disables, else at least 100ms",
         "turso",
     ),
     Setting(

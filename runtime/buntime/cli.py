@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("namespace")
     sql.add_argument("statement")
     sql.add_argument("params", nargs="*", help="positional parameters (strings)")
-    sub.add_parser("demo", help="a short demo on the configured database (what make run ran first)")
+    sub.add_parser("demo", help="a short demo on the configured database (what make demo runs)")
     serve = sub.add_parser("serve", help="run the runtime HTTP server with its plugins")
     host, port = SETTINGS_BY_ENV["BUNTIME_HOST"], SETTINGS_BY_ENV["BUNTIME_PORT"]
     serve.add_argument(
