@@ -155,8 +155,15 @@ def fails(values: dict[str, str]) -> str:
         ({"plugins.turso.mode": "sync"}, "needs plugins.turso.sync.url"),
         ({"plugins.turso.sync.url": "http://x:8080", "plugins.turso.executor": "inline"}, "local mode only"),
         ({"plugins.turso.sync.authToken": "t0k"}, "sync.authToken needs plugins.turso.sync.url"),
+        ({**SERVER, "plugins.turso.sync.authToken": "t0k"}, "would ignore it"),
     ],
-    ids=["url-beside-server", "sync-without-url", "inline-with-url", "token-without-url"],
+    ids=[
+        "url-beside-server",
+        "sync-without-url",
+        "inline-with-url",
+        "token-without-url",
+        "token-beside-server",
+    ],
 )
 def test_contradictions_stop_the_render(values: dict[str, str], message: str) -> None:
     assert message in fails(values)
@@ -194,7 +201,8 @@ def test_chart_metadata_for_artifact_hub_and_rancher() -> None:
     (crd,) = yaml.safe_load(annotations["artifacthub.io/crds"])
     assert crd["name"] == CRD_NAME and crd["kind"] == "TursoNamespace"
     (image,) = yaml.safe_load(annotations["artifacthub.io/images"])
-    assert image["image"].endswith(f":{chart['appVersion']}")
+    repository = yaml.safe_load((CHART / "values.yaml").read_text())["image"]["repository"]
+    assert image["image"] == f"{repository}:{chart['appVersion']}"  # the image the chart deploys
     (example,) = yaml.safe_load(annotations["artifacthub.io/crdsExamples"])
     assert example["kind"] == "TursoNamespace"
     # The icon is a file of this repository (raw URL of its default branch).
@@ -213,6 +221,29 @@ def test_notes_point_only_at_what_ships(values: dict[str, str]) -> None:
         assert outside not in notes, f"NOTES point at {outside}, which is not in the chart"
     assert "README.md" in notes and (CHART / "README.md").is_file()
     assert ("CRD tursonamespaces" in notes) is bool(values)
+
+
+@pytest.mark.parametrize("instance", ["", "staging"])
+def test_the_notes_first_database_carries_the_instance_label_the_operator_serves(instance: str) -> None:
+    """With operator.instance set the operator serves only labelled TursoNamespaces
+    (docs/operator.md), so the manifest NOTES print carries the label; without it, no label."""
+    out = helm(
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        "--dry-run=client",
+        "--set",
+        "tursoServer.enabled=true",
+        "--set",
+        f"operator.instance={instance}",
+    )
+    notes = out.split("NOTES:", 1)[1]
+    manifest = yaml.safe_load(notes.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0])
+    assert manifest["kind"] == "TursoNamespace"
+    labels = manifest["metadata"].get("labels") or {}
+    assert labels == ({"turso.buntime.io/instance": instance} if instance else {})
 
 
 def test_chart_readme_lists_every_value_section() -> None:

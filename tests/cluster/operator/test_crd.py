@@ -40,6 +40,10 @@ def test_defaults_are_applied(crd: ControlPlane, k8s_namespace: str) -> None:
         ("bad-policy", {"deletionPolicy": "Delete"}, "deletionPolicy"),
         ("bad-access", {"access": "admin"}, "access"),
         ("bad-ttl", {"ttl": "forever"}, "ttl"),
+        ("zero-ttl", {"ttl": "0"}, "ttl must be greater than 0"),
+        ("zero-ttl2", {"ttl": "0s"}, "ttl must be greater than 0"),
+        ("zero-ttl3", {"ttl": "0.0"}, "ttl must be greater than 0"),
+        ("zero-ttl4", {"ttl": "0h0.00ms"}, "ttl must be greater than 0"),
         ("dotted.name", {}, "not a valid database name"),
         ("healthz", {}, "not a valid database name"),
         ("bad-db4", {"database": "readyz"}, "reserved for turso-server's health endpoints"),
@@ -51,6 +55,12 @@ def test_invalid_objects_are_rejected(
     status, body = create(crd, k8s_namespace, tns(name, **spec))
     assert status == 422, body
     assert fragment in body["message"]
+
+
+def test_a_short_ttl_above_zero_is_accepted(crd: ControlPlane, k8s_namespace: str) -> None:
+    for name, ttl in (("short-ttl", "0.5s"), ("short-ttl2", "1ms"), ("short-ttl3", "0h1ms")):
+        status, body = create(crd, k8s_namespace, tns(name, ttl=ttl))
+        assert status == 201, body
 
 
 def test_a_dotted_name_is_fine_with_an_explicit_database(crd: ControlPlane, k8s_namespace: str) -> None:
