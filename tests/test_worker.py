@@ -16,7 +16,7 @@ import pytest
 
 from buntime.turso import BlockingDatabase, InvalidNamespaceError, TursoError, TursoUnavailableError
 from buntime.worker import TursoClient, open_turso
-from tests.support.tursoserver import SyncEndpoint
+from tests.support.tursoserver import SyncEndpoint, TursoServer
 
 
 @pytest.mark.parametrize("name", ["bad name!", "with/slash", "", "_state", "UP"])
@@ -188,3 +188,26 @@ def test_a_stalled_server_makes_a_call_fail_after_the_timeout_instead_of_blockin
         finally:
             for conn in accepted:
                 conn.close()
+
+
+def test_an_injected_pod_opens_its_turso_namespace_and_another_name_is_refused(tmp_path: Path) -> None:
+    """README "Worker apps": the token the operator injects is scoped to the TursoNamespace's
+    spec.database, injected as TURSO_NAMESPACE, so ``open_turso(os.environ["TURSO_NAMESPACE"])``
+    works and any other name is refused by the server (403) as ``TursoUnavailableError``."""
+    with TursoServer(tmp_path / "server") as server:
+        assert server.admin("POST", "/v1/namespaces/orders/create", {})[0] in (200, 201)
+        status, minted = server.admin("POST", "/v1/namespaces/orders/tokens", {"access": "rw"})
+        assert status == 201, minted
+        env = {
+            "RUNTIME_TURSO_SERVER_URL": server.url,
+            "RUNTIME_TURSO_SERVER_TOKEN": minted["token"],
+            "RUNTIME_TURSO_DIR": str(tmp_path / "replicas"),
+            "TURSO_NAMESPACE": "orders",
+        }
+        with open_turso(env["TURSO_NAMESPACE"], env=env) as db:
+            db.exec("CREATE TABLE IF NOT EXISTS t(v INTEGER)")
+            db.execute("INSERT INTO t VALUES (?)", [1])
+            assert db.execute("SELECT v FROM t") == [{"v": 1}]
+        with pytest.raises(TursoUnavailableError, match="status=403"):
+            open_turso("tenants", env=env, timeout=30)
+
