@@ -44,12 +44,13 @@ node: venv tools node-binaries image
 	$(PY) -m tests.support.node
 
 ## run: the main job — the runtime on the embedded default (local mode, file under ./.data/).
-run: venv tools
+## Needs only the venv: the local runtime runs pyturso, never tursodb, helm or kubectl.
+run: venv
 	mkdir -p $(DATA_DIR)
 	TURSO_LOCAL_PATH=$${TURSO_LOCAL_PATH:-$(DATA_DIR)/turso/runtime.db} BUNTIME_HOST=$${BUNTIME_HOST:-127.0.0.1} $(VENV)/bin/buntime serve
 
 ## demo: the short Turso service demo on the same local file.
-demo: venv tools
+demo: venv
 	mkdir -p $(DATA_DIR)
 	TURSO_LOCAL_PATH=$${TURSO_LOCAL_PATH:-$(DATA_DIR)/turso/runtime.db} $(VENV)/bin/buntime demo
 
