@@ -267,6 +267,30 @@ def test_checksums_follow_the_config_and_only_the_config() -> None:
     assert changed_secret["checksum/config"] == base["checksum/config"]
 
 
+def test_a_change_of_the_runtime_token_scopes_rolls_the_runtime_pods() -> None:
+    """runtime.turso.* reaches only the operator's env (it mints the runtime's token for that
+    scope), not the runtime's ConfigMap or Secret: checksum/turso-scopes rolls the runtime pods."""
+
+    def annotations(values: dict[str, str]) -> dict[str, str]:
+        deployment = one(render({"tursoServer.enabled": "true", **values}), "Deployment", RELEASE)
+        return dict(deployment["spec"]["template"]["metadata"]["annotations"])
+
+    base = annotations({})
+    assert annotations({}) == base
+    for values in (
+        {"runtime.turso.namespaces": "{runtime,gateway,keyval,proxy,orders2}"},
+        {"runtime.turso.workerNamespaces": "{worker-*,jobs}"},
+    ):
+        changed = annotations(values)
+        assert changed["checksum/turso-scopes"] != base["checksum/turso-scopes"], values
+        assert (changed["checksum/config"], changed["checksum/secret"]) == (
+            base["checksum/config"],
+            base["checksum/secret"],
+        )
+    local = one(render({}), "Deployment", RELEASE)["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/turso-scopes" not in local  # no operator, no minted token
+
+
 # -- defaults: local mode --------------------------------------------------------------------------
 
 
