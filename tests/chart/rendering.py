@@ -78,6 +78,12 @@ def helm(*args: str, env: Mapping[str, str] | None = None, check: bool = True, t
     return result.stdout if check else result.stdout + result.stderr
 
 
+def install_notes(*flags: str) -> str:
+    """The NOTES a ``helm install --dry-run=client`` of the chart prints with ``flags``."""
+    out = helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client", *flags)
+    return out.split("NOTES:", 1)[1]
+
+
 def set_flags(values: Mapping[str, str]) -> list[str]:
     flags: list[str] = []
     for key, value in values.items():

@@ -14,7 +14,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.rendering import CHART, CRD_FILE, NAMESPACE, RELEASE, HelmError, find, helm, one, render
+from tests.chart.rendering import (
+    CHART,
+    CRD_FILE,
+    NAMESPACE,
+    RELEASE,
+    HelmError,
+    find,
+    install_notes,
+    one,
+    render,
+)
 
 CRD_NAME = "tursonamespaces.turso.buntime.io"
 SERVER = {"tursoServer.enabled": "true"}
@@ -215,8 +225,7 @@ def test_chart_metadata_for_artifact_hub_and_rancher() -> None:
 )
 def test_notes_point_only_at_what_ships(values: dict[str, str]) -> None:
     flags = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
-    out = helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client", *flags)
-    notes = out.split("NOTES:", 1)[1]
+    notes = install_notes(*flags)
     for outside in ("docs/", "examples/", "hack/", "deploy/"):
         assert outside not in notes, f"NOTES point at {outside}, which is not in the chart"
     assert "README.md" in notes and (CHART / "README.md").is_file()
@@ -227,19 +236,7 @@ def test_notes_point_only_at_what_ships(values: dict[str, str]) -> None:
 def test_the_notes_first_database_carries_the_instance_label_the_operator_serves(instance: str) -> None:
     """With operator.instance set the operator serves only labelled TursoNamespaces
     (docs/operator.md), so the manifest NOTES print carries the label; without it, no label."""
-    out = helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "--dry-run=client",
-        "--set",
-        "tursoServer.enabled=true",
-        "--set",
-        f"operator.instance={instance}",
-    )
-    notes = out.split("NOTES:", 1)[1]
+    notes = install_notes("--set", "tursoServer.enabled=true", "--set", f"operator.instance={instance}")
     manifest = yaml.safe_load(notes.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0])
     assert manifest["kind"] == "TursoNamespace"
     labels = manifest["metadata"].get("labels") or {}

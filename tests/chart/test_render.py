@@ -32,6 +32,7 @@ from tests.chart.rendering import (
     decoded,
     find,
     helm,
+    install_notes,
     one,
     pod_spec,
     render,
@@ -760,36 +761,17 @@ def test_helm_test_hook(rendered: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def test_notes_say_what_was_installed() -> None:
-    out = helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "--dry-run=client",
-        "--set",
-        "tursoServer.enabled=true",
-    )
-    notes = out.split("NOTES:", 1)[1]
+    notes = install_notes("--set", "tursoServer.enabled=true")
     assert f"StatefulSet/{RELEASE}-turso" in notes and f"Deployment/{RELEASE}-operator" in notes
     assert "kind: TursoNamespace" in notes
     assert "configmap" not in notes.lower() or f"{RELEASE}-runtime" in notes
-    local = helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client").split("NOTES:", 1)[1]
+    local = install_notes()
     assert "local mode" in local and "tursoServer.enabled=true" in local
     # How to read the admin keys, generated or given.
     for key in ("GATEWAY_API_KEY", "PROXY_API_KEY"):
         line = next(line for line in local.splitlines() if f"{{.data.{key}}}" in line)
         assert f"kubectl get secret -n {NAMESPACE} {RELEASE}-runtime" in line and "generated" in line
-    given = helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        NAMESPACE,
-        "--dry-run=client",
-        "--set-string",
-        "plugins.proxy.apiKey=k",
-    ).split("NOTES:", 1)[1]
+    given = install_notes("--set-string", "plugins.proxy.apiKey=k")
     assert "given in values" in next(line for line in given.splitlines() if "{.data.PROXY_API_KEY}" in line)
 
 
