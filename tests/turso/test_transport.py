@@ -325,3 +325,19 @@ async def test_a_libsql_sync_url_is_sent_over_tls_and_never_as_plain_http(
     for data in listener.received:
         assert data[:1] == b"\x16", data[:80]  # a TLS handshake record, not "GET /... HTTP/1.1"
         assert b"SECRET-TOKEN" not in data
+
+
+def test_a_request_that_starts_after_its_deadline_is_still_sent_and_answered(
+    sync_server: SyncEndpoint,
+) -> None:
+    """A deadline bounds how long a request waits for an answer, not how long a step may take: a
+    request that starts after it (behind a long transfer that kept streaming, a big bootstrap)
+    still goes out and waits ``MIN_TIMEOUT``, so a big pull or reset is never failed for being big."""
+    request = urllib.request.Request(
+        f"{sync_server.url}/v2/pipeline",
+        data=_pipeline(_stmt("SELECT 1", want_rows=True)),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with _transport.deadline(time.monotonic() - 1.0), _transport.urlopen(request) as reply:
+        assert reply.status == 200 and b'"rows":[[' in reply.read()

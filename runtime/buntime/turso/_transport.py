@@ -35,8 +35,10 @@ keeps pyturso's way.
 A request waits for the server at most ``TIMEOUT`` (the socket timeout), or less inside
 :func:`deadline`: ``_backends`` bounds each push, pull and reset by ``TURSO_WRITE_TIMEOUT`` that way,
 so a server that accepts connections and never answers holds a write or a read for that long, not
-a minute. A request due after its deadline is not sent; every one that times out is a
-``URLError`` (``timed out``), which the caller treats as a push that may have landed.
+a minute. A request that starts after its deadline (behind a long transfer that kept streaming)
+still waits :data:`MIN_TIMEOUT`, so a big pull or bootstrap is never cut off for being long, only
+a server that stops answering. Every request that times out is a ``URLError`` (``timed out``),
+which the caller treats as a push that may have landed.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ import turso.lib_sync
 
 MAX_IDLE = 20.0
 TIMEOUT = 60.0  # a request's socket timeout outside a deadline, and its ceiling inside one
+MIN_TIMEOUT = 2.0  # a request's socket timeout when its deadline has passed (see the module doc)
 
 _local = threading.local()
 
@@ -304,14 +307,12 @@ def deadline(at: float) -> Iterator[None]:
 
 
 def _timeout() -> float:
-    """The socket timeout of the next request; past the deadline it is not sent."""
+    """The socket timeout of the next request: what is left of the deadline (at least
+    :data:`MIN_TIMEOUT`, at most :data:`TIMEOUT`)."""
     at: float | None = getattr(_local, "deadline", None)
     if at is None:
         return TIMEOUT
-    left = at - time.monotonic()
-    if left <= 0:
-        raise urllib.error.URLError(TimeoutError("timed out: the request's deadline is over"))
-    return min(TIMEOUT, left)
+    return min(TIMEOUT, max(MIN_TIMEOUT, at - time.monotonic()))
 
 
 def urlopen(request: urllib.request.Request, *_: Any, **__: Any) -> _Reply:
