@@ -61,6 +61,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("TURSO_SERVER_TOKEN", "", "bearer token for TURSO_SERVER_URL (secret)", "turso"),
     Setting(
+        "TURSO_SERVER_TOKEN_FILE",
+        "",
+        "a file holding TURSO_SERVER_TOKEN instead, read again when it changes (not beside it)",
+        "turso",
+    ),
+    Setting(
         "TURSO_NAMESPACE",
         "",
         "with TURSO_SERVER_URL: keep every namespace in <url>/<TURSO_NAMESPACE>",
@@ -73,6 +79,12 @@ SETTINGS: tuple[Setting, ...] = (
         "turso",
     ),
     Setting("TURSO_SYNC_AUTH_TOKEN", "", "bearer token for TURSO_SYNC_URL (secret)", "turso"),
+    Setting(
+        "TURSO_SYNC_AUTH_TOKEN_FILE",
+        "",
+        "a file holding TURSO_SYNC_AUTH_TOKEN instead, read again when it changes (not beside it)",
+        "turso",
+    ),
     Setting(
         "TURSO_MODE",
         "",

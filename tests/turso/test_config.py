@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from buntime.turso import DEFAULT_LOCAL_PATH, TursoConfigError, parse_interval, resolve_config
+from buntime.turso import (
+    DEFAULT_LOCAL_PATH,
+    TursoConfigError,
+    TursoUnavailableError,
+    parse_interval,
+    resolve_config,
+)
 
 
 def test_defaults_to_local_mode_at_the_default_path() -> None:
@@ -211,3 +219,54 @@ def test_a_duration_setting_out_of_its_bounds_is_refused(variable: str, value: s
     with pytest.raises(TursoConfigError, match=variable) as info:
         resolve_config(env={variable: value})
     assert info.value.code == f"INVALID_{variable}"
+
+
+@pytest.mark.parametrize(
+    ("url", "variable"),
+    [("TURSO_SERVER_URL", "TURSO_SERVER_TOKEN"), ("TURSO_SYNC_URL", "TURSO_SYNC_AUTH_TOKEN")],
+)
+def test_a_token_file_is_kept_as_a_path_and_never_beside_the_token(url: str, variable: str) -> None:
+    base = {url: "http://server:8080"}
+    cfg = resolve_config(env={**base, f"{variable}_FILE": "/var/run/secrets/turso/token"})
+    assert (cfg.auth_token, cfg.auth_token_file) == (None, "/var/run/secrets/turso/token")
+    with pytest.raises(TursoConfigError) as info:
+        resolve_config(env={**base, variable: "secret-value", f"{variable}_FILE": "/run/token"})
+    assert info.value.code == "TURSO_TOKEN_CONFLICT"
+    assert variable in str(info.value) and f"{variable}_FILE" in str(info.value)
+    assert "secret-value" not in str(info.value)
+    section = "server" if url == "TURSO_SERVER_URL" else "sync"
+    with pytest.raises(TursoConfigError) as info:  # the config's authToken counts as the token too
+        resolve_config(
+            {section: {"authToken": "secret-value"}}, env={**base, f"{variable}_FILE": "/run/token"}
+        )
+    assert info.value.code == "TURSO_TOKEN_CONFLICT"
+    assert (
+        resolve_config(env={**base, variable: "x", f"{variable}_FILE": " "}).auth_token == "x"
+    )  # blank: unset
+
+
+def test_local_mode_beside_a_token_file_refuses_to_start() -> None:
+    with pytest.raises(TursoConfigError) as info:
+        resolve_config(env={"TURSO_MODE": "local", "TURSO_SERVER_TOKEN_FILE": "/run/token"})
+    assert info.value.code == "TURSO_MODE_CONFLICT" and "TURSO_SERVER_TOKEN_FILE" in str(info.value)
+
+
+def test_the_token_source_rereads_a_replaced_file_and_keeps_the_last_token_while_it_is_missing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "token"
+    path.write_text("first\n")
+    source = resolve_config(
+        env={"TURSO_SERVER_URL": "http://s", "TURSO_SERVER_TOKEN_FILE": str(path)}
+    ).token_source()
+    assert source() == "first" and "first" not in repr(source)
+    (tmp_path / "new").write_text("second")
+    os.replace(tmp_path / "new", path)  # same size class, new inode
+    assert source() == "second"
+    path.unlink()
+    assert source() == "second"  # a swap in progress: the last token, not none
+    with pytest.raises(TursoUnavailableError) as info:
+        resolve_config(
+            env={"TURSO_SERVER_URL": "http://s", "TURSO_SERVER_TOKEN_FILE": str(tmp_path / "missing")}
+        ).token_source()()
+    assert info.value.code == "TURSO_TOKEN_FILE_UNREADABLE"

@@ -53,6 +53,7 @@ from ._errors import (
 )
 from ._leases import Lease, LeaseClient, LeaseLost, new_holder
 from ._retry import backoff_delay, with_retries
+from ._tokens import TokenSource
 from ._transport import deadline as sync_deadline
 from ._transport import forget_cursors
 
@@ -389,7 +390,7 @@ class ReplicaBackend(Backend):
         self,
         path: str,
         url: str,
-        token: str | None,
+        token: TokenSource,
         engine: Engine,
         *,
         listeners: list[PullListener],
@@ -432,7 +433,7 @@ class ReplicaBackend(Backend):
         cls,
         path: str,
         url: str,
-        token: str | None,
+        token: TokenSource,
         listeners: list[PullListener],
         policy: WritePolicy | None = None,
     ) -> ReplicaBackend:

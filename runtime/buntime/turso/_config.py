@@ -11,20 +11,23 @@ what is set                    mode                                        token
 neither                        local file at ``TURSO_LOCAL_PATH``           —
 =============================  ==========================================  ==========================
 
+Either token may instead come from a file, ``TURSO_SERVER_TOKEN_FILE`` or
+``TURSO_SYNC_AUTH_TOKEN_FILE`` (a Secret volume's key), read again whenever it changes
+(``_tokens``); a token and its ``_FILE`` together are a startup error (``TURSO_TOKEN_CONFLICT``).
 With ``TURSO_NAMESPACE`` beside ``TURSO_SERVER_URL`` (what the operator injects into a pod whose
 token is scoped to one database) every namespace lives in ``<url>/<TURSO_NAMESPACE>``.
 ``TURSO_MODE=local`` beside a setting that only means something with a sync server
 (``TURSO_SYNC_URL``, ``TURSO_SYNC_AUTH_TOKEN``, ``TURSO_SERVER_URL``, ``TURSO_SERVER_TOKEN``,
-``TURSO_NAMESPACE``) is a startup error naming both (``TURSO_MODE_CONFLICT``): it used to drop the
-URL silently and run on a pod-local file. ``TURSO_MODE=sync`` without any URL, or any other mode,
-is a startup error too. Every URL goes through :func:`normalize_url` here and nowhere else
-(``libsql://`` is sent as ``https://``; anything but an ``http(s)`` URL with a host is refused),
-and the choices (``TURSO_MODE``, ``TURSO_EXECUTOR``, ``TURSO_WRITE_MODE``) are spelled exactly as
-listed, like the turso manifest's enums, so ``buntime serve`` and ``buntime turso health`` accept
-the same environment. ``TURSO_EXECUTOR`` (``thread``, the
-default, or ``inline``) says where a local file's statements run; a replica always has a thread,
-since its push and pull are network calls, so ``inline`` with a sync URL is an error (its
-statements run on the loop while that thread is idle: ``_backends.ReplicaBackend._on_conn``).
+``TURSO_NAMESPACE``, the tokens' ``_FILE`` forms) is a startup error naming both
+(``TURSO_MODE_CONFLICT``): it used to drop the URL silently and run on a pod-local file.
+``TURSO_MODE=sync`` without any URL, or any other mode, is a startup error too. Every URL goes
+through :func:`normalize_url` here and nowhere else (``libsql://`` is sent as ``https://``; anything
+but an ``http(s)`` URL with a host is refused), and the choices (``TURSO_MODE``, ``TURSO_EXECUTOR``,
+``TURSO_WRITE_MODE``) are spelled exactly as listed, like the turso manifest's enums, so ``buntime
+serve`` and ``buntime turso health`` accept the same environment. ``TURSO_EXECUTOR`` (``thread``,
+the default, or ``inline``) says where a local file's statements run; a replica always has a thread,
+since its push and pull are network calls, so ``inline`` with a sync URL is an error (its statements
+run on the loop while that thread is idle: ``_backends.ReplicaBackend._on_conn``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any, Literal, TypeVar
 from ._durations import duration_seconds
 from ._errors import InvalidNamespaceError, TursoConfigError
 from ._namespaces import validate_namespace
+from ._tokens import TokenSource
 
 DEFAULT_LOCAL_PATH = "./data/turso/runtime.db"
 DEFAULT_SYNC_INTERVAL = 5.0
@@ -80,11 +84,18 @@ class TursoConfig:
     sync_url: str | None = None
     server_url: str | None = None
     auth_token: str | None = field(default=None, repr=False)
+    #: A file holding the token instead (``TURSO_SERVER_TOKEN_FILE``/``TURSO_SYNC_AUTH_TOKEN_FILE``),
+    #: read again whenever it changes (:class:`~._tokens.TokenSource`); exclusive with ``auth_token``.
+    auth_token_file: str | None = None
     sync_interval: float = DEFAULT_SYNC_INTERVAL
     executor: Executor = "thread"
     write_mode: WriteMode = "serializable"
     lease_ttl: float = DEFAULT_LEASE_TTL
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
+
+    def token_source(self) -> TokenSource:
+        """The one reader of the token that every request of this config sends."""
+        return TokenSource(token=self.auth_token, path=self.auth_token_file)
 
     @property
     def write_policy(self) -> WritePolicy:
@@ -235,10 +246,29 @@ def resolve_config(
 SYNC_ONLY_SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("TURSO_SERVER_URL", "server", "url"),
     ("TURSO_SERVER_TOKEN", "server", "authToken"),
+    ("TURSO_SERVER_TOKEN_FILE", "server", "authTokenFile"),
     ("TURSO_NAMESPACE", "server", "namespace"),
     ("TURSO_SYNC_URL", "sync", "url"),
     ("TURSO_SYNC_AUTH_TOKEN", "sync", "authToken"),
+    ("TURSO_SYNC_AUTH_TOKEN_FILE", "sync", "authTokenFile"),
 )
+
+
+def _token(
+    env: Mapping[str, str], section: Mapping[str, Any], variable: str
+) -> tuple[str | None, str | None]:
+    """``(token, token file)`` of ``variable`` and ``<variable>_FILE`` (config ``authToken`` /
+    ``authTokenFile``): at most one of them may be set (``TURSO_TOKEN_CONFLICT``), never guessed
+    which wins. The file is not read here (this function reads only env and config)."""
+    token = _env(env, variable) or _substitute(section.get("authToken"), env)
+    path = _env(env, f"{variable}_FILE") or _substitute(section.get("authTokenFile"), env)
+    if token and path:
+        raise TursoConfigError(
+            f"{variable} and {variable}_FILE are both set: give the token or the file that holds it, "
+            f"not both (unset one of them)",
+            code="TURSO_TOKEN_CONFLICT",
+        )
+    return token or None, path or None
 
 
 def _refuse_local_with_sync_settings(config: Mapping[str, Any], env: Mapping[str, str], mode: str) -> None:
@@ -273,7 +303,7 @@ def _resolve_topology(
     server_url = _env(env, "TURSO_SERVER_URL") or _substitute(server_cfg.get("url"), env)
     if server_url:
         server_url = normalize_url(server_url, "TURSO_SERVER_URL")
-        token = _env(env, "TURSO_SERVER_TOKEN") or _substitute(server_cfg.get("authToken"), env)
+        token, token_file = _token(env, server_cfg, "TURSO_SERVER_TOKEN")
         pinned = _env(env, "TURSO_NAMESPACE") or _substitute(server_cfg.get("namespace"), env)
         if pinned:
             # A pod given one database by the operator (its token is scoped to it): every
@@ -286,14 +316,16 @@ def _resolve_topology(
                 mode="sync",
                 local_path=local_path,
                 sync_url=f"{server_url}/{pinned}",
-                auth_token=token or None,
+                auth_token=token,
+                auth_token_file=token_file,
                 sync_interval=interval,
             )
         return TursoConfig(
             mode="sync",
             local_path=local_path,
             server_url=server_url,
-            auth_token=token or None,
+            auth_token=token,
+            auth_token_file=token_file,
             sync_interval=interval,
         )
 
@@ -306,11 +338,12 @@ def _resolve_topology(
             "TURSO_SERVER_URL (multi-tenant), or sync.url in the plugin config",
             code="TURSO_SYNC_URL_REQUIRED",
         )
-    token = _env(env, "TURSO_SYNC_AUTH_TOKEN") or _substitute(sync_cfg.get("authToken"), env)
+    token, token_file = _token(env, sync_cfg, "TURSO_SYNC_AUTH_TOKEN")
     return TursoConfig(
         mode="sync",
         local_path=local_path,
         sync_url=normalize_url(sync_url, "TURSO_SYNC_URL"),
-        auth_token=token or None,
+        auth_token=token,
+        auth_token_file=token_file,
         sync_interval=interval,
     )

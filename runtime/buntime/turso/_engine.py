@@ -42,6 +42,7 @@ from ._errors import (
     TursoClosedError,
     TursoQueryError,
 )
+from ._tokens import TokenSource
 
 log = logging.getLogger("buntime.turso")
 
@@ -308,7 +309,7 @@ METADATA_SUFFIX = "-info"  # pyturso 0.8.3's metadata file beside the replica
 def open_replica(
     path: str,
     url: str,
-    token: str | None,
+    token: TokenSource,
     remote: Callable[[], str] | None = None,
     *,
     metadata_in_place: bool = False,
@@ -328,7 +329,7 @@ def open_replica(
         conn = turso.sync.connect(
             path,
             url,
-            auth_token=token or None,
+            auth_token=token,  # called per request: a re-read token file reaches the next one
             client_name="buntime",
             bootstrap_if_empty=bootstrap_if_empty,
             isolation_level=None,

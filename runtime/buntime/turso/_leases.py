@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from ._errors import TursoBusyError, TursoConfigError, TursoUnavailableError
+from ._tokens import TokenSource
 
 LEASE_PATH = "/-/lease"
 LEASE_BUSY = "TURSO_LEASE_BUSY"  # the code of a TursoBusyError that already waited: never re-run
@@ -58,10 +59,10 @@ class LeaseLost(Exception):
 class LeaseClient:
     """Acquire, renew and release one namespace's write lease on behalf of one replica."""
 
-    def __init__(self, url: str, token: str | None, holder: str) -> None:
+    def __init__(self, url: str, token: TokenSource, holder: str) -> None:
         self.url = url
         self.holder = holder
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token  # asked per request: a re-read token file reaches the next one
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
 
@@ -69,7 +70,7 @@ class LeaseClient:
         if self._closed:  # a late release must not open a session that nobody closes
             raise TursoUnavailableError("the lease client is closed", code="TURSO_CLOSED")
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            self._session = aiohttp.ClientSession()
         return self._session
 
     def fenced_url(self, lease: Lease) -> str:
@@ -134,12 +135,15 @@ class LeaseClient:
             await self._call("DELETE", f"{LEASE_PATH}/{lease.token}", None, timeout=lease.ttl)
 
     async def _call(self, method: str, path: str, body: str | None, *, timeout: float) -> tuple[int, object]:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token := self._token():
+            headers["Authorization"] = f"Bearer {token}"
         try:
             async with self._client().request(
                 method,
                 self.url + path,
                 data=body,
-                headers={"Content-Type": "application/json"} if body is not None else None,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as response:
                 raw = await response.read()

@@ -53,6 +53,7 @@ class TursoService:
         self._shared: Backend | None = None
         self._opening: dict[str, asyncio.Future[Backend]] = {}
         self._listeners: list[PullListener] = []
+        self._token = config.token_source()  # every replica of this service reads the token here
         self._closed = False
         self._probes: dict[str, asyncio.Task[_Probe]] = {}  # at most one probe in flight per backend
         self._health: asyncio.Task[TursoHealth] | None = None  # concurrent health() calls share one
@@ -118,7 +119,7 @@ class TursoService:
         url = self.sync_url(namespace)
         assert url is not None
         replica = await ReplicaBackend.open(
-            self.replica_path(namespace), url, cfg.auth_token, self._listeners, cfg.write_policy
+            self.replica_path(namespace), url, self._token, self._listeners, cfg.write_policy
         )
         try:  # learn at once whether we are online; offline is degraded, not fatal
             await replica.sync()
