@@ -462,13 +462,40 @@ def test_runtime_switches_to_the_turso_server(rendered: dict[str, list[dict[str,
     container = one(docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]
     env = container_env(container, _with_runtime_secret(docs))
     assert env["TURSO_SERVER_URL"] == f"http://{RELEASE}-turso:8080"
-    assert env["TURSO_SERVER_TOKEN"] == "scoped-to-the-plugins"
     assert env["RUNTIME_TURSO_SERVER_TOKEN"] == "scoped-to-the-workers"
-    assert secret_refs(container) == {
-        (RUNTIME_TURSO_SECRET, "TURSO_SERVER_TOKEN"),
-        (RUNTIME_TURSO_SECRET, "RUNTIME_TURSO_SERVER_TOKEN"),
-    }
+    assert secret_refs(container) == {(RUNTIME_TURSO_SECRET, "RUNTIME_TURSO_SERVER_TOKEN")}
     assert not find(docs, "Secret", RUNTIME_TURSO_SECRET), "the operator writes it, not Helm"
+
+
+def test_the_plugins_token_is_a_file_of_a_secret_volume_so_a_re_mint_reaches_running_pods(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """An env value is read once, at container start; a Secret volume's file is refreshed in
+    place by the kubelet, and the runtime reads ``TURSO_SERVER_TOKEN_FILE`` again when it changes."""
+    spec = pod_spec(one(rendered["turso-server"], "Deployment", RELEASE))
+    container = spec["containers"][0]
+    env = {entry["name"]: entry for entry in container["env"]}
+    assert "TURSO_SERVER_TOKEN" not in env, "read at start only: a re-minted token would need a restart"
+    mount = one_named(container["volumeMounts"], "turso-token")
+    assert mount["readOnly"] is True and "subPath" not in mount, (
+        mount
+    )  # the kubelet never refreshes a subPath
+    assert env["TURSO_SERVER_TOKEN_FILE"]["value"] == f"{mount['mountPath']}/TURSO_SERVER_TOKEN"
+    volume = one_named(spec["volumes"], "turso-token")
+    assert volume["secret"]["secretName"] == RUNTIME_TURSO_SECRET
+    assert volume["secret"]["items"] == [{"key": "TURSO_SERVER_TOKEN", "path": "TURSO_SERVER_TOKEN"}]
+    assert "optional" not in volume["secret"]  # the pod waits for the operator's Secret
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Without the in-cluster server there is no such Secret, so no volume and no file setting.
+    local = pod_spec(one(rendered["defaults"], "Deployment", RELEASE))
+    assert "turso-token" not in {v["name"] for v in local["volumes"]}
+    assert "TURSO_SERVER_TOKEN_FILE" not in {e["name"] for e in local["containers"][0].get("env") or []}
+
+
+def one_named(items: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    found = [item for item in items if item["name"] == name]
+    assert len(found) == 1, (name, [item["name"] for item in items])
+    return found[0]
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -529,7 +556,8 @@ def test_the_operator_mints_the_runtime_tokens_for_the_runtime_scopes(
         "",
     )
     runtime = next(c for c in containers(one(custom, "Deployment", RELEASE)) if c["name"] == "runtime")
-    assert secret_refs(runtime) == {(RUNTIME_TURSO_SECRET, "TURSO_SERVER_TOKEN")}, "no workers, no token"
+    assert secret_refs(runtime) == set(), "no workers, no token (the plugins' one is a volume's file)"
+    assert "TURSO_SERVER_TOKEN_FILE" in {entry["name"] for entry in runtime["env"]}
     hook_names = {entry["name"] for entry in containers(one(custom, "Pod"))[0].get("env") or []}
     assert "RUNTIME_TURSO_SERVER_TOKEN" not in hook_names and "RUNTIME_TURSO_SERVER_URL" not in hook_names
 

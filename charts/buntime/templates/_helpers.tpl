@@ -89,6 +89,10 @@ Call with (dict "ctx" $ "key" "tursoServer" "suffix" "turso"); key is the compon
 {{- define "buntime.runtime.tursoSecretName" -}}
 {{- include "buntime.componentName" (dict "ctx" . "suffix" "runtime-turso") -}}
 {{- end -}}
+{{/* Where the runtime container mounts that Secret's plugin token (a volume the kubelet refreshes). */}}
+{{- define "buntime.runtime.tursoTokenDir" -}}
+/var/run/secrets/buntime/turso
+{{- end -}}
 {{/* The read-only metrics token, apart from the other credentials so a scraper can be given it alone. */}}
 {{- define "buntime.turso.metricsSecretName" -}}
 {{- include "buntime.componentName" (dict "ctx" . "suffix" "turso-metrics") -}}
