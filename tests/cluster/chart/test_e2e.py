@@ -315,6 +315,14 @@ def _release_sources(control_plane: ControlPlane, chart: list[dict[str, Any]]) -
     return sources
 
 
+def _token_volume(env: dict[str, str], sources: EnvSources, directory: Path) -> str:
+    """The runtime's Secret volume, moved like /data/turso: the file TURSO_SERVER_TOKEN_FILE names."""
+    key = Path(env["TURSO_SERVER_TOKEN_FILE"]).name
+    directory.mkdir(parents=True)
+    (directory / key).write_text(sources.secrets[f"{RELEASE}-runtime-turso"][key])
+    return str(directory / key)
+
+
 def _ensure_namespace(control_plane: ControlPlane, name: str) -> None:
     status, body = control_plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
     assert status in (201, 409), body
@@ -346,7 +354,10 @@ def test_release_runtime_tokens_open_only_the_runtime_databases(
     runtime = next(c for c in containers(one(chart, "Deployment", RELEASE)) if c["name"] == "runtime")
     env = container_env(runtime, sources, field_refs=FIELD_REFS)
     hook_env = container_env(containers(one(chart, "Pod"))[0], sources)
-    plugins, workers = env["TURSO_SERVER_TOKEN"], env["RUNTIME_TURSO_SERVER_TOKEN"]
+    # The plugins' token is the file of a volume of that Secret (TURSO_SERVER_TOKEN_FILE).
+    assert "TURSO_SERVER_TOKEN" not in env and env["TURSO_SERVER_TOKEN_FILE"].endswith("/TURSO_SERVER_TOKEN")
+    plugins = sources.secrets[f"{RELEASE}-runtime-turso"]["TURSO_SERVER_TOKEN"]
+    workers = env["RUNTIME_TURSO_SERVER_TOKEN"]
     assert hook_env["RUNTIME_TURSO_SERVER_TOKEN"] == workers
     credentials = set(decoded(one(chart, "Secret", f"{RELEASE}-turso-auth")).values())
     assert not credentials & {plugins, workers}, "neither is the global data or admin token"
@@ -410,6 +421,7 @@ def test_release_runtime_and_the_helm_test_hook_against_the_real_server(
         field_refs=FIELD_REFS,
     )
     runtime_env = {**runtime_env, "TURSO_SERVER_URL": turso.url, "RUNTIME_TURSO_SERVER_URL": turso.url}
+    runtime_env["TURSO_SERVER_TOKEN_FILE"] = _token_volume(runtime_env, sources, tmp_path / "turso-token")
     runtime = Runtime("release-runtime", runtime_env, tmp_path).start()
     try:
         # The release's own runtime, configured from its ConfigMap and Secret refs, is multi-tenant.
