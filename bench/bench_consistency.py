@@ -509,6 +509,15 @@ async def main() -> None:
         f"  for reference, with GET /healthz as the round trip ({ms(rtt)} ms, no database): "
         f"{ms(healthz_budget)} ms (ratio {sync1.p(50) / healthz_budget:.2f}x)"
     )
+    # The lone writer makes one write request per transaction; the server-side batch case is that
+    # request alone (a one-row BEGIN/INSERT/COMMIT pipeline through turso-server), so the
+    # difference is what keeping the local copy costs the replica around it.
+    commit_rtt = results["pipeline 1w"].p(50)
+    print(
+        f"  for reference, a commit's round trip (pipeline 1w p50, {ms(commit_rtt)} ms): sync 1w p50 is "
+        f"{sync1.p(50) / commit_rtt:.2f}x of it, the replica's own share {ms(sync1.p(50) - commit_rtt)} ms "
+        f"against local 1w p50 {ms(local1.p(50))} ms"
+    )
     print("for the design note:")
     print(f"  2 pods x 8w / sync 16w in one pod = {pods.rate / sync16.rate:.2f}x")
     for n in (1, 16):
