@@ -8,7 +8,9 @@ and deeply nested JSON. Requests go byte for byte through :func:`raw_exchange`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +219,91 @@ def test_pipeline_bodies_tursodb_cannot_parse_are_400(server: ServerProcess, bod
     response = server.data("POST", "/tenant/v2/pipeline", body=body)
     assert response.status == 400, response.body
     assert response.json()["code"] == "invalid pipeline"
+
+
+def _string_field(tag: int, text: str) -> bytes:
+    """A length-delimited protobuf field (``tag`` < 16, ``text`` under 128 bytes)."""
+    return bytes([tag << 3 | 2, len(text)]) + text.encode()
+
+
+def _server_revision(text: str) -> bytes:
+    return _string_field(2, text)  # PullUpdatesReqProtoBody.server_revision
+
+
+def _client_revision(text: str) -> bytes:
+    return _string_field(3, text)  # PullUpdatesReqProtoBody.client_revision
+
+
+# Pulls that decode but name a ``server_revision`` (a WAL frame number) past the end of the
+# namespace's WAL: tursodb 0.7.0 answers them with a plain-text 500 ("I/O error: short read on WAL
+# frame ...", or "I/O error (pread): invalid input parameter" once the frame's offset passes 2**63).
+PAST_WAL_BODIES: list[tuple[str, bytes]] = [
+    ("far past the end", _server_revision("999999")),
+    ("past the end, after a client revision", _client_revision("999998") + _server_revision("999999")),
+    ("u32 max", _server_revision(str(2**32 - 1))),
+    ("offset past 2**63", _server_revision(str(2**62)) + _client_revision(str(2**62 - 1))),
+    ("u64 max", _server_revision(str(2**64 - 1))),
+    ("last of two wins", _server_revision("0") + _server_revision("999999")),
+    ("leading zeros", _server_revision("000999999")),
+]
+# Past an empty WAL (a namespace the pull itself would create) even frame 1 is: "+1" is Rust's 1.
+PAST_EMPTY_WAL_BODIES = [
+    ("frame 1 of an empty WAL", _server_revision("1")),
+    ("frame +1 of an empty WAL", _server_revision("+1")),
+    *PAST_WAL_BODIES,
+]
+
+
+def _pull(server: ServerProcess, namespace: str, body: bytes) -> RawResponse:
+    return _request(
+        server.data_port,
+        f"/{namespace}/pull-updates".encode(),
+        auth=_bearer(DATA_TOKEN),
+        headers=(b"Content-Type: application/protobuf",),
+        body=body,
+    )
+
+
+def test_a_pull_past_the_wal_creates_no_namespace(
+    server: ServerProcess, replicas: Callable[..., Any]
+) -> None:
+    """Each was tursodb's 500, passed on, with the namespace auto-provisioned for it kept; it is
+    ``400 invalid body`` and the namespace goes again. A replica then syncs it as if new."""
+    for label, body in PAST_EMPTY_WAL_BODIES:
+        _assert_clean(server, _pull(server, "fresh", body), label, "invalid body", 400)
+        assert server.admin("GET", "/v1/namespaces").json()["namespaces"] == [], label
+    assert not (server.data_dir / "namespaces" / "fresh").exists()
+    assert server.child_pids() == {}
+
+    writer = replicas(server.url("fresh"))
+    writer.execute("CREATE TABLE t(v TEXT)")
+    writer.execute("INSERT INTO t VALUES ('kept')")
+    writer.push()
+    assert replicas(server.url("fresh")).execute("SELECT v FROM t").fetchall() == [("kept",)]
+    _assert_quiet_log(server)
+
+
+def test_a_pull_past_the_wal_of_a_namespace_changes_nothing(
+    server: ServerProcess, replicas: Callable[..., Any]
+) -> None:
+    """On a namespace with data: ``400 invalid body`` for each, nothing changed, the replica
+    syncs on; a revision the WAL has (a partial replica's page fetch) is still served."""
+    writer = replicas(server.url(NAMESPACE))
+    writer.execute("CREATE TABLE t(v TEXT)")
+    writer.execute("INSERT INTO t VALUES ('one')")
+    writer.push()
+    before = _snapshot(server)
+    for label, body in PAST_WAL_BODIES:
+        _assert_clean(server, _pull(server, NAMESPACE, body), label, "invalid body", 400)
+    assert _snapshot(server) == before
+    assert _pull(server, NAMESPACE, _server_revision("1")).status == 200
+
+    writer.execute("INSERT INTO t VALUES ('two')")
+    writer.push()
+    reader = replicas(server.url(NAMESPACE))
+    assert sorted(reader.execute("SELECT v FROM t").fetchall()) == [("one",), ("two",)]
+    writer.execute("INSERT INTO t VALUES ('three')")
+    writer.push()
+    reader.pull()
+    assert sorted(reader.execute("SELECT v FROM t").fetchall()) == [("one",), ("three",), ("two",)]
+    _assert_quiet_log(server)

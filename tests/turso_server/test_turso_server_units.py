@@ -26,7 +26,7 @@ from turso_server._gc import GcPolicy, GcReason, archive_reason
 from turso_server._layout import parse_archive_stamp
 from turso_server._leases import LeaseTable
 from turso_server._logging import configure_logging, get_logger
-from turso_server._proxy import split_target
+from turso_server._proxy import server_revision, split_target
 from turso_server._state import NamespaceRecord, Origin, StateStore, parse_timestamp
 
 NOW = datetime(2026, 5, 21, 12, 0, tzinfo=UTC)
@@ -134,6 +134,23 @@ def test_names_and_target_splitting() -> None:
     assert split_target("/foo") == ("foo", "/", "")
     assert split_target("/foo/") == ("foo", "/", "")
     assert split_target("/foo//pull-updates") == ("foo", "/pull-updates", "")
+
+
+
+def test_the_server_revision_a_pull_names() -> None:
+    """What decides whether tursodb's 500 for a pull past its WAL is the client's 400: the request
+    named a revision (the last one, as prost keeps; fields inside a group do not count)."""
+    assert server_revision(b"") == b""
+    assert server_revision(b"\x1a\x015\x08\x00") == b""  # a real replica's pull: client revision only
+    assert server_revision(b"\x12\x0299") == b"99"
+    assert server_revision(b"\x12\x011\x12\x0299\x20\x80\x01") == b"99"
+    assert server_revision(b"\x12\x0299\x12\x00") == b""
+    assert server_revision(b"\x2a\x02\x12\x01\x3d\x00\x00\x00\x00\x19" + bytes(8)) == b""
+    assert server_revision(b"\x1b\x12\x0299\x1c") == b""  # group 3 holding a field 2
+    assert server_revision(b"\x90\x06\x05\x12\x0299") == b"99"  # field 98 (a two-byte key) first
+    for broken in (b"\x12", b"\x12\x05ab", b"\xff" * 11, b"\x1c", b"\x0e", b"\x08"):
+        with pytest.raises(ValueError):
+            server_revision(broken)
 
 
 def test_gc_rules_and_archive_stamps() -> None:

@@ -148,16 +148,77 @@ UNPARSED_PREFIXES = {
         b"Internal Server Error: Zstd encoding is not supported",
     ),
 }
+UNPARSED_DETAILS = {
+    PIPELINE_ROUTE: "tursodb could not parse this pipeline request (nothing ran)",
+    PULL_ROUTE: "tursodb could not decode this pull-updates request (nothing ran)",
+}
+# Its 500s for a pull whose ``server_revision`` (a WAL frame number: only tursodb knows the last
+# one) lies past the end of its WAL: it reads that frame and finds none, or, for a number whose
+# frame offset passes 2**63, cannot even ask. A pull naming no revision reads only frames the WAL
+# has, so for it these stay the server faults they are.
+PAST_WAL_PREFIXES = (
+    b"Internal Server Error: I/O error: short read on WAL frame",
+    b"Internal Server Error: I/O error (pread): invalid input parameter",
+)
+PAST_WAL_DETAIL = "server_revision is past this namespace's latest revision (nothing ran)"
+SERVER_REVISION_KEY = 2 << 3 | 2  # PullUpdatesReqProtoBody.server_revision: field 2, length-delimited
+VARINT_MAX_BYTES = 10
 
 
-def _unparsed(reply: SpooledReply, route: str) -> bool:
-    """tursodb's own 500 for a ``route`` body it refused: the client's fault, and nothing ran, so
-    it is a 400 (``invalid pipeline`` or ``invalid body``)."""
-    return (
-        reply.status == 500
-        and reply.body.in_memory
-        and reply.body.body().startswith(UNPARSED_PREFIXES.get(route, ()))
-    )
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = 0
+    for index in range(VARINT_MAX_BYTES):
+        if at + index >= len(data):
+            break
+        byte = data[at + index]
+        value |= (byte & 0x7F) << (7 * index)
+        if byte < 0x80:
+            return value, at + index + 1
+    raise ValueError("truncated or overlong varint")
+
+
+def server_revision(body: bytes) -> bytes:
+    """The ``server_revision`` a pull-updates protobuf names (the last one, as prost keeps; ``b""``
+    for none). Fields inside groups are skipped, as prost does; :class:`ValueError` when the
+    framing does not hold (then tursodb refused the body itself)."""
+    revision, depth, at = b"", 0, 0
+    while at < len(body):
+        key, at = _varint(body, at)
+        wire = key & 7
+        if wire == 0:
+            at = _varint(body, at)[1]
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, at = _varint(body, at)
+            if key == SERVER_REVISION_KEY and depth == 0:
+                revision = body[at : at + size]
+            at += size
+        elif wire in (3, 4):
+            depth += 1 if wire == 3 else -1
+        else:
+            raise ValueError(f"wire type {wire}")
+        if at > len(body) or depth < 0:
+            raise ValueError("field past the end of the body")
+    return revision
+
+
+def _refused(reply: SpooledReply, route: str, body: bytes) -> str | None:
+    """Why tursodb's 500 for a ``route`` ``body`` is the client's fault, nothing having run or
+    changed, so a 400 (``invalid pipeline`` or ``invalid body``); ``None`` for any other reply."""
+    if reply.status != 500 or not reply.body.in_memory:
+        return None
+    answer = reply.body.body()
+    if answer.startswith(UNPARSED_PREFIXES.get(route, ())):
+        return UNPARSED_DETAILS[route]
+    if route == PULL_ROUTE and answer.startswith(PAST_WAL_PREFIXES):
+        try:
+            named = server_revision(body) != b""
+        except ValueError:
+            named = False
+        if named:
+            return PAST_WAL_DETAIL
+    return None
 
 
 def split_lease(rest: str) -> tuple[str | None, str]:
@@ -339,15 +400,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             async with leases.implicit(name, wait=app[CONFIG].lease_wait) as lease:
                 created = name not in app[STORE]  # by this request: no write can land while we hold it
                 reply = await forward(lease=lease)
-                if created and _unparsed(reply, rest):
+                if created and _refused(reply, rest, body) is not None:
                     await app[SUPERVISOR].undo_create(name)  # a 400 leaves nothing behind
         else:
             reply = await forward()  # a pull of a namespace there is: nothing classified, no lease
-        if _unparsed(reply, rest):
+        if (refused := _refused(reply, rest, body)) is not None:
             await reply.body.aclose()
-            if writes:
-                raise InvalidPipelineError("tursodb could not parse this pipeline request (nothing ran)")
-            raise InvalidBodyError("tursodb could not decode this pull-updates request (nothing ran)")
+            raise InvalidPipelineError(refused) if writes else InvalidBodyError(refused)
         status = reply.status
         return await _send_reply(request, reply)
     except asyncio.CancelledError:
