@@ -246,11 +246,23 @@ PAST_WAL_BODIES: list[tuple[str, bytes]] = [
     ("last of two wins", _server_revision("0") + _server_revision("999999")),
     ("leading zeros", _server_revision("000999999")),
 ]
+# Pulls tursodb cannot use at all (its 500 "Failed to decode PullUpdatesRequest", "Failed to parse
+# server_pages_selector", "Zstd encoding is not supported"): JSON, text, a field of the wrong type.
+UNUSABLE_BODIES: list[tuple[str, bytes]] = [
+    ("JSON", b'{"server_revision": 5}'),
+    ("JSON with a string", b'{"server_revision": "5"}'),
+    ("text", b"hello world"),
+    ("server_revision as a varint", b"\x10\x05"),
+    ("server_revision not UTF-8", b"\x12\x02\xff\xfe"),
+    ("truncated page selector", _string_field(5, "\x00\x01\x02")),
+    ("zstd", b"\x08\x01"),
+]
 # Past an empty WAL (a namespace the pull itself would create) even frame 1 is: "+1" is Rust's 1.
-PAST_EMPTY_WAL_BODIES = [
+MISSING_NAMESPACE_BODIES = [
     ("frame 1 of an empty WAL", _server_revision("1")),
     ("frame +1 of an empty WAL", _server_revision("+1")),
     *PAST_WAL_BODIES,
+    *UNUSABLE_BODIES,
 ]
 
 
@@ -264,12 +276,13 @@ def _pull(server: ServerProcess, namespace: str, body: bytes) -> RawResponse:
     )
 
 
-def test_a_pull_past_the_wal_creates_no_namespace(
+def test_a_hostile_pull_creates_no_namespace(
     server: ServerProcess, replicas: Callable[..., Any]
 ) -> None:
-    """Each was tursodb's 500, passed on, with the namespace auto-provisioned for it kept; it is
-    ``400 invalid body`` and the namespace goes again. A replica then syncs it as if new."""
-    for label, body in PAST_EMPTY_WAL_BODIES:
+    """Each past the WAL was tursodb's 500, passed on, with the namespace auto-provisioned for it
+    kept; every one is ``400 invalid body`` and the namespace goes again. A replica then syncs it
+    as if new."""
+    for label, body in MISSING_NAMESPACE_BODIES:
         _assert_clean(server, _pull(server, "fresh", body), label, "invalid body", 400)
         assert server.admin("GET", "/v1/namespaces").json()["namespaces"] == [], label
     assert not (server.data_dir / "namespaces" / "fresh").exists()
@@ -283,7 +296,7 @@ def test_a_pull_past_the_wal_creates_no_namespace(
     _assert_quiet_log(server)
 
 
-def test_a_pull_past_the_wal_of_a_namespace_changes_nothing(
+def test_a_hostile_pull_of_a_namespace_changes_nothing(
     server: ServerProcess, replicas: Callable[..., Any]
 ) -> None:
     """On a namespace with data: ``400 invalid body`` for each, nothing changed, the replica
@@ -293,7 +306,7 @@ def test_a_pull_past_the_wal_of_a_namespace_changes_nothing(
     writer.execute("INSERT INTO t VALUES ('one')")
     writer.push()
     before = _snapshot(server)
-    for label, body in PAST_WAL_BODIES:
+    for label, body in PAST_WAL_BODIES + UNUSABLE_BODIES:
         _assert_clean(server, _pull(server, NAMESPACE, body), label, "invalid body", 400)
     assert _snapshot(server) == before
     assert _pull(server, NAMESPACE, _server_revision("1")).status == 200
