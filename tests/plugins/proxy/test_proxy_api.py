@@ -7,8 +7,9 @@ import logging
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from pytest_aiohttp import AiohttpClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from buntime.server import HOST_KEY
 from tests.server.support import PROXY, TURSO, raw_request, start_runtime
@@ -412,3 +413,104 @@ async def test_the_redaction_marker_is_never_stored_as_a_value(client: TestClien
     )
     assert body["code"] == "PROXY_INVALID_HEADERS"
     assert json.loads((await stored(client))[0]["rule_json"])["headers"] == {"X-Team": "core"}
+
+
+# -- stored headers stay with their origin ----------------------------------------------------------
+async def echo_server(aiohttp_server: AiohttpServer) -> tuple[TestServer, list[dict[str, str]]]:
+    """A second loopback upstream (another port, so another origin) that records the headers of
+    every request it gets: the server an editor of a rule would control."""
+    seen: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"path": request.rel_url.raw_path, "headers": dict(request.headers)})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    return await aiohttp_server(app), seen
+
+
+def origin_of(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+async def test_moving_a_rule_to_another_origin_without_headers_is_409_and_changes_nothing(
+    client: TestClient,
+    upstream: TestServer,
+    aiohttp_server: AiohttpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stored Authorization was given for the upstream's origin: a PUT that points the rule at
+    another origin without sending headers, or sending the GET answer's ``[redacted]`` back, is
+    refused and the rule keeps proxying to the old origin with its header."""
+    other, other_seen = await echo_server(aiohttp_server)
+    rule = await create(client, target=origin_of(upstream), headers={"Authorization": UPSTREAM_TOKEN})
+    before = await stored(client)
+    bodies: list[dict[str, Any]] = [
+        {"target": origin_of(other)},
+        {"target": f"{origin_of(other)}/base", "name": "moved"},
+        {**rule, "target": origin_of(other)},  # the GET answer, headers "[redacted]", sent back
+        {"target": f"https://127.0.0.1:{upstream.port}"},  # the scheme is part of the origin
+    ]
+    with caplog.at_level(logging.DEBUG):
+        for body in bodies:
+            refused = await client.put(f"{RULES}/{rule['id']}", json=body)
+            text = await refused.text()
+            assert refused.status == 409, text
+            assert (await refused.json())["code"] == "PROXY_HEADERS_REQUIRED"
+            assert "s3cret" not in text
+    assert "s3cret" not in caplog.text
+    assert await stored(client) == before
+    assert await json_of(await client.get(f"{RULES}/{rule['id']}"), 200) == rule
+    seen = await json_of(await client.get("/svc/x"), 200)
+    assert seen["headers"]["Authorization"] == UPSTREAM_TOKEN  # still the old origin, with its header
+    assert other_seen == []
+
+
+async def test_moving_a_rule_to_another_origin_with_headers_sends_only_the_new_ones(
+    client: TestClient, upstream: TestServer, aiohttp_server: AiohttpServer
+) -> None:
+    other, other_seen = await echo_server(aiohttp_server)
+    rule = await create(
+        client, target=origin_of(upstream), headers={"Authorization": UPSTREAM_TOKEN, "X-Team": "core"}
+    )
+    moved = await client.put(
+        f"{RULES}/{rule['id']}", json={"target": origin_of(other), "headers": {"X-Other": "theirs"}}
+    )
+    text = await moved.text()
+    assert moved.status == 200, text
+    assert "theirs" not in text and (await moved.json())["headers"] == {"X-Other": "[redacted]"}
+    assert json.loads((await stored(client))[0]["rule_json"])["headers"] == {"X-Other": "theirs"}
+    await json_of(await client.get("/svc/x"), 200)
+    assert len(other_seen) == 1
+    assert other_seen[0]["X-Other"] == "theirs"
+    assert "Authorization" not in other_seen[0] and "X-Team" not in other_seen[0]
+    # An empty object (or null) is headers too: the rule moves with none.
+    back = {"target": origin_of(upstream), "headers": {}}
+    assert (await json_of(await client.put(f"{RULES}/{rule['id']}", json=back), 200))["headers"] == {}
+    away = {"target": f"http://localhost:{upstream.port}", "headers": None}
+    assert (await json_of(await client.put(f"{RULES}/{rule['id']}", json=away), 200))["headers"] == {}
+    await json_of(await client.put(f"{RULES}/{rule['id']}", json=back), 200)
+    seen = await json_of(await client.get("/svc/y"), 200)
+    assert "Authorization" not in seen["headers"] and "X-Other" not in seen["headers"]
+
+
+async def test_a_change_on_the_same_origin_keeps_the_stored_headers(
+    client: TestClient, upstream: TestServer
+) -> None:
+    """Only the path of the target (and other fields) change: the headers stay as stored. The
+    origin is compared normalized (an explicit default port is the same origin)."""
+    rule = await create(client, target=origin_of(upstream), headers={"Authorization": UPSTREAM_TOKEN})
+    body = {"target": f"{origin_of(upstream)}/under", "name": "same origin", "pattern": "^/svc/"}
+    updated = await json_of(await client.put(f"{RULES}/{rule['id']}", json=body), 200)
+    assert updated["headers"] == {"Authorization": "[redacted]"}
+    assert updated["target"] == f"{origin_of(upstream)}/under"
+    assert json.loads((await stored(client))[0]["rule_json"])["headers"] == {"Authorization": UPSTREAM_TOKEN}
+    seen = await json_of(await client.get("/svc/x"), 200)
+    assert seen["path"] == "/under/svc/x" and seen["headers"]["Authorization"] == UPSTREAM_TOKEN
+    default_port = await create(client, pattern="^/dp/", target="http://docs.internal", headers={"X-A": "a"})
+    await json_of(
+        await client.put(f"{RULES}/{default_port['id']}", json={"target": "http://DOCS.internal:80/p"}), 200
+    )
+    rows = {row["id"]: json.loads(row["rule_json"]) for row in await stored(client)}
+    assert rows[default_port["id"]]["headers"] == {"X-A": "a"}

@@ -36,6 +36,7 @@ from ._rules import (
     ProxyRule,
     RuleError,
     parse_rule,
+    require_headers_for_new_origin,
     restore_redacted,
 )
 from ._store import ProxyStore
@@ -173,7 +174,9 @@ class Proxy:
         """Merge ``data`` over the stored rule (``id`` and ``order`` are not changed here).
 
         A ``headers`` object replaces the stored one, except that a :data:`REDACTED` value keeps
-        the stored value of that header.
+        the stored value of that header. A ``target`` on another origin (scheme, host, port) needs
+        ``headers`` with real values in the same request (409 ``PROXY_HEADERS_REQUIRED``, nothing
+        changed): the stored values never follow the rule to another server.
         """
         rule_id = self._dynamic_id(rule_id)
         store = self._require_store()
@@ -182,9 +185,11 @@ class Proxy:
             merged = {**current.as_json(), **data}
             if "headers" in data:  # a GET answer sent back keeps the values it could not show
                 merged["headers"] = restore_redacted(data["headers"], current.headers)
-            return self._refuse_shadowing(parse_rule(merged, rule_id=current.id, order=current.order))
+            rule = parse_rule(merged, rule_id=current.id, order=current.order)
+            require_headers_for_new_origin(current, rule, data)
+            return self._refuse_shadowing(rule)
 
-        rule = await store.change(rule_id, merge)  # a RuleError answers 400 (409 when it shadows)
+        rule = await store.change(rule_id, merge)  # a RuleError answers 400 (409: shadows, origin)
         if rule is None:
             raise ApiError(f"rule {rule_id} not found", code=RULE_NOT_FOUND, status=404)
         return rule

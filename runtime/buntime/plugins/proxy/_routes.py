@@ -10,7 +10,8 @@ shows a rule's header names with the value ``[redacted]`` (``ProxyRule.public_js
 * ``PUT /rules/reorder {ids}`` — new order of the dynamic rules, which it returns; must list every
   dynamic id once (400; 403 static ids, 404 an unknown id).
 * ``PUT /rules/{id}`` — change fields of a dynamic rule (403 static, 404 missing); a header sent
-  back as ``[redacted]`` keeps its stored value.
+  back as ``[redacted]`` keeps its stored value. A ``target`` on another origin needs ``headers``
+  with real values in the same body (409 ``PROXY_HEADERS_REQUIRED``, nothing changed).
 * ``PATCH /rules/{id}/toggle`` — flip ``enabled`` (403 static, 404 missing).
 * ``DELETE /rules/{id}`` — remove a dynamic rule (``{success: true}``; 403 static, 404 missing).
 """

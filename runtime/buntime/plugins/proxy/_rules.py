@@ -20,7 +20,10 @@ A rule's ``headers`` often carry an upstream credential (``Authorization``), so 
 never answers their values: :meth:`ProxyRule.public_json` shows each as :data:`REDACTED` (upstream
 answered them in clear). A client that sends such an answer back in a ``PUT`` keeps the stored
 values (:func:`restore_redacted`); anywhere else the marker is refused, so it never becomes a
-header value by mistake.
+header value by mistake. Stored values belong to the target's origin (scheme, host, port): a
+``PUT`` that moves a rule to another origin must send its ``headers`` (possibly ``{}``) with real
+values, or it is refused with 409 ``PROXY_HEADERS_REQUIRED`` (:func:`require_headers_for_new_origin`),
+so whoever may edit a rule cannot send an admin's stored credential to a server of their choice.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ INVALID_REORDER = "PROXY_INVALID_REORDER"
 INVALID_BASE = "PROXY_INVALID_BASE"
 INVALID_PUBLIC_ROUTES = "PROXY_INVALID_PUBLIC_ROUTES"
 SHADOWS_RESERVED = "PROXY_RULE_SHADOWS_RESERVED"
+HEADERS_REQUIRED = "PROXY_HEADERS_REQUIRED"
+#: Codes of :class:`RuleError` answered 409 (a conflict with what is stored or reserved), not 400.
+_CONFLICT_CODES = frozenset({SHADOWS_RESERVED, HEADERS_REQUIRED})
 
 #: What the admin API shows in place of every header value of a rule.
 REDACTED = "[redacted]"
@@ -72,13 +78,14 @@ PublicRoutes = tuple[str, ...] | Mapping[str, tuple[str, ...]]
 
 
 class RuleError(ApiError, ValueError):
-    """A rule cannot be used; ``code`` says which field is wrong (400, 409 when it shadows a base)."""
+    """A rule cannot be used; ``code`` says which field is wrong (400; 409 when it shadows a base
+    or moves to another origin without its headers)."""
 
     code = INVALID_RULE
     status = 400
 
     def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message, code=code, status=409 if code == SHADOWS_RESERVED else 400)
+        super().__init__(message, code=code, status=409 if code in _CONFLICT_CODES else 400)
 
 
 class Pattern(Protocol):
@@ -318,6 +325,34 @@ def restore_redacted(raw: Any, stored: Mapping[str, str]) -> Any:
         name: by_name.get(name.lower(), value) if value == REDACTED and isinstance(name, str) else value
         for name, value in raw.items()
     }
+
+
+def target_origin(target: str) -> str:
+    """``scheme://host[:port]`` of a validated target (default port left out, no userinfo)."""
+    return str(URL(target).origin())
+
+
+def require_headers_for_new_origin(current: ProxyRule, updated: ProxyRule, sent: Mapping[str, Any]) -> None:
+    """Refuse (409 :data:`HEADERS_REQUIRED`) an update ``sent`` that moves ``current`` to another
+    origin without giving the headers for it: the stored values were given for ``current``'s
+    origin, so they go to a new one only when sent again. A :data:`REDACTED` value does not count
+    (it stands for the stored value). The message names origins and header names, never values.
+    """
+    old, new = target_origin(current.target), target_origin(updated.target)
+    if old == new:
+        return
+    raw = sent.get("headers")
+    kept: list[str] = []
+    if isinstance(raw, Mapping):
+        kept = sorted(str(name) for name, value in raw.items() if value == REDACTED)
+    if "headers" in sent and not kept:
+        return
+    reason = f"headers {', '.join(kept)} are sent as {REDACTED}" if kept else "the request has no headers"
+    raise RuleError(
+        f"target moves the rule from {old} to {new} and {reason}: the stored header values are kept "
+        "for their origin only; send the headers for the new origin (possibly {}) in the same request",
+        code=HEADERS_REQUIRED,
+    )
 
 
 def _redirect(raw: Any) -> int | None:
