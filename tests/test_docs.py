@@ -257,7 +257,13 @@ def test_the_restart_backoff_and_the_data_directory_are_as_documented() -> None:
 
 
 @pytest.mark.parametrize(
-    "variable", ["RUNTIME_TURSO_SERVER_URL", "RUNTIME_TURSO_SERVER_TOKEN", "RUNTIME_TURSO_DIR"]
+    "variable",
+    [
+        "RUNTIME_TURSO_SERVER_URL",
+        "RUNTIME_TURSO_SERVER_TOKEN",
+        "RUNTIME_TURSO_SERVER_TOKEN_FILE",
+        "RUNTIME_TURSO_DIR",
+    ],
 )
 def test_the_worker_section_names_what_open_turso_reads(variable: str) -> None:
     worker = section(README, "### Worker apps")

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from buntime.turso import BlockingDatabase, InvalidNamespaceError, TursoError, TursoUnavailableError
+from buntime.turso import (
+    BlockingDatabase,
+    InvalidNamespaceError,
+    TursoConfigError,
+    TursoError,
+    TursoUnavailableError,
+)
 from buntime.worker import TursoClient, open_turso
 from tests.support.tursoserver import SyncEndpoint, TursoServer
+from tests.turso.test_token_file import SecretVolume
 
 
 @pytest.mark.parametrize("name", ["bad name!", "with/slash", "", "_state", "UP"])
@@ -211,3 +218,61 @@ def test_an_injected_pod_opens_its_turso_namespace_and_another_name_is_refused(t
         with pytest.raises(TursoUnavailableError, match="status=403"):
             open_turso("tenants", env=env, timeout=30)
 
+
+def _mint(server: TursoServer, body: dict[str, object]) -> str:
+    status, minted = server.admin("POST", "/v1/namespaces/orders/tokens", body)
+    assert status == 201, minted
+    return str(minted["token"])
+
+
+def test_a_token_file_swapped_after_a_revocation_reaches_the_open_client_without_a_reopen(
+    tmp_path: Path,
+) -> None:
+    """``RUNTIME_TURSO_SERVER_TOKEN_FILE`` (what the webhook injects): the open client reads the
+    file again when the kubelet swaps it, so the old token's revocation stops only the writes
+    between the revocation and the swap."""
+    with TursoServer(tmp_path / "server") as server:
+        assert server.admin("POST", "/v1/namespaces/orders/create", {})[0] in (200, 201)
+        volume = SecretVolume(tmp_path / "secret", key="RUNTIME_TURSO_SERVER_TOKEN")
+        old = _mint(server, {"access": "rw"})
+        volume.write(old)
+        env = {
+            "RUNTIME_TURSO_SERVER_URL": server.url,
+            "RUNTIME_TURSO_SERVER_TOKEN_FILE": volume.path,
+            "RUNTIME_TURSO_DIR": str(tmp_path / "replicas"),
+        }
+        with open_turso("orders", env=env, timeout=30) as db:
+            db.exec("CREATE TABLE IF NOT EXISTS t(v TEXT)")
+            db.execute("INSERT INTO t VALUES ('old')")
+            new = _mint(server, {"access": "rw", "revokeOthers": True})
+            with pytest.raises(TursoError):
+                db.execute("INSERT INTO t VALUES ('refused')")  # the old token is revoked
+            volume.write(new)  # the operator re-minted; the kubelet refreshed the volume
+            db.execute("INSERT INTO t VALUES ('new')")
+            db.execute("INSERT INTO t VALUES ('again')")
+            assert old not in repr(db) and new not in repr(db)
+        fresh = {**env, "RUNTIME_TURSO_DIR": str(tmp_path / "fresh")}
+        with open_turso("orders", env=fresh, timeout=30) as other:  # on the server, not only local
+            assert other.execute("SELECT v FROM t ORDER BY v") == [{"v": "again"}, {"v": "new"}, {"v": "old"}]
+
+
+def test_a_worker_token_beside_its_file_is_refused_and_an_explicit_token_wins_over_both(
+    tmp_path: Path,
+) -> None:
+    with TursoServer(tmp_path / "server") as server:
+        assert server.admin("POST", "/v1/namespaces/orders/create", {})[0] in (200, 201)
+        token = _mint(server, {"access": "rw"})
+        env = {
+            "RUNTIME_TURSO_SERVER_URL": server.url,
+            "RUNTIME_TURSO_SERVER_TOKEN": "stale",
+            "RUNTIME_TURSO_SERVER_TOKEN_FILE": str(tmp_path / "missing"),
+            "RUNTIME_TURSO_DIR": str(tmp_path / "replicas"),
+        }
+        with pytest.raises(TursoConfigError) as refused:
+            open_turso("orders", env=env)
+        assert refused.value.code == "TURSO_TOKEN_CONFLICT"
+        assert "RUNTIME_TURSO_SERVER_TOKEN and RUNTIME_TURSO_SERVER_TOKEN_FILE" in str(refused.value)
+        assert "stale" not in str(refused.value)
+        with open_turso("orders", token=token, env=env, timeout=30) as db:
+            db.exec("CREATE TABLE IF NOT EXISTS t(v INTEGER)")
+            assert db.execute("SELECT count(*) AS n FROM t") == [{"n": 0}]

@@ -123,6 +123,12 @@ SETTINGS: tuple[Setting, ...] = (
         "workers: bearer token for RUNTIME_TURSO_SERVER_URL (secret)",
         "worker",
     ),
+    Setting(
+        "RUNTIME_TURSO_SERVER_TOKEN_FILE",
+        "",
+        "workers: a file holding RUNTIME_TURSO_SERVER_TOKEN instead, re-read when it changes (not beside it)",
+        "worker",
+    ),
     Setting("RUNTIME_TURSO_DIR", "./.cache/turso", "workers: where <namespace>.db files live", "worker"),
 )
 SETTINGS_BY_ENV: dict[str, Setting] = {setting.env: setting for setting in SETTINGS}

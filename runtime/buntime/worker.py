@@ -2,9 +2,11 @@
 
 Workers have no plugin context. The runtime forwards its turso-server connection to them as
 ``RUNTIME_TURSO_SERVER_URL`` / ``RUNTIME_TURSO_SERVER_TOKEN`` / ``RUNTIME_TURSO_DIR`` (the
-operator's webhook injects the same variables into opted-in pods). With a server URL the worker
-opens an embedded replica ``<dir>/<ns>.db`` synced with ``<url>/<ns>``; without one it opens a
-standalone local MVCC file.
+operator's webhook injects the same variables into opted-in pods, the token as
+``RUNTIME_TURSO_SERVER_TOKEN_FILE``: a Secret volume's file, read again whenever it changes, so a
+re-minted token reaches a running worker without a restart; a token and its ``_FILE`` together
+are refused, ``TURSO_TOKEN_CONFLICT``). With a server URL the worker opens an embedded replica
+``<dir>/<ns>.db`` synced with ``<url>/<ns>``; without one it opens a standalone local MVCC file.
 
 The client is a blocking face on the same :class:`~buntime.turso.TursoService` the runtime uses
 (run on an event loop of its own, in a background thread), so a worker gets the same contract
@@ -32,6 +34,7 @@ from typing import Any, Literal, TypeVar
 from .turso import (
     BlockingDatabase,
     TursoClosedError,
+    TursoConfigError,
     TursoError,
     TursoService,
     TursoUnavailableError,
@@ -202,9 +205,26 @@ def open_turso(
     if not url:
         service = TursoService(resolve_config(env={**settings, "TURSO_MODE": "local"}))
         return TursoClient(service, namespace=namespace, path=path, mode="local", url=None, timeout=timeout)
-    auth = (token if token is not None else env.get("RUNTIME_TURSO_SERVER_TOKEN", "")).strip()
     remote = f"{url}/{namespace}"
     service = TursoService(
-        resolve_config(env={**settings, "TURSO_SYNC_URL": remote, "TURSO_SYNC_AUTH_TOKEN": auth})
+        resolve_config(env={**settings, "TURSO_SYNC_URL": remote, **_token_env(token, env)})
     )
     return TursoClient(service, namespace=namespace, path=path, mode="sync", url=remote, timeout=timeout)
+
+
+def _token_env(token: str | None, env: Mapping[str, str]) -> dict[str, str]:
+    """The sync token settings for ``resolve_config``: an explicit ``token`` wins; else
+    ``RUNTIME_TURSO_SERVER_TOKEN`` or the file ``RUNTIME_TURSO_SERVER_TOKEN_FILE`` names (read
+    through the service's ``TokenSource``, ``turso._tokens``: again whenever the file changes).
+    Both set is refused like ``TURSO_SERVER_TOKEN`` beside its ``_FILE`` (``TURSO_TOKEN_CONFLICT``)."""
+    if token is not None:
+        return {"TURSO_SYNC_AUTH_TOKEN": token.strip()}
+    value = env.get("RUNTIME_TURSO_SERVER_TOKEN", "").strip()
+    path = env.get("RUNTIME_TURSO_SERVER_TOKEN_FILE", "").strip()
+    if value and path:
+        raise TursoConfigError(
+            "RUNTIME_TURSO_SERVER_TOKEN and RUNTIME_TURSO_SERVER_TOKEN_FILE are both set: give the token "
+            "or the file that holds it, not both (unset one of them)",
+            code="TURSO_TOKEN_CONFLICT",
+        )
+    return {"TURSO_SYNC_AUTH_TOKEN_FILE": path} if path else {"TURSO_SYNC_AUTH_TOKEN": value}
