@@ -29,6 +29,8 @@ from turso_operator._constants import (
     CONFLICT_RETRY_SECONDS,
     DATA_DIR,
     RESERVED_RETRY_SECONDS,
+    TOKEN_DIR,
+    TOKEN_VOLUME,
     ConditionType,
     Phase,
     Reason,
@@ -170,6 +172,10 @@ def test_the_secret_keys_and_the_injected_variables_are_documented() -> None:
     documented = {t.split("=")[0] for t in ticked(injection) if re.fullmatch(r"[A-Z_]+(=.*)?", t)}
     assert env <= documented and documented - env <= settings, documented ^ env
     assert f"`RUNTIME_TURSO_DIR={DATA_DIR}`" in injection and f"`{DATA_DIR}`" in injection
+    assert f"`{TOKEN_VOLUME}`" in injection and f"`{TOKEN_DIR}`" in injection
+    for name, value in ((e["name"], e.get("value")) for e in injected_env("s")):
+        if name.endswith("_FILE"):
+            assert f"`{name}={value}`" in injection, name
 
 
 def test_the_operator_metric_names_are_the_registry() -> None:

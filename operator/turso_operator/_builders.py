@@ -24,6 +24,8 @@ from ._constants import (
     SCOPE_ANNOTATION,
     SECRET_NAME_SUFFIX,
     SECRET_TYPE,
+    TOKEN_DIR,
+    TOKEN_VOLUME,
     Access,
     ConditionStatus,
     ConditionType,
@@ -31,7 +33,7 @@ from ._constants import (
     SecretKey,
 )
 from ._durations import duration_seconds
-from ._errors import SpecError
+from ._errors import InjectionRefusedError, SpecError
 
 DATABASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 RESERVED_DATABASES = frozenset({"healthz", "readyz"})  # turso-server's bare probe paths
@@ -241,37 +243,91 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
+#: The token variables: each is injected as ``<name>_FILE``, the file of its Secret key under
+#: :data:`TOKEN_DIR`, unless the container already sets the variable or its ``_FILE``.
+TOKEN_KEYS: tuple[str, ...] = (SecretKey.RUNTIME_SERVER_TOKEN, SecretKey.SERVER_TOKEN)
+
+
+def token_file(key: str) -> str:
+    return f"{TOKEN_DIR}/{key}"
+
+
 def injected_env(secret_name: str) -> list[dict[str, Any]]:
+    """Every variable the webhook may inject (a container setting one keeps its own)."""
     return [
         _secret_env("RUNTIME_TURSO_SERVER_URL", secret_name, SecretKey.RUNTIME_SERVER_URL),
-        _secret_env("RUNTIME_TURSO_SERVER_TOKEN", secret_name, SecretKey.RUNTIME_SERVER_TOKEN),
+        {
+            "name": f"{SecretKey.RUNTIME_SERVER_TOKEN}_FILE",
+            "value": token_file(SecretKey.RUNTIME_SERVER_TOKEN),
+        },
         {"name": "RUNTIME_TURSO_DIR", "value": DATA_DIR},
         _secret_env("TURSO_SERVER_URL", secret_name, SecretKey.SERVER_URL),
-        _secret_env("TURSO_SERVER_TOKEN", secret_name, SecretKey.SERVER_TOKEN),
+        {"name": f"{SecretKey.SERVER_TOKEN}_FILE", "value": token_file(SecretKey.SERVER_TOKEN)},
         # The database the token is scoped to: a runtime in this pod keeps all its data there.
         _secret_env("TURSO_NAMESPACE", secret_name, SecretKey.NAMESPACE),
     ]
 
 
-def mutate_pod_spec(spec: Mapping[str, Any], secret_name: str) -> dict[str, Any]:
-    """The pod spec with the connection env in every container and a data volume if missing.
+def token_volume(secret_name: str) -> dict[str, Any]:
+    """The read-only Secret volume holding only the token keys (``<TOKEN_DIR>/<key>``)."""
+    items = [{"key": key, "path": key} for key in TOKEN_KEYS]
+    return {"name": TOKEN_VOLUME, "secret": {"secretName": secret_name, "items": items}}
 
-    Variables a container already sets are left alone (the app's own value wins); the volume
-    is only added when nothing is mounted at ``/data/turso`` yet.
+
+def _container_env(container: Mapping[str, Any], env: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What ``container`` lacks of ``env``: a token's ``_FILE`` only when neither it nor the token is set."""
+    present = {e.get("name") for e in container.get("env") or []}
+    present |= {f"{key}_FILE" for key in TOKEN_KEYS if key in present}
+    return [dict(e) for e in env if e["name"] not in present]
+
+
+def mutate_pod_spec(spec: Mapping[str, Any], secret_name: str) -> dict[str, Any]:
+    """The pod spec with the connection in every container and init container.
+
+    Variables a container already sets are left alone (the app's own value wins; a token counts as
+    set when the token or its ``_FILE`` is). A container given a token file gets the read-only
+    token volume at :data:`TOKEN_DIR`; a data volume is added where nothing is mounted at
+    ``/data/turso`` yet. Idempotent: an injected spec comes back unchanged. A pod already using the
+    token volume's name for another volume, or :data:`TOKEN_DIR` for another mount, is refused
+    (:class:`InjectionRefusedError`): the token files would not be where the variables say.
     """
     new = copy.deepcopy(dict(spec))
     env = injected_env(secret_name)
-    needs_volume = False
-    for container in new.get("containers") or []:
-        present = {e.get("name") for e in container.get("env") or []}
-        container["env"] = [*(container.get("env") or []), *(e for e in env if e["name"] not in present)]
-        mounts = container.get("volumeMounts") or []
-        if not any(m.get("mountPath") == DATA_DIR for m in mounts):
-            container["volumeMounts"] = [*mounts, {"name": DATA_VOLUME, "mountPath": DATA_DIR}]
-            needs_volume = True
+    needs_data = needs_token = False
+    for field in ("initContainers", "containers"):
+        for container in new.get(field) or []:
+            added = _container_env(container, env)
+            if added:
+                container["env"] = [*(container.get("env") or []), *added]
+            mounts = container.get("volumeMounts") or []
+            if not any(m.get("mountPath") == DATA_DIR for m in mounts):
+                mounts = [*mounts, {"name": DATA_VOLUME, "mountPath": DATA_DIR}]
+                needs_data = True
+            if any(e["name"].endswith("_FILE") for e in added):
+                taken = next((m for m in mounts if m.get("mountPath") == TOKEN_DIR), None)
+                if taken is None:
+                    mounts = [*mounts, {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}]
+                    needs_token = True
+                elif taken.get("name") != TOKEN_VOLUME:
+                    raise InjectionRefusedError(
+                        f"container {container.get('name')!r} already mounts {TOKEN_DIR}, where the token "
+                        f"files go (volume {taken.get('name')!r})"
+                    )
+            if mounts:
+                container["volumeMounts"] = mounts
     volumes = new.get("volumes") or []
-    if needs_volume and not any(v.get("name") == DATA_VOLUME for v in volumes):
-        new["volumes"] = [*volumes, {"name": DATA_VOLUME, "emptyDir": {}}]
+    if needs_data and not any(v.get("name") == DATA_VOLUME for v in volumes):
+        volumes = [*volumes, {"name": DATA_VOLUME, "emptyDir": {}}]
+    if needs_token:
+        taken = next((v for v in volumes if v.get("name") == TOKEN_VOLUME), None)
+        if taken is None:
+            volumes = [*volumes, token_volume(secret_name)]
+        elif (taken.get("secret") or {}).get("secretName") != secret_name:
+            raise InjectionRefusedError(
+                f"the pod already has a volume named {TOKEN_VOLUME!r}, the name of the token volume"
+            )
+    if volumes:
+        new["volumes"] = volumes
     return new
 
 

@@ -36,6 +36,10 @@ SKIP_ARCHIVE_ANNOTATION: Final = "turso.buntime.io/skip-archive"
 WEBHOOK_ID: Final = "inject-turso"
 DATA_DIR: Final = "/data/turso"
 DATA_VOLUME: Final = "turso-data"
+#: The connection Secret's token keys are mounted read-only here (``<dir>/<key>``), from a volume of
+#: this name: the kubelet refreshes the files when the operator re-mints, env would stay frozen.
+TOKEN_DIR: Final = "/var/run/secrets/buntime/turso"
+TOKEN_VOLUME: Final = "turso-token"
 #: A TursoNamespace without ``spec.secretName`` publishes its connection in ``<name><suffix>``.
 SECRET_NAME_SUFFIX: Final = "-turso"
 #: The Secret type of app Secrets (servicebinding.io: ``type`` entry ``turso``).

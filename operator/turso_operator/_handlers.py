@@ -528,17 +528,17 @@ async def inject_turso(
         secret = await _ready_secret_name(
             state.kube, namespace, target, timeout=lookup, instance=state.config.instance
         )
+        if secret is None:
+            return
+        mutated = mutate_pod_spec(spec, secret)
     except InjectionRefusedError as refused:
         if state.config.inject_failure_policy == FailurePolicy.IGNORE:
             warnings.append(f"turso connection not injected: {refused}")
             return
         raise kopf.AdmissionError(f"turso connection cannot be injected: {refused}", code=403) from None
-    if secret is None:
-        return
-    mutated = mutate_pod_spec(spec, secret)
-    patch.spec["containers"] = mutated.get("containers")
-    if "volumes" in mutated:
-        patch.spec["volumes"] = mutated["volumes"]
+    for part in ("initContainers", "containers", "volumes"):
+        if part in mutated:
+            patch.spec[part] = mutated[part]
     patch.metadata.setdefault("annotations", {})[INJECTED_ANNOTATION] = target
 
 

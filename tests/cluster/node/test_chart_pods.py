@@ -238,8 +238,9 @@ def test_the_example_app_is_injected_and_uses_turso_server(release: Release) -> 
     for pod in pods:
         env = {e["name"]: e for e in pod["spec"]["containers"][0].get("env", [])}
         # Injected by the webhook: the connection, from the Secret the operator wrote.
-        assert {"TURSO_SERVER_URL", "TURSO_SERVER_TOKEN", "TURSO_NAMESPACE"} <= set(env), sorted(env)
-        assert any(v["mountPath"] == "/data/turso" for v in pod["spec"]["containers"][0]["volumeMounts"])
+        assert {"TURSO_SERVER_URL", "TURSO_SERVER_TOKEN_FILE", "TURSO_NAMESPACE"} <= set(env), sorted(env)
+        mounts = {v["mountPath"] for v in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert {"/data/turso", "/var/run/secrets/buntime/turso"} <= mounts, mounts
     url = resolve(release, APP_NAMESPACE, env["TURSO_SERVER_URL"])
     assert resolve(release, APP_NAMESPACE, env["TURSO_NAMESPACE"]) == TNS
     # turso-server by its Service name (resolved by the cluster DNS in the pod).

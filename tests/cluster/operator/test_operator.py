@@ -563,17 +563,19 @@ def test_pod_injection(crd: ControlPlane, operator: OperatorProcess, k8s_namespa
     assert status == 201, stored
     env = {e["name"]: e for e in stored["spec"]["containers"][0]["env"]}
     assert env["RUNTIME_TURSO_DIR"]["value"] == "/data/turso"
-    for name in (
-        "RUNTIME_TURSO_SERVER_URL",
-        "RUNTIME_TURSO_SERVER_TOKEN",
-        "TURSO_SERVER_URL",
-        "TURSO_SERVER_TOKEN",
-    ):
+    for name in ("RUNTIME_TURSO_SERVER_URL", "TURSO_SERVER_URL", "TURSO_NAMESPACE"):
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "inject-turso"
-    assert {"name": "turso-data", "mountPath": "/data/turso"} in stored["spec"]["containers"][0][
-        "volumeMounts"
-    ]
-    assert {"name": "turso-data", "emptyDir": {}} in stored["spec"]["volumes"]
+    # The tokens are files of a Secret volume (refreshed by the kubelet), never env.
+    tokens = "/var/run/secrets/buntime/turso"
+    assert env["TURSO_SERVER_TOKEN_FILE"]["value"] == f"{tokens}/TURSO_SERVER_TOKEN"
+    assert env["RUNTIME_TURSO_SERVER_TOKEN_FILE"]["value"] == f"{tokens}/RUNTIME_TURSO_SERVER_TOKEN"
+    assert "TURSO_SERVER_TOKEN" not in env and "RUNTIME_TURSO_SERVER_TOKEN" not in env
+    mounts = stored["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "turso-data", "mountPath": "/data/turso"} in mounts
+    assert {"name": "turso-token", "mountPath": tokens, "readOnly": True} in mounts
+    volumes = {v["name"]: v for v in stored["spec"]["volumes"]}
+    assert volumes["turso-data"] == {"name": "turso-data", "emptyDir": {}}
+    assert volumes["turso-token"]["secret"]["secretName"] == "inject-turso"
     assert stored["metadata"]["annotations"]["turso.buntime.io/injected"] == "inject"
     assert len(stored["spec"]["containers"][0]["env"]) == 6, "injected once, nothing duplicated"
 
@@ -588,7 +590,8 @@ def test_pod_injection(crd: ControlPlane, operator: OperatorProcess, k8s_namespa
     )
     own_volume["spec"]["containers"][0]["volumeMounts"] = [{"name": "mine", "mountPath": "/data/turso"}]
     status, stored = crd.request("POST", pods, own_volume)
-    assert status == 201 and [v["name"] for v in stored["spec"]["volumes"]] == ["mine"]
+    # Its own volume at /data/turso: no emptyDir added (the token volume still is).
+    assert status == 201 and [v["name"] for v in stored["spec"]["volumes"]] == ["mine", "turso-token"]
 
     status, refused = crd.request("POST", pods, pod("missing", {"turso.buntime.io/inject": "nope"}))
     assert status == 403, refused
