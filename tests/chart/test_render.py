@@ -462,8 +462,8 @@ def test_runtime_switches_to_the_turso_server(rendered: dict[str, list[dict[str,
     container = one(docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]
     env = container_env(container, _with_runtime_secret(docs))
     assert env["TURSO_SERVER_URL"] == f"http://{RELEASE}-turso:8080"
-    assert env["RUNTIME_TURSO_SERVER_TOKEN"] == "scoped-to-the-workers"
-    assert secret_refs(container) == {(RUNTIME_TURSO_SECRET, "RUNTIME_TURSO_SERVER_TOKEN")}
+    assert "RUNTIME_TURSO_SERVER_TOKEN" not in env and "RUNTIME_TURSO_SERVER_TOKEN_FILE" in env
+    assert secret_refs(container) == set(), "both tokens are files of the turso-token volume"
     assert not find(docs, "Secret", RUNTIME_TURSO_SECRET), "the operator writes it, not Helm"
 
 
@@ -475,16 +475,30 @@ def test_the_plugins_token_is_a_file_of_a_secret_volume_so_a_re_mint_reaches_run
     spec = pod_spec(one(rendered["turso-server"], "Deployment", RELEASE))
     container = spec["containers"][0]
     env = {entry["name"]: entry for entry in container["env"]}
-    assert "TURSO_SERVER_TOKEN" not in env, "read at start only: a re-minted token would need a restart"
     mount = one_named(container["volumeMounts"], "turso-token")
     assert mount["readOnly"] is True and "subPath" not in mount, (
         mount
     )  # the kubelet never refreshes a subPath
-    assert env["TURSO_SERVER_TOKEN_FILE"]["value"] == f"{mount['mountPath']}/TURSO_SERVER_TOKEN"
+    for key in ("TURSO_SERVER_TOKEN", "RUNTIME_TURSO_SERVER_TOKEN"):
+        assert key not in env, f"{key} is read at start only: a re-minted token would need a restart"
+        assert env[f"{key}_FILE"]["value"] == f"{mount['mountPath']}/{key}"
     volume = one_named(spec["volumes"], "turso-token")
     assert volume["secret"]["secretName"] == RUNTIME_TURSO_SECRET
-    assert volume["secret"]["items"] == [{"key": "TURSO_SERVER_TOKEN", "path": "TURSO_SERVER_TOKEN"}]
+    assert volume["secret"]["items"] == [
+        {"key": "TURSO_SERVER_TOKEN", "path": "TURSO_SERVER_TOKEN"},
+        {"key": "RUNTIME_TURSO_SERVER_TOKEN", "path": "RUNTIME_TURSO_SERVER_TOKEN"},
+    ]
     assert "optional" not in volume["secret"]  # the pod waits for the operator's Secret
+    # No worker scope: the operator writes no workers' token, so the volume must not ask for one.
+    alone = pod_spec(
+        one(
+            render({"tursoServer.enabled": "true", "runtime.turso.workerNamespaces": "null"}),
+            "Deployment",
+            RELEASE,
+        )
+    )
+    assert one_named(alone["volumes"], "turso-token")["secret"]["items"] == volume["secret"]["items"][:1]
+    assert "RUNTIME_TURSO_SERVER_TOKEN_FILE" not in {e["name"] for e in alone["containers"][0]["env"]}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     # Without the in-cluster server there is no such Secret, so no volume and no file setting.
     local = pod_spec(one(rendered["defaults"], "Deployment", RELEASE))

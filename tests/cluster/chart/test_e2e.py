@@ -274,6 +274,9 @@ def test_write_through_one_pod_read_through_the_other(
             assert env["TURSO_SERVER_URL"] == operator.env["TURSO_SERVER_URL"]
             assert "TURSO_SERVER_ADMIN_TOKEN" not in env
             assert operator.env["TURSO_SERVER_ADMIN_TOKEN"] not in env.values()
+            # Its tokens are files of the Secret volume the webhook mounted.
+            assert "TURSO_SERVER_TOKEN" not in env and "TURSO_SERVER_TOKEN_FILE" in env
+            env = _token_volume(env, secrets, tmp_path / f"{pod_name}-token", secret_name)
             runtimes.append(Runtime(pod_name, env, tmp_path).start())
 
         writer, reader = runtimes
@@ -315,12 +318,24 @@ def _release_sources(control_plane: ControlPlane, chart: list[dict[str, Any]]) -
     return sources
 
 
-def _token_volume(env: dict[str, str], sources: EnvSources, directory: Path) -> str:
-    """The runtime's Secret volume, moved like /data/turso: the file TURSO_SERVER_TOKEN_FILE names."""
-    key = Path(env["TURSO_SERVER_TOKEN_FILE"]).name
+def _token_volume(
+    env: dict[str, str], sources: EnvSources, directory: Path, secret: str = f"{RELEASE}-runtime-turso"
+) -> dict[str, str]:
+    """A pod's token Secret volume, moved like /data/turso: ``env`` with each ``*_TOKEN_FILE`` it
+    sets naming a file of ``directory`` that holds that key of the operator-written ``secret``."""
     directory.mkdir(parents=True)
-    (directory / key).write_text(sources.secrets[f"{RELEASE}-runtime-turso"][key])
-    return str(directory / key)
+    moved = dict(env)
+    for name in ("TURSO_SERVER_TOKEN_FILE", "RUNTIME_TURSO_SERVER_TOKEN_FILE"):
+        if name in env:
+            key = Path(env[name]).name
+            (directory / key).write_text(sources.secrets[secret][key])
+            moved[name] = str(directory / key)
+    return moved
+
+
+def _volume_token(env: dict[str, str], name: str, sources: EnvSources) -> str:
+    """The token the file ``env[name]`` of the runtime's Secret volume holds."""
+    return sources.secrets[f"{RELEASE}-runtime-turso"][Path(env[name]).name]
 
 
 def _ensure_namespace(control_plane: ControlPlane, name: str) -> None:
@@ -357,7 +372,8 @@ def test_release_runtime_tokens_open_only_the_runtime_databases(
     # The plugins' token is the file of a volume of that Secret (TURSO_SERVER_TOKEN_FILE).
     assert "TURSO_SERVER_TOKEN" not in env and env["TURSO_SERVER_TOKEN_FILE"].endswith("/TURSO_SERVER_TOKEN")
     plugins = sources.secrets[f"{RELEASE}-runtime-turso"]["TURSO_SERVER_TOKEN"]
-    workers = env["RUNTIME_TURSO_SERVER_TOKEN"]
+    assert "RUNTIME_TURSO_SERVER_TOKEN" not in env
+    workers = _volume_token(env, "RUNTIME_TURSO_SERVER_TOKEN_FILE", sources)
     assert hook_env["RUNTIME_TURSO_SERVER_TOKEN"] == workers
     credentials = set(decoded(one(chart, "Secret", f"{RELEASE}-turso-auth")).values())
     assert not credentials & {plugins, workers}, "neither is the global data or admin token"
@@ -421,7 +437,7 @@ def test_release_runtime_and_the_helm_test_hook_against_the_real_server(
         field_refs=FIELD_REFS,
     )
     runtime_env = {**runtime_env, "TURSO_SERVER_URL": turso.url, "RUNTIME_TURSO_SERVER_URL": turso.url}
-    runtime_env["TURSO_SERVER_TOKEN_FILE"] = _token_volume(runtime_env, sources, tmp_path / "turso-token")
+    runtime_env = _token_volume(runtime_env, sources, tmp_path / "turso-token")
     runtime = Runtime("release-runtime", runtime_env, tmp_path).start()
     try:
         # The release's own runtime, configured from its ConfigMap and Secret refs, is multi-tenant.
