@@ -274,20 +274,72 @@ def token_volume(secret_name: str) -> dict[str, Any]:
     return {"name": TOKEN_VOLUME, "secret": {"secretName": secret_name, "items": items}}
 
 
-def _container_env(container: Mapping[str, Any], env: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """What ``container`` lacks of ``env``: a token's ``_FILE`` only when neither it nor the token is set."""
+#: An object a container's ``envFrom`` names: (``configmaps`` or ``secrets``, name), in the pod's
+#: namespace.
+EnvSource = tuple[str, str]
+#: The kind of each ``envFrom`` reference, as the API path and as messages say it.
+ENV_FROM_KINDS: Mapping[str, tuple[str, str]] = {
+    "configMapRef": ("configmaps", "ConfigMap"),
+    "secretRef": ("secrets", "Secret"),
+}
+#: A ConfigMap's or Secret's name (an RFC 1123 subdomain): the API server refuses a pod whose
+#: ``envFrom`` names anything else, so such a reference is never read (nor put in a URL).
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _env_from(container: Mapping[str, Any]) -> list[tuple[EnvSource, str]]:
+    """The objects ``container``'s ``envFrom`` names, each with its ``prefix``."""
+    refs: list[tuple[EnvSource, str]] = []
+    for entry in container.get("envFrom") or []:
+        for field, (kind, _label) in ENV_FROM_KINDS.items():
+            name = (entry.get(field) or {}).get("name")
+            if isinstance(name, str) and len(name) <= 253 and _OBJECT_NAME.fullmatch(name):
+                refs.append(((kind, name), str(entry.get("prefix") or "")))
+    return refs
+
+
+def env_from_sources(spec: Mapping[str, Any]) -> dict[EnvSource, str]:
+    """Every object the containers' and init containers' ``envFrom`` name, each once, with the
+    first container naming it (for messages): what the webhook reads before :func:`mutate_pod_spec`."""
+    sources: dict[EnvSource, str] = {}
+    for field in ("initContainers", "containers"):
+        for container in spec.get(field) or []:
+            for source, _prefix in _env_from(container):
+                sources.setdefault(source, str(container.get("name")))
+    return sources
+
+
+def _container_env(
+    container: Mapping[str, Any],
+    env: Sequence[Mapping[str, Any]],
+    env_from_keys: Mapping[EnvSource, frozenset[str]],
+) -> list[dict[str, Any]]:
+    """What ``container`` lacks of ``env``: a token's ``_FILE`` only when neither it nor the token is
+    set. A variable counts as set when ``env`` names it or an ``envFrom`` object has its key
+    (after the ``prefix``)."""
     present = {e.get("name") for e in container.get("env") or []}
+    for source, prefix in _env_from(container):
+        if source not in env_from_keys:
+            raise ValueError(f"envFrom {source[0]}/{source[1]} was not read: pass its key names")
+        present |= {f"{prefix}{key}" for key in env_from_keys[source]}
     present |= {f"{key}_FILE" for key in TOKEN_KEYS if key in present}
     return [dict(e) for e in env if e["name"] not in present]
 
 
-def mutate_pod_spec(spec: Mapping[str, Any], secret_name: str) -> dict[str, Any]:
+def mutate_pod_spec(
+    spec: Mapping[str, Any],
+    secret_name: str,
+    env_from_keys: Mapping[EnvSource, frozenset[str]] | None = None,
+) -> dict[str, Any]:
     """The pod spec with the connection in every container and init container.
 
     Variables a container already sets are left alone (the app's own value wins; a token counts as
-    set when the token or its ``_FILE`` is). A container given a token file gets the read-only
-    token volume at :data:`TOKEN_DIR`; a data volume is added where nothing is mounted at
-    ``/data/turso`` yet. Idempotent: an injected spec comes back unchanged. A pod already using the
+    set when the token or its ``_FILE`` is), in its ``env`` or through its ``envFrom``:
+    ``env_from_keys`` holds the key names of every object of :func:`env_from_sources` (a missing
+    object's are empty; a ``ValueError`` says one was left out). A container given a token file
+    gets the read-only token volume at :data:`TOKEN_DIR`; a data volume is added where nothing is
+    mounted at ``/data/turso`` yet. Idempotent: an injected spec comes back unchanged (given the
+    same ``env_from_keys``). A pod already using the
     token volume's name for another volume, or :data:`TOKEN_DIR` for another mount, is refused
     (:class:`InjectionRefusedError`): the token files would not be where the variables say.
     """
@@ -296,7 +348,7 @@ def mutate_pod_spec(spec: Mapping[str, Any], secret_name: str) -> dict[str, Any]
     needs_data = needs_token = False
     for field in ("initContainers", "containers"):
         for container in new.get(field) or []:
-            added = _container_env(container, env)
+            added = _container_env(container, env, env_from_keys or {})
             if added:
                 container["env"] = [*(container.get("env") or []), *added]
             mounts = container.get("volumeMounts") or []

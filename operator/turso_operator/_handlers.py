@@ -15,7 +15,8 @@ startup handler builds everything loop-bound from it — the admin client, the K
   archive, Secret removed; the annotation ``turso.buntime.io/skip-archive`` lets it go unarchived.
   A Retain object carries no finalizer (its Secret goes with its owner reference), so it is
   deleted even with the operator gone; kopf drops the finalizer from one that no longer needs it.
-* ``inject-turso`` — the mutating webhook on Pod CREATE (only with ``TURSO_WEBHOOK_ENABLED``).
+* ``inject-turso`` — the mutating webhook on Pod CREATE (only with ``TURSO_WEBHOOK_ENABLED``); it
+  reads the TursoNamespace and the key names of the containers' ``envFrom`` objects.
 * ``watch_freshness`` — the liveness probe: fails when the watch stream went quiet.
 * ``keep_runtime_credentials`` — startup: a task that keeps the release runtime's named
   databases explicit on turso-server and its Secret (tokens scoped to its own databases) written,
@@ -37,8 +38,11 @@ import kopf
 
 from ._admin import AdminClient
 from ._builders import (
+    ENV_FROM_KINDS,
     DesiredNamespace,
+    EnvSource,
     desired_namespace,
+    env_from_sources,
     is_condition_true,
     is_injected,
     mutate_pod_spec,
@@ -525,12 +529,14 @@ async def inject_turso(
         if not namespace:
             raise InjectionRefusedError("the pod names no namespace to look up its TursoNamespace in")
         lookup = state.config.webhook_timeout / 2  # answered well before the API server gives up
+        deadline = time.monotonic() + lookup  # for every read of this request together
         secret = await _ready_secret_name(
             state.kube, namespace, target, timeout=lookup, instance=state.config.instance
         )
         if secret is None:
             return
-        mutated = mutate_pod_spec(spec, secret)
+        keys = await _env_from_keys(state.kube, namespace, spec, deadline=deadline)
+        mutated = mutate_pod_spec(spec, secret, keys)
     except InjectionRefusedError as refused:
         if state.config.inject_failure_policy == FailurePolicy.IGNORE:
             warnings.append(f"turso connection not injected: {refused}")
@@ -562,6 +568,44 @@ async def _ready_secret_name(
     if not is_condition_true(status.get("conditions"), ConditionType.READY):
         raise InjectionRefusedError(f"TursoNamespace {namespace}/{target} is not Ready yet")
     return str(status.get("secretName") or secret_name(tns.get("spec") or {}, target))
+
+
+#: envFrom kind (API path) → how messages name it.
+_KIND_LABELS = dict(ENV_FROM_KINDS.values())
+
+
+async def _env_from_keys(
+    kube: KubeClient, namespace: str, spec: kopf.Spec, *, deadline: float
+) -> dict[EnvSource, frozenset[str]]:
+    """The key names of every ConfigMap and Secret the containers' ``envFrom`` name: one GET each,
+    all at once, done by ``deadline``. A missing object gives none, optional or not (a container
+    whose non-optional object is missing does not start; the names are read only here, at
+    creation). Any other failure (403, an API error, the deadline) refuses the injection, naming
+    the object: a guess could leave a container with both a token and its injected file."""
+    sources = env_from_sources(spec)
+    if not sources:
+        return {}
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise InjectionRefusedError("no time left to read the containers' envFrom objects")
+
+    async def read(source: EnvSource, container: str) -> tuple[EnvSource, frozenset[str]]:
+        kind, name = source
+        try:
+            keys = await kube.env_source_keys(kind, namespace, name, timeout=remaining)
+        except KubeError as exc:
+            raise InjectionRefusedError(
+                f"cannot read {_KIND_LABELS[kind]} {namespace}/{name} "
+                f"(envFrom of container {container!r}): {exc}"
+            ) from exc
+        return source, keys or frozenset()
+
+    reads = [asyncio.ensure_future(read(source, container)) for source, container in sources.items()]
+    try:
+        return dict(await asyncio.gather(*reads))
+    finally:
+        for task in reads:  # after the first failure, the others are not waited for
+            task.cancel()
 
 
 # -- registration -------------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def _mapped_errors(method: str, path: str, server: str) -> Iterator[None]:
 
 
 class KubeClient:
-    """Just enough of the API: Secrets and TursoNamespaces. Usage::
+    """Just enough of the API: Secrets, TursoNamespaces, and the key names of the ConfigMaps and
+    Secrets a pod's ``envFrom`` names (the webhook). Usage::
 
     kube = KubeClient(info, timeout=10)       # built in the operator's startup handler
     secret = await kube.get_secret("shop", "orders-turso")   # None when missing
@@ -154,6 +155,22 @@ class KubeClient:
         except KubeNotFoundError:
             return False
         return True
+
+    async def env_source_keys(
+        self, kind: str, namespace: str, name: str, *, timeout: float | None = None
+    ) -> frozenset[str] | None:
+        """The key names of ConfigMap or Secret ``name`` (``kind`` ``configmaps`` or ``secrets``), the
+        variables an ``envFrom`` of it gives (its ``data``; the kubelet ignores a ConfigMap's
+        ``binaryData``); ``None`` when it does not exist. A Secret's values are dropped here, unread."""
+        if kind not in ("configmaps", "secrets"):
+            raise ValueError(f"not an envFrom source kind: {kind!r}")
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{kind}/{quote(name, safe='')}"
+        try:
+            result = await self._request("GET", path, timeout=timeout)
+        except KubeNotFoundError:
+            return None
+        data = result.get("data") if isinstance(result, dict) else None
+        return frozenset(data) if isinstance(data, dict) else frozenset()
 
     @staticmethod
     def _tursonamespace_path(namespace: str, name: str) -> str:

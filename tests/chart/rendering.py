@@ -164,13 +164,19 @@ def container_env(
     *,
     field_refs: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The container's environment as the kubelet builds it: envFrom in order, then env."""
+    """The container's environment as the kubelet builds it: envFrom in order (each key after its
+    ``prefix``; a missing ``optional`` object gives nothing), then env."""
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
-        if "configMapRef" in source:
-            env.update(sources.config_maps[source["configMapRef"]["name"]])
-        elif "secretRef" in source:
-            env.update(sources.secrets[source["secretRef"]["name"]])
+        ref, objects = (
+            (source["configMapRef"], sources.config_maps)
+            if "configMapRef" in source
+            else (source["secretRef"], sources.secrets)
+        )
+        if ref["name"] not in objects and ref.get("optional"):
+            continue
+        prefix = source.get("prefix") or ""
+        env.update({f"{prefix}{key}": value for key, value in objects[ref["name"]].items()})
     for entry in container.get("env") or []:
         name = entry["name"]
         if "value" in entry:

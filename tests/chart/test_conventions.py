@@ -60,6 +60,7 @@ NAMESPACED_VERBS = {
     ("turso.buntime.io", "tursonamespaces"): {"get", "list", "watch", "patch"},
     ("turso.buntime.io", "tursonamespaces/status"): {"patch"},
     ("", "secrets"): {"get", "create", "update", "delete"},
+    ("", "configmaps"): {"get"},  # the webhook: a pod's envFrom ConfigMaps
     ("", "events"): {"create"},
 }
 

@@ -694,11 +694,13 @@ def test_operator_rbac_is_least_privilege(rendered: dict[str, list[dict[str, Any
     }
     assert rules == {
         # kopf patches (never PUTs) the object and its status; the operator's own client GETs one
-        # TursoNamespace (webhook) and GETs/POSTs/PUTs/DELETEs Secrets; kopf POSTs core v1 Events
-        # and, cluster-wide, watches across namespaces without listing them.
+        # TursoNamespace (webhook) and GETs/POSTs/PUTs/DELETEs Secrets, and GETs the ConfigMaps a
+        # pod's envFrom names (webhook); kopf POSTs core v1 Events and, cluster-wide, watches
+        # across namespaces without listing them.
         ("turso.buntime.io", "tursonamespaces"): {"get", "list", "watch", "patch"},
         ("turso.buntime.io", "tursonamespaces/status"): {"patch"},
         ("", "secrets"): {"get", "create", "update", "delete"},
+        ("", "configmaps"): {"get"},
         ("", "events"): {"create"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
     }

@@ -1,16 +1,22 @@
-"""The webhook's pod mutation against a real kube-apiserver: the token as files of a Secret volume.
+"""The webhook's pod mutation against a real kube-apiserver: the token as files of a Secret volume,
+and the variables a container takes through ``envFrom`` kept (the ConfigMaps' and Secrets' key
+names read from the API server, with the chart's RBAC or a role that may not read them).
 
 The handler (``inject_turso``) looks the TursoNamespace up in a real API server (the CRD applied,
 its status set Ready through the status subresource, as the operator would), and the pod it
 patched is created there, so the API server's validation (volume and mount names, the Secret
 volume's items, ``readOnly``) and its defaulting (``defaultMode``…) apply. The stored pod is then
 mutated again to show the mutation is idempotent on what the API server really keeps.
-Leaves unmocked: kube-apiserver and etcd (``tests/support/controlplane``), kopf's ``Patch``.
+Leaves unmocked: kube-apiserver and etcd (``tests/support/controlplane``), its RBAC authorizer and
+TokenRequest API, kopf's ``Patch``.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +24,7 @@ from typing import Any
 import kopf
 import pytest
 
+from tests.chart.rendering import EnvSources, container_env, one, render
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import API, CRD_FILE, apply_tns, kubectl
 from turso_operator._builders import mutate_pod_spec, now_iso
@@ -84,10 +91,16 @@ def _pod(name: str, **spec: Any) -> dict[str, Any]:
 
 
 async def _inject(
-    api: ControlPlane, monkeypatch: pytest.MonkeyPatch, namespace: str, pod: dict[str, Any]
+    api: ControlPlane,
+    monkeypatch: pytest.MonkeyPatch,
+    namespace: str,
+    pod: dict[str, Any],
+    *,
+    kubeconfig: str = "",
+    **env: str,
 ) -> tuple[kopf.Patch, list[str]]:
-    monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig))
-    memo = operator_memo(OperatorConfig.from_env(BASE_ENV))
+    monkeypatch.setenv("KUBECONFIG", kubeconfig or str(api.kubeconfig))
+    memo = operator_memo(OperatorConfig.from_env({**BASE_ENV, **env}))
     await configure(settings=kopf.OperatorSettings(), memo=memo)
     body = kopf.Body({**pod, "metadata": {**pod["metadata"], "namespace": namespace}})
     patch, warnings = kopf.Patch(), []
@@ -209,3 +222,268 @@ async def test_a_pod_already_using_the_token_volumes_name_or_path_is_refused_and
         assert refused.value.code == 403 and says in str(refused.value), refused.value
         stored = _create(api, namespace, pod)  # a pod the webhook refused is valid as it was
         assert "env" not in stored["spec"]["containers"][0]
+
+
+# -- envFrom ----------------------------------------------------------------------------------------
+
+#: A value no patch, warning, refusal or log line may carry: the webhook reads key names only.
+SECRET_VALUE = "app-own-token-value"
+INJECTED_SECRET = {  # the TursoNamespace's Secret, as the operator writes it (for container_env)
+    SecretKey.SERVER_URL: "http://turso:8080",
+    SecretKey.RUNTIME_SERVER_URL: "http://turso:8080",
+    SecretKey.NAMESPACE: "orders",
+}
+
+
+def _object(api: ControlPlane, namespace: str, kind: str, name: str, data: dict[str, str]) -> None:
+    if kind == "Secret":
+        body = {
+            "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+        status, result = api.request("POST", f"/api/v1/namespaces/{namespace}/secrets", body)
+    else:
+        status, result = api.request(
+            "POST", f"/api/v1/namespaces/{namespace}/configmaps", {"metadata": {"name": name}, "data": data}
+        )
+    assert status == 201, result
+
+
+def _kubelet_env(container: dict[str, Any], sources: EnvSources, secret: str) -> dict[str, str]:
+    """What the kubelet would give the stored container (envFrom, then env over it)."""
+    sources.secrets.setdefault(secret, INJECTED_SECRET)
+    return container_env(container, sources)
+
+
+async def test_a_variable_a_container_takes_through_env_from_is_not_overridden(
+    api: ControlPlane,
+    ready: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    namespace, secret = ready
+    sources = EnvSources()
+    for kind, name, data in (
+        ("ConfigMap", "app-config", {"TURSO_SERVER_URL": "http://my-turso:9090", "LOG_LEVEL": "debug"}),
+        ("Secret", "app-token", {"TURSO_SERVER_TOKEN": SECRET_VALUE}),
+        (
+            "Secret",
+            "both-tokens",
+            {"TURSO_SERVER_TOKEN": SECRET_VALUE, "RUNTIME_TURSO_SERVER_TOKEN_FILE": "/m"},
+        ),
+    ):
+        _object(api, namespace, kind, name, data)
+        (sources.config_maps if kind == "ConfigMap" else sources.secrets)[name] = data
+    pod = _pod(
+        "env-from",
+        initContainers=[
+            {"name": "migrate", "image": "example/app:1", "envFrom": [{"secretRef": {"name": "app-token"}}]}
+        ],
+        containers=[
+            {
+                "name": "app",
+                "image": "example/app:1",
+                "envFrom": [{"configMapRef": {"name": "app-config"}}, {"secretRef": {"name": "app-token"}}],
+            },
+            {"name": "both", "image": "example/app:1", "envFrom": [{"secretRef": {"name": "both-tokens"}}]},
+        ],
+    )
+    with caplog.at_level(logging.DEBUG):
+        patch, warnings = await _inject(api, monkeypatch, namespace, pod)
+    assert not warnings
+    assert SECRET_VALUE not in json.dumps(dict(patch)) and SECRET_VALUE not in caplog.text
+    stored = _create(api, namespace, _apply(pod, patch))
+    migrate, app, both = stored["spec"]["initContainers"][0], *stored["spec"]["containers"]
+
+    # The ConfigMap's URL wins; the Secret's token gets no token file beside it, while the
+    # workers' token the app does not set is still injected, with the volume its file is on.
+    env = _env(app)
+    assert "TURSO_SERVER_URL" not in env and "TURSO_SERVER_TOKEN_FILE" not in env
+    assert env["RUNTIME_TURSO_SERVER_TOKEN_FILE"] == TOKEN_FILES["RUNTIME_TURSO_SERVER_TOKEN_FILE"]
+    assert env["TURSO_NAMESPACE"] == {"secretKeyRef": {"name": secret, "key": SecretKey.NAMESPACE}}
+    assert TOKEN_MOUNT in app["volumeMounts"]
+    kubelet = _kubelet_env(app, sources, secret)
+    assert kubelet["TURSO_SERVER_URL"] == "http://my-turso:9090"
+    assert kubelet["TURSO_SERVER_TOKEN"] == SECRET_VALUE and "TURSO_SERVER_TOKEN_FILE" not in kubelet
+
+    env = _env(migrate)  # init containers alike
+    assert "TURSO_SERVER_TOKEN_FILE" not in env and env["TURSO_SERVER_URL"]["secretKeyRef"]["name"] == secret
+    assert TOKEN_MOUNT in migrate["volumeMounts"]
+
+    # Both of its tokens from envFrom (one as a file of its own): nothing of either pair injected,
+    # and no token volume mounted.
+    env = _env(both)
+    assert not {"TURSO_SERVER_TOKEN_FILE", "RUNTIME_TURSO_SERVER_TOKEN_FILE"} & set(env)
+    assert all(m["name"] != TOKEN_VOLUME for m in both["volumeMounts"])
+    kubelet = _kubelet_env(both, sources, secret)
+    assert (kubelet["TURSO_SERVER_TOKEN"], kubelet["RUNTIME_TURSO_SERVER_TOKEN_FILE"]) == (SECRET_VALUE, "/m")
+    assert "TURSO_SERVER_TOKEN_FILE" not in kubelet
+
+    keys = {
+        ("configmaps", "app-config"): frozenset({"TURSO_SERVER_URL", "LOG_LEVEL"}),
+        ("secrets", "app-token"): frozenset({"TURSO_SERVER_TOKEN"}),
+        ("secrets", "both-tokens"): frozenset({"TURSO_SERVER_TOKEN", "RUNTIME_TURSO_SERVER_TOKEN_FILE"}),
+    }
+    assert mutate_pod_spec(stored["spec"], secret, keys) == stored["spec"]
+
+
+async def test_env_from_prefix_is_applied_to_the_key_names(
+    api: ControlPlane, ready: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace, secret = ready
+    _object(
+        api, namespace, "ConfigMap", "urls", {"SERVER_URL": "http://my-turso:9090", "TURSO_NAMESPACE": "x"}
+    )
+    _object(api, namespace, "Secret", "tokens", {"SERVER_TOKEN": SECRET_VALUE})
+    pod = _pod(
+        "prefixed",
+        containers=[
+            {
+                "name": "app",
+                "image": "example/app:1",
+                "envFrom": [
+                    {
+                        "prefix": "TURSO_",
+                        "configMapRef": {"name": "urls"},
+                    },  # TURSO_SERVER_URL, TURSO_TURSO_NAMESPACE
+                    {"prefix": "TURSO_", "secretRef": {"name": "tokens"}},  # TURSO_SERVER_TOKEN
+                ],
+            }
+        ],
+    )
+    patch, _ = await _inject(api, monkeypatch, namespace, pod)
+    app = _create(api, namespace, _apply(pod, patch))["spec"]["containers"][0]
+    env = _env(app)
+    assert "TURSO_SERVER_URL" not in env and "TURSO_SERVER_TOKEN_FILE" not in env
+    # The key TURSO_NAMESPACE arrives as TURSO_TURSO_NAMESPACE: TURSO_NAMESPACE is still injected.
+    assert env["TURSO_NAMESPACE"] == {"secretKeyRef": {"name": secret, "key": SecretKey.NAMESPACE}}
+    assert env["RUNTIME_TURSO_SERVER_TOKEN_FILE"] == TOKEN_FILES["RUNTIME_TURSO_SERVER_TOKEN_FILE"]
+
+
+async def test_a_missing_env_from_object_optional_or_not_gives_no_names_and_the_others_still_count(
+    api: ControlPlane, ready: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace, secret = ready
+    _object(api, namespace, "Secret", "app-token", {"TURSO_SERVER_TOKEN": SECRET_VALUE})
+    pod = _pod(
+        "missing",
+        containers=[
+            {
+                "name": "app",
+                "image": "example/app:1",
+                "envFrom": [
+                    {"configMapRef": {"name": "not-there", "optional": True}},
+                    {"secretRef": {"name": "app-token"}},
+                ],
+            },
+            {
+                "name": "later",
+                "image": "example/app:1",
+                "envFrom": [{"configMapRef": {"name": "created-later"}}],
+            },
+        ],
+    )
+    patch, warnings = await _inject(api, monkeypatch, namespace, pod)
+    assert not warnings
+    app, later = _create(api, namespace, _apply(pod, patch))["spec"]["containers"]
+    env = _env(app)
+    assert "TURSO_SERVER_TOKEN_FILE" not in env  # the existing Secret still counts
+    assert env["TURSO_SERVER_URL"] == {"secretKeyRef": {"name": secret, "key": SecretKey.SERVER_URL}}
+    # A missing non-optional object: the container cannot start before it exists; it gives nothing.
+    assert {k: _env(later)[k] for k in TOKEN_FILES} == TOKEN_FILES
+
+
+def _service_account_kubeconfig(
+    api: ControlPlane, namespace: str, role_ref: dict[str, str], path: str
+) -> str:
+    """A kubeconfig whose only identity is a new ServiceAccount bound to ``role_ref`` in ``namespace``."""
+    account = f"op-{uuid.uuid4().hex[:6]}"
+    for url, body in (
+        (f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": account}}),
+        (
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+            {
+                "metadata": {"name": account},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", **role_ref},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            },
+        ),
+    ):
+        status, result = api.request("POST", url, body)
+        assert status == 201, result
+    status, token = api.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {"spec": {"expirationSeconds": 3600}},
+    )
+    assert status == 201, token
+    config = json.loads(api.kubeconfig.read_text())
+    config["users"][0]["user"] = {"token": token["status"]["token"]}
+    with open(path, "w") as file:
+        json.dump(config, file)
+    return path
+
+
+async def test_the_charts_rbac_reads_env_from_objects_and_one_the_operator_may_not_read_refuses(
+    api: ControlPlane,
+    ready: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    namespace, _secret = ready
+    _object(api, namespace, "ConfigMap", "app-config", {"TURSO_SERVER_URL": "http://my-turso:9090"})
+    _object(api, namespace, "Secret", "app-token", {"TURSO_SERVER_TOKEN": SECRET_VALUE})
+    pod = _pod(
+        "rbac",
+        containers=[
+            {
+                "name": "app",
+                "image": "example/app:1",
+                "envFrom": [{"configMapRef": {"name": "app-config"}}, {"secretRef": {"name": "app-token"}}],
+            }
+        ],
+    )
+    # The operator's ClusterRole as the chart renders it: enough to read both.
+    chart_role = one(render({"tursoServer.enabled": "true"}), "ClusterRole")
+    name = f"chart-operator-{uuid.uuid4().hex[:6]}"
+    status, body = api.request(
+        "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", {**chart_role, "metadata": {"name": name}}
+    )
+    assert status == 201, body
+    chart = _service_account_kubeconfig(
+        api, namespace, {"kind": "ClusterRole", "name": name}, str(tmp_path / "chart")
+    )
+    patch, warnings = await _inject(api, monkeypatch, namespace, pod, kubeconfig=chart)
+    assert not warnings
+    env = _env(_apply(pod, patch)["spec"]["containers"][0])
+    assert "TURSO_SERVER_URL" not in env and "TURSO_SERVER_TOKEN_FILE" not in env
+
+    # A role that may read the TursoNamespace, and Secrets, but no ConfigMap: refused (403 from
+    # the API server), naming the object and nothing of its contents; Ignore admits it untouched.
+    status, body = api.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+        {
+            "metadata": {"name": "no-configmaps"},
+            "rules": [
+                {"apiGroups": ["turso.buntime.io"], "resources": ["tursonamespaces"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+            ],
+        },
+    )
+    assert status == 201, body
+    narrow = _service_account_kubeconfig(
+        api, namespace, {"kind": "Role", "name": "no-configmaps"}, str(tmp_path / "narrow")
+    )
+    with caplog.at_level(logging.DEBUG), pytest.raises(kopf.AdmissionError) as refused:
+        await _inject(api, monkeypatch, namespace, pod, kubeconfig=narrow)
+    message = str(refused.value)
+    assert refused.value.code == 403, message
+    assert f"cannot read ConfigMap {namespace}/app-config (envFrom of container 'app')" in message, message
+    assert "(403)" in message and "http://my-turso:9090" not in message, message
+    patch, warnings = await _inject(
+        api, monkeypatch, namespace, pod, kubeconfig=narrow, TURSO_INJECT_FAILURE_POLICY="Ignore"
+    )
+    assert not patch and len(warnings) == 1 and "cannot read ConfigMap" in warnings[0], warnings
+    assert SECRET_VALUE not in caplog.text + message + warnings[0]

@@ -233,6 +233,11 @@ the whole cluster, a Role per namespace otherwise (operator-rbac.yaml).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, create, update, delete]
+# The webhook GETs each ConfigMap (and Secret, above) a pod's envFrom names, to keep the variables
+# it sets (it keeps only the key names). Never listed or watched.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get]
 # kopf posts handler outcomes as core v1 Events (POST only; never events.k8s.io, never PATCH).
 - apiGroups: [""]
   resources: [events]
