@@ -149,6 +149,48 @@ def test_metrics_parse_with_prometheus_parser(server: ServerProcess, replicas: C
     assert ("/v1/namespaces/{name}", "404") in admin
 
 
+def _disk_bytes(server: ServerProcess) -> dict[str, float]:
+    families = {family.name: family for family in text_string_to_metric_families(server.metrics_text())}
+    return {s.labels["namespace"]: s.value for s in families["turso_server_namespace_disk_bytes"].samples}
+
+
+def test_disk_bytes_gauge_follows_the_wal_which_only_grows(
+    start_server: ServerFactory, replicas: Callable[..., Any], tmp_path: Path
+) -> None:
+    """``turso_server_namespace_disk_bytes`` is each stored namespace's ``sizeBytes``, and grows
+    with every commit: tursodb's sync server never checkpoints, not even across a restart
+    (docs/turso-server.md, *Disk growth*), so a replaced row still costs a WAL frame."""
+    data_dir = tmp_path / "disk"
+    server = start_server(data_dir=data_dir)
+    writer = replicas(server.url("grows"))
+    writer.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    writer.execute("INSERT INTO t VALUES (1, 'a')")
+    writer.push()
+    assert server.admin("POST", "/v1/namespaces/idle/create").status == 201
+    before = _disk_bytes(server)
+    assert set(before) == {"grows", "idle"}
+    for name, size in before.items():
+        assert size == server.admin("GET", f"/v1/namespaces/{name}").json()["sizeBytes"]
+    wal = data_dir / "namespaces" / "grows" / "grows.db-wal"
+    wal_before = wal.stat().st_size
+
+    for i in range(20):  # the same row, 20 commits: the data does not grow, the WAL does
+        writer.execute("UPDATE t SET v = ? WHERE id = 1", (str(i),))
+        writer.push()
+    after = _disk_bytes(server)
+    assert after["grows"] - before["grows"] >= 20 * 4096  # at least a page frame per commit
+    assert after["idle"] == before["idle"]
+    assert wal.stat().st_size - wal_before >= 20 * 4096
+
+    grown = wal.stat().st_size
+    server.stop()
+    server = start_server(data_dir=data_dir)
+    assert _disk_bytes(server)["grows"] >= after["grows"]
+    assert wal.stat().st_size == grown  # a restart does not checkpoint either
+    fresh = replicas(server.url("grows"))  # and a bootstrap still sees the data
+    assert fresh.execute("SELECT v FROM t WHERE id = 1").fetchone() == ("19",)
+
+
 def test_gc_with_tiny_durations(start_server: ServerFactory, replicas: Callable[..., Any]) -> None:
     server = start_server(
         TURSO_GC_INTERVAL="200ms",

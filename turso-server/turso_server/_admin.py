@@ -438,7 +438,10 @@ def parse_expires_in(text: str | None) -> timedelta | None:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
+    metrics, supervisor = request.app[METRICS], request.app[SUPERVISOR]
+    names = [record.name for record in request.app[STORE].records()]  # on the loop, like every reader
+    metrics.namespace_bytes = await asyncio.to_thread(lambda: {n: supervisor.size_on_disk(n) for n in names})
+    return web.Response(body=metrics.render(), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
 
 
 def _set_locked(locked: bool) -> Any:

@@ -3,8 +3,10 @@
 A private :class:`CollectorRegistry` (not the process-global one) keeps two servers in one process
 (tests) apart. Label values are bounded: routes are a fixed set, and the ``namespace`` label is only
 ever a *stored* namespace (anything else is counted as ``UNKNOWN_NAMESPACE``), so hostile or
-mistyped names cannot blow up cardinality. Namespace states are computed at scrape time from the
-supervisor. Created in ``_app``; fed by ``_proxy``, ``_admin``, ``_supervisor``, ``_gc``, ``_backup``.
+mistyped names cannot blow up cardinality. Namespace states and each stored namespace's bytes on
+disk are computed at scrape time from the supervisor (the sizes by the ``/metrics`` handler, off
+the event loop, just before it renders). Created in ``_app``; fed by ``_proxy``, ``_admin``,
+``_supervisor``, ``_gc``, ``_backup``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,29 @@ class _NamespaceStateCollector:
         )
         for state, count in sorted(self._source().items()):
             family.add_metric([state], count)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+class _NamespaceBytesCollector:
+    """``turso_server_namespace_disk_bytes{namespace}``: the database file and its companions.
+
+    tursodb's sync server never checkpoints, so the ``-wal`` grows with every commit
+    (docs/turso-server.md, *Disk growth*): this is the figure to alert on."""
+
+    def __init__(self, source: Callable[[], Mapping[str, int]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "turso_server_namespace_disk_bytes",
+            "Bytes on disk of each stored namespace's database file and its -wal/-shm companions.",
+            labels=["namespace"],
+        )
+        for name, size in sorted(self._source().items()):
+            family.add_metric([name], size)
         yield family
 
     def describe(self) -> Iterator[Metric]:
@@ -96,6 +121,9 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        #: Bytes on disk by stored namespace, set by the ``/metrics`` handler before it renders.
+        self.namespace_bytes: Mapping[str, int] = {}
+        self.registry.register(_NamespaceBytesCollector(lambda: self.namespace_bytes))
 
     def watch_namespaces(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Register the scrape-time namespace-state gauge (called once the supervisor exists)."""
