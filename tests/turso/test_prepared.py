@@ -1,9 +1,10 @@
-"""Reads on prepared statements kept per connection (``_engine.query_prepared``).
+"""Statements prepared once per connection (``_engine.query_prepared``, ``run_prepared``).
 
-A ``SELECT`` is prepared once per connection and re-run; these tests hold it to what a fresh
-``execute()`` answers: other connections' commits, the enclosing transaction's own writes, a
-schema change made elsewhere, errors (which drop the statement), several statements in one
-string, the cache bound, and a replica in sync mode.
+A ``SELECT``, and a write whose result is a count, is prepared once per connection and re-run;
+these tests hold it to what a fresh ``execute()`` answers: other connections' commits, the
+enclosing transaction's own writes, changes and last rowids, a schema change made elsewhere,
+errors (which drop the statement), several statements in one string, ``RETURNING``, the cache
+bound, and a replica in sync mode.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from buntime.turso import Database, TursoQueryError, TursoService, resolve_config
-from buntime.turso._engine import STATEMENT_CACHE_SIZE, open_local, query_prepared
+from buntime.turso._engine import STATEMENT_CACHE_SIZE, open_local, query_prepared, run_prepared
 from tests.support.tursodb import SyncServer
 
 READ = "SELECT k, v FROM t WHERE k = ?"
@@ -117,6 +118,58 @@ def test_the_cache_is_bounded_and_skips_what_it_cannot_reuse(tmp_path: Path) -> 
         assert query_prepared(conn, "SELECT v FROM t WHERE k = ?;", (1,)) == (("v",), [("one",)])
     finally:
         conn.close()
+
+
+def test_a_prepared_write_reports_what_execute_reports(tmp_path: Path) -> None:
+    conn = open_local(str(tmp_path / "w.db"))
+    try:
+        conn.execute("CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)")
+        fresh = conn.execute("INSERT INTO t(v) VALUES (?)", ("a",))
+        assert run_prepared(conn, "INSERT INTO t(v) VALUES (?)", ["b"]) == (1, fresh.lastrowid + 1)
+        assert run_prepared(conn, "INSERT INTO t(v) VALUES (?)", ("c",)) == (1, fresh.lastrowid + 2)
+        assert run_prepared(conn, "UPDATE t SET v = 'x' WHERE k > ?", [0]) == (3, None)  # no rowid
+        assert run_prepared(conn, "INSERT OR IGNORE INTO t VALUES (1, 'dup')", []) == (0, None)
+        assert run_prepared(conn, "DELETE FROM t WHERE k = ?", [99]) == (0, None)
+        assert run_prepared(conn, "INSERT INTO t(v) VALUES (?)", []) == (1, fresh.lastrowid + 3)  # NULL
+        assert conn.execute("SELECT v FROM t ORDER BY k DESC LIMIT 1").fetchone() == (None,)  # not "c"
+        assert len(conn._buntime_statements) == 4  # the INSERT once, whatever its parameters
+        # What it leaves to execute(): RETURNING, named parameters, DDL, transaction control.
+        assert run_prepared(conn, "INSERT INTO t(v) VALUES ('r') RETURNING k", []) is None
+        assert run_prepared(conn, "INSERT INTO t(v) VALUES (:v)", {"v": 1}) is None
+        assert run_prepared(conn, "CREATE TABLE u(x)", []) is None
+        assert run_prepared(conn, "BEGIN", []) is None
+        assert run_prepared(conn, "INSERT INTO t(v) VALUES ('1'); INSERT INTO t(v) VALUES ('2')", []) is None
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (4,)  # none of those ran
+    finally:
+        conn.close()
+
+
+async def test_prepared_writes_follow_schema_changes_and_errors(local_service: TursoService) -> None:
+    db = await _table(local_service)
+    insert = "INSERT INTO t VALUES (?, ?)"
+    assert (await db.run(insert, [1, "one"])).changes == 1
+    with pytest.raises(TursoQueryError):
+        await db.run(insert, [1, "again"])  # UNIQUE: the statement is dropped, the next one works
+    with pytest.raises(TursoQueryError):
+        await db.run(insert, [2, "two", "three"])  # too many parameters
+    assert (await db.run(insert, [2, "two"])).last_insert_rowid == 2
+
+    async def replace(tx: Database) -> None:
+        await tx.exec("DROP TABLE t; CREATE TABLE t(k INTEGER PRIMARY KEY, w TEXT NOT NULL)")
+
+    await local_service.transaction(replace, type="exclusive")
+    with pytest.raises(TursoQueryError):
+        await db.run(insert, [3, None])  # the new table's NOT NULL, not the old plan
+    assert (await db.execute(insert, [3, "tres"])).changes == 1
+    assert await db.all("SELECT * FROM t") == [{"k": 3, "w": "tres"}]
+
+    async def rolled_back(tx: Database) -> None:
+        await tx.run(insert, [4, "four"])
+        raise RuntimeError("undo")
+
+    with pytest.raises(RuntimeError):
+        await local_service.transaction(rolled_back)
+    assert await db.all("SELECT k FROM t") == [{"k": 3}]  # a prepared write rolls back with its transaction
 
 
 async def test_a_replica_reads_through_prepared_statements(plain_tursodb: SyncServer, tmp_path: Path) -> None:

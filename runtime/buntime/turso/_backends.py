@@ -39,9 +39,11 @@ from ._engine import (
     make_engine,
     open_local,
     open_replica,
+    query_prepared,
     read_boot_mark,
     remove_replica_files,
     reset_interrupted,
+    run_prepared,
     write_boot_mark,
 )
 from ._errors import (
@@ -343,7 +345,21 @@ INLINE_PAUSE = 5.0
 
 
 def _total_changes(conn: Any) -> int:
-    return int(conn.execute("SELECT total_changes()").fetchone()[0])
+    return int(_one_row(conn, "SELECT total_changes()")[0])
+
+
+def _one_row(conn: Any, sql: str) -> tuple[Any, ...]:
+    """The first row of the fixed query ``sql``, on its prepared statement (_engine)."""
+    prepared = query_prepared(conn, sql, ())
+    if prepared is None:  # pragma: no cover - a fixed single SELECT is always prepared
+        return tuple(conn.execute(sql).fetchone())
+    return prepared[1][0]
+
+
+def _exec(conn: Any, sql: str) -> None:
+    """The savepoint statement ``sql`` (one of every replica transaction), on its prepared statement."""
+    if run_prepared(conn, sql) is None:  # pragma: no cover - savepoints are always prepared
+        conn.execute(sql)
 
 
 def _behind_own_pushes(exc: Exception) -> bool:
@@ -917,9 +933,12 @@ class ReplicaBackend(Backend):
         conn = self._checkout()
         nested = self._group_open  # inside the commits waiting for their push: a savepoint
         with engine_errors("BEGIN"):
-            conn.execute(f"SAVEPOINT {_PROBE_SAVEPOINT}" if nested else "BEGIN DEFERRED")
+            if nested:
+                _exec(conn, f"SAVEPOINT {_PROBE_SAVEPOINT}")
+            else:
+                conn.execute("BEGIN DEFERRED")
         try:
-            before = conn.execute(_CHANGE_PROBE).fetchone()
+            before = _one_row(conn, _CHANGE_PROBE)
             result = fn(conn)
             if not conn.in_transaction:
                 self._abandon_group(conn, members=self._group_members > 0)
@@ -928,15 +947,18 @@ class ReplicaBackend(Backend):
                     "for COMMIT/ROLLBACK",
                     code="TURSO_DANGLING_TRANSACTION",
                 )
-            after = conn.execute(_CHANGE_PROBE).fetchone()
+            after = _one_row(conn, _CHANGE_PROBE)
         except BaseException:
             self._undo_probe(conn, nested)
             raise
-        if tuple(before) != tuple(after):
+        if before != after:
             self._undo_probe(conn, nested)
             raise _Speculation
         with engine_errors("COMMIT"):
-            conn.execute(f"RELEASE {_PROBE_SAVEPOINT}" if nested else "COMMIT")
+            if nested:
+                _exec(conn, f"RELEASE {_PROBE_SAVEPOINT}")
+            else:
+                conn.execute("COMMIT")
         return result
 
     @staticmethod
@@ -1034,7 +1056,7 @@ class ReplicaBackend(Backend):
             self._group_open = True
             self._group_members = 0
             self._group_changes = _total_changes(conn)
-        conn.execute(f"SAVEPOINT {_TX_SAVEPOINT}")
+        _exec(conn, f"SAVEPOINT {_TX_SAVEPOINT}")
 
     def _finish(self, state: _TxState, verb: str) -> None:
         if not self.serializable:
@@ -1046,7 +1068,7 @@ class ReplicaBackend(Backend):
         if verb == "COMMIT":
             try:
                 with engine_errors("COMMIT"):
-                    conn.execute(f"RELEASE {_TX_SAVEPOINT}")
+                    _exec(conn, f"RELEASE {_TX_SAVEPOINT}")
             except BaseException:
                 self._rollback_savepoint(conn)
                 raise

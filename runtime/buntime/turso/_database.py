@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from ._engine import engine_errors, query_prepared
+from ._engine import engine_errors, query_prepared, run_prepared
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any]
@@ -44,6 +44,9 @@ def _query(conn: Any, sql: str, params: Params) -> QueryResult:
         if prepared is not None:
             columns, found = prepared
             return QueryResult(columns, [dict(zip(columns, r, strict=True)) for r in found], 0, None)
+        written = run_prepared(conn, sql, params)
+        if written is not None:
+            return QueryResult((), [], *written)
         cur = conn.execute(sql, params)
         columns = tuple(d[0] for d in cur.description or ())
         rows = [dict(zip(columns, r, strict=True)) for r in cur.fetchall()] if columns else []
@@ -60,6 +63,9 @@ def _first_each(conn: Any, sql: str, params_each: Sequence[Params]) -> list[Row 
 
 def _run(conn: Any, sql: str, params: Params) -> RunResult:
     with engine_errors(sql):
+        prepared = run_prepared(conn, sql, params)
+        if prepared is not None:
+            return RunResult(*prepared)
         cur = conn.execute(sql, params)
         if cur.description:
             cur.fetchall()  # drain RETURNING rows so the statement completes
