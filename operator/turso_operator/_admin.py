@@ -62,6 +62,8 @@ class MintedToken:
 
     token: str = field(repr=False)
     generation: int | None
+    #: When it stops opening anything (turso-server's ``expiresAt``, RFC 3339 UTC); ``None``: never.
+    expires_at: str | None = None
 
 
 class AdminClient:
@@ -169,6 +171,7 @@ class AdminClient:
         revoke_others: bool = False,
         owner: str | None = None,
         created_at: str | None = None,
+        expires_in: str | None = None,
     ) -> MintedToken | None:
         """A namespace-scoped token, or ``None`` when this server does not mint tokens (the caller
         decides whether the shared data token may stand in: it opens every database).
@@ -182,8 +185,12 @@ class AdminClient:
         of that name that is another owner's raises :class:`DatabaseNotOwnedError`, one created at
         another time (deleted and created again since the caller looked) :class:`DatabaseChangedError`;
         neither mints or revokes anything.
+
+        ``expires_in`` (a duration) makes the token expire; the answer says when (``expires_at``).
         """
         body: dict[str, Any] = {"access": access}
+        if expires_in:
+            body["expiresIn"] = expires_in
         if revoke_others:
             body["revokeOthers"] = True
         if owner is not None:
@@ -204,20 +211,35 @@ class AdminClient:
             raise
         if not isinstance(payload, dict) or not payload.get("token"):
             return None
-        return MintedToken(str(payload["token"]), _whole_number(payload.get("tokenGeneration")))
+        return MintedToken(
+            str(payload["token"]), _whole_number(payload.get("tokenGeneration")), _expires_at(payload)
+        )
 
     async def mint_scope_token(self, namespaces: Sequence[str], access: str) -> str | None:
         """A token for several namespaces and prefixes (``team-*``); ``None`` without scoped tokens."""
+        minted = await self.mint_scope(namespaces, access)
+        return minted.token if minted else None
+
+    async def mint_scope(
+        self, namespaces: Sequence[str], access: str, *, expires_in: str | None = None
+    ) -> MintedToken | None:
+        """:meth:`mint_scope_token` with its expiry: ``expires_in`` (a duration) or none."""
+        body: dict[str, Any] = {"namespaces": list(namespaces), "access": access}
+        if expires_in:
+            body["expiresIn"] = expires_in
         try:
-            payload = await self._request(
-                "POST", "/v1/tokens", {"namespaces": list(namespaces), "access": access}
-            )
+            payload = await self._request("POST", "/v1/tokens", body)
         except AdminRejectedError as exc:
             if exc.status in (405, 409, 501) or (exc.status == 404 and exc.code is None):
                 return None
             raise
         token = payload.get("token") if isinstance(payload, dict) else None
-        return str(token) if token else None
+        return MintedToken(str(token), None, _expires_at(payload)) if token else None
+
+
+def _expires_at(payload: dict[str, Any]) -> str | None:
+    value = payload.get("expiresAt")
+    return str(value) if value else None
 
 
 def _whole_number(value: Any) -> int | None:

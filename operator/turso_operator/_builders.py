@@ -14,10 +14,12 @@ from typing import Any
 from ._constants import (
     DATA_DIR,
     DATA_VOLUME,
+    EXPIRES_ANNOTATION,
     INJECTED_ANNOTATION,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_LABEL,
+    RENEW_FRACTION_DIVISOR,
     RUNTIME_CREDENTIALS_LABEL,
     RUNTIME_CREDENTIALS_VALUE,
     RUNTIME_OWNER_PREFIX,
@@ -32,7 +34,7 @@ from ._constants import (
     DeletionPolicy,
     SecretKey,
 )
-from ._durations import duration_seconds
+from ._durations import duration_seconds, format_duration
 from ._errors import InjectionRefusedError, SpecError
 
 DATABASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -101,26 +103,57 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def credentials_for(desired: DesiredNamespace, created_at: str, token_generation: int) -> dict[str, Any]:
+def credentials_for(
+    desired: DesiredNamespace, created_at: str, token_generation: int, token_lifetime: float = 0.0
+) -> dict[str, Any]:
     """What the Secret's token is minted for (``status.credentialsFor``): the database as created at
-    ``created_at`` and in token generation ``token_generation`` (turso-server binds a token to both)
-    and the access level. When this changes (``spec.access`` edited, the database re-created, its
-    tokens revoked), the token is minted again."""
-    return {
+    ``created_at`` and in token generation ``token_generation`` (turso-server binds a token to both),
+    the access level and, with ``TURSO_TOKEN_LIFETIME`` set, that lifetime (``tokenLifetime``;
+    absent for tokens that never expire, as before the setting). When this changes (``spec.access``
+    edited, the database re-created, its tokens revoked, the lifetime changed), the token is
+    minted again."""
+    wanted: dict[str, Any] = {
         "database": desired.database,
         "databaseCreatedAt": created_at,
         "tokenGeneration": token_generation,
         "access": desired.access,
     }
+    if token_lifetime:
+        wanted["tokenLifetime"] = lifetime_text(token_lifetime)
+    return wanted
+
+
+def lifetime_text(seconds: float) -> str:
+    """A token lifetime in the duration grammar, as sent as ``expiresIn`` (``1h``, ``7d``)."""
+    return format_duration(datetime.timedelta(seconds=seconds))
+
+
+def renewal_due(expires_at: object, lifetime: float, now: datetime.datetime | None = None) -> bool:
+    """Whether a token of ``lifetime`` seconds expiring at ``expires_at`` (turso-server's
+    ``expiresAt``) has less than a third of its lifetime left, or no known expiry at all."""
+    if not lifetime:
+        return False
+    try:
+        expiry = datetime.datetime.fromisoformat(str(expires_at))
+    except ValueError:
+        return True
+    if expiry.tzinfo is None:
+        return True
+    left = expiry - (now or datetime.datetime.now(datetime.UTC))
+    return left.total_seconds() < lifetime / RENEW_FRACTION_DIVISOR
 
 
 def recorded_credentials_for(recorded: object) -> object:
     """``status.credentialsFor`` as :func:`credentials_for` would build it. One written before
     token generations has no ``tokenGeneration``: its token carries none either, which
-    turso-server reads as generation 0, so it is recorded as 0 (not re-minted for that alone)."""
-    if isinstance(recorded, Mapping) and "tokenGeneration" not in recorded:
-        return {**recorded, "tokenGeneration": 0}
-    return recorded
+    turso-server reads as generation 0, so it is recorded as 0 (not re-minted for that alone).
+    A null ``tokenLifetime`` (what the reconcile writes to remove one) is no lifetime."""
+    if not isinstance(recorded, Mapping):
+        return recorded
+    known = {key: value for key, value in recorded.items() if not (key == "tokenLifetime" and value is None)}
+    if "tokenGeneration" not in known:
+        known["tokenGeneration"] = 0
+    return known
 
 
 def secret_data(desired: DesiredNamespace, server_url: str, token: str) -> dict[str, str]:
@@ -170,16 +203,23 @@ def runtime_owner(operator_namespace: str) -> str:
     return f"{RUNTIME_OWNER_PREFIX}{operator_namespace}"
 
 
-def scope_hash(runtime_scope: Sequence[str], worker_scope: Sequence[str]) -> str:
-    """Names the scopes a runtime Secret was minted for, so a changed scope re-mints its tokens."""
+def scope_hash(runtime_scope: Sequence[str], worker_scope: Sequence[str], token_lifetime: float = 0.0) -> str:
+    """Names the scopes (and, when set, the token lifetime) a runtime Secret was minted for, so a
+    changed scope or lifetime re-mints its tokens. Without a lifetime it is what it always was."""
     text = ",".join(sorted(runtime_scope)) + "|" + ",".join(sorted(worker_scope))
+    if token_lifetime:
+        text += "|" + lifetime_text(token_lifetime)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def runtime_secret_body(
-    name: str, namespace: str, data: Mapping[str, str], scopes_hash: str
+    name: str, namespace: str, data: Mapping[str, str], scopes_hash: str, expires_at: str | None = None
 ) -> dict[str, Any]:
-    """The release runtime's credentials: ``TURSO_SERVER_TOKEN`` and ``RUNTIME_TURSO_SERVER_TOKEN``."""
+    """The release runtime's credentials: ``TURSO_SERVER_TOKEN`` and ``RUNTIME_TURSO_SERVER_TOKEN``;
+    ``expires_at``, when its tokens expire (the earlier of the two), beside the scope hash."""
+    annotations = {SCOPE_ANNOTATION: scopes_hash}
+    if expires_at:
+        annotations[EXPIRES_ANNOTATION] = expires_at
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -188,7 +228,7 @@ def runtime_secret_body(
             "name": name,
             "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY, RUNTIME_CREDENTIALS_LABEL: RUNTIME_CREDENTIALS_VALUE},
-            "annotations": {SCOPE_ANNOTATION: scopes_hash},
+            "annotations": annotations,
         },
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ._constants import INSTANCE_LABEL, FailurePolicy
+from ._constants import INSTANCE_LABEL, RENEW_FRACTION_DIVISOR, FailurePolicy
 from ._durations import duration_seconds
 from ._errors import OperatorConfigError
 
@@ -22,6 +22,11 @@ LOG_FORMATS = ("auto", "json", "text")
 #: ``TURSO_INSTANCE``: a DNS label short enough that ``finalizer-<instance>`` is a valid name part.
 INSTANCE_MAX = 53
 INSTANCE_PATTERN = re.compile(rf"^[a-z0-9]([-a-z0-9]{{0,{INSTANCE_MAX - 2}}}[a-z0-9])?$")
+#: ``TURSO_TOKEN_LIFETIME``'s lower bound: a renewed token reaches running pods only when the
+#: kubelet refreshes their Secret volume (about a minute or two, longer on a busy node), and the
+#: old token must outlive that; with a third of the lifetime left at renewal, 10m leaves 3m20s.
+MIN_TOKEN_LIFETIME_SECONDS = 600.0
+MIN_TOKEN_LIFETIME_TEXT = "10m"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,13 @@ SETTINGS: tuple[Setting, ...] = (
         f"{INSTANCE_MAX} characters); empty = those without the label",
     ),
     Setting("TURSO_RESYNC_SECONDS", "60", "drift-repair period (a duration)"),
+    Setting(
+        "TURSO_TOKEN_LIFETIME",
+        "0",
+        "lifetime of the data tokens the operator mints (a duration, at least "
+        f"{MIN_TOKEN_LIFETIME_TEXT}, more than three resync periods); renewed with a third of it "
+        "left; 0 = they never expire",
+    ),
     Setting("POD_NAMESPACE", "", "the operator's namespace (its pods are never injected)"),
     Setting("TURSO_OPERATOR_NAMESPACE", "", "the operator's namespace when POD_NAMESPACE is unset"),
     Setting("TURSO_WEBHOOK_ENABLED", "true", "serve the pod-injection webhook (true or false)"),
@@ -119,6 +131,9 @@ class OperatorConfig:
     #: Which TursoNamespaces are ours: those labelled with it, or (``""``) those without the label.
     instance: str = ""
     resync_seconds: float = 60.0
+    #: Seconds a minted data token lives (``expiresIn``); 0: no expiry. Renewed once less than a
+    #: third of it is left (``RENEW_FRACTION_DIVISOR``), so ``resync_seconds`` must be shorter than that.
+    token_lifetime: float = 0.0
     operator_namespace: str | None = None
     webhook_port: int = 9443
     webhook_host: str | None = None
@@ -186,6 +201,8 @@ class OperatorConfig:
             raise OperatorConfigError(
                 f"TURSO_INSTANCE must be a DNS label of at most {INSTANCE_MAX} characters (got {instance!r})"
             )
+        resync_seconds = number("TURSO_RESYNC_SECONDS")
+        token_lifetime = _token_lifetime(get("TURSO_TOKEN_LIFETIME"), resync_seconds)
         runtime_credentials = get("TURSO_RUNTIME_SECRET") or None
         runtime_scope = _names(get("TURSO_RUNTIME_NAMESPACES"))
         if runtime_credentials and not runtime_scope:
@@ -201,7 +218,8 @@ class OperatorConfig:
             data_token=get("TURSO_SERVER_TOKEN") or None,
             watch_namespaces=watch,
             instance=instance,
-            resync_seconds=number("TURSO_RESYNC_SECONDS"),
+            resync_seconds=resync_seconds,
+            token_lifetime=token_lifetime,
             operator_namespace=get("POD_NAMESPACE") or get("TURSO_OPERATOR_NAMESPACE") or None,
             webhook_port=port("TURSO_WEBHOOK_PORT"),
             webhook_host=get("TURSO_WEBHOOK_HOST") or None,
@@ -219,6 +237,28 @@ class OperatorConfig:
             runtime_scope=runtime_scope,
             worker_scope=_names(get("TURSO_RUNTIME_WORKER_NAMESPACES")),
         )
+
+
+def _token_lifetime(raw: str, resync_seconds: float) -> float:
+    """``TURSO_TOKEN_LIFETIME`` in seconds: 0, or at least the minimum and more than three resync
+    periods (the drift loop, which renews, must look at least once within the last third)."""
+    try:
+        lifetime = duration_seconds(raw)
+    except ValueError as exc:
+        raise OperatorConfigError(f"TURSO_TOKEN_LIFETIME: {exc}") from None
+    if lifetime == 0:
+        return 0.0
+    if lifetime < MIN_TOKEN_LIFETIME_SECONDS:
+        raise OperatorConfigError(
+            f"TURSO_TOKEN_LIFETIME must be 0 (no expiry) or at least {MIN_TOKEN_LIFETIME_TEXT}, so the "
+            f"kubelet refreshes a renewed token in running pods before the old one expires (got {raw!r})"
+        )
+    if resync_seconds * RENEW_FRACTION_DIVISOR >= lifetime:
+        raise OperatorConfigError(
+            f"TURSO_RESYNC_SECONDS ({resync_seconds:g}s) must be shorter than a third of "
+            f"TURSO_TOKEN_LIFETIME ({raw}): tokens are renewed in their last third, by the drift loop"
+        )
+    return lifetime
 
 
 def _names(text: str) -> tuple[str, ...]:

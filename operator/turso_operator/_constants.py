@@ -29,6 +29,10 @@ RUNTIME_CREDENTIALS_VALUE: Final = "true"
 RUNTIME_OWNER_PREFIX: Final = "runtime:"
 #: Hash of the scopes the runtime Secret's tokens were minted for: a changed scope re-mints.
 SCOPE_ANNOTATION: Final = "turso.buntime.io/scope-hash"
+#: A token with a lifetime is renewed once less than ``1/RENEW_FRACTION_DIVISOR`` of it is left.
+RENEW_FRACTION_DIVISOR: Final = 3
+#: On the runtime's Secret: when its tokens expire (RFC 3339 UTC; absent: never).
+EXPIRES_ANNOTATION: Final = "turso.buntime.io/expires-at"
 #: ``"true"`` on a TursoNamespace lets its finalizer go without archiving the database (the way
 #: out when turso-server is gone for good or refuses the admin token).
 SKIP_ARCHIVE_ANNOTATION: Final = "turso.buntime.io/skip-archive"

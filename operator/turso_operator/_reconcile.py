@@ -27,8 +27,10 @@ from ._builders import (
     credentials_for,
     database_url,
     is_condition_true,
+    lifetime_text,
     now_iso,
     recorded_credentials_for,
+    renewal_due,
     runtime_databases,
     runtime_owner,
     runtime_secret_body,
@@ -43,6 +45,7 @@ from ._constants import (
     BACKOFF_INITIAL_SECONDS,
     BACKOFF_MAX_SECONDS,
     CONFLICT_RETRY_SECONDS,
+    EXPIRES_ANNOTATION,
     KIND,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -191,9 +194,11 @@ class Reconciler:
         *,
         known_for: object,
         minted_for: dict[str, Any],
-    ) -> tuple[str, dict[str, Any]]:
-        """Write (or restore) the Secret; return the hash of the token it holds and what that token
-        was minted for (the new ``credentialsFor``).
+        known_expires: object = None,
+    ) -> tuple[str, dict[str, Any], str | None]:
+        """Write (or restore) the Secret; return the hash of the token it holds, what that token
+        was minted for (the new ``credentialsFor``) and when it expires (``credentialsExpiresAt``,
+        ``None``: never).
 
         The token is minted again when the Secret has none, when it is not the one status knows
         (``known_hash``: edited), or when it was minted for something else: ``known_for`` (the
@@ -205,6 +210,12 @@ class Reconciler:
         the only namespace token that opens it, so the ``rw`` token a pod read before ``access: ro``
         is refused, and so is one minted by a run that stopped before it wrote the Secret (status
         still says what was wanted, so the next run mints, and revokes, again).
+
+        With ``TURSO_TOKEN_LIFETIME`` set every mint sends it as ``expiresIn``, and a token that is
+        otherwise current but has less than a third of its lifetime left (``known_expires``: status'
+        ``credentialsExpiresAt``) is renewed: minted again WITHOUT ``revokeOthers``, because running
+        pods keep reading the old token from their Secret volume until the kubelet refreshes it;
+        the old one stops working when it expires.
         """
         current = await self.kube.get_secret(desired.namespace, desired.secret_name)
         if current is not None and not _owned_by(current, desired):
@@ -215,7 +226,12 @@ class Reconciler:
         current_data = decode_secret_data(current) if current else {}
         token = current_data.get(SecretKey.SERVER_TOKEN)
         retargeted = recorded_credentials_for(known_for) != minted_for
-        if not token or token_hash(token) != known_hash or retargeted:
+        lifetime = self.config.token_lifetime
+        expires_at = str(known_expires) if lifetime and known_expires else None
+        stale = not token or token_hash(token) != known_hash or retargeted
+        # No recorded expiry: a token that never expires (or the shared one) has nothing to renew.
+        renew = not stale and bool(expires_at) and renewal_due(expires_at, lifetime)
+        if not token or stale or renew:
             # New Secret, an edited token, or one minted for another access level, an earlier
             # database of this name or a revoked generation: mint a fresh scoped token that
             # revokes every other (or use the shared one).
@@ -224,14 +240,15 @@ class Reconciler:
             minted = await self.admin.mint_token(
                 desired.database,
                 desired.access,
-                revoke_others=True,
+                revoke_others=not renew,
                 owner=desired.namespace,
                 created_at=minted_for.get("databaseCreatedAt") or None,
+                expires_in=lifetime_text(lifetime) if lifetime else None,
             )
             if minted is None:
-                token = self._shared_token(desired, status)
+                token, expires_at = self._shared_token(desired, status), None
             else:
-                token = minted.token
+                token, expires_at = minted.token, minted.expires_at
                 if minted.generation is None:
                     log.warning(
                         "turso-server reports no token generation for %s: it cannot revoke, so the "
@@ -259,7 +276,14 @@ class Reconciler:
         elif current_data != wanted or _drifted_metadata(current, body):
             body["metadata"]["resourceVersion"] = current["metadata"].get("resourceVersion")
             await self.kube.replace_secret(desired.namespace, desired.secret_name, body)
-            if retargeted and token_hash(current_data.get(SecretKey.SERVER_TOKEN) or "") == known_hash:
+            if renew:
+                kopf.info(
+                    status.body,
+                    reason=Reason.SECRET_WRITTEN,
+                    message=f"Secret {desired.secret_name}: token renewed before it expires "
+                    f"(the previous one stays valid until {known_expires})",
+                )
+            elif retargeted and token_hash(current_data.get(SecretKey.SERVER_TOKEN) or "") == known_hash:
                 kopf.info(
                     status.body,
                     reason=Reason.SECRET_WRITTEN,
@@ -278,7 +302,7 @@ class Reconciler:
             Reason.SECRET_WRITTEN,
             f"connection published in Secret {desired.secret_name}",
         )
-        return token_hash(token), minted_for
+        return token_hash(token), minted_for, expires_at
 
     def _shared_token(self, desired: DesiredNamespace, status: StatusPatch) -> str:
         """turso-server mints no scoped tokens: the shared data token, which opens every database,
@@ -326,11 +350,24 @@ class Reconciler:
         try:
             known_for = known.get("credentialsFor")
             view = await self.ensure_database(desired, status, check_exists=drift, known_for=known_for)
-            wanted_for = credentials_for(desired, view.created_at, view.token_generation)
-            credentials_hash, minted_for = await self.ensure_secret(
-                desired, status, known_hash, known_for=known_for, minted_for=wanted_for
+            wanted_for = credentials_for(
+                desired, view.created_at, view.token_generation, self.config.token_lifetime
             )
-            status.fields.update(credentialsHash=credentials_hash, credentialsFor=minted_for)
+            credentials_hash, minted_for, expires_at = await self.ensure_secret(
+                desired,
+                status,
+                known_hash,
+                known_for=known_for,
+                minted_for=wanted_for,
+                known_expires=known.get("credentialsExpiresAt"),
+            )
+            status.fields.update(
+                credentialsHash=credentials_hash,
+                # Status is written as a merge patch: a null removes the lifetime an earlier token
+                # was minted with (absent would keep it, and every pass would mint again).
+                credentialsFor={"tokenLifetime": None, **minted_for},
+                credentialsExpiresAt=expires_at,
+            )
         except DatabaseNotOwnedError as exc:
             message = f"database {desired.database} is not this Kubernetes namespace's: {exc}"
             await self._withdraw_secret(desired, status)
@@ -368,7 +405,10 @@ class Reconciler:
 
         ``TURSO_SERVER_TOKEN`` opens ``config.runtime_scope`` (the plugins' databases) and
         ``RUNTIME_TURSO_SERVER_TOKEN``, present only with a ``worker_scope``, opens the worker
-        apps' databases. ``True`` when it wrote the Secret. A Secret of that name that is not ours
+        apps' databases. ``True`` when it wrote the Secret. With ``TURSO_TOKEN_LIFETIME`` set both
+        expire, the Secret's ``turso.buntime.io/expires-at`` annotation says when (the earlier), and
+        both are minted again once less than a third of the lifetime is left (scope tokens are
+        never revoked: the old ones work until they expire). A Secret of that name that is not ours
         is never touched (:class:`KubeConflictError`).
 
         Every pass first makes sure the scopes' exact-named databases exist as explicit ones
@@ -380,7 +420,7 @@ class Reconciler:
             return False
         await self.ensure_runtime_databases()
         namespace, name = cfg.operator_namespace, cfg.runtime_credentials
-        wanted_hash = scope_hash(cfg.runtime_scope, cfg.worker_scope)
+        wanted_hash = scope_hash(cfg.runtime_scope, cfg.worker_scope, cfg.token_lifetime)
         wanted_keys = {SecretKey.SERVER_TOKEN} | (
             {SecretKey.RUNTIME_SERVER_TOKEN} if cfg.worker_scope else set()
         )
@@ -401,12 +441,21 @@ class Reconciler:
                 annotations.get(SCOPE_ANNOTATION) == wanted_hash
                 and set(data) == wanted_keys
                 and all(data.values())
+                and not (
+                    EXPIRES_ANNOTATION in annotations
+                    and renewal_due(annotations[EXPIRES_ANNOTATION], cfg.token_lifetime)
+                )
             ):
                 return False
-        tokens = {SecretKey.SERVER_TOKEN: await self._runtime_token(cfg.runtime_scope)}
+        token, expires_at = await self._runtime_token(cfg.runtime_scope)
+        tokens = {SecretKey.SERVER_TOKEN: token}
         if cfg.worker_scope:
-            tokens[SecretKey.RUNTIME_SERVER_TOKEN] = await self._runtime_token(cfg.worker_scope)
-        body = runtime_secret_body(name, namespace, tokens, wanted_hash)
+            tokens[SecretKey.RUNTIME_SERVER_TOKEN], worker_expires = await self._runtime_token(
+                cfg.worker_scope
+            )
+            if worker_expires and (expires_at is None or worker_expires < expires_at):
+                expires_at = worker_expires
+        body = runtime_secret_body(name, namespace, tokens, wanted_hash, expires_at)
         if current is None:
             try:
                 await self.kube.create_secret(namespace, body)
@@ -455,14 +504,18 @@ class Reconciler:
                 ) from exc
         return tuple(views)
 
-    async def _runtime_token(self, scope: tuple[str, ...]) -> str:
-        token = await self.admin.mint_scope_token(scope, Access.READ_WRITE)
-        if token:
-            return token
+    async def _runtime_token(self, scope: tuple[str, ...]) -> tuple[str, str | None]:
+        """A token for ``scope`` and when it expires (``None``: never)."""
+        lifetime = self.config.token_lifetime
+        minted = await self.admin.mint_scope(
+            scope, Access.READ_WRITE, expires_in=lifetime_text(lifetime) if lifetime else None
+        )
+        if minted:
+            return minted.token, minted.expires_at
         # A server without a signing key (the chart's tursoServer.auth.scopedTokens=false, an
         # explicit opt-out) mints nothing: the shared data token is all there is, as for apps.
         if self.config.data_token:
-            return self.config.data_token
+            return self.config.data_token, None
         raise AdminRejectedError("turso-server mints no scoped tokens and TURSO_SERVER_TOKEN is unset")
 
     def reserved(self, desired: DesiredNamespace, body: kopf.Body, patch: kopf.Patch) -> None:
@@ -503,7 +556,7 @@ class Reconciler:
                 Reason.DATABASE_CONFLICT,
                 f"no Secret: database {desired.database} is not this Kubernetes namespace's",
             )
-        status.fields.update(credentialsHash=None, credentialsFor=None)
+        status.fields.update(credentialsHash=None, credentialsFor=None, credentialsExpiresAt=None)
 
     async def finalize(
         self, desired: DesiredNamespace, *, archive: bool = True, known_for: object = None

@@ -76,3 +76,31 @@ def test_runtime_credentials_settings() -> None:
 def test_a_bad_value_is_an_error_that_names_it(change: dict[str, str], named: str) -> None:
     with pytest.raises(OperatorConfigError, match=named):
         OperatorConfig.from_env({**BASE, **change})
+
+
+def test_the_token_lifetime_is_off_by_default_and_read_in_the_duration_grammar() -> None:
+    assert OperatorConfig.from_env(BASE).token_lifetime == 0.0
+    assert OperatorConfig.from_env({**BASE, "TURSO_TOKEN_LIFETIME": "0"}).token_lifetime == 0.0
+    assert OperatorConfig.from_env({**BASE, "TURSO_TOKEN_LIFETIME": "1d12h"}).token_lifetime == 129600.0
+    # The minimum, with a resync period just short of a third of it.
+    cfg = OperatorConfig.from_env({**BASE, "TURSO_TOKEN_LIFETIME": "10m", "TURSO_RESYNC_SECONDS": "199"})
+    assert (cfg.token_lifetime, cfg.resync_seconds) == (600.0, 199.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TURSO_TOKEN_LIFETIME": "soon"}, "TURSO_TOKEN_LIFETIME: invalid duration"),
+        ({"TURSO_TOKEN_LIFETIME": "-1h"}, "TURSO_TOKEN_LIFETIME: invalid duration"),
+        ({"TURSO_TOKEN_LIFETIME": "9m59s"}, "at least 10m"),
+        ({"TURSO_TOKEN_LIFETIME": "30"}, "at least 10m"),
+        # Renewal is the drift loop's: it must look at least once within a token's last third.
+        ({"TURSO_TOKEN_LIFETIME": "10m", "TURSO_RESYNC_SECONDS": "200"}, "shorter than a third"),
+        ({"TURSO_TOKEN_LIFETIME": "1h", "TURSO_RESYNC_SECONDS": "1h"}, "shorter than a third"),
+    ],
+)
+def test_a_token_lifetime_too_short_for_the_kubelet_or_the_resync_period_is_refused(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(OperatorConfigError, match=message):
+        OperatorConfig.from_env({**BASE, **env})
