@@ -39,6 +39,7 @@ from tests.chart.rendering import (
     set_flags,
 )
 from tests.support.tursoserver import TursoServer
+from turso_operator._config import OperatorConfig
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Pod", "Job")
 #: The runtime's scoped tokens, in a Secret the operator writes (Helm never renders it).
@@ -923,3 +924,27 @@ def test_the_turso_server_monitor_credentials_open_the_real_metrics_endpoint(tmp
         assert get(endpoint["path"], token) == 200
         assert get("/v1/namespaces", token) == 403
         assert get(endpoint["path"], "not-the-token") == 401
+
+
+def _operator_env(values: dict[str, str]) -> dict[str, str]:
+    docs = render({"tursoServer.enabled": "true", **values})
+    (deployment,) = [
+        d
+        for d in find(docs, "Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]
+    (container,) = containers(deployment)
+    env = {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
+    return {**env, "POD_NAMESPACE": NAMESPACE}  # a fieldRef: the release's namespace
+
+
+def test_the_token_lifetime_reaches_the_operator_which_reads_it() -> None:
+    default = _operator_env({})
+    assert default["TURSO_TOKEN_LIFETIME"] == "0"
+    assert OperatorConfig.from_env(default).token_lifetime == 0.0
+    for given, seconds in (("24h", 86400.0), ("1d12h", 129600.0), ("3600", 3600.0)):
+        env = _operator_env({"operator.tokenLifetime": given})
+        assert env["TURSO_TOKEN_LIFETIME"] == given
+        assert OperatorConfig.from_env(env).token_lifetime == seconds
+    with pytest.raises(HelmError, match="tokenLifetime"):
+        render({"tursoServer.enabled": "true", "operator.tokenLifetime": "soon"})
