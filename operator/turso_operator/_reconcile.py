@@ -206,10 +206,10 @@ class Reconciler:
         database's incarnation, its token generation and ``spec.access``), e.g. an ``rw`` token
         after ``access: ro``, or one whose database's tokens were revoked on the server.
 
-        Every mint revokes the database's earlier tokens (``revokeOthers``): the Secret's token is
-        the only namespace token that opens it, so the ``rw`` token a pod read before ``access: ro``
-        is refused, and so is one minted by a run that stopped before it wrote the Secret (status
-        still says what was wanted, so the next run mints, and revokes, again).
+        Every mint but a renewal (below) revokes the database's earlier tokens (``revokeOthers``):
+        the Secret's token is the only namespace token that opens it, so the ``rw`` token a pod read
+        before ``access: ro`` is refused, and so is one minted by a run that stopped before it wrote
+        the Secret (status still says what was wanted, so the next run mints, and revokes, again).
 
         With ``TURSO_TOKEN_LIFETIME`` set every mint sends it as ``expiresIn``, and a token that is
         otherwise current but has less than a third of its lifetime left (``known_expires``: status'
