@@ -29,6 +29,7 @@ from tests.support.tursoserver import TursoServer
 from turso_operator import AdminClient, desired_namespace
 from turso_operator._config import OperatorConfig
 from turso_operator._constants import EXPIRES_ANNOTATION, Reason, SecretKey
+from turso_operator._handlers import MEMO_STATE, close_clients, configure, operator_memo, repair_drift
 from turso_operator._kube import KubeClient
 from turso_operator._reconcile import Reconciler
 
@@ -126,7 +127,13 @@ def secret_token(api: ControlPlane, namespace: str, name: str, key: str = Secret
 
 def select_one(server: TursoServer, database: str, token: str) -> int:
     """The status of a real data request: ``SELECT 1`` through ``/v2/pipeline``."""
-    stmt = {"sql": "SELECT 1", "sql_id": None, "args": [], "named_args": [], "want_rows": True}
+    stmt: dict[str, Any] = {
+        "sql": "SELECT 1",
+        "sql_id": None,
+        "args": [],
+        "named_args": [],
+        "want_rows": True,
+    }
     steps = [{"condition": None, "stmt": stmt}]
     payload = {"baton": None, "requests": [{"type": "batch", "batch": {"steps": steps}}]}
     request = urllib.request.Request(
@@ -269,3 +276,37 @@ async def test_the_runtime_secrets_tokens_expire_and_are_renewed_near_their_expi
         assert new != old[key]
         assert select_one(server, database, old[key]) == 200, "the old token works until it expires"
         assert select_one(server, database, new) == 200
+
+
+async def test_the_drift_loop_renews_a_token_near_its_expiry_and_writes_the_status_itself(
+    api: ControlPlane, server: TursoServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``repair_drift``, what the loop runs every resync period, with the operator's own clients
+    (logged in from a kubeconfig of the real API server) and its own status patch."""
+    monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig))
+    database = f"drift-{namespace}"
+    apply_tns(api, namespace, "orders", database=database)
+    memo = operator_memo(config(server, TURSO_TOKEN_LIFETIME="1h", TURSO_WEBHOOK_ENABLED="false"))
+    await configure(settings=kopf.OperatorSettings(), memo=memo)
+    state = memo[MEMO_STATE]
+    try:
+        with kopf_events():
+            stored = get_tns(api, namespace, "orders")
+            assert stored is not None
+            await repair_drift(state, stored, {})
+            first = secret_token(api, namespace, "orders-turso")
+            stored = get_tns(api, namespace, "orders")
+            assert stored is not None and 3500 < expires_in(stored["status"]["credentialsExpiresAt"]) <= 3600
+
+            write_status(api, namespace, {"credentialsExpiresAt": soon(60)})
+            stored = get_tns(api, namespace, "orders")
+            assert stored is not None
+            await repair_drift(state, stored, {})
+    finally:
+        await close_clients(memo=memo)
+    second = secret_token(api, namespace, "orders-turso")
+    stored = get_tns(api, namespace, "orders")
+    assert stored is not None and 3500 < expires_in(stored["status"]["credentialsExpiresAt"]) <= 3600
+    assert second != first
+    assert select_one(server, database, first) == 200, "renewed, not revoked"
+    assert select_one(server, database, second) == 200
