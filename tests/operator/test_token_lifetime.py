@@ -277,6 +277,28 @@ async def test_the_runtime_secrets_tokens_expire_and_are_renewed_near_their_expi
         assert select_one(server, database, old[key]) == 200, "the old token works until it expires"
         assert select_one(server, database, new) == 200
 
+    # Another lifetime (or none) is another scope hash: minted again on the next pass.
+    for lifetime, expiring in (("2h", True), ("0", False)):
+        other = Reconciler(
+            config(
+                server,
+                TURSO_TOKEN_LIFETIME=lifetime,
+                TURSO_RUNTIME_SECRET="runtime-turso",
+                TURSO_RUNTIME_NAMESPACES=f"rt-{namespace}",
+                TURSO_RUNTIME_WORKER_NAMESPACES=f"wk-{namespace}",
+                POD_NAMESPACE=namespace,
+            ),
+            AdminClient(server.admin_url, server.admin_token),
+            kube,
+        )
+        try:
+            assert await other.ensure_runtime_credentials()
+            assert not await other.ensure_runtime_credentials()
+        finally:
+            await other.admin.aclose()
+        code, secret = api.request("GET", path)
+        assert (EXPIRES_ANNOTATION in secret["metadata"]["annotations"]) is expiring
+
 
 async def test_the_drift_loop_renews_a_token_near_its_expiry_and_writes_the_status_itself(
     api: ControlPlane, server: TursoServer, namespace: str, monkeypatch: pytest.MonkeyPatch
