@@ -21,7 +21,8 @@ Routes (all but the probes need ``Authorization: Bearer $TURSO_ADMIN_TOKEN``)::
                                               mismatch / namespace changed: a precondition failed)
     POST   /v1/namespaces/{name}/tokens/revoke  {"namespace","namespaceCreatedAt","tokenGeneration"}
                                               | 404 | 409: every token of the namespace revoked
-    POST   /v1/tokens                         {"namespaces":["app","team-*"],"access":"rw"} -> 201 | 409
+    POST   /v1/tokens                         {"namespaces":["app","team-*"],"access":"rw",
+                                               "owner":"team-a"} -> 201 | 400 | 409
     GET    /metrics                           Prometheus text format (also TURSO_METRICS_TOKEN)
 
 Differences from upstream, all deliberate: unknown names are 404 for delete, access and backup
@@ -30,12 +31,15 @@ auto namespaces; the namespace limit is 429; the view reports the live ``running
 stale port), the size of every database file and the namespace's live write lease (``lease``:
 holder, fence, ttl, seconds left, in use; ``null`` when none is held). ``/v1/tokens`` mints one
 token for several namespaces and prefixes, which need not exist yet (a prefix names namespaces to
-come). A JSON body may hold only the fields its route takes: an unknown one (a typo such as
-``revokeOther``) is 400, never ignored. ``create`` with an ``owner`` is how a database gets one
-owner for good: the first create records it; a later create with another owner is ``409 owner
-mismatch``, and one for a namespace that has no owner (made before owners, by hand, or
-auto-provisioned) is ``409 not owned`` unless it sends ``"adopt": true``. A create without an
-owner returns any namespace as before. Only the ``owner`` route changes an owner afterwards.
+come); with an ``owner`` (validated as ``create``'s), the namespaces it auto-provisions are created
+explicit, locked and that owner's, and an ownerless ``auto`` one it reaches is promoted so (see
+``_auth``), so the GC never archives them for idling. A JSON body may hold only the fields its route
+takes: an unknown one (a typo such as ``revokeOther``) is 400, never ignored. ``create`` with an
+``owner`` is how a database gets one owner for good: the first create records it; a later create
+with another owner is ``409 owner mismatch``, and one for a namespace that has no owner (made before
+owners, by hand, or auto-provisioned) is ``409 not owned`` unless it sends ``"adopt": true``. A
+create without an owner returns any namespace as before. Only the ``owner`` route changes an owner
+afterwards.
 Mounted by ``_app``.
 """
 
@@ -76,8 +80,8 @@ from ._http import (
 )
 from ._logging import get_logger
 from ._metrics import METRICS_CONTENT_TYPE
-from ._names import validate_name
-from ._state import MAX_OWNER_LENGTH, NamespaceRecord, Origin, format_timestamp, is_valid_owner, utcnow
+from ._names import MAX_OWNER_LENGTH, is_valid_owner, validate_name
+from ._state import NamespaceRecord, Origin, format_timestamp, utcnow
 from ._supervisor import ChildState, ChildStatus
 
 NAMESPACES_PATH = "/v1/namespaces"
@@ -391,20 +395,25 @@ async def mint_scope_token(request: web.Request) -> web.Response:
     tokens = request.app[SCOPED_TOKENS]
     if tokens is None:
         raise ConflictError("scoped tokens are disabled: set TURSO_TOKEN_SIGNING_KEY")
-    payload = _only_fields(await _json_body(request), "namespaces", "access", "expiresIn")
+    payload = _only_fields(await _json_body(request), "namespaces", "access", "expiresIn", MINT_OWNER)
     entries = payload.get("namespaces")
     if not isinstance(entries, list):
         raise InvalidBodyError("'namespaces' must be a list of namespace names and prefixes (team-*)")
     scope = Scope.parse(entries)
     access = _access(payload)
     expires_in = parse_expires_in(_optional_string(payload, "expiresIn"))
-    minted = tokens.mint_scope(scope, access, expires_in=expires_in)
-    log.info("scoped token minted", extra={"namespaces": list(minted.namespaces), "access": access.value})
+    owner = _optional_owner(payload)
+    minted = tokens.mint_scope(scope, access, expires_in=expires_in, owner=owner)
+    log.info(
+        "scoped token minted",
+        extra={"namespaces": list(minted.namespaces), "access": access.value, "owner": owner},
+    )
     return json_response(
         {
             "token": minted.token,
             "namespaces": list(minted.namespaces),
             "access": minted.access.value,
+            "owner": minted.owner,
             "expiresAt": format_timestamp(minted.expires_at) if minted.expires_at else None,
         },
         status=201,

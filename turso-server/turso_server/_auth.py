@@ -11,7 +11,12 @@ namespace is deleted or archived, the token opens nothing, not even a namespace 
 the same name (401). It also carries the namespace's *token generation* (claim ``nsGeneration``):
 the admin API revokes a namespace's tokens by raising its generation, after which every token minted
 before is refused (401). A list or prefix token cannot be bound either way (it names namespaces to
-come) and opens every namespace its scope permits, whenever it was created. The data port accepts the global
+come) and opens every namespace its scope permits, whenever it was created. A list or prefix token
+may also name an *owner* (claim ``nsOwner``, a signed claim like the rest): it opens nothing more,
+but a namespace it auto-provisions is created explicit + locked with that owner (as an admin
+``create`` with that owner would), and an ``auto`` namespace with no owner that it reaches is
+promoted so, its data kept (``_supervisor.Supervisor.claim``); so the GC never idles out a database
+its holder's owner made. The data port accepts the global
 token, or a scoped token whose scope contains the namespace in the path (else 403); ``ro`` tokens
 may only pull (``POST /pull-updates``) or use safe methods, so a push (``POST /v2/pipeline``) is
 403. ``TURSO_METRICS_TOKEN`` opens ``GET /metrics`` on the admin port and nothing else (403
@@ -32,7 +37,7 @@ from enum import StrEnum
 import jwt
 
 from ._errors import ForbiddenError, InvalidBodyError, UnauthorizedError
-from ._names import is_valid_name
+from ._names import is_valid_name, is_valid_owner
 
 BEARER_SCHEME = "bearer"
 TOKEN_ALGORITHM = "HS256"
@@ -46,6 +51,8 @@ CLAIM_NAMESPACE_CREATED = "nsCreatedAt"
 #: token minted before generations existed, valid until the namespace's tokens are first revoked).
 CLAIM_NAMESPACE_GENERATION = "nsGeneration"
 CLAIM_ACCESS = "access"
+#: The owner a list or prefix token records on the namespaces it auto-provisions.
+CLAIM_OWNER = "nsOwner"
 PREFIX_WILDCARD = "*"
 #: Entries in one multi-namespace scope: a scope is a short list written by an operator, not data.
 MAX_SCOPE_ENTRIES = 64
@@ -119,13 +126,15 @@ class Principal:
 
     ``incarnation`` is the ``createdAt`` a single-namespace token was minted for and ``generation``
     the namespace's token generation then; ``incarnation`` is ``None`` for the global token and
-    list or prefix tokens, which are bound to neither.
+    list or prefix tokens, which are bound to neither. ``owner`` is a list or prefix token's
+    ``nsOwner``: recorded on the namespaces it creates; it never widens ``scope``.
     """
 
     scope: Scope | None
     access: Access
     incarnation: str | None = None
     generation: int = 0
+    owner: str | None = None
 
     @property
     def scoped(self) -> bool:
@@ -148,6 +157,7 @@ class MintedToken:
     namespaces: tuple[str, ...]
     access: Access
     expires_at: datetime | None
+    owner: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -216,10 +226,24 @@ class ScopedTokens:
         }
         return self._encode(claims, (namespace,), access, expires_in)
 
-    def mint_scope(self, scope: Scope, access: Access, *, expires_in: timedelta | None = None) -> MintedToken:
-        """A token for every namespace ``scope`` permits (claim ``nss``)."""
+    def mint_scope(
+        self,
+        scope: Scope,
+        access: Access,
+        *,
+        expires_in: timedelta | None = None,
+        owner: str | None = None,
+    ) -> MintedToken:
+        """A token for every namespace ``scope`` permits (claim ``nss``); ``owner`` (claim
+        ``nsOwner``, a valid owner string) is recorded on the namespaces it auto-provisions."""
         entries = scope.entries
-        return self._encode({CLAIM_NAMESPACES: list(entries)}, entries, access, expires_in)
+        claims: dict[str, object] = {CLAIM_NAMESPACES: list(entries)}
+        if owner is not None:
+            if not is_valid_owner(owner):
+                raise InvalidBodyError("'owner' is not a valid owner")
+            claims[CLAIM_OWNER] = owner
+        minted = self._encode(claims, entries, access, expires_in)
+        return MintedToken(minted.token, minted.namespaces, minted.access, minted.expires_at, owner)
 
     def _encode(
         self,
@@ -263,7 +287,21 @@ class ScopedTokens:
         if access not in {a.value for a in Access}:
             raise UnauthorizedError("invalid token claims")
         scope, incarnation, generation = _claimed_scope(claims)
-        return Principal(scope=scope, access=Access(access), incarnation=incarnation, generation=generation)
+        owner = _claimed_owner(claims, incarnation)
+        return Principal(
+            scope=scope, access=Access(access), incarnation=incarnation, generation=generation, owner=owner
+        )
+
+
+def _claimed_owner(claims: dict[str, object], incarnation: str | None) -> str | None:
+    """``nsOwner``: absent, or a valid owner string on a list or prefix token (never on one bound
+    to a namespace's incarnation); anything else does not verify."""
+    if CLAIM_OWNER not in claims:
+        return None
+    owner = claims[CLAIM_OWNER]
+    if incarnation is not None or not isinstance(owner, str) or not is_valid_owner(owner):
+        raise UnauthorizedError("invalid token claims")
+    return owner
 
 
 def _claimed_scope(claims: dict[str, object]) -> tuple[Scope, str | None, int]:

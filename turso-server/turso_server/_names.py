@@ -7,7 +7,8 @@ traversal and no collision with the server's own entries (``_state/``, ``_spool/
 because the bare paths are the probes (upstream let the name through and then routed
 ``/healthz`` and ``/healthz/x`` differently). The data proxy validates the *raw* (still
 percent-encoded) segment, so ``%2e%2e`` or ``%2f`` never decode into something that passes.
-Called by ``_proxy``, ``_admin``, ``_state`` (loading), ``_layout`` and ``_supervisor``.
+Called by ``_proxy``, ``_admin``, ``_state`` (loading), ``_layout`` and ``_supervisor``. Owners
+(``is_valid_owner``) are checked here too, for ``_state``, ``_admin`` and ``_auth`` (a token's owner).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ MAX_NAME_LENGTH = 63
 RESERVED_PREFIX = "_"
 RESERVED_NAMES = frozenset({"healthz", "readyz"})
 _ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
+#: The longest ``owner`` a namespace can record (a Kubernetes namespace is at most 63).
+MAX_OWNER_LENGTH = 253
 
 
 def validate_name(name: str) -> str:
@@ -33,6 +36,11 @@ def validate_name(name: str) -> str:
 def is_valid_name(name: str) -> bool:
     """``True`` when :func:`validate_name` would accept ``name``."""
     return bool(NAMESPACE_PATTERN.fullmatch(name)) and name not in RESERVED_NAMES
+
+
+def is_valid_owner(value: str) -> bool:
+    """An owner is opaque to the server: 1 to :data:`MAX_OWNER_LENGTH` visible ASCII characters."""
+    return 0 < len(value) <= MAX_OWNER_LENGTH and all("!" <= char <= "~" for char in value)
 
 
 def _explain(name: str) -> str:

@@ -17,7 +17,9 @@ own request. The order of checks is: auth (401), namespace syntax on the
 ``404 unknown route``), the SQL guard on the body
 (``_sqlguard``: 403 or 400, nothing forwarded), then existence: a missing namespace is created
 (``TURSO_ALLOW_AUTO_PROVISION``) only for a credential that may write and is bound to no
-namespace incarnation, else 404 (401 for a namespace token: see ``_forward``). A refused connection
+namespace incarnation, else 404 (401 for a namespace token: see ``_forward``). A token with an owner
+(``_auth``) creates it explicit + locked with that owner, and promotes an ownerless ``auto`` one it
+reaches the same way (``Supervisor.claim``); its scope and access are what they were. A refused connection
 means the child just died: the request waits for the supervisor's restart and is retried (nothing
 was sent), up to ``TURSO_STARTUP_TIMEOUT``, then 503 with ``Retry-After``. A request that was sent
 but got no byte back (the child died while it sat in the accept queue, or while running it) is
@@ -279,7 +281,9 @@ async def _lease_call(request: web.Request, name: str, rest: str, principal: Pri
             # A lease is only worth having on a namespace there is: create it as a push would
             # (the caller may write), or refuse as one would (404, 429); nothing is kept for it.
             create = app[CONFIG].allow_auto_provision and principal.incarnation is None
-            await app[SUPERVISOR].ensure(name, Origin.AUTO, create=create)
+            await app[SUPERVISOR].ensure(name, Origin.AUTO, create=create, token_owner=principal.owner)
+        elif principal.owner is not None:
+            await app[SUPERVISOR].claim(name, principal.owner)
         grant = await leases.acquire(name, holder, ttl=ttl, wait=wait)
         lease = grant.lease
         try:
@@ -377,6 +381,8 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             and principal.incarnation is None
         )
         provision = Origin.AUTO if may_create else None
+        if principal.owner is not None:
+            await app[SUPERVISOR].claim(name, principal.owner)  # an ownerless auto one: promoted
         forward = functools.partial(
             _forward,
             request,
@@ -460,7 +466,9 @@ async def _forward(
     while True:
         remaining = max(0.0, deadline - time.monotonic())
         try:
-            async with supervisor.lease(name, provision=provision, timeout=remaining) as warm:
+            async with supervisor.lease(
+                name, provision=provision, timeout=remaining, owner=principal.owner
+            ) as warm:
                 auth.check_binding(principal)  # this child is the incarnation the check just saw
                 if lease is not None and lease.revoked:
                     raise LeaseLostError("this write lease ended with its archived namespace")

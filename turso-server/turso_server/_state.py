@@ -30,11 +30,9 @@ from typing import Any
 from ._errors import NamespaceNotFoundError, StateError
 from ._layout import DataLayout
 from ._logging import get_logger
-from ._names import is_valid_name
+from ._names import MAX_OWNER_LENGTH, is_valid_name, is_valid_owner
 
 STATE_VERSION = 1
-#: The longest ``owner`` a namespace can record (a Kubernetes namespace is at most 63).
-MAX_OWNER_LENGTH = 253
 SUPPORTED_VERSIONS = frozenset({1})
 _TIMESTAMP = re.compile(
     r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?(Z|[+-][0-9]{2}:[0-9]{2})"
@@ -149,11 +147,6 @@ def _owner(value: object) -> str | None:
     if not isinstance(value, str) or not is_valid_owner(value):
         raise ValueError(f"owner must be 1-{MAX_OWNER_LENGTH} visible ASCII characters, not {value!r}")
     return value
-
-
-def is_valid_owner(value: str) -> bool:
-    """An owner is opaque to the server: 1 to :data:`MAX_OWNER_LENGTH` visible ASCII characters."""
-    return 0 < len(value) <= MAX_OWNER_LENGTH and all("!" <= char <= "~" for char in value)
 
 
 class StateStore:

@@ -20,6 +20,11 @@ is ``_children``'s, and every path is ``_layout``'s:
 * **Destroy** - the child is stopped and the database files are moved to ``archive/``.
 * **Undo** - an auto namespace whose first request did nothing (tursodb could not parse the
   pipeline or decode the pull) is removed without an archive, so a refused request leaves nothing behind.
+  So is one an owned token provisioned (below), unless an admin create claimed it meanwhile.
+* **Owned tokens** - a data request whose token carries an owner (``_auth``'s ``nsOwner``) creates
+  its missing namespace explicit + locked with that owner, as an admin create with the owner would,
+  and ``claim`` promotes an ``auto`` namespace with no owner (or that owner) it reaches the same
+  way, data kept; a namespace already explicit or another owner's is left as it is.
 
 Used by ``_app`` (lifecycle), ``_proxy``, ``_admin``, ``_backup`` and ``_gc``.
 """
@@ -127,6 +132,9 @@ class Supervisor:
         self._slots: dict[str, _Slot] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pending: set[str] = set()
+        # Created explicit by an owned token's request and not claimed by an admin create since:
+        # still removable by undo_create when that first request turns out to have done nothing.
+        self._provisioned: set[str] = set()
         self._spawn_gate = asyncio.Semaphore(SPAWN_CONCURRENCY)
         self._closing = False
 
@@ -212,6 +220,7 @@ class Supervisor:
         promote: bool = False,
         owner: str | None = None,
         adopt: bool = False,
+        token_owner: str | None = None,
     ) -> bool:
         """Make sure ``name`` exists and has a child; ``True`` when it was created now.
 
@@ -224,6 +233,10 @@ class Supervisor:
         records it (:class:`NotOwnedError` without ``adopt``). The check and the record happen under
         the name's lock, so of two creates with different owners exactly one wins, for good. A
         refused create changes nothing.
+
+        ``token_owner`` (a data request's, from its token's owner claim) makes a new namespace
+        explicit + locked with that owner whatever ``origin`` says, and promotes an existing one as
+        :meth:`claim` does.
         """
         validate_name(name)
         async with self.lock(name):
@@ -233,8 +246,16 @@ class Supervisor:
             if record is None:
                 if not create:
                     raise NamespaceNotFoundError(f"namespace not found: {name}")
-                await self._create(name, origin, owner)
+                if token_owner is None:
+                    await self._create(name, origin, owner)
+                else:
+                    await self._create(name, Origin.EXPLICIT, token_owner)
+                    self._provisioned.add(name)
                 return True
+            if token_owner is not None:
+                await self._claim_locked(record, token_owner)
+            if promote:
+                self._provisioned.discard(name)  # an admin create: the namespace is its now
             claim = owner is not None and record.owner != owner
             if claim and record.owner is not None:
                 raise OwnerMismatchError(f"namespace {name!r} belongs to owner {record.owner!r}")
@@ -253,29 +274,59 @@ class Supervisor:
                 self._start_keeper(self._new_slot(name))
             return False
 
+    async def claim(self, name: str, owner: str) -> None:
+        """Promote ``name`` to explicit + locked with ``owner`` when it is an ``auto`` namespace
+        with no owner or that owner (one left by an earlier version that an owned token reaches),
+        its data kept; anything else (missing, explicit, another owner's) is left as it is."""
+        record = self._store.get(name)
+        if record is None or not _claimable(record, owner):
+            return  # the common case: nothing to do, no lock taken
+        async with self.lock(name):
+            record = self._store.get(name)
+            if record is not None:
+                await self._claim_locked(record, owner)
+
+    async def _claim_locked(self, record: NamespaceRecord, owner: str) -> None:
+        if not _claimable(record, owner):
+            return
+        await self._store.update(record.name, _claimed(owner, promote=True))
+        log.info(
+            "auto namespace claimed by its token's owner", extra={"namespace": record.name, "owner": owner}
+        )
+
     @contextlib.asynccontextmanager
     async def lease(
-        self, name: str, *, provision: Origin | None = None, timeout: float | None = None
+        self,
+        name: str,
+        *,
+        provision: Origin | None = None,
+        timeout: float | None = None,
+        owner: str | None = None,
     ) -> AsyncIterator[WarmConnections]:
         """Hold ``name``'s child (its port) while talking to it; yields its connections.
 
         Waits (up to ``timeout``, default ``TURSO_STARTUP_TIMEOUT``) for a child that is starting
         or restarting; then :class:`UnavailableError` with a ``retry_after``. An unknown name is
-        created with origin ``provision``, or is a 404 error when ``provision`` is ``None``.
+        created with origin ``provision``, or is a 404 error when ``provision`` is ``None``; with
+        ``owner`` (the request's token's), explicit + locked with that owner (see :meth:`ensure`).
         """
         deadline = time.monotonic() + (self._config.startup_timeout if timeout is None else timeout)
-        warm = await self._running_child(name, provision, deadline)
+        warm = await self._running_child(name, provision, deadline, owner)
         self._children.ports.retain(warm.port)
         try:
             yield warm
         finally:
             self._children.ports.release(warm.port)
 
-    async def _running_child(self, name: str, provision: Origin | None, deadline: float) -> WarmConnections:
+    async def _running_child(
+        self, name: str, provision: Origin | None, deadline: float, owner: str | None = None
+    ) -> WarmConnections:
         while True:
             slot = self._slots.get(name)
             if slot is None:
-                await self.ensure(name, provision or Origin.AUTO, create=provision is not None)
+                await self.ensure(
+                    name, provision or Origin.AUTO, create=provision is not None, token_owner=owner
+                )
                 continue
             child = slot.child
             if slot.state is ChildState.RUNNING and child is not None:
@@ -347,6 +398,7 @@ class Supervisor:
                 # Keep the record: the next request restarts the child on the untouched files.
                 raise InternalError(f"archiving {name!r} failed: {exc}") from exc
             await self._store.remove(name)
+            self._provisioned.discard(name)
             # Whoever wrote last wrote to the archived files: a namespace created again under the
             # name starts with no lease and no last writer, so every replica pulls before it writes.
             self._leases.invalidate(name)
@@ -360,12 +412,14 @@ class Supervisor:
 
         The caller holds the namespace's implicit write lease since before it was created, so no
         write can have landed. ``False`` (nothing done) when the name is gone or is not ``auto``
-        any more (an admin create made it explicit meanwhile).
+        any more (an admin create made it explicit meanwhile). One an owned token's request created
+        explicit is removed the same way until an admin create claims it.
         """
         async with self.lock(name):
             record = self._store.get(name)
-            if record is None or record.origin is not Origin.AUTO:
+            if record is None or (record.origin is not Origin.AUTO and name not in self._provisioned):
                 return False
+            self._provisioned.discard(name)
             slot = self._slots.pop(name, None)
             if slot is not None:
                 await self._retire(slot)
@@ -476,6 +530,11 @@ class Supervisor:
             slot.child = None
             slot.ready.clear()
             slot.state = ChildState.STOPPED if slot.retired else ChildState.BACKOFF
+
+
+def _claimable(record: NamespaceRecord, owner: str) -> bool:
+    """An ``auto`` namespace with no owner, or ``owner`` already: what an owned token promotes."""
+    return record.origin is Origin.AUTO and record.owner in (None, owner)
 
 
 def _claimed(owner: str | None, *, promote: bool) -> Callable[[NamespaceRecord], None]:
