@@ -215,18 +215,31 @@ class AdminClient:
             str(payload["token"]), _whole_number(payload.get("tokenGeneration")), _expires_at(payload)
         )
 
-    async def mint_scope_token(self, namespaces: Sequence[str], access: str) -> str | None:
+    async def mint_scope_token(
+        self, namespaces: Sequence[str], access: str, *, owner: str | None = None
+    ) -> str | None:
         """A token for several namespaces and prefixes (``team-*``); ``None`` without scoped tokens."""
-        minted = await self.mint_scope(namespaces, access)
+        minted = await self.mint_scope(namespaces, access, owner=owner)
         return minted.token if minted else None
 
     async def mint_scope(
-        self, namespaces: Sequence[str], access: str, *, expires_in: str | None = None
+        self,
+        namespaces: Sequence[str],
+        access: str,
+        *,
+        expires_in: str | None = None,
+        owner: str | None = None,
     ) -> MintedToken | None:
-        """:meth:`mint_scope_token` with its expiry: ``expires_in`` (a duration) or none."""
+        """:meth:`mint_scope_token` with its expiry: ``expires_in`` (a duration) or none.
+
+        ``owner`` is signed into the token: a database it auto-provisions (one only a prefix names)
+        is created explicit, locked and that owner's, so turso-server's GC never idles it out.
+        """
         body: dict[str, Any] = {"namespaces": list(namespaces), "access": access}
         if expires_in:
             body["expiresIn"] = expires_in
+        if owner is not None:
+            body["owner"] = owner
         try:
             payload = await self._request("POST", "/v1/tokens", body)
         except AdminRejectedError as exc:

@@ -507,8 +507,10 @@ class Reconciler:
     async def _runtime_token(self, scope: tuple[str, ...]) -> tuple[str, str | None]:
         """A token for ``scope`` and when it expires (``None``: never)."""
         lifetime = self.config.token_lifetime
+        # Recorded on a database only a prefix (worker-*) names, created by its first request.
+        owner = runtime_owner(ns) if (ns := self.config.operator_namespace) else None
         minted = await self.admin.mint_scope(
-            scope, Access.READ_WRITE, expires_in=lifetime_text(lifetime) if lifetime else None
+            scope, Access.READ_WRITE, expires_in=lifetime_text(lifetime) if lifetime else None, owner=owner
         )
         if minted:
             return minted.token, minted.expires_at

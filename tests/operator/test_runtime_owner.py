@@ -1,0 +1,108 @@
+"""The runtime's worker token is owned: a worker-* database its first request creates is the runtime's.
+
+A real kube-apiserver (``tests/support/controlplane``) gets the runtime's Secret from
+``Reconciler.ensure_runtime_credentials``, and a real turso-server mints its tokens. The token read
+back from that Secret opens a database only the ``worker-*`` prefix names: it is created explicit,
+locked and owned by ``runtime:<release namespace>``, and survives a GC pass with a tiny
+``TURSO_AUTO_IDLE_DURATION`` with its rows. Before, it was ``auto`` with no owner, archived once
+idle, and the worker's next open started an empty database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+
+from buntime.worker import open_turso
+from tests.support.controlplane import ControlPlane
+from tests.support.operator import kubectl
+from tests.support.tursoserver import TursoServer
+from turso_operator import AdminClient
+from turso_operator._config import OperatorConfig
+from turso_operator._constants import SecretKey
+from turso_operator._kube import KubeClient
+from turso_operator._reconcile import Reconciler
+
+pytestmark = pytest.mark.cluster
+
+RELEASE_NAMESPACE = "buntime-system"
+SECRET = "buntime-runtime-turso"
+RUNTIME_OWNER = f"runtime:{RELEASE_NAMESPACE}"
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[ControlPlane]:
+    with ControlPlane() as cp:
+        kubectl(cp, "create", "namespace", RELEASE_NAMESPACE)
+        yield cp
+
+
+def _open(server: TursoServer, token: str, database: str, *statements: str) -> list[Any]:
+    """A new replica of ``database`` (its own directory, as a new pod has), through the runtime's
+    own client: runs ``statements``, pushes, returns what the last one returned."""
+    workdir = server.data_dir.parent / f"replica-{uuid.uuid4().hex[:8]}"
+    with open_turso(database, server_url=server.url, token=token, dir=str(workdir), env={}) as db:
+        result: list[Any] = []
+        for statement in statements:
+            result = db.execute(statement)
+        db.push()
+    return result
+
+
+def _view(server: TursoServer, database: str) -> tuple[int, Any]:
+    return server.admin("GET", f"/v1/namespaces/{database}")
+
+
+async def test_a_worker_database_the_runtime_token_creates_is_the_runtimes_and_outlives_the_gc(
+    api: ControlPlane, tmp_path: Path
+) -> None:
+    env = {"TURSO_GC_INTERVAL": "500ms", "TURSO_AUTO_IDLE_DURATION": "2s"}
+    with TursoServer(tmp_path / "data", extra_env=env) as server:
+        config = OperatorConfig.from_env(
+            {
+                "TURSO_SERVER_URL": server.url,
+                "TURSO_SERVER_ADMIN_URL": server.admin_url,
+                "TURSO_SERVER_ADMIN_TOKEN": server.admin_token,
+                "TURSO_SERVER_TOKEN": server.data_token,
+                "TURSO_RUNTIME_SECRET": SECRET,
+                "TURSO_RUNTIME_NAMESPACES": "runtime,keyval",
+                "TURSO_RUNTIME_WORKER_NAMESPACES": "worker-*",
+                "POD_NAMESPACE": RELEASE_NAMESPACE,
+            }
+        )
+        kube = KubeClient(kopf.ConnectionInfo(server=api.url, token=api.token, insecure=True))
+        admin = AdminClient(server.admin_url, server.admin_token)
+        try:
+            assert await Reconciler(config, admin, kube).ensure_runtime_credentials() is True
+        finally:
+            await admin.aclose()
+            await kube.aclose()
+        secret = json.loads(kubectl(api, "get", "secret", SECRET, "-n", RELEASE_NAMESPACE, "-o", "json"))
+        workers = base64.b64decode(secret["data"][SecretKey.RUNTIME_SERVER_TOKEN]).decode()
+        assert _view(server, "worker-orders")[0] == 404, "a prefix names no database ahead"
+
+        await asyncio.to_thread(
+            _open, server, workers, "worker-orders", "CREATE TABLE o(v TEXT)", "INSERT INTO o VALUES ('kept')"
+        )
+        status, found = _view(server, "worker-orders")
+        assert status == 200
+        assert (found["origin"], found["locked"], found["owner"]) == ("explicit", True, RUNTIME_OWNER)
+
+        # A bystander auto database idles out meanwhile: the GC ran past the idle limit.
+        await asyncio.to_thread(_open, server, server.data_token, "bystander", "CREATE TABLE b(v)")
+        deadline = time.monotonic() + 15
+        while _view(server, "bystander")[0] != 404:
+            assert time.monotonic() < deadline, "the GC never archived the idle auto database"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.5)  # more sweeps: worker-orders was idle longer still
+        rows = await asyncio.to_thread(_open, server, workers, "worker-orders", "SELECT v FROM o")
+        assert rows == [{"v": "kept"}]
