@@ -79,8 +79,9 @@ class NamespaceRecord:
 
     ``owner`` is who the namespace belongs to: an opaque string an admin ``create`` gave (the
     operator sends the Kubernetes namespace of the TursoNamespace). It is written only when set, so
-    an earlier file loads with no owner; only ``create`` (adopting an ownerless namespace) and the
-    admin ``owner`` route change it.
+    an earlier file loads with no owner; only ``create`` (adopting an ownerless namespace), a data
+    request whose token carries an owner (recording it on an ownerless auto namespace it creates or
+    reaches, see ``_supervisor``) and the admin ``owner`` route change it.
     """
 
     name: str
