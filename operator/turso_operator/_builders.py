@@ -203,12 +203,20 @@ def runtime_owner(operator_namespace: str) -> str:
     return f"{RUNTIME_OWNER_PREFIX}{operator_namespace}"
 
 
-def scope_hash(runtime_scope: Sequence[str], worker_scope: Sequence[str], token_lifetime: float = 0.0) -> str:
-    """Names the scopes (and, when set, the token lifetime) a runtime Secret was minted for, so a
-    changed scope or lifetime re-mints its tokens. Without a lifetime it is what it always was."""
+def scope_hash(
+    runtime_scope: Sequence[str],
+    worker_scope: Sequence[str],
+    token_lifetime: float = 0.0,
+    owner: str | None = None,
+) -> str:
+    """Names the scopes, the token lifetime (when set) and the tokens' owner a runtime Secret was
+    minted for, so a changed scope or lifetime re-mints its tokens, and so does a Secret minted
+    without the owner by an earlier operator."""
     text = ",".join(sorted(runtime_scope)) + "|" + ",".join(sorted(worker_scope))
     if token_lifetime:
         text += "|" + lifetime_text(token_lifetime)
+    if owner is not None:
+        text += "|owner=" + owner
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

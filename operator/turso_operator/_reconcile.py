@@ -420,7 +420,9 @@ class Reconciler:
             return False
         await self.ensure_runtime_databases()
         namespace, name = cfg.operator_namespace, cfg.runtime_credentials
-        wanted_hash = scope_hash(cfg.runtime_scope, cfg.worker_scope, cfg.token_lifetime)
+        wanted_hash = scope_hash(
+            cfg.runtime_scope, cfg.worker_scope, cfg.token_lifetime, owner=runtime_owner(namespace)
+        )
         wanted_keys = {SecretKey.SERVER_TOKEN} | (
             {SecretKey.RUNTIME_SERVER_TOKEN} if cfg.worker_scope else set()
         )
