@@ -18,7 +18,6 @@ import copy
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import kopf
@@ -26,7 +25,7 @@ import pytest
 
 from tests.chart.rendering import EnvSources, container_env, one, render
 from tests.support.controlplane import ControlPlane
-from tests.support.operator import API, CRD_FILE, apply_tns, kubectl
+from tests.support.operator import API, apply_tns
 from turso_operator._builders import mutate_pod_spec, now_iso
 from turso_operator._config import OperatorConfig
 from turso_operator._constants import (
@@ -47,14 +46,6 @@ TOKEN_FILES = {
     "RUNTIME_TURSO_SERVER_TOKEN_FILE": f"{TOKEN_DIR}/RUNTIME_TURSO_SERVER_TOKEN",
 }
 TOKEN_MOUNT = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
-        kubectl(cp, "apply", "-f", str(CRD_FILE))
-        kubectl(cp, "wait", "--for=condition=Established", "crd/tursonamespaces.turso.buntime.io")
-        yield cp
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ import kopf
 import pytest
 
 from buntime.turso import TursoUnavailableError
-from buntime.worker import open_turso
 from tests.support.kopfcontext import drained_reasons, kopf_events
 from tests.support.ports import free_port
 from tests.support.tursoserver import TursoServer
@@ -182,19 +180,8 @@ def runtime_config(server: TursoServer) -> OperatorConfig:
 
 
 async def fresh_open(server: TursoServer, token: str, database: str, *statements: str) -> list[Any]:
-    """A new replica of ``database`` (its own directory, as a new pod has) runs ``statements`` and
-    pushes; returns what the last one returned. The runtime's own client, against the real server."""
-
-    def run() -> list[Any]:
-        workdir = server.data_dir.parent / f"replica-{uuid.uuid4().hex[:8]}"
-        with open_turso(database, server_url=server.url, token=token, dir=str(workdir), env={}) as db:
-            result: list[Any] = []
-            for statement in statements:
-                result = db.execute(statement)
-            db.push()
-        return result
-
-    return await asyncio.to_thread(run)
+    """:meth:`TursoServer.fresh_replica` off the event loop."""
+    return await asyncio.to_thread(server.fresh_replica, token, database, *statements)
 
 
 def view(server: TursoServer, database: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import kopf
 import pytest
 
-from buntime.worker import open_turso
 from tests.support.controlplane import ControlPlane
 from tests.support.operator import kubectl
 from tests.support.tursoserver import TursoServer
@@ -45,18 +43,6 @@ def api() -> Iterator[ControlPlane]:
     with ControlPlane() as cp:
         kubectl(cp, "create", "namespace", RELEASE_NAMESPACE)
         yield cp
-
-
-def _open(server: TursoServer, token: str, database: str, *statements: str) -> list[Any]:
-    """A new replica of ``database`` (its own directory, as a new pod has), through the runtime's
-    own client: runs ``statements``, pushes, returns what the last one returned."""
-    workdir = server.data_dir.parent / f"replica-{uuid.uuid4().hex[:8]}"
-    with open_turso(database, server_url=server.url, token=token, dir=str(workdir), env={}) as db:
-        result: list[Any] = []
-        for statement in statements:
-            result = db.execute(statement)
-        db.push()
-    return result
 
 
 def _view(server: TursoServer, database: str) -> tuple[int, Any]:
@@ -101,20 +87,24 @@ async def test_a_worker_database_the_runtime_token_creates_is_the_runtimes_and_o
         assert _view(server, "worker-orders")[0] == 404, "a prefix names no database ahead"
 
         await asyncio.to_thread(
-            _open, server, workers, "worker-orders", "CREATE TABLE o(v TEXT)", "INSERT INTO o VALUES ('kept')"
+            server.fresh_replica,
+            workers,
+            "worker-orders",
+            "CREATE TABLE o(v TEXT)",
+            "INSERT INTO o VALUES ('kept')",
         )
         status, found = _view(server, "worker-orders")
         assert status == 200
         assert (found["origin"], found["locked"], found["owner"]) == ("explicit", True, RUNTIME_OWNER)
 
         # A bystander auto database idles out meanwhile: the GC ran past the idle limit.
-        await asyncio.to_thread(_open, server, server.data_token, "bystander", "CREATE TABLE b(v)")
+        await asyncio.to_thread(server.fresh_replica, server.data_token, "bystander", "CREATE TABLE b(v)")
         deadline = time.monotonic() + 15
         while _view(server, "bystander")[0] != 404:
             assert time.monotonic() < deadline, "the GC never archived the idle auto database"
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.5)  # more sweeps: worker-orders was idle longer still
-        rows = await asyncio.to_thread(_open, server, workers, "worker-orders", "SELECT v FROM o")
+        rows = await asyncio.to_thread(server.fresh_replica, workers, "worker-orders", "SELECT v FROM o")
         assert rows == [{"v": "kept"}]
 
 
@@ -135,7 +125,7 @@ async def test_a_secret_an_earlier_operator_minted_without_the_owner_is_minted_a
 
         wrote, workers = await _ensure_credentials(api, server, secret)
         assert wrote is True and workers != minted["token"]
-        await asyncio.to_thread(_open, server, workers, "worker-new", "SELECT 1")
+        await asyncio.to_thread(server.fresh_replica, workers, "worker-new", "SELECT 1")
         status, found = _view(server, "worker-new")
         assert (found["origin"], found["locked"], found["owner"]) == ("explicit", True, RUNTIME_OWNER)
         again, same = await _ensure_credentials(api, server, secret)

@@ -24,7 +24,7 @@ import pytest
 
 from tests.support.controlplane import ControlPlane
 from tests.support.kopfcontext import drained_reasons, kopf_events
-from tests.support.operator import API, CRD_FILE, apply_tns, get_tns, kubectl
+from tests.support.operator import API, apply_tns, get_tns
 from tests.support.tursoserver import TursoServer
 from turso_operator import AdminClient, desired_namespace
 from turso_operator._config import OperatorConfig
@@ -34,14 +34,6 @@ from turso_operator._kube import KubeClient
 from turso_operator._reconcile import Reconciler
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[ControlPlane]:
-    with ControlPlane() as cp:
-        kubectl(cp, "apply", "-f", str(CRD_FILE))
-        kubectl(cp, "wait", "--for=condition=Established", "crd/tursonamespaces.turso.buntime.io")
-        yield cp
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,19 @@ class TursoServer:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    def fresh_replica(self, token: str, database: str, *statements: str) -> list[Any]:
+        """A new replica of ``database`` (its own directory, as a new pod has) runs ``statements``
+        and pushes; returns what the last one returned. The runtime's own client (blocking)."""
+        from buntime.worker import open_turso  # only the tests that open replicas import the runtime
+
+        workdir = self.data_dir.parent / f"replica-{secrets.token_hex(4)}"
+        with open_turso(database, server_url=self.url, token=token, dir=str(workdir), env={}) as db:
+            result: list[Any] = []
+            for statement in statements:
+                result = db.execute(statement)
+            db.push()
+        return result
+
     def admin(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """An admin-port request with the admin token (and ``body`` as JSON):
         ``(status, JSON body)`` (text on errors)."""
