@@ -135,6 +135,8 @@ def test_a_prepared_write_reports_what_execute_reports(tmp_path: Path) -> None:
         assert len(conn._buntime_statements) == 4  # the INSERT once, whatever its parameters
         # What it leaves to execute(): RETURNING, named parameters, DDL, transaction control.
         assert run_prepared(conn, "INSERT INTO t(v) VALUES ('r') RETURNING k", []) is None
+        assert run_prepared(conn, "INSERT INTO t(v) VALUES ('r') RETURNING k", []) is None
+        assert len(conn._buntime_statements) == 5  # kept unstepped: the next call prepares nothing
         assert run_prepared(conn, "INSERT INTO t(v) VALUES (:v)", {"v": 1}) is None
         assert run_prepared(conn, "CREATE TABLE u(x)", []) is None
         assert run_prepared(conn, "BEGIN", []) is None

@@ -164,12 +164,13 @@ def run_prepared(
     that changed a row); ``None`` for anything else (named parameters, ``RETURNING``, several
     statements, other kinds), which takes pyturso's ``execute()``. Like :func:`query_prepared`:
     reset right after its run, dropped when it fails."""
-    if isinstance(params, Mapping) or turso.lib._first_keyword(sql) not in _PREPARED_WRITES:
+    keyword = turso.lib._first_keyword(sql)
+    if isinstance(params, Mapping) or keyword not in _PREPARED_WRITES:
         return None
 
     def run(stmt: Any) -> tuple[int, int | None]:
         changes = int(turso.lib._run_execute_with_io(stmt, conn.extra_io).rows_changed)
-        inserted = changes > 0 and turso.lib._is_insert_or_replace(sql)
+        inserted = changes > 0 and keyword in ("INSERT", "REPLACE")  # execute()'s rule for lastrowid
         return changes, conn._conn.last_insert_rowid() if inserted else None
 
     return _on_statement(conn, sql, params, run, returns_rows=False)
@@ -191,7 +192,8 @@ def _on_statement(
             return None
         try:
             if not returns_rows and stmt.columns():
-                _drop(conn, sql, stmt)  # RETURNING: pyturso's execute() drains and counts it
+                # RETURNING: pyturso's execute() drains and counts it. The statement stays cached
+                # (never stepped, it holds nothing), so the next call finds out without preparing.
                 return None
             if params:
                 stmt.bind(params if isinstance(params, tuple) else tuple(params))
