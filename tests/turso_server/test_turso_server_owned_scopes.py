@@ -177,6 +177,36 @@ def test_a_refused_first_request_through_an_owned_token_leaves_nothing(server: S
     assert server.child_pids() == {}
 
 
+def test_a_refused_request_through_an_owned_token_claims_nothing(
+    server: ServerProcess, replicas: Callable[..., Any]
+) -> None:
+    unowned = _mint(server, ["worker-*"])
+    for name in ("worker-a", "worker-b", "worker-c", "worker-d"):
+        _write(replicas, server.url(name), unowned, name)
+    owned = _mint(server, ["worker-*"], owner=OWNER)
+    ro = _mint(server, ["worker-*"], owner=OWNER, access="ro")
+    unparsable = b'{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1","args":5}}]}'
+    refused = [
+        (server.data("POST", f"/worker-a{PIPELINE}", token=owned, body=unparsable), 400, "invalid pipeline"),
+        (server.data("POST", f"/worker-b/-/lease/bogus{PIPELINE}", token=owned, body=SELECT_ONE), 409, None),
+        (server.data("POST", f"/worker-c{PULL}", token=ro, body=b"\xff\xff\xff\xff"), 400, "invalid body"),
+    ]
+    for response, status, code in refused:
+        assert response.status == status, response.body
+        assert code is None or response.json()["code"] == code
+    assert server.data("POST", f"/worker-d{PULL}", token=ro).status == 200  # accepted, but read-only
+    for name in ("worker-a", "worker-b", "worker-c", "worker-d"):
+        assert _recorded(server, name) == ("auto", False, None), name
+    # Another owner can still adopt them; an accepted write through the owned token claims one.
+    adopted = server.admin("POST", "/v1/namespaces/worker-a/create", {"owner": "team-b", "adopt": True})
+    assert adopted.status in (200, 201), adopted.body
+    assert server.data("POST", f"/worker-b{PIPELINE}", token=owned, body=SELECT_ONE).status == 200
+    assert _recorded(server, "worker-b") == ("explicit", True, OWNER)
+    lease = server.data("POST", "/worker-c/-/lease", token=owned, body=b'{"holder":"w1"}')
+    assert lease.status == 200
+    assert _recorded(server, "worker-c") == ("explicit", True, OWNER)
+
+
 @pytest.mark.parametrize(
     "owner",
     [

@@ -19,7 +19,8 @@ own request. The order of checks is: auth (401), namespace syntax on the
 (``TURSO_ALLOW_AUTO_PROVISION``) only for a credential that may write and is bound to no
 namespace incarnation, else 404 (401 for a namespace token: see ``_forward``). A token with an owner
 (``_auth``) creates it explicit + locked with that owner, and promotes an ownerless ``auto`` one it
-reaches the same way (``Supervisor.claim``); its scope and access are what they were. A refused connection
+reaches the same way (``Supervisor.claim``) once tursodb accepted the request (a read-write token
+only; a refused request claims nothing); its scope and access are what they were. A refused connection
 means the child just died: the request waits for the supervisor's restart and is retried (nothing
 was sent), up to ``TURSO_STARTUP_TIMEOUT``, then 503 with ``Retry-After``. A request that was sent
 but got no byte back (the child died while it sat in the accept queue, or while running it) is
@@ -282,8 +283,6 @@ async def _lease_call(request: web.Request, name: str, rest: str, principal: Pri
             # (the caller may write), or refuse as one would (404, 429); nothing is kept for it.
             create = app[CONFIG].allow_auto_provision and principal.incarnation is None
             await app[SUPERVISOR].ensure(name, Origin.AUTO, create=create, token_owner=principal.owner)
-        elif principal.owner is not None:
-            await app[SUPERVISOR].claim(name, principal.owner)
         grant = await leases.acquire(name, holder, ttl=ttl, wait=wait)
         lease = grant.lease
         try:
@@ -291,6 +290,8 @@ async def _lease_call(request: web.Request, name: str, rest: str, principal: Pri
         except UnauthorizedError:
             await leases.release(name, lease.token)
             raise
+        if principal.owner is not None:
+            await app[SUPERVISOR].claim(name, principal.owner)  # granted: the token may write here
         return json_response(
             {"token": lease.token, "fence": lease.fence, "ttl": lease.ttl, "fresh": grant.fresh}
         )
@@ -381,8 +382,6 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             and principal.incarnation is None
         )
         provision = Origin.AUTO if may_create else None
-        if principal.owner is not None:
-            await app[SUPERVISOR].claim(name, principal.owner)  # an ownerless auto one: promoted
         forward = functools.partial(
             _forward,
             request,
@@ -413,6 +412,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         if (refused := _refused(reply, rest, body)) is not None:
             await reply.body.aclose()
             raise InvalidPipelineError(refused) if writes else InvalidBodyError(refused)
+        if reply.status == 200 and principal.owner is not None and principal.access is Access.READ_WRITE:
+            # An ownerless auto namespace is promoted only by a request tursodb accepted, from a
+            # token that may write: a refused one (400, 409, 5xx) or a read-only one claims nothing.
+            await app[SUPERVISOR].claim(name, principal.owner)
         status = reply.status
         return await _send_reply(request, reply)
     except asyncio.CancelledError:
