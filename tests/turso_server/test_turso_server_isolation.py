@@ -144,6 +144,54 @@ def test_scoped_token_escapes_are_refused_and_no_file_changes(
     assert len(replicas(server.url("a"), token=token).execute("SELECT * FROM secrets").fetchall()) == 2
 
 
+CONNECTION_SETTINGS = [
+    "PRAGMA query_only = 1",
+    "PRAGMA query_only(true)",
+    "PRAGMA ignore_check_constraints = 1",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA require_where = 1",
+    "PRAGMA full_column_names = 1",
+    "PRAGMA main.max_page_count = 3",
+    "PRAGMA cache_size = -1000000",
+]
+
+
+def test_one_client_cannot_change_the_connection_every_client_shares(
+    start_server: ServerFactory, replicas: Callable[..., Any]
+) -> None:
+    # tursodb 0.7.0 serves every client of a namespace on one connection and keeps a connection
+    # setting until it restarts: query_only would fail every later push and the admin backup,
+    # ignore_check_constraints would let another client's bad rows in.
+    server = start_server()
+    assert server.admin("POST", "/v1/namespaces/a/create").status == 201
+    token = _mint(server, "a")
+    writer = replicas(server.url("a"), token=token)
+    writer.execute("CREATE TABLE checked(x INTEGER CHECK (x > 0))")
+    writer.execute("INSERT INTO checked VALUES (1)")
+    writer.push()
+    for sql in CONNECTION_SETTINGS:
+        for shape, body in _bodies(sql).items():
+            response = server.data("POST", "/a/v2/pipeline", token=token, body=body)
+            assert (response.status, response.json()["code"]) == (403, "statement forbidden"), (
+                f"{sql} via {shape}: {response.status} {response.body!r}"
+            )
+            assert "shares" in response.json()["detail"]
+    # Reading a setting stays allowed.
+    read = {"requests": [{"type": "execute", "stmt": {"sql": "PRAGMA query_only", "want_rows": True}}]}
+    response = server.data("POST", "/a/v2/pipeline", token=token, body=json.dumps(read).encode())
+    assert response.status == 200 and response.json()["results"][0]["type"] == "ok", response.body
+    # Every other client still writes, under the same checks, and the backup still runs.
+    other = replicas(server.url("a"), token=token)
+    other.execute("INSERT INTO checked VALUES (2)")
+    other.push()
+    bad = {"requests": [{"type": "execute", "stmt": {"sql": "INSERT INTO checked VALUES (-1)"}}]}
+    response = server.data("POST", "/a/v2/pipeline", token=token, body=json.dumps(bad).encode())
+    assert response.status == 200 and response.json()["results"][0]["type"] == "error", response.body
+    assert server.admin("GET", "/v1/namespaces/a/backup").status == 200
+    check = replicas(server.url("a"), token=token)
+    assert check.execute("SELECT x FROM checked ORDER BY x").fetchall() == [(1,), (2,)]
+
+
 @needs_landlock
 def test_landlock_stops_a_confined_process_writing_outside_its_directory(tmp_path: Path) -> None:
     inside, outside = tmp_path / "inside", tmp_path / "outside"

@@ -153,12 +153,21 @@ PRAGMA_READS = _words(
 # that reach nothing else. Refused with an argument (among others): journal_mode (mvcc adds a log
 # file and changes what the sync server serves), locking_mode (normal lets other processes open the
 # file), wal_checkpoint (truncating the WAL the sync server serves pulls from broke bootstraps on
-# 0.7.0), vdbe_trace (writes to the server log), cipher/hexkey (encryption keys), cache_size and
-# busy_timeout (memory and stalls of the one connection all clients share), the CDC switches.
+# 0.7.0), vdbe_trace (writes to the server log), cipher/hexkey (encryption keys), the CDC
+# switches, and every setting of the connection rather than the database: tursodb 0.7.0 serves
+# all clients of a namespace on one connection and keeps such a setting until its restart, so
+# cache_size and busy_timeout (its memory, its stalls), query_only (every later push and the admin
+# backup fail), ignore_check_constraints, foreign_keys and require_where (what every other
+# client's writes are checked against), full/short_column_names (the shape of their replies) and
+# max_page_count would reach every other client. Their values can still be read.
 PRAGMA_ARGUMENTS = _words(
     """table_info table_xinfo index_info index_list index_xinfo foreign_key_list table_list
-    integrity_check quick_check application_id user_version foreign_keys ignore_check_constraints
-    require_where full_column_names short_column_names query_only max_page_count"""
+    integrity_check quick_check application_id user_version"""
+)
+# Connection settings: refused with an argument for the reason above (named in the refusal).
+PRAGMA_CONNECTION_SETTINGS = _words(
+    """busy_timeout cache_size cache_spill foreign_keys ignore_check_constraints require_where
+    full_column_names short_column_names query_only max_page_count synchronous temp_store"""
 )
 PRAGMA_LOOKUPS = _words("table_info table_xinfo index_info index_list index_xinfo foreign_key_list")
 # ``pragma_<name>`` table-valued functions: on 0.7.0 their arguments are lookups, never new values.
@@ -382,6 +391,12 @@ def _check_pragma(tokens: list[Token], index: int, where: str) -> None:
         return  # ``PRAGMA`` alone or followed by punctuation: tursodb reports the syntax error
     pragma = names[-1]
     has_argument = index < len(tokens)
+    if has_argument and pragma in PRAGMA_CONNECTION_SETTINGS:
+        _refuse(
+            where,
+            f"PRAGMA {pragma} with an argument is not allowed: it would change the one connection "
+            "every client of this database shares",
+        )
     if has_argument and pragma not in PRAGMA_ARGUMENTS:
         _refuse(where, f"PRAGMA {pragma} with an argument is not allowed")
     if not has_argument and pragma not in PRAGMA_READS and pragma not in PRAGMA_ARGUMENTS:
