@@ -124,6 +124,28 @@ def test_waiters_are_served_in_order_and_a_plain_push_waits(server: ServerProces
     assert order == ["b", "plain", "c"] and set(results.values()) == {200}
 
 
+def test_a_lease_whose_waiter_went_away_is_given_back_at_once(server: ServerProcess) -> None:
+    # A client that gives up while it waits (its write was cancelled, its request timed out) used
+    # to be granted the lease anyway, by nobody released: every other writer waited out its TTL.
+    assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
+    _, held = grant(server, "pod-a", ttl=30)
+    body = json.dumps({"holder": "pod-gone", "wait": 10}).encode()
+    with socket.create_connection(("127.0.0.1", server.data_port)) as gone:
+        gone.sendall(
+            f"POST {LEASE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DATA_TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        time.sleep(0.3)  # queued behind pod-a on the server
+    assert server.data("DELETE", f"{LEASE}/{held['token']}", token=DATA_TOKEN).status == 204
+    time.sleep(0.3)
+    status, taken = grant(server, "pod-b", wait=0)  # no wait: the lease must be free right now
+    assert status == 200, taken
+    assert server.find_logs("lease granted after its client went away, released")
+    view = server.admin("GET", "/v1/namespaces/tenant").json()
+    assert DATA_TOKEN not in json.dumps(view)
+
+
 def test_lease_requests_are_validated(server: ServerProcess) -> None:
     assert server.admin("POST", "/v1/namespaces/tenant/create").status == 201
     ro = server.admin("POST", "/v1/namespaces/tenant/tokens", {"access": "ro"}).json()["token"]

@@ -160,7 +160,8 @@ class RequestTimeoutError(ApiError, TimeoutError):
 
 
 class ClientClosedError(ApiError, ConnectionError):
-    """The client went away while its body was being read; the status only reaches the metrics."""
+    """The client went away while its body was being read or its lease was awaited; the status only
+    reaches the metrics."""
 
     status = 499  # nginx's convention
     code = "client closed request"

@@ -48,6 +48,7 @@ from ._config import LEASE_TTL_MAX, LEASE_WAIT_MAX
 from ._cursors import CursorRead, CursorWrite, all_steps_ran, classify, read_reply, read_rows
 from ._cursors import Kind as CursorKind
 from ._errors import (
+    ClientClosedError,
     InvalidBodyError,
     InvalidPipelineError,
     LeaseLostError,
@@ -285,6 +286,13 @@ async def _lease_call(request: web.Request, name: str, rest: str, principal: Pri
             await app[SUPERVISOR].ensure(name, Origin.AUTO, create=create, token_owner=principal.owner)
         grant = await leases.acquire(name, holder, ttl=ttl, wait=wait)
         lease = grant.lease
+        if request.transport is None or request.transport.is_closing():
+            # The client gave up while it waited (its request timed out, its write was
+            # cancelled): nobody would ever use or release this lease, and every other writer
+            # of the namespace would wait out its TTL. Given back at once.
+            await leases.release(name, lease.token)
+            log.info("lease granted after its client went away, released", extra={"namespace": name})
+            raise ClientClosedError("the client closed the connection while it waited for the lease")
         try:
             auth.check_binding(principal)
         except UnauthorizedError:
