@@ -14,6 +14,7 @@ import shutil
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,7 @@ from buntime.turso import (
 )
 from buntime.turso._backends import ReplicaBackend
 from buntime.turso._engine import BOOT_MARK_SUFFIX, OFFLINE_MARK, boot_id
+from buntime.turso._leases import Lease, LeaseClient
 from tests.support.tursoserver import TursoServer
 
 NS = "ledger"
@@ -589,6 +591,143 @@ async def test_commits_acknowledged_in_offline_mode_survive_a_switch_to_serializ
     assert sorted(r["who"] for r in rows) == ["after", "offline", "pushed"]
     marks = list((tmp_path / "a").rglob(f"*{BOOT_MARK_SUFFIX}"))
     assert [m.read_text().strip() for m in marks] == [boot_id()]  # serializable again from here on
+
+
+async def test_a_pull_that_fails_after_the_offline_commits_are_pushed_is_made_before_the_next_write(
+    server: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pushing offline mode's commits makes this pod the namespace's last writer on the server, from
+    a copy that has not pulled the other pods' commits yet. When the pull after that push failed,
+    the next lease was granted "fresh" and the write skipped its pull: it read a stale counter and
+    its push replaced 5 acknowledged increments of another pod."""
+    a = pod(server, tmp_path, "a")
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run("INSERT INTO c(k, v) VALUES ('n', 0)"), namespace=NS)
+    finally:
+        await a.aclose()
+    await asyncio.to_thread(server.stop)
+    offline = pod(server, tmp_path, "a", TURSO_WRITE_MODE="offline")
+    try:
+        await offline.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('offline')"), namespace=NS)
+    finally:
+        await offline.aclose()  # its final push fails too: the commit is only in the file
+    await asyncio.to_thread(server.start)
+
+    async def bump(db: Database) -> None:
+        row = await db.get("SELECT v FROM c WHERE k = 'n'")
+        assert row is not None
+        await db.run("UPDATE c SET v = ? WHERE k = 'n'", [int(str(row["v"])) + 1])
+
+    b = pod(server, tmp_path, "b")
+    try:
+        for _ in range(5):
+            await b.transaction(bump, namespace=NS)
+    finally:
+        await b.aclose()
+    pulls = {"n": 0}
+    real_pull = ReplicaBackend._pull_clean
+
+    def first_pull_fails(self: ReplicaBackend) -> bool:
+        pulls["n"] += 1
+        if pulls["n"] == 1:
+            raise TursoUnavailableError("the pull failed (a network blip)")
+        return real_pull(self)
+
+    monkeypatch.setattr(ReplicaBackend, "_pull_clean", first_pull_fails)
+    a = pod(server, tmp_path, "a")
+    try:
+        await a.connect(NS)  # the first sync pushes the offline commit under a lease; its pull fails
+        assert pulls["n"] == 1
+        await a.transaction(bump, namespace=NS)
+        assert pulls["n"] == 2
+    finally:
+        await a.aclose()
+    assert await server_rows(server, tmp_path, "SELECT v FROM c") == [{"v": 6}]
+    assert await server_rows(server, tmp_path, "SELECT who FROM t") == [{"who": "offline"}]
+
+
+async def test_a_lease_taken_while_the_last_ones_keep_alive_sleeps_is_renewed(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """A pod gives an idle lease back after 2 ms, while the keep-alive task of that lease sleeps a
+    third of its TTL. A lease taken meanwhile used to get no keep-alive at all (the old task saw
+    another lease and ended), so a callback longer than the TTL lost it and ran twice."""
+    a = pod(server, tmp_path, "a", TURSO_LEASE_TTL="600ms")
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('quick')"), namespace=NS)
+        await asyncio.sleep(0.05)  # the lease went back; its keep-alive still sleeps (200 ms)
+        runs = 0
+
+        async def long(db: Database) -> None:
+            nonlocal runs
+            runs += 1
+            await db.run("INSERT INTO t(who) VALUES ('long')")
+            await asyncio.sleep(1.0)  # longer than the TTL: only renewals keep the lease
+
+        await a.transaction(long, namespace=NS)
+        assert runs == 1
+    finally:
+        await a.aclose()
+    rows = await server_rows(server, tmp_path, "SELECT who FROM t ORDER BY id")
+    assert [r["who"] for r in rows] == ["quick", "long"]
+
+
+async def test_a_write_queued_during_a_slow_lease_hand_over_waits_for_it(
+    server: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After holding the lease LEASE_MAX_HOLD with commits waiting, a pod hands it back before it
+    writes again. A write already queued on the replica's lock used to slip in while the hand-over's
+    DELETE was still out: it took a new lease and started a second flusher, both resolved the same
+    hand-over (InvalidStateError in the flusher) and one could clear a later hand-over nobody then
+    ended, leaving writers at the gate for good."""
+    loop_errors: list[object] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, ctx: loop_errors.append(ctx.get("exception")))
+    a = pod(server, tmp_path, "a")
+    try:
+        await schema(a)
+        await asyncio.sleep(0.1)  # the idle lease went back
+        backend = a._backends[NS]
+        real_release = LeaseClient.release
+
+        async def slow_hand_over(self: LeaseClient, lease: Lease) -> None:
+            if backend._yielding is not None:
+                await asyncio.sleep(0.3)  # the hand-over's DELETE is slow to be answered
+            await real_release(self, lease)
+
+        monkeypatch.setattr(LeaseClient, "release", slow_hand_over)
+        first_may_end = asyncio.Event()
+
+        def insert(who: str, pause: float = 0.0, until: asyncio.Event | None = None) -> Any:
+            async def body(db: Database) -> None:
+                await db.run("INSERT INTO t(who) VALUES (?)", [who])
+                if until is not None:
+                    await until.wait()
+                await asyncio.sleep(pause)
+
+            return body
+
+        first = asyncio.create_task(a.transaction(insert("A", until=first_may_end), namespace=NS))
+        await asyncio.sleep(0.05)
+        long = asyncio.create_task(a.transaction(insert("T1", pause=0.15), namespace=NS))  # past the hold
+        queued = asyncio.create_task(a.transaction(insert("T2"), namespace=NS))
+        await asyncio.sleep(0.01)
+        first_may_end.set()
+        await asyncio.sleep(0.05)
+        late = asyncio.create_task(a.transaction(insert("TX"), namespace=NS))
+        results = await asyncio.wait_for(
+            asyncio.gather(first, long, queued, late, return_exceptions=True), 20
+        )
+        assert results == [None, None, None, None]
+        await asyncio.sleep(0.5)
+        assert backend._yielding is None
+        await asyncio.wait_for(a.transaction(insert("after"), namespace=NS), 10)
+    finally:
+        await a.aclose()
+    assert [e for e in loop_errors if e is not None] == []
+    rows = await server_rows(server, tmp_path, "SELECT who FROM t")
+    assert sorted(r["who"] for r in rows) == ["A", "T1", "T2", "TX", "after"]
 
 
 async def test_a_reset_cut_short_is_finished_by_the_next_open(

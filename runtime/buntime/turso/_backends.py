@@ -428,6 +428,7 @@ class ReplicaBackend(Backend):
         self._flusher: asyncio.Task[None] | None = None
         self._flushing = False  # a flusher will still look at _batch (False once it hands over)
         self._release: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0  # monotonic: when a transaction last left the gate
         self._keepalive: asyncio.Task[None] | None = None
         self._yielding: asyncio.Future[None] | None = None  # set while handing the lease over
         # Connection state, touched only where the connection is used (see _on_conn):
@@ -441,6 +442,10 @@ class ReplicaBackend(Backend):
         # A push's outcome is unknown and the reset after it failed: reads wait for a reset.
         self._outcome_unknown = False
         self._offline_pending = False  # commits offline mode acknowledged, pushed under the next lease
+        # A push went out from a copy not known to hold every earlier write (offline mode's
+        # commits): the server then counts us as its last writer, and a later grant says "fresh"
+        # whatever we missed. Set until a pull or a reset brings the copy up to date.
+        self._must_pull = False
         self._release_queued = False  # the last transaction's RELEASE went to the engine thread
         self._boot = ""  # serializable replicas that know the boot commit at synchronous=NORMAL
 
@@ -570,24 +575,30 @@ class ReplicaBackend(Backend):
                 "transaction callback instead of service.connect() inside it",
                 code="TURSO_NESTED_TRANSACTION",
             )
-        while self._yielding is not None:  # our turn with the lease is over: wait for the hand-over
-            await asyncio.shield(self._yielding)
-        async with self._lock:
+        while True:
+            while self._yielding is not None:  # our turn with the lease is over: wait for the hand-over
+                await asyncio.shield(self._yielding)
+            await self._lock.acquire()
+            if self._yielding is None:
+                break
+            # Queued on the lock before the hand-over began: still behind it (else this write
+            # would take a new lease and start a flusher while the old one hands over).
+            self._lock.release()
+        try:
             token = _holding.set(held | {id(self)})
             try:
                 yield
             finally:
                 _holding.reset(token)
                 self._schedule_release()
+        finally:
+            self._lock.release()
 
     # -- serializable writes: lease, fresh state, group push ------------------------------------
     async def _before_transaction(self) -> None:
         if not self.serializable:
             return
         await self._drop_orphan_group()
-        if self._release is not None:
-            self._release.cancel()
-            self._release = None
         now = time.monotonic()
         lease = self._lease
         if lease is not None and now - lease.acquired_at > LEASE_MAX_HOLD:
@@ -643,8 +654,12 @@ class ReplicaBackend(Backend):
         """Renew the lease while a transaction or a push still needs it (long callbacks)."""
         while (lease := self._lease) is not None:
             await asyncio.sleep(lease.ttl / 3)
-            if self._lease is not lease or not (self._lock.locked() or self._batch is not None):
+            if not (self._lock.locked() or self._batch is not None):
                 return
+            if self._lease is not lease:
+                # A newer lease, taken while this task slept (the one before went back idle):
+                # this task serves it, from a third of its TTL on (no second task is started).
+                continue
             try:
                 await self._leases.renew(lease)
             except LeaseLost:
@@ -675,12 +690,13 @@ class ReplicaBackend(Backend):
         try:
             try:
                 if self._offline_pending:
+                    self._must_pull = True  # pushed from a copy that may be behind: pull after it
                     await self._push_offline_commits(lease)
-                    fresh = False  # pushed from a copy that may be behind the server: pull after it
                 if self._dirty:
                     await self._reset()
-                elif not fresh:
+                elif not fresh or self._must_pull:
                     changed = await self._engine.call(self._pull_clean)
+                    self._must_pull = False
                     self.status.last_pull = time.time()
                     if changed:
                         # A context of its own: a copy of ours would carry the gate we hold, and
@@ -779,14 +795,16 @@ class ReplicaBackend(Backend):
             # Hand the lease over. The gate stays shut until it is given back: a transaction let
             # in meanwhile could join a batch while this task, still awaiting, looks alive to
             # _join_batch, and wait for a push nobody makes.
-            if (yielding := self._yielding) is not None:
+            if (yielding := self._yielding) is not None and not yielding.done():
                 try:
                     lease, self._lease = self._lease, None
                     if lease is not None:
                         await self._leases.release(lease)
                 finally:
-                    self._yielding = None
-                    yielding.set_result(None)
+                    if self._yielding is yielding:  # never another hand-over's, begun meanwhile
+                        self._yielding = None
+                    if not yielding.done():
+                        yielding.set_result(None)
 
     async def _push_under_lease(self, *, commit: bool = False) -> None:
         """Push through the lease's fenced URL; resolve every failure to a known outcome or say so.
@@ -882,10 +900,13 @@ class ReplicaBackend(Backend):
         except (TursoError, OSError) as exc:  # OSError: the replica's directory (space, permissions)
             self._record_error("reset", exc)
             raise TursoUnavailableError(f"cannot reset {self.path} from {self.url}: {exc}") from exc
-        self._dirty = self._outcome_unknown = False
+        self._dirty = self._outcome_unknown = self._must_pull = False
 
     def _schedule_release(self) -> None:
-        """Give the lease back ``LEASE_LINGER`` after the pod goes idle (re-armed while busy)."""
+        """Give the lease back ``LEASE_LINGER`` after the pod goes idle. One timer serves every
+        transaction: each marks when it left the gate, and the timer, when it fires while the pod
+        is busy or was busy since, sets itself again for the rest of the linger."""
+        self._idle_since = time.monotonic()
         if self._lease is None or self._release is not None:
             return
         self._release = asyncio.get_running_loop().call_later(LEASE_LINGER, self._release_now)
@@ -897,6 +918,9 @@ class ReplicaBackend(Backend):
             return
         if self._batch is not None or self._lock.locked():
             self._schedule_release()
+            return
+        if (left := self._idle_since + LEASE_LINGER - time.monotonic()) > 0:
+            self._release = asyncio.get_running_loop().call_later(left, self._release_now)
             return
         self._lease = None
         self._spawn(self._leases.release(lease))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -156,6 +157,11 @@ def query_prepared(
 _PREPARED_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "RELEASE"})
 
 
+#: pyturso's reading of a statement's first keyword, remembered per text (an app runs the same
+#: few texts over and over; scanning one char by char costs more than its prepared run).
+_first_keyword = functools.lru_cache(maxsize=STATEMENT_CACHE_SIZE * 4)(turso.lib._first_keyword)
+
+
 def run_prepared(
     conn: Any, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
 ) -> tuple[int, int | None] | None:
@@ -164,7 +170,7 @@ def run_prepared(
     that changed a row); ``None`` for anything else (named parameters, ``RETURNING``, several
     statements, other kinds), which takes pyturso's ``execute()``. Like :func:`query_prepared`:
     reset right after its run, dropped when it fails."""
-    keyword = turso.lib._first_keyword(sql)
+    keyword = _first_keyword(sql)
     if isinstance(params, Mapping) or keyword not in _PREPARED_WRITES:
         return None
 
