@@ -347,7 +347,8 @@ def test_an_archived_namespace_forgets_its_lease_and_last_writer(start_server: S
 
 def test_a_write_that_may_have_landed_makes_no_holder_fresh(start_server: ServerFactory) -> None:
     """A push under a lease whose exchange with tursodb failed after it was sent (here a batch that
-    outlasts ``TURSO_UPSTREAM_TIMEOUT``: 504, and tursodb commits it anyway) may have landed, so
+    outlasts ``TURSO_UPSTREAM_TIMEOUT``: 504, the child is restarted, and the batch's first statement,
+    committed by then, stays) may have landed, so
     its holder is the last writer: the one before must not skip the pull it needs and push on
     top of rows it never saw."""
     server = start_server(TURSO_UPSTREAM_TIMEOUT="300ms")
@@ -376,14 +377,14 @@ def test_a_write_that_may_have_landed_makes_no_holder_fresh(start_server: Server
     status, own = grant(server, "pod-b")
     assert status == 200 and own["fresh"] is True, own
     server.data("DELETE", f"{LEASE}/{own['token']}", token=DATA_TOKEN)
-    # The batch did land (tursodb ran it to the end, then our count): "fresh" would have been a lie.
-    count = pipeline("SELECT count(*) FROM t")
-    deadline = time.monotonic() + 30.0
-    while (counted := server.data("POST", "/tenant/v2/pipeline", token=DATA_TOKEN, body=count)).status == 504:
-        assert time.monotonic() < deadline, "tursodb never finished the timed-out batch"
+    # Part of the batch did land (its CREATE TABLE; the INSERT ended with the killed child, unless
+    # it finished just before): "fresh" would have been a lie.
+    counted = server.data(
+        "POST", "/tenant/v2/pipeline", token=DATA_TOKEN, body=pipeline("SELECT count(*) FROM t")
+    )
     assert counted.status == 200, counted.body
     (row,) = counted.json()["results"][0]["response"]["result"]["rows"]
-    assert row[0]["value"] == str(1500 * 1500), counted.body
+    assert row[0]["value"] in ("0", str(1500 * 1500)), counted.body
 
 
 def test_a_write_waiting_while_its_namespace_is_archived_does_not_go_out(start_server: ServerFactory) -> None:

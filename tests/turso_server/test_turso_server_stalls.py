@@ -1,4 +1,5 @@
-"""Slow and stalled clients cost only their own request: a bootstrap nobody reads, a body never sent.
+"""Slow and stalled clients cost only their own request: a bootstrap nobody reads, a body never sent,
+a statement that never ends (its child is restarted at the upstream timeout).
 
 tursodb serves one connection at a time, so a reply the proxy streamed to a client that stopped
 reading used to block every other request to that namespace until the upstream timeout. These
@@ -8,10 +9,15 @@ tests hold such clients open against a ~40 MiB namespace and time everyone else.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
+from pathlib import Path
 
 from tests.turso_server.support import ADMIN_TOKEN, DATA_TOKEN, ServerFactory, ServerProcess, raw_request
 
@@ -139,3 +145,91 @@ def test_stalled_reader_and_writer_do_not_hold_the_namespace(start_server: Serve
     assert not spool_dir.exists() or not any(spool_dir.iterdir())
     assert server.admin("GET", "/v1/namespaces/big", token=ADMIN_TOKEN).json()["running"]
     assert server.find_logs("client did not take its reply")
+
+
+# Runs for centuries on one core; the SQL guard lets it through (it is a plain read).
+ENDLESS = "SELECT count(*) FROM generate_series(1, 9000000000000000000)"
+UPSTREAM_TIMEOUT = 2.0
+RESTARTED_WITHIN = 5.0
+
+
+def _restarts_metric(server: ServerProcess, namespace: str) -> float:
+    pattern = rf'^turso_server_child_restarts_total\{{namespace="{namespace}"\}} (\S+)$'
+    found = re.search(pattern, server.metrics_text(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def test_a_statement_outliving_the_upstream_timeout_restarts_its_child(start_server: ServerFactory) -> None:
+    """tursodb serves one connection at a time: without the restart the endless statement kept
+    its child busy for good and every later request of the namespace got 504 too."""
+    server = start_server(TURSO_UPSTREAM_TIMEOUT=f"{UPSTREAM_TIMEOUT:g}s")
+    seed = _pipeline("CREATE TABLE kept(v TEXT)", "INSERT INTO kept VALUES ('before')")
+    assert server.data("POST", f"/alpha{PIPELINE}", body=seed).status == 200
+    other = server.admin("POST", "/v1/namespaces/alpha/tokens", {"access": "rw"}).json()["token"]
+    old_pid = server.child_pids()["alpha"]
+    restarts = _restarts_metric(server, "alpha")
+    port = server.data_port
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        started = time.monotonic()
+        endless = pool.submit(
+            raw_request, port, "POST", f"/alpha{PIPELINE}", token=other, body=_pipeline(ENDLESS)
+        )
+        time.sleep(0.5)  # it is running; these two queue behind it (at the child, behind its lease)
+        pull = pool.submit(_timed, port, "POST", f"/alpha{PULL}", token=DATA_TOKEN)
+        push = pool.submit(
+            _timed, port, "POST", f"/alpha{PIPELINE}", token=DATA_TOKEN, body=_pipeline("SELECT 1")
+        )
+        answer = endless.result(timeout=UPSTREAM_TIMEOUT + 10)
+        assert answer.status == 504 and answer.json()["code"] == "upstream timeout", answer.body
+        assert time.monotonic() - started < UPSTREAM_TIMEOUT + 2
+        # The pull was sent to the killed child and is resent to the fresh one; the push waited
+        # for the implicit write lease and goes out to the fresh child.
+        assert pull.result(timeout=RESTARTED_WITHIN + 10)[0] == 200
+        assert push.result(timeout=RESTARTED_WITHIN + 10)[0] == 200
+
+    status, elapsed = _timed(port, "POST", f"/alpha{PIPELINE}", token=DATA_TOKEN, body=_pipeline("SELECT 1"))
+    assert (status, elapsed < RESTARTED_WITHIN) == (200, True), elapsed
+    kept = server.data("POST", f"/alpha{PIPELINE}", body=_pipeline("SELECT v FROM kept"))
+    assert kept.status == 200 and kept.json()["results"][0]["response"]["result"]["rows"] == [
+        [{"type": "text", "value": "before"}]
+    ], kept.body
+    new_pid = server.child_pids()["alpha"]
+    assert new_pid != old_pid and _gone(old_pid)  # no core left burning on the endless statement
+    assert _restarts_metric(server, "alpha") == restarts + 1
+    view = server.admin("GET", "/v1/namespaces/alpha").json()
+    assert view["running"] and view["restarts"] == 1, view
+    (line,) = server.find_logs("tursodb did not answer within the upstream timeout; killing it to restart")
+    assert line["namespace"] == "alpha" and line["pid"] == old_pid and line["level"] == "WARNING", line
+    assert other not in server.output() and DATA_TOKEN not in server.output()
+    assert not server.find_logs("tursodb exited; restarting")  # one line for the restart, not two
+
+
+def test_a_backup_outliving_the_upstream_timeout_restarts_its_child(start_server: ServerFactory) -> None:
+    """A child that does not answer the backup's ``VACUUM INTO`` (here: stopped) is restarted too."""
+    server = start_server(TURSO_UPSTREAM_TIMEOUT=f"{UPSTREAM_TIMEOUT:g}s")
+    assert server.data("POST", f"/beta{PIPELINE}", body=_pipeline("CREATE TABLE kept(v)")).status == 200
+    old_pid = server.child_pids()["beta"]
+    os.kill(old_pid, signal.SIGSTOP)
+    try:
+        failed = server.admin("GET", "/v1/namespaces/beta/backup")
+    finally:
+        if not _gone(old_pid):
+            os.kill(old_pid, signal.SIGCONT)
+    assert failed.status == 500 and failed.json()["code"] == "backup failed", failed.body
+    status, elapsed = _timed(
+        server.data_port, "POST", f"/beta{PIPELINE}", token=DATA_TOKEN, body=_pipeline("SELECT * FROM kept")
+    )
+    assert (status, elapsed < RESTARTED_WITHIN) == (200, True), elapsed
+    assert server.child_pids()["beta"] != old_pid
+    assert server.admin("GET", "/v1/namespaces/beta").json()["restarts"] == 1
+    backup = server.admin("GET", "/v1/namespaces/beta/backup")
+    assert backup.status == 200 and backup.body.startswith(b"SQLite format 3\x00")

@@ -96,7 +96,7 @@ class Backups:
                     )
                 )
                 dest = workdir / f"{name}.db"
-                await self._vacuum_into(warm, dest)
+                await self._vacuum_into(name, warm, dest)
             size = await asyncio.to_thread(_check_sqlite_file, dest)
         except BaseException:
             if workdir is not None:
@@ -107,7 +107,7 @@ class Backups:
     async def discard(self, snapshot: Snapshot) -> None:
         await asyncio.to_thread(shutil.rmtree, snapshot.directory, True)
 
-    async def _vacuum_into(self, warm: WarmConnections, dest: Path) -> None:
+    async def _vacuum_into(self, name: str, warm: WarmConnections, dest: Path) -> None:
         request = {"requests": [{"type": "execute", "stmt": {"sql": f"VACUUM INTO {sql_string(str(dest))}"}}]}
         try:
             async with asyncio.timeout(self._timeout):
@@ -127,7 +127,13 @@ class Backups:
         except UpstreamError as exc:
             raise BackupError(f"tursodb pipeline request failed: {exc.detail}") from exc
         except TimeoutError as exc:
-            raise BackupError("VACUUM INTO did not finish within TURSO_UPSTREAM_TIMEOUT") from exc
+            # The child would go on writing the snapshot (or wait on a statement ahead of it) while
+            # every request of the namespace waits: restarted, as the proxy does (its file is removed).
+            restarted = self._supervisor.restart_hung(name, warm, waited=self._timeout or 0.0)
+            raise BackupError(
+                "VACUUM INTO did not finish within TURSO_UPSTREAM_TIMEOUT"
+                + ("; tursodb is being restarted" if restarted else "")
+            ) from exc
         if response.status != 200:
             raise BackupError(f"tursodb pipeline returned {response.status}: {text[:300]}")
         try:

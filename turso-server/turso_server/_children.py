@@ -14,6 +14,8 @@ One :class:`Children` per server. It knows processes, ports and pidfiles, not na
   the level of tursodb's tracing prefix; the last stderr lines are kept for error messages.
 * **Stop** (:meth:`Children.terminate`) - SIGTERM to the process group, SIGKILL after the grace;
   :meth:`Children.reap` then drains the pipes and frees the port and the pidfile.
+  :meth:`Children.kill` is SIGKILL at once, for a child that stopped answering (no grace: it is
+  busy with the statement it is stopped for); its keeper sees the exit and restarts it.
 * **Ports** (:class:`PortPool`) - reference-counted: the child holds one, every request that
   talks to it another, and a port is reused only when all are returned.
 * **Orphans** (:meth:`Children.reclaim_orphans`) - each child's pid is in ``_state/run/<ns>.pid``;
@@ -115,6 +117,7 @@ class Child:
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
     reaped: bool = False
+    hung: bool = False  # killed by :meth:`Children.kill`: it did not answer in time
 
     def last_error(self) -> str:
         return self.stderr_tail[-1] if self.stderr_tail else "no output"
@@ -245,6 +248,15 @@ class Children:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+
+    def kill(self, child: Child) -> None:
+        """SIGKILL the child's process group now (no grace) and mark it ``hung``; its connections
+        are closed first, so no new request goes out to it. The exit is awaited by its keeper."""
+        child.hung = True
+        child.warm.close()
+        if child.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.process.pid, signal.SIGKILL)
 
     async def reap(self, child: Child) -> None:
         """After ``child`` exited: drain its pipes, free its port and pidfile (once)."""

@@ -144,7 +144,7 @@ SETTINGS: tuple[Setting, ...] = (
         "TURSO_UPSTREAM_TIMEOUT",
         "--upstream-timeout",
         "30m",
-        "ceiling for one proxied request or backup; 0 = none",
+        "ceiling for one proxied request or backup, else its child is restarted; 0 = none",
         Kind.DURATION,
     ),
     Setting(

@@ -95,7 +95,7 @@ class Metrics:
         )
         self.child_restarts = Counter(
             "turso_server_child_restarts",
-            "tursodb children restarted after an unexpected exit.",
+            "tursodb children restarted after an unexpected exit or a kill for not answering in time.",
             ["namespace"],
             registry=self.registry,
         )

@@ -8,7 +8,8 @@ The response keeps tursodb's status and headers. It is read whole into a spool (
 then a temporary file, both bounded) before the client gets a byte, and the child's connection and
 lease are released at once, so a client that reads slowly or not at all (a bootstrap is the whole
 database) never keeps tursodb, which serves one connection at a time, from anyone else. The child
-exchange is bounded by ``TURSO_UPSTREAM_TIMEOUT``; the client's side by
+exchange is bounded by ``TURSO_UPSTREAM_TIMEOUT`` (a child that outlives it is restarted: it
+would serve nobody else meanwhile); the client's side by
 ``TURSO_CLIENT_RECEIVE_TIMEOUT`` (its whole body, else 408) and ``TURSO_CLIENT_SEND_TIMEOUT``
 (taking the whole reply, else the connection is cut), so a stalled writer or reader costs only its
 own request. The order of checks is: auth (401), namespace syntax on the
@@ -605,8 +606,13 @@ async def _exchange(
         log.warning("upstream error", extra={"namespace": name, "path": target, "error": repr(exc)})
         if isinstance(exc, UpstreamError):
             raise
+        # tursodb is still busy with this exchange (or one ahead of it), and serves nobody else of
+        # the namespace until it is done: restarted, the requests queued behind it fail (502, or
+        # a pull is resent) and later ones wait for the fresh child as after a crash.
+        restarted = request.app[SUPERVISOR].restart_hung(name, warm, waited=ceiling or 0.0)
         raise UpstreamTimeoutError(
             f"tursodb for {name!r} did not answer within the upstream timeout"
+            + ("; it is being restarted" if restarted else "")
         ) from exc
 
 

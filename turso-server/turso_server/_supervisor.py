@@ -15,6 +15,11 @@ is ``_children``'s, and every path is ``_layout``'s:
   start exactly one child, and a delete never races a respawn.
 * **Stop** - every child in parallel: SIGTERM to its process group, SIGKILL after
   ``TURSO_SHUTDOWN_GRACE``.
+* **Hung** - a child that leaves an exchange unanswered past ``TURSO_UPSTREAM_TIMEOUT`` (a
+  statement that runs for hours: tursodb serves one connection at a time, so everyone else of the
+  namespace waits behind it) is killed (``restart_hung``, SIGKILL) and restarted at once by its
+  keeper on its data, counted and shown as any restart. Only the child the exchange was with, once:
+  one already stopping (destroy, undo, shutdown) or replaced is left alone.
 * **Startup** - the data directory's directories are created, leftover children of a crashed run
   are killed (they hold the database lock), then the earlier flat layout is migrated.
 * **Destroy** - the child is stopped and the database files are moved to ``archive/``.
@@ -369,6 +374,26 @@ class Supervisor:
             self._pending.discard(name)
         log.info("namespace created", extra={"namespace": name, "origin": origin.value})
 
+    def restart_hung(self, name: str, warm: WarmConnections, *, waited: float) -> bool:
+        """Kill ``name``'s child, whose connections ``warm`` are, for leaving an exchange unanswered
+        for ``waited`` seconds (``TURSO_UPSTREAM_TIMEOUT``); its keeper restarts it. ``False`` (nothing
+        done) when that child is not the slot's running one any more: it exited, was replaced, is
+        being stopped for a destroy, undo or shutdown (the slot is retired, so it is never
+        restarted), or was killed already by a request that waited as long.
+
+        Synchronous: nothing can change the slot between the check and the signal.
+        """
+        slot = self._slots.get(name)
+        child = slot.child if slot is not None and not slot.retired else None
+        if child is None or child.warm is not warm or child.hung or child.process.returncode is not None:
+            return False
+        log.warning(
+            "tursodb did not answer within the upstream timeout; killing it to restart",
+            extra={"namespace": name, "pid": child.process.pid, "timeout": waited},
+        )
+        self._children.kill(child)
+        return True
+
     # --- destroy -----------------------------------------------------------------------------------
 
     async def destroy(
@@ -475,6 +500,9 @@ class Supervisor:
                 return
             slot.restarts += 1
             self._metrics.child_restarts.labels(slot.name).inc()
+            if child.hung:  # killed by restart_hung, which logged it: no crash loop to back off from
+                backoff = 0.0
+                continue
             backoff = 0.0 if time.monotonic() - started >= STABLE_AFTER else self._next_backoff(backoff)
             log.warning(
                 "tursodb exited; restarting",
