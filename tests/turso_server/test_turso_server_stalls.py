@@ -233,3 +233,30 @@ def test_a_backup_outliving_the_upstream_timeout_restarts_its_child(start_server
     assert server.admin("GET", "/v1/namespaces/beta").json()["restarts"] == 1
     backup = server.admin("GET", "/v1/namespaces/beta/backup")
     assert backup.status == 200 and backup.body.startswith(b"SQLite format 3\x00")
+
+
+def test_a_child_timing_out_while_its_namespace_is_deleted_is_not_started_again(
+    start_server: ServerFactory,
+) -> None:
+    """The delete stops the child (it takes the whole grace: the child is stopped) while a pull
+    waits on it; the pull's timeout falls inside that grace and restarts nothing."""
+    server = start_server(TURSO_UPSTREAM_TIMEOUT=f"{UPSTREAM_TIMEOUT:g}s", TURSO_SHUTDOWN_GRACE="4s")
+    assert server.data("POST", f"/gamma{PIPELINE}", body=_pipeline("CREATE TABLE kept(v)")).status == 200
+    old_pid = server.child_pids()["gamma"]
+    os.kill(old_pid, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            pull = pool.submit(_timed, server.data_port, "POST", f"/gamma{PULL}", token=DATA_TOKEN)
+            time.sleep(0.3)
+            deleted = pool.submit(server.admin, "DELETE", "/v1/namespaces/gamma")
+            status, elapsed = pull.result(timeout=15)
+            assert status == 504 and elapsed < UPSTREAM_TIMEOUT + 1.5, (status, elapsed)
+            assert deleted.result(timeout=15).status == 200
+    finally:
+        if not _gone(old_pid):
+            os.kill(old_pid, signal.SIGCONT)
+    assert _gone(old_pid)
+    assert server.admin("GET", "/v1/namespaces/gamma").status == 404
+    assert "gamma" not in server.child_pids()
+    assert not server.find_logs("tursodb did not answer within the upstream timeout; killing it to restart")
+    assert _restarts_metric(server, "gamma") == 0
