@@ -150,7 +150,7 @@ def test_the_metrics_token_reads_metrics_and_nothing_else(start_server: ServerFa
 
 
 def test_the_metrics_token_must_differ_from_the_admin_token(start_server: ServerFactory) -> None:
-    with pytest.raises(Exception, match="TURSO_METRICS_TOKEN must differ"):
+    with pytest.raises(Exception, match="TURSO_ADMIN_TOKEN and TURSO_METRICS_TOKEN must differ"):
         start_server(TURSO_METRICS_TOKEN=ADMIN_TOKEN)
 
 

@@ -77,6 +77,26 @@ def test_child_landlock_modes(tmp_path: Path) -> None:
             load_config({}, _env(tmp_path, TURSO_CHILD_LANDLOCK="require"))
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("TURSO_AUTH_TOKEN", "TURSO_ADMIN_TOKEN"),
+        ("TURSO_AUTH_TOKEN", "TURSO_METRICS_TOKEN"),
+        ("TURSO_ADMIN_TOKEN", "TURSO_METRICS_TOKEN"),
+        ("TURSO_METRICS_TOKEN", "TURSO_TOKEN_SIGNING_KEY"),
+        ("TURSO_AUTH_TOKEN", "TURSO_TOKEN_SIGNING_KEY"),
+        ("TURSO_ADMIN_TOKEN", "TURSO_TOKEN_SIGNING_KEY"),
+    ],
+)
+def test_no_secret_may_be_reused_for_another(tmp_path: Path, first: str, second: str) -> None:
+    # A metrics token equal to the signing key would let a scraper mint data tokens; the data
+    # token equal to the admin token would open the admin port to every data client.
+    shared = "s" * 40
+    with pytest.raises(ConfigError, match=f"{first} and {second} must differ") as caught:
+        load_config({}, _env(tmp_path, **{first: shared, second: shared}))
+    assert shared not in str(caught.value)
+
+
 def test_config_defaults_flags_and_auth_rules(tmp_path: Path) -> None:
     config = load_config({}, _env(tmp_path, TURSO_GC_INTERVAL="0", TURSO_AUTO_IDLE_DURATION="7d"))
     assert (config.gc_interval, config.auto_idle_duration) == (0.0, 7 * 86400.0)

@@ -10,6 +10,7 @@ flag (never a flag value: argv is visible to every local user). Called by ``cli`
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import shutil
@@ -348,9 +349,20 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
     auth_token = get("TURSO_AUTH_TOKEN", _secret)
     admin_token = get("TURSO_ADMIN_TOKEN", _secret)
     metrics_token = get("TURSO_METRICS_TOKEN", _secret)
-    if metrics_token and metrics_token == admin_token:
-        raise ConfigError("TURSO_METRICS_TOKEN must differ from TURSO_ADMIN_TOKEN (it opens /metrics only)")
     signing_key = get("TURSO_TOKEN_SIGNING_KEY", _secret)
+    # Each secret opens something the others do not (the signing key mints data tokens): one
+    # reused for another would hand its holder both. Compared, never shown.
+    secrets = {
+        "TURSO_AUTH_TOKEN": auth_token,
+        "TURSO_ADMIN_TOKEN": admin_token,
+        "TURSO_METRICS_TOKEN": metrics_token,
+        "TURSO_TOKEN_SIGNING_KEY": signing_key,
+    }
+    named = [(name, value) for name, value in secrets.items() if value]
+    for index, (name, value) in enumerate(named):
+        for other, other_value in named[index + 1 :]:
+            if hmac.compare_digest(value.encode(), other_value.encode()):
+                raise ConfigError(f"{name} and {other} must differ: each opens what the other does not")
     if signing_key and len(signing_key.encode()) < MIN_SIGNING_KEY_BYTES:
         raise ConfigError(
             f"{SETTINGS_BY_ENV['TURSO_TOKEN_SIGNING_KEY'].label} must be at least "
