@@ -157,8 +157,9 @@ def query_prepared(
 _PREPARED_WRITES = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "SAVEPOINT", "RELEASE"})
 
 
-#: pyturso's reading of a statement's first keyword, remembered per text (an app runs the same
-#: few texts over and over; scanning one char by char costs more than its prepared run).
+#: pyturso's reading of a statement's first keyword, remembered per text: an app runs the same
+#: few texts over and over, and the char-by-char scan (~1.3 us a text here, against ~0.14 us for
+#: the lookup) ran three times per replica transaction (its savepoint, the write, the release).
 _first_keyword = functools.lru_cache(maxsize=STATEMENT_CACHE_SIZE * 4)(turso.lib._first_keyword)
 
 
