@@ -111,9 +111,21 @@ def test_an_owned_token_promotes_an_ownerless_auto_namespace_and_leaves_the_rest
     assert _recorded(server, "worker-old") == ("auto", False, None)
 
     owned = _mint(server, ["worker-*"], owner=OWNER)
-    for name in ("worker-old", "worker-stray", "worker-theirs", "worker-open"):
+    for name in ("worker-old", "worker-open"):
         response = server.data("POST", f"/{name}{PULL}", token=owned)
         assert response.status == 200, f"{name}: {response.status} {response.body!r}"
+    # Another owner's namespaces stay closed to it, whatever its scope matches: a pull, a push, a
+    # lease (a tenant's database made under a name the runtime's prefix happens to match).
+    for name in ("worker-stray", "worker-theirs"):
+        for method, path, body in (
+            ("POST", PULL, b""),
+            ("POST", PIPELINE, SELECT_ONE),
+            ("POST", "/-/lease", b'{"holder":"w1"}'),
+        ):
+            response = server.data(method, f"/{name}{path}", token=owned, body=body)
+            assert response.status == 403, f"{name}{path}: {response.status}"
+            assert response.json()["code"] == "forbidden"
+    assert server.data("POST", f"/worker-stray{PULL}", token=unowned).status == 200  # no owner: as before
     assert _recorded(server, "worker-old") == ("explicit", True, OWNER)
     assert _view(server, "worker-old")["createdAt"] == created_at  # type: ignore[index]
     assert replicas(server.url("worker-old"), token=owned).execute("SELECT v FROM t").fetchall() == [

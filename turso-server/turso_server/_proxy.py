@@ -50,6 +50,7 @@ from ._cursors import CursorRead, CursorWrite, all_steps_ran, classify, read_rep
 from ._cursors import Kind as CursorKind
 from ._errors import (
     ClientClosedError,
+    ForbiddenError,
     InvalidBodyError,
     InvalidPipelineError,
     LeaseLostError,
@@ -245,6 +246,18 @@ def split_lease(rest: str) -> tuple[str | None, str]:
     return token, "/" + inner
 
 
+def _check_owner(app: web.Application, principal: Principal, name: str) -> None:
+    """:class:`ForbiddenError` when an owned token (a list or prefix token minted with an
+    ``owner``) reaches a namespace another owner holds: its scope may match a tenant's database
+    made later under a matching name (``worker-*`` and a TursoNamespace's ``worker-x``), and an
+    owner keeps its databases to itself. Ownerless namespaces stay open to the scope, as before."""
+    if principal.owner is None:
+        return
+    record = app[STORE].get(name)
+    if record is not None and record.owner is not None and record.owner != principal.owner:
+        raise ForbiddenError("this namespace belongs to another owner than the token's")
+
+
 def _number(body: dict[str, object], key: str, default: float, ceiling: float) -> float:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= ceiling:
@@ -360,11 +373,13 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         if token == "":
             route = LEASE_ROUTE
             DataAuth.authorize(principal, name, hdrs.METH_POST, PIPELINE_ROUTE)
+            _check_owner(app, principal, name)
             answer = await _lease_call(request, name, rest, principal)
             status = answer.status
             return answer
         route = ROUTE_LABELS.get(rest, OTHER_ROUTE)
         DataAuth.authorize(principal, name, request.method, rest)
+        _check_owner(app, principal, name)
         if (request.method, rest) not in FORWARDED_ROUTES:
             raise UnknownRouteError(UNKNOWN_ROUTE_DETAIL)  # tursodb would 404 it: no child for it
         if query:
