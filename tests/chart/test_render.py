@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from buntime.plugins import BUILTIN_DIR, discover, resolve_settings
 from tests.chart.rendering import (
     CHART,
     KUBE_VERSION,
@@ -40,6 +42,7 @@ from tests.chart.rendering import (
 )
 from tests.support.tursoserver import TursoServer
 from turso_operator._config import OperatorConfig
+from turso_server._config import load_config
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Pod", "Job")
 #: The runtime's scoped tokens, in a Secret the operator writes (Helm never renders it).
@@ -948,3 +951,64 @@ def test_the_token_lifetime_reaches_the_operator_which_reads_it() -> None:
         assert OperatorConfig.from_env(env).token_lifetime == seconds
     with pytest.raises(HelmError, match="tokenLifetime"):
         render({"tursoServer.enabled": "true", "operator.tokenLifetime": "soon"})
+
+
+def test_numeric_durations_from_a_values_file_render_in_a_form_each_part_parses(tmp_path: Path) -> None:
+    """YAML numbers reach the templates as float64, which toString prints as 2.592e+06: the
+    operator, turso-server and the runtime's plugins must each get plain digits they accept."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "tursoServer": {
+                    "enabled": True,
+                    "gcInterval": 2592000,
+                    "autoIdleDuration": 1209600.5,
+                    "archiveRetention": 31536000,
+                },
+                "operator": {"tokenLifetime": 2592000},
+                "plugins": {
+                    "keyval": {"sweepInterval": 2592000, "queue": {"lockDuration": 1000000.25}},
+                    "turso": {"leaseTtl": 0.05, "writeTimeout": 10},
+                },
+            }
+        )
+    )
+    docs = render(extra=["-f", str(values)])
+
+    operator_container = next(
+        c
+        for d in find(docs, "Deployment")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+        for c in containers(d)
+    )
+    operator_env = {e["name"]: str(e["value"]) for e in operator_container["env"] if "value" in e}
+    assert operator_env["TURSO_TOKEN_LIFETIME"] == "2592000"
+    config = OperatorConfig.from_env({**operator_env, "POD_NAMESPACE": NAMESPACE})
+    assert config.token_lifetime == 2592000.0
+
+    server_container = containers(one(docs, "StatefulSet", f"{RELEASE}-turso"))[0]
+    server_env = container_env(server_container, EnvSources(docs))
+    assert (server_env["TURSO_GC_INTERVAL"], server_env["TURSO_AUTO_IDLE_DURATION"]) == (
+        "2592000",
+        "1209600.5",
+    )
+    assert server_env["TURSO_ARCHIVE_RETENTION"] == "31536000"
+    server = load_config(
+        {}, {**server_env, "TURSO_DATA_DIR": str(tmp_path / "turso"), "TURSODB_BIN": sys.executable}
+    )
+    assert (server.gc_interval, server.auto_idle_duration) == (2592000.0, 1209600.5)
+    assert server.archive_retention == 31536000.0
+
+    runtime = one(docs, "ConfigMap", f"{RELEASE}-runtime")["data"]
+    expected = {
+        "KEYVAL_SWEEP_INTERVAL": "2592000",
+        "KEYVAL_QUEUE_LOCK_DURATION": "1000000.25",
+        "TURSO_LEASE_TTL": "0.05",
+        "TURSO_WRITE_TIMEOUT": "10",
+    }
+    assert {name: runtime[name] for name in expected} == expected
+    for manifest in discover([BUILTIN_DIR]):
+        names = {setting.env for setting in manifest.settings} & set(expected)
+        if names:  # raises PluginConfigError on a value the runtime cannot read
+            resolve_settings(manifest.settings, manifest.options, {n: runtime[n] for n in names})

@@ -145,11 +145,25 @@ namespace-qualified form. Call with (dict "ctx" $ "qualified" true|false).
 {{- end -}}
 
 {{/*
+A duration value as its environment string. A string ("90s", "1h30m") is kept as it is; a number
+is seconds. YAML numbers (values files, --set-json) reach templates as float64, and toString would
+print 2592000 as "2.592e+06", which no duration parser accepts: a float64 is printed in fixed
+notation (six decimals, trailing zeros cut), so 2592000 -> "2592000" and 0.05 -> "0.05".
+*/}}
+{{- define "buntime.duration" -}}
+{{- if kindIs "float64" . -}}
+{{- regexReplaceAll "\\.?0*$" (printf "%f" .) "" -}}
+{{- else -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 One environment entry for a plugin setting: (list "ENV_NAME" value "type"). Renders nothing when
 the value is unset or the empty string, so the runtime falls back to the plugin manifest's option.
 0 and false are real values and are rendered (Helm's `default` would treat them as unset).
 Integers go through int64: YAML numbers reach templates as float64 and large ones would print
-as 1e+06. A list (plugins.proxy.rules) becomes the JSON array the runtime parses; an empty list
+as 1e+06; durations go through buntime.duration for the same reason. A list (plugins.proxy.rules) becomes the JSON array the runtime parses; an empty list
 renders nothing, like "".
 */}}
 {{- define "buntime.plugins.envValue" -}}
@@ -158,6 +172,8 @@ renders nothing, like "".
 {{- if not (kindIs "invalid" $value) -}}
 {{- if eq $type "int" -}}
 {{- $value | int64 | toString -}}
+{{- else if eq $type "duration" -}}
+{{- include "buntime.duration" $value -}}
 {{- else if eq $type "list" -}}
 {{- if $value }}{{ $value | toJson }}{{ end -}}
 {{- else -}}
