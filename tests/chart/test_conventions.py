@@ -200,6 +200,68 @@ def test_the_schema_rejects_wrong_values(values: dict[str, str], where: str) -> 
     assert where in message, message
 
 
+# -- names --------------------------------------------------------------------------------------
+
+#: Every part on: each name the chart can build is rendered.
+EVERY_PART = {
+    **SERVER,
+    "metrics.serviceMonitor.enabled": "true",
+    "runtime.ingress.enabled": "true",
+    "runtime.autoscaling.enabled": "true",
+    "runtime.podDisruptionBudget.enabled": "true",
+}
+LONGEST_PREFIX = "p" * 42
+
+
+def test_the_longest_prefix_renders_every_name_whole_and_distinct() -> None:
+    docs = render({**EVERY_PART, "fullnameOverride": LONGEST_PREFIX})
+    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert len(names) == len(set(names)), sorted(names)
+    for kind, name in names:
+        assert len(name) <= 63, (kind, name)
+        if kind != "CustomResourceDefinition":
+            assert name == LONGEST_PREFIX or name.startswith(f"{LONGEST_PREFIX}-"), (kind, name)
+    assert f"{LONGEST_PREFIX}-operator-webhook-tls" in {name for _, name in names}
+    # A StatefulSet's pods carry controller-revision-hash "<name>-<10 characters>" (a label value).
+    assert len(one(docs, "StatefulSet")["metadata"]["name"]) <= 63 - 11
+    # The Secret the operator writes at run time is none of the Secrets Helm owns.
+    operator = one(docs, "Deployment", f"{LONGEST_PREFIX}-operator")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in operator["containers"][0]["env"]}
+    assert env["TURSO_RUNTIME_SECRET"] == f"{LONGEST_PREFIX}-runtime-turso"
+    assert env["TURSO_RUNTIME_SECRET"] not in {d["metadata"]["name"] for d in find(docs, "Secret")}
+
+
+@pytest.mark.parametrize(
+    ("release", "values", "prefix"),
+    [
+        # 46 characters containing "buntime": the prefix is the release name; cut to 63, the
+        # runtime Secret and the operator's runtime-turso Secret used to get one name.
+        ("r" * 39 + "buntime", {}, "r" * 39 + "buntime"),
+        # 35 characters without it: "<release>-buntime", 43.
+        ("r" * 35, {}, "r" * 35 + "-buntime"),
+        ("short", {"nameOverride": "n" * 40}, "short-" + "n" * 40),
+    ],
+    ids=["release-with-chart-name", "release-without-it", "name-override"],
+)
+def test_a_prefix_too_long_for_the_longest_name_stops_the_render(
+    release: str, values: dict[str, str], prefix: str
+) -> None:
+    for value_set in ({}, EVERY_PART):  # whatever is enabled: enabling a part later never fails
+        with pytest.raises(HelmError) as caught:
+            render({**value_set, **values}, release=release)
+        message = str(caught.value)
+        assert f'the resource name prefix "{prefix}" is {len(prefix)} characters, at most 42 fit' in message
+        assert f"{prefix}-operator-webhook-tls" in message
+
+
+def test_the_schema_caps_the_overrides_at_the_longest_prefix() -> None:
+    render({"fullnameOverride": LONGEST_PREFIX})
+    for key in ("fullnameOverride", "nameOverride"):
+        message = fails({key: "p" * 43})
+        assert "values don't meet the specifications of the schema" in message, message
+        assert key in message, message
+
+
 # -- metadata, NOTES, README --------------------------------------------------------------------
 
 

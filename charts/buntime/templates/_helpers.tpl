@@ -11,8 +11,8 @@ selector from "buntime.selectorLabels", so the two can never drift apart.
 {{/*
 The resource name prefix: fullnameOverride, else the release name when it already contains the
 chart name (release "buntime" gives "buntime", not "buntime-buntime"), else "<release>-<chart>".
-Cut to 63 characters because Service names are DNS-1123 labels; suffixed names ("-turso-admin")
-are cut again where they are built.
+Cut to 63 characters because Service names are DNS-1123 labels; buntime.checkFullname then caps it
+so that the suffixed names ("-operator-webhook-tls") fit uncut.
 */}}
 {{- define "buntime.fullname" -}}
 {{- if .Values.fullnameOverride -}}
@@ -27,9 +27,30 @@ are cut again where they are built.
 {{- end -}}
 {{- end -}}
 
-{{/* "<fullname>-<suffix>", cut to 63 characters (a Service name must be a DNS-1123 label). */}}
+{{/*
+"<fullname>-<suffix>". Never cut: two names cut to 63 characters can become one (the runtime
+Secret and the operator's runtime-turso Secret, the data and admin Services), so the prefix is
+capped instead (buntime.checkFullname).
+*/}}
 {{- define "buntime.componentName" -}}
-{{- printf "%s-%s" (include "buntime.fullname" .ctx) .suffix | trunc 63 | trimSuffix "-" -}}
+{{- include "buntime.checkFullname" .ctx -}}
+{{- printf "%s-%s" (include "buntime.fullname" .ctx) .suffix -}}
+{{- end -}}
+
+{{/*
+Stops the render when the prefix is too long for the longest name the chart builds,
+"<fullname>-operator-webhook-tls" (63 characters at most), whatever is enabled, so enabling a part
+later never fails. Renders nothing. Called by validate.yaml and by every buntime.componentName
+(templates render in no fixed order: whichever comes first names the limit).
+*/}}
+{{- define "buntime.longestSuffix" -}}operator-webhook-tls{{- end -}}
+{{- define "buntime.checkFullname" -}}
+{{- $fullname := include "buntime.fullname" . -}}
+{{- $suffix := include "buntime.longestSuffix" . -}}
+{{- $max := sub 62 (len $suffix) -}}
+{{- if gt (len $fullname) (int $max) -}}
+{{- fail (printf "the resource name prefix %q is %d characters, at most %d fit: the longest name the chart builds, %s-%s, must stay within the 63 characters of a Kubernetes name (cut names would collide). Use a shorter release name (the prefix is the release name when it contains %q, else <release>-%s), or a shorter fullnameOverride" $fullname (len $fullname) (int $max) $fullname $suffix (include "buntime.name" .) (include "buntime.name" .)) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* helm.sh/chart: "<name>-<version>" with "+" replaced, since "+" is not allowed in label values. */}}
