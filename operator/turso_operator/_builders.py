@@ -9,6 +9,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ._constants import (
@@ -34,7 +35,7 @@ from ._constants import (
     DeletionPolicy,
     SecretKey,
 )
-from ._durations import duration_seconds, format_duration
+from ._durations import duration_seconds
 from ._errors import InjectionRefusedError, SpecError
 
 DATABASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -124,8 +125,24 @@ def credentials_for(
 
 
 def lifetime_text(seconds: float) -> str:
-    """A token lifetime in the duration grammar, as sent as ``expiresIn`` (``1h``, ``7d``)."""
-    return format_duration(datetime.timedelta(seconds=seconds))
+    """A token lifetime in the duration grammar, as sent as ``expiresIn`` (``1h``, ``7d``,
+    ``1h0.00001s``): whole days, hours and minutes, then the rest as plain decimal seconds.
+
+    Exact and never in exponent notation: the rest is the shortest decimal of the float, split with
+    decimal arithmetic (``format_duration``'s ``{:g}`` made ``1e-05s`` of it, which turso-server
+    refuses, and rounded to six digits).
+    """
+    rest = Decimal(repr(float(seconds)))
+    if rest <= 0:
+        return "0s"
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    if rest:
+        parts.append(f"{rest.normalize():f}s")
+    return "".join(parts)
 
 
 def renewal_due(expires_at: object, lifetime: float, now: datetime.datetime | None = None) -> bool:

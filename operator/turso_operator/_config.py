@@ -27,6 +27,10 @@ INSTANCE_PATTERN = re.compile(rf"^[a-z0-9]([-a-z0-9]{{0,{INSTANCE_MAX - 2}}}[a-z
 #: old token must outlive that; with a third of the lifetime left at renewal, 10m leaves 3m20s.
 MIN_TOKEN_LIFETIME_SECONDS = 600.0
 MIN_TOKEN_LIFETIME_TEXT = "10m"
+#: Its upper bound, 100 years: turso-server refuses an ``expiresIn`` that ends in the year 10000
+#: or later (``datetime`` stops there), so a longer one would fail every mint instead of startup.
+MAX_TOKEN_LIFETIME_SECONDS = 36500 * 86400.0
+MAX_TOKEN_LIFETIME_TEXT = "36500d"
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
         "TURSO_TOKEN_LIFETIME",
         "0",
         "lifetime of the data tokens the operator mints (a duration, at least "
-        f"{MIN_TOKEN_LIFETIME_TEXT}, more than three resync periods); renewed with a third of it "
-        "left; 0 = they never expire",
+        f"{MIN_TOKEN_LIFETIME_TEXT}, more than three resync periods, at most {MAX_TOKEN_LIFETIME_TEXT}); "
+        "renewed with a third of it left; 0 = they never expire",
     ),
     Setting("POD_NAMESPACE", "", "the operator's namespace (its pods are never injected)"),
     Setting("TURSO_OPERATOR_NAMESPACE", "", "the operator's namespace when POD_NAMESPACE is unset"),
@@ -241,7 +245,8 @@ class OperatorConfig:
 
 def _token_lifetime(raw: str, resync_seconds: float) -> float:
     """``TURSO_TOKEN_LIFETIME`` in seconds: 0, or at least the minimum and more than three resync
-    periods (the drift loop, which renews, must look at least once within the last third)."""
+    periods (the drift loop, which renews, must look at least once within the last third), and at
+    most the maximum turso-server can sign."""
     try:
         lifetime = duration_seconds(raw)
     except ValueError as exc:
@@ -252,6 +257,11 @@ def _token_lifetime(raw: str, resync_seconds: float) -> float:
         raise OperatorConfigError(
             f"TURSO_TOKEN_LIFETIME must be 0 (no expiry) or at least {MIN_TOKEN_LIFETIME_TEXT}, so the "
             f"kubelet refreshes a renewed token in running pods before the old one expires (got {raw!r})"
+        )
+    if lifetime > MAX_TOKEN_LIFETIME_SECONDS:
+        raise OperatorConfigError(
+            f"TURSO_TOKEN_LIFETIME must be at most {MAX_TOKEN_LIFETIME_TEXT} (100 years; turso-server "
+            f"refuses tokens that expire in the year 10000 or later), or 0 for no expiry (got {raw!r})"
         )
     if resync_seconds * RENEW_FRACTION_DIVISOR >= lifetime:
         raise OperatorConfigError(

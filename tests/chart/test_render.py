@@ -951,6 +951,8 @@ def test_the_token_lifetime_reaches_the_operator_which_reads_it() -> None:
         assert OperatorConfig.from_env(env).token_lifetime == seconds
     with pytest.raises(HelmError, match="tokenLifetime"):
         render({"tursoServer.enabled": "true", "operator.tokenLifetime": "soon"})
+    with pytest.raises(HelmError, match="tokenLifetime"):  # past the operator's 36500d
+        render({"tursoServer.enabled": "true", "operator.tokenLifetime": str(36500 * 86400 + 1)})
 
 
 def test_numeric_durations_from_a_values_file_render_in_a_form_each_part_parses(tmp_path: Path) -> None:

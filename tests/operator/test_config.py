@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Iterator
+
 import pytest
 
+from tests.support.tursoserver import TursoServer
+from turso_operator import AdminClient
+from turso_operator._builders import lifetime_text
 from turso_operator._config import OperatorConfig, OperatorConfigError
+from turso_operator._durations import duration_seconds
 
 BASE = {"TURSO_SERVER_URL": "http://turso:8080/", "TURSO_SERVER_ADMIN_URL": "http://turso-admin:8081"}
 
@@ -97,10 +104,43 @@ def test_the_token_lifetime_is_off_by_default_and_read_in_the_duration_grammar()
         # Renewal is the drift loop's: it must look at least once within a token's last third.
         ({"TURSO_TOKEN_LIFETIME": "10m", "TURSO_RESYNC_SECONDS": "200"}, "shorter than a third"),
         ({"TURSO_TOKEN_LIFETIME": "1h", "TURSO_RESYNC_SECONDS": "1h"}, "shorter than a third"),
+        # turso-server signs no expiry in the year 10000 or later: refused at startup, not per mint.
+        ({"TURSO_TOKEN_LIFETIME": "3000000d"}, "TURSO_TOKEN_LIFETIME must be at most 36500d"),
+        ({"TURSO_TOKEN_LIFETIME": "36500d1ms"}, "TURSO_TOKEN_LIFETIME must be at most 36500d"),
     ],
 )
-def test_a_token_lifetime_too_short_for_the_kubelet_or_the_resync_period_is_refused(
+def test_a_token_lifetime_out_of_the_kubelet_resync_or_turso_server_bounds_is_refused(
     env: dict[str, str], message: str
 ) -> None:
     with pytest.raises(OperatorConfigError, match=message):
         OperatorConfig.from_env({**BASE, **env})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TursoServer]:
+    with TursoServer(tmp_path_factory.mktemp("lifetime") / "data") as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ("1h0.01ms", "1h0.00001s"),  # was "1h1e-05s": turso-server refused every mint
+        ("3600.123456789", "1h0.123456789s"),  # was rounded to 1h0.123457s
+        ("1d12h", "1d12h"),
+        ("1h1m30s500ms", "1h1m30.5s"),
+        ("36500d", "36500d"),  # the upper bound
+    ],
+)
+async def test_every_token_lifetime_the_operator_accepts_is_an_expires_in_turso_server_accepts(
+    server: TursoServer, given: str, sent: str
+) -> None:
+    lifetime = OperatorConfig.from_env({**BASE, "TURSO_TOKEN_LIFETIME": given}).token_lifetime
+    assert lifetime_text(lifetime) == sent
+    assert duration_seconds(sent) == lifetime  # exact: the same seconds come back
+    before = datetime.datetime.now(datetime.UTC)
+    async with AdminClient(server.admin_url, server.admin_token) as admin:
+        minted = await admin.mint_scope(["lifetime-check"], "rw", expires_in=sent)
+    assert minted is not None and minted.expires_at is not None
+    expires_at = datetime.datetime.fromisoformat(minted.expires_at.replace("Z", "+00:00"))
+    assert abs((expires_at - before).total_seconds() - lifetime) < 60
