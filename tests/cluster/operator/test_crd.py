@@ -81,6 +81,28 @@ def test_database_is_immutable(crd: ControlPlane, k8s_namespace: str) -> None:
     assert status == 200, body
 
 
+def test_secret_name_is_immutable(crd: ControlPlane, k8s_namespace: str) -> None:
+    """A changed secretName would leave the old Secret (a revoked token, pods still mounting it)."""
+    path = f"{API}/namespaces/{k8s_namespace}/tursonamespaces"
+    status, body = create(crd, k8s_namespace, tns("named", secretName="first-turso"))
+    assert status == 201, body
+    status, body = create(crd, k8s_namespace, tns("defaulted"))
+    assert status == 201, body
+    for name, patch in (
+        ("named", {"spec": {"secretName": "second-turso"}}),
+        ("named", {"spec": {"secretName": None}}),  # back to the default <name>-turso
+        ("defaulted", {"spec": {"secretName": "defaulted-turso"}}),  # even the default's own name
+    ):
+        status, body = crd.request(
+            "PATCH", f"{path}/{name}", patch, content_type="application/merge-patch+json"
+        )
+        assert status == 422 and "spec.secretName is immutable" in body["message"], body
+    status, body = crd.request(
+        "PATCH", f"{path}/named", {"spec": {"locked": True}}, content_type="application/merge-patch+json"
+    )
+    assert status == 200 and body["spec"]["secretName"] == "first-turso", body
+
+
 def test_short_name_and_printer_columns(crd: ControlPlane, k8s_namespace: str) -> None:
     from tests.support.operator import kubectl
 
