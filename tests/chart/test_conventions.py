@@ -96,8 +96,17 @@ def test_watch_namespaces_give_namespaced_roles_and_no_cluster_secret_rights() -
     assert set(roles) == {"team-a", "team-b", NAMESPACE}
     for namespace in ("team-a", "team-b"):
         assert verbs(roles[namespace]) == NAMESPACED_VERBS
-    # The release namespace only holds the runtime's Secret.
-    assert verbs(roles[NAMESPACE]) == {("", "secrets"): {"get", "create", "update", "delete"}}
+    # The release namespace only holds the runtime's Secret: read and replaced by name, created
+    # (RBAC cannot narrow create by name), never deleted.
+    assert roles[NAMESPACE]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [f"{RELEASE}-runtime-turso"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]
 
     bindings = {b["metadata"]["namespace"]: b for b in find(docs, "RoleBinding")}
     assert set(bindings) == set(roles)
