@@ -580,7 +580,7 @@ def test_the_operator_mints_the_runtime_tokens_for_the_runtime_scopes(
     assert "RUNTIME_TURSO_SERVER_TOKEN" not in hook_names and "RUNTIME_TURSO_SERVER_URL" not in hook_names
 
 
-@pytest.mark.parametrize("scope", ["{*}", "{UPPER}", "{_state}", "{a*b}"])
+@pytest.mark.parametrize("scope", ["{*}", "{UPPER}", "{_state}", "{a*b}", "{healthz}", "{runtime,readyz}"])
 def test_a_scope_turso_server_would_refuse_fails_the_schema(scope: str) -> None:
     with pytest.raises(HelmError):
         render({"tursoServer.enabled": "true", "runtime.turso.workerNamespaces": scope})
