@@ -6,6 +6,7 @@ import base64
 import copy
 import datetime
 import hashlib
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -403,9 +404,9 @@ def mutate_pod_spec(
     ``env_from_keys`` holds the key names of every object of :func:`env_from_sources` (a missing
     object's are empty; a ``ValueError`` says one was left out). A container given a token file
     gets the read-only token volume at :data:`TOKEN_DIR`; a data volume is added where nothing is
-    mounted at ``/data/turso`` yet. Idempotent: an injected spec comes back unchanged (given the
-    same ``env_from_keys``). A pod already using the
-    token volume's name for another volume, or :data:`TOKEN_DIR` for another mount, is refused
+    mounted at ``/data/turso`` yet (paths compared normalised, ``/data/turso/`` counts). Idempotent:
+    an injected spec comes back unchanged (given the same ``env_from_keys``). A pod already using
+    the token volume's name for another volume, or :data:`TOKEN_DIR` for another mount, is refused
     (:class:`InjectionRefusedError`): the token files would not be where the variables say.
     """
     new = copy.deepcopy(dict(spec))
@@ -417,11 +418,11 @@ def mutate_pod_spec(
             if added:
                 container["env"] = [*(container.get("env") or []), *added]
             mounts = container.get("volumeMounts") or []
-            if not any(m.get("mountPath") == DATA_DIR for m in mounts):
+            if not any(_mount_path(m) == DATA_DIR for m in mounts):
                 mounts = [*mounts, {"name": DATA_VOLUME, "mountPath": DATA_DIR}]
                 needs_data = True
             if any(e["name"].endswith("_FILE") for e in added):
-                taken = next((m for m in mounts if m.get("mountPath") == TOKEN_DIR), None)
+                taken = next((m for m in mounts if _mount_path(m) == TOKEN_DIR), None)
                 if taken is None:
                     mounts = [*mounts, {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}]
                     needs_token = True
@@ -446,6 +447,16 @@ def mutate_pod_spec(
     if volumes:
         new["volumes"] = volumes
     return new
+
+
+def _mount_path(mount: Mapping[str, Any]) -> str:
+    """A volume mount's path as the container sees it: ``/data/turso/``, ``//data/turso`` and
+    ``/data/./turso`` are all :data:`DATA_DIR` (the API server compares mount paths as written)."""
+    path = str(mount.get("mountPath") or "")
+    if not path:
+        return ""
+    normal = posixpath.normpath(path)
+    return "/" + normal.lstrip("/") if normal.startswith("/") else normal
 
 
 def is_injected(annotations: Mapping[str, str] | None) -> bool:

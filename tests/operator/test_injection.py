@@ -215,6 +215,29 @@ async def test_a_pod_already_using_the_token_volumes_name_or_path_is_refused_and
         assert "env" not in stored["spec"]["containers"][0]
 
 
+async def test_a_mount_path_is_compared_normalised_so_a_trailing_slash_gets_no_second_mount(
+    api: ControlPlane, ready: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace, _secret = ready
+    for path in (f"{DATA_DIR}/", f"/{DATA_DIR}", "/data/./turso", "/data/x/../turso/"):
+        pod = _pod(f"own-data-{uuid.uuid4().hex[:6]}", volumes=[{"name": "mine", "emptyDir": {}}])
+        pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "mine", "mountPath": path}]
+        patch, _ = await _inject(api, monkeypatch, namespace, pod)
+        stored = _create(api, namespace, _apply(pod, patch))
+        (container,) = stored["spec"]["containers"]
+        mounts = [m for m in container["volumeMounts"] if m != TOKEN_MOUNT]
+        assert mounts == [{"name": "mine", "mountPath": path}], (path, container["volumeMounts"])
+        assert "turso-data" not in {v["name"] for v in stored["spec"]["volumes"]}, path
+        assert _env(container)["RUNTIME_TURSO_DIR"] == DATA_DIR  # its own volume is the data dir
+        assert TOKEN_MOUNT in container["volumeMounts"]
+    # The token directory with a trailing slash is the token directory: refused, as without it.
+    taken = _pod("own-token-dir", volumes=[{"name": "mine", "emptyDir": {}}])
+    taken["spec"]["containers"][0]["volumeMounts"] = [{"name": "mine", "mountPath": f"{TOKEN_DIR}/"}]
+    with pytest.raises(kopf.AdmissionError) as refused:
+        await _inject(api, monkeypatch, namespace, taken)
+    assert refused.value.code == 403 and f"already mounts {TOKEN_DIR}" in str(refused.value)
+
+
 # -- envFrom ----------------------------------------------------------------------------------------
 
 #: A value no patch, warning, refusal or log line may carry: the webhook reads key names only.
