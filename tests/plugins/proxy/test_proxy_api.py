@@ -231,6 +231,74 @@ async def test_invalid_stored_rows_are_skipped(
     assert await json_of(await second.get(RULES), 200) == [good]
 
 
+SECRET_TARGETS = [
+    "http://admin:S3cretPass@127.0.0.1:9",
+    "http://admin@127.0.0.1:9",  # a user alone is a credential too (a token as the user name)
+    "http://:S3cretPass@127.0.0.1:9",
+    "http://admin:S3cret@Pass@127.0.0.1:9/base",  # the userinfo ends at the authority's last @
+]
+
+
+@pytest.mark.parametrize("target", SECRET_TARGETS)
+async def test_a_target_with_credentials_is_refused_at_create_and_update_and_never_repeated(
+    client: TestClient, target: str
+) -> None:
+    """aiohttp 500ed on every request with both URL credentials and an Authorization header, and
+    the API answered the credential in clear: such a target is 400 and changes nothing."""
+    refused = await client.post(RULES, json={"pattern": "^/x", "target": target})
+    body = await json_of(refused, 400)
+    assert body["code"] == "PROXY_INVALID_TARGET" and "S3cret" not in body["error"], body
+    assert "admin" not in body["error"], body
+    assert await stored(client) == []
+    rule = await create(client)
+    before = await stored(client)
+    body = await json_of(await client.put(f"{RULES}/{rule['id']}", json={"target": target}), 400)
+    assert body["code"] == "PROXY_INVALID_TARGET" and "S3cret" not in body["error"], body
+    assert await stored(client) == before
+
+
+async def test_a_rule_stored_with_credentials_before_loads_redacted_and_proxies_without_a_500(
+    aiohttp_client: AiohttpClient,
+    env: dict[str, str],
+    upstream: TestServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = await start_runtime(aiohttp_client, env, TURSO, PROXY)
+    port = upstream.make_url("").port
+    legacy = {"pattern": "^/svc/", "target": f"http://admin:S3cretPass@127.0.0.1:{port}"}
+    redirecting = {"pattern": "^/go/", "target": f"http://admin:S3cretPass@127.0.0.1:{port}", "redirect": 302}
+    service = first.app[HOST_KEY].get_plugin(TURSO)
+    for rid, order, data in (("legacy", 0, legacy), ("redirecting", 1, redirecting)):
+        await service.transaction(  # stored by a version that took credentials in targets
+            lambda db, rid=rid, order=order, data=data: db.run(
+                "INSERT INTO proxy_rules VALUES (?, ?, ?)", [rid, order, json.dumps(data)]
+            ),
+            namespace="proxy",
+        )
+    await first.close()
+    with caplog.at_level(logging.DEBUG):
+        client = await start_runtime(aiohttp_client, env, TURSO, PROXY)
+        answers = [await client.get(RULES), await client.get(f"{RULES}/legacy")]
+        listed = await json_of(answers[0], 200)
+        assert [r["target"] for r in listed] == [f"http://[redacted]@127.0.0.1:{port}"] * 2
+        # A client's Authorization beside the URL's credentials was a 500: the client's wins.
+        seen = await json_of(await client.get("/svc/x", headers={"Authorization": "Bearer client"}), 200)
+        assert seen["headers"]["Authorization"] == "Bearer client"
+        seen = await json_of(await client.get("/svc/x"), 200)  # as before: the URL's, as Basic
+        assert seen["headers"]["Authorization"] == "Basic YWRtaW46UzNjcmV0UGFzcw=="
+        moved = await client.get("/go/x", allow_redirects=False)
+        assert moved.status == 302 and moved.headers["Location"] == f"http://127.0.0.1:{port}/go/x"
+        # A change must drop the credentials; once it does, the rule is an ordinary one.
+        answers.append(await client.put(f"{RULES}/legacy", json={"name": "renamed"}))
+        assert (await json_of(answers[-1], 400))["code"] == "PROXY_INVALID_TARGET"
+        fixed = {"target": f"http://127.0.0.1:{port}", "headers": {"Authorization": "Bearer new"}}
+        answers.append(await client.put(f"{RULES}/legacy", json=fixed))
+        assert (await json_of(answers[-1], 200))["target"] == f"http://127.0.0.1:{port}"
+        for answer in answers:
+            assert "S3cretPass" not in await answer.text()
+    assert "S3cretPass" not in caplog.text
+
+
 async def test_without_storage_static_rules_still_work_and_writes_are_503(
     aiohttp_client: AiohttpClient, env: dict[str, str]
 ) -> None:

@@ -11,6 +11,12 @@ WebSocket upgrades (rules with ``ws``, the default) are proxied as two WebSocket
 client ↔ runtime ↔ upstream, that relay every text and binary frame; the first side to close
 closes the other with the same code and reason (an upstream that vanishes without a close frame
 closes the client with 1014, "bad gateway").
+
+A rule stored before credentials in targets were refused (``_rules``) may still have a
+``user:password@`` target: the credentials are taken out of the URL (aiohttp refuses a URL's
+credentials beside an ``Authorization`` header, a 500 on every such request) and sent as a Basic
+``Authorization`` header when the request has none after the rule's headers (the client's wins,
+as in upstream's Node proxy); a redirect's ``Location`` never carries them.
 """
 
 from __future__ import annotations
@@ -93,18 +99,24 @@ class Forwarder:
 
     async def handle(self, request: web.Request, rule: ProxyRule) -> web.StreamResponse:
         url = rule.upstream_url(request.rel_url.raw_path, request.rel_url.raw_query_string)
+        auth: str | None = None
+        if url.raw_user is not None or url.raw_password is not None:  # a rule stored before the refusal
+            auth = aiohttp.encode_basic_auth(url.user or "", url.password or "")
+            url = url.with_user(None)
         if rule.redirect is not None:
             return web.Response(status=rule.redirect, headers={"Location": str(url)})
         if is_websocket_upgrade(request):
-            return await self._proxy_websocket(request, rule, url)
-        return await self._proxy(request, rule, url)
+            return await self._proxy_websocket(request, rule, url, auth)
+        return await self._proxy(request, rule, url, auth)
 
     @staticmethod
     def _ssl(rule: ProxyRule) -> bool:
         """``secure: false`` skips certificate verification (self-signed upstreams); else verify."""
         return rule.secure
 
-    def _upstream_headers(self, request: web.Request, rule: ProxyRule, url: URL) -> CIMultiDict[str]:
+    def _upstream_headers(
+        self, request: web.Request, rule: ProxyRule, url: URL, auth: str | None
+    ) -> CIMultiDict[str]:
         headers = end_to_end(request.headers)
         if rule.change_origin:
             headers.popall("Host", None)  # aiohttp sets it from the target URL
@@ -119,14 +131,18 @@ class Forwarder:
             first_hop = forwarded_for.split(",")[0].strip() if forwarded_for else ""
             headers["X-Real-IP"] = first_hop or remote
         headers.update(rule.headers)
+        if auth is not None and "Authorization" not in headers:
+            headers["Authorization"] = auth
         return headers
 
-    async def _proxy(self, request: web.Request, rule: ProxyRule, url: URL) -> web.StreamResponse:
+    async def _proxy(
+        self, request: web.Request, rule: ProxyRule, url: URL, auth: str | None
+    ) -> web.StreamResponse:
         try:
             upstream = await self._session.request(
                 request.method,
                 url,
-                headers=self._upstream_headers(request, rule, url),
+                headers=self._upstream_headers(request, rule, url, auth),
                 data=request.content if request.body_exists else None,
                 allow_redirects=False,
                 ssl=self._ssl(rule),
@@ -172,9 +188,11 @@ class Forwarder:
         return web.Response(status=upstream.status, reason=upstream.reason, body=body, headers=headers)
 
     # -- WebSocket --------------------------------------------------------------------------------
-    async def _proxy_websocket(self, request: web.Request, rule: ProxyRule, url: URL) -> web.StreamResponse:
+    async def _proxy_websocket(
+        self, request: web.Request, rule: ProxyRule, url: URL, auth: str | None
+    ) -> web.StreamResponse:
         ws_url = url.with_scheme("wss" if url.scheme == "https" else "ws")
-        headers = self._upstream_headers(request, rule, url)
+        headers = self._upstream_headers(request, rule, url, auth)
         for name in list(headers):
             if name.lower() in _WS_HANDSHAKE_HEADERS:
                 headers.popall(name, None)  # aiohttp's client writes its own handshake

@@ -24,6 +24,15 @@ header value by mistake. Stored values belong to the target's origin (scheme, ho
 ``PUT`` that moves a rule to another origin must send its ``headers`` (possibly ``{}``) with real
 values, or it is refused with 409 ``PROXY_HEADERS_REQUIRED`` (:func:`require_headers_for_new_origin`),
 so whoever may edit a rule cannot send an admin's stored credential to a server of their choice.
+
+A ``target`` never carries credentials (``http://user:password@host``): 400 ``PROXY_INVALID_TARGET``
+at create and update (the chart refuses them too), and no message repeats them. The admin API
+would answer a target as it is, and aiohttp refuses to send a URL's credentials beside an
+``Authorization`` header; a credential belongs in ``headers``, which the API never shows. A rule
+stored before that refusal still loads (``parse_rule(stored=True)``): the API answers its target
+with the userinfo shown as :data:`REDACTED`, the forwarder sends the credentials as a Basic
+``Authorization`` header unless the request already has one (as upstream's Node proxy did) and
+never puts them in a redirect, and a ``PUT`` must give the rule a target without them.
 """
 
 from __future__ import annotations
@@ -73,6 +82,8 @@ _TEMPLATE_TOKEN = re.compile(r"\$(?:(\$)|(\d+)|<([A-Za-z_]\w*)>|\{([A-Za-z_]\w*)
 #: Both matched whole (``fullmatch``): ``$`` would also accept a trailing newline.
 _BASE_PATH = re.compile(r"/[A-Za-z0-9._~!$&()*+,;=:@%/-]*")
 _METHOD = re.compile(r"[A-Z]+")
+#: ``scheme://userinfo@`` at the start of a target (the userinfo ends at the authority's last ``@``).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
 PublicRoutes = tuple[str, ...] | Mapping[str, tuple[str, ...]]
 
@@ -236,9 +247,11 @@ class ProxyRule:
         }
 
     def public_json(self) -> dict[str, Any]:
-        """What the admin API answers: :meth:`as_json` with each header value :data:`REDACTED`."""
+        """What the admin API answers: :meth:`as_json` with each header value :data:`REDACTED`, and
+        the credentials of a target stored before they were refused too."""
         data = self.as_json()
         data["headers"] = dict.fromkeys(self.headers, REDACTED)
+        data["target"] = without_userinfo(self.target)
         return data
 
     def stored_json(self) -> str:
@@ -282,13 +295,26 @@ def _flag(data: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def _target(raw: str) -> str:
+def without_userinfo(target: str) -> str:
+    """``target`` with the userinfo of its authority (``user:password@``) shown as :data:`REDACTED`."""
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", target, count=1)
+
+
+def _target(raw: str, *, stored: bool = False) -> str:
+    """The target URL; credentials in it are refused unless ``stored`` (a row from before)."""
+    shown = without_userinfo(raw)  # what a message may repeat
     try:
         url = URL(raw.strip())
     except (ValueError, TypeError) as exc:
-        raise RuleError(f"invalid target URL {raw!r}: {exc}", code=INVALID_TARGET) from exc
+        raise RuleError(f"invalid target URL {shown!r}: {exc}", code=INVALID_TARGET) from exc
+    if not stored and (url.raw_user is not None or url.raw_password is not None or shown != raw):
+        raise RuleError(
+            "target must not carry credentials (user:password@); send them in the rule's headers "
+            "(Authorization), which the API never shows",
+            code=INVALID_TARGET,
+        )
     if url.scheme not in ("http", "https") or not url.host:
-        raise RuleError(f"target must be an absolute http(s) URL (got {raw!r})", code=INVALID_TARGET)
+        raise RuleError(f"target must be an absolute http(s) URL (got {shown!r})", code=INVALID_TARGET)
     if url.query_string or url.fragment:
         raise RuleError("target must not have a query or a fragment", code=INVALID_TARGET)
     return str(url)
@@ -415,8 +441,14 @@ def _compile_public(routes: PublicRoutes | None) -> dict[str, Pattern]:
     }
 
 
-def parse_rule(data: Any, *, rule_id: str, order: int, read_only: bool = False) -> ProxyRule:
-    """Validate ``data`` (API/manifest JSON) into a :class:`ProxyRule`; raise :class:`RuleError`."""
+def parse_rule(
+    data: Any, *, rule_id: str, order: int, read_only: bool = False, stored: bool = False
+) -> ProxyRule:
+    """Validate ``data`` (API/manifest JSON) into a :class:`ProxyRule`; raise :class:`RuleError`.
+
+    ``stored`` is for rows of ``proxy_rules``: one stored before credentials in targets were
+    refused still loads (see the module's docstring).
+    """
     if not isinstance(data, Mapping):
         raise RuleError("a rule must be a JSON object", code=INVALID_RULE)
     pattern = _required_text(data, "pattern")
@@ -427,7 +459,7 @@ def parse_rule(data: Any, *, rule_id: str, order: int, read_only: bool = False) 
     return ProxyRule(
         id=rule_id,
         pattern=pattern,
-        target=_target(target),
+        target=_target(target, stored=stored),
         name=_optional_text(data, "name") or "",
         rewrite=rewrite,
         change_origin=_flag(data, "changeOrigin", False),

@@ -39,7 +39,9 @@ _UPSERT = (
 
 
 def _row_rule(row: Mapping[str, Any]) -> ProxyRule:
-    return parse_rule(json.loads(row["rule_json"]), rule_id=str(row["id"]), order=int(row["rule_order"]))
+    return parse_rule(
+        json.loads(row["rule_json"]), rule_id=str(row["id"]), order=int(row["rule_order"]), stored=True
+    )
 
 
 class ProxyStore:
