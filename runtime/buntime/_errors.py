@@ -20,6 +20,7 @@ matching built-in, so ``except ValueError`` keeps working for callers that do no
         │   ├── GatewayConfigError, ProxyConfigError
         │   └── KeyValConfigError (also a KeyValError)
         └── ApiError                            an admin API's answer: ``status`` + ``code``
+            ├── InvalidTextError (ValueError)   INVALID_UNICODE: client JSON with a lone surrogate
             ├── RuleError (ValueError)          PROXY_INVALID_* (buntime.plugins.proxy)
             └── KeyValError                     KEY_NOT_FOUND, LEASE_LOST, ... (buntime.plugins.keyval)
 

@@ -8,6 +8,7 @@ The whole runtime's tree is drawn in ``buntime/_errors.py``; this branch::
     ├── PluginInitError                PLUGIN_INIT_FAILED — on_init failed or timed out (retried)
     ├── PluginConfigError (ValueError) INVALID_<VARIABLE> — a setting cannot be used (never retried)
     └── ApiError                       an admin API's answer: ``status`` and ``{"error", "code"}``
+        └── InvalidTextError (ValueError)  400 INVALID_UNICODE — client JSON holds a string that is not text
 
 Plugins subclass these for their own causes (``GatewayConfigError``, ``RuleError``,
 ``KeyValError``, ...), so the host, the server and the admin middleware handle them all alike.
@@ -80,3 +81,17 @@ class ApiError(PluginError):
         super().__init__(message, code=code)
         if status is not None:
             self.status = status
+
+
+class InvalidTextError(ApiError, ValueError):
+    """Client JSON (a body, a query parameter) holds a string that is not Unicode text: a lone
+    surrogate escape such as ``"\\ud800"``, which JSON's grammar allows but UTF-8 cannot encode.
+
+    Raised by ``_json.client_json`` for every plugin, before a handler sees the value (the
+    engine, RE2 and the key encoder all refuse such a string, some as a 500). Callers that map
+    their ``ValueError`` to a code of their own let this one through, so the code is the same
+    on every route.
+    """
+
+    code = "INVALID_UNICODE"
+    status = 400

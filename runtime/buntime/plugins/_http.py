@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..turso import TursoCommitUnknownError, TursoError
-from ._errors import ApiError
+from ._errors import ApiError, InvalidTextError
 from ._json import client_json
 
 log = logging.getLogger("buntime.plugins")
@@ -77,9 +77,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 ``INVALID_JSON``."""
+    """The request body as a JSON object, else 400 ``INVALID_JSON`` (``INVALID_UNICODE``: see _json)."""
     try:
         body = client_json(await request.read())
+    except InvalidTextError:  # its own code, the same on every route
+        raise
     except ValueError as exc:
         raise ApiError(f"request body must be JSON: {exc}", code=INVALID_JSON, status=400) from exc
     if not isinstance(body, dict):

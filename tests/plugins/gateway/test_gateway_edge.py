@@ -115,6 +115,31 @@ async def test_invalid_cors_rules_are_refused(
     assert (await json_of(await client.post(RULES, json=body), 400))["code"] == code
 
 
+LONE = "\ud800"  # json.dumps sends it as the escape "\ud800": legal JSON, no UTF-8 text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/cors/rules", {"name": LONE, "origins": ["https://x.example"]}),
+        ("POST", "/cors/rules", {"name": "n", "origins": ["https://x.example"], "methods": [LONE]}),
+        ("PUT", "/cors/rules/{id}", {"name": LONE, "origins": ["https://x.example"]}),
+        ("POST", "/shell/excludes", {"basename": LONE}),
+        ("PUT", "/shell/routes", {"host": LONE, "dir": "/tmp"}),
+    ],
+)
+async def test_a_lone_surrogate_in_a_body_is_400_invalid_unicode_and_changes_nothing(
+    aiohttp_client: AiohttpClient, env: dict[str, str], method: str, path: str, body: dict[str, Any]
+) -> None:
+    """The engine refused the string as a parameter, which answered 503 "storage unavailable"."""
+    client = await gateway(aiohttp_client, env)
+    rule = await add_cors(client)
+    before = await json_of(await client.get(RULES), 200)
+    answer = await client.request(method, ADMIN + path.format(id=rule["id"]), json=body)
+    assert (await json_of(answer, 400))["code"] == "INVALID_UNICODE"
+    assert await json_of(await client.get(RULES), 200) == before
+
+
 #: Origin headers yarl cannot parse (port out of range, broken IPv6, bad punycode, bad port)
 #: and ones that are not a bare origin.
 MALFORMED_ORIGINS = (

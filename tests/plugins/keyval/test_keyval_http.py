@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -113,6 +114,50 @@ async def test_malformed_requests_are_400(client: Client) -> None:
     await error(await client.get(f"{API}/keys", params={"limit": "1001"}), 400, "INVALID_PARAMETER")
     await error(await client.get(f"{API}/keys", params={"reverse": "maybe"}), 400, "INVALID_PARAMETER")
     await error(await client.get(f"{API}/keys/paginate", params={"cursor": "!!"}), 400, "INVALID_CURSOR")
+
+
+#: A lone surrogate: ``json.dumps`` sends it as the escape ``"\ud800"``, legal JSON but no UTF-8
+#: text (the key encoder raised, the engine refused the parameter: 500s). Every route refuses it
+#: before the handler sees it.
+LONE = "\ud800"
+LONE_SURROGATE_REQUESTS: list[tuple[str, str, Any]] = [
+    ("PUT", "/keys/s", LONE),
+    ("POST", "/atomic", {"mutations": [{"type": "set", "key": [LONE], "value": 1}]}),
+    ("POST", "/atomic", {"checks": [{"key": ["a"], "versionstamp": LONE}], "mutations": []}),
+    ("POST", "/keys/list", {"prefix": [LONE]}),
+    ("POST", "/keys/list", {"where": {LONE: 1}}),
+    ("POST", "/keys/list", {"where": {"x": {"$eq": LONE}}}),
+    ("POST", "/keys/delete-batch", {"keys": [["a", LONE]]}),
+    ("POST", "/indexes", {"prefix": ["i"], "fields": ["a"], "tokenize": LONE}),
+    ("POST", "/queue/ack", {"id": LONE}),
+    ("GET", "/keys?where=" + quote(json.dumps({"x": LONE})), None),
+    ("GET", "/keys?prefix=" + quote(json.dumps([LONE])), None),
+    ("GET", "/watch?keys=" + quote(json.dumps([[LONE]])), None),
+    ("GET", "/watch/prefix?prefix=" + quote(json.dumps([[LONE]])), None),
+    ("DELETE", "/keys/a?where=" + quote(json.dumps({"x": LONE})), None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), LONE_SURROGATE_REQUESTS)
+async def test_a_lone_surrogate_anywhere_is_400_invalid_unicode_and_changes_nothing(
+    client: Client, kv: Kv, method: str, path: str, body: Any
+) -> None:
+    await ok(await client.put(f"{API}/keys/a", json={"x": "kept"}))
+    refused = await client.request(method, f"{API}{path}", json=body)
+    await error(refused, 400, "INVALID_UNICODE")
+    assert [(e.key, e.value) for e in await kv.list(())] == [(("a",), {"x": "kept"})]
+    # A surrogate pair is one character: text, taken as it is.
+    await ok(await client.put(f"{API}/keys/emoji", data='"\\ud83d\\ude00"'))
+    assert (await ok(await client.get(f"{API}/keys/emoji")))["value"] == "\U0001f600"
+
+
+async def test_a_lone_surrogate_in_a_nack_error_is_400_and_the_lease_stays(client: Client) -> None:
+    await ok(await client.post(f"{API}/queue/enqueue", json={"value": 1}))
+    message = (await ok(await client.post(f"{API}/queue/poll")))["message"]
+    refused = await client.post(f"{API}/queue/nack", json={"id": message["id"], "error": LONE})
+    await error(refused, 400, "INVALID_UNICODE")
+    stats = await ok(await client.get(f"{API}/queue/stats"))
+    assert stats["processing"] == 1 and stats["dlq"] == 0, stats
 
 
 async def test_batch_get_and_delete(client: Client) -> None:

@@ -299,6 +299,49 @@ async def test_a_rule_stored_with_credentials_before_loads_redacted_and_proxies_
     assert "S3cretPass" not in caplog.text
 
 
+LONE = "\ud800"  # json.dumps sends it as the escape "\ud800": legal JSON, no UTF-8 text
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"pattern": LONE},  # RE2 raised UnicodeEncodeError: a plain-text 500
+        {"rewrite": LONE},  # stored (201), then a 500 on every request it matched
+        {"publicRoutes": [f"/{LONE}"]},
+        {"headers": {"X-Team": LONE}},
+        {"name": LONE},
+    ],
+)
+async def test_a_lone_surrogate_in_a_rule_is_400_invalid_unicode_and_changes_nothing(
+    client: TestClient, fields: dict[str, Any]
+) -> None:
+    refused = await client.post(RULES, json={"pattern": "^/svc/", "target": "http://127.0.0.1:9", **fields})
+    assert (await json_of(refused, 400))["code"] == "INVALID_UNICODE"
+    assert await stored(client) == []
+    rule = await create(client)
+    before = await stored(client)
+    refused = await client.put(f"{RULES}/{rule['id']}", json=fields)
+    assert (await json_of(refused, 400))["code"] == "INVALID_UNICODE"
+    assert await stored(client) == before
+
+
+async def test_a_rule_stored_with_a_lone_surrogate_before_is_skipped_not_a_500_per_request(
+    aiohttp_client: AiohttpClient, env: dict[str, str], upstream: TestServer
+) -> None:
+    first = await start_runtime(aiohttp_client, env, TURSO, PROXY)
+    row = json.dumps({"pattern": "^/svc/", "target": str(upstream.make_url("")), "rewrite": "\ud800"})
+    service = first.app[HOST_KEY].get_plugin(TURSO)
+    await service.transaction(
+        lambda db: db.run("INSERT INTO proxy_rules VALUES ('lone', 0, ?)", [row]), namespace="proxy"
+    )
+    await first.close()
+    second = await start_runtime(aiohttp_client, env, TURSO, PROXY)
+    assert await json_of(await second.get(RULES), 200) == []
+    assert (await second.get("/svc/x")).status == 404  # no rule serves it: not a 500
+    refused = await second.put(f"{RULES}/lone", json={"rewrite": "/x"})
+    assert (await json_of(refused, 400))["code"] == "INVALID_UNICODE"
+
+
 async def test_without_storage_static_rules_still_work_and_writes_are_503(
     aiohttp_client: AiohttpClient, env: dict[str, str]
 ) -> None:

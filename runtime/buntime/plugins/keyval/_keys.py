@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
+from .._errors import InvalidTextError
 from .._json import client_json
 from ._errors import InvalidKeyError, InvalidRequestError
 
@@ -283,7 +284,7 @@ def key_from_query(raw: str | None) -> Key | None:
         try:
             return key_from_json(client_json(text))
         except ValueError as exc:
-            if isinstance(exc, InvalidKeyError):
+            if isinstance(exc, InvalidKeyError | InvalidTextError):
                 raise
             raise InvalidKeyError(f"invalid JSON key {text!r}: {exc}") from exc
     return key_from_path(text)

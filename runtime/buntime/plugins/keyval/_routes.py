@@ -31,6 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...turso import TursoError
+from .._errors import ApiError, InvalidTextError
 from .._json import client_json
 from ._atomic import make_mutation, mutation_key_from_json
 from ._errors import (
@@ -88,7 +89,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             mapped = translate_storage_error(exc)
             assert mapped is not None
             raise mapped from exc
-    except KeyValError as exc:
+    except ApiError as exc:  # KeyValError, and InvalidTextError from the shared JSON parser
         if exc.status >= 500:
             log.warning("KeyVal %s %s failed: %s", request.method, request.path, exc)
         return error_response(exc.status, exc.code, exc.message)
@@ -113,6 +114,8 @@ async def _body(request: web.Request) -> Any:
         raise InvalidRequestError("a JSON body is required", code="INVALID_JSON")
     try:
         return client_json(raw)
+    except InvalidTextError:  # INVALID_UNICODE, the same for every plugin
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"invalid JSON body: {exc}", code="INVALID_JSON") from exc
 
@@ -197,6 +200,8 @@ def _query_where(request: web.Request) -> Any:
         return None
     try:
         return client_json(raw)
+    except InvalidTextError:
+        raise
     except ValueError as exc:
         raise InvalidRequestError(f"where must be a JSON object: {exc}", code="INVALID_FILTER") from exc
 
@@ -451,6 +456,8 @@ def _keys_param(raw: str | None, name: str) -> list[Key]:
     if text.startswith("["):
         try:
             parsed = client_json(text)
+        except InvalidTextError:
+            raise
         except ValueError as exc:
             raise InvalidKeyError(f"'{name}' is not a JSON list of keys: {exc}") from exc
         if not isinstance(parsed, list) or not all(isinstance(k, list) for k in parsed):

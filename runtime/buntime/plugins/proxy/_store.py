@@ -7,7 +7,6 @@ rebuilt after each write and after every pull that brought changes.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -15,6 +14,7 @@ from typing import Any
 
 from ...turso import Database, TursoService
 from .._errors import ApiError
+from .._json import client_json
 from .._storage import PluginStore
 from ._rules import INVALID_REORDER, ProxyRule, RuleError, parse_rule
 
@@ -39,8 +39,10 @@ _UPSERT = (
 
 
 def _row_rule(row: Mapping[str, Any]) -> ProxyRule:
+    # client_json: a row stored before lone surrogates were refused (a rewrite that 500ed on every
+    # request it matched) is skipped at load like any invalid row, and a PUT of it is a 400.
     return parse_rule(
-        json.loads(row["rule_json"]), rule_id=str(row["id"]), order=int(row["rule_order"]), stored=True
+        client_json(row["rule_json"]), rule_id=str(row["id"]), order=int(row["rule_order"]), stored=True
     )
 
 
