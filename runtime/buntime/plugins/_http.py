@@ -6,7 +6,9 @@ runtime's error tree these answers come from; the proxy's ``RuleError`` and keyv
 ``KeyValError`` are under it. Storage failures become 503 with the Turso error code
 (the database is the dependency that is down, not the request that is wrong), except a write
 whose outcome is unknown (``TursoCommitUnknownError``: it may have landed), which is a 504, so
-that nothing reads it as "not applied, retry".
+that nothing reads it as "not applied, retry". aiohttp's own refusals (404 no such route, 405
+with its ``Allow``, 413 a body over ``client_max_size``) are JSON with a code too
+(:func:`http_error_response`, which keyval's middleware uses as well).
 
 Admin APIs that take a key (the gateway's, the proxy's) read it from :data:`API_KEY_HEADER` and
 compare it with :func:`api_key_matches`, so both guards treat a key the same way.
@@ -30,6 +32,8 @@ from ._json import client_json
 log = logging.getLogger("buntime.plugins")
 
 INVALID_JSON = "INVALID_JSON"
+#: Codes of aiohttp's own refusals; any other status ``s`` is ``HTTP_<s>``.
+HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 #: The header an admin API key travels in (gateway and proxy, as upstream's gateway).
 API_KEY_HEADER = "X-API-Key"
 #: An HTTP header name (RFC 9110 ``token``); use ``fullmatch`` (``$`` would let a final newline in).
@@ -60,13 +64,26 @@ def error_body(code: str, message: str) -> dict[str, str]:
     return {"error": message, "code": code}
 
 
+def http_error_response(exc: web.HTTPException) -> web.Response:
+    """aiohttp's refusal ``exc`` (a 4xx or 5xx) as ``{"error", "code"}`` JSON, ``Allow`` kept."""
+    code = HTTP_ERROR_CODES.get(exc.status, f"HTTP_{exc.status}")
+    response = web.json_response(error_body(code, exc.reason), status=exc.status)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn :class:`ApiError` and Turso errors raised by a handler into JSON responses."""
+    """Turn :class:`ApiError`, aiohttp's refusals and Turso errors raised by a handler into JSON."""
     try:
         return await handler(request)
     except ApiError as exc:
         return web.json_response(error_body(exc.code, exc.message), status=exc.status)
+    except web.HTTPException as exc:  # no such route, method not allowed, body too large
+        if exc.status < 400:
+            raise
+        return http_error_response(exc)
     except TursoCommitUnknownError as exc:  # the Turso text names paths and URLs: the log has it
         log.info("%s %s: storage write outcome unknown: %s", request.method, request.path, exc)
         message = "storage write outcome unknown (read before writing again)"

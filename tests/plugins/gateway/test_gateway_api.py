@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -80,6 +81,22 @@ async def test_add_exclude_refuses_non_json(aiohttp_client: AiohttpClient, env: 
     client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
     body = await json_of(await client.post(EXCLUDES, data=b"{nope"), 400)
     assert body["code"] == "INVALID_JSON"
+
+
+async def test_aiohttp_refusals_answer_json_with_a_code(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    """404, 405 and 413 came from aiohttp as text/plain, without the code clients key on."""
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY)
+    assert (await json_of(await client.get("/gateway/admin/nope"), 404))["code"] == "NOT_FOUND"
+    refused = await client.patch(EXCLUDES)
+    assert (await json_of(refused, 405))["code"] == "METHOD_NOT_ALLOWED" and "POST" in refused.headers[
+        "Allow"
+    ]
+    huge = io.BytesIO(json.dumps({"basename": "x" * (3 << 20)}).encode())
+    sent = await client.post(EXCLUDES, data=huge, headers={"Content-Type": "application/json"})
+    assert (await json_of(sent, 413))["code"] == "PAYLOAD_TOO_LARGE"
+    assert await gateway_rows(client, "SELECT * FROM gateway_shell_excludes") == []
 
 
 async def test_add_exclude_twice_answers_added_false(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from typing import Any
@@ -120,6 +121,20 @@ async def test_create_rejects_invalid_rules(client: TestClient, body: dict[str, 
 
 async def test_create_rejects_non_object_bodies(client: TestClient) -> None:
     assert (await json_of(await client.post(RULES, json=[1, 2]), 400))["code"] == "INVALID_JSON"
+
+
+async def test_aiohttp_refusals_answer_json_with_a_code(client: TestClient) -> None:
+    """404, 405 and 413 came from aiohttp as text/plain, without the code clients key on."""
+    body = await json_of(await client.delete(RULES), 405)
+    assert body["code"] == "METHOD_NOT_ALLOWED" and isinstance(body["error"], str)
+    assert "GET" in (await client.delete(RULES)).headers["Allow"]
+    assert (await json_of(await client.get("/redirects/admin/nope"), 404))["code"] == "NOT_FOUND"
+    huge = json.dumps({"pattern": "^/svc/", "target": "http://127.0.0.1:9", "name": "x" * (3 << 20)})
+    sent = await client.post(
+        RULES, data=io.BytesIO(huge.encode()), headers={"Content-Type": "application/json"}
+    )
+    assert (await json_of(sent, 413))["code"] == "PAYLOAD_TOO_LARGE"
+    assert await stored(client) == []
 
 
 async def test_update_merges_fields(client: TestClient) -> None:

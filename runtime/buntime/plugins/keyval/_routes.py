@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...turso import TursoError
 from .._errors import ApiError, InvalidTextError
+from .._http import http_error_response
 from .._json import client_json
 from ._atomic import make_mutation, mutation_key_from_json
 from ._errors import (
@@ -63,7 +64,6 @@ KV_KEY = web.AppKey("keyval_kv", Kv)
 API = "/api"
 MAX_HTTP_LIMIT = 1000
 MAX_MUTATIONS = 1000
-HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
 CHECK_FAILED = "CHECK_FAILED"
 _KEYS_PATH = f"{API}/keys/"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -93,15 +93,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 500:
             log.warning("KeyVal %s %s failed: %s", request.method, request.path, exc)
         return error_response(exc.status, exc.code, exc.message)
-    except web.HTTPException as exc:
+    except web.HTTPException as exc:  # as the gateway's and the proxy's admin APIs answer them
         if exc.status < 400:
             raise
-        response = error_response(
-            exc.status, HTTP_ERROR_CODES.get(exc.status, f"HTTP_{exc.status}"), exc.reason
-        )
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
+        return http_error_response(exc)
     except Exception:
         log.exception("KeyVal %s %s failed", request.method, request.path)
         return error_response(500, "INTERNAL_ERROR", "internal error")
