@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -59,6 +60,33 @@ async def test_sum_min_max_take_the_clients_bigint(client: Client, kv: Kv) -> No
         f"{API}/atomic", json={"mutations": [{"type": "sum", "key": ["f"], "value": "5"}]}
     )
     assert bad.status == 400
+
+
+@pytest.mark.parametrize(
+    ("stored", "operand"),
+    [
+        (10**400, 0.5),  # an int beyond a float's range plus a fraction: OverflowError, a 500
+        (1.5e308, 1.5e308),  # two floats whose sum is past a float's range
+        (bigint(10**4300 - 1), bigint(1)),  # a bigint of 4301 digits: str() refused it, a 500
+        (bigint(10**4300 - 1), 1),
+        (10**4299, bigint(10**4300 - 1)),
+    ],
+)
+async def test_a_sum_beyond_what_its_type_holds_is_400_and_writes_nothing(
+    client: Client, kv: Kv, stored: Any, operand: Any
+) -> None:
+    before = await kv.set(["n"], stored)
+    body = {
+        "mutations": [
+            {"type": "sum", "key": ["n"], "value": operand},
+            {"type": "set", "key": ["o"], "value": 1},
+        ]
+    }
+    bad = await client.post(f"{API}/atomic", json=body)
+    assert bad.status == 400 and (await bad.json())["code"] == "INVALID_MUTATION", await bad.text()
+    entry = await kv.get(["n"])
+    assert (entry.value, entry.versionstamp) == (stored, before.versionstamp)
+    assert (await kv.get(["o"])).versionstamp is None
 
 
 async def test_append_and_prepend(client: Client, kv: Kv) -> None:

@@ -14,6 +14,7 @@ across pods, so such keys sort in commit order too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -161,7 +162,9 @@ def apply_mutation(type_: MutationType, current: Any, operand: Any, key: Key) ->
 def apply_numeric(type_: MutationType, current: Any, operand: Any, key: Key) -> Any:
     """sum/min/max of the stored value and the operand; a missing value counts as the operand
     for min/max and as 0 for sum. A bigint on either side (and an integer on the other) gives a
-    bigint, exactly; a bigint never mixes with a fraction."""
+    bigint, exactly; a bigint never mixes with a fraction. A sum beyond what its type holds (an
+    integer too large for a float plus a fraction, a float past ``±1.8e308``, a bigint of more
+    than Python's 4300 digits) is ``INVALID_MUTATION`` and the atomic writes nothing."""
     if current is None:
         return operand
     big_current, big_operand = bigint_of(current), bigint_of(operand)
@@ -177,14 +180,29 @@ def apply_numeric(type_: MutationType, current: Any, operand: Any, key: Key) -> 
             raise InvalidValueError(
                 f"cannot {type_} a bigint and a fraction at key {list(key)!r}", code="INVALID_MUTATION"
             )
-        return bigint_value(_combine(type_, left, right))
-    return _combine(type_, current, operand)
+        try:
+            return bigint_value(_combine(type_, left, right, key))
+        except ValueError as exc:  # str() of an int over Python's 4300-digit limit
+            if isinstance(exc, InvalidValueError):
+                raise
+            raise _overflow(type_, key, "a bigint of more than 4300 digits") from exc
+    return _combine(type_, current, operand, key)
 
 
-def _combine(type_: MutationType, current: Any, operand: Any) -> Any:
-    if type_ == "sum":
-        return current + operand
-    return min(current, operand) if type_ == "min" else max(current, operand)
+def _overflow(type_: MutationType, key: Key, what: str) -> InvalidValueError:
+    return InvalidValueError(f"the {type_} at key {list(key)!r} would give {what}", code="INVALID_MUTATION")
+
+
+def _combine(type_: MutationType, current: Any, operand: Any, key: Key) -> Any:
+    if type_ != "sum":
+        return min(current, operand) if type_ == "min" else max(current, operand)
+    try:
+        total = current + operand
+    except OverflowError as exc:  # an integer beyond a float's range plus a fraction
+        raise _overflow(type_, key, "a number beyond a float's range") from exc
+    if isinstance(total, float) and not math.isfinite(total):
+        raise _overflow(type_, key, "a number beyond a float's range")
+    return total
 
 
 Committer = Callable[[Sequence[Check], Sequence[Mutation]], Awaitable[CommitResult]]
