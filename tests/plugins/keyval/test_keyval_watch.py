@@ -228,6 +228,30 @@ async def test_poll_forms(client: Client, kv: Kv) -> None:
     assert (await client.get(f"{API}/watch")).status == 400
 
 
+async def test_the_prefix_poll_names_every_key_losslessly(client: Client, kv: Kv) -> None:
+    """The path form read "42" back as 42, "True"/true as a string, 1e-05 as a string: each poll
+    with the answered versionstamps said changed, with phantom deletions, forever."""
+    keys: list[tuple[Any, ...]] = [
+        ("p", "42"), ("p", True), ("p", 1e-05), ("p", ""), ("p", b"\x00,:"), ("p", "a,b:c"), ("p", "[x"),
+        ("p", "ok"), ("p", 42), ("p", 2.5),
+    ]  # fmt: skip
+    for key in keys:
+        await kv.set(key, 1)
+    first = await (await client.get(f"{API}/watch/prefix/poll", params={"prefix": "p"})).json()
+    assert first["changed"] is True and len(first["entries"]) == len(keys)
+    tokens = first["versionstamps"].split(",")
+    assert "p/ok:" in first["versionstamps"] and "p/42:" in first["versionstamps"]  # upstream's form kept
+    assert len(tokens) == len(keys)
+    for _ in range(2):
+        known = {"prefix": "p", "versionstamps": first["versionstamps"]}
+        again = await (await client.get(f"{API}/watch/prefix/poll", params=known)).json()
+        assert again == {"entries": [], "versionstamps": first["versionstamps"], "changed": False}
+    await kv.delete(("p", "42"))
+    known = {"prefix": "p", "versionstamps": first["versionstamps"]}
+    gone = await (await client.get(f"{API}/watch/prefix/poll", params=known)).json()
+    assert gone["entries"] == [{"key": ["p", "42"], "value": None, "versionstamp": None}]
+
+
 async def test_a_change_on_another_pod_reaches_a_watcher_through_the_pull(
     start_host: Callable[[dict[str, str]], Awaitable[PluginHost]],
     replica_env: Callable[[str], dict[str, str]],

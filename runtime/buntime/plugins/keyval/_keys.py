@@ -270,9 +270,29 @@ def key_from_path(path: str) -> Key:
 
 def key_to_path(key: Key) -> str:
     """``("users", 42)`` -> ``users/42``, the inverse of :func:`key_from_path` for string and
-    number parts (each part percent-encoded, so a ``/`` or ``,`` in a part survives); what the
-    prefix poll answers in ``versionstamps`` (upstream joined the parts with ``/``)."""
+    number parts (each part percent-encoded, so a ``/`` or ``,`` in a part survives) — but not for
+    a string that reads as a number (``"42"``), a boolean, an exponent float (``1e-05``), an
+    empty part or bytes: :func:`key_to_token` is lossless."""
     return "/".join(quote(str(part), safe="") for part in key)
+
+
+def key_to_token(key: Key) -> str:
+    """``key`` as the prefix poll's ``versionstamps=<key>:<vs>,...`` names it, losslessly.
+
+    The path form (``users/42``, what upstream sent: parts joined with ``/``) when
+    :func:`key_from_path` gives ``key`` back exactly; otherwise the key's JSON with everything but
+    its leading ``[`` percent-encoded (so no ``,`` or ``:`` splits it). A path form never starts
+    with a raw ``[`` (a part's own ``[`` is ``%5B``), so :func:`key_from_token` tells them apart.
+    """
+    path = key_to_path(key)
+    if encode_key(key_from_path(path)) == encode_key(key):  # type-exact: True == 1 in Python
+        return path
+    return quote(key_json_text(key), safe="[")
+
+
+def key_from_token(token: str) -> Key:
+    """The key of a :func:`key_to_token` token (or any :func:`key_from_query` form a client sends)."""
+    return key_from_query(unquote(token) if token.startswith("[") else token) or ()
 
 
 def key_from_query(raw: str | None) -> Key | None:

@@ -49,8 +49,9 @@ from ._keys import (
     key_from_json,
     key_from_path,
     key_from_query,
+    key_from_token,
     key_to_json,
-    key_to_path,
+    key_to_token,
 )
 from ._kv import Kv
 from ._queue import QueueMessage
@@ -560,7 +561,7 @@ async def watch_prefix_poll(request: web.Request) -> web.Response:
             raise InvalidRequestError(
                 "versionstamps must be <key>:<versionstamp>,...", code="INVALID_PARAMETER"
             )
-        known[encode_key(key_from_query(path) or ())] = versionstamp
+        known[encode_key(key_from_token(path))] = versionstamp
     limit = _int(request.query.get("limit"), "limit", DEFAULT_PREFIX_LIMIT)
     entries = await read_prefixes(lambda prefix, n: kv.list(prefix, limit=n), _watch_prefixes(request), limit)
     current = {encode_key(e.key): e for e in entries}
@@ -570,7 +571,7 @@ async def watch_prefix_poll(request: web.Request) -> web.Response:
         for k in known
         if k not in current
     ]
-    current_stamps = ",".join(f"{key_to_path(e.key)}:{e.versionstamp}" for e in current.values())
+    current_stamps = ",".join(f"{key_to_token(e.key)}:{e.versionstamp}" for e in current.values())
     return web.json_response(
         {"entries": changed + gone, "versionstamps": current_stamps, "changed": bool(changed or gone)}
     )
