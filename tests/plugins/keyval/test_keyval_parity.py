@@ -89,6 +89,24 @@ async def test_a_sum_beyond_what_its_type_holds_is_400_and_writes_nothing(
     assert (await kv.get(["o"])).versionstamp is None
 
 
+@pytest.mark.parametrize("type_", ["sum", "min", "max"])
+@pytest.mark.parametrize("operand", ["NaN", "Infinity", "-Infinity"])
+async def test_a_nan_or_infinite_operand_is_400_for_sum_min_and_max_alike(
+    client: Client, kv: Kv, type_: str, operand: str
+) -> None:
+    """Python's parser takes NaN and Infinity: max(5, NaN) is 5, so a NaN max answered 200 with a
+    new versionstamp and the value unchanged, while a NaN sum was 400."""
+    before = await kv.set(["n"], 5)
+    for key in ("n", "missing"):  # json.dumps would refuse to write NaN: the body as a client sends it
+        body = f'{{"mutations": [{{"type": "{type_}", "key": ["{key}"], "value": {operand}}}]}}'
+        bad = await client.post(f"{API}/atomic", data=body, headers={"Content-Type": "application/json"})
+        assert bad.status == 400 and (await bad.json())["code"] == "INVALID_MUTATION", await bad.text()
+    assert (await kv.get(["n"])).versionstamp == before.versionstamp
+    assert (await kv.get(["missing"])).versionstamp is None
+    with pytest.raises(InvalidValueError):
+        getattr(kv.atomic(), type_)(["n"], float(operand))
+
+
 async def test_append_and_prepend(client: Client, kv: Kv) -> None:
     body = {
         "mutations": [

@@ -118,6 +118,15 @@ def validate_expire_in(expire_in: object) -> float | None:
     return float(expire_in)  # type: ignore[arg-type]
 
 
+def _finite_operand(value: Any) -> bool:
+    """A sum/min/max operand: a bigint, or a number that is not NaN or infinite (JSON bodies may
+    spell ``NaN``/``Infinity``, which Python's parser takes; ``max(5, nan)`` is 5, so a NaN max
+    wrote a new versionstamp for nothing while a NaN sum was refused)."""
+    if bigint_of(value) is not None:
+        return True
+    return is_number(value) and not (isinstance(value, float) and not math.isfinite(value))
+
+
 def make_mutation(type_: str, key: Sequence[Any], value: Any = None, expire_in: object = None) -> Mutation:
     """Validate one mutation up front, so a bad one fails before any statement runs."""
     if type_ not in MUTATION_TYPES:
@@ -133,9 +142,9 @@ def make_mutation(type_: str, key: Sequence[Any], value: Any = None, expire_in: 
         encoded = encode_key(parts, allow_empty=False)
     if type_ == "set":
         encode_value(value)
-    elif type_ in NUMERIC_MUTATIONS and not is_number(value) and bigint_of(value) is None:
+    elif type_ in NUMERIC_MUTATIONS and not _finite_operand(value):
         raise InvalidValueError(
-            f"{type_} needs a number or bigint operand (got {value!r})", code="INVALID_MUTATION"
+            f"{type_} needs a finite number or bigint operand (got {value!r})", code="INVALID_MUTATION"
         )
     elif type_ in LIST_MUTATIONS:
         if not isinstance(value, list):
