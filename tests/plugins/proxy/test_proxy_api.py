@@ -251,6 +251,7 @@ SECRET_TARGETS = [
     "http://admin@127.0.0.1:9",  # a user alone is a credential too (a token as the user name)
     "http://:S3cretPass@127.0.0.1:9",
     "http://admin:S3cret@Pass@127.0.0.1:9/base",  # the userinfo ends at the authority's last @
+    " ftp://admin:S3cretPass@127.0.0.1:9",  # refused for its credentials first, never repeated
 ]
 
 

@@ -302,12 +302,13 @@ def without_userinfo(target: str) -> str:
 
 def _target(raw: str, *, stored: bool = False) -> str:
     """The target URL; credentials in it are refused unless ``stored`` (a row from before)."""
-    shown = without_userinfo(raw)  # what a message may repeat
+    text = raw.strip()
+    shown = without_userinfo(text)  # what a message may repeat
     try:
-        url = URL(raw.strip())
+        url = URL(text)
     except (ValueError, TypeError) as exc:
         raise RuleError(f"invalid target URL {shown!r}: {exc}", code=INVALID_TARGET) from exc
-    if not stored and (url.raw_user is not None or url.raw_password is not None or shown != raw):
+    if not stored and (url.raw_user is not None or url.raw_password is not None or shown != text):
         raise RuleError(
             "target must not carry credentials (user:password@); send them in the rule's headers "
             "(Authorization), which the API never shows",
