@@ -283,8 +283,10 @@ async def test_a_rule_stored_with_credentials_before_loads_redacted_and_proxies_
     port = upstream.make_url("").port
     legacy = {"pattern": "^/svc/", "target": f"http://admin:S3cretPass@127.0.0.1:{port}"}
     redirecting = {"pattern": "^/go/", "target": f"http://admin:S3cretPass@127.0.0.1:{port}", "redirect": 302}
+    websocket = {"pattern": "^/upstream/ws", "target": f"http://admin:S3cretPass@127.0.0.1:{port}"}
     service = first.app[HOST_KEY].get_plugin(TURSO)
-    for rid, order, data in (("legacy", 0, legacy), ("redirecting", 1, redirecting)):
+    rows = (("legacy", 0, legacy), ("redirecting", 1, redirecting), ("websocket", 2, websocket))
+    for rid, order, data in rows:
         await service.transaction(  # stored by a version that took credentials in targets
             lambda db, rid=rid, order=order, data=data: db.run(
                 "INSERT INTO proxy_rules VALUES (?, ?, ?)", [rid, order, json.dumps(data)]
@@ -296,12 +298,17 @@ async def test_a_rule_stored_with_credentials_before_loads_redacted_and_proxies_
         client = await start_runtime(aiohttp_client, env, TURSO, PROXY)
         answers = [await client.get(RULES), await client.get(f"{RULES}/legacy")]
         listed = await json_of(answers[0], 200)
-        assert [r["target"] for r in listed] == [f"http://[redacted]@127.0.0.1:{port}"] * 2
+        assert [r["target"] for r in listed] == [f"http://[redacted]@127.0.0.1:{port}"] * 3
         # A client's Authorization beside the URL's credentials was a 500: the client's wins.
         seen = await json_of(await client.get("/svc/x", headers={"Authorization": "Bearer client"}), 200)
         assert seen["headers"]["Authorization"] == "Bearer client"
         seen = await json_of(await client.get("/svc/x"), 200)  # as before: the URL's, as Basic
         assert seen["headers"]["Authorization"] == "Basic YWRtaW46UzNjcmV0UGFzcw=="
+        for sent, expected in (("Bearer client", "Bearer client"), (None, "Basic YWRtaW46UzNjcmV0UGFzcw==")):
+            headers = {"Authorization": sent} if sent else {}
+            async with client.ws_connect("/upstream/ws", headers=headers) as ws:  # ws_connect 500ed too
+                await ws.send_str("hello")
+                assert (await ws.receive_json())["headers"]["Authorization"] == expected
         moved = await client.get("/go/x", allow_redirects=False)
         assert moved.status == 302 and moved.headers["Location"] == f"http://127.0.0.1:{port}/go/x"
         # A change must drop the credentials; once it does, the rule is an ordinary one.
