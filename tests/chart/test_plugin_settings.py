@@ -213,6 +213,8 @@ def test_the_rendered_rules_run_in_a_real_runtime(tmp_path: Path) -> None:
         ([{"target": "http://a"}], "pattern"),
         ([{"patern": "^/a", "pattern": "^/a", "target": "http://a"}], "patern"),
         ([{"pattern": "^/a", "target": "ftp://a"}], "target"),
+        ([{"pattern": "^/a", "target": "http://user:s3cret@a"}], "target"),  # credentials go in headers
+        ([{"pattern": "^/a", "target": "http://token@a/x"}], "target"),
         ([{"pattern": "^/a", "target": "http://a", "redirect": 305}], "redirect"),
         ([{"pattern": "^/a", "target": "http://a", "ws": "yes"}], "ws"),
         ([{"pattern": "^/a", "target": "http://a", "base": "docs"}], "base"),

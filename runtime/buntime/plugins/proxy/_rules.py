@@ -26,9 +26,10 @@ values, or it is refused with 409 ``PROXY_HEADERS_REQUIRED`` (:func:`require_hea
 so whoever may edit a rule cannot send an admin's stored credential to a server of their choice.
 
 A ``target`` never carries credentials (``http://user:password@host``): 400 ``PROXY_INVALID_TARGET``
-at create and update (the chart refuses them too), and no message repeats them. The admin API
-would answer a target as it is, and aiohttp refuses to send a URL's credentials beside an
-``Authorization`` header; a credential belongs in ``headers``, which the API never shows. A rule
+at create and update (a static rule stops the plugin, and the chart's schema refuses it), and no
+message repeats them. The admin API would answer a target as it is, and aiohttp refuses to send
+a URL's credentials beside an ``Authorization`` header; a credential belongs in ``headers``, which
+the API never shows. A rule
 stored before that refusal still loads (``parse_rule(stored=True)``): the API answers its target
 with the userinfo shown as :data:`REDACTED`, the forwarder sends the credentials as a Basic
 ``Authorization`` header unless the request already has one (as upstream's Node proxy did) and
