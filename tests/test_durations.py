@@ -202,3 +202,13 @@ def test_a_duration_past_timedelta_is_refused_not_an_overflow(part: str) -> None
     for text in ("9" * 400, "9" * 20 + "d"):
         with pytest.raises(ValueError, match="too long"):
             PARSERS[part](text)
+
+
+@pytest.mark.parametrize("text, seconds", VALID)
+def test_a_formatted_duration_reads_back_the_same_seconds(text: str, seconds: float) -> None:
+    """``format_duration`` writes what every parser reads: exact, never in exponent notation
+    (``{:g}`` made ``1e-05s`` of ten microseconds, and rounded the rest to six digits)."""
+    for value in (seconds, seconds + 0.00001, seconds * 1000 + 0.1234567):
+        formatted = server_durations.format_duration(value)
+        assert "e" not in formatted and "E" not in formatted, formatted
+        assert server_durations.duration_seconds(formatted) == pytest.approx(value, abs=1e-9), formatted

@@ -10,7 +10,6 @@ import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from ._constants import (
@@ -36,7 +35,7 @@ from ._constants import (
     DeletionPolicy,
     SecretKey,
 )
-from ._durations import duration_seconds
+from ._durations import duration_seconds, format_duration
 from ._errors import InjectionRefusedError, SpecError
 
 DATABASE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -121,29 +120,8 @@ def credentials_for(
         "access": desired.access,
     }
     if token_lifetime:
-        wanted["tokenLifetime"] = lifetime_text(token_lifetime)
+        wanted["tokenLifetime"] = format_duration(token_lifetime)
     return wanted
-
-
-def lifetime_text(seconds: float) -> str:
-    """A token lifetime in the duration grammar, as sent as ``expiresIn`` (``1h``, ``7d``,
-    ``1h0.00001s``): whole days, hours and minutes, then the rest as plain decimal seconds.
-
-    Exact and never in exponent notation: the rest is the shortest decimal of the float, split with
-    decimal arithmetic (``format_duration``'s ``{:g}`` made ``1e-05s`` of it, which turso-server
-    refuses, and rounded to six digits).
-    """
-    rest = Decimal(repr(float(seconds)))
-    if rest <= 0:
-        return "0s"
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        count, rest = divmod(rest, size)
-        if count:
-            parts.append(f"{int(count)}{unit}")
-    if rest:
-        parts.append(f"{rest.normalize():f}s")
-    return "".join(parts)
 
 
 def renewal_due(expires_at: object, lifetime: float, now: datetime.datetime | None = None) -> bool:
@@ -232,7 +210,7 @@ def scope_hash(
     without the owner by an earlier operator."""
     text = ",".join(sorted(runtime_scope)) + "|" + ",".join(sorted(worker_scope))
     if token_lifetime:
-        text += "|" + lifetime_text(token_lifetime)
+        text += "|" + format_duration(token_lifetime)
     if owner is not None:
         text += "|owner=" + owner
     return hashlib.sha256(text.encode()).hexdigest()[:32]

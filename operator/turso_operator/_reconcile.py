@@ -27,7 +27,6 @@ from ._builders import (
     credentials_for,
     database_url,
     is_condition_true,
-    lifetime_text,
     now_iso,
     recorded_credentials_for,
     renewal_due,
@@ -61,6 +60,7 @@ from ._constants import (
     Reason,
     SecretKey,
 )
+from ._durations import format_duration
 from ._errors import (
     AdminRejectedError,
     AdminUnavailableError,
@@ -243,7 +243,7 @@ class Reconciler:
                 revoke_others=not renew,
                 owner=desired.namespace,
                 created_at=minted_for.get("databaseCreatedAt") or None,
-                expires_in=lifetime_text(lifetime) if lifetime else None,
+                expires_in=format_duration(lifetime) if lifetime else None,
             )
             if minted is None:
                 token, expires_at = self._shared_token(desired, status), None
@@ -512,7 +512,7 @@ class Reconciler:
         # Recorded on a database only a prefix (worker-*) names, created by its first request.
         owner = runtime_owner(ns) if (ns := self.config.operator_namespace) else None
         minted = await self.admin.mint_scope(
-            scope, Access.READ_WRITE, expires_in=lifetime_text(lifetime) if lifetime else None, owner=owner
+            scope, Access.READ_WRITE, expires_in=format_duration(lifetime) if lifetime else None, owner=owner
         )
         if minted:
             return minted.token, minted.expires_at

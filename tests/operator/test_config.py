@@ -9,9 +9,8 @@ import pytest
 
 from tests.support.tursoserver import TursoServer
 from turso_operator import AdminClient
-from turso_operator._builders import lifetime_text
 from turso_operator._config import OperatorConfig, OperatorConfigError
-from turso_operator._durations import duration_seconds
+from turso_operator._durations import duration_seconds, format_duration
 
 BASE = {"TURSO_SERVER_URL": "http://turso:8080/", "TURSO_SERVER_ADMIN_URL": "http://turso-admin:8081"}
 
@@ -136,7 +135,7 @@ async def test_every_token_lifetime_the_operator_accepts_is_an_expires_in_turso_
     server: TursoServer, given: str, sent: str
 ) -> None:
     lifetime = OperatorConfig.from_env({**BASE, "TURSO_TOKEN_LIFETIME": given}).token_lifetime
-    assert lifetime_text(lifetime) == sent
+    assert format_duration(lifetime) == sent
     assert duration_seconds(sent) == lifetime  # exact: the same seconds come back
     before = datetime.datetime.now(datetime.UTC)
     async with AdminClient(server.admin_url, server.admin_token) as admin:

@@ -76,6 +76,24 @@ async def insert_rows(service: TursoService, name: str, count: int) -> None:
         )
 
 
+async def commit_offline_while_the_server_is_down(server: TursoServer, root: Path, first: str) -> None:
+    """Pod ``a`` pushes ``first`` in serializable mode; then, with the server down, acknowledges
+    ``INSERT INTO t(who) VALUES ('offline')`` in offline mode (only in its file); the server is back."""
+    a = pod(server, root, "a")
+    try:
+        await schema(a)
+        await a.transaction(lambda db: db.run(first), namespace=NS)
+    finally:
+        await a.aclose()
+    await asyncio.to_thread(server.stop)
+    offline = pod(server, root, "a", TURSO_WRITE_MODE="offline")
+    try:
+        await offline.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('offline')"), namespace=NS)
+    finally:
+        await offline.aclose()  # its final push fails too: the commit is only in the file
+    await asyncio.to_thread(server.start)
+
+
 async def test_inserts_from_pods_that_never_pulled_are_all_kept(server: TursoServer, tmp_path: Path) -> None:
     a, b = pod(server, tmp_path, "a"), pod(server, tmp_path, "b")
     try:
@@ -561,19 +579,7 @@ async def test_commits_acknowledged_in_offline_mode_survive_a_switch_to_serializ
     serializable mode: they are pushed under the lease (offline mode's rule, the last push wins)
     and the replica then pulls what other pods wrote, instead of being dropped as a crash's
     leftovers."""
-    a = pod(server, tmp_path, "a")
-    try:
-        await schema(a)
-        await a.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('pushed')"), namespace=NS)
-    finally:
-        await a.aclose()
-    await asyncio.to_thread(server.stop)
-    offline = pod(server, tmp_path, "a", TURSO_WRITE_MODE="offline")
-    try:
-        await offline.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('offline')"), namespace=NS)
-    finally:
-        await offline.aclose()  # its final push fails too: the commit is only in the file
-    await asyncio.to_thread(server.start)
+    await commit_offline_while_the_server_is_down(server, tmp_path, "INSERT INTO t(who) VALUES ('pushed')")
     b = pod(server, tmp_path, "b")
     try:
         await b.transaction(lambda db: db.run("INSERT INTO c(k, v) VALUES ('b', 1)"), namespace=NS)
@@ -600,19 +606,7 @@ async def test_a_pull_that_fails_after_the_offline_commits_are_pushed_is_made_be
     a copy that has not pulled the other pods' commits yet. When the pull after that push failed,
     the next lease was granted "fresh" and the write skipped its pull: it read a stale counter and
     its push replaced 5 acknowledged increments of another pod."""
-    a = pod(server, tmp_path, "a")
-    try:
-        await schema(a)
-        await a.transaction(lambda db: db.run("INSERT INTO c(k, v) VALUES ('n', 0)"), namespace=NS)
-    finally:
-        await a.aclose()
-    await asyncio.to_thread(server.stop)
-    offline = pod(server, tmp_path, "a", TURSO_WRITE_MODE="offline")
-    try:
-        await offline.transaction(lambda db: db.run("INSERT INTO t(who) VALUES ('offline')"), namespace=NS)
-    finally:
-        await offline.aclose()  # its final push fails too: the commit is only in the file
-    await asyncio.to_thread(server.start)
+    await commit_offline_while_the_server_is_down(server, tmp_path, "INSERT INTO c(k, v) VALUES ('n', 0)")
 
     async def bump(db: Database) -> None:
         row = await db.get("SELECT v FROM c WHERE k = 'n'")

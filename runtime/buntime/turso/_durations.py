@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 
 #: The grammar as a JSON-schema ``pattern`` (ECMA and RE2 compatible). ``ms`` comes before ``m``
 #: so a backtracking engine reads ``500ms`` as one part.
@@ -59,16 +60,19 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(f"duration {text[:40]!r} is too long (at most {MAX_DURATION.days} days)") from None
 
 
-def format_duration(delta: timedelta) -> str:
-    """Render ``delta`` compactly in the same grammar (``7d``, ``1h30m``, ``2.5s``; ``0s`` for none)."""
-    seconds = delta.total_seconds()
-    if seconds <= 0:
+def format_duration(delta: timedelta | float) -> str:
+    """Render ``delta`` (or a number of seconds) compactly in the same grammar (``7d``, ``1h30m``,
+    ``2.5s``, ``1h0.00001s``; ``0s`` for none): whole days, hours and minutes, then the rest as
+    the exact decimal of its seconds, never in exponent notation (which the grammar refuses)."""
+    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    rest = Decimal(repr(seconds))
+    if rest <= 0:
         return "0s"
     parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        count, seconds = divmod(seconds, size)
+        count, rest = divmod(rest, size)
         if count:
             parts.append(f"{int(count)}{unit}")
-    if seconds:
-        parts.append(f"{seconds:g}s")
+    if rest:
+        parts.append(f"{rest.normalize():f}s")
     return "".join(parts)
