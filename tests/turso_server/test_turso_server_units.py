@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from tests.turso_server.support import SERVER_SCRIPT, TURSODB
-from turso_server import ConfigError, ScopedTokens, StateError, load_config, parse_duration, validate_name
+from turso_server import (
+    SIZE_PATTERN,
+    ConfigError,
+    ScopedTokens,
+    StateError,
+    load_config,
+    parse_duration,
+    parse_size,
+    validate_name,
+)
 from turso_server._auth import Access, DataAuth
 from turso_server._confine import landlock_abi
 from turso_server._errors import (
@@ -65,6 +75,68 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_invalid_settings_fail_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         load_config({}, _env(tmp_path, **{variable: value}))
+
+
+SIZES_VALID = [
+    ("0", 0),
+    ("1", 1),
+    ("268435456", 256 << 20),
+    (" 256Mi ", 256 << 20),
+    ("64Ki", 64 << 10),
+    ("2Gi", 2 << 30),
+    ("0Gi", 0),
+    ("1048576Gi", 1 << 50),
+]
+SIZES_INVALID = [
+    "",
+    " ",
+    "-1",
+    "+5",
+    "1.5Gi",
+    "256 Mi",
+    "256M",
+    "256MB",
+    "256mi",
+    "2G",
+    "1Ti",
+    "Mi",
+    "0x100",
+    "1e9",
+    "\uff11\uff12",  # fullwidth digits: int() would take them
+]
+# In the grammar (the schema's pattern lets them through) but past the 1 PiB ceiling; the longest is
+# past int()'s digit limit: still a ValueError, no traceback.
+SIZES_TOO_LARGE = ["1048577Gi", "9" * 21, "9" * 5000]
+
+
+@pytest.mark.parametrize(("text", "size"), SIZES_VALID)
+def test_size_grammar_accepts(text: str, size: int) -> None:
+    assert parse_size(text) == size
+    assert re.fullmatch(SIZE_PATTERN, text.strip())
+
+
+@pytest.mark.parametrize("text", SIZES_INVALID + SIZES_TOO_LARGE)
+def test_size_grammar_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(text)
+    if text not in SIZES_TOO_LARGE:
+        assert not re.fullmatch(SIZE_PATTERN, text.strip(), re.ASCII)
+
+
+# Blank is the default (0); below 64Mi no child could start.
+@pytest.mark.parametrize("value", [*SIZES_INVALID[2:], *SIZES_TOO_LARGE, "1Mi", "67108863"])
+def test_child_memory_limit_rejects_hostile_values_naming_the_setting(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"TURSO_CHILD_MEMORY_LIMIT \(--child-memory-limit\)") as caught:
+        load_config({}, _env(tmp_path, TURSO_CHILD_MEMORY_LIMIT=value))
+    assert len(str(caught.value)) < 300
+
+
+def test_child_memory_limit_values(tmp_path: Path) -> None:
+    assert load_config({}, _env(tmp_path)).child_memory_limit == 0
+    assert load_config({}, _env(tmp_path, TURSO_CHILD_MEMORY_LIMIT="0")).child_memory_limit == 0
+    assert load_config({}, _env(tmp_path, TURSO_CHILD_MEMORY_LIMIT="64Mi")).child_memory_limit == 64 << 20
+    flagged = load_config({"TURSO_CHILD_MEMORY_LIMIT": "2Gi"}, _env(tmp_path, TURSO_CHILD_MEMORY_LIMIT="1Gi"))
+    assert flagged.child_memory_limit == 2 << 30
 
 
 def test_child_landlock_modes(tmp_path: Path) -> None:
@@ -154,7 +226,6 @@ def test_names_and_target_splitting() -> None:
     assert split_target("/foo") == ("foo", "/", "")
     assert split_target("/foo/") == ("foo", "/", "")
     assert split_target("/foo//pull-updates") == ("foo", "/pull-updates", "")
-
 
 
 def test_the_server_revision_a_pull_names() -> None:

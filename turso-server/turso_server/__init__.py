@@ -18,11 +18,13 @@ from ._errors import (
     UnavailableError,
 )
 from ._names import NAMESPACE_PATTERN, validate_name
+from ._sizes import SIZE_PATTERN, parse_size
 from ._state import Origin
 
 __all__ = [
     "NAMESPACE_PATTERN",
     "SETTINGS",
+    "SIZE_PATTERN",
     "Access",
     "ApiError",
     "ConfigError",
@@ -38,6 +40,7 @@ __all__ = [
     "build_apps",
     "load_config",
     "parse_duration",
+    "parse_size",
     "serve",
     "validate_name",
 ]

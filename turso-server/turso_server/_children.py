@@ -6,10 +6,11 @@ One :class:`Children` per server. It knows processes, ports and pidfiles, not na
 * **Spawn** (:meth:`Children.spawn`) - ``tursodb <namespaces/<ns>/<ns>.db> --sync-server
   127.0.0.1:<port>`` on a port from ``TURSO_BACKEND_PORT_START..END`` (test-bound first), in its
   own process group, with our secrets stripped from its environment, its working directory and
-  ``TMPDIR`` inside its namespace directory, and confined there by Landlock (``_confine``). Ready
-  once an HTTP ``OPTIONS`` probe is answered (a bare TCP probe makes tursodb log "Invalid HTTP
-  request" and accepts any foreign listener); a child that exits while starting fails fast with
-  its last stderr line, and a lost port race is retried on another port.
+  ``TMPDIR`` inside its namespace directory, its ``RLIMIT_DATA`` at ``TURSO_CHILD_MEMORY_LIMIT``, and
+  confined there by Landlock (``_confine``). Ready once an HTTP ``OPTIONS`` probe is answered (a
+  bare TCP probe makes tursodb log "Invalid HTTP request" and accepts any foreign listener); a
+  child that exits while starting fails fast with its last stderr line, and a lost port race is
+  retried on another port.
 * **Pump** - stdout and stderr are re-emitted as JSON log lines tagged ``src=tursodb.<name>``, at
   the level of tursodb's tracing prefix; the last stderr lines are kept for error messages.
 * **Stop** (:meth:`Children.terminate`) - SIGTERM to the process group, SIGKILL after the grace;
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._config import SETTINGS, Kind, LandlockMode, ServerConfig
-from ._confine import Confinement
+from ._confine import ChildPreexec, Confinement
 from ._errors import ChildStartError, NoFreePortError
 from ._layout import DataLayout
 from ._logging import get_logger
@@ -195,6 +196,7 @@ class Children:
         ruleset = None
         if self.confinement.active:
             ruleset = self.confinement.ruleset(writable=[directory], port=port)
+        preexec = ChildPreexec(memory_limit=self._config.child_memory_limit, ruleset=ruleset)
         try:
             process = await asyncio.create_subprocess_exec(
                 str(self._config.tursodb_bin),
@@ -208,7 +210,7 @@ class Children:
                 cwd=directory,
                 env=env,
                 limit=PIPE_LINE_LIMIT,
-                preexec_fn=ruleset.preexec if ruleset is not None else None,
+                preexec_fn=preexec if preexec.needed else None,
             )
         finally:
             if ruleset is not None:

@@ -23,9 +23,11 @@ from typing import TypeVar
 from ._confine import describe_unavailable, landlock_abi
 from ._durations import parse_duration
 from ._errors import ConfigError
+from ._sizes import format_size, parse_size
 
 MIN_SIGNING_KEY_BYTES = 32
 MIN_REQUEST_BYTES = 64 * 1024
+MIN_CHILD_MEMORY = 64 * 1024 * 1024  # a nonzero TURSO_CHILD_MEMORY_LIMIT below this starts no child
 LEASE_TTL_MIN, LEASE_TTL_MAX = 0.05, 60.0  # seconds: what a lease may last, asked for or by default
 LEASE_WAIT_MAX = 60.0  # seconds a lease request or a plain push may wait for the lease
 _TRUE = frozenset({"1", "t", "true", "yes", "y", "on"})
@@ -43,6 +45,7 @@ class Kind(StrEnum):
     PORT = "port"
     COUNT = "count"
     BYTES = "bytes"
+    SIZE = "size"
     BOOL = "bool"
     SWITCH = "switch"
     DURATION = "duration"
@@ -248,6 +251,14 @@ SETTINGS: tuple[Setting, ...] = (
         "confine each tursodb child with Landlock: auto (warn if the kernel cannot), require, off",
         Kind.LANDLOCK,
     ),
+    Setting(
+        "TURSO_CHILD_MEMORY_LIMIT",
+        "--child-memory-limit",
+        "0",
+        "RLIMIT_DATA of each tursodb child (bytes, or with Ki/Mi/Gi: 1Gi); a statement past it fails"
+        " or crashes its child, which is restarted; 0 = no limit",
+        Kind.SIZE,
+    ),
 )
 SETTINGS_BY_ENV: dict[str, Setting] = {setting.env: setting for setting in SETTINGS}
 
@@ -296,6 +307,7 @@ class ServerConfig:
     log_level: str
     log_format: str = "auto"
     child_landlock: LandlockMode = LandlockMode.AUTO
+    child_memory_limit: int = 0  # bytes of RLIMIT_DATA per child; 0 = none
     auth_token: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
     metrics_token: str = field(default="", repr=False)
@@ -417,6 +429,7 @@ def load_config(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Serv
         log_level=get("TURSO_LOG_LEVEL", _log_level),
         log_format=get("TURSO_LOG_FORMAT", _log_format),
         child_landlock=get("TURSO_CHILD_LANDLOCK", _landlock),
+        child_memory_limit=get("TURSO_CHILD_MEMORY_LIMIT", _memory_limit),
         auth_token=auth_token,
         admin_token=admin_token,
         metrics_token=metrics_token,
@@ -475,6 +488,17 @@ def _bytes(setting: Setting, value: str) -> int:
     if number < MIN_REQUEST_BYTES:
         raise ConfigError(f"{setting.label} must be at least {MIN_REQUEST_BYTES}, got {value!r}")
     return number
+
+
+def _memory_limit(setting: Setting, value: str) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{setting.label}: {exc}") from None
+    if 0 < size < MIN_CHILD_MEMORY:
+        minimum = format_size(MIN_CHILD_MEMORY)
+        raise ConfigError(f"{setting.label} must be 0 (no limit) or at least {minimum}, got {value[:40]!r}")
+    return size
 
 
 def _int(setting: Setting, value: str) -> int:

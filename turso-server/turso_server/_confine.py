@@ -14,7 +14,9 @@ Rights are handled per ABI (1: files and directories, 2: ``REFER``, 3: ``TRUNCAT
 and connect, 5: device ioctls, 6: abstract Unix sockets and signals): everything the kernel knows
 is denied unless a rule allows it. Where the kernel has no Landlock, ``TURSO_CHILD_LANDLOCK=auto``
 runs the children unconfined with a warning at startup, ``require`` refuses to start and ``off``
-never confines. Used by ``_supervisor`` (and ``_config`` for the ``require`` check).
+never confines. :class:`ChildPreexec` runs the ruleset's part after setting the child's memory
+limit (``TURSO_CHILD_MEMORY_LIMIT``, ``RLIMIT_DATA``). Used by ``_children`` and ``_supervisor``
+(and ``_config`` for the ``require`` check).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import contextlib
 import ctypes
 import errno
 import os
+import resource
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +140,39 @@ class Ruleset:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
+
+
+class ChildPreexec:
+    """Everything a child does between ``fork`` and ``exec``: its memory limit, then Landlock.
+
+    Usage::
+
+        preexec = ChildPreexec(memory_limit=256 << 20, ruleset=ruleset)   # either may be absent
+        spawn(..., preexec_fn=preexec if preexec.needed else None)
+
+    ``memory_limit`` (bytes, ``0`` = none) becomes the soft and hard ``RLIMIT_DATA`` (the heap and
+    every private writable mapping: what a statement's blobs and strings are allocated in), so
+    tursodb cannot raise it again; an allocation past it makes tursodb abort, in the child, not on
+    the host. ``RLIMIT_CORE`` goes to 0 with it: a tenant who can crash its child at will must not
+    also fill the disk (or a ``core_pattern`` handler) with dumps of it. The limit tuples are built
+    here, in the parent, so the child only calls ``setrlimit``.
+    """
+
+    def __init__(self, *, memory_limit: int = 0, ruleset: Ruleset | None = None) -> None:
+        self._limit = (memory_limit, memory_limit) if memory_limit > 0 else None
+        self._no_core = (0, 0)
+        self._ruleset = ruleset
+
+    @property
+    def needed(self) -> bool:
+        return self._limit is not None or self._ruleset is not None
+
+    def __call__(self) -> None:
+        if self._limit is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, self._limit)
+            resource.setrlimit(resource.RLIMIT_CORE, self._no_core)
+        if self._ruleset is not None:
+            self._ruleset.preexec()
 
 
 @dataclass(frozen=True)

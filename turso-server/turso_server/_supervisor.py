@@ -159,6 +159,8 @@ class Supervisor:
                 "children run unconfined: Landlock is unavailable",
                 extra={"reason": describe_unavailable()},
             )
+        if self._config.child_memory_limit:
+            log.info("children memory-limited", extra={"rlimitData": self._config.child_memory_limit})
 
     def prepare_restore(self) -> list[str]:
         """Register a slot and keeper for every stored namespace (synchronous, so no request can
