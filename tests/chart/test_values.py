@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.chart.rendering import CHART, ROOT, HelmError, render
+from turso_server import SIZE_PATTERN
 
 QUESTION_TYPES = {
     "string",
@@ -124,6 +125,9 @@ def test_schema_covers_exactly_the_values(values: dict[str, Any]) -> None:
         ("tursoServer.auth.signingKey", "too-short", "signing key under 32 characters"),
         ("tursoServer.gcInterval", "soon", "not a duration"),
         ("tursoServer.archiveRetention", "5us", "a unit outside the duration grammar"),
+        ("tursoServer.childMemoryLimit", "256M", "a decimal suffix outside the size grammar"),
+        ("tursoServer.childMemoryLimit", "1.5Gi", "a fraction of a size"),
+        ("tursoServer.childMemoryLimit", "-1", "a negative size"),
         ("plugins.turso.syncInterval", "soon", "not a duration (plugin setting)"),
         ("plugins.keyval.queue.lockDuration", "-5", "a negative duration"),
         ("operator.webhook.failurePolicy", "Sometimes", "not Fail or Ignore"),
@@ -166,6 +170,36 @@ def test_durations_in_the_one_grammar_pass_the_schema_and_reach_the_env() -> Non
     statefulset = next(d for d in docs if d.get("kind") == "StatefulSet")
     env = {e["name"]: e.get("value") for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["TURSO_GC_INTERVAL"] == "60" and env["TURSO_ARCHIVE_RETENTION"] == "1d12h"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "env"),
+    [
+        ("--set-string", "256Mi", "256Mi"),
+        ("--set", "268435456", "268435456"),  # an integer, rendered without an exponent
+        ("--set", "4294967296", "4294967296"),
+    ],
+)
+def test_the_child_memory_limit_reaches_the_env(flag: str, value: str, env: str) -> None:
+    docs = render({"tursoServer.enabled": "true"}, extra=[flag, f"tursoServer.childMemoryLimit={value}"])
+    statefulset = next(d for d in docs if d.get("kind") == "StatefulSet")
+    rendered = {
+        e["name"]: e.get("value") for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert rendered["TURSO_CHILD_MEMORY_LIMIT"] == env
+
+
+def test_the_child_memory_limit_defaults_to_none_in_the_server_grammar(values: dict[str, Any]) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    node = schema["properties"]["tursoServer"]["properties"]["childMemoryLimit"]
+    assert node["pattern"] == SIZE_PATTERN  # the server's grammar, verbatim
+    assert values["tursoServer"]["childMemoryLimit"] == "0"
+    docs = render({"tursoServer.enabled": "true"})
+    statefulset = next(d for d in docs if d.get("kind") == "StatefulSet")
+    rendered = {
+        e["name"]: e.get("value") for e in statefulset["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert rendered["TURSO_CHILD_MEMORY_LIMIT"] == "0"
 
 
 # -- Rancher questions -----------------------------------------------------------------------------
