@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import turso
 from tests.turso_server.support import ADMIN_TOKEN, ServerFactory, ServerProcess, raw_exchange
+from turso_server._layout import DataLayout
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -339,3 +341,83 @@ def test_an_admin_body_over_64_kib_is_400_invalid_body_however_it_is_framed(serv
         response = raw_exchange(server.admin_port, request)
         assert (response.status, response.json()["code"]) == (400, "invalid body"), (framing, response.body)
     assert server.admin("GET", "/v1/namespaces/capped").json()["ttl"] is None
+
+
+def _token(server: ServerProcess, name: str) -> str:
+    response = server.admin("POST", f"/v1/namespaces/{name}/tokens", {"access": "rw"})
+    assert response.status == 201, response.body
+    token: str = response.json()["token"]
+    return token
+
+
+def test_a_delete_cut_short_after_its_files_moved_never_serves_an_empty_database(
+    start_server: ServerFactory, replicas: Callable[..., Any]
+) -> None:
+    """A delete (or GC archive) moves the namespace's files, then forgets it. A server killed in
+    between, shut down there, or failing its state write there, used to come back with the
+    namespace still listed over a missing directory: tursodb made a new, empty database in its
+    place, served it to the old tokens, and the real data aged out of the archive. The move is now
+    one directory rename, the next start finishes such a delete, and a known namespace's child never
+    makes its directory again."""
+    server = start_server()
+    for name in ("app", "lost"):
+        assert server.admin("POST", f"/v1/namespaces/{name}/create").status == 201
+        writer = replicas(server.url(name), token=_token(server, name))
+        writer.execute("CREATE TABLE t(v INTEGER)")
+        writer.execute("INSERT INTO t VALUES (42)")
+        writer.push()
+    old_token = _token(server, "app")
+    server.kill9()
+    # What a delete killed between its move and forgetting the namespace leaves: the directory
+    # moved whole into the archive, the record still in the state file. For "lost", the directory
+    # is gone with no archive of it (removed by hand).
+    namespaces = server.data_dir / "namespaces"
+    archive = server.data_dir / "archive" / f"app.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    (namespaces / "app").rename(archive)
+    for leftover in ("tmp", "backups"):
+        for path in sorted((archive / leftover).rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        (archive / leftover).rmdir()
+    lost = server.data_dir / "lost-by-hand"
+    (namespaces / "lost").rename(lost)
+    server.start()
+
+    assert server.admin("GET", "/v1/namespaces/app").status == 404  # the delete is finished
+    assert server.find_logs("namespace archived by a delete that did not finish: forgotten now")
+    assert server.data("POST", "/app/pull-updates", token=old_token).status == 401
+    assert not (namespaces / "app").exists()
+    copy = sqlite3.connect(archive / "app.db")
+    try:
+        assert copy.execute("SELECT v FROM t").fetchall() == [(42,)]  # whole in the archive
+    finally:
+        copy.close()
+    # No archive to finish it with: the namespace is not served, and no empty database is made.
+    response = server.data("POST", "/lost/pull-updates", token=_token(server, "lost"))
+    assert response.status == 503, response.body
+    assert not (namespaces / "lost").exists()
+    assert server.find_logs("namespace directory missing and no archive of it: not served")
+
+
+def test_an_archive_moves_the_namespace_directory_in_one_rename(tmp_path: Path) -> None:
+    layout = DataLayout(tmp_path)
+    layout.prepare()
+    directory = layout.prepare_namespace("app")
+    (directory / "app.db").write_bytes(b"db")
+    (directory / "app.db-wal").write_bytes(b"wal")
+    (layout.tmp_dir("app") / "spill").write_bytes(b"x")
+    moved: list[tuple[str, str]] = []
+    real_rename = os.rename
+
+    def rename(src: Any, dst: Any) -> None:
+        moved.append((Path(src).name, Path(dst).parent.name))
+        real_rename(src, dst)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "rename", rename)
+        patch.setattr(os, "replace", lambda *a: pytest.fail(f"a file moved alone: {a}"))
+        target = layout.archive_namespace("app", "20261207T120000Z")
+    assert moved == [("app", "archive")]
+    assert sorted(p.name for p in target.iterdir()) == ["app.db", "app.db-wal"]
+    assert not directory.exists()
+    with pytest.raises(FileNotFoundError):
+        layout.prepare_namespace("app", create=False)

@@ -152,16 +152,17 @@ class Children:
             config.tursodb_bin, enabled=config.child_landlock is not LandlockMode.OFF
         )
 
-    async def spawn(self, name: str) -> Child:
+    async def spawn(self, name: str, *, create: bool = False) -> Child:
         """Start ``name``'s child and wait until it serves; a lost port race tries another port.
 
         Raises :class:`ChildStartError` (it could not start, exited, or did not listen within
         ``TURSO_STARTUP_TIMEOUT``) or :class:`NoFreePortError`; nothing is left running then.
+        Only ``create`` (a new namespace) may make its directory: a known one's must be there.
         """
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = self.ports.allocate()
             try:
-                child = await self._launch(name, port)
+                child = await self._launch(name, port, create)
             except OSError as exc:
                 self.ports.release(port)
                 raise ChildStartError(f"cannot start tursodb for {name!r}: {exc}") from exc
@@ -189,8 +190,8 @@ class Children:
             return child
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
-    async def _launch(self, name: str, port: int) -> Child:
-        directory = await asyncio.to_thread(self._layout.prepare_namespace, name)
+    async def _launch(self, name: str, port: int, create: bool) -> Child:
+        directory = await asyncio.to_thread(self._layout.prepare_namespace, name, create=create)
         env = {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
         env["TMPDIR"] = str(self._layout.tmp_dir(name))
         ruleset = None

@@ -180,10 +180,17 @@ class DataLayout:
         for directory in (self.run_dir, self.archive_dir, self.namespaces_dir):
             directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
-    def prepare_namespace(self, name: str) -> Path:
+    def prepare_namespace(self, name: str, *, create: bool = True) -> Path:
         """Create ``namespaces/<name>/`` with ``backups/`` and an empty ``tmp/`` (a dead child's
-        spills are removed; the backups are the admin handler's, cleaned at startup)."""
+        spills are removed; the backups are the admin handler's, cleaned at startup).
+
+        ``create=False`` (a known namespace's restart): its directory must be there. Gone, its
+        files were archived by a delete that did not finish, and tursodb would answer from a new,
+        empty database in place of the real one: :class:`FileNotFoundError` instead.
+        """
         directory = self.namespace_dir(name)
+        if not create and not directory.is_dir():
+            raise FileNotFoundError(f"the directory of namespace {name!r} is gone (archived?)")
         tmp = self.tmp_dir(name)
         shutil.rmtree(tmp, ignore_errors=True)
         for path in (directory, tmp, self.backups_dir(name)):
@@ -195,12 +202,33 @@ class DataLayout:
         shutil.rmtree(self.namespace_dir(name), ignore_errors=True)
 
     def archive_namespace(self, name: str, stamp: str) -> Path:
-        """Move the database files to ``archive/<name>.<stamp>[-n]/`` and drop the directory."""
+        """Move ``namespaces/<name>/`` to ``archive/<name>.<stamp>[-n]/`` in one ``rename`` (its
+        ``tmp/`` and ``backups/`` dropped first), both directories fsynced: whenever this stops,
+        the files are whole in one place or the other, never split between them."""
         target = _unique_dir(self.archive_dir, f"{name}.{stamp}")
-        for path in self.db_files(name):
-            os.replace(path, target / path.name)
-        shutil.rmtree(self.namespace_dir(name), ignore_errors=True)  # tmp/, backups/
+        directory = self.namespace_dir(name)
+        for scratch in (self.tmp_dir(name), self.backups_dir(name)):
+            shutil.rmtree(scratch, ignore_errors=True)
+        if directory.is_dir():
+            os.rename(directory, target)  # replaces the empty directory _unique_dir reserved
+            _fsync_dir(self.namespaces_dir)
+        _fsync_dir(self.archive_dir)
         return target
+
+    def interrupted_archive(self, name: str, since: datetime) -> Path | None:
+        """The archive of ``name`` made at or after ``since`` when its directory is gone: a delete
+        or GC archive that moved the files but did not get to forget the namespace."""
+        if self.namespace_dir(name).exists():
+            return None
+        since = since.replace(microsecond=0)  # stamps have whole seconds
+        made = [
+            path
+            for path, stamp in self.archives()
+            if (match := _ARCHIVE_NAME.fullmatch(path.name))
+            and match.group("name") == name
+            and stamp >= since
+        ]
+        return max(made, default=None)
 
     def migrate_flat_layout(self) -> None:
         """Move ``<root>/<name>.db`` and its companions (the layout before per-namespace
@@ -218,6 +246,14 @@ class DataLayout:
             for path in [main, *sorted(self.root.glob(f"{name}{DB_SUFFIX}-*"))]:
                 os.replace(path, directory / path.name)
             log.info("namespace files moved into their directory", extra={"namespace": name})
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unique_dir(parent: Path, base: str) -> Path:

@@ -150,6 +150,7 @@ class Supervisor:
         await asyncio.to_thread(self.layout.prepare)
         await asyncio.to_thread(self._children.reclaim_orphans)
         await asyncio.to_thread(self.layout.migrate_flat_layout)
+        await self.finish_interrupted_archives()
         if self.confinement.active:
             log.info("children confined with Landlock", extra={"landlockAbi": self.confinement.abi})
         elif self._config.child_landlock is LandlockMode.OFF:
@@ -161,6 +162,25 @@ class Supervisor:
             )
         if self._config.child_memory_limit:
             log.info("children memory-limited", extra={"rlimitData": self._config.child_memory_limit})
+
+    async def finish_interrupted_archives(self) -> None:
+        """Forget every stored namespace whose files a delete or GC archive moved without getting
+        to forget it (killed, shut down or a state write failed in between): its data is whole in
+        the archive, and a child on its missing directory would serve an empty database in its
+        place. One without such an archive keeps its record; its spawns fail until an admin acts."""
+        for record in list(self._store.records()):
+            archive = await asyncio.to_thread(self.layout.interrupted_archive, record.name, record.created_at)
+            if archive is not None:
+                await self._store.remove(record.name)
+                log.warning(
+                    "namespace archived by a delete that did not finish: forgotten now",
+                    extra={"namespace": record.name, "archive": str(archive)},
+                )
+            elif not self.layout.namespace_dir(record.name).exists():
+                log.error(
+                    "namespace directory missing and no archive of it: not served",
+                    extra={"namespace": record.name},
+                )
 
     def prepare_restore(self) -> list[str]:
         """Register a slot and keeper for every stored namespace (synchronous, so no request can
@@ -356,7 +376,7 @@ class Supervisor:
         try:
             slot = self._new_slot(name)
             try:
-                await self._spawn_into(slot)
+                await self._spawn_into(slot, create=True)
             except BaseException:
                 self._slots.pop(name, None)
                 await asyncio.to_thread(self.layout.remove_namespace, name)
@@ -535,12 +555,13 @@ class Supervisor:
 
     # --- spawning ----------------------------------------------------------------------------------
 
-    async def _spawn_into(self, slot: _Slot) -> None:
-        """Start a child for ``slot`` (caller holds the name's lock) and wait until it serves."""
+    async def _spawn_into(self, slot: _Slot, *, create: bool = False) -> None:
+        """Start a child for ``slot`` (caller holds the name's lock) and wait until it serves;
+        ``create``: a new namespace, whose directory the spawn makes."""
         async with self._spawn_gate:
             slot.state = ChildState.STARTING
             try:
-                child = await self._children.spawn(slot.name)
+                child = await self._children.spawn(slot.name, create=create)
             except ChildStartError:
                 self._metrics.child_start_failures.inc()
                 raise
