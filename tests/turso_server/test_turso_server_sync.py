@@ -146,6 +146,29 @@ def test_killed_server_restart_restores_every_namespace(
     assert len(second.find_logs("killing orphaned tursodb")) == 3
 
 
+def test_an_orphan_whose_pidfile_is_unreadable_is_still_reclaimed(
+    start_server: ServerFactory, replicas: Callable[..., Any]
+) -> None:
+    # An older server wrote pidfiles in place: killed mid-write, it left an empty one, the orphan
+    # kept its database lock, and the namespace answered 503 for good after the restart.
+    first = start_server()
+    connection = replicas(first.url("ledger"))
+    connection.execute("CREATE TABLE t(v TEXT)")
+    connection.execute("INSERT INTO t VALUES ('kept')")
+    connection.push()
+    orphan = first.child_pids()["ledger"]
+    first.kill9()
+    (first.data_dir / "_state" / "run" / "ledger.pid").write_text("")
+    second = start_server(data_dir=first.data_dir)
+    try:
+        assert not _alive(orphan), "the orphan named by no readable pidfile is still running"
+        assert _rows(replicas(second.url("ledger"))) == [("kept",)]
+        assert second.find_logs("killing orphaned tursodb")
+    finally:
+        kill_pid(orphan, second.data_dir)
+    assert not list((second.data_dir / "_state" / "run").glob(".*.tmp"))
+
+
 def _wait_dead(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while _alive(pid):

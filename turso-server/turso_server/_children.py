@@ -279,9 +279,14 @@ class Children:
     def _write_pidfile(self, name: str, pid: int, port: int) -> None:
         # Tiny, no fsync: losing it in an OS crash only matters if the children survived, and they
         # do not survive an OS crash.
+        # Written whole or not at all (a temporary file renamed over it): a server killed while
+        # writing it must not leave an empty pidfile behind.
         info = {"pid": pid, "port": port, "db": str(self._layout.db_path(name))}
+        path = self._layout.pidfile(name)
+        partial = path.with_name(f".{path.name}.tmp")
         try:
-            self._layout.pidfile(name).write_text(json.dumps(info), encoding="utf-8")
+            partial.write_text(json.dumps(info), encoding="utf-8")
+            os.replace(partial, path)
         except OSError as exc:
             log.warning("cannot write pidfile", extra={"namespace": name, "error": str(exc)})
 
@@ -296,17 +301,20 @@ class Children:
         for pidfile in self._layout.pidfiles():
             try:
                 info = json.loads(pidfile.read_text(encoding="utf-8"))
-                pid, db = int(info["pid"]), str(info["db"])
+                candidates, db = [int(info["pid"])], str(info["db"])
             except (OSError, ValueError, KeyError, TypeError):
-                pidfile.unlink(missing_ok=True)
-                continue
-            if _is_tursodb_for(pid, db):
-                log.warning("killing orphaned tursodb", extra={"pid": pid, "db": db})
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-                _wait_gone(pid, ORPHAN_KILL_TIMEOUT)
+                # Unreadable (an older server wrote it in place and was killed meanwhile): the
+                # child it named is found by its command line, which names our database file.
+                db = str(self._layout.db_path(pidfile.stem))
+                candidates = _pids_named(db)
+            for pid in candidates:
+                if _is_tursodb_for(pid, db):
+                    log.warning("killing orphaned tursodb", extra={"pid": pid, "db": db})
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+                    _wait_gone(pid, ORPHAN_KILL_TIMEOUT)
             pidfile.unlink(missing_ok=True)
 
 
@@ -349,6 +357,15 @@ async def http_probe(port: int) -> bool:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+def _pids_named(db: str) -> list[int]:
+    """Processes whose command line holds the path ``db`` (checked further by the caller)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _is_tursodb_for(int(entry.name), db):
+            found.append(int(entry.name))
+    return found
 
 
 def _is_tursodb_for(pid: int, db: str) -> bool:
