@@ -8,8 +8,12 @@ themselves (the registry, the spool, the supervisor) are checked to ask the layo
 from __future__ import annotations
 
 import ast
+import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import turso_server
 from turso_server._layout import DataLayout, archive_stamp, parse_archive_stamp
@@ -81,6 +85,31 @@ def test_the_flat_layout_is_migrated_and_leftover_backups_are_listed(tmp_path: P
     leftover.mkdir()
     layout.legacy_backups_dir.mkdir()
     assert layout.backup_leftovers() == [leftover, tmp_path / "_backups"]
+
+
+def test_a_migration_stopped_midway_finishes_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database used to move first: stopped right after it, the WAL (its latest commits) stayed
+    # in the root, where nothing looks for it any more.
+    layout = DataLayout(tmp_path)
+    (tmp_path / "old.db").write_text("main")
+    (tmp_path / "old.db-wal").write_text("wal")
+    layout.prepare()
+    real_replace = os.replace
+
+    def stop_after_one(src: Any, dst: Any) -> None:
+        real_replace(src, dst)
+        raise KeyboardInterrupt  # the process stops here
+
+    monkeypatch.setattr(os, "replace", stop_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        layout.migrate_flat_layout()
+    monkeypatch.setattr(os, "replace", real_replace)
+    layout.migrate_flat_layout()
+    assert (layout.namespace_dir("old") / "old.db").read_text() == "main"
+    assert (layout.namespace_dir("old") / "old.db-wal").read_text() == "wal"
+    assert not (tmp_path / "old.db-wal").exists()
 
 
 def test_only_the_layout_spells_the_data_directory() -> None:

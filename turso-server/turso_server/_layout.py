@@ -243,7 +243,10 @@ class DataLayout:
                 continue
             directory = self.namespace_dir(name)
             directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            for path in [main, *sorted(self.root.glob(f"{name}{DB_SUFFIX}-*"))]:
+            # Companions first, the database last: stopped in between, the next start still finds
+            # <name>.db in the root and moves it after them (a WAL left behind would lose its
+            # commits, since only a root *.db starts a migration).
+            for path in [*sorted(self.root.glob(f"{name}{DB_SUFFIX}-*")), main]:
                 os.replace(path, directory / path.name)
             log.info("namespace files moved into their directory", extra={"namespace": name})
 
