@@ -421,3 +421,34 @@ def test_an_archive_moves_the_namespace_directory_in_one_rename(tmp_path: Path) 
     assert not directory.exists()
     with pytest.raises(FileNotFoundError):
         layout.prepare_namespace("app", create=False)
+
+
+def test_a_lifecycle_change_whose_state_write_fails_changes_nothing(
+    start_server: ServerFactory, replicas: Callable[..., Any]
+) -> None:
+    """The state file could not be written (a full or failing disk): the change used to stay in
+    memory only, so a delete answered 500 while the namespace was gone until the next start
+    brought it back, and a create served a namespace the next start forgot."""
+    server = start_server()
+    assert server.admin("POST", "/v1/namespaces/app/create").status == 201
+    token = _token(server, "app")
+    writer = replicas(server.url("app"), token=token)
+    writer.execute("CREATE TABLE t(v INTEGER)")
+    writer.execute("INSERT INTO t VALUES (42)")
+    writer.push()
+    state = server.data_dir / "_state" / "namespaces.json"
+    saved = state.read_bytes()
+    state.unlink()
+    state.mkdir()  # every write of the state file now fails
+    try:
+        deleted = server.admin("DELETE", "/v1/namespaces/app")
+        assert deleted.status == 500 and deleted.json()["code"], deleted.body
+        assert server.admin("GET", "/v1/namespaces/app").status == 200
+        assert replicas(server.url("app"), token=token).execute("SELECT v FROM t").fetchall() == [(42,)]
+        created = server.admin("POST", "/v1/namespaces/other/create")
+        assert created.status == 500, created.body
+        assert server.admin("GET", "/v1/namespaces/other").status == 404
+        assert not (server.data_dir / "namespaces" / "other").exists()
+    finally:
+        state.rmdir()
+        state.write_bytes(saved)

@@ -215,6 +215,12 @@ class DataLayout:
         _fsync_dir(self.archive_dir)
         return target
 
+    def unarchive_namespace(self, name: str, archive: Path) -> None:
+        """Undo :meth:`archive_namespace` (a delete whose state write then failed)."""
+        os.rename(archive, self.namespace_dir(name))
+        _fsync_dir(self.namespaces_dir)
+        _fsync_dir(self.archive_dir)
+
     def interrupted_archive(self, name: str, since: datetime) -> Path | None:
         """The archive of ``name`` made at or after ``since`` when its directory is gone: a delete
         or GC archive that moved the files but did not get to forget the namespace."""

@@ -240,14 +240,27 @@ class StateStore:
 
     # --- lifecycle changes (persisted before returning) -------------------------------------------
 
+    # A change whose write fails (a full or failing disk) is taken back in memory too, so what the
+    # server acts on is what the next start reads. A cancelled write may still land: kept then.
+
     async def add(self, record: NamespaceRecord) -> None:
+        before = self._records.get(record.name)
         self._records[record.name] = record.copy()
-        await self._changed()
+        try:
+            await self._changed()
+        except Exception:
+            self._put_back(record.name, before)
+            raise
 
     async def remove(self, name: str) -> bool:
-        if self._records.pop(name, None) is None:
+        before = self._records.pop(name, None)
+        if before is None:
             return False
-        await self._changed()
+        try:
+            await self._changed()
+        except Exception:
+            self._put_back(name, before)
+            raise
         return True
 
     async def update(self, name: str, mutate: Callable[[NamespaceRecord], None]) -> NamespaceRecord:
@@ -255,9 +268,21 @@ class StateStore:
         record = self._records.get(name)
         if record is None:
             raise NamespaceNotFoundError(f"namespace not found: {name}")
+        before = record.copy()
         mutate(record)
-        await self._changed()
+        try:
+            await self._changed()
+        except Exception:
+            self._put_back(name, before)
+            raise
         return record.copy()
+
+    def _put_back(self, name: str, record: NamespaceRecord | None) -> None:
+        if record is None:
+            self._records.pop(name, None)
+        else:
+            self._records[name] = record
+        self._generation += 1  # the next flush writes what memory holds again
 
     # --- last access (debounced) ----------------------------------------------------------------
 

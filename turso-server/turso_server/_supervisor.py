@@ -390,7 +390,15 @@ class Supervisor:
                 locked=origin is Origin.EXPLICIT,
                 owner=owner,
             )
-            await self._store.add(record)
+            try:
+                await self._store.add(record)
+            except Exception:
+                # Not on disk, so not a namespace: a child serving it would take writes that the
+                # next start forgets. Stopped and its directory removed, as if never created.
+                self._slots.pop(name, None)
+                await self._retire(slot)
+                await asyncio.to_thread(self.layout.remove_namespace, name)
+                raise
             self._start_keeper(slot)
         finally:
             self._pending.discard(name)
@@ -444,7 +452,13 @@ class Supervisor:
             except OSError as exc:
                 # Keep the record: the next request restarts the child on the untouched files.
                 raise InternalError(f"archiving {name!r} failed: {exc}") from exc
-            await self._store.remove(name)
+            try:
+                await self._store.remove(name)
+            except Exception as exc:
+                # Not forgotten on disk: the files go back, and the namespace serves as before (if
+                # even that fails, the next start finishes the delete from the archive).
+                await asyncio.to_thread(self.layout.unarchive_namespace, name, archive)
+                raise InternalError(f"deleting {name!r} failed: {exc}") from exc
             self._provisioned.discard(name)
             # Whoever wrote last wrote to the archived files: a namespace created again under the
             # name starts with no lease and no last writer, so every replica pulls before it writes.
