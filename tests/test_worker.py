@@ -180,7 +180,10 @@ def test_a_second_process_opening_the_same_file_is_told_that_tursodb_locks_it(tm
 
 
 def test_a_stalled_server_makes_a_call_fail_after_the_timeout_instead_of_blocking(tmp_path: Path) -> None:
-    """A server that accepts connections and never answers: the open gives up after ``timeout``."""
+    """A server that accepts connections and never answers: the open gives up after ``timeout``.
+
+    The timeout cancels the open: it closes the replica it was opening and stops its engine
+    thread, which ends as soon as its stalled request returns (here: the server hangs up)."""
     accepted: list[socket.socket] = []
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
@@ -195,6 +198,10 @@ def test_a_stalled_server_makes_a_call_fail_after_the_timeout_instead_of_blockin
         finally:
             for conn in accepted:
                 conn.close()
+    deadline = time.monotonic() + 15
+    while any(t.name == "turso:stalled.db" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [t.name for t in threading.enumerate() if t.name.endswith(("turso:stalled.db", ":stalled"))] == []
 
 
 def test_an_injected_pod_opens_its_turso_namespace_and_another_name_is_refused(tmp_path: Path) -> None:

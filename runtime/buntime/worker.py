@@ -168,14 +168,27 @@ class TursoClient:
         """
         if os.getpid() != self._pid or self._loop.is_closed():
             return
-        if self._thread.is_alive():
-            try:
-                self._call(self._service.aclose())
-            finally:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._thread.join(timeout=self.timeout)
-        if not self._loop.is_running():
-            self._loop.close()
+        try:
+            if self._thread.is_alive():
+                try:
+                    self._call(self._service.aclose())
+                finally:
+                    # What a stalled close left (an open still closing its replica): cancelled, so
+                    # no task is destroyed pending; the engine thread ends once its call returns.
+                    with contextlib.suppress(Exception):
+                        asyncio.run_coroutine_threadsafe(_cancel_remaining(), self._loop).result(self.timeout)
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                    self._thread.join(timeout=self.timeout)
+        finally:  # a close that timed out closes the loop too
+            if not self._loop.is_running():
+                self._loop.close()
+
+
+async def _cancel_remaining() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def open_turso(

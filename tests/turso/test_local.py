@@ -335,3 +335,46 @@ async def test_the_executor_decides_which_thread_runs_statements(local_service: 
     health = await local_service.health()
     assert health.ok and health.mode == "local"
     assert health.executor == local_service.config.executor
+
+
+def _engine_threads(path: Path) -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == f"turso:{path.name}"]
+
+
+async def test_a_cancelled_connect_leaves_a_concurrent_one_its_database(tmp_path: Path) -> None:
+    """Concurrent connects share one open: cancelling one caller does not cancel the others,
+    the next connect does not find the file locked, and aclose() leaves no engine thread."""
+    path = tmp_path / "shared.db"
+    service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)}))
+    first = asyncio.create_task(service.connect("first"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(service.connect("second"))
+    await asyncio.sleep(0)
+    first.cancel()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert isinstance(results[1], Database), results[1]
+    db = await service.connect("first")  # at once: the shared open is the one it reuses
+    assert await db.get("SELECT 1 AS ok") == {"ok": 1}
+    await service.aclose()
+    assert _engine_threads(path) == []
+
+
+async def test_a_connect_cancelled_alone_closes_what_it_opened(tmp_path: Path) -> None:
+    """Its only caller gone, the open is cancelled: it closes its connection and stops its engine
+    thread, so a retry right away opens the file (no "database is locked") and nothing leaks."""
+    path = tmp_path / "alone.db"
+    service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)}))
+    for _ in range(3):
+        opening = asyncio.create_task(service.connect())
+        while not _engine_threads(path):  # cancelled while its engine thread opens the file
+            await asyncio.sleep(0)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        db = await service.connect()  # waits for the cancelled open to close the file first
+        assert await db.get("SELECT 1 AS ok") == {"ok": 1}
+        await service.aclose()
+        assert _engine_threads(path) == []
+        service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)}))
+    await service.aclose()

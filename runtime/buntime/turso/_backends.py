@@ -81,6 +81,16 @@ def ensure_parent_dir(path: str) -> None:
     os.makedirs(parent, exist_ok=True)
 
 
+def _make_parent_dir(path: str) -> None:
+    """:func:`ensure_parent_dir` for an open: a directory that cannot be made is unavailable."""
+    try:
+        ensure_parent_dir(path)
+    except OSError as exc:  # a file where a directory should be, permissions, a full disk
+        raise TursoUnavailableError(
+            f"cannot open Turso database {path}: cannot create its directory: {exc}"
+        ) from exc
+
+
 class _TxState:
     """The connection a transaction runs on, checked out lazily with its ``BEGIN``.
 
@@ -285,6 +295,17 @@ class Backend:
         await self._engine.call(self._close_all)
         await self._engine.stop()
 
+    async def _discard(self) -> None:
+        """Undo a failed or cancelled open: close what it opened and stop the engine thread.
+
+        The close is queued behind the engine call a cancelled open may have left running (it
+        finishes, then its connection is closed), so no connection and no thread outlive it.
+        """
+        self._closed = True
+        with contextlib.suppress(TursoClosedError):
+            self._engine.submit(self._close_all)
+        await self._engine.stop()
+
     def _close_all(self) -> None:
         raise NotImplementedError
 
@@ -299,13 +320,15 @@ class LocalBackend(Backend):
 
     @classmethod
     async def open(cls, path: str, executor: Executor = "thread") -> LocalBackend:
-        ensure_parent_dir(path)
+        _make_parent_dir(path)
         backend = cls(path, make_engine(executor, os.path.basename(path)))
         try:
             await backend._engine.call(backend._checkin, await backend._engine.call(backend._checkout))
-        except TursoError as exc:
-            await backend._engine.stop()
-            raise TursoUnavailableError(f"cannot open Turso database {path}: {exc}") from exc
+        except BaseException as exc:  # cancelled too: nothing may stay open
+            await backend._discard()
+            if isinstance(exc, TursoError):
+                raise TursoUnavailableError(f"cannot open Turso database {path}: {exc}") from exc
+            raise
         log.info("Turso database opened (mode: local, MVCC, executor: %s): %s", executor, path)
         return backend
 
@@ -459,7 +482,7 @@ class ReplicaBackend(Backend):
         policy: WritePolicy | None = None,
     ) -> ReplicaBackend:
         """Open (bootstrapping if new); an unreachable server is fine when a replica file exists."""
-        ensure_parent_dir(path)
+        _make_parent_dir(path)
         engine = EngineThread(os.path.basename(path))
         backend = cls(path, url, token, engine, listeners=listeners, policy=policy or WritePolicy())
         rebooted = offline = False
@@ -475,48 +498,54 @@ class ReplicaBackend(Backend):
             # commits were acknowledged: they are pushed (under the lease), not dropped.
             offline = mark == OFFLINE_MARK
             rebooted = bool(backend._boot) and mark is not None and not offline and mark != backend._boot
-        try:
+        try:  # cancelled too: a failed open leaves no connection and no thread behind
             try:
-                if removed := await engine.call(reset_interrupted, path):
-                    # A reset cut short (the process died between deleting the files and the new
-                    # bootstrap): nothing in them was acknowledged, so finish it.
-                    log.warning("Turso replica %s: finishing a reset that was cut short", path)
+                try:
+                    if removed := await engine.call(reset_interrupted, path):
+                        # A reset cut short (the process died between deleting the files and the new
+                        # bootstrap): nothing in them was acknowledged, so finish it.
+                        log.warning("Turso replica %s: finishing a reset that was cut short", path)
+                        await engine.call(remove_replica_files, path)
+                    await engine.call(backend._connect)
+                except TursoError:
+                    if not rebooted:
+                        raise
+                    log.warning(
+                        "Turso replica %s from another boot does not open: bootstrapping it again", path
+                    )
                     await engine.call(remove_replica_files, path)
-                await engine.call(backend._connect)
-            except TursoError:
-                if not rebooted:
-                    raise
-                log.warning("Turso replica %s from another boot does not open: bootstrapping it again", path)
-                await engine.call(remove_replica_files, path)
-                removed = True
-                await engine.call(backend._connect)
-            if removed:
-                await engine.call(finish_reset, path)
-        except TursoError as exc:
-            await engine.stop()
-            raise TursoUnavailableError(f"cannot open Turso replica {path} against {url}: {exc}") from exc
-        if backend.serializable:
-            # Changes left by a process that died between its commit and its push were never
-            # acknowledged, and pulling would replay them over other pods' rows: drop them.
-            pending = await engine.call(backend._pending) > 0
-            backend._offline_pending = offline and pending
-            backend._dirty = rebooted or (pending and not offline)
-            if rebooted:
-                log.warning(
-                    "Turso replica %s was last written in another boot: reset before its first write", path
-                )
-            elif backend._offline_pending:
-                log.warning(
-                    "Turso replica %s holds commits acknowledged in offline mode: they are pushed "
-                    "under the write lease (last push wins) before its first serializable write",
-                    path,
-                )
-            elif backend._boot or offline:
-                await engine.call(write_boot_mark, path, backend._boot)
-        else:
-            await backend._leave_serializable(read_boot_mark(path))
-            # Before any commit: its commits are acknowledged, a serializable open must keep them.
-            await engine.call(write_boot_mark, path, OFFLINE_MARK)
+                    removed = True
+                    await engine.call(backend._connect)
+                if removed:
+                    await engine.call(finish_reset, path)
+            except TursoError as exc:
+                raise TursoUnavailableError(f"cannot open Turso replica {path} against {url}: {exc}") from exc
+            if backend.serializable:
+                # Changes left by a process that died between its commit and its push were never
+                # acknowledged, and pulling would replay them over other pods' rows: drop them.
+                pending = await engine.call(backend._pending) > 0
+                backend._offline_pending = offline and pending
+                backend._dirty = rebooted or (pending and not offline)
+                if rebooted:
+                    log.warning(
+                        "Turso replica %s was last written in another boot: reset before its first write",
+                        path,
+                    )
+                elif backend._offline_pending:
+                    log.warning(
+                        "Turso replica %s holds commits acknowledged in offline mode: they are pushed "
+                        "under the write lease (last push wins) before its first serializable write",
+                        path,
+                    )
+                elif backend._boot or offline:
+                    await engine.call(write_boot_mark, path, backend._boot)
+            else:
+                await backend._leave_serializable(read_boot_mark(path))
+                # Before any commit: its commits are acknowledged, a serializable open must keep them.
+                await engine.call(write_boot_mark, path, OFFLINE_MARK)
+        except BaseException:
+            await backend._discard()
+            raise
         log.info("Turso replica opened (%s writes): %s <-> %s", backend.policy.mode, path, url)
         return backend
 
@@ -535,8 +564,7 @@ class ReplicaBackend(Backend):
         why = "last written in another boot" if rebooted else "holding changes never acknowledged"
         try:
             await self._reset(f"{why}, before offline writes")
-        except TursoUnavailableError as exc:
-            await self._engine.stop()
+        except TursoUnavailableError as exc:  # open() closes the replica
             raise TursoUnavailableError(
                 f"cannot open {self.path} for offline writes: it is {why}, and resetting it needs "
                 f"the server ({exc})"
@@ -1360,6 +1388,13 @@ class ReplicaBackend(Backend):
             await self._leases.release(lease)
         await self._leases.aclose()
         await super().aclose()
+
+    async def _discard(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self._leases.aclose()
+        await super()._discard()
 
     def _close_all(self) -> None:
         with contextlib.suppress(Exception):

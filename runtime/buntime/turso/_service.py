@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._backends import Backend, LocalBackend, PullListener, ReplicaBackend
@@ -30,6 +31,20 @@ _TYPES = ("concurrent", "deferred", "immediate", "exclusive")
 #: namespace ``degraded`` (busy): well under the chart's readiness timeout (3 s).
 HEALTH_TIMEOUT = 1.0
 _Probe = tuple[HealthStatus, str | None]
+
+
+@dataclass
+class _Opening:
+    """An open in progress and how many callers wait for it."""
+
+    task: asyncio.Task[Backend]
+    waiters: int = 0
+
+
+def _retrieve(task: asyncio.Task[Backend]) -> None:
+    """Mark an open's error retrieved: its waiters got it, or every waiter had left."""
+    if not task.cancelled():
+        task.exception()
 
 
 class TursoService:
@@ -51,7 +66,8 @@ class TursoService:
         self._backends: dict[str, Backend] = {}  # namespace -> backend (single-tenant: shared)
         self._opened: set[str] = set()  # every namespace used; several share one backend unless multi-tenant
         self._shared: Backend | None = None
-        self._opening: dict[str, asyncio.Future[Backend]] = {}
+        self._opening: dict[str, _Opening] = {}  # key -> the open in progress, shared by its callers
+        self._discarded: dict[str, asyncio.Task[Backend]] = {}  # cancelled opens still closing
         self._listeners: list[PullListener] = []
         self._token = config.token_source()  # every replica of this service reads the token here
         self._closed = False
@@ -86,31 +102,51 @@ class TursoService:
             raise TursoClosedError("the Turso service is closed")
         namespace = validate_namespace(namespace)
         key = namespace if self.config.topology == "multi-tenant" else ""
-        if (backend := self._backends.get(key)) is not None:
-            self._opened.add(namespace)
-            return backend
-        pending = self._opening.get(key)
-        if pending is None:  # concurrent connects share one open; a failure is not cached
-            pending = asyncio.get_running_loop().create_future()
-            self._opening[key] = pending
-            try:
-                backend = await self._open(namespace)
-            except BaseException as exc:
-                pending.set_exception(exc)
-                pending.exception()  # mark retrieved: waiters get it through their await
-                raise
-            finally:
-                del self._opening[key]
-            if self._closed:
-                await backend.aclose()
-                raise TursoClosedError("the Turso service was closed while opening")
-            self._backends[key] = backend
-            self._opened.add(namespace)
-            pending.set_result(backend)
-            return backend
-        backend = await asyncio.shield(pending)
+        if (backend := self._backends.get(key)) is None:
+            backend = await self._join_open(key, namespace)
         self._opened.add(namespace)
         return backend
+
+    async def _join_open(self, key: str, namespace: str) -> Backend:
+        """Wait for the open of ``key``, started here or by a concurrent caller.
+
+        The open runs as a task of its own: a caller cancelled while it waits leaves it to the
+        others; only when every waiter is gone is the open cancelled (it then closes what it
+        opened, and the next open of the file waits for that). A failure is not cached.
+        """
+        opening = self._opening.get(key)
+        if opening is None:
+            previous = self._discarded.get(key)
+            task = asyncio.get_running_loop().create_task(
+                self._open_once(key, namespace, previous), name=f"turso-open:{key or DEFAULT_NAMESPACE}"
+            )
+            task.add_done_callback(_retrieve)
+            opening = self._opening[key] = _Opening(task)
+        opening.waiters += 1
+        try:
+            return await asyncio.shield(opening.task)
+        finally:
+            opening.waiters -= 1
+            if opening.waiters == 0 and not opening.task.done():  # every waiter was cancelled
+                del self._opening[key]
+                self._discarded[key] = opening.task
+                opening.task.cancel()
+
+    async def _open_once(self, key: str, namespace: str, previous: asyncio.Task[Backend] | None) -> Backend:
+        me = asyncio.current_task()
+        try:
+            if previous is not None:  # a cancelled open of this file first closes what it opened
+                await asyncio.wait([previous])
+            backend = await self._open(namespace)
+            self._backends[key] = backend  # closed by aclose() when it is closing meanwhile
+            if self._closed:
+                raise TursoClosedError("the Turso service was closed while opening")
+            return backend
+        finally:
+            if (opening := self._opening.get(key)) is not None and opening.task is me:
+                del self._opening[key]
+            if self._discarded.get(key) is me:
+                del self._discarded[key]
 
     async def _open(self, namespace: str) -> Backend:
         cfg = self.config
@@ -125,6 +161,9 @@ class TursoService:
             await replica.sync()
         except TursoError as exc:
             log.warning("Turso replica %s opened offline: %s", replica.path, exc)
+        except BaseException:  # cancelled: close the replica again, leave no thread behind
+            await replica._discard()
+            raise
         replica.start_background_sync(cfg.sync_interval)
         return replica
 
@@ -326,11 +365,9 @@ class TursoService:
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
-        for pending in list(self._opening.values()):
-            try:
-                await asyncio.shield(pending)
-            except BaseException:  # a failed open has nothing to close
-                continue
+        opens = [opening.task for opening in self._opening.values()] + list(self._discarded.values())
+        if opens:  # an open finishing now registers its backend (closed below); a failed one closed its own
+            await asyncio.wait(opens)
         backends, self._backends = list(self._backends.values()), {}
         for backend in backends:
             try:
