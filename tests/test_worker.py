@@ -44,6 +44,36 @@ def test_local_mode_runs_sql_and_persists_across_reopen(tmp_path: Path) -> None:
         assert again.execute("SELECT v FROM t") == [{"v": 42}]
 
 
+def _open_into(results: list[TursoClient | Exception], directory: str) -> None:
+    try:
+        results.append(open_turso("app", dir=directory, env={}))
+    except Exception as exc:
+        results.append(exc)
+
+
+def test_two_threads_opening_a_new_file_both_get_a_client(tmp_path: Path) -> None:
+    """Two ``open_turso()`` of one new file in one process: the second waits while the first
+    creates it (tursodb says busy meanwhile) instead of failing."""
+    for trial in range(3):
+        results: list[TursoClient | Exception] = []
+        threads = [
+            threading.Thread(target=_open_into, args=(results, str(tmp_path / str(trial)))) for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        clients = [r for r in results if isinstance(r, TursoClient)]
+        try:
+            assert len(clients) == 2, results
+            clients[0].exec("CREATE TABLE t(v)")
+            clients[0].execute("INSERT INTO t VALUES (1)")
+            assert clients[1].execute("SELECT v FROM t") == [{"v": 1}]
+        finally:
+            for client in clients:
+                client.close()
+
+
 def test_env_selects_the_dir_and_an_empty_url_means_local(tmp_path: Path) -> None:
     env = {"RUNTIME_TURSO_DIR": str(tmp_path / "wd"), "RUNTIME_TURSO_SERVER_URL": " "}
     with open_turso("jobs", env=env) as db:

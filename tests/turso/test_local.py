@@ -378,3 +378,19 @@ async def test_a_connect_cancelled_alone_closes_what_it_opened(tmp_path: Path) -
         assert _engine_threads(path) == []
         service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)}))
     await service.aclose()
+
+
+async def test_two_services_creating_one_new_file_both_open_it(tmp_path: Path) -> None:
+    """The second opener of a file the first is still creating is told "busy" by tursodb (the
+    header, the switch to MVCC): it waits and retries instead of failing."""
+    for trial in range(3):
+        path = tmp_path / f"new{trial}.db"
+        services = [TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)})) for _ in range(2)]
+        try:
+            dbs = await asyncio.gather(*(service.connect() for service in services))
+            await dbs[0].exec("CREATE TABLE t(v)")
+            await dbs[0].run("INSERT INTO t VALUES (1)")
+            assert await dbs[1].all("SELECT v FROM t") == [{"v": 1}]
+        finally:
+            for service in services:
+                await service.aclose()

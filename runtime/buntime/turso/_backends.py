@@ -310,6 +310,18 @@ class Backend:
         raise NotImplementedError
 
 
+#: How long a local open retries while another opener in this process creates the same new file.
+OPEN_BUSY_TIMEOUT = 5.0
+_INITIALISING = ("database is locked", "busy", "not initialized")
+
+
+def _initialising(exc: TursoError) -> bool:
+    """tursodb's words while another connection of this process creates the file (never the lock
+    of another process, which waiting does not lift)."""
+    message = str(exc).lower()
+    return "another process" not in message and any(word in message for word in _INITIALISING)
+
+
 class LocalBackend(Backend):
     """A local MVCC file, shared by every namespace of the process."""
 
@@ -323,7 +335,7 @@ class LocalBackend(Backend):
         _make_parent_dir(path)
         backend = cls(path, make_engine(executor, os.path.basename(path)))
         try:
-            await backend._engine.call(backend._checkin, await backend._engine.call(backend._checkout))
+            await backend._first_connection()
         except BaseException as exc:  # cancelled too: nothing may stay open
             await backend._discard()
             if isinstance(exc, TursoError):
@@ -331,6 +343,24 @@ class LocalBackend(Backend):
             raise
         log.info("Turso database opened (mode: local, MVCC, executor: %s): %s", executor, path)
         return backend
+
+    async def _first_connection(self) -> None:
+        """Open the first connection; while another opener in this process is creating the file
+        (a new file's header, its switch to MVCC) tursodb says busy: wait and try again."""
+        deadline = time.monotonic() + OPEN_BUSY_TIMEOUT
+        attempt = 0
+        while True:
+            try:
+                await self._engine.call(self._checkin, await self._engine.call(self._checkout))
+                return
+            except TursoError as exc:
+                if not _initialising(exc) or time.monotonic() >= deadline:
+                    raise
+                attempt += 1
+                log.debug(
+                    "Turso database %s is being created by another opener, retrying: %s", self.path, exc
+                )
+                await asyncio.sleep(backoff_delay(attempt, LEASE_RETRY_DELAY))
 
     def _checkout(self) -> Any:
         if self._idle:

@@ -352,13 +352,17 @@ def open_local(path: str, *, mvcc: bool = True) -> turso.Connection:
     """Open a local database file in autocommit mode, with MVCC verified when asked."""
     with engine_errors():
         conn = turso.connect(path, isolation_level=None)
-        conn.autocommit = True  # we issue BEGIN/COMMIT ourselves; executescript must not COMMIT
-        if mvcc:
-            # The pragma only takes effect once its row is fetched.
-            row = conn.execute("PRAGMA journal_mode = mvcc").fetchone()
-            if not row or str(row[0]).lower() != "mvcc":
+        try:
+            conn.autocommit = True  # we issue BEGIN/COMMIT ourselves; executescript must not COMMIT
+            if mvcc:
+                # The pragma only takes effect once its row is fetched.
+                row = conn.execute("PRAGMA journal_mode = mvcc").fetchone()
+                if not row or str(row[0]).lower() != "mvcc":
+                    raise TursoQueryError(f"could not enable MVCC on {path}: journal_mode is {row!r}")
+        except BaseException:  # a busy pragma too: the caller may try again
+            with contextlib.suppress(Exception):
                 conn.close()
-                raise TursoQueryError(f"could not enable MVCC on {path}: journal_mode is {row!r}")
+            raise
     return conn
 
 
