@@ -17,6 +17,7 @@ import pytest
 from buntime.turso import (
     BlockingDatabase,
     InvalidNamespaceError,
+    TursoClosedError,
     TursoConfigError,
     TursoError,
     TursoUnavailableError,
@@ -72,6 +73,16 @@ def test_two_threads_opening_a_new_file_both_get_a_client(tmp_path: Path) -> Non
         finally:
             for client in clients:
                 client.close()
+
+
+def test_a_closed_client_raises_turso_closed_error(tmp_path: Path) -> None:
+    db = open_turso("tenants", dir=str(tmp_path), env={})
+    db.close()
+    for call in (lambda: db.execute("SELECT 1"), lambda: db.exec("SELECT 1"), db.pull):
+        with pytest.raises(TursoClosedError, match="is closed") as caught:
+            call()
+        assert caught.value.code == "TURSO_CLOSED"
+    db.close()  # idempotent
 
 
 def test_env_selects_the_dir_and_an_empty_url_means_local(tmp_path: Path) -> None:

@@ -113,6 +113,8 @@ class TursoClient:
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         try:
             self._check_process()
+            if self._loop.is_closed():
+                raise TursoClosedError(f"this Turso client for {self.namespace!r} is closed")
         except TursoClosedError:
             coro.close()  # never scheduled: no "coroutine was never awaited" warning
             raise
