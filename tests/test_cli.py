@@ -77,6 +77,40 @@ def test_bad_input_is_one_line_and_status_2(
     assert named in lines[0] and lines[0].startswith(program), lines[0]
 
 
+def _unusable(tmp_path: Path) -> list[tuple[list[str], dict[str, str]]]:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    return [
+        # a fresh replica whose server is unreachable (nothing listens on port 1)
+        (
+            ["turso", "health"],
+            {"TURSO_SYNC_URL": "http://127.0.0.1:1/db", "TURSO_LOCAL_PATH": str(tmp_path / "r.db")},
+        ),
+        # a local path under a file: its directory cannot be created
+        (["turso", "health"], {"TURSO_LOCAL_PATH": str(blocker / "x.db")}),
+        (["turso", "sql", "runtime", "SELECT 1"], {"TURSO_LOCAL_PATH": str(blocker / "x.db")}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "case", range(3), ids=["unreachable-replica", "health-path-under-file", "sql-path-under-file"]
+)
+def test_a_database_that_cannot_be_opened_is_down_status_1_and_one_line(tmp_path: Path, case: int) -> None:
+    """README: ``turso health`` exits 1 when down (2 is a bad setting), never with a traceback."""
+    args, env = _unusable(tmp_path)[case]
+    result = _run("buntime", *args, env=env)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("buntime: error [TURSO_UNAVAILABLE]"), result.stderr
+
+
+def test_a_local_file_is_ok_status_0(tmp_path: Path) -> None:
+    result = _run("buntime", "turso", "health", env={"TURSO_LOCAL_PATH": str(tmp_path / "ok.db")})
+    assert result.returncode == 0, result.stderr
+    assert '"status": "ok"' in result.stdout
+
+
 def test_buntime_help_lists_every_setting_without_markup() -> None:
     result = _run("buntime", "--help")
     assert result.returncode == 0

@@ -2,7 +2,9 @@
 
 ``--help`` is generated from the settings table (``_settings``) and the built-in plugins'
 manifest ``config`` blocks. A bad flag or setting exits with status 2 and one line on stderr
-(never a traceback); logging is set up by ``_logging`` before any command runs.
+(never a traceback); a database that cannot be opened or used exits with status 1 and one line
+(``turso health``: 0 ok, 3 degraded, 1 down). Logging is set up by ``_logging`` before any
+command runs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, NoReturn
 from ._logging import configure_logging
 from ._settings import LOG_FORMATS, LOG_LEVELS, SETTINGS, SETTINGS_BY_ENV
 from .plugins import BUILTIN_DIR, ManifestError, discover
-from .turso import TursoError, TursoService, resolve_config
+from .turso import TursoConfigError, TursoError, TursoService, resolve_config
 
 PROG = "buntime"
 DESCRIPTION = (
@@ -224,9 +226,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .server import run_server
 
             return int(run_server(host=args.host, port=args.port))
-    except TursoError as exc:
+    except TursoConfigError as exc:  # a bad setting: status 2, like a bad flag
         print(f"{PROG}: error [{exc.code}]: {exc}", file=sys.stderr)
         return 2
+    except TursoError as exc:  # the database cannot be opened or used: down, status 1
+        print(f"{PROG}: error [{exc.code}]: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the local path (permissions, a file where a directory should be)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 2
