@@ -85,6 +85,20 @@ def test_a_closed_client_raises_turso_closed_error(tmp_path: Path) -> None:
     db.close()  # idempotent
 
 
+@pytest.mark.parametrize("url", ["http://h:1/?x=1", "ftp://h", "http://user:pw@h"])
+def test_a_bad_server_url_is_reported_under_the_name_that_was_set(tmp_path: Path, url: str) -> None:
+    with pytest.raises(TursoConfigError) as from_env:
+        open_turso("app", dir=str(tmp_path), env={"RUNTIME_TURSO_SERVER_URL": url})
+    assert from_env.value.code == "INVALID_RUNTIME_TURSO_SERVER_URL"
+    assert str(from_env.value).startswith("RUNTIME_TURSO_SERVER_URL must be"), from_env.value
+    with pytest.raises(TursoConfigError) as from_argument:
+        open_turso("app", server_url=url, dir=str(tmp_path), env={})
+    assert from_argument.value.code == "INVALID_RUNTIME_TURSO_SERVER_URL"
+    assert str(from_argument.value).startswith("open_turso(server_url=) must be"), from_argument.value
+    for error in (from_env.value, from_argument.value):
+        assert "TURSO_SYNC_URL" not in str(error) and "pw" not in str(error)
+
+
 def test_env_selects_the_dir_and_an_empty_url_means_local(tmp_path: Path) -> None:
     env = {"RUNTIME_TURSO_DIR": str(tmp_path / "wd"), "RUNTIME_TURSO_SERVER_URL": " "}
     with open_turso("jobs", env=env) as db:

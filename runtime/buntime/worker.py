@@ -38,6 +38,7 @@ from .turso import (
     TursoError,
     TursoService,
     TursoUnavailableError,
+    normalize_url,
     resolve_config,
     validate_namespace,
 )
@@ -211,11 +212,7 @@ def open_turso(
     namespace = validate_namespace(namespace)
     base_dir = dir if dir is not None else (env.get("RUNTIME_TURSO_DIR", "").strip() or DEFAULT_WORKER_DIR)
     path = os.path.join(base_dir, f"{namespace}.db")
-    url = (
-        (server_url if server_url is not None else env.get("RUNTIME_TURSO_SERVER_URL", ""))
-        .strip()
-        .rstrip("/")
-    )
+    url = _server_url(server_url, env)
     settings = {"TURSO_LOCAL_PATH": path, "TURSO_SYNC_INTERVAL": "0"}
     if not url:
         service = TursoService(resolve_config(env={**settings, "TURSO_MODE": "local"}))
@@ -225,6 +222,22 @@ def open_turso(
         resolve_config(env={**settings, "TURSO_SYNC_URL": remote, **_token_env(token, env)})
     )
     return TursoClient(service, namespace=namespace, path=path, mode="sync", url=remote, timeout=timeout)
+
+
+def _server_url(server_url: str | None, env: Mapping[str, str]) -> str:
+    """The server URL normalised (``""`` for local mode); a bad one names where it came from:
+    ``RUNTIME_TURSO_SERVER_URL`` or ``open_turso(server_url=)`` (code
+    ``INVALID_RUNTIME_TURSO_SERVER_URL`` either way), not the ``TURSO_SYNC_URL`` derived from it."""
+    raw = (server_url if server_url is not None else env.get("RUNTIME_TURSO_SERVER_URL", "")).strip()
+    if not raw:
+        return ""
+    try:
+        return normalize_url(raw, "RUNTIME_TURSO_SERVER_URL")
+    except TursoConfigError as exc:
+        if server_url is None:
+            raise
+        message = str(exc).replace("RUNTIME_TURSO_SERVER_URL", "open_turso(server_url=)", 1)
+        raise TursoConfigError(message, code=exc.code) from None
 
 
 def _token_env(token: str | None, env: Mapping[str, str]) -> dict[str, str]:

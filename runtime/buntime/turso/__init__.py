@@ -4,7 +4,7 @@
 ``TursoService`` opens the databases and runs transactions; see the README for the env table.
 """
 
-from ._config import DEFAULT_LOCAL_PATH, TursoConfig, parse_interval, resolve_config
+from ._config import DEFAULT_LOCAL_PATH, TursoConfig, normalize_url, parse_interval, resolve_config
 from ._database import BlockingDatabase, Database, QueryResult, RunResult, TransactionType
 from ._durations import DURATION_HELP, DURATION_PATTERN, duration_seconds
 from ._errors import (
@@ -47,6 +47,7 @@ __all__ = [
     "TursoService",
     "TursoUnavailableError",
     "duration_seconds",
+    "normalize_url",
     "parse_interval",
     "resolve_config",
     "validate_namespace",
