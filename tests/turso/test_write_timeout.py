@@ -10,6 +10,7 @@ resumes (SIGCONT) and stops every process, also when a test fails while the serv
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -98,3 +99,32 @@ async def test_a_read_behind_a_hung_background_pull_waits_at_most_the_write_time
     finally:
         server.thaw()
         await a.aclose()
+
+
+async def test_a_connect_cancelled_during_its_first_sync_closes_the_replica(
+    server: TursoServer, tmp_path: Path
+) -> None:
+    """The replica file exists, so the open needs no network and then syncs once: cancelled in
+    that sync (the server hung), the open closes the replica and stops its engine thread."""
+    a = hung_pod(server, tmp_path)
+    await schema(a)
+    await insert(a, "before")
+    await a.aclose()
+    before = set(threading.enumerate())
+    b = hung_pod(server, tmp_path)
+    try:
+        server.freeze()
+        opening = asyncio.create_task(b.connect(NS))
+        await asyncio.sleep(0.5)  # the local open is done; its first sync waits for the server
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+    finally:
+        server.thaw()
+    left = [t for t in set(threading.enumerate()) - before if t.name == f"turso:{NS}.db"]
+    for thread in left:  # it ends once its request returns (the server answers again)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, READ_BOUND)
+    assert not any(t.is_alive() for t in left)
+    db = await b.connect(NS)  # the file is not left open: the retry opens it
+    assert await db.all("SELECT who FROM t") == [{"who": "before"}]
+    await b.aclose()
