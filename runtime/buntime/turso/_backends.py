@@ -312,7 +312,7 @@ class Backend:
 
 #: How long a local open retries while another opener in this process creates the same new file.
 OPEN_BUSY_TIMEOUT = 5.0
-_INITIALISING = ("database is locked", "busy", "not initialized")
+_INITIALISING = ("database is locked", "busy", "not initialized", "bootstrap missing")
 
 
 def _initialising(exc: TursoError) -> bool:
