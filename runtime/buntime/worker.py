@@ -231,13 +231,8 @@ def _server_url(server_url: str | None, env: Mapping[str, str]) -> str:
     raw = (server_url if server_url is not None else env.get("RUNTIME_TURSO_SERVER_URL", "")).strip()
     if not raw:
         return ""
-    try:
-        return normalize_url(raw, "RUNTIME_TURSO_SERVER_URL")
-    except TursoConfigError as exc:
-        if server_url is None:
-            raise
-        message = str(exc).replace("RUNTIME_TURSO_SERVER_URL", "open_turso(server_url=)", 1)
-        raise TursoConfigError(message, code=exc.code) from None
+    label = None if server_url is None else "open_turso(server_url=)"
+    return normalize_url(raw, "RUNTIME_TURSO_SERVER_URL", label=label)
 
 
 def _token_env(token: str | None, env: Mapping[str, str]) -> dict[str, str]:

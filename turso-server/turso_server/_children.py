@@ -277,10 +277,9 @@ class Children:
     # --- pidfiles ----------------------------------------------------------------------------------
 
     def _write_pidfile(self, name: str, pid: int, port: int) -> None:
-        # Tiny, no fsync: losing it in an OS crash only matters if the children survived, and they
-        # do not survive an OS crash.
         # Written whole or not at all (a temporary file renamed over it): a server killed while
-        # writing it must not leave an empty pidfile behind.
+        # writing it must not leave an empty pidfile behind. Tiny, no fsync: losing it in an OS
+        # crash only matters if the children survived, and they do not survive an OS crash.
         info = {"pid": pid, "port": port, "db": str(self._layout.db_path(name))}
         path = self._layout.pidfile(name)
         partial = path.with_name(f".{path.name}.tmp")
@@ -306,7 +305,7 @@ class Children:
                 # Unreadable (an older server wrote it in place and was killed meanwhile): the
                 # child it named is found by its command line, which names our database file.
                 db = str(self._layout.db_path(pidfile.stem))
-                candidates = _pids_named(db)
+                candidates = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
             for pid in candidates:
                 if _is_tursodb_for(pid, db):
                     log.warning("killing orphaned tursodb", extra={"pid": pid, "db": db})
@@ -357,15 +356,6 @@ async def http_probe(port: int) -> bool:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-
-
-def _pids_named(db: str) -> list[int]:
-    """Processes whose command line holds the path ``db`` (checked further by the caller)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _is_tursodb_for(int(entry.name), db):
-            found.append(int(entry.name))
-    return found
 
 
 def _is_tursodb_for(pid: int, db: str) -> bool:

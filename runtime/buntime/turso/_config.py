@@ -158,18 +158,20 @@ def _bounded(seconds: float, raw: str, name: str, low: float, high: float | None
     return seconds
 
 
-def normalize_url(raw: str, name: str) -> str:
+def normalize_url(raw: str, name: str, *, label: str | None = None) -> str:
     """A sync or server URL as it is sent: ``http(s)://host[:port][/path]``, no trailing ``/``.
 
     ``libsql://`` becomes ``https://`` (:data:`URL_SCHEMES`); any other scheme, no scheme, no
     host, a bad port, userinfo (``user:pw@``: never sent, and it would leak into reports), a query
-    or a fragment is a :class:`TursoConfigError` with code ``INVALID_<name>`` that names ``name``
-    (never echoing the value, which may hold a password).
+    or a fragment is a :class:`TursoConfigError` with code ``INVALID_<name>`` that names ``label``
+    (where the value came from; ``name`` by default), never echoing the value, which may hold a
+    password.
     """
 
     def refuse(why: str) -> TursoConfigError:
         return TursoConfigError(
-            f"{name} must be an http://, https:// or libsql:// URL with a host: {why}", code=f"INVALID_{name}"
+            f"{label or name} must be an http://, https:// or libsql:// URL with a host: {why}",
+            code=f"INVALID_{name}",
         )
 
     text = raw.strip()
