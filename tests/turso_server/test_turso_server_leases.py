@@ -104,8 +104,11 @@ def test_waiters_are_served_in_order_and_a_plain_push_waits(server: ServerProces
         time.sleep(0.15)  # queue in a known order
         return thread
 
+    fences: dict[str, int] = {}
+
     def lease_then_release(holder: str) -> int:
         status, body = grant(server, holder, wait=10)
+        fences[holder] = body["fence"]  # the server's grant order: an implicit lease takes one too
         server.data("DELETE", f"{LEASE}/{body['token']}", token=DATA_TOKEN)
         return status
 
@@ -121,7 +124,11 @@ def test_waiters_are_served_in_order_and_a_plain_push_waits(server: ServerProces
     assert server.data("DELETE", f"{LEASE}/{held['token']}", token=DATA_TOKEN).status == 204
     for thread in threads:
         thread.join(timeout=20)
-    assert order == ["b", "plain", "c"] and set(results.values()) == {200}
+    # Served in the order they queued: b, then the plain push (under an implicit lease, one fence),
+    # then c. Read from the grants' fences, not from when each thread finished: a thread that
+    # returns later than the next one was served (its DELETE's reply) is no reordering.
+    assert set(results.values()) == {200} and sorted(order) == ["b", "c", "plain"]
+    assert (fences["pod-b"], fences["pod-c"]) == (held["fence"] + 1, held["fence"] + 3)
 
 
 def test_a_lease_whose_waiter_went_away_is_given_back_at_once(server: ServerProcess) -> None:
