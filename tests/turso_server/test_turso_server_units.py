@@ -70,6 +70,8 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         ("TURSO_CLIENT_RECEIVE_TIMEOUT", "-1s"),
         ("TURSO_SPOOL_MEMORY", "1024"),
         ("TURSO_SPOOL_DISK", "lots"),
+        ("TURSO_SPOOL_DISK", "1G"),
+        ("TURSO_MAX_REQUEST_BYTES", "63Ki"),
     ],
 )
 def test_invalid_settings_fail_naming_the_variable(tmp_path: Path, variable: str, value: str) -> None:
@@ -137,6 +139,17 @@ def test_child_memory_limit_values(tmp_path: Path) -> None:
     assert load_config({}, _env(tmp_path, TURSO_CHILD_MEMORY_LIMIT="64Mi")).child_memory_limit == 64 << 20
     flagged = load_config({"TURSO_CHILD_MEMORY_LIMIT": "2Gi"}, _env(tmp_path, TURSO_CHILD_MEMORY_LIMIT="1Gi"))
     assert flagged.child_memory_limit == 2 << 30
+
+
+def test_every_byte_setting_takes_the_size_grammar(tmp_path: Path) -> None:
+    default = load_config({}, _env(tmp_path))
+    assert (default.spool_memory, default.spool_disk) == (64 << 20, 1 << 30)
+    assert default.max_request_bytes == 256 << 20
+    sized = load_config(
+        {},
+        _env(tmp_path, TURSO_SPOOL_MEMORY="128Mi", TURSO_SPOOL_DISK="2Gi", TURSO_MAX_REQUEST_BYTES="65536"),
+    )
+    assert (sized.spool_memory, sized.spool_disk, sized.max_request_bytes) == (128 << 20, 2 << 30, 64 << 10)
 
 
 def test_child_landlock_modes(tmp_path: Path) -> None:

@@ -44,7 +44,6 @@ class Kind(StrEnum):
     EXECUTABLE = "executable"
     PORT = "port"
     COUNT = "count"
-    BYTES = "bytes"
     SIZE = "size"
     BOOL = "bool"
     SWITCH = "switch"
@@ -190,16 +189,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TURSO_SPOOL_MEMORY",
         "--spool-memory",
-        str(64 * 1024 * 1024),
-        "memory for replies held until slow clients take them (each at most 1 MiB)",
-        Kind.BYTES,
+        "64Mi",
+        "memory for replies held until slow clients take them (each at most 1Mi)",
+        Kind.SIZE,
     ),
     Setting(
         "TURSO_SPOOL_DISK",
         "--spool-disk",
-        str(1024 * 1024 * 1024),
+        "1Gi",
         "disk (<data dir>/_spool) for the replies past that; a reply that fits neither is 503",
-        Kind.BYTES,
+        Kind.SIZE,
     ),
     Setting(
         "TURSO_SHUTDOWN_GRACE",
@@ -225,9 +224,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "TURSO_MAX_REQUEST_BYTES",
         "--max-request-bytes",
-        str(256 * 1024 * 1024),
+        "256Mi",
         "largest data-port request body accepted (admin bodies: 64 KiB)",
-        Kind.BYTES,
+        Kind.SIZE,
     ),
     Setting(
         "TURSO_INSECURE_DEV",
@@ -483,18 +482,23 @@ def _count(setting: Setting, value: str) -> int:
     return number
 
 
+def _size(setting: Setting, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(f"{setting.label}: {exc}") from None
+
+
 def _bytes(setting: Setting, value: str) -> int:
-    number = _int(setting, value)
-    if number < MIN_REQUEST_BYTES:
-        raise ConfigError(f"{setting.label} must be at least {MIN_REQUEST_BYTES}, got {value!r}")
-    return number
+    size = _size(setting, value)
+    if size < MIN_REQUEST_BYTES:
+        minimum = format_size(MIN_REQUEST_BYTES)
+        raise ConfigError(f"{setting.label} must be at least {minimum}, got {value[:40]!r}")
+    return size
 
 
 def _memory_limit(setting: Setting, value: str) -> int:
-    try:
-        size = parse_size(value)
-    except ValueError as exc:
-        raise ConfigError(f"{setting.label}: {exc}") from None
+    size = _size(setting, value)
     if 0 < size < MIN_CHILD_MEMORY:
         minimum = format_size(MIN_CHILD_MEMORY)
         raise ConfigError(f"{setting.label} must be 0 (no limit) or at least {minimum}, got {value[:40]!r}")

@@ -1,4 +1,5 @@
-"""The size grammar of turso-server's memory settings (``TURSO_CHILD_MEMORY_LIMIT``).
+"""The size grammar of every turso-server setting counted in bytes (``TURSO_CHILD_MEMORY_LIMIT``,
+``TURSO_SPOOL_MEMORY``, ``TURSO_SPOOL_DISK``, ``TURSO_MAX_REQUEST_BYTES``).
 
 A size is a whole number of bytes (``268435456``, ``0``) or a whole number with one binary suffix
 ``Ki``, ``Mi`` or ``Gi`` (``256Mi``, ``2Gi``): the spelling of Kubernetes memory quantities, so a
