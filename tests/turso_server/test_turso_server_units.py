@@ -7,6 +7,7 @@ import io
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -429,3 +430,149 @@ def test_every_configured_secret_is_redacted_from_a_log_line(tmp_path: Path) -> 
                 assert record["msg"] == "saw [redacted]" and record["field"] == "[redacted]"
             for secret in secrets.values():
                 assert secret not in line and json.dumps(secret)[1:-1] not in line, line
+
+
+def _stored(store: StateStore) -> dict[str, dict[str, object]]:
+    """What the state file holds, by name."""
+    return {n["name"]: n for n in json.loads(store.path.read_text())["namespaces"]}
+
+
+def _remembered(store: StateStore) -> dict[str, dict[str, object]]:
+    """What the store holds in memory, in the file's shape."""
+    return {r.name: r.to_json() for r in store.records()}
+
+
+class _HeldWrites:
+    """The state file's writer, with chosen writes held (in their thread) until released or made
+    to fail, as a slow or failing disk would; every other write is the real one."""
+
+    def __init__(self, patch: pytest.MonkeyPatch, *, hold: set[int], fail: set[int] = frozenset()) -> None:
+        import threading
+
+        from turso_server import _state
+
+        self._real = _state._write_atomically
+        self._hold, self._fail = hold, fail
+        self.calls = 0
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        patch.setattr(_state, "_write_atomically", self)
+
+    def __call__(self, path: Path, text: str) -> None:
+        self.calls += 1
+        call = self.calls
+        if call in self._hold:
+            self.entered.set()
+            assert self.release.wait(10), "a held state write was never released"
+        if call in self._fail:
+            raise OSError(28, "No space left on device")
+        self._real(path, text)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_write_cancelled_in_its_thread_never_lands_after_a_later_acknowledged_one(tmp_path: Path) -> None:
+    """A cancelled change released the write lock while its thread went on writing: the next
+    change's write ran beside it, was acknowledged, and the older snapshot replaced the file
+    after it, so a kill then lost an acknowledged change (nothing was dirty to write it again)."""
+    with pytest.MonkeyPatch.context() as patch:
+        writes = _HeldWrites(patch, hold={1})
+
+        async def scenario() -> None:
+            store = StateStore(tmp_path, flush_interval=60)
+            store.load()
+            first = asyncio.create_task(store.add(NamespaceRecord("a", Origin.EXPLICIT, NOW, NOW, True)))
+            await _until(writes.entered.is_set, "the first write to start")
+            first.cancel()
+            await asyncio.sleep(0.05)
+            second = asyncio.create_task(store.add(NamespaceRecord("b", Origin.EXPLICIT, NOW, NOW, True)))
+            await asyncio.wait({second}, timeout=0.5)  # before the fix it was acknowledged here
+            writes.release.set()
+            await second
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            await asyncio.sleep(0.2)  # any thread still writing finishes
+            assert _stored(store) == _remembered(store), "memory and file disagree"
+            assert set(_stored(store)) == {"a", "b"}, "the cancelled change landed, so it is kept"
+
+        asyncio.run(scenario())
+
+
+def test_a_change_cancelled_before_its_write_changes_nothing(tmp_path: Path) -> None:
+    """A change cancelled while another write held the lock stayed in memory and was never written
+    (nothing marked it dirty): the server acted on it, and the next start forgot it."""
+    with pytest.MonkeyPatch.context() as patch:
+        writes = _HeldWrites(patch, hold={1})
+
+        async def scenario() -> None:
+            store = StateStore(tmp_path, flush_interval=60)
+            store.load()
+            first = asyncio.create_task(store.add(NamespaceRecord("x", Origin.EXPLICIT, NOW, NOW, True)))
+            await _until(writes.entered.is_set, "the first write to start")
+            waiting = [
+                asyncio.create_task(store.add(NamespaceRecord("y", Origin.EXPLICIT, NOW, NOW, True))),
+                asyncio.create_task(store.remove("x")),
+                asyncio.create_task(store.update("x", lambda record: setattr(record, "ttl", "1h"))),
+            ]
+            await asyncio.sleep(0.05)
+            for task in waiting:
+                task.cancel()
+            writes.release.set()
+            await first
+            for task in waiting:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert _remembered(store) == _stored(store) == {"x": _stored(store)["x"]}
+            assert "ttl" not in _stored(store)["x"]
+
+        asyncio.run(scenario())
+
+
+def test_a_failed_write_takes_back_its_own_change_and_never_a_concurrent_one(tmp_path: Path) -> None:
+    """Two changes of one namespace while the first one's write failed: the first one's undo put
+    back the record from before it, wiping the second change, which was then acknowledged with
+    neither memory nor the file holding it. A change cancelled during a failing write is taken back
+    before the cancellation is raised."""
+    with pytest.MonkeyPatch.context() as patch:
+        writes = _HeldWrites(patch, hold={2}, fail={2})
+
+        async def scenario() -> None:
+            store = StateStore(tmp_path, flush_interval=60)
+            store.load()
+            await store.add(NamespaceRecord("n", Origin.EXPLICIT, NOW, NOW, False))
+            lock = asyncio.create_task(store.update("n", lambda record: setattr(record, "locked", True)))
+            await _until(writes.entered.is_set, "the failing write to start")
+            ttl = asyncio.create_task(store.update("n", lambda record: setattr(record, "ttl", "30d")))
+            await asyncio.sleep(0.05)
+            writes.release.set()
+            with pytest.raises(OSError):
+                await lock
+            acknowledged = await ttl
+            assert (acknowledged.ttl, acknowledged.locked) == ("30d", False)
+            assert _remembered(store) == _stored(store)
+            assert (_stored(store)["n"].get("ttl"), _stored(store)["n"]["locked"]) == ("30d", False)
+
+        asyncio.run(scenario())
+
+    with pytest.MonkeyPatch.context() as patch:
+        writes = _HeldWrites(patch, hold={1}, fail={1})
+
+        async def cancelled() -> None:
+            store = StateStore(tmp_path, flush_interval=60)
+            store.load()
+            remove = asyncio.create_task(store.remove("n"))
+            await _until(writes.entered.is_set, "the failing write to start")
+            remove.cancel()
+            await asyncio.sleep(0.05)
+            writes.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await remove
+            assert "n" in store and _remembered(store) == _stored(store)
+
+        asyncio.run(cancelled())

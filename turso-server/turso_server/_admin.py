@@ -322,15 +322,21 @@ async def mint_token(request: web.Request) -> web.Response:
     created_at = _optional_string(payload, MINT_CREATED_AT)
     store = request.app[STORE]
     # Looked up again: the namespace may have gone while the body came. The preconditions are
-    # checked on this record and nothing is awaited before the mint (update applies its change
-    # before it first awaits), so the token is for the namespace they describe or for none.
+    # checked on the record the token is minted for: this one when nothing is awaited before the
+    # mint, else the one a revocation changes (update checks them on it under the state's write
+    # lock), so the token is for the namespace they describe or for none.
     record = store.get(name)
     if record is None:
         raise NamespaceNotFoundError(f"namespace not found: {name}")
     _check_mint_preconditions(record, owner, created_at)
     # A revocation is persisted before the token goes out, so it survives a crash after the reply.
     if revoke:
-        record = await store.update(name, _next_token_generation)
+
+        def revoke_others(current: NamespaceRecord) -> None:
+            _check_mint_preconditions(current, owner, created_at)
+            _next_token_generation(current)
+
+        record = await store.update(name, revoke_others)
     minted = tokens.mint(name, record.incarnation, record.token_generation, access, expires_in=expires_in)
     log.info(
         "scoped token minted",

@@ -5,7 +5,9 @@ The file is what lets a restarted server bring every namespace back, so it is wr
 change (add, remove, lock, TTL, promote) before the HTTP answer goes out. Last-access bumps happen
 on every proxied request and only mark the store dirty; :meth:`StateStore.run_flusher` persists
 them on a debounce and :meth:`StateStore.close` at shutdown. Writes run in a worker thread and are
-serialised, so the event loop never blocks on disk. The format is upstream's version 1 (camelCase
+serialised (a change is made and written under one lock, and a cancelled caller waits for its
+write's thread before the lock goes to the next one), so the event loop never blocks on disk and
+the file never goes back to an older snapshot. The format is upstream's version 1 (camelCase
 records, port and pid never stored), so a Go wrapper's state file loads as is; a newer version is
 refused rather than misread. Owned by the data app's lifecycle (``_app``); used by ``_supervisor``,
 ``_admin``, ``_proxy`` and ``_gc``.
@@ -240,49 +242,106 @@ class StateStore:
 
     # --- lifecycle changes (persisted before returning) -------------------------------------------
 
-    # A change whose write fails (a full or failing disk) is taken back in memory too, so what the
-    # server acts on is what the next start reads. A cancelled write may still land: kept then.
+    # Each change is made and written under the write lock, one at a time, so no two interleave and
+    # a failed write takes back exactly its own change (in memory too, so what the server acts on is
+    # what the next start reads). A cancelled caller: one still waiting for the lock changes
+    # nothing; once the change is made, the cancellation waits for its write to end (kept when it
+    # landed, taken back when it failed) and is raised then, so memory and file never disagree.
 
     async def add(self, record: NamespaceRecord) -> None:
-        before = self._records.get(record.name)
-        self._records[record.name] = record.copy()
-        try:
-            await self._changed()
-        except Exception:
-            self._put_back(record.name, before)
-            raise
+        stored = record.copy()
+
+        def change() -> Callable[[], None]:
+            before = self._records.get(record.name)
+            self._records[record.name] = stored
+
+            def undo() -> None:
+                self._put_back(record.name, before, touched=stored)
+
+            return undo
+
+        await self._commit(change)
 
     async def remove(self, name: str) -> bool:
-        before = self._records.pop(name, None)
-        if before is None:
-            return False
-        try:
-            await self._changed()
-        except Exception:
-            self._put_back(name, before)
-            raise
-        return True
+        removed = False
+
+        def change() -> Callable[[], None] | None:
+            nonlocal removed
+            before = self._records.pop(name, None)
+            if before is None:
+                return None
+            removed = True
+
+            def undo() -> None:
+                self._put_back(name, before)
+
+            return undo
+
+        await self._commit(change)
+        return removed
 
     async def update(self, name: str, mutate: Callable[[NamespaceRecord], None]) -> NamespaceRecord:
-        """Apply ``mutate`` to the stored record and persist; 404 error when ``name`` is unknown."""
-        record = self._records.get(name)
-        if record is None:
-            raise NamespaceNotFoundError(f"namespace not found: {name}")
-        before = record.copy()
-        mutate(record)
-        try:
-            await self._changed()
-        except Exception:
-            self._put_back(name, before)
-            raise
-        return record.copy()
+        """Apply ``mutate`` to the stored record and persist; 404 error when ``name`` is unknown.
 
-    def _put_back(self, name: str, record: NamespaceRecord | None) -> None:
+        ``mutate`` runs on a copy once the write lock is held, so what it checks (it may raise to
+        refuse, changing nothing) is what it changes, and what is returned is what was written."""
+        updated: NamespaceRecord | None = None
+
+        def change() -> Callable[[], None]:
+            nonlocal updated
+            before = self._records.get(name)
+            if before is None:
+                raise NamespaceNotFoundError(f"namespace not found: {name}")
+            updated = before.copy()
+            mutate(updated)
+            self._records[name] = updated
+            written = updated
+
+            def undo() -> None:
+                self._put_back(name, before, touched=written)
+
+            return undo
+
+        await self._commit(change)
+        assert updated is not None
+        return updated.copy()
+
+    def _put_back(
+        self, name: str, record: NamespaceRecord | None, *, touched: NamespaceRecord | None = None
+    ) -> None:
+        """Undo a change whose write failed: ``record`` (``None``: absent) is stored again, with
+        a last-access bump that :meth:`touch` made on ``touched`` during the write kept."""
         if record is None:
             self._records.pop(name, None)
-        else:
-            self._records[name] = record
-        self._generation += 1  # the next flush writes what memory holds again
+            return
+        current = self._records.get(name)
+        if touched is not None and current is touched and touched.last_access_at > record.last_access_at:
+            record.last_access_at = touched.last_access_at
+        self._records[name] = record
+
+    async def _commit(self, change: Callable[[], Callable[[], None] | None]) -> None:
+        """Make ``change`` (synchronous; returns its undo, ``None`` when there was nothing to change;
+        may raise to change nothing) and write the file, all under the write lock; a failed write
+        undoes it and is raised."""
+        async with self._write_lock:
+            undo = change()
+            if undo is None:
+                return
+            self._generation += 1
+            error, cancelled = await self._write_locked()
+            if error is not None:
+                undo()
+                self._generation += 1
+                # The failed write may have replaced the file before failing (a directory fsync):
+                # write what memory holds again now, else the flusher retries it.
+                again, cancelled_again = await self._write_locked()
+                if again is not None:
+                    self._touched.set()
+                cancelled = cancelled or cancelled_again
+            if cancelled is not None:
+                raise cancelled
+            if error is not None:
+                raise error
 
     # --- last access (debounced) ----------------------------------------------------------------
 
@@ -309,21 +368,38 @@ class StateStore:
     async def flush(self) -> None:
         """Write the file if anything changed since the last write."""
         async with self._write_lock:
-            generation = self._generation
-            if generation == self._saved_generation:
+            if self._generation == self._saved_generation:
                 return
-            payload = {"version": STATE_VERSION, "namespaces": [r.to_json() for r in self.records()]}
-            text = json.dumps(payload, indent=2)
-            await asyncio.to_thread(_write_atomically, self.path, text)
-            self._saved_generation = generation
+            error, cancelled = await self._write_locked()
+            if cancelled is not None:
+                raise cancelled
+            if error is not None:
+                raise error
 
     async def close(self) -> None:
         """Final flush at shutdown."""
         await self.flush()
 
-    async def _changed(self) -> None:
-        self._generation += 1
-        await self.flush()
+    async def _write_locked(self) -> tuple[BaseException | None, asyncio.CancelledError | None]:
+        """Write what memory holds now (the write lock held); returns the write's error and a
+        cancellation that came meanwhile, for the caller to raise once it has acted on the error.
+
+        The write runs in a thread, which a cancellation cannot stop: it is waited for (the lock
+        still held, so a later write never runs beside it and lands first)."""
+        generation = self._generation
+        payload = {"version": STATE_VERSION, "namespaces": [r.to_json() for r in self.records()]}
+        text = json.dumps(payload, indent=2)
+        write = asyncio.ensure_future(asyncio.to_thread(_write_atomically, self.path, text))
+        cancelled: asyncio.CancelledError | None = None
+        while not write.done():
+            try:
+                await asyncio.wait({write})
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        error = write.exception()
+        if error is None:
+            self._saved_generation = generation
+        return error, cancelled
 
 
 def _write_atomically(path: Path, text: str) -> None:
