@@ -452,3 +452,55 @@ def test_a_lifecycle_change_whose_state_write_fails_changes_nothing(
     finally:
         state.rmdir()
         state.write_bytes(saved)
+
+
+def test_every_acknowledged_admin_write_survives_a_sigkill_right_after_its_reply(
+    start_server: ServerFactory, replicas: Callable[..., Any]
+) -> None:
+    """Each admin write is in the state file before its answer goes out, so a server killed (-9)
+    right after the answer comes back with it: the owner, lock, TTL, a delete, and every token
+    revocation (a revoked token must never verify again). ``/access`` used to bump lastAccessAt in
+    memory only, written by the access flusher later: a server killed after its 200 came back with
+    the older time, and the GC's first sweep idled out the auto namespace it had just been told was
+    in use."""
+    slow_flush = {"TURSO_ACCESS_FLUSH_INTERVAL": "1h", "TURSO_GC_INTERVAL": "0"}
+    server = start_server(**slow_flush)
+    for name in ("app", "gone"):
+        assert server.admin("POST", f"/v1/namespaces/{name}/create", {"owner": "team-a"}).status == 201
+    old = _token(server, "app")
+    assert server.data("POST", "/app/pull-updates", token=old).status == 200
+    assert server.admin("POST", "/v1/namespaces/app/unlock").status == 200
+    assert server.admin("POST", "/v1/namespaces/app/ttl", {"ttl": "30d"}).status == 200
+    assert server.admin("POST", "/v1/namespaces/app/owner", {"owner": "team-b"}).status == 200
+    assert server.admin("DELETE", "/v1/namespaces/gone").status == 200
+    minted = server.admin("POST", "/v1/namespaces/app/tokens", {"revokeOthers": True})
+    assert minted.status == 201, minted.body
+    middle = minted.json()["token"]
+    assert server.admin("POST", "/v1/namespaces/app/tokens/revoke").status == 200
+    server.kill9()
+
+    server = start_server(data_dir=server.data_dir, **slow_flush)
+    view = server.admin("GET", "/v1/namespaces/app").json()
+    fields = (view["locked"], view["ttl"], view["owner"], view["tokenGeneration"])
+    assert fields == (False, "30d", "team-b", 2)
+    assert server.admin("GET", "/v1/namespaces/gone").status == 404
+    for revoked in (old, middle):
+        response = server.data("POST", "/app/pull-updates", token=revoked)
+        assert response.status == 401 and "revoked" in response.json()["detail"], response.body
+    assert server.data("POST", "/app/pull-updates", token=_token(server, "app")).status == 200
+
+    # An auto namespace idle past TURSO_AUTO_IDLE_DURATION, then told it is in use.
+    replicas(server.url("idle")).push()
+    assert server.admin("GET", "/v1/namespaces/idle").json()["origin"] == "auto"
+    time.sleep(6.5)
+    bumped = {name: server.admin("POST", f"/v1/namespaces/{name}/access") for name in ("app", "idle")}
+    assert all(response.status == 200 for response in bumped.values()), bumped
+    server.kill9()
+
+    server = start_server(data_dir=server.data_dir, TURSO_GC_INTERVAL="1s", TURSO_AUTO_IDLE_DURATION="6s")
+    time.sleep(1.0)  # the first sweep runs as soon as the restore is done
+    assert not server.find_logs("gc archive"), "the GC idled out a namespace just accessed"
+    for name, response in bumped.items():
+        after = server.admin("GET", f"/v1/namespaces/{name}")
+        assert after.status == 200, after.body
+        assert after.json()["lastAccessAt"] == response.json()["lastAccessAt"], name

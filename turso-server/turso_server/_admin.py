@@ -12,7 +12,7 @@ Routes (all but the probes need ``Authorization: Bearer $TURSO_ADMIN_TOKEN``)::
     POST   /v1/namespaces/{name}/lock         view | 404
     POST   /v1/namespaces/{name}/unlock       view | 404
     POST   /v1/namespaces/{name}/ttl          {"ttl":"30d"}; "" / null / no body clears | 400 | 404
-    POST   /v1/namespaces/{name}/access       view with lastAccessAt bumped | 404
+    POST   /v1/namespaces/{name}/access       view with lastAccessAt bumped (persisted first) | 404
     GET    /v1/namespaces/{name}/backup       application/vnd.sqlite3 stream | 404 | 503 | 500
     POST   /v1/namespaces/{name}/tokens       {"access":"rw"|"ro","expiresIn":"24h","revokeOthers":true,
                                                "owner":"team-a","namespaceCreatedAt":"..."}
@@ -269,12 +269,15 @@ async def set_ttl(request: web.Request) -> web.Response:
 
 
 async def touch_namespace(request: web.Request) -> web.Response:
+    """Bump ``lastAccessAt`` and persist it before answering, as every admin write is: a restart
+    right after the reply must not let the GC idle out a namespace it was just told is in use."""
     name = _name(request)
-    store = request.app[STORE]
-    if name not in store:
-        raise NamespaceNotFoundError(f"namespace not found: {name}")
-    store.touch(name)
+    await request.app[STORE].update(name, _bump_last_access)
     return json_response(await _view(request, name))
+
+
+def _bump_last_access(record: NamespaceRecord) -> None:
+    record.last_access_at = max(record.last_access_at, utcnow())
 
 
 async def backup_namespace(request: web.Request) -> web.StreamResponse:
