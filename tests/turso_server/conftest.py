@@ -50,7 +50,9 @@ def start_server(tmp_path: Path, tursodb_bin: Path) -> Iterator[ServerFactory]:
     """``start_server(**env)`` starts a server; ``data_dir=`` reuses a directory (restart tests)."""
     servers: list[ServerProcess] = []
 
-    def factory(*, data_dir: Path | None = None, wait_ready: bool = True, **env: str) -> ServerProcess:
+    def factory(
+        *, data_dir: Path | None = None, wait_ready: bool = True, command: list[str] | None = None, **env: str
+    ) -> ServerProcess:
         directory = data_dir or tmp_path / "srv" / "data"
         slice_start = next_port_slice()
         base_env = {
@@ -65,7 +67,7 @@ def start_server(tmp_path: Path, tursodb_bin: Path) -> Iterator[ServerFactory]:
             "TURSO_SHUTDOWN_GRACE": "2s",
             "TURSO_ACCESS_FLUSH_INTERVAL": "200ms",
         }
-        server = ServerProcess(directory, {**base_env, **env})
+        server = ServerProcess(directory, {**base_env, **env}, command)
         servers.append(server)
         return server.start(wait_ready=wait_ready)
 

@@ -103,9 +103,10 @@ def _dechunk(payload: bytes) -> bytes:
 class ServerProcess:
     """A running ``turso-server`` subprocess and helpers to talk to it."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str], command: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.env = env
+        self.command = command or [str(SERVER_SCRIPT)]
         self.data_port = 0
         self.admin_port = 0
         self.lines: list[str] = []
@@ -124,7 +125,7 @@ class ServerProcess:
         }
         self.lines = []
         self.process = subprocess.Popen(
-            [str(SERVER_SCRIPT)],
+            self.command,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

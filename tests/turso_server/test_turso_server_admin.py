@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -504,3 +507,64 @@ def test_every_acknowledged_admin_write_survives_a_sigkill_right_after_its_reply
         after = server.admin("GET", f"/v1/namespaces/{name}")
         assert after.status == 200, after.body
         assert after.json()["lastAccessAt"] == response.json()["lastAccessAt"], name
+
+
+HELD_STATE_SERVER = Path(__file__).with_name("held_state_server.py")
+CREATE_TABLE = b'{"requests":[{"type":"execute","stmt":{"sql":"CREATE TABLE t(v INTEGER)"}}]}'
+
+
+def _in_thread(results: dict[str, Any], key: str, send: Callable[[], Any]) -> threading.Thread:
+    """``send()`` in a thread; its status (or the connection's error) lands in ``results[key]``."""
+
+    def run() -> None:
+        try:
+            results[key] = send().status
+        except Exception as exc:  # the server was killed: no answer at all
+            results[key] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _create_and_write_while_held(
+    server: ServerProcess, name: str
+) -> tuple[dict[str, Any], list[threading.Thread]]:
+    """An admin create of ``name`` (its state write held), then a data write to it."""
+    results: dict[str, Any] = {}
+    create = _in_thread(results, "create", partial(server.admin, "POST", f"/v1/namespaces/{name}/create"))
+    _wait_for(lambda: bool(server.find_logs("namespace running", namespace=name)), 10, "the new child")
+    write = _in_thread(
+        results, "write", partial(server.data, "POST", f"/{name}/v2/pipeline", body=CREATE_TABLE)
+    )
+    write.join(1.5)
+    assert "write" not in results, f"answered {results['write']} before the namespace was stored"
+    return results, [create, write]
+
+
+def test_a_new_namespace_serves_no_request_before_its_record_is_in_the_state_file(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A create registered the new child as running before its state write: a data request for the
+    name (the data token reaches any name) was forwarded and answered 200 while the namespace was
+    in memory only, and a server killed then came back without it, the acknowledged write gone with
+    it. Such a request now waits for the write; killed meanwhile, it was never answered."""
+    gate = tmp_path / "hold-state-writes"
+    server = start_server(command=[sys.executable, str(HELD_STATE_SERVER)], HELD_STATE_GATE=str(gate))
+    gate.touch()
+    results, threads = _create_and_write_while_held(server, "kept")
+    gate.unlink()
+    for thread in threads:
+        thread.join(10)
+    assert (results["create"], results["write"]) == (201, 200), results
+
+    gate.touch()
+    results, threads = _create_and_write_while_held(server, "lost")
+    server.kill9()
+    gate.unlink()
+    for thread in threads:
+        thread.join(10)
+    assert results["create"] != 201 and results["write"] != 200, results
+    server = start_server(data_dir=server.data_dir)
+    assert server.admin("GET", "/v1/namespaces/lost").status == 404
+    assert server.admin("GET", "/v1/namespaces/kept").status == 200

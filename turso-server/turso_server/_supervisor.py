@@ -392,13 +392,18 @@ class Supervisor:
             )
             try:
                 await self._store.add(record)
-            except Exception:
+            except BaseException:
+                if name in self._store:  # cancelled once the record was on disk: a namespace
+                    _serving(slot)
+                    self._start_keeper(slot)
+                    raise
                 # Not on disk, so not a namespace: a child serving it would take writes that the
                 # next start forgets. Stopped and its directory removed, as if never created.
                 self._slots.pop(name, None)
                 await self._retire(slot)
                 await asyncio.to_thread(self.layout.remove_namespace, name)
                 raise
+            _serving(slot)
             self._start_keeper(slot)
         finally:
             self._pending.discard(name)
@@ -571,7 +576,8 @@ class Supervisor:
 
     async def _spawn_into(self, slot: _Slot, *, create: bool = False) -> None:
         """Start a child for ``slot`` (caller holds the name's lock) and wait until it serves;
-        ``create``: a new namespace, whose directory the spawn makes."""
+        ``create``: a new namespace, whose directory the spawn makes, and which requests reach
+        only once its record is in the state file (:meth:`_create` marks the slot serving then)."""
         async with self._spawn_gate:
             slot.state = ChildState.STARTING
             try:
@@ -580,9 +586,8 @@ class Supervisor:
                 self._metrics.child_start_failures.inc()
                 raise
             slot.child = child
-            slot.state = ChildState.RUNNING
-            slot.last_error = ""
-            slot.ready.set()
+            if not create:
+                _serving(slot)
             log.info(
                 "namespace running",
                 extra={"namespace": slot.name, "port": child.port, "pid": child.process.pid},
@@ -595,6 +600,13 @@ class Supervisor:
             slot.child = None
             slot.ready.clear()
             slot.state = ChildState.STOPPED if slot.retired else ChildState.BACKOFF
+
+
+def _serving(slot: _Slot) -> None:
+    """``slot``'s child takes requests from now on."""
+    slot.state = ChildState.RUNNING
+    slot.last_error = ""
+    slot.ready.set()
 
 
 def _claimable(record: NamespaceRecord, owner: str) -> bool:
