@@ -514,11 +514,11 @@ CREATE_TABLE = b'{"requests":[{"type":"execute","stmt":{"sql":"CREATE TABLE t(v 
 
 
 def _in_thread(results: dict[str, Any], key: str, send: Callable[[], Any]) -> threading.Thread:
-    """``send()`` in a thread; its status (or the connection's error) lands in ``results[key]``."""
+    """``send()`` in a thread; its response (or the connection's error) lands in ``results[key]``."""
 
     def run() -> None:
         try:
-            results[key] = send().status
+            results[key] = send()
         except Exception as exc:  # the server was killed: no answer at all
             results[key] = exc
 
@@ -538,7 +538,7 @@ def _create_and_write_while_held(
         results, "write", partial(server.data, "POST", f"/{name}/v2/pipeline", body=CREATE_TABLE)
     )
     write.join(1.5)
-    assert "write" not in results, f"answered {results['write']} before the namespace was stored"
+    assert "write" not in results, f"answered {results['write'].status} before the namespace was stored"
     return results, [create, write]
 
 
@@ -556,7 +556,7 @@ def test_a_new_namespace_serves_no_request_before_its_record_is_in_the_state_fil
     gate.unlink()
     for thread in threads:
         thread.join(10)
-    assert (results["create"], results["write"]) == (201, 200), results
+    assert (results["create"].status, results["write"].status) == (201, 200), results
 
     gate.touch()
     results, threads = _create_and_write_while_held(server, "lost")
@@ -564,7 +564,53 @@ def test_a_new_namespace_serves_no_request_before_its_record_is_in_the_state_fil
     gate.unlink()
     for thread in threads:
         thread.join(10)
-    assert results["create"] != 201 and results["write"] != 200, results
+    assert all(isinstance(result, Exception) for result in results.values()), results
     server = start_server(data_dir=server.data_dir)
     assert server.admin("GET", "/v1/namespaces/lost").status == 404
     assert server.admin("GET", "/v1/namespaces/kept").status == 200
+
+
+def _revoke_and_mint_while_held(server: ServerProcess, generation: int) -> tuple[dict[str, Any], list[Any]]:
+    """A revocation of ``app``'s tokens (its state write held), then a plain mint."""
+    results: dict[str, Any] = {}
+    revoke = _in_thread(results, "revoke", partial(server.admin, "POST", "/v1/namespaces/app/tokens/revoke"))
+    _wait_for(
+        lambda: server.admin("GET", "/v1/namespaces/app").json()["tokenGeneration"] == generation,
+        10,
+        "the revocation to be made",
+    )
+    mint = _in_thread(results, "mint", partial(server.admin, "POST", "/v1/namespaces/app/tokens", {}))
+    mint.join(1.5)
+    assert "mint" not in results, f"answered {results['mint'].status} before the revocation was stored"
+    return results, [revoke, mint]
+
+
+def test_a_token_is_minted_only_in_a_generation_that_is_in_the_state_file(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A plain mint while a revocation's state write was pending answered 201 with a token of the
+    new generation at once; a server killed before that write landed came back in the old one and
+    refused the token it had handed out. The mint now waits for the write."""
+    gate = tmp_path / "hold-state-writes"
+    server = start_server(command=[sys.executable, str(HELD_STATE_SERVER)], HELD_STATE_GATE=str(gate))
+    assert server.admin("POST", "/v1/namespaces/app/create").status == 201
+    gate.touch()
+    results, threads = _revoke_and_mint_while_held(server, 1)
+    gate.unlink()
+    for thread in threads:
+        thread.join(10)
+    assert (results["revoke"].status, results["mint"].status) == (200, 201), results
+    assert results["mint"].json()["tokenGeneration"] == 1
+    token = results["mint"].json()["token"]
+    assert server.data("POST", "/app/pull-updates", token=token).status == 200
+
+    gate.touch()
+    results, threads = _revoke_and_mint_while_held(server, 2)
+    server.kill9()
+    gate.unlink()
+    for thread in threads:
+        thread.join(10)
+    assert all(isinstance(result, Exception) for result in results.values()), results
+    server = start_server(data_dir=server.data_dir)
+    assert server.admin("GET", "/v1/namespaces/app").json()["tokenGeneration"] == 1
+    assert server.data("POST", "/app/pull-updates", token=token).status == 200, "no answer revoked it"

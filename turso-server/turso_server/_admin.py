@@ -324,6 +324,9 @@ async def mint_token(request: web.Request) -> web.Response:
     owner = _optional_owner(payload)
     created_at = _optional_string(payload, MINT_CREATED_AT)
     store = request.app[STORE]
+    # A change being written (a revocation, a delete) is on disk first: a token minted in a
+    # generation that a kill then forgets would be refused after the restart.
+    await store.settled()
     # Looked up again: the namespace may have gone while the body came. The preconditions are
     # checked on the record the token is minted for: this one when nothing is awaited before the
     # mint, else the one a revocation changes (update checks them on it under the state's write

@@ -343,6 +343,12 @@ class StateStore:
             if error is not None:
                 raise error
 
+    async def settled(self) -> None:
+        """Return once no change is being written: until the caller next awaits, what memory holds
+        is what the file holds (last-access bumps aside), so an answer built on it survives a kill."""
+        async with self._write_lock:
+            pass
+
     # --- last access (debounced) ----------------------------------------------------------------
 
     def touch(self, name: str, when: datetime | None = None) -> None:
