@@ -614,3 +614,29 @@ def test_a_token_is_minted_only_in_a_generation_that_is_in_the_state_file(
     server = start_server(data_dir=server.data_dir)
     assert server.admin("GET", "/v1/namespaces/app").json()["tokenGeneration"] == 1
     assert server.data("POST", "/app/pull-updates", token=token).status == 200, "no answer revoked it"
+
+
+def test_a_create_answers_only_from_what_the_state_file_holds(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A create of an existing namespace while a lock of it was being written found it explicit
+    and locked in memory, wrote nothing, and answered 200 ("explicit + locked") at once; a server
+    killed before the lock's write landed came back unlocked. It now waits for that write."""
+    gate = tmp_path / "hold-state-writes"
+    server = start_server(command=[sys.executable, str(HELD_STATE_SERVER)], HELD_STATE_GATE=str(gate))
+    assert server.admin("POST", "/v1/namespaces/app/create").status == 201
+    assert server.admin("POST", "/v1/namespaces/app/unlock").status == 200
+    gate.touch()
+    results: dict[str, Any] = {}
+    lock = _in_thread(results, "lock", partial(server.admin, "POST", "/v1/namespaces/app/lock"))
+    _wait_for(lambda: server.admin("GET", "/v1/namespaces/app").json()["locked"], 10, "the lock to be made")
+    create = _in_thread(results, "create", partial(server.admin, "POST", "/v1/namespaces/app/create"))
+    create.join(1.5)
+    assert "create" not in results, f"answered {results['create'].status} before the lock was stored"
+    server.kill9()
+    gate.unlink()
+    for thread in (lock, create):
+        thread.join(10)
+    assert all(isinstance(result, Exception) for result in results.values()), results
+    server = start_server(data_dir=server.data_dir)
+    assert server.admin("GET", "/v1/namespaces/app").json()["locked"] is False

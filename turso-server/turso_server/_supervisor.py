@@ -269,6 +269,9 @@ class Supervisor:
         async with self.lock(name):
             if self._closing:
                 raise UnavailableError("server is shutting down", retry_after=5.0)
+            # Decided on what the file holds: a lock or owner change still being written must not
+            # make this create answer "already so" for what a kill -9 would then forget.
+            await self._store.settled()
             record = self._store.get(name)
             if record is None:
                 if not create:
