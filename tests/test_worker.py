@@ -75,6 +75,49 @@ def test_two_threads_opening_a_new_file_both_get_a_client(tmp_path: Path) -> Non
                 client.close()
 
 
+def _open_replica_into(
+    results: list[TursoClient | Exception], url: str, namespace: str, directory: str
+) -> None:
+    try:
+        results.append(open_turso(namespace, server_url=url, dir=directory, env={}))
+    except Exception as exc:
+        results.append(exc)
+
+
+def test_two_threads_opening_a_new_replica_both_get_a_client(router: SyncEndpoint, tmp_path: Path) -> None:
+    """The same in sync mode: two ``open_turso()`` of one new replica file in one process. The
+    second opener waits while the first bootstraps the file; before, it found the file half made
+    and failed ("File is not a database", or a raw FileNotFoundError), sometimes both did."""
+    for trial in range(5):
+        namespace = f"app{trial}"
+        results: list[TursoClient | Exception] = []
+        threads = [
+            threading.Thread(
+                target=_open_replica_into, args=(results, router.url, namespace, str(tmp_path / str(trial)))
+            )
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        clients = [r for r in results if isinstance(r, TursoClient)]
+        try:
+            assert len(clients) == 2, results
+            assert {client.path for client in clients} == {str(tmp_path / str(trial) / f"{namespace}.db")}
+            clients[0].exec("CREATE TABLE t(v)")
+            clients[0].execute("INSERT INTO t VALUES (1)")
+            # A transaction pulls first (the other replica wrote last): it sees the row.
+            assert clients[1].transaction(lambda tx: tx.all("SELECT v FROM t")) == [{"v": 1}]
+        finally:
+            for client in clients:
+                client.close()
+        with open_turso(
+            namespace, server_url=router.url, dir=str(tmp_path / f"fresh{trial}"), env={}
+        ) as fresh:
+            assert fresh.execute("SELECT v FROM t") == [{"v": 1}]
+
+
 def test_a_closed_client_raises_turso_closed_error(tmp_path: Path) -> None:
     db = open_turso("tenants", dir=str(tmp_path), env={})
     db.close()

@@ -21,8 +21,9 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -428,6 +429,21 @@ def _refused(exc: Exception) -> bool:
     return "status=409" in message or "Connection refused" in message
 
 
+_open_locks: dict[str, threading.Lock] = {}
+_open_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _opening(path: str) -> Iterator[None]:
+    """Held by the engine thread that opens the replica file ``path``: one opener of a file at a
+    time in this process (engine threads of several services, e.g. two ``open_turso()`` clients)."""
+    key = os.path.realpath(path)
+    with _open_locks_guard:
+        lock = _open_locks.setdefault(key, threading.Lock())
+    with lock:
+        yield
+
+
 class _Dirty(Exception):
     """The replica holds local changes that no lease covers (left by a crash or a failed push)."""
 
@@ -530,24 +546,7 @@ class ReplicaBackend(Backend):
             rebooted = bool(backend._boot) and mark is not None and not offline and mark != backend._boot
         try:  # cancelled too: a failed open leaves no connection and no thread behind
             try:
-                try:
-                    if removed := await engine.call(reset_interrupted, path):
-                        # A reset cut short (the process died between deleting the files and the new
-                        # bootstrap): nothing in them was acknowledged, so finish it.
-                        log.warning("Turso replica %s: finishing a reset that was cut short", path)
-                        await engine.call(remove_replica_files, path)
-                    await engine.call(backend._connect)
-                except TursoError:
-                    if not rebooted:
-                        raise
-                    log.warning(
-                        "Turso replica %s from another boot does not open: bootstrapping it again", path
-                    )
-                    await engine.call(remove_replica_files, path)
-                    removed = True
-                    await engine.call(backend._connect)
-                if removed:
-                    await engine.call(finish_reset, path)
+                await engine.call(backend._open_files, rebooted)
             except TursoError as exc:
                 raise TursoUnavailableError(f"cannot open Turso replica {path} against {url}: {exc}") from exc
             if backend.serializable:
@@ -578,6 +577,30 @@ class ReplicaBackend(Backend):
             raise
         log.info("Turso replica opened (%s writes): %s <-> %s", backend.policy.mode, path, url)
         return backend
+
+    def _open_files(self, rebooted: bool) -> None:
+        """Open (or bootstrap) the replica's files, on the engine thread, while no other opener of
+        this process touches the same file: a second replica of one new file would find it half
+        bootstrapped (tursodb: "File is not a database", or a file gone between two looks) and
+        fail. The second opener waits here and then opens the complete file."""
+        path = self.path
+        with _opening(path):
+            if removed := reset_interrupted(path):
+                # A reset cut short (the process died between deleting the files and the new
+                # bootstrap): nothing in them was acknowledged, so finish it.
+                log.warning("Turso replica %s: finishing a reset that was cut short", path)
+                remove_replica_files(path)
+            try:
+                self._connect()
+            except TursoError:
+                if not rebooted:
+                    raise
+                log.warning("Turso replica %s from another boot does not open: bootstrapping it again", path)
+                remove_replica_files(path)
+                removed = True
+                self._connect()
+            if removed:
+                finish_reset(path)
 
     async def _leave_serializable(self, mark: str | None) -> None:
         """An offline open of a file last opened for serializable writes (``mark`` a boot id, or
@@ -1292,11 +1315,12 @@ class ReplicaBackend(Backend):
         self._group_members = 0
         self._group_failed = None  # its batch failed with the reset: a fresh copy has no group
         forget_cursors()  # what this thread knew of the server's cursor rows, under any lease
-        remove_replica_files(self.path)  # until finish_reset, an open finishes the reset itself
-        self._connect()  # the probe just answered; a timeout here would leave no replica: 60 s
-        if self._boot:
-            write_boot_mark(self.path, self._boot)
-        finish_reset(self.path)
+        with _opening(self.path):  # no other opener of this process finds the file half made
+            remove_replica_files(self.path)  # until finish_reset, an open finishes the reset itself
+            self._connect()  # the probe just answered; a timeout here would leave no replica: 60 s
+            if self._boot:
+                write_boot_mark(self.path, self._boot)
+            finish_reset(self.path)
 
     def _push_best_effort(self) -> None:
         try:

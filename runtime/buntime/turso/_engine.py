@@ -26,6 +26,7 @@ import functools
 import logging
 import os
 import queue
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -436,12 +437,20 @@ def write_boot_mark(path: str, boot: str) -> None:
 
 
 def _write_durably(target: str, text: str) -> None:
-    temporary = target + ".tmp"
-    with open(temporary, "w", encoding="ascii") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, target)
+    """Write ``text`` to ``target`` through a temporary file of this writer's own (two openers of
+    one new replica in one process write its boot mark at once: a shared name made one fail)."""
+    directory, base = os.path.split(os.path.abspath(target))
+    fd, temporary = tempfile.mkstemp(prefix=f"{base}.", suffix=".tmp", dir=directory)
+    try:
+        with open(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
     _fsync_directory(target)
 
 
