@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import socket
 import subprocess
@@ -43,6 +44,17 @@ def test_local_mode_runs_sql_and_persists_across_reopen(tmp_path: Path) -> None:
         assert db.execute("PRAGMA journal_mode") == [{"journal_mode": "mvcc"}]
     with open_turso("tenants", dir=str(tmp_path), env={}) as again:
         assert again.execute("SELECT v FROM t") == [{"v": 42}]
+
+
+def test_a_local_worker_sets_no_sync_setting_it_would_be_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="buntime.turso"),
+        open_turso("jobs", dir=str(tmp_path), env={}),
+    ):
+        pass
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
 
 
 def _open_into(results: list[TursoClient | Exception], directory: str) -> None:

@@ -213,13 +213,15 @@ def open_turso(
     base_dir = dir if dir is not None else (env.get("RUNTIME_TURSO_DIR", "").strip() or DEFAULT_WORKER_DIR)
     path = os.path.join(base_dir, f"{namespace}.db")
     url = _server_url(server_url, env)
-    settings = {"TURSO_LOCAL_PATH": path, "TURSO_SYNC_INTERVAL": "0"}
+    settings = {"TURSO_LOCAL_PATH": path}
     if not url:
         service = TursoService(resolve_config(env={**settings, "TURSO_MODE": "local"}))
         return TursoClient(service, namespace=namespace, path=path, mode="local", url=None, timeout=timeout)
     remote = f"{url}/{namespace}"
     service = TursoService(
-        resolve_config(env={**settings, "TURSO_SYNC_URL": remote, **_token_env(token, env)})
+        resolve_config(
+            env={**settings, "TURSO_SYNC_URL": remote, "TURSO_SYNC_INTERVAL": "0", **_token_env(token, env)}
+        )
     )
     return TursoClient(service, namespace=namespace, path=path, mode="sync", url=remote, timeout=timeout)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from buntime.turso import (
     DEFAULT_LOCAL_PATH,
     TursoConfigError,
+    TursoService,
     TursoUnavailableError,
     parse_interval,
     resolve_config,
@@ -81,6 +83,49 @@ def test_the_conflict_names_every_sync_only_setting_given() -> None:
 def test_local_mode_alone_and_blank_sync_settings_are_fine() -> None:
     cfg = resolve_config(env={"TURSO_MODE": "local", "TURSO_SYNC_URL": "  ", "TURSO_SERVER_URL": ""})
     assert cfg.topology == "local"
+
+
+def test_sync_tuning_in_local_mode_is_accepted_and_warned_about_once_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``TURSO_WRITE_MODE=offline`` (or another sync tuning value) without a sync URL does nothing:
+    one warning line names each such setting and its value when the service starts. Values equal
+    to the default, which the chart renders in every mode, change nothing and are not named."""
+    env = {
+        "TURSO_WRITE_MODE": "offline",
+        "TURSO_SYNC_INTERVAL": "1s",
+        "TURSO_LEASE_TTL": "5s",  # the default
+        "TURSO_WRITE_TIMEOUT": "2s",
+    }
+    for config, given in (
+        ({}, env),
+        ({"writeMode": "offline", "syncInterval": "1s", "writeTimeout": "2s"}, {}),
+    ):
+        cfg = resolve_config(config, env=given)
+        assert cfg.mode == "local"
+        assert cfg.ignored == ("TURSO_SYNC_INTERVAL=1s", "TURSO_WRITE_MODE=offline", "TURSO_WRITE_TIMEOUT=2s")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="buntime.turso"):
+            TursoService(cfg)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, warnings
+        assert "ignored in local mode" in warnings[0]
+        assert "TURSO_WRITE_MODE=offline" in warnings[0] and "TURSO_LEASE_TTL" not in warnings[0]
+    chart_defaults = {
+        "TURSO_SYNC_INTERVAL": "5s",
+        "TURSO_WRITE_MODE": "serializable",
+        "TURSO_LEASE_TTL": "5s",
+        "TURSO_WRITE_TIMEOUT": "10s",
+        "TURSO_EXECUTOR": "thread",
+    }
+    for defaults in (chart_defaults, {"TURSO_MODE": "local", **chart_defaults}, {}):
+        assert resolve_config(env=defaults).ignored == ()
+    sync = resolve_config(env={"TURSO_SYNC_URL": "http://sync:8080/db", **env})
+    assert sync.ignored == () and sync.write_mode == "offline"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="buntime.turso"):
+        TursoService(resolve_config(env=chart_defaults))
+    assert not caplog.records
 
 
 def test_sync_mode_without_url_is_a_clear_error() -> None:

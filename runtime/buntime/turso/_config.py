@@ -20,7 +20,12 @@ token is scoped to one database) every namespace lives in ``<url>/<TURSO_NAMESPA
 (``TURSO_SYNC_URL``, ``TURSO_SYNC_AUTH_TOKEN``, ``TURSO_SERVER_URL``, ``TURSO_SERVER_TOKEN``,
 ``TURSO_NAMESPACE``, the tokens' ``_FILE`` forms) is a startup error naming both
 (``TURSO_MODE_CONFLICT``): it used to drop the URL silently and run on a pod-local file.
-``TURSO_MODE=sync`` without any URL, or any other mode, is a startup error too. Every URL goes
+``TURSO_MODE=sync`` without any URL, or any other mode, is a startup error too. The sync tuning
+settings (``TURSO_SYNC_INTERVAL``, ``TURSO_WRITE_MODE``, ``TURSO_LEASE_TTL``,
+``TURSO_WRITE_TIMEOUT``) change nothing about where data lives, and a chart or an env file shared
+by every mode sets them everywhere: in local mode they are accepted, and those given a value other
+than their default are listed in ``TursoConfig.ignored``, which ``TursoService`` logs as one warning
+when it starts (a value equal to the default changes nothing in any mode, so it is not listed). Every URL goes
 through :func:`normalize_url` here and nowhere else (``libsql://`` is sent as ``https://``; anything
 but an ``http(s)`` URL with a host is refused), and the choices (``TURSO_MODE``, ``TURSO_EXECUTOR``,
 ``TURSO_WRITE_MODE``) are spelled exactly as listed, like the turso manifest's enums, so ``buntime
@@ -92,6 +97,9 @@ class TursoConfig:
     write_mode: WriteMode = "serializable"
     lease_ttl: float = DEFAULT_LEASE_TTL
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
+    #: Local mode: the sync tuning settings given with a value other than their default
+    #: (``TURSO_WRITE_MODE=offline``, ...), which do nothing here; ``TursoService`` logs them once.
+    ignored: tuple[str, ...] = ()
 
     def token_source(self) -> TokenSource:
         """The one reader of the token that every request of this config sends."""
@@ -238,8 +246,22 @@ def resolve_config(
     )
     _bounded(lease_ttl, raw_ttl, "TURSO_LEASE_TTL", *LEASE_TTL_BOUNDS)
     _bounded(write_timeout, raw_timeout, "TURSO_WRITE_TIMEOUT", MIN_WRITE_TIMEOUT, None)
+    ignored: tuple[str, ...] = ()
+    if resolved.mode == "local":
+        tuning = (
+            ("TURSO_SYNC_INTERVAL", raw_interval, interval != DEFAULT_SYNC_INTERVAL),
+            ("TURSO_WRITE_MODE", write_mode, write_mode != WRITE_MODES[0]),
+            ("TURSO_LEASE_TTL", raw_ttl, lease_ttl != DEFAULT_LEASE_TTL),
+            ("TURSO_WRITE_TIMEOUT", raw_timeout, write_timeout != DEFAULT_WRITE_TIMEOUT),
+        )
+        ignored = tuple(f"{name}={raw}" for name, raw, changed in tuning if changed)
     return replace(
-        resolved, executor=executor, write_mode=write_mode, lease_ttl=lease_ttl, write_timeout=write_timeout
+        resolved,
+        executor=executor,
+        write_mode=write_mode,
+        lease_ttl=lease_ttl,
+        write_timeout=write_timeout,
+        ignored=ignored,
     )
 
 

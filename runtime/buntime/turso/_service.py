@@ -74,6 +74,12 @@ class TursoService:
         self._probes: dict[str, asyncio.Task[_Probe]] = {}  # at most one probe in flight per backend
         self._health: asyncio.Task[TursoHealth] | None = None  # concurrent health() calls share one
         self._last_status: HealthStatus | None = None
+        if config.ignored:
+            log.warning(
+                "Turso settings ignored in local mode (they apply to sync replicas only: set "
+                "TURSO_SYNC_URL or TURSO_SERVER_URL, or unset them): %s",
+                ", ".join(config.ignored),
+            )
 
     @classmethod
     def from_env(cls, config: dict[str, Any] | None = None) -> TursoService:
