@@ -175,6 +175,53 @@ async def test_server_down_refuses_writes_serves_reads_and_recovers(
         await reader.aclose()
 
 
+async def test_health_without_background_sync_asks_the_server_itself_at_a_bounded_rate(
+    sync_server: SyncEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TURSO_SYNC_INTERVAL=0`` (what workers run): nothing talks to the server between writes,
+    so health used to say ``ok`` with the server gone until a write failed, and ``degraded`` after
+    it was back until a write succeeded. Now a replica nothing told about the server for
+    ``REACH_AGE`` asks it, at most once per ``REACH_AGE`` whatever the rate of health calls."""
+    from buntime.turso import _backends
+    from buntime.turso._leases import LeaseClient
+
+    monkeypatch.setattr(_backends, "REACH_AGE", 0.5)
+    asked: list[float] = []
+    reach = LeaseClient.reach
+
+    async def counted(self: LeaseClient, *, timeout: float) -> int:
+        asked.append(time.monotonic())
+        return await reach(self, timeout=timeout)
+
+    monkeypatch.setattr(LeaseClient, "reach", counted)
+    a = single(sync_server.url, tmp_path / "a" / "r.db", TURSO_SYNC_INTERVAL="0", TURSO_WRITE_TIMEOUT="1s")
+    try:
+        await create_table(a)
+        await insert(a, "before")
+        assert (await a.health()).status == "ok"
+        assert asked == [], "a write just heard from the server: no probe"
+        sync_server.kill()
+        await asyncio.sleep(0.6)
+        started = time.monotonic()
+        health = await a.health()
+        assert time.monotonic() - started < 1.5
+        assert health.status == "degraded" and health.usable, health
+        assert "unreachable" in (health.namespaces["runtime"].last_sync_error or "")
+        for _ in range(20):
+            assert (await a.health()).status == "degraded"
+        assert len(asked) <= 1 + (time.monotonic() - started) / 0.5, "one probe per REACH_AGE at most"
+        sync_server.start()  # same ports, same data; no write, no pull from this pod
+        await asyncio.sleep(0.6)
+        probes = len(asked)
+        back = await a.health()
+        assert back.status == "ok", back
+        assert len(asked) == probes + 1
+        await insert(a, "after")
+        assert await count(a) == 2
+    finally:
+        await a.aclose()
+
+
 async def test_offline_mode_keeps_writes_locally_and_the_later_push_wins(
     plain_tursodb: SyncServer, tmp_path: Path
 ) -> None:

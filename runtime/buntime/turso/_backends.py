@@ -396,6 +396,12 @@ LEASE_RETRY_DELAY = 0.02  # base of the backoff between lease and push attempts 
 # Not lower: at 2 ms, the scheduler's own pauses on a busy 2-core machine tripped it.
 INLINE_LIMIT = 0.01
 INLINE_PAUSE = 5.0
+#: Health asks the server itself (:meth:`ReplicaBackend.reach`) when no pull, push, lease or earlier
+#: probe told this replica whether it is reachable for this long (seconds): a pod without
+#: background sync (``TURSO_SYNC_INTERVAL=0``, workers) or with a long interval.
+REACH_AGE = 5.0
+#: How long that probe waits for an answer: well inside health's own bound (``HEALTH_TIMEOUT``).
+REACH_TIMEOUT = 0.5
 
 
 def _total_changes(conn: Any) -> int:
@@ -517,6 +523,8 @@ class ReplicaBackend(Backend):
         self._must_pull = False
         self._release_queued = False  # the last transaction's RELEASE went to the engine thread
         self._boot = ""  # serializable replicas that know the boot commit at synchronous=NORMAL
+        self._heard_at = 0.0  # monotonic: when an exchange last told whether the server answers
+        self._local_error = False  # the recorded error is this pod's (its disk), not the server's
 
     @classmethod
     async def open(
@@ -979,7 +987,7 @@ class ReplicaBackend(Backend):
         try:
             await self._engine.call(self._rebootstrap)
         except (TursoError, OSError) as exc:  # OSError: the replica's directory (space, permissions)
-            self._record_error("reset", exc)
+            self._record_error("reset", exc, local=not isinstance(exc, TursoError))
             raise TursoUnavailableError(f"cannot reset {self.path} from {self.url}: {exc}") from exc
         self._dirty = self._outcome_unknown = self._must_pull = False
 
@@ -1346,17 +1354,53 @@ class ReplicaBackend(Backend):
         self._clear_error()
         return changed
 
-    def _record_error(self, what: str, exc: Exception) -> None:
+    def _record_error(self, what: str, exc: Exception, *, local: bool = False) -> None:
+        """Record a failed exchange (health ``degraded``); ``local``: this pod's own fault (its
+        disk), which an answer from the server does not clear (:meth:`reach`)."""
         first = self.status.last_error is None
         self.status.last_error = f"{what} failed: {exc}"
         self.status.last_error_at = time.time()
+        self._heard_at = time.monotonic()
+        self._local_error = local
         if first:  # one warning per outage, not one per interval
             log.warning("Turso %s failed for %s: %s", what, self.url, exc)
 
     def _clear_error(self) -> None:
+        self._heard_at = time.monotonic()
         if self.status.last_error is not None:
             log.info("Turso sync with %s recovered", self.url)
         self.status.last_error = None
+        self._local_error = False
+
+    async def reach(self) -> None:
+        """Health's look at the server, when nothing told this replica for :data:`REACH_AGE`
+        whether it answers: one bounded request (:meth:`LeaseClient.reach`), on the event loop,
+        never behind the write gate or the engine thread. No answer, a refused token (401, 403), a
+        server error (5xx, 429), or in serializable mode no lease API (404) is recorded like a
+        failed sync (health ``degraded``); an answer clears the last error unless it was this
+        pod's own (a reset that failed on its disk), since the next write or read then works.
+        At most one request per :data:`REACH_AGE` whatever the rate of health calls."""
+        self._check_open()
+        if time.monotonic() - self._heard_at < REACH_AGE:
+            return
+        self._heard_at = time.monotonic()  # a probe that never answers is not sent again at once
+        try:
+            status = await self._leases.reach(timeout=REACH_TIMEOUT)
+        except TursoUnavailableError as exc:
+            self._record_error("probe", exc)
+            return
+        if status in (401, 403):
+            problem = f"turso-server at {self.url} refused the token (HTTP {status})"
+        elif status >= 500 or status == 429:
+            problem = f"turso-server at {self.url} answered HTTP {status}"
+        elif status == 404 and self.serializable:
+            problem = f"{self.url} offers no write leases (HTTP 404): serializable writes need turso-server"
+        else:
+            problem = None
+        if problem is not None:
+            self._record_error("probe", TursoUnavailableError(problem))
+        elif not self._local_error:
+            self._clear_error()
 
     def _read_stats(self) -> SyncStatus:
         conn = self._checkout()

@@ -129,6 +129,14 @@ class LeaseClient:
             raise LeaseLost(_code(payload))
         raise TursoUnavailableError(f"write lease renewal failed: HTTP {status}", code="TURSO_LEASE_FAILED")
 
+    async def reach(self, *, timeout: float) -> int:
+        """One ``GET`` of the lease path, for health: turso-server authenticates and authorises it
+        as it would a write, then answers 405 without touching the namespace (it creates nothing);
+        a plain tursodb answers 404. The HTTP status; :class:`TursoUnavailableError` when nothing
+        answered within ``timeout``."""
+        status, _ = await self._call("GET", LEASE_PATH, None, timeout=timeout)
+        return status
+
     async def release(self, lease: Lease) -> None:
         """Give ``lease`` back; errors are ignored (it expires by itself)."""
         with contextlib.suppress(TursoUnavailableError):

@@ -267,7 +267,9 @@ class TursoService:
 
         Answers within about :data:`HEALTH_TIMEOUT`: a replica is probed without its write gate
         (a sync holds it across network calls, a write while it waits for the lease), through
-        one engine call that reads its sync stats; a probe that has not answered in time leaves
+        one engine call that reads its sync stats and, when no pull, push or lease request told it
+        for ``REACH_AGE`` (5 s) whether turso-server answers, one request to the server bounded at
+        ``REACH_TIMEOUT`` (0.5 s; ``ReplicaBackend.reach``); a probe that has not answered in time leaves
         that namespace ``degraded`` (busy) and is reused by the next call instead of queueing
         another. Concurrent calls share one report.
 
@@ -283,7 +285,9 @@ class TursoService:
     async def _probe(self, backend: Backend) -> _Probe:
         try:
             if isinstance(backend, ReplicaBackend):
-                status = await backend.stats()  # the engine thread only, never the write gate
+                # The engine thread only, never the write gate; beside it, when nothing else talked
+                # to the server lately, one bounded request to it (ReplicaBackend.reach).
+                status, _ = await asyncio.gather(backend.stats(), backend.reach())
                 if status.last_error is not None:
                     return "degraded", status.last_error
             else:
