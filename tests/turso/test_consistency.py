@@ -821,6 +821,37 @@ async def test_after_an_unknown_outcome_no_read_shows_the_write_before_the_repli
     assert [r["who"] for r in await server_rows(server, tmp_path, "SELECT who FROM t")] == ["before-0"]
 
 
+async def test_health_says_down_while_reads_wait_for_a_reset_the_server_cannot_serve(
+    server: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a commit whose outcome is unknown and whose reset could not run, every read and
+    write of the namespace fails until the server is back: health used to call it ``degraded``
+    (usable, "serves reads"). It is ``down`` now, and ``ok`` again once the server answers
+    (the next read resets first and works), without waiting for that read."""
+    from buntime.turso import _backends
+
+    monkeypatch.setattr(_backends, "REACH_AGE", 0.3)
+    a = pod(server, tmp_path, "a", TURSO_WRITE_TIMEOUT="1s", TURSO_SYNC_INTERVAL="0")
+    try:
+        await schema(a)
+        await insert_rows(a, "before", 1)
+        lose_the_next_push(server, monkeypatch, "network error: timed out")
+        with pytest.raises(TursoCommitUnknownError, match="could not be reset yet"):
+            await insert_rows(a, "unknown", 1)
+        db = await a.connect(NS)
+        with pytest.raises(TursoUnavailableError):
+            await db.all("SELECT who FROM t")
+        health = await a.health()
+        assert health.namespaces[NS].status == "down", health
+        assert not health.usable and "outcome is unknown" in (health.namespaces[NS].error or "")
+        server.start()
+        await asyncio.sleep(0.4)
+        assert (await a.health()).status == "ok"
+        assert [r["who"] for r in await db.all("SELECT who FROM t")] == ["before-0"]
+    finally:
+        await a.aclose()
+
+
 async def test_an_offline_open_never_pushes_what_a_serializable_run_reported_failed(
     server: TursoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

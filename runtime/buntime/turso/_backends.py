@@ -632,6 +632,12 @@ class ReplicaBackend(Backend):
             ) from exc
 
     @property
+    def reads_wait_for_reset(self) -> bool:
+        """A commit's outcome is unknown and the reset after it has not run: every read resets
+        first (and fails while the server cannot be reached), so this replica serves nothing."""
+        return self._outcome_unknown
+
+    @property
     def serializable(self) -> bool:
         return self.policy.mode == "serializable"
 

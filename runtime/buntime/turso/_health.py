@@ -14,9 +14,11 @@ class NamespaceHealth:
 
     ``status``: ``ok``; ``degraded`` (it serves reads, but its last sync failed or the server did
     not answer health's own request to it, ``ReplicaBackend.reach``, or its probe did not answer
-    within the health bound because a sync or write holds it); ``down`` (its probe
-    failed: it cannot serve, e.g. a replica stuck in a reset). ``error`` says why, for the log and
-    ``buntime turso health``: never put it in an unauthenticated reply (:meth:`TursoHealth.public`).
+    within the health bound because a sync or write holds it); ``down`` (its probe failed: it
+    cannot serve, e.g. a replica stuck in a reset, or one whose reads wait for the reset after a
+    commit whose outcome is unknown while the server cannot be reached). ``error`` says why, for
+    the log and ``buntime turso health``: never put it in an unauthenticated reply
+    (:meth:`TursoHealth.public`).
     No token, ever; URLs carry no userinfo (``resolve_config`` refuses it).
     """
 
