@@ -199,7 +199,8 @@ async def test_health_without_background_sync_asks_the_server_itself_at_a_bounde
         await create_table(a)
         await insert(a, "before")
         assert (await a.health()).status == "ok"
-        assert asked == [], "a write just heard from the server: no probe"
+        assert (await a.health()).status == "ok"
+        assert len(asked) == 1, "a serializable replica's first health asks once; then a write just heard"
         sync_server.kill()
         await asyncio.sleep(0.6)
         started = time.monotonic()
@@ -209,7 +210,7 @@ async def test_health_without_background_sync_asks_the_server_itself_at_a_bounde
         assert "unreachable" in (health.namespaces["runtime"].last_sync_error or "")
         for _ in range(20):
             assert (await a.health()).status == "degraded"
-        assert len(asked) <= 1 + (time.monotonic() - started) / 0.5, "one probe per REACH_AGE at most"
+        assert len(asked) <= 2 + (time.monotonic() - started) / 0.5, "one probe per REACH_AGE at most"
         sync_server.start()  # same ports, same data; no write, no pull from this pod
         await asyncio.sleep(0.6)
         probes = len(asked)
@@ -220,6 +221,31 @@ async def test_health_without_background_sync_asks_the_server_itself_at_a_bounde
         assert await count(a) == 2
     finally:
         await a.aclose()
+
+
+async def test_health_of_a_serializable_replica_on_a_server_without_write_leases_is_degraded(
+    plain_tursodb: SyncServer, tmp_path: Path
+) -> None:
+    """A bare ``tursodb --sync-server`` under the default serializable writes: pulls work, every
+    write fails (``TURSO_LEASE_UNSUPPORTED``). ``buntime turso health`` right after the open used to
+    say ``ok``; the first health of a serializable replica now asks for the lease API once."""
+    a = single(plain_tursodb.url, tmp_path / "a" / "r.db", TURSO_SYNC_INTERVAL="0")
+    try:
+        await a.connect()
+        health = await a.health()
+        assert health.status == "degraded" and health.usable, health
+        assert "no write leases" in (health.namespaces["runtime"].last_sync_error or "")
+        with pytest.raises(TursoError) as refused:
+            await create_table(a)
+        assert refused.value.code == "TURSO_LEASE_UNSUPPORTED"
+    finally:
+        await a.aclose()
+    offline = single(plain_tursodb.url, tmp_path / "b" / "r.db", TURSO_WRITE_MODE="offline")
+    try:
+        await offline.connect()
+        assert (await offline.health()).status == "ok"
+    finally:
+        await offline.aclose()
 
 
 async def test_offline_mode_keeps_writes_locally_and_the_later_push_wins(

@@ -525,6 +525,7 @@ class ReplicaBackend(Backend):
         self._boot = ""  # serializable replicas that know the boot commit at synchronous=NORMAL
         self._heard_at = 0.0  # monotonic: when an exchange last told whether the server answers
         self._local_error = False  # the recorded error is this pod's (its disk), not the server's
+        self._reached = False  # health asked the server once (a pull says nothing of its leases)
 
     @classmethod
     async def open(
@@ -1385,10 +1386,15 @@ class ReplicaBackend(Backend):
         server error (5xx, 429), or in serializable mode no lease API (404) is recorded like a
         failed sync (health ``degraded``); an answer clears the last error unless it was this
         pod's own (a reset that failed on its disk), since the next write or read then works.
-        At most one request per :data:`REACH_AGE` whatever the rate of health calls."""
+        At most one request per :data:`REACH_AGE` whatever the rate of health calls, plus the
+        first health call of a serializable replica, which always asks (a lease API to write with)."""
         self._check_open()
-        if time.monotonic() - self._heard_at < REACH_AGE:
+        # The first look of a serializable replica goes out at once: its open pulled, which a
+        # plain tursodb answers too, yet without a lease API every write fails.
+        first = self.serializable and not self._reached
+        if time.monotonic() - self._heard_at < REACH_AGE and not first:
             return
+        self._reached = True
         self._heard_at = time.monotonic()  # a probe that never answers is not sent again at once
         try:
             status = await self._leases.reach(timeout=REACH_TIMEOUT)
