@@ -21,6 +21,18 @@ Unacknowledged operations (``unknown``, or cut short by a kill) may be missing, 
 The seed is printed on failure (``HISTORY_SEED`` reruns with one). Two self-tests show the checker
 can fail: the opt-in offline mode (last push wins) under the same load, and a turso-server with
 its push fence taken out (``tests/support/unfenced_turso_server.py``) under the push freeze.
+
+Knobs for soak runs of ``test_history_with_server_and_pod_killed`` (environment; unset, each is
+today's CI run of ~35 s):
+
+* ``HISTORY_SEED`` — the seed of every pod's operations (default: a random one, printed);
+* ``HISTORY_SECONDS`` — how long the pods run (default 30; the faults keep their share of it);
+* ``HISTORY_PODS`` — how many pod processes (default 3, at least 3);
+* ``HISTORY_SERVER_KILLS`` — how many times turso-server is SIGKILLed and restarted (default 1),
+  spread over the first half of the run;
+* ``HISTORY_PUSH_KILLS`` — how many times the first pod is SIGKILLed with a batch it pushes under
+  its lease sent and its reply unread (``HISTORY_KILL_FLAG`` in ``history_pod``), then restarted
+  on its replica (default 0).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +57,10 @@ from tests.support.tursoserver import TursoServer, kill_tree
 
 pytestmark = pytest.mark.slow
 
-SECONDS = 30.0
-PODS = ("p0", "p1", "p2")
+SECONDS = float(os.environ.get("HISTORY_SECONDS") or 30.0)
+PODS = tuple(f"p{i}" for i in range(max(3, int(os.environ.get("HISTORY_PODS") or 3))))
+SERVER_KILLS = int(os.environ.get("HISTORY_SERVER_KILLS") or 1)
+PUSH_KILLS = int(os.environ.get("HISTORY_PUSH_KILLS") or 0)
 NS = "history"
 LEASE_TTL = 1.0  # the pods' TURSO_LEASE_TTL: a frozen holder blocks the others this long
 UNFENCED_SERVER = [
@@ -62,11 +77,13 @@ class Pod:
         self.server, self.root, self.name, self.seed = server, root, name, seed
         self.log = root / f"{name}.history.jsonl"
         self.freeze_flag = root / f"{name}.freeze-push"
+        self.kill_flag = root / f"{name}.kill-push"
         self.env = {
             **os.environ,
             "HISTORY_WRITE_MODE": write_mode,
             "HISTORY_LEASE_TTL": f"{LEASE_TTL}s",
             "HISTORY_FREEZE_FLAG": str(self.freeze_flag),
+            "HISTORY_KILL_FLAG": str(self.kill_flag),
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.start(seconds)
@@ -187,6 +204,21 @@ def freeze_before_push(server: TursoServer, pod: Pod, until: float) -> bool:
         pod.proc.send_signal(signal.SIGCONT)
 
 
+def kill_during_push(pod: Pod, until: float) -> bool:
+    """Have ``pod`` SIGKILL itself once its next batch under a lease is sent, before it reads the
+    reply; ``True`` when it died that way before ``until`` (the caller restarts it)."""
+    assert pod.proc is not None
+    pod.kill_flag.touch()
+    try:
+        while pod.proc.poll() is None:
+            if time.monotonic() >= until:
+                return False
+            time.sleep(0.002)
+    finally:
+        pod.kill_flag.unlink(missing_ok=True)
+    return pod.proc.returncode == -signal.SIGKILL
+
+
 def outcomes(logs: list[Path]) -> dict[str, dict[str, Any]]:
     """``uid -> {"op", "status", ...}``: the last thing each operation's log said."""
     seen: dict[str, dict[str, Any]] = {}
@@ -221,19 +253,23 @@ async def read_server(server: TursoServer, root: Path) -> dict[str, list[dict[st
 
 
 def check(history: dict[str, dict[str, Any]], state: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Every problem the server's ``state`` shows against the recorded ``history`` (see the module
+    doc); an empty list when the history is consistent."""
     problems: list[str] = []
     by_status = Counter(entry["status"] for entry in history.values())
 
-    def landed(table: str) -> Counter[str]:
-        return Counter(str(row["uid"]) for row in state[table] if row.get("uid"))
+    def landed(table: str, column: str = "uid") -> Counter[str]:
+        return Counter(str(row[column]) for row in state[table] if row.get(column))
 
     def judge(kind: str, present: Counter[str]) -> None:
         for uid, n in present.items():
             if n > 1:
                 problems.append(f"{kind} {uid} is present {n} times")
-            status = history.get(uid, {}).get("status")
-            if status == "fail":
-                problems.append(f"{kind} {uid} failed ({history[uid].get('error')}) but is present")
+            entry = history.get(uid)
+            if entry is None or entry["op"] != kind:
+                problems.append(f"{kind} {uid} is present but no such {kind} was ever made")
+            elif entry["status"] == "fail":
+                problems.append(f"{kind} {uid} failed ({entry.get('error')}) but is present")
         for uid, entry in history.items():
             if entry["op"] == kind and entry["status"] == "ok" and present[uid] != 1:
                 problems.append(f"acknowledged {kind} {uid} is present {present[uid]} times")
@@ -241,26 +277,78 @@ def check(history: dict[str, dict[str, Any]], state: dict[str, list[dict[str, An
     judge("insert", landed("ins"))
     judge("inc", landed("incs"))
     judge("cas", landed("cas_log"))
-    enqueued = Counter(str(row["mid"]) for row in state["q"])
-    judge("enqueue", enqueued)
+    judge("enqueue", landed("q", "mid"))
 
+    # Counters: each equals the increments logged with it, which lie between the acknowledged
+    # increments of that key and those plus the ones whose outcome is unknown.
     counters = {int(row["k"]): int(row["v"]) for row in state["counters"]}
     per_key = Counter(int(row["k"]) for row in state["incs"])
-    for k, value in counters.items():
+    for row in state["incs"]:
+        op = history.get(str(row["uid"]))
+        if op is not None and op["op"] == "inc" and int(op["k"]) != int(row["k"]):
+            problems.append(f"inc {row['uid']} of counter {op['k']} landed on counter {row['k']}")
+    for k in sorted(
+        set(counters) | set(per_key) | {int(e["k"]) for e in history.values() if e["op"] == "inc"}
+    ):
+        value = counters.get(k)
+        if value is None:
+            problems.append(f"counter {k} is missing")
+            continue
         if value != per_key[k]:
             problems.append(f"counter {k} is {value} but {per_key[k]} increments landed")
+        incs = Counter(e["status"] for e in history.values() if e["op"] == "inc" and int(e["k"]) == k)
+        if not incs["ok"] <= value <= incs["ok"] + incs["unknown"]:
+            problems.append(
+                f"counter {k} is {value}: {incs['ok']} acknowledged and {incs['unknown']} unknown increments"
+            )
 
+    # Check-and-set: per key, versions 1..top each accepted once, the key at top, and every
+    # acknowledged one accepted at the version its caller was told.
     versions = Counter((int(row["k"]), int(row["version"])) for row in state["cas_log"])
     problems += [f"cas key {k} version {v} accepted {n} times" for (k, v), n in versions.items() if n > 1]
     for row in state["cas"]:
-        top = max((v for (k, v) in versions if k == row["k"]), default=0)
+        accepted = sorted(v for (k, v) in versions if k == row["k"])
+        top = accepted[-1] if accepted else 0
         if int(row["version"]) != top:
             problems.append(f"cas key {row['k']} is at version {row['version']}, its log ends at {top}")
+        if accepted != list(range(1, top + 1)):
+            problems.append(
+                f"cas key {row['k']}: versions {sorted(set(range(1, top + 1)) - set(accepted))} missing"
+            )
+    cas_rows = {str(row["uid"]): row for row in state["cas_log"]}
+    for uid, entry in history.items():
+        row = cas_rows.get(uid)
+        if entry["op"] != "cas" or row is None:
+            continue
+        if int(row["k"]) != int(entry["k"]):
+            problems.append(f"cas {uid} of key {entry['k']} landed on key {row['k']}")
+        if entry["status"] == "ok" and entry.get("result") != int(row["version"]):
+            problems.append(
+                f"cas {uid} was acknowledged at version {entry.get('result')}, recorded at {row['version']}"
+            )
 
+    # Queue: a message is leased by at most one acknowledged dequeue (there is no lease expiry
+    # here, so once leased it stays with its consumer), it stays with that consumer, and it is
+    # acknowledged at most once, by that consumer.
     queue = {str(row["mid"]): row for row in state["q"]}
     problems += [
         f"message {mid} acknowledged {row['acks']} times" for mid, row in queue.items() if row["acks"] > 1
     ]
+    problems += [
+        f"message {mid} has {row['acks']} acks on record in state {row['state']}"
+        for mid, row in queue.items()
+        if (row["state"] == "acked") != (row["acks"] == 1)
+    ]
+    dequeued: dict[str, list[str]] = {}
+    for e in history.values():
+        if e["op"] == "dequeue" and e["status"] == "ok" and e.get("result"):
+            dequeued.setdefault(str(e["result"]), []).append(str(e["pod"]))
+    for mid, consumers in dequeued.items():
+        row = queue.get(mid)
+        if len(consumers) > 1:
+            problems.append(f"message {mid} was leased to {len(consumers)} consumers: {consumers}")
+        elif row is None or row["state"] not in ("leased", "acked") or row["owner"] != consumers[0]:
+            problems.append(f"message {mid} leased to {consumers[0]} is on record as {row}")
     acked = Counter(
         e["mid"] for e in history.values() if e["op"] == "ack" and e["status"] == "ok" and e.get("result")
     )
@@ -269,6 +357,11 @@ def check(history: dict[str, dict[str, Any]], state: dict[str, list[dict[str, An
             problems.append(f"message {mid}: {n} acks were acknowledged")
         if queue.get(mid, {}).get("acks") != 1:
             problems.append(f"message {mid}: an acknowledged ack is not on record")
+    problems += [
+        f"ack {uid} of message {e['mid']} leased to this pod found it gone (its lease or an ack was lost)"
+        for uid, e in history.items()
+        if e["op"] == "ack" and e["status"] == "ok" and not e.get("result")
+    ]
     if by_status["ok"] < 50:
         problems.append(f"too little progress to mean anything: {dict(by_status)}")
     return problems
@@ -282,21 +375,35 @@ async def run_history(
     write_mode: str = "serializable",
     push_freezes: int = 0,
     server_command: list[str] | None = None,
+    pods_names: tuple[str, ...] = PODS[:3],
+    server_kills: int = 1,
+    push_kills: int = 0,
 ) -> tuple[int, dict[str, dict[str, Any]], list[str]]:
-    """Run the pods (with the kills and the freeze while holding when ``faults``, then
-    ``push_freezes`` push freezes of the last pod); return the seed, history and problems."""
+    """Run the pods (with ``server_kills`` kills of turso-server, ``push_kills`` kills of the first
+    pod mid-push, a kill of the second pod and the freeze of the third while it holds the lease when
+    ``faults``, then ``push_freezes`` push freezes of the third); return the seed, history and
+    problems."""
     seed = int(os.environ.get("HISTORY_SEED") or random.randrange(1 << 30))
     server = TursoServer(root / "server", command=server_command).start()
     pods: list[Pod] = []
     try:
         started = time.monotonic()
-        pods = [Pod(server, root, name, seed, seconds, write_mode) for name in PODS]
+        pods = [Pod(server, root, name, seed, seconds, write_mode) for name in pods_names]
         if faults:
-            time.sleep(seconds * 0.3)
-            kill_tree(server.data_dir, server.proc)  # the turso-server pod dies, children and all
-            server.proc = None
-            time.sleep(1.0)
-            server.start()
+            for i in range(server_kills):  # one kill: at 0.3 of the run; more: spread over 0.1-0.5
+                time.sleep(
+                    max(
+                        0.0, started + seconds * (0.1 + 0.4 * (i + 1) / (server_kills + 1)) - time.monotonic()
+                    )
+                )
+                kill_tree(server.data_dir, server.proc)  # the turso-server pod dies, children and all
+                server.proc = None
+                time.sleep(1.0)
+                server.start()
+            for _ in range(push_kills):  # the first pod dies with a batch on its way
+                dead = kill_during_push(pods[0], until=time.monotonic() + 10.0)
+                assert dead, "pods[0] did not die with a push in flight: the fault did not happen"
+                pods[0].start(max(3.0, started + seconds - time.monotonic()))
             time.sleep(max(0.0, started + seconds * 0.6 - time.monotonic()))
             victim = pods[1]
             victim.kill()  # a runtime pod dies mid-traffic and comes back on the same replica dir
@@ -320,7 +427,15 @@ async def run_history(
 
 
 async def test_history_with_server_and_pod_killed(tmp_path: Path) -> None:
-    seed, history, problems = await run_history(tmp_path, seconds=SECONDS, faults=True, push_freezes=1)
+    seed, history, problems = await run_history(
+        tmp_path,
+        seconds=SECONDS,
+        faults=True,
+        push_freezes=1,
+        pods_names=PODS,
+        server_kills=SERVER_KILLS,
+        push_kills=PUSH_KILLS,
+    )
     print(f"history seed={seed}: {dict(Counter(entry['status'] for entry in history.values()))}")
     assert not problems, f"seed {seed}: " + "; ".join(problems[:20])
     thawed = thawed_pushes(tmp_path / f"{PODS[2]}.history.jsonl")
@@ -345,3 +460,117 @@ async def test_the_checker_catches_a_push_past_its_lease(tmp_path: Path) -> None
     assert thawed == [200, 200, 200], f"seed {seed}: the unfenced server answered {thawed}"
     print(f"unfenced history seed={seed}: {len(problems)} problems, e.g. {problems[:3]}")
     assert problems, f"seed {seed}: three stale batches landed and the checker saw nothing wrong"
+
+
+def consistent_run() -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """A small history and the server state it must leave, which :func:`check` accepts."""
+    history: dict[str, dict[str, Any]] = {}
+    state: dict[str, list[dict[str, Any]]] = {
+        t: [] for t in ("ins", "counters", "incs", "cas", "cas_log", "q")
+    }
+
+    def op(uid: str, kind: str, status: str = "ok", **fields: Any) -> None:
+        history[uid] = {"uid": uid, "op": kind, "status": status, "pod": "p0", "k": 0, "mid": None, **fields}
+
+    for i in range(50):
+        op(f"i{i}", "insert")
+        state["ins"].append({"id": i + 1, "uid": f"i{i}"})
+    op("u1", "inc")
+    op("u2", "inc", status="unknown")  # landed
+    op("u3", "inc", status="unknown")  # did not
+    op("u4", "inc", status="fail")
+    state["counters"] = [{"k": 0, "v": 2}]
+    state["incs"] = [{"id": 1, "k": 0, "uid": "u1"}, {"id": 2, "k": 0, "uid": "u2"}]
+    op("c1", "cas", result=1)
+    op("c2", "cas", result=2)
+    state["cas"] = [{"k": 0, "version": 2, "uid": "c2"}]
+    state["cas_log"] = [
+        {"id": 1, "k": 0, "version": 1, "uid": "c1"},
+        {"id": 2, "k": 0, "version": 2, "uid": "c2"},
+    ]
+    op("m1", "enqueue")
+    op("m2", "enqueue")
+    op("d1", "dequeue", result="m1")
+    op("d2", "dequeue", result="m2", pod="p1")
+    op("a1", "ack", mid="m1", result=True)
+    state["q"] = [
+        {"id": 1, "mid": "m1", "state": "acked", "owner": "p0", "acks": 1},
+        {"id": 2, "mid": "m2", "state": "leased", "owner": "p1", "acks": 0},
+    ]
+    return history, state
+
+
+def test_the_checker_accepts_a_consistent_run() -> None:
+    history, state = consistent_run()
+    assert check(history, state) == []
+
+
+History = dict[str, dict[str, Any]]
+State = dict[str, list[dict[str, Any]]]
+
+
+def ghost_insert(h: History, s: State) -> None:
+    s["ins"].append({"id": 99, "uid": "ghost"})
+
+
+def inc_on_another_counter(h: History, s: State) -> None:
+    s["counters"] = [{"k": 0, "v": 1}, {"k": 1, "v": 1}]
+    s["incs"][0]["k"] = 1
+
+
+def counter_past_unknown(h: History, s: State) -> None:
+    s["incs"] += [{"id": 3, "k": 0, "uid": "u3"}, {"id": 4, "k": 0, "uid": "u9"}]
+    s["counters"][0]["v"] = 4
+
+
+def counter_gone(h: History, s: State) -> None:
+    s["counters"].clear()
+
+
+def cas_acked_at_another_version(h: History, s: State) -> None:
+    h["c1"]["result"] = 2
+
+
+def cas_version_skipped(h: History, s: State) -> None:
+    s["cas_log"][1]["version"] = s["cas"][0]["version"] = h["c2"]["result"] = 3
+
+
+def leased_twice(h: History, s: State) -> None:
+    h["d3"] = {**h["d2"], "uid": "d3", "pod": "p2"}
+
+
+def lease_taken(h: History, s: State) -> None:
+    s["q"][1]["owner"] = "p2"
+
+
+def ack_found_lease_gone(h: History, s: State) -> None:
+    h["a2"] = {**h["a1"], "uid": "a2", "pod": "p1", "mid": "m2", "result": False}
+
+
+def acked_without_ack(h: History, s: State) -> None:
+    h["a1"]["status"] = "unknown"
+    s["q"][0]["acks"] = 0
+
+
+BROKEN: dict[str, tuple[Callable[[History, State], None], str]] = {
+    "an insert nobody made": (ghost_insert, "no such insert"),
+    "an increment on another counter": (inc_on_another_counter, "landed on counter 1"),
+    "a counter past its unknown increments": (counter_past_unknown, "2 unknown increments"),
+    "a counter row gone": (counter_gone, "counter 0 is missing"),
+    "a cas acknowledged at another version": (cas_acked_at_another_version, "recorded at 1"),
+    "a cas version skipped": (cas_version_skipped, "versions [2] missing"),
+    "a message leased to two consumers": (leased_twice, "leased to 2 consumers"),
+    "a lease taken from its consumer": (lease_taken, "leased to p1 is on record"),
+    "an ack that found its lease gone": (ack_found_lease_gone, "found it gone"),
+    "an acked message without its ack": (acked_without_ack, "0 acks on record in state acked"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_the_checker_catches(name: str) -> None:
+    """Each claim of the contract is checked: one broken fact, one problem naming it."""
+    history, state = consistent_run()
+    breaks, expected = BROKEN[name]
+    breaks(history, state)
+    problems = check(history, state)
+    assert any(expected in problem for problem in problems), problems

@@ -20,12 +20,19 @@ replica makes; thawed (SIGCONT), the batch goes out with the token it had, and t
 answer (``{"op": "pod", "status": THAWED_PUSH, "http": <status>}``). Only turso-server's fence
 stands between that batch and the writes other pods made meanwhile.
 
+With ``HISTORY_KILL_FLAG`` set, the pod plays a pod killed in the middle of a push: once that file
+exists, the next batch it pushes under a lease is sent in full and the process SIGKILLs itself
+before it reads the reply (the server applies the batch; nobody learns the outcome), so that its
+last operations are unknown and its replica, restarted, holds commits the server has but the
+replica never saw acknowledged.
+
 The checker is ``tests/integration/test_history.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import random
@@ -100,6 +107,33 @@ def freeze_before_a_fenced_push(flag: str, history: History) -> None:
         return reply
 
     _transport._send = stalled_send
+
+
+def die_during_a_fenced_push(flag: str) -> None:
+    """Wrap the replica's HTTP send: the first fenced batch after ``flag`` appears goes out in full,
+    then the process SIGKILLs itself before it reads the reply."""
+    send = _transport._send
+    getresponse = http.client.HTTPConnection.getresponse
+    armed = threading.local()
+
+    def dying_getresponse(self: http.client.HTTPConnection) -> http.client.HTTPResponse:
+        if getattr(armed, "on", False):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return getresponse(self)
+
+    def dying_send(request: urllib.request.Request) -> _transport._Reply:
+        body = request.data if isinstance(request.data, bytes) else b""
+        if not (_transport.FENCED in request.full_url and b"COMMIT" in body):
+            return send(request)
+        try:
+            os.unlink(flag)
+        except FileNotFoundError:
+            return send(request)
+        armed.on = True  # the request is written by the time http.client asks for its reply
+        return send(request)
+
+    http.client.HTTPConnection.getresponse = dying_getresponse  # type: ignore[method-assign]
+    _transport._send = dying_send
 
 
 async def setup(service: TursoService) -> None:
@@ -208,6 +242,8 @@ async def main(url: str, token: str, replica_dir: str, pod: str, seed: int, seco
     history = History(log, pod)
     if flag := os.environ.get("HISTORY_FREEZE_FLAG"):
         freeze_before_a_fenced_push(flag, history)
+    if flag := os.environ.get("HISTORY_KILL_FLAG"):
+        die_during_a_fenced_push(flag)
     env = {
         "TURSO_SERVER_URL": url,
         "TURSO_SERVER_TOKEN": token,
