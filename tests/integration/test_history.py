@@ -32,7 +32,9 @@ today's CI run of ~35 s):
   spread over the first half of the run;
 * ``HISTORY_PUSH_KILLS`` — how many times the first pod is SIGKILLed with a batch it pushes under
   its lease sent and its reply unread (``HISTORY_KILL_FLAG`` in ``history_pod``), then restarted
-  on its replica (default 0).
+  on its replica (default 0);
+* ``HISTORY_CHILD_KILLS`` — how many times the namespace's tursodb child alone is SIGKILLed
+  mid-traffic, after the turso-server kills (turso-server restarts it; default 0).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import pytest
 
 from buntime.turso import TursoService, resolve_config
 from tests.support.history_pod import THAWED_PUSH
-from tests.support.tursoserver import TursoServer, kill_tree
+from tests.support.tursoserver import TursoServer, _children, kill_tree
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +63,7 @@ SECONDS = float(os.environ.get("HISTORY_SECONDS") or 30.0)
 PODS = tuple(f"p{i}" for i in range(max(3, int(os.environ.get("HISTORY_PODS") or 3))))
 SERVER_KILLS = int(os.environ.get("HISTORY_SERVER_KILLS") or 1)
 PUSH_KILLS = int(os.environ.get("HISTORY_PUSH_KILLS") or 0)
+CHILD_KILLS = int(os.environ.get("HISTORY_CHILD_KILLS") or 0)
 NS = "history"
 LEASE_TTL = 1.0  # the pods' TURSO_LEASE_TTL: a frozen holder blocks the others this long
 UNFENCED_SERVER = [
@@ -362,6 +365,26 @@ def check(history: dict[str, dict[str, Any]], state: dict[str, list[dict[str, An
         for uid, e in history.items()
         if e["op"] == "ack" and e["status"] == "ok" and not e.get("result")
     ]
+    # What unacknowledged dequeues and acks may have left: no more leases per consumer than its
+    # dequeues of unknown outcome, and an ack on record only where one was acknowledged or unknown.
+    unknown_dequeues = Counter(
+        str(e["pod"]) for e in history.values() if e["op"] == "dequeue" and e["status"] == "unknown"
+    )
+    unexplained = Counter(
+        str(row["owner"]) for mid, row in queue.items() if row["state"] != "ready" and mid not in dequeued
+    )
+    problems += [
+        f"{n} messages are leased to {owner} by no acknowledged dequeue, "
+        f"and only {unknown_dequeues[owner]} of its dequeues have an unknown outcome"
+        for owner, n in unexplained.items()
+        if n > unknown_dequeues[owner]
+    ]
+    maybe_acked = {str(e["mid"]) for e in history.values() if e["op"] == "ack" and e["status"] == "unknown"}
+    problems += [
+        f"message {mid} is acked on record by no acknowledged or unknown ack"
+        for mid, row in queue.items()
+        if row["acks"] and mid not in acked and mid not in maybe_acked
+    ]
     if by_status["ok"] < 50:
         problems.append(f"too little progress to mean anything: {dict(by_status)}")
     return problems
@@ -378,11 +401,12 @@ async def run_history(
     pods_names: tuple[str, ...] = PODS[:3],
     server_kills: int = 1,
     push_kills: int = 0,
+    child_kills: int = 0,
 ) -> tuple[int, dict[str, dict[str, Any]], list[str]]:
-    """Run the pods (with ``server_kills`` kills of turso-server, ``push_kills`` kills of the first
-    pod mid-push, a kill of the second pod and the freeze of the third while it holds the lease when
-    ``faults``, then ``push_freezes`` push freezes of the third); return the seed, history and
-    problems."""
+    """Run the pods (with ``server_kills`` kills of turso-server, ``child_kills`` of its tursodb
+    child, ``push_kills`` kills of the first pod mid-push, a kill of the second pod and the freeze
+    of the third while it holds the lease when ``faults``, then ``push_freezes`` push freezes of
+    the third); return the seed, history and problems."""
     seed = int(os.environ.get("HISTORY_SEED") or random.randrange(1 << 30))
     server = TursoServer(root / "server", command=server_command).start()
     pods: list[Pod] = []
@@ -400,6 +424,12 @@ async def run_history(
                 server.proc = None
                 time.sleep(1.0)
                 server.start()
+            for _ in range(child_kills):  # the namespace's tursodb dies under turso-server
+                children = _children(server.data_dir)
+                assert children, "no tursodb child to kill"
+                for pid in children:
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(1.0)
             for _ in range(push_kills):  # the first pod dies with a batch on its way
                 dead = kill_during_push(pods[0], until=time.monotonic() + 10.0)
                 assert dead, "pods[0] did not die with a push in flight: the fault did not happen"
@@ -435,6 +465,7 @@ async def test_history_with_server_and_pod_killed(tmp_path: Path) -> None:
         pods_names=PODS,
         server_kills=SERVER_KILLS,
         push_kills=PUSH_KILLS,
+        child_kills=CHILD_KILLS,
     )
     print(f"history seed={seed}: {dict(Counter(entry['status'] for entry in history.values()))}")
     assert not problems, f"seed {seed}: " + "; ".join(problems[:20])
@@ -552,6 +583,14 @@ def acked_without_ack(h: History, s: State) -> None:
     s["q"][0]["acks"] = 0
 
 
+def leased_by_a_failed_dequeue(h: History, s: State) -> None:
+    h["d2"]["status"] = "fail"
+
+
+def acked_by_a_failed_ack(h: History, s: State) -> None:
+    h["a1"]["status"] = "fail"
+
+
 BROKEN: dict[str, tuple[Callable[[History, State], None], str]] = {
     "an insert nobody made": (ghost_insert, "no such insert"),
     "an increment on another counter": (inc_on_another_counter, "landed on counter 1"),
@@ -563,6 +602,8 @@ BROKEN: dict[str, tuple[Callable[[History, State], None], str]] = {
     "a lease taken from its consumer": (lease_taken, "leased to p1 is on record"),
     "an ack that found its lease gone": (ack_found_lease_gone, "found it gone"),
     "an acked message without its ack": (acked_without_ack, "0 acks on record in state acked"),
+    "a message leased by a failed dequeue": (leased_by_a_failed_dequeue, "by no acknowledged dequeue"),
+    "a message acked by a failed ack": (acked_by_a_failed_ack, "by no acknowledged or unknown ack"),
 }
 
 
