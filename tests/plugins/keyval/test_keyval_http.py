@@ -102,6 +102,55 @@ async def test_put_with_ttl(client: Client) -> None:
     await error(await client.put(f"{API}/keys/session/2?expiresIn=-5", json=1), 400, "INVALID_EXPIRE_IN")
 
 
+async def test_atomic_read_modify_writes_keep_the_keys_ttl_or_take_their_own(client: Client, kv: Kv) -> None:
+    async def atomic(*mutations: dict[str, Any]) -> None:
+        assert (await ok(await client.post(f"{API}/atomic", json={"mutations": list(mutations)})))["ok"]
+
+    async def expires_at(path: str) -> Any:
+        return (await ok(await client.get(f"{API}/keys/{path}")))["expiresAt"]
+
+    # A counter set with a TTL keeps it through sum/min/max (it dropped it: the key became permanent).
+    await ok(await client.put(f"{API}/keys/hits/1?expireIn=60000", json=5))
+    window = await expires_at("hits/1")
+    assert window is not None
+    for type_ in ("sum", "min", "max"):
+        await atomic({"type": type_, "key": ["hits", 1], "value": 3})
+        assert await expires_at("hits/1") == window, type_
+    assert (await kv.get(["hits", 1])).value == 3
+    await ok(await client.put(f"{API}/keys/log/1?expireIn=60000", json=["b"]))
+    window = await expires_at("log/1")
+    await atomic({"type": "append", "key": ["log", 1], "value": ["c"]})
+    await atomic({"type": "prepend", "key": ["log", 1], "value": ["a"]})
+    assert (await ok(await client.get(f"{API}/keys/log/1")))["value"] == ["a", "b", "c"]
+    assert await expires_at("log/1") == window
+    # Without a TTL the key stays permanent; one given with the mutation applies (it was ignored).
+    await atomic({"type": "sum", "key": ["hits", 2], "value": 1})
+    assert await expires_at("hits/2") is None
+    await atomic({"type": "sum", "key": ["hits", 2], "value": 1, "expireIn": 400})
+    await atomic({"type": "max", "key": ["hits", 3], "value": 1, "expiresIn": 400})
+    assert await expires_at("hits/2") is not None and await expires_at("hits/3") is not None
+    await atomic({"type": "sum", "key": ["hits", 2], "value": 1})  # keeps the 400 ms it was given
+    await asyncio.sleep(0.5)
+    await error(await client.get(f"{API}/keys/hits/2"), 404, "KEY_NOT_FOUND")
+    await error(await client.get(f"{API}/keys/hits/3"), 404, "KEY_NOT_FOUND")
+    # Refused, and nothing written: a bad TTL on a sum, and any TTL on a delete.
+    for bad in (
+        {"type": "sum", "key": ["hits", 4], "value": 1, "expireIn": -1},
+        {"type": "delete", "key": ["hits", 1], "expireIn": 1000},
+    ):
+        body = {"mutations": [{"type": "set", "key": ["hits", 5], "value": 1}, bad]}
+        await error(await client.post(f"{API}/atomic", json=body), 400, "INVALID_EXPIRE_IN")
+    assert (await kv.get(["hits", 5])).versionstamp is None and (await kv.get(["hits", 1])).value == 3
+    # The Python API and transactions take the same expire_in.
+    await kv.atomic().sum(["hits", 6], 1, expire_in=60_000).commit()
+    assert (await kv.get(["hits", 6])).expires_at is not None
+    async def lower(tx: Any) -> None:
+        tx.min(["hits", 6], 0)
+
+    result = await kv.transaction(lower)
+    assert result.ok and (await kv.get(["hits", 6])).expires_at is not None
+
+
 async def test_malformed_requests_are_400(client: Client) -> None:
     await error(await client.put(f"{API}/keys/a", data="{not json"), 400, "INVALID_JSON")
     await error(await client.put(f"{API}/keys/a", data=""), 400, "INVALID_JSON")

@@ -150,7 +150,10 @@ def make_mutation(type_: str, key: Sequence[Any], value: Any = None, expire_in: 
         if not isinstance(value, list):
             raise InvalidValueError(f"{type_} needs a list of items (got {value!r})", code="INVALID_MUTATION")
         encode_value(value)
-    return Mutation(type_, parts, encoded, value, validate_expire_in(expire_in))
+    ttl = validate_expire_in(expire_in)
+    if type_ == "delete" and ttl is not None:  # a TTL for a key it removes: refused, not dropped
+        raise InvalidValueError("a delete takes no expireIn", code="INVALID_EXPIRE_IN")
+    return Mutation(type_, parts, encoded, value, ttl)
 
 
 def apply_mutation(type_: MutationType, current: Any, operand: Any, key: Key) -> Any:
@@ -255,20 +258,24 @@ class AtomicOperation:
     def delete(self, key: Sequence[Any]) -> AtomicOperation:
         return self.mutate(make_mutation("delete", key))
 
-    def sum(self, key: Sequence[Any], value: float) -> AtomicOperation:
-        return self.mutate(make_mutation("sum", key, value))
+    def sum(self, key: Sequence[Any], value: float, *, expire_in: float | None = None) -> AtomicOperation:
+        return self.mutate(make_mutation("sum", key, value, expire_in))
 
-    def min(self, key: Sequence[Any], value: float) -> AtomicOperation:
-        return self.mutate(make_mutation("min", key, value))
+    def min(self, key: Sequence[Any], value: float, *, expire_in: float | None = None) -> AtomicOperation:
+        return self.mutate(make_mutation("min", key, value, expire_in))
 
-    def max(self, key: Sequence[Any], value: float) -> AtomicOperation:
-        return self.mutate(make_mutation("max", key, value))
+    def max(self, key: Sequence[Any], value: float, *, expire_in: float | None = None) -> AtomicOperation:
+        return self.mutate(make_mutation("max", key, value, expire_in))
 
-    def append(self, key: Sequence[Any], items: list[Any]) -> AtomicOperation:
-        return self.mutate(make_mutation("append", key, items))
+    def append(
+        self, key: Sequence[Any], items: list[Any], *, expire_in: float | None = None
+    ) -> AtomicOperation:
+        return self.mutate(make_mutation("append", key, items, expire_in))
 
-    def prepend(self, key: Sequence[Any], items: list[Any]) -> AtomicOperation:
-        return self.mutate(make_mutation("prepend", key, items))
+    def prepend(
+        self, key: Sequence[Any], items: list[Any], *, expire_in: float | None = None
+    ) -> AtomicOperation:
+        return self.mutate(make_mutation("prepend", key, items, expire_in))
 
     async def commit(self) -> CommitResult:
         return await self._commit(list(self.checks), list(self.mutations))
@@ -309,11 +316,20 @@ async def commit_atomic(
                         expires_at=storage.expiry(now, m.expire_in),
                     )
                 else:
-                    row = db.get(f"SELECT value FROM kv_entries WHERE key = ? AND {LIVE}", [encoded, now])
+                    row = db.get(
+                        f"SELECT value, expires_at FROM kv_entries WHERE key = ? AND {LIVE}", [encoded, now]
+                    )
                     current = decode_value(row["value"]) if row else None
                     new = apply_mutation(m.type, current, m.value, key)
+                    # The key keeps its expiry (Redis' INCR, not Deno KV's sum, which made the
+                    # entry permanent: a counter set with a TTL outlived its window) unless the
+                    # mutation gives its own expireIn.
+                    if m.expire_in is not None:
+                        expires_at = storage.expiry(now, m.expire_in)
+                    else:
+                        expires_at = row["expires_at"] if row else None
                     storage.put_in_tx(
-                        db, encoded, encode_value(new), new, versionstamp=versionstamp, expires_at=None
+                        db, encoded, encode_value(new), new, versionstamp=versionstamp, expires_at=expires_at
                     )
             return CommitResult(True, versionstamp)
 

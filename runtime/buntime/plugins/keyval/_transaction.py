@@ -128,20 +128,24 @@ class KvTransaction:
     def delete(self, key: Sequence[Any]) -> KvTransaction:
         return self._buffer("delete", key)
 
-    def sum(self, key: Sequence[Any], value: Any) -> KvTransaction:
-        return self._buffer("sum", key, value)
+    def sum(self, key: Sequence[Any], value: Any, *, expire_in: float | None = None) -> KvTransaction:
+        return self._buffer("sum", key, value, expire_in)
 
-    def min(self, key: Sequence[Any], value: Any) -> KvTransaction:
-        return self._buffer("min", key, value)
+    def min(self, key: Sequence[Any], value: Any, *, expire_in: float | None = None) -> KvTransaction:
+        return self._buffer("min", key, value, expire_in)
 
-    def max(self, key: Sequence[Any], value: Any) -> KvTransaction:
-        return self._buffer("max", key, value)
+    def max(self, key: Sequence[Any], value: Any, *, expire_in: float | None = None) -> KvTransaction:
+        return self._buffer("max", key, value, expire_in)
 
-    def append(self, key: Sequence[Any], items: list[Any]) -> KvTransaction:
-        return self._buffer("append", key, items)
+    def append(
+        self, key: Sequence[Any], items: list[Any], *, expire_in: float | None = None
+    ) -> KvTransaction:
+        return self._buffer("append", key, items, expire_in)
 
-    def prepend(self, key: Sequence[Any], items: list[Any]) -> KvTransaction:
-        return self._buffer("prepend", key, items)
+    def prepend(
+        self, key: Sequence[Any], items: list[Any], *, expire_in: float | None = None
+    ) -> KvTransaction:
+        return self._buffer("prepend", key, items, expire_in)
 
     def close(self) -> None:
         """Refuse every further call."""
