@@ -153,6 +153,16 @@ def test_env_beats_config_and_config_is_substituted() -> None:
     assert cfg.local_path == "/env.db"
 
 
+def test_a_config_value_that_substitutes_to_blank_counts_as_unset() -> None:
+    """Upstream kept the "" an unset ``${VAR}`` gives (a localPath of "" opened a database at
+    an empty path): here a blank result falls through to the default like a missing value."""
+    for blank in ("${NOT_SET_ANYWHERE}", "  ", ""):
+        cfg = resolve_config({"localPath": blank, "mode": blank}, env={})
+        assert cfg.local_path == "./data/turso/runtime.db" and cfg.mode == "local", blank
+        cfg = resolve_config({"server": {"url": blank}, "sync": {"url": blank}}, env={})
+        assert cfg.server_url is None and cfg.sync_url is None and cfg.mode == "local", blank
+
+
 def test_blank_env_values_do_not_count() -> None:
     cfg = resolve_config({"mode": "sync", "sync": {"url": "http://cfg"}}, env={"TURSO_MODE": "  "})
     assert cfg.sync_url == "http://cfg"

@@ -21,6 +21,7 @@ from buntime.turso import (
     TursoUnavailableError,
     resolve_config,
 )
+from buntime.turso._retry import DEFAULT_RETRY_DELAY, MAX_RETRY_DELAY, backoff_delay
 
 COUNTER_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS counter(id INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
@@ -394,3 +395,78 @@ async def test_two_services_creating_one_new_file_both_open_it(tmp_path: Path) -
         finally:
             for service in services:
                 await service.aclose()
+
+
+async def test_a_busy_begin_is_retried_like_any_busy_statement(local_service: TursoService) -> None:
+    """Upstream issued BEGIN outside its retry loop, so a busy BEGIN failed at once: here a
+    second exclusive transaction, refused at its BEGIN while the first holds the lock, is re-run
+    until the holder commits, and then lands."""
+    await _schema(local_service)
+    holder_wrote = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder(db: Database) -> None:
+        await db.run("UPDATE counter SET n = n + 1 WHERE id = 1")
+        holder_wrote.set()
+        await release.wait()
+
+    attempts = 0
+
+    async def second(db: Database) -> None:
+        nonlocal attempts
+        attempts += 1
+        await db.run("UPDATE counter SET n = n + 10 WHERE id = 1")
+
+    held = asyncio.create_task(local_service.transaction(holder, type="exclusive"))
+    await holder_wrote.wait()
+    waiting = asyncio.create_task(
+        local_service.transaction(second, type="exclusive", max_retries=1000, retry_delay=0.001)
+    )
+    while attempts < 2:  # refused at least once while the holder keeps its lock
+        await asyncio.sleep(0.005)
+    assert not waiting.done()
+    release.set()
+    await held
+    await waiting
+    assert await (await local_service.connect()).get("SELECT n FROM counter") == {"n": 11}
+
+
+def test_retry_delays_back_off_exponentially_with_jitter_up_to_a_cap() -> None:
+    """Upstream waited a fixed 5 ms between attempts, so writers that collided once collided
+    again in step: each retry here waits a random time below a bound that doubles, capped."""
+    base = DEFAULT_RETRY_DELAY
+    for attempt in range(1, 12):
+        bound = min(MAX_RETRY_DELAY, base * 2**attempt)
+        delays = [backoff_delay(attempt, base) for _ in range(200)]
+        assert all(0 <= d <= bound for d in delays)
+        assert len(set(delays)) > 100, "jittered, not a fixed delay"
+        assert max(delays) > bound / 2
+    assert max(backoff_delay(40, base) for _ in range(200)) <= MAX_RETRY_DELAY
+
+
+async def test_aclose_waits_for_an_open_in_flight_and_closes_what_it_opened(tmp_path: Path) -> None:
+    """Upstream's close() did not wait for opens in flight, so one finishing later leaked its
+    connection past the close: here aclose() waits for it, the caller gets the closed service's
+    refusal, and no engine thread (no open file) is left behind."""
+    path = tmp_path / "closing.db"
+    for _ in range(3):
+        service = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)}))
+        opening = asyncio.create_task(service.connect())
+        while not _engine_threads(path):  # closed while its engine thread opens the file
+            await asyncio.sleep(0)
+        await service.aclose()
+        assert _engine_threads(path) == []
+        try:
+            db = await opening
+        except TursoClosedError:
+            pass
+        else:
+            with pytest.raises(TursoClosedError):
+                await db.get("SELECT 1")
+        with pytest.raises(TursoClosedError):
+            await service.connect()
+    reopened = TursoService(resolve_config(env={"TURSO_LOCAL_PATH": str(path)}))
+    try:  # the file is free again at once
+        assert await (await reopened.connect()).get("SELECT 1 AS ok") == {"ok": 1}
+    finally:
+        await reopened.aclose()

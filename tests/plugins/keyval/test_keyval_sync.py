@@ -55,11 +55,27 @@ async def test_every_write_is_pushed_at_commit(start_host: HostStarter, replica_
     await a.set(["pushed"], "by set")
     await a.atomic().set(["pushed", "atomic"], 1).commit()
     await a.create_index(["pushed"], ["t"])
+    # Upstream pushed only transaction() commits: its set, delete, queue and index writes were
+    # autocommits that stayed in the pod's replica (lost with it) until some later push.
+    await a.set(["gone"], 1)
+    await a.create_index(["gone"], ["t"])
+    assert await a.delete(["gone"]) == 1
+    assert await a.remove_index(["gone"])
+    kept = await a.queue.enqueue("kept")
+    acked = await a.queue.enqueue("acked", delay=0)
+    leased = await a.queue.dequeue()
+    assert leased is not None and leased.id == kept
+    assert await a.queue.ack(leased.id)
     # No sync on A: a brand-new replica (a pod started later) must already see everything.
     fresh = await start_kv(start_host, replica_env("fresh"))
     assert (await fresh.get(["pushed"])).value == "by set"
     assert (await fresh.get(["pushed", "atomic"])).value == 1
     assert [i.prefix for i in await fresh.list_indexes()] == [("pushed",)]
+    assert (await fresh.get(["gone"])).versionstamp is None
+    stats = await fresh.queue.stats()
+    assert (stats.pending, stats.processing) == (1, 0)
+    message = await fresh.queue.dequeue()
+    assert message is not None and message.id == acked
 
 
 async def test_data_survives_a_pod_restart(start_host: HostStarter, replica_env: EnvFor) -> None:
