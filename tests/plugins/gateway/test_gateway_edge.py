@@ -352,6 +352,24 @@ async def test_shell_config_and_routes(
     assert await json_of(await client.delete(f"{ADMIN}/shell/routes/none"), 200) == {"removed": False}
 
 
+async def test_a_shell_dir_that_cannot_be_looked_up_is_400_and_changes_nothing(
+    aiohttp_client: AiohttpClient, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A path the OS refuses to stat (a name over NAME_MAX: ENAMETOOLONG) was a plain-text 500
+    that logged the whole path; it is the same 400 as a missing directory."""
+    seed = tmp_path / "seed-shell"
+    seed.mkdir()
+    client = await gateway(aiohttp_client, env, GATEWAY_SHELL_DIR=str(seed))
+    for bad in ("x" * 5000, f"{seed}/{'y' * 300}", "a\x00b"):
+        put = await client.put(f"{ADMIN}/shell/config", json={"dir": bad})
+        assert (await json_of(put, 400))["code"] == "GATEWAY_SHELL_DIR_INVALID", bad[:20]
+        route = await client.put(f"{ADMIN}/shell/routes", json={"host": "t.example", "dir": bad})
+        assert (await json_of(route, 400))["code"] == "GATEWAY_SHELL_DIR_INVALID", bad[:20]
+    stats = await json_of(await client.get(f"{ADMIN}/stats"), 200)
+    assert stats["shell"]["dir"] == str(seed)
+    assert await json_of(await client.get(f"{ADMIN}/shell/routes"), 200) == []
+
+
 async def test_sse_streams_state_updates(aiohttp_client: AiohttpClient, env: dict[str, str]) -> None:
     client = await gateway(
         aiohttp_client, env, GATEWAY_SSE_INTERVAL="50ms", GATEWAY_RATE_LIMIT_REQUESTS="100"

@@ -385,7 +385,11 @@ class Gateway:
         if not isinstance(raw, str) or not raw.strip():
             raise ApiError(required, code=code, status=400)
         directory = raw.strip()
-        if not Path(directory).is_dir():
+        try:
+            exists = Path(directory).is_dir()
+        except OSError:  # one the OS refuses to look up (ENAMETOOLONG, EACCES) is not a directory either
+            exists = False
+        if not exists:
             raise ApiError(f"Shell directory does not exist: {directory}", code=SHELL_DIR_INVALID, status=400)
         return directory
 
