@@ -11,7 +11,10 @@ UTF-8 cannot encode: the engine refused it as a parameter (500), RE2 and the key
 ``UnicodeEncodeError`` (500), and a rule that took it failed on every request. So every string of
 the parsed value, object keys included, must be text: else :class:`~._errors.InvalidTextError`
 (a ``ValueError``, 400 ``INVALID_UNICODE``), for every plugin at once. A surrogate *pair* is one
-character and passes. Raw bytes that are not UTF-8 already fail to decode (``ValueError``).
+character and passes. Raw bytes that are not UTF-8 mostly fail to decode (``ValueError``), but
+``json.loads`` decodes bytes with ``surrogatepass``: a surrogate UTF-8-encoded as bytes
+(``ED A0 80``, never valid UTF-8, not even two of them making a pair) reached the handlers the
+same way as an escaped one, so such bytes are checked too.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ __all__ = ["client_json"]
 
 #: A ``\u`` escape of a surrogate (``D800``-``DFFF``): only input holding one needs the walk.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")  # or one UTF-8-encoded
 
 
 def client_json(raw: str | bytes) -> Any:
@@ -62,7 +65,8 @@ def _require_text(value: Any) -> None:
             if not _is_text(item):
                 raise InvalidTextError(
                     "a JSON string is not Unicode text (it holds a lone surrogate escape, \\ud800 to "
-                    "\\udfff without its pair): every string must be encodable as UTF-8"
+                    "\\udfff without its pair, or a surrogate encoded as bytes): every string must be "
+                    "encodable as UTF-8"
                 )
         elif isinstance(item, dict):
             stack.extend(item)

@@ -128,14 +128,25 @@ LONE = "\ud800"  # json.dumps sends it as the escape "\ud800": legal JSON, no UT
         ("PUT", "/shell/routes", {"host": LONE, "dir": "/tmp"}),
     ],
 )
+@pytest.mark.parametrize("sent_as", ["escape", "bytes"])
 async def test_a_lone_surrogate_in_a_body_is_400_invalid_unicode_and_changes_nothing(
-    aiohttp_client: AiohttpClient, env: dict[str, str], method: str, path: str, body: dict[str, Any]
+    aiohttp_client: AiohttpClient,
+    env: dict[str, str],
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    sent_as: str,
 ) -> None:
-    """The engine refused the string as a parameter, which answered 503 "storage unavailable"."""
+    """The engine refused the string as a parameter, which answered 503 "storage unavailable";
+    sent as UTF-8-encoded bytes (``ED A0 80``), which ``json.loads`` decodes with
+    ``surrogatepass``, it got there without an escape for the check to find."""
     client = await gateway(aiohttp_client, env)
     rule = await add_cors(client)
     before = await json_of(await client.get(RULES), 200)
-    answer = await client.request(method, ADMIN + path.format(id=rule["id"]), json=body)
+    data = json.dumps(body, ensure_ascii=sent_as == "escape").encode("utf-8", "surrogatepass")
+    answer = await client.request(
+        method, ADMIN + path.format(id=rule["id"]), data=data, headers={"Content-Type": "application/json"}
+    )
     assert (await json_of(answer, 400))["code"] == "INVALID_UNICODE"
     assert await json_of(await client.get(RULES), 200) == before
 

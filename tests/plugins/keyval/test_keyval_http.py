@@ -200,6 +200,27 @@ async def test_a_lone_surrogate_anywhere_is_400_invalid_unicode_and_changes_noth
     assert (await ok(await client.get(f"{API}/keys/emoji")))["value"] == "\U0001f600"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"), [r for r in LONE_SURROGATE_REQUESTS if r[2] is not None]
+)
+@pytest.mark.parametrize("surrogates", [LONE, "\ud83d\ude00"], ids=["lone", "pair"])
+async def test_a_surrogate_sent_as_raw_bytes_is_400_invalid_unicode_and_changes_nothing(
+    client: Client, kv: Kv, method: str, path: str, body: Any, surrogates: str
+) -> None:
+    """Surrogates UTF-8-encoded as bytes (``ED A0 80``: no UTF-8 at all, even as a pair of
+    them) are no escape for the check to find, and ``json.loads`` decodes bytes with
+    ``surrogatepass``: they reached the key encoder and the engine (500s) on every route."""
+    await ok(await client.put(f"{API}/keys/a", json={"x": "kept"}))
+    raw = json.dumps(body, ensure_ascii=False).replace(LONE, surrogates).encode("utf-8", "surrogatepass")
+    assert b"\\u" not in raw and b"\xed\xa0" in raw
+    refused = await client.request(
+        method, f"{API}{path}", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert refused.status == 400, await refused.text()
+    assert (await refused.json())["code"] == "INVALID_UNICODE"
+    assert [(e.key, e.value) for e in await kv.list(())] == [(("a",), {"x": "kept"})]
+
+
 async def test_a_lone_surrogate_in_a_nack_error_is_400_and_the_lease_stays(client: Client) -> None:
     await ok(await client.post(f"{API}/queue/enqueue", json={"value": 1}))
     message = (await ok(await client.post(f"{API}/queue/poll")))["message"]

@@ -335,15 +335,23 @@ LONE = "\ud800"  # json.dumps sends it as the escape "\ud800": legal JSON, no UT
         {"name": LONE},
     ],
 )
+@pytest.mark.parametrize("sent_as", ["escape", "bytes"])
 async def test_a_lone_surrogate_in_a_rule_is_400_invalid_unicode_and_changes_nothing(
-    client: TestClient, fields: dict[str, Any]
+    client: TestClient, fields: dict[str, Any], sent_as: str
 ) -> None:
-    refused = await client.post(RULES, json={"pattern": "^/svc/", "target": "http://127.0.0.1:9", **fields})
+    """Also sent as UTF-8-encoded bytes (``ED A0 80``), which ``json.loads`` decodes with
+    ``surrogatepass``: a pattern that way was a plain-text 500 again."""
+
+    def raw(body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body, ensure_ascii=sent_as == "escape").encode("utf-8", "surrogatepass")
+        return {"data": data, "headers": {"Content-Type": "application/json"}}
+
+    refused = await client.post(RULES, **raw({"pattern": "^/svc/", "target": "http://127.0.0.1:9", **fields}))
     assert (await json_of(refused, 400))["code"] == "INVALID_UNICODE"
     assert await stored(client) == []
     rule = await create(client)
     before = await stored(client)
-    refused = await client.put(f"{RULES}/{rule['id']}", json=fields)
+    refused = await client.put(f"{RULES}/{rule['id']}", **raw(fields))
     assert (await json_of(refused, 400))["code"] == "INVALID_UNICODE"
     assert await stored(client) == before
 
