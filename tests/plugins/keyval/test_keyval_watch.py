@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from buntime.plugins import PluginHost
 from buntime.plugins.keyval import KEYVAL_PLUGIN_NAME, Kv
 from buntime.plugins.keyval._watch import CLOSE_OVERFLOW, CLOSE_SHUTDOWN
+from tests.server.support import raw_request
 
 from .conftest import mount
 
@@ -107,6 +108,22 @@ async def test_prefix_watch_and_reconnect_with_last_event_id(client: Client, kv:
     assert resumed_id == (await kv.get(["users", 1])).versionstamp
     await kv.delete(["users", 2])
     assert values((await next_event(resumed))[2]) == {"users/2": None}
+    resumed.close()
+
+
+@pytest.mark.parametrize("route", ["/watch/prefix?prefix=w&initial=true", "/watch?keys=w/1"])
+async def test_a_last_event_id_that_is_no_versionstamp_is_400(client: Client, kv: Kv, route: str) -> None:
+    """The header was taken as it came and echoed as the next event's id: bytes that are not
+    UTF-8 broke the stream after its 200 (a traceback per request), and any other text sorted
+    above every versionstamp (``zzz``) hid every change from the replay."""
+    versionstamp = (await kv.set(["w", 1], "x")).versionstamp
+    assert versionstamp is not None
+    for bad in (b"\xff\xfe", b"zzz", b"not-a-versionstamp", b"0" * 21, versionstamp.upper().encode()):
+        header = b"Last-Event-ID: " + bad + b"\r\n"
+        line = await raw_request(client.port, f"GET {API}{route} HTTP/1.1", header)
+        assert line.startswith(b"HTTP/1.1 400"), (bad, line)
+    resumed = await client.get(f"{API}{route}", headers={"Last-Event-ID": versionstamp})
+    assert resumed.status == 200
     resumed.close()
 
 

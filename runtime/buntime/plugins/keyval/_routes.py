@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -507,6 +508,22 @@ async def _stream_watcher(request: web.Request, watcher: Watcher) -> web.StreamR
     return response
 
 
+#: A versionstamp as every stream sends it in ``id:`` (20 lowercase hex digits), matched whole.
+_VERSIONSTAMP = re.compile(r"[0-9a-f]{20}")
+
+
+def _last_event_id(request: web.Request) -> str:
+    """The ``Last-Event-ID`` a reconnecting client sends back: one of our event ids or nothing.
+    Anything else is 400: it was echoed as the next event's id (bytes that are not UTF-8 broke
+    the stream after its 200) and compared with versionstamps (``zzz`` hid every change)."""
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    if raw and not _VERSIONSTAMP.fullmatch(raw):
+        raise InvalidRequestError(
+            "Last-Event-ID must be an event id this server sent (a versionstamp)", code="INVALID_PARAMETER"
+        )
+    return raw
+
+
 def _initial(request: web.Request, default: bool) -> bool:
     return _bool(request.query.get("initial"), "initial") if "initial" in request.query else default
 
@@ -516,7 +533,7 @@ async def watch_keys(request: web.Request) -> web.StreamResponse:
     if not keys or len(keys) > MAX_HTTP_LIMIT:
         raise InvalidRequestError(f"watch 1 to {MAX_HTTP_LIMIT} keys", code="INVALID_PARAMETER")
     watcher = _kv(request).watch.watch_keys(
-        keys, initial=_initial(request, True), last_id=request.headers.get("Last-Event-ID", "")
+        keys, initial=_initial(request, True), last_id=_last_event_id(request)
     )
     return await _stream_watcher(request, watcher)
 
@@ -526,7 +543,7 @@ async def watch_prefix(request: web.Request) -> web.StreamResponse:
         _watch_prefixes(request),
         limit=_int(request.query.get("limit"), "limit", DEFAULT_PREFIX_LIMIT),
         initial=_initial(request, False),
-        last_id=request.headers.get("Last-Event-ID", ""),
+        last_id=_last_event_id(request),
     )
     return await _stream_watcher(request, watcher)
 
