@@ -60,6 +60,25 @@ def api_key_matches(presented: str | None, expected: str) -> bool:
     return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), expected.encode())
 
 
+#: A run of consecutive percent escapes: one character's bytes are always in one run.
+_PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def require_utf8_url(request: web.Request) -> None:
+    """Refuse a path or query whose percent escapes are not UTF-8 (``%FF``, an encoded surrogate
+    ``%ED%A0%80``, an overlong ``%C0%80``) with :class:`InvalidTextError`: yarl decodes them to
+    U+FFFD, so distinct keys (``a/%FF``, ``a/%FE``) became one and overwrote each other."""
+    url = request.rel_url
+    for part in (url.raw_path, url.raw_query_string):
+        for run in _PERCENT_RUN.findall(part):
+            try:
+                bytes.fromhex(run.replace("%", "")).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidTextError(
+                    "the URL's percent-encoding is not UTF-8 (every escaped byte sequence must be UTF-8 text)"
+                ) from None
+
+
 def error_body(code: str, message: str) -> dict[str, str]:
     return {"error": message, "code": code}
 
@@ -75,8 +94,10 @@ def http_error_response(exc: web.HTTPException) -> web.Response:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn :class:`ApiError`, aiohttp's refusals and Turso errors raised by a handler into JSON."""
+    """Turn :class:`ApiError`, aiohttp's refusals and Turso errors raised by a handler into JSON;
+    a URL whose percent-encoding is not UTF-8 is refused first (:func:`require_utf8_url`)."""
     try:
+        require_utf8_url(request)
         return await handler(request)
     except ApiError as exc:
         return web.json_response(error_body(exc.code, exc.message), status=exc.status)

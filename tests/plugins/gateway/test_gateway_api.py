@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from buntime.server import HOST_KEY
-from tests.server.support import GATEWAY, TURSO, raw_request, start_runtime
+from tests.server.support import GATEWAY, PROXY, TURSO, raw_request, start_runtime
 
 EXCLUDES = "/gateway/admin/shell/excludes"
 HISTORY = "/gateway/admin/metrics/history"
@@ -269,3 +269,24 @@ async def test_without_turso_it_starts_with_persistence_disabled(
         assert (await response.json())["code"] == "GATEWAY_STORAGE_DISABLED"
     # validation still answers first: a bad or env basename is a client error, not a storage one
     assert (await client.post(EXCLUDES, json={"basename": "only-env"})).status == 400
+
+
+async def test_an_admin_url_whose_percent_encoding_is_not_utf8_is_400_invalid_unicode(
+    aiohttp_client: AiohttpClient, env: dict[str, str]
+) -> None:
+    """yarl decodes ``%FF`` to U+FFFD, so ``/shell/routes/%FF`` and ``/%FE`` named one host: the
+    gateway's and the proxy's admin APIs refuse such a URL (path or query) as keyval does; a
+    proxied path is not theirs to refuse."""
+    client = await start_runtime(aiohttp_client, env, TURSO, GATEWAY, PROXY)
+    for method, path in (
+        ("DELETE", "/gateway/admin/shell/routes/%FF"),
+        ("DELETE", "/gateway/admin/shell/excludes/a%ED%A0%80"),
+        ("GET", "/gateway/admin/metrics/history?limit=%C0%80"),
+        ("GET", "/redirects/admin/rules/%FE"),
+        ("PATCH", "/redirects/admin/rules/%FE/toggle"),
+    ):
+        body = await json_of(await client.request(method, path), 400)
+        assert body["code"] == "INVALID_UNICODE", (method, path, body)
+    euro = await client.delete("/gateway/admin/shell/routes/%E2%82%AC")
+    assert await json_of(euro, 200) == {"removed": False}
+    assert (await client.get("/not-a-plugin/%FF")).status == 404

@@ -221,6 +221,30 @@ async def test_a_surrogate_sent_as_raw_bytes_is_400_invalid_unicode_and_changes_
     assert [(e.key, e.value) for e in await kv.list(())] == [(("a",), {"x": "kept"})]
 
 
+@pytest.mark.parametrize("escape", ["%FF", "%FE", "%C0%80", "%ED%A0%80", "%F4%90%80%80", "a%E2%82"])
+async def test_a_percent_encoding_that_is_not_utf8_is_400_invalid_unicode_and_changes_nothing(
+    client: Client, kv: Kv, escape: str
+) -> None:
+    """yarl and ``unquote`` decode such escapes to U+FFFD: ``PUT /keys/a/%FF`` and ``/keys/a/%FE``
+    wrote the same key ``["a", "\ufffd"]``, one overwriting the other, and a query prefix read it."""
+    await ok(await client.put(f"{API}/keys/a", json={"x": "kept"}))
+    for method, path in (
+        ("PUT", f"/keys/a/{escape}"),
+        ("GET", f"/keys/a/{escape}"),
+        ("DELETE", f"/keys/{escape}"),
+        ("GET", f"/keys?prefix=a/{escape}"),
+        ("GET", f"/keys/count?prefix={escape}"),
+        ("GET", f"/watch/prefix/poll?prefix={escape}"),
+    ):
+        headers = {"Content-Type": "application/json"}
+        refused = await client.request(method, f"{API}{path}", data=b"1", headers=headers)
+        await error(refused, 400, "INVALID_UNICODE")
+    assert [(e.key, e.value) for e in await kv.list(())] == [(("a",), {"x": "kept"})]
+    # Escapes of UTF-8 are text, U+FFFD itself included.
+    await ok(await client.put(f"{API}/keys/a/%E2%82%AC%EF%BF%BD", json=1))
+    assert (await kv.get(["a", "\u20ac\ufffd"])).value == 1
+
+
 async def test_a_lone_surrogate_in_a_nack_error_is_400_and_the_lease_stays(client: Client) -> None:
     await ok(await client.post(f"{API}/queue/enqueue", json={"value": 1}))
     message = (await ok(await client.post(f"{API}/queue/poll")))["message"]

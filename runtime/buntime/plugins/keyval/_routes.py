@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ...turso import TursoError
 from .._errors import ApiError, InvalidTextError
-from .._http import http_error_response
+from .._http import http_error_response, require_utf8_url
 from .._json import client_json
 from ._atomic import make_mutation, mutation_key_from_json
 from ._errors import (
@@ -83,9 +83,11 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes ``{"code", "error"}`` JSON with the error's status."""
+    """Every failure becomes ``{"code", "error"}`` JSON with the error's status; a URL whose
+    percent-encoding is not UTF-8 is refused first (``_http.require_utf8_url``)."""
     try:
         try:
+            require_utf8_url(request)
             return await handler(request)
         except TursoError as exc:  # storage_errors(), minus a context manager per request
             mapped = translate_storage_error(exc)
