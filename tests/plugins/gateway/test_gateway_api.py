@@ -290,3 +290,30 @@ async def test_an_admin_url_whose_percent_encoding_is_not_utf8_is_400_invalid_un
     euro = await client.delete("/gateway/admin/shell/routes/%E2%82%AC")
     assert await json_of(euro, 200) == {"removed": False}
     assert (await client.get("/not-a-plugin/%FF")).status == 404
+
+
+async def test_every_gateway_write_is_pushed_at_commit_in_sync_mode(
+    aiohttp_client: AiohttpClient, tmp_path: Any, sync_server: Any
+) -> None:
+    """Upstream cleared the history with an autocommit statement that was never pushed: in sync
+    mode the rows came back on the next pod. A pod started afterwards on a fresh replica file
+    (and no sync on the first) sees every write, the clear included."""
+
+    def pod(name: str) -> dict[str, str]:
+        return {
+            "TURSO_SYNC_URL": sync_server.url,
+            "TURSO_LOCAL_PATH": str(tmp_path / name / "runtime.db"),
+            "TURSO_SYNC_INTERVAL": "0",
+            "GATEWAY_SNAPSHOT_INTERVAL": "0",
+        }
+
+    first = await start_runtime(aiohttp_client, pod("a"), TURSO, GATEWAY)
+    for _ in range(2):
+        await json_of(await first.post(SNAPSHOT), 201)
+    await json_of(await first.post(EXCLUDES, json={"basename": "kept"}), 200)
+    assert (await json_of(await first.delete(HISTORY), 200))["deleted"] == 2
+    await json_of(await first.post(SNAPSHOT), 201)
+    fresh = await start_runtime(aiohttp_client, pod("fresh"), TURSO, GATEWAY)
+    assert len(await gateway_rows(fresh, "SELECT * FROM gateway_metrics_history")) == 1
+    excludes = await gateway_rows(fresh, "SELECT basename FROM gateway_shell_excludes")
+    assert [r["basename"] for r in excludes] == ["kept"]
