@@ -114,3 +114,43 @@ async def test_writes_keep_working_after_the_old_token_is_revoked_and_the_file_r
             assert await count(fresh, "ledger") == 3
         finally:
             await fresh.aclose()
+
+
+async def test_health_without_background_sync_sees_a_revoked_token_and_its_replacement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TURSO_SYNC_INTERVAL=0``: no pull tells the replica that its token was revoked. Health's
+    own request to turso-server does (401: ``degraded``, every write would fail), and the
+    re-minted token in the file makes it ``ok`` again, both without a write."""
+    import asyncio
+
+    from buntime.turso import _backends
+
+    monkeypatch.setattr(_backends, "REACH_AGE", 0.3)
+    with TursoServer(tmp_path / "turso") as server:
+        _post(server, "/v1/namespaces/ledger/create")
+        old = _post(server, "/v1/namespaces/ledger/tokens")
+        volume = SecretVolume(tmp_path / "secret")
+        volume.write(old)
+        env = {
+            "TURSO_SERVER_URL": server.url,
+            "TURSO_SERVER_TOKEN_FILE": volume.path,
+            "TURSO_LOCAL_PATH": str(tmp_path / "replicas" / "runtime.db"),
+            "TURSO_SYNC_INTERVAL": "0",
+        }
+        service = TursoService(resolve_config(env=env))
+        try:
+            await create_table(service, "ledger")
+            assert (await service.health()).status == "ok"
+            new = _post(server, "/v1/namespaces/ledger/tokens", {"revokeOthers": True})
+            await asyncio.sleep(0.4)
+            health = await service.health()
+            assert health.status == "degraded", health
+            assert "refused the token (HTTP 401)" in (health.namespaces["ledger"].last_sync_error or "")
+            assert old not in repr(health.as_dict()) and new not in repr(health.as_dict())
+            volume.write(new)
+            await asyncio.sleep(0.4)
+            assert (await service.health()).status == "ok"
+            await insert(service, "after", "ledger")
+        finally:
+            await service.aclose()
