@@ -223,6 +223,8 @@ def test_executor_defaults_to_thread_and_inline_is_local_only() -> None:
         ("TURSO_SYNC_URL", "https://db.example.com:8443/ns/", "https://db.example.com:8443/ns"),
         ("TURSO_SERVER_URL", "http://turso-server:8080/", "http://turso-server:8080"),
         ("TURSO_SERVER_URL", "libsql://turso-server:8080", "https://turso-server:8080"),
+        ("TURSO_SYNC_URL", "HTTP://db.example.com", "http://db.example.com"),
+        ("TURSO_SERVER_URL", "LibSQL://turso-server:8080", "https://turso-server:8080"),
     ],
 )
 def test_a_sync_or_server_url_is_normalised_to_the_scheme_it_is_sent_over(
@@ -240,7 +242,6 @@ def test_a_sync_or_server_url_is_normalised_to_the_scheme_it_is_sent_over(
         "db.example.com",
         "ftp://db.example.com",
         "turso://db.example.com",
-        "HTTP://db.example.com",
         "http://",
         "http://h:99999",
         "http://h:0",

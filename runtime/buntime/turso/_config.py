@@ -169,7 +169,8 @@ def _bounded(seconds: float, raw: str, name: str, low: float, high: float | None
 def normalize_url(raw: str, name: str, *, label: str | None = None) -> str:
     """A sync or server URL as it is sent: ``http(s)://host[:port][/path]``, no trailing ``/``.
 
-    ``libsql://`` becomes ``https://`` (:data:`URL_SCHEMES`); any other scheme, no scheme, no
+    ``libsql://`` becomes ``https://`` (:data:`URL_SCHEMES`), in any case (``HTTP://`` is
+    ``http://``); any other scheme, no scheme, no
     host, a bad port, userinfo (``user:pw@``: never sent, and it would leak into reports), a query
     or a fragment is a :class:`TursoConfigError` with code ``INVALID_<name>`` that names ``label``
     (where the value came from; ``name`` by default), never echoing the value, which may hold a
@@ -186,6 +187,7 @@ def normalize_url(raw: str, name: str, *, label: str | None = None) -> str:
     if any(ch.isspace() or not ch.isprintable() for ch in text):
         raise refuse("it contains white space or control characters")
     scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower()  # RFC 3986: a scheme is case-insensitive; it is sent in lower case
     if not sep or scheme not in URL_SCHEMES:
         raise refuse(f"the scheme is {scheme!r}" if sep else "it has no scheme")
     parts = urllib.parse.urlsplit(text)
