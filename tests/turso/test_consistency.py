@@ -826,8 +826,10 @@ async def test_health_says_down_while_reads_wait_for_a_reset_the_server_cannot_s
 ) -> None:
     """After a commit whose outcome is unknown and whose reset could not run, every read and
     write of the namespace fails until the server is back: health used to call it ``degraded``
-    (usable, "serves reads"). It is ``down`` now, and ``ok`` again once the server answers
-    (the next read resets first and works), without waiting for that read."""
+    (usable, "serves reads"). It is ``down`` now; once the server answers health's probe it is
+    ``degraded`` (usable: the next read resets first and works), and ``ok`` after that read.
+    The probe's answer comes from turso-server itself, so it never makes the namespace ``ok``
+    while the exchange that failed has not worked since."""
     from buntime.turso import _backends
 
     monkeypatch.setattr(_backends, "REACH_AGE", 0.3)
@@ -846,8 +848,10 @@ async def test_health_says_down_while_reads_wait_for_a_reset_the_server_cannot_s
         assert not health.usable and "outcome is unknown" in (health.namespaces[NS].error or "")
         server.start()
         await asyncio.sleep(0.4)
-        assert (await a.health()).status == "ok"
+        health = await a.health()
+        assert health.namespaces[NS].status == "degraded" and health.usable, health
         assert [r["who"] for r in await db.all("SELECT who FROM t")] == ["before-0"]
+        assert (await a.health()).status == "ok"
     finally:
         await a.aclose()
 

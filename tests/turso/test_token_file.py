@@ -154,3 +154,52 @@ async def test_health_without_background_sync_sees_a_revoked_token_and_its_repla
             await insert(service, "after", "ledger")
         finally:
             await service.aclose()
+
+
+async def test_health_of_a_reader_with_a_read_only_token_is_ok(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod that only reads holds an ``ro`` token (TursoNamespace ``access: ro``). Health's probe
+    (``GET <ns>/-/lease``) was authorised as a write, so turso-server answered 403 and such a pod was
+    ``degraded`` for good without background sync while every read worked. A ``GET`` of the lease
+    path now needs a read's rights (it is answered 405 and changes nothing)."""
+    import asyncio
+
+    from buntime.turso import _backends
+
+    monkeypatch.setattr(_backends, "REACH_AGE", 0.3)
+    with TursoServer(tmp_path / "turso") as server:
+        _post(server, "/v1/namespaces/ledger/create")
+        writer = TursoService(
+            resolve_config(
+                env={
+                    "TURSO_SERVER_URL": server.url,
+                    "TURSO_SERVER_TOKEN": _post(server, "/v1/namespaces/ledger/tokens"),
+                    "TURSO_LOCAL_PATH": str(tmp_path / "writer" / "runtime.db"),
+                    "TURSO_SYNC_INTERVAL": "0",
+                }
+            )
+        )
+        try:
+            await create_table(writer, "ledger")
+            await insert(writer, "a", "ledger")
+        finally:
+            await writer.aclose()
+        reader = TursoService(
+            resolve_config(
+                env={
+                    "TURSO_SERVER_URL": server.url,
+                    "TURSO_SERVER_TOKEN": _post(server, "/v1/namespaces/ledger/tokens", {"access": "ro"}),
+                    "TURSO_LOCAL_PATH": str(tmp_path / "reader" / "runtime.db"),
+                    "TURSO_SYNC_INTERVAL": "0",
+                }
+            )
+        )
+        try:
+            assert await count(reader, "ledger") == 1
+            for _ in range(3):  # the first call asks at once; the next ones after REACH_AGE
+                health = await reader.health()
+                assert health.status == "ok", health
+                await asyncio.sleep(0.4)
+        finally:
+            await reader.aclose()

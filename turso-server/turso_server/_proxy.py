@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from ._auth import Access, DataAuth, Principal
+from ._auth import READ_ONLY_METHODS, Access, DataAuth, Principal
 from ._config import LEASE_TTL_MAX, LEASE_WAIT_MAX
 from ._cursors import CursorRead, CursorWrite, all_steps_ran, classify, read_reply, read_rows
 from ._cursors import Kind as CursorKind
@@ -372,7 +372,10 @@ async def proxy(request: web.Request) -> web.StreamResponse:
             raise
         if token == "":
             route = LEASE_ROUTE
-            DataAuth.authorize(principal, name, hdrs.METH_POST, PIPELINE_ROUTE)
+            if request.method in READ_ONLY_METHODS:  # answered 405, changes nothing: a read's rights
+                DataAuth.authorize(principal, name, request.method, rest)  # (a runtime's health probe)
+            else:  # a grant, renewal or release: a writer's
+                DataAuth.authorize(principal, name, hdrs.METH_POST, PIPELINE_ROUTE)
             _check_owner(app, principal, name)
             answer = await _lease_call(request, name, rest, principal)
             status = answer.status

@@ -402,6 +402,7 @@ INLINE_PAUSE = 5.0
 REACH_AGE = 5.0
 #: How long that probe waits for an answer: well inside health's own bound (``HEALTH_TIMEOUT``).
 REACH_TIMEOUT = 0.5
+PROBE = "probe"  # what health's own look at the server is called in a recorded error
 
 
 def _total_changes(conn: Any) -> int:
@@ -524,7 +525,10 @@ class ReplicaBackend(Backend):
         self._release_queued = False  # the last transaction's RELEASE went to the engine thread
         self._boot = ""  # serializable replicas that know the boot commit at synchronous=NORMAL
         self._heard_at = 0.0  # monotonic: when an exchange last told whether the server answers
-        self._local_error = False  # the recorded error is this pod's (its disk), not the server's
+        # The recorded error came from health's own probe, which only an answer to it clears; and
+        # whether the server answered a probe since the last failed exchange.
+        self._probe_error = False
+        self._answered = True
         self._reached = False  # health asked the server once (a pull says nothing of its leases)
 
     @classmethod
@@ -994,9 +998,10 @@ class ReplicaBackend(Backend):
         try:
             await self._engine.call(self._rebootstrap)
         except (TursoError, OSError) as exc:  # OSError: the replica's directory (space, permissions)
-            self._record_error("reset", exc, local=not isinstance(exc, TursoError))
+            self._record_error("reset", exc)
             raise TursoUnavailableError(f"cannot reset {self.path} from {self.url}: {exc}") from exc
         self._dirty = self._outcome_unknown = self._must_pull = False
+        self._clear_error()  # a bootstrap from the server: an exchange that worked
 
     def _schedule_release(self) -> None:
         """Give the lease back ``LEASE_LINGER`` after the pod goes idle. One timer serves every
@@ -1361,14 +1366,15 @@ class ReplicaBackend(Backend):
         self._clear_error()
         return changed
 
-    def _record_error(self, what: str, exc: Exception, *, local: bool = False) -> None:
-        """Record a failed exchange (health ``degraded``); ``local``: this pod's own fault (its
-        disk), which an answer from the server does not clear (:meth:`reach`)."""
+    def _record_error(self, what: str, exc: Exception) -> None:
+        """Record a failed exchange (health ``degraded``)."""
         first = self.status.last_error is None
         self.status.last_error = f"{what} failed: {exc}"
         self.status.last_error_at = time.time()
         self._heard_at = time.monotonic()
-        self._local_error = local
+        # A probe failing after a pull, push or reset failed does not make that error its own.
+        self._probe_error = what == PROBE and (first or self._probe_error)
+        self._answered = False
         if first:  # one warning per outage, not one per interval
             log.warning("Turso %s failed for %s: %s", what, self.url, exc)
 
@@ -1377,15 +1383,23 @@ class ReplicaBackend(Backend):
         if self.status.last_error is not None:
             log.info("Turso sync with %s recovered", self.url)
         self.status.last_error = None
-        self._local_error = False
+        self._probe_error = False
+        self._answered = True
+
+    @property
+    def unanswered(self) -> bool:
+        """The last exchange with the server failed and no probe of health's got an answer since."""
+        return not self._answered
 
     async def reach(self) -> None:
         """Health's look at the server, when nothing told this replica for :data:`REACH_AGE`
         whether it answers: one bounded request (:meth:`LeaseClient.reach`), on the event loop,
         never behind the write gate or the engine thread. No answer, a refused token (401, 403), a
         server error (5xx, 429), or in serializable mode no lease API (404) is recorded like a
-        failed sync (health ``degraded``); an answer clears the last error unless it was this
-        pod's own (a reset that failed on its disk), since the next write or read then works.
+        failed sync (health ``degraded``). An answer comes from turso-server itself, never from the
+        namespace's tursodb, so it proves what a failed probe doubted (the server is up, the token
+        is good) and clears only an error a probe recorded: a failed pull, push or reset (a hung
+        child, this pod's full disk) stays until a pull, push or reset of its own succeeds.
         At most one request per :data:`REACH_AGE` whatever the rate of health calls, plus the
         first health call of a serializable replica, which always asks (a lease API to write with)."""
         self._check_open()
@@ -1399,7 +1413,7 @@ class ReplicaBackend(Backend):
         try:
             status = await self._leases.reach(timeout=REACH_TIMEOUT)
         except TursoUnavailableError as exc:
-            self._record_error("probe", exc)
+            self._record_error(PROBE, exc)
             return
         if status in (401, 403):
             problem = f"turso-server at {self.url} refused the token (HTTP {status})"
@@ -1410,9 +1424,11 @@ class ReplicaBackend(Backend):
         else:
             problem = None
         if problem is not None:
-            self._record_error("probe", TursoUnavailableError(problem))
-        elif not self._local_error:
+            self._record_error(PROBE, TursoUnavailableError(problem))
+        elif self._probe_error:
             self._clear_error()
+        else:
+            self._answered = True
 
     def _read_stats(self) -> SyncStatus:
         conn = self._checkout()

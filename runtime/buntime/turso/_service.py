@@ -289,7 +289,7 @@ class TursoService:
                 # to the server lately, one bounded request to it (ReplicaBackend.reach).
                 status, _ = await asyncio.gather(backend.stats(), backend.reach())
                 if status.last_error is not None:
-                    if backend.reads_wait_for_reset:  # no read works until the server answers
+                    if backend.reads_wait_for_reset and backend.unanswered:  # no read works now
                         return "down", (
                             "reads wait for a reset after a commit whose outcome is unknown: "
                             f"{status.last_error}"
