@@ -374,7 +374,7 @@ def test_the_turso_manifest_lists_the_choices_resolve_config_takes() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["turso-server:8080", "ftp://h", "HTTP://h", "http://", "http://u:pw@h", "http://h/?t=x", "http://h/#x"],
+    ["turso-server:8080", "ftp://h", "http:/h", "http://", "http://u:pw@h", "http://h/?t=x", "http://h/#x"],
 )
 def test_the_chart_pattern_of_the_sync_url_refuses_what_resolve_config_refuses(url: str) -> None:
     (turso,) = [m for m in discover([BUILTIN_DIR]) if m.name == TURSO_PLUGIN_NAME]
@@ -382,3 +382,12 @@ def test_the_chart_pattern_of_the_sync_url_refuses_what_resolve_config_refuses(u
     with pytest.raises(TursoConfigError):
         resolve_config(env={"TURSO_SYNC_URL": url})
     assert not re.search(field.pattern, url), (field.pattern, url)
+
+
+def test_the_chart_pattern_of_the_sync_url_takes_the_scheme_in_lower_case_only() -> None:
+    """Stricter than resolve_config, which reads a scheme in any case (RFC 3986) and sends it in
+    lower case: the chart renders what it is given, so it asks for the spelling that is sent."""
+    (turso,) = [m for m in discover([BUILTIN_DIR]) if m.name == TURSO_PLUGIN_NAME]
+    (field,) = [setting for setting in turso.settings if setting.env == "TURSO_SYNC_URL"]
+    assert resolve_config(env={"TURSO_SYNC_URL": "HTTP://h"}).sync_url == "http://h"
+    assert not re.search(field.pattern, "HTTP://h") and re.search(field.pattern, "http://h")
