@@ -324,25 +324,27 @@ async def mint_token(request: web.Request) -> web.Response:
     owner = _optional_owner(payload)
     created_at = _optional_string(payload, MINT_CREATED_AT)
     store = request.app[STORE]
-    # A change being written (a revocation, a delete) is on disk first: a token minted in a
-    # generation that a kill then forgets would be refused after the restart.
-    await store.settled()
-    # Looked up again: the namespace may have gone while the body came. The preconditions are
-    # checked on the record the token is minted for: this one when nothing is awaited before the
-    # mint, else the one a revocation changes (update checks them on it under the state's write
-    # lock), so the token is for the namespace they describe or for none.
-    record = store.get(name)
-    if record is None:
-        raise NamespaceNotFoundError(f"namespace not found: {name}")
-    _check_mint_preconditions(record, owner, created_at)
-    # A revocation is persisted before the token goes out, so it survives a crash after the reply.
     if revoke:
+        # A revocation is persisted before the token goes out, so it survives a crash after the
+        # reply; the preconditions are checked on the record it changes, under the state's write
+        # lock, so the token is for the namespace they describe or for none.
 
         def revoke_others(current: NamespaceRecord) -> None:
             _check_mint_preconditions(current, owner, created_at)
             _next_token_generation(current)
 
         record = await store.update(name, revoke_others)
+    else:
+        # A change being written (a revocation, a delete) is on disk first: a token minted in a
+        # generation that a kill then forgets would be refused after the restart. Looked up
+        # again (the namespace may have gone while the body came), and nothing is awaited
+        # between the preconditions and the mint.
+        await store.settled()
+        found = store.get(name)
+        if found is None:
+            raise NamespaceNotFoundError(f"namespace not found: {name}")
+        _check_mint_preconditions(found, owner, created_at)
+        record = found
     minted = tokens.mint(name, record.incarnation, record.token_generation, access, expires_in=expires_in)
     log.info(
         "scoped token minted",

@@ -131,7 +131,8 @@ class LeaseClient:
 
     async def reach(self, *, timeout: float) -> int:
         """One ``GET`` of the lease path, for health: turso-server authenticates and authorises it
-        as it would a write, then answers 405 without touching the namespace (it creates nothing);
+        as a read (an ``ro`` token may ask), then answers 405 without touching the namespace (it
+        creates nothing);
         a plain tursodb answers 404. The HTTP status; :class:`TursoUnavailableError` when nothing
         answered within ``timeout``."""
         status, _ = await self._call("GET", LEASE_PATH, None, timeout=timeout)
